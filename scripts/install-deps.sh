@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of moe-compiler on Debian 12.
+# Fast when everything is already installed (no apt-get update then).
+set -euo pipefail
+PKGS=(
+  cmake ninja-build ccache g++ git
+  llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22 libclang-rt-22-dev
+  libfmt-dev nlohmann-json3-dev libflatbuffers-dev flatbuffers-compiler
+  libopenblas-dev libopenmpi-dev openmpi-bin
+  libpcre2-dev libutf8proc-dev
+  libgtest-dev python3-numpy
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,37 @@
+# -*- Python -*-
+# lit configuration for moe-compiler: dialect round trips, verifier errors,
+# importers, passes and end-to-end runs of the fixtures.
+import os
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "MOE"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell if llvm_config else True)
+config.suffixes = [".mlir", ".test", ".json"]
+config.excludes = ["Inputs", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "unit"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.moe_obj_root, "test")
+
+llvm_config.with_system_environment(["HOME", "TMPDIR", "OMPI_ALLOW_RUN_AS_ROOT",
+                                      "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM",
+                                      "OMPI_MCA_rmaps_base_oversubscribe"])
+llvm_config.with_environment("PATH", config.moe_tools_dir, append_path=True)
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+# numpy lives in Debian's python, not in a pyenv one that may come first on PATH.
+config.substitutions.append(("%python", "/usr/bin/python3"))
+config.substitutions.append(("%shared", config.moe_shared_dir))
+config.substitutions.append(("%fixtures", os.path.join(config.moe_shared_dir, "fixtures")))
+config.substitutions.append(("%examples", os.path.join(config.moe_src_root, "examples")))
+config.substitutions.append(("%moe_src", config.moe_src_root))
+config.substitutions.append(("%moe_lib", config.moe_lib_dir))
+
+if config.moe_enable_compiler:
+    config.available_features.add("compiler")
+if config.moe_enable_mpi:
+    config.available_features.add("mpi")
+if config.moe_enable_cuda:
+    config.available_features.add("cuda")
+if config.moe_sanitizers:
+    config.available_features.add("sanitizers")
+if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf")):
+    config.available_features.add("fixtures")

@@ -1,0 +1,618 @@
+//===- Linear.cpp - Matrix products with on-the-fly weight conversion -----===//
+//
+// Shapes: Y[T, N] (+)= X[T, K] W^T with W [N, K] row-major (HF nn.Linear).
+//
+// Decode (small T) is memory-bound: gemvRows streams each weight row once,
+// strictly sequentially (one row at a time: on Zen 4 interleaving several row
+// streams costs up to half the bandwidth), with 64-byte loads, converting
+// BF16/F16 to f32 in registers. BF16 rows are split into even/odd elements
+// with a shift and a mask, so X is pre-arranged (de-interleaved) to match.
+// Threads split the rows.
+//
+// Prefill (larger T) is compute-bound: 4x4 register tiles (4 weight rows x 4
+// tokens) over K, with the next row block prefetched, either with AVX512-BF16
+// dot products (activations rounded to bf16; plans with compute dtype BF16)
+// or exact f32 FMAs. F32 weights go to OpenBLAS sgemm. Transposed weights
+// (GPT-2 Conv1D) and CPUs without AVX-512 convert row panels to f32 and use
+// sgemm.
+//
+//===----------------------------------------------------------------------===//
+// GCC 12 reports its own _mm512_undefined_* placeholders inside the
+// intrinsics headers as uninitialized (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "moert/cpu/Kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <immintrin.h>
+#include <string_view>
+
+#define MOERT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+#define MOERT_AVX512BF16                                                                         \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c,avx512bf16")))
+#define MOERT_INLINE inline __attribute__((always_inline))
+
+namespace moert::cpu {
+
+//===----------------------------------------------------------------------===//
+// ISA selection and scratch memory
+//===----------------------------------------------------------------------===//
+
+Isa detectIsa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    Isa best = Isa::Scalar;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+      best = __builtin_cpu_supports("avx512bf16") ? Isa::Avx512Bf16 : Isa::Avx512;
+    if (const char *env = std::getenv("MOERT_ISA")) {
+      std::string_view e(env);
+      Isa want = e == "scalar" ? Isa::Scalar : e == "avx512" ? Isa::Avx512 : best;
+      best = std::min(best, want);
+    }
+    return best;
+  }();
+  return isa;
+}
+
+static std::atomic<int> gIsa{-1};
+
+Isa activeIsa() {
+  int v = gIsa.load(std::memory_order_relaxed);
+  return v < 0 ? detectIsa() : Isa(v);
+}
+
+void setIsa(Isa isa) { gIsa.store(int(std::min(isa, detectIsa()))); }
+
+const char *isaName(Isa isa) {
+  switch (isa) {
+  case Isa::Scalar:
+    return "scalar";
+  case Isa::Avx512:
+    return "avx512";
+  case Isa::Avx512Bf16:
+    return "avx512-bf16";
+  }
+  return "?";
+}
+
+Workspace::Buf::~Buf() { std::free(p); }
+
+void *Workspace::Buf::get(size_t bytes) {
+  if (bytes > size) {
+    std::free(p);
+    size = (bytes + 63) & ~size_t(63);
+    p = std::aligned_alloc(64, size);
+    if (!p)
+      throw std::bad_alloc();
+  }
+  return p;
+}
+
+void *Workspace::shared(size_t slot, size_t bytes) { return shared_[slot].get(bytes); }
+
+void Workspace::reserveLocal(size_t bytes) {
+  for (Buf &b : perThread_)
+    b.get(bytes);
+}
+
+void *Workspace::local(int tid, size_t bytes) { return perThread_[size_t(tid)].get(bytes); }
+
+static int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+//===----------------------------------------------------------------------===//
+// AVX-512 helpers
+//===----------------------------------------------------------------------===//
+
+/// Sums each of 16 vectors: lane i of the result = sum of a[i].
+MOERT_AVX512 MOERT_INLINE static __m512 reduce16(const __m512 *a) {
+  __m512 t[8], u[4];
+  for (int i = 0; i < 8; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  for (int i = 0; i < 4; ++i)
+    u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44),
+                         _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xEE));
+  __m512 v0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44),
+                            _mm512_shuffle_f32x4(u[0], u[1], 0xEE));
+  __m512 v1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44),
+                            _mm512_shuffle_f32x4(u[2], u[3], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v0, v1, 0xDD));
+}
+
+/// Loads 32 weights at w (elements [k, k+32) of a row) as two f32 vectors.
+/// BF16 gives (even, odd) elements, F16 and F32 give (first 16, last 16).
+/// `rem` < 32 loads only that many elements (the row's tail), zeros after.
+template <DType WT> struct Load32;
+
+template <> struct Load32<DType::BF16> {
+  MOERT_AVX512 MOERT_INLINE static void load(const void *w, int64_t k, __m512 &a, __m512 &b) {
+    __m512i v = _mm512_loadu_si512(static_cast<const uint16_t *>(w) + k);
+    a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    b = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))));
+  }
+  MOERT_AVX512 MOERT_INLINE static void loadTail(const void *w, int64_t k, int64_t rem, __m512 &a,
+                                                 __m512 &b) {
+    __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
+    __m512i v = _mm512_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + k);
+    a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    b = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))));
+  }
+};
+
+template <> struct Load32<DType::F16> {
+  MOERT_AVX512 MOERT_INLINE static void load(const void *w, int64_t k, __m512 &a, __m512 &b) {
+    __m512i v = _mm512_loadu_si512(static_cast<const uint16_t *>(w) + k);
+    a = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+    b = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+  }
+  MOERT_AVX512 MOERT_INLINE static void loadTail(const void *w, int64_t k, int64_t rem, __m512 &a,
+                                                 __m512 &b) {
+    __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
+    __m512i v = _mm512_maskz_loadu_epi16(m, static_cast<const uint16_t *>(w) + k);
+    a = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+    b = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+  }
+};
+
+template <> struct Load32<DType::F32> {
+  MOERT_AVX512 MOERT_INLINE static void load(const void *w, int64_t k, __m512 &a, __m512 &b) {
+    const float *p = static_cast<const float *>(w) + k;
+    a = _mm512_loadu_ps(p);
+    b = _mm512_loadu_ps(p + 16);
+  }
+  MOERT_AVX512 MOERT_INLINE static void loadTail(const void *w, int64_t k, int64_t rem, __m512 &a,
+                                                 __m512 &b) {
+    const float *p = static_cast<const float *>(w) + k;
+    uint32_t bits = uint32_t((uint64_t(1) << rem) - 1);
+    a = _mm512_maskz_loadu_ps(__mmask16(bits & 0xffff), p);
+    b = _mm512_maskz_loadu_ps(__mmask16(bits >> 16), p + 16);
+  }
+};
+
+/// Arranges X [T, K] as f32 rows of Kp = roundUp(K, 32) (zero padded) in the
+/// element order Load32<WT> produces: BF16 de-interleaves each 32-block into
+/// its 16 even then 16 odd elements.
+static void packRowsF32(const float *X, int64_t ldx, int64_t T, int64_t K, DType wt, float *out) {
+  int64_t Kp = roundUp(K, 32);
+  for (int64_t t = 0; t < T; ++t) {
+    const float *x = X + t * ldx;
+    float *o = out + t * Kp;
+    std::memset(o, 0, size_t(Kp) * 4);
+    if (wt != DType::BF16) {
+      std::memcpy(o, x, size_t(K) * 4);
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t blk = k & ~int64_t(31), j = k & 31;
+      o[blk + (j & 1) * 16 + (j >> 1)] = x[k];
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Decode: rows streamed once for TT <= 4 tokens
+//===----------------------------------------------------------------------===//
+
+template <DType WT, int TT>
+MOERT_AVX512 static void gemvRowsAvx512(const void *W, int64_t K, int64_t n0, int64_t n1,
+                                        const float *Xp, float *Y, int64_t ldy, bool acc) {
+  const int64_t es = int64_t(dtypeSize(WT));
+  const int64_t Kp = roundUp(K, 32), Kfull = K / 32 * 32, rem = K - Kfull;
+  const uint8_t *base = static_cast<const uint8_t *>(W);
+  alignas(64) float out[TT][16];
+  for (int64_t g = n0; g < n1; g += 16) {
+    int64_t gn = std::min<int64_t>(16, n1 - g);
+    __m512 sums[TT][16];
+    for (int64_t r = 0; r < gn; ++r) {
+      const void *w = base + (g + r) * K * es;
+      __m512 a[TT][2];
+      for (int t = 0; t < TT; ++t)
+        a[t][0] = a[t][1] = _mm512_setzero_ps();
+      int64_t k = 0;
+      if constexpr (TT == 1) {
+        // Two blocks per iteration: four independent FMA chains.
+        __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps();
+        for (; k + 64 <= Kfull; k += 64) {
+          __m512 w0, w1, w2, w3;
+          Load32<WT>::load(w, k, w0, w1);
+          Load32<WT>::load(w, k + 32, w2, w3);
+          a[0][0] = _mm512_fmadd_ps(w0, _mm512_load_ps(Xp + k), a[0][0]);
+          a[0][1] = _mm512_fmadd_ps(w1, _mm512_load_ps(Xp + k + 16), a[0][1]);
+          c0 = _mm512_fmadd_ps(w2, _mm512_load_ps(Xp + k + 32), c0);
+          c1 = _mm512_fmadd_ps(w3, _mm512_load_ps(Xp + k + 48), c1);
+        }
+        a[0][0] = _mm512_add_ps(a[0][0], c0);
+        a[0][1] = _mm512_add_ps(a[0][1], c1);
+      }
+      for (; k < Kfull; k += 32) {
+        __m512 w0, w1;
+        Load32<WT>::load(w, k, w0, w1);
+        for (int t = 0; t < TT; ++t) {
+          a[t][0] = _mm512_fmadd_ps(w0, _mm512_load_ps(Xp + t * Kp + k), a[t][0]);
+          a[t][1] = _mm512_fmadd_ps(w1, _mm512_load_ps(Xp + t * Kp + k + 16), a[t][1]);
+        }
+      }
+      if (rem) {
+        __m512 w0, w1;
+        Load32<WT>::loadTail(w, k, rem, w0, w1);
+        for (int t = 0; t < TT; ++t) {
+          a[t][0] = _mm512_fmadd_ps(w0, _mm512_load_ps(Xp + t * Kp + k), a[t][0]);
+          a[t][1] = _mm512_fmadd_ps(w1, _mm512_load_ps(Xp + t * Kp + k + 16), a[t][1]);
+        }
+      }
+      for (int t = 0; t < TT; ++t)
+        sums[t][r] = _mm512_add_ps(a[t][0], a[t][1]);
+    }
+    for (int64_t r = gn; r < 16; ++r)
+      for (int t = 0; t < TT; ++t)
+        sums[t][r] = _mm512_setzero_ps();
+    for (int t = 0; t < TT; ++t) {
+      _mm512_store_ps(out[t], reduce16(sums[t]));
+      float *y = Y + t * ldy + g;
+      for (int64_t r = 0; r < gn; ++r)
+        y[r] = acc ? y[r] + out[t][r] : out[t][r];
+    }
+  }
+}
+
+using GemvFn = void (*)(const void *, int64_t, int64_t, int64_t, const float *, float *, int64_t,
+                        bool);
+
+template <DType WT> static GemvFn gemvFor(int64_t T) {
+  switch (T) {
+  case 1:
+    return gemvRowsAvx512<WT, 1>;
+  case 2:
+    return gemvRowsAvx512<WT, 2>;
+  case 3:
+    return gemvRowsAvx512<WT, 3>;
+  default:
+    return gemvRowsAvx512<WT, 4>;
+  }
+}
+
+static void gemvRowsScalar(const void *W, DType wt, int64_t K, int64_t n0, int64_t n1,
+                           const float *X, int64_t ldx, int64_t T, float *Y, int64_t ldy,
+                           bool acc) {
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t t = 0; t < T; ++t) {
+      const float *x = X + t * ldx;
+      float s = 0.0f;
+      if (wt == DType::F32) {
+        const float *w = static_cast<const float *>(W) + n * K;
+        for (int64_t k = 0; k < K; ++k)
+          s += w[k] * x[k];
+      } else {
+        for (int64_t k = 0; k < K; ++k)
+          s += loadAsF32(W, wt, size_t(n * K + k)) * x[k];
+      }
+      float &y = Y[t * ldy + n];
+      y = acc ? y + s : s;
+    }
+}
+
+//===----------------------------------------------------------------------===//
+// Prefill: 4x4 register tiles
+//===----------------------------------------------------------------------===//
+
+// Tiles read X from a packed layout [K/32][Tp][32] (one 64-byte line per token
+// and k-block) so a tile's loads come from one pointer with small offsets.
+
+/// Packs X into [Kp/32][Tp][32] bf16 (round to nearest even).
+MOERT_AVX512BF16 static void packXBf16(const float *X, int64_t ldx, int64_t T, int64_t K,
+                                       int64_t Tp, uint16_t *out) {
+  int64_t Kb = roundUp(K, 32) / 32;
+  for (int64_t kb = 0; kb < Kb; ++kb)
+    for (int64_t t = 0; t < Tp; ++t) {
+      uint16_t *o = out + (kb * Tp + t) * 32;
+      int64_t k = kb * 32, rem = std::min<int64_t>(32, K - k);
+      if (t >= T || rem <= 0) {
+        std::memset(o, 0, 64);
+        continue;
+      }
+      const float *x = X + t * ldx + k;
+      uint32_t bits = uint32_t((uint64_t(1) << rem) - 1);
+      __m512 lo = _mm512_maskz_loadu_ps(__mmask16(bits & 0xffff), x);
+      __m512 hi = _mm512_maskz_loadu_ps(__mmask16(bits >> 16), x + 16);
+      _mm512_storeu_si512(o, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+/// Packs X into [Kp/32][Tp][32] f32 in Load32<wt> element order.
+static void packXF32(const float *X, int64_t ldx, int64_t T, int64_t K, int64_t Tp, DType wt,
+                     float *out) {
+  int64_t Kb = roundUp(K, 32) / 32;
+  std::memset(out, 0, size_t(Kb * Tp * 32) * 4);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t kb = k / 32, j = k & 31;
+      int64_t pos = wt == DType::BF16 ? (j & 1) * 16 + (j >> 1) : j;
+      out[(kb * Tp + t) * 32 + pos] = X[t * ldx + k];
+    }
+}
+
+/// Stores a tile's 16 sums (index r*4+t) into Y, rows < nr and tokens < nt.
+MOERT_AVX512 MOERT_INLINE static void storeTile(const __m512 *acc, float *Y, int64_t ldy, int nr,
+                                                int nt, bool accumulate) {
+  alignas(64) float out[16];
+  _mm512_store_ps(out, reduce16(acc));
+  for (int r = 0; r < nr; ++r)
+    for (int t = 0; t < nt; ++t) {
+      float &y = Y[t * ldy + r];
+      y = accumulate ? y + out[r * 4 + t] : out[r * 4 + t];
+    }
+}
+
+/// Prefetches `bytes` of the next row block into L2, spread over a k-loop.
+struct Prefetcher {
+  const char *p = nullptr, *end = nullptr;
+  int64_t step = 0;
+  MOERT_INLINE void next() {
+    if (p < end) {
+      for (int64_t q = 0; q < step; q += 64)
+        _mm_prefetch(p + q, _MM_HINT_T1);
+      p += step;
+    }
+  }
+};
+
+template <int R>
+MOERT_AVX512BF16 static void tileDpBf16(const uint16_t *w, int64_t K, const uint16_t *Xb,
+                                        int64_t Tp, __m512 *acc, Prefetcher &pf) {
+  const int64_t Kfull = K / 32 * 32, rem = K - Kfull;
+  for (int i = 0; i < 16; ++i)
+    acc[i] = _mm512_setzero_ps();
+  const uint16_t *xp = Xb;
+  int64_t k = 0;
+  for (; k < Kfull; k += 32, xp += Tp * 32) {
+    __m512bh wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+      wv[r] = (__m512bh)_mm512_loadu_si512(w + r * K + k);
+    pf.next();
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      __m512bh xv = (__m512bh)_mm512_load_si512(xp + t * 32);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+        acc[r * 4 + t] = _mm512_dpbf16_ps(acc[r * 4 + t], wv[r], xv);
+    }
+  }
+  if (rem) {
+    __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r)
+      wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * K + k);
+    for (int t = 0; t < 4; ++t) {
+      __m512bh xv = (__m512bh)_mm512_load_si512(xp + t * 32);
+      for (int r = 0; r < R; ++r)
+        acc[r * 4 + t] = _mm512_dpbf16_ps(acc[r * 4 + t], wv[r], xv);
+    }
+  }
+}
+
+/// Rows [n0, n1) of Y = Xb Wbf16^T with bf16 dot products.
+MOERT_AVX512BF16 static void gemmDpBf16(const uint16_t *W, int64_t K, int64_t n0, int64_t n1,
+                                        const uint16_t *Xb, int64_t T, int64_t Tp, float *Y,
+                                        int64_t ldy, bool accumulate) {
+  __m512 acc[16];
+  int64_t tiles = Tp / 4, ksteps = roundUp(K, 32) / 32;
+  // Spread the prefetch of the next 4-row block over all token tiles.
+  int64_t blockBytes = 4 * K * 2;
+  int64_t step = roundUp((blockBytes + tiles * ksteps - 1) / (tiles * ksteps), 64);
+  const char *end = reinterpret_cast<const char *>(W + n1 * K);
+  for (int64_t n = n0; n < n1; n += 4) {
+    int nr = int(std::min<int64_t>(4, n1 - n));
+    Prefetcher pf{reinterpret_cast<const char *>(W + (n + 4) * K), end, step};
+    for (int64_t t = 0; t < Tp; t += 4) {
+      if (nr == 4)
+        tileDpBf16<4>(W + n * K, K, Xb + t * 32, Tp, acc, pf);
+      else
+        for (int r = 0; r < nr; ++r) {
+          __m512 one[16];
+          tileDpBf16<1>(W + (n + r) * K, K, Xb + t * 32, Tp, one, pf);
+          for (int q = 0; q < 4; ++q)
+            acc[r * 4 + q] = one[q];
+        }
+      for (int i = nr * 4; i < 16; ++i)
+        acc[i] = _mm512_setzero_ps();
+      storeTile(acc, Y + t * ldy + n, ldy, nr, int(std::min<int64_t>(4, T - t)), accumulate);
+    }
+  }
+}
+
+template <DType WT, int R>
+MOERT_AVX512 static void tileFma(const void *w, int64_t K, const float *Xf, int64_t Tp,
+                                 __m512 *acc, Prefetcher &pf) {
+  const int64_t es = int64_t(dtypeSize(WT));
+  const int64_t Kfull = K / 32 * 32, rem = K - Kfull;
+  const uint8_t *wb = static_cast<const uint8_t *>(w);
+  __m512 a2[16];
+  for (int i = 0; i < 16; ++i)
+    acc[i] = a2[i] = _mm512_setzero_ps();
+  const float *xp = Xf;
+  int64_t k = 0;
+  for (; k < Kfull + (rem ? 32 : 0); k += 32, xp += Tp * 32) {
+    __m512 w0[R], w1[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      if (k < Kfull)
+        Load32<WT>::load(wb + r * K * es, k, w0[r], w1[r]);
+      else
+        Load32<WT>::loadTail(wb + r * K * es, k, rem, w0[r], w1[r]);
+    }
+    pf.next();
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; ++t) {
+      __m512 x0 = _mm512_load_ps(xp + t * 32), x1 = _mm512_load_ps(xp + t * 32 + 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        acc[r * 4 + t] = _mm512_fmadd_ps(w0[r], x0, acc[r * 4 + t]);
+        a2[r * 4 + t] = _mm512_fmadd_ps(w1[r], x1, a2[r * 4 + t]);
+      }
+    }
+  }
+  for (int i = 0; i < 16; ++i)
+    acc[i] = _mm512_add_ps(acc[i], a2[i]);
+}
+
+/// Rows [n0, n1) of Y = X W^T in exact f32 (W BF16/F16 converted in registers).
+template <DType WT>
+MOERT_AVX512 static void gemmFma(const void *W, int64_t K, int64_t n0, int64_t n1,
+                                 const float *Xf, int64_t T, int64_t Tp, float *Y, int64_t ldy,
+                                 bool accumulate) {
+  const int64_t es = int64_t(dtypeSize(WT));
+  const uint8_t *wb = static_cast<const uint8_t *>(W);
+  __m512 acc[16];
+  int64_t tiles = Tp / 4, ksteps = roundUp(K, 32) / 32;
+  int64_t step = roundUp((4 * K * es + tiles * ksteps - 1) / (tiles * ksteps), 64);
+  const char *end = reinterpret_cast<const char *>(wb + n1 * K * es);
+  for (int64_t n = n0; n < n1; n += 4) {
+    int nr = int(std::min<int64_t>(4, n1 - n));
+    Prefetcher pf{reinterpret_cast<const char *>(wb + (n + 4) * K * es), end, step};
+    for (int64_t t = 0; t < Tp; t += 4) {
+      if (nr == 4)
+        tileFma<WT, 4>(wb + n * K * es, K, Xf + t * 32, Tp, acc, pf);
+      else
+        for (int r = 0; r < nr; ++r) {
+          __m512 one[16];
+          tileFma<WT, 1>(wb + (n + r) * K * es, K, Xf + t * 32, Tp, one, pf);
+          for (int q = 0; q < 4; ++q)
+            acc[r * 4 + q] = one[q];
+        }
+      for (int i = nr * 4; i < 16; ++i)
+        acc[i] = _mm512_setzero_ps();
+      storeTile(acc, Y + t * ldy + n, ldy, nr, int(std::min<int64_t>(4, T - t)), accumulate);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Portable path: f32 panels + OpenBLAS
+//===----------------------------------------------------------------------===//
+
+// Rows of W converted per panel: 64 rows keep a K=4096 panel within 1 MiB.
+static constexpr int64_t kPanelRows = 64;
+
+/// Y[:, n0:n1] via sgemm, converting W to f32 in panels when it is not f32.
+static void gemmPanels(const void *W, DType wt, int64_t N, int64_t K, bool transposed, int64_t n0,
+                       int64_t n1, const float *X, int64_t ldx, int64_t T, float *Y, int64_t ldy,
+                       bool accumulate, float *panel) {
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (wt == DType::F32) {
+    const float *w = static_cast<const float *>(W);
+    if (transposed)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(n1 - n0), int(K), 1.0f,
+                  X, int(ldx), w + n0, int(N), beta, Y + n0, int(ldy));
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n1 - n0), int(K), 1.0f, X,
+                  int(ldx), w + n0 * K, int(K), beta, Y + n0, int(ldy));
+    return;
+  }
+  for (int64_t p = n0; p < n1; p += kPanelRows) {
+    int64_t pn = std::min(kPanelRows, n1 - p);
+    if (transposed) { // panel [K, pn] from columns p..p+pn of W [K, N]
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < pn; ++j)
+          panel[k * pn + j] = loadAsF32(W, wt, size_t(k * N + p + j));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(pn), int(K), 1.0f, X,
+                  int(ldx), panel, int(pn), beta, Y + p, int(ldy));
+    } else {
+      for (int64_t j = 0; j < pn * K; ++j)
+        panel[j] = loadAsF32(W, wt, size_t(p * K + j));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(pn), int(K), 1.0f, X,
+                  int(ldx), panel, int(K), beta, Y + p, int(ldy));
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch
+//===----------------------------------------------------------------------===//
+
+// Up to this many tokens the row-streaming kernel wins: the weight traffic
+// dominates and the tiles' packing and reductions do not pay off.
+static constexpr int64_t kGemvMaxT = 3;
+
+static void addBias(ThreadPool &, WRef bias, int64_t N, int64_t T, float *Y, int64_t ldy) {
+  if (!bias)
+    return;
+  for (int64_t t = 0; t < T; ++t) {
+    float *y = Y + t * ldy;
+    if (bias.dtype == DType::F32) {
+      const float *b = static_cast<const float *>(bias.data);
+      for (int64_t n = 0; n < N; ++n)
+        y[n] += b[n];
+    } else {
+      for (int64_t n = 0; n < N; ++n)
+        y[n] += loadAsF32(bias.data, bias.dtype, size_t(n));
+    }
+  }
+}
+
+void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T, WRef W,
+            int64_t N, int64_t K, bool transposed, WRef bias, float *Y, int64_t ldy,
+            bool accumulate, Precision prec) {
+  if (T <= 0 || N <= 0)
+    return;
+  Isa isa = activeIsa();
+  if (transposed || isa == Isa::Scalar || (T > kGemvMaxT && W.dtype == DType::F32)) {
+    if (T <= kGemvMaxT && !transposed && isa == Isa::Scalar) {
+      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+        gemvRowsScalar(W.data, W.dtype, K, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy,
+                       accumulate);
+      });
+    } else {
+      size_t panelBytes = size_t(kPanelRows * K) * 4;
+      ws.reserveLocal(panelBytes);
+      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int tid) {
+        gemmPanels(W.data, W.dtype, N, K, transposed, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy,
+                   accumulate, static_cast<float *>(ws.local(tid, panelBytes)));
+      });
+    }
+    addBias(pool, bias, N, T, Y, ldy);
+    return;
+  }
+  int64_t Kp = roundUp(K, 32);
+  if (T <= kGemvMaxT) {
+    float *Xp = static_cast<float *>(ws.shared(0, size_t(T * Kp) * 4));
+    packRowsF32(X, ldx, T, K, W.dtype, Xp);
+    GemvFn fn = W.dtype == DType::BF16  ? gemvFor<DType::BF16>(T)
+                : W.dtype == DType::F16 ? gemvFor<DType::F16>(T)
+                                        : gemvFor<DType::F32>(T);
+    pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+      fn(W.data, K, int64_t(n0), int64_t(n1), Xp, Y, ldy, accumulate);
+    });
+  } else {
+    int64_t Tp = roundUp(T, 4);
+    if (W.dtype == DType::BF16 && prec == Precision::BF16 && isa == Isa::Avx512Bf16) {
+      auto *Xb = static_cast<uint16_t *>(ws.shared(0, size_t(Kp * Tp) * 2));
+      packXBf16(X, ldx, T, K, Tp, Xb);
+      pool.parallelFor(size_t(N), 4, [&](size_t n0, size_t n1, int) {
+        gemmDpBf16(static_cast<const uint16_t *>(W.data), K, int64_t(n0), int64_t(n1), Xb, T, Tp,
+                   Y, ldy, accumulate);
+      });
+    } else {
+      auto *Xf = static_cast<float *>(ws.shared(0, size_t(Kp * Tp) * 4));
+      packXF32(X, ldx, T, K, Tp, W.dtype, Xf);
+      pool.parallelFor(size_t(N), 4, [&](size_t n0, size_t n1, int) {
+        if (W.dtype == DType::BF16)
+          gemmFma<DType::BF16>(W.data, K, int64_t(n0), int64_t(n1), Xf, T, Tp, Y, ldy,
+                               accumulate);
+        else
+          gemmFma<DType::F16>(W.data, K, int64_t(n0), int64_t(n1), Xf, T, Tp, Y, ldy,
+                              accumulate);
+      });
+    }
+  }
+  addBias(pool, bias, N, T, Y, ldy);
+}
+
+} // namespace moert::cpu

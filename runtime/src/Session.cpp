@@ -1,0 +1,378 @@
+//===- Session.cpp - The step executor ------------------------------------===//
+#include "moert/Session.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <sys/mman.h>
+
+namespace moert {
+
+using plan::Op;
+
+/// Zero-filled memory from the kernel: pages cost RSS only once touched, so a
+/// KV cache sized for max_seq_len grows with the sequence.
+static void *mapZeroed(size_t bytes, const char *what) {
+  if (bytes == 0)
+    return nullptr;
+  void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    fail("cannot allocate {} bytes for the {}: {}", bytes, what, std::strerror(errno));
+  return p;
+}
+
+Session::Session(const PlanFile &plan, int rank, const WeightStore &weights, Comm &comm,
+                 ThreadPool &pool, SessionOptions opts)
+    : plan_(plan), prog_(plan.rankProgram(rank)), info_(plan.rankInfo(rank)), rank_(rank),
+      weights_(weights), comm_(comm), pool_(pool), opts_(opts), ws_(pool.size()) {
+  prec_ = plan.plan().compute_dtype() == DType::BF16 ? cpu::Precision::BF16 : cpu::Precision::F32;
+  arenaBytes_ = std::max<size_t>(prog_.arena_bytes(), 64);
+  arena_ = static_cast<uint8_t *>(mapZeroed(arenaBytes_, "activation arena"));
+  int64_t S = plan.maxSeqLen();
+  if (prog_.kv_caches())
+    for (const plan::KVCache *c : *prog_.kv_caches()) {
+      Cache kc;
+      kc.dtype = c->dtype();
+      kc.bytes = size_t(c->num_kv_heads()) * size_t(S) * size_t(c->head_dim()) * dtypeSize(kc.dtype);
+      kc.k = mapZeroed(kc.bytes, "KV cache");
+      kc.v = mapZeroed(kc.bytes, "KV cache");
+      caches_.push_back(kc);
+    }
+  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
+  stepRope_.assign(nsteps, -1);
+  profileIndex_.assign(nsteps, -1);
+  groups_.resize(nsteps);
+  for (size_t i = 0; i < nsteps; ++i) {
+    const plan::Step &s = *prog_.steps()->Get(unsigned(i));
+    if (s.op_type() == Op::Rope) {
+      auto *op = s.op_as_Rope();
+      auto it = std::find_if(ropeTables_.begin(), ropeTables_.end(), [&](const RopeTable &t) {
+        return t.rotaryDim == op->rotary_dim() && t.theta == op->theta();
+      });
+      if (it == ropeTables_.end()) {
+        RopeTable t{op->rotary_dim(), op->theta(), {}, {}};
+        cpu::ropeTables(S, t.rotaryDim, double(t.theta), t.cos, t.sin);
+        ropeTables_.push_back(std::move(t));
+        it = ropeTables_.end() - 1;
+      }
+      stepRope_[i] = int(it - ropeTables_.begin());
+    } else if (s.op_type() == Op::Gate) {
+      auto *op = s.op_as_Gate();
+      profileIndex_[i] = int(profile_.size());
+      profile_.push_back({int(i), s.layer(), s.name() ? s.name()->str() : "",
+                          std::vector<uint64_t>(size_t(op->num_experts())),
+                          std::vector<uint64_t>(size_t(op->num_experts()))});
+    } else if (s.op_type() == Op::Collective) {
+      auto *op = s.op_as_Collective();
+      if (op->group())
+        groups_[i].assign(op->group()->begin(), op->group()->end());
+    }
+  }
+  if (info_.logitsStep >= 0)
+    lastLogits_.resize(size_t(plan.vocabSize()));
+}
+
+Session::~Session() {
+  if (arena_)
+    ::munmap(arena_, arenaBytes_);
+  for (Cache &c : caches_) {
+    ::munmap(c.k, c.bytes);
+    ::munmap(c.v, c.bytes);
+  }
+}
+
+cpu::WRef Session::w(int32_t idx) const {
+  if (idx < 0)
+    return {};
+  const WeightView &v = weights_.get(idx);
+  return {v.data, v.dtype};
+}
+
+const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
+                              float *allLogits) {
+  if (T <= 0 || T > plan_.maxTokens())
+    fail("forward call of {} tokens (expected 1..{})", T, plan_.maxTokens());
+  if (startPos < 0 || startPos + T > plan_.maxPositions())
+    fail("positions {}..{} exceed the plan's {} positions", startPos, startPos + T - 1,
+         plan_.maxPositions());
+  ids_.assign(ids, ids + T);
+  for (int64_t id : ids_)
+    if (id < 0 || id >= plan_.vocabSize())
+      fail("token id {} out of range (expected 0..{})", id, plan_.vocabSize() - 1);
+  pos_.resize(size_t(T));
+  for (int64_t t = 0; t < T; ++t)
+    pos_[size_t(t)] = startPos + t;
+  lastWeightBytes_ = lastKVBytes_ = 0;
+  if (prog_.steps())
+    for (unsigned i = 0; i < prog_.steps()->size(); ++i) {
+      const plan::Step &s = *prog_.steps()->Get(i);
+      int64_t t0 = opts_.trace ? nowNs() : 0;
+      runStep(int(i), s, T, allLogits);
+      if (opts_.trace && s.op_type() != Op::Experts)
+        trace_.add(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
+                   s.stream(), t0, nowNs());
+    }
+  return info_.logitsStep >= 0 ? lastLogits_.data() : nullptr;
+}
+
+void Session::runStep(int idx, const plan::Step &s, int64_t T, float *allLogits) {
+  switch (s.op_type()) {
+  case Op::Embedding: {
+    auto *op = s.op_as_Embedding();
+    const WeightInfo &wi = plan_.weights()[size_t(op->weight())];
+    cpu::embedding(ids_.data(), T, w(op->weight()), wi.shape[1], op->scale(), f32(op->out()),
+                   ld(op->out()));
+    lastWeightBytes_ += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::PositionEmbedding: {
+    auto *op = s.op_as_PositionEmbedding();
+    const WeightInfo &wi = plan_.weights()[size_t(op->weight())];
+    cpu::addRows(pos_.data(), T, w(op->weight()), wi.shape[1], f32(op->inout()), ld(op->inout()));
+    lastWeightBytes_ += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::Norm: {
+    auto *op = s.op_as_Norm();
+    int64_t cols = op->cols() ? op->cols() : ld(op->in()) - op->col_offset();
+    int64_t r = rows(op->in(), T);
+    if (op->kind() == plan::NormKind::LayerNorm)
+      cpu::layerNorm(f32(op->in()), ld(op->in()), f32(op->out()), ld(op->out()), r,
+                     op->col_offset(), cols, op->dim(), w(op->weight()), w(op->bias()), op->eps());
+    else
+      cpu::rmsNorm(f32(op->in()), ld(op->in()), f32(op->out()), ld(op->out()), r,
+                   op->col_offset(), cols, op->dim(), w(op->weight()), op->eps(),
+                   op->weight_offset());
+    break;
+  }
+  case Op::Linear: {
+    auto *op = s.op_as_Linear();
+    const WeightInfo &wi = plan_.weights()[size_t(op->weight())];
+    bool tr = op->weight_transposed();
+    int64_t N = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    int64_t r = rows(op->in(), T);
+    const float *x = f32(op->in());
+    if (op->last_row_only()) {
+      x += (r - 1) * ld(op->in());
+      r = 1;
+    }
+    cpu::linear(pool_, ws_, x, ld(op->in()), r, w(op->weight()), N, K, tr, w(op->bias()),
+                f32(op->out()) + op->out_col_offset(), ld(op->out()), op->accumulate(), prec_);
+    lastWeightBytes_ += wi.numel * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::Rope: {
+    auto *op = s.op_as_Rope();
+    const RopeTable &t = ropeTables_[size_t(stepRope_[size_t(idx)])];
+    cpu::rope(f32(op->buf()) + op->col_offset(), ld(op->buf()), T, pos_.data(), op->num_heads(),
+              op->head_dim(), op->rotary_dim(), t.cos.data(), t.sin.data(),
+              op->style() == plan::RopeStyle::Interleaved);
+    break;
+  }
+  case Op::Attention: {
+    auto *op = s.op_as_Attention();
+    Cache &c = caches_[size_t(op->cache())];
+    cpu::KVView kv{c.k, c.v, c.dtype, plan_.maxSeqLen()};
+    cpu::attention(pool_, ws_, f32(op->qkv()), ld(op->qkv()), op->q_col(), op->k_col(),
+                   op->v_col(), f32(op->out()), ld(op->out()), T, pos_.data(), kv,
+                   op->num_heads(), op->num_kv_heads(), op->head_dim(), op->scale(),
+                   op->sliding_window());
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t span = pos_[size_t(t)] + 1;
+      if (op->sliding_window() > 0)
+        span = std::min<int64_t>(span, op->sliding_window());
+      lastKVBytes_ += uint64_t(span) * 2 * uint64_t(op->num_kv_heads()) *
+                      uint64_t(op->head_dim()) * dtypeSize(c.dtype);
+    }
+    break;
+  }
+  case Op::Activation: {
+    auto *op = s.op_as_Activation();
+    cpu::activation(f32(op->in()), ld(op->in()), f32(op->out()), ld(op->out()), rows(op->in(), T),
+                    op->n(), cpu::Act(int(op->kind())), op->gated());
+    break;
+  }
+  case Op::Add: {
+    auto *op = s.op_as_Add();
+    size_t n = size_t(rows(op->a(), T) * ld(op->a()));
+    const float *a = f32(op->a()), *b = f32(op->b());
+    float *o = f32(op->out());
+    for (size_t i = 0; i < n; ++i)
+      o[i] = a[i] + b[i];
+    break;
+  }
+  case Op::Gate: {
+    auto *op = s.op_as_Gate();
+    cpu::GateParams p{op->num_experts(),         op->top_k(),
+                      op->score() == plan::ScoreFn::Sigmoid,
+                      op->softmax_before_topk(), op->norm_topk_prob(),
+                      op->capacity_factor(),     op->min_capacity(),
+                      op->drop_tokens()};
+    GateProfile *prof =
+        opts_.expertProfile ? &profile_[size_t(profileIndex_[size_t(idx)])] : nullptr;
+    float *sw = f32(op->slot_weight());
+    int32_t *se = i32(op->slot_expert());
+    cpu::gate(f32(op->logits()), ld(op->logits()), T, p, se, sw, i32(op->expert_offsets()),
+              i32(op->sorted_slots()), prof ? prof->routed.data() : nullptr);
+    if (prof && op->drop_tokens()) {
+      // Dropped slots are the routed ones left out of expert_offsets.
+      const int32_t *eo = i32(op->expert_offsets());
+      std::vector<uint64_t> routed(size_t(p.numExperts), 0);
+      for (int64_t q = 0; q < T * p.topK; ++q)
+        ++routed[size_t(se[q])];
+      for (int e = 0; e < p.numExperts; ++e)
+        prof->dropped[size_t(e)] += routed[size_t(e)] - uint64_t(eo[e + 1] - eo[e]);
+    }
+    break;
+  }
+  case Op::Experts:
+    runExperts(s, *s.op_as_Experts(), T);
+    break;
+  case Op::Combine: {
+    auto *op = s.op_as_Combine();
+    cpu::combine(f32(op->slot_out()), f32(op->slot_weight()), T, op->top_k(), ld(op->out()),
+                 f32(op->out()), ld(op->out()), op->accumulate());
+    break;
+  }
+  case Op::SigmoidGate: {
+    auto *op = s.op_as_SigmoidGate();
+    const float *g = f32(op->gate_logit());
+    float *io = f32(op->inout());
+    int64_t D = ld(op->inout()), lg = ld(op->gate_logit());
+    for (int64_t t = 0; t < T; ++t) {
+      float sg = cpu::activate(cpu::Act::Sigmoid, g[t * lg]);
+      for (int64_t d = 0; d < D; ++d)
+        io[t * D + d] *= sg;
+    }
+    break;
+  }
+  case Op::ResidualMix: {
+    auto *op = s.op_as_ResidualMix();
+    const float *m = f32(op->moe()), *d = f32(op->mlp()), *c = f32(op->coef_logits());
+    float *o = f32(op->out());
+    int64_t D = ld(op->out()), lc = ld(op->coef_logits());
+    for (int64_t t = 0; t < T; ++t) {
+      double c0 = c[t * lc], c1 = c[t * lc + 1], mx = std::max(c0, c1);
+      double e0 = std::exp(c0 - mx), e1 = std::exp(c1 - mx);
+      float w0 = float(e0 / (e0 + e1)), w1 = float(e1 / (e0 + e1));
+      for (int64_t j = 0; j < D; ++j)
+        o[t * D + j] = m[t * D + j] * w0 + d[t * D + j] * w1;
+    }
+    break;
+  }
+  case Op::Logits: {
+    auto *op = s.op_as_Logits();
+    const WeightInfo &wi = plan_.weights()[size_t(op->weight())];
+    bool tr = op->weight_transposed();
+    int64_t V = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    const float *x = f32(op->in());
+    int64_t lx = ld(op->in());
+    float *out = f32(op->out());
+    if (allLogits) {
+      cpu::linear(pool_, ws_, x, lx, T, w(op->weight()), V, K, tr, w(op->bias()), allLogits, V,
+                  false, prec_);
+      std::memcpy(out, allLogits + (T - 1) * V, size_t(V) * 4);
+    } else {
+      cpu::linear(pool_, ws_, x + (T - 1) * lx, lx, 1, w(op->weight()), V, K, tr, w(op->bias()),
+                  out, ld(op->out()), false, prec_);
+    }
+    std::memcpy(lastLogits_.data(), out, size_t(V) * 4);
+    lastWeightBytes_ += wi.numel * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::Collective: {
+    auto *op = s.op_as_Collective();
+    std::span<const int> g(groups_[size_t(idx)]);
+    size_t n = size_t(rows(op->buf(), T) * ld(op->buf()));
+    int G = comm_.groupSize(g);
+    float *b = f32(op->buf());
+    using K = plan::CollectiveKind;
+    switch (op->kind()) {
+    case K::AllReduceSum:
+      comm_.allReduceSum(b, n, g);
+      break;
+    case K::AllGather:
+      comm_.allGather(b, n, f32(op->out()), g);
+      break;
+    case K::AllToAll:
+      comm_.allToAll(b, n / size_t(G), f32(op->out()), g);
+      break;
+    case K::ReduceScatterSum:
+      comm_.reduceScatterSum(b, n / size_t(G), f32(op->out()), g);
+      break;
+    case K::Broadcast:
+      comm_.broadcast(b, n * 4, 0, g);
+      if (op->out() != -1 && op->out() != op->buf())
+        std::memcpy(f32(op->out()), b, n * 4);
+      break;
+    }
+    break;
+  }
+  case Op::Prefetch: {
+    // Weights stay mapped on the CPU; ask the kernel to read them ahead.
+    for (int32_t wi : *s.op_as_Prefetch()->weights()) {
+      const WeightView &v = weights_.get(wi);
+      if (!v.data)
+        continue;
+      uintptr_t b = reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095);
+      ::madvise(reinterpret_cast<void *>(b),
+                reinterpret_cast<uintptr_t>(v.data) + v.bytes - b, MADV_WILLNEED);
+    }
+    break;
+  }
+  case Op::Evict:
+    break; // the page cache decides what leaves memory on the CPU
+  default:
+    break;
+  }
+}
+
+void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T) {
+  const int K = op.top_k();
+  const int64_t D = ld(op.slot_out()), I = op.intermediate();
+  const int64_t ldin = ld(op.in());
+  const float *in = f32(op.in());
+  float *slotOut = f32(op.slot_out());
+  const int32_t *offsets = i32(op.expert_offsets());
+  const int32_t *sorted = i32(op.sorted_slots());
+  std::memset(slotOut, 0, size_t(T * K * D) * 4);
+  if (!op.experts())
+    return;
+  cpu::Act act = cpu::Act(int(op.act()));
+  std::string base = s.name() ? s.name()->str() : "experts";
+  for (const plan::ExpertWeights *e : *op.experts()) {
+    int32_t s0 = offsets[e->expert()], s1 = offsets[e->expert() + 1];
+    int64_t n = s1 - s0;
+    if (n <= 0)
+      continue;
+    int64_t t0 = opts_.trace ? nowNs() : 0;
+    auto *xg = static_cast<float *>(ws_.shared(1, size_t(n * D) * 4));
+    auto *h = static_cast<float *>(ws_.shared(2, size_t(n * 2 * I) * 4));
+    auto *yg = static_cast<float *>(ws_.shared(3, size_t(n * D) * 4));
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(xg + i * D, in + (sorted[s0 + i] / K) * ldin, size_t(D) * 4);
+    uint64_t bytes = 0;
+    auto lin = [&](const float *x, int64_t ldx, int32_t wIdx, int32_t bIdx, int64_t N, int64_t Kd,
+                   float *y, int64_t ldy) {
+      cpu::linear(pool_, ws_, x, ldx, n, w(wIdx), N, Kd, false, w(bIdx), y, ldy, false, prec_);
+      const WeightInfo &wi = plan_.weights()[size_t(wIdx)];
+      bytes += wi.numel * dtypeSize(wi.dtype);
+    };
+    if (op.gated()) {
+      lin(xg, D, e->gate(), -1, I, D, h, 2 * I);
+      lin(xg, D, e->up(), e->up_bias(), I, D, h + I, 2 * I);
+    } else {
+      lin(xg, D, e->up(), e->up_bias(), I, D, h, 2 * I);
+    }
+    cpu::activation(h, 2 * I, h, 2 * I, n, I, act, op.gated());
+    lin(h, 2 * I, e->down(), e->down_bias(), D, I, yg, D);
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(slotOut + int64_t(sorted[s0 + i]) * D, yg + i * D, size_t(D) * 4);
+    lastWeightBytes_ += bytes;
+    if (opts_.trace)
+      trace_.add(fmt::format("{}.e{} ({} tok)", base, e->expert(), n), "Experts", s.stream(), t0,
+                 nowNs());
+  }
+}
+
+} // namespace moert

@@ -1,0 +1,247 @@
+//===- Weights.cpp --------------------------------------------------------===//
+#include "moert/Weights.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <sys/mman.h>
+
+namespace moert {
+
+static inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+static uint64_t tensorKey(uint64_t seed, const std::string &name) {
+  uint64_t h = 0xcbf29ce484222325ull; // FNV-1a
+  for (unsigned char c : name)
+    h = (h ^ c) * 0x100000001b3ull;
+  return splitmix64(seed ^ splitmix64(h));
+}
+
+// Approximately normal with exact mean 0 and variance 1: the sum of four
+// independent 16-bit uniforms (Irwin-Hall), cheap enough to fill gigabytes in
+// a few seconds without a vectorized log/sin.
+static constexpr double kIrwinMean = 4 * 32767.5;
+static const double kIrwinInvStd = 1.0 / std::sqrt(4 * (65536.0 * 65536.0 - 1) / 12.0);
+
+static inline float normalAt(uint64_t key, uint64_t i) {
+  uint64_t h = splitmix64(key + i * 0xd1342543de82ef95ull);
+  uint32_t s = uint32_t(h & 0xffff) + uint32_t((h >> 16) & 0xffff) +
+               uint32_t((h >> 32) & 0xffff) + uint32_t(h >> 48);
+  return float((double(s) - kIrwinMean) * kIrwinInvStd);
+}
+
+float randomWeightValue(uint64_t seed, const std::string &name, plan::Init init, float std,
+                        uint64_t i) {
+  switch (init) {
+  case plan::Init::Ones:
+    return 1.0f;
+  case plan::Init::Zeros:
+    return 0.0f;
+  default:
+    return normalAt(tensorKey(seed, name), i) * std;
+  }
+}
+
+std::vector<std::span<const uint8_t>> WeightStore::regions() const {
+  std::vector<std::span<const uint8_t>> r;
+  for (const WeightView &v : views_)
+    if (v.data)
+      r.emplace_back(static_cast<const uint8_t *>(v.data), v.bytes);
+  return r;
+}
+
+WeightStore::~WeightStore() {
+  if (owned_)
+    ::munmap(owned_, ownedCap_);
+}
+
+void WeightStore::allocateOwned(uint64_t bytes) {
+  if (bytes == 0)
+    return;
+  void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    fail("cannot allocate {} bytes for weights: {}", bytes, std::strerror(errno));
+  // Transparent huge pages cut TLB misses while decode streams the weights.
+  ::madvise(p, bytes, MADV_HUGEPAGE);
+  owned_ = static_cast<uint8_t *>(p);
+  ownedCap_ = bytes;
+}
+
+static std::vector<bool> weightsUsedBy(const PlanFile &plan, const std::vector<int> &ranks) {
+  std::vector<bool> used(plan.weights().size(), false);
+  for (int r : ranks)
+    for (size_t i = 0; i < used.size(); ++i)
+      if (plan.rankInfo(r).usesWeight[i])
+        used[i] = true;
+  return used;
+}
+
+static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+
+// Work is split into chunks of this many elements so the pool balances
+// tensors of very different sizes and progress advances smoothly.
+static constexpr uint64_t kChunk = uint64_t(1) << 20;
+
+namespace {
+struct FillJob {
+  size_t weight;
+  uint64_t begin, end; // element range
+};
+} // namespace
+
+/// Runs fill(job) over all jobs on the pool, reporting progress in bytes.
+template <typename F>
+static void runJobs(const std::vector<FillJob> &jobs, const std::vector<WeightView> &views,
+                    ThreadPool &pool, const ProgressFn &progress, F &&fill) {
+  uint64_t total = 0;
+  for (const FillJob &j : jobs)
+    total += (j.end - j.begin) * dtypeSize(views[j.weight].dtype);
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> done{0};
+  pool.run([&](int tid) {
+    for (size_t k; (k = next.fetch_add(1)) < jobs.size();) {
+      fill(jobs[k]);
+      uint64_t d = done.fetch_add((jobs[k].end - jobs[k].begin) *
+                                  dtypeSize(views[jobs[k].weight].dtype)) +
+                   (jobs[k].end - jobs[k].begin) * dtypeSize(views[jobs[k].weight].dtype);
+      if (tid == 0 && progress)
+        progress(d, total);
+    }
+  });
+  if (progress)
+    progress(total, total);
+}
+
+static std::vector<FillJob> chunkJobs(const std::vector<size_t> &weights, const PlanFile &plan) {
+  std::vector<FillJob> jobs;
+  for (size_t w : weights) {
+    uint64_t n = plan.weights()[w].numel;
+    for (uint64_t b = 0; b < n; b += kChunk)
+      jobs.push_back({w, b, std::min(n, b + kChunk)});
+  }
+  return jobs;
+}
+
+std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
+                                                         std::shared_ptr<Checkpoint> ckpt,
+                                                         const std::vector<int> &ranks,
+                                                         ThreadPool &pool,
+                                                         const ProgressFn &progress) {
+  std::unique_ptr<WeightStore> ws(new WeightStore());
+  ws->ckpt_ = ckpt;
+  const auto &infos = plan.weights();
+  ws->views_.resize(infos.size());
+  std::vector<bool> used = weightsUsedBy(plan, ranks);
+  std::vector<const TensorInfo *> src(infos.size(), nullptr);
+  std::vector<size_t> convert;
+  uint64_t ownedBytes = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!used[i])
+      continue;
+    const WeightInfo &w = infos[i];
+    const TensorInfo *t = ckpt->find(w.name);
+    if (!t)
+      fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt->source(), w.name,
+           plan.path());
+    if (t->shape != w.shape)
+      fail("{}: tensor '{}' has shape [{}] (expected [{}])", t->file, w.name,
+           fmt::join(t->shape, ", "), fmt::join(w.shape, ", "));
+    if (!t->dtype || *t->dtype != w.storedDtype)
+      fail("{}: tensor '{}' is {} (expected {} as the plan records)", t->file, w.name,
+           t->dtypeName, dtypeName(w.storedDtype));
+    src[i] = t;
+    WeightView &v = ws->views_[i];
+    v.dtype = w.dtype;
+    v.bytes = w.numel * dtypeSize(w.dtype);
+    ws->boundBytes_ += v.bytes;
+    if (w.dtype == w.storedDtype) {
+      v.data = t->data;
+    } else {
+      convert.push_back(i);
+      ownedBytes += align64(v.bytes);
+    }
+  }
+  ws->allocateOwned(ownedBytes);
+  uint64_t off = 0;
+  for (size_t i : convert) {
+    ws->views_[i].data = ws->owned_ + off;
+    off += align64(ws->views_[i].bytes);
+  }
+  ws->ownedBytes_ = ownedBytes;
+  runJobs(chunkJobs(convert, plan), ws->views_, pool, progress, [&](const FillJob &j) {
+    const WeightInfo &w = infos[j.weight];
+    void *dst = const_cast<void *>(ws->views_[j.weight].data);
+    const void *s = src[j.weight]->data;
+    for (uint64_t e = j.begin; e < j.end; ++e)
+      storeFromF32(dst, w.dtype, e, loadAsF32(s, w.storedDtype, e));
+  });
+  return ws;
+}
+
+std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t seed,
+                                                 const std::vector<int> &ranks, ThreadPool &pool,
+                                                 const ProgressFn &progress) {
+  std::unique_ptr<WeightStore> ws(new WeightStore());
+  const auto &infos = plan.weights();
+  ws->views_.resize(infos.size());
+  std::vector<bool> used = weightsUsedBy(plan, ranks);
+  std::vector<size_t> fill;
+  uint64_t total = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!used[i])
+      continue;
+    WeightView &v = ws->views_[i];
+    v.dtype = infos[i].dtype;
+    v.bytes = infos[i].numel * dtypeSize(v.dtype);
+    total += align64(v.bytes);
+    fill.push_back(i);
+  }
+  ws->allocateOwned(total);
+  uint64_t off = 0;
+  for (size_t i : fill) {
+    ws->views_[i].data = ws->owned_ + off;
+    off += align64(ws->views_[i].bytes);
+  }
+  ws->ownedBytes_ = ws->boundBytes_ = total;
+  std::vector<uint64_t> keys(infos.size());
+  for (size_t i : fill)
+    keys[i] = tensorKey(seed, infos[i].name);
+  runJobs(chunkJobs(fill, plan), ws->views_, pool, progress, [&](const FillJob &j) {
+    const WeightInfo &w = infos[j.weight];
+    void *dst = const_cast<void *>(ws->views_[j.weight].data);
+    if (w.init != plan::Init::Normal) {
+      float v = w.init == plan::Init::Ones ? 1.0f : 0.0f;
+      for (uint64_t e = j.begin; e < j.end; ++e)
+        storeFromF32(dst, w.dtype, e, v);
+      return;
+    }
+    uint64_t key = keys[j.weight];
+    float sd = w.initStd;
+    switch (w.dtype) {
+    case DType::BF16: {
+      auto *d = static_cast<uint16_t *>(dst);
+      for (uint64_t e = j.begin; e < j.end; ++e)
+        d[e] = f32ToBf16(normalAt(key, e) * sd);
+      break;
+    }
+    case DType::F32: {
+      auto *d = static_cast<float *>(dst);
+      for (uint64_t e = j.begin; e < j.end; ++e)
+        d[e] = normalAt(key, e) * sd;
+      break;
+    }
+    default:
+      for (uint64_t e = j.begin; e < j.end; ++e)
+        storeFromF32(dst, w.dtype, e, normalAt(key, e) * sd);
+    }
+  });
+  return ws;
+}
+
+} // namespace moert

@@ -55,4 +55,8 @@ private:
 /// The single-rank backend: collectives are copies.
 std::unique_ptr<Comm> makeLocalComm();
 
+/// `n` ranks in one process (one thread each) exchanging through shared
+/// memory: runs multi-rank plans without MPI, with the same results.
+std::vector<std::unique_ptr<Comm>> makeInProcessComms(int n);
+
 } // namespace moert

@@ -48,7 +48,10 @@ void Regex::compile(const std::string &pattern, unsigned extraOptions,
   PCRE2_SIZE errOffset = 0;
   pcre2_code *c = pcre2_compile(
       reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-      PCRE2_UTF | PCRE2_UCP | extraOptions, &err, &errOffset, nullptr);
+      // PCRE2_LITERAL admits no UCP (which only affects classes anyway).
+      PCRE2_UTF | ((extraOptions & PCRE2_LITERAL) ? 0 : PCRE2_UCP) |
+          extraOptions,
+      &err, &errOffset, nullptr);
   if (!c) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(err, buf, sizeof(buf));

@@ -124,7 +124,10 @@ int main(int argc, char **argv) {
         try {
           in = nlohmann::json::parse(line);
         } catch (const nlohmann::json::exception &e) {
-          die(where + ": malformed JSON line: " + e.what() +
+          // Drop nlohmann's "last read" echo: it may hold the invalid bytes.
+          std::string msg = e.what();
+          msg = msg.substr(0, msg.find("; last read"));
+          die(where + ": malformed JSON line: " + msg +
               " (expected {\"text\": \"...\"})");
         }
         if (!in.is_object() || !in.contains("text") || !in["text"].is_string())

@@ -87,6 +87,11 @@ enum class SplitBehavior {
 void splitByMatches(const Piece &in, const Matches &matches,
                     SplitBehavior behavior, const Emit &emit);
 
+/// Metaspace's prepend_scheme (default "always"); a legacy
+/// add_prefix_space=false must agree with it, as HF checks.
+enum class PrependScheme { First, Never, Always };
+PrependScheme parsePrependScheme(const Json &j, const std::string &where);
+
 //===-- Model ---------------------------------------------------------------===//
 
 class BpeModel {

@@ -40,22 +40,8 @@ public:
 class MetaspaceDecoder : public Decoder {
 public:
   MetaspaceDecoder(const Json &j, const std::string &where)
-      : replacement(getChar(j, "replacement", where)) {
-    // Reuse the pre-tokenizer's reading of prepend_scheme/add_prefix_space.
-    bool never = false;
-    if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
-      std::string v = getString(j, "prepend_scheme", where);
-      if (v != "first" && v != "never" && v != "always")
-        fail(where + ".prepend_scheme", "unknown value '" + v + "'",
-             "first, never or always");
-      never = v == "never";
-    }
-    if (j.contains("add_prefix_space") && !j["add_prefix_space"].is_null() &&
-        !getBool(j, "add_prefix_space", where) && !never)
-      fail(where, "add_prefix_space=false contradicts prepend_scheme",
-           "prepend_scheme \"never\" with add_prefix_space false");
-    stripFirst = !never;
-  }
+      : replacement(getChar(j, "replacement", where)),
+        stripFirst(parsePrependScheme(j, where) != PrependScheme::Never) {}
   void decodeChain(std::vector<std::string> &tokens) const override {
     for (size_t k = 0; k < tokens.size(); ++k) {
       std::string out;

@@ -3,6 +3,8 @@
 #include "Components.h"
 #include "Unicode.h"
 
+#include <algorithm>
+
 namespace moert::tok {
 
 namespace {
@@ -33,27 +35,10 @@ class Strip : public Normalizer {
 public:
   Strip(bool left, bool right) : left(left), right(right) {}
   void normalize(std::string &s) const override {
-    size_t begin = 0, end = s.size();
-    if (left) {
-      while (begin < end) {
-        size_t i = begin;
-        if (!isWhitespace(nextCodePoint(s, i)))
-          break;
-        begin = i;
-      }
-    }
-    if (right) {
-      while (end > begin) {
-        size_t start = end - 1;
-        while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) ==
-                                    0x80)
-          --start;
-        size_t i = start;
-        if (!isWhitespace(nextCodePoint(s, i)))
-          break;
-        end = start;
-      }
-    }
+    size_t begin = left ? skipWhitespace(s, 0) : 0;
+    size_t end = s.size();
+    if (right)
+      end = std::max(begin, skipWhitespaceBackward(s, end));
     s = s.substr(begin, end - begin);
   }
 

@@ -179,38 +179,11 @@ private:
 
 class Metaspace : public PreTokenizer {
 public:
-  enum class Scheme { First, Never, Always };
-
   Metaspace(const Json &j, const std::string &where)
       : replacement(getChar(j, "replacement", where)),
-        scheme(parseScheme(j, where)),
+        scheme(parsePrependScheme(j, where)),
         splitOnReplacement(getBool(j, "split", where, true)) {
     appendUtf8(replacementUtf8, replacement);
-  }
-
-  /// prepend_scheme (default "always"); a legacy add_prefix_space=false must
-  /// agree with it, as HF checks.
-  static Scheme parseScheme(const Json &j, const std::string &where) {
-    Scheme s = Scheme::Always;
-    if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
-      std::string v = getString(j, "prepend_scheme", where);
-      if (v == "first")
-        s = Scheme::First;
-      else if (v == "never")
-        s = Scheme::Never;
-      else if (v == "always")
-        s = Scheme::Always;
-      else
-        fail(where + ".prepend_scheme", "unknown value '" + v + "'",
-             "first, never or always");
-    }
-    if (j.contains("add_prefix_space") && !j["add_prefix_space"].is_null() &&
-        !getBool(j, "add_prefix_space", where)) {
-      if (s != Scheme::Never)
-        fail(where, "add_prefix_space=false contradicts prepend_scheme",
-             "prepend_scheme \"never\" with add_prefix_space false");
-    }
-    return s;
   }
 
   void split(Piece &&in, const Emit &emit) const override {
@@ -223,8 +196,8 @@ public:
         s.push_back(c);
     }
     bool startsWith = s.compare(0, replacementUtf8.size(), replacementUtf8) == 0;
-    if (!startsWith && (scheme == Scheme::Always ||
-                        (scheme == Scheme::First && in.atStart)))
+    if (!startsWith && (scheme == PrependScheme::Always ||
+                        (scheme == PrependScheme::First && in.atStart)))
       s.insert(0, replacementUtf8);
     Piece out{std::move(s), in.atStart};
     if (!splitOnReplacement) {
@@ -241,7 +214,7 @@ public:
 private:
   char32_t replacement;
   std::string replacementUtf8;
-  Scheme scheme;
+  PrependScheme scheme;
   bool splitOnReplacement;
 };
 
@@ -293,6 +266,25 @@ private:
 };
 
 } // namespace
+
+PrependScheme parsePrependScheme(const Json &j, const std::string &where) {
+  PrependScheme s = PrependScheme::Always;
+  if (j.contains("prepend_scheme") && !j["prepend_scheme"].is_null()) {
+    std::string v = getString(j, "prepend_scheme", where);
+    if (v == "first")
+      s = PrependScheme::First;
+    else if (v == "never")
+      s = PrependScheme::Never;
+    else if (v != "always")
+      fail(where + ".prepend_scheme", "unknown value '" + v + "'",
+           "first, never or always");
+  }
+  if (j.contains("add_prefix_space") && !j["add_prefix_space"].is_null() &&
+      !getBool(j, "add_prefix_space", where) && s != PrependScheme::Never)
+    fail(where, "add_prefix_space=false contradicts prepend_scheme",
+         "prepend_scheme \"never\" with add_prefix_space false");
+  return s;
+}
 
 std::unique_ptr<PreTokenizer> parsePreTokenizer(const Json &j,
                                                 const std::string &where) {

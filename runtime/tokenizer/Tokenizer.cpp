@@ -75,9 +75,7 @@ private:
 bool endsWithWord(std::string_view s) {
   if (s.empty())
     return false;
-  size_t start = s.size() - 1;
-  while (start > 0 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80)
-    --start;
+  size_t start = previousCodePointStart(s, s.size());
   return isWordChar(nextCodePoint(s, start));
 }
 
@@ -198,27 +196,11 @@ void TokenizerImpl::splitOnAdded(std::string_view s,
       if (!startSpace || !stopSpace)
         continue;
     }
-    if (t.lstrip) {
-      size_t newStart = start;
-      while (newStart > 0) {
-        size_t b = newStart - 1;
-        while (b > 0 && (static_cast<unsigned char>(s[b]) & 0xC0) == 0x80)
-          --b;
-        size_t i = b;
-        if (!isWhitespace(nextCodePoint(s, i)))
-          break;
-        newStart = b;
-      }
-      start = std::max(newStart, startOffset);
-    }
-    if (t.rstrip) {
-      while (stop < s.size()) {
-        size_t i = stop;
-        if (!isWhitespace(nextCodePoint(s, i)))
-          break;
-        stop = i;
-      }
-    }
+    // The previous match may already have taken the spaces.
+    if (t.lstrip)
+      start = std::max(skipWhitespaceBackward(s, start), startOffset);
+    if (t.rstrip)
+      stop = skipWhitespace(s, stop);
     if (startOffset < start)
       onText(startOffset, start);
     onToken(k);

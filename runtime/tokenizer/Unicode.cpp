@@ -124,6 +124,27 @@ bool isWhitespace(char32_t c) {
   }
 }
 
+size_t skipWhitespace(std::string_view s, size_t from) {
+  while (from < s.size()) {
+    size_t i = from;
+    if (!isWhitespace(nextCodePoint(s, i)))
+      break;
+    from = i;
+  }
+  return from;
+}
+
+size_t skipWhitespaceBackward(std::string_view s, size_t to) {
+  while (to > 0) {
+    size_t start = previousCodePointStart(s, to);
+    size_t i = start;
+    if (!isWhitespace(nextCodePoint(s, i)))
+      break;
+    to = start;
+  }
+  return to;
+}
+
 bool isWordChar(char32_t c) {
   if (c < 0x80)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||

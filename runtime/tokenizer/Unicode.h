@@ -56,8 +56,20 @@ inline size_t sequenceLength(unsigned char lead) {
 
 void appendUtf8(std::string &out, char32_t cp);
 
+/// Start of the code point that ends at byte `end` (> 0) of valid UTF-8.
+inline size_t previousCodePointStart(std::string_view s, size_t end) {
+  size_t start = end - 1;
+  while (start > 0 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80)
+    --start;
+  return start;
+}
+
 /// Unicode White_Space (Rust char::is_whitespace, regex \s).
 bool isWhitespace(char32_t c);
+/// End of the whitespace run that starts at `from` (regex ^\s* there).
+size_t skipWhitespace(std::string_view s, size_t from);
+/// Start of the whitespace run that ends at `to` (regex \s*$ before it).
+size_t skipWhitespaceBackward(std::string_view s, size_t to);
 /// Rust regex \w: Alphabetic, marks, Nd, Pc, Join_Control.
 bool isWordChar(char32_t c);
 /// Rust char::is_numeric: Nd, Nl, No.

@@ -52,12 +52,13 @@ std::string typeOf(const Json &obj, const std::string &where) {
 char32_t getChar(const Json &obj, const char *key, const std::string &where) {
   std::string s = getString(obj, key, where);
   size_t i = 0;
-  if (s.empty() || findInvalidUtf8(s) != std::string::npos ||
-      (nextCodePoint(s, i), i != s.size()))
+  char32_t c = 0;
+  if (!s.empty() && findInvalidUtf8(s) == std::string::npos)
+    c = nextCodePoint(s, i);
+  if (i == 0 || i != s.size())
     fail(where + "." + key, "'" + s + "' is not one character",
          "a single character");
-  i = 0;
-  return nextCodePoint(s, i);
+  return c;
 }
 
 Regex getPattern(const Json &obj, const char *key, const std::string &where) {

@@ -297,8 +297,6 @@ Json parseJson(std::string_view text, const std::string &origin) {
 
 } // namespace tok
 
-using tok::fail;
-using tok::Json;
 
 Tokenizer::Tokenizer(std::unique_ptr<tok::TokenizerImpl> impl)
     : impl(std::move(impl)) {}

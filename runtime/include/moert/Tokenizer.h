@@ -90,7 +90,10 @@ private:
 /// that is final: complete UTF-8 characters (byte-fallback `<0xXX>` pieces and
 /// byte-level bytes of one character may span several tokens) with the
 /// decoder's context (Metaspace's leading space, Strip) already applied.
-/// Concatenating every step() and flush() gives decode(all ids).
+/// Uses HF's DecodeStream algorithm (decode a sliding window of ids, emit
+/// what extends the previous window's text), so the concatenated output is
+/// decode(all ids) for the decoders of real checkpoints (checked in the
+/// tests for ByteLevel, Metaspace and the Llama byte-fallback chain).
 class DecodeStream {
 public:
   DecodeStream(const Tokenizer &tokenizer, bool skipSpecial);

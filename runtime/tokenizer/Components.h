@@ -50,6 +50,21 @@ uint32_t getU32(const Json &obj, const char *key, const std::string &where);
 std::string typeOf(const Json &obj, const std::string &where);
 /// A one-character string field (Metaspace replacement, Strip content).
 char32_t getChar(const Json &obj, const char *key, const std::string &where);
+/// The children of a "Sequence" component: j[key] must be a list, each
+/// element parsed with parse(element, "<where>.<key>[i]").
+template <typename T, typename Parse>
+std::vector<std::unique_ptr<T>> parseChildren(const Json &j, const char *key,
+                                              const std::string &where,
+                                              const char *what, Parse parse) {
+  const Json &list = member(j, key, where);
+  std::string at = where + "." + key;
+  if (!list.is_array())
+    fail(at, "not a list", std::string("a list of ") + what);
+  std::vector<std::unique_ptr<T>> children;
+  for (size_t i = 0; i < list.size(); ++i)
+    children.push_back(parse(list[i], at + "[" + std::to_string(i) + "]"));
+  return children;
+}
 /// {"String": s} or {"Regex": r} -> a compiled regex.
 Regex getPattern(const Json &obj, const char *key, const std::string &where);
 

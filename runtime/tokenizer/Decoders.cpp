@@ -316,12 +316,8 @@ std::unique_ptr<Decoder> parseDecoder(const Json &j, const std::string &where) {
     return std::make_unique<StripDecoder>(j, where);
   if (type == "Sequence") {
     auto seq = std::make_unique<SequenceDecoder>();
-    const Json &list = member(j, "decoders", where);
-    if (!list.is_array())
-      fail(where + ".decoders", "not a list", "a list of decoders");
-    for (size_t i = 0; i < list.size(); ++i)
-      seq->children.push_back(
-          parseDecoder(list[i], where + ".decoders[" + std::to_string(i) + "]"));
+    seq->children =
+        parseChildren<Decoder>(j, "decoders", where, "decoders", parseDecoder);
     return seq;
   }
   fail(where, "unsupported decoder type '" + type + "'",
@@ -340,12 +336,8 @@ std::unique_ptr<PostProcessor> parsePostProcessor(const Json &j,
     return parseClsSep(j, where);
   if (type == "Sequence") {
     auto seq = std::make_unique<SequenceProcessor>();
-    const Json &list = member(j, "processors", where);
-    if (!list.is_array())
-      fail(where + ".processors", "not a list", "a list of post-processors");
-    for (size_t i = 0; i < list.size(); ++i)
-      seq->children.push_back(parsePostProcessor(
-          list[i], where + ".processors[" + std::to_string(i) + "]"));
+    seq->children = parseChildren<PostProcessor>(
+        j, "processors", where, "post-processors", parsePostProcessor);
     return seq;
   }
   fail(where, "unsupported post-processor type '" + type + "'",

@@ -148,12 +148,8 @@ std::unique_ptr<Normalizer> parseNormalizer(const Json &j,
     return std::make_unique<ByteLevelNormalizer>();
   if (type == "Sequence") {
     auto seq = std::make_unique<SequenceNormalizer>();
-    const Json &list = member(j, "normalizers", where);
-    if (!list.is_array())
-      fail(where + ".normalizers", "not a list", "a list of normalizers");
-    for (size_t i = 0; i < list.size(); ++i)
-      seq->children.push_back(parseNormalizer(
-          list[i], where + ".normalizers[" + std::to_string(i) + "]"));
+    seq->children = parseChildren<Normalizer>(j, "normalizers", where,
+                                              "normalizers", parseNormalizer);
     return seq;
   }
   fail(where, "unsupported normalizer type '" + type + "'",

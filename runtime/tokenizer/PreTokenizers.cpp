@@ -302,12 +302,8 @@ std::unique_ptr<PreTokenizer> parsePreTokenizer(const Json &j,
     return std::make_unique<WhitespaceSplit>();
   if (type == "Sequence") {
     auto seq = std::make_unique<SequencePreTokenizer>();
-    const Json &list = member(j, "pretokenizers", where);
-    if (!list.is_array())
-      fail(where + ".pretokenizers", "not a list", "a list of pre-tokenizers");
-    for (size_t i = 0; i < list.size(); ++i)
-      seq->children.push_back(parsePreTokenizer(
-          list[i], where + ".pretokenizers[" + std::to_string(i) + "]"));
+    seq->children = parseChildren<PreTokenizer>(
+        j, "pretokenizers", where, "pre-tokenizers", parsePreTokenizer);
     return seq;
   }
   fail(where, "unsupported pre-tokenizer type '" + type + "'",

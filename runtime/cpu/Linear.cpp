@@ -62,6 +62,9 @@ Isa detectIsa() {
 }
 
 static std::atomic<int> gIsa{-1};
+static std::atomic<int> gStrategy{int(LinearStrategy::Auto)};
+
+void setLinearStrategy(LinearStrategy s) { gStrategy.store(int(s)); }
 
 Isa activeIsa() {
   int v = gIsa.load(std::memory_order_relaxed);
@@ -338,19 +341,22 @@ static void packXF32(const float *X, int64_t ldx, int64_t T, int64_t K, int64_t 
     }
 }
 
-/// Stores a tile's 16 sums (index r*4+t) into Y, rows < nr and tokens < nt.
-MOERT_AVX512 MOERT_INLINE static void storeTile(const __m512 *acc, float *Y, int64_t ldy, int nr,
-                                                int nt, bool accumulate) {
+/// Stores a tile's sums (acc[r*TT+t], zero padded to 16) into Y.
+template <int R, int TT>
+MOERT_AVX512 MOERT_INLINE static void storeTile(__m512 *acc, float *Y, int64_t ldy, int nr,
+                                                bool accumulate) {
+  for (int i = R * TT; i < 16; ++i)
+    acc[i] = _mm512_setzero_ps();
   alignas(64) float out[16];
   _mm512_store_ps(out, reduce16(acc));
   for (int r = 0; r < nr; ++r)
-    for (int t = 0; t < nt; ++t) {
+    for (int t = 0; t < TT; ++t) {
       float &y = Y[t * ldy + r];
-      y = accumulate ? y + out[r * 4 + t] : out[r * 4 + t];
+      y = accumulate ? y + out[r * TT + t] : out[r * TT + t];
     }
 }
 
-/// Prefetches `bytes` of the next row block into L2, spread over a k-loop.
+/// Prefetches the next row block into L2, spread over a block's k-loops.
 struct Prefetcher {
   const char *p = nullptr, *end = nullptr;
   int64_t step = 0;
@@ -363,11 +369,13 @@ struct Prefetcher {
   }
 };
 
-template <int R>
+/// R weight rows x TT tokens with bf16 dot products (acc[r*TT+t]).
+template <int R, int TT>
 MOERT_AVX512BF16 static void tileDpBf16(const uint16_t *w, int64_t K, const uint16_t *Xb,
                                         int64_t Tp, __m512 *acc, Prefetcher &pf) {
   const int64_t Kfull = K / 32 * 32, rem = K - Kfull;
-  for (int i = 0; i < 16; ++i)
+#pragma GCC unroll 16
+  for (int i = 0; i < R * TT; ++i)
     acc[i] = _mm512_setzero_ps();
   const uint16_t *xp = Xb;
   int64_t k = 0;
@@ -378,68 +386,36 @@ MOERT_AVX512BF16 static void tileDpBf16(const uint16_t *w, int64_t K, const uint
       wv[r] = (__m512bh)_mm512_loadu_si512(w + r * K + k);
     pf.next();
 #pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
+    for (int t = 0; t < TT; ++t) {
       __m512bh xv = (__m512bh)_mm512_load_si512(xp + t * 32);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r)
-        acc[r * 4 + t] = _mm512_dpbf16_ps(acc[r * 4 + t], wv[r], xv);
+        acc[r * TT + t] = _mm512_dpbf16_ps(acc[r * TT + t], wv[r], xv);
     }
   }
   if (rem) {
     __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
-    __m512bh wv[R];
-    for (int r = 0; r < R; ++r)
-      wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * K + k);
-    for (int t = 0; t < 4; ++t) {
-      __m512bh xv = (__m512bh)_mm512_load_si512(xp + t * 32);
-      for (int r = 0; r < R; ++r)
-        acc[r * 4 + t] = _mm512_dpbf16_ps(acc[r * 4 + t], wv[r], xv);
+    for (int r = 0; r < R; ++r) {
+      __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * K + k);
+      for (int t = 0; t < TT; ++t)
+        acc[r * TT + t] = _mm512_dpbf16_ps(acc[r * TT + t], wv,
+                                           (__m512bh)_mm512_load_si512(xp + t * 32));
     }
   }
 }
 
-/// Rows [n0, n1) of Y = Xb Wbf16^T with bf16 dot products.
-MOERT_AVX512BF16 static void gemmDpBf16(const uint16_t *W, int64_t K, int64_t n0, int64_t n1,
-                                        const uint16_t *Xb, int64_t T, int64_t Tp, float *Y,
-                                        int64_t ldy, bool accumulate) {
-  __m512 acc[16];
-  int64_t tiles = Tp / 4, ksteps = roundUp(K, 32) / 32;
-  // Spread the prefetch of the next 4-row block over all token tiles.
-  int64_t blockBytes = 4 * K * 2;
-  int64_t step = roundUp((blockBytes + tiles * ksteps - 1) / (tiles * ksteps), 64);
-  const char *end = reinterpret_cast<const char *>(W + n1 * K);
-  for (int64_t n = n0; n < n1; n += 4) {
-    int nr = int(std::min<int64_t>(4, n1 - n));
-    Prefetcher pf{reinterpret_cast<const char *>(W + (n + 4) * K), end, step};
-    for (int64_t t = 0; t < Tp; t += 4) {
-      if (nr == 4)
-        tileDpBf16<4>(W + n * K, K, Xb + t * 32, Tp, acc, pf);
-      else
-        for (int r = 0; r < nr; ++r) {
-          __m512 one[16];
-          tileDpBf16<1>(W + (n + r) * K, K, Xb + t * 32, Tp, one, pf);
-          for (int q = 0; q < 4; ++q)
-            acc[r * 4 + q] = one[q];
-        }
-      for (int i = nr * 4; i < 16; ++i)
-        acc[i] = _mm512_setzero_ps();
-      storeTile(acc, Y + t * ldy + n, ldy, nr, int(std::min<int64_t>(4, T - t)), accumulate);
-    }
-  }
-}
-
-template <DType WT, int R>
+template <DType WT, int R, int TT>
 MOERT_AVX512 static void tileFma(const void *w, int64_t K, const float *Xf, int64_t Tp,
                                  __m512 *acc, Prefetcher &pf) {
   const int64_t es = int64_t(dtypeSize(WT));
   const int64_t Kfull = K / 32 * 32, rem = K - Kfull;
   const uint8_t *wb = static_cast<const uint8_t *>(w);
-  __m512 a2[16];
-  for (int i = 0; i < 16; ++i)
+  __m512 a2[R * TT];
+#pragma GCC unroll 16
+  for (int i = 0; i < R * TT; ++i)
     acc[i] = a2[i] = _mm512_setzero_ps();
   const float *xp = Xf;
-  int64_t k = 0;
-  for (; k < Kfull + (rem ? 32 : 0); k += 32, xp += Tp * 32) {
+  for (int64_t k = 0; k < Kfull + (rem ? 32 : 0); k += 32, xp += Tp * 32) {
     __m512 w0[R], w1[R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
@@ -450,48 +426,144 @@ MOERT_AVX512 static void tileFma(const void *w, int64_t K, const float *Xf, int6
     }
     pf.next();
 #pragma GCC unroll 4
-    for (int t = 0; t < 4; ++t) {
+    for (int t = 0; t < TT; ++t) {
       __m512 x0 = _mm512_load_ps(xp + t * 32), x1 = _mm512_load_ps(xp + t * 32 + 16);
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        acc[r * 4 + t] = _mm512_fmadd_ps(w0[r], x0, acc[r * 4 + t]);
-        a2[r * 4 + t] = _mm512_fmadd_ps(w1[r], x1, a2[r * 4 + t]);
+        acc[r * TT + t] = _mm512_fmadd_ps(w0[r], x0, acc[r * TT + t]);
+        a2[r * TT + t] = _mm512_fmadd_ps(w1[r], x1, a2[r * TT + t]);
       }
     }
   }
-  for (int i = 0; i < 16; ++i)
+#pragma GCC unroll 16
+  for (int i = 0; i < R * TT; ++i)
     acc[i] = _mm512_add_ps(acc[i], a2[i]);
 }
 
-/// Rows [n0, n1) of Y = X W^T in exact f32 (W BF16/F16 converted in registers).
-template <DType WT>
-MOERT_AVX512 static void gemmFma(const void *W, int64_t K, int64_t n0, int64_t n1,
-                                 const float *Xf, int64_t T, int64_t Tp, float *Y, int64_t ldy,
-                                 bool accumulate) {
+/// One 4-row block (or up to 3 single rows at the end) against the TT
+/// tokens starting at t. Tiles are called, not inlined: the bf16 ones need a
+/// wider target than this AVX-512 code.
+template <bool Dp, DType WT, int TT>
+MOERT_AVX512 static void rowBlock(const uint8_t *w, int64_t K, int nr, const void *X, int64_t Tp,
+                                  int64_t t, float *Y, int64_t ldy, bool accumulate,
+                                  Prefetcher &pf) {
+  const int64_t es = int64_t(dtypeSize(WT));
+  __m512 acc[16];
+  for (int r = 0; r < nr; r += (nr == 4 ? 4 : 1)) {
+    if constexpr (Dp) {
+      auto *xb = static_cast<const uint16_t *>(X) + t * 32;
+      auto *wr = reinterpret_cast<const uint16_t *>(w + r * K * es);
+      if (nr == 4)
+        tileDpBf16<4, TT>(wr, K, xb, Tp, acc, pf);
+      else
+        tileDpBf16<1, TT>(wr, K, xb, Tp, acc, pf);
+    } else {
+      auto *xf = static_cast<const float *>(X) + t * 32;
+      if (nr == 4)
+        tileFma<WT, 4, TT>(w + r * K * es, K, xf, Tp, acc, pf);
+      else
+        tileFma<WT, 1, TT>(w + r * K * es, K, xf, Tp, acc, pf);
+    }
+    if (nr == 4)
+      storeTile<4, TT>(acc, Y + t * ldy, ldy, 4, accumulate);
+    else
+      storeTile<1, TT>(acc, Y + t * ldy + r, ldy, 1, accumulate);
+  }
+}
+
+/// Rows [n0, n1) of Y = X W^T: 4-row blocks, each over all token tiles of 4
+/// (plus a 1..3-token tail tile), prefetching the next block meanwhile.
+template <bool Dp, DType WT>
+MOERT_AVX512 static void gemmTiles(const void *W, int64_t K, int64_t n0, int64_t n1,
+                                   const void *X, int64_t T, int64_t Tp, float *Y, int64_t ldy,
+                                   bool accumulate) {
   const int64_t es = int64_t(dtypeSize(WT));
   const uint8_t *wb = static_cast<const uint8_t *>(W);
-  __m512 acc[16];
-  int64_t tiles = Tp / 4, ksteps = roundUp(K, 32) / 32;
+  int64_t tiles = (T + 3) / 4, ksteps = roundUp(K, 32) / 32;
   int64_t step = roundUp((4 * K * es + tiles * ksteps - 1) / (tiles * ksteps), 64);
   const char *end = reinterpret_cast<const char *>(wb + n1 * K * es);
+  const int64_t tFull = T / 4 * 4, tail = T - tFull;
   for (int64_t n = n0; n < n1; n += 4) {
     int nr = int(std::min<int64_t>(4, n1 - n));
+    const uint8_t *w = wb + n * K * es;
+    float *y = Y + n;
     Prefetcher pf{reinterpret_cast<const char *>(wb + (n + 4) * K * es), end, step};
-    for (int64_t t = 0; t < Tp; t += 4) {
-      if (nr == 4)
-        tileFma<WT, 4>(wb + n * K * es, K, Xf + t * 32, Tp, acc, pf);
-      else
-        for (int r = 0; r < nr; ++r) {
-          __m512 one[16];
-          tileFma<WT, 1>(wb + (n + r) * K * es, K, Xf + t * 32, Tp, one, pf);
-          for (int q = 0; q < 4; ++q)
-            acc[r * 4 + q] = one[q];
-        }
-      for (int i = nr * 4; i < 16; ++i)
-        acc[i] = _mm512_setzero_ps();
-      storeTile(acc, Y + t * ldy + n, ldy, nr, int(std::min<int64_t>(4, T - t)), accumulate);
+    for (int64_t t = 0; t < tFull; t += 4)
+      rowBlock<Dp, WT, 4>(w, K, nr, X, Tp, t, y, ldy, accumulate, pf);
+    if (tail == 1)
+      rowBlock<Dp, WT, 1>(w, K, nr, X, Tp, tFull, y, ldy, accumulate, pf);
+    else if (tail == 2)
+      rowBlock<Dp, WT, 2>(w, K, nr, X, Tp, tFull, y, ldy, accumulate, pf);
+    else if (tail == 3)
+      rowBlock<Dp, WT, 3>(w, K, nr, X, Tp, tFull, y, ldy, accumulate, pf);
+  }
+}
+
+/// Rows [n0, n1) for TT <= 8 tokens with bf16 dot products, each weight row
+/// streamed once in order (the few-token regime is memory-bound). X is bf16
+/// rows of Kp; it must stay in L1 beside the weight stream (kDpRowsMaxXBytes).
+template <int TT>
+MOERT_AVX512BF16 static void dpRowsBf16(const uint16_t *W, int64_t K, int64_t n0, int64_t n1,
+                                        const uint16_t *Xb, float *Y, int64_t ldy, bool acc) {
+  const int64_t Kp = roundUp(K, 32), Kfull = K / 32 * 32, rem = K - Kfull;
+  const __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
+  alignas(64) float out[16];
+  for (int64_t g = n0; g < n1; g += 16) {
+    int64_t gn = std::min<int64_t>(16, n1 - g);
+    __m512 sums[TT][16];
+    for (int64_t r = 0; r < gn; ++r) {
+      const uint16_t *w = W + (g + r) * K;
+      __m512 a[TT];
+#pragma GCC unroll 8
+      for (int t = 0; t < TT; ++t)
+        a[t] = _mm512_setzero_ps();
+      int64_t k = 0;
+      for (; k < Kfull; k += 32) {
+        __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
+#pragma GCC unroll 8
+        for (int t = 0; t < TT; ++t)
+          a[t] = _mm512_dpbf16_ps(a[t], wv, (__m512bh)_mm512_load_si512(Xb + t * Kp + k));
+      }
+      if (rem) {
+        __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + k);
+        for (int t = 0; t < TT; ++t)
+          a[t] = _mm512_dpbf16_ps(a[t], wv, (__m512bh)_mm512_load_si512(Xb + t * Kp + k));
+      }
+      for (int t = 0; t < TT; ++t)
+        sums[t][r] = a[t];
+    }
+    for (int t = 0; t < TT; ++t) {
+      for (int64_t r = gn; r < 16; ++r)
+        sums[t][r] = _mm512_setzero_ps();
+      _mm512_store_ps(out, reduce16(sums[t]));
+      float *y = Y + t * ldy + g;
+      for (int64_t r = 0; r < gn; ++r)
+        y[r] = acc ? y[r] + out[r] : out[r];
     }
   }
+}
+
+/// X as bf16 rows of roundUp(K, 32), zero padded.
+MOERT_AVX512BF16 static void packRowsBf16(const float *X, int64_t ldx, int64_t T, int64_t K,
+                                          uint16_t *out) {
+  int64_t Kp = roundUp(K, 32);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < Kp; k += 32) {
+      int64_t rem = std::clamp<int64_t>(K - k, 0, 32);
+      uint32_t bits = rem >= 32 ? 0xffffffffu : uint32_t((uint64_t(1) << rem) - 1);
+      const float *x = X + t * ldx + k;
+      __m512 lo = _mm512_maskz_loadu_ps(__mmask16(bits & 0xffff), x);
+      __m512 hi = _mm512_maskz_loadu_ps(__mmask16(bits >> 16), x + 16);
+      _mm512_store_si512(out + t * Kp + k, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+using DpRowsFn = void (*)(const uint16_t *, int64_t, int64_t, int64_t, const uint16_t *, float *,
+                          int64_t, bool);
+static DpRowsFn dpRowsFor(int64_t T) {
+  static const DpRowsFn fns[] = {dpRowsBf16<1>, dpRowsBf16<2>, dpRowsBf16<3>, dpRowsBf16<4>,
+                                 dpRowsBf16<5>, dpRowsBf16<6>, dpRowsBf16<7>, dpRowsBf16<8>};
+  return fns[T - 1];
 }
 
 //===----------------------------------------------------------------------===//
@@ -537,9 +609,14 @@ static void gemmPanels(const void *W, DType wt, int64_t N, int64_t K, bool trans
 // Dispatch
 //===----------------------------------------------------------------------===//
 
-// Up to this many tokens the row-streaming kernel wins: the weight traffic
-// dominates and the tiles' packing and reductions do not pay off.
-static constexpr int64_t kGemvMaxT = 3;
+// Up to this many tokens the row-streaming kernels win: the weight traffic
+// dominates and the tiles' 4-row interleaved reads stream worse.
+static constexpr int64_t kGemvMaxT = 3;   // exact f32 FMAs
+static constexpr int64_t kDpRowsMaxT = 8; // bf16 dot products
+// Beyond this the tokens' rows crowd the weight stream out of L1 and the 4x4
+// tiles win (measured with bench/runtime/kernel-bench: K=1024, T=5 streams at
+// 20 GB/s by rows vs 12 by tiles; K=2816, T=5 at 10 vs 12-15).
+static constexpr int64_t kDpRowsMaxXBytes = 16 << 10;
 
 static void addBias(ThreadPool &, WRef bias, int64_t N, int64_t T, float *Y, int64_t ldy) {
   if (!bias)
@@ -563,8 +640,9 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
   if (T <= 0 || N <= 0)
     return;
   Isa isa = activeIsa();
-  if (transposed || isa == Isa::Scalar || (T > kGemvMaxT && W.dtype == DType::F32)) {
-    if (T <= kGemvMaxT && !transposed && isa == Isa::Scalar) {
+  bool panels = gStrategy.load(std::memory_order_relaxed) == int(LinearStrategy::Panels);
+  if (transposed || isa == Isa::Scalar || panels || (T > kGemvMaxT && W.dtype == DType::F32)) {
+    if (T <= kGemvMaxT && !transposed && isa == Isa::Scalar && !panels) {
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
         gemvRowsScalar(W.data, W.dtype, K, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy,
                        accumulate);
@@ -581,7 +659,16 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
     return;
   }
   int64_t Kp = roundUp(K, 32);
-  if (T <= kGemvMaxT) {
+  bool dp = W.dtype == DType::BF16 && prec == Precision::BF16 && isa == Isa::Avx512Bf16;
+  if (dp && T >= 2 && T <= kDpRowsMaxT && T * Kp * 2 <= kDpRowsMaxXBytes) {
+    auto *Xb = static_cast<uint16_t *>(ws.shared(0, size_t(T * Kp) * 2));
+    packRowsBf16(X, ldx, T, K, Xb);
+    DpRowsFn fn = dpRowsFor(T);
+    pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+      fn(static_cast<const uint16_t *>(W.data), K, int64_t(n0), int64_t(n1), Xb, Y, ldy,
+         accumulate);
+    });
+  } else if (T <= kGemvMaxT) {
     float *Xp = static_cast<float *>(ws.shared(0, size_t(T * Kp) * 4));
     packRowsF32(X, ldx, T, K, W.dtype, Xp);
     GemvFn fn = W.dtype == DType::BF16  ? gemvFor<DType::BF16>(T)
@@ -592,25 +679,22 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
     });
   } else {
     int64_t Tp = roundUp(T, 4);
-    if (W.dtype == DType::BF16 && prec == Precision::BF16 && isa == Isa::Avx512Bf16) {
+    const void *Xpk;
+    if (dp) {
       auto *Xb = static_cast<uint16_t *>(ws.shared(0, size_t(Kp * Tp) * 2));
       packXBf16(X, ldx, T, K, Tp, Xb);
-      pool.parallelFor(size_t(N), 4, [&](size_t n0, size_t n1, int) {
-        gemmDpBf16(static_cast<const uint16_t *>(W.data), K, int64_t(n0), int64_t(n1), Xb, T, Tp,
-                   Y, ldy, accumulate);
-      });
+      Xpk = Xb;
     } else {
       auto *Xf = static_cast<float *>(ws.shared(0, size_t(Kp * Tp) * 4));
       packXF32(X, ldx, T, K, Tp, W.dtype, Xf);
-      pool.parallelFor(size_t(N), 4, [&](size_t n0, size_t n1, int) {
-        if (W.dtype == DType::BF16)
-          gemmFma<DType::BF16>(W.data, K, int64_t(n0), int64_t(n1), Xf, T, Tp, Y, ldy,
-                               accumulate);
-        else
-          gemmFma<DType::F16>(W.data, K, int64_t(n0), int64_t(n1), Xf, T, Tp, Y, ldy,
-                              accumulate);
-      });
+      Xpk = Xf;
     }
+    auto fn = dp                        ? gemmTiles<true, DType::BF16>
+              : W.dtype == DType::BF16 ? gemmTiles<false, DType::BF16>
+                                       : gemmTiles<false, DType::F16>;
+    pool.parallelFor(size_t(N), 4, [&](size_t n0, size_t n1, int) {
+      fn(W.data, K, int64_t(n0), int64_t(n1), Xpk, T, Tp, Y, ldy, accumulate);
+    });
   }
   addBias(pool, bias, N, T, Y, ldy);
 }

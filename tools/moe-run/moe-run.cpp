@@ -255,12 +255,22 @@ void writeProfile(const std::string &path, const PlanFile &plan, const Session &
   writeFileAtomic(path, doc.dump(1) + "\n");
 }
 
-int run(Options &o, Comm &comm) {
-  PlanFile plan = PlanFile::load(o.plan);
+/// What every rank runs, checked before any weight is loaded.
+struct Job {
+  std::unique_ptr<PlanFile> plan;
+  std::vector<int64_t> prompt;
+  int64_t maxNew = 0;
+  int threads = 1; // per rank
+};
+
+Job prepare(const Options &o, int worldSize) {
+  Job job;
+  job.plan = std::make_unique<PlanFile>(PlanFile::load(o.plan));
+  const PlanFile &plan = *job.plan;
   const plan::Plan &p = plan.plan();
-  if (p.num_ranks() != comm.size())
+  if (worldSize > 1 && p.num_ranks() != worldSize)
     fail("{}: plan was compiled for {} rank(s) but runs on {} (expected mpirun -np {})",
-         plan.path(), p.num_ranks(), comm.size(), p.num_ranks());
+         plan.path(), p.num_ranks(), worldSize, p.num_ranks());
   std::string target = p.target() == plan::Target::CUDA ? "cuda" : "cpu";
   std::string backend = o.backend.empty() ? target : o.backend;
   if (backend != "cpu") {
@@ -268,14 +278,11 @@ int run(Options &o, Comm &comm) {
       fail("--backend=cuda: this moe-run has no CUDA backend (expected --backend=cpu)");
     fail("--backend={}: unknown backend (expected cpu or cuda)", backend);
   }
-  int rank = comm.rank();
-  bool tty = rank == 0 && ::isatty(STDERR_FILENO);
-
-  // Prompt and sizes first: a bad flag must fail before weights load.
-  std::vector<int64_t> prompt = o.promptIds;
+  std::vector<int64_t> &prompt = job.prompt;
+  prompt = o.promptIds;
   if (!o.prompt.empty())
     prompt = tokenizePrompt(o.prompt, plan);
-  int64_t maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
+  job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
   if (prompt.empty()) {
     if (!o.bench)
       fail("no prompt (expected --prompt-ids=ID,ID,... or --prompt=TEXT)");
@@ -286,14 +293,25 @@ int run(Options &o, Comm &comm) {
     if (id >= plan.vocabSize())
       fail("--prompt-ids: token id {} is out of range for vocab_size {} (expected ids < {})", id,
            plan.vocabSize(), plan.vocabSize());
-  if (int64_t(prompt.size()) + maxNew > plan.maxPositions())
+  if (int64_t(prompt.size()) + job.maxNew > plan.maxPositions())
     fail("prompt of {} tokens + {} new tokens exceeds the plan's {} positions (expected at most "
          "{} in total)",
-         prompt.size(), maxNew, plan.maxPositions(), plan.maxPositions());
+         prompt.size(), job.maxNew, plan.maxPositions(), plan.maxPositions());
+  job.threads = int(o.threads);
+  if (job.threads < 0)
+    job.threads = std::max(1, int(std::thread::hardware_concurrency()) / p.num_ranks());
+  return job;
+}
 
-  int threads = int(o.threads);
-  if (threads < 0)
-    threads = std::max(1, int(std::thread::hardware_concurrency()) / comm.size());
+/// Runs one rank of the job; rank 0 prints and writes the outputs.
+int runRank(const Options &o, const Job &job, Comm &comm) {
+  const PlanFile &plan = *job.plan;
+  const plan::Plan &p = plan.plan();
+  const std::vector<int64_t> &prompt = job.prompt;
+  const int64_t maxNew = job.maxNew;
+  const int threads = job.threads;
+  int rank = comm.rank();
+  bool tty = rank == 0 && ::isatty(STDERR_FILENO);
   ThreadPool pool(threads);
 
   std::unique_ptr<WeightStore> weights;
@@ -464,17 +482,41 @@ int main(int argc, char **argv) {
 #endif
   if (!comm)
     comm = makeLocalComm();
+  auto report = [](const char *msg) { std::fprintf(stderr, "error: %s\n", msg); };
   int code = 0;
   try {
-    code = run(o, *comm);
+    Job job = prepare(o, comm->size());
+    int ranks = job.plan->numRanks();
+    if (comm->size() == 1 && ranks > 1) {
+      // No MPI launcher: run the plan's ranks as threads of this process.
+      auto comms = makeInProcessComms(ranks);
+      auto rankMain = [&](int r) {
+        try {
+          return runRank(o, job, *comms[size_t(r)]);
+        } catch (const std::exception &e) {
+          // The other ranks wait in collectives: leave without unwinding them.
+          report(e.what());
+          std::fflush(stderr);
+          std::_Exit(1);
+        }
+      };
+      std::vector<std::thread> others;
+      for (int r = 1; r < ranks; ++r)
+        others.emplace_back(rankMain, r);
+      code = rankMain(0);
+      for (auto &t : others)
+        t.join();
+    } else {
+      code = runRank(o, job, *comm);
+    }
   } catch (const Error &e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    report(e.what());
     code = 1;
   } catch (const std::bad_alloc &) {
-    std::fprintf(stderr, "error: out of memory\n");
+    report("out of memory");
     code = 1;
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    report(e.what());
     code = 1;
   }
   if (code != 0 && comm->size() > 1)

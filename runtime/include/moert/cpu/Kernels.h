@@ -60,6 +60,11 @@ enum class Precision {
   BF16, // activations may be rounded to bf16 (plan compute dtype BF16)
 };
 
+/// Forces one product strategy (benchmarks and tests): Auto picks per shape.
+/// Panels converts weight panels to f32 and calls OpenBLAS sgemm.
+enum class LinearStrategy { Auto, Panels };
+void setLinearStrategy(LinearStrategy s);
+
 /// Y[t, 0:N] (+)= X[t, 0:K] W^T + bias for t < T, where W is [N, K] row-major
 /// or, with `transposed`, [K, N]. Y rows are `ldy` floats apart.
 void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T, WRef W,

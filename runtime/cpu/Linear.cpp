@@ -578,18 +578,21 @@ static void gemmPanels(const void *W, DType wt, int64_t N, int64_t K, bool trans
                        int64_t n1, const float *X, int64_t ldx, int64_t T, float *Y, int64_t ldy,
                        bool accumulate, float *panel) {
   float beta = accumulate ? 1.0f : 0.0f;
-  if (wt == DType::F32) {
-    const float *w = static_cast<const float *>(W);
-    if (transposed)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(n1 - n0), int(K), 1.0f,
-                  X, int(ldx), w + n0, int(N), beta, Y + n0, int(ldy));
-    else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(n1 - n0), int(K), 1.0f, X,
-                  int(ldx), w + n0 * K, int(K), beta, Y + n0, int(ldy));
-    return;
-  }
+  // One sgemm per panel of kPanelRows columns at fixed offsets: OpenBLAS may
+  // sum in another order for another N, and results must not depend on how
+  // many threads or ranks share the work.
   for (int64_t p = n0; p < n1; p += kPanelRows) {
     int64_t pn = std::min(kPanelRows, n1 - p);
+    if (wt == DType::F32) {
+      const float *w = static_cast<const float *>(W);
+      if (transposed)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(pn), int(K), 1.0f, X,
+                    int(ldx), w + p, int(N), beta, Y + p, int(ldy));
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(pn), int(K), 1.0f, X,
+                    int(ldx), w + p * K, int(K), beta, Y + p, int(ldy));
+      continue;
+    }
     if (transposed) { // panel [K, pn] from columns p..p+pn of W [K, N]
       for (int64_t k = 0; k < K; ++k)
         for (int64_t j = 0; j < pn; ++j)
@@ -650,7 +653,7 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
     } else {
       size_t panelBytes = size_t(kPanelRows * K) * 4;
       ws.reserveLocal(panelBytes);
-      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int tid) {
+      pool.parallelFor(size_t(N), size_t(kPanelRows), [&](size_t n0, size_t n1, int tid) {
         gemmPanels(W.data, W.dtype, N, K, transposed, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy,
                    accumulate, static_cast<float *>(ws.local(tid, panelBytes)));
       });

@@ -3,7 +3,10 @@
 // A test and benchmark helper until moe-compile lowers to plans:
 //   moe-testplan CONFIG.json|CHECKPOINT_DIR -o OUT.plan [--dtype=f32|bf16|f16]
 //       [--compute=f32|bf16] [--kv-dtype=f32|bf16|f16] [--max-tokens=N]
-//       [--max-seq-len=N] [--ranks=N]
+//       [--max-seq-len=N] [--ranks=N] [--corrupt=KIND]
+// --corrupt writes a deliberately broken plan for bad-input tests: identifier,
+// version-major, version-minor, buffer-index, weight-index, arena, top-k,
+// truncate.
 //
 //===----------------------------------------------------------------------===//
 #include "HFPlans.h"
@@ -26,6 +29,44 @@ static mp::DType parseDtype(const std::string &flag, const std::string &v) {
   moert::fail("{}={}: unknown dtype (expected f32, bf16 or f16)", flag, v);
 }
 
+/// The first step of `kind` on rank 0.
+template <typename T> static T *firstOp(mp::PlanT &p, mp::Op kind) {
+  for (auto &s : p.ranks[0]->steps)
+    if (s->op.type == kind)
+      return reinterpret_cast<T *>(s->op.value);
+  moert::fail("--corrupt: the plan has no {} step", mp::EnumNameOp(kind));
+}
+
+static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::string &kind) {
+  if (kind == "identifier") {
+    bytes[4] = 'X';
+    return bytes;
+  }
+  if (kind == "truncate") {
+    bytes.resize(bytes.size() / 2);
+    return bytes;
+  }
+  std::unique_ptr<mp::PlanT> p(mp::GetPlan(bytes.data())->UnPack());
+  if (kind == "version-major")
+    p->version_major += 1;
+  else if (kind == "version-minor")
+    p->version_minor += 1;
+  else if (kind == "buffer-index")
+    firstOp<mp::LinearT>(*p, mp::Op::Linear)->in = 99;
+  else if (kind == "weight-index")
+    firstOp<mp::LinearT>(*p, mp::Op::Linear)->weight = 1000;
+  else if (kind == "arena")
+    p->ranks[0]->arena_bytes = 64;
+  else if (kind == "top-k") {
+    auto *g = firstOp<mp::GateT>(*p, mp::Op::Gate);
+    g->top_k = g->num_experts + 1;
+  } else
+    moert::fail("--corrupt={}: unknown kind", kind);
+  flatbuffers::FlatBufferBuilder fbb;
+  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, p.get()));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
 static int64_t parseInt(const std::string &flag, const std::string &v) {
   int64_t out = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
@@ -36,7 +77,7 @@ static int64_t parseInt(const std::string &flag, const std::string &v) {
 
 int main(int argc, char **argv) {
   try {
-    std::string in, out;
+    std::string in, out, corrupt;
     HFPlanOptions o;
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -56,6 +97,8 @@ int main(int argc, char **argv) {
         o.maxSeqLen = parseInt(k, v);
       else if (k == "--ranks")
         o.numRanks = int(parseInt(k, v));
+      else if (k == "--corrupt")
+        corrupt = v;
       else if (a.rfind("-", 0) == 0)
         moert::fail("{}: unknown option", a);
       else
@@ -64,6 +107,8 @@ int main(int argc, char **argv) {
     if (in.empty() || out.empty())
       moert::fail("usage: moe-testplan CONFIG|DIR -o OUT.plan [options]");
     std::vector<uint8_t> bytes = buildHFPlan(in, o);
+    if (!corrupt.empty())
+      bytes = corruptPlan(bytes, corrupt);
     moert::writeFileAtomic(out, std::string_view(reinterpret_cast<const char *>(bytes.data()),
                                                  bytes.size()));
     return 0;

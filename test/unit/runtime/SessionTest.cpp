@@ -247,3 +247,25 @@ TEST(Session, TraceAndExpertProfile) {
   s.trace().write(d.file("t.json"), *comm);
   EXPECT_TRUE(isRegularFile(d.file("t.json")));
 }
+
+TEST(Session, ResultsDoNotDependOnTheThreadCount) {
+  for (mp::DType dt : {mp::DType::F32, mp::DType::BF16}) {
+    HFPlanOptions o;
+    o.dtype = dt;
+    o.computeDtype = dt;
+    PlanFile plan = planFor(kTinyQwen, o);
+    std::vector<int64_t> p = prompt(13, plan.vocabSize());
+    std::vector<std::vector<float>> logits;
+    for (int threads : {1, 2, 5}) {
+      ThreadPool pool(threads);
+      auto comm = makeLocalComm();
+      auto w = WeightStore::random(plan, 4, {0}, pool);
+      Session s(plan, 0, *w, *comm, pool);
+      std::vector<float> all(p.size() * size_t(plan.vocabSize()));
+      s.forward(p.data(), int64_t(p.size()), 0, all.data());
+      logits.push_back(all);
+    }
+    EXPECT_EQ(logits[0], logits[1]) << dtypeName(dt);
+    EXPECT_EQ(logits[0], logits[2]) << dtypeName(dt);
+  }
+}

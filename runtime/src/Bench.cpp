@@ -24,8 +24,13 @@ __attribute__((target("avx512f"))) static uint64_t sumAvx512(const uint8_t *p, s
     a2 = _mm512_add_epi32(a2, _mm512_loadu_si512(p + i + 128));
     a3 = _mm512_add_epi32(a3, _mm512_loadu_si512(p + i + 192));
   }
-  uint64_t s = uint64_t(uint32_t(_mm512_reduce_add_epi32(
-      _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)))));
+  // Sum the lanes as unsigned: the value only keeps the loads alive, and the
+  // intrinsic reduction would overflow a signed int.
+  alignas(64) uint32_t lanes[16];
+  _mm512_store_si512(lanes, _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
+  uint64_t s = 0;
+  for (uint32_t v : lanes)
+    s += v;
   for (; i < n; ++i)
     s += p[i];
   return s;

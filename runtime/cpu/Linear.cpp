@@ -109,6 +109,14 @@ void *Workspace::local(int tid, size_t bytes) { return perThread_[size_t(tid)].g
 
 static int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Software prefetch distance (bytes ahead in a weight stream, into L2). Zen 4's
+// hardware prefetchers fall behind once the core also computes (5-token rows
+// streamed at 16 GB/s without, 24 GB/s with; bench/runtime/kernel-bench).
+static const int64_t kPrefetchDist = [] {
+  const char *e = std::getenv("MOERT_PREFETCH_DIST");
+  return e ? std::atoll(e) : int64_t(32) << 10;
+}();
+
 //===----------------------------------------------------------------------===//
 // AVX-512 helpers
 //===----------------------------------------------------------------------===//
@@ -369,11 +377,14 @@ struct Prefetcher {
   }
 };
 
-/// R weight rows x TT tokens with bf16 dot products (acc[r*TT+t]).
+/// R weight rows x TT tokens with bf16 dot products (out[r*TT+t]). The sums
+/// live in a local array: __m512 may alias anything, so accumulating through
+/// the out pointer would reload and store them every step.
 template <int R, int TT>
 MOERT_AVX512BF16 static void tileDpBf16(const uint16_t *w, int64_t K, const uint16_t *Xb,
-                                        int64_t Tp, __m512 *acc, Prefetcher &pf) {
+                                        int64_t Tp, __m512 *out, Prefetcher &pf) {
   const int64_t Kfull = K / 32 * 32, rem = K - Kfull;
+  __m512 acc[R * TT];
 #pragma GCC unroll 16
   for (int i = 0; i < R * TT; ++i)
     acc[i] = _mm512_setzero_ps();
@@ -402,15 +413,18 @@ MOERT_AVX512BF16 static void tileDpBf16(const uint16_t *w, int64_t K, const uint
                                            (__m512bh)_mm512_load_si512(xp + t * 32));
     }
   }
+#pragma GCC unroll 16
+  for (int i = 0; i < R * TT; ++i)
+    out[i] = acc[i];
 }
 
 template <DType WT, int R, int TT>
 MOERT_AVX512 static void tileFma(const void *w, int64_t K, const float *Xf, int64_t Tp,
-                                 __m512 *acc, Prefetcher &pf) {
+                                 __m512 *out, Prefetcher &pf) {
   const int64_t es = int64_t(dtypeSize(WT));
   const int64_t Kfull = K / 32 * 32, rem = K - Kfull;
   const uint8_t *wb = static_cast<const uint8_t *>(w);
-  __m512 a2[R * TT];
+  __m512 acc[R * TT], a2[R * TT];
 #pragma GCC unroll 16
   for (int i = 0; i < R * TT; ++i)
     acc[i] = a2[i] = _mm512_setzero_ps();
@@ -437,7 +451,7 @@ MOERT_AVX512 static void tileFma(const void *w, int64_t K, const float *Xf, int6
   }
 #pragma GCC unroll 16
   for (int i = 0; i < R * TT; ++i)
-    acc[i] = _mm512_add_ps(acc[i], a2[i]);
+    out[i] = _mm512_add_ps(acc[i], a2[i]);
 }
 
 /// One 4-row block (or up to 3 single rows at the end) against the TT
@@ -487,7 +501,8 @@ MOERT_AVX512 static void gemmTiles(const void *W, int64_t K, int64_t n0, int64_t
     int nr = int(std::min<int64_t>(4, n1 - n));
     const uint8_t *w = wb + n * K * es;
     float *y = Y + n;
-    Prefetcher pf{reinterpret_cast<const char *>(wb + (n + 4) * K * es), end, step};
+    Prefetcher pf{reinterpret_cast<const char *>(w) + std::max<int64_t>(kPrefetchDist, 4 * K * es),
+                  end, step};
     for (int64_t t = 0; t < tFull; t += 4)
       rowBlock<Dp, WT, 4>(w, K, nr, X, Tp, t, y, ldy, accumulate, pf);
     if (tail == 1)
@@ -499,43 +514,59 @@ MOERT_AVX512 static void gemmTiles(const void *W, int64_t K, int64_t n0, int64_t
   }
 }
 
-/// Rows [n0, n1) for TT <= 8 tokens with bf16 dot products, each weight row
-/// streamed once in order (the few-token regime is memory-bound). X is bf16
-/// rows of Kp; it must stay in L1 beside the weight stream (kDpRowsMaxXBytes).
+/// Rows [n0, n1) for TT <= 8 tokens with bf16 dot products; the few-token
+/// regime is memory-bound. Rows go in groups of 16; within a group, K is cut
+/// into chunks of kDpChunk so the tokens' chunk (TT x 2 KiB) stays in L1
+/// while 16 rows stream past it, partial sums parked on the stack. The next
+/// group is prefetched linearly meanwhile (one 64-byte line per step: the
+/// group's size), so DRAM sees one sequential stream.
+static constexpr int64_t kDpChunk = 1024;
+
 template <int TT>
 MOERT_AVX512BF16 static void dpRowsBf16(const uint16_t *W, int64_t K, int64_t n0, int64_t n1,
                                         const uint16_t *Xb, float *Y, int64_t ldy, bool acc) {
-  const int64_t Kp = roundUp(K, 32), Kfull = K / 32 * 32, rem = K - Kfull;
-  const __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
+  const int64_t Kp = roundUp(K, 32);
+  const char *end = reinterpret_cast<const char *>(W + n1 * K);
   alignas(64) float out[16];
+  __m512 part[16][TT];
   for (int64_t g = n0; g < n1; g += 16) {
     int64_t gn = std::min<int64_t>(16, n1 - g);
-    __m512 sums[TT][16];
-    for (int64_t r = 0; r < gn; ++r) {
-      const uint16_t *w = W + (g + r) * K;
-      __m512 a[TT];
-#pragma GCC unroll 8
-      for (int t = 0; t < TT; ++t)
-        a[t] = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k < Kfull; k += 32) {
-        __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
+    const char *pf = reinterpret_cast<const char *>(W + (g + 16) * K);
+    for (int64_t c0 = 0; c0 < K; c0 += kDpChunk) {
+      const int64_t c1 = std::min(K, c0 + kDpChunk);
+      const int64_t cFull = c0 + (c1 - c0) / 32 * 32, rem = c1 - cFull;
+      for (int64_t r = 0; r < gn; ++r) {
+        const uint16_t *w = W + (g + r) * K;
+        __m512 a[TT];
 #pragma GCC unroll 8
         for (int t = 0; t < TT; ++t)
-          a[t] = _mm512_dpbf16_ps(a[t], wv, (__m512bh)_mm512_load_si512(Xb + t * Kp + k));
-      }
-      if (rem) {
-        __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + k);
+          a[t] = c0 == 0 ? _mm512_setzero_ps() : part[r][t];
+        int64_t k = c0;
+        for (; k < cFull; k += 32) {
+          if (pf < end)
+            _mm_prefetch(pf, _MM_HINT_T1);
+          pf += 64;
+          __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
+#pragma GCC unroll 8
+          for (int t = 0; t < TT; ++t)
+            a[t] = _mm512_dpbf16_ps(a[t], wv, (__m512bh)_mm512_load_si512(Xb + t * Kp + k));
+        }
+        if (rem) {
+          __mmask32 m = _cvtu32_mask32(uint32_t((uint64_t(1) << rem) - 1));
+          __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + k);
+          for (int t = 0; t < TT; ++t)
+            a[t] = _mm512_dpbf16_ps(a[t], wv, (__m512bh)_mm512_load_si512(Xb + t * Kp + k));
+        }
+#pragma GCC unroll 8
         for (int t = 0; t < TT; ++t)
-          a[t] = _mm512_dpbf16_ps(a[t], wv, (__m512bh)_mm512_load_si512(Xb + t * Kp + k));
+          part[r][t] = a[t];
       }
-      for (int t = 0; t < TT; ++t)
-        sums[t][r] = a[t];
     }
     for (int t = 0; t < TT; ++t) {
-      for (int64_t r = gn; r < 16; ++r)
-        sums[t][r] = _mm512_setzero_ps();
-      _mm512_store_ps(out, reduce16(sums[t]));
+      __m512 sums[16];
+      for (int64_t r = 0; r < 16; ++r)
+        sums[r] = r < gn ? part[r][t] : _mm512_setzero_ps();
+      _mm512_store_ps(out, reduce16(sums));
       float *y = Y + t * ldy + g;
       for (int64_t r = 0; r < gn; ++r)
         y[r] = acc ? y[r] + out[r] : out[r];
@@ -616,10 +647,6 @@ static void gemmPanels(const void *W, DType wt, int64_t N, int64_t K, bool trans
 // dominates and the tiles' 4-row interleaved reads stream worse.
 static constexpr int64_t kGemvMaxT = 3;   // exact f32 FMAs
 static constexpr int64_t kDpRowsMaxT = 8; // bf16 dot products
-// Beyond this the tokens' rows crowd the weight stream out of L1 and the 4x4
-// tiles win (measured with bench/runtime/kernel-bench: K=1024, T=5 streams at
-// 20 GB/s by rows vs 12 by tiles; K=2816, T=5 at 10 vs 12-15).
-static constexpr int64_t kDpRowsMaxXBytes = 16 << 10;
 
 static void addBias(ThreadPool &, WRef bias, int64_t N, int64_t T, float *Y, int64_t ldy) {
   if (!bias)
@@ -663,7 +690,7 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
   }
   int64_t Kp = roundUp(K, 32);
   bool dp = W.dtype == DType::BF16 && prec == Precision::BF16 && isa == Isa::Avx512Bf16;
-  if (dp && T >= 2 && T <= kDpRowsMaxT && T * Kp * 2 <= kDpRowsMaxXBytes) {
+  if (dp && T >= 2 && T <= kDpRowsMaxT) {
     auto *Xb = static_cast<uint16_t *>(ws.shared(0, size_t(T * Kp) * 2));
     packRowsBf16(X, ldx, T, K, Xb);
     DpRowsFn fn = dpRowsFor(T);

@@ -5,6 +5,7 @@
 #include "moert/Error.h"
 #include "moert/Safetensors.h"
 #include "moert/Weights.h"
+#include "moert/cpu/Kernels.h"
 
 #include <cmath>
 
@@ -66,6 +67,24 @@ TEST(RandomWeights, DeterministicAcrossThreadCounts) {
   // Biases follow their Zeros init.
   for (size_t i = 0; i < 300; ++i)
     ASSERT_EQ(loadAsF32(a->get(1).data, DType::BF16, i), 0.0f);
+}
+
+TEST(RandomWeights, SameOnEveryIsa) {
+  PlanFile p = linearPlan(33, 517, mp::DType::F32, mp::DType::F32);
+  PlanFile pb = linearPlan(33, 517, mp::DType::BF16, mp::DType::BF16);
+  ThreadPool pool(2);
+  cpu::Isa saved = cpu::activeIsa();
+  auto fast = WeightStore::random(p, 9, {0}, pool);
+  auto fastB = WeightStore::random(pb, 9, {0}, pool);
+  cpu::setIsa(cpu::Isa::Scalar);
+  auto slow = WeightStore::random(p, 9, {0}, pool);
+  auto slowB = WeightStore::random(pb, 9, {0}, pool);
+  cpu::setIsa(saved);
+  EXPECT_EQ(std::memcmp(fast->get(0).data, slow->get(0).data, fast->get(0).bytes), 0);
+  EXPECT_EQ(std::memcmp(fastB->get(0).data, slowB->get(0).data, fastB->get(0).bytes), 0);
+  for (size_t i = 0; i < 33 * 517; i += 97)
+    EXPECT_EQ(static_cast<const float *>(fast->get(0).data)[i],
+              randomWeightValue(9, "w", mp::Init::Normal, 0.5f, i));
 }
 
 TEST(CheckpointWeights, ZeroCopyWhenDtypesMatchElseConverted) {

@@ -698,6 +698,7 @@ void PlanFile::validate() {
       wi.dtype = w->dtype();
       wi.init = w->init();
       wi.initStd = w->init_std();
+      wi.streamed = w->streamed();
       if (wi.name.empty() || !names.insert(wi.name).second)
         fail("{}: weight {} has an empty or duplicate name '{}' (expected unique names)", p, i,
              wi.name);

@@ -3,12 +3,86 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <cstring>
 #include <sys/mman.h>
 
 namespace moert {
 
 using plan::Op;
+
+/// Runs weight-streaming steps in order on a thread of their own, so loading
+/// the next layer's weights overlaps the current layer's compute.
+class StreamWorker {
+public:
+  StreamWorker() : thread_([this] { loop(); }) {}
+  ~StreamWorker() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void submit(int step, std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      queue_.emplace_back(step, std::move(fn));
+      pending_.insert(step);
+    }
+    cv_.notify_all();
+  }
+  /// Blocks until the job of `step` (if any) has run; rethrows its error.
+  void wait(int step) {
+    std::unique_lock<std::mutex> l(m_);
+    doneCv_.wait(l, [&] { return !pending_.count(step) || error_; });
+    if (error_)
+      std::rethrow_exception(error_);
+  }
+  void drain() {
+    std::unique_lock<std::mutex> l(m_);
+    doneCv_.wait(l, [&] { return pending_.empty() || error_; });
+    if (error_)
+      std::rethrow_exception(error_);
+  }
+
+private:
+  void loop() {
+    std::unique_lock<std::mutex> l(m_);
+    while (true) {
+      cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty())
+        return;
+      auto [step, fn] = std::move(queue_.front());
+      queue_.pop_front();
+      l.unlock();
+      std::exception_ptr err;
+      try {
+        fn();
+      } catch (...) {
+        err = std::current_exception();
+      }
+      l.lock();
+      if (err && !error_)
+        error_ = err;
+      pending_.erase(step);
+      doneCv_.notify_all();
+    }
+  }
+
+  std::mutex m_;
+  std::condition_variable cv_, doneCv_;
+  std::deque<std::pair<int, std::function<void()>>> queue_;
+  std::set<int> pending_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 /// Zero-filled memory from the kernel: pages cost RSS only once touched, so a
 /// KV cache sized for max_seq_len grows with the sequence.
@@ -21,7 +95,7 @@ static void *mapZeroed(size_t bytes, const char *what) {
   return p;
 }
 
-Session::Session(const PlanFile &plan, int rank, const WeightStore &weights, Comm &comm,
+Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm,
                  ThreadPool &pool, SessionOptions opts)
     : plan_(plan), prog_(plan.rankProgram(rank)), info_(plan.rankInfo(rank)), rank_(rank),
       weights_(weights), comm_(comm), pool_(pool), opts_(opts), ws_(pool.size()) {
@@ -70,6 +144,13 @@ Session::Session(const PlanFile &plan, int rank, const WeightStore &weights, Com
   }
   if (info_.logitsStep >= 0)
     lastLogits_.resize(size_t(plan.vocabSize()));
+  for (size_t i = 0; i < nsteps; ++i) {
+    const plan::Step &s = *prog_.steps()->Get(unsigned(i));
+    if (s.op_type() == Op::Prefetch && s.stream() == 2) {
+      streamer_ = std::make_unique<StreamWorker>();
+      break;
+    }
+  }
 }
 
 Session::~Session() {
@@ -81,11 +162,17 @@ Session::~Session() {
   }
 }
 
-cpu::WRef Session::w(int32_t idx) const {
+cpu::WRef Session::w(int32_t idx) {
   if (idx < 0)
     return {};
-  const WeightView &v = weights_.get(idx);
+  WeightView v = weights_.acquire(idx);
   return {v.data, v.dtype};
+}
+
+void Session::waitFor(const plan::Step &s) {
+  if (streamer_ && s.waits())
+    for (int32_t w : *s.waits())
+      streamer_->wait(w);
 }
 
 const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
@@ -106,12 +193,17 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   if (prog_.steps())
     for (unsigned i = 0; i < prog_.steps()->size(); ++i) {
       const plan::Step &s = *prog_.steps()->Get(i);
+      waitFor(s);
       int64_t t0 = opts_.trace ? nowNs() : 0;
       runStep(int(i), s, T, allLogits);
-      if (opts_.trace && s.op_type() != Op::Experts)
+      bool async = s.op_type() == Op::Prefetch && streamer_;
+      if (opts_.trace && s.op_type() != Op::Experts && !async)
         trace_.add(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
                    s.stream(), t0, nowNs());
     }
+  // Nothing streams past the end of a forward call.
+  if (streamer_)
+    streamer_->drain();
   return info_.logitsStep >= 0 ? lastLogits_.data() : nullptr;
 }
 
@@ -309,19 +401,31 @@ void Session::runStep(int idx, const plan::Step &s, int64_t T, float *allLogits)
     break;
   }
   case Op::Prefetch: {
-    // Weights stay mapped on the CPU; ask the kernel to read them ahead.
-    for (int32_t wi : *s.op_as_Prefetch()->weights()) {
-      const WeightView &v = weights_.get(wi);
-      if (!v.data)
-        continue;
-      uintptr_t b = reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095);
-      ::madvise(reinterpret_cast<void *>(b),
-                reinterpret_cast<uintptr_t>(v.data) + v.bytes - b, MADV_WILLNEED);
-    }
+    std::vector<int32_t> list;
+    if (s.op_as_Prefetch()->weights())
+      list.assign(s.op_as_Prefetch()->weights()->begin(), s.op_as_Prefetch()->weights()->end());
+    auto job = [this, list, name = std::string(s.name() ? s.name()->str() : "prefetch"),
+                stream = s.stream()] {
+      int64_t t0 = opts_.trace ? nowNs() : 0;
+      for (int32_t wi : list)
+        weights_.load(wi);
+      if (opts_.trace)
+        trace_.add(name, "Prefetch", stream, t0, nowNs());
+    };
+    if (streamer_)
+      streamer_->submit(idx, std::move(job));
+    else
+      job();
     break;
   }
   case Op::Evict:
-    break; // the page cache decides what leaves memory on the CPU
+    // A weight being prefetched must land before it can leave.
+    if (streamer_)
+      streamer_->drain();
+    if (s.op_as_Evict()->weights())
+      for (int32_t wi : *s.op_as_Evict()->weights())
+        weights_.evict(wi);
+    break;
   default:
     break;
   }
@@ -369,6 +473,13 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(slotOut + int64_t(sorted[s0 + i]) * D, yg + i * D, size_t(D) * 4);
     lastWeightBytes_ += bytes;
+    // On-demand experts stay cached while the rank is within its memory
+    // budget; past it, each is released right after use.
+    uint64_t budget = plan_.plan().memory_budget();
+    if (op.on_demand() && budget > 0 && weights_.residentBytes() > budget)
+      for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+        if (wi >= 0)
+          weights_.evict(wi);
     if (opts_.trace)
       trace_.add(fmt::format("{}.e{} ({} tok)", base, e->expert(), n), "Experts", s.stream(), t0,
                  nowNs());

@@ -105,26 +105,37 @@ fillNormalAvx512(uint64_t key, float scale, uint64_t b, uint64_t e, float *f32, 
 
 std::vector<std::span<const uint8_t>> WeightStore::regions() const {
   std::vector<std::span<const uint8_t>> r;
-  for (const WeightView &v : views_)
-    if (v.data)
-      r.emplace_back(static_cast<const uint8_t *>(v.data), v.bytes);
+  for (size_t i = 0; i < views_.size(); ++i)
+    if (views_[i].data && isResident(int32_t(i)))
+      r.emplace_back(static_cast<const uint8_t *>(views_[i].data), views_[i].bytes);
   return r;
 }
 
 WeightStore::~WeightStore() {
   if (owned_)
     ::munmap(owned_, ownedCap_);
+  for (auto &s : streamed_)
+    if (s && s->mem) {
+      if (s->mapped)
+        ::munmap(s->mem, views_[size_t(&s - streamed_.data())].bytes);
+      else
+        std::free(s->mem);
+    }
 }
 
-void WeightStore::allocateOwned(uint64_t bytes) {
-  if (bytes == 0)
-    return;
+static void *mapAnonymous(uint64_t bytes) {
   void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     fail("cannot allocate {} bytes for weights: {}", bytes, std::strerror(errno));
   // Transparent huge pages cut TLB misses while decode streams the weights.
   ::madvise(p, bytes, MADV_HUGEPAGE);
-  owned_ = static_cast<uint8_t *>(p);
+  return p;
+}
+
+void WeightStore::allocateOwned(uint64_t bytes) {
+  if (bytes == 0)
+    return;
+  owned_ = static_cast<uint8_t *>(mapAnonymous(bytes));
   ownedCap_ = bytes;
 }
 
@@ -138,6 +149,39 @@ static std::vector<bool> weightsUsedBy(const PlanFile &plan, const std::vector<i
 }
 
 static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+
+static bool haveAvx512Generator() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+         cpu::activeIsa() != cpu::Isa::Scalar;
+}
+
+/// Elements [b, e) of a random tensor (dst holds the whole tensor).
+static void fillRandom(const WeightInfo &w, uint64_t key, void *dst, uint64_t b, uint64_t e,
+                       bool avx512) {
+  if (w.init != plan::Init::Normal) {
+    float v = w.init == plan::Init::Ones ? 1.0f : 0.0f;
+    for (uint64_t i = b; i < e; ++i)
+      storeFromF32(dst, w.dtype, i, v);
+    return;
+  }
+  float sc = irwinScale(w.initStd);
+  bool f32 = w.dtype == DType::F32, bf16 = w.dtype == DType::BF16;
+  if (avx512 && (f32 || bf16)) {
+    fillNormalAvx512(key, sc, b, e, f32 ? static_cast<float *>(dst) : nullptr,
+                     bf16 ? static_cast<uint16_t *>(dst) : nullptr);
+    return;
+  }
+  for (uint64_t i = b; i < e; ++i)
+    storeFromF32(dst, w.dtype, i, (float(irwinSum(key, i)) - kIrwinMean) * sc);
+}
+
+/// Elements [b, e) of a tensor converted from its stored dtype.
+static void convertRange(const WeightInfo &w, const void *src, void *dst, uint64_t b, uint64_t e) {
+  for (uint64_t i = b; i < e; ++i)
+    storeFromF32(dst, w.dtype, i, loadAsF32(src, w.storedDtype, i));
+}
 
 // Work is split into chunks of this many elements so the pool balances
 // tensors of very different sizes and progress advances smoothly.
@@ -154,17 +198,16 @@ struct FillJob {
 template <typename F>
 static void runJobs(const std::vector<FillJob> &jobs, const std::vector<WeightView> &views,
                     ThreadPool &pool, const ProgressFn &progress, F &&fill) {
+  auto bytesOf = [&](const FillJob &j) { return (j.end - j.begin) * dtypeSize(views[j.weight].dtype); };
   uint64_t total = 0;
   for (const FillJob &j : jobs)
-    total += (j.end - j.begin) * dtypeSize(views[j.weight].dtype);
+    total += bytesOf(j);
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> done{0};
   pool.run([&](int tid) {
     for (size_t k; (k = next.fetch_add(1)) < jobs.size();) {
       fill(jobs[k]);
-      uint64_t d = done.fetch_add((jobs[k].end - jobs[k].begin) *
-                                  dtypeSize(views[jobs[k].weight].dtype)) +
-                   (jobs[k].end - jobs[k].begin) * dtypeSize(views[jobs[k].weight].dtype);
+      uint64_t d = done.fetch_add(bytesOf(jobs[k])) + bytesOf(jobs[k]);
       if (tid == 0 && progress)
         progress(d, total);
     }
@@ -189,9 +232,11 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
                                                          ThreadPool &pool,
                                                          const ProgressFn &progress) {
   std::unique_ptr<WeightStore> ws(new WeightStore());
+  ws->plan_ = &plan;
   ws->ckpt_ = ckpt;
   const auto &infos = plan.weights();
   ws->views_.resize(infos.size());
+  ws->streamed_.resize(infos.size());
   std::vector<bool> used = weightsUsedBy(plan, ranks);
   std::vector<const TensorInfo *> src(infos.size(), nullptr);
   std::vector<size_t> convert;
@@ -215,6 +260,14 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     v.dtype = w.dtype;
     v.bytes = w.numel * dtypeSize(w.dtype);
     ws->boundBytes_ += v.bytes;
+    if (w.streamed) {
+      ws->streamed_[i] = std::make_unique<Streamed>();
+      ws->streamed_[i]->src = t;
+      if (w.dtype == w.storedDtype)
+        v.data = t->data; // mapped, but not read until loaded
+      continue;
+    }
+    ws->fixedBytes_ += v.bytes;
     if (w.dtype == w.storedDtype) {
       v.data = t->data;
     } else {
@@ -230,11 +283,8 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
   }
   ws->ownedBytes_ = ownedBytes;
   runJobs(chunkJobs(convert, plan), ws->views_, pool, progress, [&](const FillJob &j) {
-    const WeightInfo &w = infos[j.weight];
-    void *dst = const_cast<void *>(ws->views_[j.weight].data);
-    const void *s = src[j.weight]->data;
-    for (uint64_t e = j.begin; e < j.end; ++e)
-      storeFromF32(dst, w.dtype, e, loadAsF32(s, w.storedDtype, e));
+    convertRange(infos[j.weight], src[j.weight]->data, const_cast<void *>(ws->views_[j.weight].data),
+                 j.begin, j.end);
   });
   return ws;
 }
@@ -243,18 +293,30 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
                                                  const std::vector<int> &ranks, ThreadPool &pool,
                                                  const ProgressFn &progress) {
   std::unique_ptr<WeightStore> ws(new WeightStore());
+  ws->plan_ = &plan;
+  ws->avx512_ = haveAvx512Generator();
   const auto &infos = plan.weights();
   ws->views_.resize(infos.size());
+  ws->streamed_.resize(infos.size());
   std::vector<bool> used = weightsUsedBy(plan, ranks);
   std::vector<size_t> fill;
   uint64_t total = 0;
+  std::vector<uint64_t> keys(infos.size());
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!used[i])
       continue;
     WeightView &v = ws->views_[i];
     v.dtype = infos[i].dtype;
     v.bytes = infos[i].numel * dtypeSize(v.dtype);
+    ws->boundBytes_ += v.bytes;
+    keys[i] = tensorKey(seed, infos[i].name);
+    if (infos[i].streamed) {
+      ws->streamed_[i] = std::make_unique<Streamed>();
+      ws->streamed_[i]->key = keys[i];
+      continue;
+    }
     total += align64(v.bytes);
+    ws->fixedBytes_ += v.bytes;
     fill.push_back(i);
   }
   ws->allocateOwned(total);
@@ -263,35 +325,80 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
     ws->views_[i].data = ws->owned_ + off;
     off += align64(ws->views_[i].bytes);
   }
-  ws->ownedBytes_ = ws->boundBytes_ = total;
-  __builtin_cpu_init();
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-                      cpu::activeIsa() != cpu::Isa::Scalar;
-  std::vector<uint64_t> keys(infos.size());
-  for (size_t i : fill)
-    keys[i] = tensorKey(seed, infos[i].name);
+  ws->ownedBytes_ = total;
   runJobs(chunkJobs(fill, plan), ws->views_, pool, progress, [&](const FillJob &j) {
-    const WeightInfo &w = infos[j.weight];
-    void *dst = const_cast<void *>(ws->views_[j.weight].data);
-    if (w.init != plan::Init::Normal) {
-      float v = w.init == plan::Init::Ones ? 1.0f : 0.0f;
-      for (uint64_t e = j.begin; e < j.end; ++e)
-        storeFromF32(dst, w.dtype, e, v);
-      return;
-    }
-    uint64_t key = keys[j.weight];
-    float sc = irwinScale(w.initStd);
-    bool f32 = w.dtype == DType::F32, bf16 = w.dtype == DType::BF16;
-    if (avx512 && (f32 || bf16)) {
-      fillNormalAvx512(key, sc, j.begin, j.end, f32 ? static_cast<float *>(dst) : nullptr,
-                       bf16 ? static_cast<uint16_t *>(dst) : nullptr);
-      return;
-    }
-    for (uint64_t e = j.begin; e < j.end; ++e)
-      storeFromF32(dst, w.dtype, e, (float(irwinSum(key, e)) - kIrwinMean) * sc);
+    fillRandom(infos[j.weight], keys[j.weight], const_cast<void *>(ws->views_[j.weight].data),
+               j.begin, j.end, ws->avx512_);
   });
   return ws;
+}
+
+// Page-aligned interior of [p, p + bytes): the pages that hold only this tensor.
+static std::pair<uintptr_t, uintptr_t> ownPages(const void *p, uint64_t bytes) {
+  const uintptr_t page = 4096;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  return {b, std::max(b, e)};
+}
+
+WeightView WeightStore::loadAndGet(int32_t idx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Streamed &s = *streamed_[size_t(idx)];
+  WeightView &v = views_[size_t(idx)];
+  if (s.resident.load())
+    return v;
+  const WeightInfo &w = plan_->weights()[size_t(idx)];
+  if (s.src && w.dtype == w.storedDtype) {
+    // Mapped: read the pages in now (from the page cache or the file).
+    ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095)),
+              v.bytes + 4096, MADV_WILLNEED);
+    const volatile uint8_t *p = static_cast<const uint8_t *>(v.data);
+    uint8_t sink = 0;
+    for (uint64_t o = 0; o < v.bytes; o += 4096)
+      sink ^= p[o];
+    (void)sink;
+  } else {
+    s.mapped = v.bytes >= (uint64_t(2) << 20);
+    void *mem = s.mapped ? mapAnonymous(v.bytes) : std::aligned_alloc(64, align64(v.bytes));
+    if (!mem)
+      throw std::bad_alloc();
+    if (s.src)
+      convertRange(w, s.src->data, mem, 0, w.numel);
+    else
+      fillRandom(w, s.key, mem, 0, w.numel, haveAvx512Generator());
+    s.mem = mem;
+    v.data = mem;
+  }
+  uint64_t now = streamedResident_.fetch_add(v.bytes) + v.bytes;
+  uint64_t peak = streamedPeak_.load();
+  while (now > peak && !streamedPeak_.compare_exchange_weak(peak, now)) {
+  }
+  s.resident.store(true, std::memory_order_release);
+  return v;
+}
+
+void WeightStore::evict(int32_t idx) {
+  if (!streamed_[size_t(idx)])
+    return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  Streamed &s = *streamed_[size_t(idx)];
+  WeightView &v = views_[size_t(idx)];
+  if (!s.resident.load())
+    return;
+  s.resident.store(false, std::memory_order_release);
+  if (s.mem) {
+    if (s.mapped)
+      ::munmap(s.mem, v.bytes);
+    else
+      std::free(s.mem);
+    s.mem = nullptr;
+    v.data = nullptr;
+  } else {
+    auto [b, e] = ownPages(v.data, v.bytes);
+    if (e > b)
+      ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
+  }
+  streamedResident_.fetch_sub(v.bytes);
 }
 
 } // namespace moert

@@ -39,6 +39,7 @@ struct WeightInfo {
   plan::Init init = plan::Init::Normal;
   float initStd = 0.02f;
   std::vector<int> ranks; // empty = all
+  bool streamed = false;  // loaded on Prefetch / first use, not at start-up (1.1)
   bool usedBy(int rank) const;
 };
 

@@ -2,7 +2,9 @@
 //
 // A Session owns a rank's activation arena and KV caches and runs its steps
 // in order for one forward call of T <= max_tokens tokens. Collective steps
-// synchronize with the other ranks through a Comm.
+// synchronize with the other ranks through a Comm. Prefetch steps on the
+// weight-streaming stream (2) run on a thread of their own; a step waits for
+// the Prefetch steps listed in its `waits`.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -33,8 +35,8 @@ struct GateProfile {
 
 class Session {
 public:
-  Session(const PlanFile &plan, int rank, const WeightStore &weights, Comm &comm,
-          ThreadPool &pool, SessionOptions opts = {});
+  Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm, ThreadPool &pool,
+          SessionOptions opts = {});
   ~Session();
 
   /// Runs tokens ids[0..T) at positions startPos.. (T <= max_tokens). Returns
@@ -61,13 +63,15 @@ private:
   }
   int64_t ld(int32_t buf) const { return info_.buffers[size_t(buf)].rowElems; }
   int64_t rows(int32_t buf, int64_t T) const { return info_.buffers[size_t(buf)].rows(T); }
-  cpu::WRef w(int32_t idx) const;
+  cpu::WRef w(int32_t idx);
+  void waitFor(const plan::Step &s);
 
   const PlanFile &plan_;
   const plan::RankProgram &prog_;
   const RankInfo &info_;
   int rank_;
-  const WeightStore &weights_;
+  WeightStore &weights_;
+  std::unique_ptr<class StreamWorker> streamer_; // runs stream-2 Prefetch steps
   Comm &comm_;
   ThreadPool &pool_;
   SessionOptions opts_;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,9 @@ public:
     int stream;
     int64_t startNs, durNs;
   };
+  /// Thread-safe: the streaming thread records its steps too.
   void add(std::string name, std::string cat, int stream, int64_t startNs, int64_t endNs) {
+    std::lock_guard<std::mutex> l(mutex_);
     events_.push_back({std::move(name), std::move(cat), stream, startNs, endNs - startNs});
   }
   const std::vector<Event> &events() const { return events_; }
@@ -36,6 +39,7 @@ public:
   void write(const std::string &path, Comm &comm) const;
 
 private:
+  std::mutex mutex_;
   std::vector<Event> events_;
 };
 

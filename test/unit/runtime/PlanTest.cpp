@@ -78,7 +78,11 @@ TEST(Plan, RejectsOtherFilesAndVersions) {
   bad[4] = 'X';
   expectBad(bad, "not a moe plan (expected file identifier \"MOEP\")");
   expectBad({1, 2, 3}, "not a moe plan");
-  expectBad(edit(good, [](mp::PlanT &p) { p.version_major = 2; }),
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   p.version_major = 2;
+                   p.version_minor = 0;
+                 }),
             "p.plan: plan format 2.0 is not supported (expected 1.x");
   expectBad(edit(good, [](mp::PlanT &p) { p.version_minor = kPlanVersionMinor + 1; }),
             "is not supported");

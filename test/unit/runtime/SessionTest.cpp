@@ -5,6 +5,7 @@
 #include "moert/Generate.h"
 
 #include <cmath>
+#include <map>
 #include <thread>
 
 using namespace moert;
@@ -268,4 +269,126 @@ TEST(Session, ResultsDoNotDependOnTheThreadCount) {
     EXPECT_EQ(logits[0], logits[1]) << dtypeName(dt);
     EXPECT_EQ(logits[0], logits[2]) << dtypeName(dt);
   }
+}
+
+namespace {
+/// Marks weights streamed the way moe-layer-streaming does: experts on demand
+/// and/or each layer's other weights prefetched (stream 2) before the layer
+/// and evicted after it.
+std::vector<uint8_t> streamify(const std::vector<uint8_t> &bytes, bool experts, bool layers,
+                               uint64_t budget) {
+  std::unique_ptr<mp::PlanT> p(mp::GetPlan(bytes.data())->UnPack());
+  p->memory_budget = budget;
+  auto &steps = p->ranks[0]->steps;
+  std::map<int, std::vector<int32_t>> layerWeights;
+  for (auto &s : steps) {
+    if (s->op.type == mp::Op::Experts && experts) {
+      auto *e = reinterpret_cast<mp::ExpertsT *>(s->op.value);
+      e->on_demand = true;
+      for (auto &x : e->experts)
+        for (int32_t w : {x->gate, x->up, x->down})
+          p->weights[size_t(w)]->streamed = true;
+    }
+    if (!layers || s->layer < 0)
+      continue;
+    std::vector<int32_t> ws;
+    if (s->op.type == mp::Op::Linear) {
+      auto *l = reinterpret_cast<mp::LinearT *>(s->op.value);
+      ws = {l->weight, l->bias};
+    } else if (s->op.type == mp::Op::Norm) {
+      auto *n = reinterpret_cast<mp::NormT *>(s->op.value);
+      ws = {n->weight, n->bias};
+    }
+    for (int32_t w : ws)
+      if (w >= 0 && std::find(layerWeights[s->layer].begin(), layerWeights[s->layer].end(), w) ==
+                        layerWeights[s->layer].end()) {
+        layerWeights[s->layer].push_back(w);
+        p->weights[size_t(w)]->streamed = true;
+      }
+  }
+  if (layers) {
+    std::vector<std::unique_ptr<mp::StepT>> out;
+    int current = -1, prefetchAt = -1;
+    auto evict = [&](int layer) {
+      mp::EvictT e;
+      e.weights = layerWeights[layer];
+      auto st = std::make_unique<mp::StepT>();
+      st->op.Set(std::move(e));
+      st->name = "layers." + std::to_string(layer) + ".evict";
+      st->layer = layer;
+      st->stream = 2;
+      out.push_back(std::move(st));
+    };
+    for (auto &s : steps) {
+      if (s->layer != current) {
+        if (current >= 0)
+          evict(current);
+        current = s->layer;
+        if (current >= 0) {
+          mp::PrefetchT pf;
+          pf.weights = layerWeights[current];
+          auto st = std::make_unique<mp::StepT>();
+          st->op.Set(std::move(pf));
+          st->name = "layers." + std::to_string(current) + ".prefetch";
+          st->layer = current;
+          st->stream = 2;
+          out.push_back(std::move(st));
+          prefetchAt = int(out.size()) - 1;
+        }
+      }
+      if (current >= 0)
+        s->waits.push_back(prefetchAt);
+      out.push_back(std::move(s));
+    }
+    steps = std::move(out);
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, p.get()));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+} // namespace
+
+TEST(Session, StreamedWeightsGiveTheSameTokensWithinTheBudget) {
+  TempDir d;
+  writeBytes(d.file("config.json"), kTinyQwen);
+  HFPlanOptions o;
+  o.maxTokens = 8;
+  std::vector<uint8_t> base = buildHFPlan(d.file("config.json"), o);
+  PlanFile plain = PlanFile::fromBytes(base, "plain.plan");
+  std::vector<int64_t> p = prompt(11, plain.vocabSize());
+  auto run = [&](const PlanFile &plan, WeightStore *&store, std::unique_ptr<WeightStore> &keep) {
+    ThreadPool pool(2);
+    auto comm = makeLocalComm();
+    keep = WeightStore::random(plan, 21, {0}, pool);
+    store = keep.get();
+    SessionOptions so;
+    so.trace = true;
+    Session s(plan, 0, *keep, *comm, pool, so);
+    GenerateOptions g;
+    g.maxNewTokens = 5;
+    g.promptLogits = true;
+    return generate(s, *comm, p, g);
+  };
+  WeightStore *ws = nullptr;
+  std::unique_ptr<WeightStore> keep;
+  GenerateResult ref = run(plain, ws, keep);
+  EXPECT_EQ(ws->peakResidentBytes(), ws->boundBytes());
+  for (auto [experts, layers] : {std::pair{true, false}, {false, true}, {true, true}}) {
+    SCOPED_TRACE(::testing::Message() << "experts=" << experts << " layers=" << layers);
+    PlanFile streamed = PlanFile::fromBytes(streamify(base, experts, layers, 1), "s.plan");
+    GenerateResult got = run(streamed, ws, keep);
+    EXPECT_EQ(got.tokens, ref.tokens);
+    EXPECT_EQ(got.promptLogits, ref.promptLogits);
+    // A 1-byte budget keeps nothing streamed resident after use.
+    EXPECT_LT(ws->peakResidentBytes(), ws->boundBytes());
+    int streamedNow = 0;
+    for (size_t i = 0; i < ws->size(); ++i)
+      streamedNow += ws->isStreamed(int32_t(i)) && ws->isResident(int32_t(i));
+    EXPECT_EQ(streamedNow, 0);
+  }
+  // With no budget, on-demand experts stay cached after first use.
+  PlanFile cached = PlanFile::fromBytes(streamify(base, true, false, 0), "c.plan");
+  GenerateResult got = run(cached, ws, keep);
+  EXPECT_EQ(got.tokens, ref.tokens);
+  EXPECT_GT(ws->residentBytes(), ws->peakResidentBytes() / 2);
 }

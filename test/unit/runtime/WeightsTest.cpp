@@ -48,7 +48,7 @@ TEST(RandomWeights, DeterministicAcrossThreadCounts) {
   auto a = WeightStore::random(p, 42, {0}, p1);
   auto b = WeightStore::random(p, 42, {0}, p3);
   auto c = WeightStore::random(p, 43, {0}, p3);
-  const WeightView &wa = a->get(0), &wb = b->get(0), &wc = c->get(0);
+  WeightView wa = a->acquire(0), wb = b->acquire(0), wc = c->acquire(0);
   ASSERT_EQ(wa.bytes, 300u * 7000u * 2u);
   EXPECT_EQ(std::memcmp(wa.data, wb.data, wa.bytes), 0);
   EXPECT_NE(std::memcmp(wa.data, wc.data, wa.bytes), 0);
@@ -66,7 +66,7 @@ TEST(RandomWeights, DeterministicAcrossThreadCounts) {
             bf16ToF32(f32ToBf16(randomWeightValue(42, "w", mp::Init::Normal, 0.5f, 5))));
   // Biases follow their Zeros init.
   for (size_t i = 0; i < 300; ++i)
-    ASSERT_EQ(loadAsF32(a->get(1).data, DType::BF16, i), 0.0f);
+    ASSERT_EQ(loadAsF32(a->acquire(1).data, DType::BF16, i), 0.0f);
 }
 
 TEST(RandomWeights, SameOnEveryIsa) {
@@ -80,10 +80,10 @@ TEST(RandomWeights, SameOnEveryIsa) {
   auto slow = WeightStore::random(p, 9, {0}, pool);
   auto slowB = WeightStore::random(pb, 9, {0}, pool);
   cpu::setIsa(saved);
-  EXPECT_EQ(std::memcmp(fast->get(0).data, slow->get(0).data, fast->get(0).bytes), 0);
-  EXPECT_EQ(std::memcmp(fastB->get(0).data, slowB->get(0).data, fastB->get(0).bytes), 0);
+  EXPECT_EQ(std::memcmp(fast->acquire(0).data, slow->acquire(0).data, fast->acquire(0).bytes), 0);
+  EXPECT_EQ(std::memcmp(fastB->acquire(0).data, slowB->acquire(0).data, fastB->acquire(0).bytes), 0);
   for (size_t i = 0; i < 33 * 517; i += 97)
-    EXPECT_EQ(static_cast<const float *>(fast->get(0).data)[i],
+    EXPECT_EQ(static_cast<const float *>(fast->acquire(0).data)[i],
               randomWeightValue(9, "w", mp::Init::Normal, 0.5f, i));
 }
 
@@ -106,12 +106,12 @@ TEST(CheckpointWeights, ZeroCopyWhenDtypesMatchElseConverted) {
   PlanFile same = linearPlan(6, 5, mp::DType::BF16, mp::DType::BF16);
   auto s = WeightStore::fromCheckpoint(same, ck, {0}, pool);
   EXPECT_EQ(s->ownedBytes(), 0u);
-  EXPECT_EQ(s->get(0).data, ck->find("w")->data); // the mapping itself
+  EXPECT_EQ(s->acquire(0).data, ck->find("w")->data); // the mapping itself
   PlanFile conv = linearPlan(6, 5, mp::DType::BF16, mp::DType::F32);
   auto c = WeightStore::fromCheckpoint(conv, ck, {0}, pool);
   EXPECT_GT(c->ownedBytes(), 0u);
   for (size_t i = 0; i < w.size(); ++i)
-    ASSERT_EQ(static_cast<const float *>(c->get(0).data)[i], bf16ToF32(wb[i]));
+    ASSERT_EQ(static_cast<const float *>(c->acquire(0).data)[i], bf16ToF32(wb[i]));
   // Mismatches are one-line errors naming the tensor.
   PlanFile f32 = linearPlan(6, 5, mp::DType::F32, mp::DType::F32);
   EXPECT_THROW_MSG(WeightStore::fromCheckpoint(f32, ck, {0}, pool),

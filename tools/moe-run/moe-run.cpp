@@ -428,6 +428,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
       {"decode_tokens_per_s", dc.median > 0 ? 1e3 / dc.median : 0.0},
       {"peak_rss_bytes", rss},
       {"weight_bytes", weights->boundBytes()},
+      {"peak_resident_weight_bytes", weights->peakResidentBytes()},
       {"active_weight_bytes_per_token", perTok},
       {"kv_bytes_per_token", perTokKV},
       {"read_bandwidth_gbs", {{"best", bw.bestGBs}, {"median", bw.medianGBs}}},

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <immintrin.h>
 #include <limits>
 
 namespace moert::cpu {
@@ -174,6 +175,49 @@ static void loadKV(const void *src, DType dt, size_t off, float *dst, int64_t n)
     dst[i] = loadAsF32(src, dt, off + size_t(i));
 }
 
+static float dotScalar(const float *a, const float *b, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i)
+    s += a[i] * b[i];
+  return s;
+}
+
+static void axpyScalar(float *y, float a, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] += a * x[i];
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) static float dotAvx512(const float *a, const float *b,
+                                                          int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < n) {
+    __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+__attribute__((target("avx512f"))) static void axpyAvx512(float *y, float a, const float *x,
+                                                          int64_t n) {
+  __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i),
+                                          _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+#pragma GCC diagnostic pop
+
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
@@ -193,6 +237,9 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
   ws.reserveLocal(scratch);
   const int group = heads / kvHeads;
   const int64_t work = int64_t(heads) * T;
+  bool avx = activeIsa() != Isa::Scalar;
+  auto dot = avx ? dotAvx512 : dotScalar;
+  auto axpy = avx ? axpyAvx512 : axpyScalar;
   pool.parallelFor(size_t(work), 1, [&](size_t w0, size_t w1, int tid) {
     float *scores = static_cast<float *>(ws.local(tid, scratch));
     float *krow = scores + maxPos + 1, *vrow = krow + hd;
@@ -210,10 +257,7 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
           k = static_cast<const float *>(cache.k) + off;
         else
           loadKV(cache.k, cache.dtype, off, krow, hd);
-        float s = 0.0f;
-        for (int64_t d = 0; d < hd; ++d)
-          s += q[d] * k[d];
-        s *= scale;
+        float s = dot(q, k, hd) * scale;
         scores[j] = s;
         mx = std::max(mx, s);
       }
@@ -232,9 +276,7 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
           v = static_cast<const float *>(cache.v) + off;
         else
           loadKV(cache.v, cache.dtype, off, vrow, hd);
-        float a = scores[j] * inv;
-        for (int64_t d = 0; d < hd; ++d)
-          o[d] += a * v[d];
+        axpy(o, scores[j] * inv, v, hd);
       }
     }
   });

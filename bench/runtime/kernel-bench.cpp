@@ -50,7 +50,13 @@ int main(int argc, char **argv) {
                {"bf16-exact", DType::BF16, Precision::F32, LinearStrategy::Auto},
                {"bf16-panels+sgemm", DType::BF16, Precision::F32, LinearStrategy::Panels},
                {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto}};
+  // The same-run read bandwidth, to judge the weight-streaming rates below.
+  BandwidthResult bw = measureReadBandwidth(pool, uint64_t(1) << 30, 5);
+  if (!json)
+    std::printf("read bandwidth %.1f GB/s best, %.1f median (%d threads)\n", bw.bestGBs,
+                bw.medianGBs, threads);
   nlohmann::json out = nlohmann::json::array();
+  out.push_back({{"read_bandwidth_gbs", bw.bestGBs}, {"threads", threads}});
   if (!json)
     std::printf("%-16s %6s %6s %4s %-18s %9s %8s %8s\n", "shape", "N", "K", "T", "mode", "ms",
                 "GB/s", "GMAC/s");

@@ -729,4 +729,39 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
   addBias(pool, bias, N, T, Y, ldy);
 }
 
+void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs,
+                 Precision prec) {
+  if (activeIsa() == Isa::Scalar || jobs.size() == 1) {
+    for (const GemvJob &j : jobs)
+      linear(pool, ws, j.x, j.K, 1, j.w, j.N, j.K, false, j.bias, j.y, j.N, j.accumulate, prec);
+    return;
+  }
+  // Each job's x in its weight dtype's order, and its rows at an offset of a
+  // virtual row space (16-aligned, so chunks never split a reduce group).
+  std::vector<int64_t> rowStart(jobs.size() + 1, 0), xOff(jobs.size() + 1, 0);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    rowStart[i + 1] = rowStart[i] + roundUp(jobs[i].N, 16);
+    xOff[i + 1] = xOff[i] + roundUp(jobs[i].K, 32);
+  }
+  auto *xs = static_cast<float *>(ws.shared(0, size_t(xOff.back()) * 4));
+  for (size_t i = 0; i < jobs.size(); ++i)
+    packRowsF32(jobs[i].x, jobs[i].K, 1, jobs[i].K, jobs[i].w.dtype, xs + xOff[i]);
+  pool.parallelFor(size_t(rowStart.back()), 16, [&](size_t b, size_t e, int) {
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      int64_t lo = std::max<int64_t>(int64_t(b), rowStart[i]);
+      int64_t hi = std::min<int64_t>(int64_t(e), rowStart[i] + jobs[i].N);
+      if (lo >= hi)
+        continue;
+      const GemvJob &j = jobs[i];
+      GemvFn fn = j.w.dtype == DType::BF16  ? gemvFor<DType::BF16>(1)
+                  : j.w.dtype == DType::F16 ? gemvFor<DType::F16>(1)
+                                            : gemvFor<DType::F32>(1);
+      fn(j.w.data, j.K, lo - rowStart[i], hi - rowStart[i], xs + xOff[i], j.y, j.N,
+         j.accumulate);
+    }
+  });
+  for (const GemvJob &j : jobs)
+    addBias(pool, j.bias, j.N, 1, j.y, j.N);
+}
+
 } // namespace moert::cpu

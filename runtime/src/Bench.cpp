@@ -93,9 +93,18 @@ BandwidthResult measureReadBandwidth(ThreadPool &pool, uint64_t bytes, int passe
   if (p == MAP_FAILED)
     fail("cannot allocate {} bytes for the bandwidth probe", bytes);
   ::madvise(p, bytes, MADV_HUGEPAGE);
-  auto *b = static_cast<uint8_t *>(p);
-  pool.parallelFor(bytes, 4096, [&](size_t s, size_t e, int) { std::memset(b + s, 1, e - s); });
-  BandwidthResult r = measureReadBandwidth(pool, {std::span<const uint8_t>(b, bytes)}, passes);
+  // Random contents: pages of one constant could be merged by the host and
+  // read from cache.
+  auto *b = static_cast<uint64_t *>(p);
+  pool.parallelFor(bytes / 8, 512, [&](size_t s, size_t e, int) {
+    uint64_t x = 0x9e3779b97f4a7c15ull * (s + 1);
+    for (size_t i = s; i < e; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      b[i] = x;
+    }
+  });
+  BandwidthResult r = measureReadBandwidth(
+      pool, {std::span<const uint8_t>(reinterpret_cast<const uint8_t *>(b), bytes)}, passes);
   ::munmap(p, bytes);
   return r;
 }

@@ -444,6 +444,65 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     return;
   cpu::Act act = cpu::Act(int(op.act()));
   std::string base = s.name() ? s.name()->str() : "experts";
+  uint64_t budget = plan_.plan().memory_budget();
+  auto release = [&](const plan::ExpertWeights *e) {
+    // On-demand experts stay cached while the rank is within its memory
+    // budget; past it, each is released right after use.
+    if (op.on_demand() && budget > 0 && weights_.residentBytes() > budget)
+      for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+        if (wi >= 0)
+          weights_.evict(wi);
+  };
+  auto weightBytes = [&](const plan::ExpertWeights *e) {
+    uint64_t b = 0;
+    for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+      if (wi >= 0)
+        b += plan_.weights()[size_t(wi)].numel * dtypeSize(plan_.weights()[size_t(wi)].dtype);
+    return b;
+  };
+  if (T == 1) {
+    // Decode: every routed expert sees one token. All their gate/up rows go
+    // in one parallel pass and all down rows in another, instead of one
+    // thread synchronization per matrix.
+    std::vector<const plan::ExpertWeights *> routed;
+    std::vector<int32_t> slot;
+    for (const plan::ExpertWeights *e : *op.experts())
+      if (offsets[e->expert() + 1] > offsets[e->expert()]) {
+        routed.push_back(e);
+        slot.push_back(sorted[offsets[e->expert()]]);
+      }
+    if (routed.empty())
+      return;
+    int64_t t0 = opts_.trace ? nowNs() : 0;
+    size_t R = routed.size();
+    auto *h = static_cast<float *>(ws_.shared(2, R * size_t(2 * I) * 4));
+    std::vector<cpu::GemvJob> up, down;
+    for (size_t i = 0; i < R; ++i) {
+      const plan::ExpertWeights *e = routed[i];
+      const float *x = in + (slot[i] / K) * ldin;
+      float *hi = h + int64_t(i) * 2 * I;
+      if (op.gated())
+        up.push_back({x, w(e->gate()), I, D, {}, hi, false});
+      up.push_back({x, w(e->up()), I, D, w(e->up_bias()), op.gated() ? hi + I : hi, false});
+    }
+    cpu::linearBatch(pool_, ws_, up, prec_);
+    for (size_t i = 0; i < R; ++i) {
+      float *hi = h + int64_t(i) * 2 * I;
+      cpu::activation(hi, 2 * I, hi, 2 * I, 1, I, act, op.gated());
+      down.push_back({hi, w(routed[i]->down()), D, I, w(routed[i]->down_bias()),
+                      slotOut + int64_t(slot[i]) * D, false});
+    }
+    cpu::linearBatch(pool_, ws_, down, prec_);
+    int64_t t1 = opts_.trace ? nowNs() : 0;
+    for (const plan::ExpertWeights *e : routed) {
+      lastWeightBytes_ += weightBytes(e);
+      release(e);
+      if (opts_.trace)
+        trace_.add(fmt::format("{}.e{} (1 tok)", base, e->expert()), "Experts", s.stream(), t0,
+                   t1);
+    }
+    return;
+  }
   for (const plan::ExpertWeights *e : *op.experts()) {
     int32_t s0 = offsets[e->expert()], s1 = offsets[e->expert() + 1];
     int64_t n = s1 - s0;
@@ -473,13 +532,7 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(slotOut + int64_t(sorted[s0 + i]) * D, yg + i * D, size_t(D) * 4);
     lastWeightBytes_ += bytes;
-    // On-demand experts stay cached while the rank is within its memory
-    // budget; past it, each is released right after use.
-    uint64_t budget = plan_.plan().memory_budget();
-    if (op.on_demand() && budget > 0 && weights_.residentBytes() > budget)
-      for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
-        if (wi >= 0)
-          weights_.evict(wi);
+    release(e);
     if (opts_.trace)
       trace_.add(fmt::format("{}.e{} ({} tok)", base, e->expert(), n), "Experts", s.stream(), t0,
                  nowNs());

@@ -280,3 +280,37 @@ TEST(DType, ConversionsRoundToNearestEven) {
   for (float x : {0.1f, -3.75f, 1234.5f, 6.1e-5f})
     EXPECT_NEAR(f16ToF32(f32ToF16(x)), x, std::abs(x) * 1e-3);
 }
+
+TEST(Linear, BatchEqualsSeparateProducts) {
+  for (Isa isa : availableIsas()) {
+    IsaGuard g;
+    setIsa(isa);
+    ThreadPool pool(3);
+    Workspace ws(3);
+    struct M {
+      int64_t N, K;
+      DType dt;
+      std::vector<uint8_t> w, b;
+      std::vector<float> x, y, ref;
+    };
+    std::vector<M> ms = {{37, 61, DType::BF16, {}, {}, {}, {}, {}},
+                         {130, 333, DType::F32, {}, {}, {}, {}, {}},
+                         {5, 1000, DType::F16, {}, {}, {}, {}, {}}};
+    std::vector<GemvJob> jobs;
+    uint32_t seed = 40;
+    for (M &m : ms) {
+      roundTo(m.dt, randomFloats(size_t(m.N * m.K), seed++), m.w);
+      roundTo(m.dt, randomFloats(size_t(m.N), seed++), m.b);
+      m.x = randomFloats(size_t(m.K), seed++);
+      m.y.assign(size_t(m.N), 0.0f);
+      m.ref.assign(size_t(m.N), 0.0f);
+      linear(pool, ws, m.x.data(), m.K, 1, {m.w.data(), m.dt}, m.N, m.K, false,
+             {m.b.data(), m.dt}, m.ref.data(), m.N, false, Precision::F32);
+    }
+    for (M &m : ms)
+      jobs.push_back({m.x.data(), {m.w.data(), m.dt}, m.N, m.K, {m.b.data(), m.dt}, m.y.data(), false});
+    linearBatch(pool, ws, jobs, Precision::F32);
+    for (M &m : ms)
+      EXPECT_EQ(m.y, m.ref) << isaName(isa) << " N=" << m.N;
+  }
+}

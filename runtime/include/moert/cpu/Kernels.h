@@ -71,6 +71,20 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
             int64_t N, int64_t K, bool transposed, WRef bias, float *Y, int64_t ldy,
             bool accumulate, Precision prec);
 
+/// One matrix-vector product of a batch: y[0:N] (+)= W x[0:K] (+ bias).
+struct GemvJob {
+  const float *x;
+  WRef w;
+  int64_t N, K;
+  WRef bias;
+  float *y;
+  bool accumulate = false;
+};
+/// Runs independent single-token products in one parallel pass (one
+/// dispatch and one load-balanced split for all of them): decode's routed
+/// experts would otherwise synchronize the threads per matrix.
+void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs, Precision prec);
+
 //===----------------------------------------------------------------------===//
 // Element-wise and small ops (single-threaded unless noted)
 //===----------------------------------------------------------------------===//

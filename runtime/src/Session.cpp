@@ -144,6 +144,50 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   }
   if (info_.logitsStep >= 0)
     lastLogits_.resize(size_t(plan.vocabSize()));
+  linearGroupEnd_.assign(nsteps, 0);
+  for (size_t i = 0; i < nsteps; ++i) {
+    auto batchable = [&](size_t k) -> const plan::Linear * {
+      const plan::Step &st = *prog_.steps()->Get(unsigned(k));
+      const plan::Linear *l = st.op_as_Linear();
+      if (!l || l->weight_transposed() || l->last_row_only())
+        return nullptr;
+      const BufferInfo &in = info_.buffers[size_t(l->in())];
+      return in.rowsPerToken == 1 && in.fixedRows == 0 ? l : nullptr;
+    };
+    const plan::Linear *first = batchable(i);
+    size_t end = i + 1;
+    if (first) {
+      std::vector<const plan::Linear *> group{first};
+      for (; end < nsteps; ++end) {
+        const plan::Step &st = *prog_.steps()->Get(unsigned(end));
+        const plan::Linear *l = batchable(end);
+        if (!l || l->in() != first->in())
+          break;
+        bool waitsInside = false;
+        if (st.waits())
+          for (int32_t wt : *st.waits())
+            waitsInside |= size_t(wt) >= i;
+        // Outputs must not overlap: the batch writes them concurrently.
+        auto cols = [&](const plan::Linear *x) {
+          const WeightInfo &wi = plan.weights()[size_t(x->weight())];
+          return std::pair<int64_t, int64_t>{x->out_col_offset(), x->out_col_offset() + wi.shape[0]};
+        };
+        bool overlap = false;
+        for (const plan::Linear *g : group)
+          if (g->out() == l->out() && cols(g).first < cols(l).second &&
+              cols(l).first < cols(g).second)
+            overlap = true;
+          else if (g->out() != l->out()) {
+            const BufferInfo &a = info_.buffers[size_t(g->out())], &b = info_.buffers[size_t(l->out())];
+            overlap |= a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+          }
+        if (waitsInside || overlap)
+          break;
+        group.push_back(l);
+      }
+    }
+    linearGroupEnd_[i] = unsigned(end);
+  }
   for (size_t i = 0; i < nsteps; ++i) {
     const plan::Step &s = *prog_.steps()->Get(unsigned(i));
     if (s.op_type() == Op::Prefetch && s.stream() == 2) {
@@ -194,6 +238,11 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
     for (unsigned i = 0; i < prog_.steps()->size(); ++i) {
       const plan::Step &s = *prog_.steps()->Get(i);
       waitFor(s);
+      if (T == 1 && linearGroupEnd_[i] > i + 1) {
+        runLinearGroup(i, linearGroupEnd_[i]);
+        i = linearGroupEnd_[i] - 1;
+        continue;
+      }
       int64_t t0 = opts_.trace ? nowNs() : 0;
       runStep(int(i), s, T, allLogits);
       bool async = s.op_type() == Op::Prefetch && streamer_;
@@ -205,6 +254,29 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   if (streamer_)
     streamer_->drain();
   return info_.logitsStep >= 0 ? lastLogits_.data() : nullptr;
+}
+
+void Session::runLinearGroup(unsigned begin, unsigned end) {
+  int64_t t0 = opts_.trace ? nowNs() : 0;
+  std::vector<cpu::GemvJob> jobs;
+  for (unsigned k = begin; k < end; ++k) {
+    const plan::Step &st = *prog_.steps()->Get(k);
+    if (k > begin)
+      waitFor(st);
+    auto *op = st.op_as_Linear();
+    const WeightInfo &wi = plan_.weights()[size_t(op->weight())];
+    jobs.push_back({f32(op->in()), w(op->weight()), wi.shape[0], wi.shape[1], w(op->bias()),
+                    f32(op->out()) + op->out_col_offset(), op->accumulate()});
+    lastWeightBytes_ += wi.numel * dtypeSize(wi.dtype);
+  }
+  cpu::linearBatch(pool_, ws_, jobs, prec_);
+  if (opts_.trace) {
+    int64_t t1 = nowNs();
+    for (unsigned k = begin; k < end; ++k) {
+      const plan::Step &st = *prog_.steps()->Get(k);
+      trace_.add(st.name() ? st.name()->str() : "Linear", "Linear", st.stream(), t0, t1);
+    }
+  }
 }
 
 void Session::runStep(int idx, const plan::Step &s, int64_t T, float *allLogits) {

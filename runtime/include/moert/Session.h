@@ -98,6 +98,11 @@ private:
   std::vector<int> profileIndex_;         // step -> index into profile_ (-1)
   std::vector<GateProfile> profile_;
   std::vector<std::vector<int>> groups_;  // step -> collective group
+  // step -> one past the last of the consecutive Linear steps that read the
+  // same input and write disjoint outputs (q/k/v, gate/up): at T = 1 they run
+  // as one batch.
+  std::vector<unsigned> linearGroupEnd_;
+  void runLinearGroup(unsigned begin, unsigned end);
   uint64_t lastWeightBytes_ = 0, lastKVBytes_ = 0;
   Trace trace_;
 };

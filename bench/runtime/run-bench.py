@@ -2,7 +2,7 @@
 """run-bench.py: the CPU decode/prefill benchmark of ../shared/BENCHMARKS.md.
 
   bench/runtime/run-bench.py [--build build] [--config CONFIG.json] [--threads 1,2]
-      [--iters 3] [--new-tokens 64] [--planner auto|compile|testplan] [--peer]
+      [--iters 3] [--repeat 1] [--new-tokens 64] [--planner auto|compile|testplan] [--peer]
       [--kernels] [--out FILE.json]
 
 Builds a bf16 plan of the Mixtral-shaped bench model (moe-compile when the
@@ -11,9 +11,12 @@ build has it, else the reference plan of moe-testplan), runs
 64 greedy tokens) and writes one JSON with every run, the machine, the load
 average and the ratios: decode vs the same-run bandwidth floor, prefill vs
 llama.cpp's published numbers, and with --peer vs PyTorch eager
-(bench/peers/torch_peer.py) measured in the same run.
+(bench/peers/torch_peer.py) measured in the same run. --repeat runs each
+thread count several times (separate processes): on a shared VM the memory
+bandwidth two cores get changes from run to run, so each run carries its own
+floor and the summary shows every run.
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
+import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -42,6 +45,7 @@ def main():
     ap.add_argument("--config", default=os.path.join(ROOT, "..", "shared", "bench", "mixtral-bench", "config.json"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--planner", default="auto", choices=["auto", "compile", "testplan"])
     ap.add_argument("--peer", action="store_true", help="also run the PyTorch eager peer")
@@ -65,23 +69,28 @@ def main():
               "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "load_before": os.getloadavg(), "runs": [], "peer": [], "kernels": []}
     for t in threads:
-        out = run([os.path.join(bindir, "moe-run"), plan, "--random-weights", "--seed=1", "--bench",
-                   f"--threads={t}", "--warmup=1", f"--iters={a.iters}", f"--max-new-tokens={a.new_tokens}",
-                   "--json"])
-        r = json.loads(out)
-        r.pop("generated_ids", None)
-        ref = LLAMA_CPP.get(t)
-        if ref:
-            r["vs_llama_cpp"] = {"decode_speedup": ref["decode_ms"] / r["decode_ms_per_token"]["median"],
-                                 "prefill_speedup": ref["prefill_ms"] / r["prefill_ms"]["median"]}
-        result["runs"].append(r)
+        mine = []
+        for _ in range(a.repeat):
+            out = run([os.path.join(bindir, "moe-run"), plan, "--random-weights", "--seed=1", "--bench",
+                       f"--threads={t}", "--warmup=1", f"--iters={a.iters}",
+                       f"--max-new-tokens={a.new_tokens}", "--json"])
+            r = json.loads(out)
+            r.pop("generated_ids", None)
+            ref = LLAMA_CPP.get(t)
+            if ref:
+                r["vs_llama_cpp"] = {"decode_speedup": ref["decode_ms"] / r["decode_ms_per_token"]["median"],
+                                     "prefill_speedup": ref["prefill_ms"] / r["prefill_ms"]["median"]}
+            result["runs"].append(r)
+            mine.append(r)
         if a.peer:
-            p = json.loads(run(["/usr/bin/python3", os.path.join(ROOT, "bench", "peers", "torch_peer.py"), "bench",
-                                a.config, "--dtype", "bf16", "--threads", str(t), "--new-tokens",
+            p = json.loads(run(["/usr/bin/python3", os.path.join(ROOT, "bench", "peers", "torch_peer.py"),
+                                "bench", a.config, "--dtype", "bf16", "--threads", str(t), "--new-tokens",
                                 str(a.new_tokens), "--json"]))
             p["threads"] = t
-            p["ours_decode_speedup"] = p["decode_ms_median"] / r["decode_ms_per_token"]["median"]
-            p["ours_prefill_speedup"] = p["prefill_ms"] / r["prefill_ms"]["median"]
+            dec = statistics.median(r["decode_ms_per_token"]["median"] for r in mine)
+            pre = statistics.median(r["prefill_ms"]["median"] for r in mine)
+            p["ours_decode_speedup"] = p["decode_ms_median"] / dec
+            p["ours_prefill_speedup"] = p["prefill_ms"] / pre
             result["peer"].append(p)
     if a.kernels:
         for t in threads:

@@ -1,7 +1,9 @@
 //===- ThreadPool.cpp -----------------------------------------------------===//
 #include "moert/ThreadPool.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -18,6 +20,14 @@ namespace moert {
 // gap between two kernels of one token, short enough not to burn a core
 // between requests.
 static constexpr auto kSpin = std::chrono::microseconds(2000);
+
+size_t ThreadPool::chunksPerThread() {
+  static const size_t n = [] {
+    const char *e = std::getenv("MOERT_CHUNKS_PER_THREAD");
+    return e ? size_t(std::max(1, std::atoi(e))) : size_t(4);
+  }();
+  return n;
+}
 
 ThreadPool::ThreadPool(int numThreads) : numThreads_(numThreads < 1 ? 1 : numThreads) {
   openblas_set_num_threads(1);

@@ -45,7 +45,7 @@ public:
       return;
     }
     // A few chunks per thread balance a late or slow thread.
-    size_t chunks = std::min(blocks, size_t(numThreads_) * 4);
+    size_t chunks = std::min(blocks, size_t(numThreads_) * chunksPerThread());
     struct Ctx {
       F *fn;
       size_t n, align, blocks, chunks;
@@ -69,6 +69,7 @@ public:
   }
 
 private:
+  static size_t chunksPerThread();
   struct Job {
     void (*chunkFn)(void *, size_t, int) = nullptr;
     void (*allFn)(void *, int) = nullptr;

@@ -3,7 +3,7 @@
 // Passes over the moe dialect. Conventions (STYLE.md): one pass per file in
 // lib/Transforms, defs end in `Pass`, flags carry the `moe-` prefix, options
 // are declared here (no global cl::opt). The generated registerMoEPasses()
-// registers every pass declared below.
+// registers every pass declared below. All of them run on one `moe.model`.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,5 +11,174 @@
 #define MOE_PASSES_TD
 
 include "mlir/Pass/PassBase.td"
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+def MoEFuseGatingPass : Pass<"moe-fuse-gating", "::mlir::moe::ModelOp"> {
+  let summary = "Fuses router scores, top-k, renormalization, capacity and the "
+                "token-to-expert table into one moe.gate";
+  let description = [{
+    DeepSpeed-MoE's fused gating kernel: the chain the importers emit,
+
+    ```mlir
+    %p = moe.scores softmax %logits : tensor<?x8xf32>
+    %w, %e = moe.top_k %p k 2 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    %wn = moe.renormalize %w : tensor<?x2xf32>
+    %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<9xi32>, tensor<?xi32>
+    ```
+
+    becomes one op whose `#moe.routing` records every choice, and which
+    the runtime executes as one kernel producing the dense mapping table
+    (no one-hot einsums, one launch instead of five):
+
+    ```mlir
+    %e, %wn, %off, %slots = moe.gate %logits routing <top_k = 2, norm_topk_prob = true>
+        : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<9xi32>, tensor<?xi32>
+    ```
+
+    Also fused: `moe.capacity` (capacity factor, min capacity, token
+    dropping) and the top-k-then-softmax order (`moe.top_k` on the logits,
+    `moe.scores` on the picked values). A chain whose intermediate values
+    have other users is left alone.
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Expert parallelism
+//===----------------------------------------------------------------------===//
+
+def MoEExpertPlacementPass
+    : Pass<"moe-expert-placement", "::mlir::moe::ModelOp"> {
+  let summary = "Places experts on the ranks of the device grid and inserts "
+                "the expert-parallel token exchanges";
+  let description = [{
+    With a device grid in the model (`shard.grid @devices(shape = NxG)`,
+    added by `moe-compile --devices=P --gpus-per-node=G`), gives every
+    `moe.experts` a `#moe.placement` (expert -> rank) and wraps its input
+    and output in `moe.all_to_all` dispatch/combine exchanges over all grid
+    axes. Strategies:
+
+    - `contiguous`: experts `[e*P/E, (e+1)*P/E)` of each layer on one rank;
+    - `round-robin`: expert e on rank e mod P;
+    - `balanced` (default): longest-processing-time first — experts sorted by
+      load go to the least-loaded rank that still has room for its share
+      (ceil(E/P) experts), so both memory and routed tokens balance. Loads
+      come from `profile` (the JSON `moe-run --expert-profile` writes:
+      per-layer per-expert token counts), else they are uniform.
+
+    Before:
+
+    ```mlir
+    %y = moe.experts %d, %off top_k 1 act gelu up [...] down [...] : ...
+    ```
+
+    After (`--devices=2`):
+
+    ```mlir
+    %d2 = moe.all_to_all dispatch %d, %off on @devices axes [0, 1]
+        placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
+    %y = moe.experts %d2, %off ... placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
+    %y2 = moe.all_to_all combine %y, %off on @devices axes [0, 1]
+        placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
+    ```
+
+    Without a grid (one rank) the pass does nothing.
+  }];
+  let options = [
+    Option<"strategy", "strategy", "std::string", /*default=*/"\"balanced\"",
+           "balanced, round-robin or contiguous">,
+    Option<"profile", "profile", "std::string", /*default=*/"\"\"",
+           "expert load profile (JSON from moe-run --expert-profile)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect",
+                           "::mlir::shard::ShardDialect"];
+}
+
+def MoECommHierarchyPass
+    : Pass<"moe-comm-hierarchy", "::mlir::moe::ModelOp"> {
+  let summary = "Splits flat expert exchanges into intra-node and inter-node "
+                "stages";
+  let description = [{
+    A flat all-to-all over P ranks is P-1 hops per rank; with G ranks per
+    node, an intra-node stage (grid axis 1) followed by an inter-node stage
+    among ranks with the same local index (grid axis 0) is (G-1) + (P/G-1)
+    hops, O(G + P/G) instead of O(P) (DeepSpeed-MoE's hierarchical
+    all-to-all); the slow inter-node links carry P/G-1 messages per rank
+    instead of P-G. Dispatch goes intra-node first, combine inter-node
+    first. Exchanges over a grid with one node or one rank per node stay
+    flat.
+
+    ```mlir
+    %y2 = moe.all_to_all combine %y, %off on @devices axes [0, 1] ...
+    ```
+
+    becomes
+
+    ```mlir
+    %a = moe.all_to_all combine %y, %off on @devices axes [0] ...
+    %y2 = moe.all_to_all combine %a, %off on @devices axes [1] ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Memory and scheduling
+//===----------------------------------------------------------------------===//
+
+def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
+  let summary = "Orders each layer so communication overlaps independent "
+                "compute";
+  let description = [{
+    Within each layer, starts every combine exchange as soon as its expert
+    outputs exist and moves the ops that do not depend on it (e.g.
+    Qwen2-MoE's shared expert, DeepSpeed's residual MLP) between the
+    exchange and its first user, so the runtime computes them while the
+    collective is in flight (the plan's communication stream). Dispatch
+    exchanges move as late as possible. Marks the graph with
+    `moe.decode_graph` (the whole forward is capturable as one CUDA graph
+    for one-token decode steps: no host-side data-dependent control flow).
+
+    Before:
+
+    ```mlir
+    %y2 = moe.all_to_all combine %y ...
+    %m = moe.combine %y2 ...
+    %s = moe.mlp %x ...          // shared expert
+    ```
+
+    After:
+
+    ```mlir
+    %y2 = moe.all_to_all combine %y ...
+    %s = moe.mlp %x ...          // runs while the exchange is in flight
+    %m = moe.combine %y2 ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+def MoEPlanMemoryPass : Pass<"moe-plan-memory", "::mlir::moe::ModelOp"> {
+  let summary = "Plans activation memory: buffer liveness and arena offsets";
+  let description = [{
+    Runs the plan lowering's buffer assignment (in-place reuse of dying
+    inputs, column views, packed q/k/v) and live-range based arena
+    planning, and records the result: every op producing an activation gets
+    `moe.arena_offsets` (byte offset of each result's buffer), the model
+    `moe.memory = {arena_bytes, unplanned_bytes, kv_cache_bytes,
+    max_tokens, max_seq_len}` and `moe.peak_bytes` (per rank: weights +
+    arena + KV cache). The plan emitter makes the same decisions; this pass
+    makes them visible and testable.
+  }];
+  let options = [
+    Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
+           "KV cache tokens (0: min(max_position_embeddings, 4096))">,
+    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
+           "compute dtype the weights are held in (f32, bf16, f16)">,
+  ];
+}
 
 #endif // MOE_PASSES_TD

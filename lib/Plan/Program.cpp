@@ -615,12 +615,13 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         RoutingAttr routing = g.getRouting();
         int64_t topK = routing.getTopK();
         int64_t numExperts = widthOf(g.getLogits());
+        // Per-slot tables: one row per (token, choice), as plan.fbs lays out.
         int slotExpert = newBuffer(stepName(g, "gate.slot_expert"),
-                                   ElemType::I32, topK);
+                                   ElemType::I32, 1, topK);
         int slotWeight = newBuffer(stepName(g, "gate.slot_weight"),
-                                   ElemType::F32, topK);
+                                   ElemType::F32, 1, topK);
         int offsets = newBuffer(stepName(g, "gate.expert_offsets"),
-                                ElemType::I32, numExperts + 1, 0, 1);
+                                ElemType::I32, 1, 0, numExperts + 1);
         int sorted = newBuffer(stepName(g, "gate.sorted_slots"), ElemType::I32,
                                1, topK);
         p.regions[g.getSlotExpert()] = full(slotExpert);

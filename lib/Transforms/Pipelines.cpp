@@ -1,18 +1,41 @@
 //===- Pipelines.cpp - moe pass pipelines ---------------------------------===//
+//
+// The default pipeline of moe-compile (IREE-style: a function building it
+// from the compile options plus a registration for moe-opt). Canonicalize +
+// CSE run before the MoE passes and again before memory planning so the plan
+// is made from the final IR.
+//
+//===----------------------------------------------------------------------===//
 
+#include "moe/Dialect/MoEOps.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
+using namespace mlir::moe;
 
-void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &) {
-  // The optimization passes (placement, gating fusion, communication,
-  // streaming, scheduling, memory planning) slot in here as they land; each
-  // stage is followed by canonicalize + cse.
+void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  OpPassManager &model = pm.nest<ModelOp>();
+  model.addPass(createMoEFuseGatingPass());
+
+  MoEExpertPlacementPassOptions placement;
+  placement.strategy = stringifyPlacement(options.placement).str();
+  placement.profile = options.expertProfile;
+  model.addPass(createMoEExpertPlacementPass(placement));
+  model.addPass(createMoECommHierarchyPass());
+
+  model.addPass(createMoESchedulePass());
+  model.addPass(createCanonicalizerPass());
+  model.addPass(createCSEPass());
+
+  MoEPlanMemoryPassOptions memory;
+  memory.maxSeqLen = options.maxSeqLen;
+  memory.dtype = stringifyComputeDType(options.dtype).str();
+  model.addPass(createMoEPlanMemoryPass(memory));
 }
 
 void moe::registerMoEPipelines() {

@@ -38,6 +38,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdlib>
@@ -220,6 +221,9 @@ int main(int argc, char **argv) {
     fail("--emit: '" + emitFlag + "' is not supported (expected plan, mlir or "
          "report)");
   CompileOptions options = parseOptions(*emit);
+  if (*emit == EmitKind::Plan && (outputPath.empty() || outputPath == "-") &&
+      llvm::sys::Process::StandardOutIsDisplayed())
+    fail("--emit=plan writes a binary plan file (expected -o PLAN)");
 
   for (const std::string &path : passPlugins) {
     llvm::Expected<PassPlugin> plugin = PassPlugin::load(path);
@@ -290,8 +294,9 @@ int main(int argc, char **argv) {
     printReport(mainStream, cost());
     break;
   case EmitKind::Plan:
-    // The hook for lib/Plan: moe::emitPlan(*module, options, mainStream).
-    fail("--emit=plan is not implemented yet");
+    if (failed(emitPlan(*module, options, mainStream)))
+      std::exit(1); // the diagnostic handler printed why
+    break;
   }
   if (!reportPath.empty()) {
     llvm::raw_string_ostream js(reportJson);

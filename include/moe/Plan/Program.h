@@ -18,6 +18,7 @@
 #include "moe/Compiler/Options.h"
 #include "moe/Dialect/MoEOps.h"
 
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Value.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SmallVector.h"
@@ -119,6 +120,9 @@ struct Program {
   /// The buffer the runtime reads the logits from.
   int logitsBuffer = -1;
 };
+
+/// The one moe.model of `module`, or an error.
+FailureOr<ModelOp> getSingleModel(ModuleOp module);
 
 /// Lowers the graph of `model` to steps. Fails with a diagnostic at the
 /// offending op for IR the runtime cannot execute (unfused gating, an

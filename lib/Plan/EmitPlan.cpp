@@ -1,4 +1,4 @@
-//===- PlanEmitter.cpp - Writing the FlatBuffers plan ----------------------===//
+//===- EmitPlan.cpp - Writing the FlatBuffers plan -------------------------===//
 //
 // Serializes a lowered Program as runtime/schema/plan.fbs: the weight table,
 // one program per rank (the same buffers and steps; each rank lists only the
@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Plan/PlanEmitter.h"
+#include "moe/Plan/EmitPlan.h"
 #include "moe/Plan/Program.h"
 
 #include "moert/Version.h"
@@ -34,7 +34,7 @@ static fb::Init toFb(InitKind init) {
   return fb::Init::Normal;
 }
 
-FailureOr<ModelOp> mlir::moe::getSingleModel(ModuleOp module) {
+FailureOr<ModelOp> mlir::moe::plan::getSingleModel(ModuleOp module) {
   auto models = module.getOps<ModelOp>();
   if (models.empty())
     return module.emitError("no moe.model to compile");

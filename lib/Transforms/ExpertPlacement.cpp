@@ -181,7 +181,9 @@ struct MoEExpertPlacementPass
                           "exchanged");
         return WalkResult::interrupt();
       }
+      // Tokens leave as soon as they are dispatched.
       OpBuilder b(experts);
+      b.setInsertionPointAfter(dispatch);
       Value offsets = experts.getExpertOffsets();
       auto in = AllToAllOp::create(b, dispatch.getLoc(), ExchangeKind::Dispatch,
                                    experts.getInput(), offsets,

@@ -129,6 +129,51 @@ def MoECommHierarchyPass
 // Memory and scheduling
 //===----------------------------------------------------------------------===//
 
+def MoELayerStreamingPass
+    : Pass<"moe-layer-streaming", "::mlir::moe::ModelOp"> {
+  let summary = "Streams the weights that exceed the memory budget, expert by "
+                "expert and layer by layer, overlapped with compute";
+  let description = [{
+    When a rank's weights plus its activation arena and KV cache exceed
+    `memory-budget` bytes, decides which weights stay resident and which are
+    streamed, cheapest per token first:
+
+    1. Experts of MoE layers (largest layers first) become on-demand: only
+       the experts the gate routes tokens to are fetched, after the gate, so
+       a decode step reads top_k of E experts instead of holding all E. The
+       runtime keeps them in a cache bounded by the budget (at least two
+       experts: one computing, one loading).
+    2. If that is not enough, the dense weights of layers (largest first) are
+       fetched `lookahead` layers ahead of their use and released after it,
+       so the fetch overlaps the compute of the layers in between.
+
+    Embeddings, the final norm and the LM head stay resident. The decisions
+    are made for the rank that needs the most memory and applied to all.
+    Annotates the ops (the plan lowering turns them into Prefetch/Evict steps
+    on the streaming stream and on-demand Experts steps):
+
+    ```mlir
+    %h = moe.layer 5 (%x = %h4) {moe.prefetch_distance = 1 : i64} : ...
+    %y = moe.experts ... {moe.on_demand} : ...
+    ```
+
+    and the model with `moe.streaming = {resident_bytes, streamed_bytes,
+    peak_bytes}` of the worst rank. Fails when even the resident weights,
+    the activations and the minimum streaming buffers exceed the budget.
+  }];
+  let options = [
+    Option<"memoryBudget", "memory-budget", "uint64_t", /*default=*/"0",
+           "bytes per rank (0: unlimited, nothing is streamed)">,
+    Option<"lookahead", "lookahead", "int64_t", /*default=*/"1",
+           "how many layers ahead a streamed layer is fetched">,
+    Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
+           "KV cache tokens counted against the budget (0: the plan default)">,
+    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
+           "compute dtype the weights are held in (f32, bf16, f16)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
 def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
   let summary = "Orders each layer so communication overlaps independent "
                 "compute";

@@ -63,10 +63,11 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     weights.push_back(fb::CreateWeight(
         fbb, fbb.CreateString(w.name), toFb(w.storedType), toFb(w.type),
         fbb.CreateVector(w.shape.data(), w.shape.size()), toFb(w.init),
-        w.initStd, ranks));
+        w.initStd, ranks, w.streamed));
   }
   auto weightVec = fbb.CreateVector(weights);
 
+  std::vector<std::vector<int>> deps = crossStreamDependencies(program);
   RankInfo info;
   info.numRanks = int32_t(options.devices);
   info.gpusPerNode = int32_t(options.gpusPerNode);
@@ -83,10 +84,20 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     for (const KVCache &c : program.kvCaches)
       caches.push_back(fb::CreateKVCache(fbb, int(c.layer), int(c.numKVHeads),
                                          int(c.headDim), fb::DType::F32));
+    // Steps a rank skips (a collective over a group of one, a prefetch of
+    // weights it does not hold) drop out of its list and of its waits.
     std::vector<flatbuffers::Offset<fb::Step>> steps;
-    for (const plan::Step &s : program.steps)
-      if (uint32_t off = s.build(fbb, info))
+    std::vector<int32_t> rankIndex(program.steps.size(), -1);
+    for (auto [i, s] : llvm::enumerate(program.steps)) {
+      Waits waits;
+      for (int j : deps[i])
+        if (rankIndex[j] >= 0)
+          waits.push_back(rankIndex[j]);
+      if (uint32_t off = s.build(fbb, info, waits)) {
+        rankIndex[i] = int32_t(steps.size());
         steps.push_back(flatbuffers::Offset<fb::Step>(off));
+      }
+    }
     auto bufVec = fbb.CreateVector(buffers);
     auto cacheVec = fbb.CreateVector(caches);
     auto stepVec = fbb.CreateVector(steps);

@@ -174,6 +174,9 @@ private:
   llvm::DenseMap<int, llvm::SmallVector<int32_t>> expertWeightRanks;
   llvm::DenseMap<int64_t, int> cacheOfLayer;
   int64_t currentLayer = -1;
+  SmallVector<LayerOp> layerOps;
+
+  void addStreamingSteps();
 };
 
 } // namespace
@@ -348,9 +351,10 @@ template <typename T>
 static uint32_t finishStep(flatbuffers::FlatBufferBuilder &fbb,
                            flatbuffers::Offset<T> op, fb::Op type,
                            const std::string &name, int32_t layer,
-                           int32_t stream) {
+                           int32_t stream, const Waits &waits) {
+  auto waitVec = waits.empty() ? 0 : fbb.CreateVector(waits);
   return fb::CreateStep(fbb, type, op.Union(), fbb.CreateString(name), layer,
-                        stream)
+                        stream, waitVec)
       .o;
 }
 
@@ -370,6 +374,7 @@ LogicalResult ProgramBuilder::run() {
     return failure();
   if (p.logitsBuffer < 0)
     return graph.emitOpError("must return the logits of a moe.lm_head");
+  addStreamingSteps();
 
   for (auto [index, weight] : llvm::enumerate(p.weights)) {
     auto it = expertWeightRanks.find(int(index));
@@ -390,6 +395,92 @@ LogicalResult ProgramBuilder::run() {
   return success();
 }
 
+/// Turns moe-layer-streaming's `moe.prefetch_distance` on a layer into a
+/// Prefetch of the layer's (non-expert) weights `distance` layers earlier and
+/// an Evict after its last step, both on the streaming stream.
+void ProgramBuilder::addStreamingSteps() {
+  struct Insert {
+    size_t before; // step index to insert in front of
+    bool prefetch;
+    plan::Step step;
+  };
+  std::vector<Insert> inserts;
+  auto stepsOf = [&](int64_t layer) {
+    size_t first = p.steps.size(), last = 0;
+    for (auto [i, s] : llvm::enumerate(p.steps))
+      if (s.layer == layer) {
+        first = std::min(first, i);
+        last = std::max(last, i);
+      }
+    return std::make_pair(first, last);
+  };
+  for (LayerOp layer : layerOps) {
+    auto distance = layer->getAttrOfType<IntegerAttr>("moe.prefetch_distance");
+    if (!distance)
+      continue;
+    // The layer's own weights, not its experts (those stream on demand or
+    // stay resident).
+    llvm::DenseSet<Value> expertOperands;
+    layer.walk([&](ExpertsOp e) {
+      for (Value v : e->getOperands())
+        expertOperands.insert(v);
+    });
+    std::vector<int32_t> weights;
+    layer.walk([&](WeightOp w) {
+      if (!expertOperands.contains(w.getResult())) {
+        int index = weightOf(w.getResult());
+        if (!llvm::is_contained(weights, index)) {
+          weights.push_back(index);
+          p.weights[index].streamed = true;
+        }
+      }
+    });
+    if (weights.empty())
+      continue;
+    int64_t index = layer.getIndex();
+    int64_t at = index - distance.getInt();
+    size_t before = at < 0 ? 0 : stepsOf(at).first;
+    size_t after = stepsOf(index).second + 1;
+    std::string name = "layers." + std::to_string(index);
+    int32_t layerNo = int32_t(index);
+    auto make = [&](std::string stepName, bool prefetch) {
+      plan::Step s;
+      s.name = stepName;
+      s.layer = layerNo;
+      s.stream = 2;
+      s.origin = layer;
+      s.build = [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &rank, const Waits &waits) {
+        // Only the weights this rank holds.
+        std::vector<int32_t> mine;
+        for (int32_t w : weights)
+          if (p.weights[w].ranks.empty() ||
+              llvm::is_contained(p.weights[w].ranks, rank.rank))
+            mine.push_back(w);
+        if (mine.empty())
+          return uint32_t(0);
+        auto list = fbb.CreateVector(mine);
+        return prefetch ? finishStep(fbb, fb::CreatePrefetch(fbb, list),
+                                     fb::Op::Prefetch, stepName, layerNo, 2, waits)
+                        : finishStep(fbb, fb::CreateEvict(fbb, list),
+                                     fb::Op::Evict, stepName, layerNo, 2, waits);
+      };
+      return s;
+    };
+    inserts.push_back({before, true, make(name + ".prefetch", true)});
+    inserts.push_back({after, false, make(name + ".evict", false)});
+  }
+  // Insert back to front so earlier indices stay valid. At one index the
+  // evicts must end up in front (memory is freed before it is refilled), so
+  // they are inserted last.
+  llvm::stable_sort(inserts, [](const Insert &a, const Insert &b) {
+    if (a.before != b.before)
+      return a.before > b.before;
+    return a.prefetch && !b.prefetch;
+  });
+  for (Insert &ins : inserts)
+    p.steps.insert(p.steps.begin() + ins.before, std::move(ins.step));
+}
+
 LogicalResult ProgramBuilder::lowerBlock(Block &block) {
   for (Operation &op : block)
     if (failed(lower(&op)))
@@ -407,6 +498,7 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
           return failure();
         p.regions[layer.getBodyBlock().getArgument(0)] = *in;
         currentLayer = layer.getIndex();
+        layerOps.push_back(layer);
         if (failed(lowerBlock(layer.getBodyBlock())))
           return failure();
         currentLayer = -1;
@@ -434,9 +526,9 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         p.regions[e.getResult()] = full(out);
         float scale = e.getScale().convertToFloat();
         addStep(e, "embedding", {}, {out},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(fbb, fb::CreateEmbedding(fbb, w, out, scale),
-                                    fb::Op::Embedding, "embedding", -1, 0);
+                                    fb::Op::Embedding, "embedding", -1, 0, waits);
                 });
         return success();
       })
@@ -452,11 +544,11 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         p.regions[pe.getResult()] = *in;
         int buf = in->buffer;
         addStep(pe, "position_embedding", {buf}, {buf},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(fbb,
                                     fb::CreatePositionEmbedding(fbb, w, buf),
                                     fb::Op::PositionEmbedding,
-                                    "position_embedding", -1, 0);
+                                    "position_embedding", -1, 0, waits);
                 });
         return success();
       })
@@ -509,12 +601,12 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(r, "rope");
         int32_t layer = int32_t(currentLayer);
         addStep(r, name, {reg.buffer}, {reg.buffer},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(
                       fbb,
                       fb::CreateRope(fbb, reg.buffer, reg.col, heads, headDim,
                                      rotDim, theta, style),
-                      fb::Op::Rope, name, layer, 0);
+                      fb::Op::Rope, name, layer, 0, waits);
                 });
         return success();
       })
@@ -547,13 +639,13 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(a, "attention");
         int32_t layer = int32_t(currentLayer);
         addStep(a, name, {qkv}, {out},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(
                       fbb,
                       fb::CreateAttention(fbb, qkv, qc, kc, vc, out, cache,
                                           heads, kvHeads, headDim, scale,
                                           window),
-                      fb::Op::Attention, name, layer, 0);
+                      fb::Op::Attention, name, layer, 0, waits);
                 });
         return success();
       })
@@ -578,9 +670,9 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(a, "residual_add");
         int32_t layer = int32_t(currentLayer);
         addStep(a, name, {l, r}, {o},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(fbb, fb::CreateAdd(fbb, l, r, o),
-                                    fb::Op::Add, name, layer, 0);
+                                    fb::Op::Add, name, layer, 0, waits);
                 });
         return success();
       })
@@ -600,10 +692,10 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         p.regions[h.getResult()] = full(out);
         int inBuf = in->buffer;
         addStep(h, "lm_head", {inBuf}, {out},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(fbb,
                                     fb::CreateLogits(fbb, inBuf, w, bias, out),
-                                    fb::Op::Logits, "lm_head", -1, 0);
+                                    fb::Op::Logits, "lm_head", -1, 0, waits);
                 });
         return success();
       })
@@ -640,13 +732,13 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(g, "gate");
         int32_t layer = int32_t(currentLayer);
         addStep(g, name, {in}, {slotExpert, slotWeight, offsets, sorted},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(
                       fbb,
                       fb::CreateGate(fbb, in, int(numExperts), int(topK), score,
                                      before, norm, factor, minCap, drop,
                                      slotExpert, slotWeight, offsets, sorted),
-                      fb::Op::Gate, name, layer, 0);
+                      fb::Op::Gate, name, layer, 0, waits);
                 });
         return success();
       })
@@ -670,10 +762,10 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(c, "moe.combine");
         int32_t layer = int32_t(currentLayer);
         addStep(c, name, {s, w}, {out},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(
                       fbb, fb::CreateCombine(fbb, s, w, out, int(topK)),
-                      fb::Op::Combine, name, layer, 0);
+                      fb::Op::Combine, name, layer, 0, waits);
                 });
         return success();
       })
@@ -691,9 +783,9 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(g, "shared_expert.gate");
         int32_t layer = int32_t(currentLayer);
         addStep(g, name, {buf, lg}, {buf},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(fbb, fb::CreateSigmoidGate(fbb, lg, buf),
-                                    fb::Op::SigmoidGate, name, layer, 0);
+                                    fb::Op::SigmoidGate, name, layer, 0, waits);
                 });
         return success();
       })
@@ -713,9 +805,9 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         std::string name = stepName(m, "residual_mix");
         int32_t layer = int32_t(currentLayer);
         addStep(m, name, {a, b, c}, {o},
-                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+                [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
                   return finishStep(fbb, fb::CreateResidualMix(fbb, a, b, c, o),
-                                    fb::Op::ResidualMix, name, layer, 0);
+                                    fb::Op::ResidualMix, name, layer, 0, waits);
                 });
         return success();
       })
@@ -759,12 +851,12 @@ LogicalResult ProgramBuilder::lowerNorm(Operation *op, fb::NormKind kind,
       op, kind == fb::NormKind::LayerNorm ? "layer_norm" : "rms_norm");
   int32_t layer = int32_t(currentLayer);
   addStep(op, name, {src}, {dst},
-          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
             return finishStep(fbb,
                               fb::CreateNorm(fbb, kind, src, dst, w, b, eps,
                                              groupSize, weightOffset, col,
                                              cols),
-                              fb::Op::Norm, name, layer, 0);
+                              fb::Op::Norm, name, layer, 0, waits);
           });
   return success();
 }
@@ -803,11 +895,11 @@ LogicalResult ProgramBuilder::lowerLinearLike(Operation *op, Value input,
   int64_t col = out.col;
   int32_t layer = int32_t(currentLayer);
   addStep(op, name, {src}, {dst},
-          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
             return finishStep(fbb,
                               fb::CreateLinear(fbb, src, dst, w, b, transposed,
                                                /*accumulate=*/false, col),
-                              fb::Op::Linear, name, layer, 0);
+                              fb::Op::Linear, name, layer, 0, waits);
           });
   return success();
 }
@@ -839,11 +931,11 @@ LogicalResult ProgramBuilder::lowerMLP(MLPOp m) {
   auto linear = [&](std::string name, int src, int dst, int w, int b,
                     int64_t col) {
     addStep(m, name, {src}, {dst},
-            [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+            [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
               return finishStep(fbb,
                                 fb::CreateLinear(fbb, src, dst, w, b,
                                                  transposed, false, col),
-                                fb::Op::Linear, name, layer, 0);
+                                fb::Op::Linear, name, layer, 0, waits);
             });
   };
   if (gated)
@@ -851,10 +943,10 @@ LogicalResult ProgramBuilder::lowerMLP(MLPOp m) {
   linear(prefix + ".up_proj", x, hidden, up, upBias, gated ? inter : 0);
   std::string actName = prefix + ".act";
   addStep(m, actName, {hidden}, {activated},
-          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &) {
+          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &, const Waits &waits) {
             return finishStep(
                 fbb, fb::CreateActivation(fbb, hidden, activated, act, gated, inter),
-                fb::Op::Activation, actName, layer, 0);
+                fb::Op::Activation, actName, layer, 0, waits);
           });
   linear(prefix + ".down_proj", activated, out, down, downBias, 0);
   return success();
@@ -900,6 +992,13 @@ LogicalResult ProgramBuilder::lowerExperts(ExpertsOp e) {
         if (w >= 0)
           expertWeightRanks[w].push_back(rankOf[i]);
   }
+  // moe-layer-streaming: experts fetched when the gate routes tokens to them.
+  bool onDemand = e->hasAttr("moe.on_demand");
+  if (onDemand)
+    for (const ExpertRefs &r : refs)
+      for (int w : {r.gate, r.up, r.down, r.upBias, r.downBias})
+        if (w >= 0)
+          p.weights[w].streamed = true;
   int in = x->buffer, sl = sorted->buffer, off = offsets->buffer;
   int64_t inter = e.getIntermediateSize();
   fb::ActKind act = toActKind(e.getActivation());
@@ -907,7 +1006,7 @@ LogicalResult ProgramBuilder::lowerExperts(ExpertsOp e) {
   std::string name = stepName(e, "moe.experts");
   int32_t layer = int32_t(currentLayer);
   addStep(e, name, {in, sl, off}, {slotOut},
-          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &rank) {
+          [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &rank, const Waits &waits) {
             std::vector<flatbuffers::Offset<fb::ExpertWeights>> local;
             for (auto [id, r] : llvm::enumerate(refs))
               if (rankOf[id] < 0 || rankOf[id] == rank.rank)
@@ -917,8 +1016,8 @@ LogicalResult ProgramBuilder::lowerExperts(ExpertsOp e) {
             return finishStep(fbb,
                               fb::CreateExperts(fbb, in, sl, off, slotOut,
                                                 int(topK), inter, act, gated,
-                                                list),
-                              fb::Op::Experts, name, layer, 0);
+                                                list, onDemand),
+                              fb::Op::Experts, name, layer, 0, waits);
           });
   return success();
 }
@@ -952,7 +1051,7 @@ LogicalResult ProgramBuilder::lowerExchange(AllToAllOp x) {
   int32_t layer = int32_t(currentLayer);
   addStep(
       x, name, {buf}, {buf},
-      [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &rank) -> uint32_t {
+      [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &rank, const Waits &waits) -> uint32_t {
         // Ranks sharing this rank's grid coordinates outside `axes`.
         auto coords = [&](int64_t r) {
           SmallVector<int64_t> c(shape.size());
@@ -981,7 +1080,7 @@ LogicalResult ProgramBuilder::lowerExchange(AllToAllOp x) {
                                                fb::CollectiveKind::AllReduceSum,
                                                buf, -1, groupVec,
                                                fbb.CreateString(level)),
-                          fb::Op::Collective, name, layer, 1);
+                          fb::Op::Collective, name, layer, 1, waits);
       },
       /*stream=*/1);
   return success();
@@ -1004,6 +1103,36 @@ LogicalResult mlir::moe::plan::buildProgram(ModelOp model, const CompileOptions 
                                << ")";
   program.maxTokens = std::min<int64_t>(program.maxSeqLen, 512);
   return ProgramBuilder(model, options, program).run();
+}
+
+std::vector<std::vector<int>>
+mlir::moe::plan::crossStreamDependencies(const Program &program) {
+  std::vector<std::vector<int>> deps(program.steps.size());
+  // Per buffer: the last step that wrote it and the steps that read it since.
+  std::vector<int> lastWriter(program.buffers.size(), -1);
+  std::vector<std::vector<int>> readersSince(program.buffers.size());
+  for (auto [i, step] : llvm::enumerate(program.steps)) {
+    auto depend = [&](int j) {
+      if (j >= 0 && program.steps[j].stream != step.stream &&
+          !llvm::is_contained(deps[i], j))
+        deps[i].push_back(j);
+    };
+    for (int b : step.reads)
+      depend(lastWriter[b]);
+    for (int b : step.writes) {
+      depend(lastWriter[b]);
+      for (int r : readersSince[b])
+        depend(r);
+    }
+    for (int b : step.reads)
+      readersSince[b].push_back(int(i));
+    for (int b : step.writes) {
+      lastWriter[b] = int(i);
+      readersSince[b].clear();
+    }
+    llvm::sort(deps[i]);
+  }
+  return deps;
 }
 
 void mlir::moe::plan::planMemory(Program &program) {

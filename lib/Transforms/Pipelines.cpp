@@ -28,6 +28,12 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   model.addPass(createMoEExpertPlacementPass(placement));
   model.addPass(createMoECommHierarchyPass());
 
+  MoELayerStreamingPassOptions streaming;
+  streaming.memoryBudget = options.memoryBudget;
+  streaming.maxSeqLen = options.maxSeqLen;
+  streaming.dtype = stringifyComputeDType(options.dtype).str();
+  model.addPass(createMoELayerStreamingPass(streaming));
+
   model.addPass(createMoESchedulePass());
   model.addPass(createCanonicalizerPass());
   model.addPass(createCSEPass());

@@ -73,6 +73,8 @@ struct Weight {
   float initStd = 0.02f;
   /// Ranks that read it; empty = every rank.
   llvm::SmallVector<int32_t> ranks;
+  /// Not resident: prefetched before use or loaded on demand (streaming).
+  bool streamed = false;
   uint64_t bytes() const;
 };
 
@@ -87,10 +89,14 @@ struct RankInfo {
   int32_t gpusPerNode = 1;
 };
 
+/// Indices (in the rank's step list) of the steps on other streams a step
+/// must wait for.
+using Waits = std::vector<int32_t>;
+
 /// Serializes one step (a plan.fbs `Step`) for one rank and returns its
 /// offset in the builder, or 0 when the step does nothing on that rank.
-using StepBuilderFn =
-    std::function<uint32_t(flatbuffers::FlatBufferBuilder &, const RankInfo &)>;
+using StepBuilderFn = std::function<uint32_t(
+    flatbuffers::FlatBufferBuilder &, const RankInfo &, const Waits &)>;
 
 struct Step {
   std::string name;
@@ -129,6 +135,10 @@ FailureOr<ModelOp> getSingleModel(ModuleOp module);
 /// in-place op whose input is still needed, ...).
 LogicalResult buildProgram(ModelOp model, const CompileOptions &options,
                            Program &program);
+
+/// For every step, the earlier steps on other streams that write a buffer it
+/// reads or writes, or read a buffer it writes (indices into program.steps).
+std::vector<std::vector<int>> crossStreamDependencies(const Program &program);
 
 /// Assigns arena offsets (64-byte aligned) so that buffers whose live ranges
 /// overlap never share bytes: greedy by size, first fit.

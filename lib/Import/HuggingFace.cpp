@@ -66,8 +66,8 @@ std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
     return p + "input_layernorm.weight";
   if (role == "mlp_norm.weight")
     return p + "post_attention_layernorm.weight";
-  if (role == "q_norm" || role == "k_norm")
-    return p + "self_attn." + role.str() + ".weight";
+  if (role == "q_norm.weight" || role == "k_norm.weight")
+    return p + "self_attn." + role.str();
   for (StringRef proj : {"q", "k", "v", "o"}) {
     StringRef rest = role;
     if (rest.consume_front(proj) && rest.consume_front("."))

@@ -81,7 +81,7 @@ struct DecoderConfig {
 
 /// Maps a parameter role to its checkpoint tensor name. Roles: "embed",
 /// "pos_embed", "final_norm.weight|bias", "lm_head", and per layer
-/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm", "k_norm",
+/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm.weight", "k_norm.weight",
 /// "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "router",
 /// "expert.{up,gate,down}.{weight,bias}" (with `expert`),
 /// "shared.{up,gate,down}.weight", "shared_gate", "coef.{weight,bias}".

@@ -209,7 +209,11 @@ int main(int argc, char **argv) {
                                    "moe compiler: models to moe IR, reports "
                                    "and plans\n",
                                    &clErrorStream)) {
-    llvm::StringRef first = llvm::StringRef(clErrors).split('\n').first;
+    // Errors about one option's value were already printed, one line, by
+    // the option itself; the others are in clErrors.
+    llvm::StringRef first = llvm::StringRef(clErrors).ltrim().split('\n').first;
+    if (first.empty())
+      return 1;
     first.consume_front(llvm::sys::path::filename(argv[0]));
     first.consume_front(": ");
     fail(first.trim());
@@ -246,13 +250,14 @@ int main(int argc, char **argv) {
   if (options.pipeline.empty()) {
     buildDefaultPipeline(pm, options);
   } else {
+    // The pass manager runs on the module itself, so it takes the passes of
+    // "builtin.module(...)" (or a bare list of them) directly.
     std::string pipelineErrors;
     llvm::raw_string_ostream es(pipelineErrors);
-    llvm::StringRef text = options.pipeline;
-    std::string anchored = text.starts_with("builtin.module(")
-                               ? text.str()
-                               : "builtin.module(" + text.str() + ")";
-    if (failed(parsePassPipeline(anchored, pm, es)))
+    llvm::StringRef text = llvm::StringRef(options.pipeline).trim();
+    if (text.consume_front("builtin.module(") && !text.consume_back(")"))
+      fail("--pipeline: unbalanced parentheses in '" + options.pipeline + "'");
+    if (failed(parsePassPipeline(text, pm, es)))
       fail("--pipeline: " +
            llvm::StringRef(pipelineErrors).trim().split('\n').first);
   }

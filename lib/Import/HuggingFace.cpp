@@ -428,6 +428,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
 
   DecoderConfig cfg;
   cfg.architecture = arch;
+  cfg.configFile = configPath.str();
   llvm::SmallString<256> dir(llvm::sys::path::parent_path(configPath));
   if (dir.empty())
     dir = ".";

@@ -38,6 +38,9 @@ struct LayerConfig {
 
 struct DecoderConfig {
   std::string name, architecture;
+  /// The file the configuration came from (config.json or the description),
+  /// named by errors about the configuration as a whole.
+  std::string configFile;
   int64_t vocabSize = 0, hiddenSize = 0, maxPositions = 0;
   std::optional<int64_t> bosTokenId;
   std::vector<int64_t> eosTokenIds;

@@ -241,6 +241,8 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   } else if (qwen2 || qwen3) {
     const llvm::json::Array *types =
         r.has("layer_types") ? root.getArray("layer_types") : nullptr;
+    if (r.has("layer_types") && !types)
+      r.badValue("layer_types", "a list of full_attention / sliding_attention");
     std::optional<int64_t> w = r.getOptInt("sliding_window", 1);
     if (types) {
       if (int64_t(types->size()) != numLayers)

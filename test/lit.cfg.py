@@ -35,3 +35,5 @@ if config.moe_sanitizers:
     config.available_features.add("sanitizers")
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf")):
     config.available_features.add("fixtures")
+if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "tokenizers")):
+    config.available_features.add("tokenizer-fixtures")

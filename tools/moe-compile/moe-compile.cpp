@@ -283,27 +283,26 @@ int main(int argc, char **argv) {
   // Render everything before writing anything.
   std::string main, reportJson;
   llvm::raw_string_ostream mainStream(main);
-  auto cost = [&] {
-    return analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
-  };
+  std::optional<ModelCost> cost;
+  if (*emit == EmitKind::Report || !reportPath.empty())
+    cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
   switch (*emit) {
   case EmitKind::MLIR:
     module->print(mainStream);
     mainStream << "\n";
     break;
   case EmitKind::Report:
-    printReport(mainStream, cost());
+    printReport(mainStream, *cost);
     break;
   case EmitKind::Plan:
     // The hook for lib/Plan: moe::emitPlan(*module, options, mainStream).
     fail("--emit=plan is not implemented yet");
   }
   if (!reportPath.empty()) {
-    llvm::raw_string_ostream js(reportJson);
-    js << llvm::formatv("{0:2}", toJSON(cost())) << "\n";
-  }
-  if (!reportPath.empty())
+    llvm::raw_string_ostream(reportJson)
+        << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
     writeOutput(reportPath, reportJson);
+  }
   writeOutput(outputPath, main);
   return 0;
 }

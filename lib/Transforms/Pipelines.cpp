@@ -15,6 +15,12 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &) {
   pm.addPass(createCSEPass());
 }
 
+void moe::registerMoEPasses() {
+  // Passes.td also declares the planned optimization passes; each joins
+  // this list when it is implemented.
+  registerPass([] { return createPrintReportPass(); });
+}
+
 void moe::registerMoEPipelines() {
   PassPipelineRegistration<>(
       "moe-default-pipeline",

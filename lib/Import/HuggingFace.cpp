@@ -40,9 +40,6 @@ using llvm::StringRef;
 
 namespace {
 
-constexpr StringRef kSupported =
-    "gpt2, mixtral, qwen2_moe, qwen3_moe, olmoe, llama, mistral, qwen2 or qwen3";
-
 std::string layerPrefix(int64_t layer) {
   return llvm::formatv("model.layers.{0}.", layer).str();
 }
@@ -424,8 +421,9 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
                                         "mistral", "qwen2",   "qwen3"};
   if (!llvm::is_contained(known, arch))
     return llvm::createStringError(
-        (configPath + ": model_type '" + arch + "' is not supported (expected " +
-         kSupported + ")")
+        (configPath + ": model_type '" + arch +
+         "' is not supported (expected one of " +
+         llvm::join(llvm::ArrayRef<StringRef>(known), ", ") + ")")
             .str());
 
   DecoderConfig cfg;

@@ -39,7 +39,7 @@ std::string dtypeName(Type t) {
   return s;
 }
 
-uint64_t elementBytes(Type t) { return (t.getIntOrFloatBitWidth() + 7) / 8; }
+int64_t elementBytes(Type t) { return (t.getIntOrFloatBitWidth() + 7) / 8; }
 
 /// "26.69B", "50.36M", "124.67K", "512".
 std::string shortCount(double n) {
@@ -106,64 +106,67 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     if (auto experts = dyn_cast<ExpertsOp>(op)) {
       int64_t numExperts = experts.getNumExperts();
       int64_t active = std::min(experts.getTopK(), numExperts);
-      uint64_t bytesPerExpert = 0;
+      int64_t bytesPerExpert = 0;
       for (ValueRange group : {experts.getUp(), experts.getGate(),
                                experts.getDown(), experts.getUpBias(),
                                experts.getDownBias()})
         if (!group.empty()) {
           auto type = cast<RankedTensorType>(group.front().getType());
-          bytesPerExpert +=
-              type.getNumElements() * elementBytes(type.getElementType());
+          bytesPerExpert = satAdd(
+              bytesPerExpert, satMul(satNumElements(type),
+                                     elementBytes(type.getElementType())));
         }
-      int64_t activeParams = active * experts.getParamsPerExpert();
-      cost.activeParams += activeParams;
-      cost.paramsReadPerToken += activeParams;
-      cost.bytesReadPerToken += active * bytesPerExpert;
+      int64_t activeParams = satMul(active, experts.getParamsPerExpert());
+      cost.activeParams = satAdd(cost.activeParams, activeParams);
+      cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, activeParams);
+      cost.bytesReadPerToken =
+          satAdd(cost.bytesReadPerToken, satMul(active, bytesPerExpert));
       if (LayerCost *lc = layerCost(enclosingLayer(op))) {
         lc->moe = true;
         lc->numExperts = numExperts;
         lc->topK = experts.getTopK();
-        lc->activeParams += activeParams;
+        lc->activeParams = satAdd(lc->activeParams, activeParams);
       }
     }
 
     if (auto costOp = dyn_cast<CostOpInterface>(op)) {
       int64_t flops = costOp.getFlopsPerToken(cost.contextLength);
       LayerCost *lc = layerCost(enclosingLayer(op));
-      if (isa<AttentionOp>(op)) {
-        cost.attentionFlopsPerToken += flops;
-        if (lc)
-          lc->attentionFlopsPerToken += flops;
-      } else {
-        cost.flopsPerToken += flops;
-        if (lc)
-          lc->flopsPerToken += flops;
+      bool attention = isa<AttentionOp>(op);
+      int64_t &total =
+          attention ? cost.attentionFlopsPerToken : cost.flopsPerToken;
+      total = satAdd(total, flops);
+      if (lc) {
+        int64_t &layer =
+            attention ? lc->attentionFlopsPerToken : lc->flopsPerToken;
+        layer = satAdd(layer, flops);
       }
     }
   });
 
   for (ParamOp param : model.getBodyBlock().getOps<ParamOp>()) {
     RankedTensorType type = param.getTensorType();
-    int64_t n = type.getNumElements();
-    uint64_t bytes = n * elementBytes(type.getElementType());
-    cost.totalParams += n;
-    cost.totalBytes += bytes;
-    cost.bytesByDType[dtypeName(type.getElementType())] += bytes;
+    int64_t n = satNumElements(type);
+    int64_t elemBytes = elementBytes(type.getElementType());
+    int64_t bytes = satMul(n, elemBytes);
+    cost.totalParams = satAdd(cost.totalParams, n);
+    cost.totalBytes = satAdd(cost.totalBytes, bytes);
+    int64_t &byDType = cost.bytesByDType[dtypeName(type.getElementType())];
+    byDType = satAdd(byDType, bytes);
     ParamUse use = uses.lookup(param.getSymNameAttr());
     LayerCost *lc = layerCost(use.layer);
-    if (lc)
-      lc->params += n;
-    else
-      cost.nonLayerParams += n;
+    int64_t &owner = lc ? lc->params : cost.nonLayerParams;
+    owner = satAdd(owner, n);
     if (!use.seen || (use.expert && !use.dense && !use.lookup))
       continue; // unused, or counted per experts op above
-    cost.activeParams += n;
+    cost.activeParams = satAdd(cost.activeParams, n);
     if (lc)
-      lc->activeParams += n;
+      lc->activeParams = satAdd(lc->activeParams, n);
     // A table that is only looked up is read one row per token.
     int64_t read = use.lookup && !use.dense ? n / type.getDimSize(0) : n;
-    cost.paramsReadPerToken += read;
-    cost.bytesReadPerToken += read * elementBytes(type.getElementType());
+    cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, read);
+    cost.bytesReadPerToken =
+        satAdd(cost.bytesReadPerToken, satMul(read, elemBytes));
   }
   for (const LayerCost &lc : cost.layers)
     cost.numMoELayers += lc.moe;

@@ -446,7 +446,7 @@ LogicalResult LinearOp::verify() {
 }
 
 int64_t LinearOp::getFlopsPerToken(int64_t) {
-  return 2 * dim(getWeight(), 0) * dim(getWeight(), 1);
+  return satMul(2, satNumElements(tensorType(getWeight())));
 }
 
 LogicalResult SplitOp::verify() {
@@ -526,11 +526,11 @@ LogicalResult AttentionOp::verify() {
 }
 
 int64_t AttentionOp::getFlopsPerToken(int64_t contextLength) {
-  int64_t visible = contextLength;
+  int64_t visible = std::max<int64_t>(contextLength, 0);
   if (getSlidingWindow())
     visible = std::min<int64_t>(visible, *getSlidingWindow());
   // q k^T and p v: one multiply-add per (head, dim, visible position) each.
-  return 2 * 2 * getNumHeads() * getHeadDim() * visible;
+  return satMul(satMul(4, satMul(getNumHeads(), getHeadDim())), visible);
 }
 
 int64_t MLPOp::getIntermediateSize() {
@@ -558,7 +558,7 @@ LogicalResult MLPOp::verify() {
 
 int64_t MLPOp::getFlopsPerToken(int64_t) {
   int64_t matrices = getGate() ? 3 : 2;
-  return 2 * matrices * getIntermediateSize() * width(getInput());
+  return satMul(2 * matrices, satNumElements(tensorType(getDown())));
 }
 
 LogicalResult LMHeadOp::verify() {
@@ -573,7 +573,7 @@ LogicalResult LMHeadOp::verify() {
 }
 
 int64_t LMHeadOp::getFlopsPerToken(int64_t) {
-  return 2 * dim(getWeight(), 0) * dim(getWeight(), 1);
+  return satMul(2, satNumElements(tensorType(getWeight())));
 }
 
 //===----------------------------------------------------------------------===//
@@ -590,7 +590,7 @@ LogicalResult RouterOp::verify() {
 }
 
 int64_t RouterOp::getFlopsPerToken(int64_t) {
-  return 2 * dim(getWeight(), 0) * dim(getWeight(), 1);
+  return satMul(2, satNumElements(tensorType(getWeight())));
 }
 
 /// Routing tables are [T, k]: checks k and the shared token dimension.
@@ -692,7 +692,7 @@ int64_t ExpertsOp::getParamsPerExpert() {
   int64_t params = 0;
   auto count = [&](ValueRange values) {
     if (!values.empty())
-      params += tensorType(values.front()).getNumElements();
+      params = satAdd(params, satNumElements(tensorType(values.front())));
   };
   count(getUp());
   count(getGate());
@@ -773,7 +773,9 @@ LogicalResult ExpertsOp::verify() {
 
 int64_t ExpertsOp::getFlopsPerToken(int64_t) {
   int64_t matrices = isGated() ? 3 : 2;
-  return getTopK() * 2 * matrices * getIntermediateSize() * width(getInput());
+  int64_t perExpert =
+      satMul(2 * matrices, satNumElements(tensorType(getDown().front())));
+  return satMul(std::min(getTopK(), getNumExperts()), perExpert);
 }
 
 /// Parses `[%a, %b, ...] : type` (all operands of one role share a type).

@@ -76,6 +76,7 @@ mlir::moe::detail::importDescription(StringRef path,
 
   DecoderConfig cfg;
   cfg.architecture = "description";
+  cfg.configFile = path.str();
   cfg.name = r.getString("name", llvm::sys::path::stem(path).str());
   (void)r.getString("description", std::string());
   int64_t numLayers = r.getInt("num_layers", std::nullopt, 1);

@@ -40,9 +40,6 @@ using llvm::StringRef;
 
 namespace {
 
-constexpr StringRef kSupported =
-    "gpt2, mixtral, qwen2_moe, qwen3_moe, olmoe, llama, mistral, qwen2 or qwen3";
-
 std::string layerPrefix(int64_t layer) {
   return llvm::formatv("model.layers.{0}.", layer).str();
 }
@@ -66,8 +63,8 @@ std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
     return p + "input_layernorm.weight";
   if (role == "mlp_norm.weight")
     return p + "post_attention_layernorm.weight";
-  if (role == "q_norm" || role == "k_norm")
-    return p + "self_attn." + role.str() + ".weight";
+  if (role == "q_norm.weight" || role == "k_norm.weight")
+    return p + "self_attn." + role.str();
   for (StringRef proj : {"q", "k", "v", "o"}) {
     StringRef rest = role;
     if (rest.consume_front(proj) && rest.consume_front("."))
@@ -241,6 +238,8 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   } else if (qwen2 || qwen3) {
     const llvm::json::Array *types =
         r.has("layer_types") ? root.getArray("layer_types") : nullptr;
+    if (r.has("layer_types") && !types)
+      r.badValue("layer_types", "a list of full_attention / sliding_attention");
     std::optional<int64_t> w = r.getOptInt("sliding_window", 1);
     if (types) {
       if (int64_t(types->size()) != numLayers)
@@ -422,12 +421,14 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
                                         "mistral", "qwen2",   "qwen3"};
   if (!llvm::is_contained(known, arch))
     return llvm::createStringError(
-        (configPath + ": model_type '" + arch + "' is not supported (expected " +
-         kSupported + ")")
+        (configPath + ": model_type '" + arch +
+         "' is not supported (expected one of " +
+         llvm::join(llvm::ArrayRef<StringRef>(known), ", ") + ")")
             .str());
 
   DecoderConfig cfg;
   cfg.architecture = arch;
+  cfg.configFile = configPath.str();
   llvm::SmallString<256> dir(llvm::sys::path::parent_path(configPath));
   if (dir.empty())
     dir = ".";

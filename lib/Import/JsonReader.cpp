@@ -56,8 +56,9 @@ void JsonReader::badValue(StringRef key, StringRef expected) {
 
 static std::string intExpectation(int64_t min) {
   if (min == JsonReader::kNoMin)
-    return "an integer";
-  return llvm::formatv("an integer >= {0}", min).str();
+    return llvm::formatv("an integer <= {0}", JsonReader::kMaxInt).str();
+  return llvm::formatv("an integer in [{0}, {1}]", min, JsonReader::kMaxInt)
+      .str();
 }
 
 std::optional<int64_t> JsonReader::getOptInt(StringRef key, int64_t min) {
@@ -65,7 +66,8 @@ std::optional<int64_t> JsonReader::getOptInt(StringRef key, int64_t min) {
   if (!v)
     return std::nullopt;
   std::optional<int64_t> i = v->getAsInteger();
-  if (!i || (v->kind() != llvm::json::Value::Number) || *i < min) {
+  if (!i || (v->kind() != llvm::json::Value::Number) || *i < min ||
+      *i > kMaxInt) {
     badValue(key, intExpectation(min));
     return std::nullopt;
   }
@@ -84,7 +86,8 @@ int64_t JsonReader::getInt(StringRef key, std::optional<int64_t> def,
 
 double JsonReader::getPositive(StringRef key, std::optional<double> def,
                                bool allowZero) {
-  StringRef expectation = allowZero ? "a number >= 0" : "a number > 0";
+  StringRef expectation = allowZero ? "a number >= 0 within f32 range"
+                                    : "a number > 0 within f32 range";
   const llvm::json::Value *v = lookup(key);
   if (!v) {
     if (!def)
@@ -92,7 +95,10 @@ double JsonReader::getPositive(StringRef key, std::optional<double> def,
     return def.value_or(1.0);
   }
   std::optional<double> d = v->getAsNumber();
-  if (!d || !std::isfinite(*d) || *d < 0.0 || (*d == 0.0 && !allowZero)) {
+  // The IR stores these as f32: they must survive the conversion.
+  float f = d ? float(*d) : 0.0f;
+  if (!d || !std::isfinite(f) || *d < 0.0 || (f == 0.0f && !allowZero) ||
+      (*d != 0.0 && f == 0.0f)) {
     badValue(key, expectation);
     return def.value_or(1.0);
   }
@@ -154,14 +160,17 @@ std::vector<int64_t> JsonReader::getIntList(StringRef key, int64_t min) {
   if (!v)
     return result;
   const llvm::json::Array *array = v->getAsArray();
-  std::string expected = "a list of " + intExpectation(min) + "s";
+  std::string expected =
+      llvm::formatv("a list of integers in [{0}, {1}]",
+                    min == kNoMin ? -kMaxInt : min, kMaxInt)
+          .str();
   if (!array) {
     badValue(key, expected);
     return result;
   }
   for (const llvm::json::Value &e : *array) {
     std::optional<int64_t> i = e.getAsInteger();
-    if (!i || *i < min) {
+    if (!i || *i < min || *i > kMaxInt) {
       badValue(key, expected);
       return {};
     }

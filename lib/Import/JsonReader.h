@@ -43,6 +43,9 @@ llvm::Expected<llvm::json::Value> parseJsonFile(llvm::StringRef path);
 class JsonReader {
 public:
   static constexpr int64_t kNoMin = std::numeric_limits<int64_t>::min();
+  /// Largest integer a config field may hold (sizes, counts, token ids):
+  /// keeps every product of a few of them far from int64 overflow.
+  static constexpr int64_t kMaxInt = int64_t(1) << 24;
 
   JsonReader(const llvm::json::Object &object, llvm::StringRef file,
              ErrorSink &errors, llvm::StringRef prefix = "")
@@ -57,7 +60,8 @@ public:
                  int64_t min = kNoMin);
   /// Integer field or null/absent.
   std::optional<int64_t> getOptInt(llvm::StringRef key, int64_t min = kNoMin);
-  /// Number field > 0 (or >= 0 with allowZero).
+  /// Number field > 0 (or >= 0 with allowZero) that stays finite and
+  /// nonzero as an f32.
   double getPositive(llvm::StringRef key, std::optional<double> def,
                      bool allowZero = false);
   bool getBool(llvm::StringRef key, std::optional<bool> def);

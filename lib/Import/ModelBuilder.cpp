@@ -304,6 +304,26 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
 }
 
 llvm::Expected<OwningOpRef<ModuleOp>> Emitter::run() {
+  // Bound what we are asked to build before building it: every size is at
+  // most 2^24 (JsonReader), the attention width too, and the tensor count is
+  // what keeps import time and memory in check (Switch-C has 123k tensors).
+  constexpr int64_t kMaxWidth = int64_t(1) << 24, kMaxTensors = int64_t(1) << 20;
+  int64_t tensors = 8;
+  for (const LayerConfig &lc : cfg.layers)
+    tensors += 24 + (lc.moe ? 5 * lc.numExperts : 0);
+  if (tensors > kMaxTensors)
+    return llvm::createStringError(
+        llvm::formatv("{0}: the model would have about {1} tensors (expected "
+                      "at most {2}: fewer layers or experts)",
+                      cfg.configFile, tensors, kMaxTensors)
+            .str());
+  if (cfg.numHeads * cfg.headDim > kMaxWidth)
+    return llvm::createStringError(
+        llvm::formatv("{0}: attention width num_heads * head_dim = {1} is too "
+                      "large (expected at most {2})",
+                      cfg.configFile, cfg.numHeads * cfg.headDim, kMaxWidth)
+            .str());
+
   Location loc = b.getUnknownLoc();
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());

@@ -38,6 +38,9 @@ struct LayerConfig {
 
 struct DecoderConfig {
   std::string name, architecture;
+  /// The file the configuration came from (config.json or the description),
+  /// named by errors about the configuration as a whole.
+  std::string configFile;
   int64_t vocabSize = 0, hiddenSize = 0, maxPositions = 0;
   std::optional<int64_t> bosTokenId;
   std::vector<int64_t> eosTokenIds;
@@ -81,7 +84,7 @@ struct DecoderConfig {
 
 /// Maps a parameter role to its checkpoint tensor name. Roles: "embed",
 /// "pos_embed", "final_norm.weight|bias", "lm_head", and per layer
-/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm", "k_norm",
+/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm.weight", "k_norm.weight",
 /// "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "router",
 /// "expert.{up,gate,down}.{weight,bias}" (with `expert`),
 /// "shared.{up,gate,down}.weight", "shared_gate", "coef.{weight,bias}".

@@ -96,7 +96,8 @@ cl::opt<std::string>
                      cl::cat(category));
 cl::opt<std::string> pipelineFlag("pipeline",
                                   cl::desc("Pass pipeline replacing the "
-                                           "default one"),
+                                           "default one ('none': the "
+                                           "imported IR as it is)"),
                                   cl::cat(category));
 cl::list<std::string> passPlugins("load-pass-plugin",
                                   cl::desc("Load passes from a plugin library"),
@@ -210,7 +211,11 @@ int main(int argc, char **argv) {
                                    "moe compiler: models to moe IR, reports "
                                    "and plans\n",
                                    &clErrorStream)) {
-    llvm::StringRef first = llvm::StringRef(clErrors).split('\n').first;
+    // Errors about one option's value were already printed, one line, by
+    // the option itself; the others are in clErrors.
+    llvm::StringRef first = llvm::StringRef(clErrors).ltrim().split('\n').first;
+    if (first.empty())
+      return 1;
     first.consume_front(llvm::sys::path::filename(argv[0]));
     first.consume_front(": ");
     fail(first.trim());
@@ -249,14 +254,17 @@ int main(int argc, char **argv) {
     fail("invalid pass manager options");
   if (options.pipeline.empty()) {
     buildDefaultPipeline(pm, options);
+  } else if (options.pipeline == "none") {
+    // The importer's IR as it is (for people and importer tests).
   } else {
+    // The pass manager runs on the module itself, so it takes the passes of
+    // "builtin.module(...)" (or a bare list of them) directly.
     std::string pipelineErrors;
     llvm::raw_string_ostream es(pipelineErrors);
-    llvm::StringRef text = options.pipeline;
-    std::string anchored = text.starts_with("builtin.module(")
-                               ? text.str()
-                               : "builtin.module(" + text.str() + ")";
-    if (failed(parsePassPipeline(anchored, pm, es)))
+    llvm::StringRef text = llvm::StringRef(options.pipeline).trim();
+    if (text.consume_front("builtin.module(") && !text.consume_back(")"))
+      fail("--pipeline: unbalanced parentheses in '" + options.pipeline + "'");
+    if (failed(parsePassPipeline(text, pm, es)))
       fail("--pipeline: " +
            llvm::StringRef(pipelineErrors).trim().split('\n').first);
   }
@@ -282,16 +290,16 @@ int main(int argc, char **argv) {
   // Render everything before writing anything.
   std::string main, reportJson;
   llvm::raw_string_ostream mainStream(main);
-  auto cost = [&] {
-    return analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
-  };
+  std::optional<ModelCost> cost;
+  if (*emit == EmitKind::Report || !reportPath.empty())
+    cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
   switch (*emit) {
   case EmitKind::MLIR:
     module->print(mainStream);
     mainStream << "\n";
     break;
   case EmitKind::Report:
-    printReport(mainStream, cost());
+    printReport(mainStream, *cost);
     break;
   case EmitKind::Plan:
     if (failed(emitPlan(*module, options, mainStream)))
@@ -299,11 +307,10 @@ int main(int argc, char **argv) {
     break;
   }
   if (!reportPath.empty()) {
-    llvm::raw_string_ostream js(reportJson);
-    js << llvm::formatv("{0:2}", toJSON(cost())) << "\n";
-  }
-  if (!reportPath.empty())
+    llvm::raw_string_ostream(reportJson)
+        << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
     writeOutput(reportPath, reportJson);
+  }
   writeOutput(outputPath, main);
   return 0;
 }

@@ -1,6 +1,7 @@
 //===- CostModel.h - parameters, FLOPs and bytes of a model -----*- C++ -*-===//
 //
-// Exact counts read off the IR: every moe.param once, active parameters per
+// Exact counts read off the IR (saturating at INT64_MAX, never overflowing,
+// for absurd hand-written shapes): every moe.param once, active parameters per
 // token (routed experts count top_k of num_experts), FLOPs per token from
 // CostOpInterface, weight bytes by stored dtype, and a per-layer breakdown.
 //
@@ -50,9 +51,9 @@ struct ModelCost {
   /// Parameters outside the layers (embeddings, final norm, lm_head).
   int64_t nonLayerParams = 0;
 
-  uint64_t totalBytes = 0, bytesReadPerToken = 0;
+  int64_t totalBytes = 0, bytesReadPerToken = 0;
   /// Stored dtype ("f32", "bf16", "f16") -> bytes of the parameters.
-  std::map<std::string, uint64_t> bytesByDType;
+  std::map<std::string, int64_t> bytesByDType;
 
   int64_t flopsPerToken = 0;          // matmul, context-independent
   int64_t attentionFlopsPerToken = 0; // at contextLength

@@ -15,6 +15,31 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include <cstdint>
+#include <limits>
+
+namespace mlir::moe {
+/// Counts of the cost model: non-negative, saturating at INT64_MAX instead of
+/// overflowing (hand-written IR may declare absurd shapes).
+inline int64_t satMul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max()
+                                          : r;
+}
+inline int64_t satAdd(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max()
+                                          : r;
+}
+/// Elements of a statically shaped type, saturating.
+inline int64_t satNumElements(ShapedType type) {
+  int64_t n = 1;
+  for (int64_t d : type.getShape())
+    n = satMul(n, d);
+  return n;
+}
+} // namespace mlir::moe
+
 #include "moe/MoEInterfaces.h.inc"
 
 #define GET_OP_CLASSES

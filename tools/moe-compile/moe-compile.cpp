@@ -244,8 +244,20 @@ int main(int argc, char **argv) {
   context.loadAllAvailableDialects();
   // Diagnostics from verification and passes: one line each, naming MODEL.
   ScopedDiagnosticHandler diagnostics(&context, [&](Diagnostic &diag) {
-    if (diag.getSeverity() == DiagnosticSeverity::Error)
-      llvm::errs() << "error: " << modelPath << ": " << diag.str() << "\n";
+    if (diag.getSeverity() != DiagnosticSeverity::Error)
+      return success();
+    // Ops carry where in the model they come from ("layers.3.router", or
+    // file:line:col for IR read from a file).
+    std::string where;
+    Location loc = diag.getLocation();
+    if (auto name = dyn_cast<NameLoc>(loc))
+      where = name.getName().str() + ": ";
+    else if (auto file = dyn_cast<FileLineColLoc>(loc))
+      where = (file.getFilename().strref() + ":" + Twine(file.getLine()) + ":" +
+               Twine(file.getColumn()) + ": ")
+                  .str();
+    llvm::errs() << "error: " << modelPath << ": " << where << diag.str()
+                 << "\n";
     return success();
   });
 

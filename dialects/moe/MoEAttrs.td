@@ -1,0 +1,156 @@
+//===- MoEAttrs.td - moe enums and attributes ---------------*- tablegen -*-===//
+//
+// Enums (activation, score function, rope style, init kind, exchange
+// direction) and the structured attributes that passes read and fill:
+// `#moe.routing` (gating configuration) and `#moe.placement` (expert -> rank).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_ATTRS_TD
+#define MOE_ATTRS_TD
+
+include "MoEDialect.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def MoE_InitKind : I32EnumAttr<"InitKind",
+    "how `moe-run --random-weights` fills a parameter", [
+  I32EnumAttrCase<"Normal", 0, "normal">,
+  I32EnumAttrCase<"Ones", 1, "ones">,
+  I32EnumAttrCase<"Zeros", 2, "zeros">
+]> {
+  let cppNamespace = "::mlir::moe";
+}
+
+def MoE_Activation : I32EnumAttr<"Activation",
+    "activation of a feed-forward network", [
+  I32EnumAttrCase<"Gelu", 0, "gelu">,
+  I32EnumAttrCase<"GeluTanh", 1, "gelu_tanh">,
+  I32EnumAttrCase<"Relu", 2, "relu">,
+  I32EnumAttrCase<"Silu", 3, "silu">
+]> {
+  let cppNamespace = "::mlir::moe";
+}
+
+def MoE_ScoreFn : I32EnumAttr<"ScoreFn", "router score function", [
+  I32EnumAttrCase<"Softmax", 0, "softmax">,
+  I32EnumAttrCase<"Sigmoid", 1, "sigmoid">
+]> {
+  let cppNamespace = "::mlir::moe";
+}
+
+def MoE_RopeStyle : I32EnumAttr<"RopeStyle", "how rotary embedding pairs dims", [
+  // Rotates dim i with dim i + rotary_dim/2 (HF rotate_half; Llama, Mixtral, Qwen).
+  I32EnumAttrCase<"NeoX", 0, "neox">,
+  // Rotates dims 2i and 2i+1 (GPT-J, original RoFormer).
+  I32EnumAttrCase<"Interleaved", 1, "interleaved">
+]> {
+  let cppNamespace = "::mlir::moe";
+}
+
+def MoE_ExchangeKind : I32EnumAttr<"ExchangeKind",
+    "direction of an expert-parallel token exchange", [
+  // Token rows go to the ranks that own their experts.
+  I32EnumAttrCase<"Dispatch", 0, "dispatch">,
+  // Expert outputs come back to the ranks that own their tokens.
+  I32EnumAttrCase<"Combine", 1, "combine">
+]> {
+  let cppNamespace = "::mlir::moe";
+}
+
+//===----------------------------------------------------------------------===//
+// Attributes
+//===----------------------------------------------------------------------===//
+
+class MoE_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<MoE_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
+  let summary = "how a router's logits pick experts and weigh them";
+  let description = [{
+    The complete gating configuration of one MoE layer, as executed by the
+    fused `moe.gate` (the plan's Gate step):
+
+    - `top_k`: experts per token (k >= 1).
+    - `score`: `softmax` (default) or `sigmoid` over the router logits.
+    - `score_before_topk`: true (default; Mixtral, Qwen, OLMoE, Switch)
+      picks the top-k of the scores; false picks the top-k logits and
+      applies the score function to the picked ones only.
+    - `norm_topk_prob`: divide the picked weights by their sum.
+    - `capacity_factor`, `min_capacity`, `drop_tokens`: with `drop_tokens`,
+      expert e admits at most
+      `max(min_capacity, ceil(capacity_factor * T * top_k / num_experts))`
+      slots in token order; the others get weight 0 and are not dispatched.
+      Inference uses the model's eval capacity factor here.
+
+    Parameters at their default are not printed.
+
+    Example:
+
+    ```mlir
+    #moe.routing<top_k = 2, norm_topk_prob = true>
+    #moe.routing<top_k = 1, capacity_factor = 1.0, min_capacity = 4, drop_tokens = true>
+    ```
+  }];
+  let parameters = (ins
+    "int64_t":$topK,
+    "::mlir::moe::ScoreFn":$score,
+    "bool":$scoreBeforeTopk,
+    "bool":$normTopkProb,
+    "::llvm::APFloat":$capacityFactor,
+    "int64_t":$minCapacity,
+    "bool":$dropTokens);
+  let builders = [
+    AttrBuilder<(ins "int64_t":$topK,
+                     CArg<"::mlir::moe::ScoreFn", "::mlir::moe::ScoreFn::Softmax">:$score,
+                     CArg<"bool", "true">:$scoreBeforeTopk,
+                     CArg<"bool", "false">:$normTopkProb,
+                     CArg<"double", "0.0">:$capacityFactor,
+                     CArg<"int64_t", "0">:$minCapacity,
+                     CArg<"bool", "false">:$dropTokens), [{
+      return $_get($_ctxt, topK, score, scoreBeforeTopk, normTopkProb,
+                   ::llvm::APFloat(capacityFactor), minCapacity, dropTokens);
+    }]>
+  ];
+  let skipDefaultBuilders = 1;
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Slots expert `e` admits out of `numTokens` tokens, or -1 when the layer
+    /// drops nothing.
+    int64_t getCapacity(int64_t numTokens, int64_t numExperts) const;
+    double getCapacityFactorValue() const {
+      return getCapacityFactor().convertToDouble();
+    }
+  }];
+}
+
+def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
+  let summary = "which rank holds each expert";
+  let description = [{
+    `experts[e]` is the rank (in `[0, ranks)`) that holds expert `e`'s
+    weights and runs it. Filled by `moe-expert-placement`; a layer without a
+    placement runs every expert on every rank.
+
+    Example:
+
+    ```mlir
+    #moe.placement<ranks = 2, experts = [0, 0, 0, 0, 1, 1, 1, 1]>
+    ```
+  }];
+  let parameters = (ins "int64_t":$numRanks,
+                        ArrayRefParameter<"int64_t">:$expertRanks);
+  let assemblyFormat = "`<` `ranks` `=` $numRanks `,` `experts` `=` `[` $expertRanks `]` `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts() const { return getExpertRanks().size(); }
+  }];
+}
+
+#endif // MOE_ATTRS_TD

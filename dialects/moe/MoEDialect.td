@@ -1,0 +1,55 @@
+//===- MoEDialect.td - The moe dialect ---------------------*- tablegen -*-===//
+//
+// The `moe` dialect: Mixture-of-Experts transformer graphs at the level of the
+// runtime's kernels (runtime/schema/plan.fbs), with the MoE layer decomposed
+// so that gating fusion, expert placement and communication passes have
+// something real to act on.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_DIALECT_TD
+#define MOE_DIALECT_TD
+
+include "mlir/IR/OpBase.td"
+
+def MoE_Dialect : Dialect {
+  let name = "moe";
+  let cppNamespace = "::mlir::moe";
+  let summary = "Mixture-of-Experts transformer graphs";
+  let description = [{
+    The `moe` dialect describes a decoder-only transformer (dense or
+    Mixture-of-Experts) as it will execute, one op per runtime kernel, with
+    every configuration value as an attribute.
+
+    A module holds one `moe.model` op. Its body declares the checkpoint
+    tensors as `moe.param` symbols (name, shape and stored dtype, never
+    data), optionally the device grid (`shard.grid`), and one `moe.graph`
+    function: token ids in, logits out. Inside the graph, each decoder layer
+    is an isolated `moe.layer` region; weights enter through `moe.weight`
+    symbol uses.
+
+    Activations are `tensor<?xNxf32>`: the leading dimension is the number of
+    tokens of one forward call (prefill chunk or one decode step), the second
+    the feature width. Weights keep their stored element type (`f32`, `bf16`
+    or `f16`); the runtime converts them at load or inside its kernels.
+
+    An MoE layer is written as a chain that the passes rewrite:
+
+    ```
+    router -> scores -> top_k -> [renormalize] -> [capacity] -> expert_map
+           -> dispatch -> [all_to_all] -> experts -> [all_to_all] -> combine
+    ```
+
+    `moe-fuse-gating` folds `scores .. expert_map` into one `moe.gate` (the
+    plan's Gate step), `moe-expert-placement` fills the `placement` of
+    `moe.experts`, and the exchange ops carry the device-grid axes that
+    `moe-comm-hierarchy` splits into intra- and inter-node stages.
+  }];
+  let useDefaultAttributePrinterParser = 1;
+  let dependentDialects = ["::mlir::shard::ShardDialect"];
+}
+
+class MoE_Op<string mnemonic, list<Trait> traits = []>
+    : Op<MoE_Dialect, mnemonic, traits>;
+
+#endif // MOE_DIALECT_TD

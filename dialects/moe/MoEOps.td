@@ -1,0 +1,897 @@
+//===- MoEOps.td - moe operations --------------------------*- tablegen -*-===//
+//
+// Ops of the moe dialect. They stay close to the runtime's kernels
+// (runtime/schema/plan.fbs) so that lowering to a plan is one op to one (or a
+// few) steps, while keeping the MoE layer decomposed for the passes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_OPS_TD
+#define MOE_OPS_TD
+
+include "MoEDialect.td"
+include "MoEAttrs.td"
+include "MoEInterfaces.td"
+include "mlir/IR/BuiltinAttributeInterfaces.td"
+include "mlir/IR/OpAsmInterface.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "mlir/Interfaces/FunctionInterfaces.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+//===----------------------------------------------------------------------===//
+// Type constraints
+//===----------------------------------------------------------------------===//
+
+// Activations: [tokens, features], f32. The token count is normally dynamic.
+def MoE_Act : TensorRankOf<[F32], [2]>;
+def MoE_TokenIds : TensorRankOf<[I32], [1]>;
+def MoE_WeightElement : AnyTypeOf<[F32, BF16, F16]>;
+def MoE_Weight : ConfinedType<TensorOf<[F32, BF16, F16]>, [HasStaticShapePred],
+    "statically shaped tensor of f32, bf16 or f16">;
+def MoE_Matrix : ConfinedType<2DTensorOf<[F32, BF16, F16]>, [HasStaticShapePred],
+    "2D statically shaped tensor of f32, bf16 or f16">;
+def MoE_Vector : ConfinedType<1DTensorOf<[F32, BF16, F16]>, [HasStaticShapePred],
+    "1D statically shaped tensor of f32, bf16 or f16">;
+// Routing tables: [tokens, top_k] expert ids / weights / admission flags.
+def MoE_SlotIds : TensorRankOf<[I32], [2]>;
+def MoE_SlotWeights : TensorRankOf<[F32], [2]>;
+def MoE_SlotMask : TensorRankOf<[I1], [2]>;
+def MoE_Offsets : ConfinedType<1DTensorOf<[I32]>, [HasStaticShapePred],
+    "1D statically shaped tensor of i32 (per-expert prefix sums)">;
+def MoE_SlotList : TensorRankOf<[I32], [1]>;
+
+// A signless i64 attribute read as int64_t (I64Attr reads as uint64_t, which
+// would hide negative values from the verifiers).
+def MoE_I64Attr : TypedSignlessIntegerAttrBase<I64, "int64_t",
+    "64-bit signless integer attribute"> {
+  let convertFromStorage = "$_self.getValue().getSExtValue()";
+}
+
+//===----------------------------------------------------------------------===//
+// Model structure
+//===----------------------------------------------------------------------===//
+
+def MoE_ModelOp : MoE_Op<"model", [
+    Symbol, SymbolTable, IsolatedFromAbove, NoTerminator, SingleBlock,
+    NoRegionArguments]> {
+  let summary = "a model: configuration, parameter declarations and its graph";
+  let description = [{
+    The root of a compiled model. Its attributes hold the model-level
+    configuration (what the plan's ModelInfo carries); its body declares the
+    checkpoint tensors (`moe.param`), optionally the device grid
+    (`shard.grid`, `[nodes, gpus_per_node]`), and exactly one `moe.graph`.
+
+    - `architecture`: the Hugging Face `model_type` (`gpt2`, `mixtral`,
+      `qwen2_moe`, ...) or `description` for model-description JSON.
+    - `checkpoint`: absolute path of the checkpoint directory the params
+      refer to; absent when the model has no weights (a description or a
+      bare `config.json`: run it with `--random-weights`).
+
+    The verifier checks that the graph has `num_layers` `moe.layer` ops
+    numbered 0..n-1 in order, that attention layers are distinct, and that
+    placements agree with the device grid.
+
+    Example:
+
+    ```mlir
+    moe.model @tiny attributes {architecture = "mixtral", vocab_size = 256,
+        hidden_size = 64, num_layers = 2, max_position_embeddings = 512,
+        bos_token_id = 1, eos_token_ids = array<i64: 2>} {
+      moe.param @embed "model.embed_tokens.weight" : tensor<256x64xbf16> init normal std 2.0e-02
+      moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x256xf32> {
+        ...
+      }
+    }
+    ```
+  }];
+  let arguments = (ins
+    SymbolNameAttr:$sym_name,
+    StrAttr:$architecture,
+    MoE_I64Attr:$vocab_size,
+    MoE_I64Attr:$hidden_size,
+    MoE_I64Attr:$num_layers,
+    MoE_I64Attr:$max_position_embeddings,
+    OptionalAttr<MoE_I64Attr>:$bos_token_id,
+    DefaultValuedAttr<DenseI64ArrayAttr, "{}">:$eos_token_ids,
+    OptionalAttr<StrAttr>:$checkpoint);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$sym_name attr-dict-with-keyword $body";
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [OpBuilder<(ins "::llvm::StringRef":$name,
+                                 "::llvm::StringRef":$architecture)>];
+  let extraClassDeclaration = [{
+    /// The model's graph, or null before one is added.
+    GraphOp getGraph();
+    ::mlir::Block &getBodyBlock() { return getBody().front(); }
+  }];
+}
+
+def MoE_ParamOp : MoE_Op<"param", [Symbol, HasParent<"ModelOp">]> {
+  let summary = "declares one checkpoint tensor (never its data)";
+  let description = [{
+    A weight of the model: the checkpoint tensor `name`, its shape and the
+    element type it is stored with. The IR never holds weight data; the
+    runtime maps it from the checkpoint, or fills it as `init` says under
+    `--random-weights` (`normal` needs `std`).
+
+    Example:
+
+    ```mlir
+    moe.param @wq "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xbf16> init normal std 2.0e-02
+    moe.param @ln "model.norm.weight" : tensor<64xf32> init ones
+    ```
+  }];
+  let arguments = (ins
+    SymbolNameAttr:$sym_name,
+    StrAttr:$name,
+    TypeAttrOf<AnyRankedTensor>:$type,
+    MoE_InitKind:$init,
+    OptionalAttr<F32Attr>:$init_std);
+  let assemblyFormat = [{
+    $sym_name $name `:` $type `init` $init (`std` $init_std^)? attr-dict
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::RankedTensorType getTensorType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getType());
+    }
+  }];
+}
+
+def MoE_GraphOp : MoE_Op<"graph", [
+    FunctionOpInterface, IsolatedFromAbove, HasParent<"ModelOp">]> {
+  let summary = "the forward function of a model: token ids to logits";
+  let description = [{
+    The computation of one forward call over `T` new tokens (a prefill
+    chunk or one decode step): `tensor<?xi32>` token ids in,
+    `tensor<?xVxf32>` logits out. Positions are implicit (the runtime
+    knows them); the KV cache is addressed by each attention's `layer`.
+
+    Example:
+
+    ```mlir
+    moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x256xf32> {
+      %table = moe.weight @embed : tensor<256x64xf32>
+      %x = moe.embedding %ids, %table : tensor<?xi32>, tensor<256x64xf32> -> tensor<?x64xf32>
+      ...
+      moe.return %logits : tensor<?x256xf32>
+    }
+    ```
+  }];
+  let arguments = (ins
+    SymbolNameAttr:$sym_name,
+    TypeAttrOf<FunctionType>:$function_type,
+    OptionalAttr<DictArrayAttr>:$arg_attrs,
+    OptionalAttr<DictArrayAttr>:$res_attrs);
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [OpBuilder<(ins "::llvm::StringRef":$name,
+                                 "::mlir::FunctionType":$type)>];
+  let extraClassDeclaration = [{
+    ::mlir::Region *getCallableRegion() { return &getBody(); }
+    ::llvm::ArrayRef<::mlir::Type> getArgumentTypes() {
+      return getFunctionType().getInputs();
+    }
+    ::llvm::ArrayRef<::mlir::Type> getResultTypes() {
+      return getFunctionType().getResults();
+    }
+  }];
+}
+
+def MoE_ReturnOp : MoE_Op<"return", [
+    Pure, HasParent<"GraphOp">, ReturnLike, Terminator]> {
+  let summary = "returns the logits from a moe.graph";
+  let description = [{
+    Example:
+
+    ```mlir
+    moe.return %logits : tensor<?x256xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyType>:$operands);
+  let assemblyFormat = "($operands^ `:` type($operands))? attr-dict";
+  let hasVerifier = 1;
+}
+
+def MoE_WeightOp : MoE_Op<"weight", [
+    Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "uses a declared parameter as a value";
+  let description = [{
+    Yields the parameter `@param` of the enclosing model. The result type
+    must equal the parameter's declared type.
+
+    Example:
+
+    ```mlir
+    %w = moe.weight @wq : tensor<64x64xbf16>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$param);
+  let results = (outs MoE_Weight:$result);
+  let assemblyFormat = "$param attr-dict `:` type($result)";
+}
+
+def MoE_LayerOp : MoE_Op<"layer", [
+    IsolatedFromAbove, SingleBlock, RecursiveMemoryEffects,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "one decoder layer";
+  let description = [{
+    The ops of decoder layer `index` (0-based), isolated from the graph: the
+    hidden state enters as the region's argument and leaves through
+    `moe.yield`; weights enter through `moe.weight`. Per-layer analyses,
+    streaming and scheduling work layer by layer on these regions, and the
+    pass manager can process layers in parallel.
+
+    Example:
+
+    ```mlir
+    %h1 = moe.layer 0 (%x = %h0) : tensor<?x64xf32> {
+      ...
+      moe.yield %out : tensor<?x64xf32>
+    }
+    ```
+  }];
+  let arguments = (ins MoE_I64Attr:$index, MoE_Act:$input);
+  let results = (outs MoE_Act:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasRegionVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [OpBuilder<(ins "int64_t":$index, "::mlir::Value":$input)>];
+  let extraClassDeclaration = [{
+    ::mlir::Block &getBodyBlock() { return getBody().front(); }
+    /// True when the layer routes tokens to experts.
+    bool isMoE();
+  }];
+}
+
+def MoE_YieldOp : MoE_Op<"yield", [
+    Pure, HasParent<"LayerOp">, ReturnLike, Terminator]> {
+  let summary = "ends a moe.layer with its output hidden state";
+  let description = [{
+    Example:
+
+    ```mlir
+    moe.yield %out : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+}
+
+//===----------------------------------------------------------------------===//
+// Dense sublayers
+//===----------------------------------------------------------------------===//
+
+def MoE_EmbeddingOp : MoE_Op<"embedding", [Pure]> {
+  let summary = "token embedding lookup";
+  let description = [{
+    `result[t, :] = scale * table[ids[t], :]` with `table` of shape
+    `[vocab, hidden]`.
+
+    Example:
+
+    ```mlir
+    %x = moe.embedding %ids, %table : tensor<?xi32>, tensor<256x64xbf16> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_TokenIds:$ids, MoE_Matrix:$table,
+                       DefaultValuedAttr<F32Attr, "1.0">:$scale);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $ids `,` $table attr-dict `:` type($ids) `,` type($table) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_PositionEmbeddingOp : MoE_Op<"position_embedding", [
+    Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "adds learned absolute position embeddings";
+  let description = [{
+    `result[t, :] = input[t, :] + table[pos[t], :]` where `pos[t]` is the
+    position of token `t` in its sequence and `table` is
+    `[max_positions, hidden]` (GPT-2's `wpe`).
+
+    Example:
+
+    ```mlir
+    %y = moe.position_embedding %x, %wpe : tensor<?x64xf32>, tensor<128x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Matrix:$table);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = "$input `,` $table attr-dict `:` type($input) `,` type($table)";
+  let hasVerifier = 1;
+}
+
+class MoE_NormOpBase<string mnemonic, list<Trait> traits = []>
+    : MoE_Op<mnemonic, !listconcat(traits, [
+        Pure, AllTypesMatch<["input", "result"]>])> {
+  let results = (outs MoE_Act:$result);
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Elements normalized together: `group_size`, or the whole row.
+    int64_t getGroupSizeOrWidth() {
+      return getGroupSize().value_or(
+          ::llvm::cast<::mlir::RankedTensorType>(getInput().getType())
+              .getDimSize(1));
+    }
+  }];
+}
+
+def MoE_LayerNormOp : MoE_NormOpBase<"layer_norm"> {
+  let summary = "LayerNorm over groups of a row";
+  let description = [{
+    Splits every row into groups of `group_size` elements (default: the
+    whole row) and normalizes each:
+    `y = (x - mean) / sqrt(var + eps) * weight + bias`, with `weight` and
+    `bias` of shape `[group_size]`.
+
+    Example:
+
+    ```mlir
+    %y = moe.layer_norm %x, %w, %b eps 1.0e-05 : tensor<?x64xf32>, tensor<64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Vector:$weight,
+                       Optional<MoE_Vector>:$bias,
+                       F32Attr:$eps, OptionalAttr<MoE_I64Attr>:$group_size);
+  let assemblyFormat = [{
+    $input `,` $weight (`,` $bias^)? `eps` $eps (`group` $group_size^)? attr-dict
+    `:` type($input) `,` type($weight) (`,` type($bias)^)?
+  }];
+}
+
+def MoE_RMSNormOp : MoE_NormOpBase<"rms_norm"> {
+  let summary = "RMSNorm over groups of a row";
+  let description = [{
+    Splits every row into groups of `group_size` elements (default: the
+    whole row) and normalizes each:
+    `y = x / sqrt(mean(x^2) + eps) * (weight_offset + weight)`.
+    Per-head q/k norms use `group_size = head_dim` (Qwen3) or the whole
+    projection (OLMoE); Gemma-style norms use `weight_offset = 1`.
+
+    Example:
+
+    ```mlir
+    %y = moe.rms_norm %x, %w eps 1.0e-06 : tensor<?x64xf32>, tensor<64xbf16>
+    %qn = moe.rms_norm %q, %wq eps 1.0e-06 group 16 : tensor<?x64xf32>, tensor<16xbf16>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Vector:$weight,
+                       F32Attr:$eps, OptionalAttr<MoE_I64Attr>:$group_size,
+                       DefaultValuedAttr<F32Attr, "0.0">:$weight_offset);
+  let assemblyFormat = [{
+    $input `,` $weight `eps` $eps (`group` $group_size^)? attr-dict
+    `:` type($input) `,` type($weight)
+  }];
+}
+
+def MoE_LinearOp : MoE_Op<"linear", [
+    Pure, DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "dense projection y = x W^T + b";
+  let description = [{
+    `weight` is `[N, K]` (Hugging Face `nn.Linear`) or, with `transposed`,
+    `[K, N]` (GPT-2's `Conv1D`); `bias` is `[N]`.
+
+    Example:
+
+    ```mlir
+    %q = moe.linear %x, %wq, %bq : tensor<?x64xf32>, tensor<64x64xbf16>, tensor<64xbf16> -> tensor<?x64xf32>
+    %qkv = moe.linear %x, %c_attn, %c_attn_b {transposed} : tensor<?x64xf32>, tensor<64x192xf32>, tensor<192xf32> -> tensor<?x192xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Matrix:$weight,
+                       Optional<MoE_Vector>:$bias, UnitAttr:$transposed);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`,` $bias^)? attr-dict `:` type($input) `,` type($weight)
+    (`,` type($bias)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_SplitOp : MoE_Op<"split", [Pure]> {
+  let summary = "splits the columns of an activation into pieces";
+  let description = [{
+    Cuts every row into consecutive column ranges whose widths are the
+    result widths (e.g. a fused QKV projection into q, k and v). Lowering
+    maps this to column offsets in one buffer, so it costs nothing.
+
+    Example:
+
+    ```mlir
+    %q, %k, %v = moe.split %qkv : tensor<?x192xf32> -> tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input);
+  let results = (outs Variadic<MoE_Act>:$results);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($results)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def MoE_RotaryOp : MoE_Op<"rotary", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "rotary position embedding";
+  let description = [{
+    Rotates the first `rotary_dim` dims of each of `num_heads` heads of
+    `head_dim` columns by angles `pos * theta^(-2i/rotary_dim)`; `neox`
+    pairs dim i with i + rotary_dim/2 (HF rotate_half), `interleaved`
+    pairs 2i with 2i+1.
+
+    Example:
+
+    ```mlir
+    %qr = moe.rotary %q heads 4 head_dim 16 rotary_dim 16 theta 1.000000e+06 style neox : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_I64Attr:$num_heads, MoE_I64Attr:$head_dim,
+                       MoE_I64Attr:$rotary_dim, F32Attr:$theta,
+                       MoE_RopeStyle:$style);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `heads` $num_heads `head_dim` $head_dim `rotary_dim` $rotary_dim
+    `theta` $theta `style` $style attr-dict `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_AttentionOp : MoE_Op<"attention", [
+    Pure, DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "multi-head (grouped-query) causal self-attention over the KV cache";
+  let description = [{
+    Stores the new tokens' `k` and `v` in KV cache `layer`, then computes
+    `softmax(q k^T * scale) v` for every head over the positions each token
+    may see: causal, and within the last `sliding_window` positions when
+    set. Query head h uses KV head `h / (num_heads / num_kv_heads)` (GQA).
+
+    Shapes: `q` is `[T, num_heads * head_dim]`, `k` and `v` are
+    `[T, num_kv_heads * head_dim]`, the result is like `q`.
+
+    Example:
+
+    ```mlir
+    %o = moe.attention %q, %k, %v heads 4 kv_heads 2 head_dim 16 scale 2.500000e-01 layer 0 causal
+        : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$q, MoE_Act:$k, MoE_Act:$v,
+                       MoE_I64Attr:$num_heads, MoE_I64Attr:$num_kv_heads,
+                       MoE_I64Attr:$head_dim, F32Attr:$scale, MoE_I64Attr:$layer,
+                       UnitAttr:$causal, OptionalAttr<MoE_I64Attr>:$sliding_window);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `heads` $num_heads `kv_heads` $num_kv_heads `head_dim` $head_dim
+    `scale` $scale `layer` $layer (`causal` $causal^)? (`window` $sliding_window^)?
+    attr-dict `:` type($q) `,` type($k) `,` type($v) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_MLPOp : MoE_Op<"mlp", [
+    Pure, AttrSizedOperandSegments, AllTypesMatch<["input", "result"]>,
+    DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "dense feed-forward network";
+  let description = [{
+    `down(act(x up^T + up_bias)) + down_bias`, or, with a `gate` weight
+    (SwiGLU / GeGLU), `down(act(x gate^T) * (x up^T))`. Weights are in
+    `nn.Linear` layout (`up`, `gate`: `[I, D]`, `down`: `[D, I]`) or, with
+    `transposed`, in `Conv1D` layout (`[D, I]` and `[I, D]`).
+
+    Example:
+
+    ```mlir
+    %y = moe.mlp %x up %wu gate %wg down %wd act silu
+        : (tensor<?x64xf32>, tensor<128x64xbf16>, tensor<128x64xbf16>, tensor<64x128xbf16>) -> tensor<?x64xf32>
+    %z = moe.mlp %x up %fc bias %fcb down %proj bias %projb act gelu_tanh {transposed}
+        : (tensor<?x64xf32>, tensor<64x256xf32>, tensor<256xf32>, tensor<256x64xf32>, tensor<64xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Matrix:$up, Optional<MoE_Vector>:$up_bias,
+                       Optional<MoE_Matrix>:$gate, MoE_Matrix:$down,
+                       Optional<MoE_Vector>:$down_bias,
+                       MoE_Activation:$activation, UnitAttr:$transposed);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `up` $up (`bias` $up_bias^)? (`gate` $gate^)? `down` $down
+    (`bias` $down_bias^)? `act` $activation attr-dict
+    `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Width of the hidden (intermediate) layer.
+    int64_t getIntermediateSize();
+  }];
+}
+
+def MoE_AddOp : MoE_Op<"add", [Pure, Commutative, SameOperandsAndResultType]> {
+  let summary = "elementwise sum (residual connection)";
+  let description = [{
+    Example:
+
+    ```mlir
+    %h = moe.add %x, %attn : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$lhs, MoE_Act:$rhs);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+def MoE_LMHeadOp : MoE_Op<"lm_head", [
+    Pure, DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "output projection to vocabulary logits";
+  let description = [{
+    `logits = x W^T (+ bias)` with `W` of shape `[vocab, hidden]`. `tied`
+    says `W` is the token embedding table (the same `moe.param`), which the
+    graph verifier checks.
+
+    Example:
+
+    ```mlir
+    %logits = moe.lm_head %h, %wte tied : tensor<?x64xf32>, tensor<256x64xf32> -> tensor<?x256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Matrix:$weight,
+                       Optional<MoE_Vector>:$bias, UnitAttr:$tied);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`,` $bias^)? (`tied` $tied^)? attr-dict `:` type($input) `,`
+    type($weight) (`,` type($bias)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// MoE: routing
+//===----------------------------------------------------------------------===//
+
+def MoE_RouterOp : MoE_Op<"router", [
+    Pure, DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "router logits: x W_r^T";
+  let description = [{
+    Computes `[T, num_experts]` router logits from the hidden state with the
+    router weight `[num_experts, hidden]` (Mixtral's
+    `block_sparse_moe.gate`, Qwen's `mlp.gate`).
+
+    Example:
+
+    ```mlir
+    %logits = moe.router %x, %wr : tensor<?x64xf32>, tensor<8x64xbf16> -> tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Matrix:$weight);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict `:` type($input) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ScoresOp : MoE_Op<"scores", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "router scores: softmax or sigmoid of each row";
+  let description = [{
+    Example:
+
+    ```mlir
+    %p = moe.scores softmax %logits : tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreFn:$fn, MoE_Act:$input);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = "$fn $input attr-dict `:` type($input)";
+}
+
+def MoE_TopKOp : MoE_Op<"top_k", [Pure]> {
+  let summary = "picks the k largest scores of each token";
+  let description = [{
+    For every row, the `k` largest values in descending order and their
+    column (expert) ids; ties go to the lower id.
+
+    Example:
+
+    ```mlir
+    %w, %e = moe.top_k %p k 2 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_I64Attr:$k);
+  let results = (outs MoE_SlotWeights:$values, MoE_SlotIds:$indices);
+  let assemblyFormat = [{
+    $input `k` $k attr-dict `:` type($input) `->` type($values) `,` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_RenormalizeOp : MoE_Op<"renormalize", [
+    Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "divides each token's picked weights by their sum (norm_topk_prob)";
+  let description = [{
+    Example:
+
+    ```mlir
+    %wn = moe.renormalize %w : tensor<?x2xf32>
+    ```
+  }];
+  let arguments = (ins MoE_SlotWeights:$input);
+  let results = (outs MoE_SlotWeights:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input)";
+  let hasFolder = 1;
+}
+
+def MoE_CapacityOp : MoE_Op<"capacity", [Pure]> {
+  let summary = "drops slots beyond each expert's capacity";
+  let description = [{
+    Expert e admits at most
+    `max(min_capacity, ceil(factor * T * top_k / num_experts))` slots, in
+    token order (slot `t * top_k + j`); the other slots get weight 0 and
+    `admitted = false`.
+
+    Example:
+
+    ```mlir
+    %wc, %keep = moe.capacity %e, %w experts 8 factor 1.000000e+00 min 4
+        : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
+    ```
+  }];
+  let arguments = (ins MoE_SlotIds:$indices, MoE_SlotWeights:$weights,
+                       MoE_I64Attr:$num_experts, F64Attr:$capacity_factor,
+                       MoE_I64Attr:$min_capacity);
+  let results = (outs MoE_SlotWeights:$result, MoE_SlotMask:$admitted);
+  let assemblyFormat = [{
+    $indices `,` $weights `experts` $num_experts `factor` $capacity_factor
+    `min` $min_capacity attr-dict `:` type($indices) `,` type($weights) `->`
+    type($result) `,` type($admitted)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ExpertMapOp : MoE_Op<"expert_map", [Pure]> {
+  let summary = "builds the dense token-to-expert mapping table";
+  let description = [{
+    From each token's expert ids (and, after `moe.capacity`, which slots
+    were admitted) builds the table dispatch and combine use instead of
+    one-hot einsums (DeepSpeed-MoE): `expert_offsets[e]` are prefix sums of
+    the admitted slots per expert (`num_experts + 1` entries) and
+    `sorted_slots` lists the admitted slots grouped by expert, ascending
+    within an expert.
+
+    Example:
+
+    ```mlir
+    %offsets, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<9xi32>, tensor<?xi32>
+    %offsets2, %slots2 = moe.expert_map %e admitted %keep : tensor<?x1xi32>, tensor<?x1xi1> -> tensor<9xi32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins MoE_SlotIds:$indices, Optional<MoE_SlotMask>:$admitted);
+  let results = (outs MoE_Offsets:$expert_offsets, MoE_SlotList:$sorted_slots);
+  let assemblyFormat = [{
+    $indices (`admitted` $admitted^)? attr-dict `:` type($indices)
+    (`,` type($admitted)^)? `->` type($expert_offsets) `,` type($sorted_slots)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_GateOp : MoE_Op<"gate", [Pure]> {
+  let summary = "fused gating: scores, top-k, renormalization, capacity and the mapping table";
+  let description = [{
+    What `moe-fuse-gating` makes of `scores .. expert_map`, and exactly the
+    plan's Gate step: from router logits `[T, num_experts]` and a
+    `#moe.routing` configuration it yields
+
+    - `slot_expert` `[T, top_k]`: the expert of slot `t * top_k + j`
+      (j-th choice, descending score),
+    - `slot_weight` `[T, top_k]`: its combine weight (0 when dropped),
+    - `expert_offsets` `[num_experts + 1]`: prefix sums of admitted slots,
+    - `sorted_slots` `[S]`: admitted slots grouped by expert.
+
+    Example:
+
+    ```mlir
+    %e, %w, %off, %slots = moe.gate %logits routing <top_k = 2, norm_topk_prob = true>
+        : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<9xi32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$logits, MoE_RoutingAttr:$routing);
+  let results = (outs MoE_SlotIds:$slot_expert, MoE_SlotWeights:$slot_weight,
+                      MoE_Offsets:$expert_offsets, MoE_SlotList:$sorted_slots);
+  let assemblyFormat = [{
+    $logits `routing` $routing attr-dict `:` type($logits) `->` type($slot_expert)
+    `,` type($slot_weight) `,` type($expert_offsets) `,` type($sorted_slots)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// MoE: dispatch, experts, combine
+//===----------------------------------------------------------------------===//
+
+def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
+  let summary = "permutes token rows into expert order";
+  let description = [{
+    `result[i, :] = input[sorted_slots[i] / top_k, :]`: one row per admitted
+    slot, grouped by expert as the mapping table says.
+
+    Example:
+
+    ```mlir
+    %d = moe.dispatch %x, %slots top_k 2 : tensor<?x64xf32>, tensor<?xi32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_SlotList:$sorted_slots, MoE_I64Attr:$top_k);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `,` $sorted_slots `top_k` $top_k attr-dict `:` type($input) `,`
+    type($sorted_slots) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ExpertsOp : MoE_Op<"experts", [
+    Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "grouped expert feed-forward networks";
+  let description = [{
+    Runs expert e's FFN on rows `[expert_offsets[e], expert_offsets[e+1])`
+    of the dispatched input. Every expert has the same shapes; its weights
+    are operands, one list per role, `num_experts` (= size of
+    `expert_offsets` - 1) entries each: `up` (`[I, D]`), `down` (`[D, I]`),
+    optionally `gate` (`[I, D]`, gated SwiGLU/GeGLU experts) and biases.
+    `top_k` is the number of experts each token reaches (cost model, plan).
+    `placement`, filled by `moe-expert-placement`, says which rank runs
+    each expert.
+
+    Example:
+
+    ```mlir
+    %y = moe.experts %d, %off top_k 2 act silu
+        up [%u0, %u1] : tensor<32x64xbf16>
+        gate [%g0, %g1] : tensor<32x64xbf16>
+        down [%d0, %d1] : tensor<64x32xbf16>
+        placement <ranks = 2, experts = [0, 1]>
+        : tensor<?x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Offsets:$expert_offsets,
+                       Variadic<MoE_Matrix>:$up, Variadic<MoE_Matrix>:$gate,
+                       Variadic<MoE_Matrix>:$down,
+                       Variadic<MoE_Vector>:$up_bias,
+                       Variadic<MoE_Vector>:$down_bias,
+                       MoE_I64Attr:$top_k, MoE_Activation:$activation,
+                       OptionalAttr<MoE_PlacementAttr>:$placement);
+  let results = (outs MoE_Act:$result);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts() {
+      return ::llvm::cast<::mlir::RankedTensorType>(
+                 getExpertOffsets().getType()).getDimSize(0) - 1;
+    }
+    bool isGated() { return !getGate().empty(); }
+    int64_t getIntermediateSize();
+    /// Parameters of one expert (all experts have the same shapes).
+    int64_t getParamsPerExpert();
+  }];
+}
+
+def MoE_CombineOp : MoE_Op<"combine", [Pure]> {
+  let summary = "weighted un-permute of expert outputs back to tokens";
+  let description = [{
+    `result[t, :] = sum_j slot_weight[t, j] * input[row(t * top_k + j), :]`
+    where `row(s)` is the position of slot `s` in `sorted_slots` (dropped
+    slots contribute nothing), summed in ascending `j`; `top_k` is the
+    second dimension of `slot_weight`.
+
+    Example:
+
+    ```mlir
+    %y = moe.combine %out, %slots, %w : tensor<?x64xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_SlotList:$sorted_slots,
+                       MoE_SlotWeights:$slot_weight);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $input `,` $sorted_slots `,` $slot_weight attr-dict `:` type($input) `,`
+    type($sorted_slots) `,` type($slot_weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_SigmoidGateOp : MoE_Op<"sigmoid_gate", [
+    Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "scales each row by sigmoid of a per-token gate logit";
+  let description = [{
+    `result[t, :] = input[t, :] * sigmoid(gate_logit[t, 0])`: the shared
+    expert gate of Qwen2-MoE (`gate_logit` from `moe.linear` with the
+    `[1, hidden]` `shared_expert_gate` weight).
+
+    Example:
+
+    ```mlir
+    %s = moe.sigmoid_gate %shared, %g : tensor<?x64xf32>, tensor<?x1xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$input, MoE_Act:$gate_logit);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = "$input `,` $gate_logit attr-dict `:` type($input) `,` type($gate_logit)";
+  let hasVerifier = 1;
+}
+
+def MoE_ResidualMixOp : MoE_Op<"residual_mix", [
+    Pure, AllTypesMatch<["moe", "mlp", "result"]>]> {
+  let summary = "DeepSpeed residual MoE: mixes the MoE and dense MLP outputs";
+  let description = [{
+    `c = softmax(coef_logits[t, 0:2])`,
+    `result[t, :] = moe[t, :] * c[0] + mlp[t, :] * c[1]`
+    (DeepSpeed `use_residual`; `coef_logits` from `moe.linear` with a
+    `[2, hidden]` coefficient weight).
+
+    Example:
+
+    ```mlir
+    %y = moe.residual_mix %m, %d, %c : tensor<?x64xf32>, tensor<?x2xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$moe, MoE_Act:$mlp, MoE_Act:$coef_logits);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $moe `,` $mlp `,` $coef_logits attr-dict `:` type($moe) `,` type($coef_logits)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Expert parallelism
+//===----------------------------------------------------------------------===//
+
+def MoE_AllToAllOp : MoE_Op<"all_to_all", [
+    Pure, AllTypesMatch<["input", "result"]>,
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "expert-parallel token exchange over device-grid axes";
+  let description = [{
+    Moves the rows of a dispatched tensor between the ranks of the groups
+    spanned by `grid_axes` of the `shard.grid` `@grid`: with `dispatch`,
+    expert e's rows (`[expert_offsets[e], expert_offsets[e+1])`) go to the
+    rank `placement` assigns to e; `combine` brings them back.
+
+    Why not `shard.all_to_all`: that op splits a tensor evenly along one
+    axis, so every rank sends every other rank the same number of rows.
+    MoE exchanges are uneven: how many rows go where is decided at run time
+    by routing (the offsets operand) and by the placement, and both are
+    needed to lower the op (an all-to-all-v). The grid, its axes and their
+    meaning are still `shard`'s, so `moe-comm-hierarchy` can split a flat
+    exchange over axes `[0, 1]` into an intra-node (`[1]`) and an
+    inter-node (`[0]`) stage. An exchange over a group of one rank folds
+    away.
+
+    Example:
+
+    ```mlir
+    shard.grid @devices(shape = 2x4)
+    ...
+    %r = moe.all_to_all dispatch %d, %off on @devices axes [0, 1]
+        placement <ranks = 8, experts = [0, 1, 2, 3, 4, 5, 6, 7]>
+        : tensor<?x64xf32>, tensor<9xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ExchangeKind:$kind, MoE_Act:$input,
+                       MoE_Offsets:$expert_offsets, FlatSymbolRefAttr:$grid,
+                       DenseI16ArrayAttr:$grid_axes,
+                       MoE_PlacementAttr:$placement);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $kind $input `,` $expert_offsets `on` $grid `axes` $grid_axes
+    `placement` $placement attr-dict `:` type($input) `,`
+    type($expert_offsets)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+#endif // MOE_OPS_TD

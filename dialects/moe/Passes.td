@@ -1,0 +1,256 @@
+//===- Passes.td - moe pass declarations -------------------*- tablegen -*-===//
+//
+// Passes over the moe dialect. Conventions (STYLE.md): one pass per file in
+// lib/Transforms, defs end in `Pass`, flags carry the `moe-` prefix, options
+// are declared here (no global cl::opt). The generated registerMoEPasses()
+// registers every pass declared below. The optimization passes run on one `moe.model`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_PASSES_TD
+#define MOE_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+//===----------------------------------------------------------------------===//
+// Analysis and debugging
+//===----------------------------------------------------------------------===//
+
+def MoEPrintReportPass : Pass<"moe-print-report", "::mlir::ModuleOp"> {
+  let summary = "Prints parameter, byte and FLOP counts of every moe.model";
+  let description = [{
+    Runs the cost model (lib/Analysis) on each `moe.model` and prints the
+    report moe-compile's `--emit=report` prints, or its JSON form, to
+    stdout. The IR is not changed. Useful between passes to see what a
+    transformation did to the model's size and cost.
+
+    Example:
+
+    ```
+    moe-opt model.mlir --moe-print-report='context-length=2048 json=true'
+    ```
+  }];
+  let options = [
+    Option<"contextLength", "context-length", "int64_t", /*default=*/"0",
+           "Positions attention sees for the attention FLOPs (0: the model's "
+           "max_position_embeddings)">,
+    Option<"json", "json", "bool", /*default=*/"false",
+           "Print the report as JSON">
+  ];
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+def MoEFuseGatingPass : Pass<"moe-fuse-gating", "::mlir::moe::ModelOp"> {
+  let summary = "Fuses router scores, top-k, renormalization, capacity and the "
+                "token-to-expert table into one moe.gate";
+  let description = [{
+    DeepSpeed-MoE's fused gating kernel: the chain the importers emit,
+
+    ```mlir
+    %p = moe.scores softmax %logits : tensor<?x8xf32>
+    %w, %e = moe.top_k %p k 2 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    %wn = moe.renormalize %w : tensor<?x2xf32>
+    %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<9xi32>, tensor<?xi32>
+    ```
+
+    becomes one op whose `#moe.routing` records every choice, and which
+    the runtime executes as one kernel producing the dense mapping table
+    (no one-hot einsums, one launch instead of five):
+
+    ```mlir
+    %e, %wn, %off, %slots = moe.gate %logits routing <top_k = 2, norm_topk_prob = true>
+        : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<9xi32>, tensor<?xi32>
+    ```
+
+    Also fused: `moe.capacity` (capacity factor, min capacity, token
+    dropping) and the top-k-then-softmax order (`moe.top_k` on the logits,
+    `moe.scores` on the picked values). A chain whose intermediate values
+    have other users is left alone.
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Expert parallelism
+//===----------------------------------------------------------------------===//
+
+def MoEExpertPlacementPass
+    : Pass<"moe-expert-placement", "::mlir::moe::ModelOp"> {
+  let summary = "Places experts on the ranks of the device grid and inserts "
+                "the expert-parallel token exchanges";
+  let description = [{
+    With a device grid in the model (`shard.grid @devices(shape = NxG)`,
+    added by `moe-compile --devices=P --gpus-per-node=G`), gives every
+    `moe.experts` a `#moe.placement` (expert -> rank) and wraps its input
+    and output in `moe.all_to_all` dispatch/combine exchanges over all grid
+    axes. Strategies:
+
+    - `contiguous`: experts `[e*P/E, (e+1)*P/E)` of each layer on one rank;
+    - `round-robin`: expert e on rank e mod P;
+    - `balanced` (default): longest-processing-time first — experts sorted by
+      load go to the least-loaded rank that still has room for its share
+      (ceil(E/P) experts), so both memory and routed tokens balance. Loads
+      come from `profile` (the JSON `moe-run --expert-profile` writes:
+      per-layer per-expert token counts), else they are uniform.
+
+    Before:
+
+    ```mlir
+    %y = moe.experts %d, %off top_k 1 act gelu up [...] down [...] : ...
+    ```
+
+    After (`--devices=2`):
+
+    ```mlir
+    %d2 = moe.all_to_all dispatch %d, %off on @devices axes [0, 1]
+        placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
+    %y = moe.experts %d2, %off ... placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
+    %y2 = moe.all_to_all combine %y, %off on @devices axes [0, 1]
+        placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
+    ```
+
+    Without a grid (one rank) the pass does nothing.
+  }];
+  let options = [
+    Option<"strategy", "strategy", "std::string", /*default=*/"\"balanced\"",
+           "balanced, round-robin or contiguous">,
+    Option<"profile", "profile", "std::string", /*default=*/"\"\"",
+           "expert load profile (JSON from moe-run --expert-profile)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect",
+                           "::mlir::shard::ShardDialect"];
+}
+
+def MoECommHierarchyPass
+    : Pass<"moe-comm-hierarchy", "::mlir::moe::ModelOp"> {
+  let summary = "Splits flat expert exchanges into intra-node and inter-node "
+                "stages";
+  let description = [{
+    A flat all-to-all over P ranks is P-1 hops per rank; with G ranks per
+    node, an intra-node stage (grid axis 1) followed by an inter-node stage
+    among ranks with the same local index (grid axis 0) is (G-1) + (P/G-1)
+    hops, O(G + P/G) instead of O(P) (DeepSpeed-MoE's hierarchical
+    all-to-all); the slow inter-node links carry P/G-1 messages per rank
+    instead of P-G. Dispatch goes intra-node first, combine inter-node
+    first. Exchanges over a grid with one node or one rank per node stay
+    flat.
+
+    ```mlir
+    %y2 = moe.all_to_all combine %y, %off on @devices axes [0, 1] ...
+    ```
+
+    becomes
+
+    ```mlir
+    %a = moe.all_to_all combine %y, %off on @devices axes [0] ...
+    %y2 = moe.all_to_all combine %a, %off on @devices axes [1] ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Memory and scheduling
+//===----------------------------------------------------------------------===//
+
+def MoELayerStreamingPass
+    : Pass<"moe-layer-streaming", "::mlir::moe::ModelOp"> {
+  let summary = "Streams the weights that exceed the memory budget, expert by "
+                "expert and layer by layer, overlapped with compute";
+  let description = [{
+    When a rank's weights plus its activation arena and KV cache exceed
+    `memory-budget` bytes, decides which weights stay resident and which are
+    streamed, cheapest per token first:
+
+    1. Experts of MoE layers (largest layers first) become on-demand: only
+       the experts the gate routes tokens to are fetched, after the gate, so
+       a decode step reads top_k of E experts instead of holding all E. The
+       runtime keeps them in a cache bounded by the budget (at least two
+       experts: one computing, one loading).
+    2. If that is not enough, the dense weights of layers (largest first) are
+       fetched `lookahead` layers ahead of their use and released after it,
+       so the fetch overlaps the compute of the layers in between.
+
+    Embeddings, the final norm and the LM head stay resident. The decisions
+    are made for the rank that needs the most memory and applied to all.
+    Annotates the ops (the plan lowering turns them into Prefetch/Evict steps
+    on the streaming stream and on-demand Experts steps):
+
+    ```mlir
+    %h = moe.layer 5 (%x = %h4) {moe.prefetch_distance = 1 : i64} : ...
+    %y = moe.experts ... {moe.on_demand} : ...
+    ```
+
+    and the model with `moe.streaming = {resident_bytes, streamed_bytes,
+    peak_bytes}` of the worst rank. Fails when even the resident weights,
+    the activations and the minimum streaming buffers exceed the budget.
+  }];
+  let options = [
+    Option<"memoryBudget", "memory-budget", "uint64_t", /*default=*/"0",
+           "bytes per rank (0: unlimited, nothing is streamed)">,
+    Option<"lookahead", "lookahead", "int64_t", /*default=*/"1",
+           "how many layers ahead a streamed layer is fetched">,
+    Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
+           "KV cache tokens counted against the budget (0: the plan default)">,
+    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
+           "compute dtype the weights are held in (f32, bf16, f16)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
+  let summary = "Orders each layer so communication overlaps independent "
+                "compute";
+  let description = [{
+    Within each layer, starts every combine exchange as soon as its expert
+    outputs exist and moves the ops that do not depend on it (e.g.
+    Qwen2-MoE's shared expert, DeepSpeed's residual MLP) between the
+    exchange and its first user, so the runtime computes them while the
+    collective is in flight (the plan's communication stream). Dispatch
+    exchanges move as late as possible. Marks the graph with
+    `moe.decode_graph` (the whole forward is capturable as one CUDA graph
+    for one-token decode steps: no host-side data-dependent control flow).
+
+    Before:
+
+    ```mlir
+    %y2 = moe.all_to_all combine %y ...
+    %m = moe.combine %y2 ...
+    %s = moe.mlp %x ...          // shared expert
+    ```
+
+    After:
+
+    ```mlir
+    %y2 = moe.all_to_all combine %y ...
+    %s = moe.mlp %x ...          // runs while the exchange is in flight
+    %m = moe.combine %y2 ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+def MoEPlanMemoryPass : Pass<"moe-plan-memory", "::mlir::moe::ModelOp"> {
+  let summary = "Plans activation memory: buffer liveness and arena offsets";
+  let description = [{
+    Runs the plan lowering's buffer assignment (in-place reuse of dying
+    inputs, column views, packed q/k/v) and live-range based arena
+    planning, and records the result: every op producing an activation gets
+    `moe.arena_offsets` (byte offset of each result's buffer), the model
+    `moe.memory = {arena_bytes, unplanned_bytes, kv_cache_bytes,
+    max_tokens, max_seq_len}` and `moe.peak_bytes` (per rank: weights +
+    arena + KV cache). The plan emitter makes the same decisions; this pass
+    makes them visible and testable.
+  }];
+  let options = [
+    Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
+           "KV cache tokens (0: min(max_position_embeddings, 4096))">,
+    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
+           "compute dtype the weights are held in (f32, bf16, f16)">,
+  ];
+}
+
+#endif // MOE_PASSES_TD

@@ -1,0 +1,77 @@
+//===- CostModel.h - parameters, FLOPs and bytes of a model -----*- C++ -*-===//
+//
+// Exact counts read off the IR (saturating at INT64_MAX, never overflowing,
+// for absurd hand-written shapes): every moe.param once, active parameters per
+// token (routed experts count top_k of num_experts), FLOPs per token from
+// CostOpInterface, weight bytes by stored dtype, and a per-layer breakdown.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_ANALYSIS_COSTMODEL_H
+#define MOE_ANALYSIS_COSTMODEL_H
+
+#include "moe/Dialect/MoEOps.h"
+
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mlir::moe {
+
+struct LayerCost {
+  int64_t index = 0;
+  bool moe = false;
+  int64_t numExperts = 0, topK = 0;
+  /// Parameters first used in this layer.
+  int64_t params = 0;
+  /// Parameters one token uses: everything but the routed experts it skips.
+  int64_t activeParams = 0;
+  /// Matmul FLOPs per token (2 per multiply-accumulate), without attention
+  /// scores.
+  int64_t flopsPerToken = 0;
+  /// q k^T and p v FLOPs per token at the report's context length.
+  int64_t attentionFlopsPerToken = 0;
+};
+
+struct ModelCost {
+  std::string name, architecture;
+  int64_t vocabSize = 0, hiddenSize = 0, numLayers = 0, numMoELayers = 0;
+  int64_t contextLength = 0;
+
+  int64_t totalParams = 0;
+  /// Conventional "active parameters": all non-expert parameters (embedding
+  /// tables included) plus top_k experts per MoE layer.
+  int64_t activeParams = 0;
+  /// Parameters one decode step reads: as activeParams, but an embedding
+  /// table that is only looked up contributes one row.
+  int64_t paramsReadPerToken = 0;
+  /// Parameters outside the layers (embeddings, final norm, lm_head).
+  int64_t nonLayerParams = 0;
+
+  int64_t totalBytes = 0, bytesReadPerToken = 0;
+  /// Stored dtype ("f32", "bf16", "f16") -> bytes of the parameters.
+  std::map<std::string, int64_t> bytesByDType;
+
+  int64_t flopsPerToken = 0;          // matmul, context-independent
+  int64_t attentionFlopsPerToken = 0; // at contextLength
+
+  std::vector<LayerCost> layers;
+  /// Op name -> number of ops in the graph (the IR summary).
+  std::map<std::string, int64_t> opCounts;
+};
+
+/// Analyzes `model`; `contextLength` sets how many positions attention sees
+/// (0: the model's max_position_embeddings).
+ModelCost analyzeModel(ModelOp model, int64_t contextLength = 0);
+
+llvm::json::Value toJSON(const ModelCost &cost);
+
+/// A human-readable report with the per-layer table and the IR summary.
+void printReport(llvm::raw_ostream &os, const ModelCost &cost);
+
+} // namespace mlir::moe
+
+#endif // MOE_ANALYSIS_COSTMODEL_H

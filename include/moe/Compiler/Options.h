@@ -1,0 +1,71 @@
+//===- Options.h - moe-compile options --------------------------*- C++ -*-===//
+//
+// The options of one compilation (DESIGN.md, "moe-compile"), parsed and
+// validated once by the driver and handed to the pipeline and the lowering.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_COMPILER_OPTIONS_H
+#define MOE_COMPILER_OPTIONS_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir::moe {
+
+enum class Target { CPU, CUDA };
+enum class ComputeDType { F32, BF16, F16 };
+enum class PlacementStrategy { Balanced, RoundRobin, Contiguous };
+enum class EmitKind { Plan, MLIR, Report };
+
+struct CompileOptions {
+  Target target = Target::CPU;
+  /// Compute dtype; weights convert to it at load.
+  ComputeDType dtype = ComputeDType::F32;
+  /// Ranks, and how many of them share a node (the device grid is
+  /// [devices / gpusPerNode, gpusPerNode]).
+  int64_t devices = 1;
+  int64_t gpusPerNode = 1;
+  int64_t maxBatch = 1;
+  /// KV cache capacity in tokens; 0 = the model's max_position_embeddings.
+  int64_t maxSeqLen = 0;
+  PlacementStrategy placement = PlacementStrategy::Balanced;
+  /// Per-layer per-expert token counts (moe-run --expert-profile), or "".
+  std::string expertProfile;
+  /// Bytes per rank for weights + activations; 0 = unlimited.
+  uint64_t memoryBudget = 0;
+  /// Textual pass pipeline replacing the default one, or "".
+  std::string pipeline;
+
+  int64_t getNumNodes() const { return devices / gpusPerNode; }
+};
+
+llvm::StringRef stringifyTarget(Target target);
+llvm::StringRef stringifyComputeDType(ComputeDType dtype);
+llvm::StringRef stringifyPlacement(PlacementStrategy placement);
+
+std::optional<Target> parseTarget(llvm::StringRef text);
+std::optional<ComputeDType> parseComputeDType(llvm::StringRef text);
+std::optional<PlacementStrategy> parsePlacement(llvm::StringRef text);
+std::optional<EmitKind> parseEmitKind(llvm::StringRef text);
+
+/// Parses a byte size: a number with an optional unit, B, KB/MB/GB/TB (powers
+/// of 1000) or KiB/MiB/GiB/TiB (powers of 1024), e.g. "24GiB", "1.5GB",
+/// "4096". Fails on anything else, on zero and on overflow.
+llvm::Expected<uint64_t> parseByteSize(llvm::StringRef text);
+
+/// Parses a decimal integer in [min, max].
+llvm::Expected<int64_t> parseIntInRange(llvm::StringRef text, int64_t min,
+                                        int64_t max);
+
+/// Formats a byte count for people: "1.50 GiB".
+std::string formatBytes(uint64_t bytes);
+
+} // namespace mlir::moe
+
+#endif // MOE_COMPILER_OPTIONS_H

@@ -1,0 +1,48 @@
+//===- MoEOps.h - moe operations --------------------------------*- C++ -*-===//
+
+#ifndef MOE_DIALECT_MOEOPS_H
+#define MOE_DIALECT_MOEOPS_H
+
+#include "moe/Dialect/MoEDialect.h"
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/ControlFlowInterfaces.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "mlir/Interfaces/InferTypeOpInterface.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include <cstdint>
+#include <limits>
+
+namespace mlir::moe {
+/// Counts of the cost model: non-negative, saturating at INT64_MAX instead of
+/// overflowing (hand-written IR may declare absurd shapes).
+inline int64_t satMul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max()
+                                          : r;
+}
+inline int64_t satAdd(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max()
+                                          : r;
+}
+/// Elements of a statically shaped type, saturating.
+inline int64_t satNumElements(ShapedType type) {
+  int64_t n = 1;
+  for (int64_t d : type.getShape())
+    n = satMul(n, d);
+  return n;
+}
+} // namespace mlir::moe
+
+#include "moe/MoEInterfaces.h.inc"
+
+#define GET_OP_CLASSES
+#include "moe/MoEOps.h.inc"
+
+#endif // MOE_DIALECT_MOEOPS_H

@@ -1,0 +1,484 @@
+//===- HuggingFace.cpp - Hugging Face checkpoints -> moe IR ---------------===//
+//
+// Reads config.json the way transformers' modeling code interprets it and
+// maps each architecture's tensor names onto the builder's roles:
+//
+//   gpt2        Conv1D weights ([in, out]), fused c_attn, LayerNorm, learned
+//               positions, tied head; gelu_new = tanh GELU; attention scale
+//               1/sqrt(head_dim) (scale_attn_weights), also 1/(i+1)
+//               (scale_attn_by_inverse_layer_idx).
+//   mixtral     RMSNorm, NeoX RoPE, GQA, block_sparse_moe.gate router,
+//               experts w1 (gate) / w3 (up) / w2 (down), softmax -> top-k ->
+//               renormalize.
+//   qwen2_moe   q/k/v bias, mlp.gate router, experts + shared_expert scaled by
+//               sigmoid(shared_expert_gate), norm_topk_prob from the config,
+//               sparse layers from decoder_sparse_step / mlp_only_layers.
+//   qwen3_moe   like qwen2_moe without shared expert and qkv bias, per-head
+//               q_norm / k_norm before RoPE, head_dim from the config.
+//   olmoe       q_norm / k_norm over the whole q and k projections.
+//   llama, mistral, qwen2, qwen3   the dense members of the same family.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Importers.h"
+#include "JsonReader.h"
+#include "ModelBuilder.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::detail;
+using llvm::StringRef;
+
+namespace {
+
+std::string layerPrefix(int64_t layer) {
+  return llvm::formatv("model.layers.{0}.", layer).str();
+}
+
+/// Llama-family names; `moeStyle` picks the expert naming.
+enum class MoEStyle { Mixtral, Qwen };
+
+std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
+                      int64_t expert) {
+  if (layer < 0) {
+    if (role == "embed")
+      return "model.embed_tokens.weight";
+    if (role == "lm_head")
+      return "lm_head.weight";
+    if (role == "final_norm.weight")
+      return "model.norm.weight";
+    return "model." + role.str();
+  }
+  std::string p = layerPrefix(layer);
+  if (role == "attn_norm.weight")
+    return p + "input_layernorm.weight";
+  if (role == "mlp_norm.weight")
+    return p + "post_attention_layernorm.weight";
+  if (role == "q_norm.weight" || role == "k_norm.weight")
+    return p + "self_attn." + role.str();
+  for (StringRef proj : {"q", "k", "v", "o"}) {
+    StringRef rest = role;
+    if (rest.consume_front(proj) && rest.consume_front("."))
+      return p + "self_attn." + proj.str() + "_proj." + rest.str();
+  }
+  StringRef rest = role;
+  if (rest.consume_front("mlp.")) { // mlp.{gate,up,down}.{weight,bias}
+    auto [which, kind] = rest.split('.');
+    return p + "mlp." + which.str() + "_proj." + kind.str();
+  }
+  if (style == MoEStyle::Mixtral) {
+    if (role == "router")
+      return p + "block_sparse_moe.gate.weight";
+    StringRef w = llvm::StringSwitch<StringRef>(role)
+                      .Case("expert.gate.weight", "w1")
+                      .Case("expert.up.weight", "w3")
+                      .Case("expert.down.weight", "w2")
+                      .Default("");
+    if (!w.empty())
+      return p + llvm::formatv("block_sparse_moe.experts.{0}.{1}.weight",
+                               expert, w)
+                     .str();
+  } else {
+    if (role == "router")
+      return p + "mlp.gate.weight";
+    if (role == "shared_gate")
+      return p + "mlp.shared_expert_gate.weight";
+    rest = role;
+    if (rest.consume_front("expert.")) {
+      auto [which, kind] = rest.split('.');
+      return p + llvm::formatv("mlp.experts.{0}.{1}_proj.{2}", expert, which,
+                               kind)
+                     .str();
+    }
+    rest = role;
+    if (rest.consume_front("shared.")) {
+      auto [which, kind] = rest.split('.');
+      return p + "mlp.shared_expert." + which.str() + "_proj." + kind.str();
+    }
+  }
+  return p + role.str();
+}
+
+/// Reads the hidden activation of a gated (SwiGLU-style) MLP.
+Activation readHiddenAct(JsonReader &r, StringRef key, StringRef def) {
+  std::string act = r.getChoice(
+      key, {"silu", "swish", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu"},
+      def.str());
+  return llvm::StringSwitch<Activation>(act)
+      .Cases({"silu", "swish"}, Activation::Silu)
+      .Case("gelu", Activation::Gelu)
+      .Cases({"gelu_pytorch_tanh", "gelu_new"}, Activation::GeluTanh)
+      .Default(Activation::Relu);
+}
+
+/// Token ids: an integer, a list of integers, or null.
+std::vector<int64_t> readTokenIds(JsonReader &r, const llvm::json::Object &o,
+                                  StringRef key) {
+  const llvm::json::Value *v = o.get(key);
+  if (!v || v->kind() == llvm::json::Value::Null)
+    return {};
+  if (v->getAsArray())
+    return r.getIntList(key, 0);
+  if (std::optional<int64_t> id = r.getOptInt(key, 0))
+    return {*id};
+  return {};
+}
+
+/// RoPE from `rope_parameters` (transformers 5) or top-level `rope_theta` +
+/// `rope_scaling` (classic).
+void readRope(JsonReader &r, const llvm::json::Object &root, ErrorSink &errors,
+              StringRef file, double defaultTheta, DecoderConfig &cfg) {
+  cfg.rope = true;
+  double partial = r.getPositive("partial_rotary_factor", 1.0);
+  std::string ropeType = "default";
+  if (const llvm::json::Object *params = r.getObject("rope_parameters")) {
+    JsonReader p(*params, file, errors, "rope_parameters.");
+    cfg.ropeTheta = p.getPositive("rope_theta", defaultTheta);
+    ropeType = p.getString("rope_type", std::string("default"));
+    partial = p.getPositive("partial_rotary_factor", partial);
+  } else {
+    cfg.ropeTheta = r.getPositive("rope_theta", defaultTheta);
+    if (const llvm::json::Object *scaling = r.getObject("rope_scaling")) {
+      JsonReader s(*scaling, file, errors, "rope_scaling.");
+      ropeType = s.getString(s.has("rope_type") ? "rope_type" : "type",
+                             std::string("default"));
+    }
+  }
+  if (errors.failed())
+    return;
+  if (ropeType != "default") {
+    r.error("rope_type '" + ropeType +
+            "' is not supported (expected default: plain RoPE)");
+    return;
+  }
+  if (partial > 1.0) {
+    r.badValue("partial_rotary_factor", "a number in (0, 1]");
+    return;
+  }
+  cfg.rotaryDim = int64_t(std::llround(double(cfg.headDim) * partial));
+  if (cfg.rotaryDim < 2 || cfg.rotaryDim % 2 != 0)
+    r.error(llvm::formatv("rotary dimension {0} (head_dim {1} x "
+                          "partial_rotary_factor {2}) is not even and >= 2 "
+                          "(expected an even number of rotated dims)",
+                          cfg.rotaryDim, cfg.headDim, partial));
+}
+
+/// The Llama family: attention, norms, rope, dense or MoE layers.
+llvm::Expected<OwningOpRef<ModuleOp>>
+importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root,
+                  JsonReader &r, ErrorSink &errors, DecoderConfig &cfg,
+                  ParamSource &source, MLIRContext &context) {
+  bool mixtral = arch == "mixtral";
+  bool qwen2 = arch == "qwen2" || arch == "qwen2_moe";
+  bool qwen3 = arch == "qwen3" || arch == "qwen3_moe";
+  bool olmoe = arch == "olmoe";
+  bool isMoE = mixtral || olmoe || arch == "qwen2_moe" || arch == "qwen3_moe";
+
+  cfg.hiddenSize = r.getInt("hidden_size", std::nullopt, 1);
+  int64_t numLayers = r.getInt("num_hidden_layers", std::nullopt, 1);
+  cfg.numHeads = r.getInt("num_attention_heads", std::nullopt, 1);
+  cfg.numKvHeads = r.getInt("num_key_value_heads", cfg.numHeads, 1);
+  cfg.vocabSize = r.getInt("vocab_size", std::nullopt, 1);
+  cfg.maxPositions = r.getInt("max_position_embeddings", std::nullopt, 1);
+  cfg.normEps = r.getPositive("rms_norm_eps", 1e-6);
+  cfg.tied = r.getBool("tie_word_embeddings", false);
+  cfg.activation = readHiddenAct(r, "hidden_act", "silu");
+  cfg.initStd = r.getPositive("initializer_range", 0.02);
+  if (errors.failed())
+    return errors.take();
+  if (r.has("head_dim")) {
+    cfg.headDim = r.getInt("head_dim", std::nullopt, 1);
+  } else if (cfg.hiddenSize % cfg.numHeads != 0) {
+    r.error(llvm::formatv("hidden_size {0} is not a multiple of "
+                          "num_attention_heads {1} (expected it to be, or an "
+                          "explicit head_dim)",
+                          cfg.hiddenSize, cfg.numHeads));
+  } else {
+    cfg.headDim = cfg.hiddenSize / cfg.numHeads;
+  }
+  if (cfg.numHeads % cfg.numKvHeads != 0)
+    r.error(llvm::formatv("num_attention_heads {0} is not a multiple of "
+                          "num_key_value_heads {1} (expected whole query-head "
+                          "groups per KV head)",
+                          cfg.numHeads, cfg.numKvHeads));
+  readRope(r, root, errors, file, mixtral ? 1e6 : 10000.0, cfg);
+  if (errors.failed())
+    return errors.take();
+
+  cfg.norm = NormKind::RMSNorm;
+  cfg.gated = true;
+  if (qwen2)
+    cfg.qkvBias = r.getBool("qkv_bias", true);
+  else
+    cfg.qkvBias = cfg.outBias = r.getBool("attention_bias", false);
+  if (arch == "llama")
+    cfg.mlpBias = r.getBool("mlp_bias", false);
+  if (qwen3)
+    cfg.qkNorm = QKNorm::PerHead;
+  if (olmoe) {
+    cfg.qkNorm = QKNorm::Full;
+    if (r.has("clip_qkv"))
+      r.badValue("clip_qkv", "null: clipping q/k/v is not supported");
+  }
+
+  // Sliding-window attention per layer.
+  std::vector<int64_t> window(numLayers, 0);
+  if (arch == "mistral" || mixtral) {
+    if (std::optional<int64_t> w = r.getOptInt("sliding_window", 1))
+      window.assign(numLayers, *w);
+  } else if (qwen2 || qwen3) {
+    const llvm::json::Array *types =
+        r.has("layer_types") ? root.getArray("layer_types") : nullptr;
+    if (r.has("layer_types") && !types)
+      r.badValue("layer_types", "a list of full_attention / sliding_attention");
+    std::optional<int64_t> w = r.getOptInt("sliding_window", 1);
+    if (types) {
+      if (int64_t(types->size()) != numLayers)
+        r.badValue("layer_types", "one entry per layer");
+      for (auto [i, t] : llvm::enumerate(*types)) {
+        std::optional<StringRef> s = t.getAsString();
+        if (!s || (*s != "full_attention" && *s != "sliding_attention")) {
+          r.badValue("layer_types",
+                     "a list of full_attention / sliding_attention");
+          break;
+        }
+        if (*s == "sliding_attention") {
+          if (!w) {
+            r.error("layer_types has sliding_attention layers but "
+                    "sliding_window is not set (expected a window size)");
+            break;
+          }
+          if (int64_t(i) < numLayers)
+            window[i] = *w;
+        }
+      }
+    } else if (r.getBool("use_sliding_window", false)) {
+      if (!w) {
+        r.error("use_sliding_window is true but sliding_window is not set "
+                "(expected a window size)");
+      } else {
+        int64_t from = r.getInt("max_window_layers", numLayers, 0);
+        for (int64_t i = from; i < numLayers; ++i)
+          window[i] = *w;
+      }
+    }
+  }
+
+  // Dense and sparse layers.
+  int64_t intermediate =
+      olmoe ? 0 : r.getInt("intermediate_size", std::nullopt, 1);
+  std::vector<bool> sparse(numLayers, false);
+  int64_t numExperts = 0;
+  if (isMoE) {
+    StringRef expertsKey = mixtral ? "num_local_experts" : "num_experts";
+    numExperts = r.getInt(expertsKey, std::nullopt, 1);
+    cfg.topK = r.getInt("num_experts_per_tok", std::nullopt, 1);
+    if (!errors.failed() && cfg.topK > numExperts)
+      r.error(llvm::formatv("num_experts_per_tok = {0} exceeds {1} = {2} "
+                            "(expected top_k <= number of experts)",
+                            cfg.topK, expertsKey, numExperts));
+    cfg.normTopkProb = mixtral || r.getBool("norm_topk_prob", false);
+    if (mixtral || olmoe) {
+      cfg.expertSize = r.getInt("intermediate_size", std::nullopt, 1);
+      sparse.assign(numLayers, true);
+    } else {
+      cfg.expertSize = r.getInt("moe_intermediate_size", std::nullopt, 1);
+      int64_t step = r.getInt("decoder_sparse_step", 1, 1);
+      std::vector<int64_t> mlpOnly = r.getIntList("mlp_only_layers", 0);
+      for (int64_t i = 0; i < numLayers; ++i)
+        sparse[i] = !llvm::is_contained(mlpOnly, i) && (i + 1) % step == 0;
+      if (arch == "qwen2_moe") {
+        cfg.sharedExpertSize =
+            r.getInt("shared_expert_intermediate_size", std::nullopt, 0);
+        cfg.sharedExpertGate = true;
+      }
+    }
+  }
+  if (errors.failed())
+    return errors.take();
+
+  double scale = 1.0 / std::sqrt(double(cfg.headDim));
+  for (int64_t i = 0; i < numLayers; ++i)
+    cfg.layers.push_back(
+        LayerConfig{sparse[i], intermediate, numExperts, window[i], scale});
+
+  MoEStyle style = mixtral ? MoEStyle::Mixtral : MoEStyle::Qwen;
+  auto names = [style](StringRef role, int64_t layer, int64_t expert) {
+    return llamaName(style, role, layer, expert);
+  };
+  source.ignorable = [tied = cfg.tied](StringRef name) {
+    return name.ends_with(".rotary_emb.inv_freq") ||
+           (tied && name == "lm_head.weight");
+  };
+  return buildModel(context, cfg, names, source);
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+importGpt2(const llvm::json::Object &root, JsonReader &r, ErrorSink &errors,
+           DecoderConfig &cfg, ParamSource &source, MLIRContext &context) {
+  cfg.hiddenSize = r.getInt("n_embd", std::nullopt, 1);
+  int64_t numLayers = r.getInt("n_layer", std::nullopt, 1);
+  cfg.numHeads = cfg.numKvHeads = r.getInt("n_head", std::nullopt, 1);
+  cfg.vocabSize = r.getInt("vocab_size", std::nullopt, 1);
+  cfg.maxPositions = r.getInt("n_positions", std::nullopt, 1);
+  int64_t inner = r.getInt("n_inner", 4 * cfg.hiddenSize, 1);
+  cfg.normEps = r.getPositive("layer_norm_epsilon", 1e-5);
+  std::string act = r.getChoice(
+      "activation_function",
+      {"gelu_new", "gelu", "gelu_pytorch_tanh", "relu", "silu", "swish"},
+      std::string("gelu_new"));
+  bool scaleWeights = r.getBool("scale_attn_weights", true);
+  bool byLayer = r.getBool("scale_attn_by_inverse_layer_idx", false);
+  cfg.tied = r.getBool("tie_word_embeddings", true);
+  cfg.initStd = r.getPositive("initializer_range", 0.02);
+  if (r.getBool("add_cross_attention", false))
+    r.badValue("add_cross_attention", "false: cross-attention is not "
+                                      "supported");
+  if (errors.failed())
+    return errors.take();
+  if (cfg.hiddenSize % cfg.numHeads != 0)
+    return llvm::createStringError(
+        llvm::formatv("{0}: n_embd {1} is not a multiple of n_head {2} "
+                      "(expected head_dim = n_embd / n_head)",
+                      r.getFile(), cfg.hiddenSize, cfg.numHeads)
+            .str());
+  cfg.headDim = cfg.hiddenSize / cfg.numHeads;
+  cfg.activation = llvm::StringSwitch<Activation>(act)
+                       .Cases({"gelu_new", "gelu_pytorch_tanh"},
+                              Activation::GeluTanh)
+                       .Case("gelu", Activation::Gelu)
+                       .Case("relu", Activation::Relu)
+                       .Default(Activation::Silu);
+  cfg.gated = false;
+  cfg.norm = NormKind::LayerNorm;
+  cfg.normBias = cfg.qkvBias = cfg.outBias = cfg.mlpBias = true;
+  cfg.fusedQKV = cfg.conv1d = true;
+  cfg.learnedPositions = true;
+  for (int64_t i = 0; i < numLayers; ++i) {
+    double scale = scaleWeights ? 1.0 / std::sqrt(double(cfg.headDim)) : 1.0;
+    if (byLayer)
+      scale /= double(i + 1);
+    cfg.layers.push_back(LayerConfig{false, inner, 0, 0, scale});
+  }
+
+  // Older checkpoints store the transformer's tensors without the prefix.
+  std::string prefix = "transformer.";
+  if (source.tensors && !source.tensors->count("transformer.wte.weight") &&
+      source.tensors->count("wte.weight"))
+    prefix = "";
+  auto names = [prefix](StringRef role, int64_t layer, int64_t) {
+    if (layer < 0) {
+      if (role == "embed")
+        return prefix + "wte.weight";
+      if (role == "pos_embed")
+        return prefix + "wpe.weight";
+      if (role == "lm_head")
+        return std::string("lm_head.weight");
+      StringRef rest = role;
+      rest.consume_front("final_norm");
+      return prefix + "ln_f" + rest.str();
+    }
+    std::string p = prefix + llvm::formatv("h.{0}.", layer).str();
+    static constexpr std::pair<StringRef, StringRef> map[] = {
+        {"attn_norm", "ln_1"},   {"mlp_norm", "ln_2"},
+        {"qkv", "attn.c_attn"},  {"o", "attn.c_proj"},
+        {"mlp.up", "mlp.c_fc"}, {"mlp.down", "mlp.c_proj"}};
+    for (auto [from, to] : map) {
+      StringRef rest = role;
+      if (rest.consume_front(from) && rest.starts_with("."))
+        return p + to.str() + rest.str();
+    }
+    return p + role.str();
+  };
+  source.ignorable = [tied = cfg.tied](StringRef name) {
+    return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") ||
+           (tied && name == "lm_head.weight");
+  };
+  return buildModel(context, cfg, names, source);
+}
+
+} // namespace
+
+llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
+    StringRef configPath, const llvm::json::Object &root,
+    StringRef checkpointDir, MLIRContext &context) {
+  ErrorSink errors;
+  JsonReader r(root, configPath, errors);
+  std::string arch = r.getString("model_type", std::nullopt);
+  if (errors.failed())
+    return errors.take();
+  static constexpr StringRef known[] = {"gpt2",  "mixtral", "qwen2_moe",
+                                        "qwen3_moe", "olmoe", "llama",
+                                        "mistral", "qwen2",   "qwen3"};
+  if (!llvm::is_contained(known, arch))
+    return llvm::createStringError(
+        (configPath + ": model_type '" + arch +
+         "' is not supported (expected one of " +
+         llvm::join(llvm::ArrayRef<StringRef>(known), ", ") + ")")
+            .str());
+
+  DecoderConfig cfg;
+  cfg.architecture = arch;
+  cfg.configFile = configPath.str();
+  llvm::SmallString<256> dir(llvm::sys::path::parent_path(configPath));
+  if (dir.empty())
+    dir = ".";
+  (void)llvm::sys::fs::make_absolute(dir);
+  llvm::sys::path::remove_dots(dir, /*remove_dot_dot=*/true);
+  cfg.name = llvm::sys::path::filename(dir).str();
+  if (cfg.name.empty())
+    cfg.name = arch;
+  if (std::optional<int64_t> bos = r.getOptInt("bos_token_id", 0))
+    cfg.bosTokenId = *bos;
+  cfg.eosTokenIds = readTokenIds(r, root, "eos_token_id");
+  // generate() stops at generation_config.json's eos ids; keep both.
+  llvm::SmallString<256> genPath(dir);
+  llvm::sys::path::append(genPath, "generation_config.json");
+  if (llvm::sys::fs::exists(genPath)) {
+    llvm::Expected<llvm::json::Value> gen = parseJsonFile(genPath);
+    if (!gen)
+      return gen.takeError();
+    JsonReader g(*gen->getAsObject(), genPath, errors);
+    for (int64_t id : readTokenIds(g, *gen->getAsObject(), "eos_token_id"))
+      if (!llvm::is_contained(cfg.eosTokenIds, id))
+        cfg.eosTokenIds.push_back(id);
+  }
+
+  ParamSource source;
+  TensorMap tensors;
+  if (!checkpointDir.empty()) {
+    llvm::Expected<TensorMap> read = readCheckpoint(checkpointDir, source.describedBy);
+    if (!read)
+      return read.takeError();
+    tensors = std::move(*read);
+    source.tensors = &tensors;
+    cfg.checkpoint = dir.str().str();
+  } else {
+    // A bare config: parameters take the dtype the model was saved in.
+    source.describedBy = configPath.str();
+    std::string dtype = r.getChoice(
+        r.has("dtype") ? "dtype" : "torch_dtype",
+        {"float32", "bfloat16", "float16"}, std::string("float32"));
+    source.elementType =
+        llvm::StringSwitch<Type>(dtype)
+            .Case("bfloat16", BFloat16Type::get(&context))
+            .Case("float16", Float16Type::get(&context))
+            .Default(Float32Type::get(&context));
+  }
+  if (errors.failed())
+    return errors.take();
+
+  if (arch == "gpt2")
+    return importGpt2(root, r, errors, cfg, source, context);
+  return importLlamaFamily(arch, configPath, root, r, errors, cfg, source,
+                           context);
+}

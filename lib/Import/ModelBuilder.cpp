@@ -1,0 +1,408 @@
+//===- ModelBuilder.cpp - decoder config -> moe IR ------------------------===//
+
+#include "ModelBuilder.h"
+#include "JsonReader.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FormatVariadic.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::detail;
+
+namespace {
+
+std::string shapeString(ArrayRef<int64_t> shape) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << "[";
+  llvm::interleaveComma(shape, os);
+  os << "]";
+  return s;
+}
+
+class Emitter {
+public:
+  Emitter(MLIRContext &context, const DecoderConfig &cfg, const NameFn &names,
+          const ParamSource &source)
+      : ctx(context), cfg(cfg), names(names), source(source),
+        b(&context), f32(b.getF32Type()) {}
+
+  llvm::Expected<OwningOpRef<ModuleOp>> run();
+
+private:
+  // --- parameters --------------------------------------------------------
+  Value weight(StringRef role, ArrayRef<int64_t> shape, InitKind init,
+               int64_t expert = -1);
+  Value matrix(StringRef role, int64_t rows, int64_t cols, int64_t expert = -1) {
+    return weight(role, {rows, cols}, InitKind::Normal, expert);
+  }
+  Type elementTypeFor(StringRef name, ArrayRef<int64_t> shape);
+  void checkUnusedTensors();
+
+  // --- ops ----------------------------------------------------------------
+  RankedTensorType act(int64_t width) {
+    return RankedTensorType::get({ShapedType::kDynamic, width}, f32);
+  }
+  Location at(StringRef what) {
+    std::string name =
+        layer >= 0 ? llvm::formatv("layers.{0}.{1}", layer, what).str()
+                   : what.str();
+    return NameLoc::get(b.getStringAttr(name));
+  }
+  Value norm(StringRef prefix, Value x, int64_t groupSize = 0,
+             bool forceRms = false);
+  Value linear(Value x, StringRef weightRole, StringRef biasRole, int64_t out,
+               bool transposed);
+  Value mlp(Value x, StringRef prefix, int64_t intermediate, bool bias);
+  Value attentionBlock(Value h);
+  Value moeBlock(Value x, const LayerConfig &lc);
+
+  MLIRContext &ctx;
+  const DecoderConfig &cfg;
+  const NameFn &names;
+  const ParamSource &source;
+  OpBuilder b;
+  Type f32;
+  ErrorSink errors;
+
+  ModelOp model;
+  GraphOp graph;
+  int64_t layer = -1;
+  llvm::StringMap<ParamOp> params;
+};
+
+Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape) {
+  if (!source.tensors)
+    return source.elementType;
+  auto it = source.tensors->find(name);
+  if (it == source.tensors->end()) {
+    errors.report(source.describedBy + ": missing tensor '" + name +
+                  "' (expected shape " + shapeString(shape) + ")");
+    return f32;
+  }
+  const TensorInfo &info = it->second;
+  if (ArrayRef<int64_t>(info.shape) != shape)
+    errors.report(info.file + ": tensor '" + name + "' has shape " +
+                  shapeString(info.shape) + " (expected " + shapeString(shape) +
+                  " from the model configuration)");
+  if (info.dtype == "F32")
+    return b.getF32Type();
+  if (info.dtype == "BF16")
+    return b.getBF16Type();
+  if (info.dtype == "F16")
+    return b.getF16Type();
+  errors.report(info.file + ": tensor '" + name + "' has dtype " + info.dtype +
+                " (expected F32, BF16 or F16)");
+  return f32;
+}
+
+Value Emitter::weight(StringRef role, ArrayRef<int64_t> shape, InitKind init,
+                      int64_t expert) {
+  std::string name = names(role, layer, expert);
+  ParamOp param;
+  auto it = params.find(name);
+  if (it != params.end()) {
+    param = it->second;
+    if (param.getTensorType().getShape() != shape)
+      errors.report(source.describedBy + ": tensor '" + name +
+                    "' is used with shapes " +
+                    shapeString(param.getTensorType().getShape()) + " and " +
+                    shapeString(shape) + " (expected one shape)");
+  } else {
+    auto type = RankedTensorType::get(shape, elementTypeFor(name, shape));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(graph);
+    param = ParamOp::create(
+        b, b.getUnknownLoc(), b.getStringAttr(name), b.getStringAttr(name),
+        TypeAttr::get(type), InitKindAttr::get(&ctx, init),
+        init == InitKind::Normal ? b.getF32FloatAttr(cfg.initStd) : FloatAttr());
+    params[name] = param;
+  }
+  return WeightOp::create(b, param.getLoc(), param.getType(),
+                          FlatSymbolRefAttr::get(param.getSymNameAttr()));
+}
+
+void Emitter::checkUnusedTensors() {
+  if (!source.tensors)
+    return;
+  std::vector<StringRef> unused;
+  for (const auto &kv : *source.tensors)
+    if (!params.count(kv.first()) &&
+        !(source.ignorable && source.ignorable(kv.first())))
+      unused.push_back(kv.first());
+  if (unused.empty())
+    return;
+  llvm::sort(unused);
+  const TensorInfo &info = source.tensors->find(unused.front())->second;
+  errors.report(info.file + ": tensor '" + unused.front() + "' is not used by the " +
+                cfg.architecture +
+                " model its config describes (expected only the tensors of "
+                "that configuration; " +
+                std::to_string(unused.size()) + " unused)");
+}
+
+Value Emitter::norm(StringRef prefix, Value x, int64_t groupSize,
+                    bool forceRms) {
+  int64_t size = groupSize ? groupSize
+                           : cast<RankedTensorType>(x.getType()).getDimSize(1);
+  Value w = weight((prefix + ".weight").str(), {size}, InitKind::Ones);
+  FloatAttr eps = b.getF32FloatAttr(cfg.normEps);
+  IntegerAttr group = groupSize ? b.getI64IntegerAttr(groupSize) : IntegerAttr();
+  if (cfg.norm == NormKind::RMSNorm || forceRms)
+    return RMSNormOp::create(b, at(prefix), x.getType(), x, w, eps, group,
+                             b.getF32FloatAttr(0.0f));
+  Value bias = cfg.normBias
+                   ? weight((prefix + ".bias").str(), {size}, InitKind::Zeros)
+                   : Value();
+  return LayerNormOp::create(b, at(prefix), x.getType(), x, w, bias, eps, group);
+}
+
+Value Emitter::linear(Value x, StringRef weightRole, StringRef biasRole,
+                      int64_t out, bool transposed) {
+  int64_t in = cast<RankedTensorType>(x.getType()).getDimSize(1);
+  Value w = transposed ? matrix(weightRole, in, out) : matrix(weightRole, out, in);
+  Value bias = biasRole.empty() ? Value()
+                                : weight(biasRole, {out}, InitKind::Zeros);
+  return LinearOp::create(b, at(weightRole), act(out), x, w, bias,
+                          transposed ? b.getUnitAttr() : UnitAttr());
+}
+
+Value Emitter::mlp(Value x, StringRef prefix, int64_t intermediate, bool bias) {
+  int64_t d = cfg.hiddenSize;
+  bool t = cfg.conv1d;
+  auto role = [&](StringRef piece) { return (prefix + "." + piece).str(); };
+  Value gate = cfg.gated ? (t ? matrix(role("gate.weight"), d, intermediate)
+                              : matrix(role("gate.weight"), intermediate, d))
+                         : Value();
+  Value up = t ? matrix(role("up.weight"), d, intermediate)
+               : matrix(role("up.weight"), intermediate, d);
+  Value upBias =
+      bias ? weight(role("up.bias"), {intermediate}, InitKind::Zeros) : Value();
+  Value down = t ? matrix(role("down.weight"), intermediate, d)
+                 : matrix(role("down.weight"), d, intermediate);
+  Value downBias = bias ? weight(role("down.bias"), {d}, InitKind::Zeros) : Value();
+  return MLPOp::create(b, at(prefix), x.getType(), x, up, upBias, gate, down,
+                       downBias, ActivationAttr::get(&ctx, cfg.activation),
+                       t ? b.getUnitAttr() : UnitAttr());
+}
+
+Value Emitter::attentionBlock(Value h) {
+  const LayerConfig &lc = cfg.layers[layer];
+  int64_t qWidth = cfg.numHeads * cfg.headDim;
+  int64_t kvWidth = cfg.numKvHeads * cfg.headDim;
+  Value n = norm("attn_norm", h);
+  Value q, k, v;
+  if (cfg.fusedQKV) {
+    Value qkv = linear(n, "qkv.weight", cfg.qkvBias ? "qkv.bias" : "",
+                       qWidth + 2 * kvWidth, cfg.conv1d);
+    auto split = SplitOp::create(
+        b, at("qkv_split"), TypeRange{act(qWidth), act(kvWidth), act(kvWidth)},
+        qkv);
+    q = split.getResult(0);
+    k = split.getResult(1);
+    v = split.getResult(2);
+  } else {
+    q = linear(n, "q.weight", cfg.qkvBias ? "q.bias" : "", qWidth, cfg.conv1d);
+    k = linear(n, "k.weight", cfg.qkvBias ? "k.bias" : "", kvWidth, cfg.conv1d);
+    v = linear(n, "v.weight", cfg.qkvBias ? "v.bias" : "", kvWidth, cfg.conv1d);
+  }
+  if (cfg.qkNorm != QKNorm::None) {
+    bool perHead = cfg.qkNorm == QKNorm::PerHead;
+    q = norm("q_norm", q, perHead ? cfg.headDim : qWidth, /*forceRms=*/true);
+    k = norm("k_norm", k, perHead ? cfg.headDim : kvWidth, /*forceRms=*/true);
+  }
+  if (cfg.rope) {
+    auto rotary = [&](Value x, int64_t heads, StringRef what) -> Value {
+      return RotaryOp::create(b, at(what), x.getType(), x,
+                              b.getI64IntegerAttr(heads),
+                              b.getI64IntegerAttr(cfg.headDim),
+                              b.getI64IntegerAttr(cfg.rotaryDim),
+                              b.getF32FloatAttr(cfg.ropeTheta),
+                              RopeStyleAttr::get(&ctx, RopeStyle::NeoX));
+    };
+    q = rotary(q, cfg.numHeads, "q_rope");
+    k = rotary(k, cfg.numKvHeads, "k_rope");
+  }
+  Value a = AttentionOp::create(
+      b, at("attention"), act(qWidth), q, k, v,
+      b.getI64IntegerAttr(cfg.numHeads), b.getI64IntegerAttr(cfg.numKvHeads),
+      b.getI64IntegerAttr(cfg.headDim), b.getF32FloatAttr(lc.attentionScale),
+      b.getI64IntegerAttr(layer), b.getUnitAttr(),
+      lc.slidingWindow ? b.getI64IntegerAttr(lc.slidingWindow) : IntegerAttr());
+  Value o = linear(a, "o.weight", cfg.outBias ? "o.bias" : "", cfg.hiddenSize,
+                   cfg.conv1d);
+  return AddOp::create(b, at("attn_residual"), h, o);
+}
+
+Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
+  int64_t d = cfg.hiddenSize, e = lc.numExperts, k = cfg.topK;
+  int64_t inter = cfg.expertSize;
+  auto slots = [&](Type elem) {
+    return RankedTensorType::get({ShapedType::kDynamic, k}, elem);
+  };
+  Value logits = RouterOp::create(b, at("router"), act(e), x,
+                                  matrix("router", e, d));
+  Value probs = ScoresOp::create(b, at("scores"), ScoreFn::Softmax, logits);
+  auto topk = TopKOp::create(b, at("top_k"), slots(f32), slots(b.getI32Type()),
+                             probs, b.getI64IntegerAttr(k));
+  Value weights = topk.getValues(), experts = topk.getIndices();
+  if (cfg.normTopkProb)
+    weights = RenormalizeOp::create(b, at("renormalize"), weights);
+  Value admitted;
+  if (cfg.dropTokens) {
+    auto cap = CapacityOp::create(
+        b, at("capacity"), slots(f32), slots(b.getI1Type()), experts, weights,
+        b.getI64IntegerAttr(e), b.getF64FloatAttr(cfg.capacityFactor),
+        b.getI64IntegerAttr(cfg.minCapacity));
+    weights = cap.getResult();
+    admitted = cap.getAdmitted();
+  }
+  auto map = ExpertMapOp::create(
+      b, at("expert_map"), RankedTensorType::get({e + 1}, b.getI32Type()),
+      RankedTensorType::get({ShapedType::kDynamic}, b.getI32Type()), experts,
+      admitted);
+  Value dispatched = DispatchOp::create(b, at("dispatch"), act(d), x,
+                                        map.getSortedSlots(),
+                                        b.getI64IntegerAttr(k));
+  SmallVector<Value> ups, gates, downs, upBiases, downBiases;
+  for (int64_t i = 0; i < e; ++i) {
+    if (cfg.gated)
+      gates.push_back(matrix("expert.gate.weight", inter, d, i));
+    ups.push_back(matrix("expert.up.weight", inter, d, i));
+    if (cfg.expertBias)
+      upBiases.push_back(weight("expert.up.bias", {inter}, InitKind::Zeros, i));
+    downs.push_back(matrix("expert.down.weight", d, inter, i));
+    if (cfg.expertBias)
+      downBiases.push_back(weight("expert.down.bias", {d}, InitKind::Zeros, i));
+  }
+  Value expertOut = ExpertsOp::create(
+      b, at("experts"), act(d), dispatched, map.getExpertOffsets(), ups, gates,
+      downs, upBiases, downBiases, b.getI64IntegerAttr(k),
+      ActivationAttr::get(&ctx, cfg.activation), PlacementAttr());
+  Value out = CombineOp::create(b, at("combine"), act(d), expertOut,
+                                map.getSortedSlots(), weights);
+  if (cfg.sharedExpertSize) {
+    Value shared = mlp(x, "shared", cfg.sharedExpertSize, /*bias=*/false);
+    if (cfg.sharedExpertGate) {
+      Value g = linear(x, "shared_gate", "", 1, /*transposed=*/false);
+      shared = SigmoidGateOp::create(b, at("shared_gate"), shared, g);
+    }
+    out = AddOp::create(b, at("shared_add"), out, shared);
+  }
+  if (cfg.residualMoE) {
+    Value dense = mlp(x, "mlp", lc.ffnSize, cfg.mlpBias);
+    Value coef = linear(x, "coef.weight", "coef.bias", 2, /*transposed=*/false);
+    out = ResidualMixOp::create(b, at("residual_mix"), out, dense, coef);
+  }
+  return out;
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>> Emitter::run() {
+  // Bound what we are asked to build before building it: every size is at
+  // most 2^24 (JsonReader), the attention width too, and the tensor count is
+  // what keeps import time and memory in check (Switch-C has 123k tensors).
+  constexpr int64_t kMaxWidth = int64_t(1) << 24, kMaxTensors = int64_t(1) << 20;
+  int64_t tensors = 8;
+  for (const LayerConfig &lc : cfg.layers)
+    tensors += 24 + (lc.moe ? 5 * lc.numExperts : 0);
+  if (tensors > kMaxTensors)
+    return llvm::createStringError(
+        llvm::formatv("{0}: the model would have about {1} tensors (expected "
+                      "at most {2}: fewer layers or experts)",
+                      cfg.configFile, tensors, kMaxTensors)
+            .str());
+  if (cfg.numHeads * cfg.headDim > kMaxWidth)
+    return llvm::createStringError(
+        llvm::formatv("{0}: attention width num_heads * head_dim = {1} is too "
+                      "large (expected at most {2})",
+                      cfg.configFile, cfg.numHeads * cfg.headDim, kMaxWidth)
+            .str());
+
+  Location loc = b.getUnknownLoc();
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+  model = ModelOp::create(b, loc, cfg.name, cfg.architecture);
+  model.setVocabSize(cfg.vocabSize);
+  model.setHiddenSize(cfg.hiddenSize);
+  model.setNumLayers(int64_t(cfg.layers.size()));
+  model.setMaxPositionEmbeddings(cfg.maxPositions);
+  if (cfg.bosTokenId)
+    model.setBosTokenId(*cfg.bosTokenId);
+  model.setEosTokenIds(cfg.eosTokenIds);
+  if (!cfg.checkpoint.empty())
+    model.setCheckpoint(cfg.checkpoint);
+
+  b.setInsertionPointToEnd(&model.getBodyBlock());
+  auto funcType = b.getFunctionType(
+      {RankedTensorType::get({ShapedType::kDynamic}, b.getI32Type())},
+      {act(cfg.vocabSize)});
+  graph = GraphOp::create(b, loc, "forward", funcType);
+  Block &entry = graph.getBody().front();
+  b.setInsertionPointToEnd(&entry);
+
+  int64_t d = cfg.hiddenSize;
+  Value embed = matrix("embed", cfg.vocabSize, d);
+  Value h = EmbeddingOp::create(b, at("embed"), act(d), entry.getArgument(0),
+                                embed, b.getF32FloatAttr(1.0f));
+  if (cfg.learnedPositions)
+    h = PositionEmbeddingOp::create(b, at("pos_embed"), h,
+                                    matrix("pos_embed", cfg.maxPositions, d));
+
+  for (const LayerConfig &lc : cfg.layers) {
+    ++layer;
+    auto layerOp = LayerOp::create(b, at("layer"), layer, h);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(&layerOp.getBodyBlock());
+    Value x = layerOp.getBodyBlock().getArgument(0);
+    Value afterAttn = attentionBlock(x);
+    Value n = norm("mlp_norm", afterAttn);
+    Value ffn = lc.moe ? moeBlock(n, lc) : mlp(n, "mlp", lc.ffnSize, cfg.mlpBias);
+    Value out = AddOp::create(b, at("mlp_residual"), afterAttn, ffn);
+    YieldOp::create(b, at("yield"), out);
+    h = layerOp.getResult();
+  }
+  layer = -1;
+
+  h = norm("final_norm", h);
+  Value head = cfg.tied ? matrix("embed", cfg.vocabSize, d)
+                        : matrix("lm_head", cfg.vocabSize, d);
+  Value logits = LMHeadOp::create(b, at("lm_head"), act(cfg.vocabSize), h,
+                                  head, Value(),
+                                  cfg.tied ? b.getUnitAttr() : UnitAttr());
+  ReturnOp::create(b, at("return"), logits);
+
+  checkUnusedTensors();
+  if (errors.failed())
+    return errors.take();
+
+  // The importers validate configs first, so a verifier failure here is an
+  // importer bug or a configuration we did not anticipate: report it as such.
+  std::string diagnostic;
+  {
+    ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &diag) {
+      if (diagnostic.empty())
+        diagnostic = diag.str();
+      return success();
+    });
+    if (failed(verify(*module)))
+      return llvm::createStringError(
+          "the imported model does not verify: " + diagnostic +
+          " (this is an importer bug or an unsupported configuration)");
+  }
+  return std::move(module);
+}
+
+} // namespace
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+mlir::moe::detail::buildModel(MLIRContext &context, const DecoderConfig &config,
+                              const NameFn &names, const ParamSource &source) {
+  context.getOrLoadDialect<MoEDialect>();
+  return Emitter(context, config, names, source).run();
+}

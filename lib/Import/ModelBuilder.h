@@ -1,0 +1,112 @@
+//===- ModelBuilder.h - decoder config -> moe IR ----------------*- C++ -*-===//
+//
+// Every importer (descriptions, each Hugging Face architecture) fills a
+// DecoderConfig and a name scheme; buildModel emits the moe.model, declaring
+// each parameter on first use and checking it against the checkpoint.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_LIB_IMPORT_MODELBUILDER_H
+#define MOE_LIB_IMPORT_MODELBUILDER_H
+
+#include "moe/Dialect/MoEOps.h"
+#include "moe/Import/Safetensors.h"
+
+#include "mlir/IR/OwningOpRef.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir::moe::detail {
+
+enum class NormKind { LayerNorm, RMSNorm };
+/// How q/k are normalized before RoPE: not at all, per head over head_dim
+/// (Qwen3), or over the whole projection (OLMoE).
+enum class QKNorm { None, PerHead, Full };
+
+struct LayerConfig {
+  bool moe = false;
+  /// Dense MLP width (dense layers; the residual MLP of residual-MoE layers).
+  int64_t ffnSize = 0;
+  int64_t numExperts = 0;
+  /// 0: full causal attention.
+  int64_t slidingWindow = 0;
+  double attentionScale = 1.0;
+};
+
+struct DecoderConfig {
+  std::string name, architecture;
+  /// The file the configuration came from (config.json or the description),
+  /// named by errors about the configuration as a whole.
+  std::string configFile;
+  int64_t vocabSize = 0, hiddenSize = 0, maxPositions = 0;
+  std::optional<int64_t> bosTokenId;
+  std::vector<int64_t> eosTokenIds;
+  /// Absolute checkpoint directory, or "" when there are no weights.
+  std::string checkpoint;
+
+  int64_t numHeads = 0, numKvHeads = 0, headDim = 0;
+  NormKind norm = NormKind::RMSNorm;
+  double normEps = 1e-5;
+  bool normBias = false;
+
+  bool learnedPositions = false;
+  bool rope = false;
+  double ropeTheta = 10000.0;
+  int64_t rotaryDim = 0;
+
+  bool fusedQKV = false;  // one [D, 3D] projection (GPT-2 c_attn)
+  bool conv1d = false;    // weights stored [in, out] (GPT-2 Conv1D)
+  bool qkvBias = false, outBias = false, mlpBias = false;
+  QKNorm qkNorm = QKNorm::None;
+
+  Activation activation = Activation::Silu;
+  bool gated = true;
+  bool tied = false;
+
+  // MoE layers.
+  int64_t topK = 1;
+  bool normTopkProb = false;
+  bool dropTokens = false;
+  double capacityFactor = 0.0;
+  int64_t minCapacity = 0;
+  int64_t expertSize = 0;
+  bool expertBias = false;
+  int64_t sharedExpertSize = 0;
+  bool sharedExpertGate = false;
+  bool residualMoE = false; // DeepSpeed use_residual
+
+  double initStd = 0.02;
+  std::vector<LayerConfig> layers;
+};
+
+/// Maps a parameter role to its checkpoint tensor name. Roles: "embed",
+/// "pos_embed", "final_norm.weight|bias", "lm_head", and per layer
+/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm.weight", "k_norm.weight",
+/// "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "router",
+/// "expert.{up,gate,down}.{weight,bias}" (with `expert`),
+/// "shared.{up,gate,down}.weight", "shared_gate", "coef.{weight,bias}".
+using NameFn = std::function<std::string(llvm::StringRef role, int64_t layer,
+                                         int64_t expert)>;
+
+/// Where parameters come from: a checkpoint (tensors are checked), or
+/// nothing (every parameter gets `elementType`).
+struct ParamSource {
+  const TensorMap *tensors = nullptr;
+  std::string describedBy; // file named in "missing tensor" errors
+  Type elementType;
+  /// Checkpoint tensors the model may leave unused (buffers such as GPT-2's
+  /// attn.bias, or lm_head.weight of a tied model).
+  std::function<bool(llvm::StringRef)> ignorable;
+};
+
+/// Builds and verifies the model. Errors: "FILE: what (expected ...)".
+llvm::Expected<OwningOpRef<ModuleOp>>
+buildModel(MLIRContext &context, const DecoderConfig &config,
+           const NameFn &names, const ParamSource &source);
+
+} // namespace mlir::moe::detail
+
+#endif // MOE_LIB_IMPORT_MODELBUILDER_H

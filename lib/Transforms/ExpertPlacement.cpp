@@ -1,0 +1,204 @@
+//===- ExpertPlacement.cpp - Place experts on ranks -----------------------===//
+//
+// Gives every moe.experts a #moe.placement over the model's device grid and
+// inserts the dispatch/combine exchanges around it. The balanced strategy is
+// longest-processing-time-first list scheduling with a per-rank cap of
+// ceil(E/P) experts: every rank holds the same number of experts (memory)
+// while the busiest rank's routed-token load stays close to the mean.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoEOps.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/Support/Debug.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <numeric>
+
+#define DEBUG_TYPE "moe-expert-placement"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEEXPERTPLACEMENTPASS
+#include "moe/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Per-layer per-expert routed-token counts, as moe-run --expert-profile
+/// writes them: {"layers": [{"layer": L, "routed": [c0, c1, ...]}, ...]}.
+using Profile = llvm::DenseMap<int64_t, SmallVector<double>>;
+
+FailureOr<Profile> readProfile(ModelOp model, StringRef path) {
+  auto fail = [&](const Twine &what) {
+    return model.emitError() << path << ": " << what;
+  };
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  if (!buffer)
+    return fail("cannot read the expert profile (" +
+                buffer.getError().message() + ")");
+  llvm::Expected<llvm::json::Value> doc =
+      llvm::json::parse((*buffer)->getBuffer());
+  if (!doc)
+    return fail("not JSON: " + llvm::toString(doc.takeError()));
+  const llvm::json::Object *root = doc->getAsObject();
+  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
+  if (!layers)
+    return fail("expected an object with a \"layers\" array (moe-run "
+                "--expert-profile output)");
+  Profile profile;
+  for (auto [i, entry] : llvm::enumerate(*layers)) {
+    const llvm::json::Object *layer = entry.getAsObject();
+    std::optional<int64_t> index = layer ? layer->getInteger("layer") : std::nullopt;
+    const llvm::json::Array *routed = layer ? layer->getArray("routed") : nullptr;
+    if (!index || !routed)
+      return fail("layers[" + Twine(i) + "]: expected {\"layer\": int, "
+                  "\"routed\": [counts]}");
+    SmallVector<double> counts;
+    for (const llvm::json::Value &c : *routed) {
+      std::optional<double> n = c.getAsNumber();
+      if (!n || *n < 0)
+        return fail("layers[" + Twine(i) + "].routed: expected non-negative "
+                    "numbers");
+      counts.push_back(*n);
+    }
+    profile[*index] = std::move(counts);
+  }
+  return profile;
+}
+
+SmallVector<int64_t> placeContiguous(int64_t numExperts, int64_t numRanks) {
+  SmallVector<int64_t> ranks(numExperts);
+  for (int64_t e = 0; e < numExperts; ++e)
+    ranks[e] = e * numRanks / numExperts;
+  return ranks;
+}
+
+SmallVector<int64_t> placeRoundRobin(int64_t numExperts, int64_t numRanks) {
+  SmallVector<int64_t> ranks(numExperts);
+  for (int64_t e = 0; e < numExperts; ++e)
+    ranks[e] = e % numRanks;
+  return ranks;
+}
+
+SmallVector<int64_t> placeBalanced(ArrayRef<double> load, int64_t numRanks) {
+  int64_t numExperts = int64_t(load.size());
+  int64_t cap = llvm::divideCeil(numExperts, numRanks);
+  SmallVector<int64_t> order(numExperts);
+  std::iota(order.begin(), order.end(), 0);
+  llvm::stable_sort(order, [&](int64_t a, int64_t b) { return load[a] > load[b]; });
+  SmallVector<double> rankLoad(numRanks, 0.0);
+  SmallVector<int64_t> rankCount(numRanks, 0), ranks(numExperts, 0);
+  for (int64_t e : order) {
+    int64_t best = -1;
+    for (int64_t r = 0; r < numRanks; ++r) {
+      if (rankCount[r] >= cap)
+        continue;
+      if (best < 0 || rankLoad[r] < rankLoad[best] ||
+          (rankLoad[r] == rankLoad[best] && rankCount[r] < rankCount[best]))
+        best = r;
+    }
+    ranks[e] = best;
+    rankLoad[best] += load[e];
+    ++rankCount[best];
+  }
+  return ranks;
+}
+
+struct MoEExpertPlacementPass
+    : mlir::moe::impl::MoEExpertPlacementPassBase<MoEExpertPlacementPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModelOp model = getOperation();
+    auto grids = model.getBodyBlock().getOps<shard::GridOp>();
+    if (grids.empty())
+      return; // one rank: every expert everywhere
+    shard::GridOp grid = *grids.begin();
+    int64_t numRanks = 1;
+    for (int64_t d : grid.getShape())
+      numRanks *= d;
+    if (strategy != "balanced" && strategy != "round-robin" &&
+        strategy != "contiguous") {
+      model.emitError() << "moe-expert-placement: unknown strategy '"
+                        << strategy
+                        << "' (expected balanced, round-robin or contiguous)";
+      return signalPassFailure();
+    }
+    Profile loads;
+    if (!profile.empty()) {
+      FailureOr<Profile> read = readProfile(model, profile);
+      if (failed(read))
+        return signalPassFailure();
+      loads = std::move(*read);
+    }
+    SmallVector<int16_t> allAxes;
+    for (size_t d = 0; d < grid.getShape().size(); ++d)
+      allAxes.push_back(int16_t(d));
+
+    WalkResult result = model.walk([&](ExpertsOp experts) -> WalkResult {
+      if (experts.getInput().getDefiningOp<AllToAllOp>())
+        return WalkResult::advance(); // already placed and exchanged
+      int64_t numExperts = experts.getNumExperts();
+      auto layer = experts->getParentOfType<LayerOp>();
+      int64_t layerIndex = layer ? layer.getIndex() : -1;
+      SmallVector<int64_t> ranks;
+      if (strategy == "contiguous") {
+        ranks = placeContiguous(numExperts, numRanks);
+      } else if (strategy == "round-robin") {
+        ranks = placeRoundRobin(numExperts, numRanks);
+      } else {
+        SmallVector<double> load(numExperts, 1.0);
+        auto it = loads.find(layerIndex);
+        if (it != loads.end()) {
+          if (int64_t(it->second.size()) != numExperts) {
+            experts.emitError() << profile << ": layer " << layerIndex
+                                << " has " << it->second.size()
+                                << " expert counts (expected " << numExperts
+                                << ")";
+            return WalkResult::interrupt();
+          }
+          load = it->second;
+        }
+        ranks = placeBalanced(load, numRanks);
+      }
+      auto placement =
+          PlacementAttr::get(&getContext(), numRanks, ranks);
+      experts.setPlacementAttr(placement);
+      LLVM_DEBUG(llvm::dbgs() << "layer " << layerIndex << ": " << placement
+                              << "\n");
+
+      auto dispatch = experts.getInput().getDefiningOp<DispatchOp>();
+      if (!dispatch) {
+        experts.emitError("experts input must come from moe.dispatch to be "
+                          "exchanged");
+        return WalkResult::interrupt();
+      }
+      // Tokens leave as soon as they are dispatched.
+      OpBuilder b(experts);
+      b.setInsertionPointAfter(dispatch);
+      Value offsets = experts.getExpertOffsets();
+      auto in = AllToAllOp::create(b, dispatch.getLoc(), ExchangeKind::Dispatch,
+                                   experts.getInput(), offsets,
+                                   grid.getSymName(), allAxes, placement);
+      experts.getInputMutable().assign(in.getResult());
+      b.setInsertionPointAfter(experts);
+      auto out = AllToAllOp::create(b, experts.getLoc(), ExchangeKind::Combine,
+                                    experts.getResult(), offsets,
+                                    grid.getSymName(), allAxes, placement);
+      experts.getResult().replaceAllUsesExcept(out.getResult(), out);
+      return WalkResult::advance();
+    });
+    if (result.wasInterrupted())
+      signalPassFailure();
+  }
+};
+
+} // namespace

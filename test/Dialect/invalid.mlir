@@ -1,0 +1,1177 @@
+// RUN: moe-opt %s -split-input-file -verify-diagnostics -allow-unregistered-dialect
+// One case per verifier message of the moe dialect (attributes, ops, symbol
+// uses), plus the parser errors of the custom syntax.
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{top_k must be at least 1 (got 0)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 0> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{capacity_factor must be a finite number >= 0}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, capacity_factor = -1.0> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{min_capacity must be >= 0 (got -2)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, capacity_factor = 1.0, min_capacity = -2> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{drop_tokens needs a capacity_factor > 0}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, drop_tokens = true> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{unknown routing parameter 'capacity' (expected top_k, score, score_before_topk, norm_topk_prob, capacity_factor, min_capacity or drop_tokens)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, capacity = 2.0> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{duplicate routing parameter 'top_k'}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, top_k = 2> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{#moe.routing needs top_k}}
+  %e, %w, %o, %s = moe.gate %l routing <norm_topk_prob = true> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{unknown score function 'relu' (expected softmax or sigmoid)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, score = relu> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{expected true or false}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, norm_topk_prob = yes> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{placement needs at least one rank (got ranks = 0)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 0, experts = [0, 0]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{expert 1 is placed on rank 2 (expected a rank in [0, 2))}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 2]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op vocab_size must be positive (got 0)}}
+moe.model @m attributes {architecture = "test", vocab_size = 0, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op num_layers must be >= 0 (got -1)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = -1, max_position_embeddings = 8} {
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op has no moe.graph (expected exactly one)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'func.func' op is not allowed in a moe.model body (expected moe.param, moe.graph or shard.grid)}}
+  func.func @g() {
+    return
+  }
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @other(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+  // expected-error@+1 {{'moe.graph' op is a second moe.graph (expected exactly one graph per model)}}
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.graph' op returns logits of width 5 (expected vocab_size 4)}}
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x5xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %w5 = "test.w"() : () -> tensor<5x2xf32>
+    %l = moe.lm_head %x, %w5 : tensor<?x2xf32>, tensor<5x2xf32> -> tensor<?x5xf32>
+    moe.return %l : tensor<?x5xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 2, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    // expected-error@+1 {{'moe.layer' op has index 1 (expected 0: layers are numbered 0..num_layers-1 in order)}}
+    %y = moe.layer 1 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op has 0 moe.layer ops (expected num_layers = 1)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      // expected-error@+1 {{'moe.attention' op uses KV cache layer 1 (expected < num_layers 1)}}
+      %a = moe.attention %h, %h, %h heads 1 kv_heads 1 head_dim 2 scale 1.0 layer 1 causal : tensor<?x2xf32>, tensor<?x2xf32>, tensor<?x2xf32> -> tensor<?x2xf32>
+      moe.yield %a : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      %a = moe.attention %h, %h, %h heads 1 kv_heads 1 head_dim 2 scale 1.0 layer 0 causal : tensor<?x2xf32>, tensor<?x2xf32>, tensor<?x2xf32> -> tensor<?x2xf32>
+      // expected-error@+1 {{'moe.attention' op reuses KV cache layer 0 (expected one attention per KV cache layer)}}
+      %b = moe.attention %a, %a, %a heads 1 kv_heads 1 head_dim 2 scale 1.0 layer 0 causal : tensor<?x2xf32>, tensor<?x2xf32>, tensor<?x2xf32> -> tensor<?x2xf32>
+      moe.yield %b : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.param @head "head" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %hw = moe.weight @head : tensor<4x2xf32>
+    // expected-error@+1 {{'moe.lm_head' op is tied but its weight is not the token embedding table (expected a moe.weight of the embedding's parameter)}}
+    %l = moe.lm_head %x, %hw tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 1x2)
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %u = "test.w"() : () -> tensor<4x2xf32>
+      %d = "test.w"() : () -> tensor<2x4xf32>
+      // expected-error@+1 {{'moe.experts' op placement spans 4 ranks (expected the 2 ranks of the device grid @devices)}}
+      %e = moe.experts %h, %off top_k 1 act gelu up [%u, %u] : tensor<4x2xf32> down [%d, %d] : tensor<2x4xf32> placement <ranks = 4, experts = [0, 3]> : tensor<?x2xf32>, tensor<3xi32> -> tensor<?x2xf32>
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{type 'tensor<4x2xi32>' is not a statically shaped tensor of f32, bf16 or f16}}
+  moe.param @p "p" : tensor<4x2xi32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{type 'tensor<?x2xf32>' is not a statically shaped tensor of f32, bf16 or f16}}
+  moe.param @p "p" : tensor<?x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{type 'tensor<0x2xf32>' has an empty dimension (expected sizes >= 1)}}
+  moe.param @p "p" : tensor<0x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op has an empty checkpoint tensor name}}
+  moe.param @p "" : tensor<2xf32> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op init normal needs a positive std}}
+  moe.param @p "p" : tensor<2xf32> init normal
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op init ones takes no std (only init normal does)}}
+  moe.param @p "p" : tensor<2xf32> init ones std 0.5
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{custom op 'moe.param' expected string or keyword containing one of the following enum values for attribute 'init' [normal, ones, zeros]}}
+  moe.param @p "p" : tensor<2xf32> init uniform
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  // expected-error@+1 {{'moe.graph' op expects one argument: the token ids (tensor<?xi32>)}}
+  moe.graph @forward(%ids: tensor<?xi64>) -> tensor<?x4xf32> {
+    %l = "test.logits"() : () -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  // expected-error@+1 {{'moe.graph' op expects one result: the logits (tensor<?xVOCABxf32>)}}
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf16> {
+    %l = "test.logits"() : () -> tensor<?x4xf16>
+    moe.return %l : tensor<?x4xf16>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %l = "test.logits"() : () -> tensor<?x8xf32>
+    // expected-error@+1 {{'moe.return' op returns 1 value(s) whose types do not match the graph's results '(tensor<?xi32>) -> tensor<?x4xf32>'}}
+    moe.return %l : tensor<?x8xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    // expected-error@+1 {{'moe.weight' op @nope does not name a moe.param of the enclosing moe.model}}
+    %w = moe.weight @nope : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    // expected-error@+1 {{'moe.weight' op has type 'tensor<4x2xbf16>' but parameter @emb is declared as 'tensor<4x2xf32>'}}
+    %w = moe.weight @emb : tensor<4x2xbf16>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xbf16> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xbf16> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    // expected-error@+1 {{'moe.layer' op index must be >= 0 (got -1)}}
+    %y = moe.layer -1 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+func.func @f(%x: tensor<?x2xf32>) {
+  // expected-error@+1 {{'moe.layer' op body must take one argument of the input type 'tensor<?x2xf32>'}}
+  %y = "moe.layer"(%x) <{index = 0 : i64}> ({
+  ^bb0(%h: tensor<?x3xf32>):
+    %z = "test.z"() : () -> tensor<?x2xf32>
+    moe.yield %z : tensor<?x2xf32>
+  }) : (tensor<?x2xf32>) -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x2xf32>) {
+  // expected-error@+1 {{'moe.layer' op body must end with moe.yield}}
+  %y = "moe.layer"(%x) <{index = 0 : i64}> ({
+  ^bb0(%h: tensor<?x2xf32>):
+    "test.end"() : () -> ()
+  }) : (tensor<?x2xf32>) -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x2xf32>) {
+  %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+    %z = "test.z"() : () -> tensor<?x3xf32>
+    // expected-error@+1 {{'moe.yield' op yields 'tensor<?x3xf32>' (expected the layer's type 'tensor<?x2xf32>')}}
+    moe.yield %z : tensor<?x3xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<?xi32>, %t: tensor<4x2xf32>) {
+  // expected-error@+1 {{'moe.embedding' op result width 3 does not match the table's hidden size 2 (table is [vocab, hidden])}}
+  %x = moe.embedding %ids, %t : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x3xf32>
+  return
+}
+
+// -----
+
+func.func @f(%ids: tensor<?xi32>, %t: tensor<4x2xf32>) {
+  // expected-error@+1 {{'moe.embedding' op scale must be nonzero}}
+  %x = moe.embedding %ids, %t {scale = 0.0 : f32} : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x3xf32>, %t: tensor<8x2xf32>) {
+  // expected-error@+1 {{'moe.position_embedding' op input width 3 (expected 2, the position table is [max_positions, hidden])}}
+  %y = moe.position_embedding %x, %t : tensor<?x3xf32>, tensor<8x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<4xf32>) {
+  // expected-error@+1 {{'moe.layer_norm' op eps must be positive}}
+  %y = moe.layer_norm %x, %w eps 0.0 : tensor<?x4xf32>, tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<3xf32>) {
+  // expected-error@+1 {{'moe.rms_norm' op group_size 3 does not divide the row width 4}}
+  %y = moe.rms_norm %x, %w eps 1.0e-5 group 3 : tensor<?x4xf32>, tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<2xf32>) {
+  // expected-error@+1 {{'moe.rms_norm' op group_size must be positive (got 0)}}
+  %y = moe.rms_norm %x, %w eps 1.0e-5 group 0 : tensor<?x4xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<2xf32>) {
+  // expected-error@+1 {{'moe.rms_norm' op weight has 2 elements (expected 4)}}
+  %y = moe.rms_norm %x, %w eps 1.0e-5 : tensor<?x4xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<4xf32>, %b: tensor<2xf32>) {
+  // expected-error@+1 {{'moe.layer_norm' op bias has 2 elements (expected 4)}}
+  %y = moe.layer_norm %x, %w, %b eps 1.0e-5 : tensor<?x4xf32>, tensor<4xf32>, tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<8x3xf32>) {
+  // expected-error@+1 {{'moe.linear' op input width 4 does not match the weight [8, 3] ([N, K])}}
+  %y = moe.linear %x, %w : tensor<?x4xf32>, tensor<8x3xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<4x8xf32>) {
+  // expected-error@+1 {{'moe.linear' op result width 4 (expected 8, the weight's output size)}}
+  %y = moe.linear %x, %w {transposed} : tensor<?x4xf32>, tensor<4x8xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<8x4xf32>, %b: tensor<4xf32>) {
+  // expected-error@+1 {{'moe.linear' op bias has 4 elements (expected 8)}}
+  %y = moe.linear %x, %w, %b : tensor<?x4xf32>, tensor<8x4xf32>, tensor<4xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<8x4xi8>) {
+  // expected-error@+1 {{'moe.linear' op operand #1 must be 2D statically shaped tensor of f32, bf16 or f16}}
+  %y = moe.linear %x, %w : tensor<?x4xf32>, tensor<8x4xi8> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x12xf32>) {
+  // expected-error@+1 {{'moe.split' op result widths sum to 10 (expected the input width 12)}}
+  %a, %b = moe.split %x : tensor<?x12xf32> -> tensor<?x4xf32>, tensor<?x6xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x12xf32>) {
+  // expected-error@+1 {{'moe.split' op needs at least one result}}
+  "moe.split"(%x) : (tensor<?x12xf32>) -> ()
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x12xf32>) {
+  // expected-error@+1 {{'moe.split' op result widths must be static}}
+  %a, %b = moe.split %x : tensor<?x12xf32> -> tensor<?x4xf32>, tensor<?x?xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<5x12xf32>) {
+  // expected-error@+1 {{'moe.split' op results must have the input's number of rows}}
+  %a, %b = moe.split %x : tensor<5x12xf32> -> tensor<5x4xf32>, tensor<3x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x48xf32>) {
+  // expected-error@+1 {{'moe.rotary' op num_heads * head_dim = 4 * 16 = 64 does not match the input width 48}}
+  %y = moe.rotary %x heads 4 head_dim 16 rotary_dim 16 theta 10000.0 style neox : tensor<?x48xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>) {
+  // expected-error@+1 {{'moe.rotary' op rotary_dim 17 must be even and in [2, head_dim = 16]}}
+  %y = moe.rotary %x heads 4 head_dim 16 rotary_dim 17 theta 10000.0 style neox : tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>) {
+  // expected-error@+1 {{'moe.rotary' op theta must be positive}}
+  %y = moe.rotary %x heads 4 head_dim 16 rotary_dim 16 theta -1.0 style neox : tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>) {
+  // expected-error@+1 {{'moe.rotary' op num_heads must be positive (got 0)}}
+  %y = moe.rotary %x heads 0 head_dim 16 rotary_dim 16 theta 1.0 style neox : tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>) {
+  // expected-error@+1 {{custom op 'moe.rotary' expected string or keyword containing one of the following enum values for attribute 'style' [neox, interleaved]}}
+  %y = moe.rotary %x heads 4 head_dim 16 rotary_dim 16 theta 1.0 style gptj : tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x64xf32>, %v: tensor<?x64xf32>) {
+  // expected-error@+1 {{'moe.attention' op num_heads 6 is not a multiple of num_kv_heads 4 (expected whole groups of query heads per KV head)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 4 head_dim 16 scale 0.25 layer 0 causal : tensor<?x96xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x64xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op q width 64 (expected 96, num_heads * head_dim)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.25 layer 0 causal : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x48xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op k width 48 (expected 32, num_kv_heads * head_dim)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.25 layer 0 causal : tensor<?x96xf32>, tensor<?x48xf32>, tensor<?x32xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x32xf32>, %v: tensor<?x16xf32>) {
+  // expected-error@+1 {{'moe.attention' op v width 16 (expected 32, num_kv_heads * head_dim)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.25 layer 0 causal : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x16xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op result width 64 (expected 96, num_heads * head_dim)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.25 layer 0 causal : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op scale must be positive}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.0 layer 0 causal : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op layer must be >= 0 (got -1)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.25 layer -1 causal : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op sliding window must be positive (got 0)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 16 scale 0.25 layer 0 causal window 0 : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x96xf32>, %k: tensor<?x32xf32>, %v: tensor<?x32xf32>) {
+  // expected-error@+1 {{'moe.attention' op head_dim must be positive (got 0)}}
+  %o = moe.attention %q, %k, %v heads 6 kv_heads 2 head_dim 0 scale 0.25 layer 0 causal : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x96xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{'moe.mlp' op up weight is [128, 32] (expected [128, 64], [I, D])}}
+  %y = moe.mlp %x up %u2 down %d act gelu : (tensor<?x64xf32>, tensor<128x32xf32>, tensor<64x128xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{'moe.mlp' op gate weight is [64, 64] (expected [128, 64], [I, D])}}
+  %y = moe.mlp %x up %u gate %g down %d act silu : (tensor<?x64xf32>, tensor<128x64xf32>, tensor<64x64xf32>, tensor<64x128xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{'moe.mlp' op down weight is [128, 64] (expected [64, 128], [D, I])}}
+  %y = moe.mlp %x up %u down %d2 act gelu : (tensor<?x64xf32>, tensor<128x64xf32>, tensor<128x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{'moe.mlp' op up bias has 64 elements (expected 128)}}
+  %y = moe.mlp %x up %u bias %b down %d act gelu : (tensor<?x64xf32>, tensor<128x64xf32>, tensor<64xf32>, tensor<64x128xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{'moe.mlp' op down bias has 128 elements (expected 64)}}
+  %y = moe.mlp %x up %u down %d bias %b2 act gelu : (tensor<?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<128xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{'moe.mlp' op down weight is [64, 128] (expected [128, 64], [I, D], transposed)}}
+  %y = moe.mlp %x up %d down %d act gelu {transposed} : (tensor<?x64xf32>, tensor<64x128xf32>, tensor<64x128xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
+  // expected-error@+1 {{custom op 'moe.mlp' expected string or keyword containing one of the following enum values for attribute 'activation' [gelu, gelu_tanh, relu, silu]}}
+  %y = moe.mlp %x up %u down %d act swish : (tensor<?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x8xf32>, %w: tensor<16x4xf32>) {
+  // expected-error@+1 {{'moe.lm_head' op input width 8 does not match the weight [16, 4] ([vocab, hidden])}}
+  %y = moe.lm_head %x, %w : tensor<?x8xf32>, tensor<16x4xf32> -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<16x4xf32>) {
+  // expected-error@+1 {{'moe.lm_head' op result width 8 (expected 16, the weight's vocab size)}}
+  %y = moe.lm_head %x, %w : tensor<?x4xf32>, tensor<16x4xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<16x4xf32>, %b: tensor<4xf32>) {
+  // expected-error@+1 {{'moe.lm_head' op bias has 4 elements (expected 16)}}
+  %y = moe.lm_head %x, %w, %b : tensor<?x4xf32>, tensor<16x4xf32>, tensor<4xf32> -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<8x2xf32>) {
+  // expected-error@+1 {{'moe.router' op input width 4 does not match the router weight [8, 2] ([num_experts, hidden])}}
+  %y = moe.router %x, %w : tensor<?x4xf32>, tensor<8x2xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %w: tensor<8x4xf32>) {
+  // expected-error@+1 {{'moe.router' op result width 4 (expected 8, one logit per expert)}}
+  %y = moe.router %x, %w : tensor<?x4xf32>, tensor<8x4xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.top_k' op top_k = 9 exceeds the number of experts 8}}
+  %w, %e = moe.top_k %p k 9 : tensor<?x8xf32> -> tensor<?x9xf32>, tensor<?x9xi32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.top_k' op top_k must be at least 1 (got 0)}}
+  %w, %e = moe.top_k %p k 0 : tensor<?x8xf32> -> tensor<?x0xf32>, tensor<?x0xi32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.top_k' op values has 1 columns (expected top_k = 2)}}
+  %w, %e = moe.top_k %p k 2 : tensor<?x8xf32> -> tensor<?x1xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<5x8xf32>) {
+  // expected-error@+1 {{'moe.top_k' op indices has 4 rows (expected one per token, 5)}}
+  %w, %e = moe.top_k %p k 2 : tensor<5x8xf32> -> tensor<5x2xf32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x1xi32>, %w: tensor<?x1xf32>) {
+  // expected-error@+1 {{'moe.capacity' op capacity factor must be positive}}
+  %r, %k = moe.capacity %e, %w experts 8 factor 0.0 min 4 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x1xi32>, %w: tensor<?x1xf32>) {
+  // expected-error@+1 {{'moe.capacity' op min capacity must be >= 0 (got -1)}}
+  %r, %k = moe.capacity %e, %w experts 8 factor 1.0 min -1 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x1xi32>, %w: tensor<?x1xf32>) {
+  // expected-error@+1 {{'moe.capacity' op num_experts must be positive (got 0)}}
+  %r, %k = moe.capacity %e, %w experts 0 factor 1.0 min 4 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x1xi32>, %w: tensor<?x1xf32>) {
+  // expected-error@+1 {{'moe.capacity' op result has 2 columns (expected top_k = 1)}}
+  %r, %k = moe.capacity %e, %w experts 8 factor 1.0 min 4 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x2xf32>, tensor<?x1xi1>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x2xi32>) {
+  %w = "test.w"() : () -> tensor<?x2xf32>
+  // expected-error@+1 {{'moe.capacity' op top_k = 2 exceeds the number of experts 1}}
+  %r, %k = moe.capacity %e, %w experts 1 factor 1.0 min 4 : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<?x2xf32>, tensor<?x2xi1>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x2xi32>) {
+  // expected-error@+1 {{'moe.expert_map' op expert_offsets needs num_experts + 1 >= 2 entries}}
+  %o, %s = moe.expert_map %e : tensor<?x2xi32> -> tensor<1xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x2xi32>, %k: tensor<?x1xi1>) {
+  // expected-error@+1 {{'moe.expert_map' op admitted is [?, 1] (expected the shape of indices [?, 2])}}
+  %o, %s = moe.expert_map %e admitted %k : tensor<?x2xi32>, tensor<?x1xi1> -> tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%e: tensor<?x2xi32>) {
+  // expected-error@+1 {{'moe.expert_map' op top_k = 2 exceeds the number of experts 1}}
+  %o, %s = moe.expert_map %e : tensor<?x2xi32> -> tensor<2xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.gate' op top_k = 9 exceeds the number of experts 8}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 9> : tensor<?x8xf32> -> tensor<?x9xi32>, tensor<?x9xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.gate' op slot_weight has 1 columns (expected top_k = 2)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 2> : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.gate' op expert_offsets has 8 entries (expected num_experts + 1 = 9)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 2> : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<8xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.dispatch' op top_k must be at least 1 (got 0)}}
+  %d = moe.dispatch %x, %s top_k 0 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.dispatch' op result width 8 (expected 4, rows are copies of input rows)}}
+  %d = moe.dispatch %x, %s top_k 1 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op has 1 up weights (expected 2, one per expert)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op has 1 gate weights (expected 2, one per expert, or none)}}
+  %y = moe.experts %x, %off top_k 1 act silu up [%u, %u] : tensor<8x4xf32> gate [%u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op has 3 down weights (expected 2, one per expert)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op has 1 up_bias weights (expected 2, one per expert, or none)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> up_bias [%b] : tensor<8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  %u6 = "test.w"() : () -> tensor<6x4xf32>
+  // expected-error@+1 {{'moe.experts' op operand #3 must be variadic of 2D statically shaped tensor of f32, bf16 or f16}}
+  %y = "moe.experts"(%x, %off, %u, %s, %d, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 2, 0, 2, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<?xi32>, tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op up weight of expert 1 is 'tensor<6x4xf32>' (expected 'tensor<8x4xf32>' like expert 0: experts share one shape)}}
+  %y = "moe.experts"(%x, %off, %u, %u3, %d, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 2, 0, 2, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<6x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op up weight is [8, 2] (expected [8, 4], [I, D])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u2, %u2] : tensor<8x2xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op down weight is [2, 8] (expected [4, 8], [D, I])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d2, %d2] : tensor<2x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op down bias has 8 elements (expected 4)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> down_bias [%b, %b] : tensor<8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op top_k = 3 exceeds the number of experts 2}}
+  %y = moe.experts %x, %off top_k 3 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op placement lists 3 experts (expected 2)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [0, 1, 1]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op result width 8 (expected 4, the input width)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op expert_offsets needs num_experts + 1 >= 2 entries}}
+  %y = moe.experts %x, %off1 top_k 1 act gelu up [%u] : tensor<8x4xf32> down [%d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<1xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  %dx = moe.dispatch %x, %s top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
+  // expected-error@+1 {{'moe.experts' op has top_k 1 but its input was dispatched with top_k 2}}
+  %y = moe.experts %dx, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{unknown activation 'swiglu' (expected gelu, gelu_tanh, relu or silu)}}
+  %y = moe.experts %x, %off top_k 1 act swiglu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{expected 'up [...] : type' and 'down [...] : type' weight lists}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<?x4xf32>, %s: tensor<?xi32>, %w: tensor<?x?xf32>) {
+  // expected-error@+1 {{'moe.combine' op slot_weight must have a static top_k dimension}}
+  %c = moe.combine %y, %s, %w : tensor<?x4xf32>, tensor<?xi32>, tensor<?x?xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<?x4xf32>, %s: tensor<?xi32>, %w: tensor<?x2xf32>) {
+  // expected-error@+1 {{'moe.combine' op result width 8 (expected 4, the expert output width)}}
+  %c = moe.combine %y, %s, %w : tensor<?x4xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%y: tensor<?x4xf32>, %g: tensor<?x2xf32>) {
+  // expected-error@+1 {{'moe.sigmoid_gate' op gate_logit width 2 (expected 1, one gate logit per token)}}
+  %s = moe.sigmoid_gate %y, %g : tensor<?x4xf32>, tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<?x4xf32>, %b: tensor<?x4xf32>, %c: tensor<?x3xf32>) {
+  // expected-error@+1 {{'moe.residual_mix' op coef_logits width 3 (expected 2, two mixing logits per token: MoE and dense MLP)}}
+  %m = moe.residual_mix %a, %b, %c : tensor<?x4xf32>, tensor<?x3xf32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{'moe.all_to_all' op grid axis -1 is negative}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [-1] placement <ranks = 2, experts = [0, 1]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{'moe.all_to_all' op grid axis 1 appears twice (expected distinct axes)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [1, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{'moe.all_to_all' op placement lists 3 experts (expected 2 from expert_offsets)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1, 1]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 1x2)
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      // expected-error@+1 {{'moe.all_to_all' op @nowhere does not name a shard.grid of the enclosing moe.model}}
+      %r = moe.all_to_all dispatch %h, %off on @nowhere axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x2xf32>, tensor<3xi32>
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 1x2)
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      // expected-error@+1 {{'moe.all_to_all' op grid axis 2 is out of range for @devices with 2 axes}}
+      %r = moe.all_to_all dispatch %h, %off on @devices axes [2] placement <ranks = 2, experts = [0, 1]> : tensor<?x2xf32>, tensor<3xi32>
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 1x2)
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      // expected-error@+1 {{'moe.all_to_all' op placement spans 4 ranks (expected the 2 ranks of grid @devices)}}
+      %r = moe.all_to_all combine %h, %off on @devices axes [0, 1] placement <ranks = 4, experts = [0, 3]> : tensor<?x2xf32>, tensor<3xi32>
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}

@@ -1,0 +1,134 @@
+// RUN: moe-opt %s | FileCheck %s
+// Round trip: print, parse again, print again; both prints must agree.
+// RUN: moe-opt %s | moe-opt | FileCheck %s
+// RUN: moe-opt %s -mlir-print-op-generic | moe-opt | FileCheck %s
+
+// CHECK-LABEL: moe.model @every_op attributes {architecture = "test", bos_token_id = 1 : i64, checkpoint = "/ckpt", eos_token_ids = array<i64: 2, 3>, hidden_size = 8 : i64, max_position_embeddings = 16 : i64, num_layers = 2 : i64, vocab_size = 32 : i64} {
+moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_size = 8,
+    num_layers = 2, max_position_embeddings = 16, bos_token_id = 1,
+    eos_token_ids = array<i64: 2, 3>, checkpoint = "/ckpt"} {
+  // CHECK: shard.grid @devices(shape = 1x2)
+  shard.grid @devices(shape = 1x2)
+  // CHECK: moe.param @wte "wte.weight" : tensor<32x8xbf16> init normal std 2.000000e-02
+  moe.param @wte "wte.weight" : tensor<32x8xbf16> init normal std 0.02
+  // CHECK: moe.param @wpe "wpe.weight" : tensor<16x8xf32> init normal std 2.000000e-02
+  moe.param @wpe "wpe.weight" : tensor<16x8xf32> init normal std 0.02
+  // CHECK: moe.param @ln_w "ln.weight" : tensor<8xf32> init ones
+  moe.param @ln_w "ln.weight" : tensor<8xf32> init ones
+  // CHECK: moe.param @ln_b "ln.bias" : tensor<8xf32> init zeros
+  moe.param @ln_b "ln.bias" : tensor<8xf32> init zeros
+  moe.param @qkv "attn.qkv.weight" : tensor<8x16xf16> init normal std 0.02
+  moe.param @qn "attn.q_norm.weight" : tensor<2xf32> init ones
+  moe.param @o "attn.o.weight" : tensor<8x8xf32> init normal std 0.02
+  moe.param @up "mlp.up.weight" : tensor<16x8xf32> init normal std 0.02
+  moe.param @upb "mlp.up.bias" : tensor<16xf32> init zeros
+  moe.param @down "mlp.down.weight" : tensor<8x16xf32> init normal std 0.02
+  moe.param @router "moe.router.weight" : tensor<2x8xf32> init normal std 0.02
+  moe.param @e0u "moe.experts.0.up.weight" : tensor<4x8xf32> init normal std 0.02
+  moe.param @e0g "moe.experts.0.gate.weight" : tensor<4x8xf32> init normal std 0.02
+  moe.param @e0d "moe.experts.0.down.weight" : tensor<8x4xf32> init normal std 0.02
+  moe.param @e1u "moe.experts.1.up.weight" : tensor<4x8xf32> init normal std 0.02
+  moe.param @e1g "moe.experts.1.gate.weight" : tensor<4x8xf32> init normal std 0.02
+  moe.param @e1d "moe.experts.1.down.weight" : tensor<8x4xf32> init normal std 0.02
+  moe.param @sgate "moe.shared_gate.weight" : tensor<1x8xf32> init normal std 0.02
+  moe.param @coef "moe.coef.weight" : tensor<2x8xf32> init normal std 0.02
+
+  // CHECK: moe.graph @forward(%[[IDS:.*]]: tensor<?xi32>) -> tensor<?x32xf32> {
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x32xf32> {
+    // CHECK: %[[WTE:.*]] = moe.weight @wte : tensor<32x8xbf16>
+    %wte = moe.weight @wte : tensor<32x8xbf16>
+    // CHECK: %[[X:.*]] = moe.embedding %[[IDS]], %[[WTE]] {scale = 2.000000e+00 : f32} : tensor<?xi32>, tensor<32x8xbf16> -> tensor<?x8xf32>
+    %x = moe.embedding %ids, %wte {scale = 2.0 : f32} : tensor<?xi32>, tensor<32x8xbf16> -> tensor<?x8xf32>
+    %wpe = moe.weight @wpe : tensor<16x8xf32>
+    // CHECK: moe.position_embedding %[[X]], %{{.*}} : tensor<?x8xf32>, tensor<16x8xf32>
+    %x1 = moe.position_embedding %x, %wpe : tensor<?x8xf32>, tensor<16x8xf32>
+
+    // CHECK: %[[L0:.*]] = moe.layer 0 (%[[IN:.*]] = %{{.*}}) : tensor<?x8xf32> {
+    %l0 = moe.layer 0 (%h = %x1) : tensor<?x8xf32> {
+      %lnw = moe.weight @ln_w : tensor<8xf32>
+      %lnb = moe.weight @ln_b : tensor<8xf32>
+      // CHECK: moe.layer_norm %[[IN]], %{{.*}}, %{{.*}} eps 9.99999974E-6 : tensor<?x8xf32>, tensor<8xf32>, tensor<8xf32>
+      %n = moe.layer_norm %h, %lnw, %lnb eps 1.0e-5 : tensor<?x8xf32>, tensor<8xf32>, tensor<8xf32>
+      %wqkv = moe.weight @qkv : tensor<8x16xf16>
+      // CHECK: moe.linear %{{.*}}, %{{.*}} {transposed} : tensor<?x8xf32>, tensor<8x16xf16> -> tensor<?x16xf32>
+      %qkv = moe.linear %n, %wqkv {transposed} : tensor<?x8xf32>, tensor<8x16xf16> -> tensor<?x16xf32>
+      // CHECK: moe.split %{{.*}} : tensor<?x16xf32> -> tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32>
+      %q, %k, %v = moe.split %qkv : tensor<?x16xf32> -> tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32>
+      %wqn = moe.weight @qn : tensor<2xf32>
+      // CHECK: moe.rms_norm %{{.*}}, %{{.*}} eps 9.99999997E-7 group 2 {weight_offset = 1.000000e+00 : f32} : tensor<?x8xf32>, tensor<2xf32>
+      %qn = moe.rms_norm %q, %wqn eps 1.0e-6 group 2 {weight_offset = 1.0 : f32} : tensor<?x8xf32>, tensor<2xf32>
+      // CHECK: moe.rotary %{{.*}} heads 4 head_dim 2 rotary_dim 2 theta 1.000000e+04 style neox : tensor<?x8xf32>
+      %qr = moe.rotary %qn heads 4 head_dim 2 rotary_dim 2 theta 10000.0 style neox : tensor<?x8xf32>
+      // CHECK: moe.rotary %{{.*}} heads 2 head_dim 2 rotary_dim 2 theta 1.000000e+04 style interleaved : tensor<?x4xf32>
+      %kr = moe.rotary %k heads 2 head_dim 2 rotary_dim 2 theta 10000.0 style interleaved : tensor<?x4xf32>
+      // CHECK: moe.attention %{{.*}}, %{{.*}}, %{{.*}} heads 4 kv_heads 2 head_dim 2 scale 0.707106769 layer 0 causal window 8 : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32> -> tensor<?x8xf32>
+      %a = moe.attention %qr, %kr, %v heads 4 kv_heads 2 head_dim 2 scale 0.70710677 layer 0 causal window 8 : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32> -> tensor<?x8xf32>
+      %wo = moe.weight @o : tensor<8x8xf32>
+      %o = moe.linear %a, %wo : tensor<?x8xf32>, tensor<8x8xf32> -> tensor<?x8xf32>
+      // CHECK: moe.add %[[IN]], %{{.*}} : tensor<?x8xf32>
+      %r = moe.add %h, %o : tensor<?x8xf32>
+      %wu = moe.weight @up : tensor<16x8xf32>
+      %wub = moe.weight @upb : tensor<16xf32>
+      %wd = moe.weight @down : tensor<8x16xf32>
+      // CHECK: moe.mlp %{{.*}} up %{{.*}} bias %{{.*}} down %{{.*}} act gelu_tanh : (tensor<?x8xf32>, tensor<16x8xf32>, tensor<16xf32>, tensor<8x16xf32>) -> tensor<?x8xf32>
+      %m = moe.mlp %r up %wu bias %wub down %wd act gelu_tanh : (tensor<?x8xf32>, tensor<16x8xf32>, tensor<16xf32>, tensor<8x16xf32>) -> tensor<?x8xf32>
+      %out = moe.add %r, %m : tensor<?x8xf32>
+      // CHECK: moe.yield %{{.*}} : tensor<?x8xf32>
+      moe.yield %out : tensor<?x8xf32>
+    }
+
+    // CHECK: moe.layer 1
+    %l1 = moe.layer 1 (%h = %l0) : tensor<?x8xf32> {
+      %wr = moe.weight @router : tensor<2x8xf32>
+      // CHECK: %[[LOGITS:.*]] = moe.router %{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<2x8xf32> -> tensor<?x2xf32>
+      %logits = moe.router %h, %wr : tensor<?x8xf32>, tensor<2x8xf32> -> tensor<?x2xf32>
+      // CHECK: %[[P:.*]] = moe.scores softmax %[[LOGITS]] : tensor<?x2xf32>
+      %p = moe.scores softmax %logits : tensor<?x2xf32>
+      // CHECK: %{{.*}}, %{{.*}} = moe.top_k %[[P]] k 1 : tensor<?x2xf32> -> tensor<?x1xf32>, tensor<?x1xi32>
+      %w, %e = moe.top_k %p k 1 : tensor<?x2xf32> -> tensor<?x1xf32>, tensor<?x1xi32>
+      // CHECK: moe.renormalize %{{.*}} : tensor<?x1xf32>
+      %wn = moe.renormalize %w : tensor<?x1xf32>
+      // CHECK: moe.capacity %{{.*}}, %{{.*}} experts 2 factor 1.250000e+00 min 4 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
+      %wc, %keep = moe.capacity %e, %wn experts 2 factor 1.25 min 4 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
+      // CHECK: moe.expert_map %{{.*}} admitted %{{.*}} : tensor<?x1xi32>, tensor<?x1xi1> -> tensor<3xi32>, tensor<?xi32>
+      %off, %slots = moe.expert_map %e admitted %keep : tensor<?x1xi32>, tensor<?x1xi1> -> tensor<3xi32>, tensor<?xi32>
+      // CHECK: moe.expert_map %{{.*}} : tensor<?x1xi32> -> tensor<3xi32>, tensor<?xi32>
+      %off2, %slots2 = moe.expert_map %e : tensor<?x1xi32> -> tensor<3xi32>, tensor<?xi32>
+      // CHECK: moe.gate %[[LOGITS]] routing <top_k = 1, score = sigmoid, score_before_topk = false, norm_topk_prob = true, capacity_factor = 1.250000e+00, min_capacity = 4, drop_tokens = true> : tensor<?x2xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<3xi32>, tensor<?xi32>
+      %ge, %gw, %goff, %gslots = moe.gate %logits routing <top_k = 1, score = sigmoid, score_before_topk = false, norm_topk_prob = true, capacity_factor = 1.25, min_capacity = 4, drop_tokens = true> : tensor<?x2xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<3xi32>, tensor<?xi32>
+      // CHECK: moe.gate %[[LOGITS]] routing <top_k = 2> :
+      %ge2, %gw2, %goff2, %gslots2 = moe.gate %logits routing <top_k = 2> : tensor<?x2xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<3xi32>, tensor<?xi32>
+      // CHECK: %[[D:.*]] = moe.dispatch %{{.*}}, %{{.*}} top_k 1 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
+      %d = moe.dispatch %h, %slots top_k 1 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
+      // CHECK: %[[R:.*]] = moe.all_to_all dispatch %[[D]], %{{.*}} on @devices axes [0, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32>
+      %dr = moe.all_to_all dispatch %d, %off on @devices axes [0, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32>
+      %u0 = moe.weight @e0u : tensor<4x8xf32>
+      %g0 = moe.weight @e0g : tensor<4x8xf32>
+      %d0 = moe.weight @e0d : tensor<8x4xf32>
+      %u1 = moe.weight @e1u : tensor<4x8xf32>
+      %g1 = moe.weight @e1g : tensor<4x8xf32>
+      %d1 = moe.weight @e1d : tensor<8x4xf32>
+      // CHECK: %[[Y:.*]] = moe.experts %[[R]], %{{.*}} top_k 1 act silu up [%{{.*}}, %{{.*}}] : tensor<4x8xf32> gate [%{{.*}}, %{{.*}}] : tensor<4x8xf32> down [%{{.*}}, %{{.*}}] : tensor<8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      %y = moe.experts %dr, %off top_k 1 act silu up [%u0, %u1] : tensor<4x8xf32> gate [%g0, %g1] : tensor<4x8xf32> down [%d0, %d1] : tensor<8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      // CHECK: moe.all_to_all combine %[[Y]]
+      %yb = moe.all_to_all combine %y, %off on @devices axes [0, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32>
+      // CHECK: moe.combine %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?xi32>, tensor<?x1xf32> -> tensor<?x8xf32>
+      %c = moe.combine %yb, %slots, %wc : tensor<?x8xf32>, tensor<?xi32>, tensor<?x1xf32> -> tensor<?x8xf32>
+      %wsg = moe.weight @sgate : tensor<1x8xf32>
+      %sg = moe.linear %h, %wsg : tensor<?x8xf32>, tensor<1x8xf32> -> tensor<?x1xf32>
+      // CHECK: moe.sigmoid_gate %{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?x1xf32>
+      %gated = moe.sigmoid_gate %c, %sg : tensor<?x8xf32>, tensor<?x1xf32>
+      %wcoef = moe.weight @coef : tensor<2x8xf32>
+      %coef = moe.linear %h, %wcoef : tensor<?x8xf32>, tensor<2x8xf32> -> tensor<?x2xf32>
+      // CHECK: moe.residual_mix %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?x2xf32>
+      %mix = moe.residual_mix %gated, %c, %coef : tensor<?x8xf32>, tensor<?x2xf32>
+      %out = moe.add %h, %mix : tensor<?x8xf32>
+      moe.yield %out : tensor<?x8xf32>
+    }
+    %wte2 = moe.weight @wte : tensor<32x8xbf16>
+    // CHECK: %[[LOGITS:.*]] = moe.lm_head %{{.*}}, %{{.*}} tied : tensor<?x8xf32>, tensor<32x8xbf16> -> tensor<?x32xf32>
+    %logits = moe.lm_head %l1, %wte2 tied : tensor<?x8xf32>, tensor<32x8xbf16> -> tensor<?x32xf32>
+    // CHECK: moe.return %[[LOGITS]] : tensor<?x32xf32>
+    moe.return %logits : tensor<?x32xf32>
+  }
+}

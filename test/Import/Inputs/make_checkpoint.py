@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Writes a tiny Hugging Face-style checkpoint directory for importer tests.
+
+usage: make_checkpoint.py ARCH OUTDIR [--dtype F32|BF16|F16] [--shards N]
+                          [--variant NAME] [--bare-config]
+
+ARCH: qwen3_moe, olmoe, llama, mistral, qwen2, qwen3. The tensor names and
+config keys are those of the transformers modeling code for ARCH; the data is
+random (numpy, fixed seed). --variant breaks the checkpoint in one way for
+the error tests (see VARIANTS). --bare-config writes only config.json.
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+VARIANTS = [
+    "ok", "missing-tensor", "wrong-shape", "wrong-dtype", "extra-tensor",
+    "bad-offsets", "short-header", "bad-header-json", "overlap",
+    "index-wrong-shard", "index-missing-shard", "topk-too-large",
+    "bad-rope", "clip-qkv", "bad-model-type", "heads-not-divisible",
+]
+
+H, KV, HD, D, V, P, E, K = 2, 1, 8, 16, 32, 64, 4, 2
+DENSE_I, EXPERT_I = 24, 8
+
+
+def config_for(arch):
+    c = {
+        "architectures": ["X"], "model_type": arch, "hidden_size": D,
+        "num_hidden_layers": 2, "num_attention_heads": H,
+        "num_key_value_heads": KV, "vocab_size": V,
+        "max_position_embeddings": P, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0, "tie_word_embeddings": False,
+        "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2,
+        "torch_dtype": "float32", "initializer_range": 0.02,
+    }
+    if arch == "qwen3_moe":
+        # head_dim differs from hidden / heads; layer 1 is dense (mlp_only_layers).
+        c.update(head_dim=12, intermediate_size=DENSE_I,
+                 moe_intermediate_size=EXPERT_I, num_experts=E,
+                 num_experts_per_tok=K, norm_topk_prob=True,
+                 decoder_sparse_step=1, mlp_only_layers=[1],
+                 attention_bias=False, use_sliding_window=False,
+                 sliding_window=None)
+    elif arch == "olmoe":
+        c.update(intermediate_size=EXPERT_I, num_experts=E,
+                 num_experts_per_tok=K, norm_topk_prob=False, clip_qkv=None,
+                 attention_bias=False, tie_word_embeddings=True)
+    elif arch == "qwen3":
+        c.update(head_dim=HD, intermediate_size=DENSE_I, attention_bias=False)
+    elif arch in ("llama", "mistral", "qwen2"):
+        c.update(intermediate_size=DENSE_I)
+        if arch == "mistral":
+            c["sliding_window"] = 16
+        if arch == "llama":
+            c.update(attention_bias=False, mlp_bias=False, rope_scaling=None)
+    else:
+        sys.exit(f"unknown arch {arch}")
+    return c
+
+
+def tensors_for(arch, c):
+    hd = c.get("head_dim", D // H)
+    t = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D]}
+    if not c["tie_word_embeddings"]:
+        t["lm_head.weight"] = [V, D]
+    moe = arch in ("qwen3_moe", "olmoe")
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = [D]
+        t[p + "post_attention_layernorm.weight"] = [D]
+        t[p + "self_attn.q_proj.weight"] = [H * hd, D]
+        t[p + "self_attn.k_proj.weight"] = [KV * hd, D]
+        t[p + "self_attn.v_proj.weight"] = [KV * hd, D]
+        t[p + "self_attn.o_proj.weight"] = [D, H * hd]
+        if arch == "qwen2":
+            for n, rows in (("q", H * hd), ("k", KV * hd), ("v", KV * hd)):
+                t[p + f"self_attn.{n}_proj.bias"] = [rows]
+        if arch in ("qwen3", "qwen3_moe"):
+            t[p + "self_attn.q_norm.weight"] = [hd]
+            t[p + "self_attn.k_norm.weight"] = [hd]
+        if arch == "olmoe":
+            t[p + "self_attn.q_norm.weight"] = [H * hd]
+            t[p + "self_attn.k_norm.weight"] = [KV * hd]
+        if moe and i not in c.get("mlp_only_layers", []):
+            t[p + "mlp.gate.weight"] = [E, D]
+            for e in range(E):
+                q = p + f"mlp.experts.{e}."
+                t[q + "gate_proj.weight"] = [EXPERT_I, D]
+                t[q + "up_proj.weight"] = [EXPERT_I, D]
+                t[q + "down_proj.weight"] = [D, EXPERT_I]
+        else:
+            t[p + "mlp.gate_proj.weight"] = [DENSE_I, D]
+            t[p + "mlp.up_proj.weight"] = [DENSE_I, D]
+            t[p + "mlp.down_proj.weight"] = [D, DENSE_I]
+    return t
+
+
+def encode(shape, dtype, rng):
+    a = rng.standard_normal(int(np.prod(shape))).astype(np.float32) * 0.02
+    if dtype == "F32":
+        return a.tobytes()
+    if dtype == "F16":
+        return a.astype(np.float16).tobytes()
+    if dtype == "BF16":
+        return (a.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    if dtype == "I64":
+        return np.zeros(int(np.prod(shape)), np.int64).tobytes()
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, entries, variant):
+    """entries: list of (name, dtype, shape, bytes)."""
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, dtype, shape, data in entries:
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if variant == "bad-offsets":
+        last = entries[-1][0]
+        header[last]["data_offsets"][1] += 4096
+        header[last]["data_offsets"][0] += 4096
+    if variant == "overlap":
+        first, second = entries[0][0], entries[1][0]
+        size = header[second]["data_offsets"][1] - header[second]["data_offsets"][0]
+        begin = header[first]["data_offsets"][0]
+        header[second]["data_offsets"] = [begin, begin + size]
+    raw = json.dumps(header).encode()
+    if variant == "bad-header-json":
+        raw = raw[:-3]
+    raw += b" " * (-len(raw) % 8)
+    length = len(raw)
+    if variant == "short-header":
+        length = 1 << 40
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", length))
+        f.write(raw)
+        for b in blobs:
+            f.write(b)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("arch")
+    ap.add_argument("outdir")
+    ap.add_argument("--dtype", default="F32", choices=["F32", "BF16", "F16"])
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--variant", default="ok", choices=VARIANTS)
+    ap.add_argument("--bare-config", action="store_true")
+    a = ap.parse_args()
+
+    c = config_for(a.arch)
+    c["torch_dtype"] = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}[a.dtype]
+    v = a.variant
+    if v == "topk-too-large":
+        c["num_experts_per_tok"] = E + 1
+    if v == "bad-rope":
+        c["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    if v == "clip-qkv":
+        c["clip_qkv"] = 8.0
+    if v == "bad-model-type":
+        c["model_type"] = "t5"
+    if v == "heads-not-divisible":
+        c["num_key_value_heads"] = 3
+        c["num_attention_heads"] = 4
+
+    os.makedirs(a.outdir, exist_ok=True)
+    with open(os.path.join(a.outdir, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+    if a.bare_config:
+        return
+
+    shapes = tensors_for(a.arch if v != "bad-model-type" else "llama", c)
+    names = sorted(shapes)
+    if v == "missing-tensor":
+        names.remove("model.layers.1.post_attention_layernorm.weight")
+    if v == "wrong-shape":
+        shapes["model.layers.0.self_attn.k_proj.weight"] = [KV * 4, D]
+    if v == "extra-tensor":
+        shapes["model.layers.0.mlp.extra_proj.weight"] = [4, D]
+        names = sorted(names + ["model.layers.0.mlp.extra_proj.weight"])
+    rng = np.random.default_rng(7)
+    entries = []
+    for n in names:
+        dtype = a.dtype
+        if v == "wrong-dtype" and n == "model.norm.weight":
+            dtype = "I64"
+        entries.append((n, dtype, shapes[n], encode(shapes[n], dtype, rng)))
+
+    if a.shards == 1:
+        write_safetensors(os.path.join(a.outdir, "model.safetensors"), entries, v)
+        return
+    files = [f"model-{i + 1:05d}-of-{a.shards:05d}.safetensors" for i in range(a.shards)]
+    weight_map = {}
+    for i, f in enumerate(files):
+        part = entries[i::a.shards]
+        write_safetensors(os.path.join(a.outdir, f), part, v)
+        for n, *_ in part:
+            weight_map[n] = f
+    if v == "index-wrong-shard":
+        weight_map[entries[0][0]] = files[1]
+    if v == "index-missing-shard":
+        weight_map[entries[0][0]] = "model-gone.safetensors"
+    with open(os.path.join(a.outdir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

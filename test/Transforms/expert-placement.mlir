@@ -1,0 +1,39 @@
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=BALANCED
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=round-robin}))' | FileCheck %s --check-prefix=RR
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=contiguous}))' | FileCheck %s --check-prefix=CONTIG
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/profile.json}))' | FileCheck %s --check-prefix=PROFILE
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=random}))' 2>&1 | FileCheck %s --check-prefix=BADSTRATEGY
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/missing.json}))' 2>&1 | FileCheck %s --check-prefix=NOPROFILE
+// RUN: moe-opt %s --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=ONERANK
+
+// Uniform loads: every rank gets 2 of the 8 experts, and the exchanges wrap
+// the experts over both grid axes.
+// BALANCED: %[[D:.*]] = moe.dispatch
+// BALANCED-NEXT: %[[X:.*]] = moe.all_to_all dispatch %[[D]], %{{.*}} on @devices axes [0, 1] placement <ranks = 4, experts = [0, 1, 2, 3, 0, 1, 2, 3]>
+// BALANCED: %[[Y:.*]] = moe.experts %[[X]], {{.*}} placement <ranks = 4, experts = [0, 1, 2, 3, 0, 1, 2, 3]>
+// BALANCED-NEXT: %[[C:.*]] = moe.all_to_all combine %[[Y]], %{{.*}} on @devices axes [0, 1]
+// BALANCED-NEXT: moe.combine %[[C]]
+
+// RR: moe.experts {{.*}} placement <ranks = 4, experts = [0, 1, 2, 3, 0, 1, 2, 3]>
+// CONTIG: moe.experts {{.*}} placement <ranks = 4, experts = [0, 0, 1, 1, 2, 2, 3, 3]>
+
+// Skewed loads (100, 90, 10, 10, 10, 10, 5, 5): the two hot experts get
+// ranks of their own and the cold ones fill up the others; the busiest rank
+// carries 105 tokens where contiguous placement would put 190 on rank 0.
+// PROFILE: moe.experts {{.*}} placement <ranks = 4, experts = [0, 1, 2, 3, 2, 3, 1, 0]>
+
+// BADSTRATEGY: unknown strategy 'random' (expected balanced, round-robin or contiguous)
+// NOPROFILE: missing.json: cannot read the expert profile
+
+// Without a device grid there is one rank: nothing changes.
+// ONERANK-NOT: placement
+// ONERANK-NOT: all_to_all
+moe.model @one attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 0, max_position_embeddings = 16} {
+  moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
+    %wte = moe.weight @wte : tensor<16x8xf32>
+    %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
+    %lm = moe.lm_head %x, %wte tied : tensor<?x8xf32>, tensor<16x8xf32> -> tensor<?x16xf32>
+    moe.return %lm : tensor<?x16xf32>
+  }
+}

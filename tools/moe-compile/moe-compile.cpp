@@ -1,0 +1,328 @@
+//===- moe-compile.cpp - the moe compiler driver --------------------------===//
+//
+//   moe-compile MODEL [-o FILE] [--emit=plan|mlir|report] [--report=FILE.json]
+//               [--target=cpu|cuda] [--dtype=f32|bf16|f16] [--devices=N]
+//               [--gpus-per-node=G] [--max-batch=B] [--max-seq-len=L]
+//               [--placement=balanced|round-robin|contiguous]
+//               [--expert-profile=FILE.json] [--memory-budget=SIZE]
+//               [--pipeline=STR] [--load-pass-plugin=LIB.so]
+//
+// MODEL is a model description .json, a Hugging Face checkpoint directory or
+// a bare config.json. Every error is one line, "error: FILE-OR-FLAG: what
+// (expected ...)", exit code 1, and no output file is left behind (outputs
+// are written to a temporary file and renamed).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Analysis/CostModel.h"
+#include "moe/Compiler/Options.h"
+#include "moe/Dialect/MoEOps.h"
+#include "moe/Import/Import.h"
+#include "moe/Plan/EmitPlan.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Tools/Plugins/PassPlugin.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdlib>
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace cl = llvm::cl;
+
+namespace {
+
+cl::OptionCategory category("moe-compile options");
+
+cl::opt<std::string> modelPath(cl::Positional, cl::Required,
+                               cl::desc("<model .json | checkpoint dir | "
+                                        "config.json>"),
+                               cl::cat(category));
+cl::opt<std::string> outputPath("o", cl::desc("Output file ('-': stdout)"),
+                                cl::value_desc("file"), cl::cat(category));
+cl::opt<std::string> emitFlag("emit", cl::desc("What to emit: plan, mlir, report"),
+                              cl::init("plan"), cl::cat(category));
+cl::opt<std::string> reportPath("report",
+                                cl::desc("Also write the report as JSON"),
+                                cl::value_desc("file.json"), cl::cat(category));
+cl::opt<std::string> targetFlag("target", cl::desc("cpu or cuda"),
+                                cl::init("cpu"), cl::cat(category));
+cl::opt<std::string> dtypeFlag("dtype", cl::desc("Compute dtype: f32, bf16, f16"),
+                               cl::init("f32"), cl::cat(category));
+cl::opt<std::string> devicesFlag("devices", cl::desc("Number of ranks"),
+                                 cl::init("1"), cl::cat(category));
+cl::opt<std::string>
+    gpusPerNodeFlag("gpus-per-node",
+                    cl::desc("Ranks per node (default: all on one node)"),
+                    cl::cat(category));
+cl::opt<std::string> maxBatchFlag("max-batch", cl::desc("Largest batch"),
+                                  cl::init("1"), cl::cat(category));
+cl::opt<std::string>
+    maxSeqLenFlag("max-seq-len",
+                  cl::desc("KV cache capacity (default: the model's "
+                           "max_position_embeddings)"),
+                  cl::cat(category));
+cl::opt<std::string>
+    placementFlag("placement",
+                  cl::desc("Expert placement: balanced, round-robin, "
+                           "contiguous"),
+                  cl::init("balanced"), cl::cat(category));
+cl::opt<std::string>
+    expertProfileFlag("expert-profile",
+                      cl::desc("Per-expert token counts (moe-run "
+                               "--expert-profile) for placement"),
+                      cl::value_desc("file.json"), cl::cat(category));
+cl::opt<std::string>
+    memoryBudgetFlag("memory-budget",
+                     cl::desc("Bytes per rank, e.g. 24GiB (default: "
+                              "unlimited)"),
+                     cl::cat(category));
+cl::opt<std::string> pipelineFlag("pipeline",
+                                  cl::desc("Pass pipeline replacing the "
+                                           "default one ('none': the "
+                                           "imported IR as it is)"),
+                                  cl::cat(category));
+cl::list<std::string> passPlugins("load-pass-plugin",
+                                  cl::desc("Load passes from a plugin library"),
+                                  cl::value_desc("lib.so"), cl::cat(category));
+
+[[noreturn]] void fail(const llvm::Twine &message) {
+  llvm::errs() << "error: " << message << "\n";
+  std::exit(1);
+}
+
+/// Exits with "error: --FLAG: ..." when `err` is set.
+template <typename T>
+T check(llvm::Expected<T> value, llvm::StringRef flag) {
+  if (!value)
+    fail("--" + flag + ": " + llvm::toString(value.takeError()));
+  return std::move(*value);
+}
+
+template <typename T>
+T choice(std::optional<T> value, llvm::StringRef flag, llvm::StringRef got,
+         llvm::StringRef expected) {
+  if (!value)
+    fail("--" + flag + ": '" + got + "' is not supported (expected " +
+         expected + ")");
+  return *value;
+}
+
+CompileOptions parseOptions(EmitKind emit) {
+  CompileOptions o;
+  o.target = choice(parseTarget(targetFlag), "target", targetFlag, "cpu or cuda");
+  o.dtype = choice(parseComputeDType(dtypeFlag), "dtype", dtypeFlag,
+                   "f32, bf16 or f16");
+  constexpr int64_t kMaxRanks = 1 << 16;
+  o.devices = check(parseIntInRange(devicesFlag, 1, kMaxRanks), "devices");
+  o.gpusPerNode = o.devices;
+  if (gpusPerNodeFlag.getNumOccurrences()) {
+    o.gpusPerNode =
+        check(parseIntInRange(gpusPerNodeFlag, 1, kMaxRanks), "gpus-per-node");
+    if (o.devices % o.gpusPerNode != 0)
+      fail("--gpus-per-node: " + llvm::Twine(o.gpusPerNode) +
+           " does not divide --devices=" + llvm::Twine(o.devices) +
+           " (expected whole nodes)");
+  }
+  o.maxBatch = check(parseIntInRange(maxBatchFlag, 1, 1 << 20), "max-batch");
+  if (maxSeqLenFlag.getNumOccurrences())
+    o.maxSeqLen =
+        check(parseIntInRange(maxSeqLenFlag, 1, int64_t(1) << 32), "max-seq-len");
+  o.placement = choice(parsePlacement(placementFlag), "placement", placementFlag,
+                       "balanced, round-robin or contiguous");
+  if (expertProfileFlag.getNumOccurrences()) {
+    o.expertProfile = expertProfileFlag;
+    auto buf = llvm::MemoryBuffer::getFile(o.expertProfile, /*IsText=*/true);
+    if (!buf)
+      fail(o.expertProfile + ": cannot read file: " + buf.getError().message() +
+           " (expected the --expert-profile JSON of moe-run)");
+    if (llvm::Expected<llvm::json::Value> json =
+            llvm::json::parse((*buf)->getBuffer());
+        !json)
+      fail(o.expertProfile + ": invalid JSON: " +
+           llvm::toString(json.takeError()) +
+           " (expected the --expert-profile JSON of moe-run)");
+  }
+  if (memoryBudgetFlag.getNumOccurrences())
+    o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
+  o.pipeline = pipelineFlag;
+  if (emit == EmitKind::Plan && outputPath.empty())
+    fail("-o: missing (expected the plan file to write)");
+  return o;
+}
+
+/// Writes `text` to `path` ("-" or "": stdout) via a temporary file.
+void writeOutput(llvm::StringRef path, llvm::StringRef text) {
+  if (path.empty() || path == "-") {
+    llvm::outs() << text;
+    llvm::outs().flush();
+    return;
+  }
+  if (llvm::Error err = llvm::writeToOutput(path, [&](llvm::raw_ostream &os) {
+        os << text;
+        return llvm::Error::success();
+      }))
+    fail(path + ": cannot write: " + llvm::toString(std::move(err)));
+}
+
+/// Adds the device grid [nodes, gpus_per_node] that placement and the
+/// communication passes refer to.
+void addDeviceGrid(ModelOp model, const CompileOptions &options) {
+  if (options.devices == 1)
+    return;
+  OpBuilder b(model.getContext());
+  b.setInsertionPointToStart(&model.getBodyBlock());
+  shard::GridOp::create(b, model.getLoc(), "devices",
+                        ArrayRef<int64_t>{options.getNumNodes(),
+                                          options.gpusPerNode});
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  registerAsmPrinterCLOptions();
+  registerTransformsPasses();
+  registerMoEPasses();
+  registerMoEPipelines();
+
+  std::string clErrors;
+  llvm::raw_string_ostream clErrorStream(clErrors);
+  if (!cl::ParseCommandLineOptions(argc, argv,
+                                   "moe compiler: models to moe IR, reports "
+                                   "and plans\n",
+                                   &clErrorStream)) {
+    // Errors about one option's value were already printed, one line, by
+    // the option itself; the others are in clErrors.
+    llvm::StringRef first = llvm::StringRef(clErrors).ltrim().split('\n').first;
+    if (first.empty())
+      return 1;
+    first.consume_front(llvm::sys::path::filename(argv[0]));
+    first.consume_front(": ");
+    fail(first.trim());
+  }
+
+  std::optional<EmitKind> emit = parseEmitKind(emitFlag);
+  if (!emit)
+    fail("--emit: '" + emitFlag + "' is not supported (expected plan, mlir or "
+         "report)");
+  CompileOptions options = parseOptions(*emit);
+  if (*emit == EmitKind::Plan && (outputPath.empty() || outputPath == "-") &&
+      llvm::sys::Process::StandardOutIsDisplayed())
+    fail("--emit=plan writes a binary plan file (expected -o PLAN)");
+
+  for (const std::string &path : passPlugins) {
+    llvm::Expected<PassPlugin> plugin = PassPlugin::load(path);
+    if (!plugin)
+      fail(path + ": cannot load pass plugin: " +
+           llvm::toString(plugin.takeError()));
+    plugin->registerPassRegistryCallbacks();
+  }
+
+  DialectRegistry registry;
+  registry.insert<MoEDialect, shard::ShardDialect>();
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  // Diagnostics from verification and passes: one line each, naming MODEL.
+  ScopedDiagnosticHandler diagnostics(&context, [&](Diagnostic &diag) {
+    if (diag.getSeverity() != DiagnosticSeverity::Error)
+      return success();
+    // Ops carry where in the model they come from ("layers.3.router", or
+    // file:line:col for IR read from a file).
+    std::string where;
+    Location loc = diag.getLocation();
+    if (auto name = dyn_cast<NameLoc>(loc))
+      where = name.getName().str() + ": ";
+    else if (auto file = dyn_cast<FileLineColLoc>(loc))
+      where = (file.getFilename().strref() + ":" + Twine(file.getLine()) + ":" +
+               Twine(file.getColumn()) + ": ")
+                  .str();
+    llvm::errs() << "error: " << modelPath << ": " << where << diag.str()
+                 << "\n";
+    return success();
+  });
+
+  PassManager pm(&context, ModuleOp::getOperationName());
+  if (failed(applyPassManagerCLOptions(pm)))
+    fail("invalid pass manager options");
+  if (options.pipeline.empty()) {
+    buildDefaultPipeline(pm, options);
+  } else if (options.pipeline == "none") {
+    // The importer's IR as it is (for people and importer tests).
+  } else {
+    // The pass manager runs on the module itself, so it takes the passes of
+    // "builtin.module(...)" (or a bare list of them) directly.
+    std::string pipelineErrors;
+    llvm::raw_string_ostream es(pipelineErrors);
+    llvm::StringRef text = llvm::StringRef(options.pipeline).trim();
+    if (text.consume_front("builtin.module(") && !text.consume_back(")"))
+      fail("--pipeline: unbalanced parentheses in '" + options.pipeline + "'");
+    if (failed(parsePassPipeline(text, pm, es)))
+      fail("--pipeline: " +
+           llvm::StringRef(pipelineErrors).trim().split('\n').first);
+  }
+
+  ImportOptions importOptions;
+  importOptions.descriptionDType = options.dtype;
+  llvm::Expected<OwningOpRef<ModuleOp>> imported =
+      importModel(modelPath, context, importOptions);
+  if (!imported)
+    fail(llvm::toString(imported.takeError()));
+  OwningOpRef<ModuleOp> module = std::move(*imported);
+  ModelOp model = *module->getOps<ModelOp>().begin();
+  if (options.maxSeqLen > model.getMaxPositionEmbeddings())
+    fail("--max-seq-len: " + llvm::Twine(options.maxSeqLen) +
+         " exceeds the model's max_position_embeddings " +
+         llvm::Twine(model.getMaxPositionEmbeddings()) +
+         " (expected a KV cache within the positions the model knows)");
+  addDeviceGrid(model, options);
+
+  if (failed(pm.run(*module)))
+    std::exit(1); // the diagnostic handler printed why
+
+  // Render everything before writing anything.
+  std::string main, reportJson;
+  llvm::raw_string_ostream mainStream(main);
+  std::optional<ModelCost> cost;
+  if (*emit == EmitKind::Report || !reportPath.empty())
+    cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
+  switch (*emit) {
+  case EmitKind::MLIR:
+    module->print(mainStream);
+    mainStream << "\n";
+    break;
+  case EmitKind::Report:
+    printReport(mainStream, *cost);
+    break;
+  case EmitKind::Plan:
+    if (failed(emitPlan(*module, options, mainStream)))
+      std::exit(1); // the diagnostic handler printed why
+    break;
+  }
+  if (!reportPath.empty()) {
+    llvm::raw_string_ostream(reportJson)
+        << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
+    writeOutput(reportPath, reportJson);
+  }
+  writeOutput(outputPath, main);
+  return 0;
+}

@@ -144,6 +144,18 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   }
   if (info_.logitsStep >= 0)
     lastLogits_.resize(size_t(plan.vocabSize()));
+  computeLinearGroups();
+  for (size_t i = 0; i < nsteps; ++i) {
+    const plan::Step &s = *prog_.steps()->Get(unsigned(i));
+    if (s.op_type() == Op::Prefetch && s.stream() == 2) {
+      streamer_ = std::make_unique<StreamWorker>();
+      break;
+    }
+  }
+}
+
+void Session::computeLinearGroups() {
+  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
   linearGroupEnd_.assign(nsteps, 0);
   for (size_t i = 0; i < nsteps; ++i) {
     auto batchable = [&](size_t k) -> const plan::Linear * {
@@ -169,7 +181,7 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
             waitsInside |= size_t(wt) >= i;
         // Outputs must not overlap: the batch writes them concurrently.
         auto cols = [&](const plan::Linear *x) {
-          const WeightInfo &wi = plan.weights()[size_t(x->weight())];
+          const WeightInfo &wi = plan_.weights()[size_t(x->weight())];
           return std::pair<int64_t, int64_t>{x->out_col_offset(), x->out_col_offset() + wi.shape[0]};
         };
         bool overlap = false;
@@ -187,13 +199,6 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
       }
     }
     linearGroupEnd_[i] = unsigned(end);
-  }
-  for (size_t i = 0; i < nsteps; ++i) {
-    const plan::Step &s = *prog_.steps()->Get(unsigned(i));
-    if (s.op_type() == Op::Prefetch && s.stream() == 2) {
-      streamer_ = std::make_unique<StreamWorker>();
-      break;
-    }
   }
 }
 

@@ -102,6 +102,7 @@ private:
   // same input and write disjoint outputs (q/k/v, gate/up): at T = 1 they run
   // as one batch.
   std::vector<unsigned> linearGroupEnd_;
+  void computeLinearGroups();
   void runLinearGroup(unsigned begin, unsigned end);
   uint64_t lastWeightBytes_ = 0, lastKVBytes_ = 0;
   Trace trace_;

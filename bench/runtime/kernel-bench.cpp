@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "moert/Bench.h"
+#include "moert/FileUtil.h"
 #include "moert/Trace.h"
 #include "moert/cpu/Kernels.h"
 
@@ -17,7 +18,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <sys/mman.h>
 
 using namespace moert;
 using namespace moert::cpu;
@@ -70,8 +70,7 @@ int main(int argc, char **argv) {
         // Enough copies to exceed the last-level cache.
         int copies = int(std::max<size_t>(2, (size_t(256) << 20) / wbytes + 1));
         size_t total = wbytes * size_t(copies);
-        void *p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        ::madvise(p, total, MADV_HUGEPAGE);
+        void *p = mapAnonymous(total, true, "benchmark weights");
         // Random bf16/f16/f32 bit patterns of moderate magnitude: constant
         // pages could be merged by the hypervisor and read from cache.
         uint64_t x = 88172645463325252ull;
@@ -89,7 +88,7 @@ int main(int argc, char **argv) {
                    sh.N, sh.K, false, {}, Y.data(), sh.N, false, m.prec);
             best = std::min(best, double(nowNs() - t0) / 1e6);
           }
-        ::munmap(p, total);
+        unmapAnonymous(p, total);
         double gbs = double(wbytes) / (best * 1e6), gmac = double(sh.N * sh.K * T) / (best * 1e6);
         if (json)
           out.push_back({{"shape", sh.name}, {"N", sh.N}, {"K", sh.K}, {"T", T}, {"mode", m.name},

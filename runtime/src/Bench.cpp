@@ -4,13 +4,13 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "moert/Bench.h"
 #include "moert/Error.h"
+#include "moert/FileUtil.h"
 #include "moert/Trace.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <immintrin.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 namespace moert {
@@ -89,10 +89,7 @@ BandwidthResult measureReadBandwidth(ThreadPool &pool,
 }
 
 BandwidthResult measureReadBandwidth(ThreadPool &pool, uint64_t bytes, int passes) {
-  void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    fail("cannot allocate {} bytes for the bandwidth probe", bytes);
-  ::madvise(p, bytes, MADV_HUGEPAGE);
+  void *p = mapAnonymous(bytes, true, "bandwidth probe");
   // Random contents: pages of one constant could be merged by the host and
   // read from cache.
   auto *b = static_cast<uint64_t *>(p);
@@ -105,7 +102,7 @@ BandwidthResult measureReadBandwidth(ThreadPool &pool, uint64_t bytes, int passe
   });
   BandwidthResult r = measureReadBandwidth(
       pool, {std::span<const uint8_t>(reinterpret_cast<const uint8_t *>(b), bytes)}, passes);
-  ::munmap(p, bytes);
+  unmapAnonymous(p, bytes);
   return r;
 }
 

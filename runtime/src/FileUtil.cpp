@@ -90,6 +90,22 @@ MappedFile::~MappedFile() {
     ::munmap(const_cast<uint8_t *>(data_), size_);
 }
 
+void *mapAnonymous(uint64_t bytes, bool hugePages, const char *what) {
+  if (bytes == 0)
+    return nullptr;
+  void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    fail("cannot allocate {} bytes for the {}: {}", bytes, what, std::strerror(errno));
+  if (hugePages)
+    ::madvise(p, bytes, MADV_HUGEPAGE);
+  return p;
+}
+
+void unmapAnonymous(void *p, uint64_t bytes) {
+  if (p)
+    ::munmap(p, bytes);
+}
+
 bool isDirectory(const std::string &path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);

@@ -1,5 +1,6 @@
 //===- Session.cpp - The step executor ------------------------------------===//
 #include "moert/Session.h"
+#include "moert/FileUtil.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -10,7 +11,6 @@
 #include <set>
 #include <thread>
 #include <cstring>
-#include <sys/mman.h>
 
 namespace moert {
 
@@ -84,32 +84,21 @@ private:
   std::thread thread_;
 };
 
-/// Zero-filled memory from the kernel: pages cost RSS only once touched, so a
-/// KV cache sized for max_seq_len grows with the sequence.
-static void *mapZeroed(size_t bytes, const char *what) {
-  if (bytes == 0)
-    return nullptr;
-  void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    fail("cannot allocate {} bytes for the {}: {}", bytes, what, std::strerror(errno));
-  return p;
-}
-
 Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm,
                  ThreadPool &pool, SessionOptions opts)
     : plan_(plan), prog_(plan.rankProgram(rank)), info_(plan.rankInfo(rank)), rank_(rank),
       weights_(weights), comm_(comm), pool_(pool), opts_(opts), ws_(pool.size()) {
   prec_ = plan.plan().compute_dtype() == DType::BF16 ? cpu::Precision::BF16 : cpu::Precision::F32;
   arenaBytes_ = std::max<size_t>(prog_.arena_bytes(), 64);
-  arena_ = static_cast<uint8_t *>(mapZeroed(arenaBytes_, "activation arena"));
+  arena_ = static_cast<uint8_t *>(mapAnonymous(arenaBytes_, false, "activation arena"));
   int64_t S = plan.maxSeqLen();
   if (prog_.kv_caches())
     for (const plan::KVCache *c : *prog_.kv_caches()) {
       Cache kc;
       kc.dtype = c->dtype();
       kc.bytes = size_t(c->num_kv_heads()) * size_t(S) * size_t(c->head_dim()) * dtypeSize(kc.dtype);
-      kc.k = mapZeroed(kc.bytes, "KV cache");
-      kc.v = mapZeroed(kc.bytes, "KV cache");
+      kc.k = mapAnonymous(kc.bytes, false, "KV cache");
+      kc.v = mapAnonymous(kc.bytes, false, "KV cache");
       caches_.push_back(kc);
     }
   size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
@@ -203,11 +192,10 @@ void Session::computeLinearGroups() {
 }
 
 Session::~Session() {
-  if (arena_)
-    ::munmap(arena_, arenaBytes_);
+  unmapAnonymous(arena_, arenaBytes_);
   for (Cache &c : caches_) {
-    ::munmap(c.k, c.bytes);
-    ::munmap(c.v, c.bytes);
+    unmapAnonymous(c.k, c.bytes);
+    unmapAnonymous(c.v, c.bytes);
   }
 }
 

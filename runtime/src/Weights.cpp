@@ -112,30 +112,21 @@ std::vector<std::span<const uint8_t>> WeightStore::regions() const {
 }
 
 WeightStore::~WeightStore() {
-  if (owned_)
-    ::munmap(owned_, ownedCap_);
+  unmapAnonymous(owned_, ownedCap_);
   for (auto &s : streamed_)
     if (s && s->mem) {
       if (s->mapped)
-        ::munmap(s->mem, views_[size_t(&s - streamed_.data())].bytes);
+        unmapAnonymous(s->mem, views_[size_t(&s - streamed_.data())].bytes);
       else
         std::free(s->mem);
     }
 }
 
-static void *mapAnonymous(uint64_t bytes) {
-  void *p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    fail("cannot allocate {} bytes for weights: {}", bytes, std::strerror(errno));
-  // Transparent huge pages cut TLB misses while decode streams the weights.
-  ::madvise(p, bytes, MADV_HUGEPAGE);
-  return p;
-}
-
 void WeightStore::allocateOwned(uint64_t bytes) {
   if (bytes == 0)
     return;
-  owned_ = static_cast<uint8_t *>(mapAnonymous(bytes));
+  // Transparent huge pages cut TLB misses while decode streams the weights.
+  owned_ = static_cast<uint8_t *>(mapAnonymous(bytes, true, "weights"));
   ownedCap_ = bytes;
 }
 
@@ -359,7 +350,8 @@ WeightView WeightStore::loadAndGet(int32_t idx) {
     (void)sink;
   } else {
     s.mapped = v.bytes >= (uint64_t(2) << 20);
-    void *mem = s.mapped ? mapAnonymous(v.bytes) : std::aligned_alloc(64, align64(v.bytes));
+    void *mem = s.mapped ? mapAnonymous(v.bytes, true, "weights")
+                         : std::aligned_alloc(64, align64(v.bytes));
     if (!mem)
       throw std::bad_alloc();
     if (s.src)
@@ -388,7 +380,7 @@ void WeightStore::evict(int32_t idx) {
   s.resident.store(false, std::memory_order_release);
   if (s.mem) {
     if (s.mapped)
-      ::munmap(s.mem, v.bytes);
+      unmapAnonymous(s.mem, v.bytes);
     else
       std::free(s.mem);
     s.mem = nullptr;

@@ -84,8 +84,12 @@ std::vector<uint8_t> PlanBuilder::finish(bool layout) {
       }
       rp->arena_bytes = off;
     }
+  return packPlan(plan_);
+}
+
+std::vector<uint8_t> packPlan(const mp::PlanT &plan) {
   flatbuffers::FlatBufferBuilder fbb;
-  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, &plan_));
+  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, &plan));
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }
 

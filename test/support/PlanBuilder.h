@@ -54,4 +54,15 @@ private:
   int rank_ = 0;
 };
 
+/// Serializes a plan (object API) with the MOEP identifier.
+std::vector<uint8_t> packPlan(const mp::PlanT &plan);
+
+/// The first step of `kind` on rank 0 (null when there is none).
+template <typename T> T *firstOp(mp::PlanT &p, mp::Op kind) {
+  for (auto &s : p.ranks[0]->steps)
+    if (s->op.type == kind)
+      return reinterpret_cast<T *>(s->op.value);
+  return nullptr;
+}
+
 } // namespace moetest

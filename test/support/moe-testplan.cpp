@@ -29,11 +29,10 @@ static mp::DType parseDtype(const std::string &flag, const std::string &v) {
   moert::fail("{}={}: unknown dtype (expected f32, bf16 or f16)", flag, v);
 }
 
-/// The first step of `kind` on rank 0.
-template <typename T> static T *firstOp(mp::PlanT &p, mp::Op kind) {
-  for (auto &s : p.ranks[0]->steps)
-    if (s->op.type == kind)
-      return reinterpret_cast<T *>(s->op.value);
+/// The first step of `kind` on rank 0, which the corruption needs.
+template <typename T> static T *needOp(mp::PlanT &p, mp::Op kind) {
+  if (T *op = firstOp<T>(p, kind))
+    return op;
   moert::fail("--corrupt: the plan has no {} step", mp::EnumNameOp(kind));
 }
 
@@ -52,19 +51,17 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
   else if (kind == "version-minor")
     p->version_minor += 1;
   else if (kind == "buffer-index")
-    firstOp<mp::LinearT>(*p, mp::Op::Linear)->in = 99;
+    needOp<mp::LinearT>(*p, mp::Op::Linear)->in = 99;
   else if (kind == "weight-index")
-    firstOp<mp::LinearT>(*p, mp::Op::Linear)->weight = 1000;
+    needOp<mp::LinearT>(*p, mp::Op::Linear)->weight = 1000;
   else if (kind == "arena")
     p->ranks[0]->arena_bytes = 64;
   else if (kind == "top-k") {
-    auto *g = firstOp<mp::GateT>(*p, mp::Op::Gate);
+    auto *g = needOp<mp::GateT>(*p, mp::Op::Gate);
     g->top_k = g->num_experts + 1;
   } else
     moert::fail("--corrupt={}: unknown kind", kind);
-  flatbuffers::FlatBufferBuilder fbb;
-  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, p.get()));
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+  return packPlan(*p);
 }
 
 static int64_t parseInt(const std::string &flag, const std::string &v) {

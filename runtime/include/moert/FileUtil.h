@@ -48,6 +48,12 @@ private:
   size_t size_ = 0;
 };
 
+/// Zero-filled pages from the kernel (RSS grows only as they are touched);
+/// `hugePages` asks for transparent huge pages. `what` names the use in the
+/// out-of-memory message. Release with unmapAnonymous.
+void *mapAnonymous(uint64_t bytes, bool hugePages, const char *what);
+void unmapAnonymous(void *p, uint64_t bytes);
+
 bool isDirectory(const std::string &path);
 bool isRegularFile(const std::string &path);
 

@@ -31,17 +31,7 @@ std::vector<uint8_t> tinyPlan(int ranks = 1) {
 std::vector<uint8_t> edit(const std::vector<uint8_t> &bytes, const std::function<void(mp::PlanT &)> &f) {
   std::unique_ptr<mp::PlanT> p(mp::GetPlan(bytes.data())->UnPack());
   f(*p);
-  flatbuffers::FlatBufferBuilder fbb;
-  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, p.get()));
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
-}
-
-/// The first step of `kind` on rank 0.
-template <typename T> T *firstOp(mp::PlanT &p, mp::Op kind) {
-  for (auto &s : p.ranks[0]->steps)
-    if (s->op.type == kind)
-      return reinterpret_cast<T *>(s->op.value);
-  return nullptr;
+  return packPlan(*p);
 }
 
 void expectBad(const std::vector<uint8_t> &bytes, const std::string &msg) {

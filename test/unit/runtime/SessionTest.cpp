@@ -65,8 +65,9 @@ void checkCacheEqualsRecompute(const PlanFile &plan, int threads) {
     for (int64_t v = 0; v < V; ++v)
       err = std::max(err, double(std::abs(logits[v] - all[t * size_t(V) + size_t(v)])));
     EXPECT_LE(err, 2e-5) << "position " << t;
-    if (t + 1 >= p.size())
+    if (t + 1 >= p.size()) {
       EXPECT_EQ(Sampler::argmax(logits, V), r.tokens[t + 1]) << "position " << t;
+    }
   }
 }
 
@@ -342,9 +343,7 @@ std::vector<uint8_t> streamify(const std::vector<uint8_t> &bytes, bool experts, 
     }
     steps = std::move(out);
   }
-  flatbuffers::FlatBufferBuilder fbb;
-  mp::FinishPlanBuffer(fbb, mp::Plan::Pack(fbb, p.get()));
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+  return packPlan(*p);
 }
 } // namespace
 

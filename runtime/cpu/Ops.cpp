@@ -249,15 +249,17 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
       int g = h / group;
       int64_t start = slidingWindow > 0 ? std::max<int64_t>(0, p - slidingWindow + 1) : 0;
       const float *q = qkv + t * ldqkv + qCol + int64_t(h) * hd;
+      // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
+      auto row = [&](const void *half, int64_t j, float *tmp) -> const float * {
+        size_t off = size_t((g * S + j) * hd);
+        if (cache.dtype == DType::F32)
+          return static_cast<const float *>(half) + off;
+        loadKV(half, cache.dtype, off, tmp, hd);
+        return tmp;
+      };
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = start; j <= p; ++j) {
-        size_t off = size_t((g * S + j) * hd);
-        const float *k = krow;
-        if (cache.dtype == DType::F32)
-          k = static_cast<const float *>(cache.k) + off;
-        else
-          loadKV(cache.k, cache.dtype, off, krow, hd);
-        float s = dot(q, k, hd) * scale;
+        float s = dot(q, row(cache.k, j, krow), hd) * scale;
         scores[j] = s;
         mx = std::max(mx, s);
       }
@@ -269,15 +271,8 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
       float inv = float(1.0 / sum);
       float *o = out + t * ldo + int64_t(h) * hd;
       std::memset(o, 0, size_t(hd) * 4);
-      for (int64_t j = start; j <= p; ++j) {
-        size_t off = size_t((g * S + j) * hd);
-        const float *v = vrow;
-        if (cache.dtype == DType::F32)
-          v = static_cast<const float *>(cache.v) + off;
-        else
-          loadKV(cache.v, cache.dtype, off, vrow, hd);
-        axpy(o, scores[j] * inv, v, hd);
-      }
+      for (int64_t j = start; j <= p; ++j)
+        axpy(o, scores[j] * inv, row(cache.v, j, vrow), hd);
     }
   });
 }

@@ -122,12 +122,22 @@ WeightStore::~WeightStore() {
     }
 }
 
-void WeightStore::allocateOwned(uint64_t bytes) {
-  if (bytes == 0)
+static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+
+void WeightStore::placeOwned(const std::vector<size_t> &which) {
+  uint64_t total = 0;
+  for (size_t i : which)
+    total += align64(views_[i].bytes);
+  if (total == 0)
     return;
   // Transparent huge pages cut TLB misses while decode streams the weights.
-  owned_ = static_cast<uint8_t *>(mapAnonymous(bytes, true, "weights"));
-  ownedCap_ = bytes;
+  owned_ = static_cast<uint8_t *>(mapAnonymous(total, true, "weights"));
+  ownedCap_ = ownedBytes_ = total;
+  uint64_t off = 0;
+  for (size_t i : which) {
+    views_[i].data = owned_ + off;
+    off += align64(views_[i].bytes);
+  }
 }
 
 static std::vector<bool> weightsUsedBy(const PlanFile &plan, const std::vector<int> &ranks) {
@@ -138,8 +148,6 @@ static std::vector<bool> weightsUsedBy(const PlanFile &plan, const std::vector<i
         used[i] = true;
   return used;
 }
-
-static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
 
 static bool haveAvx512Generator() {
   __builtin_cpu_init();
@@ -231,7 +239,6 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
   std::vector<bool> used = weightsUsedBy(plan, ranks);
   std::vector<const TensorInfo *> src(infos.size(), nullptr);
   std::vector<size_t> convert;
-  uint64_t ownedBytes = 0;
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!used[i])
       continue;
@@ -259,20 +266,12 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
       continue;
     }
     ws->fixedBytes_ += v.bytes;
-    if (w.dtype == w.storedDtype) {
+    if (w.dtype == w.storedDtype)
       v.data = t->data;
-    } else {
+    else
       convert.push_back(i);
-      ownedBytes += align64(v.bytes);
-    }
   }
-  ws->allocateOwned(ownedBytes);
-  uint64_t off = 0;
-  for (size_t i : convert) {
-    ws->views_[i].data = ws->owned_ + off;
-    off += align64(ws->views_[i].bytes);
-  }
-  ws->ownedBytes_ = ownedBytes;
+  ws->placeOwned(convert);
   runJobs(chunkJobs(convert, plan), ws->views_, pool, progress, [&](const FillJob &j) {
     convertRange(infos[j.weight], src[j.weight]->data, const_cast<void *>(ws->views_[j.weight].data),
                  j.begin, j.end);
@@ -291,7 +290,6 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
   ws->streamed_.resize(infos.size());
   std::vector<bool> used = weightsUsedBy(plan, ranks);
   std::vector<size_t> fill;
-  uint64_t total = 0;
   std::vector<uint64_t> keys(infos.size());
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!used[i])
@@ -306,17 +304,10 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
       ws->streamed_[i]->key = keys[i];
       continue;
     }
-    total += align64(v.bytes);
     ws->fixedBytes_ += v.bytes;
     fill.push_back(i);
   }
-  ws->allocateOwned(total);
-  uint64_t off = 0;
-  for (size_t i : fill) {
-    ws->views_[i].data = ws->owned_ + off;
-    off += align64(ws->views_[i].bytes);
-  }
-  ws->ownedBytes_ = total;
+  ws->placeOwned(fill);
   runJobs(chunkJobs(fill, plan), ws->views_, pool, progress, [&](const FillJob &j) {
     fillRandom(infos[j.weight], keys[j.weight], const_cast<void *>(ws->views_[j.weight].data),
                j.begin, j.end, ws->avx512_);

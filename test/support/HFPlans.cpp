@@ -98,6 +98,21 @@ private:
     a.scale = scale;
     pb_->step(std::move(a), p + "attn", layer);
   }
+  /// gate_proj|up_proj -> SiLU-gated -> down_proj, via `ff` (2*inter columns).
+  void gatedMlp(const std::string &w, const std::string &sp, int layer, int64_t inter, int ff,
+                int out, bool accumulate) {
+    linear(x_, ff, W(w + "gate_proj.weight", {inter, D_}), sp + "gate_proj", layer);
+    linear(x_, ff, W(w + "up_proj.weight", {inter, D_}), sp + "up_proj", layer, -1, inter);
+    mp::ActivationT a;
+    a.in = ff;
+    a.out = ff;
+    a.kind = mp::ActKind::Silu;
+    a.gated = true;
+    a.n = inter;
+    pb_->step(std::move(a), sp + "act", layer);
+    linear(ff, out, W(w + "down_proj.weight", {D_, inter}), sp + "down_proj", layer, -1, 0,
+           accumulate);
+  }
   void buildGpt2Rank(int r);
   void buildLlamaRank(int r);
   void moeBlock(int layer, const std::string &p, int r);
@@ -235,17 +250,7 @@ void Builder::moeBlock(int i, const std::string &p, int r) {
     pb_->step(std::move(col), sp + "moe.allreduce", i, 1);
   }
   if (Is_ > 0) { // Qwen2-MoE shared expert, gated by sigmoid(x . w)
-    std::string s = mp_ + "shared_expert.";
-    linear(x_, sh_, W(s + "gate_proj.weight", {Is_, D_}), sp + "shared.gate_proj", i);
-    linear(x_, sh_, W(s + "up_proj.weight", {Is_, D_}), sp + "shared.up_proj", i, -1, Is_);
-    mp::ActivationT a;
-    a.in = sh_;
-    a.out = sh_;
-    a.kind = mp::ActKind::Silu;
-    a.gated = true;
-    a.n = Is_;
-    pb_->step(std::move(a), sp + "shared.act", i);
-    linear(sh_, sout_, W(s + "down_proj.weight", {D_, Is_}), sp + "shared.down_proj", i);
+    gatedMlp(mp_ + "shared_expert.", sp + "shared.", i, Is_, sh_, sout_, false);
     linear(x_, sg_, W(mp_ + "shared_expert_gate.weight", {1, D_}), sp + "shared.gate", i);
     mp::SigmoidGateT sgt;
     sgt.gate_logit = sg_;
@@ -325,17 +330,7 @@ void Builder::buildLlamaRank(int r) {
     if (moeLayer_[size_t(i)]) {
       moeBlock(i, p, r);
     } else {
-      std::string m = p + "mlp.";
-      linear(x_, ff_, W(m + "gate_proj.weight", {I_, D_}), sp + "mlp.gate_proj", i);
-      linear(x_, ff_, W(m + "up_proj.weight", {I_, D_}), sp + "mlp.up_proj", i, -1, I_);
-      mp::ActivationT act;
-      act.in = ff_;
-      act.out = ff_;
-      act.kind = mp::ActKind::Silu;
-      act.gated = true;
-      act.n = I_;
-      pb_->step(std::move(act), sp + "mlp.act", i);
-      linear(ff_, h_, W(m + "down_proj.weight", {D_, I_}), sp + "mlp.down_proj", i, -1, 0, true);
+      gatedMlp(p + "mlp.", sp + "mlp.", i, I_, ff_, h_, true);
     }
   }
   norm(mp::NormKind::RMSNorm, h_, x_, W("model.norm.weight", {D_}, mp::Init::Ones), -1, eps_, D_,

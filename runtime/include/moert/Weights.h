@@ -84,7 +84,8 @@ private:
     std::atomic<bool> resident{false};
   };
   WeightStore() = default;
-  void allocateOwned(uint64_t bytes);
+  /// Lays the given weights out in one owned mapping and points their views at it.
+  void placeOwned(const std::vector<size_t> &which);
   WeightView loadAndGet(int32_t idx);
 
   const PlanFile *plan_ = nullptr;

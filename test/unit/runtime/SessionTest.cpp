@@ -310,12 +310,12 @@ std::vector<uint8_t> streamify(const std::vector<uint8_t> &bytes, bool experts, 
   if (layers) {
     std::vector<std::unique_ptr<mp::StepT>> out;
     int current = -1, prefetchAt = -1;
-    auto evict = [&](int layer) {
-      mp::EvictT e;
-      e.weights = layerWeights[layer];
+    // A Prefetch or Evict of a layer's weights on the streaming stream.
+    auto streamStep = [&](auto op, int layer, const char *what) {
+      op.weights = layerWeights[layer];
       auto st = std::make_unique<mp::StepT>();
-      st->op.Set(std::move(e));
-      st->name = "layers." + std::to_string(layer) + ".evict";
+      st->op.Set(std::move(op));
+      st->name = "layers." + std::to_string(layer) + what;
       st->layer = layer;
       st->stream = 2;
       out.push_back(std::move(st));
@@ -323,17 +323,10 @@ std::vector<uint8_t> streamify(const std::vector<uint8_t> &bytes, bool experts, 
     for (auto &s : steps) {
       if (s->layer != current) {
         if (current >= 0)
-          evict(current);
+          streamStep(mp::EvictT(), current, ".evict");
         current = s->layer;
         if (current >= 0) {
-          mp::PrefetchT pf;
-          pf.weights = layerWeights[current];
-          auto st = std::make_unique<mp::StepT>();
-          st->op.Set(std::move(pf));
-          st->name = "layers." + std::to_string(current) + ".prefetch";
-          st->layer = current;
-          st->stream = 2;
-          out.push_back(std::move(st));
+          streamStep(mp::PrefetchT(), current, ".prefetch");
           prefetchAt = int(out.size()) - 1;
         }
       }

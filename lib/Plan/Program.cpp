@@ -443,6 +443,9 @@ void ProgramBuilder::addStreamingSteps() {
     size_t after = stepsOf(index).second + 1;
     std::string name = "layers." + std::to_string(index);
     int32_t layerNo = int32_t(index);
+    // The builder runs after this ProgramBuilder is gone: it reads the
+    // weights' final rank lists through the Program itself.
+    const Program *program = &p;
     auto make = [&](std::string stepName, bool prefetch) {
       plan::Step s;
       s.name = stepName;
@@ -453,8 +456,8 @@ void ProgramBuilder::addStreamingSteps() {
         // Only the weights this rank holds.
         std::vector<int32_t> mine;
         for (int32_t w : weights)
-          if (p.weights[w].ranks.empty() ||
-              llvm::is_contained(p.weights[w].ranks, rank.rank))
+          if (program->weights[w].ranks.empty() ||
+              llvm::is_contained(program->weights[w].ranks, rank.rank))
             mine.push_back(w);
         if (mine.empty())
           return uint32_t(0);

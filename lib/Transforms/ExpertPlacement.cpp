@@ -147,8 +147,7 @@ struct MoEExpertPlacementPass
       if (experts.getInput().getDefiningOp<AllToAllOp>())
         return WalkResult::advance(); // already placed and exchanged
       int64_t numExperts = experts.getNumExperts();
-      auto layer = experts->getParentOfType<LayerOp>();
-      int64_t layerIndex = layer ? layer.getIndex() : -1;
+      int64_t layerIndex = experts.getLayerIndex();
       SmallVector<int64_t> ranks;
       if (strategy == "contiguous") {
         ranks = placeContiguous(numExperts, numRanks);

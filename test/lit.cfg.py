@@ -32,6 +32,8 @@ config.substitutions.append(("%cmake_configure", " ".join(
      '-DCMAKE_CXX_COMPILER_LAUNCHER="%s"' % config.cmake_cxx_launcher,
      "-DCMAKE_BUILD_TYPE=Release"])))
 config.substitutions.append(("%cmake", '"%s"' % config.cmake_command))
+config.substitutions.append(("%lit", '"%s"' % config.lit_path))
+config.substitutions.append(("%llvm_tools", config.llvm_tools_dir))
 
 if config.moe_enable_compiler:
     config.available_features.add("compiler")

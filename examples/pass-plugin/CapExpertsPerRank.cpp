@@ -85,7 +85,8 @@ struct CapExpertsPerRankPass
              << llvm::divideCeil(numExperts, numRanks) << ")";
 
     SmallVector<double> load(numExperts, 1.0);
-    if (const SmallVector<double> *routed = loads.lookup(placed.getLayerIndex())) {
+    if (const SmallVector<double> *routed =
+            loads.lookup(placed.getLayerIndex())) {
       if (int64_t(routed->size()) != numExperts)
         return placed.emitError()
                << profile << ": layer " << placed.getLayerIndex() << " has "
@@ -118,8 +119,8 @@ struct CapExpertsPerRankPass
       });
       if (from < 0)
         break;
-      int64_t to = pickRank(
-          [&](int64_t r) -> std::optional<std::pair<double, int64_t>> {
+      int64_t to =
+          pickRank([&](int64_t r) -> std::optional<std::pair<double, int64_t>> {
             if (count[r] >= cap)
               return std::nullopt;
             return std::make_pair(rankLoad[r], count[r]);
@@ -137,9 +138,9 @@ struct CapExpertsPerRankPass
           bestPeak = peak;
         }
       }
-      LLVM_DEBUG(llvm::dbgs() << "layer " << layer.getIndex() << ": expert "
-                              << best << " rank " << from << " -> " << to
-                              << "\n");
+      LLVM_DEBUG(llvm::dbgs()
+                 << "layer " << layer.getIndex() << ": expert " << best
+                 << " rank " << from << " -> " << to << "\n");
       ranks[best] = to;
       --count[from];
       ++count[to];

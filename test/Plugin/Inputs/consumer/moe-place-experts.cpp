@@ -23,8 +23,7 @@ int main(int argc, char **argv) {
   }
   MLIRContext context;
   context.loadDialect<moe::MoEDialect, shard::ShardDialect>();
-  OwningOpRef<ModuleOp> module =
-      parseSourceFile<ModuleOp>(argv[1], &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(argv[1], &context);
   if (!module)
     return 1;
   PassManager pm(&context);

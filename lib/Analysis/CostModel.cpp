@@ -14,11 +14,11 @@ namespace {
 
 /// How the graph uses one parameter.
 struct ParamUse {
-  bool dense = false;  // read whole by some op
-  bool lookup = false; // rows gathered by moe.embedding
-  bool expert = false; // a routed expert's weight
+  bool dense = false;    // read whole by some op
+  bool lookup = false;   // rows gathered by moe.embedding
+  bool expert = false;   // a routed expert's weight
   bool unplaced = false; // an expert weight of experts without a placement
-  int64_t layer = -1;  // layer of the first use, -1 outside layers
+  int64_t layer = -1;    // layer of the first use, -1 outside layers
   bool seen = false;
 };
 
@@ -101,17 +101,17 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
            same(cost.ranks[first], cost.ranks[last + 1]))
       ++last;
     const RankCost &rc = cost.ranks[first];
-    os << llvm::formatv(row, rankRange(first, last), shortCount(rc.params),
-                        bytesOrDash(rc.weightBytes),
-                        bytesOrDash(rc.activationBytes),
-                        bytesOrDash(rc.kvCacheBytes), bytesOrDash(rc.peakBytes));
+    os << llvm::formatv(
+        row, rankRange(first, last), shortCount(rc.params),
+        bytesOrDash(rc.weightBytes), bytesOrDash(rc.activationBytes),
+        bytesOrDash(rc.kvCacheBytes), bytesOrDash(rc.peakBytes));
     first = last + 1;
   }
   if (cost.streaming)
     os << "weight streaming: budget " << formatBytes(cost.streamingBudgetBytes)
        << " per rank, " << formatBytes(cost.streamedWeightBytes)
-       << " of weights streamed, peak "
-       << formatBytes(cost.streamingPeakBytes) << " on the busiest rank\n";
+       << " of weights streamed, peak " << formatBytes(cost.streamingPeakBytes)
+       << " on the busiest rank\n";
 
   if (!cost.numMoELayers)
     return;
@@ -190,12 +190,12 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         if (isa<ExpertsOp>(user) && operand.getOperandNumber() >= 2) {
           use.expert = true;
           use.unplaced |= !cast<ExpertsOp>(user).getExpertPlacement();
-        }
-        else if (auto emb = dyn_cast<EmbeddingOp>(user);
-                 emb && operand.get() == emb.getTable())
+        } else if (auto emb = dyn_cast<EmbeddingOp>(user);
+                   emb && operand.get() == emb.getTable()) {
           use.lookup = true;
-        else
+        } else {
           use.dense = true;
+        }
       }
     }
 
@@ -455,11 +455,20 @@ std::string xmlEscape(llvm::StringRef text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-    case '&': out += "&amp;"; break;
-    case '<': out += "&lt;"; break;
-    case '>': out += "&gt;"; break;
-    case '"': out += "&quot;"; break;
-    default: out += c;
+    case '&':
+      out += "&amp;";
+      break;
+    case '<':
+      out += "&lt;";
+      break;
+    case '>':
+      out += "&gt;";
+      break;
+    case '"':
+      out += "&quot;";
+      break;
+    default:
+      out += c;
     }
   }
   return out;
@@ -486,7 +495,8 @@ void mlir::moe::printReportSVG(llvm::raw_ostream &os, const ModelCost &cost) {
   constexpr int left = 96, right = 170, top = 56, barHeight = 220;
   constexpr const char *font = "font-family=\"sans-serif\"";
   constexpr std::pair<const char *, const char *> parts[] = {
-      {"weights", "#4e79a7"}, {"activations", "#f28e2b"},
+      {"weights", "#4e79a7"},
+      {"activations", "#f28e2b"},
       {"kv-cache", "#59a14f"}};
   Columns cols(cost.numRanks);
   int colWidth = int(std::clamp<int64_t>(640 / cols.count, 10, 48));
@@ -508,7 +518,8 @@ void mlir::moe::printReportSVG(llvm::raw_ostream &os, const ModelCost &cost) {
   int memoryTop = top + 16;
   int memoryBottom = memoryTop + (cost.hasMemoryPlan ? barHeight : 20);
   int expertsTop = memoryBottom + 70;
-  int expertsHeight = moeLayers.empty() ? 20 : int(moeLayers.size()) * cellHeight;
+  int expertsHeight =
+      moeLayers.empty() ? 20 : int(moeLayers.size()) * cellHeight;
   int height = expertsTop + expertsHeight + 60;
 
   os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
@@ -569,8 +580,7 @@ void mlir::moe::printReportSVG(llvm::raw_ostream &os, const ModelCost &cost) {
             "x=\"{3}\" y=\"{4:f1}\" width=\"{5}\" height=\"{6:f1}\" "
             "fill=\"{7}\"><title>rank {1}: {0} {8}</title></rect>\n",
             part.first, columnLabel(c), bytes, left + c * colWidth + 1, y1,
-            colWidth - 2, y0 - y1, part.second,
-            formatBytes(uint64_t(bytes)));
+            colWidth - 2, y0 - y1, part.second, formatBytes(uint64_t(bytes)));
         base += double(bytes);
       }
     }
@@ -595,9 +605,10 @@ void mlir::moe::printReportSVG(llvm::raw_ostream &os, const ModelCost &cost) {
                       left + plotWidth / 2, memoryBottom + 30, font);
 
   // Experts each rank holds, per MoE layer: a heat map.
-  os << llvm::formatv("<text class=\"heading\" x=\"{0}\" y=\"{1}\" {2} "
-                      "font-size=\"13\">Experts per rank and MoE layer</text>\n",
-                      left, expertsTop - 8, font);
+  os << llvm::formatv(
+      "<text class=\"heading\" x=\"{0}\" y=\"{1}\" {2} "
+      "font-size=\"13\">Experts per rank and MoE layer</text>\n",
+      left, expertsTop - 8, font);
   if (moeLayers.empty()) {
     os << llvm::formatv("<text class=\"missing\" x=\"{0}\" y=\"{1}\" {2} "
                         "font-size=\"12\">no MoE layers</text>\n",
@@ -631,13 +642,13 @@ void mlir::moe::printReportSVG(llvm::raw_ostream &os, const ModelCost &cost) {
             "height=\"{6}\" fill=\"rgb({7},{8},{9})\" stroke=\"#fff\">"
             "<title>layer {0}, rank {1}: {2} expert{10}</title></rect>\n",
             lc->index, columnLabel(c), count, x, y, colWidth, cellHeight,
-            channel(0x4e), channel(0x79), channel(0xa7),
-            count == 1 ? "" : "s");
+            channel(0x4e), channel(0x79), channel(0xa7), count == 1 ? "" : "s");
         if (colWidth >= 16 && cellHeight >= 12)
-          os << llvm::formatv("<text x=\"{0}\" y=\"{1}\" {2} font-size=\"10\" "
-                              "text-anchor=\"middle\" fill=\"{3}\">{4}</text>\n",
-                              x + colWidth / 2, y + cellHeight / 2 + 4, font,
-                              t > 0.5 ? "white" : "black", count);
+          os << llvm::formatv(
+              "<text x=\"{0}\" y=\"{1}\" {2} font-size=\"10\" "
+              "text-anchor=\"middle\" fill=\"{3}\">{4}</text>\n",
+              x + colWidth / 2, y + cellHeight / 2 + 4, font,
+              t > 0.5 ? "white" : "black", count);
       }
     }
   }

@@ -29,16 +29,20 @@ FailureOr<moe::ExpertProfile> moe::readExpertProfile(Operation *op,
   ExpertProfile profile;
   for (auto [i, entry] : llvm::enumerate(*layers)) {
     const llvm::json::Object *layer = entry.getAsObject();
-    std::optional<int64_t> index = layer ? layer->getInteger("layer") : std::nullopt;
-    const llvm::json::Array *routed = layer ? layer->getArray("routed") : nullptr;
+    std::optional<int64_t> index =
+        layer ? layer->getInteger("layer") : std::nullopt;
+    const llvm::json::Array *routed =
+        layer ? layer->getArray("routed") : nullptr;
     if (!index || !routed)
-      return fail("layers[" + Twine(i) + "]: expected {\"layer\": int, "
+      return fail("layers[" + Twine(i) +
+                  "]: expected {\"layer\": int, "
                   "\"routed\": [counts]}");
     SmallVector<double> counts;
     for (const llvm::json::Value &c : *routed) {
       std::optional<double> n = c.getAsNumber();
       if (!n || *n < 0)
-        return fail("layers[" + Twine(i) + "].routed: expected non-negative "
+        return fail("layers[" + Twine(i) +
+                    "].routed: expected non-negative "
                     "numbers");
       counts.push_back(*n);
     }

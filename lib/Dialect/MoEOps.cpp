@@ -730,8 +730,8 @@ int64_t ExpertsOp::getParamsPerExpert() {
 
 SmallVector<Value> ExpertsOp::getExpertWeights(int64_t expert) {
   SmallVector<Value> weights;
-  for (OperandRange role : {getUp(), getGate(), getDown(), getUpBias(),
-                            getDownBias()})
+  for (OperandRange role :
+       {getUp(), getGate(), getDown(), getUpBias(), getDownBias()})
     if (!role.empty())
       weights.push_back(role[expert]);
   return weights;

@@ -114,10 +114,10 @@ struct MoEExpertPlacementPass
         SmallVector<double> load(numExperts, 1.0);
         if (const SmallVector<double> *routed = loads.lookup(layerIndex)) {
           if (int64_t(routed->size()) != numExperts) {
-            experts.emitError() << profile << ": layer " << layerIndex
-                                << " has " << routed->size()
-                                << " expert counts (expected " << numExperts
-                                << ")";
+            experts.emitError()
+                << profile << ": layer " << layerIndex << " has "
+                << routed->size() << " expert counts (expected " << numExperts
+                << ")";
             return WalkResult::interrupt();
           }
           load = *routed;

@@ -170,7 +170,8 @@ CompileOptions parseOptions(EmitKind emit) {
   o.pipeline = pipelineFlag;
   if (emit == EmitKind::Plan && outputPath.empty())
     fail("-o: missing (expected the plan file to write)");
-  if (!plotPath.empty() && !llvm::StringRef(plotPath).ends_with_insensitive(".svg"))
+  if (!plotPath.empty() &&
+      !llvm::StringRef(plotPath).ends_with_insensitive(".svg"))
     fail("--plot: '" + plotPath + "' is not supported (expected a .svg file)");
   return o;
 }

@@ -1,0 +1,105 @@
+//===- kernel-bench.cpp - Times cpu::linear on model shapes ---------------===//
+//
+// kernel-bench [--threads=N] [--reps=R]: for the Mixtral-bench shapes
+// (attention and expert projections, lm_head) and token counts of decode,
+// expert prefill (~5 tokens) and dense prefill (20), reports the best time of
+// `reps` runs of the automatic kernel choice and of f32 panels + OpenBLAS
+// sgemm, as GB/s of weights streamed and GMAC/s. Weights are distinct
+// buffers per repetition so they come from DRAM, as in a forward pass.
+//
+//===----------------------------------------------------------------------===//
+#include "moert/Bench.h"
+#include "moert/FileUtil.h"
+#include "moert/Trace.h"
+#include "moert/cpu/Kernels.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+using namespace moert;
+using namespace moert::cpu;
+
+int main(int argc, char **argv) {
+  int threads = 1, reps = 5;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--threads=", 0) == 0)
+      threads = std::stoi(a.substr(10));
+    else if (a.rfind("--reps=", 0) == 0)
+      reps = std::stoi(a.substr(7));
+    else if (a == "--json")
+      json = true;
+  }
+  ThreadPool pool(threads);
+  Workspace ws(threads);
+  struct Shape {
+    const char *name;
+    int64_t N, K;
+  } shapes[] = {{"q_proj", 1024, 1024}, {"kv_proj", 256, 1024}, {"expert.gate/up", 2816, 1024},
+                {"expert.down", 1024, 2816}, {"lm_head", 32000, 1024}};
+  struct Mode {
+    const char *name;
+    DType wt;
+    Precision prec;
+    LinearStrategy strat;
+  } modes[] = {{"bf16-auto", DType::BF16, Precision::BF16, LinearStrategy::Auto},
+               {"bf16-exact", DType::BF16, Precision::F32, LinearStrategy::Auto},
+               {"bf16-panels+sgemm", DType::BF16, Precision::F32, LinearStrategy::Panels},
+               {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto}};
+  // The same-run read bandwidth, to judge the weight-streaming rates below.
+  BandwidthResult bw = measureReadBandwidth(pool, uint64_t(1) << 30, 5);
+  if (!json)
+    std::printf("read bandwidth %.1f GB/s best, %.1f median (%d threads)\n", bw.bestGBs,
+                bw.medianGBs, threads);
+  nlohmann::json out = nlohmann::json::array();
+  out.push_back({{"read_bandwidth_gbs", bw.bestGBs}, {"threads", threads}});
+  if (!json)
+    std::printf("%-16s %6s %6s %4s %-18s %9s %8s %8s\n", "shape", "N", "K", "T", "mode", "ms",
+                "GB/s", "GMAC/s");
+  for (const Shape &sh : shapes)
+    for (int64_t T : {1, 5, 20}) {
+      if (sh.N == 32000 && T != 1)
+        continue;
+      std::vector<float> X(size_t(T * sh.K), 0.01f), Y(size_t(T * sh.N));
+      for (const Mode &m : modes) {
+        size_t wbytes = size_t(sh.N * sh.K) * dtypeSize(m.wt);
+        // Enough copies to exceed the last-level cache.
+        int copies = int(std::max<size_t>(2, (size_t(256) << 20) / wbytes + 1));
+        size_t total = wbytes * size_t(copies);
+        void *p = mapAnonymous(total, true, "benchmark weights");
+        // Random bf16/f16/f32 bit patterns of moderate magnitude: constant
+        // pages could be merged by the hypervisor and read from cache.
+        uint64_t x = 88172645463325252ull;
+        auto *u16 = static_cast<uint16_t *>(p);
+        for (size_t i = 0; i < total / 2; ++i) {
+          x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+          u16[i] = uint16_t((x & 0x807f) | (m.wt == DType::F32 && i % 2 == 0 ? 0 : 0x3c00));
+        }
+        setLinearStrategy(m.strat);
+        double best = 1e30;
+        for (int r = 0; r < reps; ++r)
+          for (int c = 0; c < copies; ++c) {
+            int64_t t0 = nowNs();
+            linear(pool, ws, X.data(), sh.K, T, {static_cast<uint8_t *>(p) + size_t(c) * wbytes, m.wt},
+                   sh.N, sh.K, false, {}, Y.data(), sh.N, false, m.prec);
+            best = std::min(best, double(nowNs() - t0) / 1e6);
+          }
+        unmapAnonymous(p, total);
+        double gbs = double(wbytes) / (best * 1e6), gmac = double(sh.N * sh.K * T) / (best * 1e6);
+        if (json)
+          out.push_back({{"shape", sh.name}, {"N", sh.N}, {"K", sh.K}, {"T", T}, {"mode", m.name},
+                         {"ms", best}, {"GBs", gbs}, {"GMACs", gmac}, {"threads", threads}});
+        else
+          std::printf("%-16s %6ld %6ld %4ld %-18s %9.3f %8.1f %8.1f\n", sh.name, long(sh.N),
+                      long(sh.K), long(T), m.name, best, gbs, gmac);
+      }
+    }
+  setLinearStrategy(LinearStrategy::Auto);
+  if (json)
+    std::printf("%s\n", out.dump(1).c_str());
+  return 0;
+}

@@ -1,0 +1,387 @@
+//===- Ops.cpp - Element-wise ops, attention, gating ----------------------===//
+//
+// Reductions (norm statistics, softmax sums) accumulate in double: they are a
+// negligible share of the time and keep the runtime within ~1e-6 of a float64
+// reference.
+//
+//===----------------------------------------------------------------------===//
+#include "moert/cpu/Kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <immintrin.h>
+#include <limits>
+
+namespace moert::cpu {
+
+float activate(Act a, float x) {
+  switch (a) {
+  case Act::Gelu:
+    return float(0.5 * x * (1.0 + std::erf(double(x) * M_SQRT1_2)));
+  case Act::GeluTanh: {
+    double xd = x;
+    return float(0.5 * xd * (1.0 + std::tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd))));
+  }
+  case Act::Silu:
+    return float(double(x) / (1.0 + std::exp(-double(x))));
+  case Act::Relu:
+    return x > 0.0f ? x : 0.0f;
+  case Act::Sigmoid:
+    return float(1.0 / (1.0 + std::exp(-double(x))));
+  case Act::Identity:
+    return x;
+  }
+  return x;
+}
+
+static void rowFromWeight(WRef W, int64_t row, int64_t D, float scale, float *out, bool add) {
+  size_t base = size_t(row * D);
+  if (W.dtype == DType::F32) {
+    const float *w = static_cast<const float *>(W.data) + base;
+    for (int64_t d = 0; d < D; ++d)
+      out[d] = add ? out[d] + w[d] * scale : w[d] * scale;
+    return;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    float v = loadAsF32(W.data, W.dtype, base + size_t(d)) * scale;
+    out[d] = add ? out[d] + v : v;
+  }
+}
+
+void embedding(const int64_t *ids, int64_t T, WRef W, int64_t D, float scale, float *out,
+               int64_t ldo) {
+  for (int64_t t = 0; t < T; ++t)
+    rowFromWeight(W, ids[t], D, scale, out + t * ldo, false);
+}
+
+void addRows(const int64_t *pos, int64_t T, WRef W, int64_t D, float *io, int64_t ldio) {
+  for (int64_t t = 0; t < T; ++t)
+    rowFromWeight(W, pos[t], D, 1.0f, io + t * ldio, true);
+}
+
+static inline float wAt(WRef w, int64_t i, float dflt) {
+  return w ? loadAsF32(w.data, w.dtype, size_t(i)) : dflt;
+}
+
+void layerNorm(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows,
+               int64_t colOffset, int64_t cols, int64_t dim, WRef w, WRef b, float eps) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = colOffset; g < colOffset + cols; g += dim) {
+      const float *x = in + r * ldi + g;
+      float *y = out + r * ldo + g;
+      double mean = 0.0, var = 0.0;
+      for (int64_t d = 0; d < dim; ++d)
+        mean += x[d];
+      mean /= double(dim);
+      for (int64_t d = 0; d < dim; ++d)
+        var += (x[d] - mean) * (x[d] - mean);
+      var /= double(dim);
+      double inv = 1.0 / std::sqrt(var + double(eps));
+      for (int64_t d = 0; d < dim; ++d)
+        y[d] = float((x[d] - mean) * inv) * wAt(w, d, 1.0f) + wAt(b, d, 0.0f);
+    }
+}
+
+void rmsNorm(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows,
+             int64_t colOffset, int64_t cols, int64_t dim, WRef w, float eps, float weightOffset) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = colOffset; g < colOffset + cols; g += dim) {
+      const float *x = in + r * ldi + g;
+      float *y = out + r * ldo + g;
+      double ss = 0.0;
+      for (int64_t d = 0; d < dim; ++d)
+        ss += double(x[d]) * x[d];
+      float inv = float(1.0 / std::sqrt(ss / double(dim) + double(eps)));
+      if (!w) {
+        for (int64_t d = 0; d < dim; ++d)
+          y[d] = x[d] * inv;
+      } else {
+        for (int64_t d = 0; d < dim; ++d)
+          y[d] = x[d] * inv * (weightOffset + wAt(w, d, 1.0f));
+      }
+    }
+}
+
+void rope(float *buf, int64_t ld, int64_t T, const int64_t *pos, int heads, int headDim,
+          int rotaryDim, const float *cosTab, const float *sinTab, bool interleaved) {
+  int half = rotaryDim / 2;
+  for (int64_t t = 0; t < T; ++t) {
+    const float *c = cosTab + pos[t] * half, *s = sinTab + pos[t] * half;
+    for (int h = 0; h < heads; ++h) {
+      float *v = buf + t * ld + int64_t(h) * headDim;
+      for (int i = 0; i < half; ++i) {
+        int i1 = interleaved ? 2 * i : i, i2 = interleaved ? 2 * i + 1 : i + half;
+        float x1 = v[i1], x2 = v[i2];
+        v[i1] = x1 * c[i] - x2 * s[i];
+        v[i2] = x2 * c[i] + x1 * s[i];
+      }
+    }
+  }
+}
+
+void ropeTables(int64_t positions, int rotaryDim, double theta, std::vector<float> &cosTab,
+                std::vector<float> &sinTab) {
+  int half = rotaryDim / 2;
+  cosTab.resize(size_t(positions * half));
+  sinTab.resize(size_t(positions * half));
+  for (int i = 0; i < half; ++i) {
+    double invFreq = std::pow(theta, -2.0 * i / rotaryDim);
+    for (int64_t p = 0; p < positions; ++p) {
+      double a = double(p) * invFreq;
+      cosTab[size_t(p * half + i)] = float(std::cos(a));
+      sinTab[size_t(p * half + i)] = float(std::sin(a));
+    }
+  }
+}
+
+void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows, int64_t n,
+                Act act, bool gated) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *x = in + r * ldi;
+    float *y = out + r * ldo;
+    if (gated) {
+      for (int64_t j = 0; j < n; ++j)
+        y[j] = activate(act, x[j]) * x[n + j];
+    } else if (act == Act::Silu) {
+      for (int64_t j = 0; j < n; ++j)
+        y[j] = x[j] / (1.0f + std::exp(-x[j]));
+    } else {
+      for (int64_t j = 0; j < n; ++j)
+        y[j] = activate(act, x[j]);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+static void storeKV(void *dst, DType dt, size_t off, const float *src, int64_t n) {
+  if (dt == DType::F32) {
+    std::memcpy(static_cast<float *>(dst) + off, src, size_t(n) * 4);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    storeFromF32(dst, dt, off + size_t(i), src[i]);
+}
+
+static void loadKV(const void *src, DType dt, size_t off, float *dst, int64_t n) {
+  if (dt == DType::F32) {
+    std::memcpy(dst, static_cast<const float *>(src) + off, size_t(n) * 4);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    dst[i] = loadAsF32(src, dt, off + size_t(i));
+}
+
+static float dotScalar(const float *a, const float *b, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i)
+    s += a[i] * b[i];
+  return s;
+}
+
+static void axpyScalar(float *y, float a, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] += a * x[i];
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) static float dotAvx512(const float *a, const float *b,
+                                                          int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < n) {
+    __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+__attribute__((target("avx512f"))) static void axpyAvx512(float *y, float a, const float *x,
+                                                          int64_t n) {
+  __m512 av = _mm512_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i),
+                                          _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+#pragma GCC diagnostic pop
+
+void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
+               int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
+               const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
+               float scale, int slidingWindow) {
+  const int64_t hd = headDim, S = cache.maxSeq;
+  for (int64_t t = 0; t < T; ++t)
+    for (int g = 0; g < kvHeads; ++g) {
+      size_t off = size_t((g * S + pos[t]) * hd);
+      storeKV(cache.k, cache.dtype, off, qkv + t * ldqkv + kCol + g * hd, hd);
+      storeKV(cache.v, cache.dtype, off, qkv + t * ldqkv + vCol + g * hd, hd);
+    }
+  int64_t maxPos = 0;
+  for (int64_t t = 0; t < T; ++t)
+    maxPos = std::max(maxPos, pos[t]);
+  // Per thread: scores over positions + f32 rows of K/V for non-f32 caches.
+  size_t scratch = size_t(maxPos + 1) * 4 + size_t(2 * hd) * 4 + 64;
+  ws.reserveLocal(scratch);
+  const int group = heads / kvHeads;
+  const int64_t work = int64_t(heads) * T;
+  bool avx = activeIsa() != Isa::Scalar;
+  auto dot = avx ? dotAvx512 : dotScalar;
+  auto axpy = avx ? axpyAvx512 : axpyScalar;
+  pool.parallelFor(size_t(work), 1, [&](size_t w0, size_t w1, int tid) {
+    float *scores = static_cast<float *>(ws.local(tid, scratch));
+    float *krow = scores + maxPos + 1, *vrow = krow + hd;
+    for (size_t w = w0; w < w1; ++w) {
+      int h = int(int64_t(w) / T);
+      int64_t t = int64_t(w) % T, p = pos[t];
+      int g = h / group;
+      int64_t start = slidingWindow > 0 ? std::max<int64_t>(0, p - slidingWindow + 1) : 0;
+      const float *q = qkv + t * ldqkv + qCol + int64_t(h) * hd;
+      // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
+      auto row = [&](const void *half, int64_t j, float *tmp) -> const float * {
+        size_t off = size_t((g * S + j) * hd);
+        if (cache.dtype == DType::F32)
+          return static_cast<const float *>(half) + off;
+        loadKV(half, cache.dtype, off, tmp, hd);
+        return tmp;
+      };
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = start; j <= p; ++j) {
+        float s = dot(q, row(cache.k, j, krow), hd) * scale;
+        scores[j] = s;
+        mx = std::max(mx, s);
+      }
+      double sum = 0.0;
+      for (int64_t j = start; j <= p; ++j) {
+        scores[j] = std::exp(scores[j] - mx);
+        sum += scores[j];
+      }
+      float inv = float(1.0 / sum);
+      float *o = out + t * ldo + int64_t(h) * hd;
+      std::memset(o, 0, size_t(hd) * 4);
+      for (int64_t j = start; j <= p; ++j)
+        axpy(o, scores[j] * inv, row(cache.v, j, vrow), hd);
+    }
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Gating
+//===----------------------------------------------------------------------===//
+
+int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, int32_t *slotExpert,
+             float *slotWeight, int32_t *expertOffsets, int32_t *sortedSlots,
+             uint64_t *routedCounts) {
+  const int E = p.numExperts, K = p.topK;
+  std::vector<double> score(static_cast<size_t>(E));
+  std::vector<int> pick(static_cast<size_t>(K));
+  std::vector<bool> taken(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    const float *row = logits + t * ld;
+    // The values top-k ranks: probabilities, or raw logits when the softmax
+    // comes after the selection.
+    if (p.softmaxBeforeTopk) {
+      if (p.sigmoid) {
+        for (int e = 0; e < E; ++e)
+          score[size_t(e)] = 1.0 / (1.0 + std::exp(-double(row[e])));
+      } else {
+        double mx = row[0], sum = 0.0;
+        for (int e = 1; e < E; ++e)
+          mx = std::max(mx, double(row[e]));
+        for (int e = 0; e < E; ++e)
+          sum += score[size_t(e)] = std::exp(double(row[e]) - mx);
+        for (int e = 0; e < E; ++e)
+          score[size_t(e)] /= sum;
+      }
+    } else {
+      for (int e = 0; e < E; ++e)
+        score[size_t(e)] = row[e];
+    }
+    // Top-k, descending, ties to the lower expert id.
+    std::fill(taken.begin(), taken.end(), false);
+    for (int j = 0; j < K; ++j) {
+      int best = -1;
+      for (int e = 0; e < E; ++e)
+        if (!taken[size_t(e)] && (best < 0 || score[size_t(e)] > score[size_t(best)]))
+          best = e;
+      taken[size_t(best)] = true;
+      pick[size_t(j)] = best;
+    }
+    double w[64], wsum = 0.0;
+    std::vector<double> wv(static_cast<size_t>(K));
+    double *wp = K <= 64 ? w : wv.data();
+    if (p.softmaxBeforeTopk) {
+      for (int j = 0; j < K; ++j)
+        wp[j] = score[size_t(pick[size_t(j)])];
+    } else if (p.sigmoid) {
+      for (int j = 0; j < K; ++j)
+        wp[j] = 1.0 / (1.0 + std::exp(-score[size_t(pick[size_t(j)])]));
+    } else {
+      double mx = score[size_t(pick[0])], s = 0.0;
+      for (int j = 0; j < K; ++j)
+        s += wp[j] = std::exp(score[size_t(pick[size_t(j)])] - mx);
+      for (int j = 0; j < K; ++j)
+        wp[j] /= s;
+    }
+    for (int j = 0; j < K; ++j)
+      wsum += wp[j];
+    for (int j = 0; j < K; ++j) {
+      slotExpert[t * K + j] = pick[size_t(j)];
+      slotWeight[t * K + j] = float(p.normTopk ? wp[j] / wsum : wp[j]);
+      if (routedCounts)
+        ++routedCounts[pick[size_t(j)]];
+    }
+  }
+  // Capacity: slots admitted in slot (token-major) order.
+  int64_t slots = T * K;
+  int64_t cap = std::numeric_limits<int64_t>::max();
+  if (p.dropTokens)
+    cap = std::max<int64_t>(p.minCapacity,
+                            int64_t(std::ceil(double(p.capacityFactor) * double(T) * K / E)));
+  std::vector<int64_t> count(size_t(E), 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    int e = slotExpert[s];
+    if (count[size_t(e)] < cap)
+      ++count[size_t(e)];
+    else
+      slotWeight[s] = 0.0f;
+  }
+  expertOffsets[0] = 0;
+  for (int e = 0; e < E; ++e)
+    expertOffsets[e + 1] = expertOffsets[e] + int32_t(count[size_t(e)]);
+  std::vector<int32_t> fill(expertOffsets, expertOffsets + E);
+  std::fill(count.begin(), count.end(), 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    int e = slotExpert[s];
+    if (count[size_t(e)]++ < cap)
+      sortedSlots[fill[size_t(e)]++] = int32_t(s);
+  }
+  return expertOffsets[E];
+}
+
+void combine(const float *slotOut, const float *slotWeight, int64_t T, int topK, int64_t D,
+             float *out, int64_t ldo, bool accumulate) {
+  for (int64_t t = 0; t < T; ++t) {
+    float *o = out + t * ldo;
+    for (int64_t d = 0; d < D; ++d) {
+      float s = 0.0f;
+      for (int j = 0; j < topK; ++j)
+        s += slotWeight[t * topK + j] * slotOut[(t * topK + j) * D + d];
+      o[d] = accumulate ? o[d] + s : s;
+    }
+  }
+}
+
+} // namespace moert::cpu

@@ -1,0 +1,54 @@
+//===- Generate.h - Sampling and the generation loop ------------*- C++ -*-===//
+#pragma once
+
+#include "moert/Session.h"
+
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace moert {
+
+/// Picks the next token: greedy (temperature 0: argmax, ties to the lowest
+/// id) or temperature + top-p sampling from a counter-based RNG, so a seed
+/// gives the same tokens on every run and machine.
+class Sampler {
+public:
+  Sampler(float temperature = 0.0f, float topP = 1.0f, uint64_t seed = 0)
+      : temperature_(temperature), topP_(topP), state_(seed) {}
+  int64_t next(const float *logits, int64_t vocab);
+  static int64_t argmax(const float *logits, int64_t vocab);
+
+private:
+  double uniform();
+  float temperature_, topP_;
+  uint64_t state_;
+  std::vector<std::pair<double, int64_t>> probs_;
+};
+
+struct GenerateOptions {
+  int64_t maxNewTokens = 16;
+  float temperature = 0.0f, topP = 1.0f;
+  uint64_t seed = 0;
+  bool stopAtEos = true;
+  bool promptLogits = false; // keep the logits of every prompt position
+  /// Called after each new token with (generated, maxNewTokens).
+  std::function<void(int64_t, int64_t)> onToken;
+};
+
+struct GenerateResult {
+  std::vector<int64_t> tokens;     // prompt followed by the new tokens
+  std::vector<float> promptLogits; // [prompt, vocab] when requested
+  double prefillMs = 0.0;
+  std::vector<double> decodeMs;    // one per decode forward call
+  uint64_t decodeWeightBytes = 0;  // weight bytes read by all decode calls
+  uint64_t decodeKVBytes = 0;
+};
+
+/// Prefills the prompt in chunks of max_tokens, then decodes one token per
+/// step. Every rank calls this; rank 0 samples and broadcasts each token so
+/// all ranks feed the same ids.
+GenerateResult generate(Session &session, Comm &comm, std::span<const int64_t> prompt,
+                        const GenerateOptions &opts);
+
+} // namespace moert

@@ -1,0 +1,86 @@
+//===- Plan.h - Reading and validating plan files ---------------*- C++ -*-===//
+//
+// A plan is accepted only after three checks: the FlatBuffers file
+// identifier and Verifier (memory safety), the format version, and a
+// semantic validation of everything the executor relies on (indices in
+// range, arena slots inside the arena, row sizes consistent with the ops
+// that use them, gate parameters). After PlanFile::load succeeds the
+// executor indexes without further checks.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "moert/DType.h"
+#include "moert/Error.h"
+#include "moert/plan_generated.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moert {
+
+namespace plan = moe::plan;
+
+/// A buffer of a rank's arena with its row count as a function of T.
+struct BufferInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  int64_t rowElems = 0, rowsPerToken = 1, fixedRows = 0, maxRows = 0;
+  uint64_t offset = 0, bytes = 0; // arena slot (bytes = maxRows*rowElems*4)
+  int64_t rows(int64_t T) const { return T * rowsPerToken + fixedRows; }
+};
+
+struct WeightInfo {
+  std::string name;
+  DType storedDtype, dtype;
+  std::vector<int64_t> shape;
+  uint64_t numel = 0;
+  plan::Init init = plan::Init::Normal;
+  float initStd = 0.02f;
+  std::vector<int> ranks; // empty = all
+  bool streamed = false;  // loaded on Prefetch / first use, not at start-up (1.1)
+  bool usedBy(int rank) const;
+};
+
+/// Facts derived while validating one rank's program.
+struct RankInfo {
+  std::vector<BufferInfo> buffers;
+  int logitsStep = -1;           // the rank's Logits step, -1 when none
+  std::vector<bool> usesWeight;  // indexed like Plan.weights
+  int64_t maxExpertScratch = 0;  // floats of expert scratch (gathered x + hidden)
+};
+
+class PlanFile {
+public:
+  /// Reads, verifies and validates `path`; throws Error naming the file.
+  static PlanFile load(const std::string &path);
+  /// Same checks on bytes already in memory; `name` prefixes messages.
+  static PlanFile fromBytes(std::vector<uint8_t> bytes, std::string name);
+
+  const plan::Plan &plan() const { return *root_; }
+  const std::string &path() const { return path_; }
+  int numRanks() const { return int(ranks_.size()); }
+  const RankInfo &rankInfo(int r) const { return ranks_[size_t(r)]; }
+  const plan::RankProgram &rankProgram(int r) const { return *root_->ranks()->Get(unsigned(r)); }
+  const std::vector<WeightInfo> &weights() const { return weights_; }
+  int64_t vocabSize() const { return root_->model()->vocab_size(); }
+  int64_t maxTokens() const { return root_->max_tokens(); }
+  int64_t maxSeqLen() const { return root_->max_seq_len(); }
+  /// The largest position + 1 a run may reach: min(max_seq_len, model max positions).
+  int64_t maxPositions() const;
+
+private:
+  void validate();
+
+  std::vector<uint8_t> bytes_;
+  std::string path_;
+  const plan::Plan *root_ = nullptr;
+  std::vector<WeightInfo> weights_;
+  std::vector<RankInfo> ranks_;
+};
+
+/// The name of an op kind ("Linear", ...), for messages and traces.
+const char *opName(plan::Op op);
+
+} // namespace moert

@@ -1,0 +1,146 @@
+//===- Kernels.h - CPU kernels of the plan's ops ----------------*- C++ -*-===//
+//
+// Activations are f32; weights are F32, BF16 or F16 and are converted inside
+// the kernels (never materialized as f32). Matrix products dispatch on the
+// CPU at run time: AVX-512 kernels (with AVX512-BF16 dot products where the
+// plan computes in bf16) or portable scalar/OpenBLAS code.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "moert/DType.h"
+#include "moert/ThreadPool.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace moert::cpu {
+
+enum class Isa { Scalar = 0, Avx512 = 1, Avx512Bf16 = 2 };
+
+/// The best ISA this CPU supports, lowered by MOERT_ISA=scalar|avx512 for
+/// testing the fallbacks.
+Isa detectIsa();
+/// The ISA kernels use (detectIsa() unless overridden by setIsa).
+Isa activeIsa();
+void setIsa(Isa isa);
+const char *isaName(Isa isa);
+
+/// A weight operand: row-major data of a F32/BF16/F16 tensor.
+struct WRef {
+  const void *data = nullptr;
+  DType dtype = DType::F32;
+  explicit operator bool() const { return data != nullptr; }
+};
+
+/// Per-thread scratch memory reused across calls (64-byte aligned).
+class Workspace {
+public:
+  explicit Workspace(int threads) : perThread_(size_t(threads)) {}
+  /// A shared buffer of at least `bytes` (call outside parallel regions).
+  void *shared(size_t slot, size_t bytes);
+  /// Thread `tid`'s buffer of at least `bytes` (allocate with reserve first).
+  void *local(int tid, size_t bytes);
+  void reserveLocal(size_t bytes);
+
+private:
+  struct Buf {
+    void *p = nullptr;
+    size_t size = 0;
+    ~Buf();
+    void *get(size_t bytes);
+  };
+  std::vector<Buf> perThread_;
+  Buf shared_[4];
+};
+
+/// How a product may round its activations.
+enum class Precision {
+  F32,  // exact f32 products (weights upcast exactly)
+  BF16, // activations may be rounded to bf16 (plan compute dtype BF16)
+};
+
+/// Forces one product strategy (benchmarks and tests): Auto picks per shape.
+/// Panels converts weight panels to f32 and calls OpenBLAS sgemm.
+enum class LinearStrategy { Auto, Panels };
+void setLinearStrategy(LinearStrategy s);
+
+/// Y[t, 0:N] (+)= X[t, 0:K] W^T + bias for t < T, where W is [N, K] row-major
+/// or, with `transposed`, [K, N]. Y rows are `ldy` floats apart.
+void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T, WRef W,
+            int64_t N, int64_t K, bool transposed, WRef bias, float *Y, int64_t ldy,
+            bool accumulate, Precision prec);
+
+/// One matrix-vector product of a batch: y[0:N] (+)= W x[0:K] (+ bias).
+struct GemvJob {
+  const float *x;
+  WRef w;
+  int64_t N, K;
+  WRef bias;
+  float *y;
+  bool accumulate = false;
+};
+/// Runs independent single-token products in one parallel pass (one
+/// dispatch and one load-balanced split for all of them): decode's routed
+/// experts would otherwise synchronize the threads per matrix.
+void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs, Precision prec);
+
+//===----------------------------------------------------------------------===//
+// Element-wise and small ops (single-threaded unless noted)
+//===----------------------------------------------------------------------===//
+
+enum class Act { Gelu, GeluTanh, Silu, Relu, Sigmoid, Identity };
+float activate(Act a, float x);
+
+void embedding(const int64_t *ids, int64_t T, WRef W, int64_t D, float scale, float *out,
+               int64_t ldo);
+void addRows(const int64_t *pos, int64_t T, WRef W, int64_t D, float *io, int64_t ldio);
+
+/// Normalizes groups of `dim` columns in [colOffset, colOffset+cols) of each row.
+void layerNorm(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows,
+               int64_t colOffset, int64_t cols, int64_t dim, WRef w, WRef b, float eps);
+void rmsNorm(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows,
+             int64_t colOffset, int64_t cols, int64_t dim, WRef w, float eps, float weightOffset);
+
+/// In-place rotary embedding of `heads` heads of headDim starting at column 0
+/// of each row of buf; rotates the first rotaryDim dims of each head using
+/// tables [position][rotaryDim/2] from ropeTables.
+void rope(float *buf, int64_t ld, int64_t T, const int64_t *pos, int heads, int headDim,
+          int rotaryDim, const float *cosTab, const float *sinTab, bool interleaved);
+/// cos/sin of position * theta^(-2i/rotaryDim), computed in double.
+void ropeTables(int64_t positions, int rotaryDim, double theta, std::vector<float> &cosTab,
+                std::vector<float> &sinTab);
+
+void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows, int64_t n,
+                Act act, bool gated);
+
+/// A layer's K/V cache: [kvHeads, maxSeq, headDim] each, of dtype.
+struct KVView {
+  void *k, *v;
+  DType dtype;
+  int64_t maxSeq;
+};
+
+/// Stores K/V of T tokens at pos[t], then causal attention (parallel over heads).
+void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
+               int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
+               const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
+               float scale, int slidingWindow);
+
+struct GateParams {
+  int numExperts, topK;
+  bool sigmoid, softmaxBeforeTopk, normTopk;
+  float capacityFactor;
+  int minCapacity;
+  bool dropTokens;
+};
+/// The fused gate of plan.fbs. Returns the number of admitted slots;
+/// routedCounts (optional, numExperts) accumulates pre-capacity choices.
+int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p,
+             int32_t *slotExpert, float *slotWeight, int32_t *expertOffsets,
+             int32_t *sortedSlots, uint64_t *routedCounts);
+
+void combine(const float *slotOut, const float *slotWeight, int64_t T, int topK, int64_t D,
+             float *out, int64_t ldo, bool accumulate);
+
+} // namespace moert::cpu

@@ -1,0 +1,745 @@
+//===- PlanReader.cpp - Plan loading and semantic validation --------------===//
+#include "moert/Plan.h"
+#include "moert/Version.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <unordered_map>
+
+namespace moert {
+
+// Sanity bounds: a value beyond these is a corrupt plan, not a big model.
+static constexpr int64_t kMaxTokens = int64_t(1) << 20;
+static constexpr int64_t kMaxSeqLen = int64_t(1) << 24;
+static constexpr int64_t kMaxRanks = 1 << 16;
+static constexpr uint64_t kMaxArenaBytes = uint64_t(1) << 40;
+static constexpr int64_t kMaxDim = int64_t(1) << 40;
+
+const char *opName(plan::Op op) {
+  const char *n = plan::EnumNameOp(op);
+  return n && *n ? n : "unknown";
+}
+
+bool WeightInfo::usedBy(int rank) const {
+  return ranks.empty() || std::find(ranks.begin(), ranks.end(), rank) != ranks.end();
+}
+
+int64_t PlanFile::maxPositions() const {
+  int64_t m = root_->max_seq_len();
+  int64_t p = root_->model()->max_position_embeddings();
+  return p > 0 ? std::min(m, p) : m;
+}
+
+PlanFile PlanFile::load(const std::string &path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in)
+    fail("{}: cannot open plan file (expected a readable .plan file)", path);
+  std::streamoff size = in.tellg();
+  if (size < 0)
+    fail("{}: cannot read plan file", path);
+  if (size > (std::streamoff(1) << 31))
+    fail("{}: plan file is {} bytes (expected at most 2 GiB)", path, int64_t(size));
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (size > 0 && !in.read(reinterpret_cast<char *>(bytes.data()), size))
+    fail("{}: cannot read plan file", path);
+  return fromBytes(std::move(bytes), path);
+}
+
+PlanFile PlanFile::fromBytes(std::vector<uint8_t> bytes, std::string name) {
+  PlanFile pf;
+  pf.bytes_ = std::move(bytes);
+  pf.path_ = std::move(name);
+  const uint8_t *buf = pf.bytes_.data();
+  size_t len = pf.bytes_.size();
+  const std::string &p = pf.path_;
+  if (len < 8 || !plan::PlanBufferHasIdentifier(buf))
+    fail("{}: not a moe plan (expected file identifier \"{}\")", p, plan::PlanIdentifier());
+
+  // Read the version from a minimally verified root table first, so a plan of
+  // another format version is reported as such rather than as corrupt.
+  {
+    flatbuffers::Verifier v(buf, len);
+    auto *t = flatbuffers::GetRoot<flatbuffers::Table>(buf);
+    if (!v.VerifyOffset(0) || !t->VerifyTableStart(v) ||
+        !t->VerifyField<uint32_t>(v, plan::Plan::VT_VERSION_MAJOR, 4) ||
+        !t->VerifyField<uint32_t>(v, plan::Plan::VT_VERSION_MINOR, 4))
+      fail("{}: corrupt plan header (expected a FlatBuffers moe.plan.Plan)", p);
+    uint32_t major = t->GetField<uint32_t>(plan::Plan::VT_VERSION_MAJOR, 0);
+    uint32_t minor = t->GetField<uint32_t>(plan::Plan::VT_VERSION_MINOR, 0);
+    if (major != kPlanVersionMajor || minor > kPlanVersionMinor)
+      fail("{}: plan format {}.{} is not supported (expected {}.x with x <= {})", p, major,
+           minor, kPlanVersionMajor, kPlanVersionMinor);
+  }
+  flatbuffers::Verifier verifier(buf, len);
+  if (!plan::VerifyPlanBuffer(verifier))
+    fail("{}: corrupt plan (FlatBuffers verification failed)", p);
+  pf.root_ = plan::GetPlan(buf);
+  pf.validate();
+  return pf;
+}
+
+namespace {
+
+/// Checks one rank's program; every message names the plan, rank and step.
+class RankValidator {
+public:
+  RankValidator(const PlanFile &pf, const plan::Plan &root, const std::vector<WeightInfo> &weights,
+                const plan::RankProgram &rp, int rank, RankInfo &info)
+      : pf_(pf), root_(root), weights_(weights), rp_(rp), rank_(rank), info_(info) {
+    maxT_ = root.max_tokens();
+  }
+
+  void run();
+
+private:
+  template <typename... Args>
+  [[noreturn]] void err(fmt::format_string<Args...> f, Args &&...args) {
+    std::string where = fmt::format("{}: rank {}", pf_.path(), rank_);
+    if (step_ >= 0)
+      where += fmt::format(" step {} ({} '{}')", step_, opName(opKind_), stepName_);
+    throw Error(where + ": " + fmt::format(f, std::forward<Args>(args)...));
+  }
+
+  const BufferInfo &buf(int32_t idx, const char *role, DType dt = DType::F32) {
+    if (idx < 0 || size_t(idx) >= info_.buffers.size())
+      err("{} buffer index {} out of range (expected 0..{})", role, idx,
+          int64_t(info_.buffers.size()) - 1);
+    const BufferInfo &b = info_.buffers[size_t(idx)];
+    if (b.dtype != dt)
+      err("{} buffer {} ('{}') has dtype {} (expected {})", role, idx, b.name, dtypeName(b.dtype),
+          dtypeName(dt));
+    return b;
+  }
+  const BufferInfo *optBuf(int32_t idx, const char *role, DType dt = DType::F32) {
+    return idx == -1 ? nullptr : &buf(idx, role, dt);
+  }
+
+  const WeightInfo &weight(int32_t idx, const char *role, size_t rank) {
+    if (idx < 0 || size_t(idx) >= weights_.size())
+      err("{} weight index {} out of range (expected 0..{})", role, idx,
+          int64_t(weights_.size()) - 1);
+    const WeightInfo &w = weights_[size_t(idx)];
+    if (w.shape.size() != rank)
+      err("{} weight '{}' has rank {} (expected rank {})", role, w.name, w.shape.size(), rank);
+    if (!w.usedBy(rank_))
+      err("{} weight '{}' is not loaded on rank {} (expected it in the weight's ranks)", role,
+          w.name, rank_);
+    info_.usesWeight[size_t(idx)] = true;
+    return w;
+  }
+  const WeightInfo *optWeight(int32_t idx, const char *role, size_t rank) {
+    return idx == -1 ? nullptr : &weight(idx, role, rank);
+  }
+
+  /// rows(b, T) >= perToken*T + fixed for every T in [1, max_tokens].
+  void needRows(const BufferInfo &b, const char *role, int64_t perToken, int64_t fixed) {
+    for (int64_t T : {int64_t(1), maxT_})
+      if (b.rows(T) < perToken * T + fixed)
+        err("{} buffer '{}' has {} rows at T={} (expected at least {})", role, b.name, b.rows(T), T,
+            perToken * T + fixed);
+  }
+  /// The buffer holds one row per token.
+  void needTokenRows(const BufferInfo &b, const char *role) {
+    if (b.rowsPerToken != 1 || b.fixedRows != 0)
+      err("{} buffer '{}' has rows = T*{}+{} (expected one row per token)", role, b.name,
+          b.rowsPerToken, b.fixedRows);
+  }
+  void needCols(const BufferInfo &b, const char *role, int64_t cols) {
+    if (b.rowElems < cols)
+      err("{} buffer '{}' has {} elements per row (expected at least {})", role, b.name, b.rowElems,
+          cols);
+  }
+  /// rows(a, T) >= rows(b, T) for every T.
+  void needRowsOf(const BufferInfo &a, const char *ra, const BufferInfo &b) {
+    for (int64_t T : {int64_t(1), maxT_})
+      if (a.rows(T) < b.rows(T))
+        err("{} buffer '{}' has {} rows at T={} (expected at least {} like '{}')", ra, a.name,
+            a.rows(T), T, b.rows(T), b.name);
+  }
+  /// Different buffers an op reads and writes must not share arena bytes.
+  void needDisjoint(int32_t a, int32_t b) {
+    if (a == b)
+      err("buffers {} and {} are the same (expected distinct input and output)", a, b);
+    needDisjointOrSame(a, b);
+  }
+  void needDisjointOrSame(int32_t a, int32_t b) {
+    if (a == b)
+      return;
+    const BufferInfo &x = info_.buffers[size_t(a)], &y = info_.buffers[size_t(b)];
+    if (x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes)
+      err("buffers '{}' and '{}' overlap in the arena (expected disjoint slots)", x.name, y.name);
+  }
+  void needPositive(int64_t v, const char *what) {
+    if (v <= 0 || v > kMaxDim)
+      err("{} is {} (expected a positive value)", what, v);
+  }
+
+  void validateBuffers();
+  void validateCaches();
+  void validateStep(const plan::Step &s);
+  void validateExperts(const plan::Experts &op);
+
+  const PlanFile &pf_;
+  const plan::Plan &root_;
+  const std::vector<WeightInfo> &weights_;
+  const plan::RankProgram &rp_;
+  int rank_;
+  RankInfo &info_;
+  int64_t maxT_;
+  int step_ = -1;
+  plan::Op opKind_ = plan::Op::NONE;
+  std::string stepName_;
+  // Gate outputs seen so far: expert_offsets buffer -> (num_experts, top_k).
+  std::unordered_map<int32_t, std::pair<int, int>> gates_;
+};
+
+void RankValidator::validateBuffers() {
+  uint64_t arena = rp_.arena_bytes();
+  if (arena > kMaxArenaBytes)
+    err("arena_bytes {} is too large (expected at most {})", arena, kMaxArenaBytes);
+  if (!rp_.buffers())
+    return;
+  for (unsigned i = 0; i < rp_.buffers()->size(); ++i) {
+    const plan::Buffer *b = rp_.buffers()->Get(i);
+    BufferInfo bi;
+    bi.name = b->name() ? b->name()->str() : fmt::format("#{}", i);
+    bi.dtype = b->dtype();
+    bi.rowElems = b->row_elems();
+    bi.rowsPerToken = b->rows_per_token();
+    bi.fixedRows = b->fixed_rows();
+    bi.maxRows = b->max_rows();
+    bi.offset = b->offset();
+    if (bi.dtype != DType::F32 && bi.dtype != DType::I32)
+      err("buffer {} ('{}') has dtype {} (expected F32 or I32)", i, bi.name, dtypeName(bi.dtype));
+    if (bi.rowElems <= 0 || bi.rowElems > kMaxDim)
+      err("buffer {} ('{}') has row_elems {} (expected a positive count)", i, bi.name, bi.rowElems);
+    if (bi.rowsPerToken < 0 || bi.fixedRows < 0 || bi.rowsPerToken > kMaxDim ||
+        bi.fixedRows > kMaxDim)
+      err("buffer {} ('{}') has rows_per_token {} and fixed_rows {} (expected non-negative)", i,
+          bi.name, bi.rowsPerToken, bi.fixedRows);
+    int64_t need = bi.rows(maxT_);
+    if (need <= 0)
+      err("buffer {} ('{}') has no rows (expected rows_per_token or fixed_rows > 0)", i, bi.name);
+    if (bi.maxRows < need)
+      err("buffer {} ('{}') has max_rows {} (expected at least {} rows at max_tokens {})", i,
+          bi.name, bi.maxRows, need, maxT_);
+    uint64_t bytes, end;
+    if (mulOverflows(uint64_t(bi.maxRows), uint64_t(bi.rowElems), bytes) ||
+        mulOverflows(bytes, 4, bytes) || addOverflows(bi.offset, bytes, end) || end > arena)
+      err("buffer {} ('{}') at offset {} with {} x {} elements exceeds arena_bytes {} (expected "
+          "offset + size <= arena_bytes)",
+          i, bi.name, bi.offset, bi.maxRows, bi.rowElems, arena);
+    if (bi.offset % 64 != 0)
+      err("buffer {} ('{}') has offset {} (expected a multiple of 64)", i, bi.name, bi.offset);
+    bi.bytes = bytes;
+    info_.buffers.push_back(std::move(bi));
+  }
+}
+
+void RankValidator::validateCaches() {
+  if (!rp_.kv_caches())
+    return;
+  uint64_t total = 0;
+  for (unsigned i = 0; i < rp_.kv_caches()->size(); ++i) {
+    const plan::KVCache *c = rp_.kv_caches()->Get(i);
+    if (c->num_kv_heads() <= 0 || c->head_dim() <= 0 || c->head_dim() > (1 << 20) ||
+        c->num_kv_heads() > (1 << 20))
+      err("kv_caches[{}] has {} heads of dim {} (expected positive sizes)", i, c->num_kv_heads(),
+          c->head_dim());
+    if (!isFloatWeightType(c->dtype()))
+      err("kv_caches[{}] has dtype {} (expected F32, BF16 or F16)", i, dtypeName(c->dtype()));
+    uint64_t bytes;
+    if (mulOverflows(uint64_t(c->num_kv_heads()) * uint64_t(c->head_dim()),
+                     uint64_t(root_.max_seq_len()) * 2 * dtypeSize(c->dtype()), bytes) ||
+        addOverflows(total, bytes, total) || total > kMaxArenaBytes)
+      err("kv_caches need more than {} bytes (expected a sane max_seq_len)", kMaxArenaBytes);
+  }
+}
+
+void RankValidator::validateExperts(const plan::Experts &op) {
+  const BufferInfo &in = buf(op.in(), "in");
+  const BufferInfo &slots = buf(op.sorted_slots(), "sorted_slots", DType::I32);
+  buf(op.expert_offsets(), "expert_offsets", DType::I32);
+  const BufferInfo &out = buf(op.slot_out(), "slot_out");
+  auto g = gates_.find(op.expert_offsets());
+  if (g == gates_.end())
+    err("expert_offsets buffer {} is not written by an earlier Gate step (expected Gate before "
+        "Experts)",
+        op.expert_offsets());
+  auto [numExperts, topK] = g->second;
+  if (op.top_k() != topK)
+    err("top_k {} differs from the Gate's top_k {}", op.top_k(), topK);
+  needTokenRows(in, "in");
+  needRows(slots, "sorted_slots", topK, 0);
+  needRows(out, "slot_out", topK, 0);
+  needDisjoint(op.in(), op.slot_out());
+  int64_t I = op.intermediate();
+  needPositive(I, "intermediate");
+  if (!op.experts() || op.experts()->size() == 0)
+    return; // a rank without local experts only zeroes slot_out
+  int64_t D = -1;
+  std::set<int> seen;
+  for (unsigned i = 0; i < op.experts()->size(); ++i) {
+    const plan::ExpertWeights *e = op.experts()->Get(i);
+    if (e->expert() < 0 || e->expert() >= numExperts)
+      err("expert id {} out of range (expected 0..{})", e->expert(), numExperts - 1);
+    if (!seen.insert(e->expert()).second)
+      err("expert {} is listed twice (expected unique expert ids)", e->expert());
+    if (op.gated() != (e->gate() != -1))
+      err("expert {} {} a gate weight (expected {} since gated={})", e->expert(),
+          e->gate() == -1 ? "lacks" : "has", op.gated() ? "one" : "none", op.gated());
+    const WeightInfo &up = weight(e->up(), "up", 2);
+    const WeightInfo &down = weight(e->down(), "down", 2);
+    if (D < 0)
+      D = down.shape[0];
+    auto shapeIs = [&](const WeightInfo &w, int64_t r, int64_t c) {
+      if (w.shape[0] != r || w.shape[1] != c)
+        err("expert {} weight '{}' has shape [{}, {}] (expected [{}, {}])", e->expert(), w.name,
+            w.shape[0], w.shape[1], r, c);
+    };
+    shapeIs(up, I, D);
+    shapeIs(down, D, I);
+    if (const WeightInfo *gw = optWeight(e->gate(), "gate", 2))
+      shapeIs(*gw, I, D);
+    if (const WeightInfo *b = optWeight(e->up_bias(), "up_bias", 1); b && b->shape[0] != I)
+      err("expert {} up_bias '{}' has {} elements (expected {})", e->expert(), b->name,
+          b->shape[0], I);
+    if (const WeightInfo *b = optWeight(e->down_bias(), "down_bias", 1); b && b->shape[0] != D)
+      err("expert {} down_bias '{}' has {} elements (expected {})", e->expert(), b->name,
+          b->shape[0], D);
+  }
+  needCols(in, "in", D);
+  if (out.rowElems != D)
+    err("slot_out buffer '{}' has {} elements per row (expected {} like the experts' output)",
+        out.name, out.rowElems, D);
+  // Scratch: gathered inputs [n, D] + hidden [n, 2I] for up to T*top_k slots.
+  int64_t n = maxT_ * topK;
+  info_.maxExpertScratch = std::max(info_.maxExpertScratch, n * (D + 2 * I));
+}
+
+void RankValidator::validateStep(const plan::Step &s) {
+  using plan::Op;
+  switch (s.op_type()) {
+  case Op::Embedding: {
+    auto *op = s.op_as_Embedding();
+    const WeightInfo &w = weight(op->weight(), "weight", 2);
+    const BufferInfo &out = buf(op->out(), "out");
+    needTokenRows(out, "out");
+    if (w.shape[0] < root_.model()->vocab_size())
+      err("embedding '{}' has {} rows (expected at least vocab_size {})", w.name, w.shape[0],
+          root_.model()->vocab_size());
+    needCols(out, "out", w.shape[1]);
+    break;
+  }
+  case Op::PositionEmbedding: {
+    auto *op = s.op_as_PositionEmbedding();
+    const WeightInfo &w = weight(op->weight(), "weight", 2);
+    const BufferInfo &b = buf(op->inout(), "inout");
+    needTokenRows(b, "inout");
+    needCols(b, "inout", w.shape[1]);
+    if (w.shape[0] < pf_.maxPositions())
+      err("position embedding '{}' has {} rows (expected at least {} positions)", w.name,
+          w.shape[0], pf_.maxPositions());
+    break;
+  }
+  case Op::Norm: {
+    auto *op = s.op_as_Norm();
+    const BufferInfo &in = buf(op->in(), "in");
+    const BufferInfo &out = buf(op->out(), "out");
+    needPositive(op->dim(), "dim");
+    int64_t cols = op->cols() ? op->cols() : in.rowElems - op->col_offset();
+    if (op->col_offset() < 0 || cols <= 0 || op->col_offset() + cols > in.rowElems)
+      err("columns [{}, {}) exceed in buffer '{}' of {} elements per row", op->col_offset(),
+          op->col_offset() + cols, in.name, in.rowElems);
+    if (cols % op->dim() != 0)
+      err("{} columns are not a multiple of dim {}", cols, op->dim());
+    needCols(out, "out", op->col_offset() + cols);
+    needRowsOf(out, "out", in);
+    needDisjointOrSame(op->in(), op->out());
+    if (op->in() != op->out() && in.rowElems != out.rowElems && op->col_offset() != 0)
+      err("a column range needs in and out with the same row size");
+    if (op->kind() != plan::NormKind::LayerNorm && op->kind() != plan::NormKind::RMSNorm)
+      err("unknown norm kind {}", int(op->kind()));
+    if (!(op->eps() >= 0.0f) || !std::isfinite(op->eps()))
+      err("eps {} (expected a finite non-negative value)", op->eps());
+    if (const WeightInfo *w = optWeight(op->weight(), "weight", 1); w && w->shape[0] != op->dim())
+      err("weight '{}' has {} elements (expected dim {})", w->name, w->shape[0], op->dim());
+    if (const WeightInfo *b = optWeight(op->bias(), "bias", 1); b && b->shape[0] != op->dim())
+      err("bias '{}' has {} elements (expected dim {})", b->name, b->shape[0], op->dim());
+    break;
+  }
+  case Op::Linear: {
+    auto *op = s.op_as_Linear();
+    const BufferInfo &in = buf(op->in(), "in");
+    const BufferInfo &out = buf(op->out(), "out");
+    const WeightInfo &w = weight(op->weight(), "weight", 2);
+    int64_t N = op->weight_transposed() ? w.shape[1] : w.shape[0];
+    int64_t K = op->weight_transposed() ? w.shape[0] : w.shape[1];
+    needCols(in, "in", K);
+    if (op->out_col_offset() < 0)
+      err("out_col_offset {} (expected >= 0)", op->out_col_offset());
+    needCols(out, "out", op->out_col_offset() + N);
+    if (op->last_row_only()) {
+      if (out.rows(1) < 1)
+        err("out buffer '{}' has no row", out.name);
+    } else {
+      needRowsOf(out, "out", in);
+    }
+    needDisjoint(op->in(), op->out());
+    if (const WeightInfo *b = optWeight(op->bias(), "bias", 1); b && b->shape[0] != N)
+      err("bias '{}' has {} elements (expected {})", b->name, b->shape[0], N);
+    break;
+  }
+  case Op::Rope: {
+    auto *op = s.op_as_Rope();
+    const BufferInfo &b = buf(op->buf(), "buf");
+    needTokenRows(b, "buf");
+    if (op->num_heads() <= 0 || op->head_dim() <= 0 || op->rotary_dim() <= 0 ||
+        op->rotary_dim() > op->head_dim() || op->rotary_dim() % 2 != 0)
+      err("{} heads of dim {} with rotary_dim {} (expected positive sizes, even rotary_dim <= "
+          "head_dim)",
+          op->num_heads(), op->head_dim(), op->rotary_dim());
+    if (op->col_offset() < 0)
+      err("col_offset {} (expected >= 0)", op->col_offset());
+    needCols(b, "buf", op->col_offset() + int64_t(op->num_heads()) * op->head_dim());
+    if (!(op->theta() > 0.0f) || !std::isfinite(op->theta()))
+      err("theta {} (expected a positive value)", op->theta());
+    if (op->style() != plan::RopeStyle::NeoX && op->style() != plan::RopeStyle::Interleaved)
+      err("unknown rope style {}", int(op->style()));
+    break;
+  }
+  case Op::Attention: {
+    auto *op = s.op_as_Attention();
+    const BufferInfo &qkv = buf(op->qkv(), "qkv");
+    const BufferInfo &out = buf(op->out(), "out");
+    needTokenRows(qkv, "qkv");
+    needTokenRows(out, "out");
+    int64_t H = op->num_heads(), KV = op->num_kv_heads(), hd = op->head_dim();
+    if (H <= 0 || KV <= 0 || hd <= 0 || H % KV != 0)
+      err("{} heads, {} kv heads, head_dim {} (expected positive sizes, kv heads dividing heads)",
+          H, KV, hd);
+    if (op->q_col() < 0 || op->k_col() < 0 || op->v_col() < 0)
+      err("negative q/k/v column");
+    needCols(qkv, "qkv", op->q_col() + H * hd);
+    needCols(qkv, "qkv", op->k_col() + KV * hd);
+    needCols(qkv, "qkv", op->v_col() + KV * hd);
+    needCols(out, "out", H * hd);
+    needDisjoint(op->qkv(), op->out());
+    if (!rp_.kv_caches() || op->cache() < 0 || unsigned(op->cache()) >= rp_.kv_caches()->size())
+      err("cache index {} out of range (expected 0..{})", op->cache(),
+          rp_.kv_caches() ? int64_t(rp_.kv_caches()->size()) - 1 : -1);
+    const plan::KVCache *c = rp_.kv_caches()->Get(unsigned(op->cache()));
+    if (c->num_kv_heads() != KV || c->head_dim() != hd)
+      err("cache {} holds {} heads of dim {} (expected {} of dim {})", op->cache(),
+          c->num_kv_heads(), c->head_dim(), KV, hd);
+    if (!std::isfinite(op->scale()))
+      err("scale {} (expected a finite value)", op->scale());
+    if (op->sliding_window() < 0)
+      err("sliding_window {} (expected >= 0)", op->sliding_window());
+    break;
+  }
+  case Op::Activation: {
+    auto *op = s.op_as_Activation();
+    const BufferInfo &in = buf(op->in(), "in");
+    const BufferInfo &out = buf(op->out(), "out");
+    needPositive(op->n(), "n");
+    needCols(in, "in", op->gated() ? 2 * op->n() : op->n());
+    needCols(out, "out", op->n());
+    needRowsOf(out, "out", in);
+    needDisjointOrSame(op->in(), op->out());
+    if (op->in() == op->out() && op->gated() && in.rowElems < 2 * op->n())
+      err("in-place gated activation needs 2n columns");
+    if (int(op->kind()) > int(plan::ActKind::MAX))
+      err("unknown activation kind {}", int(op->kind()));
+    break;
+  }
+  case Op::Add: {
+    auto *op = s.op_as_Add();
+    const BufferInfo &a = buf(op->a(), "a");
+    const BufferInfo &b = buf(op->b(), "b");
+    const BufferInfo &out = buf(op->out(), "out");
+    if (a.rowElems != b.rowElems || a.rowElems != out.rowElems)
+      err("row sizes {}, {}, {} differ (expected a, b and out of the same shape)", a.rowElems,
+          b.rowElems, out.rowElems);
+    needRowsOf(b, "b", a);
+    needRowsOf(out, "out", a);
+    needDisjointOrSame(op->a(), op->out());
+    needDisjointOrSame(op->b(), op->out());
+    break;
+  }
+  case Op::Gate: {
+    auto *op = s.op_as_Gate();
+    const BufferInfo &logits = buf(op->logits(), "logits");
+    int E = op->num_experts(), k = op->top_k();
+    if (E <= 0 || E > (1 << 20))
+      err("num_experts {} (expected a positive count)", E);
+    if (k <= 0 || k > E)
+      err("top_k {} with {} experts (expected 1 <= top_k <= num_experts)", k, E);
+    needTokenRows(logits, "logits");
+    needCols(logits, "logits", E);
+    const BufferInfo &se = buf(op->slot_expert(), "slot_expert", DType::I32);
+    const BufferInfo &sw = buf(op->slot_weight(), "slot_weight");
+    const BufferInfo &eo = buf(op->expert_offsets(), "expert_offsets", DType::I32);
+    const BufferInfo &ss = buf(op->sorted_slots(), "sorted_slots", DType::I32);
+    needRows(se, "slot_expert", k, 0);
+    needRows(sw, "slot_weight", k, 0);
+    needRows(ss, "sorted_slots", k, 0);
+    needRows(eo, "expert_offsets", 0, E + 1);
+    int32_t outs[] = {op->slot_expert(), op->slot_weight(), op->expert_offsets(),
+                      op->sorted_slots()};
+    for (int32_t o : outs)
+      needDisjoint(op->logits(), o);
+    for (int i = 0; i < 4; ++i)
+      for (int j = i + 1; j < 4; ++j)
+        needDisjoint(outs[i], outs[j]);
+    if (op->score() != plan::ScoreFn::Softmax && op->score() != plan::ScoreFn::Sigmoid)
+      err("unknown score function {}", int(op->score()));
+    if (op->drop_tokens() && !(op->capacity_factor() > 0.0f) && op->min_capacity() <= 0)
+      err("drop_tokens without capacity (expected capacity_factor > 0 or min_capacity > 0)");
+    if (!std::isfinite(op->capacity_factor()) || op->capacity_factor() < 0.0f ||
+        op->min_capacity() < 0)
+      err("capacity_factor {} / min_capacity {} (expected non-negative values)",
+          op->capacity_factor(), op->min_capacity());
+    gates_[op->expert_offsets()] = {E, k};
+    break;
+  }
+  case Op::Experts:
+    validateExperts(*s.op_as_Experts());
+    break;
+  case Op::Combine: {
+    auto *op = s.op_as_Combine();
+    const BufferInfo &so = buf(op->slot_out(), "slot_out");
+    const BufferInfo &sw = buf(op->slot_weight(), "slot_weight");
+    const BufferInfo &out = buf(op->out(), "out");
+    if (op->top_k() <= 0)
+      err("top_k {} (expected a positive value)", op->top_k());
+    needRows(so, "slot_out", op->top_k(), 0);
+    needRows(sw, "slot_weight", op->top_k(), 0);
+    needTokenRows(out, "out");
+    if (so.rowElems != out.rowElems)
+      err("slot_out has {} elements per row, out {} (expected equal)", so.rowElems, out.rowElems);
+    needDisjoint(op->slot_out(), op->out());
+    needDisjoint(op->slot_weight(), op->out());
+    break;
+  }
+  case Op::SigmoidGate: {
+    auto *op = s.op_as_SigmoidGate();
+    const BufferInfo &g = buf(op->gate_logit(), "gate_logit");
+    const BufferInfo &b = buf(op->inout(), "inout");
+    needTokenRows(g, "gate_logit");
+    needTokenRows(b, "inout");
+    needDisjoint(op->gate_logit(), op->inout());
+    break;
+  }
+  case Op::ResidualMix: {
+    auto *op = s.op_as_ResidualMix();
+    const BufferInfo &m = buf(op->moe(), "moe");
+    const BufferInfo &d = buf(op->mlp(), "mlp");
+    const BufferInfo &c = buf(op->coef_logits(), "coef_logits");
+    const BufferInfo &out = buf(op->out(), "out");
+    for (const BufferInfo *b : {&m, &d, &c, &out})
+      needTokenRows(*b, "operand");
+    needCols(c, "coef_logits", 2);
+    if (m.rowElems != d.rowElems || m.rowElems != out.rowElems)
+      err("moe, mlp and out row sizes {}, {}, {} differ (expected equal)", m.rowElems, d.rowElems,
+          out.rowElems);
+    needDisjointOrSame(op->moe(), op->out());
+    needDisjointOrSame(op->mlp(), op->out());
+    needDisjoint(op->coef_logits(), op->out());
+    break;
+  }
+  case Op::Logits: {
+    auto *op = s.op_as_Logits();
+    const BufferInfo &in = buf(op->in(), "in");
+    const BufferInfo &out = buf(op->out(), "out");
+    const WeightInfo &w = weight(op->weight(), "weight", 2);
+    int64_t V = op->weight_transposed() ? w.shape[1] : w.shape[0];
+    int64_t K = op->weight_transposed() ? w.shape[0] : w.shape[1];
+    if (V != root_.model()->vocab_size())
+      err("lm head '{}' produces {} logits (expected vocab_size {})", w.name, V,
+          root_.model()->vocab_size());
+    needTokenRows(in, "in");
+    needCols(in, "in", K);
+    needCols(out, "out", V);
+    needDisjoint(op->in(), op->out());
+    if (const WeightInfo *b = optWeight(op->bias(), "bias", 1); b && b->shape[0] != V)
+      err("bias '{}' has {} elements (expected {})", b->name, b->shape[0], V);
+    if (info_.logitsStep >= 0)
+      err("a second Logits step (expected one per rank; the first is step {})", info_.logitsStep);
+    info_.logitsStep = step_;
+    break;
+  }
+  case Op::Collective: {
+    auto *op = s.op_as_Collective();
+    const BufferInfo &b = buf(op->buf(), "buf");
+    int groupSize = root_.num_ranks();
+    if (op->group() && op->group()->size() > 0) {
+      groupSize = int(op->group()->size());
+      int prev = -1;
+      bool member = false;
+      for (int r : *op->group()) {
+        if (r <= prev || r >= root_.num_ranks())
+          err("group rank {} (expected ascending ranks in 0..{})", r, root_.num_ranks() - 1);
+        member |= r == rank_;
+        prev = r;
+      }
+      if (!member)
+        err("rank {} runs a collective of a group it is not in", rank_);
+    }
+    using K = plan::CollectiveKind;
+    switch (op->kind()) {
+    case K::AllReduceSum:
+    case K::Broadcast:
+      if (op->out() != -1)
+        needDisjointOrSame(op->buf(), op->out());
+      break;
+    case K::AllGather: {
+      const BufferInfo &o = buf(op->out(), "out");
+      if (o.rowElems != b.rowElems)
+        err("out has {} elements per row (expected {} like buf)", o.rowElems, b.rowElems);
+      needRows(o, "out", b.rowsPerToken * groupSize, b.fixedRows * groupSize);
+      needDisjoint(op->buf(), op->out());
+      break;
+    }
+    case K::AllToAll:
+    case K::ReduceScatterSum: {
+      const BufferInfo &o = buf(op->out(), "out");
+      if (o.rowElems != b.rowElems)
+        err("out has {} elements per row (expected {} like buf)", o.rowElems, b.rowElems);
+      if (b.rowsPerToken % groupSize != 0 || b.fixedRows % groupSize != 0)
+        err("buf '{}' has rows = T*{}+{} (expected both divisible by the group size {})", b.name,
+            b.rowsPerToken, b.fixedRows, groupSize);
+      if (op->kind() == K::AllToAll)
+        needRowsOf(o, "out", b);
+      else
+        needRows(o, "out", b.rowsPerToken / groupSize, b.fixedRows / groupSize);
+      needDisjoint(op->buf(), op->out());
+      break;
+    }
+    default:
+      err("unknown collective kind {}", int(op->kind()));
+    }
+    break;
+  }
+  case Op::Prefetch:
+  case Op::Evict: {
+    auto *ws = s.op_type() == Op::Prefetch ? s.op_as_Prefetch()->weights()
+                                           : s.op_as_Evict()->weights();
+    if (ws)
+      for (int32_t w : *ws)
+        if (w < 0 || size_t(w) >= weights_.size())
+          err("weight index {} out of range (expected 0..{})", w, int64_t(weights_.size()) - 1);
+    break;
+  }
+  default:
+    err("unknown op type {} (expected an op of plan format {}.{})", int(s.op_type()),
+        kPlanVersionMajor, kPlanVersionMinor);
+  }
+}
+
+void RankValidator::run() {
+  info_.usesWeight.assign(weights_.size(), false);
+  validateBuffers();
+  validateCaches();
+  if (!rp_.steps())
+    return;
+  for (unsigned i = 0; i < rp_.steps()->size(); ++i) {
+    const plan::Step *s = rp_.steps()->Get(i);
+    step_ = int(i);
+    opKind_ = s->op_type();
+    stepName_ = s->name() ? s->name()->str() : "";
+    if (s->waits())
+      for (int32_t w : *s->waits())
+        if (w < 0 || w >= int32_t(i))
+          err("waits on step {} (expected an earlier step)", w);
+    if (s->stream() < 0 || s->stream() > 15)
+      err("stream {} (expected 0..15)", s->stream());
+    validateStep(*s);
+  }
+  step_ = -1;
+}
+
+} // namespace
+
+void PlanFile::validate() {
+  const plan::Plan &r = *root_;
+  const std::string &p = path_;
+  const plan::ModelInfo &m = *r.model();
+  if (m.vocab_size() <= 0 || m.vocab_size() > (int64_t(1) << 31))
+    fail("{}: model.vocab_size {} (expected a positive count below 2^31)", p, m.vocab_size());
+  if (m.max_position_embeddings() < 0)
+    fail("{}: model.max_position_embeddings {} (expected >= 0)", p, m.max_position_embeddings());
+  if (r.max_tokens() <= 0 || r.max_tokens() > kMaxTokens)
+    fail("{}: max_tokens {} (expected 1..{})", p, r.max_tokens(), kMaxTokens);
+  if (r.max_seq_len() <= 0 || r.max_seq_len() > kMaxSeqLen)
+    fail("{}: max_seq_len {} (expected 1..{})", p, r.max_seq_len(), kMaxSeqLen);
+  if (r.max_batch() != 1)
+    fail("{}: max_batch {} (expected 1: the CPU runtime runs a batch of one)", p, r.max_batch());
+  if (r.num_ranks() <= 0 || r.num_ranks() > kMaxRanks)
+    fail("{}: num_ranks {} (expected 1..{})", p, r.num_ranks(), kMaxRanks);
+  if (!r.ranks() || int(r.ranks()->size()) != r.num_ranks())
+    fail("{}: {} rank programs for num_ranks {} (expected one per rank)", p,
+         r.ranks() ? r.ranks()->size() : 0u, r.num_ranks());
+  if (m.eos_token_ids())
+    for (int64_t e : *m.eos_token_ids())
+      if (e < 0 || e >= m.vocab_size())
+        fail("{}: eos token id {} (expected 0..{})", p, e, m.vocab_size() - 1);
+
+  std::set<std::string> names;
+  if (r.weights()) {
+    for (unsigned i = 0; i < r.weights()->size(); ++i) {
+      const plan::Weight *w = r.weights()->Get(i);
+      WeightInfo wi;
+      wi.name = w->name()->str();
+      wi.storedDtype = w->stored_dtype();
+      wi.dtype = w->dtype();
+      wi.init = w->init();
+      wi.initStd = w->init_std();
+      wi.streamed = w->streamed();
+      if (wi.name.empty() || !names.insert(wi.name).second)
+        fail("{}: weight {} has an empty or duplicate name '{}' (expected unique names)", p, i,
+             wi.name);
+      if (!isFloatWeightType(wi.storedDtype) || !isFloatWeightType(wi.dtype))
+        fail("{}: weight '{}' has dtype {} stored as {} (expected F32, BF16 or F16)", p, wi.name,
+             dtypeName(wi.dtype), dtypeName(wi.storedDtype));
+      if (w->shape()->size() == 0 || w->shape()->size() > 8)
+        fail("{}: weight '{}' has rank {} (expected 1..8)", p, wi.name, w->shape()->size());
+      uint64_t numel = 1;
+      for (int64_t d : *w->shape()) {
+        if (d <= 0 || mulOverflows(numel, uint64_t(d), numel) || numel > (uint64_t(1) << 40))
+          fail("{}: weight '{}' has a bad shape dimension {} (expected positive sizes)", p,
+               wi.name, d);
+        wi.shape.push_back(d);
+      }
+      wi.numel = numel;
+      if (wi.init != plan::Init::Normal && wi.init != plan::Init::Ones &&
+          wi.init != plan::Init::Zeros)
+        fail("{}: weight '{}' has unknown init {}", p, wi.name, int(wi.init));
+      if (!(wi.initStd >= 0.0f) || !std::isfinite(wi.initStd))
+        fail("{}: weight '{}' has init_std {} (expected >= 0)", p, wi.name, wi.initStd);
+      if (w->ranks())
+        for (int rk : *w->ranks()) {
+          if (rk < 0 || rk >= r.num_ranks())
+            fail("{}: weight '{}' lists rank {} (expected 0..{})", p, wi.name, rk,
+                 r.num_ranks() - 1);
+          wi.ranks.push_back(rk);
+        }
+      weights_.push_back(std::move(wi));
+    }
+  }
+
+  ranks_.resize(size_t(r.num_ranks()));
+  for (int i = 0; i < r.num_ranks(); ++i) {
+    const plan::RankProgram &rp = *r.ranks()->Get(unsigned(i));
+    if (rp.rank() != i)
+      fail("{}: ranks[{}] has rank {} (expected {})", p, i, rp.rank(), i);
+    RankValidator(*this, r, weights_, rp, i, ranks_[size_t(i)]).run();
+  }
+  if (ranks_[0].logitsStep < 0)
+    fail("{}: rank 0 has no Logits step (expected one)", p);
+}
+
+} // namespace moert

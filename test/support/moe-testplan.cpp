@@ -1,0 +1,116 @@
+//===- moe-testplan.cpp - Writes reference plans for HF configs -----------===//
+//
+// A test and benchmark helper until moe-compile lowers to plans:
+//   moe-testplan CONFIG.json|CHECKPOINT_DIR -o OUT.plan [--dtype=f32|bf16|f16]
+//       [--compute=f32|bf16] [--kv-dtype=f32|bf16|f16] [--max-tokens=N]
+//       [--max-seq-len=N] [--ranks=N] [--corrupt=KIND]
+// --corrupt writes a deliberately broken plan for bad-input tests: identifier,
+// version-major, version-minor, buffer-index, weight-index, arena, top-k,
+// truncate.
+//
+//===----------------------------------------------------------------------===//
+#include "HFPlans.h"
+
+#include "moert/Error.h"
+#include "moert/FileUtil.h"
+
+#include <charconv>
+#include <cstdio>
+
+using namespace moetest;
+
+static mp::DType parseDtype(const std::string &flag, const std::string &v) {
+  if (v == "f32")
+    return mp::DType::F32;
+  if (v == "bf16")
+    return mp::DType::BF16;
+  if (v == "f16")
+    return mp::DType::F16;
+  moert::fail("{}={}: unknown dtype (expected f32, bf16 or f16)", flag, v);
+}
+
+/// The first step of `kind` on rank 0, which the corruption needs.
+template <typename T> static T *needOp(mp::PlanT &p, mp::Op kind) {
+  if (T *op = firstOp<T>(p, kind))
+    return op;
+  moert::fail("--corrupt: the plan has no {} step", mp::EnumNameOp(kind));
+}
+
+static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::string &kind) {
+  if (kind == "identifier") {
+    bytes[4] = 'X';
+    return bytes;
+  }
+  if (kind == "truncate") {
+    bytes.resize(bytes.size() / 2);
+    return bytes;
+  }
+  std::unique_ptr<mp::PlanT> p(mp::GetPlan(bytes.data())->UnPack());
+  if (kind == "version-major")
+    p->version_major += 1;
+  else if (kind == "version-minor")
+    p->version_minor += 1;
+  else if (kind == "buffer-index")
+    needOp<mp::LinearT>(*p, mp::Op::Linear)->in = 99;
+  else if (kind == "weight-index")
+    needOp<mp::LinearT>(*p, mp::Op::Linear)->weight = 1000;
+  else if (kind == "arena")
+    p->ranks[0]->arena_bytes = 64;
+  else if (kind == "top-k") {
+    auto *g = needOp<mp::GateT>(*p, mp::Op::Gate);
+    g->top_k = g->num_experts + 1;
+  } else
+    moert::fail("--corrupt={}: unknown kind", kind);
+  return packPlan(*p);
+}
+
+static int64_t parseInt(const std::string &flag, const std::string &v) {
+  int64_t out = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || out <= 0)
+    moert::fail("{}={}: (expected a positive integer)", flag, v);
+  return out;
+}
+
+int main(int argc, char **argv) {
+  try {
+    std::string in, out, corrupt;
+    HFPlanOptions o;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      size_t eq = a.find('=');
+      std::string k = a.substr(0, eq), v = eq == std::string::npos ? "" : a.substr(eq + 1);
+      if (a == "-o" && i + 1 < argc)
+        out = argv[++i];
+      else if (k == "--dtype")
+        o.dtype = parseDtype(k, v);
+      else if (k == "--compute")
+        o.computeDtype = parseDtype(k, v);
+      else if (k == "--kv-dtype")
+        o.kvDtype = parseDtype(k, v);
+      else if (k == "--max-tokens")
+        o.maxTokens = parseInt(k, v);
+      else if (k == "--max-seq-len")
+        o.maxSeqLen = parseInt(k, v);
+      else if (k == "--ranks")
+        o.numRanks = int(parseInt(k, v));
+      else if (k == "--corrupt")
+        corrupt = v;
+      else if (a.rfind("-", 0) == 0)
+        moert::fail("{}: unknown option", a);
+      else
+        in = a;
+    }
+    if (in.empty() || out.empty())
+      moert::fail("usage: moe-testplan CONFIG|DIR -o OUT.plan [options]");
+    std::vector<uint8_t> bytes = buildHFPlan(in, o);
+    if (!corrupt.empty())
+      bytes = corruptPlan(bytes, corrupt);
+    moert::writeFileAtomic(out, std::string_view(reinterpret_cast<const char *>(bytes.data()),
+                                                 bytes.size()));
+    return 0;
+  } catch (const moert::Error &e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

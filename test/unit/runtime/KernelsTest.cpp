@@ -1,0 +1,316 @@
+//===- KernelsTest.cpp - CPU kernels against naive references -------------===//
+#include "TestUtil.h"
+
+#include "moert/Error.h"
+#include "moert/cpu/Kernels.h"
+
+#include <cmath>
+
+using namespace moert;
+using namespace moert::cpu;
+using namespace moetest;
+
+namespace {
+
+/// Restores the ISA after a test forced one.
+struct IsaGuard {
+  Isa saved = activeIsa();
+  ~IsaGuard() { setIsa(saved); }
+};
+
+std::vector<Isa> availableIsas() {
+  std::vector<Isa> v{Isa::Scalar};
+  if (detectIsa() >= Isa::Avx512)
+    v.push_back(Isa::Avx512);
+  if (detectIsa() >= Isa::Avx512Bf16)
+    v.push_back(Isa::Avx512Bf16);
+  return v;
+}
+
+struct LinearCase {
+  int64_t T, N, K;
+  DType wt;
+  bool transposed, bias, accumulate;
+  Precision prec;
+};
+
+void checkLinear(const LinearCase &c, Isa isa, int threads) {
+  SCOPED_TRACE(::testing::Message() << "isa=" << isaName(isa) << " threads=" << threads
+                                    << " T=" << c.T << " N=" << c.N << " K=" << c.K
+                                    << " w=" << dtypeName(c.wt) << " tr=" << c.transposed
+                                    << " bias=" << c.bias << " acc=" << c.accumulate
+                                    << " bf16=" << (c.prec == Precision::BF16));
+  IsaGuard g;
+  setIsa(isa);
+  ThreadPool pool(threads);
+  Workspace ws(threads);
+  const int64_t ldx = c.K + 3, ldy = c.N + 5; // strides wider than the rows
+  std::vector<float> X = randomFloats(size_t(c.T * ldx), 1);
+  std::vector<uint8_t> wbytes, bbytes;
+  std::vector<float> W = roundTo(c.wt, randomFloats(size_t(c.N * c.K), 2), wbytes);
+  std::vector<float> B = roundTo(c.wt, randomFloats(size_t(c.N), 3), bbytes);
+  std::vector<float> Y0 = randomFloats(size_t(c.T * ldy), 4), Y = Y0;
+  linear(pool, ws, X.data(), ldx, c.T, {wbytes.data(), c.wt}, c.N, c.K, c.transposed,
+         c.bias ? WRef{bbytes.data(), c.wt} : WRef{}, Y.data(), ldy, c.accumulate, c.prec);
+  // bf16 activations: each product is off by up to 2^-8 relative.
+  bool roundsX = c.prec == Precision::BF16 && c.wt == DType::BF16;
+  for (int64_t t = 0; t < c.T; ++t)
+    for (int64_t n = 0; n < c.N; ++n) {
+      double ref = c.accumulate ? Y0[size_t(t * ldy + n)] : 0.0, mag = std::abs(ref);
+      for (int64_t k = 0; k < c.K; ++k) {
+        double w = c.transposed ? W[size_t(k * c.N + n)] : W[size_t(n * c.K + k)];
+        double p = double(X[size_t(t * ldx + k)]) * w;
+        ref += p;
+        mag += std::abs(p);
+      }
+      if (c.bias) {
+        ref += B[size_t(n)];
+        mag += std::abs(B[size_t(n)]);
+      }
+      double tol = (roundsX ? 8e-3 : 2e-6) * mag + 1e-6;
+      ASSERT_NEAR(Y[size_t(t * ldy + n)], ref, tol) << "t=" << t << " n=" << n;
+    }
+  // Columns beyond N are untouched.
+  for (int64_t t = 0; t < c.T; ++t)
+    for (int64_t n = c.N; n < ldy; ++n)
+      ASSERT_EQ(Y[size_t(t * ldy + n)], Y0[size_t(t * ldy + n)]);
+}
+
+} // namespace
+
+TEST(Linear, AllDtypesShapesAndIsas) {
+  const int64_t shapes[][2] = {{1, 1}, {5, 7}, {37, 61}, {16, 32}, {67, 100}, {130, 333}};
+  for (Isa isa : availableIsas())
+    for (DType wt : {DType::F32, DType::BF16, DType::F16})
+      for (auto &s : shapes)
+        for (int64_t T : {1, 2, 3, 4, 5, 9})
+          checkLinear({T, s[0], s[1], wt, false, (T + s[0]) % 2 == 0, T % 3 == 1, Precision::F32},
+                      isa, T % 2 ? 1 : 3);
+}
+
+TEST(Linear, Bf16Precision) {
+  for (Isa isa : availableIsas())
+    for (int64_t T : {1, 4, 7, 17})
+      for (auto s : {std::pair<int64_t, int64_t>{35, 64}, {64, 1000}, {9, 33}})
+        checkLinear({T, s.first, s.second, DType::BF16, false, true, T == 7, Precision::BF16},
+                    isa, 2);
+}
+
+TEST(Linear, TransposedWeights) {
+  for (Isa isa : availableIsas())
+    for (DType wt : {DType::F32, DType::BF16, DType::F16})
+      for (int64_t T : {1, 6})
+        checkLinear({T, 70, 65, wt, true, true, T == 6, Precision::F32}, isa, 2);
+}
+
+TEST(Linear, LargeRowsSplitAcrossThreads) {
+  for (Isa isa : availableIsas())
+    for (DType wt : {DType::BF16, DType::F32})
+      checkLinear({1, 1000, 512, wt, false, false, false, Precision::F32}, isa, 4);
+}
+
+TEST(Norm, LayerNormAndRmsNormOverColumnGroups) {
+  const int64_t rows = 3, ld = 40, col = 8, cols = 24, dim = 8;
+  std::vector<float> in = randomFloats(size_t(rows * ld), 5);
+  std::vector<float> w = randomFloats(size_t(dim), 6), b = randomFloats(size_t(dim), 7);
+  std::vector<float> out(size_t(rows * ld), 123.0f);
+  layerNorm(in.data(), ld, out.data(), ld, rows, col, cols, dim, {w.data(), DType::F32},
+            {b.data(), DType::F32}, 1e-5f);
+  std::vector<float> rms(size_t(rows * ld), 123.0f);
+  rmsNorm(in.data(), ld, rms.data(), ld, rows, col, cols, dim, {w.data(), DType::F32}, 1e-6f,
+          0.5f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < ld; ++c) {
+      size_t i = size_t(r * ld + c);
+      if (c < col || c >= col + cols) {
+        EXPECT_EQ(out[i], 123.0f);
+        EXPECT_EQ(rms[i], 123.0f);
+        continue;
+      }
+      int64_t g = col + (c - col) / dim * dim, d = (c - col) % dim;
+      double mean = 0, var = 0, ss = 0;
+      for (int64_t j = 0; j < dim; ++j)
+        mean += in[size_t(r * ld + g + j)];
+      mean /= dim;
+      for (int64_t j = 0; j < dim; ++j) {
+        double x = in[size_t(r * ld + g + j)];
+        var += (x - mean) * (x - mean);
+        ss += x * x;
+      }
+      var /= dim;
+      double ln = (in[i] - mean) / std::sqrt(var + 1e-5) * w[size_t(d)] + b[size_t(d)];
+      double rn = in[i] / std::sqrt(ss / dim + 1e-6) * (0.5 + w[size_t(d)]);
+      EXPECT_NEAR(out[i], ln, 1e-5);
+      EXPECT_NEAR(rms[i], rn, 1e-5);
+    }
+}
+
+TEST(Rope, NeoXAndInterleavedMatchTheRotation) {
+  const int heads = 3, hd = 8, rd = 6;
+  const int64_t T = 4, ld = heads * hd + 2;
+  std::vector<int64_t> pos{0, 5, 17, 99};
+  std::vector<float> cosT, sinT;
+  ropeTables(100, rd, 10000.0, cosT, sinT);
+  for (bool inter : {false, true}) {
+    std::vector<float> buf = randomFloats(size_t(T * ld), 8), orig = buf;
+    rope(buf.data(), ld, T, pos.data(), heads, hd, rd, cosT.data(), sinT.data(), inter);
+    for (int64_t t = 0; t < T; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < rd / 2; ++i) {
+          double a = double(pos[size_t(t)]) * std::pow(10000.0, -2.0 * i / rd);
+          int i1 = inter ? 2 * i : i, i2 = inter ? 2 * i + 1 : i + rd / 2;
+          size_t b = size_t(t * ld + h * hd);
+          double x1 = orig[b + size_t(i1)], x2 = orig[b + size_t(i2)];
+          EXPECT_NEAR(buf[b + size_t(i1)], x1 * std::cos(a) - x2 * std::sin(a), 1e-5);
+          EXPECT_NEAR(buf[b + size_t(i2)], x2 * std::cos(a) + x1 * std::sin(a), 1e-5);
+        }
+    // Dimensions past rotary_dim and the columns after the heads are untouched.
+    for (int64_t t = 0; t < T; ++t) {
+      for (int h = 0; h < heads; ++h)
+        for (int d = rd; d < hd; ++d)
+          EXPECT_EQ(buf[size_t(t * ld + h * hd + d)], orig[size_t(t * ld + h * hd + d)]);
+      EXPECT_EQ(buf[size_t(t * ld + heads * hd)], orig[size_t(t * ld + heads * hd)]);
+    }
+  }
+}
+
+TEST(Activation, FormulasAndGating) {
+  EXPECT_NEAR(activate(Act::Gelu, 1.0f), 0.8413447460685429, 1e-6);
+  EXPECT_NEAR(activate(Act::GeluTanh, 1.0f), 0.8411919906082768, 1e-6);
+  EXPECT_NEAR(activate(Act::Silu, -2.0f), -0.2384058440442351, 1e-6);
+  EXPECT_NEAR(activate(Act::Sigmoid, 0.5f), 0.6224593312018546, 1e-6);
+  EXPECT_EQ(activate(Act::Relu, -3.0f), 0.0f);
+  EXPECT_EQ(activate(Act::Identity, -3.0f), -3.0f);
+  std::vector<float> in{1.0f, -2.0f, 3.0f, 0.5f, 2.0f, -1.0f}; // [gate | up], n=3
+  std::vector<float> out(3);
+  activation(in.data(), 6, out.data(), 3, 1, 3, Act::Silu, true);
+  for (int j = 0; j < 3; ++j)
+    EXPECT_NEAR(out[size_t(j)], activate(Act::Silu, in[size_t(j)]) * in[size_t(j + 3)], 1e-6);
+  activation(in.data(), 6, in.data(), 6, 1, 3, Act::Silu, true); // in place
+  for (int j = 0; j < 3; ++j)
+    EXPECT_EQ(in[size_t(j)], out[size_t(j)]);
+}
+
+namespace {
+void checkAttention(DType kvType, int window, int threads) {
+  SCOPED_TRACE(::testing::Message() << "kv=" << dtypeName(kvType) << " window=" << window);
+  const int H = 4, KV = 2, hd = 16;
+  const int64_t S = 32, T = 6, start = 3, ld = (H + 2 * KV) * hd + 1;
+  const float scale = 0.25f;
+  ThreadPool pool(threads);
+  Workspace ws(threads);
+  std::vector<uint8_t> k(size_t(KV * S * hd) * dtypeSize(kvType)), v(k.size());
+  KVView cache{k.data(), v.data(), kvType, S};
+  // The first `start` positions come from an earlier call.
+  std::vector<float> all = randomFloats(size_t((start + T) * ld), 9);
+  std::vector<int64_t> pos(size_t(start + T));
+  for (size_t i = 0; i < pos.size(); ++i)
+    pos[i] = int64_t(i);
+  std::vector<float> out(size_t((start + T) * H * hd));
+  const int64_t qc = 0, kc = H * hd, vc = (H + KV) * hd;
+  attention(pool, ws, all.data(), ld, qc, kc, vc, out.data(), H * hd, start, pos.data(), cache,
+            H, KV, hd, scale, window);
+  attention(pool, ws, all.data() + start * ld, ld, qc, kc, vc, out.data() + start * H * hd,
+            H * hd, T, pos.data() + start, cache, H, KV, hd, scale, window);
+  // Reference over the rounded K/V the cache holds.
+  auto kvAt = [&](int64_t j, int g, int64_t col, int d) {
+    float x = all[size_t(j * ld + col + g * hd + d)];
+    return kvType == DType::F32 ? x : bf16ToF32(f32ToBf16(x));
+  };
+  for (int64_t t = 0; t < start + T; ++t)
+    for (int h = 0; h < H; ++h) {
+      int g = h / (H / KV);
+      int64_t lo = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
+      std::vector<double> s;
+      double mx = -1e30, sum = 0;
+      for (int64_t j = lo; j <= t; ++j) {
+        double d = 0;
+        for (int e = 0; e < hd; ++e)
+          d += double(all[size_t(t * ld + qc + h * hd + e)]) * kvAt(j, g, kc, e);
+        s.push_back(d * scale);
+        mx = std::max(mx, s.back());
+      }
+      for (double &x : s)
+        sum += x = std::exp(x - mx);
+      for (int e = 0; e < hd; ++e) {
+        double o = 0;
+        for (int64_t j = lo; j <= t; ++j)
+          o += s[size_t(j - lo)] / sum * kvAt(j, g, vc, e);
+        ASSERT_NEAR(out[size_t(t * H * hd + h * hd + e)], o, 1e-5) << "t=" << t << " h=" << h;
+      }
+    }
+}
+} // namespace
+
+TEST(Attention, GqaCausalOverTheCache) {
+  checkAttention(DType::F32, 0, 1);
+  checkAttention(DType::F32, 0, 3);
+  checkAttention(DType::BF16, 0, 2);
+  checkAttention(DType::F32, 3, 2);
+}
+
+TEST(Combine, WeightedSumInSlotOrder) {
+  const int K = 2;
+  const int64_t T = 3, D = 4;
+  std::vector<float> so = randomFloats(size_t(T * K * D), 10), w = randomFloats(size_t(T * K), 11);
+  std::vector<float> out = randomFloats(size_t(T * D), 12), base = out;
+  combine(so.data(), w.data(), T, K, D, out.data(), D, true);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d) {
+      float s = 0.0f;
+      for (int j = 0; j < K; ++j)
+        s += w[size_t(t * K + j)] * so[size_t((t * K + j) * D + d)];
+      EXPECT_EQ(out[size_t(t * D + d)], base[size_t(t * D + d)] + s);
+    }
+}
+
+TEST(DType, ConversionsRoundToNearestEven) {
+  EXPECT_EQ(f32ToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16ToF32(0x3f80), 1.0f);
+  // 1 + 2^-8 is halfway between two bf16 values: ties to even (1.0).
+  EXPECT_EQ(f32ToBf16(1.00390625f), 0x3f80);
+  EXPECT_EQ(f32ToBf16(1.01171875f), 0x3f82);
+  EXPECT_EQ(f32ToF16(1.0f), 0x3c00);
+  EXPECT_EQ(f16ToF32(0x3c00), 1.0f);
+  EXPECT_EQ(f16ToF32(0x0001), std::ldexp(1.0f, -24)); // smallest subnormal
+  EXPECT_EQ(f32ToF16(std::ldexp(1.0f, -24)), 0x0001);
+  EXPECT_EQ(f32ToF16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32ToF16(1e6f), 0x7c00);
+  EXPECT_EQ(f32ToF16(-2.5f), 0xc100);
+  for (float x : {0.1f, -3.75f, 1234.5f, 6.1e-5f})
+    EXPECT_NEAR(f16ToF32(f32ToF16(x)), x, std::abs(x) * 1e-3);
+}
+
+TEST(Linear, BatchEqualsSeparateProducts) {
+  for (Isa isa : availableIsas()) {
+    IsaGuard g;
+    setIsa(isa);
+    ThreadPool pool(3);
+    Workspace ws(3);
+    struct M {
+      int64_t N, K;
+      DType dt;
+      std::vector<uint8_t> w, b;
+      std::vector<float> x, y, ref;
+    };
+    std::vector<M> ms = {{37, 61, DType::BF16, {}, {}, {}, {}, {}},
+                         {130, 333, DType::F32, {}, {}, {}, {}, {}},
+                         {5, 1000, DType::F16, {}, {}, {}, {}, {}}};
+    std::vector<GemvJob> jobs;
+    uint32_t seed = 40;
+    for (M &m : ms) {
+      roundTo(m.dt, randomFloats(size_t(m.N * m.K), seed++), m.w);
+      roundTo(m.dt, randomFloats(size_t(m.N), seed++), m.b);
+      m.x = randomFloats(size_t(m.K), seed++);
+      m.y.assign(size_t(m.N), 0.0f);
+      m.ref.assign(size_t(m.N), 0.0f);
+      linear(pool, ws, m.x.data(), m.K, 1, {m.w.data(), m.dt}, m.N, m.K, false,
+             {m.b.data(), m.dt}, m.ref.data(), m.N, false, Precision::F32);
+    }
+    for (M &m : ms)
+      jobs.push_back({m.x.data(), {m.w.data(), m.dt}, m.N, m.K, {m.b.data(), m.dt}, m.y.data(), false});
+    linearBatch(pool, ws, jobs, Precision::F32);
+    for (M &m : ms)
+      EXPECT_EQ(m.y, m.ref) << isaName(isa) << " N=" << m.N;
+  }
+}

@@ -1,0 +1,188 @@
+//===- PlanTest.cpp - Plan reader: identifier, version, validation --------===//
+#include "TestUtil.h"
+
+#include "HFPlans.h"
+#include "moert/Error.h"
+#include "moert/Plan.h"
+#include "moert/Version.h"
+
+#include <functional>
+
+using namespace moert;
+using namespace moetest;
+
+namespace {
+
+const char *kTinyMixtral = R"({"model_type":"mixtral","hidden_size":32,"intermediate_size":48,
+  "num_attention_heads":4,"num_key_value_heads":2,"num_hidden_layers":2,"vocab_size":64,
+  "max_position_embeddings":128,"num_local_experts":4,"num_experts_per_tok":2,
+  "rms_norm_eps":1e-5,"rope_theta":10000.0,"torch_dtype":"float32","eos_token_id":2})";
+
+std::vector<uint8_t> tinyPlan(int ranks = 1) {
+  TempDir d;
+  writeBytes(d.file("config.json"), kTinyMixtral);
+  HFPlanOptions o;
+  o.maxTokens = 8;
+  o.numRanks = ranks;
+  return buildHFPlan(d.file("config.json"), o);
+}
+
+/// Unpacks, edits and repacks a plan (keeping its arena layout).
+std::vector<uint8_t> edit(const std::vector<uint8_t> &bytes, const std::function<void(mp::PlanT &)> &f) {
+  std::unique_ptr<mp::PlanT> p(mp::GetPlan(bytes.data())->UnPack());
+  f(*p);
+  return packPlan(*p);
+}
+
+void expectBad(const std::vector<uint8_t> &bytes, const std::string &msg) {
+  EXPECT_THROW_MSG(PlanFile::fromBytes(bytes, "p.plan"), msg);
+}
+
+} // namespace
+
+TEST(Plan, GoodPlanLoads) {
+  PlanFile pf = PlanFile::fromBytes(tinyPlan(), "p.plan");
+  EXPECT_EQ(pf.vocabSize(), 64);
+  EXPECT_EQ(pf.numRanks(), 1);
+  EXPECT_GE(pf.rankInfo(0).logitsStep, 0);
+  EXPECT_EQ(pf.maxPositions(), 128);
+  TempDir d;
+  std::vector<uint8_t> b = tinyPlan(2);
+  writeBytes(d.file("q.plan"),
+             std::string(reinterpret_cast<const char *>(b.data()), b.size()));
+  PlanFile two = PlanFile::load(d.file("q.plan"));
+  EXPECT_EQ(two.numRanks(), 2);
+  // Each rank uses only its own experts.
+  int on0 = 0, on1 = 0;
+  for (size_t i = 0; i < two.weights().size(); ++i) {
+    on0 += two.rankInfo(0).usesWeight[i];
+    on1 += two.rankInfo(1).usesWeight[i];
+  }
+  EXPECT_EQ(on0, on1);
+  EXPECT_LT(on0, int(two.weights().size()));
+}
+
+TEST(Plan, RejectsOtherFilesAndVersions) {
+  std::vector<uint8_t> good = tinyPlan();
+  std::vector<uint8_t> bad = good;
+  bad[4] = 'X';
+  expectBad(bad, "not a moe plan (expected file identifier \"MOEP\")");
+  expectBad({1, 2, 3}, "not a moe plan");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   p.version_major = 2;
+                   p.version_minor = 0;
+                 }),
+            "p.plan: plan format 2.0 is not supported (expected 1.x");
+  expectBad(edit(good, [](mp::PlanT &p) { p.version_minor = kPlanVersionMinor + 1; }),
+            "is not supported");
+  // Truncated: the verifier catches offsets beyond the buffer.
+  std::vector<uint8_t> cut(good.begin(), good.begin() + long(good.size() / 2));
+  EXPECT_THROW(PlanFile::fromBytes(cut, "p.plan"), Error);
+  TempDir d;
+  EXPECT_THROW_MSG(PlanFile::load(d.file("none.plan")), "cannot open plan file");
+}
+
+TEST(Plan, CorruptBytesNeverCrash) {
+  std::vector<uint8_t> good = tinyPlan();
+  // Flip every byte after the identifier in turn (a cheap deterministic fuzz).
+  int rejected = 0;
+  for (size_t i = 8; i < good.size(); i += 7) {
+    std::vector<uint8_t> b = good;
+    b[i] ^= 0x5a;
+    try {
+      PlanFile::fromBytes(b, "p.plan");
+    } catch (const Error &) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 0);
+}
+
+TEST(Plan, RejectsOutOfRangeIndices) {
+  std::vector<uint8_t> good = tinyPlan();
+  expectBad(edit(good, [](mp::PlanT &p) { firstOp<mp::LinearT>(p, mp::Op::Linear)->in = 99; }),
+            "in buffer index 99 out of range");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) { firstOp<mp::LinearT>(p, mp::Op::Linear)->weight = 1000; }),
+            "weight index 1000 out of range");
+  expectBad(edit(good, [](mp::PlanT &p) { firstOp<mp::AttentionT>(p, mp::Op::Attention)->cache = 7; }),
+            "cache index 7 out of range");
+  expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->steps[3]->waits = {5}; }),
+            "waits on step 5 (expected an earlier step)");
+}
+
+TEST(Plan, RejectsInconsistentSizes) {
+  std::vector<uint8_t> good = tinyPlan();
+  expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->arena_bytes = 64; }), "exceeds arena_bytes");
+  expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->buffers[1]->offset += 4; }),
+            "(expected a multiple of 64)");
+  expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->buffers[0]->max_rows = 1; }),
+            "max_rows 1 (expected at least 8 rows");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   auto *g = firstOp<mp::GateT>(p, mp::Op::Gate);
+                   g->top_k = 5;
+                 }),
+            "top_k 5 with 4 experts (expected 1 <= top_k <= num_experts)");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   auto *a = firstOp<mp::AttentionT>(p, mp::Op::Attention);
+                   a->num_kv_heads = 3;
+                 }),
+            "kv heads dividing heads");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) { firstOp<mp::LinearT>(p, mp::Op::Linear)->out_col_offset = 60; }),
+            "elements per row (expected at least");
+  expectBad(edit(good, [](mp::PlanT &p) { p.weights[1]->name = p.weights[0]->name; }),
+            "duplicate name");
+  expectBad(edit(good, [](mp::PlanT &p) { p.weights[0]->shape = {64, -1}; }), "bad shape");
+  expectBad(edit(good, [](mp::PlanT &p) { p.model->vocab_size = 0; }), "vocab_size 0");
+  expectBad(edit(good, [](mp::PlanT &p) { p.max_tokens = 0; }), "max_tokens 0");
+  expectBad(edit(good, [](mp::PlanT &p) { p.num_ranks = 2; }), "1 rank programs for num_ranks 2");
+  expectBad(edit(good, [](mp::PlanT &p) { p.model->eos_token_ids = {64}; }), "eos token id 64");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   auto &steps = p.ranks[0]->steps;
+                   for (size_t i = 0; i < steps.size(); ++i)
+                     if (steps[i]->op.type == mp::Op::Gate) {
+                       steps.erase(steps.begin() + long(i));
+                       break;
+                     }
+                 }),
+            "is not written by an earlier Gate step");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   auto *e = firstOp<mp::ExpertsT>(p, mp::Op::Experts);
+                   e->experts[1]->expert = e->experts[0]->expert;
+                 }),
+            "is listed twice");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   auto *e = firstOp<mp::ExpertsT>(p, mp::Op::Experts);
+                   e->intermediate = 47;
+                 }),
+            "has shape [48, 32] (expected [47, 32])");
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   auto &steps = p.ranks[0]->steps;
+                   steps.erase(steps.end() - 1); // the Logits step
+                 }),
+            "rank 0 has no Logits step");
+}
+
+TEST(Plan, RejectsBadCollectives) {
+  std::vector<uint8_t> good = tinyPlan(2);
+  auto col = [](mp::PlanT &p) {
+    for (auto &s : p.ranks[0]->steps)
+      if (s->op.type == mp::Op::Collective)
+        return reinterpret_cast<mp::CollectiveT *>(s->op.value);
+    return static_cast<mp::CollectiveT *>(nullptr);
+  };
+  expectBad(edit(good, [&](mp::PlanT &p) { col(p)->group = {1, 0}; }),
+            "expected ascending ranks");
+  expectBad(edit(good, [&](mp::PlanT &p) { col(p)->group = {1}; }),
+            "rank 0 runs a collective of a group it is not in");
+  expectBad(edit(good, [&](mp::PlanT &p) { col(p)->kind = mp::CollectiveKind::AllGather; }),
+            "out buffer index -1 out of range");
+}

@@ -1,0 +1,526 @@
+//===- moe-run.cpp - Runs a compiled plan ---------------------------------===//
+//
+// moe-run PLAN [--weights=DIR | --random-weights] [--prompt-ids=...] ...
+// Under mpirun -np N each process runs plan.ranks[rank]; rank 0 prints and
+// writes the outputs. Every failure is one "error: ..." line and exit 1.
+//
+//===----------------------------------------------------------------------===//
+#include "moert/Bench.h"
+#include "moert/Generate.h"
+#include "moert/Safetensors.h"
+#include "moert/Version.h"
+#ifdef MOERT_HAVE_MPI
+#include "moert/MpiComm.h"
+#endif
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <thread>
+#include <unistd.h>
+
+using namespace moert;
+using json = nlohmann::json;
+
+namespace {
+
+const char *kUsage = R"(usage: moe-run PLAN [options]
+  --weights=DIR            checkpoint directory or .safetensors file
+                           (default: the checkpoint the plan was compiled from)
+  --random-weights         generate weights per the plan's init (with --seed)
+  --prompt-ids=3,17,42     prompt token ids (batch of one)
+  --prompt=TEXT            text prompt (needs the checkpoint's tokenizer)
+  --max-new-tokens=N       tokens to generate (default 16)
+  --temperature=T          sample with temperature T (default 0: greedy)
+  --top-p=P                nucleus sampling threshold (default 1)
+  --seed=S                 seed for --random-weights and sampling (default 0)
+  --ignore-eos             do not stop at the plan's EOS token ids
+  --dump=OUT.safetensors   write logits [1,T,V] of the prompt and generated_ids [1,T+N]
+  --backend=cpu            backend (default: the plan's target)
+  --threads=N              compute threads per rank (default: cores / ranks)
+  --bench                  time prefill and decode (with --warmup=W --iters=I, --json)
+  --trace=FILE.json        Chrome trace of every step, per rank and stream
+  --expert-profile=FILE.json  per-layer per-expert routed-token counts
+  --version, --help
+)";
+
+struct Options {
+  std::string plan, weights, dump, trace, profile, prompt, backend;
+  bool randomWeights = false, bench = false, json = false, ignoreEos = false, help = false,
+       version = false, havePromptIds = false;
+  std::vector<int64_t> promptIds;
+  int64_t maxNewTokens = -1, warmup = 1, iters = 3, threads = -1; // -1: auto
+  uint64_t seed = 0;
+  float temperature = 0.0f, topP = 1.0f;
+};
+
+template <typename T> T parseNumber(const std::string &flag, const std::string &v) {
+  T out{};
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size() || v.empty())
+    fail("{}={}: not a number (expected {})", flag, v,
+         std::is_floating_point_v<T> ? "a decimal number" : "an integer");
+  return out;
+}
+
+Options parseArgs(int argc, char **argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.size() < 2 || a.compare(0, 2, "--") != 0) {
+      if (!o.plan.empty())
+        fail("{}: unexpected argument (expected one PLAN file)", a);
+      o.plan = a;
+      continue;
+    }
+    size_t eq = a.find('=');
+    std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
+    bool hasVal = eq != std::string::npos;
+    auto need = [&] {
+      if (!hasVal || val.empty())
+        fail("{}: missing value (expected {}=VALUE)", key, key);
+      return val;
+    };
+    auto flag = [&] {
+      if (hasVal)
+        fail("{}: takes no value", a);
+      return true;
+    };
+    if (key == "--weights")
+      o.weights = need();
+    else if (key == "--random-weights")
+      o.randomWeights = flag();
+    else if (key == "--seed")
+      o.seed = parseNumber<uint64_t>(key, need());
+    else if (key == "--prompt-ids") {
+      std::string v = need();
+      o.havePromptIds = true;
+      size_t s = 0;
+      while (s <= v.size()) {
+        size_t c = v.find(',', s);
+        std::string tok = v.substr(s, c == std::string::npos ? std::string::npos : c - s);
+        int64_t id = parseNumber<int64_t>("--prompt-ids", tok);
+        if (id < 0)
+          fail("--prompt-ids: token id {} is negative (expected ids >= 0)", id);
+        o.promptIds.push_back(id);
+        if (c == std::string::npos)
+          break;
+        s = c + 1;
+      }
+    } else if (key == "--prompt")
+      o.prompt = need();
+    else if (key == "--max-new-tokens")
+      o.maxNewTokens = parseNumber<int64_t>(key, need());
+    else if (key == "--temperature")
+      o.temperature = parseNumber<float>(key, need());
+    else if (key == "--top-p")
+      o.topP = parseNumber<float>(key, need());
+    else if (key == "--ignore-eos")
+      o.ignoreEos = flag();
+    else if (key == "--dump")
+      o.dump = need();
+    else if (key == "--backend")
+      o.backend = need();
+    else if (key == "--threads")
+      o.threads = parseNumber<int64_t>(key, need());
+    else if (key == "--bench")
+      o.bench = flag();
+    else if (key == "--warmup")
+      o.warmup = parseNumber<int64_t>(key, need());
+    else if (key == "--iters")
+      o.iters = parseNumber<int64_t>(key, need());
+    else if (key == "--json")
+      o.json = flag();
+    else if (key == "--trace")
+      o.trace = need();
+    else if (key == "--expert-profile")
+      o.profile = need();
+    else if (key == "--help")
+      o.help = flag();
+    else if (key == "--version")
+      o.version = flag();
+    else
+      fail("{}: unknown option (expected one of the options in moe-run --help)", key);
+  }
+  if (o.help || o.version)
+    return o;
+  if (o.plan.empty())
+    fail("missing PLAN (expected moe-run PLAN [options])");
+  if (o.maxNewTokens < -1)
+    fail("--max-new-tokens={}: negative (expected >= 0)", o.maxNewTokens);
+  if (o.threads == 0 || o.threads < -1)
+    fail("--threads={}: (expected a positive thread count)", o.threads);
+  if (o.threads > 1024)
+    fail("--threads={}: too many (expected at most 1024)", o.threads);
+  if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature))
+    fail("--temperature={}: (expected a finite value >= 0)", o.temperature);
+  if (!(o.topP > 0.0f && o.topP <= 1.0f))
+    fail("--top-p={}: (expected 0 < p <= 1)", o.topP);
+  if (o.warmup < 0 || o.warmup > 1000)
+    fail("--warmup={}: (expected 0..1000)", o.warmup);
+  if (o.iters < 1 || o.iters > 1000)
+    fail("--iters={}: (expected 1..1000)", o.iters);
+  if (o.randomWeights && !o.weights.empty())
+    fail("--weights and --random-weights both given (expected one source of weights)");
+  if (o.havePromptIds && !o.prompt.empty())
+    fail("--prompt and --prompt-ids both given (expected one prompt)");
+  if (o.json && !o.bench)
+    fail("--json: only with --bench (expected --bench --json)");
+  for (const std::string *out : {&o.dump, &o.trace, &o.profile})
+    if (!out->empty() && *out == o.plan)
+      fail("{}: output would overwrite the plan", *out);
+  return o;
+}
+
+/// Hook for --prompt: the tokenizer library (runtime/tokenizer) turns text
+/// into ids with the checkpoint's tokenizer.json.
+std::vector<int64_t> tokenizePrompt(const std::string &text, const PlanFile &plan) {
+  (void)text;
+  (void)plan;
+  fail("--prompt: text prompts need the tokenizer, which this moe-run does not include yet "
+       "(expected --prompt-ids=...)");
+}
+
+/// A one-line progress bar on stderr, only when stderr is a terminal.
+class Progress {
+public:
+  Progress(std::string what, bool enabled) : what_(std::move(what)), on_(enabled) {}
+  ~Progress() { done(); }
+  void update(double done, double total, const char *unit = "") {
+    if (!on_ || total <= 0)
+      return;
+    int64_t now = nowNs();
+    if (now - last_ < 100'000'000 && done < total)
+      return;
+    last_ = now;
+    int pct = int(100.0 * done / total), w = 30, fill = pct * w / 100;
+    std::fprintf(stderr, "\r%s [%s%s] %3d%% %s", what_.c_str(), std::string(size_t(fill), '#').c_str(),
+                 std::string(size_t(w - fill), ' ').c_str(), pct, unit);
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void done() {
+    if (shown_)
+      std::fprintf(stderr, "\r\033[K");
+    shown_ = false;
+  }
+
+private:
+  std::string what_;
+  bool on_, shown_ = false;
+  int64_t last_ = 0;
+};
+
+std::string joinIds(const std::vector<int64_t> &v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i)
+      s += ',';
+    s += std::to_string(v[i]);
+  }
+  return s;
+}
+
+struct Stats {
+  double median, min, max;
+};
+Stats stats(std::vector<double> v) {
+  if (v.empty())
+    return {0, 0, 0};
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  double med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return {med, v.front(), v.back()};
+}
+
+void writeProfile(const std::string &path, const PlanFile &plan, const Session &s,
+                  int64_t tokens) {
+  json layers = json::array();
+  for (const GateProfile &g : s.expertProfile())
+    layers.push_back({{"layer", g.layer},
+                      {"step", g.name},
+                      {"num_experts", g.routed.size()},
+                      {"routed", g.routed},
+                      {"dropped", g.dropped}});
+  json doc = {{"model", plan.plan().model()->name() ? plan.plan().model()->name()->str() : ""},
+              {"plan", plan.path()},
+              {"tokens", tokens},
+              {"layers", layers}};
+  writeFileAtomic(path, doc.dump(1) + "\n");
+}
+
+/// What every rank runs, checked before any weight is loaded.
+struct Job {
+  std::unique_ptr<PlanFile> plan;
+  std::vector<int64_t> prompt;
+  int64_t maxNew = 0;
+  int threads = 1; // per rank
+};
+
+Job prepare(const Options &o, int worldSize) {
+  Job job;
+  job.plan = std::make_unique<PlanFile>(PlanFile::load(o.plan));
+  const PlanFile &plan = *job.plan;
+  const plan::Plan &p = plan.plan();
+  if (worldSize > 1 && p.num_ranks() != worldSize)
+    fail("{}: plan was compiled for {} rank(s) but runs on {} (expected mpirun -np {})",
+         plan.path(), p.num_ranks(), worldSize, p.num_ranks());
+  std::string target = p.target() == plan::Target::CUDA ? "cuda" : "cpu";
+  std::string backend = o.backend.empty() ? target : o.backend;
+  if (backend != "cpu") {
+    if (backend == "cuda")
+      fail("--backend=cuda: this moe-run has no CUDA backend (expected --backend=cpu)");
+    fail("--backend={}: unknown backend (expected cpu or cuda)", backend);
+  }
+  std::vector<int64_t> &prompt = job.prompt;
+  prompt = o.promptIds;
+  if (!o.prompt.empty())
+    prompt = tokenizePrompt(o.prompt, plan);
+  job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
+  if (prompt.empty()) {
+    if (!o.bench)
+      fail("no prompt (expected --prompt-ids=ID,ID,... or --prompt=TEXT)");
+    for (int i = 0; i < 20; ++i) // the benchmark protocol's 20-token prompt
+      prompt.push_back((int64_t(i) * 7919 + 13) % plan.vocabSize());
+  }
+  for (int64_t id : prompt)
+    if (id >= plan.vocabSize())
+      fail("--prompt-ids: token id {} is out of range for vocab_size {} (expected ids < {})", id,
+           plan.vocabSize(), plan.vocabSize());
+  if (int64_t(prompt.size()) + job.maxNew > plan.maxPositions())
+    fail("prompt of {} tokens + {} new tokens exceeds the plan's {} positions (expected at most "
+         "{} in total)",
+         prompt.size(), job.maxNew, plan.maxPositions(), plan.maxPositions());
+  job.threads = int(o.threads);
+  if (job.threads < 0)
+    job.threads = std::max(1, int(std::thread::hardware_concurrency()) / p.num_ranks());
+  return job;
+}
+
+/// Runs one rank of the job; rank 0 prints and writes the outputs.
+int runRank(const Options &o, const Job &job, Comm &comm) {
+  const PlanFile &plan = *job.plan;
+  const plan::Plan &p = plan.plan();
+  const std::vector<int64_t> &prompt = job.prompt;
+  const int64_t maxNew = job.maxNew;
+  const int threads = job.threads;
+  int rank = comm.rank();
+  bool tty = rank == 0 && ::isatty(STDERR_FILENO);
+  ThreadPool pool(threads);
+
+  std::unique_ptr<WeightStore> weights;
+  {
+    Progress bar("loading weights", tty);
+    ProgressFn prog = [&](uint64_t d, uint64_t t) {
+      if (t > (uint64_t(256) << 20))
+        bar.update(double(d), double(t));
+    };
+    std::vector<int> ranks{rank};
+    if (o.randomWeights) {
+      weights = WeightStore::random(plan, o.seed, ranks, pool, prog);
+    } else {
+      std::string dir = o.weights;
+      if (dir.empty()) {
+        if (!p.checkpoint() || p.checkpoint()->size() == 0)
+          fail("{}: the plan names no checkpoint (expected --weights=DIR or --random-weights)",
+               plan.path());
+        dir = p.checkpoint()->str();
+      }
+      weights = WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), ranks, pool,
+                                            prog);
+    }
+  }
+
+  SessionOptions so;
+  so.trace = !o.trace.empty();
+  so.expertProfile = !o.profile.empty();
+  Session session(plan, rank, *weights, comm, pool, so);
+  GenerateOptions go;
+  go.maxNewTokens = maxNew;
+  go.temperature = o.temperature;
+  go.topP = o.topP;
+  go.seed = o.seed;
+  go.stopAtEos = !o.ignoreEos && !o.bench;
+
+  if (!o.bench) {
+    go.promptLogits = !o.dump.empty() && rank == 0;
+    Progress bar("generating", tty && maxNew >= 64);
+    go.onToken = [&](int64_t d, int64_t t) { bar.update(double(d), double(t), "tokens"); };
+    GenerateResult r = generate(session, comm, prompt, go);
+    bar.done();
+    if (rank == 0) {
+      std::vector<int64_t> gen(r.tokens.begin() + int64_t(prompt.size()), r.tokens.end());
+      std::printf("%s\n", joinIds(gen).c_str());
+      if (!o.dump.empty()) {
+        int64_t T = int64_t(prompt.size()), V = plan.vocabSize();
+        writeSafetensors(o.dump, {{"logits", "F32", {1, T, V}, r.promptLogits.data(),
+                                   r.promptLogits.size() * 4},
+                                  {"generated_ids", "I64", {1, int64_t(r.tokens.size())},
+                                   r.tokens.data(), r.tokens.size() * 8}});
+      }
+    }
+    if (!o.trace.empty())
+      session.trace().write(o.trace, comm);
+    if (!o.profile.empty() && rank == 0)
+      writeProfile(o.profile, plan, session, int64_t(r.tokens.size()) - 1);
+    return 0;
+  }
+
+  // --bench: warmup runs, then timed runs of prefill + maxNew greedy tokens.
+  std::vector<double> prefill, decode;
+  uint64_t wbytes = 0, kvbytes = 0, dsteps = 0;
+  std::vector<int64_t> firstTokens;
+  {
+    Progress bar("benchmark", tty);
+    for (int64_t it = 0; it < o.warmup + o.iters; ++it) {
+      session.trace().clear();
+      GenerateResult r = generate(session, comm, prompt, go);
+      bar.update(double(it + 1), double(o.warmup + o.iters), "runs");
+      if (it == 0)
+        firstTokens = r.tokens;
+      else if (r.tokens != firstTokens)
+        fail("benchmark run {} generated other tokens than run 0 (expected determinism)", it);
+      if (it < o.warmup)
+        continue;
+      prefill.push_back(r.prefillMs);
+      decode.insert(decode.end(), r.decodeMs.begin(), r.decodeMs.end());
+      wbytes += r.decodeWeightBytes;
+      kvbytes += r.decodeKVBytes;
+      dsteps += r.decodeMs.size();
+    }
+  }
+  uint64_t rss = peakRssBytes();
+  // The floor reads what decode reads: this rank's weights, same threads.
+  BandwidthResult bw = weights->boundBytes() >= (uint64_t(512) << 20)
+                           ? measureReadBandwidth(pool, weights->regions(), 5)
+                           : measureReadBandwidth(pool, uint64_t(1) << 30, 5);
+  Stats pf = stats(prefill), dc = stats(decode);
+  double perTok = dsteps ? double(wbytes) / double(dsteps) : 0.0;
+  double perTokKV = dsteps ? double(kvbytes) / double(dsteps) : 0.0;
+  double floorMs = bw.bestGBs > 0 ? perTok / (bw.bestGBs * 1e9) * 1e3 : 0.0;
+  double pctFloor = dc.median > 0 ? 100.0 * floorMs / dc.median : 0.0;
+  if (!o.trace.empty())
+    session.trace().write(o.trace, comm);
+  if (!o.profile.empty() && rank == 0)
+    writeProfile(o.profile, plan, session, 0);
+  if (rank != 0)
+    return 0;
+  json j = {
+      {"plan", plan.path()},
+      {"model", p.model()->name() ? p.model()->name()->str() : ""},
+      {"ranks", comm.size()},
+      {"threads", threads},
+      {"isa", cpu::isaName(cpu::activeIsa())},
+      {"compute_dtype", dtypeName(p.compute_dtype())},
+      {"prompt_tokens", prompt.size()},
+      {"new_tokens", maxNew},
+      {"warmup", o.warmup},
+      {"iters", o.iters},
+      {"prefill_ms", {{"median", pf.median}, {"min", pf.min}, {"max", pf.max}}},
+      {"prefill_tokens_per_s", pf.median > 0 ? 1e3 * double(prompt.size()) / pf.median : 0.0},
+      {"decode_ms_per_token", {{"median", dc.median}, {"min", dc.min}, {"max", dc.max}}},
+      {"decode_tokens_per_s", dc.median > 0 ? 1e3 / dc.median : 0.0},
+      {"peak_rss_bytes", rss},
+      {"weight_bytes", weights->boundBytes()},
+      {"peak_resident_weight_bytes", weights->peakResidentBytes()},
+      {"active_weight_bytes_per_token", perTok},
+      {"kv_bytes_per_token", perTokKV},
+      {"read_bandwidth_gbs", {{"best", bw.bestGBs}, {"median", bw.medianGBs}}},
+      {"decode_floor_ms", floorMs},
+      {"decode_pct_of_floor", pctFloor},
+      {"generated_ids", firstTokens}};
+  if (o.json) {
+    std::printf("%s\n", j.dump(1).c_str());
+    return 0;
+  }
+  std::printf("plan              %s (%d rank(s), %d thread(s), %s, compute %s)\n",
+              plan.path().c_str(), comm.size(), threads, cpu::isaName(cpu::activeIsa()),
+              dtypeName(p.compute_dtype()));
+  std::printf("prefill           %zu tokens: %.2f ms median (min %.2f, max %.2f), %.1f tokens/s\n",
+              prompt.size(), pf.median, pf.min, pf.max,
+              pf.median > 0 ? 1e3 * double(prompt.size()) / pf.median : 0.0);
+  std::printf("decode            %.3f ms/token median (min %.3f, max %.3f), %.2f tokens/s\n",
+              dc.median, dc.min, dc.max, dc.median > 0 ? 1e3 / dc.median : 0.0);
+  std::printf("read bandwidth    %.1f GB/s best, %.1f GB/s median (%d threads)\n", bw.bestGBs,
+              bw.medianGBs, threads);
+  std::printf("decode floor      %.3f ms/token (%.1f MB active weights/token); decode at %.1f%% "
+              "of the floor\n",
+              floorMs, perTok / 1e6, pctFloor);
+  std::printf("memory            peak RSS %.1f MB, weights %.1f MB\n", double(rss) / 1e6,
+              double(weights->boundBytes()) / 1e6);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options o;
+  try {
+    o = parseArgs(argc, argv);
+  } catch (const Error &e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  if (o.help) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (o.version) {
+    std::printf("moe-run %s (plan format %u.%u)\n", kProjectVersion, kPlanVersionMajor,
+                kPlanVersionMinor);
+    return 0;
+  }
+  std::unique_ptr<Comm> comm;
+#ifdef MOERT_HAVE_MPI
+  if (launchedByMpi())
+    comm = makeMpiComm();
+#endif
+  if (!comm)
+    comm = makeLocalComm();
+  auto report = [](const char *msg) { std::fprintf(stderr, "error: %s\n", msg); };
+  int code = 0;
+  try {
+    Job job = prepare(o, comm->size());
+    int ranks = job.plan->numRanks();
+    if (comm->size() == 1 && ranks > 1) {
+      // No MPI launcher: run the plan's ranks as threads of this process.
+      auto comms = makeInProcessComms(ranks);
+      auto rankMain = [&](int r) {
+        try {
+          return runRank(o, job, *comms[size_t(r)]);
+        } catch (const std::exception &e) {
+          // The other ranks wait in collectives: leave without unwinding them.
+          report(e.what());
+          std::fflush(stderr);
+          std::_Exit(1);
+        }
+      };
+      std::vector<std::thread> others;
+      for (int r = 1; r < ranks; ++r)
+        others.emplace_back(rankMain, r);
+      code = rankMain(0);
+      for (auto &t : others)
+        t.join();
+    } else {
+      code = runRank(o, job, *comm);
+    }
+  } catch (const Error &e) {
+    report(e.what());
+    code = 1;
+  } catch (const std::bad_alloc &) {
+    report("out of memory");
+    code = 1;
+  } catch (const std::exception &e) {
+    report(e.what());
+    code = 1;
+  }
+  if (code != 0 && comm->size() > 1)
+    comm->abort(code);
+  return code;
+}

@@ -17,7 +17,8 @@ Commands are written for the default build directory `build/`; --build
 points them at another one. Blocks are compared without common indentation
 and trailing blank lines.
 --update rewrites the output blocks from the commands (excerpts must be
-fixed by hand). Exit status 1 on any mismatch, with a diff.
+fixed by hand). Relative links ([text](path)) must name existing files.
+Exit status 1 on any mismatch, with a diff.
 """
 import difflib
 import os
@@ -70,9 +71,28 @@ def contains(haystack, needle):
                for i in range(len(haystack) - n + 1))
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def check_links(path, lines):
+    errors, fenced = [], False
+    for n, line in enumerate(lines, 1):
+        if FENCE.match(line):
+            fenced = not fenced
+        if fenced:
+            continue
+        for target in LINK.findall(line):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            file = os.path.join(os.path.dirname(path), target.split("#")[0])
+            if not os.path.exists(file):
+                errors.append(f"{path}:{n}: link to {target}, which does not exist")
+    return errors
+
+
 def check(repo, path, update):
     lines = open(path).read().split("\n")
-    errors, out, i = [], [], 0
+    errors, out, i = check_links(path, lines), [], 0
     while i < len(lines):
         m = MARK.match(lines[i])
         out.append(lines[i])
@@ -137,7 +157,7 @@ def main():
         errors += check(repo, path, update)
     for e in errors:
         print("error:", e)
-    print(f"{checked} code blocks checked, {len(errors)} wrong")
+    print(f"{checked} code blocks checked, {len(errors)} problems")
     return 1 if errors else 0
 
 

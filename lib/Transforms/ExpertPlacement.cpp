@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Analysis/ExpertProfile.h"
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Transforms/Passes.h"
 
@@ -15,8 +16,6 @@
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/Support/Debug.h"
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <numeric>
 
@@ -31,48 +30,6 @@ using namespace mlir;
 using namespace mlir::moe;
 
 namespace {
-
-/// Per-layer per-expert routed-token counts, as moe-run --expert-profile
-/// writes them: {"layers": [{"layer": L, "routed": [c0, c1, ...]}, ...]}.
-using Profile = llvm::DenseMap<int64_t, SmallVector<double>>;
-
-FailureOr<Profile> readProfile(ModelOp model, StringRef path) {
-  auto fail = [&](const Twine &what) {
-    return model.emitError() << path << ": " << what;
-  };
-  auto buffer = llvm::MemoryBuffer::getFile(path);
-  if (!buffer)
-    return fail("cannot read the expert profile (" +
-                buffer.getError().message() + ")");
-  llvm::Expected<llvm::json::Value> doc =
-      llvm::json::parse((*buffer)->getBuffer());
-  if (!doc)
-    return fail("not JSON: " + llvm::toString(doc.takeError()));
-  const llvm::json::Object *root = doc->getAsObject();
-  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
-  if (!layers)
-    return fail("expected an object with a \"layers\" array (moe-run "
-                "--expert-profile output)");
-  Profile profile;
-  for (auto [i, entry] : llvm::enumerate(*layers)) {
-    const llvm::json::Object *layer = entry.getAsObject();
-    std::optional<int64_t> index = layer ? layer->getInteger("layer") : std::nullopt;
-    const llvm::json::Array *routed = layer ? layer->getArray("routed") : nullptr;
-    if (!index || !routed)
-      return fail("layers[" + Twine(i) + "]: expected {\"layer\": int, "
-                  "\"routed\": [counts]}");
-    SmallVector<double> counts;
-    for (const llvm::json::Value &c : *routed) {
-      std::optional<double> n = c.getAsNumber();
-      if (!n || *n < 0)
-        return fail("layers[" + Twine(i) + "].routed: expected non-negative "
-                    "numbers");
-      counts.push_back(*n);
-    }
-    profile[*index] = std::move(counts);
-  }
-  return profile;
-}
 
 SmallVector<int64_t> placeContiguous(int64_t numExperts, int64_t numRanks) {
   SmallVector<int64_t> ranks(numExperts);
@@ -132,9 +89,9 @@ struct MoEExpertPlacementPass
                         << "' (expected balanced, round-robin or contiguous)";
       return signalPassFailure();
     }
-    Profile loads;
+    ExpertProfile loads;
     if (!profile.empty()) {
-      FailureOr<Profile> read = readProfile(model, profile);
+      FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
       if (failed(read))
         return signalPassFailure();
       loads = std::move(*read);
@@ -147,8 +104,7 @@ struct MoEExpertPlacementPass
       if (experts.getInput().getDefiningOp<AllToAllOp>())
         return WalkResult::advance(); // already placed and exchanged
       int64_t numExperts = experts.getNumExperts();
-      auto layer = experts->getParentOfType<LayerOp>();
-      int64_t layerIndex = layer ? layer.getIndex() : -1;
+      int64_t layerIndex = experts.getLayerIndex();
       SmallVector<int64_t> ranks;
       if (strategy == "contiguous") {
         ranks = placeContiguous(numExperts, numRanks);
@@ -156,16 +112,15 @@ struct MoEExpertPlacementPass
         ranks = placeRoundRobin(numExperts, numRanks);
       } else {
         SmallVector<double> load(numExperts, 1.0);
-        auto it = loads.find(layerIndex);
-        if (it != loads.end()) {
-          if (int64_t(it->second.size()) != numExperts) {
-            experts.emitError() << profile << ": layer " << layerIndex
-                                << " has " << it->second.size()
-                                << " expert counts (expected " << numExperts
-                                << ")";
+        if (const SmallVector<double> *routed = loads.lookup(layerIndex)) {
+          if (int64_t(routed->size()) != numExperts) {
+            experts.emitError()
+                << profile << ": layer " << layerIndex << " has "
+                << routed->size() << " expert counts (expected " << numExperts
+                << ")";
             return WalkResult::interrupt();
           }
-          load = it->second;
+          load = *routed;
         }
         ranks = placeBalanced(load, numRanks);
       }

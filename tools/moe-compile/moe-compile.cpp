@@ -1,6 +1,7 @@
 //===- moe-compile.cpp - the moe compiler driver --------------------------===//
 //
 //   moe-compile MODEL [-o FILE] [--emit=plan|mlir|report] [--report=FILE.json]
+//               [--plot=FILE.svg]
 //               [--target=cpu|cuda] [--dtype=f32|bf16|f16] [--devices=N]
 //               [--gpus-per-node=G] [--max-batch=B] [--max-seq-len=L]
 //               [--placement=balanced|round-robin|contiguous]
@@ -62,6 +63,10 @@ cl::opt<std::string> emitFlag("emit", cl::desc("What to emit: plan, mlir, report
 cl::opt<std::string> reportPath("report",
                                 cl::desc("Also write the report as JSON"),
                                 cl::value_desc("file.json"), cl::cat(category));
+cl::opt<std::string>
+    plotPath("plot",
+             cl::desc("Also draw per-rank memory and experts per rank as SVG"),
+             cl::value_desc("file.svg"), cl::cat(category));
 cl::opt<std::string> targetFlag("target", cl::desc("cpu or cuda"),
                                 cl::init("cpu"), cl::cat(category));
 cl::opt<std::string> dtypeFlag("dtype", cl::desc("Compute dtype: f32, bf16, f16"),
@@ -165,6 +170,9 @@ CompileOptions parseOptions(EmitKind emit) {
   o.pipeline = pipelineFlag;
   if (emit == EmitKind::Plan && outputPath.empty())
     fail("-o: missing (expected the plan file to write)");
+  if (!plotPath.empty() &&
+      !llvm::StringRef(plotPath).ends_with_insensitive(".svg"))
+    fail("--plot: '" + plotPath + "' is not supported (expected a .svg file)");
   return o;
 }
 
@@ -300,10 +308,10 @@ int main(int argc, char **argv) {
     std::exit(1); // the diagnostic handler printed why
 
   // Render everything before writing anything.
-  std::string main, reportJson;
+  std::string main, reportJson, plot;
   llvm::raw_string_ostream mainStream(main);
   std::optional<ModelCost> cost;
-  if (*emit == EmitKind::Report || !reportPath.empty())
+  if (*emit == EmitKind::Report || !reportPath.empty() || !plotPath.empty())
     cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
   switch (*emit) {
   case EmitKind::MLIR:
@@ -318,11 +326,17 @@ int main(int argc, char **argv) {
       std::exit(1); // the diagnostic handler printed why
     break;
   }
+  if (!plotPath.empty()) {
+    llvm::raw_string_ostream plotStream(plot);
+    printReportSVG(plotStream, *cost);
+  }
   if (!reportPath.empty()) {
     llvm::raw_string_ostream(reportJson)
         << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
     writeOutput(reportPath, reportJson);
   }
+  if (!plotPath.empty())
+    writeOutput(plotPath, plot);
   writeOutput(outputPath, main);
   return 0;
 }

@@ -34,6 +34,23 @@ struct LayerCost {
   int64_t flopsPerToken = 0;
   /// q k^T and p v FLOPs per token at the report's context length.
   int64_t attentionFlopsPerToken = 0;
+  /// The rank of each expert (moe-expert-placement); empty when every rank
+  /// holds every expert.
+  std::vector<int64_t> expertRanks;
+  /// Experts each rank holds (numRanks entries; MoE layers only).
+  std::vector<int64_t> expertsPerRank;
+};
+
+/// What one rank holds. Parameters follow the expert placement; the bytes
+/// come from moe-plan-memory (`moe.memory`, `moe.peak_bytes`) and are -1
+/// when it has not run.
+struct RankCost {
+  int64_t rank = 0;
+  int64_t params = 0;
+  /// Weights in the compute dtype, the activation arena and the KV cache;
+  /// peakBytes is their sum.
+  int64_t weightBytes = -1, activationBytes = -1, kvCacheBytes = -1,
+          peakBytes = -1;
 };
 
 struct ModelCost {
@@ -61,6 +78,16 @@ struct ModelCost {
   std::vector<LayerCost> layers;
   /// Op name -> number of ops in the graph (the IR summary).
   std::map<std::string, int64_t> opCounts;
+
+  /// Ranks of the device grid (1 without one) and what each holds.
+  int64_t numRanks = 1;
+  std::vector<int64_t> gridShape;
+  std::vector<RankCost> ranks;
+  bool hasMemoryPlan = false;
+  /// moe-layer-streaming's decisions (`moe.streaming`), when it streamed.
+  bool streaming = false;
+  int64_t streamingBudgetBytes = 0, streamedWeightBytes = 0,
+          streamingPeakBytes = 0;
 };
 
 /// Analyzes `model`; `contextLength` sets how many positions attention sees
@@ -69,8 +96,14 @@ ModelCost analyzeModel(ModelOp model, int64_t contextLength = 0);
 
 llvm::json::Value toJSON(const ModelCost &cost);
 
-/// A human-readable report with the per-layer table and the IR summary.
+/// A human-readable report with the per-layer table, the IR summary, and
+/// per-rank memory and experts when the model is placed or memory-planned.
 void printReport(llvm::raw_ostream &os, const ModelCost &cost);
+
+/// An SVG picture of the report for people who would rather look than read:
+/// per-rank memory (weights / activations / KV cache) as stacked bars and the
+/// experts each rank holds per MoE layer as a heat map.
+void printReportSVG(llvm::raw_ostream &os, const ModelCost &cost);
 
 } // namespace mlir::moe
 

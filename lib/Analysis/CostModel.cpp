@@ -215,6 +215,11 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, activeParams);
       cost.bytesReadPerToken =
           satAdd(cost.bytesReadPerToken, satMul(active, bytesPerExpert));
+      if (cast<RankedTensorType>(experts.getUp().front().getType())
+              .getElementType()
+              .isF32())
+        cost.f32BytesReadPerToken = satAdd(cost.f32BytesReadPerToken,
+                                           satMul(active, bytesPerExpert));
       PlacementAttr placement = experts.getExpertPlacement();
       if (placement) {
         cost.numRanks = std::max(cost.numRanks, placement.getNumRanks());
@@ -231,6 +236,41 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         if (placement)
           lc->expertRanks.assign(placement.getExpertRanks().begin(),
                                  placement.getExpertRanks().end());
+      }
+    }
+
+    if (auto attention = dyn_cast<AttentionOp>(op))
+      cost.kvBytesPerPosition =
+          satAdd(cost.kvBytesPerPosition,
+                 satMul(2 * 4, satMul(attention.getNumKvHeads(),
+                                      attention.getHeadDim())));
+
+    // A combine exchange runs as a ring all-reduce of the [tokens * top_k,
+    // hidden] f32 slot outputs over the ranks its grid axes span: 2(g-1)
+    // messages of 1/g of the data each.
+    if (auto exchange = dyn_cast<AllToAllOp>(op);
+        exchange && exchange.getKind() == ExchangeKind::Combine &&
+        !cost.gridShape.empty()) {
+      auto layer = exchange->getParentOfType<LayerOp>();
+      ExpertsOp experts = layer ? layer.getExpertsOp() : ExpertsOp();
+      int64_t topK = experts ? experts.getTopK() : 1;
+      int64_t width =
+          cast<RankedTensorType>(exchange.getInput().getType()).getDimSize(1);
+      int64_t group = 1;
+      bool crossesNodes = false;
+      for (int16_t axis : exchange.getGridAxes())
+        if (axis >= 0 && axis < int16_t(cost.gridShape.size())) {
+          group = satMul(group, cost.gridShape[axis]);
+          crossesNodes |= axis + 1 < int16_t(cost.gridShape.size()) &&
+                          cost.gridShape[axis] > 1;
+        }
+      if (group > 1) {
+        int64_t bytes = satMul(satMul(topK, width), 4);
+        int64_t sent = satMul(bytes, 2 * (group - 1)) / group;
+        (crossesNodes ? cost.commBytesInterNode : cost.commBytesIntraNode) +=
+            sent;
+        (crossesNodes ? cost.commMessagesInterNode
+                      : cost.commMessagesIntraNode) += 2 * (group - 1);
       }
     }
 
@@ -294,6 +334,9 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, read);
     cost.bytesReadPerToken =
         satAdd(cost.bytesReadPerToken, satMul(read, elemBytes));
+    if (type.getElementType().isF32())
+      cost.f32BytesReadPerToken =
+          satAdd(cost.f32BytesReadPerToken, satMul(read, elemBytes));
   }
   for (RankCost &rank : cost.ranks)
     rank.params = satAdd(rank.params, everywhere);
@@ -399,6 +442,12 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
       {"ops", std::move(ops)},
       {"num_ranks", cost.numRanks},
       {"ranks", std::move(ranks)}};
+  report["communication_per_token"] = llvm::json::Object{
+      {"intra_node_bytes", cost.commBytesIntraNode},
+      {"inter_node_bytes", cost.commBytesInterNode},
+      {"intra_node_messages", cost.commMessagesIntraNode},
+      {"inter_node_messages", cost.commMessagesInterNode}};
+  report["kv_cache_bytes_per_position"] = cost.kvBytesPerPosition;
   if (cost.streaming)
     report["streaming"] =
         llvm::json::Object{{"budget_bytes", cost.streamingBudgetBytes},
@@ -407,7 +456,79 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
   return report;
 }
 
-void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost) {
+DeviceModel mlir::moe::deviceModelFor(StringRef target) {
+  DeviceModel d;
+  if (target == "cuda") {
+    // H100 SXM: HBM3 copy bandwidth as measured in BENCHMARKS.md, dense bf16
+    // tensor-core peak, NVLink 4 (450 GB/s per direction), NDR InfiniBand
+    // (400 Gb/s); small-message latencies of NCCL; graph-launched kernels.
+    d.name = "cuda: H100 SXM per rank, 3.05 TB/s HBM, NVLink + 400 Gb/s IB";
+    d.memoryBytesPerSec = 3.05e12;
+    d.flopsPerSec = 989e12;
+    d.intraNodeBytesPerSec = 450e9;
+    d.interNodeBytesPerSec = 50e9;
+    d.intraNodeLatencySec = 5e-6;
+    d.interNodeLatencySec = 10e-6;
+    d.stepOverheadSec = 1.5e-6;
+    return d;
+  }
+  // The 2-core AMD EPYC (Zen 4) of shared/TOOLCHAIN.md: ~30 GB/s DRAM reads,
+  // AVX-512 FMA; ranks on one machine exchange through shared memory.
+  d.name = "cpu: 2-core AMD EPYC (Zen 4), 30 GB/s DRAM reads";
+  d.memoryBytesPerSec = 30e9;
+  d.flopsPerSec = 150e9;
+  d.intraNodeBytesPerSec = 10e9;
+  d.interNodeBytesPerSec = 1.25e9;
+  d.intraNodeLatencySec = 2e-6;
+  d.interNodeLatencySec = 30e-6;
+  d.stepOverheadSec = 2e-6;
+  return d;
+}
+
+LatencyEstimate mlir::moe::estimateDecodeLatency(const ModelCost &cost,
+                                                 const DeviceModel &device,
+                                                 int computeBits) {
+  LatencyEstimate e;
+  e.device = device.name;
+  double weightBytes = double(cost.bytesReadPerToken);
+  if (computeBits == 16)
+    weightBytes -= double(cost.f32BytesReadPerToken) / 2;
+  e.weightsMs = weightBytes / device.memoryBytesPerSec * 1e3;
+  e.kvCacheMs = double(cost.kvBytesPerPosition) * double(cost.contextLength) /
+                device.memoryBytesPerSec * 1e3;
+  e.computeMs = double(cost.flopsPerToken + cost.attentionFlopsPerToken) /
+                device.flopsPerSec * 1e3;
+  e.commMs = (double(cost.commBytesIntraNode) / device.intraNodeBytesPerSec +
+              double(cost.commBytesInterNode) / device.interNodeBytesPerSec +
+              double(cost.commMessagesIntraNode) * device.intraNodeLatencySec +
+              double(cost.commMessagesInterNode) * device.interNodeLatencySec) *
+             1e3;
+  // One runtime step per op that does work.
+  int64_t steps = 0;
+  for (const auto &[name, n] : cost.opCounts)
+    if (!llvm::is_contained({"moe.weight", "moe.layer", "moe.yield",
+                             "moe.graph", "moe.return", "moe.dispatch",
+                             "moe.split"},
+                            name))
+      steps += n;
+  e.overheadMs = double(steps) * device.stepOverheadSec * 1e3;
+  e.totalMs = std::max(e.weightsMs + e.kvCacheMs, e.computeMs) + e.commMs +
+              e.overheadMs;
+  return e;
+}
+
+llvm::json::Value mlir::moe::toJSON(const LatencyEstimate &e) {
+  return llvm::json::Object{{"device", e.device},
+                            {"weights_ms", e.weightsMs},
+                            {"kv_cache_ms", e.kvCacheMs},
+                            {"compute_ms", e.computeMs},
+                            {"communication_ms", e.commMs},
+                            {"overhead_ms", e.overheadMs},
+                            {"decode_step_ms", e.totalMs}};
+}
+
+void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost,
+                            const LatencyEstimate *latency) {
   os << "model " << cost.name << " (" << cost.architecture << "): "
      << cost.numLayers << " layers (" << cost.numMoELayers << " MoE), hidden "
      << cost.hiddenSize << ", vocab " << cost.vocabSize << "\n";
@@ -443,6 +564,20 @@ void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost) {
                       "-", shortCount(cost.nonLayerParams));
   if (cost.numRanks > 1 || cost.hasMemoryPlan)
     printRanks(os, cost);
+  if (cost.commMessagesIntraNode + cost.commMessagesInterNode > 0)
+    os << "communication per decode token and rank: "
+       << formatBytes(cost.commBytesIntraNode) << " within nodes ("
+       << cost.commMessagesIntraNode << " messages), "
+       << formatBytes(cost.commBytesInterNode) << " across nodes ("
+       << cost.commMessagesInterNode << " messages)\n";
+  if (latency)
+    os << llvm::formatv(
+        "estimated decode step at context {0} ({1}): {2:F2} ms = max(weights "
+        "{3:F2} ms + KV {4:F2} ms, compute {5:F2} ms) + exchanges {6:F2} ms + "
+        "step overhead {7:F2} ms\n",
+        cost.contextLength, latency->device, latency->totalMs,
+        latency->weightsMs, latency->kvCacheMs, latency->computeMs,
+        latency->commMs, latency->overheadMs);
 }
 
 //===----------------------------------------------------------------------===//

@@ -311,15 +311,20 @@ int main(int argc, char **argv) {
   std::string main, reportJson, plot;
   llvm::raw_string_ostream mainStream(main);
   std::optional<ModelCost> cost;
-  if (*emit == EmitKind::Report || !reportPath.empty() || !plotPath.empty())
+  LatencyEstimate latency;
+  if (*emit == EmitKind::Report || !reportPath.empty() || !plotPath.empty()) {
     cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
+    latency = estimateDecodeLatency(
+        *cost, deviceModelFor(stringifyTarget(options.target)),
+        options.dtype == ComputeDType::F32 ? 32 : 16);
+  }
   switch (*emit) {
   case EmitKind::MLIR:
     module->print(mainStream);
     mainStream << "\n";
     break;
   case EmitKind::Report:
-    printReport(mainStream, *cost);
+    printReport(mainStream, *cost, &latency);
     break;
   case EmitKind::Plan:
     if (failed(emitPlan(*module, options, mainStream)))
@@ -331,8 +336,10 @@ int main(int argc, char **argv) {
     printReportSVG(plotStream, *cost);
   }
   if (!reportPath.empty()) {
+    llvm::json::Value json = toJSON(*cost);
+    json.getAsObject()->insert({"estimated_latency", toJSON(latency)});
     llvm::raw_string_ostream(reportJson)
-        << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
+        << llvm::formatv("{0:2}", json) << "\n";
     writeOutput(reportPath, reportJson);
   }
   if (!plotPath.empty())

@@ -1031,7 +1031,8 @@ LogicalResult ProgramBuilder::lowerExchange(AllToAllOp x) {
     auto it = dispatched.find(x.getInput());
     if (it == dispatched.end())
       return x.emitOpError("dispatch exchange must follow moe.dispatch");
-    dispatched[x.getResult()] = it->second;
+    std::pair<Value, Value> source = it->second; // insertion may rehash
+    dispatched[x.getResult()] = source;
     return success();
   }
   FailureOr<Slice> in = regionOf(x.getInput(), x);

@@ -15,9 +15,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 using namespace moert;
 using namespace moert::cpu;
@@ -25,6 +27,19 @@ using namespace moert::cpu;
 int main(int argc, char **argv) {
   int threads = 1, reps = 5;
   bool json = false;
+  std::vector<int64_t> tokens{1, 5, 20};
+  std::vector<std::string> modeNames, shapeNames; // empty: all
+  auto split = [](const std::string &v) {
+    std::vector<std::string> out;
+    for (size_t b = 0, e; b <= v.size(); b = e + 1) {
+      e = v.find(',', b);
+      if (e == std::string::npos)
+        e = v.size();
+      if (e > b)
+        out.push_back(v.substr(b, e - b));
+    }
+    return out;
+  };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--threads=", 0) == 0)
@@ -33,6 +48,19 @@ int main(int argc, char **argv) {
       reps = std::stoi(a.substr(7));
     else if (a == "--json")
       json = true;
+    else if (a.rfind("--tokens=", 0) == 0) {
+      tokens.clear();
+      for (const std::string &t : split(a.substr(9)))
+        tokens.push_back(std::stoll(t));
+    } else if (a.rfind("--modes=", 0) == 0)
+      modeNames = split(a.substr(8));
+    else if (a.rfind("--shapes=", 0) == 0)
+      shapeNames = split(a.substr(9));
+    else {
+      std::fprintf(stderr, "error: %s: unknown flag (expected --threads=N --reps=R --json "
+                   "--tokens=1,5,20 --modes=A,B --shapes=A,B)\n", a.c_str());
+      return 1;
+    }
   }
   ThreadPool pool(threads);
   Workspace ws(threads);
@@ -46,8 +74,12 @@ int main(int argc, char **argv) {
     DType wt;
     Precision prec;
     LinearStrategy strat;
+    Layout layout = Layout::RowMajor;
   } modes[] = {{"bf16-auto", DType::BF16, Precision::BF16, LinearStrategy::Auto},
                {"bf16-exact", DType::BF16, Precision::F32, LinearStrategy::Auto},
+               {"bf16-packed", DType::BF16, Precision::BF16, LinearStrategy::Auto, Layout::Packed16},
+               {"bf16-packed-exact", DType::BF16, Precision::F32, LinearStrategy::Auto,
+                Layout::Packed16},
                {"bf16-panels+sgemm", DType::BF16, Precision::F32, LinearStrategy::Panels},
                {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto}};
   // The same-run read bandwidth, to judge the weight-streaming rates below.
@@ -60,13 +92,19 @@ int main(int argc, char **argv) {
   if (!json)
     std::printf("%-16s %6s %6s %4s %-18s %9s %8s %8s\n", "shape", "N", "K", "T", "mode", "ms",
                 "GB/s", "GMAC/s");
+  auto wanted = [](const std::vector<std::string> &names, const char *n) {
+    return names.empty() || std::find(names.begin(), names.end(), n) != names.end();
+  };
   for (const Shape &sh : shapes)
-    for (int64_t T : {1, 5, 20}) {
-      if (sh.N == 32000 && T != 1)
+    for (int64_t T : tokens) {
+      if ((sh.N == 32000 && T != 1) || !wanted(shapeNames, sh.name))
         continue;
       std::vector<float> X(size_t(T * sh.K), 0.01f), Y(size_t(T * sh.N));
       for (const Mode &m : modes) {
-        size_t wbytes = size_t(sh.N * sh.K) * dtypeSize(m.wt);
+        if (!wanted(modeNames, m.name))
+          continue;
+        bool packed = m.layout == Layout::Packed16;
+        size_t wbytes = packed ? size_t(packedBytes(sh.N, sh.K)) : size_t(sh.N * sh.K) * dtypeSize(m.wt);
         // Enough copies to exceed the last-level cache.
         int copies = int(std::max<size_t>(2, (size_t(256) << 20) / wbytes + 1));
         size_t total = wbytes * size_t(copies);
@@ -79,12 +117,19 @@ int main(int argc, char **argv) {
           x ^= x << 13, x ^= x >> 7, x ^= x << 17;
           u16[i] = uint16_t((x & 0x807f) | (m.wt == DType::F32 && i % 2 == 0 ? 0 : 0x3c00));
         }
+        if (packed) // pack each copy in place through a row-major scratch copy
+          for (int c = 0; c < copies; ++c) {
+            uint16_t *dst = u16 + size_t(c) * wbytes / 2;
+            std::vector<uint16_t> rows(dst, dst + sh.N * sh.K);
+            packBf16(rows.data(), sh.N, sh.K, 0, sh.N, dst);
+          }
         setLinearStrategy(m.strat);
         double best = 1e30;
         for (int r = 0; r < reps; ++r)
           for (int c = 0; c < copies; ++c) {
             int64_t t0 = nowNs();
-            linear(pool, ws, X.data(), sh.K, T, {static_cast<uint8_t *>(p) + size_t(c) * wbytes, m.wt},
+            linear(pool, ws, X.data(), sh.K, T,
+                   {static_cast<uint8_t *>(p) + size_t(c) * wbytes, m.wt, m.layout},
                    sh.N, sh.K, false, {}, Y.data(), sh.N, false, m.prec);
             best = std::min(best, double(nowNs() - t0) / 1e6);
           }

@@ -117,7 +117,10 @@ private:
     return idx == -1 ? nullptr : &buf(idx, role, dt);
   }
 
-  const WeightInfo &weight(int32_t idx, const char *role, size_t rank) {
+  /// `matrix`: the use is as W [N, K] of a product X W^T (Linear, Logits,
+  /// Experts), which the runtime may store packed; any other use keeps the
+  /// weight row-major.
+  const WeightInfo &weight(int32_t idx, const char *role, size_t rank, bool matrix = false) {
     if (idx < 0 || size_t(idx) >= weights_.size())
       err("{} weight index {} out of range (expected 0..{})", role, idx,
           int64_t(weights_.size()) - 1);
@@ -128,6 +131,8 @@ private:
       err("{} weight '{}' is not loaded on rank {} (expected it in the weight's ranks)", role,
           w.name, rank_);
     info_.usesWeight[size_t(idx)] = true;
+    if (!matrix)
+      info_.otherUse[size_t(idx)] = true;
     return w;
   }
   const WeightInfo *optWeight(int32_t idx, const char *role, size_t rank) {
@@ -291,8 +296,8 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     if (op.gated() != (e->gate() != -1))
       err("expert {} {} a gate weight (expected {} since gated={})", e->expert(),
           e->gate() == -1 ? "lacks" : "has", op.gated() ? "one" : "none", op.gated());
-    const WeightInfo &up = weight(e->up(), "up", 2);
-    const WeightInfo &down = weight(e->down(), "down", 2);
+    const WeightInfo &up = weight(e->up(), "up", 2, true);
+    const WeightInfo &down = weight(e->down(), "down", 2, true);
     if (D < 0)
       D = down.shape[0];
     auto shapeIs = [&](const WeightInfo &w, int64_t r, int64_t c) {
@@ -302,7 +307,7 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     };
     shapeIs(up, I, D);
     shapeIs(down, D, I);
-    if (const WeightInfo *gw = optWeight(e->gate(), "gate", 2))
+    if (const WeightInfo *gw = e->gate() == -1 ? nullptr : &weight(e->gate(), "gate", 2, true))
       shapeIs(*gw, I, D);
     if (const WeightInfo *b = optWeight(e->up_bias(), "up_bias", 1); b && b->shape[0] != I)
       err("expert {} up_bias '{}' has {} elements (expected {})", e->expert(), b->name,
@@ -375,7 +380,7 @@ void RankValidator::validateStep(const plan::Step &s) {
     auto *op = s.op_as_Linear();
     const BufferInfo &in = buf(op->in(), "in");
     const BufferInfo &out = buf(op->out(), "out");
-    const WeightInfo &w = weight(op->weight(), "weight", 2);
+    const WeightInfo &w = weight(op->weight(), "weight", 2, !op->weight_transposed());
     int64_t N = op->weight_transposed() ? w.shape[1] : w.shape[0];
     int64_t K = op->weight_transposed() ? w.shape[0] : w.shape[1];
     needCols(in, "in", K);
@@ -555,7 +560,7 @@ void RankValidator::validateStep(const plan::Step &s) {
     auto *op = s.op_as_Logits();
     const BufferInfo &in = buf(op->in(), "in");
     const BufferInfo &out = buf(op->out(), "out");
-    const WeightInfo &w = weight(op->weight(), "weight", 2);
+    const WeightInfo &w = weight(op->weight(), "weight", 2, !op->weight_transposed());
     int64_t V = op->weight_transposed() ? w.shape[1] : w.shape[0];
     int64_t K = op->weight_transposed() ? w.shape[0] : w.shape[1];
     if (V != root_.model()->vocab_size())
@@ -642,6 +647,7 @@ void RankValidator::validateStep(const plan::Step &s) {
 
 void RankValidator::run() {
   info_.usesWeight.assign(weights_.size(), false);
+  info_.otherUse.assign(weights_.size(), false);
   validateBuffers();
   validateCaches();
   if (!rp_.steps())

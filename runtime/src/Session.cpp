@@ -203,7 +203,7 @@ cpu::WRef Session::w(int32_t idx) {
   if (idx < 0)
     return {};
   WeightView v = weights_.acquire(idx);
-  return {v.data, v.dtype};
+  return {v.data, v.dtype, v.layout};
 }
 
 void Session::waitFor(const plan::Step &s) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <immintrin.h>
+#include <string_view>
 #include <sys/mman.h>
 
 namespace moert {
@@ -56,8 +57,8 @@ float randomWeightValue(uint64_t seed, const std::string &name, plan::Init init,
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-/// Elements [b, e) of a normal tensor as f32 (out != null) or bf16, 8 lanes
-/// at a time: splitmix64 in 64-bit lanes (vpmullq), the four 16-bit fields
+/// Elements [b, e) of a normal tensor as f32 (f32 != null) or bf16, element
+/// i at [i - b], 8 lanes at a time: splitmix64 in 64-bit lanes (vpmullq), the four 16-bit fields
 /// summed, converted and scaled like irwinSum/randomWeightValue.
 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw"))) static void
 fillNormalAvx512(uint64_t key, float scale, uint64_t b, uint64_t e, float *f32, uint16_t *bf16) {
@@ -83,22 +84,22 @@ fillNormalAvx512(uint64_t key, float scale, uint64_t b, uint64_t e, float *f32, 
                          _mm512_srli_epi64(x, 48)));
     __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm512_cvtepi64_ps(sum), mean), sc);
     if (f32) {
-      _mm256_storeu_ps(f32 + i, v);
+      _mm256_storeu_ps(f32 + (i - b), v);
     } else { // round to nearest even (no NaN can occur)
       __m256i u = _mm256_castps_si256(v);
       __m256i r = _mm256_add_epi32(
           u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
                               _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
       __m128i packed = _mm256_cvtepi32_epi16(_mm256_srli_epi32(r, 16));
-      _mm_storeu_si128(reinterpret_cast<__m128i *>(bf16 + i), packed);
+      _mm_storeu_si128(reinterpret_cast<__m128i *>(bf16 + (i - b)), packed);
     }
   }
   for (; i < e; ++i) {
     float v = (float(irwinSum(key, i)) - kIrwinMean) * scale;
     if (f32)
-      f32[i] = v;
+      f32[i - b] = v;
     else
-      bf16[i] = f32ToBf16(v);
+      bf16[i - b] = f32ToBf16(v);
   }
 }
 #pragma GCC diagnostic pop
@@ -156,13 +157,13 @@ static bool haveAvx512Generator() {
          cpu::activeIsa() != cpu::Isa::Scalar;
 }
 
-/// Elements [b, e) of a random tensor (dst holds the whole tensor).
+/// Elements [b, e) of a random tensor, element i at dst[i - b].
 static void fillRandom(const WeightInfo &w, uint64_t key, void *dst, uint64_t b, uint64_t e,
                        bool avx512) {
   if (w.init != plan::Init::Normal) {
     float v = w.init == plan::Init::Ones ? 1.0f : 0.0f;
     for (uint64_t i = b; i < e; ++i)
-      storeFromF32(dst, w.dtype, i, v);
+      storeFromF32(dst, w.dtype, i - b, v);
     return;
   }
   float sc = irwinScale(w.initStd);
@@ -173,13 +174,46 @@ static void fillRandom(const WeightInfo &w, uint64_t key, void *dst, uint64_t b,
     return;
   }
   for (uint64_t i = b; i < e; ++i)
-    storeFromF32(dst, w.dtype, i, (float(irwinSum(key, i)) - kIrwinMean) * sc);
+    storeFromF32(dst, w.dtype, i - b, (float(irwinSum(key, i)) - kIrwinMean) * sc);
 }
 
-/// Elements [b, e) of a tensor converted from its stored dtype.
+// Page-aligned interior of [p, p + bytes): the pages that hold only this tensor.
+static std::pair<uintptr_t, uintptr_t> ownPages(const void *p, uint64_t bytes) {
+  const uintptr_t page = 4096;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  return {b, std::max(b, e)};
+}
+
+/// Elements [b, e) of a tensor converted from its stored dtype (src holds
+/// the whole tensor), element i at dst[i - b].
 static void convertRange(const WeightInfo &w, const void *src, void *dst, uint64_t b, uint64_t e) {
   for (uint64_t i = b; i < e; ++i)
-    storeFromF32(dst, w.dtype, i, loadAsF32(src, w.storedDtype, i));
+    storeFromF32(dst, w.dtype, i - b, loadAsF32(src, w.storedDtype, i));
+}
+
+/// Rows [n0, n1) of a packed matrix: its row-major BF16 elements come from
+/// `rowMajor(buf, b, e)` (elements [b, e) into buf), or straight from `src`
+/// when the tensor is stored as BF16 in a mapping; the mapping's pages of
+/// those rows are dropped afterwards (the packed copy replaces them).
+template <typename RowMajor>
+static void packRows(const WeightInfo &w, int64_t n0, int64_t n1, const void *src, void *dst,
+                     RowMajor &&rowMajor) {
+  const int64_t N = w.shape[0], K = w.shape[1];
+  const uint64_t b = uint64_t(n0 * K), e = uint64_t(n1 * K);
+  auto *out = static_cast<uint16_t *>(dst);
+  if (src && w.storedDtype == DType::BF16) {
+    const uint16_t *rows = static_cast<const uint16_t *>(src) + b;
+    cpu::packBf16(rows, N, K, n0, n1, out);
+    auto [pb, pe] = ownPages(rows, (e - b) * 2);
+    if (pe > pb)
+      ::madvise(reinterpret_cast<void *>(pb), pe - pb, MADV_DONTNEED);
+    return;
+  }
+  thread_local std::vector<uint16_t> tmp;
+  tmp.resize(size_t(e - b));
+  rowMajor(tmp.data(), b, e);
+  cpu::packBf16(tmp.data(), N, K, n0, n1, out);
 }
 
 // Work is split into chunks of this many elements so the pool balances
@@ -215,27 +249,85 @@ static void runJobs(const std::vector<FillJob> &jobs, const std::vector<WeightVi
     progress(total, total);
 }
 
-static std::vector<FillJob> chunkJobs(const std::vector<size_t> &weights, const PlanFile &plan) {
+/// Element ranges of about kChunk; those of packed weights are whole blocks
+/// of 16 rows.
+static std::vector<FillJob> chunkJobs(const std::vector<size_t> &weights, const PlanFile &plan,
+                                      const std::vector<WeightView> &views) {
   std::vector<FillJob> jobs;
   for (size_t w : weights) {
-    uint64_t n = plan.weights()[w].numel;
-    for (uint64_t b = 0; b < n; b += kChunk)
-      jobs.push_back({w, b, std::min(n, b + kChunk)});
+    uint64_t n = plan.weights()[w].numel, step = kChunk;
+    if (views[w].layout == Layout::Packed16) {
+      uint64_t K = uint64_t(plan.weights()[w].shape[1]);
+      step = std::max<uint64_t>(16, kChunk / K / 16 * 16) * K;
+    }
+    for (uint64_t b = 0; b < n; b += step)
+      jobs.push_back({w, b, std::min(n, b + step)});
   }
   return jobs;
+}
+
+void WeightStore::choosePacked(const PlanFile &plan, WeightOptions opts) {
+  static const bool envOff = [] {
+    const char *e = std::getenv("MOERT_PACK");
+    return e && std::string_view(e) == "0";
+  }();
+  if (!opts.packMatrices || envOff || cpu::activeIsa() == cpu::Isa::Scalar)
+    return;
+  // Decided over all ranks, so every rank's store (and a weight shared by
+  // in-process ranks) agrees.
+  const auto &infos = plan.weights();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (infos[i].dtype != DType::BF16 || infos[i].shape.size() != 2)
+      continue;
+    bool used = false, other = false;
+    for (int r = 0; r < plan.plan().num_ranks(); ++r) {
+      used = used || plan.rankInfo(r).usesWeight[i];
+      other = other || plan.rankInfo(r).otherUse[i];
+    }
+    if (used && !other)
+      views_[i].layout = Layout::Packed16;
+  }
+}
+
+size_t WeightStore::packedCount() const {
+  return size_t(std::count_if(views_.begin(), views_.end(), [](const WeightView &v) {
+    return v.data && v.layout == Layout::Packed16;
+  }));
+}
+
+/// Bytes of weight w in memory in the layout of v.
+static uint64_t storedBytes(const WeightInfo &w, const WeightView &v) {
+  return v.layout == Layout::Packed16 ? cpu::packedBytes(w.shape[0], w.shape[1])
+                                      : w.numel * dtypeSize(w.dtype);
+}
+
+/// Fills job j of weight w (row-major elements, or whole packed blocks) into
+/// dst, the weight's memory; rowMajor(buf, b, e) produces elements [b, e)
+/// row-major; src is the checkpoint tensor's data (null for random weights).
+template <typename RowMajor>
+static void fillJob(const WeightInfo &w, const WeightView &v, const FillJob &j, const void *src,
+                    void *dst, RowMajor &&rowMajor) {
+  if (v.layout == Layout::Packed16) {
+    int64_t K = w.shape[1];
+    packRows(w, int64_t(j.begin) / K, int64_t(j.end) / K, src, dst, rowMajor);
+    return;
+  }
+  rowMajor(static_cast<uint8_t *>(dst) + j.begin * dtypeSize(w.dtype), j.begin, j.end);
 }
 
 std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
                                                          std::shared_ptr<Checkpoint> ckpt,
                                                          const std::vector<int> &ranks,
                                                          ThreadPool &pool,
-                                                         const ProgressFn &progress) {
+                                                         const ProgressFn &progress,
+                                                         WeightOptions opts) {
   std::unique_ptr<WeightStore> ws(new WeightStore());
   ws->plan_ = &plan;
   ws->ckpt_ = ckpt;
   const auto &infos = plan.weights();
   ws->views_.resize(infos.size());
   ws->streamed_.resize(infos.size());
+  ws->choosePacked(plan, opts);
   std::vector<bool> used = weightsUsedBy(plan, ranks);
   std::vector<const TensorInfo *> src(infos.size(), nullptr);
   std::vector<size_t> convert;
@@ -256,38 +348,42 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     src[i] = t;
     WeightView &v = ws->views_[i];
     v.dtype = w.dtype;
-    v.bytes = w.numel * dtypeSize(w.dtype);
+    v.bytes = storedBytes(w, v);
     ws->boundBytes_ += v.bytes;
+    bool inPlace = w.dtype == w.storedDtype && v.layout == Layout::RowMajor;
     if (w.streamed) {
       ws->streamed_[i] = std::make_unique<Streamed>();
       ws->streamed_[i]->src = t;
-      if (w.dtype == w.storedDtype)
+      if (inPlace)
         v.data = t->data; // mapped, but not read until loaded
       continue;
     }
     ws->fixedBytes_ += v.bytes;
-    if (w.dtype == w.storedDtype)
+    if (inPlace)
       v.data = t->data;
     else
       convert.push_back(i);
   }
   ws->placeOwned(convert);
-  runJobs(chunkJobs(convert, plan), ws->views_, pool, progress, [&](const FillJob &j) {
-    convertRange(infos[j.weight], src[j.weight]->data, const_cast<void *>(ws->views_[j.weight].data),
-                 j.begin, j.end);
+  runJobs(chunkJobs(convert, plan, ws->views_), ws->views_, pool, progress, [&](const FillJob &j) {
+    const WeightInfo &w = infos[j.weight];
+    const void *s = src[j.weight]->data;
+    fillJob(w, ws->views_[j.weight], j, s, const_cast<void *>(ws->views_[j.weight].data),
+            [&](void *buf, uint64_t b, uint64_t e) { convertRange(w, s, buf, b, e); });
   });
   return ws;
 }
 
 std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t seed,
                                                  const std::vector<int> &ranks, ThreadPool &pool,
-                                                 const ProgressFn &progress) {
+                                                 const ProgressFn &progress, WeightOptions opts) {
   std::unique_ptr<WeightStore> ws(new WeightStore());
   ws->plan_ = &plan;
   ws->avx512_ = haveAvx512Generator();
   const auto &infos = plan.weights();
   ws->views_.resize(infos.size());
   ws->streamed_.resize(infos.size());
+  ws->choosePacked(plan, opts);
   std::vector<bool> used = weightsUsedBy(plan, ranks);
   std::vector<size_t> fill;
   std::vector<uint64_t> keys(infos.size());
@@ -296,7 +392,7 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
       continue;
     WeightView &v = ws->views_[i];
     v.dtype = infos[i].dtype;
-    v.bytes = infos[i].numel * dtypeSize(v.dtype);
+    v.bytes = storedBytes(infos[i], v);
     ws->boundBytes_ += v.bytes;
     keys[i] = tensorKey(seed, infos[i].name);
     if (infos[i].streamed) {
@@ -308,19 +404,13 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
     fill.push_back(i);
   }
   ws->placeOwned(fill);
-  runJobs(chunkJobs(fill, plan), ws->views_, pool, progress, [&](const FillJob &j) {
-    fillRandom(infos[j.weight], keys[j.weight], const_cast<void *>(ws->views_[j.weight].data),
-               j.begin, j.end, ws->avx512_);
+  runJobs(chunkJobs(fill, plan, ws->views_), ws->views_, pool, progress, [&](const FillJob &j) {
+    const WeightInfo &w = infos[j.weight];
+    uint64_t key = keys[j.weight];
+    fillJob(w, ws->views_[j.weight], j, nullptr, const_cast<void *>(ws->views_[j.weight].data),
+            [&](void *buf, uint64_t b, uint64_t e) { fillRandom(w, key, buf, b, e, ws->avx512_); });
   });
   return ws;
-}
-
-// Page-aligned interior of [p, p + bytes): the pages that hold only this tensor.
-static std::pair<uintptr_t, uintptr_t> ownPages(const void *p, uint64_t bytes) {
-  const uintptr_t page = 4096;
-  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
-  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
-  return {b, std::max(b, e)};
 }
 
 WeightView WeightStore::loadAndGet(int32_t idx) {
@@ -330,7 +420,7 @@ WeightView WeightStore::loadAndGet(int32_t idx) {
   if (s.resident.load())
     return v;
   const WeightInfo &w = plan_->weights()[size_t(idx)];
-  if (s.src && w.dtype == w.storedDtype) {
+  if (s.src && w.dtype == w.storedDtype && v.layout == Layout::RowMajor) {
     // Mapped: read the pages in now (from the page cache or the file).
     ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095)),
               v.bytes + 4096, MADV_WILLNEED);
@@ -345,10 +435,15 @@ WeightView WeightStore::loadAndGet(int32_t idx) {
                          : std::aligned_alloc(64, align64(v.bytes));
     if (!mem)
       throw std::bad_alloc();
-    if (s.src)
-      convertRange(w, s.src->data, mem, 0, w.numel);
-    else
-      fillRandom(w, s.key, mem, 0, w.numel, haveAvx512Generator());
+    const void *src = s.src ? s.src->data : nullptr;
+    bool avx = haveAvx512Generator();
+    fillJob(w, v, FillJob{size_t(idx), 0, w.numel}, src, mem,
+            [&](void *buf, uint64_t b, uint64_t e) {
+              if (src)
+                convertRange(w, src, buf, b, e);
+              else
+                fillRandom(w, s.key, buf, b, e, avx);
+            });
     s.mem = mem;
     v.data = mem;
   }

@@ -43,6 +43,13 @@ inline const char *dtypeName(DType t) {
   return "?";
 }
 
+/// How a weight matrix [N, K] lies in memory. Packed16 (BF16 only) is the
+/// operand order of the AVX512-BF16 dot product: blocks of 16 rows, and in a
+/// block, per pair of columns (2j, 2j+1), one 64-byte vector whose 32-bit lane
+/// r holds (W[16b+r, 2j], W[16b+r, 2j+1]). Rows past N and the column past an
+/// odd K are zero. See cpu::packBf16.
+enum class Layout : uint8_t { RowMajor, Packed16 };
+
 inline bool isFloatWeightType(DType t) {
   return t == DType::F32 || t == DType::BF16 || t == DType::F16;
 }

@@ -48,6 +48,7 @@ struct RankInfo {
   std::vector<BufferInfo> buffers;
   int logitsStep = -1;           // the rank's Logits step, -1 when none
   std::vector<bool> usesWeight;  // indexed like Plan.weights
+  std::vector<bool> otherUse;    // used other than as W [N, K] of a product (X W^T)
   int64_t maxExpertScratch = 0;  // floats of expert scratch (gathered x + hidden)
 };
 

@@ -25,6 +25,15 @@ struct WeightView {
   const void *data = nullptr; // null when no bound rank uses the weight
   DType dtype = DType::F32;
   uint64_t bytes = 0;
+  Layout layout = Layout::RowMajor;
+};
+
+struct WeightOptions {
+  /// Store BF16 matrices that the plan only multiplies (W of X W^T) in
+  /// Layout::Packed16 when the CPU kernels are AVX-512 ones (and the
+  /// environment does not say MOERT_PACK=0): an owned copy instead of the
+  /// checkpoint's mapping, made once at load.
+  bool packMatrices = true;
 };
 
 /// Called with (done, total) bytes while weights load; may be empty.
@@ -43,11 +52,13 @@ public:
                                                      std::shared_ptr<Checkpoint> ckpt,
                                                      const std::vector<int> &ranks,
                                                      ThreadPool &pool,
-                                                     const ProgressFn &progress = {});
+                                                     const ProgressFn &progress = {},
+                                                     WeightOptions opts = {});
   /// Generates the weights that `ranks` use per Weight.init / init_std.
   static std::unique_ptr<WeightStore> random(const PlanFile &plan, uint64_t seed,
                                              const std::vector<int> &ranks, ThreadPool &pool,
-                                             const ProgressFn &progress = {});
+                                             const ProgressFn &progress = {},
+                                             WeightOptions opts = {});
   ~WeightStore();
 
   /// The weight, resident (a streamed weight is loaded now if it is not).
@@ -71,6 +82,8 @@ public:
   uint64_t peakResidentBytes() const { return fixedBytes_ + streamedPeak_.load(); }
   /// Bytes converted or generated into owned memory at start-up.
   uint64_t ownedBytes() const { return ownedBytes_; }
+  /// Weights stored in Layout::Packed16.
+  size_t packedCount() const;
   /// The memory of every resident weight (for the bandwidth probe).
   std::vector<std::span<const uint8_t>> regions() const;
 
@@ -84,6 +97,8 @@ private:
     std::atomic<bool> resident{false};
   };
   WeightStore() = default;
+  /// Which weights to pack (views_' layout and bytes); the rest stay row-major.
+  void choosePacked(const PlanFile &plan, WeightOptions opts);
   /// Lays the given weights out in one owned mapping and points their views at it.
   void placeOwned(const std::vector<size_t> &which);
   WeightView loadAndGet(int32_t idx);

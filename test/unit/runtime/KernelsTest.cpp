@@ -5,6 +5,7 @@
 #include "moert/cpu/Kernels.h"
 
 #include <cmath>
+#include <optional>
 
 using namespace moert;
 using namespace moert::cpu;
@@ -32,10 +33,28 @@ struct LinearCase {
   DType wt;
   bool transposed, bias, accumulate;
   Precision prec;
+  Layout layout = Layout::RowMajor;
+};
+
+/// W [N, K] bf16 (row-major bytes) in Layout::Packed16, 64-byte aligned.
+struct PackedCopy {
+  std::vector<uint16_t> mem;
+  uint16_t *p = nullptr;
+  PackedCopy(const std::vector<uint8_t> &w, int64_t N, int64_t K) {
+    mem.assign(size_t(packedBytes(N, K)) / 2 + 32, 0xffff); // padding must be written
+    p = reinterpret_cast<uint16_t *>((reinterpret_cast<uintptr_t>(mem.data()) + 63) & ~uintptr_t(63));
+    const auto *src = reinterpret_cast<const uint16_t *>(w.data());
+    // Two row ranges, as concurrent packing jobs would split it.
+    int64_t mid = std::min<int64_t>(N, 16);
+    packBf16(src, N, K, 0, mid, p);
+    if (mid < N)
+      packBf16(src + mid * K, N, K, mid, N, p);
+  }
 };
 
 void checkLinear(const LinearCase &c, Isa isa, int threads) {
   SCOPED_TRACE(::testing::Message() << "isa=" << isaName(isa) << " threads=" << threads
+                                    << " packed=" << (c.layout == Layout::Packed16)
                                     << " T=" << c.T << " N=" << c.N << " K=" << c.K
                                     << " w=" << dtypeName(c.wt) << " tr=" << c.transposed
                                     << " bias=" << c.bias << " acc=" << c.accumulate
@@ -50,7 +69,16 @@ void checkLinear(const LinearCase &c, Isa isa, int threads) {
   std::vector<float> W = roundTo(c.wt, randomFloats(size_t(c.N * c.K), 2), wbytes);
   std::vector<float> B = roundTo(c.wt, randomFloats(size_t(c.N), 3), bbytes);
   std::vector<float> Y0 = randomFloats(size_t(c.T * ldy), 4), Y = Y0;
-  linear(pool, ws, X.data(), ldx, c.T, {wbytes.data(), c.wt}, c.N, c.K, c.transposed,
+  WRef wref{wbytes.data(), c.wt};
+  std::optional<PackedCopy> packed;
+  if (c.layout == Layout::Packed16) {
+    packed.emplace(wbytes, c.N, c.K);
+    wref = {packed->p, c.wt, Layout::Packed16};
+    for (int64_t n = 0; n < c.N; ++n)
+      for (int64_t k = 0; k < c.K; ++k)
+        ASSERT_EQ(weightAt(wref, c.K, n, k), W[size_t(n * c.K + k)]);
+  }
+  linear(pool, ws, X.data(), ldx, c.T, wref, c.N, c.K, c.transposed,
          c.bias ? WRef{bbytes.data(), c.wt} : WRef{}, Y.data(), ldy, c.accumulate, c.prec);
   // bf16 activations: each product is off by up to 2^-8 relative.
   bool roundsX = c.prec == Precision::BF16 && c.wt == DType::BF16;
@@ -94,6 +122,41 @@ TEST(Linear, Bf16Precision) {
       for (auto s : {std::pair<int64_t, int64_t>{35, 64}, {64, 1000}, {9, 33}})
         checkLinear({T, s.first, s.second, DType::BF16, false, true, T == 7, Precision::BF16},
                     isa, 2);
+}
+
+TEST(Linear, PackedBf16EveryTileAndIsa) {
+  // Token counts across the 24-token dot-product tiles and 12-token exact
+  // tiles (one, two and three tiles, uneven splits); rows not a multiple of
+  // 16, odd K.
+  const int64_t shapes[][2] = {{1, 1}, {5, 7}, {37, 61}, {16, 32}, {130, 333}, {48, 1000}};
+  for (Isa isa : availableIsas())
+    for (auto &s : shapes)
+      for (int64_t T : {1, 2, 3, 5, 12, 13, 20, 24, 25, 37, 50})
+        for (Precision prec : {Precision::F32, Precision::BF16})
+          checkLinear({T, s[0], s[1], DType::BF16, false, T % 2 == 0, T % 3 == 1, prec,
+                       Layout::Packed16},
+                      isa, T % 2 ? 1 : 3);
+}
+
+TEST(Linear, PackedResultsDoNotDependOnThreads) {
+  const int64_t N = 200, K = 301;
+  std::vector<uint8_t> wbytes;
+  roundTo(DType::BF16, randomFloats(size_t(N * K), 5), wbytes);
+  PackedCopy pk(wbytes, N, K);
+  for (int64_t T : {1, 7, 30})
+    for (Precision prec : {Precision::F32, Precision::BF16}) {
+      std::vector<float> X = randomFloats(size_t(T * K), 6);
+      std::vector<std::vector<float>> ys;
+      for (int threads : {1, 2, 3, 5}) {
+        ThreadPool pool(threads);
+        Workspace ws(threads);
+        ys.emplace_back(size_t(T * N));
+        linear(pool, ws, X.data(), K, T, {pk.p, DType::BF16, Layout::Packed16}, N, K, false, {},
+               ys.back().data(), N, false, prec);
+      }
+      for (size_t i = 1; i < ys.size(); ++i)
+        EXPECT_EQ(ys[i], ys[0]) << "T=" << T;
+    }
 }
 
 TEST(Linear, TransposedWeights) {
@@ -295,20 +358,27 @@ TEST(Linear, BatchEqualsSeparateProducts) {
     };
     std::vector<M> ms = {{37, 61, DType::BF16, {}, {}, {}, {}, {}},
                          {130, 333, DType::F32, {}, {}, {}, {}, {}},
-                         {5, 1000, DType::F16, {}, {}, {}, {}, {}}};
+                         {5, 1000, DType::F16, {}, {}, {}, {}, {}},
+                         {70, 129, DType::BF16, {}, {}, {}, {}, {}}};
     std::vector<GemvJob> jobs;
     uint32_t seed = 40;
+    std::optional<PackedCopy> pk; // the last matrix, packed
+    auto wref = [&](M &m) {
+      return &m == &ms.back() ? WRef{pk->p, m.dt, Layout::Packed16} : WRef{m.w.data(), m.dt};
+    };
     for (M &m : ms) {
       roundTo(m.dt, randomFloats(size_t(m.N * m.K), seed++), m.w);
       roundTo(m.dt, randomFloats(size_t(m.N), seed++), m.b);
       m.x = randomFloats(size_t(m.K), seed++);
       m.y.assign(size_t(m.N), 0.0f);
       m.ref.assign(size_t(m.N), 0.0f);
-      linear(pool, ws, m.x.data(), m.K, 1, {m.w.data(), m.dt}, m.N, m.K, false,
-             {m.b.data(), m.dt}, m.ref.data(), m.N, false, Precision::F32);
+      if (&m == &ms.back())
+        pk.emplace(m.w, m.N, m.K);
+      linear(pool, ws, m.x.data(), m.K, 1, wref(m), m.N, m.K, false, {m.b.data(), m.dt},
+             m.ref.data(), m.N, false, Precision::F32);
     }
     for (M &m : ms)
-      jobs.push_back({m.x.data(), {m.w.data(), m.dt}, m.N, m.K, {m.b.data(), m.dt}, m.y.data(), false});
+      jobs.push_back({m.x.data(), wref(m), m.N, m.K, {m.b.data(), m.dt}, m.y.data(), false});
     linearBatch(pool, ws, jobs, Precision::F32);
     for (M &m : ms)
       EXPECT_EQ(m.y, m.ref) << isaName(isa) << " N=" << m.N;

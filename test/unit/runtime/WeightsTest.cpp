@@ -42,12 +42,17 @@ PlanFile linearPlan(int64_t N, int64_t K, mp::DType stored, mp::DType dtype,
 
 } // namespace
 
+/// The row-major layout: the tests below look at raw elements.
+const WeightOptions kRowMajor{.packMatrices = false};
+
+bool packingAvailable() { return cpu::activeIsa() != cpu::Isa::Scalar; }
+
 TEST(RandomWeights, DeterministicAcrossThreadCounts) {
   PlanFile p = linearPlan(300, 7000, mp::DType::BF16, mp::DType::BF16);
   ThreadPool p1(1), p3(3);
-  auto a = WeightStore::random(p, 42, {0}, p1);
-  auto b = WeightStore::random(p, 42, {0}, p3);
-  auto c = WeightStore::random(p, 43, {0}, p3);
+  auto a = WeightStore::random(p, 42, {0}, p1, {}, kRowMajor);
+  auto b = WeightStore::random(p, 42, {0}, p3, {}, kRowMajor);
+  auto c = WeightStore::random(p, 43, {0}, p3, {}, kRowMajor);
   WeightView wa = a->acquire(0), wb = b->acquire(0), wc = c->acquire(0);
   ASSERT_EQ(wa.bytes, 300u * 7000u * 2u);
   EXPECT_EQ(std::memcmp(wa.data, wb.data, wa.bytes), 0);
@@ -67,6 +72,23 @@ TEST(RandomWeights, DeterministicAcrossThreadCounts) {
   // Biases follow their Zeros init.
   for (size_t i = 0; i < 300; ++i)
     ASSERT_EQ(loadAsF32(a->acquire(1).data, DType::BF16, i), 0.0f);
+  // Packed (the default with AVX-512): the same values in blocks of 16 rows
+  // (300 rows: the last block half padding), whatever the thread count.
+  if (!packingAvailable())
+    GTEST_SKIP() << "no AVX-512: weights stay row-major";
+  auto pa = WeightStore::random(p, 42, {0}, p1), pb = WeightStore::random(p, 42, {0}, p3);
+  WeightView va = pa->acquire(0), vb = pb->acquire(0);
+  ASSERT_EQ(va.layout, Layout::Packed16);
+  ASSERT_EQ(va.bytes, cpu::packedBytes(300, 7000));
+  EXPECT_EQ(std::memcmp(va.data, vb.data, va.bytes), 0);
+  cpu::WRef packed{va.data, va.dtype, va.layout};
+  for (int64_t n = 0; n < 300; n += 7)
+    for (int64_t k = 0; k < 7000; k += 13)
+      ASSERT_EQ(cpu::weightAt(packed, 7000, n, k), loadAsF32(wa.data, DType::BF16, size_t(n * 7000 + k)))
+          << n << "," << k;
+  EXPECT_EQ(pa->acquire(1).layout, Layout::RowMajor); // a bias
+  EXPECT_EQ(pa->acquire(2).layout, Layout::RowMajor); // used by Embedding too
+  EXPECT_EQ(pa->packedCount(), 1u);
 }
 
 TEST(RandomWeights, SameOnEveryIsa) {
@@ -75,13 +97,21 @@ TEST(RandomWeights, SameOnEveryIsa) {
   ThreadPool pool(2);
   cpu::Isa saved = cpu::activeIsa();
   auto fast = WeightStore::random(p, 9, {0}, pool);
-  auto fastB = WeightStore::random(pb, 9, {0}, pool);
+  auto fastB = WeightStore::random(pb, 9, {0}, pool, {}, kRowMajor);
+  auto fastPacked = WeightStore::random(pb, 9, {0}, pool);
   cpu::setIsa(cpu::Isa::Scalar);
   auto slow = WeightStore::random(p, 9, {0}, pool);
   auto slowB = WeightStore::random(pb, 9, {0}, pool);
   cpu::setIsa(saved);
+  EXPECT_EQ(slowB->acquire(0).layout, Layout::RowMajor); // no packing on the scalar path
   EXPECT_EQ(std::memcmp(fast->acquire(0).data, slow->acquire(0).data, fast->acquire(0).bytes), 0);
   EXPECT_EQ(std::memcmp(fastB->acquire(0).data, slowB->acquire(0).data, fastB->acquire(0).bytes), 0);
+  // Packing (AVX-512 gathers, odd K) keeps every value.
+  WeightView pv = fastPacked->acquire(0);
+  for (int64_t n = 0; n < 33; ++n)
+    for (int64_t k = 0; k < 517; ++k)
+      ASSERT_EQ(cpu::weightAt({pv.data, pv.dtype, pv.layout}, 517, n, k),
+                loadAsF32(slowB->acquire(0).data, DType::BF16, size_t(n * 517 + k)));
   for (size_t i = 0; i < 33 * 517; i += 97)
     EXPECT_EQ(static_cast<const float *>(fast->acquire(0).data)[i],
               randomWeightValue(9, "w", mp::Init::Normal, 0.5f, i));
@@ -104,9 +134,20 @@ TEST(CheckpointWeights, ZeroCopyWhenDtypesMatchElseConverted) {
   ThreadPool pool(2);
   auto ck = std::make_shared<Checkpoint>(d.path());
   PlanFile same = linearPlan(6, 5, mp::DType::BF16, mp::DType::BF16);
-  auto s = WeightStore::fromCheckpoint(same, ck, {0}, pool);
+  auto s = WeightStore::fromCheckpoint(same, ck, {0}, pool, {}, kRowMajor);
   EXPECT_EQ(s->ownedBytes(), 0u);
   EXPECT_EQ(s->acquire(0).data, ck->find("w")->data); // the mapping itself
+  if (packingAvailable()) {
+    // Packed: an owned copy of the product's matrix; the embedding stays mapped.
+    auto pk = WeightStore::fromCheckpoint(same, ck, {0}, pool);
+    WeightView v = pk->acquire(0);
+    EXPECT_EQ(v.layout, Layout::Packed16);
+    EXPECT_EQ(pk->ownedBytes(), cpu::packedBytes(6, 5));
+    EXPECT_EQ(pk->acquire(2).data, ck->find("emb")->data);
+    for (int64_t n = 0; n < 6; ++n)
+      for (int64_t k = 0; k < 5; ++k)
+        ASSERT_EQ(cpu::weightAt({v.data, v.dtype, v.layout}, 5, n, k), bf16ToF32(wb[size_t(n * 5 + k)]));
+  }
   PlanFile conv = linearPlan(6, 5, mp::DType::BF16, mp::DType::F32);
   auto c = WeightStore::fromCheckpoint(conv, ck, {0}, pool);
   EXPECT_GT(c->ownedBytes(), 0u);

@@ -26,12 +26,25 @@ Isa activeIsa();
 void setIsa(Isa isa);
 const char *isaName(Isa isa);
 
-/// A weight operand: row-major data of a F32/BF16/F16 tensor.
+/// A weight operand: data of a F32/BF16/F16 tensor, row-major or (BF16
+/// matrices) Layout::Packed16.
 struct WRef {
   const void *data = nullptr;
   DType dtype = DType::F32;
+  Layout layout = Layout::RowMajor;
   explicit operator bool() const { return data != nullptr; }
 };
+
+/// Bytes of a BF16 matrix [N, K] in Layout::Packed16 (N rounded up to 16, K
+/// to 2).
+uint64_t packedBytes(int64_t N, int64_t K);
+/// Packs rows [n0, n1) of a BF16 matrix [N, K] into `dst`, the whole packed
+/// matrix; `src` holds those rows row-major (row n at src + (n - n0) * K).
+/// n0 is a multiple of 16, n1 one too or N. Blocks are independent, so
+/// threads may pack disjoint row ranges of one matrix concurrently.
+void packBf16(const uint16_t *src, int64_t N, int64_t K, int64_t n0, int64_t n1, uint16_t *dst);
+/// Element (n, k) of W [N, K] (not transposed) as float, in either layout.
+float weightAt(WRef w, int64_t K, int64_t n, int64_t k);
 
 /// Per-thread scratch memory reused across calls (64-byte aligned).
 class Workspace {

@@ -223,19 +223,23 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       PlacementAttr placement = experts.getExpertPlacement();
       if (placement) {
         cost.numRanks = std::max(cost.numRanks, placement.getNumRanks());
-        for (auto [e, rank] : llvm::enumerate(placement.getExpertRanks()))
-          for (Value w : experts.getExpertWeights(e))
-            if (auto weight = w.getDefiningOp<WeightOp>())
-              placedOn[weight.getParamAttr().getAttr()].push_back(rank);
+        for (int64_t e = 0; e < placement.getNumExperts(); ++e)
+          for (int64_t rank : placement.getCopies(e))
+            for (Value w : experts.getExpertWeights(e))
+              if (auto weight = w.getDefiningOp<WeightOp>())
+                placedOn[weight.getParamAttr().getAttr()].push_back(rank);
       }
       if (LayerCost *lc = layerCost(enclosingLayer(op))) {
         lc->moe = true;
         lc->numExperts = numExperts;
         lc->topK = experts.getTopK();
         lc->activeParams = satAdd(lc->activeParams, activeParams);
-        if (placement)
+        if (placement) {
           lc->expertRanks.assign(placement.getExpertRanks().begin(),
                                  placement.getExpertRanks().end());
+          for (size_t i = 1; i < placement.getReplicas().size(); i += 2)
+            lc->replicaRanks.push_back(placement.getReplicas()[i]);
+        }
       }
     }
 
@@ -349,7 +353,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       continue;
     }
     lc.expertsPerRank.assign(cost.numRanks, 0);
-    for (int64_t r : lc.expertRanks)
+    for (int64_t r : llvm::concat<int64_t>(lc.expertRanks, lc.replicaRanks))
       if (r >= 0 && r < cost.numRanks)
         ++lc.expertsPerRank[r];
   }

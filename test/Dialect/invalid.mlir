@@ -90,6 +90,30 @@ func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
 
 // -----
 
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{replica of expert 2 (expected an expert in [0, 2))}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1], replicas = [2 : 0]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{replica of expert 0 is on rank 5 (expected a rank in [0, 2))}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1], replicas = [0 : 5]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{expert 1 has two copies on rank 1 (expected each copy on its own rank)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1], replicas = [1 : 1]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
 // expected-error@+1 {{'moe.model' op vocab_size must be positive (got 0)}}
 moe.model @m attributes {architecture = "test", vocab_size = 0, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
 }

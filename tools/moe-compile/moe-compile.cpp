@@ -95,6 +95,11 @@ cl::opt<std::string>
                                "--expert-profile) for placement"),
                       cl::value_desc("file.json"), cl::cat(category));
 cl::opt<std::string>
+    expertReplicasFlag("expert-replicas",
+                       cl::desc("Extra copies of the hottest experts per MoE "
+                                "layer (balanced placement; default 0)"),
+                       cl::init("0"), cl::cat(category));
+cl::opt<std::string>
     memoryBudgetFlag("memory-budget",
                      cl::desc("Bytes per rank, e.g. 24GiB (default: "
                               "unlimited)"),
@@ -165,6 +170,11 @@ CompileOptions parseOptions(EmitKind emit) {
            llvm::toString(json.takeError()) +
            " (expected the --expert-profile JSON of moe-run)");
   }
+  o.expertReplicas =
+      check(parseIntInRange(expertReplicasFlag, 0, kMaxRanks), "expert-replicas");
+  if (o.expertReplicas > 0 && o.placement != PlacementStrategy::Balanced)
+    fail("--expert-replicas: only with --placement=balanced (expected the "
+         "load-aware strategy)");
   if (memoryBudgetFlag.getNumOccurrences())
     o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
   o.pipeline = pipelineFlag;

@@ -37,7 +37,9 @@ struct LayerCost {
   /// The rank of each expert (moe-expert-placement); empty when every rank
   /// holds every expert.
   std::vector<int64_t> expertRanks;
-  /// Experts each rank holds (numRanks entries; MoE layers only).
+  /// The ranks of the extra copies of replicated (hot) experts.
+  std::vector<int64_t> replicaRanks;
+  /// Expert copies each rank holds (numRanks entries; MoE layers only).
   std::vector<int64_t> expertsPerRank;
 };
 

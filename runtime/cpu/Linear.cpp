@@ -852,46 +852,56 @@ static PackedFn packedFor(bool dp, int64_t tt) {
   return dp ? dps[size_t(tt - 1)] : fmas[size_t(tt - 1)];
 }
 
-/// Y = X W^T for packed W and T >= 2 tokens on AVX-512: the tokens go in
-/// tiles of balanced sizes; each thread runs its blocks one at a time through
-/// every tile, so a block is fetched from DRAM once and the later tiles find
-/// it in L1/L2.
-static void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx,
-                              int64_t T, const uint16_t *W, int64_t N, int64_t K, float *Y,
-                              int64_t ldy, bool accumulate, bool dp) {
-  const int64_t K2 = pairsOf(K), blocks = (N + 15) / 16;
-  const void *Xp;
-  int64_t xs; // elements of Xp per pair index
+/// X [T, K] in the order of the packed kernels: bf16 pairs (dp) or f32 pairs
+/// in shared slot 0; returns it and sets xs (elements per pair index).
+static const void *packXPairs(Workspace &ws, const float *X, int64_t ldx, int64_t T, int64_t K,
+                              bool dp, int64_t &xs) {
+  const int64_t K2 = pairsOf(K);
   if (dp) {
     auto *xb = static_cast<uint32_t *>(ws.shared(0, size_t(K2 * T) * 4));
     packXPairsBf16(X, ldx, T, K, xb);
-    Xp = xb;
     xs = T;
-  } else {
-    auto *xf = static_cast<float *>(ws.shared(0, size_t(K2 * T) * 8));
-    packXPairsF32(X, ldx, T, K, xf);
-    Xp = xf;
-    xs = 2 * T;
+    return xb;
   }
+  auto *xf = static_cast<float *>(ws.shared(0, size_t(K2 * T) * 8));
+  packXPairsF32(X, ldx, T, K, xf);
+  xs = 2 * T;
+  return xf;
+}
+
+/// Blocks [b0, b1) of packed W against all T >= 2 tokens of packed X: the
+/// tokens go in tiles of balanced sizes, each block through every tile, so a
+/// block is fetched from DRAM once (prefetched ahead up to b1 by the first
+/// tile) and the later tiles find it in L1/L2.
+static void packedBlocks(const uint16_t *W, int64_t N, int64_t K2, int64_t b0, int64_t b1,
+                         const void *Xp, int64_t xs, int64_t T, float *Y, int64_t ldy,
+                         bool accumulate, bool dp) {
+  const char *end = reinterpret_cast<const char *>(W + b1 * K2 * 32);
   const int64_t maxTile = dp ? kDpTile : kFmaTile;
   const int64_t tiles = (T + maxTile - 1) / maxTile;
-  pool.parallelFor(size_t(blocks), 1, [&](size_t b0, size_t b1, int) {
-    // The first tile streams the chunk's blocks from DRAM (prefetched ahead
-    // up to the chunk's end), later tiles find the block in cache.
-    const char *end = reinterpret_cast<const char *>(W + int64_t(b1) * K2 * 32);
-    if (tiles == 1) {
-      packedFor(dp, T)(W, N, K2, int64_t(b0), int64_t(b1), Xp, xs, Y, ldy, accumulate, end);
-      return;
+  if (tiles == 1) {
+    packedFor(dp, T)(W, N, K2, b0, b1, Xp, xs, Y, ldy, accumulate, end);
+    return;
+  }
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t i = 0, t0 = 0; i < tiles; ++i) {
+      int64_t tt = T / tiles + (i < T % tiles ? 1 : 0);
+      const void *xt = dp ? static_cast<const void *>(static_cast<const uint32_t *>(Xp) + t0)
+                          : static_cast<const void *>(static_cast<const float *>(Xp) + 2 * t0);
+      packedFor(dp, tt)(W, N, K2, b, b + 1, xt, xs, Y + t0 * ldy, ldy, accumulate,
+                        i == 0 ? end : nullptr);
+      t0 += tt;
     }
-    for (int64_t b = int64_t(b0); b < int64_t(b1); ++b)
-      for (int64_t i = 0, t0 = 0; i < tiles; ++i) {
-        int64_t tt = T / tiles + (i < T % tiles ? 1 : 0);
-        const void *xt = dp ? static_cast<const void *>(static_cast<const uint32_t *>(Xp) + t0)
-                            : static_cast<const void *>(static_cast<const float *>(Xp) + 2 * t0);
-        packedFor(dp, tt)(W, N, K2, b, b + 1, xt, xs, Y + t0 * ldy, ldy, accumulate,
-                          i == 0 ? end : nullptr);
-        t0 += tt;
-      }
+}
+
+/// Y = X W^T for packed W and T >= 2 tokens on AVX-512.
+static void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx,
+                              int64_t T, const uint16_t *W, int64_t N, int64_t K, float *Y,
+                              int64_t ldy, bool accumulate, bool dp) {
+  int64_t xs;
+  const void *Xp = packXPairs(ws, X, ldx, T, K, dp, xs);
+  pool.parallelFor(size_t((N + 15) / 16), 1, [&](size_t b0, size_t b1, int) {
+    packedBlocks(W, N, pairsOf(K), int64_t(b0), int64_t(b1), Xp, xs, T, Y, ldy, accumulate, dp);
   });
 }
 
@@ -1094,6 +1104,49 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
   });
   for (const GemvJob &j : jobs)
     addBias(pool, j.bias, j.N, 1, j.y, j.N);
+}
+
+void linearMulti(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T,
+                 int64_t K, const std::vector<MatJob> &jobs, Precision prec) {
+  if (T <= 0 || jobs.empty())
+    return;
+  Isa isa = activeIsa();
+  bool together = jobs.size() > 1 && isa != Isa::Scalar &&
+                  gStrategy.load(std::memory_order_relaxed) == int(LinearStrategy::Auto);
+  for (const MatJob &j : jobs)
+    together = together && j.w.layout == Layout::Packed16;
+  if (together && T == 1) {
+    std::vector<GemvJob> g;
+    for (const MatJob &j : jobs)
+      g.push_back({X, j.w, j.N, K, j.bias, j.y, j.accumulate});
+    linearBatch(pool, ws, g, prec);
+    return;
+  }
+  if (!together) {
+    for (const MatJob &j : jobs)
+      linear(pool, ws, X, ldx, T, j.w, j.N, K, false, j.bias, j.y, j.ldy, j.accumulate, prec);
+    return;
+  }
+  // One pass over the jobs' blocks laid end to end: one packing of X, one
+  // split of the work and one synchronization.
+  bool dp = prec == Precision::BF16 && isa == Isa::Avx512Bf16;
+  int64_t xs;
+  const void *Xp = packXPairs(ws, X, ldx, T, K, dp, xs);
+  const int64_t K2 = pairsOf(K);
+  std::vector<int64_t> start(jobs.size() + 1, 0);
+  for (size_t i = 0; i < jobs.size(); ++i)
+    start[i + 1] = start[i] + (jobs[i].N + 15) / 16;
+  pool.parallelFor(size_t(start.back()), 1, [&](size_t b, size_t e, int) {
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      int64_t lo = std::max<int64_t>(int64_t(b), start[i]) - start[i];
+      int64_t hi = std::min<int64_t>(int64_t(e), start[i + 1]) - start[i];
+      if (lo < hi)
+        packedBlocks(static_cast<const uint16_t *>(jobs[i].w.data), jobs[i].N, K2, lo, hi, Xp, xs,
+                     T, jobs[i].y, jobs[i].ldy, jobs[i].accumulate, dp);
+    }
+  });
+  for (const MatJob &j : jobs)
+    addBias(pool, j.bias, j.N, T, j.y, j.ldy);
 }
 
 } // namespace moert::cpu

@@ -231,8 +231,8 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
     for (unsigned i = 0; i < prog_.steps()->size(); ++i) {
       const plan::Step &s = *prog_.steps()->Get(i);
       waitFor(s);
-      if (T == 1 && linearGroupEnd_[i] > i + 1) {
-        runLinearGroup(i, linearGroupEnd_[i]);
+      if (linearGroupEnd_[i] > i + 1) {
+        runLinearGroup(i, linearGroupEnd_[i], T);
         i = linearGroupEnd_[i] - 1;
         continue;
       }
@@ -249,20 +249,31 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   return info_.logitsStep >= 0 ? lastLogits_.data() : nullptr;
 }
 
-void Session::runLinearGroup(unsigned begin, unsigned end) {
+void Session::runLinearGroup(unsigned begin, unsigned end, int64_t T) {
   int64_t t0 = opts_.trace ? nowNs() : 0;
-  std::vector<cpu::GemvJob> jobs;
+  std::vector<cpu::MatJob> jobs;
+  const plan::Linear *first = prog_.steps()->Get(begin)->op_as_Linear();
+  int64_t K = 0;
   for (unsigned k = begin; k < end; ++k) {
     const plan::Step &st = *prog_.steps()->Get(k);
     if (k > begin)
       waitFor(st);
     auto *op = st.op_as_Linear();
     const WeightInfo &wi = plan_.weights()[size_t(op->weight())];
-    jobs.push_back({f32(op->in()), w(op->weight()), wi.shape[0], wi.shape[1], w(op->bias()),
-                    f32(op->out()) + op->out_col_offset(), op->accumulate()});
+    K = wi.shape[1];
+    jobs.push_back({w(op->weight()), wi.shape[0], w(op->bias()),
+                    f32(op->out()) + op->out_col_offset(), ld(op->out()), op->accumulate()});
     lastWeightBytes_ += wi.numel * dtypeSize(wi.dtype);
   }
-  cpu::linearBatch(pool_, ws_, jobs, prec_);
+  if (T == 1) {
+    // Decode: one pass even when the layouts differ.
+    std::vector<cpu::GemvJob> g;
+    for (const cpu::MatJob &j : jobs)
+      g.push_back({f32(first->in()), j.w, j.N, K, j.bias, j.y, j.accumulate});
+    cpu::linearBatch(pool_, ws_, g, prec_);
+  } else {
+    cpu::linearMulti(pool_, ws_, f32(first->in()), ld(first->in()), T, K, jobs, prec_);
+  }
   if (opts_.trace) {
     int64_t t1 = nowNs();
     for (unsigned k = begin; k < end; ++k) {
@@ -595,8 +606,15 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
       bytes += wi.numel * dtypeSize(wi.dtype);
     };
     if (op.gated()) {
-      lin(xg, D, e->gate(), -1, I, D, h, 2 * I);
-      lin(xg, D, e->up(), e->up_bias(), I, D, h + I, 2 * I);
+      // gate and up read the same rows: one pass.
+      cpu::linearMulti(pool_, ws_, xg, D, n, D,
+                       {{w(e->gate()), I, {}, h, 2 * I, false},
+                        {w(e->up()), I, w(e->up_bias()), h + I, 2 * I, false}},
+                       prec_);
+      for (int32_t wIdx : {e->gate(), e->up()}) {
+        const WeightInfo &wi = plan_.weights()[size_t(wIdx)];
+        bytes += wi.numel * dtypeSize(wi.dtype);
+      }
     } else {
       lin(xg, D, e->up(), e->up_bias(), I, D, h, 2 * I);
     }

@@ -103,7 +103,7 @@ private:
   // as one batch.
   std::vector<unsigned> linearGroupEnd_;
   void computeLinearGroups();
-  void runLinearGroup(unsigned begin, unsigned end);
+  void runLinearGroup(unsigned begin, unsigned end, int64_t T);
   uint64_t lastWeightBytes_ = 0, lastKVBytes_ = 0;
   Trace trace_;
 };

@@ -384,3 +384,60 @@ TEST(Linear, BatchEqualsSeparateProducts) {
       EXPECT_EQ(m.y, m.ref) << isaName(isa) << " N=" << m.N;
   }
 }
+
+TEST(Linear, MultiEqualsSeparateProducts) {
+  // Products sharing X, as q/k/v or an expert's gate and up: all packed (one
+  // pass) or mixed layouts (one linear() each), writing interleaved column
+  // ranges of one output; bit-identical to separate linear() calls for every
+  // thread count.
+  const int64_t K = 301, ldx = K + 3;
+  struct M {
+    int64_t N;
+    bool packed, bias;
+    std::vector<uint8_t> w, b;
+    std::optional<PackedCopy> pk;
+  };
+  std::vector<M> ms(3);
+  ms[0] = {40, true, false, {}, {}, {}};
+  ms[1] = {37, true, true, {}, {}, {}};
+  ms[2] = {70, true, true, {}, {}, {}};
+  uint32_t seed = 60;
+  for (M &m : ms) {
+    roundTo(DType::BF16, randomFloats(size_t(m.N * K), seed++), m.w);
+    roundTo(DType::BF16, randomFloats(size_t(m.N), seed++), m.b);
+    m.pk.emplace(m.w, m.N, K);
+  }
+  int64_t ldy = 0;
+  for (M &m : ms)
+    ldy += m.N;
+  for (Isa isa : availableIsas())
+    for (bool mixed : {false, true})
+      for (int64_t T : {1, 2, 5, 20, 30})
+        for (Precision prec : {Precision::F32, Precision::BF16})
+          for (int threads : {1, 2, 3}) {
+            SCOPED_TRACE(::testing::Message() << "isa=" << isaName(isa) << " mixed=" << mixed
+                                              << " T=" << T << " threads=" << threads
+                                              << " bf16=" << (prec == Precision::BF16));
+            IsaGuard g;
+            setIsa(isa);
+            ThreadPool pool(threads);
+            Workspace ws(threads);
+            std::vector<float> X = randomFloats(size_t(T * ldx), 70);
+            std::vector<float> Y0 = randomFloats(size_t(T * ldy), 71), Y = Y0, ref = Y0;
+            std::vector<MatJob> jobs;
+            int64_t col = 0;
+            for (size_t i = 0; i < ms.size(); ++i) {
+              M &m = ms[i];
+              WRef w = mixed && i == 1 ? WRef{m.w.data(), DType::BF16}
+                                       : WRef{m.pk->p, DType::BF16, Layout::Packed16};
+              WRef b = m.bias ? WRef{m.b.data(), DType::BF16} : WRef{};
+              bool acc = i == 2;
+              linear(pool, ws, X.data(), ldx, T, w, m.N, K, false, b, ref.data() + col, ldy, acc,
+                     prec);
+              jobs.push_back({w, m.N, b, Y.data() + col, ldy, acc});
+              col += m.N;
+            }
+            linearMulti(pool, ws, X.data(), ldx, T, K, jobs, prec);
+            ASSERT_EQ(Y, ref);
+          }
+}

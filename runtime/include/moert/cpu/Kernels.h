@@ -98,6 +98,22 @@ struct GemvJob {
 /// experts would otherwise synchronize the threads per matrix.
 void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs, Precision prec);
 
+/// One product of a group sharing X: y[t, 0:N] (+)= X[t] W^T (+ bias).
+struct MatJob {
+  WRef w;
+  int64_t N;
+  WRef bias;
+  float *y;
+  int64_t ldy;
+  bool accumulate = false;
+};
+/// Products of one X [T, K] with several (not transposed) matrices, such
+/// as q/k/v or an expert's gate and up projections: with packed weights one
+/// parallel pass over all their rows; otherwise one linear() each. The
+/// results equal separate linear() calls bit for bit.
+void linearMulti(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T,
+                 int64_t K, const std::vector<MatJob> &jobs, Precision prec);
+
 //===----------------------------------------------------------------------===//
 // Element-wise and small ops (single-threaded unless noted)
 //===----------------------------------------------------------------------===//

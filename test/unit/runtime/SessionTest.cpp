@@ -206,20 +206,24 @@ GenerateResult runRanks(const PlanFile &plan, uint64_t seed, const std::vector<i
 } // namespace
 
 TEST(Session, ExpertParallelRanksReproduceOneRankBitwise) {
-  for (const char *cfg : {kTinyMixtral, kTinyQwen}) {
-    HFPlanOptions o;
-    o.maxTokens = 8;
-    PlanFile one = planFor(cfg, o);
-    std::vector<int64_t> p = prompt(11, one.vocabSize());
-    GenerateResult ref = runRanks(one, 9, p, 6);
-    for (int R : {2, 3, 4}) {
-      o.numRanks = R;
-      PlanFile multi = planFor(cfg, o);
-      GenerateResult got = runRanks(multi, 9, p, 6, R == 2 ? 2 : 1);
-      EXPECT_EQ(got.tokens, ref.tokens) << R << " ranks";
-      EXPECT_EQ(got.promptLogits, ref.promptLogits) << R << " ranks";
+  // f32, and bf16 weights (packed with AVX-512) with bf16 compute.
+  for (mp::DType dt : {mp::DType::F32, mp::DType::BF16})
+    for (const char *cfg : {kTinyMixtral, kTinyQwen}) {
+      SCOPED_TRACE(dtypeName(dt));
+      HFPlanOptions o;
+      o.maxTokens = 8;
+      o.dtype = o.computeDtype = dt;
+      PlanFile one = planFor(cfg, o);
+      std::vector<int64_t> p = prompt(11, one.vocabSize());
+      GenerateResult ref = runRanks(one, 9, p, 6);
+      for (int R : {2, 3, 4}) {
+        o.numRanks = R;
+        PlanFile multi = planFor(cfg, o);
+        GenerateResult got = runRanks(multi, 9, p, 6, R == 2 ? 2 : 1);
+        EXPECT_EQ(got.tokens, ref.tokens) << R << " ranks";
+        EXPECT_EQ(got.promptLogits, ref.promptLogits) << R << " ranks";
+      }
     }
-  }
 }
 
 TEST(Session, TraceAndExpertProfile) {

@@ -1,6 +1,7 @@
 //===- JsonReader.cpp - typed, checked access to JSON configs -------------===//
 
 #include "JsonReader.h"
+#include "moe/Compiler/InputLimits.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -18,8 +19,7 @@ mlir::moe::detail::parseJsonFile(StringRef path) {
   if (!buf)
     return llvm::createStringError(
         (path + ": cannot read file: " + buf.getError().message()).str());
-  llvm::Expected<llvm::json::Value> value =
-      llvm::json::parse((*buf)->getBuffer());
+  llvm::Expected<llvm::json::Value> value = parseJson((*buf)->getBuffer());
   if (!value)
     return llvm::createStringError((path + ": invalid JSON: " +
                                     llvm::toString(value.takeError()))

@@ -1,6 +1,7 @@
 //===- Safetensors.cpp - safetensors header reader ------------------------===//
 
 #include "moe/Import/Safetensors.h"
+#include "moe/Compiler/InputLimits.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -63,7 +64,7 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
   if (!headerBuf)
     return fail(path, "cannot read file: " + headerBuf.getError().message());
   llvm::Expected<llvm::json::Value> header =
-      llvm::json::parse((*headerBuf)->getBuffer());
+      parseJson((*headerBuf)->getBuffer());
   if (!header)
     return fail(path, "header is not valid JSON: " +
                           llvm::toString(header.takeError()));
@@ -164,7 +165,7 @@ llvm::Expected<TensorMap> mlir::moe::readCheckpoint(StringRef dir,
   auto buf = llvm::MemoryBuffer::getFile(index);
   if (!buf)
     return fail(index, "cannot read file: " + buf.getError().message());
-  llvm::Expected<llvm::json::Value> json = llvm::json::parse((*buf)->getBuffer());
+  llvm::Expected<llvm::json::Value> json = parseJson((*buf)->getBuffer());
   if (!json)
     return fail(index, "invalid JSON: " + llvm::toString(json.takeError()));
   const llvm::json::Object *root = json->getAsObject();

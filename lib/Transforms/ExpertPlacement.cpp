@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Compiler/ExpertProfile.h"
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Transforms/Passes.h"
 
@@ -15,10 +16,9 @@
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/Support/Debug.h"
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <numeric>
+#include <set>
 
 #define DEBUG_TYPE "moe-expert-placement"
 
@@ -32,46 +32,14 @@ using namespace mlir::moe;
 
 namespace {
 
-/// Per-layer per-expert routed-token counts, as moe-run --expert-profile
-/// writes them: {"layers": [{"layer": L, "routed": [c0, c1, ...]}, ...]}.
-using Profile = llvm::DenseMap<int64_t, SmallVector<double>>;
+/// Per-layer per-expert routed-token counts (moe-run --expert-profile).
+using Profile = ExpertProfile;
 
 FailureOr<Profile> readProfile(ModelOp model, StringRef path) {
-  auto fail = [&](const Twine &what) {
-    return model.emitError() << path << ": " << what;
-  };
-  auto buffer = llvm::MemoryBuffer::getFile(path);
-  if (!buffer)
-    return fail("cannot read the expert profile (" +
-                buffer.getError().message() + ")");
-  llvm::Expected<llvm::json::Value> doc =
-      llvm::json::parse((*buffer)->getBuffer());
-  if (!doc)
-    return fail("not JSON: " + llvm::toString(doc.takeError()));
-  const llvm::json::Object *root = doc->getAsObject();
-  const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
-  if (!layers)
-    return fail("expected an object with a \"layers\" array (moe-run "
-                "--expert-profile output)");
-  Profile profile;
-  for (auto [i, entry] : llvm::enumerate(*layers)) {
-    const llvm::json::Object *layer = entry.getAsObject();
-    std::optional<int64_t> index = layer ? layer->getInteger("layer") : std::nullopt;
-    const llvm::json::Array *routed = layer ? layer->getArray("routed") : nullptr;
-    if (!index || !routed)
-      return fail("layers[" + Twine(i) + "]: expected {\"layer\": int, "
-                  "\"routed\": [counts]}");
-    SmallVector<double> counts;
-    for (const llvm::json::Value &c : *routed) {
-      std::optional<double> n = c.getAsNumber();
-      if (!n || *n < 0)
-        return fail("layers[" + Twine(i) + "].routed: expected non-negative "
-                    "numbers");
-      counts.push_back(*n);
-    }
-    profile[*index] = std::move(counts);
-  }
-  return profile;
+  llvm::Expected<Profile> profile = readExpertProfile(path);
+  if (!profile)
+    return model.emitError() << llvm::toString(profile.takeError());
+  return std::move(*profile);
 }
 
 SmallVector<int64_t> placeContiguous(int64_t numExperts, int64_t numRanks) {
@@ -122,9 +90,17 @@ struct MoEExpertPlacementPass
     if (grids.empty())
       return; // one rank: every expert everywhere
     shard::GridOp grid = *grids.begin();
+    // The grid may come from user IR: static, and small enough to place on.
     int64_t numRanks = 1;
-    for (int64_t d : grid.getShape())
+    for (int64_t d : grid.getShape()) {
+      if (d <= 0 || d > (int64_t(1) << 16) || numRanks * d > (int64_t(1) << 16)) {
+        grid.emitError() << "moe-expert-placement: device grid of shape ["
+                         << grid.getShape()
+                         << "] (expected static sizes, at most 65536 ranks)";
+        return signalPassFailure();
+      }
       numRanks *= d;
+    }
     if (strategy != "balanced" && strategy != "round-robin" &&
         strategy != "contiguous") {
       model.emitError() << "moe-expert-placement: unknown strategy '"
@@ -143,7 +119,12 @@ struct MoEExpertPlacementPass
     for (size_t d = 0; d < grid.getShape().size(); ++d)
       allAxes.push_back(int16_t(d));
 
+    std::set<int64_t> profiledLayers;
+    for (const auto &entry : loads)
+      profiledLayers.insert(entry.first);
     WalkResult result = model.walk([&](ExpertsOp experts) -> WalkResult {
+      if (auto layer = experts->getParentOfType<LayerOp>())
+        profiledLayers.erase(layer.getIndex());
       if (experts.getInput().getDefiningOp<AllToAllOp>())
         return WalkResult::advance(); // already placed and exchanged
       int64_t numExperts = experts.getNumExperts();
@@ -165,7 +146,7 @@ struct MoEExpertPlacementPass
                                 << ")";
             return WalkResult::interrupt();
           }
-          load = it->second;
+          load.assign(it->second.begin(), it->second.end());
         }
         ranks = placeBalanced(load, numRanks);
       }
@@ -197,7 +178,14 @@ struct MoEExpertPlacementPass
       return WalkResult::advance();
     });
     if (result.wasInterrupted())
+      return signalPassFailure();
+    // A profile of another model would place this one by unrelated loads.
+    if (!profiledLayers.empty() && strategy == "balanced") {
+      model.emitError() << profile << ": layer " << *profiledLayers.begin()
+                        << " is not an MoE layer of the model (expected the "
+                           "profile of this model)";
       signalPassFailure();
+    }
   }
 };
 

@@ -23,7 +23,7 @@
 // PROFILE: moe.experts {{.*}} placement <ranks = 4, experts = [0, 1, 2, 3, 2, 3, 1, 0]>
 
 // BADSTRATEGY: unknown strategy 'random' (expected balanced, round-robin or contiguous)
-// NOPROFILE: missing.json: cannot read the expert profile
+// NOPROFILE: missing.json: cannot read file: {{.*}} (expected the --expert-profile JSON of moe-run)
 
 // Without a device grid there is one rank: nothing changes.
 // ONERANK-NOT: placement

@@ -15,6 +15,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Analysis/CostModel.h"
+#include "moe/Compiler/ExpertProfile.h"
 #include "moe/Compiler/Options.h"
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Import/Import.h"
@@ -148,38 +149,65 @@ CompileOptions parseOptions(EmitKind emit) {
   o.placement = choice(parsePlacement(placementFlag), "placement", placementFlag,
                        "balanced, round-robin or contiguous");
   if (expertProfileFlag.getNumOccurrences()) {
+    // Checked in full now, so a bad profile is reported before any import.
     o.expertProfile = expertProfileFlag;
-    auto buf = llvm::MemoryBuffer::getFile(o.expertProfile, /*IsText=*/true);
-    if (!buf)
-      fail(o.expertProfile + ": cannot read file: " + buf.getError().message() +
-           " (expected the --expert-profile JSON of moe-run)");
-    if (llvm::Expected<llvm::json::Value> json =
-            llvm::json::parse((*buf)->getBuffer());
-        !json)
-      fail(o.expertProfile + ": invalid JSON: " +
-           llvm::toString(json.takeError()) +
-           " (expected the --expert-profile JSON of moe-run)");
+    if (llvm::Expected<ExpertProfile> profile =
+            readExpertProfile(o.expertProfile);
+        !profile)
+      fail(llvm::toString(profile.takeError()));
   }
   if (memoryBudgetFlag.getNumOccurrences())
     o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
   o.pipeline = pipelineFlag;
   if (emit == EmitKind::Plan && outputPath.empty())
     fail("-o: missing (expected the plan file to write)");
+  auto samePath = [](llvm::StringRef a, llvm::StringRef b) {
+    return !a.empty() && a != "-" && !b.empty() && b != "-" &&
+           (a == b || llvm::sys::fs::equivalent(a, b));
+  };
+  if (samePath(outputPath, reportPath))
+    fail("--report: '" + reportPath +
+         "' is also the -o file (expected two different files)");
+  if (samePath(outputPath, modelPath) || samePath(reportPath, modelPath))
+    fail("-o/--report: would overwrite the model '" + modelPath +
+         "' (expected another file)");
   return o;
 }
 
-/// Writes `text` to `path` ("-" or "": stdout) via a temporary file.
-void writeOutput(llvm::StringRef path, llvm::StringRef text) {
-  if (path.empty() || path == "-") {
-    llvm::outs() << text;
-    llvm::outs().flush();
-    return;
+/// Writes each (path, text) to a temporary file beside `path` and renames
+/// them into place only once all are written, so a failure leaves no output
+/// at all. "-" or "" is stdout, written last.
+void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
+  std::vector<std::pair<llvm::sys::fs::TempFile, std::string>> temps;
+  auto failAll = [&](const llvm::Twine &message) {
+    for (auto &[temp, path] : temps)
+      llvm::consumeError(temp.discard());
+    fail(message);
+  };
+  for (const auto &[path, text] : outputs) {
+    if (path.empty() || path == "-")
+      continue;
+    llvm::Expected<llvm::sys::fs::TempFile> temp =
+        llvm::sys::fs::TempFile::create(path + "-%%%%%%.tmp");
+    if (!temp)
+      failAll(path + ": cannot write: " + llvm::toString(temp.takeError()));
+    temps.emplace_back(std::move(*temp), path);
+    llvm::raw_fd_ostream os(temps.back().first.FD, /*shouldClose=*/false);
+    os << text;
+    os.flush();
+    if (std::error_code ec = os.error()) {
+      os.clear_error();
+      failAll(path + ": cannot write: " + ec.message());
+    }
   }
-  if (llvm::Error err = llvm::writeToOutput(path, [&](llvm::raw_ostream &os) {
-        os << text;
-        return llvm::Error::success();
-      }))
-    fail(path + ": cannot write: " + llvm::toString(std::move(err)));
+  for (auto &[temp, path] : temps)
+    if (llvm::Error err = temp.keep(path))
+      failAll(path + ": cannot write: " + llvm::toString(std::move(err)));
+  for (const auto &[path, text] : outputs)
+    if (path.empty() || path == "-") {
+      llvm::outs() << text;
+      llvm::outs().flush();
+    }
 }
 
 /// Adds the device grid [nodes, gpus_per_node] that placement and the
@@ -318,11 +346,13 @@ int main(int argc, char **argv) {
       std::exit(1); // the diagnostic handler printed why
     break;
   }
+  std::vector<std::pair<std::string, std::string>> outputs;
   if (!reportPath.empty()) {
     llvm::raw_string_ostream(reportJson)
         << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
-    writeOutput(reportPath, reportJson);
+    outputs.emplace_back(reportPath, std::move(reportJson));
   }
-  writeOutput(outputPath, main);
+  outputs.emplace_back(outputPath, std::move(main));
+  writeOutputs(outputs);
   return 0;
 }

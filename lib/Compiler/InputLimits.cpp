@@ -23,6 +23,25 @@ std::pair<unsigned, unsigned> mlir::moe::lineAndColumn(StringRef text,
   return {line, column};
 }
 
+std::string mlir::moe::oneLine(StringRef message) {
+  std::string out;
+  out.reserve(message.size());
+  for (char c : message) {
+    auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f)
+      out += c;
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
+    else
+      out += llvm::formatv("\\x{0:x-2}", unsigned(u)).str();
+  }
+  return out;
+}
+
 static llvm::Error errorAt(StringRef text, size_t offset,
                            const llvm::Twine &what) {
   auto [line, column] = lineAndColumn(text, offset);
@@ -79,8 +98,7 @@ llvm::Expected<llvm::json::Value> mlir::moe::parseJson(StringRef text) {
     if (c == '{' || c == '[') {
       if (stack.size() >= kMaxJsonDepth)
         return errorAt(text, i,
-                       llvm::formatv("nested deeper than {0} levels (expected "
-                                     "at most {0})",
+                       llvm::formatv("nested deeper than {0} levels",
                                      kMaxJsonDepth));
       stack.push_back(Frame{c == '{', {}});
     } else if (c == '}' || c == ']') {
@@ -97,7 +115,7 @@ llvm::Expected<llvm::json::Value> mlir::moe::parseJson(StringRef text) {
   // Shown escaped, so the message stays on one line.
   std::string shown = llvm::formatv("{0}", llvm::json::Value(repeated->second));
   return errorAt(text, repeated->first,
-                 "repeated key " + shown + " (expected unique keys)");
+                 "repeated key " + shown);
 }
 
 std::optional<size_t> mlir::moe::findDeepNesting(StringRef text,

@@ -21,9 +21,10 @@ mlir::moe::detail::parseJsonFile(StringRef path) {
         (path + ": cannot read file: " + buf.getError().message()).str());
   llvm::Expected<llvm::json::Value> value = parseJson((*buf)->getBuffer());
   if (!value)
-    return llvm::createStringError((path + ": invalid JSON: " +
-                                    llvm::toString(value.takeError()))
-                                       .str());
+    return llvm::createStringError(
+        (path + ": invalid JSON: " + llvm::toString(value.takeError()) +
+         " (expected a JSON object)")
+            .str());
   if (!value->getAsObject())
     return llvm::createStringError(
         (path + ": top level is not a JSON object (expected {...})").str());

@@ -119,8 +119,8 @@ private:
 
   const WeightInfo &weight(int32_t idx, const char *role, size_t rank) {
     if (idx < 0 || size_t(idx) >= weights_.size())
-      err("{} weight index {} out of range (expected 0..{})", role, idx,
-          int64_t(weights_.size()) - 1);
+      err("{}{} index {} out of range (expected 0..{})", role,
+          std::string_view(role) == "weight" ? "" : " weight", idx, int64_t(weights_.size()) - 1);
     const WeightInfo &w = weights_[size_t(idx)];
     if (w.shape.size() != rank)
       err("{} weight '{}' has rank {} (expected rank {})", role, w.name, w.shape.size(), rank);
@@ -136,10 +136,14 @@ private:
 
   /// rows(b, T) >= perToken*T + fixed for every T in [1, max_tokens].
   void needRows(const BufferInfo &b, const char *role, int64_t perToken, int64_t fixed) {
-    for (int64_t T : {int64_t(1), maxT_})
-      if (b.rows(T) < perToken * T + fixed)
-        err("{} buffer '{}' has {} rows at T={} (expected at least {})", role, b.name, b.rows(T), T,
-            perToken * T + fixed);
+    for (int64_t T : {int64_t(1), maxT_}) {
+      // perToken may be a product of plan values (rows x group size).
+      int64_t need;
+      if (__builtin_mul_overflow(perToken, T, &need) ||
+          __builtin_add_overflow(need, fixed, &need) || b.rows(T) < need)
+        err("{} buffer '{}' has {} rows at T={} (expected at least {} x T + {})", role, b.name,
+            b.rows(T), T, perToken, fixed);
+    }
   }
   /// The buffer holds one row per token.
   void needTokenRows(const BufferInfo &b, const char *role) {
@@ -316,8 +320,11 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     err("slot_out buffer '{}' has {} elements per row (expected {} like the experts' output)",
         out.name, out.rowElems, D);
   // Scratch: gathered inputs [n, D] + hidden [n, 2I] for up to T*top_k slots.
-  int64_t n = maxT_ * topK;
-  info_.maxExpertScratch = std::max(info_.maxExpertScratch, n * (D + 2 * I));
+  int64_t n = maxT_ * topK, scratch;
+  if (__builtin_mul_overflow(n, D + 2 * I, &scratch) || scratch > kMaxDim)
+    err("expert scratch of {} slots x ({} + 2 x {}) floats is too large (expected at most {})", n,
+        D, I, kMaxDim);
+  info_.maxExpertScratch = std::max(info_.maxExpertScratch, scratch);
 }
 
 void RankValidator::validateStep(const plan::Step &s) {

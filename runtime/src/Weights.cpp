@@ -225,6 +225,15 @@ static std::vector<FillJob> chunkJobs(const std::vector<size_t> &weights, const 
   return jobs;
 }
 
+/// Kernels read a tensor in place when it needs no conversion and its mapped
+/// bytes are aligned for its dtype; safetensors does not promise alignment
+/// (a header length that is not a multiple of 8 shifts every tensor), so an
+/// unaligned tensor is copied instead.
+static bool mapsDirectly(const WeightInfo &w, const TensorInfo &t) {
+  return w.dtype == w.storedDtype &&
+         reinterpret_cast<uintptr_t>(t.data) % dtypeSize(w.dtype) == 0;
+}
+
 std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
                                                          std::shared_ptr<Checkpoint> ckpt,
                                                          const std::vector<int> &ranks,
@@ -261,12 +270,12 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     if (w.streamed) {
       ws->streamed_[i] = std::make_unique<Streamed>();
       ws->streamed_[i]->src = t;
-      if (w.dtype == w.storedDtype)
+      if (mapsDirectly(w, *t))
         v.data = t->data; // mapped, but not read until loaded
       continue;
     }
     ws->fixedBytes_ += v.bytes;
-    if (w.dtype == w.storedDtype)
+    if (mapsDirectly(w, *t))
       v.data = t->data;
     else
       convert.push_back(i);
@@ -330,7 +339,7 @@ WeightView WeightStore::loadAndGet(int32_t idx) {
   if (s.resident.load())
     return v;
   const WeightInfo &w = plan_->weights()[size_t(idx)];
-  if (s.src && w.dtype == w.storedDtype) {
+  if (s.src && mapsDirectly(w, *s.src)) {
     // Mapped: read the pages in now (from the page cache or the file).
     ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095)),
               v.bytes + 4096, MADV_WILLNEED);

@@ -16,6 +16,7 @@
 
 #include "moe/Analysis/CostModel.h"
 #include "moe/Compiler/ExpertProfile.h"
+#include "moe/Compiler/InputLimits.h"
 #include "moe/Compiler/Options.h"
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Import/Import.h"
@@ -105,7 +106,7 @@ cl::list<std::string> passPlugins("load-pass-plugin",
                                   cl::value_desc("lib.so"), cl::cat(category));
 
 [[noreturn]] void fail(const llvm::Twine &message) {
-  llvm::errs() << "error: " << message << "\n";
+  llvm::errs() << "error: " << oneLine(message.str()) << "\n";
   std::exit(1);
 }
 
@@ -284,7 +285,8 @@ int main(int argc, char **argv) {
       where = (file.getFilename().strref() + ":" + Twine(file.getLine()) + ":" +
                Twine(file.getColumn()) + ": ")
                   .str();
-    llvm::errs() << "error: " << modelPath << ": " << where << diag.str()
+    llvm::errs() << "error: "
+                 << oneLine(modelPath.getValue() + ": " + where + diag.str())
                  << "\n";
     return success();
   });

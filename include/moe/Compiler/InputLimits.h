@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
 
 namespace mlir::moe {
 
@@ -27,8 +28,8 @@ inline constexpr unsigned kMaxIRDepth = 256;
 
 /// llvm::json::parse that also rejects nesting deeper than kMaxJsonDepth and
 /// objects repeating a key (llvm::json keeps one of them silently; Python,
-/// which wrote the file, reads the last). Errors read
-/// "[LINE:COL, byte=N]: what (expected ...)" like llvm::json's own.
+/// which wrote the file, reads the last). Errors read "[LINE:COL, byte=N]:
+/// what" like llvm::json's own; callers add what they expected.
 llvm::Expected<llvm::json::Value> parseJson(llvm::StringRef text);
 
 /// The byte offset at which MLIR assembly `text` nests (), [], {} or <>
@@ -36,6 +37,10 @@ llvm::Expected<llvm::json::Value> parseJson(llvm::StringRef text);
 /// does not.
 std::optional<size_t> findDeepNesting(llvm::StringRef text,
                                       unsigned maxDepth = kMaxIRDepth);
+
+/// `message` with control characters written as \n, \r, \t or \xNN: errors
+/// quote names and values from input files and must stay one line.
+std::string oneLine(llvm::StringRef message);
 
 /// 1-based line and column of byte `offset` in `text`.
 std::pair<unsigned, unsigned> lineAndColumn(llvm::StringRef text,

@@ -6,8 +6,7 @@
 //   1: an expert profile (moe-compile --expert-profile);
 //   2: a size (--memory-budget) and an integer flag value;
 //   3: JSON through the depth- and key-checked parser.
-// Error values are clean rejections; crashes and multi-line errors are
-// findings.
+// Error values are clean rejections; crashes and empty errors are findings.
 //
 //===----------------------------------------------------------------------===//
 #include "FuzzUtil.h"
@@ -20,12 +19,14 @@
 #include <cstdio>
 
 namespace {
-template <typename T> void expectOneLine(llvm::Expected<T> value) {
+/// Errors must say something. (They may quote input bytes, newlines
+/// included: the tools print them through oneLine().)
+template <typename T> void expectMessage(llvm::Expected<T> value) {
   if (value)
     return;
   std::string message = llvm::toString(value.takeError());
-  if (message.empty() || message.find('\n') != std::string::npos) {
-    std::fprintf(stderr, "bad error message: '%s'\n", message.c_str());
+  if (message.empty()) {
+    std::fprintf(stderr, "empty error message\n");
     std::abort();
   }
 }
@@ -42,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mlir::moe::TensorMap tensors;
     llvm::Error err = mlir::moe::readSafetensorsHeader(f.path(), tensors);
     if (err) {
-      expectOneLine(llvm::Expected<int>(std::move(err)));
+      expectMessage(llvm::Expected<int>(std::move(err)));
       break;
     }
     for (const auto &kv : tensors)
@@ -51,14 +52,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     break;
   }
   case 1:
-    expectOneLine(mlir::moe::parseExpertProfile(text, "profile.json"));
+    expectMessage(mlir::moe::parseExpertProfile(text, "profile.json"));
     break;
   case 2:
-    expectOneLine(mlir::moe::parseByteSize(text));
-    expectOneLine(mlir::moe::parseIntInRange(text, 1, 1 << 16));
+    expectMessage(mlir::moe::parseByteSize(text));
+    expectMessage(mlir::moe::parseIntInRange(text, 1, 1 << 16));
     break;
   default:
-    expectOneLine(mlir::moe::parseJson(text));
+    expectMessage(mlir::moe::parseJson(text));
     break;
   }
   return 0;

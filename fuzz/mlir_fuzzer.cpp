@@ -32,7 +32,10 @@ std::string print(Operation *op) {
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  llvm::StringRef text(reinterpret_cast<const char *>(data), size);
+  // The MLIR lexer relies on the NUL after the buffer that files (and
+  // std::string) have and libFuzzer's input does not.
+  std::string owned(reinterpret_cast<const char *>(data), size);
+  llvm::StringRef text(owned);
   if (moe::findDeepNesting(text))
     return 0; // moe-opt rejects it before parsing
   DialectRegistry registry;

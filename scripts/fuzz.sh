@@ -60,9 +60,9 @@ for t in "${TARGETS[@]}"; do
     -artifact_prefix="$B/artifacts/$t-" "$B/corpus/$t" "$B/seeds/$t" > "$log" 2>&1
   rc=$?
   set -e
-  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  secs=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  secs=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
   if [ $rc -eq 0 ]; then
     echo "fuzz: $t: ${runs:-?} runs in $SECONDS_EACH s (${secs:-?}/s), cov ${cov:-?}, ok"
   else

@@ -24,6 +24,16 @@ config.substitutions.append(("%fixtures", os.path.join(config.moe_shared_dir, "f
 config.substitutions.append(("%examples", os.path.join(config.moe_src_root, "examples")))
 config.substitutions.append(("%moe_src", config.moe_src_root))
 config.substitutions.append(("%moe_lib", config.moe_lib_dir))
+config.substitutions.append(("%moe_obj", config.moe_obj_root))
+# cmake configured like the build (generator, compiler, ccache).
+config.substitutions.append(("%cmake_configure", " ".join(
+    ['"%s"' % config.cmake_command, "-G", '"%s"' % config.cmake_generator,
+     '-DCMAKE_CXX_COMPILER="%s"' % config.cmake_cxx_compiler,
+     '-DCMAKE_CXX_COMPILER_LAUNCHER="%s"' % config.cmake_cxx_launcher,
+     "-DCMAKE_BUILD_TYPE=Release"])))
+config.substitutions.append(("%cmake", '"%s"' % config.cmake_command))
+config.substitutions.append(("%lit", '"%s"' % config.lit_path))
+config.substitutions.append(("%llvm_tools", config.llvm_tools_dir))
 
 if config.moe_enable_compiler:
     config.available_features.add("compiler")

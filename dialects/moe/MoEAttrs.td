@@ -132,24 +132,50 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
 }
 
 def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
-  let summary = "which rank holds each expert";
+  let summary = "which ranks hold each expert";
   let description = [{
     `experts[e]` is the rank (in `[0, ranks)`) that holds expert `e`'s
     weights and runs it. Filled by `moe-expert-placement`; a layer without a
     placement runs every expert on every rank.
 
+    `replicas` lists extra copies of hot experts as `expert : rank` pairs
+    (DeepSeek EPLB-style redundant experts): an expert with copies on ranks
+    `[experts[e], r1, r2, ...]` (primary first, then the replicas in the
+    order listed) splits its routed slots among them, slot `j` of the
+    expert going to copy `j mod copies`, so the busiest expert's tokens are
+    computed in parallel. Each slot is still computed by exactly one rank.
+
     Example:
 
     ```mlir
     #moe.placement<ranks = 2, experts = [0, 0, 0, 0, 1, 1, 1, 1]>
+    #moe.placement<ranks = 4, experts = [0, 1, 2, 3], replicas = [0 : 2, 0 : 3]>
     ```
   }];
   let parameters = (ins "int64_t":$numRanks,
-                        ArrayRefParameter<"int64_t">:$expertRanks);
-  let assemblyFormat = "`<` `ranks` `=` $numRanks `,` `experts` `=` `[` $expertRanks `]` `>`";
+                        ArrayRefParameter<"int64_t">:$expertRanks,
+                        OptionalArrayRefParameter<"int64_t">:$replicas);
+  let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    AttrBuilder<(ins "int64_t":$numRanks,
+                     "::llvm::ArrayRef<int64_t>":$expertRanks,
+                     CArg<"::llvm::ArrayRef<int64_t>", "{}">:$replicas), [{
+      return $_get($_ctxt, numRanks, expertRanks, replicas);
+    }]>
+  ];
   let extraClassDeclaration = [{
     int64_t getNumExperts() const { return getExpertRanks().size(); }
+    /// The ranks holding a copy of `expert`: its primary rank first, then
+    /// its replicas in the order listed.
+    ::llvm::SmallVector<int64_t> getCopies(int64_t expert) const;
+    /// Whether `rank` holds a copy of `expert`.
+    bool holds(int64_t rank, int64_t expert) const;
+    /// Number of (expert, rank) copies: experts plus replicas.
+    int64_t getNumCopies() const {
+      return getNumExperts() + int64_t(getReplicas().size()) / 2;
+    }
   }];
 }
 

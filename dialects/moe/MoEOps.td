@@ -248,6 +248,13 @@ def MoE_LayerOp : MoE_Op<"layer", [
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
     /// True when the layer routes tokens to experts.
     bool isMoE();
+    /// The layer's expert machinery (MoEOpInterface), in program order.
+    ::llvm::SmallVector<MoEOpInterface> getMoEOps();
+    /// The layer's grouped experts, or null for a dense layer.
+    ExpertsOp getExpertsOp();
+    /// Sets `placement` on every op of the layer that carries one (the
+    /// experts and the exchanges around them), keeping them consistent.
+    void setExpertPlacement(PlacementAttr placement);
   }];
 }
 
@@ -677,7 +684,7 @@ def MoE_ExpertMapOp : MoE_Op<"expert_map", [Pure]> {
   let hasVerifier = 1;
 }
 
-def MoE_GateOp : MoE_Op<"gate", [Pure]> {
+def MoE_GateOp : MoE_Op<"gate", [Pure, MoE_MoEOpInterface]> {
   let summary = "fused gating: scores, top-k, renormalization, capacity and the mapping table";
   let description = [{
     What `moe-fuse-gating` makes of `scores .. expert_map`, and exactly the
@@ -705,6 +712,14 @@ def MoE_GateOp : MoE_Op<"gate", [Pure]> {
     `,` type($slot_weight) `,` type($expert_offsets) `,` type($sorted_slots)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    // MoEOpInterface
+    int64_t getNumExperts() {
+      return ::llvm::cast<::mlir::RankedTensorType>(
+                 getExpertOffsets().getType()).getDimSize(0) - 1;
+    }
+    std::optional<int64_t> getRoutedTopK() { return getRouting().getTopK(); }
+  }];
 }
 
 //===----------------------------------------------------------------------===//
@@ -734,7 +749,7 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
 
 def MoE_ExpertsOp : MoE_Op<"experts", [
     Pure, AttrSizedOperandSegments,
-    DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+    DeclareOpInterfaceMethods<MoE_CostOpInterface>, MoE_MoEOpInterface]> {
   let summary = "grouped expert feed-forward networks";
   let description = [{
     Runs expert e's FFN on rows `[expert_offsets[e], expert_offsets[e+1])`
@@ -776,6 +791,12 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
     int64_t getIntermediateSize();
     /// Parameters of one expert (all experts have the same shapes).
     int64_t getParamsPerExpert();
+
+    // MoEOpInterface
+    std::optional<int64_t> getRoutedTopK() { return getTopK(); }
+    PlacementAttr getExpertPlacement() { return getPlacementAttr(); }
+    void setExpertPlacement(PlacementAttr placement);
+    ::llvm::SmallVector<::mlir::Value> getExpertWeights(int64_t expert);
   }];
 }
 
@@ -852,7 +873,7 @@ def MoE_ResidualMixOp : MoE_Op<"residual_mix", [
 
 def MoE_AllToAllOp : MoE_Op<"all_to_all", [
     Pure, AllTypesMatch<["input", "result"]>,
-    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>, MoE_MoEOpInterface]> {
   let summary = "expert-parallel token exchange over device-grid axes";
   let description = [{
     Moves the rows of a dispatched tensor between the ranks of the groups
@@ -892,6 +913,19 @@ def MoE_AllToAllOp : MoE_Op<"all_to_all", [
   }];
   let hasVerifier = 1;
   let hasFolder = 1;
+  let extraClassDeclaration = [{
+    // MoEOpInterface
+    int64_t getNumExperts() {
+      return ::llvm::cast<::mlir::RankedTensorType>(
+                 getExpertOffsets().getType()).getDimSize(0) - 1;
+    }
+    PlacementAttr getExpertPlacement() { return getPlacementAttr(); }
+    /// An exchange always has a placement: a null one is ignored.
+    void setExpertPlacement(PlacementAttr placement) {
+      if (placement)
+        setPlacementAttr(placement);
+    }
+  }];
 }
 
 #endif // MOE_OPS_TD

@@ -94,7 +94,10 @@ def MoEExpertPlacementPass
       load go to the least-loaded rank that still has room for its share
       (ceil(E/P) experts), so both memory and routed tokens balance. Loads
       come from `profile` (the JSON `moe-run --expert-profile` writes:
-      per-layer per-expert token counts), else they are uniform.
+      per-layer per-expert token counts), else they are uniform. With
+      `replicas=R`, R extra copies per layer go to the experts with the most
+      load per copy (DeepSeek's EPLB): a hot expert's slots are split among
+      its copies, so a skewed layer's busiest rank stays near the mean.
 
     Before:
 
@@ -119,6 +122,8 @@ def MoEExpertPlacementPass
            "balanced, round-robin or contiguous">,
     Option<"profile", "profile", "std::string", /*default=*/"\"\"",
            "expert load profile (JSON from moe-run --expert-profile)">,
+    Option<"replicas", "replicas", "int64_t", /*default=*/"0",
+           "extra copies of hot experts per layer (balanced strategy)">,
   ];
   let dependentDialects = ["::mlir::moe::MoEDialect",
                            "::mlir::shard::ShardDialect"];

@@ -3,6 +3,7 @@
 #include "moe/Analysis/CostModel.h"
 #include "moe/Compiler/Options.h"
 
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -13,10 +14,11 @@ namespace {
 
 /// How the graph uses one parameter.
 struct ParamUse {
-  bool dense = false;  // read whole by some op
-  bool lookup = false; // rows gathered by moe.embedding
-  bool expert = false; // a routed expert's weight
-  int64_t layer = -1;  // layer of the first use, -1 outside layers
+  bool dense = false;    // read whole by some op
+  bool lookup = false;   // rows gathered by moe.embedding
+  bool expert = false;   // a routed expert's weight
+  bool unplaced = false; // an expert weight of experts without a placement
+  int64_t layer = -1;    // layer of the first use, -1 outside layers
   bool seen = false;
 };
 
@@ -62,6 +64,88 @@ std::string grouped(int64_t n) {
   return n < 0 ? "-" + out : out;
 }
 
+/// "0", "1-3": ranks [first, last].
+std::string rankRange(int64_t first, int64_t last) {
+  return first == last ? std::to_string(first)
+                       : std::to_string(first) + "-" + std::to_string(last);
+}
+
+std::string bytesOrDash(int64_t bytes) {
+  return bytes < 0 ? "-" : formatBytes(uint64_t(bytes));
+}
+
+/// Per-rank parameters and memory (consecutive ranks that hold the same
+/// amounts share a row), experts per rank of every MoE layer, streaming.
+void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
+  os << "ranks: " << cost.numRanks;
+  if (!cost.gridShape.empty()) {
+    os << " (device grid ";
+    llvm::interleave(cost.gridShape, os, "x");
+    os << ")";
+  }
+  os << (cost.hasMemoryPlan
+             ? ", memory planned by moe-plan-memory (peak = weights + "
+               "activations + KV cache)\n"
+             : ", memory not planned (run moe-plan-memory)\n");
+  const char *row = "{0,11}  {1,9}  {2,11}  {3,11}  {4,11}  {5,11}\n";
+  os << llvm::formatv(row, "rank", "params", "weights", "activations",
+                      "KV cache", "peak");
+  auto same = [](const RankCost &a, const RankCost &b) {
+    return a.params == b.params && a.weightBytes == b.weightBytes &&
+           a.activationBytes == b.activationBytes &&
+           a.kvCacheBytes == b.kvCacheBytes && a.peakBytes == b.peakBytes;
+  };
+  for (size_t first = 0; first < cost.ranks.size();) {
+    size_t last = first;
+    while (last + 1 < cost.ranks.size() &&
+           same(cost.ranks[first], cost.ranks[last + 1]))
+      ++last;
+    const RankCost &rc = cost.ranks[first];
+    os << llvm::formatv(
+        row, rankRange(first, last), shortCount(rc.params),
+        bytesOrDash(rc.weightBytes), bytesOrDash(rc.activationBytes),
+        bytesOrDash(rc.kvCacheBytes), bytesOrDash(rc.peakBytes));
+    first = last + 1;
+  }
+  if (cost.streaming)
+    os << "weight streaming: budget " << formatBytes(cost.streamingBudgetBytes)
+       << " per rank, " << formatBytes(cost.streamedWeightBytes)
+       << " of weights streamed, peak " << formatBytes(cost.streamingPeakBytes)
+       << " on the busiest rank\n";
+
+  if (!cost.numMoELayers)
+    return;
+  // One column per rank while that stays readable, else the spread.
+  constexpr int64_t kMaxColumns = 16;
+  bool columns = cost.numRanks <= kMaxColumns;
+  os << "experts per rank";
+  if (columns) {
+    os << ":\n" << llvm::formatv("{0,5}", "layer");
+    for (int64_t r = 0; r < cost.numRanks; ++r)
+      os << llvm::formatv(" {0,5}", "r" + std::to_string(r));
+  } else {
+    os << " (" << cost.numRanks << " ranks):\n"
+       << llvm::formatv("{0,5}  {1,5}  {2,5}", "layer", "min", "max");
+  }
+  os << "\n";
+  for (const LayerCost &lc : cost.layers) {
+    if (!lc.moe)
+      continue;
+    os << llvm::formatv("{0,5}", lc.index);
+    if (columns) {
+      for (int64_t n : lc.expertsPerRank)
+        os << llvm::formatv(" {0,5}", n);
+    } else {
+      auto [lo, hi] = std::minmax_element(lc.expertsPerRank.begin(),
+                                          lc.expertsPerRank.end());
+      os << llvm::formatv("  {0,5}  {1,5}", *lo, *hi);
+    }
+    os << (lc.expertRanks.empty() ? "   (not placed: every rank holds all)"
+                                  : "")
+       << "\n";
+  }
+}
+
 } // namespace
 
 ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
@@ -80,8 +164,18 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     return index >= 0 && index < cost.numLayers ? &cost.layers[index] : nullptr;
   };
 
+  for (auto grid : model.getBodyBlock().getOps<shard::GridOp>()) {
+    cost.gridShape.assign(grid.getShape().begin(), grid.getShape().end());
+    int64_t size = 1;
+    for (int64_t d : cost.gridShape)
+      size = satMul(size, std::max<int64_t>(d, 1));
+    cost.numRanks = size;
+  }
+
   GraphOp graph = model.getGraph();
   llvm::DenseMap<StringAttr, ParamUse> uses;
+  // Ranks that hold a placed expert's weight.
+  llvm::DenseMap<StringAttr, SmallVector<int64_t>> placedOn;
   graph.walk<WalkOrder::PreOrder>([&](Operation *op) {
     cost.opCounts[op->getName().getStringRef().str()]++;
 
@@ -93,39 +187,94 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       }
       for (OpOperand &operand : weight.getResult().getUses()) {
         Operation *user = operand.getOwner();
-        if (isa<ExpertsOp>(user) && operand.getOperandNumber() >= 2)
+        if (isa<ExpertsOp>(user) && operand.getOperandNumber() >= 2) {
           use.expert = true;
-        else if (auto emb = dyn_cast<EmbeddingOp>(user);
-                 emb && operand.get() == emb.getTable())
+          use.unplaced |= !cast<ExpertsOp>(user).getExpertPlacement();
+        } else if (auto emb = dyn_cast<EmbeddingOp>(user);
+                   emb && operand.get() == emb.getTable()) {
           use.lookup = true;
-        else
+        } else {
           use.dense = true;
+        }
       }
     }
 
     if (auto experts = dyn_cast<ExpertsOp>(op)) {
       int64_t numExperts = experts.getNumExperts();
       int64_t active = std::min(experts.getTopK(), numExperts);
+      // Experts share their shapes: expert 0 stands for all.
       int64_t bytesPerExpert = 0;
-      for (ValueRange group : {experts.getUp(), experts.getGate(),
-                               experts.getDown(), experts.getUpBias(),
-                               experts.getDownBias()})
-        if (!group.empty()) {
-          auto type = cast<RankedTensorType>(group.front().getType());
-          bytesPerExpert = satAdd(
-              bytesPerExpert, satMul(satNumElements(type),
-                                     elementBytes(type.getElementType())));
-        }
+      for (Value weight : experts.getExpertWeights(0)) {
+        auto type = cast<RankedTensorType>(weight.getType());
+        bytesPerExpert =
+            satAdd(bytesPerExpert, satMul(satNumElements(type),
+                                          elementBytes(type.getElementType())));
+      }
       int64_t activeParams = satMul(active, experts.getParamsPerExpert());
       cost.activeParams = satAdd(cost.activeParams, activeParams);
       cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, activeParams);
       cost.bytesReadPerToken =
           satAdd(cost.bytesReadPerToken, satMul(active, bytesPerExpert));
+      if (cast<RankedTensorType>(experts.getUp().front().getType())
+              .getElementType()
+              .isF32())
+        cost.f32BytesReadPerToken = satAdd(cost.f32BytesReadPerToken,
+                                           satMul(active, bytesPerExpert));
+      PlacementAttr placement = experts.getExpertPlacement();
+      if (placement) {
+        cost.numRanks = std::max(cost.numRanks, placement.getNumRanks());
+        for (int64_t e = 0; e < placement.getNumExperts(); ++e)
+          for (int64_t rank : placement.getCopies(e))
+            for (Value w : experts.getExpertWeights(e))
+              if (auto weight = w.getDefiningOp<WeightOp>())
+                placedOn[weight.getParamAttr().getAttr()].push_back(rank);
+      }
       if (LayerCost *lc = layerCost(enclosingLayer(op))) {
         lc->moe = true;
         lc->numExperts = numExperts;
         lc->topK = experts.getTopK();
         lc->activeParams = satAdd(lc->activeParams, activeParams);
+        if (placement) {
+          lc->expertRanks.assign(placement.getExpertRanks().begin(),
+                                 placement.getExpertRanks().end());
+          for (size_t i = 1; i < placement.getReplicas().size(); i += 2)
+            lc->replicaRanks.push_back(placement.getReplicas()[i]);
+        }
+      }
+    }
+
+    if (auto attention = dyn_cast<AttentionOp>(op))
+      cost.kvBytesPerPosition =
+          satAdd(cost.kvBytesPerPosition,
+                 satMul(2 * 4, satMul(attention.getNumKvHeads(),
+                                      attention.getHeadDim())));
+
+    // A combine exchange runs as a ring all-reduce of the [tokens * top_k,
+    // hidden] f32 slot outputs over the ranks its grid axes span: 2(g-1)
+    // messages of 1/g of the data each.
+    if (auto exchange = dyn_cast<AllToAllOp>(op);
+        exchange && exchange.getKind() == ExchangeKind::Combine &&
+        !cost.gridShape.empty()) {
+      auto layer = exchange->getParentOfType<LayerOp>();
+      ExpertsOp experts = layer ? layer.getExpertsOp() : ExpertsOp();
+      int64_t topK = experts ? experts.getTopK() : 1;
+      int64_t width =
+          cast<RankedTensorType>(exchange.getInput().getType()).getDimSize(1);
+      int64_t group = 1;
+      bool crossesNodes = false;
+      for (int16_t axis : exchange.getGridAxes())
+        if (axis >= 0 && axis < int16_t(cost.gridShape.size())) {
+          group = satMul(group, cost.gridShape[axis]);
+          crossesNodes |= axis + 1 < int16_t(cost.gridShape.size()) &&
+                          cost.gridShape[axis] > 1;
+        }
+      if (group > 1) {
+        int64_t bytes = satMul(satMul(topK, width), 4);
+        int64_t sent = satMul(bytes, 2 * (group - 1)) / group;
+        (crossesNodes ? cost.commBytesInterNode : cost.commBytesIntraNode) +=
+            sent;
+        (crossesNodes ? cost.commMessagesInterNode
+                      : cost.commMessagesIntraNode) += 2 * (group - 1);
       }
     }
 
@@ -144,16 +293,38 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     }
   });
 
+  // The device grid caps the ranks a report lists (moe-compile allows 2^16).
+  constexpr int64_t kMaxRanks = int64_t(1) << 16;
+  cost.numRanks = std::min(cost.numRanks, kMaxRanks);
+  cost.ranks.resize(cost.numRanks);
+  for (auto [r, rank] : llvm::enumerate(cost.ranks))
+    rank.rank = int64_t(r);
+  int64_t everywhere = 0; // parameters every rank holds
+
   for (ParamOp param : model.getBodyBlock().getOps<ParamOp>()) {
     RankedTensorType type = param.getTensorType();
     int64_t n = satNumElements(type);
+    ParamUse use = uses.lookup(param.getSymNameAttr());
+    // Placed expert weights live on their experts' ranks, the rest
+    // everywhere.
+    auto placed = placedOn.find(param.getSymNameAttr());
+    if (use.expert && !use.dense && !use.lookup && !use.unplaced &&
+        placed != placedOn.end()) {
+      SmallVector<int64_t> &holders = placed->second;
+      llvm::sort(holders);
+      holders.erase(llvm::unique(holders), holders.end());
+      for (int64_t r : holders)
+        if (r >= 0 && r < cost.numRanks)
+          cost.ranks[r].params = satAdd(cost.ranks[r].params, n);
+    } else {
+      everywhere = satAdd(everywhere, n);
+    }
     int64_t elemBytes = elementBytes(type.getElementType());
     int64_t bytes = satMul(n, elemBytes);
     cost.totalParams = satAdd(cost.totalParams, n);
     cost.totalBytes = satAdd(cost.totalBytes, bytes);
     int64_t &byDType = cost.bytesByDType[dtypeName(type.getElementType())];
     byDType = satAdd(byDType, bytes);
-    ParamUse use = uses.lookup(param.getSymNameAttr());
     LayerCost *lc = layerCost(use.layer);
     int64_t &owner = lc ? lc->params : cost.nonLayerParams;
     owner = satAdd(owner, n);
@@ -167,9 +338,54 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, read);
     cost.bytesReadPerToken =
         satAdd(cost.bytesReadPerToken, satMul(read, elemBytes));
+    if (type.getElementType().isF32())
+      cost.f32BytesReadPerToken =
+          satAdd(cost.f32BytesReadPerToken, satMul(read, elemBytes));
   }
-  for (const LayerCost &lc : cost.layers)
+  for (RankCost &rank : cost.ranks)
+    rank.params = satAdd(rank.params, everywhere);
+  for (LayerCost &lc : cost.layers) {
     cost.numMoELayers += lc.moe;
+    if (!lc.moe)
+      continue;
+    if (lc.expertRanks.empty()) {
+      lc.expertsPerRank.assign(cost.numRanks, lc.numExperts);
+      continue;
+    }
+    lc.expertsPerRank.assign(cost.numRanks, 0);
+    for (int64_t r : llvm::concat<int64_t>(lc.expertRanks, lc.replicaRanks))
+      if (r >= 0 && r < cost.numRanks)
+        ++lc.expertsPerRank[r];
+  }
+
+  // What moe-plan-memory planned: the same activation arena and KV cache on
+  // every rank, weights by placement.
+  auto memory = model->getAttrOfType<DictionaryAttr>("moe.memory");
+  auto peaks = model->getAttrOfType<DenseI64ArrayAttr>("moe.peak_bytes");
+  if (memory && peaks && int64_t(peaks.size()) == cost.numRanks) {
+    auto field = [&](StringRef name) -> int64_t {
+      auto value = memory.getAs<IntegerAttr>(name);
+      return value ? value.getInt() : 0;
+    };
+    int64_t arena = field("arena_bytes"), kv = field("kv_cache_bytes");
+    cost.hasMemoryPlan = true;
+    for (auto [rank, peak] : llvm::zip(cost.ranks, peaks.asArrayRef())) {
+      rank.activationBytes = arena;
+      rank.kvCacheBytes = kv;
+      rank.peakBytes = peak;
+      rank.weightBytes = std::max<int64_t>(0, peak - arena - kv);
+    }
+  }
+  if (auto streaming = model->getAttrOfType<DictionaryAttr>("moe.streaming")) {
+    auto field = [&](StringRef name) -> int64_t {
+      auto value = streaming.getAs<IntegerAttr>(name);
+      return value ? value.getInt() : 0;
+    };
+    cost.streaming = true;
+    cost.streamingBudgetBytes = field("budget_bytes");
+    cost.streamedWeightBytes = field("streamed_weight_bytes");
+    cost.streamingPeakBytes = field("peak_bytes");
+  }
   return cost;
 }
 
@@ -186,8 +402,22 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
     if (lc.moe) {
       layer["num_experts"] = lc.numExperts;
       layer["top_k"] = lc.topK;
+      layer["experts_per_rank"] = llvm::json::Array(lc.expertsPerRank);
+      if (!lc.expertRanks.empty())
+        layer["placement"] = llvm::json::Array(lc.expertRanks);
     }
     layers.push_back(std::move(layer));
+  }
+  llvm::json::Array ranks;
+  for (const RankCost &rc : cost.ranks) {
+    llvm::json::Object rank{{"rank", rc.rank}, {"params", rc.params}};
+    if (cost.hasMemoryPlan) {
+      rank["weight_bytes"] = rc.weightBytes;
+      rank["activation_bytes"] = rc.activationBytes;
+      rank["kv_cache_bytes"] = rc.kvCacheBytes;
+      rank["peak_bytes"] = rc.peakBytes;
+    }
+    ranks.push_back(std::move(rank));
   }
   llvm::json::Object bytes;
   for (const auto &[dtype, n] : cost.bytesByDType)
@@ -195,7 +425,7 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
   llvm::json::Object ops;
   for (const auto &[name, n] : cost.opCounts)
     ops[name] = n;
-  return llvm::json::Object{
+  llvm::json::Object report{
       {"model", cost.name},
       {"architecture", cost.architecture},
       {"vocab_size", cost.vocabSize},
@@ -213,10 +443,96 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
       {"flops_per_token", cost.flopsPerToken},
       {"attention_flops_per_token", cost.attentionFlopsPerToken},
       {"layers", std::move(layers)},
-      {"ops", std::move(ops)}};
+      {"ops", std::move(ops)},
+      {"num_ranks", cost.numRanks},
+      {"ranks", std::move(ranks)}};
+  report["communication_per_token"] = llvm::json::Object{
+      {"intra_node_bytes", cost.commBytesIntraNode},
+      {"inter_node_bytes", cost.commBytesInterNode},
+      {"intra_node_messages", cost.commMessagesIntraNode},
+      {"inter_node_messages", cost.commMessagesInterNode}};
+  report["kv_cache_bytes_per_position"] = cost.kvBytesPerPosition;
+  if (cost.streaming)
+    report["streaming"] =
+        llvm::json::Object{{"budget_bytes", cost.streamingBudgetBytes},
+                           {"streamed_weight_bytes", cost.streamedWeightBytes},
+                           {"peak_bytes", cost.streamingPeakBytes}};
+  return report;
 }
 
-void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost) {
+DeviceModel mlir::moe::deviceModelFor(StringRef target) {
+  DeviceModel d;
+  if (target == "cuda") {
+    // H100 SXM: HBM3 copy bandwidth as measured in BENCHMARKS.md, dense bf16
+    // tensor-core peak, NVLink 4 (450 GB/s per direction), NDR InfiniBand
+    // (400 Gb/s); small-message latencies of NCCL; graph-launched kernels.
+    d.name = "cuda: H100 SXM per rank, 3.05 TB/s HBM, NVLink + 400 Gb/s IB";
+    d.memoryBytesPerSec = 3.05e12;
+    d.flopsPerSec = 989e12;
+    d.intraNodeBytesPerSec = 450e9;
+    d.interNodeBytesPerSec = 50e9;
+    d.intraNodeLatencySec = 5e-6;
+    d.interNodeLatencySec = 10e-6;
+    d.stepOverheadSec = 1.5e-6;
+    return d;
+  }
+  // The 2-core AMD EPYC (Zen 4) of shared/TOOLCHAIN.md: ~30 GB/s DRAM reads,
+  // AVX-512 FMA; ranks on one machine exchange through shared memory.
+  d.name = "cpu: 2-core AMD EPYC (Zen 4), 30 GB/s DRAM reads";
+  d.memoryBytesPerSec = 30e9;
+  d.flopsPerSec = 150e9;
+  d.intraNodeBytesPerSec = 10e9;
+  d.interNodeBytesPerSec = 1.25e9;
+  d.intraNodeLatencySec = 2e-6;
+  d.interNodeLatencySec = 30e-6;
+  d.stepOverheadSec = 2e-6;
+  return d;
+}
+
+LatencyEstimate mlir::moe::estimateDecodeLatency(const ModelCost &cost,
+                                                 const DeviceModel &device,
+                                                 int computeBits) {
+  LatencyEstimate e;
+  e.device = device.name;
+  double weightBytes = double(cost.bytesReadPerToken);
+  if (computeBits == 16)
+    weightBytes -= double(cost.f32BytesReadPerToken) / 2;
+  e.weightsMs = weightBytes / device.memoryBytesPerSec * 1e3;
+  e.kvCacheMs = double(cost.kvBytesPerPosition) * double(cost.contextLength) /
+                device.memoryBytesPerSec * 1e3;
+  e.computeMs = double(cost.flopsPerToken + cost.attentionFlopsPerToken) /
+                device.flopsPerSec * 1e3;
+  e.commMs = (double(cost.commBytesIntraNode) / device.intraNodeBytesPerSec +
+              double(cost.commBytesInterNode) / device.interNodeBytesPerSec +
+              double(cost.commMessagesIntraNode) * device.intraNodeLatencySec +
+              double(cost.commMessagesInterNode) * device.interNodeLatencySec) *
+             1e3;
+  // One runtime step per op that does work.
+  int64_t steps = 0;
+  for (const auto &[name, n] : cost.opCounts)
+    if (!llvm::is_contained({"moe.weight", "moe.layer", "moe.yield",
+                             "moe.graph", "moe.return", "moe.dispatch",
+                             "moe.split"},
+                            name))
+      steps += n;
+  e.overheadMs = double(steps) * device.stepOverheadSec * 1e3;
+  e.totalMs = std::max(e.weightsMs + e.kvCacheMs, e.computeMs) + e.commMs +
+              e.overheadMs;
+  return e;
+}
+
+llvm::json::Value mlir::moe::toJSON(const LatencyEstimate &e) {
+  return llvm::json::Object{{"device", e.device},
+                            {"weights_ms", e.weightsMs},
+                            {"kv_cache_ms", e.kvCacheMs},
+                            {"compute_ms", e.computeMs},
+                            {"communication_ms", e.commMs},
+                            {"overhead_ms", e.overheadMs},
+                            {"decode_step_ms", e.totalMs}};
+}
+
+void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost,
+                            const LatencyEstimate *latency) {
   os << "model " << cost.name << " (" << cost.architecture << "): "
      << cost.numLayers << " layers (" << cost.numMoELayers << " MoE), hidden "
      << cost.hiddenSize << ", vocab " << cost.vocabSize << "\n";
@@ -250,4 +566,230 @@ void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost) {
         shortCount(lc.flopsPerToken + lc.attentionFlopsPerToken));
   os << llvm::formatv("{0,5}  {1,-5}  {2,7}  {3,5}  {4,9}\n", "-", "other", "-",
                       "-", shortCount(cost.nonLayerParams));
+  if (cost.numRanks > 1 || cost.hasMemoryPlan)
+    printRanks(os, cost);
+  if (cost.commMessagesIntraNode + cost.commMessagesInterNode > 0)
+    os << "communication per decode token and rank: "
+       << formatBytes(cost.commBytesIntraNode) << " within nodes ("
+       << cost.commMessagesIntraNode << " messages), "
+       << formatBytes(cost.commBytesInterNode) << " across nodes ("
+       << cost.commMessagesInterNode << " messages)\n";
+  if (latency)
+    os << llvm::formatv(
+        "estimated decode step at context {0} ({1}): {2:F2} ms = max(weights "
+        "{3:F2} ms + KV {4:F2} ms, compute {5:F2} ms) + exchanges {6:F2} ms + "
+        "step overhead {7:F2} ms\n",
+        cost.contextLength, latency->device, latency->totalMs,
+        latency->weightsMs, latency->kvCacheMs, latency->computeMs,
+        latency->commMs, latency->overheadMs);
+}
+
+//===----------------------------------------------------------------------===//
+// SVG
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+std::string xmlEscape(llvm::StringRef text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+    case '&':
+      out += "&amp;";
+      break;
+    case '<':
+      out += "&lt;";
+      break;
+    case '>':
+      out += "&gt;";
+      break;
+    case '"':
+      out += "&quot;";
+      break;
+    default:
+      out += c;
+    }
+  }
+  return out;
+}
+
+/// Ranks drawn as one column each, up to kMaxColumns; beyond that a column
+/// stands for a group of consecutive ranks and shows the group's maximum.
+struct Columns {
+  static constexpr int64_t kMaxColumns = 64;
+  int64_t group = 1, count = 1;
+  explicit Columns(int64_t numRanks) {
+    group = llvm::divideCeil(numRanks, kMaxColumns);
+    count = llvm::divideCeil(numRanks, group);
+  }
+  int64_t first(int64_t c) const { return c * group; }
+  int64_t last(int64_t c, int64_t numRanks) const {
+    return std::min(numRanks, (c + 1) * group) - 1;
+  }
+};
+
+} // namespace
+
+void mlir::moe::printReportSVG(llvm::raw_ostream &os, const ModelCost &cost) {
+  constexpr int left = 96, right = 170, top = 56, barHeight = 220;
+  constexpr const char *font = "font-family=\"sans-serif\"";
+  constexpr std::pair<const char *, const char *> parts[] = {
+      {"weights", "#4e79a7"},
+      {"activations", "#f28e2b"},
+      {"kv-cache", "#59a14f"}};
+  Columns cols(cost.numRanks);
+  int colWidth = int(std::clamp<int64_t>(640 / cols.count, 10, 48));
+  int plotWidth = int(cols.count) * colWidth;
+  int width = left + plotWidth + right;
+  auto columnLabel = [&](int64_t c) {
+    return rankRange(cols.first(c), cols.last(c, cost.numRanks));
+  };
+  // Label every k-th column so labels (about 6 px per character) do not
+  // overlap.
+  int64_t labelEvery = llvm::divideCeil(
+      int64_t(columnLabel(cols.count - 1).size()) * 6 + 8, colWidth);
+
+  std::vector<const LayerCost *> moeLayers;
+  for (const LayerCost &lc : cost.layers)
+    if (lc.moe)
+      moeLayers.push_back(&lc);
+  int cellHeight = moeLayers.size() > 32 ? 8 : 18;
+  int memoryTop = top + 16;
+  int memoryBottom = memoryTop + (cost.hasMemoryPlan ? barHeight : 20);
+  int expertsTop = memoryBottom + 70;
+  int expertsHeight =
+      moeLayers.empty() ? 20 : int(moeLayers.size()) * cellHeight;
+  int height = expertsTop + expertsHeight + 60;
+
+  os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+     << llvm::formatv("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" "
+                      "height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n",
+                      width, height)
+     << llvm::formatv("<rect width=\"{0}\" height=\"{1}\" fill=\"white\"/>\n",
+                      width, height)
+     << llvm::formatv("<text class=\"title\" x=\"{0}\" y=\"24\" {1} "
+                      "font-size=\"16\" font-weight=\"bold\">{2} ({3}): {4} "
+                      "rank{5}</text>\n",
+                      left, font, xmlEscape(cost.name),
+                      xmlEscape(cost.architecture), cost.numRanks,
+                      cost.numRanks == 1 ? "" : "s");
+  if (cols.group > 1)
+    os << llvm::formatv("<text class=\"note\" x=\"{0}\" y=\"42\" {1} "
+                        "font-size=\"11\">each column: the largest of {2} "
+                        "consecutive ranks</text>\n",
+                        left, font, cols.group);
+
+  // Per-rank memory: stacked bars of the largest rank of each column.
+  os << llvm::formatv("<text class=\"heading\" x=\"{0}\" y=\"{1}\" {2} "
+                      "font-size=\"13\">Memory per rank</text>\n",
+                      left, memoryTop - 4, font);
+  if (!cost.hasMemoryPlan) {
+    os << llvm::formatv("<text class=\"missing\" x=\"{0}\" y=\"{1}\" {2} "
+                        "font-size=\"12\">not planned (run moe-plan-memory)"
+                        "</text>\n",
+                        left, memoryTop + 14, font);
+  } else {
+    int64_t maxPeak = 1;
+    for (const RankCost &rc : cost.ranks)
+      maxPeak = std::max(maxPeak, rc.peakBytes);
+    auto y = [&](double bytes) {
+      return memoryBottom - bytes / double(maxPeak) * barHeight;
+    };
+    for (int tick = 0; tick <= 4; ++tick) {
+      double bytes = double(maxPeak) * tick / 4;
+      os << llvm::formatv("<line class=\"grid\" x1=\"{0}\" x2=\"{1}\" "
+                          "y1=\"{2:f1}\" y2=\"{2:f1}\" stroke=\"#ddd\"/>\n"
+                          "<text class=\"axis\" x=\"{3}\" y=\"{4:f1}\" {5} "
+                          "font-size=\"10\" text-anchor=\"end\">{6}</text>\n",
+                          left, left + plotWidth, y(bytes), left - 6,
+                          y(bytes) + 3, font, formatBytes(uint64_t(bytes)));
+    }
+    for (int64_t c = 0; c < cols.count; ++c) {
+      const RankCost *worst = &cost.ranks[cols.first(c)];
+      for (int64_t r = cols.first(c); r <= cols.last(c, cost.numRanks); ++r)
+        if (cost.ranks[r].peakBytes > worst->peakBytes)
+          worst = &cost.ranks[r];
+      int64_t values[] = {worst->weightBytes, worst->activationBytes,
+                          worst->kvCacheBytes};
+      double base = 0;
+      for (auto [part, bytes] : llvm::zip(parts, values)) {
+        double y0 = y(base), y1 = y(base + double(bytes));
+        os << llvm::formatv(
+            "<rect class=\"{0}\" data-rank=\"{1}\" data-bytes=\"{2}\" "
+            "x=\"{3}\" y=\"{4:f1}\" width=\"{5}\" height=\"{6:f1}\" "
+            "fill=\"{7}\"><title>rank {1}: {0} {8}</title></rect>\n",
+            part.first, columnLabel(c), bytes, left + c * colWidth + 1, y1,
+            colWidth - 2, y0 - y1, part.second, formatBytes(uint64_t(bytes)));
+        base += double(bytes);
+      }
+    }
+    int64_t legendY = memoryTop + 10;
+    for (auto [i, part] : llvm::enumerate(parts))
+      os << llvm::formatv("<rect class=\"legend\" x=\"{0}\" y=\"{1}\" "
+                          "width=\"12\" height=\"12\" fill=\"{2}\"/>"
+                          "<text x=\"{3}\" y=\"{4}\" {5} font-size=\"12\">"
+                          "{6}</text>\n",
+                          left + plotWidth + 16, legendY + 18 * int64_t(i),
+                          part.second, left + plotWidth + 34,
+                          legendY + 18 * int64_t(i) + 10, font,
+                          i == 2 ? "KV cache" : part.first);
+  }
+  for (int64_t c = 0; c < cols.count; c += labelEvery)
+    os << llvm::formatv("<text class=\"rank-label\" x=\"{0}\" y=\"{1}\" {2} "
+                        "font-size=\"10\" text-anchor=\"middle\">{3}</text>\n",
+                        left + c * colWidth + colWidth / 2, memoryBottom + 14,
+                        font, columnLabel(c));
+  os << llvm::formatv("<text class=\"axis\" x=\"{0}\" y=\"{1}\" {2} "
+                      "font-size=\"11\" text-anchor=\"middle\">rank</text>\n",
+                      left + plotWidth / 2, memoryBottom + 30, font);
+
+  // Experts each rank holds, per MoE layer: a heat map.
+  os << llvm::formatv(
+      "<text class=\"heading\" x=\"{0}\" y=\"{1}\" {2} "
+      "font-size=\"13\">Experts per rank and MoE layer</text>\n",
+      left, expertsTop - 8, font);
+  if (moeLayers.empty()) {
+    os << llvm::formatv("<text class=\"missing\" x=\"{0}\" y=\"{1}\" {2} "
+                        "font-size=\"12\">no MoE layers</text>\n",
+                        left, expertsTop + 14, font);
+  } else {
+    int64_t maxCount = 1;
+    for (const LayerCost *lc : moeLayers)
+      for (int64_t n : lc->expertsPerRank)
+        maxCount = std::max(maxCount, n);
+    for (auto [row, lc] : llvm::enumerate(moeLayers)) {
+      int y = expertsTop + int(row) * cellHeight;
+      if (cellHeight >= 12 || row % 4 == 0)
+        os << llvm::formatv("<text class=\"layer-label\" x=\"{0}\" y=\"{1}\" "
+                            "{2} font-size=\"10\" text-anchor=\"end\">layer "
+                            "{3}</text>\n",
+                            left - 6, y + cellHeight / 2 + 3, font, lc->index);
+      for (int64_t c = 0; c < cols.count; ++c) {
+        int64_t count = 0;
+        for (int64_t r = cols.first(c); r <= cols.last(c, cost.numRanks); ++r)
+          count = std::max(count, lc->expertsPerRank[r]);
+        // Light grey (none), then pale to the weights' blue (the most any
+        // rank holds).
+        double t = double(count) / double(maxCount);
+        auto channel = [&](int to) {
+          return count == 0 ? 238 : int(220 + (to - 220) * t);
+        };
+        int x = left + int(c) * colWidth;
+        os << llvm::formatv(
+            "<rect class=\"experts\" data-layer=\"{0}\" data-rank=\"{1}\" "
+            "data-count=\"{2}\" x=\"{3}\" y=\"{4}\" width=\"{5}\" "
+            "height=\"{6}\" fill=\"rgb({7},{8},{9})\" stroke=\"#fff\">"
+            "<title>layer {0}, rank {1}: {2} expert{10}</title></rect>\n",
+            lc->index, columnLabel(c), count, x, y, colWidth, cellHeight,
+            channel(0x4e), channel(0x79), channel(0xa7), count == 1 ? "" : "s");
+        if (colWidth >= 16 && cellHeight >= 12)
+          os << llvm::formatv(
+              "<text x=\"{0}\" y=\"{1}\" {2} font-size=\"10\" "
+              "text-anchor=\"middle\" fill=\"{3}\">{4}</text>\n",
+              x + colWidth / 2, y + cellHeight / 2 + 4, font,
+              t > 0.5 ? "white" : "black", count);
+      }
+    }
+  }
+  os << "</svg>\n";
 }

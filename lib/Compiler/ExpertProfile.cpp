@@ -16,7 +16,7 @@ static constexpr int64_t kMaxLayer = int64_t(1) << 24;
 static constexpr size_t kMaxExperts = size_t(1) << 24;
 static constexpr StringRef kExpected = "the --expert-profile JSON of moe-run";
 
-llvm::Expected<ExpertProfile> mlir::moe::parseExpertProfile(StringRef text,
+llvm::Expected<ExpertProfileCounts> mlir::moe::parseExpertProfile(StringRef text,
                                                             StringRef path) {
   auto fail = [&](const llvm::Twine &what) {
     return llvm::createStringError((path + ": " + what).str());
@@ -29,7 +29,7 @@ llvm::Expected<ExpertProfile> mlir::moe::parseExpertProfile(StringRef text,
   const llvm::json::Array *layers = root ? root->getArray("layers") : nullptr;
   if (!layers)
     return fail("no \"layers\" array (expected " + kExpected + ")");
-  ExpertProfile profile;
+  ExpertProfileCounts profile;
   for (auto [i, entry] : llvm::enumerate(*layers)) {
     std::string at = llvm::formatv("layers[{0}]", i).str();
     const llvm::json::Object *layer = entry.getAsObject();
@@ -66,7 +66,8 @@ llvm::Expected<ExpertProfile> mlir::moe::parseExpertProfile(StringRef text,
   return profile;
 }
 
-llvm::Expected<ExpertProfile> mlir::moe::readExpertProfile(StringRef path) {
+llvm::Expected<ExpertProfileCounts>
+mlir::moe::readExpertProfileFile(StringRef path) {
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
   if (!buffer)
     return llvm::createStringError(

@@ -158,7 +158,8 @@ void RoutingAttr::print(AsmPrinter &printer) const {
 
 LogicalResult
 PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                      int64_t numRanks, ArrayRef<int64_t> expertRanks) {
+                      int64_t numRanks, ArrayRef<int64_t> expertRanks,
+                      ArrayRef<int64_t> replicas) {
   if (numRanks < 1)
     return emitError() << "placement needs at least one rank (got ranks = "
                        << numRanks << ")";
@@ -168,5 +169,85 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     if (rank < 0 || rank >= numRanks)
       return emitError() << "expert " << expert << " is placed on rank " << rank
                          << " (expected a rank in [0, " << numRanks << "))";
+  if (replicas.size() % 2)
+    return emitError() << "replicas must be expert : rank pairs";
+  llvm::DenseSet<std::pair<int64_t, int64_t>> copies;
+  for (auto [expert, rank] : llvm::enumerate(expertRanks))
+    copies.insert({int64_t(expert), rank});
+  for (size_t i = 0; i < replicas.size(); i += 2) {
+    int64_t expert = replicas[i], rank = replicas[i + 1];
+    if (expert < 0 || expert >= int64_t(expertRanks.size()))
+      return emitError() << "replica of expert " << expert
+                         << " (expected an expert in [0, "
+                         << expertRanks.size() << "))";
+    if (rank < 0 || rank >= numRanks)
+      return emitError() << "replica of expert " << expert << " is on rank "
+                         << rank << " (expected a rank in [0, " << numRanks
+                         << "))";
+    if (!copies.insert({expert, rank}).second)
+      return emitError() << "expert " << expert << " has two copies on rank "
+                         << rank << " (expected each copy on its own rank)";
+  }
   return success();
+}
+
+SmallVector<int64_t> PlacementAttr::getCopies(int64_t expert) const {
+  SmallVector<int64_t> ranks = {getExpertRanks()[expert]};
+  ArrayRef<int64_t> replicas = getReplicas();
+  for (size_t i = 0; i + 1 < replicas.size(); i += 2)
+    if (replicas[i] == expert)
+      ranks.push_back(replicas[i + 1]);
+  return ranks;
+}
+
+bool PlacementAttr::holds(int64_t rank, int64_t expert) const {
+  return llvm::is_contained(getCopies(expert), rank);
+}
+
+/// `<ranks = N, experts = [r0, r1, ...] (, replicas = [e : r, ...])?>`
+Attribute PlacementAttr::parse(AsmParser &parser, Type) {
+  int64_t numRanks = 0;
+  SmallVector<int64_t> experts, replicas;
+  auto parseRank = [&]() -> ParseResult {
+    return parser.parseInteger(experts.emplace_back());
+  };
+  auto parseReplica = [&]() -> ParseResult {
+    int64_t expert = 0, rank = 0;
+    if (parser.parseInteger(expert) || parser.parseColon() ||
+        parser.parseInteger(rank))
+      return failure();
+    replicas.append({expert, rank});
+    return success();
+  };
+  SMLoc loc = parser.getCurrentLocation();
+  if (parser.parseLess() || parser.parseKeyword("ranks") ||
+      parser.parseEqual() || parser.parseInteger(numRanks) ||
+      parser.parseComma() || parser.parseKeyword("experts") ||
+      parser.parseEqual() ||
+      parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, parseRank))
+    return {};
+  if (succeeded(parser.parseOptionalComma()) &&
+      (parser.parseKeyword("replicas") || parser.parseEqual() ||
+       parser.parseCommaSeparatedList(AsmParser::Delimiter::Square,
+                                      parseReplica)))
+    return {};
+  if (parser.parseGreater())
+    return {};
+  return PlacementAttr::getChecked(
+      [&] { return parser.emitError(loc); }, parser.getContext(), numRanks,
+      experts, replicas);
+}
+
+void PlacementAttr::print(AsmPrinter &printer) const {
+  printer << "<ranks = " << getNumRanks() << ", experts = [";
+  llvm::interleaveComma(getExpertRanks(), printer);
+  printer << "]";
+  ArrayRef<int64_t> replicas = getReplicas();
+  if (!replicas.empty()) {
+    printer << ", replicas = [";
+    for (size_t i = 0; i < replicas.size(); i += 2)
+      printer << (i ? ", " : "") << replicas[i] << " : " << replicas[i + 1];
+    printer << "]";
+  }
+  printer << ">";
 }

@@ -390,6 +390,32 @@ bool LayerOp::isMoE() {
       .wasInterrupted();
 }
 
+SmallVector<MoEOpInterface> LayerOp::getMoEOps() {
+  SmallVector<MoEOpInterface> ops;
+  getBody().walk([&](MoEOpInterface op) { ops.push_back(op); });
+  return ops;
+}
+
+ExpertsOp LayerOp::getExpertsOp() {
+  ExpertsOp found;
+  getBody().walk([&](ExpertsOp op) {
+    found = op;
+    return WalkResult::interrupt();
+  });
+  return found;
+}
+
+void LayerOp::setExpertPlacement(PlacementAttr placement) {
+  for (MoEOpInterface op : getMoEOps())
+    op.setExpertPlacement(placement);
+}
+
+int64_t mlir::moe::detail::getEnclosingLayerIndex(Operation *op) {
+  if (auto layer = op->getParentOfType<LayerOp>())
+    return layer.getIndex();
+  return -1;
+}
+
 //===----------------------------------------------------------------------===//
 // Dense sublayers
 //===----------------------------------------------------------------------===//
@@ -702,6 +728,22 @@ int64_t ExpertsOp::getParamsPerExpert() {
   return params;
 }
 
+SmallVector<Value> ExpertsOp::getExpertWeights(int64_t expert) {
+  SmallVector<Value> weights;
+  for (OperandRange role :
+       {getUp(), getGate(), getDown(), getUpBias(), getDownBias()})
+    if (!role.empty())
+      weights.push_back(role[expert]);
+  return weights;
+}
+
+void ExpertsOp::setExpertPlacement(PlacementAttr placement) {
+  if (placement)
+    setPlacementAttr(placement);
+  else
+    removePlacementAttr();
+}
+
 LogicalResult ExpertsOp::verify() {
   int64_t numExperts = getNumExperts();
   if (numExperts < 1)
@@ -768,6 +810,35 @@ LogicalResult ExpertsOp::verify() {
       return emitOpError() << "has top_k " << getTopK()
                            << " but its input was dispatched with top_k "
                            << dispatch.getTopK();
+  // The exchanges around the experts move rows by the experts' placement:
+  // a layer has one (MoEOpInterface, LayerOp::setExpertPlacement).
+  auto checkExchange = [&](AllToAllOp x, StringRef side) -> LogicalResult {
+    if (x.getPlacementAttr() == getPlacementAttr())
+      return success();
+    InFlightDiagnostic diag = emitOpError() << "placement ";
+    if (getPlacementAttr())
+      diag << getPlacementAttr();
+    else
+      diag << "(none)";
+    return diag << " differs from the placement " << x.getPlacementAttr()
+                << " of the exchange of its " << side
+                << " (expected one placement for a layer's experts and "
+                   "exchanges)";
+  };
+  for (Value v = getInput(); auto x = v.getDefiningOp<AllToAllOp>();) {
+    if (failed(checkExchange(x, "input")))
+      return failure();
+    v = x.getInput();
+  }
+  SmallVector<Operation *> users(getResult().getUsers());
+  while (!users.empty()) {
+    auto x = dyn_cast<AllToAllOp>(users.pop_back_val());
+    if (!x)
+      continue;
+    if (failed(checkExchange(x, "output")))
+      return failure();
+    users.append(x->user_begin(), x->user_end());
+  }
   return success();
 }
 

@@ -113,8 +113,12 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
       if (PlacementAttr p = experts.getPlacementAttr()) {
         std::vector<int32_t> map(p.getExpertRanks().begin(),
                                  p.getExpertRanks().end());
+        std::vector<int32_t> replicas(p.getReplicas().begin(),
+                                      p.getReplicas().end());
+        auto mapVec = fbb.CreateVector(map);
+        auto replicaVec = replicas.empty() ? 0 : fbb.CreateVector(replicas);
         placement.push_back(fb::CreateExpertPlacement(
-            fbb, int(layer.getIndex()), fbb.CreateVector(map)));
+            fbb, int(layer.getIndex()), mapVec, replicaVec));
       }
     });
   });

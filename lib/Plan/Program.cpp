@@ -443,6 +443,9 @@ void ProgramBuilder::addStreamingSteps() {
     size_t after = stepsOf(index).second + 1;
     std::string name = "layers." + std::to_string(index);
     int32_t layerNo = int32_t(index);
+    // The builder runs after this ProgramBuilder is gone: it reads the
+    // weights' final rank lists through the Program itself.
+    const Program *program = &p;
     auto make = [&](std::string stepName, bool prefetch) {
       plan::Step s;
       s.name = stepName;
@@ -453,8 +456,8 @@ void ProgramBuilder::addStreamingSteps() {
         // Only the weights this rank holds.
         std::vector<int32_t> mine;
         for (int32_t w : weights)
-          if (p.weights[w].ranks.empty() ||
-              llvm::is_contained(p.weights[w].ranks, rank.rank))
+          if (program->weights[w].ranks.empty() ||
+              llvm::is_contained(program->weights[w].ranks, rank.rank))
             mine.push_back(w);
         if (mine.empty())
           return uint32_t(0);
@@ -975,7 +978,8 @@ LogicalResult ProgramBuilder::lowerExperts(ExpertsOp e) {
     int gate, up, down, upBias, downBias;
   };
   SmallVector<ExpertRefs> refs;
-  SmallVector<int32_t> rankOf(numExperts, -1);
+  // The ranks holding each expert's copies (primary first); empty: all.
+  SmallVector<SmallVector<int64_t>> copiesOf(numExperts);
   PlacementAttr placement = e.getPlacementAttr();
   for (int64_t i = 0; i < numExperts; ++i) {
     ExpertRefs r;
@@ -986,11 +990,11 @@ LogicalResult ProgramBuilder::lowerExperts(ExpertsOp e) {
     r.downBias = e.getDownBias().empty() ? -1 : weightOf(e.getDownBias()[i]);
     refs.push_back(r);
     if (placement)
-      rankOf[i] = int32_t(placement.getExpertRanks()[i]);
-    if (rankOf[i] >= 0)
+      copiesOf[i] = placement.getCopies(i);
+    for (int64_t rank : copiesOf[i])
       for (int w : {r.gate, r.up, r.down, r.upBias, r.downBias})
         if (w >= 0)
-          expertWeightRanks[w].push_back(rankOf[i]);
+          expertWeightRanks[w].push_back(int32_t(rank));
   }
   // moe-layer-streaming: experts fetched when the gate routes tokens to them.
   bool onDemand = e->hasAttr("moe.on_demand");
@@ -1008,10 +1012,19 @@ LogicalResult ProgramBuilder::lowerExperts(ExpertsOp e) {
   addStep(e, name, {in, sl, off}, {slotOut},
           [=](flatbuffers::FlatBufferBuilder &fbb, const RankInfo &rank, const Waits &waits) {
             std::vector<flatbuffers::Offset<fb::ExpertWeights>> local;
-            for (auto [id, r] : llvm::enumerate(refs))
-              if (rankOf[id] < 0 || rankOf[id] == rank.rank)
+            for (auto [id, r] : llvm::enumerate(refs)) {
+              const SmallVector<int64_t> &copies = copiesOf[id];
+              if (copies.empty()) {
                 local.push_back(fb::CreateExpertWeights(
                     fbb, int(id), r.gate, r.up, r.down, r.upBias, r.downBias));
+                continue;
+              }
+              auto it = llvm::find(copies, int64_t(rank.rank));
+              if (it != copies.end())
+                local.push_back(fb::CreateExpertWeights(
+                    fbb, int(id), r.gate, r.up, r.down, r.upBias, r.downBias,
+                    int(it - copies.begin()), int(copies.size())));
+            }
             auto list = fbb.CreateVector(local);
             return finishStep(fbb,
                               fb::CreateExperts(fbb, in, sl, off, slotOut,
@@ -1028,7 +1041,8 @@ LogicalResult ProgramBuilder::lowerExchange(AllToAllOp x) {
     auto it = dispatched.find(x.getInput());
     if (it == dispatched.end())
       return x.emitOpError("dispatch exchange must follow moe.dispatch");
-    dispatched[x.getResult()] = it->second;
+    std::pair<Value, Value> source = it->second; // insertion may rehash
+    dispatched[x.getResult()] = source;
     return success();
   }
   FailureOr<Slice> in = regionOf(x.getInput(), x);

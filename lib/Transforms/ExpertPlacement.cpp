@@ -4,11 +4,12 @@
 // inserts the dispatch/combine exchanges around it. The balanced strategy is
 // longest-processing-time-first list scheduling with a per-rank cap of
 // ceil(E/P) experts: every rank holds the same number of experts (memory)
-// while the busiest rank's routed-token load stays close to the mean.
+// while the busiest rank's routed-token load stays close to the mean; with
+// `replicas`, the hottest experts get extra copies on other ranks first.
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Compiler/ExpertProfile.h"
+#include "moe/Analysis/ExpertProfile.h"
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Transforms/Passes.h"
 
@@ -32,16 +33,6 @@ using namespace mlir::moe;
 
 namespace {
 
-/// Per-layer per-expert routed-token counts (moe-run --expert-profile).
-using Profile = ExpertProfile;
-
-FailureOr<Profile> readProfile(ModelOp model, StringRef path) {
-  llvm::Expected<Profile> profile = readExpertProfile(path);
-  if (!profile)
-    return model.emitError() << llvm::toString(profile.takeError());
-  return std::move(*profile);
-}
-
 SmallVector<int64_t> placeContiguous(int64_t numExperts, int64_t numRanks) {
   SmallVector<int64_t> ranks(numExperts);
   for (int64_t e = 0; e < numExperts; ++e)
@@ -56,28 +47,65 @@ SmallVector<int64_t> placeRoundRobin(int64_t numExperts, int64_t numRanks) {
   return ranks;
 }
 
-SmallVector<int64_t> placeBalanced(ArrayRef<double> load, int64_t numRanks) {
+/// Longest-processing-time-first placement of the expert copies: `replicas`
+/// extra copies go one by one to the expert with the highest load per copy
+/// (as DeepSeek's EPLB does), each copy carries its expert's load divided by
+/// its copies, and the copies, heaviest first, go to the least-loaded rank
+/// that has room (ceil(copies/P) each) and no copy of that expert yet.
+/// Returns the primary rank of each expert and the replicas as
+/// (expert, rank) pairs.
+std::pair<SmallVector<int64_t>, SmallVector<int64_t>>
+placeBalanced(ArrayRef<double> load, int64_t numRanks, int64_t replicas) {
   int64_t numExperts = int64_t(load.size());
-  int64_t cap = llvm::divideCeil(numExperts, numRanks);
-  SmallVector<int64_t> order(numExperts);
-  std::iota(order.begin(), order.end(), 0);
-  llvm::stable_sort(order, [&](int64_t a, int64_t b) { return load[a] > load[b]; });
-  SmallVector<double> rankLoad(numRanks, 0.0);
-  SmallVector<int64_t> rankCount(numRanks, 0), ranks(numExperts, 0);
-  for (int64_t e : order) {
-    int64_t best = -1;
-    for (int64_t r = 0; r < numRanks; ++r) {
-      if (rankCount[r] >= cap)
-        continue;
-      if (best < 0 || rankLoad[r] < rankLoad[best] ||
-          (rankLoad[r] == rankLoad[best] && rankCount[r] < rankCount[best]))
-        best = r;
-    }
-    ranks[e] = best;
-    rankLoad[best] += load[e];
-    ++rankCount[best];
+  SmallVector<int64_t> copies(numExperts, 1);
+  for (int64_t r = 0; r < replicas; ++r) {
+    int64_t hot = -1;
+    for (int64_t e = 0; e < numExperts; ++e)
+      if (copies[e] < numRanks &&
+          (hot < 0 || load[e] / copies[e] > load[hot] / copies[hot]))
+        hot = e;
+    if (hot < 0)
+      break; // every expert is on every rank
+    ++copies[hot];
   }
-  return ranks;
+  struct Copy {
+    int64_t expert;
+    double load;
+  };
+  SmallVector<Copy> items;
+  for (int64_t e = 0; e < numExperts; ++e)
+    for (int64_t c = 0; c < copies[e]; ++c)
+      items.push_back({e, load[e] / double(copies[e])});
+  llvm::stable_sort(items,
+                    [](const Copy &a, const Copy &b) { return a.load > b.load; });
+  int64_t cap = llvm::divideCeil(int64_t(items.size()), numRanks);
+  SmallVector<double> rankLoad(numRanks, 0.0);
+  SmallVector<int64_t> rankCount(numRanks, 0), primary(numExperts, -1), extra;
+  llvm::DenseSet<std::pair<int64_t, int64_t>> held;
+  for (const Copy &item : items) {
+    auto pick = [&](bool respectCap) {
+      int64_t best = -1;
+      for (int64_t r = 0; r < numRanks; ++r) {
+        if ((respectCap && rankCount[r] >= cap) || held.contains({item.expert, r}))
+          continue;
+        if (best < 0 || rankLoad[r] < rankLoad[best] ||
+            (rankLoad[r] == rankLoad[best] && rankCount[r] < rankCount[best]))
+          best = r;
+      }
+      return best;
+    };
+    int64_t rank = pick(true);
+    if (rank < 0)
+      rank = pick(false); // the cap leaves no rank without this expert
+    held.insert({item.expert, rank});
+    rankLoad[rank] += item.load;
+    ++rankCount[rank];
+    if (primary[item.expert] < 0)
+      primary[item.expert] = rank;
+    else
+      extra.append({item.expert, rank});
+  }
+  return {primary, extra};
 }
 
 struct MoEExpertPlacementPass
@@ -108,9 +136,9 @@ struct MoEExpertPlacementPass
                         << "' (expected balanced, round-robin or contiguous)";
       return signalPassFailure();
     }
-    Profile loads;
+    ExpertProfile loads;
     if (!profile.empty()) {
-      FailureOr<Profile> read = readProfile(model, profile);
+      FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
       if (failed(read))
         return signalPassFailure();
       loads = std::move(*read);
@@ -120,7 +148,7 @@ struct MoEExpertPlacementPass
       allAxes.push_back(int16_t(d));
 
     std::set<int64_t> profiledLayers;
-    for (const auto &entry : loads)
+    for (const auto &entry : loads.routed)
       profiledLayers.insert(entry.first);
     WalkResult result = model.walk([&](ExpertsOp experts) -> WalkResult {
       if (auto layer = experts->getParentOfType<LayerOp>())
@@ -128,30 +156,28 @@ struct MoEExpertPlacementPass
       if (experts.getInput().getDefiningOp<AllToAllOp>())
         return WalkResult::advance(); // already placed and exchanged
       int64_t numExperts = experts.getNumExperts();
-      auto layer = experts->getParentOfType<LayerOp>();
-      int64_t layerIndex = layer ? layer.getIndex() : -1;
-      SmallVector<int64_t> ranks;
+      int64_t layerIndex = experts.getLayerIndex();
+      SmallVector<int64_t> ranks, copies;
       if (strategy == "contiguous") {
         ranks = placeContiguous(numExperts, numRanks);
       } else if (strategy == "round-robin") {
         ranks = placeRoundRobin(numExperts, numRanks);
       } else {
         SmallVector<double> load(numExperts, 1.0);
-        auto it = loads.find(layerIndex);
-        if (it != loads.end()) {
-          if (int64_t(it->second.size()) != numExperts) {
-            experts.emitError() << profile << ": layer " << layerIndex
-                                << " has " << it->second.size()
-                                << " expert counts (expected " << numExperts
-                                << ")";
+        if (const SmallVector<double> *routed = loads.lookup(layerIndex)) {
+          if (int64_t(routed->size()) != numExperts) {
+            experts.emitError()
+                << profile << ": layer " << layerIndex << " has "
+                << routed->size() << " expert counts (expected " << numExperts
+                << ")";
             return WalkResult::interrupt();
           }
-          load.assign(it->second.begin(), it->second.end());
+          load = *routed;
         }
-        ranks = placeBalanced(load, numRanks);
+        std::tie(ranks, copies) = placeBalanced(load, numRanks, replicas);
       }
       auto placement =
-          PlacementAttr::get(&getContext(), numRanks, ranks);
+          PlacementAttr::get(&getContext(), numRanks, ranks, copies);
       experts.setPlacementAttr(placement);
       LLVM_DEBUG(llvm::dbgs() << "layer " << layerIndex << ": " << placement
                               << "\n");

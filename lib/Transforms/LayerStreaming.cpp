@@ -102,10 +102,7 @@ void MoELayerStreamingPass::runOnOperation() {
       lb.experts = experts;
       for (int64_t e = 0; e < experts.getNumExperts(); ++e) {
         SmallVector<uint64_t> one(ranks, 0);
-        for (Value v : {experts.getUp()[e], experts.getDown()[e],
-                        experts.isGated() ? experts.getGate()[e] : Value()}) {
-          if (!v)
-            continue;
+        for (Value v : experts.getExpertWeights(e)) {
           int w = paramIndex.lookup(
               v.getDefiningOp<WeightOp>().getParamAttr().getAttr());
           if (!seen.insert(w).second)

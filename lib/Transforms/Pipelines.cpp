@@ -25,6 +25,7 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   MoEExpertPlacementPassOptions placement;
   placement.strategy = stringifyPlacement(options.placement).str();
   placement.profile = options.expertProfile;
+  placement.replicas = options.expertReplicas;
   model.addPass(createMoEExpertPlacementPass(placement));
   model.addPass(createMoECommHierarchyPass());
 

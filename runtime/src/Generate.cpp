@@ -76,8 +76,8 @@ GenerateResult generate(Session &session, Comm &comm, std::span<const int64_t> p
     if (id < 0 || id >= V)
       fail("token id {} out of range (expected 0..{})", id, V - 1);
   const plan::ModelInfo &m = *plan.plan().model();
-  std::vector<int64_t> eos;
-  if (m.eos_token_ids())
+  std::vector<int64_t> eos = opts.eosIds;
+  if (eos.empty() && m.eos_token_ids())
     eos.assign(m.eos_token_ids()->begin(), m.eos_token_ids()->end());
 
   GenerateResult res;
@@ -107,6 +107,8 @@ GenerateResult generate(Session &session, Comm &comm, std::span<const int64_t> p
   res.prefillMs = msSince(t0);
   for (int64_t i = 0; i < opts.maxNewTokens; ++i) {
     res.tokens.push_back(next);
+    if (opts.onTokenId)
+      opts.onTokenId(next);
     if (opts.onToken)
       opts.onToken(i + 1, opts.maxNewTokens);
     if (i + 1 == opts.maxNewTokens ||

@@ -292,6 +292,9 @@ void RankValidator::validateExperts(const plan::Experts &op) {
       err("expert id {} out of range (expected 0..{})", e->expert(), numExperts - 1);
     if (!seen.insert(e->expert()).second)
       err("expert {} is listed twice (expected unique expert ids)", e->expert());
+    if (e->num_replicas() < 1 || e->replica() < 0 || e->replica() >= e->num_replicas())
+      err("expert {} is copy {} of {} (expected 0 <= replica < num_replicas)", e->expert(),
+          e->replica(), e->num_replicas());
     if (op.gated() != (e->gate() != -1))
       err("expert {} {} a gate weight (expected {} since gated={})", e->expert(),
           e->gate() == -1 ? "lacks" : "has", op.gated() ? "one" : "none", op.gated());

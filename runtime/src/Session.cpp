@@ -531,8 +531,10 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     // thread synchronization per matrix.
     std::vector<const plan::ExpertWeights *> routed;
     std::vector<int32_t> slot;
+    // One token: an expert has at most one slot, its position 0, which the
+    // first copy of a replicated expert computes.
     for (const plan::ExpertWeights *e : *op.experts())
-      if (offsets[e->expert() + 1] > offsets[e->expert()]) {
+      if (offsets[e->expert() + 1] > offsets[e->expert()] && e->replica() == 0) {
         routed.push_back(e);
         slot.push_back(sorted[offsets[e->expert()]]);
       }
@@ -568,9 +570,15 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     }
     return;
   }
+  std::vector<int32_t> mine;
   for (const plan::ExpertWeights *e : *op.experts()) {
+    // A copy of a replicated expert computes every num_replicas-th slot.
     int32_t s0 = offsets[e->expert()], s1 = offsets[e->expert() + 1];
-    int64_t n = s1 - s0;
+    int32_t copies = std::max(1, e->num_replicas());
+    mine.clear();
+    for (int32_t j = s0 + e->replica(); j < s1; j += copies)
+      mine.push_back(sorted[j]);
+    int64_t n = int64_t(mine.size());
     if (n <= 0)
       continue;
     int64_t t0 = opts_.trace ? nowNs() : 0;
@@ -578,7 +586,7 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     auto *h = static_cast<float *>(ws_.shared(2, size_t(n * 2 * I) * 4));
     auto *yg = static_cast<float *>(ws_.shared(3, size_t(n * D) * 4));
     for (int64_t i = 0; i < n; ++i)
-      std::memcpy(xg + i * D, in + (sorted[s0 + i] / K) * ldin, size_t(D) * 4);
+      std::memcpy(xg + i * D, in + (mine[i] / K) * ldin, size_t(D) * 4);
     uint64_t bytes = 0;
     auto lin = [&](const float *x, int64_t ldx, int32_t wIdx, int32_t bIdx, int64_t N, int64_t Kd,
                    float *y, int64_t ldy) {
@@ -595,7 +603,7 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     cpu::activation(h, 2 * I, h, 2 * I, n, I, act, op.gated());
     lin(h, 2 * I, e->down(), e->down_bias(), D, I, yg, D);
     for (int64_t i = 0; i < n; ++i)
-      std::memcpy(slotOut + int64_t(sorted[s0 + i]) * D, yg + i * D, size_t(D) * 4);
+      std::memcpy(slotOut + int64_t(mine[i]) * D, yg + i * D, size_t(D) * 4);
     lastWeightBytes_ += bytes;
     release(e);
     if (opts_.trace)

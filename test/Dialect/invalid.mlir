@@ -90,6 +90,30 @@ func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
 
 // -----
 
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{replica of expert 2 (expected an expert in [0, 2))}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1], replicas = [2 : 0]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{replica of expert 0 is on rank 5 (expected a rank in [0, 2))}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1], replicas = [0 : 5]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{expert 1 has two copies on rank 1 (expected each copy on its own rank)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1], replicas = [1 : 1]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
 // expected-error@+1 {{'moe.model' op vocab_size must be positive (got 0)}}
 moe.model @m attributes {architecture = "test", vocab_size = 0, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
 }
@@ -1174,4 +1198,22 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
     %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
     moe.return %l : tensor<?x4xf32>
   }
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
+  %in = moe.all_to_all dispatch %x, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+  // expected-error@+1 {{'moe.experts' op placement #moe.placement<ranks = 2, experts = [1, 0]> differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its input (expected one placement for a layer's experts and exchanges)}}
+  %y = moe.experts %in, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op placement (none) differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its output (expected one placement for a layer's experts and exchanges)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  %a = moe.all_to_all combine %y, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+  return
 }

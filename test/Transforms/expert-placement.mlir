@@ -2,6 +2,7 @@
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=round-robin}))' | FileCheck %s --check-prefix=RR
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=contiguous}))' | FileCheck %s --check-prefix=CONTIG
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/profile.json}))' | FileCheck %s --check-prefix=PROFILE
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/profile.json replicas=2}))' | FileCheck %s --check-prefix=REPLICAS
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=random}))' 2>&1 | FileCheck %s --check-prefix=BADSTRATEGY
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/missing.json}))' 2>&1 | FileCheck %s --check-prefix=NOPROFILE
 // RUN: moe-opt %s --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=ONERANK
@@ -21,6 +22,12 @@
 // ranks of their own and the cold ones fill up the others; the busiest rank
 // carries 105 tokens where contiguous placement would put 190 on rank 0.
 // PROFILE: moe.experts {{.*}} placement <ranks = 4, experts = [0, 1, 2, 3, 2, 3, 1, 0]>
+
+// Two replicas go to the experts with the most load per copy: expert 0
+// (100 -> 2 x 50), then expert 1 (90 -> 2 x 45). The ten copies then balance
+// exactly: every rank carries 60 tokens (r0: e0 + e4, r1: e0 + e5,
+// r2: e1 + e2 + e6, r3: e1 + e3 + e7).
+// REPLICAS: moe.experts {{.*}} placement <ranks = 4, experts = [0, 2, 2, 3, 0, 1, 2, 3], replicas = [0 : 1, 1 : 3]>
 
 // BADSTRATEGY: unknown strategy 'random' (expected balanced, round-robin or contiguous)
 // NOPROFILE: missing.json: cannot read file: {{.*}} (expected the --expert-profile JSON of moe-run)

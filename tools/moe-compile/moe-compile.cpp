@@ -1,6 +1,7 @@
 //===- moe-compile.cpp - the moe compiler driver --------------------------===//
 //
 //   moe-compile MODEL [-o FILE] [--emit=plan|mlir|report] [--report=FILE.json]
+//               [--plot=FILE.svg]
 //               [--target=cpu|cuda] [--dtype=f32|bf16|f16] [--devices=N]
 //               [--gpus-per-node=G] [--max-batch=B] [--max-seq-len=L]
 //               [--placement=balanced|round-robin|contiguous]
@@ -64,6 +65,10 @@ cl::opt<std::string> emitFlag("emit", cl::desc("What to emit: plan, mlir, report
 cl::opt<std::string> reportPath("report",
                                 cl::desc("Also write the report as JSON"),
                                 cl::value_desc("file.json"), cl::cat(category));
+cl::opt<std::string>
+    plotPath("plot",
+             cl::desc("Also draw per-rank memory and experts per rank as SVG"),
+             cl::value_desc("file.svg"), cl::cat(category));
 cl::opt<std::string> targetFlag("target", cl::desc("cpu or cuda"),
                                 cl::init("cpu"), cl::cat(category));
 cl::opt<std::string> dtypeFlag("dtype", cl::desc("Compute dtype: f32, bf16, f16"),
@@ -91,6 +96,11 @@ cl::opt<std::string>
                       cl::desc("Per-expert token counts (moe-run "
                                "--expert-profile) for placement"),
                       cl::value_desc("file.json"), cl::cat(category));
+cl::opt<std::string>
+    expertReplicasFlag("expert-replicas",
+                       cl::desc("Extra copies of the hottest experts per MoE "
+                                "layer (balanced placement; default 0)"),
+                       cl::init("0"), cl::cat(category));
 cl::opt<std::string>
     memoryBudgetFlag("memory-budget",
                      cl::desc("Bytes per rank, e.g. 24GiB (default: "
@@ -152,11 +162,16 @@ CompileOptions parseOptions(EmitKind emit) {
   if (expertProfileFlag.getNumOccurrences()) {
     // Checked in full now, so a bad profile is reported before any import.
     o.expertProfile = expertProfileFlag;
-    if (llvm::Expected<ExpertProfile> profile =
-            readExpertProfile(o.expertProfile);
+    if (llvm::Expected<ExpertProfileCounts> profile =
+            readExpertProfileFile(o.expertProfile);
         !profile)
       fail(llvm::toString(profile.takeError()));
   }
+  o.expertReplicas =
+      check(parseIntInRange(expertReplicasFlag, 0, kMaxRanks), "expert-replicas");
+  if (o.expertReplicas > 0 && o.placement != PlacementStrategy::Balanced)
+    fail("--expert-replicas: only with --placement=balanced (expected the "
+         "load-aware strategy)");
   if (memoryBudgetFlag.getNumOccurrences())
     o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
   o.pipeline = pipelineFlag;
@@ -169,9 +184,16 @@ CompileOptions parseOptions(EmitKind emit) {
   if (samePath(outputPath, reportPath))
     fail("--report: '" + reportPath +
          "' is also the -o file (expected two different files)");
-  if (samePath(outputPath, modelPath) || samePath(reportPath, modelPath))
-    fail("-o/--report: would overwrite the model '" + modelPath +
+  if (samePath(outputPath, plotPath) || samePath(reportPath, plotPath))
+    fail("--plot: '" + plotPath +
+         "' is also the -o or --report file (expected another file)");
+  if (samePath(outputPath, modelPath) || samePath(reportPath, modelPath) ||
+      samePath(plotPath, modelPath))
+    fail("-o/--report/--plot: would overwrite the model '" + modelPath +
          "' (expected another file)");
+  if (!plotPath.empty() &&
+      !llvm::StringRef(plotPath).ends_with_insensitive(".svg"))
+    fail("--plot: '" + plotPath + "' is not supported (expected a .svg file)");
   return o;
 }
 
@@ -330,18 +352,23 @@ int main(int argc, char **argv) {
     std::exit(1); // the diagnostic handler printed why
 
   // Render everything before writing anything.
-  std::string main, reportJson;
+  std::string main, reportJson, plot;
   llvm::raw_string_ostream mainStream(main);
   std::optional<ModelCost> cost;
-  if (*emit == EmitKind::Report || !reportPath.empty())
+  LatencyEstimate latency;
+  if (*emit == EmitKind::Report || !reportPath.empty() || !plotPath.empty()) {
     cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
+    latency = estimateDecodeLatency(
+        *cost, deviceModelFor(stringifyTarget(options.target)),
+        options.dtype == ComputeDType::F32 ? 32 : 16);
+  }
   switch (*emit) {
   case EmitKind::MLIR:
     module->print(mainStream);
     mainStream << "\n";
     break;
   case EmitKind::Report:
-    printReport(mainStream, *cost);
+    printReport(mainStream, *cost, &latency);
     break;
   case EmitKind::Plan:
     if (failed(emitPlan(*module, options, mainStream)))
@@ -349,11 +376,19 @@ int main(int argc, char **argv) {
     break;
   }
   std::vector<std::pair<std::string, std::string>> outputs;
+  if (!plotPath.empty()) {
+    llvm::raw_string_ostream plotStream(plot);
+    printReportSVG(plotStream, *cost);
+  }
   if (!reportPath.empty()) {
+    llvm::json::Value json = toJSON(*cost);
+    json.getAsObject()->insert({"estimated_latency", toJSON(latency)});
     llvm::raw_string_ostream(reportJson)
-        << llvm::formatv("{0:2}", toJSON(*cost)) << "\n";
+        << llvm::formatv("{0:2}", json) << "\n";
     outputs.emplace_back(reportPath, std::move(reportJson));
   }
+  if (!plotPath.empty())
+    outputs.emplace_back(plotPath, std::move(plot));
   outputs.emplace_back(outputPath, std::move(main));
   writeOutputs(outputs);
   return 0;

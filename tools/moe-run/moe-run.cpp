@@ -8,6 +8,7 @@
 #include "moert/Bench.h"
 #include "moert/Generate.h"
 #include "moert/Safetensors.h"
+#include "moert/Tokenizer.h"
 #include "moert/Version.h"
 #ifdef MOERT_HAVE_MPI
 #include "moert/MpiComm.h"
@@ -36,7 +37,10 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
                            (default: the checkpoint the plan was compiled from)
   --random-weights         generate weights per the plan's init (with --seed)
   --prompt-ids=3,17,42     prompt token ids (batch of one)
-  --prompt=TEXT            text prompt (needs the checkpoint's tokenizer)
+  --prompt=TEXT            text prompt, tokenized with the checkpoint's tokenizer.json;
+                           the generated text streams to stdout
+  --prompt-file=FILE       the text prompt from a file
+  --tokenizer=FILE         tokenizer.json to use (default: the checkpoint's)
   --max-new-tokens=N       tokens to generate (default 16)
   --temperature=T          sample with temperature T (default 0: greedy)
   --top-p=P                nucleus sampling threshold (default 1)
@@ -52,7 +56,7 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
 )";
 
 struct Options {
-  std::string plan, weights, dump, trace, profile, prompt, backend;
+  std::string plan, weights, dump, trace, profile, prompt, promptFile, tokenizer, backend;
   bool randomWeights = false, bench = false, json = false, ignoreEos = false, help = false,
        version = false, havePromptIds = false;
   std::vector<int64_t> promptIds;
@@ -60,6 +64,14 @@ struct Options {
   uint64_t seed = 0;
   float temperature = 0.0f, topP = 1.0f;
 };
+
+/// A whole (small) text file; MappedFile says why when it cannot be read.
+std::string readFile(const std::string &path) {
+  if (!isRegularFile(path))
+    fail("{}: not a readable file", path);
+  MappedFile f(path);
+  return std::string(reinterpret_cast<const char *>(f.data()), f.size());
+}
 
 template <typename T> T parseNumber(const std::string &flag, const std::string &v) {
   T out{};
@@ -116,6 +128,10 @@ Options parseArgs(int argc, char **argv) {
       }
     } else if (key == "--prompt")
       o.prompt = need();
+    else if (key == "--prompt-file")
+      o.promptFile = need();
+    else if (key == "--tokenizer")
+      o.tokenizer = need();
     else if (key == "--max-new-tokens") {
       // -1 is "not given" internally: a negative value is an error here.
       o.maxNewTokens = parseNumber<int64_t>(key, need());
@@ -172,8 +188,14 @@ Options parseArgs(int argc, char **argv) {
     fail("--iters={}: (expected 1..1000)", o.iters);
   if (o.randomWeights && !o.weights.empty())
     fail("--weights and --random-weights both given (expected one source of weights)");
-  if (o.havePromptIds && !o.prompt.empty())
-    fail("--prompt and --prompt-ids both given (expected one prompt)");
+  if (int(o.havePromptIds) + int(!o.prompt.empty()) + int(!o.promptFile.empty()) > 1)
+    fail("more than one of --prompt, --prompt-file and --prompt-ids given (expected one prompt)");
+  if (!o.promptFile.empty()) {
+    std::string text = readFile(o.promptFile);
+    if (text.empty())
+      fail("{}: empty prompt file (expected the prompt text)", o.promptFile);
+    o.prompt = std::move(text);
+  }
   if (o.json && !o.bench)
     fail("--json: only with --bench (expected --bench --json)");
   for (const std::string *out : {&o.dump, &o.trace, &o.profile})
@@ -182,13 +204,70 @@ Options parseArgs(int argc, char **argv) {
   return o;
 }
 
-/// Hook for --prompt: the tokenizer library (runtime/tokenizer) turns text
-/// into ids with the checkpoint's tokenizer.json.
-std::vector<int64_t> tokenizePrompt(const std::string &text, const PlanFile &plan) {
-  (void)text;
-  (void)plan;
-  fail("--prompt: text prompts need the tokenizer, which this moe-run does not include yet "
-       "(expected --prompt-ids=...)");
+/// The checkpoint directory the weights come from (--weights or the plan's).
+std::string checkpointDir(const Options &o, const PlanFile &plan) {
+  std::string dir = o.weights.empty() && plan.plan().checkpoint()
+                        ? plan.plan().checkpoint()->str()
+                        : o.weights;
+  if (!dir.empty() && dir.size() > 12 && dir.ends_with(".safetensors"))
+    dir = dir.substr(0, dir.find_last_of('/') == std::string::npos ? 0
+                                                                     : dir.find_last_of('/'));
+  return dir;
+}
+
+bool fileExists(const std::string &path) { return isRegularFile(path); }
+
+/// The checkpoint's tokenizer (tokenizer.json + tokenizer_config.json), or
+/// --tokenizer=FILE.
+std::unique_ptr<Tokenizer> loadTokenizer(const Options &o, const PlanFile &plan) {
+  std::string path = o.tokenizer, config;
+  if (path.empty()) {
+    std::string dir = checkpointDir(o, plan);
+    if (dir.empty())
+      fail("--prompt: the plan names no checkpoint to take tokenizer.json from (expected "
+           "--tokenizer=FILE or --weights=DIR)");
+    path = dir + "/tokenizer.json";
+    if (!fileExists(path))
+      fail("{}: no tokenizer.json (expected --tokenizer=FILE)", dir);
+  }
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (fileExists(dir + "/tokenizer_config.json"))
+    config = dir + "/tokenizer_config.json";
+  try {
+    return std::make_unique<Tokenizer>(Tokenizer::fromFile(path, config));
+  } catch (const std::exception &e) {
+    fail("{}", e.what());
+  }
+}
+
+/// eos_token_id of the checkpoint's generation_config.json (an id or a list),
+/// or nothing when there is none.
+std::vector<int64_t> generationEosIds(const Options &o, const PlanFile &plan) {
+  std::string dir = checkpointDir(o, plan);
+  std::string path = dir + "/generation_config.json";
+  if (dir.empty() || !fileExists(path))
+    return {};
+  json j;
+  try {
+    j = json::parse(readFile(path));
+  } catch (const json::exception &e) {
+    fail("{}: not JSON ({})", path, e.what());
+  }
+  std::vector<int64_t> ids;
+  auto add = [&](const json &v) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0)
+      fail("{}: eos_token_id: {} (expected a token id or a list of them)", path, v.dump());
+    ids.push_back(v.get<int64_t>());
+  };
+  if (j.is_object() && j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    const json &e = j["eos_token_id"];
+    if (e.is_array())
+      for (const json &v : e)
+        add(v);
+    else
+      add(e);
+  }
+  return ids;
 }
 
 /// A one-line progress bar on stderr, only when stderr is a terminal.
@@ -263,6 +342,8 @@ void writeProfile(const std::string &path, const PlanFile &plan, const Session &
 /// What every rank runs, checked before any weight is loaded.
 struct Job {
   std::unique_ptr<PlanFile> plan;
+  std::unique_ptr<Tokenizer> tokenizer; // for a text prompt
+  std::vector<int64_t> eosIds;          // generation_config.json's, if any
   std::vector<int64_t> prompt;
   int64_t maxNew = 0;
   int threads = 1; // per rank
@@ -285,8 +366,19 @@ Job prepare(const Options &o, int worldSize) {
   }
   std::vector<int64_t> &prompt = job.prompt;
   prompt = o.promptIds;
-  if (!o.prompt.empty())
-    prompt = tokenizePrompt(o.prompt, plan);
+  if (!o.prompt.empty()) {
+    job.tokenizer = loadTokenizer(o, plan);
+    try {
+      for (uint32_t id : job.tokenizer->encodePrompt(o.prompt))
+        prompt.push_back(int64_t(id));
+    } catch (const std::exception &e) {
+      fail("--prompt: {}", e.what());
+    }
+    if (prompt.empty())
+      fail("--prompt: the text encodes to no tokens (expected a non-empty prompt)");
+  }
+  if (!o.randomWeights)
+    job.eosIds = generationEosIds(o, plan);
   job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
   if (prompt.empty()) {
     if (!o.bench)
@@ -356,16 +448,38 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   go.topP = o.topP;
   go.seed = o.seed;
   go.stopAtEos = !o.ignoreEos && !o.bench;
+  go.eosIds = job.eosIds;
 
   if (!o.bench) {
     go.promptLogits = !o.dump.empty() && rank == 0;
-    Progress bar("generating", tty && maxNew >= 64);
+    // A text prompt streams text as tokens arrive; ids are printed at the end.
+    std::optional<DecodeStream> text;
+    if (job.tokenizer && rank == 0)
+      text.emplace(*job.tokenizer, /*skipSpecial=*/true);
+    Progress bar("generating", tty && maxNew >= 64 && !text);
     go.onToken = [&](int64_t d, int64_t t) { bar.update(double(d), double(t), "tokens"); };
+    if (text)
+      go.onTokenId = [&](int64_t id) {
+        std::string piece;
+        try {
+          piece = text->step(uint32_t(id));
+        } catch (const std::exception &e) {
+          fail("generated token {}: {}", id, e.what());
+        }
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      };
     GenerateResult r = generate(session, comm, prompt, go);
     bar.done();
     if (rank == 0) {
       std::vector<int64_t> gen(r.tokens.begin() + int64_t(prompt.size()), r.tokens.end());
-      std::printf("%s\n", joinIds(gen).c_str());
+      if (text) {
+        std::string rest = text->flush();
+        std::fwrite(rest.data(), 1, rest.size(), stdout);
+        std::printf("\n");
+      } else {
+        std::printf("%s\n", joinIds(gen).c_str());
+      }
       if (!o.dump.empty()) {
         int64_t T = int64_t(prompt.size()), V = plan.vocabSize();
         writeSafetensors(o.dump, {{"logits", "F32", {1, T, V}, r.promptLogits.data(),

@@ -34,6 +34,25 @@ struct LayerCost {
   int64_t flopsPerToken = 0;
   /// q k^T and p v FLOPs per token at the report's context length.
   int64_t attentionFlopsPerToken = 0;
+  /// The rank of each expert (moe-expert-placement); empty when every rank
+  /// holds every expert.
+  std::vector<int64_t> expertRanks;
+  /// The ranks of the extra copies of replicated (hot) experts.
+  std::vector<int64_t> replicaRanks;
+  /// Expert copies each rank holds (numRanks entries; MoE layers only).
+  std::vector<int64_t> expertsPerRank;
+};
+
+/// What one rank holds. Parameters follow the expert placement; the bytes
+/// come from moe-plan-memory (`moe.memory`, `moe.peak_bytes`) and are -1
+/// when it has not run.
+struct RankCost {
+  int64_t rank = 0;
+  int64_t params = 0;
+  /// Weights in the compute dtype, the activation arena and the KV cache;
+  /// peakBytes is their sum.
+  int64_t weightBytes = -1, activationBytes = -1, kvCacheBytes = -1,
+          peakBytes = -1;
 };
 
 struct ModelCost {
@@ -61,7 +80,60 @@ struct ModelCost {
   std::vector<LayerCost> layers;
   /// Op name -> number of ops in the graph (the IR summary).
   std::map<std::string, int64_t> opCounts;
+
+  /// Ranks of the device grid (1 without one) and what each holds.
+  int64_t numRanks = 1;
+  std::vector<int64_t> gridShape;
+  std::vector<RankCost> ranks;
+  bool hasMemoryPlan = false;
+  /// moe-layer-streaming's decisions (`moe.streaming`), when it streamed.
+  bool streaming = false;
+  int64_t streamingBudgetBytes = 0, streamedWeightBytes = 0,
+          streamingPeakBytes = 0;
+
+  /// Bytes of the weights read per token that are stored as f32 (they halve
+  /// when the compute dtype is 16-bit).
+  int64_t f32BytesReadPerToken = 0;
+  /// KV cache bytes (f32 K and V of every attention layer) per position.
+  int64_t kvBytesPerPosition = 0;
+  /// Communication one rank does per decode token, as the plan executes the
+  /// expert exchanges (a ring all-reduce of the per-slot expert outputs over
+  /// each exchange's group): bytes sent and sequential messages, within a
+  /// node and across nodes.
+  int64_t commBytesIntraNode = 0, commBytesInterNode = 0;
+  int64_t commMessagesIntraNode = 0, commMessagesInterNode = 0;
 };
+
+/// A device for the latency estimate: sustained memory read bandwidth, peak
+/// matmul throughput and the links of the exchanges.
+struct DeviceModel {
+  std::string name;
+  double memoryBytesPerSec = 0, flopsPerSec = 0;
+  double intraNodeBytesPerSec = 0, interNodeBytesPerSec = 0;
+  double intraNodeLatencySec = 0, interNodeLatencySec = 0;
+  /// Per-step dispatch overhead (kernel launch under a graph, thread wake).
+  double stepOverheadSec = 0;
+};
+
+/// The device assumed for `target` ("cpu": the 2-core AMD EPYC these numbers
+/// were measured on; "cuda": one H100 SXM per rank, NVLink within a node,
+/// 400 Gb/s InfiniBand across nodes).
+DeviceModel deviceModelFor(llvm::StringRef target);
+
+/// A roofline estimate of one decode step (batch 1) at the report's context
+/// length: weight and KV reads at memory bandwidth or matmul FLOPs at peak,
+/// whichever is slower, plus the exchanges and the per-step overhead.
+struct LatencyEstimate {
+  std::string device;
+  double weightsMs = 0, kvCacheMs = 0, computeMs = 0, commMs = 0,
+         overheadMs = 0, totalMs = 0;
+};
+
+/// Estimates the decode step of `cost` on `device` with weights held in
+/// `computeBits`-bit floats (f32 checkpoints convert to 16 bits at load).
+LatencyEstimate estimateDecodeLatency(const ModelCost &cost,
+                                      const DeviceModel &device,
+                                      int computeBits);
 
 /// Analyzes `model`; `contextLength` sets how many positions attention sees
 /// (0: the model's max_position_embeddings).
@@ -69,8 +141,18 @@ ModelCost analyzeModel(ModelOp model, int64_t contextLength = 0);
 
 llvm::json::Value toJSON(const ModelCost &cost);
 
-/// A human-readable report with the per-layer table and the IR summary.
-void printReport(llvm::raw_ostream &os, const ModelCost &cost);
+/// A human-readable report with the per-layer table, the IR summary, and
+/// per-rank memory and experts when the model is placed or memory-planned;
+/// with `latency`, the communication and decode latency estimate too.
+void printReport(llvm::raw_ostream &os, const ModelCost &cost,
+                 const LatencyEstimate *latency = nullptr);
+
+llvm::json::Value toJSON(const LatencyEstimate &latency);
+
+/// An SVG picture of the report for people who would rather look than read:
+/// per-rank memory (weights / activations / KV cache) as stacked bars and the
+/// experts each rank holds per MoE layer as a heat map.
+void printReportSVG(llvm::raw_ostream &os, const ModelCost &cost);
 
 } // namespace mlir::moe
 

@@ -20,16 +20,16 @@
 namespace mlir::moe {
 
 /// Layer index -> routed-token count per expert.
-using ExpertProfile = std::map<int64_t, std::vector<double>>;
+using ExpertProfileCounts = std::map<int64_t, std::vector<double>>;
 
 /// Parses and checks a profile: layers are integers in [0, 2^24] and appear
 /// once, counts are finite and >= 0, one per expert (num_experts, when
 /// present, agrees). Errors read "PATH: what (expected ...)".
-llvm::Expected<ExpertProfile> parseExpertProfile(llvm::StringRef text,
+llvm::Expected<ExpertProfileCounts> parseExpertProfile(llvm::StringRef text,
                                                  llvm::StringRef path);
 
 /// Reads `path` and parses it.
-llvm::Expected<ExpertProfile> readExpertProfile(llvm::StringRef path);
+llvm::Expected<ExpertProfileCounts> readExpertProfileFile(llvm::StringRef path);
 
 } // namespace mlir::moe
 

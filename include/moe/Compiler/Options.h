@@ -37,6 +37,8 @@ struct CompileOptions {
   PlacementStrategy placement = PlacementStrategy::Balanced;
   /// Per-layer per-expert token counts (moe-run --expert-profile), or "".
   std::string expertProfile;
+  /// Extra copies of hot experts per MoE layer (balanced placement).
+  int64_t expertReplicas = 0;
   /// Bytes per rank for weights + activations; 0 = unlimited.
   uint64_t memoryBudget = 0;
   /// Textual pass pipeline replacing the default one, or "".

@@ -38,6 +38,12 @@ inline int64_t satNumElements(ShapedType type) {
     n = satMul(n, d);
   return n;
 }
+
+class ExpertsOp;
+namespace detail {
+/// Index of the moe.layer enclosing `op`, or -1 (MoEOpInterface's default).
+int64_t getEnclosingLayerIndex(Operation *op);
+} // namespace detail
 } // namespace mlir::moe
 
 #include "moe/MoEInterfaces.h.inc"

@@ -34,6 +34,10 @@ struct GenerateOptions {
   bool promptLogits = false; // keep the logits of every prompt position
   /// Called after each new token with (generated, maxNewTokens).
   std::function<void(int64_t, int64_t)> onToken;
+  /// Called with each new token id as soon as it is chosen (text streaming).
+  std::function<void(int64_t)> onTokenId;
+  /// Ids that end generation; empty: the plan's eos_token_ids.
+  std::vector<int64_t> eosIds;
 };
 
 struct GenerateResult {

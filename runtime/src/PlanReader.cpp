@@ -17,6 +17,13 @@ static constexpr int64_t kMaxRanks = 1 << 16;
 static constexpr uint64_t kMaxArenaBytes = uint64_t(1) << 40;
 static constexpr int64_t kMaxDim = int64_t(1) << 40;
 
+/// FlatBuffers' verifier checks a vector's length word (4-byte aligned), not
+/// that 8-byte elements are 8-byte aligned; a hand-made plan can misalign them
+/// and reading them would then be undefined behaviour.
+template <typename T> static bool elementsAligned(const flatbuffers::Vector<T> *v) {
+  return !v || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+}
+
 const char *opName(plan::Op op) {
   const char *n = plan::EnumNameOp(op);
   return n && *n ? n : "unknown";
@@ -693,6 +700,9 @@ void PlanFile::validate() {
   if (!r.ranks() || int(r.ranks()->size()) != r.num_ranks())
     fail("{}: {} rank programs for num_ranks {} (expected one per rank)", p,
          r.ranks() ? r.ranks()->size() : 0u, r.num_ranks());
+  if (!elementsAligned(m.eos_token_ids()))
+    fail("{}: model.eos_token_ids is not 8-byte aligned (expected a plan written by moe-compile)",
+         p);
   if (m.eos_token_ids())
     for (int64_t e : *m.eos_token_ids())
       if (e < 0 || e >= m.vocab_size())
@@ -715,6 +725,10 @@ void PlanFile::validate() {
       if (!isFloatWeightType(wi.storedDtype) || !isFloatWeightType(wi.dtype))
         fail("{}: weight '{}' has dtype {} stored as {} (expected F32, BF16 or F16)", p, wi.name,
              dtypeName(wi.dtype), dtypeName(wi.storedDtype));
+      if (!elementsAligned(w->shape()))
+        fail("{}: weight '{}' shape is not 8-byte aligned (expected a plan written by "
+             "moe-compile)",
+             p, wi.name);
       if (w->shape()->size() == 0 || w->shape()->size() > 8)
         fail("{}: weight '{}' has rank {} (expected 1..8)", p, wi.name, w->shape()->size());
       uint64_t numel = 1;

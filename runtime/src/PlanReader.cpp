@@ -19,9 +19,10 @@ static constexpr int64_t kMaxDim = int64_t(1) << 40;
 
 /// FlatBuffers' verifier checks a vector's length word (4-byte aligned), not
 /// that 8-byte elements are 8-byte aligned; a hand-made plan can misalign them
-/// and reading them would then be undefined behaviour.
+/// and reading them would then be undefined behaviour. (Empty vectors are not
+/// aligned by the builder and have nothing to read.)
 template <typename T> static bool elementsAligned(const flatbuffers::Vector<T> *v) {
-  return !v || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+  return !v || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
 }
 
 const char *opName(plan::Op op) {

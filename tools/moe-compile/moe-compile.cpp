@@ -30,6 +30,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassInstrumentation.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Tools/Plugins/PassPlugin.h"
@@ -44,6 +45,7 @@
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <chrono>
 #include <cstdlib>
 
 using namespace mlir;
@@ -115,7 +117,61 @@ cl::list<std::string> passPlugins("load-pass-plugin",
                                   cl::desc("Load passes from a plugin library"),
                                   cl::value_desc("lib.so"), cl::cat(category));
 
+/// One status line on stderr for compiles that take a while (a 2048-expert
+/// model spends seconds in import, placement and lowering): the stage, the
+/// pass being run and the elapsed time, redrawn in place. Only on a terminal,
+/// so logs and tests never see it; cleared before anything else is printed.
+class CompileProgress : public PassInstrumentation {
+public:
+  explicit CompileProgress(bool enabled)
+      : enabled_(enabled), start_(std::chrono::steady_clock::now()) {}
+  ~CompileProgress() override { clear(); }
+
+  void stage(llvm::StringRef what) {
+    if (!enabled_)
+      return;
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                             start_)
+                   .count();
+    std::string line =
+        llvm::formatv("moe-compile: {0} ({1:F1} s)", what, s).str();
+    if (line.size() > 100)
+      line.resize(100);
+    llvm::errs() << "\r" << line << std::string(width_ > line.size() ? width_ - line.size() : 0, ' ');
+    width_ = line.size();
+    llvm::errs().flush();
+  }
+  void clear() {
+    if (!enabled_ || width_ == 0)
+      return;
+    llvm::errs() << "\r" << std::string(width_, ' ') << "\r";
+    llvm::errs().flush();
+    width_ = 0;
+  }
+  void runBeforePass(Pass *pass, Operation *) override {
+    // Pass adaptors (nested pipelines) have no argument; passes nested under
+    // moe.model run once per model: one line each.
+    if (pass->getArgument().empty())
+      return;
+    if (pass->getName() != last_)
+      stage(("pass " + llvm::Twine(++passes_) + ": " + pass->getArgument())
+                .str());
+    last_ = pass->getName().str();
+  }
+
+private:
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+  size_t width_ = 0;
+  unsigned passes_ = 0;
+  std::string last_;
+};
+
+CompileProgress *gProgress = nullptr;
+
 [[noreturn]] void fail(const llvm::Twine &message) {
+  if (gProgress)
+    gProgress->clear();
   llvm::errs() << "error: " << oneLine(message.str()) << "\n";
   std::exit(1);
 }
@@ -300,6 +356,8 @@ int main(int argc, char **argv) {
     // Ops carry where in the model they come from ("layers.3.router", or
     // file:line:col for IR read from a file).
     std::string where;
+    if (gProgress)
+      gProgress->clear();
     Location loc = diag.getLocation();
     if (auto name = dyn_cast<NameLoc>(loc))
       where = name.getName().str() + ": ";
@@ -316,6 +374,11 @@ int main(int argc, char **argv) {
   PassManager pm(&context, ModuleOp::getOperationName());
   if (failed(applyPassManagerCLOptions(pm)))
     fail("invalid pass manager options");
+  auto progressOwner = std::make_unique<CompileProgress>(
+      llvm::sys::Process::StandardErrIsDisplayed());
+  CompileProgress &progress = *progressOwner;
+  gProgress = &progress;
+  pm.addInstrumentation(std::move(progressOwner));
   if (options.pipeline.empty()) {
     buildDefaultPipeline(pm, options);
   } else if (options.pipeline == "none") {
@@ -335,6 +398,7 @@ int main(int argc, char **argv) {
 
   ImportOptions importOptions;
   importOptions.descriptionDType = options.dtype;
+  progress.stage("importing " + llvm::sys::path::filename(modelPath).str());
   llvm::Expected<OwningOpRef<ModuleOp>> imported =
       importModel(modelPath, context, importOptions);
   if (!imported)
@@ -371,6 +435,7 @@ int main(int argc, char **argv) {
     printReport(mainStream, *cost, &latency);
     break;
   case EmitKind::Plan:
+    progress.stage("lowering to a plan");
     if (failed(emitPlan(*module, options, mainStream)))
       std::exit(1); // the diagnostic handler printed why
     break;
@@ -390,6 +455,7 @@ int main(int argc, char **argv) {
   if (!plotPath.empty())
     outputs.emplace_back(plotPath, std::move(plot));
   outputs.emplace_back(outputPath, std::move(main));
+  progress.clear();
   writeOutputs(outputs);
   return 0;
 }

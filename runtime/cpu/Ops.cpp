@@ -189,7 +189,9 @@ static void axpyScalar(float *y, float a, const float *x, int64_t n) {
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) static float dotAvx512(const float *a, const float *b,
                                                           int64_t n) {
   __m512 acc = _mm512_setzero_ps();

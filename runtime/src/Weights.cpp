@@ -55,7 +55,9 @@ float randomWeightValue(uint64_t seed, const std::string &name, plan::Init init,
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// Elements [b, e) of a normal tensor as f32 (out != null) or bf16, 8 lanes
 /// at a time: splitmix64 in 64-bit lanes (vpmullq), the four 16-bit fields
 /// summed, converted and scaled like irwinSum/randomWeightValue.

@@ -6,6 +6,8 @@
 #
 #   scripts/fuzz.sh [-t SECONDS] [TARGET...]
 #   TARGET: safetensors plan tokenizer import mlir compiler-inputs (default: all)
+#   MOE_FUZZ_SEED=N fixes libFuzzer's random seed (CI does, so that a run is
+#   repeatable).
 #
 # New inputs accumulate in BUILD/corpus/TARGET (kept between runs); crashes,
 # timeouts and leaks are written to BUILD/artifacts/ and make
@@ -56,6 +58,7 @@ for t in "${TARGETS[@]}"; do
   log="$B/logs/$t.log"
   set +e
   "$bin" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=4096 \
+    ${MOE_FUZZ_SEED:+-seed="$MOE_FUZZ_SEED"} \
     -max_len="$(maxLen "$t")" -dict="fuzz/dicts/$t.dict" -print_final_stats=1 \
     -artifact_prefix="$B/artifacts/$t-" "$B/corpus/$t" "$B/seeds/$t" > "$log" 2>&1
   rc=$?

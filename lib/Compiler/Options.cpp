@@ -120,7 +120,8 @@ llvm::Expected<int64_t> mlir::moe::parseIntInRange(StringRef text, int64_t min,
   int64_t value;
   if (text.trim().getAsInteger(10, value) || value < min || value > max)
     return llvm::createStringError(
-        llvm::formatv("'{0}' is not an integer in [{1}, {2}]", text, min, max)
+        llvm::formatv("'{0}' is not valid (expected an integer in [{1}, {2}])",
+                      text, min, max)
             .str());
   return value;
 }

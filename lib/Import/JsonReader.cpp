@@ -1,6 +1,7 @@
 //===- JsonReader.cpp - typed, checked access to JSON configs -------------===//
 
 #include "JsonReader.h"
+#include "moe/Compiler/InputLimits.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -18,12 +19,12 @@ mlir::moe::detail::parseJsonFile(StringRef path) {
   if (!buf)
     return llvm::createStringError(
         (path + ": cannot read file: " + buf.getError().message()).str());
-  llvm::Expected<llvm::json::Value> value =
-      llvm::json::parse((*buf)->getBuffer());
+  llvm::Expected<llvm::json::Value> value = parseJson((*buf)->getBuffer());
   if (!value)
-    return llvm::createStringError((path + ": invalid JSON: " +
-                                    llvm::toString(value.takeError()))
-                                       .str());
+    return llvm::createStringError(
+        (path + ": invalid JSON: " + llvm::toString(value.takeError()) +
+         " (expected a JSON object)")
+            .str());
   if (!value->getAsObject())
     return llvm::createStringError(
         (path + ": top level is not a JSON object (expected {...})").str());

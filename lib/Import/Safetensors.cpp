@@ -1,6 +1,7 @@
 //===- Safetensors.cpp - safetensors header reader ------------------------===//
 
 #include "moe/Import/Safetensors.h"
+#include "moe/Compiler/InputLimits.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -63,10 +64,11 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
   if (!headerBuf)
     return fail(path, "cannot read file: " + headerBuf.getError().message());
   llvm::Expected<llvm::json::Value> header =
-      llvm::json::parse((*headerBuf)->getBuffer());
+      parseJson((*headerBuf)->getBuffer());
   if (!header)
     return fail(path, "header is not valid JSON: " +
-                          llvm::toString(header.takeError()));
+                          llvm::toString(header.takeError()) +
+                          " (expected a safetensors header)");
   const llvm::json::Object *entries = header->getAsObject();
   if (!entries)
     return fail(path, "header is not a JSON object (expected tensor entries)");
@@ -82,7 +84,8 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
     const llvm::json::Value &value = *entries->get(name);
     if (name == "__metadata__") {
       if (!value.getAsObject())
-        return fail(path, "__metadata__ is not an object");
+        return fail(path, "__metadata__ is not an object (expected string -> "
+                        "string entries)");
       continue;
     }
     auto where = [&](const llvm::Twine &what) {
@@ -93,13 +96,16 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
       return where("is not an object (expected dtype, shape, data_offsets)");
     std::optional<StringRef> dtype = entry->getString("dtype");
     if (!dtype)
-      return where("has no dtype string");
+      return where("has no dtype string (expected e.g. \"dtype\": \"F32\")");
     unsigned elemSize = getSafetensorsDTypeSize(*dtype);
     if (!elemSize)
-      return where("has unknown dtype '" + *dtype + "'");
+      return where("has unknown dtype '" + *dtype +
+                   "' (expected a safetensors dtype: F64, F32, F16, BF16, "
+                   "I64, I32, I16, I8, U64, U32, U16, U8, BOOL, F8_E4M3, "
+                   "F8_E5M2)");
     const llvm::json::Array *shape = entry->getArray("shape");
     if (!shape)
-      return where("has no shape array");
+      return where("has no shape array (expected \"shape\": [dims])");
     TensorInfo info;
     info.dtype = dtype->str();
     info.file = path.str();
@@ -107,10 +113,12 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
     for (const llvm::json::Value &d : *shape) {
       std::optional<int64_t> dimSize = d.getAsInteger();
       if (!dimSize || *dimSize < 0)
-        return where("has a shape entry that is not a non-negative integer");
+        return where("has a shape entry that is not a non-negative integer "
+                     "(expected sizes >= 0)");
       if (*dimSize != 0 &&
           numBytes > std::numeric_limits<uint64_t>::max() / uint64_t(*dimSize))
-        return where("is too large");
+        return where("is too large (expected dtype size x shape below "
+                     "2^64 bytes)");
       numBytes *= uint64_t(*dimSize);
       info.shape.push_back(*dimSize);
     }
@@ -136,7 +144,8 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
     if (numBytes)
       ranges.emplace_back(*begin, *end);
     if (!tensors.try_emplace(name, std::move(info)).second)
-      return where("appears in two files of the checkpoint");
+      return where("appears in two files of the checkpoint (expected each "
+                   "tensor in one shard)");
   }
   llvm::sort(ranges);
   for (size_t i = 1; i < ranges.size(); ++i)
@@ -164,9 +173,10 @@ llvm::Expected<TensorMap> mlir::moe::readCheckpoint(StringRef dir,
   auto buf = llvm::MemoryBuffer::getFile(index);
   if (!buf)
     return fail(index, "cannot read file: " + buf.getError().message());
-  llvm::Expected<llvm::json::Value> json = llvm::json::parse((*buf)->getBuffer());
+  llvm::Expected<llvm::json::Value> json = parseJson((*buf)->getBuffer());
   if (!json)
-    return fail(index, "invalid JSON: " + llvm::toString(json.takeError()));
+    return fail(index, "invalid JSON: " + llvm::toString(json.takeError()) +
+                           " (expected a safetensors index)");
   const llvm::json::Object *root = json->getAsObject();
   const llvm::json::Object *weightMap =
       root ? root->getObject("weight_map") : nullptr;
@@ -180,7 +190,7 @@ llvm::Expected<TensorMap> mlir::moe::readCheckpoint(StringRef dir,
     std::optional<StringRef> file = kv.second.getAsString();
     if (!file)
       return fail(index, "weight_map entry '" + kv.first.str() +
-                             "' is not a file name");
+                             "' is not a file name (expected a string)");
     // Shards live beside the index: no directories, no way out of `dir`.
     if (file->empty() || file->contains('/') || file->contains('\\') ||
         *file == "." || *file == "..")
@@ -196,7 +206,9 @@ llvm::Expected<TensorMap> mlir::moe::readCheckpoint(StringRef dir,
     llvm::SmallString<256> path(dir);
     llvm::sys::path::append(path, shard);
     if (!llvm::sys::fs::exists(path))
-      return fail(index, "names shard '" + shard + "', which does not exist");
+      return fail(index, "names shard '" + shard +
+                             "', which does not exist (expected the shard "
+                             "beside the index)");
     if (llvm::Error err = readSafetensorsHeader(path, tensors))
       return std::move(err);
   }
@@ -209,7 +221,8 @@ llvm::Expected<TensorMap> mlir::moe::readCheckpoint(StringRef dir,
     if (it == tensors.end() ||
         llvm::sys::path::filename(it->second.file) != shardOf[name])
       return fail(index, "says tensor '" + name + "' is in '" + shardOf[name] +
-                             "', which does not hold it");
+                             "', which does not hold it (expected the index "
+                             "to match the shards)");
   }
   names.clear();
   for (const auto &kv : tensors)
@@ -219,7 +232,8 @@ llvm::Expected<TensorMap> mlir::moe::readCheckpoint(StringRef dir,
     StringRef name = *llvm::min_element(names);
     return fail(tensors[name].file, "tensor '" + name +
                                         "' is missing from the index's "
-                                        "weight_map");
+                                        "weight_map (expected the index to "
+                                        "list every tensor)");
   }
   return std::move(tensors);
 }

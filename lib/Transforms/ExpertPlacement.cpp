@@ -19,6 +19,7 @@
 #include "llvm/Support/Debug.h"
 
 #include <numeric>
+#include <set>
 
 #define DEBUG_TYPE "moe-expert-placement"
 
@@ -117,9 +118,17 @@ struct MoEExpertPlacementPass
     if (grids.empty())
       return; // one rank: every expert everywhere
     shard::GridOp grid = *grids.begin();
+    // The grid may come from user IR: static, and small enough to place on.
     int64_t numRanks = 1;
-    for (int64_t d : grid.getShape())
+    for (int64_t d : grid.getShape()) {
+      if (d <= 0 || d > (int64_t(1) << 16) || numRanks * d > (int64_t(1) << 16)) {
+        grid.emitError() << "moe-expert-placement: device grid of shape ["
+                         << grid.getShape()
+                         << "] (expected static sizes, at most 65536 ranks)";
+        return signalPassFailure();
+      }
       numRanks *= d;
+    }
     if (strategy != "balanced" && strategy != "round-robin" &&
         strategy != "contiguous") {
       model.emitError() << "moe-expert-placement: unknown strategy '"
@@ -138,7 +147,12 @@ struct MoEExpertPlacementPass
     for (size_t d = 0; d < grid.getShape().size(); ++d)
       allAxes.push_back(int16_t(d));
 
+    std::set<int64_t> profiledLayers;
+    for (const auto &entry : loads.routed)
+      profiledLayers.insert(entry.first);
     WalkResult result = model.walk([&](ExpertsOp experts) -> WalkResult {
+      if (auto layer = experts->getParentOfType<LayerOp>())
+        profiledLayers.erase(layer.getIndex());
       if (experts.getInput().getDefiningOp<AllToAllOp>())
         return WalkResult::advance(); // already placed and exchanged
       int64_t numExperts = experts.getNumExperts();
@@ -190,7 +204,14 @@ struct MoEExpertPlacementPass
       return WalkResult::advance();
     });
     if (result.wasInterrupted())
+      return signalPassFailure();
+    // A profile of another model would place this one by unrelated loads.
+    if (!profiledLayers.empty() && strategy == "balanced") {
+      model.emitError() << profile << ": layer " << *profiledLayers.begin()
+                        << " is not an MoE layer of the model (expected the "
+                           "profile of this model)";
       signalPassFailure();
+    }
   }
 };
 

@@ -20,7 +20,9 @@
 // GCC 12 reports its own _mm512_undefined_* placeholders inside the
 // intrinsics headers as uninitialized (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "moert/cpu/Kernels.h"
 

@@ -144,7 +144,9 @@ extern "C" __m512d _ZGVeN8v_exp(__m512d);
 // GCC 12 flags the intrinsics' own _mm512_undefined_* as uninitialized.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// SiLU in double, like activate(Silu, x), 8 lanes at a time; gated rows
 /// multiply the float result by the up half (x[n + j]) in float. The tail is
 /// done in a masked vector, so each element's result does not depend on its
@@ -228,7 +230,9 @@ static void axpyScalar(float *y, float a, const float *x, int64_t n) {
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) static float dotAvx512(const float *a, const float *b,
                                                           int64_t n) {
   __m512 acc = _mm512_setzero_ps();

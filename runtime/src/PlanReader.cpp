@@ -17,6 +17,14 @@ static constexpr int64_t kMaxRanks = 1 << 16;
 static constexpr uint64_t kMaxArenaBytes = uint64_t(1) << 40;
 static constexpr int64_t kMaxDim = int64_t(1) << 40;
 
+/// FlatBuffers' verifier checks a vector's length word (4-byte aligned), not
+/// that 8-byte elements are 8-byte aligned; a hand-made plan can misalign them
+/// and reading them would then be undefined behaviour. (Empty vectors are not
+/// aligned by the builder and have nothing to read.)
+template <typename T> static bool elementsAligned(const flatbuffers::Vector<T> *v) {
+  return !v || v->size() == 0 || reinterpret_cast<uintptr_t>(v->Data()) % alignof(T) == 0;
+}
+
 const char *opName(plan::Op op) {
   const char *n = plan::EnumNameOp(op);
   return n && *n ? n : "unknown";
@@ -122,8 +130,8 @@ private:
   /// weight row-major.
   const WeightInfo &weight(int32_t idx, const char *role, size_t rank, bool matrix = false) {
     if (idx < 0 || size_t(idx) >= weights_.size())
-      err("{} weight index {} out of range (expected 0..{})", role, idx,
-          int64_t(weights_.size()) - 1);
+      err("{}{} index {} out of range (expected 0..{})", role,
+          std::string_view(role) == "weight" ? "" : " weight", idx, int64_t(weights_.size()) - 1);
     const WeightInfo &w = weights_[size_t(idx)];
     if (w.shape.size() != rank)
       err("{} weight '{}' has rank {} (expected rank {})", role, w.name, w.shape.size(), rank);
@@ -141,10 +149,14 @@ private:
 
   /// rows(b, T) >= perToken*T + fixed for every T in [1, max_tokens].
   void needRows(const BufferInfo &b, const char *role, int64_t perToken, int64_t fixed) {
-    for (int64_t T : {int64_t(1), maxT_})
-      if (b.rows(T) < perToken * T + fixed)
-        err("{} buffer '{}' has {} rows at T={} (expected at least {})", role, b.name, b.rows(T), T,
-            perToken * T + fixed);
+    for (int64_t T : {int64_t(1), maxT_}) {
+      // perToken may be a product of plan values (rows x group size).
+      int64_t need;
+      if (__builtin_mul_overflow(perToken, T, &need) ||
+          __builtin_add_overflow(need, fixed, &need) || b.rows(T) < need)
+        err("{} buffer '{}' has {} rows at T={} (expected at least {} x T + {})", role, b.name,
+            b.rows(T), T, perToken, fixed);
+    }
   }
   /// The buffer holds one row per token.
   void needTokenRows(const BufferInfo &b, const char *role) {
@@ -324,8 +336,11 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     err("slot_out buffer '{}' has {} elements per row (expected {} like the experts' output)",
         out.name, out.rowElems, D);
   // Scratch: gathered inputs [n, D] + hidden [n, 2I] for up to T*top_k slots.
-  int64_t n = maxT_ * topK;
-  info_.maxExpertScratch = std::max(info_.maxExpertScratch, n * (D + 2 * I));
+  int64_t n = maxT_ * topK, scratch;
+  if (__builtin_mul_overflow(n, D + 2 * I, &scratch) || scratch > kMaxDim)
+    err("expert scratch of {} slots x ({} + 2 x {}) floats is too large (expected at most {})", n,
+        D, I, kMaxDim);
+  info_.maxExpertScratch = std::max(info_.maxExpertScratch, scratch);
 }
 
 void RankValidator::validateStep(const plan::Step &s) {
@@ -692,6 +707,9 @@ void PlanFile::validate() {
   if (!r.ranks() || int(r.ranks()->size()) != r.num_ranks())
     fail("{}: {} rank programs for num_ranks {} (expected one per rank)", p,
          r.ranks() ? r.ranks()->size() : 0u, r.num_ranks());
+  if (!elementsAligned(m.eos_token_ids()))
+    fail("{}: model.eos_token_ids is not 8-byte aligned (expected a plan written by moe-compile)",
+         p);
   if (m.eos_token_ids())
     for (int64_t e : *m.eos_token_ids())
       if (e < 0 || e >= m.vocab_size())
@@ -714,6 +732,10 @@ void PlanFile::validate() {
       if (!isFloatWeightType(wi.storedDtype) || !isFloatWeightType(wi.dtype))
         fail("{}: weight '{}' has dtype {} stored as {} (expected F32, BF16 or F16)", p, wi.name,
              dtypeName(wi.dtype), dtypeName(wi.storedDtype));
+      if (!elementsAligned(w->shape()))
+        fail("{}: weight '{}' shape is not 8-byte aligned (expected a plan written by "
+             "moe-compile)",
+             p, wi.name);
       if (w->shape()->size() == 0 || w->shape()->size() > 8)
         fail("{}: weight '{}' has rank {} (expected 1..8)", p, wi.name, w->shape()->size());
       uint64_t numel = 1;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 
 namespace moert {
@@ -101,7 +102,8 @@ SafetensorsFile::SafetensorsFile(const std::string &path) : map_(path) {
            t.dtypeName);
     uint64_t numel = 1;
     for (auto &d : v["shape"]) {
-      if (!d.is_number_unsigned() || mulOverflows(numel, d.get<uint64_t>(), numel))
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(INT64_MAX) ||
+          mulOverflows(numel, d.get<uint64_t>(), numel))
         fail("{}: tensor '{}' has a bad shape (expected non-negative integers)", p, name);
       t.shape.push_back(int64_t(d.get<uint64_t>()));
     }

@@ -28,7 +28,9 @@ void Trace::write(const std::string &path, Comm &comm) const {
   json mine = json::array();
   for (const Event &e : events_)
     mine.push_back({e.name, e.cat, e.stream, e.startNs, e.durNs});
-  std::vector<std::string> all = comm.gatherToRoot(mine.dump());
+  // Step names come from the plan and need not be valid UTF-8.
+  constexpr auto kReplace = json::error_handler_t::replace;
+  std::vector<std::string> all = comm.gatherToRoot(mine.dump(-1, ' ', false, kReplace));
   if (comm.rank() != 0)
     return;
   int64_t t0 = std::numeric_limits<int64_t>::max();
@@ -65,7 +67,7 @@ void Trace::write(const std::string &path, Comm &comm) const {
                         {"args", {{"name", streamName(s)}}}});
   }
   json doc = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
-  writeFileAtomic(path, doc.dump());
+  writeFileAtomic(path, doc.dump(-1, ' ', false, kReplace));
 }
 
 } // namespace moert

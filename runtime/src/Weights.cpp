@@ -56,7 +56,9 @@ float randomWeightValue(uint64_t seed, const std::string &name, plan::Init init,
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 /// Elements [b, e) of a normal tensor as f32 (f32 != null) or bf16, element
 /// i at [i - b], 8 lanes at a time: splitmix64 in 64-bit lanes (vpmullq), the four 16-bit fields
 /// summed, converted and scaled like irwinSum/randomWeightValue.
@@ -202,7 +204,9 @@ static void packRows(const WeightInfo &w, int64_t n0, int64_t n1, const void *sr
   const int64_t N = w.shape[0], K = w.shape[1];
   const uint64_t b = uint64_t(n0 * K), e = uint64_t(n1 * K);
   auto *out = static_cast<uint16_t *>(dst);
-  if (src && w.storedDtype == DType::BF16) {
+  // Straight from the mapping when its bf16 elements are aligned (see
+  // mapsDirectly), else through the converting copy.
+  if (src && w.storedDtype == DType::BF16 && reinterpret_cast<uintptr_t>(src) % 2 == 0) {
     const uint16_t *rows = static_cast<const uint16_t *>(src) + b;
     cpu::packBf16(rows, N, K, n0, n1, out);
     auto [pb, pe] = ownPages(rows, (e - b) * 2);
@@ -315,6 +319,15 @@ static void fillJob(const WeightInfo &w, const WeightView &v, const FillJob &j, 
   rowMajor(static_cast<uint8_t *>(dst) + j.begin * dtypeSize(w.dtype), j.begin, j.end);
 }
 
+/// Kernels read a tensor in place when it needs no conversion and its mapped
+/// bytes are aligned for its dtype; safetensors does not promise alignment
+/// (a header length that is not a multiple of 8 shifts every tensor), so an
+/// unaligned tensor is copied instead.
+static bool mapsDirectly(const WeightInfo &w, const TensorInfo &t) {
+  return w.dtype == w.storedDtype &&
+         reinterpret_cast<uintptr_t>(t.data) % dtypeSize(w.dtype) == 0;
+}
+
 std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
                                                          std::shared_ptr<Checkpoint> ckpt,
                                                          const std::vector<int> &ranks,
@@ -350,7 +363,7 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     v.dtype = w.dtype;
     v.bytes = storedBytes(w, v);
     ws->boundBytes_ += v.bytes;
-    bool inPlace = w.dtype == w.storedDtype && v.layout == Layout::RowMajor;
+    bool inPlace = mapsDirectly(w, *t) && v.layout == Layout::RowMajor;
     if (w.streamed) {
       ws->streamed_[i] = std::make_unique<Streamed>();
       ws->streamed_[i]->src = t;
@@ -420,7 +433,7 @@ WeightView WeightStore::loadAndGet(int32_t idx) {
   if (s.resident.load())
     return v;
   const WeightInfo &w = plan_->weights()[size_t(idx)];
-  if (s.src && w.dtype == w.storedDtype && v.layout == Layout::RowMajor) {
+  if (s.src && mapsDirectly(w, *s.src) && v.layout == Layout::RowMajor) {
     // Mapped: read the pages in now (from the page cache or the file).
     ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095)),
               v.bytes + 4096, MADV_WILLNEED);

@@ -285,9 +285,22 @@ std::string readFile(const std::string &path) {
   return ss.str();
 }
 
+/// Real tokenizer.json files nest a handful of levels; the components
+/// (Sequence of Sequence ...) are built and run recursively, so depth is
+/// bounded here rather than by the stack.
+constexpr int kMaxJsonDepth = 64;
+
 Json parseJson(std::string_view text, const std::string &origin) {
   try {
-    return Json::parse(text.begin(), text.end());
+    Json::parser_callback_t limitDepth = [&](int depth, Json::parse_event_t,
+                                             Json &) {
+      if (depth > kMaxJsonDepth)
+        throw TokenizerError(origin + ": JSON nested deeper than " +
+                             std::to_string(kMaxJsonDepth) +
+                             " levels (expected a tokenizer.json document)");
+      return true;
+    };
+    return Json::parse(text.begin(), text.end(), limitDepth);
   } catch (const Json::exception &e) {
     throw TokenizerError(origin + ": malformed JSON: " + e.what() +
                          " (expected a JSON document)");
@@ -317,7 +330,12 @@ std::unique_ptr<TokenizerImpl> load(std::string_view tokenizerJson,
       fail("tokenizer", "not a JSON object", "a tokenizer.json object");
     if (j.contains("version") &&
         (!j["version"].is_string() || j["version"] != "1.0"))
-      fail("version", "unknown tokenizer version " + j["version"].dump(),
+      fail("version",
+           "unknown tokenizer version " +
+               (j["version"].is_primitive()
+                    ? j["version"].dump(-1, ' ', false,
+                                        Json::error_handler_t::replace)
+                    : std::string(j["version"].type_name())),
            "\"1.0\"");
     for (const char *key : {"truncation", "padding"})
       if (j.contains(key) && !j[key].is_null())

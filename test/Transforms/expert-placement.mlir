@@ -30,7 +30,7 @@
 // REPLICAS: moe.experts {{.*}} placement <ranks = 4, experts = [0, 2, 2, 3, 0, 1, 2, 3], replicas = [0 : 1, 1 : 3]>
 
 // BADSTRATEGY: unknown strategy 'random' (expected balanced, round-robin or contiguous)
-// NOPROFILE: missing.json: cannot read the expert profile
+// NOPROFILE: missing.json: cannot read file: {{.*}} (expected the --expert-profile JSON of moe-run)
 
 // Without a device grid there is one rank: nothing changes.
 // ONERANK-NOT: placement

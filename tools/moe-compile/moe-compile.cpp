@@ -16,6 +16,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Analysis/CostModel.h"
+#include "moe/Compiler/ExpertProfile.h"
+#include "moe/Compiler/InputLimits.h"
 #include "moe/Compiler/Options.h"
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Import/Import.h"
@@ -28,6 +30,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassInstrumentation.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Tools/Plugins/PassPlugin.h"
@@ -42,6 +45,7 @@
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <chrono>
 #include <cstdlib>
 
 using namespace mlir;
@@ -113,8 +117,62 @@ cl::list<std::string> passPlugins("load-pass-plugin",
                                   cl::desc("Load passes from a plugin library"),
                                   cl::value_desc("lib.so"), cl::cat(category));
 
+/// One status line on stderr for compiles that take a while (a 2048-expert
+/// model spends seconds in import, placement and lowering): the stage, the
+/// pass being run and the elapsed time, redrawn in place. Only on a terminal,
+/// so logs and tests never see it; cleared before anything else is printed.
+class CompileProgress : public PassInstrumentation {
+public:
+  explicit CompileProgress(bool enabled)
+      : enabled_(enabled), start_(std::chrono::steady_clock::now()) {}
+  ~CompileProgress() override { clear(); }
+
+  void stage(llvm::StringRef what) {
+    if (!enabled_)
+      return;
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                             start_)
+                   .count();
+    std::string line =
+        llvm::formatv("moe-compile: {0} ({1:F1} s)", what, s).str();
+    if (line.size() > 100)
+      line.resize(100);
+    llvm::errs() << "\r" << line << std::string(width_ > line.size() ? width_ - line.size() : 0, ' ');
+    width_ = line.size();
+    llvm::errs().flush();
+  }
+  void clear() {
+    if (!enabled_ || width_ == 0)
+      return;
+    llvm::errs() << "\r" << std::string(width_, ' ') << "\r";
+    llvm::errs().flush();
+    width_ = 0;
+  }
+  void runBeforePass(Pass *pass, Operation *) override {
+    // Pass adaptors (nested pipelines) have no argument; passes nested under
+    // moe.model run once per model: one line each.
+    if (pass->getArgument().empty())
+      return;
+    if (pass->getName() != last_)
+      stage(("pass " + llvm::Twine(++passes_) + ": " + pass->getArgument())
+                .str());
+    last_ = pass->getName().str();
+  }
+
+private:
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+  size_t width_ = 0;
+  unsigned passes_ = 0;
+  std::string last_;
+};
+
+CompileProgress *gProgress = nullptr;
+
 [[noreturn]] void fail(const llvm::Twine &message) {
-  llvm::errs() << "error: " << message << "\n";
+  if (gProgress)
+    gProgress->clear();
+  llvm::errs() << "error: " << oneLine(message.str()) << "\n";
   std::exit(1);
 }
 
@@ -158,17 +216,12 @@ CompileOptions parseOptions(EmitKind emit) {
   o.placement = choice(parsePlacement(placementFlag), "placement", placementFlag,
                        "balanced, round-robin or contiguous");
   if (expertProfileFlag.getNumOccurrences()) {
+    // Checked in full now, so a bad profile is reported before any import.
     o.expertProfile = expertProfileFlag;
-    auto buf = llvm::MemoryBuffer::getFile(o.expertProfile, /*IsText=*/true);
-    if (!buf)
-      fail(o.expertProfile + ": cannot read file: " + buf.getError().message() +
-           " (expected the --expert-profile JSON of moe-run)");
-    if (llvm::Expected<llvm::json::Value> json =
-            llvm::json::parse((*buf)->getBuffer());
-        !json)
-      fail(o.expertProfile + ": invalid JSON: " +
-           llvm::toString(json.takeError()) +
-           " (expected the --expert-profile JSON of moe-run)");
+    if (llvm::Expected<ExpertProfileCounts> profile =
+            readExpertProfileFile(o.expertProfile);
+        !profile)
+      fail(llvm::toString(profile.takeError()));
   }
   o.expertReplicas =
       check(parseIntInRange(expertReplicasFlag, 0, kMaxRanks), "expert-replicas");
@@ -180,24 +233,60 @@ CompileOptions parseOptions(EmitKind emit) {
   o.pipeline = pipelineFlag;
   if (emit == EmitKind::Plan && outputPath.empty())
     fail("-o: missing (expected the plan file to write)");
+  auto samePath = [](llvm::StringRef a, llvm::StringRef b) {
+    return !a.empty() && a != "-" && !b.empty() && b != "-" &&
+           (a == b || llvm::sys::fs::equivalent(a, b));
+  };
+  if (samePath(outputPath, reportPath))
+    fail("--report: '" + reportPath +
+         "' is also the -o file (expected two different files)");
+  if (samePath(outputPath, plotPath) || samePath(reportPath, plotPath))
+    fail("--plot: '" + plotPath +
+         "' is also the -o or --report file (expected another file)");
+  if (samePath(outputPath, modelPath) || samePath(reportPath, modelPath) ||
+      samePath(plotPath, modelPath))
+    fail("-o/--report/--plot: would overwrite the model '" + modelPath +
+         "' (expected another file)");
   if (!plotPath.empty() &&
       !llvm::StringRef(plotPath).ends_with_insensitive(".svg"))
     fail("--plot: '" + plotPath + "' is not supported (expected a .svg file)");
   return o;
 }
 
-/// Writes `text` to `path` ("-" or "": stdout) via a temporary file.
-void writeOutput(llvm::StringRef path, llvm::StringRef text) {
-  if (path.empty() || path == "-") {
-    llvm::outs() << text;
-    llvm::outs().flush();
-    return;
+/// Writes each (path, text) to a temporary file beside `path` and renames
+/// them into place only once all are written, so a failure leaves no output
+/// at all. "-" or "" is stdout, written last.
+void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
+  std::vector<std::pair<llvm::sys::fs::TempFile, std::string>> temps;
+  auto failAll = [&](const llvm::Twine &message) {
+    for (auto &[temp, path] : temps)
+      llvm::consumeError(temp.discard());
+    fail(message);
+  };
+  for (const auto &[path, text] : outputs) {
+    if (path.empty() || path == "-")
+      continue;
+    llvm::Expected<llvm::sys::fs::TempFile> temp =
+        llvm::sys::fs::TempFile::create(path + "-%%%%%%.tmp");
+    if (!temp)
+      failAll(path + ": cannot write: " + llvm::toString(temp.takeError()));
+    temps.emplace_back(std::move(*temp), path);
+    llvm::raw_fd_ostream os(temps.back().first.FD, /*shouldClose=*/false);
+    os << text;
+    os.flush();
+    if (std::error_code ec = os.error()) {
+      os.clear_error();
+      failAll(path + ": cannot write: " + ec.message());
+    }
   }
-  if (llvm::Error err = llvm::writeToOutput(path, [&](llvm::raw_ostream &os) {
-        os << text;
-        return llvm::Error::success();
-      }))
-    fail(path + ": cannot write: " + llvm::toString(std::move(err)));
+  for (auto &[temp, path] : temps)
+    if (llvm::Error err = temp.keep(path))
+      failAll(path + ": cannot write: " + llvm::toString(std::move(err)));
+  for (const auto &[path, text] : outputs)
+    if (path.empty() || path == "-") {
+      llvm::outs() << text;
+      llvm::outs().flush();
+    }
 }
 
 /// Adds the device grid [nodes, gpus_per_node] that placement and the
@@ -267,6 +356,8 @@ int main(int argc, char **argv) {
     // Ops carry where in the model they come from ("layers.3.router", or
     // file:line:col for IR read from a file).
     std::string where;
+    if (gProgress)
+      gProgress->clear();
     Location loc = diag.getLocation();
     if (auto name = dyn_cast<NameLoc>(loc))
       where = name.getName().str() + ": ";
@@ -274,7 +365,8 @@ int main(int argc, char **argv) {
       where = (file.getFilename().strref() + ":" + Twine(file.getLine()) + ":" +
                Twine(file.getColumn()) + ": ")
                   .str();
-    llvm::errs() << "error: " << modelPath << ": " << where << diag.str()
+    llvm::errs() << "error: "
+                 << oneLine(modelPath.getValue() + ": " + where + diag.str())
                  << "\n";
     return success();
   });
@@ -282,6 +374,11 @@ int main(int argc, char **argv) {
   PassManager pm(&context, ModuleOp::getOperationName());
   if (failed(applyPassManagerCLOptions(pm)))
     fail("invalid pass manager options");
+  auto progressOwner = std::make_unique<CompileProgress>(
+      llvm::sys::Process::StandardErrIsDisplayed());
+  CompileProgress &progress = *progressOwner;
+  gProgress = &progress;
+  pm.addInstrumentation(std::move(progressOwner));
   if (options.pipeline.empty()) {
     buildDefaultPipeline(pm, options);
   } else if (options.pipeline == "none") {
@@ -301,6 +398,7 @@ int main(int argc, char **argv) {
 
   ImportOptions importOptions;
   importOptions.descriptionDType = options.dtype;
+  progress.stage("importing " + llvm::sys::path::filename(modelPath).str());
   llvm::Expected<OwningOpRef<ModuleOp>> imported =
       importModel(modelPath, context, importOptions);
   if (!imported)
@@ -337,10 +435,12 @@ int main(int argc, char **argv) {
     printReport(mainStream, *cost, &latency);
     break;
   case EmitKind::Plan:
+    progress.stage("lowering to a plan");
     if (failed(emitPlan(*module, options, mainStream)))
       std::exit(1); // the diagnostic handler printed why
     break;
   }
+  std::vector<std::pair<std::string, std::string>> outputs;
   if (!plotPath.empty()) {
     llvm::raw_string_ostream plotStream(plot);
     printReportSVG(plotStream, *cost);
@@ -350,10 +450,12 @@ int main(int argc, char **argv) {
     json.getAsObject()->insert({"estimated_latency", toJSON(latency)});
     llvm::raw_string_ostream(reportJson)
         << llvm::formatv("{0:2}", json) << "\n";
-    writeOutput(reportPath, reportJson);
+    outputs.emplace_back(reportPath, std::move(reportJson));
   }
   if (!plotPath.empty())
-    writeOutput(plotPath, plot);
-  writeOutput(outputPath, main);
+    outputs.emplace_back(plotPath, std::move(plot));
+  outputs.emplace_back(outputPath, std::move(main));
+  progress.clear();
+  writeOutputs(outputs);
   return 0;
 }

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <csignal>
 #include <optional>
 #include <thread>
 #include <unistd.h>
@@ -131,8 +132,12 @@ Options parseArgs(int argc, char **argv) {
       o.promptFile = need();
     else if (key == "--tokenizer")
       o.tokenizer = need();
-    else if (key == "--max-new-tokens")
+    else if (key == "--max-new-tokens") {
+      // -1 is "not given" internally: a negative value is an error here.
       o.maxNewTokens = parseNumber<int64_t>(key, need());
+      if (o.maxNewTokens < 0)
+        fail("--max-new-tokens={}: negative (expected >= 0)", o.maxNewTokens);
+    }
     else if (key == "--temperature")
       o.temperature = parseNumber<float>(key, need());
     else if (key == "--top-p")
@@ -143,8 +148,11 @@ Options parseArgs(int argc, char **argv) {
       o.dump = need();
     else if (key == "--backend")
       o.backend = need();
-    else if (key == "--threads")
+    else if (key == "--threads") {
       o.threads = parseNumber<int64_t>(key, need());
+      if (o.threads <= 0)
+        fail("--threads={}: (expected a positive thread count)", o.threads);
+    }
     else if (key == "--bench")
       o.bench = flag();
     else if (key == "--warmup")
@@ -168,10 +176,6 @@ Options parseArgs(int argc, char **argv) {
     return o;
   if (o.plan.empty())
     fail("missing PLAN (expected moe-run PLAN [options])");
-  if (o.maxNewTokens < -1)
-    fail("--max-new-tokens={}: negative (expected >= 0)", o.maxNewTokens);
-  if (o.threads == 0 || o.threads < -1)
-    fail("--threads={}: (expected a positive thread count)", o.threads);
   if (o.threads > 1024)
     fail("--threads={}: too many (expected at most 1024)", o.threads);
   if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature))
@@ -331,7 +335,8 @@ void writeProfile(const std::string &path, const PlanFile &plan, const Session &
               {"plan", plan.path()},
               {"tokens", tokens},
               {"layers", layers}};
-  writeFileAtomic(path, doc.dump(1) + "\n");
+  // Names and paths need not be valid UTF-8: replaced, not an exception.
+  writeFileAtomic(path, doc.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 /// What every rank runs, checked before any weight is loaded.
@@ -389,6 +394,10 @@ Job prepare(const Options &o, int worldSize) {
     fail("prompt of {} tokens + {} new tokens exceeds the plan's {} positions (expected at most "
          "{} in total)",
          prompt.size(), job.maxNew, plan.maxPositions(), plan.maxPositions());
+  // Outputs are written at the end: find an unwritable path before the run.
+  for (const std::string *out : {&o.dump, &o.trace, &o.profile})
+    if (!out->empty())
+      AtomicFile probe(*out); // removed again when it goes out of scope
   job.threads = int(o.threads);
   if (job.threads < 0)
     job.threads = std::max(1, int(std::thread::hardware_concurrency()) / p.num_ranks());
@@ -550,7 +559,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
       {"decode_pct_of_floor", pctFloor},
       {"generated_ids", firstTokens}};
   if (o.json) {
-    std::printf("%s\n", j.dump(1).c_str());
+    std::printf("%s\n", j.dump(1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
   std::printf("plan              %s (%d rank(s), %d thread(s), %s, compute %s)\n",
@@ -572,6 +581,30 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
 }
 
 } // namespace
+
+/// This rank's number, for the message below.
+volatile std::sig_atomic_t gRank = 0;
+
+/// mpirun ends the surviving ranks with SIGTERM when one fails (killed,
+/// crashed, or MPI_Abort after an error): each says so on one line and exits
+/// 1 rather than vanishing silently. Only async-signal-safe calls here.
+extern "C" void onTerminate(int) {
+  char msg[160] = "error: rank ";
+  size_t n = std::strlen(msg);
+  char digits[12];
+  int d = 0;
+  for (long r = gRank; d == 0 || r > 0; r /= 10)
+    digits[d++] = char('0' + r % 10);
+  while (d > 0)
+    msg[n++] = digits[--d];
+  const char tail[] = ": stopped by SIGTERM (the launcher ends every rank when one fails; "
+                      "expected its message about the failed rank)\n";
+  std::memcpy(msg + n, tail, sizeof(tail) - 1);
+  n += sizeof(tail) - 1;
+  ssize_t ignored = ::write(STDERR_FILENO, msg, n);
+  (void)ignored;
+  ::_exit(1);
+}
 
 int main(int argc, char **argv) {
   Options o;
@@ -597,6 +630,10 @@ int main(int argc, char **argv) {
 #endif
   if (!comm)
     comm = makeLocalComm();
+  if (comm->size() > 1) {
+    gRank = comm->rank();
+    std::signal(SIGTERM, onTerminate);
+  }
   auto report = [](const char *msg) { std::fprintf(stderr, "error: %s\n", msg); };
   int code = 0;
   try {

@@ -127,15 +127,23 @@ inline uint16_t f32ToF16(float f) {
   return uint16_t(sign | h);
 }
 
-/// Reads element i of a F32/BF16/F16 array as float.
+/// Reads element i of a F32/BF16/F16 array as float. memcpy: the array may
+/// be a checkpoint's mapped bytes, which need not be aligned (the same plain
+/// load when it is).
 inline float loadAsF32(const void *data, DType t, size_t i) {
+  const char *p = static_cast<const char *>(data);
   switch (t) {
-  case DType::F32:
-    return static_cast<const float *>(data)[i];
+  case DType::F32: {
+    float v;
+    std::memcpy(&v, p + 4 * i, 4);
+    return v;
+  }
   case DType::BF16:
-    return bf16ToF32(static_cast<const uint16_t *>(data)[i]);
-  case DType::F16:
-    return f16ToF32(static_cast<const uint16_t *>(data)[i]);
+  case DType::F16: {
+    uint16_t u;
+    std::memcpy(&u, p + 2 * i, 2);
+    return t == DType::BF16 ? bf16ToF32(u) : f16ToF32(u);
+  }
   default:
     return 0.0f;
   }

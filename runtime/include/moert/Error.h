@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/OneLine.h"
+
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -16,7 +18,7 @@ namespace moert {
 
 class Error : public std::runtime_error {
 public:
-  explicit Error(const std::string &msg) : std::runtime_error(msg) {}
+  explicit Error(const std::string &msg) : std::runtime_error(escapeControl(msg)) {}
 };
 
 /// Throws an Error formatted with fmt.

@@ -16,6 +16,8 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/OneLine.h"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -31,7 +33,9 @@ namespace moert {
 /// unknown id). Messages name the JSON field or component involved.
 class TokenizerError : public std::runtime_error {
 public:
-  using std::runtime_error::runtime_error;
+  /// Control characters (from tokens, JSON keys) are escaped: one line.
+  explicit TokenizerError(const std::string &what)
+      : std::runtime_error(escapeControl(what)) {}
 };
 
 namespace tok {

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the libFuzzer targets (fuzz/*.cpp).
+
+usage: make_seeds.py OUT_DIR SRC_ROOT SHARED_DIR [MOE_COMPILE]
+
+Seeds are small valid inputs (and a few near-misses) built from the repo's
+tests and examples, the shared fixtures, and synthetic safetensors files;
+plans are compiled from the fixtures with MOE_COMPILE when it is given.
+One directory per target: OUT_DIR/<target>/.
+"""
+import glob
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+
+def put(out, target, data, prefix=b""):
+    if isinstance(data, str):
+        data = data.encode()
+    data = prefix + data
+    d = os.path.join(out, target)
+    os.makedirs(d, exist_ok=True)
+    name = hashlib.sha1(data).hexdigest()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def safetensors(tensors, metadata=None, pad=True, header_extra=""):
+    """tensors: [(name, dtype, shape, bytes)] -> file bytes."""
+    hdr, data = {}, b""
+    if metadata is not None:
+        hdr["__metadata__"] = metadata
+    for name, dtype, shape, raw in tensors:
+        hdr[name] = {"dtype": dtype, "shape": shape,
+                     "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(hdr) + header_extra
+    if pad:
+        h += " " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h.encode() + data
+
+
+def safetensors_seeds():
+    f32 = struct.pack("<4f", 1, 2, 3, 4)
+    return [
+        safetensors([("w", "F32", [2, 2], f32)]),
+        safetensors([("a", "BF16", [3], b"\x80\x3f" * 3), ("b", "F16", [1], b"\x00\x3c"),
+                     ("c", "I64", [2], struct.pack("<2q", 1, 2))], metadata={"format": "pt"}),
+        safetensors([("empty", "F32", [0, 4], b""), ("scalar", "F32", [], struct.pack("<f", 7)),
+                     ("u8", "U8", [5], b"\x01\x02\x03\x04\x05")]),
+        safetensors([("odd", "F32", [1], struct.pack("<f", 1))], pad=False),
+        safetensors([("x", "F8_E4M3", [2], b"\x01\x02"), ("y", "BOOL", [1], b"\x01")]),
+    ]
+
+
+def split_mlir(path):
+    text = open(path).read()
+    for chunk in text.split("// -----"):
+        lines = [l for l in chunk.splitlines()
+                 if not l.lstrip().startswith(("// RUN", "// CHECK", "// expected-"))]
+        chunk = "\n".join(lines).strip()
+        if chunk:
+            yield chunk + "\n"
+
+
+def main():
+    out, src, shared = sys.argv[1:4]
+    moe_compile = sys.argv[4] if len(sys.argv) > 4 else None
+    fixtures = os.path.join(shared, "fixtures")
+
+    # Runtime safetensors reader: mode byte 0 = file, 1 = index.json.
+    for s in safetensors_seeds():
+        put(out, "safetensors", s, b"\x00")
+    put(out, "safetensors", json.dumps({"metadata": {"total_size": 24}, "weight_map": {
+        "x": "a.safetensors", "y": "a.safetensors", "z": "b.safetensors"}}), b"\x01")
+    put(out, "safetensors", json.dumps({"weight_map": {"x": "a.safetensors"}}), b"\x01")
+
+    # Compiler readers: 0 safetensors, 1 profile, 2 sizes, 3 JSON.
+    for s in safetensors_seeds():
+        put(out, "compiler-inputs", s, b"\x00")
+    for p in glob.glob(os.path.join(src, "test", "Transforms", "Inputs", "*.json")):
+        put(out, "compiler-inputs", open(p, "rb").read(), b"\x01")
+    put(out, "compiler-inputs", json.dumps({"layers": [
+        {"layer": 1, "num_experts": 4, "routed": [1, 2.5, 0, 9], "dropped": [0, 0, 0, 0]},
+        {"layer": 3, "routed": [4, 4]}]}), b"\x01")
+    for s in ["24GiB", "1.5GB", "4096", "12 MiB", "0.5k", "7"]:
+        put(out, "compiler-inputs", s, b"\x02")
+    put(out, "compiler-inputs", '{"a": [1, 2.5e3, "x\\u00e9", null, true], "b": {"c": {}}}', b"\x03")
+
+    # Importer: descriptions and config.json files.
+    configs = (glob.glob(os.path.join(src, "examples", "**", "*.json"), recursive=True) +
+               glob.glob(os.path.join(src, "test", "Import", "Inputs", "descriptions", "*.json")) +
+               glob.glob(os.path.join(src, "test", "Runtime", "Inputs", "*.json")) +
+               glob.glob(os.path.join(fixtures, "hf", "*", "config.json")) +
+               glob.glob(os.path.join(shared, "bench", "*", "config.json")))
+    for p in configs:
+        put(out, "import", open(p, "rb").read())
+
+    # Tokenizers: the small hand-built layouts.
+    for p in glob.glob(os.path.join(src, "test", "Tokenizer", "Inputs", "*", "tokenizer.json")):
+        put(out, "tokenizer", open(p, "rb").read())
+    for p in glob.glob(os.path.join(fixtures, "tokenizers", "*", "tokenizer.json")):
+        if os.path.getsize(p) < 64 * 1024:
+            put(out, "tokenizer", open(p, "rb").read())
+
+    # moe-opt: every test case of the dialect and pass tests.
+    for p in (glob.glob(os.path.join(src, "test", "Dialect", "*.mlir")) +
+              glob.glob(os.path.join(src, "test", "Transforms", "*.mlir")) +
+              glob.glob(os.path.join(src, "test", "Transforms", "Inputs", "*.mlir"))):
+        for chunk in split_mlir(p):
+            put(out, "mlir", chunk)
+
+    # Plans: the fixtures and a description compiled for 1 and 2 ranks.
+    if moe_compile:
+        models = sorted(glob.glob(os.path.join(fixtures, "hf", "*"))) + [
+            os.path.join(src, "test", "Runtime", "Inputs", "tiny-mixtral.json")]
+        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, m in enumerate(models):
+                for extra in ([], ["--devices=2"], ["--max-seq-len=16", "--dtype=bf16"]):
+                    plan = os.path.join(tmp, "p.plan")
+                    r = subprocess.run([moe_compile, m, "-o", plan] + extra, env=env,
+                                       capture_output=True, text=True)
+                    if r.returncode != 0:
+                        print("make_seeds: skipping %s %s: %s" % (m, extra, r.stderr.strip()),
+                              file=sys.stderr)
+                        continue
+                    put(out, "plan", open(plan, "rb").read())
+    for t in sorted(os.listdir(out)):
+        print("seeds: %-16s %d" % (t, len(os.listdir(os.path.join(out, t)))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+moe.model @m attributes {vocab_size = -1} {

@@ -139,7 +139,9 @@ void ropeTables(int64_t positions, int rotaryDim, double theta, std::vector<floa
 // glibc libmvec's AVX-512 exp of 8 doubles (the function GCC calls when it
 // vectorizes exp): within 4 ulp of double, so silu rounded to float matches
 // the scalar double formula except in the rarest ties.
-extern "C" __m512d _ZGVeN8v_exp(__m512d);
+// Declared for AVX-512 callers: clang refuses a __m512d argument to a
+// function whose declaration does not enable avx512f (ABI).
+extern "C" __attribute__((target("avx512f"))) __m512d _ZGVeN8v_exp(__m512d);
 
 // GCC 12 flags the intrinsics' own _mm512_undefined_* as uninitialized.
 #pragma GCC diagnostic push

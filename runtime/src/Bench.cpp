@@ -1,7 +1,9 @@
 //===- Bench.cpp ----------------------------------------------------------===//
 // GCC 12 flags its own AVX-512 intrinsics placeholders (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "moert/Bench.h"
 #include "moert/Error.h"
 #include "moert/FileUtil.h"

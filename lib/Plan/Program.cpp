@@ -121,6 +121,13 @@ private:
   // Weights.
   int weightOf(Value v);
   int optWeightOf(Value v) { return v ? weightOf(v) : -1; }
+  /// A weight every rank holds (not an expert's): weightOf + sharedWeights.
+  int sharedWeightOf(Value v) {
+    int w = weightOf(v);
+    sharedWeights.insert(w);
+    return w;
+  }
+  int optSharedWeightOf(Value v) { return v ? sharedWeightOf(v) : -1; }
 
   // Buffers and regions.
   int newBuffer(std::string name, ElemType type, int64_t rowElems,
@@ -523,8 +530,7 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         return success();
       })
       .Case([&](EmbeddingOp e) -> LogicalResult {
-        int w = weightOf(e.getTable());
-        sharedWeights.insert(w);
+        int w = sharedWeightOf(e.getTable());
         int out = newBuffer("embedding", ElemType::F32, widthOf(e.getResult()));
         p.regions[e.getResult()] = full(out);
         float scale = e.getScale().convertToFloat();
@@ -536,8 +542,7 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         return success();
       })
       .Case([&](PositionEmbeddingOp pe) -> LogicalResult {
-        int w = weightOf(pe.getTable());
-        sharedWeights.insert(w);
+        int w = sharedWeightOf(pe.getTable());
         FailureOr<Slice> in = fullRegionOf(pe.getInput(), pe, "the input");
         if (failed(in))
           return failure();
@@ -683,11 +688,8 @@ LogicalResult ProgramBuilder::lower(Operation *op) {
         FailureOr<Slice> in = fullRegionOf(h.getInput(), h, "the input");
         if (failed(in))
           return failure();
-        int w = weightOf(h.getWeight());
-        int bias = optWeightOf(h.getBias());
-        sharedWeights.insert(w);
-        if (bias >= 0)
-          sharedWeights.insert(bias);
+        int w = sharedWeightOf(h.getWeight());
+        int bias = optSharedWeightOf(h.getBias());
         // One row: the runtime asks for the last position's logits, or
         // computes every row into its own buffer for --dump.
         int out = newBuffer("logits", ElemType::F32, widthOf(h.getResult()),
@@ -831,11 +833,8 @@ LogicalResult ProgramBuilder::lowerNorm(Operation *op, fb::NormKind kind,
   FailureOr<Slice> in = regionOf(input, op);
   if (failed(in))
     return failure();
-  int w = weightOf(weight);
-  int b = optWeightOf(bias);
-  sharedWeights.insert(w);
-  if (b >= 0)
-    sharedWeights.insert(b);
+  int w = sharedWeightOf(weight);
+  int b = optSharedWeightOf(bias);
   Slice out;
   int64_t col = 0, cols = 0;
   if (diesAt(input, op)) {
@@ -870,11 +869,8 @@ LogicalResult ProgramBuilder::lowerLinearLike(Operation *op, Value input,
   FailureOr<Slice> in = fullRegionOf(input, op, "the input");
   if (failed(in))
     return failure();
-  int w = weightOf(weight);
-  int b = optWeightOf(bias);
-  sharedWeights.insert(w);
-  if (b >= 0)
-    sharedWeights.insert(b);
+  int w = sharedWeightOf(weight);
+  int b = optSharedWeightOf(bias);
   std::string name = p.weights[w].name;
   if (StringRef(name).ends_with(".weight"))
     name.resize(name.size() - strlen(".weight"));
@@ -911,12 +907,10 @@ LogicalResult ProgramBuilder::lowerMLP(MLPOp m) {
   FailureOr<Slice> in = fullRegionOf(m.getInput(), m, "the input");
   if (failed(in))
     return failure();
-  int up = weightOf(m.getUp()), down = weightOf(m.getDown());
-  int gate = optWeightOf(m.getGate());
-  int upBias = optWeightOf(m.getUpBias()), downBias = optWeightOf(m.getDownBias());
-  for (int w : {up, down, gate, upBias, downBias})
-    if (w >= 0)
-      sharedWeights.insert(w);
+  int up = sharedWeightOf(m.getUp()), down = sharedWeightOf(m.getDown());
+  int gate = optSharedWeightOf(m.getGate());
+  int upBias = optSharedWeightOf(m.getUpBias()),
+      downBias = optSharedWeightOf(m.getDownBias());
   int64_t inter = m.getIntermediateSize();
   bool gated = gate >= 0, transposed = m.getTransposed();
   fb::ActKind act = toActKind(m.getActivation());

@@ -109,6 +109,18 @@ LogicalResult ModelOp::verify() {
   if (getNumLayers() < 0)
     return emitOpError() << "num_layers must be >= 0 (got " << getNumLayers()
                          << ")";
+  auto checkToken = [&](StringRef what, int64_t id) -> LogicalResult {
+    if (id >= 0 && id < getVocabSize())
+      return success();
+    return emitOpError() << what << " " << id << " is not a token (expected 0.."
+                         << getVocabSize() - 1 << ")";
+  };
+  if (std::optional<int64_t> bos = getBosTokenId())
+    if (failed(checkToken("bos_token_id", *bos)))
+      return failure();
+  for (int64_t id : getEosTokenIds())
+    if (failed(checkToken("eos_token_id", id)))
+      return failure();
   return success();
 }
 

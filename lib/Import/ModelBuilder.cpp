@@ -324,6 +324,23 @@ llvm::Expected<OwningOpRef<ModuleOp>> Emitter::run() {
                       cfg.configFile, cfg.numHeads * cfg.headDim, kMaxWidth)
             .str());
 
+  // Special token ids index the vocabulary (generation stops at eos).
+  auto checkTokenId = [&](StringRef key, int64_t id) -> llvm::Error {
+    if (id >= 0 && id < cfg.vocabSize)
+      return llvm::Error::success();
+    return llvm::createStringError(
+        llvm::formatv("{0}: {1} {2} is not a token of the vocabulary "
+                      "(expected 0..{3}, vocab_size {4})",
+                      cfg.configFile, key, id, cfg.vocabSize - 1, cfg.vocabSize)
+            .str());
+  };
+  if (cfg.bosTokenId)
+    if (llvm::Error err = checkTokenId("bos_token_id", *cfg.bosTokenId))
+      return std::move(err);
+  for (int64_t id : cfg.eosTokenIds)
+    if (llvm::Error err = checkTokenId("eos_token_id", id))
+      return std::move(err);
+
   Location loc = b.getUnknownLoc();
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());

@@ -126,6 +126,18 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
 
 // -----
 
+// expected-error@+1 {{'moe.model' op eos_token_id 4 is not a token (expected 0..3)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8, eos_token_ids = array<i64: 1, 4>} {
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op bos_token_id -1 is not a token (expected 0..3)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8, bos_token_id = -1} {
+}
+
+// -----
+
 // expected-error@+1 {{'moe.model' op has no moe.graph (expected exactly one)}}
 moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
   moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02

@@ -57,11 +57,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (!smallEnough(*pf))
     return 0;
-  static ThreadPool pool(1);
+  static std::unique_ptr<Backend> backend = makeBackend("cpu", {.threads = 1});
   try {
-    std::unique_ptr<WeightStore> weights = WeightStore::random(*pf, 1, {0}, pool, {});
+    std::unique_ptr<WeightStore> weights = WeightStore::random(*pf, 1, {0}, *backend, {});
     std::unique_ptr<Comm> comm = makeLocalComm();
-    Session session(*pf, 0, *weights, *comm, pool);
+    Session session(*pf, 0, *weights, *comm, *backend);
     int64_t T = std::min<int64_t>({2, pf->maxTokens(), pf->maxPositions()});
     std::vector<int64_t> ids(static_cast<size_t>(T));
     for (int64_t i = 0; i < T; ++i)

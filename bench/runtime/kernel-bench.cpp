@@ -8,7 +8,7 @@
 // buffers per repetition so they come from DRAM, as in a forward pass.
 //
 //===----------------------------------------------------------------------===//
-#include "moert/Bench.h"
+#include "moert/cpu/Bandwidth.h"
 #include "moert/FileUtil.h"
 #include "moert/Trace.h"
 #include "moert/cpu/Kernels.h"

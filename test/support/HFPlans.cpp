@@ -242,12 +242,13 @@ void Builder::moeBlock(int i, const std::string &p, int r) {
     ex.experts.push_back(std::move(ew));
   }
   pb_->step(std::move(ex), sp + "moe.experts", i);
+  int exchange = -1;
   if (R > 1) {
     mp::CollectiveT col;
     col.kind = mp::CollectiveKind::AllReduceSum;
     col.buf = so_;
     col.level = "flat";
-    pb_->step(std::move(col), sp + "moe.allreduce", i, 1);
+    exchange = pb_->step(std::move(col), sp + "moe.allreduce", i, 1);
   }
   if (Is_ > 0) { // Qwen2-MoE shared expert, gated by sigmoid(x . w)
     gatedMlp(mp_ + "shared_expert.", sp + "shared.", i, Is_, sh_, sout_, false);
@@ -268,7 +269,11 @@ void Builder::moeBlock(int i, const std::string &p, int r) {
   cb.out = h_;
   cb.top_k = int(k_);
   cb.accumulate = true;
-  pb_->step(std::move(cb), sp + "moe.combine", i);
+  int combine = pb_->step(std::move(cb), sp + "moe.combine", i);
+  // The exchange runs on the communication stream: the combine reads its
+  // result, so it waits for it (the shared expert above does not).
+  if (exchange >= 0)
+    pb_->waitFor(combine, exchange);
 }
 
 void Builder::buildLlamaRank(int r) {

@@ -46,6 +46,9 @@ public:
     return int(rank().steps.size()) - 1;
   }
 
+  /// Step `step` of the current rank waits for step `on` (another stream's).
+  void waitFor(int step, int on) { rank().steps[size_t(step)]->waits.push_back(on); }
+
   /// Assigns arena offsets/max_rows when `layout`, then serializes.
   std::vector<uint8_t> finish(bool layout = true);
 

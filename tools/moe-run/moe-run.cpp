@@ -5,6 +5,7 @@
 // writes the outputs. Every failure is one "error: ..." line and exit 1.
 //
 //===----------------------------------------------------------------------===//
+#include "moert/Backend.h"
 #include "moert/Bench.h"
 #include "moert/Generate.h"
 #include "moert/Safetensors.h"
@@ -347,6 +348,7 @@ struct Job {
   std::vector<int64_t> prompt;
   int64_t maxNew = 0;
   int threads = 1; // per rank
+  std::string backend;
 };
 
 Job prepare(const Options &o, int worldSize) {
@@ -358,11 +360,14 @@ Job prepare(const Options &o, int worldSize) {
     fail("{}: plan was compiled for {} rank(s) but runs on {} (expected mpirun -np {})",
          plan.path(), p.num_ranks(), worldSize, p.num_ranks());
   std::string target = p.target() == plan::Target::CUDA ? "cuda" : "cpu";
-  std::string backend = o.backend.empty() ? target : o.backend;
-  if (backend != "cpu") {
-    if (backend == "cuda")
-      fail("--backend=cuda: this moe-run has no CUDA backend (expected --backend=cpu)");
-    fail("--backend={}: unknown backend (expected cpu or cuda)", backend);
+  job.backend = o.backend.empty() ? target : o.backend;
+  std::vector<std::string> built = availableBackends();
+  if (std::find(built.begin(), built.end(), job.backend) == built.end()) {
+    if (o.backend.empty())
+      fail("{}: compiled for --target={}, but this moe-run has no {} backend (expected "
+           "--backend=cpu to run it on the CPU)",
+           plan.path(), target, target);
+    makeBackend(job.backend, {}); // says why
   }
   std::vector<int64_t> &prompt = job.prompt;
   prompt = o.promptIds;
@@ -413,7 +418,9 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   const int threads = job.threads;
   int rank = comm.rank();
   bool tty = rank == 0 && ::isatty(STDERR_FILENO);
-  ThreadPool pool(threads);
+  BackendOptions bo;
+  bo.threads = threads;
+  std::unique_ptr<Backend> backend = makeBackend(job.backend, bo);
 
   std::unique_ptr<WeightStore> weights;
   {
@@ -424,7 +431,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
     };
     std::vector<int> ranks{rank};
     if (o.randomWeights) {
-      weights = WeightStore::random(plan, o.seed, ranks, pool, prog);
+      weights = WeightStore::random(plan, o.seed, ranks, *backend, prog);
     } else {
       std::string dir = o.weights;
       if (dir.empty()) {
@@ -433,15 +440,15 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
                plan.path());
         dir = p.checkpoint()->str();
       }
-      weights = WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), ranks, pool,
-                                            prog);
+      weights = WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), ranks,
+                                            *backend, prog);
     }
   }
 
   SessionOptions so;
   so.trace = !o.trace.empty();
   so.expertProfile = !o.profile.empty();
-  Session session(plan, rank, *weights, comm, pool, so);
+  Session session(plan, rank, *weights, comm, *backend, so);
   GenerateOptions go;
   go.maxNewTokens = maxNew;
   go.temperature = o.temperature;
@@ -520,13 +527,14 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   }
   uint64_t rss = peakRssBytes();
   // The floor reads what decode reads: this rank's weights, same threads.
-  BandwidthResult bw = weights->boundBytes() >= (uint64_t(512) << 20)
-                           ? measureReadBandwidth(pool, weights->regions(), 5)
-                           : measureReadBandwidth(pool, uint64_t(1) << 30, 5);
+  std::vector<std::span<const uint8_t>> regions;
+  if (weights->boundBytes() >= (uint64_t(512) << 20))
+    regions = weights->regions();
+  auto [bwBest, bwMedian] = backend->readBandwidth(regions, uint64_t(1) << 30, 5);
   Stats pf = stats(prefill), dc = stats(decode);
   double perTok = dsteps ? double(wbytes) / double(dsteps) : 0.0;
   double perTokKV = dsteps ? double(kvbytes) / double(dsteps) : 0.0;
-  double floorMs = bw.bestGBs > 0 ? perTok / (bw.bestGBs * 1e9) * 1e3 : 0.0;
+  double floorMs = bwBest > 0 ? perTok / (bwBest * 1e9) * 1e3 : 0.0;
   double pctFloor = dc.median > 0 ? 100.0 * floorMs / dc.median : 0.0;
   if (!o.trace.empty())
     session.trace().write(o.trace, comm);
@@ -539,7 +547,8 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
       {"model", p.model()->name() ? p.model()->name()->str() : ""},
       {"ranks", comm.size()},
       {"threads", threads},
-      {"isa", cpu::isaName(cpu::activeIsa())},
+      {"backend", backend->name()},
+      {"isa", backend->isa()},
       {"compute_dtype", dtypeName(p.compute_dtype())},
       {"prompt_tokens", prompt.size()},
       {"new_tokens", maxNew},
@@ -552,9 +561,13 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
       {"peak_rss_bytes", rss},
       {"weight_bytes", weights->boundBytes()},
       {"peak_resident_weight_bytes", weights->peakResidentBytes()},
+      {"peak_resident_bytes", weights->peakTotalBytes()},
+      {"memory_budget", p.memory_budget()},
+      {"streamed_loads", weights->loads()},
+      {"streamed_evictions", weights->evictions()},
       {"active_weight_bytes_per_token", perTok},
       {"kv_bytes_per_token", perTokKV},
-      {"read_bandwidth_gbs", {{"best", bw.bestGBs}, {"median", bw.medianGBs}}},
+      {"read_bandwidth_gbs", {{"best", bwBest}, {"median", bwMedian}}},
       {"decode_floor_ms", floorMs},
       {"decode_pct_of_floor", pctFloor},
       {"generated_ids", firstTokens}};
@@ -562,21 +575,26 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
     std::printf("%s\n", j.dump(1, ' ', false, json::error_handler_t::replace).c_str());
     return 0;
   }
-  std::printf("plan              %s (%d rank(s), %d thread(s), %s, compute %s)\n",
-              plan.path().c_str(), comm.size(), threads, cpu::isaName(cpu::activeIsa()),
+  std::printf("plan              %s (%d rank(s), %d thread(s), %s backend, %s, compute %s)\n",
+              plan.path().c_str(), comm.size(), threads, backend->name(), backend->isa().c_str(),
               dtypeName(p.compute_dtype()));
   std::printf("prefill           %zu tokens: %.2f ms median (min %.2f, max %.2f), %.1f tokens/s\n",
               prompt.size(), pf.median, pf.min, pf.max,
               pf.median > 0 ? 1e3 * double(prompt.size()) / pf.median : 0.0);
   std::printf("decode            %.3f ms/token median (min %.3f, max %.3f), %.2f tokens/s\n",
               dc.median, dc.min, dc.max, dc.median > 0 ? 1e3 / dc.median : 0.0);
-  std::printf("read bandwidth    %.1f GB/s best, %.1f GB/s median (%d threads)\n", bw.bestGBs,
-              bw.medianGBs, threads);
+  std::printf("read bandwidth    %.1f GB/s best, %.1f GB/s median (%d threads)\n", bwBest,
+              bwMedian, threads);
   std::printf("decode floor      %.3f ms/token (%.1f MB active weights/token); decode at %.1f%% "
               "of the floor\n",
               floorMs, perTok / 1e6, pctFloor);
   std::printf("memory            peak RSS %.1f MB, weights %.1f MB\n", double(rss) / 1e6,
               double(weights->boundBytes()) / 1e6);
+  std::printf("resident          peak_resident_bytes %llu (weights + arena + KV cache), "
+              "peak_resident_weight_bytes %llu, budget %s\n",
+              (unsigned long long)weights->peakTotalBytes(),
+              (unsigned long long)weights->peakResidentBytes(),
+              p.memory_budget() ? fmt::format("{}", p.memory_budget()).c_str() : "none");
   return 0;
 }
 

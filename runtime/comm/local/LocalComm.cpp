@@ -1,48 +1,32 @@
-//===- LocalComm.cpp - Single-rank communication --------------------------===//
+//===- LocalComm.cpp - One rank, and ranks as threads of one process ------===//
 #include "moert/Comm.h"
+#include "moert/Error.h"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 
 namespace moert {
 
-void Comm::allReduceSum(float *buf, size_t n, std::span<const int> group) {
-  int g = groupSize(group);
-  if (g == 1)
-    return;
-  tmp_.resize(n * size_t(g));
-  allGather(buf, n, tmp_.data(), group);
-  for (size_t i = 0; i < n; ++i) {
-    float s = 0.0f;
-    for (int r = 0; r < g; ++r)
-      s += tmp_[size_t(r) * n + i];
-    buf[i] = s;
-  }
-}
-
-void Comm::reduceScatterSum(const float *in, size_t n, float *out, std::span<const int> group) {
-  int g = groupSize(group);
-  tmp_.resize(n * size_t(g));
-  allToAll(in, n, tmp_.data(), group);
-  for (size_t i = 0; i < n; ++i) {
-    float s = 0.0f;
-    for (int r = 0; r < g; ++r)
-      s += tmp_[size_t(r) * n + i];
-    out[i] = s;
-  }
-}
-
 namespace {
+
 class LocalComm final : public Comm {
 public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
   const char *name() const override { return "local"; }
+  void allReduceSum(float *, size_t, std::span<const int>) override {}
   void allGather(const float *in, size_t n, float *out, std::span<const int>) override {
+    if (in != out)
+      std::memmove(out, in, n * sizeof(float));
+  }
+  void reduceScatterSum(const float *in, size_t n, float *out, std::span<const int>) override {
     if (in != out)
       std::memmove(out, in, n * sizeof(float));
   }
@@ -50,16 +34,22 @@ public:
     if (in != out)
       std::memmove(out, in, n * sizeof(float));
   }
+  void allToAllV(const float *in, std::span<const size_t> sc, std::span<const size_t> so,
+                 float *out, std::span<const size_t>, std::span<const size_t> ro,
+                 std::span<const int>) override {
+    std::memmove(out + ro[0], in + so[0], sc[0] * sizeof(float));
+  }
   void broadcast(void *, size_t, int, std::span<const int>) override {}
+  void send(const void *, size_t, int peer) override {
+    fail("send to rank {} on a single-rank communicator (expected a peer)", peer);
+  }
+  void recv(void *, size_t, int peer) override {
+    fail("receive from rank {} on a single-rank communicator (expected a peer)", peer);
+  }
   std::vector<std::string> gatherToRoot(const std::string &mine) override { return {mine}; }
   void barrier() override {}
   [[noreturn]] void abort(int code) override { std::exit(code); }
 };
-} // namespace
-
-std::unique_ptr<Comm> makeLocalComm() { return std::make_unique<LocalComm>(); }
-
-namespace {
 
 /// A reusable barrier for a fixed set of threads.
 class Barrier {
@@ -84,14 +74,33 @@ private:
   uint64_t gen_ = 0;
 };
 
+/// What a member offers in an exchange.
+struct Posted {
+  const void *buf = nullptr;
+  float *inout = nullptr; // all-reduce: the member's buffer, written back
+  const size_t *counts = nullptr, *offsets = nullptr; // all-to-all-v: sends
+};
+
 struct Shared {
   explicit Shared(int n) : size(n), posted(size_t(n)), world(n) {}
   int size;
-  std::vector<const void *> posted; // per rank: the buffer it offers
+  std::vector<Posted> posted; // per rank
   Barrier world;
   std::mutex m;
   std::map<std::vector<int>, std::unique_ptr<Barrier>> groups;
+  // Point to point: messages per (from, to), in order.
+  std::mutex mailM;
+  std::condition_variable mailCv;
+  std::map<std::pair<int, int>, std::deque<std::vector<uint8_t>>> mail;
 };
+
+int commDelayUs() {
+  static const int us = [] {
+    const char *e = std::getenv("MOERT_COMM_DELAY_US");
+    return e ? std::max(0, std::atoi(e)) : 0;
+  }();
+  return us;
+}
 
 class InProcessComm final : public Comm {
 public:
@@ -100,29 +109,113 @@ public:
   int size() const override { return s_->size; }
   const char *name() const override { return "in-process"; }
 
+  void allReduceSum(float *buf, size_t n, std::span<const int> group) override {
+    int G = groupSize(group);
+    if (G == 1)
+      return;
+    delay();
+    // Reduce-scatter then all-gather over shared memory: member i sums
+    // chunk i of every member's buffer in group order and writes the sum
+    // into every member's buffer. Each member reads and writes O(n) bytes.
+    int me = indexIn(group);
+    size_t b = n * size_t(me) / size_t(G), e = n * size_t(me + 1) / size_t(G);
+    Barrier &bar = barrierFor(group);
+    s_->posted[size_t(rank_)] = {buf, buf, nullptr, nullptr};
+    bar.wait();
+    sum_.assign(e - b, 0.0f);
+    for (int j = 0; j < G; ++j) {
+      const float *src = s_->posted[size_t(member(group, j))].inout;
+      for (size_t i = b; i < e; ++i)
+        sum_[i - b] += src[i];
+    }
+    bar.wait(); // everyone has read the inputs
+    for (int j = 0; j < G; ++j)
+      std::memcpy(s_->posted[size_t(member(group, j))].inout + b, sum_.data(),
+                  (e - b) * sizeof(float));
+    bar.wait(); // every chunk is written
+    bytesMoved_ += 2 * n * sizeof(float) * size_t(G - 1) / size_t(G);
+  }
+  void reduceScatterSum(const float *in, size_t n, float *out,
+                        std::span<const int> group) override {
+    int G = groupSize(group), me = indexIn(group);
+    delay();
+    // Every member's chunk for this rank, added in group order; the second
+    // wait keeps the inputs unchanged until everyone has read them.
+    Barrier &bar = barrierFor(group);
+    s_->posted[size_t(rank_)] = {in, nullptr, nullptr, nullptr};
+    bar.wait();
+    std::vector<float> acc(n, 0.0f);
+    for (int j = 0; j < G; ++j) {
+      const float *src = static_cast<const float *>(s_->posted[size_t(member(group, j))].buf);
+      for (size_t i = 0; i < n; ++i)
+        acc[i] += src[size_t(me) * n + i];
+    }
+    bar.wait();
+    std::memcpy(out, acc.data(), n * sizeof(float));
+    bytesMoved_ += n * sizeof(float) * size_t(G - 1);
+  }
   void allGather(const float *in, size_t n, float *out, std::span<const int> group) override {
-    exchange(in, group, [&](int idx, int member) {
-      std::memcpy(out + size_t(idx) * n, s_->posted[size_t(member)], n * sizeof(float));
+    delay();
+    exchange({in}, group, [&](int idx, int m) {
+      std::memcpy(out + size_t(idx) * n, s_->posted[size_t(m)].buf, n * sizeof(float));
     });
+    bytesMoved_ += n * sizeof(float) * size_t(groupSize(group) - 1);
   }
   void allToAll(const float *in, size_t n, float *out, std::span<const int> group) override {
     int me = indexIn(group);
-    exchange(in, group, [&](int idx, int member) {
-      auto *src = static_cast<const float *>(s_->posted[size_t(member)]);
+    delay();
+    exchange({in}, group, [&](int idx, int m) {
+      auto *src = static_cast<const float *>(s_->posted[size_t(m)].buf);
       std::memcpy(out + size_t(idx) * n, src + size_t(me) * n, n * sizeof(float));
     });
+    bytesMoved_ += n * sizeof(float) * size_t(groupSize(group) - 1);
+  }
+  void allToAllV(const float *in, std::span<const size_t> sc, std::span<const size_t> so,
+                 float *out, std::span<const size_t> rc, std::span<const size_t> ro,
+                 std::span<const int> group) override {
+    int me = indexIn(group);
+    delay();
+    exchange({in, nullptr, sc.data(), so.data()}, group, [&](int idx, int m) {
+      const Posted &p = s_->posted[size_t(m)];
+      if (p.counts[me] != rc[size_t(idx)])
+        fail("all-to-all-v: rank {} sends {} values to rank {}, which expects {}", m,
+             p.counts[me], rank_, rc[size_t(idx)]);
+      std::memcpy(out + ro[size_t(idx)], static_cast<const float *>(p.buf) + p.offsets[me],
+                  rc[size_t(idx)] * sizeof(float));
+      if (m != rank_)
+        bytesMoved_ += rc[size_t(idx)] * sizeof(float);
+    });
+    (void)sc;
   }
   void broadcast(void *buf, size_t bytes, int rootIndex, std::span<const int> group) override {
-    exchange(buf, group, [&](int idx, int member) {
-      if (idx == rootIndex && member != rank_)
-        std::memcpy(buf, s_->posted[size_t(member)], bytes);
+    exchange({buf}, group, [&](int idx, int m) {
+      if (idx == rootIndex && m != rank_)
+        std::memcpy(buf, s_->posted[size_t(m)].buf, bytes);
     });
+  }
+  void send(const void *buf, size_t bytes, int peer) override {
+    auto *p = static_cast<const uint8_t *>(buf);
+    {
+      std::lock_guard<std::mutex> l(s_->mailM);
+      s_->mail[{rank_, peer}].emplace_back(p, p + bytes);
+    }
+    s_->mailCv.notify_all();
+    bytesMoved_ += bytes;
+  }
+  void recv(void *buf, size_t bytes, int peer) override {
+    std::unique_lock<std::mutex> l(s_->mailM);
+    auto &q = s_->mail[{peer, rank_}];
+    s_->mailCv.wait(l, [&] { return !q.empty(); });
+    if (q.front().size() != bytes)
+      fail("receive of {} bytes from rank {}, which sent {}", bytes, peer, q.front().size());
+    std::memcpy(buf, q.front().data(), bytes);
+    q.pop_front();
   }
   std::vector<std::string> gatherToRoot(const std::string &mine) override {
     std::vector<std::string> out;
-    exchange(&mine, {}, [&](int, int member) {
+    exchange({&mine}, {}, [&](int, int m) {
       if (rank_ == 0)
-        out.push_back(*static_cast<const std::string *>(s_->posted[size_t(member)]));
+        out.push_back(*static_cast<const std::string *>(s_->posted[size_t(m)].buf));
     });
     return out;
   }
@@ -130,6 +223,13 @@ public:
   [[noreturn]] void abort(int code) override { std::exit(code); }
 
 private:
+  static void delay() {
+    if (int us = commDelayUs())
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
+  }
+  int member(std::span<const int> group, int j) const {
+    return group.empty() ? j : group[size_t(j)];
+  }
   int indexIn(std::span<const int> group) const {
     if (group.empty())
       return rank_;
@@ -145,22 +245,25 @@ private:
     return *b;
   }
   /// Posts `mine`, waits for the group, lets `copy(index, member)` read each
-  /// member's buffer, and waits again so no buffer changes while read.
-  template <typename F> void exchange(const void *mine, std::span<const int> group, F &&copy) {
+  /// member's offer, and waits again so no buffer changes while read.
+  template <typename F> void exchange(Posted mine, std::span<const int> group, F &&copy) {
     Barrier &b = barrierFor(group);
     s_->posted[size_t(rank_)] = mine;
     b.wait();
     int g = groupSize(group);
     for (int i = 0; i < g; ++i)
-      copy(i, group.empty() ? i : group[size_t(i)]);
+      copy(i, member(group, i));
     b.wait();
   }
 
   std::shared_ptr<Shared> s_;
   int rank_;
+  std::vector<float> sum_;
 };
 
 } // namespace
+
+std::unique_ptr<Comm> makeLocalComm() { return std::make_unique<LocalComm>(); }
 
 std::vector<std::unique_ptr<Comm>> makeInProcessComms(int n) {
   auto shared = std::make_shared<Shared>(n);

@@ -7,6 +7,8 @@
 #include <climits>
 #include <cstdlib>
 #include <map>
+#include <string>
+#include <vector>
 
 namespace moert {
 
@@ -23,7 +25,15 @@ class MpiComm final : public Comm {
 public:
   MpiComm() {
     int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    // The communication stream's worker thread makes the calls, one at a
+    // time (generation's broadcasts happen while the streams are idle).
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    if (provided < MPI_THREAD_SERIALIZED)
+      fail("MPI provides thread level {} (expected MPI_THREAD_SERIALIZED: collectives run on a "
+           "communication thread)",
+           provided);
+    const char *ordered = std::getenv("MOERT_COMM_ORDERED");
+    ordered_ = ordered && std::string(ordered) == "1";
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
   }
@@ -36,10 +46,69 @@ public:
   int size() const override { return size_; }
   const char *name() const override { return "mpi"; }
 
+  void allReduceSum(float *buf, size_t n, std::span<const int> group) override {
+    int G = groupSize(group);
+    if (G == 1)
+      return;
+    bytesMoved_ += 2 * n * sizeof(float) * size_t(G - 1) / size_t(G);
+    if (!ordered_) {
+      MPI_Allreduce(MPI_IN_PLACE, buf, count(n), MPI_FLOAT, MPI_SUM, commFor(group));
+      return;
+    }
+    // Group order: everyone sums the gathered buffers the same way.
+    tmp_.resize(n * size_t(G));
+    MPI_Allgather(buf, count(n), MPI_FLOAT, tmp_.data(), count(n), MPI_FLOAT, commFor(group));
+    for (size_t i = 0; i < n; ++i) {
+      float s = 0.0f;
+      for (int r = 0; r < G; ++r)
+        s += tmp_[size_t(r) * n + i];
+      buf[i] = s;
+    }
+  }
+  void reduceScatterSum(const float *in, size_t n, float *out,
+                        std::span<const int> group) override {
+    int G = groupSize(group);
+    bytesMoved_ += n * sizeof(float) * size_t(G - 1);
+    if (!ordered_) {
+      MPI_Reduce_scatter_block(in, out, count(n), MPI_FLOAT, MPI_SUM, commFor(group));
+      return;
+    }
+    tmp_.resize(n * size_t(G));
+    MPI_Alltoall(in, count(n), MPI_FLOAT, tmp_.data(), count(n), MPI_FLOAT, commFor(group));
+    for (size_t i = 0; i < n; ++i) {
+      float s = 0.0f;
+      for (int r = 0; r < G; ++r)
+        s += tmp_[size_t(r) * n + i];
+      out[i] = s;
+    }
+  }
   void allGather(const float *in, size_t n, float *out, std::span<const int> group) override {
+    bytesMoved_ += n * sizeof(float) * size_t(groupSize(group) - 1);
     MPI_Allgather(in, count(n), MPI_FLOAT, out, count(n), MPI_FLOAT, commFor(group));
   }
+  void allToAllV(const float *in, std::span<const size_t> sc, std::span<const size_t> so,
+                 float *out, std::span<const size_t> rc, std::span<const size_t> ro,
+                 std::span<const int> group) override {
+    size_t G = size_t(groupSize(group));
+    std::vector<int> c[4];
+    for (size_t j = 0; j < G; ++j) {
+      c[0].push_back(count(sc[j]));
+      c[1].push_back(count(so[j]));
+      c[2].push_back(count(rc[j]));
+      c[3].push_back(count(ro[j]));
+    }
+    MPI_Alltoallv(in, c[0].data(), c[1].data(), MPI_FLOAT, out, c[2].data(), c[3].data(),
+                  MPI_FLOAT, commFor(group));
+  }
+  void send(const void *buf, size_t bytes, int peer) override {
+    bytesMoved_ += bytes;
+    MPI_Send(buf, count(bytes), MPI_BYTE, peer, 0, MPI_COMM_WORLD);
+  }
+  void recv(void *buf, size_t bytes, int peer) override {
+    MPI_Recv(buf, count(bytes), MPI_BYTE, peer, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  }
   void allToAll(const float *in, size_t n, float *out, std::span<const int> group) override {
+    bytesMoved_ += n * sizeof(float) * size_t(groupSize(group) - 1);
     MPI_Alltoall(in, count(n), MPI_FLOAT, out, count(n), MPI_FLOAT, commFor(group));
   }
   void broadcast(void *buf, size_t bytes, int rootIndex, std::span<const int> group) override {
@@ -97,6 +166,8 @@ private:
   }
 
   int rank_ = 0, size_ = 1;
+  bool ordered_ = false;
+  std::vector<float> tmp_;
   std::map<std::vector<int>, MPI_Comm> comms_;
 };
 

@@ -9,21 +9,27 @@
 
 namespace moert {
 
-/// Picks the next token: greedy (temperature 0: argmax, ties to the lowest
-/// id) or temperature + top-p sampling from a counter-based RNG, so a seed
-/// gives the same tokens on every run and machine.
+/// The sampling algorithm, defined here and run by backends where the
+/// logits are (Backend::sample): greedy (temperature 0: argmax, ties to the
+/// lowest id) or temperature + top-p sampling from a counter-based RNG whose
+/// state advances in place, so a seed gives the same tokens on every run,
+/// machine and backend.
+int64_t sampleToken(const float *logits, int64_t vocab, float temperature, float topP,
+                    uint64_t &state);
+
+/// sampleToken with its parameters and state held together.
 class Sampler {
 public:
   Sampler(float temperature = 0.0f, float topP = 1.0f, uint64_t seed = 0)
       : temperature_(temperature), topP_(topP), state_(seed) {}
-  int64_t next(const float *logits, int64_t vocab);
+  int64_t next(const float *logits, int64_t vocab) {
+    return sampleToken(logits, vocab, temperature_, topP_, state_);
+  }
   static int64_t argmax(const float *logits, int64_t vocab);
 
 private:
-  double uniform();
   float temperature_, topP_;
   uint64_t state_;
-  std::vector<std::pair<double, int64_t>> probs_;
 };
 
 struct GenerateOptions {

@@ -1,19 +1,19 @@
 //===- Session.h - Executes one rank's program ------------------*- C++ -*-===//
 //
-// A Session owns a rank's activation arena and KV caches and runs its steps
-// in order for one forward call of T <= max_tokens tokens. Collective steps
-// synchronize with the other ranks through a Comm. Prefetch steps on the
-// weight-streaming stream (2) run on a thread of their own; a step waits for
-// the Prefetch steps listed in its `waits`.
+// A Session owns a rank's activation arena and KV caches (allocated by the
+// backend) and runs its steps for one forward call of T <= max_tokens tokens:
+// each step is launched on its plan stream, and a step's `waits` become
+// backend events, so communication and weight streaming run beside the
+// compute that does not depend on them. The session names no backend.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/Backend.h"
 #include "moert/Comm.h"
 #include "moert/Plan.h"
 #include "moert/Trace.h"
 #include "moert/Weights.h"
-#include "moert/cpu/Kernels.h"
 
 #include <memory>
 #include <vector>
@@ -35,76 +35,63 @@ struct GateProfile {
 
 class Session {
 public:
-  Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm, ThreadPool &pool,
+  Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm, Backend &backend,
           SessionOptions opts = {});
   ~Session();
 
   /// Runs tokens ids[0..T) at positions startPos.. (T <= max_tokens). Returns
-  /// the logits of the last token (vocab floats), or nullptr on a rank without
-  /// a Logits step. With allLogits, also writes T x vocab logits there.
+  /// the logits of the last token (vocab floats, host memory), or nullptr on a
+  /// rank without a Logits step. With allLogits, also writes T x vocab
+  /// logits there (host memory).
   const float *forward(const int64_t *ids, int64_t T, int64_t startPos, float *allLogits = nullptr);
+  /// Samples the next token from the last forward call's logits on the
+  /// backend (only ranks with a Logits step).
+  int64_t sample(float temperature, float topP, uint64_t &state);
 
   const PlanFile &plan() const { return plan_; }
+  Backend &backend() { return backend_; }
   int rank() const { return rank_; }
   bool hasLogits() const { return info_.logitsStep >= 0; }
   /// Weight bytes the last forward call read (only routed experts count).
-  uint64_t lastWeightBytes() const { return lastWeightBytes_; }
+  uint64_t lastWeightBytes() const { return stats_.weightBytes; }
   /// KV-cache bytes the last forward call's attention read.
-  uint64_t lastKVBytes() const { return lastKVBytes_; }
+  uint64_t lastKVBytes() const { return stats_.kvBytes; }
+  /// Arena + KV cache bytes this session holds.
+  uint64_t bufferBytes() const { return bufferBytes_; }
   Trace &trace() { return trace_; }
   const std::vector<GateProfile> &expertProfile() const { return profile_; }
 
 private:
-  void runStep(int idx, const plan::Step &s, int64_t T, float *allLogits);
-  void runExperts(const plan::Step &s, const plan::Experts &op, int64_t T);
-  float *f32(int32_t buf) { return reinterpret_cast<float *>(arena_ + info_.buffers[size_t(buf)].offset); }
-  int32_t *i32(int32_t buf) {
-    return reinterpret_cast<int32_t *>(arena_ + info_.buffers[size_t(buf)].offset);
-  }
-  int64_t ld(int32_t buf) const { return info_.buffers[size_t(buf)].rowElems; }
-  int64_t rows(int32_t buf, int64_t T) const { return info_.buffers[size_t(buf)].rows(T); }
-  cpu::WRef w(int32_t idx);
-  void waitFor(const plan::Step &s);
+  void launchStep(unsigned i, const plan::Step &s);
+  /// Makes the streamed weights step `i` reads resident and pins them.
+  void acquireWeights(unsigned i, const plan::Step &s);
 
   const PlanFile &plan_;
   const plan::RankProgram &prog_;
   const RankInfo &info_;
   int rank_;
   WeightStore &weights_;
-  std::unique_ptr<class StreamWorker> streamer_; // runs stream-2 Prefetch steps
   Comm &comm_;
-  ThreadPool &pool_;
+  Backend &backend_;
   SessionOptions opts_;
-  cpu::Workspace ws_;
-  cpu::Precision prec_;
 
   uint8_t *arena_ = nullptr;
-  size_t arenaBytes_ = 0;
-  struct Cache {
-    void *k = nullptr, *v = nullptr;
-    size_t bytes = 0;
-    DType dtype;
-  };
-  std::vector<Cache> caches_;
-  struct RopeTable {
-    int rotaryDim;
-    float theta;
-    std::vector<float> cos, sin;
-  };
-  std::vector<RopeTable> ropeTables_;
-  std::vector<int> stepRope_;             // step -> rope table index
-  std::vector<int64_t> ids_, pos_;
+  uint64_t arenaBytes_ = 0, bufferBytes_ = 0;
+  std::vector<KVCacheBuf> caches_;
+  int64_t *deviceTokens_ = nullptr; // ids then positions, 2 x max_tokens
+  float *deviceLogits_ = nullptr;   // the Logits step's output (device)
+  float *deviceAllLogits_ = nullptr; // max_tokens x vocab for --dump, on first use
+  std::vector<int64_t> hostTokens_;
   std::vector<float> lastLogits_;
-  std::vector<int> profileIndex_;         // step -> index into profile_ (-1)
+  std::vector<int> profileIndex_;          // step -> index into profile_ (-1)
   std::vector<GateProfile> profile_;
-  std::vector<std::vector<int>> groups_;  // step -> collective group
-  // step -> one past the last of the consecutive Linear steps that read the
-  // same input and write disjoint outputs (q/k/v, gate/up): at T = 1 they run
-  // as one batch.
-  std::vector<unsigned> linearGroupEnd_;
-  void computeLinearGroups();
-  void runLinearGroup(unsigned begin, unsigned end, int64_t T);
-  uint64_t lastWeightBytes_ = 0, lastKVBytes_ = 0;
+  std::vector<unsigned> groupEnd_;         // the backend's step groups
+  std::vector<bool> needsEvent_;           // a later step waits for this one
+  std::vector<EventId> events_;            // per step, this call
+  std::vector<std::vector<int32_t>> streamedWeights_; // per step: streamed weights it reads
+  std::vector<int32_t> pinned_;
+  StepStats stats_;
+  StepArgs args_;
   Trace trace_;
 };
 

@@ -8,9 +8,6 @@
 // not be scheduled for milliseconds, and the caller then simply takes its
 // chunks instead of waiting for it.
 //
-// OpenBLAS is held at one thread: kernels call sgemm from inside the pool on
-// disjoint slices, so the two never oversubscribe the cores.
-//
 //===----------------------------------------------------------------------===//
 #pragma once
 

@@ -1,18 +1,26 @@
 //===- Weights.h - The weights a rank computes with -------------*- C++ -*-===//
 //
-// Weights come from a checkpoint (mmap'd; used in place when the stored dtype
-// is the plan's dtype, converted once into owned memory otherwise) or from
-// --random-weights (a counter-based generator keyed by (seed, tensor name), so
-// values do not depend on the thread count or on which rank generates them).
+// The weight store decides what is resident and accounts for memory; the
+// backend decides how a weight lies in its memory (Backend::upload). Weights
+// come from a checkpoint (mmap'd; the backend may use the mapping in place)
+// or from --random-weights (moert/Random.h).
+//
+// Weights the plan marks `streamed` are not loaded at start-up: load() (a
+// Prefetch step, or the session before a step that needs one) brings one in
+// and evict() releases it. The store keeps the plan's memory budget: resident
+// weights + the session's buffers (arena and KV caches, reserved with
+// reserveBuffers) stay within Plan.memory_budget; to make room it evicts the
+// least recently used streamed weights that no running step holds (pin).
+// load/evict may be called from the weight-streaming stream and the compute
+// stream concurrently.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/Backend.h"
 #include "moert/Plan.h"
 #include "moert/Safetensors.h"
-#include "moert/ThreadPool.h"
 
-#include <functional>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -21,97 +29,95 @@
 
 namespace moert {
 
-struct WeightView {
-  const void *data = nullptr; // null when no bound rank uses the weight
-  DType dtype = DType::F32;
-  uint64_t bytes = 0;
-  Layout layout = Layout::RowMajor;
-};
-
-struct WeightOptions {
-  /// Store BF16 matrices that the plan only multiplies (W of X W^T) in
-  /// Layout::Packed16 when the CPU kernels are AVX-512 ones (and the
-  /// environment does not say MOERT_PACK=0): an owned copy instead of the
-  /// checkpoint's mapping, made once at load.
-  bool packMatrices = true;
-};
-
-/// Called with (done, total) bytes while weights load; may be empty.
-using ProgressFn = std::function<void(uint64_t, uint64_t)>;
-
-/// Weights of a rank. Weights the plan marks `streamed` are not loaded at
-/// start-up: load() (a Prefetch step, or acquire() on first use) brings one
-/// in and evict() releases it — a mapped tensor's pages are dropped from the
-/// process (MADV_DONTNEED), converted or generated ones are freed — so the
-/// resident bytes follow the plan's memory budget. load/evict/acquire may be
-/// called from the streaming thread and the compute thread concurrently.
 class WeightStore {
 public:
   /// Binds the weights that `ranks` use from a checkpoint.
   static std::unique_ptr<WeightStore> fromCheckpoint(const PlanFile &plan,
                                                      std::shared_ptr<Checkpoint> ckpt,
                                                      const std::vector<int> &ranks,
-                                                     ThreadPool &pool,
-                                                     const ProgressFn &progress = {},
-                                                     WeightOptions opts = {});
+                                                     Backend &backend,
+                                                     const ProgressFn &progress = {});
   /// Generates the weights that `ranks` use per Weight.init / init_std.
   static std::unique_ptr<WeightStore> random(const PlanFile &plan, uint64_t seed,
-                                             const std::vector<int> &ranks, ThreadPool &pool,
-                                             const ProgressFn &progress = {},
-                                             WeightOptions opts = {});
+                                             const std::vector<int> &ranks, Backend &backend,
+                                             const ProgressFn &progress = {});
   ~WeightStore();
 
-  /// The weight, resident (a streamed weight is loaded now if it is not).
-  WeightView acquire(int32_t idx) {
-    if (!streamed_[size_t(idx)] || streamed_[size_t(idx)]->resident.load(std::memory_order_acquire))
-      return views_[size_t(idx)];
-    return loadAndGet(idx);
-  }
-  void load(int32_t idx) { (void)acquire(idx); }
-  void evict(int32_t idx);
+  /// Every weight's view, indexed like Plan.weights (data null while a
+  /// streamed weight is not resident, or when no bound rank uses it).
+  const DeviceWeight *views() const { return views_.data(); }
+  const DeviceWeight &view(int32_t idx) const { return views_[size_t(idx)]; }
+  size_t size() const { return views_.size(); }
+
   bool isStreamed(int32_t idx) const { return streamed_[size_t(idx)] != nullptr; }
   bool isResident(int32_t idx) const {
     return !streamed_[size_t(idx)] || streamed_[size_t(idx)]->resident.load();
   }
+  /// Makes a streamed weight resident (blocking); no-op for the others.
+  void load(int32_t idx);
+  void evict(int32_t idx);
+  /// A pinned weight is not evicted to make room (a step is reading it).
+  void pin(std::span<const int32_t> idx);
+  void unpin(std::span<const int32_t> idx);
+  /// Evicts unpinned streamed weights (least recently used first) while the
+  /// budget is exceeded: a step that had to go over it (its own weights did
+  /// not fit) leaves nothing behind.
+  void trim();
 
-  size_t size() const { return views_.size(); }
-  /// Bytes of all bound weights (mapped or owned, streamed or not).
+  /// Adds (or, negative, removes) bytes of activation buffers and KV caches
+  /// to the budget's account.
+  void reserveBuffers(int64_t bytes);
+  /// Plan.memory_budget (0: none).
+  uint64_t budget() const { return budget_; }
+
+  /// Bytes of all bound weights (in their layouts; streamed or not).
   uint64_t boundBytes() const { return boundBytes_; }
-  /// Bytes resident now: the non-streamed weights plus the loaded streamed ones.
+  /// Weight bytes resident now / at their peak.
   uint64_t residentBytes() const { return fixedBytes_ + streamedResident_.load(); }
   uint64_t peakResidentBytes() const { return fixedBytes_ + streamedPeak_.load(); }
-  /// Bytes converted or generated into owned memory at start-up.
+  /// Resident weights + reserved buffers at their peak (what the budget bounds).
+  uint64_t peakTotalBytes() const { return totalPeak_.load(); }
+  /// Bytes the backend holds in memory of its own (converted, packed, generated).
   uint64_t ownedBytes() const { return ownedBytes_; }
-  /// Weights stored in Layout::Packed16.
+  /// Weights in Layout::Packed16.
   size_t packedCount() const;
+  /// Streamed weights loaded (on demand or prefetched) and evicted so far.
+  uint64_t loads() const { return loads_.load(); }
+  uint64_t evictions() const { return evictions_.load(); }
   /// The memory of every resident weight (for the bandwidth probe).
   std::vector<std::span<const uint8_t>> regions() const;
 
 private:
-  /// Where a streamed weight comes from and whether it is in memory.
   struct Streamed {
-    const TensorInfo *src = nullptr; // checkpoint tensor, or null for random
-    uint64_t key = 0;                // random: the tensor's generator key
-    void *mem = nullptr;             // owned memory while resident
-    bool mapped = false;             // mem came from mmap (large tensors)
+    WeightSource src;
+    std::shared_ptr<void> memory; // the backend's, while resident
     std::atomic<bool> resident{false};
+    int pins = 0;
+    uint64_t lastUse = 0;
   };
-  WeightStore() = default;
-  /// Which weights to pack (views_' layout and bytes); the rest stay row-major.
-  void choosePacked(const PlanFile &plan, WeightOptions opts);
-  /// Lays the given weights out in one owned mapping and points their views at it.
-  void placeOwned(const std::vector<size_t> &which);
-  WeightView loadAndGet(int32_t idx);
+  WeightStore(const PlanFile &plan, Backend &backend) : plan_(&plan), backend_(&backend) {}
+  /// Layouts, sources and the start-up upload, shared by both constructors.
+  void bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
+            const ProgressFn &progress);
+  /// Evicts unpinned streamed weights, least recently used first, until
+  /// `need` more bytes fit in the budget. Called with mutex_ held.
+  void makeRoom(uint64_t need);
+  void evictLocked(size_t idx);
+  void notePeak();
 
-  const PlanFile *plan_ = nullptr;
+  const PlanFile *plan_;
+  Backend *backend_;
   std::shared_ptr<Checkpoint> ckpt_;
-  std::vector<WeightView> views_;
+  uint64_t seed_ = 0;
+  std::vector<DeviceWeight> views_;
   std::vector<std::unique_ptr<Streamed>> streamed_; // null: loaded at start-up
-  std::mutex mutex_;                                // serializes load/evict
-  bool avx512_ = false;
-  uint8_t *owned_ = nullptr;
-  uint64_t ownedBytes_ = 0, ownedCap_ = 0, boundBytes_ = 0, fixedBytes_ = 0;
-  std::atomic<uint64_t> streamedResident_{0}, streamedPeak_{0};
+  std::shared_ptr<void> fixedMemory_;
+  std::mutex mutex_; // serializes load/evict/pin
+  uint64_t tick_ = 0;
+  uint64_t budget_ = 0, ownedBytes_ = 0, boundBytes_ = 0, fixedBytes_ = 0;
+  std::atomic<int64_t> buffers_{0};
+  std::atomic<uint64_t> streamedResident_{0}, streamedPeak_{0}, totalPeak_{0};
+  std::atomic<uint64_t> loads_{0}, evictions_{0};
 };
 
 /// The value --random-weights gives element i of tensor `name` (before

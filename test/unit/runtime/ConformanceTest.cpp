@@ -9,6 +9,7 @@
 
 #include "HFPlans.h"
 #include "moert/Generate.h"
+#include "moert/cpu/Kernels.h"
 #include "moert/Safetensors.h"
 
 #include <cmath>
@@ -52,7 +53,7 @@ FixtureRun runFixture(const std::string &name, cpu::Isa isa, int threads, int64_
   HFPlanOptions o;
   o.maxTokens = maxTokens;
   PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir, o), name + ".plan");
-  ThreadPool pool(threads);
+  TestBackend pool(threads);
   auto comm = makeLocalComm();
   auto weights = WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), {0}, pool);
   Session s(plan, 0, *weights, *comm, pool);

@@ -39,7 +39,7 @@ std::vector<int64_t> prompt(int64_t n, int64_t vocab) {
 
 /// Decoding with the cache vs recomputing the whole sequence each step.
 void checkCacheEqualsRecompute(const PlanFile &plan, int threads) {
-  ThreadPool pool(threads);
+  TestBackend pool(threads);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 7, {0}, pool);
   Session s(plan, 0, *w, *comm, pool);
@@ -88,7 +88,7 @@ TEST(Session, Bf16ComputeStaysCloseToF32) {
   PlanFile f32 = planFor(kTinyMixtral, o);
   o.computeDtype = mp::DType::BF16;
   PlanFile bf = planFor(kTinyMixtral, o);
-  ThreadPool pool(2);
+  TestBackend pool(2);
   auto comm = makeLocalComm();
   auto w1 = WeightStore::random(f32, 3, {0}, pool);
   auto w2 = WeightStore::random(bf, 3, {0}, pool);
@@ -108,7 +108,7 @@ TEST(Session, Bf16ComputeStaysCloseToF32) {
 TEST(Session, SamplingIsDeterministicPerSeed) {
   HFPlanOptions o;
   PlanFile plan = planFor(kTinyMixtral, o);
-  ThreadPool pool(2);
+  TestBackend pool(2);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 11, {0}, pool);
   auto sample = [&](uint64_t seed, float temp, float topP) {
@@ -140,7 +140,7 @@ TEST(Sampler, TopPKeepsTheNucleus) {
 TEST(Session, StopsAtEos) {
   HFPlanOptions o;
   PlanFile plan0 = planFor(kTinyMixtral, o);
-  ThreadPool pool(1);
+  TestBackend pool(1);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan0, 5, {0}, pool);
   Session s0(plan0, 0, *w, *comm, pool);
@@ -165,7 +165,7 @@ TEST(Session, RejectsBadInputs) {
   HFPlanOptions o;
   o.maxSeqLen = 16;
   PlanFile plan = planFor(kTinyMixtral, o);
-  ThreadPool pool(1);
+  TestBackend pool(1);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 5, {0}, pool);
   Session s(plan, 0, *w, *comm, pool);
@@ -189,7 +189,7 @@ GenerateResult runRanks(const PlanFile &plan, uint64_t seed, const std::vector<i
   std::vector<std::thread> th;
   for (int r = 0; r < R; ++r)
     th.emplace_back([&, r] {
-      ThreadPool pool(threadsPerRank);
+      TestBackend pool(threadsPerRank);
       auto w = WeightStore::random(plan, seed, {r}, pool);
       Session s(plan, r, *w, *comms[size_t(r)], pool);
       GenerateOptions g;
@@ -229,7 +229,7 @@ TEST(Session, ExpertParallelRanksReproduceOneRankBitwise) {
 TEST(Session, TraceAndExpertProfile) {
   HFPlanOptions o;
   PlanFile plan = planFor(kTinyMixtral, o);
-  ThreadPool pool(1);
+  TestBackend pool(1);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 5, {0}, pool);
   SessionOptions so;
@@ -263,7 +263,7 @@ TEST(Session, ResultsDoNotDependOnTheThreadCount) {
     std::vector<int64_t> p = prompt(13, plan.vocabSize());
     std::vector<std::vector<float>> logits;
     for (int threads : {1, 2, 5}) {
-      ThreadPool pool(threads);
+      TestBackend pool(threads);
       auto comm = makeLocalComm();
       auto w = WeightStore::random(plan, 4, {0}, pool);
       Session s(plan, 0, *w, *comm, pool);
@@ -353,7 +353,7 @@ TEST(Session, StreamedWeightsGiveTheSameTokensWithinTheBudget) {
   PlanFile plain = PlanFile::fromBytes(base, "plain.plan");
   std::vector<int64_t> p = prompt(11, plain.vocabSize());
   auto run = [&](const PlanFile &plan, WeightStore *&store, std::unique_ptr<WeightStore> &keep) {
-    ThreadPool pool(2);
+    TestBackend pool(2);
     auto comm = makeLocalComm();
     keep = WeightStore::random(plan, 21, {0}, pool);
     store = keep.get();

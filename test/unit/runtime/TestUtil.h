@@ -1,6 +1,7 @@
 //===- TestUtil.h - Helpers shared by the runtime tests ---------*- C++ -*-===//
 #pragma once
 
+#include "moert/Backend.h"
 #include "moert/DType.h"
 #include "moert/FileUtil.h"
 
@@ -14,6 +15,15 @@
 #include <vector>
 
 namespace moetest {
+
+/// A CPU backend for tests, usable where a Backend& is expected.
+struct TestBackend {
+  explicit TestBackend(int threads, bool pack = true)
+      : be(moert::makeBackend("cpu", {.threads = threads, .packWeights = pack})) {}
+  operator moert::Backend &() { return *be; }
+  moert::Backend *operator->() { return be.get(); }
+  std::unique_ptr<moert::Backend> be;
+};
 
 inline std::string fixturesDir() { return MOE_FIXTURES_DIR; }
 inline std::string fixture(const std::string &name) { return fixturesDir() + "/hf/" + name; }

@@ -42,18 +42,18 @@ PlanFile linearPlan(int64_t N, int64_t K, mp::DType stored, mp::DType dtype,
 
 } // namespace
 
-/// The row-major layout: the tests below look at raw elements.
-const WeightOptions kRowMajor{.packMatrices = false};
+// Backends made with pack = false keep the row-major layout: the tests
+// below look at raw elements.
 
 bool packingAvailable() { return cpu::activeIsa() != cpu::Isa::Scalar; }
 
 TEST(RandomWeights, DeterministicAcrossThreadCounts) {
   PlanFile p = linearPlan(300, 7000, mp::DType::BF16, mp::DType::BF16);
-  ThreadPool p1(1), p3(3);
-  auto a = WeightStore::random(p, 42, {0}, p1, {}, kRowMajor);
-  auto b = WeightStore::random(p, 42, {0}, p3, {}, kRowMajor);
-  auto c = WeightStore::random(p, 43, {0}, p3, {}, kRowMajor);
-  WeightView wa = a->acquire(0), wb = b->acquire(0), wc = c->acquire(0);
+  TestBackend p1(1), p3(3), p1Rm(1, false), p3Rm(3, false);
+  auto a = WeightStore::random(p, 42, {0}, p1Rm);
+  auto b = WeightStore::random(p, 42, {0}, p3Rm);
+  auto c = WeightStore::random(p, 43, {0}, p3Rm);
+  DeviceWeight wa = a->view(0), wb = b->view(0), wc = c->view(0);
   ASSERT_EQ(wa.bytes, 300u * 7000u * 2u);
   EXPECT_EQ(std::memcmp(wa.data, wb.data, wa.bytes), 0);
   EXPECT_NE(std::memcmp(wa.data, wc.data, wa.bytes), 0);
@@ -71,13 +71,13 @@ TEST(RandomWeights, DeterministicAcrossThreadCounts) {
             bf16ToF32(f32ToBf16(randomWeightValue(42, "w", mp::Init::Normal, 0.5f, 5))));
   // Biases follow their Zeros init.
   for (size_t i = 0; i < 300; ++i)
-    ASSERT_EQ(loadAsF32(a->acquire(1).data, DType::BF16, i), 0.0f);
+    ASSERT_EQ(loadAsF32(a->view(1).data, DType::BF16, i), 0.0f);
   // Packed (the default with AVX-512): the same values in blocks of 16 rows
   // (300 rows: the last block half padding), whatever the thread count.
   if (!packingAvailable())
     GTEST_SKIP() << "no AVX-512: weights stay row-major";
   auto pa = WeightStore::random(p, 42, {0}, p1), pb = WeightStore::random(p, 42, {0}, p3);
-  WeightView va = pa->acquire(0), vb = pb->acquire(0);
+  DeviceWeight va = pa->view(0), vb = pb->view(0);
   ASSERT_EQ(va.layout, Layout::Packed16);
   ASSERT_EQ(va.bytes, cpu::packedBytes(300, 7000));
   EXPECT_EQ(std::memcmp(va.data, vb.data, va.bytes), 0);
@@ -86,34 +86,35 @@ TEST(RandomWeights, DeterministicAcrossThreadCounts) {
     for (int64_t k = 0; k < 7000; k += 13)
       ASSERT_EQ(cpu::weightAt(packed, 7000, n, k), loadAsF32(wa.data, DType::BF16, size_t(n * 7000 + k)))
           << n << "," << k;
-  EXPECT_EQ(pa->acquire(1).layout, Layout::RowMajor); // a bias
-  EXPECT_EQ(pa->acquire(2).layout, Layout::RowMajor); // used by Embedding too
+  EXPECT_EQ(pa->view(1).layout, Layout::RowMajor); // a bias
+  EXPECT_EQ(pa->view(2).layout, Layout::RowMajor); // used by Embedding too
   EXPECT_EQ(pa->packedCount(), 1u);
 }
 
 TEST(RandomWeights, SameOnEveryIsa) {
   PlanFile p = linearPlan(33, 517, mp::DType::F32, mp::DType::F32);
   PlanFile pb = linearPlan(33, 517, mp::DType::BF16, mp::DType::BF16);
-  ThreadPool pool(2);
+  TestBackend pool(2), poolRm(2, false);
   cpu::Isa saved = cpu::activeIsa();
   auto fast = WeightStore::random(p, 9, {0}, pool);
-  auto fastB = WeightStore::random(pb, 9, {0}, pool, {}, kRowMajor);
+  auto fastB = WeightStore::random(pb, 9, {0}, poolRm);
   auto fastPacked = WeightStore::random(pb, 9, {0}, pool);
   cpu::setIsa(cpu::Isa::Scalar);
-  auto slow = WeightStore::random(p, 9, {0}, pool);
-  auto slowB = WeightStore::random(pb, 9, {0}, pool);
+  TestBackend scalar(2); // made on the scalar path: it does not pack
+  auto slow = WeightStore::random(p, 9, {0}, scalar);
+  auto slowB = WeightStore::random(pb, 9, {0}, scalar);
   cpu::setIsa(saved);
-  EXPECT_EQ(slowB->acquire(0).layout, Layout::RowMajor); // no packing on the scalar path
-  EXPECT_EQ(std::memcmp(fast->acquire(0).data, slow->acquire(0).data, fast->acquire(0).bytes), 0);
-  EXPECT_EQ(std::memcmp(fastB->acquire(0).data, slowB->acquire(0).data, fastB->acquire(0).bytes), 0);
+  EXPECT_EQ(slowB->view(0).layout, Layout::RowMajor); // no packing on the scalar path
+  EXPECT_EQ(std::memcmp(fast->view(0).data, slow->view(0).data, fast->view(0).bytes), 0);
+  EXPECT_EQ(std::memcmp(fastB->view(0).data, slowB->view(0).data, fastB->view(0).bytes), 0);
   // Packing (AVX-512 gathers, odd K) keeps every value.
-  WeightView pv = fastPacked->acquire(0);
+  DeviceWeight pv = fastPacked->view(0);
   for (int64_t n = 0; n < 33; ++n)
     for (int64_t k = 0; k < 517; ++k)
       ASSERT_EQ(cpu::weightAt({pv.data, pv.dtype, pv.layout}, 517, n, k),
-                loadAsF32(slowB->acquire(0).data, DType::BF16, size_t(n * 517 + k)));
+                loadAsF32(slowB->view(0).data, DType::BF16, size_t(n * 517 + k)));
   for (size_t i = 0; i < 33 * 517; i += 97)
-    EXPECT_EQ(static_cast<const float *>(fast->acquire(0).data)[i],
+    EXPECT_EQ(static_cast<const float *>(fast->view(0).data)[i],
               randomWeightValue(9, "w", mp::Init::Normal, 0.5f, i));
 }
 
@@ -131,19 +132,19 @@ TEST(CheckpointWeights, ZeroCopyWhenDtypesMatchElseConverted) {
                    {{"w", "BF16", {6, 5}, wb.data(), wb.size() * 2},
                     {"b", "BF16", {6}, bb.data(), bb.size() * 2},
                     {"emb", "BF16", {16, 5}, eb.data(), eb.size() * 2}});
-  ThreadPool pool(2);
+  TestBackend pool(2), poolRm(2, false);
   auto ck = std::make_shared<Checkpoint>(d.path());
   PlanFile same = linearPlan(6, 5, mp::DType::BF16, mp::DType::BF16);
-  auto s = WeightStore::fromCheckpoint(same, ck, {0}, pool, {}, kRowMajor);
+  auto s = WeightStore::fromCheckpoint(same, ck, {0}, poolRm);
   EXPECT_EQ(s->ownedBytes(), 0u);
-  EXPECT_EQ(s->acquire(0).data, ck->find("w")->data); // the mapping itself
+  EXPECT_EQ(s->view(0).data, ck->find("w")->data); // the mapping itself
   if (packingAvailable()) {
     // Packed: an owned copy of the product's matrix; the embedding stays mapped.
     auto pk = WeightStore::fromCheckpoint(same, ck, {0}, pool);
-    WeightView v = pk->acquire(0);
+    DeviceWeight v = pk->view(0);
     EXPECT_EQ(v.layout, Layout::Packed16);
     EXPECT_EQ(pk->ownedBytes(), cpu::packedBytes(6, 5));
-    EXPECT_EQ(pk->acquire(2).data, ck->find("emb")->data);
+    EXPECT_EQ(pk->view(2).data, ck->find("emb")->data);
     for (int64_t n = 0; n < 6; ++n)
       for (int64_t k = 0; k < 5; ++k)
         ASSERT_EQ(cpu::weightAt({v.data, v.dtype, v.layout}, 5, n, k), bf16ToF32(wb[size_t(n * 5 + k)]));
@@ -152,7 +153,7 @@ TEST(CheckpointWeights, ZeroCopyWhenDtypesMatchElseConverted) {
   auto c = WeightStore::fromCheckpoint(conv, ck, {0}, pool);
   EXPECT_GT(c->ownedBytes(), 0u);
   for (size_t i = 0; i < w.size(); ++i)
-    ASSERT_EQ(static_cast<const float *>(c->acquire(0).data)[i], bf16ToF32(wb[i]));
+    ASSERT_EQ(static_cast<const float *>(c->view(0).data)[i], bf16ToF32(wb[i]));
   // Mismatches are one-line errors naming the tensor.
   PlanFile f32 = linearPlan(6, 5, mp::DType::F32, mp::DType::F32);
   EXPECT_THROW_MSG(WeightStore::fromCheckpoint(f32, ck, {0}, pool),

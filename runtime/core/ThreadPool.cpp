@@ -6,13 +6,10 @@
 #include <cstdlib>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define MOERT_PAUSE() _mm_pause()
+#define MOERT_PAUSE() __builtin_ia32_pause()
 #else
 #define MOERT_PAUSE() ((void)0)
 #endif
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace moert {
 
@@ -30,7 +27,6 @@ size_t ThreadPool::chunksPerThread() {
 }
 
 ThreadPool::ThreadPool(int numThreads) : numThreads_(numThreads < 1 ? 1 : numThreads) {
-  openblas_set_num_threads(1);
   for (int t = 1; t < numThreads_; ++t)
     workers_.emplace_back([this, t] { workerLoop(t); });
 }

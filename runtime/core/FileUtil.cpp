@@ -1,11 +1,13 @@
 //===- FileUtil.cpp -------------------------------------------------------===//
 #include "moert/FileUtil.h"
 #include "moert/Error.h"
+#include "moert/Bench.h"
 
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +116,13 @@ bool isDirectory(const std::string &path) {
 bool isRegularFile(const std::string &path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+uint64_t peakRssBytes() {
+  struct rusage ru;
+  if (::getrusage(RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return uint64_t(ru.ru_maxrss) * 1024;
 }
 
 } // namespace moert

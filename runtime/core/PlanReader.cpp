@@ -139,6 +139,11 @@ private:
       err("{} weight '{}' is not loaded on rank {} (expected it in the weight's ranks)", role,
           w.name, rank_);
     info_.usesWeight[size_t(idx)] = true;
+    if (step_ >= 0) {
+      std::vector<int32_t> &mine = info_.stepWeights[size_t(step_)];
+      if (std::find(mine.begin(), mine.end(), idx) == mine.end())
+        mine.push_back(idx);
+    }
     if (!matrix)
       info_.otherUse[size_t(idx)] = true;
     return w;
@@ -670,6 +675,7 @@ void RankValidator::run() {
   validateCaches();
   if (!rp_.steps())
     return;
+  info_.stepWeights.assign(rp_.steps()->size(), {});
   for (unsigned i = 0; i < rp_.steps()->size(); ++i) {
     const plan::Step *s = rp_.steps()->Get(i);
     step_ = int(i);

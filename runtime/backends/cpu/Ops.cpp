@@ -430,3 +430,31 @@ void combine(const float *slotOut, const float *slotWeight, int64_t T, int topK,
 }
 
 } // namespace moert::cpu
+
+namespace moert::cpu {
+
+void add(const float *a, const float *b, float *out, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    out[i] = a[i] + b[i];
+}
+
+void sigmoidGate(const float *g, int64_t ldg, float *io, int64_t ldio, int64_t T) {
+  for (int64_t t = 0; t < T; ++t) {
+    float sg = activate(Act::Sigmoid, g[t * ldg]);
+    for (int64_t d = 0; d < ldio; ++d)
+      io[t * ldio + d] *= sg;
+  }
+}
+
+void residualMix(const float *m, const float *d, const float *c, int64_t lc, float *o, int64_t D,
+                 int64_t T) {
+  for (int64_t t = 0; t < T; ++t) {
+    double c0 = c[t * lc], c1 = c[t * lc + 1], mx = std::max(c0, c1);
+    double e0 = std::exp(c0 - mx), e1 = std::exp(c1 - mx);
+    float w0 = float(e0 / (e0 + e1)), w1 = float(e1 / (e0 + e1));
+    for (int64_t j = 0; j < D; ++j)
+      o[t * D + j] = m[t * D + j] * w0 + d[t * D + j] * w1;
+  }
+}
+
+} // namespace moert::cpu

@@ -169,6 +169,15 @@ int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p,
              int32_t *slotExpert, float *slotWeight, int32_t *expertOffsets,
              int32_t *sortedSlots, uint64_t *routedCounts);
 
+/// out[i] = a[i] + b[i] (out may alias a or b).
+void add(const float *a, const float *b, float *out, size_t n);
+/// io[t, :] *= sigmoid(gateLogit[t, 0]) (Qwen2-MoE's shared expert gate).
+void sigmoidGate(const float *gateLogit, int64_t ldg, float *io, int64_t ldio, int64_t T);
+/// DeepSpeed residual MoE: c = softmax(coef[t, 0:2]); out = moe * c0 + mlp * c1
+/// (moe, mlp and out rows `ldo` floats apart).
+void residualMix(const float *moe, const float *mlp, const float *coef, int64_t ldc, float *out,
+                 int64_t ldo, int64_t T);
+
 void combine(const float *slotOut, const float *slotWeight, int64_t T, int topK, int64_t D,
              float *out, int64_t ldo, bool accumulate);
 

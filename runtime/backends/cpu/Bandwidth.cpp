@@ -4,7 +4,7 @@
 #ifndef __clang__ // clang has no such group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#include "moert/Bench.h"
+#include "moert/cpu/Bandwidth.h"
 #include "moert/Error.h"
 #include "moert/FileUtil.h"
 #include "moert/Trace.h"
@@ -106,13 +106,6 @@ BandwidthResult measureReadBandwidth(ThreadPool &pool, uint64_t bytes, int passe
       pool, {std::span<const uint8_t>(reinterpret_cast<const uint8_t *>(b), bytes)}, passes);
   unmapAnonymous(p, bytes);
   return r;
-}
-
-uint64_t peakRssBytes() {
-  struct rusage ru;
-  if (::getrusage(RUSAGE_SELF, &ru) != 0)
-    return 0;
-  return uint64_t(ru.ru_maxrss) * 1024;
 }
 
 } // namespace moert

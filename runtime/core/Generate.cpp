@@ -14,47 +14,49 @@ int64_t Sampler::argmax(const float *logits, int64_t vocab) {
   return best;
 }
 
-double Sampler::uniform() {
-  uint64_t x = (state_ += 0x9e3779b97f4a7c15ull);
+static double uniform(uint64_t &state) {
+  uint64_t x = (state += 0x9e3779b97f4a7c15ull);
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   x ^= x >> 31;
   return double(x >> 11) * 0x1.0p-53;
 }
 
-int64_t Sampler::next(const float *logits, int64_t vocab) {
-  if (!(temperature_ > 0.0f))
-    return argmax(logits, vocab);
-  double mx = logits[argmax(logits, vocab)], sum = 0.0;
-  probs_.resize(size_t(vocab));
+int64_t sampleToken(const float *logits, int64_t vocab, float temperature, float topP,
+                    uint64_t &state) {
+  if (!(temperature > 0.0f))
+    return Sampler::argmax(logits, vocab);
+  thread_local std::vector<std::pair<double, int64_t>> probs;
+  double mx = logits[Sampler::argmax(logits, vocab)], sum = 0.0;
+  probs.resize(size_t(vocab));
   for (int64_t i = 0; i < vocab; ++i) {
-    double p = std::exp((double(logits[i]) - mx) / temperature_);
-    probs_[size_t(i)] = {p, i};
+    double p = std::exp((double(logits[i]) - mx) / temperature);
+    probs[size_t(i)] = {p, i};
     sum += p;
   }
-  std::sort(probs_.begin(), probs_.end(), [](const auto &a, const auto &b) {
+  std::sort(probs.begin(), probs.end(), [](const auto &a, const auto &b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   });
   // Nucleus: the shortest prefix whose probability reaches top_p.
-  size_t keep = probs_.size();
+  size_t keep = probs.size();
   double cum = 0.0;
-  for (size_t i = 0; i < probs_.size(); ++i) {
-    cum += probs_[i].first / sum;
-    if (cum >= double(topP_)) {
+  for (size_t i = 0; i < probs.size(); ++i) {
+    cum += probs[i].first / sum;
+    if (cum >= double(topP)) {
       keep = i + 1;
       break;
     }
   }
   double kept = 0.0;
   for (size_t i = 0; i < keep; ++i)
-    kept += probs_[i].first;
-  double u = uniform() * kept, acc = 0.0;
+    kept += probs[i].first;
+  double u = uniform(state) * kept, acc = 0.0;
   for (size_t i = 0; i < keep; ++i) {
-    acc += probs_[i].first;
+    acc += probs[i].first;
     if (u < acc)
-      return probs_[i].second;
+      return probs[i].second;
   }
-  return probs_[keep - 1].second;
+  return probs[keep - 1].second;
 }
 
 static double msSince(int64_t t0) { return double(nowNs() - t0) / 1e6; }
@@ -84,13 +86,14 @@ GenerateResult generate(Session &session, Comm &comm, std::span<const int64_t> p
   res.tokens.assign(prompt.begin(), prompt.end());
   if (opts.promptLogits)
     res.promptLogits.resize(size_t(P * V));
-  Sampler sampler(opts.temperature, opts.topP, opts.seed);
+  uint64_t state = opts.seed;
 
-  // Rank 0 picks; everyone continues with its choice.
-  auto pick = [&](const float *logits) {
+  // Rank 0 picks (on its backend, where the logits are); everyone continues
+  // with its choice.
+  auto pick = [&](const float *) {
     int64_t tok = 0;
     if (comm.rank() == 0)
-      tok = sampler.next(logits, V);
+      tok = session.sample(opts.temperature, opts.topP, state);
     if (comm.size() > 1)
       comm.broadcast(&tok, sizeof tok, 0, {});
     return tok;

@@ -1,0 +1,383 @@
+//===- CpuBackend.cpp - Memory, weights, streams and events on the CPU ----===//
+#include "CpuBackend.h"
+
+#include "moert/Comm.h"
+#include "moert/FileUtil.h"
+#include "moert/Generate.h"
+#include "moert/cpu/Bandwidth.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <sys/mman.h>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace moert::cpu {
+
+//===----------------------------------------------------------------------===//
+// Stream workers
+//===----------------------------------------------------------------------===//
+
+StreamWorker::StreamWorker() : thread_([this] { loop(); }) {}
+
+StreamWorker::~StreamWorker() {
+  {
+    std::lock_guard<std::mutex> l(m_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void StreamWorker::submit(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> l(m_);
+    queue_.push_back(std::move(fn));
+    ++submitted_;
+  }
+  cv_.notify_all();
+}
+
+void StreamWorker::waitFor(uint64_t ticket) {
+  std::unique_lock<std::mutex> l(m_);
+  doneCv_.wait(l, [&] { return done_ >= ticket || error_; });
+  if (error_)
+    std::rethrow_exception(error_);
+}
+
+void StreamWorker::drain() {
+  uint64_t t;
+  {
+    std::lock_guard<std::mutex> l(m_);
+    t = submitted_;
+  }
+  waitFor(t);
+}
+
+void StreamWorker::loop() {
+  std::unique_lock<std::mutex> l(m_);
+  while (true) {
+    cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty())
+      return;
+    std::function<void()> fn = std::move(queue_.front());
+    queue_.pop_front();
+    l.unlock();
+    std::exception_ptr err;
+    // After an error the stream's later work is skipped: it may depend on
+    // what failed; synchronize() reports the first error.
+    if (!error_) {
+      try {
+        fn();
+      } catch (...) {
+        err = std::current_exception();
+      }
+    }
+    l.lock();
+    if (err && !error_)
+      error_ = err;
+    ++done_;
+    doneCv_.notify_all();
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Backend
+//===----------------------------------------------------------------------===//
+
+CpuBackend::CpuBackend(const BackendOptions &opts)
+    : pool_(std::max(1, opts.threads)), ws_(std::max(1, opts.threads)), pack_(opts.packWeights) {
+  // Kernels call sgemm from inside the pool on disjoint slices: OpenBLAS
+  // stays at one thread so the two never oversubscribe the cores.
+  openblas_set_num_threads(1);
+  static const bool envOff = [] {
+    const char *e = std::getenv("MOERT_PACK");
+    return e && std::string_view(e) == "0";
+  }();
+  if (envOff || activeIsa() == Isa::Scalar)
+    pack_ = false;
+}
+
+CpuBackend::~CpuBackend() {
+  // Workers finish what they hold before the memory they touch goes.
+  for (auto &w : workers_)
+    if (w) {
+      try {
+        w->drain();
+      } catch (...) {
+      }
+      w.reset();
+    }
+}
+
+std::string CpuBackend::description() const {
+  std::string model;
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  return fmt::format("{}{}{}, {} thread(s)", model, model.empty() ? "" : ", ",
+                     isaName(activeIsa()), pool_.size());
+}
+
+void *CpuBackend::allocate(uint64_t bytes, const char *what) {
+  return mapAnonymous(std::max<uint64_t>(bytes, 64), false, what);
+}
+
+void CpuBackend::deallocate(void *p, uint64_t bytes) {
+  unmapAnonymous(p, std::max<uint64_t>(bytes, 64));
+}
+
+void CpuBackend::copyToDevice(StreamKind s, void *dst, const void *src, uint64_t bytes) {
+  if (StreamWorker *w = worker(s))
+    w->submit([=] { std::memcpy(dst, src, bytes); });
+  else
+    std::memcpy(dst, src, bytes);
+}
+
+void CpuBackend::copyToHost(StreamKind s, void *dst, const void *src, uint64_t bytes) {
+  copyToDevice(s, dst, src, bytes);
+}
+
+StreamWorker *CpuBackend::worker(StreamKind s) {
+  if (s == StreamKind::Compute)
+    return nullptr;
+  auto &w = workers_[int(s)];
+  if (!w)
+    w = std::make_unique<StreamWorker>();
+  return w.get();
+}
+
+void CpuBackend::enqueueHost(StreamKind s, std::function<void()> fn) {
+  if (StreamWorker *w = worker(s))
+    w->submit(std::move(fn));
+  else
+    fn();
+}
+
+void CpuBackend::launch(StreamKind s, const plan::Step &step, const StepArgs &args) {
+  if (StreamWorker *w = worker(s))
+    w->submit([this, &step, args] { runStep(step, args); });
+  else
+    runStep(step, args);
+}
+
+void CpuBackend::launchGroup(StreamKind s, const plan::RankProgram &prog, unsigned begin,
+                             unsigned end, const StepArgs &args) {
+  if (StreamWorker *w = worker(s))
+    w->submit([this, &prog, begin, end, args] { runGroup(prog, begin, end, args); });
+  else
+    runGroup(prog, begin, end, args);
+}
+
+EventId CpuBackend::record(StreamKind s) {
+  StreamWorker *w = worker(s);
+  events_.push_back({s, w ? w->submitted() : 0});
+  return EventId(events_.size() - 1);
+}
+
+void CpuBackend::waitEvent(StreamKind s, EventId e) {
+  auto [from, ticket] = events_[size_t(e)];
+  if (from == s || from == StreamKind::Compute)
+    return; // in order on its own stream; compute events are complete
+  StreamWorker *src = worker(from);
+  if (StreamWorker *w = worker(s))
+    w->submit([src, ticket = ticket] { src->waitFor(ticket); });
+  else
+    src->waitFor(ticket);
+}
+
+void CpuBackend::synchronize(StreamKind s) {
+  if (s != StreamKind::Compute && workers_[int(s)])
+    workers_[int(s)]->drain();
+}
+
+void CpuBackend::resetEvents() { events_.clear(); }
+
+int64_t CpuBackend::sample(const float *logits, int64_t vocab, const SamplingParams &p) {
+  return sampleToken(logits, vocab, p.temperature, p.topP, *p.state);
+}
+
+std::pair<double, double>
+CpuBackend::readBandwidth(std::span<const std::span<const uint8_t>> regions, uint64_t bytes,
+                          int passes) {
+  BandwidthResult r =
+      regions.empty()
+          ? measureReadBandwidth(pool_, bytes, passes)
+          : measureReadBandwidth(pool_, std::vector<std::span<const uint8_t>>(regions.begin(),
+                                                                              regions.end()),
+                                 passes);
+  return {r.bestGBs, r.medianGBs};
+}
+
+//===----------------------------------------------------------------------===//
+// Weights
+//===----------------------------------------------------------------------===//
+
+Layout CpuBackend::chooseLayout(const WeightInfo &w, bool onlyProduct) {
+  return pack_ && onlyProduct && w.dtype == DType::BF16 && w.shape.size() == 2 ? Layout::Packed16
+                                                                                : Layout::RowMajor;
+}
+
+uint64_t CpuBackend::layoutBytes(const WeightInfo &w, Layout layout) {
+  return layout == Layout::Packed16 ? packedBytes(w.shape[0], w.shape[1])
+                                    : w.numel * dtypeSize(w.dtype);
+}
+
+static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+
+// Page-aligned interior of [p, p + bytes): the pages that hold only this tensor.
+static std::pair<uintptr_t, uintptr_t> ownPages(const void *p, uint64_t bytes) {
+  const uintptr_t page = 4096;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  return {b, std::max(b, e)};
+}
+
+namespace {
+// Work is split into chunks of this many elements so the pool balances
+// tensors of very different sizes and progress advances smoothly.
+constexpr uint64_t kChunk = uint64_t(1) << 20;
+
+struct FillJob {
+  size_t weight;
+  uint64_t begin, end; // element range
+};
+} // namespace
+
+/// Rows [n0, n1) of a packed matrix, from the mapping when the source is
+/// mapped BF16 (its pages are dropped afterwards: the packed copy replaces
+/// them), else through the source's converting read.
+static void packRows(const WeightSource &src, int64_t n0, int64_t n1, void *dst) {
+  const WeightInfo &w = *src.info;
+  const int64_t N = w.shape[0], K = w.shape[1];
+  const uint64_t b = uint64_t(n0 * K), e = uint64_t(n1 * K);
+  auto *out = static_cast<uint16_t *>(dst);
+  if (src.mapped && w.storedDtype == DType::BF16) {
+    const uint16_t *rows = static_cast<const uint16_t *>(src.mapped) + b;
+    packBf16(rows, N, K, n0, n1, out);
+    auto [pb, pe] = ownPages(rows, (e - b) * 2);
+    if (pe > pb)
+      ::madvise(reinterpret_cast<void *>(pb), pe - pb, MADV_DONTNEED);
+    return;
+  }
+  thread_local std::vector<uint16_t> tmp;
+  tmp.resize(size_t(e - b));
+  src.read(tmp.data(), b, e);
+  packBf16(tmp.data(), N, K, n0, n1, out);
+}
+
+static void fillJob(const WeightSource &src, const DeviceWeight &v, const FillJob &j, void *dst) {
+  const WeightInfo &w = *src.info;
+  if (v.layout == Layout::Packed16) {
+    int64_t K = w.shape[1];
+    packRows(src, int64_t(j.begin) / K, int64_t(j.end) / K, dst);
+    return;
+  }
+  src.read(static_cast<uint8_t *>(dst) + j.begin * dtypeSize(w.dtype), j.begin, j.end);
+}
+
+UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
+                                std::span<const Layout> layouts, const ProgressFn &progress) {
+  UploadResult res;
+  res.weights.resize(srcs.size());
+  std::vector<size_t> fill;
+  uint64_t total = 0;
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    const WeightInfo &w = *srcs[i].info;
+    DeviceWeight &v = res.weights[i];
+    v.dtype = w.dtype;
+    v.layout = layouts[i];
+    v.bytes = layoutBytes(w, v.layout);
+    if (srcs[i].mapped && v.layout == Layout::RowMajor && w.dtype == w.storedDtype) {
+      v.data = srcs[i].mapped; // used in place
+      v.mapped = true;
+      continue;
+    }
+    fill.push_back(i);
+    total += align64(v.bytes);
+  }
+  if (total > 0) {
+    // One mapping for all (transparent huge pages cut TLB misses while
+    // decode streams the weights).
+    auto *mem = static_cast<uint8_t *>(mapAnonymous(total, true, "weights"));
+    res.memory = std::shared_ptr<void>(mem, [total](void *p) { unmapAnonymous(p, total); });
+    uint64_t off = 0;
+    for (size_t i : fill) {
+      res.weights[i].data = mem + off;
+      off += align64(res.weights[i].bytes);
+    }
+  }
+  std::vector<FillJob> jobs;
+  for (size_t i : fill) {
+    const WeightInfo &w = *srcs[i].info;
+    uint64_t n = w.numel, step = kChunk;
+    if (res.weights[i].layout == Layout::Packed16) {
+      uint64_t K = uint64_t(w.shape[1]);
+      step = std::max<uint64_t>(16, kChunk / K / 16 * 16) * K;
+    }
+    for (uint64_t b = 0; b < n; b += step)
+      jobs.push_back({i, b, std::min(n, b + step)});
+  }
+  auto bytesOf = [&](const FillJob &j) {
+    return (j.end - j.begin) * dtypeSize(res.weights[j.weight].dtype);
+  };
+  uint64_t work = 0;
+  for (const FillJob &j : jobs)
+    work += bytesOf(j);
+  auto run = [&](const FillJob &j) {
+    fillJob(srcs[j.weight], res.weights[j.weight], j, const_cast<void *>(res.weights[j.weight].data));
+  };
+  if (jobs.size() <= 1) {
+    // A single streamed weight: on the calling (streaming) thread, which must
+    // not share the pool with the compute stream.
+    for (const FillJob &j : jobs)
+      run(j);
+  } else {
+    std::atomic<size_t> next{0};
+    std::atomic<uint64_t> done{0};
+    pool_.run([&](int tid) {
+      for (size_t k; (k = next.fetch_add(1)) < jobs.size();) {
+        run(jobs[k]);
+        uint64_t d = done.fetch_add(bytesOf(jobs[k])) + bytesOf(jobs[k]);
+        if (tid == 0 && progress)
+          progress(d, work);
+      }
+    });
+  }
+  if (progress)
+    progress(work, work);
+  return res;
+}
+
+void CpuBackend::touch(const DeviceWeight &v) {
+  // Read the pages in now (from the page cache or the file).
+  ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095)),
+            v.bytes + 4096, MADV_WILLNEED);
+  const volatile uint8_t *p = static_cast<const uint8_t *>(v.data);
+  uint8_t sink = 0;
+  for (uint64_t o = 0; o < v.bytes; o += 4096)
+    sink ^= p[o];
+  (void)sink;
+}
+
+void CpuBackend::evict(const DeviceWeight &v, std::shared_ptr<void> &memory) {
+  if (v.mapped) {
+    auto [b, e] = ownPages(v.data, v.bytes);
+    if (e > b)
+      ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
+  }
+  memory.reset();
+}
+
+} // namespace moert::cpu
+
+namespace moert {
+std::unique_ptr<Backend> makeCpuBackend(const BackendOptions &opts) {
+  return std::make_unique<cpu::CpuBackend>(opts);
+}
+} // namespace moert

@@ -1,0 +1,445 @@
+//===- Steps.cpp - The CPU backend's kernel for every plan op kind --------===//
+//
+// One case per plan.fbs op, reading the op's table and the rank's buffers
+// through StepArgs. Weight and KV bytes read go to StepArgs::stats (the
+// bandwidth floor of --bench counts only the experts that were routed).
+//
+//===----------------------------------------------------------------------===//
+#include "CpuBackend.h"
+
+#include "moert/Comm.h"
+#include "moert/Trace.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace moert::cpu {
+
+using plan::Op;
+
+static WRef wref(const StepArgs &a, int32_t idx) {
+  const DeviceWeight *w = a.weight(idx);
+  if (!w)
+    return {};
+  return {w->data, w->dtype, w->layout};
+}
+
+static uint64_t weightBytes(const StepArgs &a, int32_t idx) {
+  if (idx < 0)
+    return 0;
+  const WeightInfo &wi = a.info(idx);
+  return wi.numel * dtypeSize(wi.dtype);
+}
+
+static Precision precisionOf(const StepArgs &a) {
+  return a.computeDtype == DType::BF16 ? Precision::BF16 : Precision::F32;
+}
+
+const std::pair<std::vector<float>, std::vector<float>> &
+CpuBackend::ropeTable(int64_t positions, int rotaryDim, float theta) {
+  std::lock_guard<std::mutex> l(ropeMutex_);
+  for (Rope &r : ropes_)
+    if (r.rotaryDim == rotaryDim && r.theta == theta) {
+      if (r.positions < positions) {
+        // Entries do not depend on the table's length: growing keeps them.
+        r.positions = std::max(positions, 2 * r.positions);
+        ropeTables(r.positions, rotaryDim, double(theta), r.tables.first, r.tables.second);
+      }
+      return r.tables;
+    }
+  Rope r{std::max<int64_t>(positions, 256), rotaryDim, theta, {}};
+  ropeTables(r.positions, rotaryDim, double(theta), r.tables.first, r.tables.second);
+  ropes_.push_back(std::move(r));
+  return ropes_.back().tables;
+}
+
+void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
+  const bool trace = a.trace && s.op_type() != Op::Experts;
+  int64_t t0 = trace ? nowNs() : 0;
+  const int64_t T = a.T;
+  const Precision prec = precisionOf(a);
+  switch (s.op_type()) {
+  case Op::Embedding: {
+    auto *op = s.op_as_Embedding();
+    const WeightInfo &wi = a.info(op->weight());
+    embedding(a.ids, T, wref(a, op->weight()), wi.shape[1], op->scale(), a.f32(op->out()),
+              a.ld(op->out()));
+    a.stats->weightBytes += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::PositionEmbedding: {
+    auto *op = s.op_as_PositionEmbedding();
+    const WeightInfo &wi = a.info(op->weight());
+    addRows(a.pos, T, wref(a, op->weight()), wi.shape[1], a.f32(op->inout()), a.ld(op->inout()));
+    a.stats->weightBytes += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::Norm: {
+    auto *op = s.op_as_Norm();
+    int64_t cols = op->cols() ? op->cols() : a.ld(op->in()) - op->col_offset();
+    int64_t r = a.rows(op->in());
+    if (op->kind() == plan::NormKind::LayerNorm)
+      layerNorm(a.f32(op->in()), a.ld(op->in()), a.f32(op->out()), a.ld(op->out()), r,
+                op->col_offset(), cols, op->dim(), wref(a, op->weight()), wref(a, op->bias()),
+                op->eps());
+    else
+      rmsNorm(a.f32(op->in()), a.ld(op->in()), a.f32(op->out()), a.ld(op->out()), r,
+              op->col_offset(), cols, op->dim(), wref(a, op->weight()), op->eps(),
+              op->weight_offset());
+    break;
+  }
+  case Op::Linear: {
+    auto *op = s.op_as_Linear();
+    const WeightInfo &wi = a.info(op->weight());
+    bool tr = op->weight_transposed();
+    int64_t N = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    int64_t r = a.rows(op->in());
+    const float *x = a.f32(op->in());
+    if (op->last_row_only()) {
+      x += (r - 1) * a.ld(op->in());
+      r = 1;
+    }
+    linear(pool_, ws_, x, a.ld(op->in()), r, wref(a, op->weight()), N, K, tr,
+           wref(a, op->bias()), a.f32(op->out()) + op->out_col_offset(), a.ld(op->out()),
+           op->accumulate(), prec);
+    a.stats->weightBytes += weightBytes(a, op->weight());
+    break;
+  }
+  case Op::Rope: {
+    auto *op = s.op_as_Rope();
+    int64_t maxPos = 0;
+    for (int64_t t = 0; t < T; ++t)
+      maxPos = std::max(maxPos, a.hostPos[t]);
+    const auto &tab = ropeTable(maxPos + 1, op->rotary_dim(), op->theta());
+    rope(a.f32(op->buf()) + op->col_offset(), a.ld(op->buf()), T, a.pos, op->num_heads(),
+         op->head_dim(), op->rotary_dim(), tab.first.data(), tab.second.data(),
+         op->style() == plan::RopeStyle::Interleaved);
+    break;
+  }
+  case Op::Attention: {
+    auto *op = s.op_as_Attention();
+    KVCacheBuf &c = a.caches[op->cache()];
+    KVView kv{c.k, c.v, c.dtype, c.maxSeq};
+    attention(pool_, ws_, a.f32(op->qkv()), a.ld(op->qkv()), op->q_col(), op->k_col(),
+              op->v_col(), a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, op->num_heads(),
+              op->num_kv_heads(), op->head_dim(), op->scale(), op->sliding_window());
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t span = a.hostPos[t] + 1;
+      if (op->sliding_window() > 0)
+        span = std::min<int64_t>(span, op->sliding_window());
+      a.stats->kvBytes += uint64_t(span) * 2 * uint64_t(op->num_kv_heads()) *
+                          uint64_t(op->head_dim()) * dtypeSize(c.dtype);
+    }
+    break;
+  }
+  case Op::Activation: {
+    auto *op = s.op_as_Activation();
+    activation(a.f32(op->in()), a.ld(op->in()), a.f32(op->out()), a.ld(op->out()),
+               a.rows(op->in()), op->n(), Act(int(op->kind())), op->gated());
+    break;
+  }
+  case Op::Add: {
+    auto *op = s.op_as_Add();
+    add(a.f32(op->a()), a.f32(op->b()), a.f32(op->out()), size_t(a.rows(op->a()) * a.ld(op->a())));
+    break;
+  }
+  case Op::Gate: {
+    auto *op = s.op_as_Gate();
+    GateParams p{op->num_experts(),         op->top_k(),
+                 op->score() == plan::ScoreFn::Sigmoid,
+                 op->softmax_before_topk(), op->norm_topk_prob(),
+                 op->capacity_factor(),     op->min_capacity(),
+                 op->drop_tokens()};
+    int32_t *se = a.i32(op->slot_expert());
+    gate(a.f32(op->logits()), a.ld(op->logits()), T, p, se, a.f32(op->slot_weight()),
+         a.i32(op->expert_offsets()), a.i32(op->sorted_slots()), a.gateCounts.routed);
+    if (a.gateCounts.dropped && op->drop_tokens()) {
+      // Dropped slots are the routed ones left out of expert_offsets.
+      const int32_t *eo = a.i32(op->expert_offsets());
+      std::vector<uint64_t> routed(size_t(p.numExperts), 0);
+      for (int64_t q = 0; q < T * p.topK; ++q)
+        ++routed[size_t(se[q])];
+      for (int e = 0; e < p.numExperts; ++e)
+        a.gateCounts.dropped[e] += routed[size_t(e)] - uint64_t(eo[e + 1] - eo[e]);
+    }
+    break;
+  }
+  case Op::Experts:
+    runExperts(s, *s.op_as_Experts(), a);
+    break;
+  case Op::Combine: {
+    auto *op = s.op_as_Combine();
+    combine(a.f32(op->slot_out()), a.f32(op->slot_weight()), T, op->top_k(), a.ld(op->out()),
+            a.f32(op->out()), a.ld(op->out()), op->accumulate());
+    break;
+  }
+  case Op::SigmoidGate: {
+    auto *op = s.op_as_SigmoidGate();
+    sigmoidGate(a.f32(op->gate_logit()), a.ld(op->gate_logit()), a.f32(op->inout()),
+                a.ld(op->inout()), T);
+    break;
+  }
+  case Op::ResidualMix: {
+    auto *op = s.op_as_ResidualMix();
+    residualMix(a.f32(op->moe()), a.f32(op->mlp()), a.f32(op->coef_logits()),
+                a.ld(op->coef_logits()), a.f32(op->out()), a.ld(op->out()), T);
+    break;
+  }
+  case Op::Logits: {
+    auto *op = s.op_as_Logits();
+    const WeightInfo &wi = a.info(op->weight());
+    bool tr = op->weight_transposed();
+    int64_t V = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    const float *x = a.f32(op->in());
+    int64_t lx = a.ld(op->in());
+    float *out = a.f32(op->out());
+    if (a.allLogits) {
+      linear(pool_, ws_, x, lx, T, wref(a, op->weight()), V, K, tr, wref(a, op->bias()),
+             a.allLogits, V, false, prec);
+      std::memcpy(out, a.allLogits + (T - 1) * V, size_t(V) * 4);
+    } else {
+      linear(pool_, ws_, x + (T - 1) * lx, lx, 1, wref(a, op->weight()), V, K, tr,
+             wref(a, op->bias()), out, a.ld(op->out()), false, prec);
+    }
+    a.stats->weightBytes += weightBytes(a, op->weight());
+    break;
+  }
+  case Op::Collective:
+    runCollective(*s.op_as_Collective(), a);
+    break;
+  default:
+    // Prefetch and Evict are the weight store's (core); nothing else exists.
+    break;
+  }
+  if (trace)
+    a.trace->add(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
+                 int(s.stream()), t0, nowNs());
+}
+
+void CpuBackend::runCollective(const plan::Collective &op, const StepArgs &a) {
+  if (!comm_)
+    fail("collective step without a communicator (expected Backend::bindComm)");
+  std::span<const int> g;
+  if (op.group())
+    g = std::span<const int>(op.group()->data(), op.group()->size());
+  size_t n = size_t(a.rows(op.buf()) * a.ld(op.buf()));
+  size_t G = size_t(comm_->groupSize(g));
+  float *b = a.f32(op.buf());
+  using K = plan::CollectiveKind;
+  switch (op.kind()) {
+  case K::AllReduceSum:
+    comm_->allReduceSum(b, n, g);
+    break;
+  case K::AllGather:
+    comm_->allGather(b, n, a.f32(op.out()), g);
+    break;
+  case K::AllToAll:
+    comm_->allToAll(b, n / G, a.f32(op.out()), g);
+    break;
+  case K::ReduceScatterSum:
+    comm_->reduceScatterSum(b, n / G, a.f32(op.out()), g);
+    break;
+  case K::Broadcast:
+    comm_->broadcast(b, n * 4, 0, g);
+    if (op.out() != -1 && op.out() != op.buf())
+      std::memcpy(a.f32(op.out()), b, n * 4);
+    break;
+  }
+}
+
+void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const StepArgs &a) {
+  const int64_t T = a.T;
+  const int K = op.top_k();
+  const int64_t D = a.ld(op.slot_out()), I = op.intermediate();
+  const int64_t ldin = a.ld(op.in());
+  const float *in = a.f32(op.in());
+  float *slotOut = a.f32(op.slot_out());
+  const int32_t *offsets = a.i32(op.expert_offsets());
+  const int32_t *sorted = a.i32(op.sorted_slots());
+  const Precision prec = precisionOf(a);
+  std::memset(slotOut, 0, size_t(T * K * D) * 4);
+  if (!op.experts())
+    return;
+  Act act = Act(int(op.act()));
+  std::string base = s.name() ? s.name()->str() : "experts";
+  auto expertBytes = [&](const plan::ExpertWeights *e) {
+    uint64_t b = 0;
+    for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+      b += weightBytes(a, wi);
+    return b;
+  };
+  if (T == 1) {
+    // Decode: every routed expert sees one token. All their gate/up rows go
+    // in one parallel pass and all down rows in another, instead of one
+    // thread synchronization per matrix.
+    std::vector<const plan::ExpertWeights *> routed;
+    std::vector<int32_t> slot;
+    // One token: an expert has at most one slot, its position 0, which the
+    // first copy of a replicated expert computes.
+    for (const plan::ExpertWeights *e : *op.experts())
+      if (offsets[e->expert() + 1] > offsets[e->expert()] && e->replica() == 0) {
+        routed.push_back(e);
+        slot.push_back(sorted[offsets[e->expert()]]);
+      }
+    if (routed.empty())
+      return;
+    int64_t t0 = a.trace ? nowNs() : 0;
+    size_t R = routed.size();
+    auto *h = static_cast<float *>(ws_.shared(2, R * size_t(2 * I) * 4));
+    std::vector<GemvJob> up, down;
+    for (size_t i = 0; i < R; ++i) {
+      const plan::ExpertWeights *e = routed[i];
+      const float *x = in + (slot[i] / K) * ldin;
+      float *hi = h + int64_t(i) * 2 * I;
+      if (op.gated())
+        up.push_back({x, wref(a, e->gate()), I, D, {}, hi, false});
+      up.push_back(
+          {x, wref(a, e->up()), I, D, wref(a, e->up_bias()), op.gated() ? hi + I : hi, false});
+    }
+    linearBatch(pool_, ws_, up, prec);
+    for (size_t i = 0; i < R; ++i) {
+      float *hi = h + int64_t(i) * 2 * I;
+      activation(hi, 2 * I, hi, 2 * I, 1, I, act, op.gated());
+      down.push_back({hi, wref(a, routed[i]->down()), D, I, wref(a, routed[i]->down_bias()),
+                      slotOut + int64_t(slot[i]) * D, false});
+    }
+    linearBatch(pool_, ws_, down, prec);
+    int64_t t1 = a.trace ? nowNs() : 0;
+    for (const plan::ExpertWeights *e : routed) {
+      a.stats->weightBytes += expertBytes(e);
+      if (a.trace)
+        a.trace->add(fmt::format("{}.e{} (1 tok)", base, e->expert()), "Experts", int(s.stream()),
+                     t0, t1);
+    }
+    return;
+  }
+  std::vector<int32_t> mine;
+  for (const plan::ExpertWeights *e : *op.experts()) {
+    // A copy of a replicated expert computes every num_replicas-th slot.
+    int32_t s0 = offsets[e->expert()], s1 = offsets[e->expert() + 1];
+    int32_t copies = std::max(1, e->num_replicas());
+    mine.clear();
+    for (int32_t j = s0 + e->replica(); j < s1; j += copies)
+      mine.push_back(sorted[j]);
+    int64_t n = int64_t(mine.size());
+    if (n <= 0)
+      continue;
+    int64_t t0 = a.trace ? nowNs() : 0;
+    auto *xg = static_cast<float *>(ws_.shared(1, size_t(n * D) * 4));
+    auto *h = static_cast<float *>(ws_.shared(2, size_t(n * 2 * I) * 4));
+    auto *yg = static_cast<float *>(ws_.shared(3, size_t(n * D) * 4));
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(xg + i * D, in + (mine[i] / K) * ldin, size_t(D) * 4);
+    if (op.gated()) {
+      // gate and up read the same rows: one pass.
+      linearMulti(pool_, ws_, xg, D, n, D,
+                  {{wref(a, e->gate()), I, {}, h, 2 * I, false},
+                   {wref(a, e->up()), I, wref(a, e->up_bias()), h + I, 2 * I, false}},
+                  prec);
+    } else {
+      linear(pool_, ws_, xg, D, n, wref(a, e->up()), I, D, false, wref(a, e->up_bias()), h,
+             2 * I, false, prec);
+    }
+    activation(h, 2 * I, h, 2 * I, n, I, act, op.gated());
+    linear(pool_, ws_, h, 2 * I, n, wref(a, e->down()), D, I, false, wref(a, e->down_bias()), yg,
+           D, false, prec);
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(slotOut + int64_t(mine[i]) * D, yg + i * D, size_t(D) * 4);
+    a.stats->weightBytes += expertBytes(e);
+    if (a.trace)
+      a.trace->add(fmt::format("{}.e{} ({} tok)", base, e->expert(), n), "Experts",
+                   int(s.stream()), t0, nowNs());
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Grouping (the load-time optimize hook)
+//===----------------------------------------------------------------------===//
+
+std::vector<unsigned> CpuBackend::groupSteps(const PlanFile &plan, int rank) {
+  // Consecutive Linear steps that read the same input and write disjoint
+  // outputs (q/k/v, gate/up) run as one pass over their packed rows.
+  const plan::RankProgram &prog = plan.rankProgram(rank);
+  const RankInfo &info = plan.rankInfo(rank);
+  size_t nsteps = prog.steps() ? prog.steps()->size() : 0;
+  std::vector<unsigned> end(nsteps, 0);
+  for (size_t i = 0; i < nsteps; ++i) {
+    auto batchable = [&](size_t k) -> const plan::Linear * {
+      const plan::Step &st = *prog.steps()->Get(unsigned(k));
+      const plan::Linear *l = st.op_as_Linear();
+      if (!l || l->weight_transposed() || l->last_row_only() || streamOf(st) != StreamKind::Compute)
+        return nullptr;
+      const BufferInfo &in = info.buffers[size_t(l->in())];
+      return in.rowsPerToken == 1 && in.fixedRows == 0 ? l : nullptr;
+    };
+    const plan::Linear *first = batchable(i);
+    size_t e = i + 1;
+    if (first) {
+      std::vector<const plan::Linear *> group{first};
+      for (; e < nsteps; ++e) {
+        const plan::Step &st = *prog.steps()->Get(unsigned(e));
+        const plan::Linear *l = batchable(e);
+        if (!l || l->in() != first->in())
+          break;
+        bool waitsInside = false;
+        if (st.waits())
+          for (int32_t wt : *st.waits())
+            waitsInside |= size_t(wt) >= i;
+        // Outputs must not overlap: the batch writes them concurrently.
+        auto cols = [&](const plan::Linear *x) {
+          const WeightInfo &wi = plan.weights()[size_t(x->weight())];
+          return std::pair<int64_t, int64_t>{x->out_col_offset(), x->out_col_offset() + wi.shape[0]};
+        };
+        bool overlap = false;
+        for (const plan::Linear *g : group)
+          if (g->out() == l->out() && cols(g).first < cols(l).second &&
+              cols(l).first < cols(g).second)
+            overlap = true;
+          else if (g->out() != l->out()) {
+            const BufferInfo &x = info.buffers[size_t(g->out())], &y = info.buffers[size_t(l->out())];
+            overlap |= x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+          }
+        if (waitsInside || overlap)
+          break;
+        group.push_back(l);
+      }
+    }
+    end[i] = unsigned(e);
+  }
+  return end;
+}
+
+void CpuBackend::runGroup(const plan::RankProgram &prog, unsigned begin, unsigned end,
+                          const StepArgs &a) {
+  int64_t t0 = a.trace ? nowNs() : 0;
+  std::vector<MatJob> jobs;
+  const plan::Linear *first = prog.steps()->Get(begin)->op_as_Linear();
+  int64_t K = 0;
+  for (unsigned k = begin; k < end; ++k) {
+    auto *op = prog.steps()->Get(k)->op_as_Linear();
+    const WeightInfo &wi = a.info(op->weight());
+    K = wi.shape[1];
+    jobs.push_back({wref(a, op->weight()), wi.shape[0], wref(a, op->bias()),
+                    a.f32(op->out()) + op->out_col_offset(), a.ld(op->out()), op->accumulate()});
+    a.stats->weightBytes += weightBytes(a, op->weight());
+  }
+  const Precision prec = precisionOf(a);
+  if (a.T == 1) {
+    // Decode: one pass even when the layouts differ.
+    std::vector<GemvJob> g;
+    for (const MatJob &j : jobs)
+      g.push_back({a.f32(first->in()), j.w, j.N, K, j.bias, j.y, j.accumulate});
+    linearBatch(pool_, ws_, g, prec);
+  } else {
+    linearMulti(pool_, ws_, a.f32(first->in()), a.ld(first->in()), a.T, K, jobs, prec);
+  }
+  if (a.trace) {
+    int64_t t1 = nowNs();
+    for (unsigned k = begin; k < end; ++k) {
+      const plan::Step &st = *prog.steps()->Get(k);
+      a.trace->add(st.name() ? st.name()->str() : "Linear", "Linear", int(st.stream()), t0, t1);
+    }
+  }
+}
+
+} // namespace moert::cpu

@@ -1,0 +1,261 @@
+//===- Session.cpp - The step scheduler -----------------------------------===//
+#include "moert/Session.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace moert {
+
+using plan::Op;
+
+Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm,
+                 Backend &backend, SessionOptions opts)
+    : plan_(plan), prog_(plan.rankProgram(rank)), info_(plan.rankInfo(rank)), rank_(rank),
+      weights_(weights), comm_(comm), backend_(backend), opts_(opts) {
+  backend_.bindComm(comm_);
+  const int64_t S = plan.maxSeqLen(), maxT = plan.maxTokens();
+  arenaBytes_ = std::max<uint64_t>(prog_.arena_bytes(), 64);
+  arena_ = static_cast<uint8_t *>(backend_.allocate(arenaBytes_, "activation arena"));
+  bufferBytes_ = arenaBytes_;
+  if (prog_.kv_caches())
+    for (const plan::KVCache *c : *prog_.kv_caches()) {
+      KVCacheBuf kc;
+      kc.dtype = c->dtype();
+      kc.maxSeq = S;
+      kc.bytes = uint64_t(c->num_kv_heads()) * uint64_t(S) * uint64_t(c->head_dim()) *
+                 dtypeSize(kc.dtype);
+      kc.k = backend_.allocate(kc.bytes, "KV cache");
+      kc.v = backend_.allocate(kc.bytes, "KV cache");
+      bufferBytes_ += 2 * kc.bytes;
+      caches_.push_back(kc);
+    }
+  deviceTokens_ = static_cast<int64_t *>(backend_.allocate(uint64_t(2 * maxT) * 8, "token ids"));
+  weights_.reserveBuffers(int64_t(bufferBytes_));
+
+  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
+  profileIndex_.assign(nsteps, -1);
+  needsEvent_.assign(nsteps, false);
+  streamedWeights_.resize(nsteps);
+  for (size_t i = 0; i < nsteps; ++i) {
+    const plan::Step &s = *prog_.steps()->Get(unsigned(i));
+    if (s.waits())
+      for (int32_t w : *s.waits())
+        needsEvent_[size_t(w)] = true;
+    // On-demand experts are brought in by routing (launchStep), not all.
+    const plan::Experts *ex = s.op_as_Experts();
+    if (!(ex && ex->on_demand()))
+      for (int32_t w : info_.stepWeights[i])
+        if (weights_.isStreamed(w))
+          streamedWeights_[i].push_back(w);
+    if (s.op_type() == Op::Gate) {
+      auto *op = s.op_as_Gate();
+      profileIndex_[i] = int(profile_.size());
+      profile_.push_back({int(i), s.layer(), s.name() ? s.name()->str() : "",
+                          std::vector<uint64_t>(size_t(op->num_experts())),
+                          std::vector<uint64_t>(size_t(op->num_experts()))});
+    }
+  }
+  if (info_.logitsStep >= 0) {
+    lastLogits_.resize(size_t(plan.vocabSize()));
+    auto *op = prog_.steps()->Get(unsigned(info_.logitsStep))->op_as_Logits();
+    deviceLogits_ = reinterpret_cast<float *>(arena_ + info_.buffers[size_t(op->out())].offset);
+  }
+  groupEnd_ = backend_.groupSteps(plan, rank);
+
+  args_.arena = arena_;
+  args_.buffers = &info_.buffers;
+  args_.caches = caches_.data();
+  args_.weights = weights_.views();
+  args_.weightInfo = &plan.weights();
+  args_.stats = &stats_;
+  args_.computeDtype = plan.plan().compute_dtype();
+  args_.ids = deviceTokens_;
+  args_.pos = deviceTokens_ + maxT;
+}
+
+Session::~Session() {
+  try {
+    backend_.synchronizeAll();
+  } catch (...) {
+  }
+  weights_.reserveBuffers(-int64_t(bufferBytes_));
+  backend_.deallocate(arena_, arenaBytes_);
+  for (KVCacheBuf &c : caches_) {
+    backend_.deallocate(c.k, c.bytes);
+    backend_.deallocate(c.v, c.bytes);
+  }
+  backend_.deallocate(deviceTokens_, uint64_t(2 * plan_.maxTokens()) * 8);
+  if (deviceAllLogits_)
+    backend_.deallocate(deviceAllLogits_,
+                        uint64_t(plan_.maxTokens()) * uint64_t(plan_.vocabSize()) * 4);
+}
+
+void Session::acquireWeights(unsigned i, const plan::Step &s) {
+  const std::vector<int32_t> *list = &streamedWeights_[i];
+  std::vector<int32_t> routed;
+  if (const plan::Experts *ex = s.op_as_Experts(); ex && ex->on_demand() && ex->experts()) {
+    // Expert streaming, the one place core reads routing: the experts the
+    // gate chose (a copy of the offsets to the host) are fetched before the
+    // step runs.
+    int32_t E = int32_t(info_.buffers[size_t(ex->expert_offsets())].rows(args_.T));
+    std::vector<int32_t> offsets(static_cast<size_t>(E));
+    backend_.copyToHost(StreamKind::Compute, offsets.data(), args_.ptr(ex->expert_offsets()),
+                        uint64_t(E) * 4);
+    backend_.synchronize(StreamKind::Compute);
+    for (const plan::ExpertWeights *e : *ex->experts()) {
+      int32_t id = e->expert();
+      if (id + 1 < E && offsets[size_t(id) + 1] > offsets[size_t(id)])
+        for (int32_t w : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+          if (w >= 0 && weights_.isStreamed(w))
+            routed.push_back(w);
+    }
+    list = &routed;
+  }
+  if (list->empty())
+    return;
+  weights_.pin(*list);
+  for (int32_t w : *list)
+    weights_.load(w);
+  pinned_.insert(pinned_.end(), list->begin(), list->end());
+}
+
+void Session::launchStep(unsigned i, const plan::Step &s) {
+  StreamKind stream = streamOf(s);
+  switch (s.op_type()) {
+  case Op::Prefetch: {
+    std::vector<int32_t> list;
+    if (s.op_as_Prefetch()->weights())
+      list.assign(s.op_as_Prefetch()->weights()->begin(), s.op_as_Prefetch()->weights()->end());
+    Trace *trace = opts_.trace ? &trace_ : nullptr;
+    backend_.enqueueHost(stream, [this, list, trace, name = std::string(s.name() ? s.name()->str()
+                                                                               : "prefetch"),
+                                  st = int(s.stream())] {
+      int64_t t0 = trace ? nowNs() : 0;
+      for (int32_t w : list)
+        weights_.load(w);
+      if (trace)
+        trace->add(name, "Prefetch", st, t0, nowNs());
+    });
+    return;
+  }
+  case Op::Evict: {
+    // The compute before this point must be done with the weights.
+    if (stream != StreamKind::Compute)
+      backend_.waitEvent(stream, backend_.record(StreamKind::Compute));
+    std::vector<int32_t> list;
+    if (s.op_as_Evict()->weights())
+      list.assign(s.op_as_Evict()->weights()->begin(), s.op_as_Evict()->weights()->end());
+    Trace *trace = opts_.trace ? &trace_ : nullptr;
+    backend_.enqueueHost(stream, [this, list, trace,
+                                  name = std::string(s.name() ? s.name()->str() : "evict"),
+                                  st = int(s.stream())] {
+      int64_t t0 = trace ? nowNs() : 0;
+      for (int32_t w : list)
+        weights_.evict(w);
+      if (trace)
+        trace->add(name, "Evict", st, t0, nowNs());
+    });
+    return;
+  }
+  default:
+    break;
+  }
+  acquireWeights(i, s);
+  args_.stepIndex = int(i);
+  args_.gateCounts = {};
+  if (opts_.expertProfile && profileIndex_[i] >= 0) {
+    GateProfile &p = profile_[size_t(profileIndex_[i])];
+    args_.gateCounts = {p.routed.data(), p.dropped.data()};
+  }
+  backend_.launch(stream, s, args_);
+}
+
+const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
+                              float *allLogits) {
+  if (T <= 0 || T > plan_.maxTokens())
+    fail("forward call of {} tokens (expected 1..{})", T, plan_.maxTokens());
+  if (startPos < 0 || startPos + T > plan_.maxPositions())
+    fail("positions {}..{} exceed the plan's {} positions", startPos, startPos + T - 1,
+         plan_.maxPositions());
+  for (int64_t t = 0; t < T; ++t)
+    if (ids[t] < 0 || ids[t] >= plan_.vocabSize())
+      fail("token id {} out of range (expected 0..{})", ids[t], plan_.vocabSize() - 1);
+  const int64_t maxT = plan_.maxTokens(), V = plan_.vocabSize();
+  hostTokens_.assign(size_t(2 * maxT), 0);
+  std::copy(ids, ids + T, hostTokens_.begin());
+  for (int64_t t = 0; t < T; ++t)
+    hostTokens_[size_t(maxT + t)] = startPos + t;
+  backend_.copyToDevice(StreamKind::Compute, deviceTokens_, hostTokens_.data(),
+                        uint64_t(2 * maxT) * 8);
+  if (allLogits && !deviceAllLogits_)
+    deviceAllLogits_ = static_cast<float *>(
+        backend_.allocate(uint64_t(maxT) * uint64_t(V) * 4, "prompt logits"));
+  stats_ = {};
+  args_.T = T;
+  args_.hostPos = hostTokens_.data() + maxT;
+  args_.allLogits = allLogits ? deviceAllLogits_ : nullptr;
+  args_.trace = opts_.trace ? &trace_ : nullptr;
+
+  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
+  events_.assign(nsteps, -1);
+  backend_.resetEvents();
+  const bool syncCompute = backend_.synchronousCompute();
+  try {
+    for (unsigned i = 0; i < nsteps; ++i) {
+      const plan::Step &s = *prog_.steps()->Get(i);
+      StreamKind stream = streamOf(s);
+      unsigned end = std::max(groupEnd_[i], i + 1);
+      for (unsigned k = i; k < end; ++k)
+        if (const auto *w = prog_.steps()->Get(k)->waits())
+          for (int32_t wt : *w)
+            if (events_[size_t(wt)] >= 0)
+              backend_.waitEvent(stream, events_[size_t(wt)]);
+      if (end > i + 1) {
+        for (unsigned k = i; k < end; ++k)
+          acquireWeights(k, *prog_.steps()->Get(k));
+        args_.stepIndex = int(i);
+        backend_.launchGroup(stream, prog_, i, end, args_);
+      } else {
+        launchStep(i, s);
+      }
+      for (unsigned k = i; k < end; ++k)
+        if (needsEvent_[k])
+          events_[k] = backend_.record(stream);
+      if (syncCompute && !pinned_.empty() && stream == StreamKind::Compute) {
+        weights_.unpin(pinned_);
+        pinned_.clear();
+        weights_.trim();
+      }
+      i = end - 1;
+    }
+    // Nothing runs past the end of a forward call.
+    backend_.synchronizeAll();
+  } catch (...) {
+    try {
+      backend_.synchronizeAll();
+    } catch (...) {
+    }
+    weights_.unpin(pinned_);
+    pinned_.clear();
+    throw;
+  }
+  weights_.unpin(pinned_);
+  pinned_.clear();
+  weights_.trim();
+  if (info_.logitsStep < 0)
+    return nullptr;
+  backend_.copyToHost(StreamKind::Compute, lastLogits_.data(), deviceLogits_, uint64_t(V) * 4);
+  if (allLogits)
+    backend_.copyToHost(StreamKind::Compute, allLogits, deviceAllLogits_,
+                        uint64_t(T) * uint64_t(V) * 4);
+  backend_.synchronize(StreamKind::Compute);
+  return lastLogits_.data();
+}
+
+int64_t Session::sample(float temperature, float topP, uint64_t &state) {
+  if (info_.logitsStep < 0)
+    fail("rank {} has no logits to sample from", rank_);
+  return backend_.sample(deviceLogits_, plan_.vocabSize(), {temperature, topP, &state});
+}
+
+} // namespace moert

@@ -1,0 +1,287 @@
+//===- Weights.cpp - Residency, streaming and the memory budget -----------===//
+#include "moert/Weights.h"
+#include "moert/Random.h"
+#include "moert/Trace.h"
+
+#include <algorithm>
+
+namespace moert {
+
+float randomWeightValue(uint64_t seed, const std::string &name, plan::Init init, float std,
+                        uint64_t i) {
+  switch (init) {
+  case plan::Init::Ones:
+    return 1.0f;
+  case plan::Init::Zeros:
+    return 0.0f;
+  default:
+    return irwinValue(tensorKey(seed, name), irwinScale(std), i);
+  }
+}
+
+void Backend::fillNormal(uint64_t key, float scale, uint64_t b, uint64_t e, float *f32,
+                         uint16_t *bf16) {
+  for (uint64_t i = b; i < e; ++i) {
+    float v = irwinValue(key, scale, i);
+    if (f32)
+      f32[i - b] = v;
+    else
+      bf16[i - b] = f32ToBf16(v);
+  }
+}
+
+static std::vector<bool> weightsUsedBy(const PlanFile &plan, const std::vector<int> &ranks) {
+  std::vector<bool> used(plan.weights().size(), false);
+  for (int r : ranks)
+    for (size_t i = 0; i < used.size(); ++i)
+      if (plan.rankInfo(r).usesWeight[i])
+        used[i] = true;
+  return used;
+}
+
+WeightStore::~WeightStore() = default;
+
+void WeightStore::bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
+                       const ProgressFn &progress) {
+  const PlanFile &plan = *plan_;
+  const auto &infos = plan.weights();
+  budget_ = plan.plan().memory_budget();
+  views_.resize(infos.size());
+  streamed_.resize(infos.size());
+  std::vector<bool> used = weightsUsedBy(plan, ranks);
+  std::vector<WeightSource> upfront;
+  std::vector<Layout> layouts;
+  std::vector<size_t> upfrontIdx;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!used[i])
+      continue;
+    // Decided over all ranks, so every rank's store (and a weight shared by
+    // in-process ranks) agrees.
+    bool anyUse = false, other = false;
+    for (int r = 0; r < plan.numRanks(); ++r) {
+      anyUse = anyUse || plan.rankInfo(r).usesWeight[i];
+      other = other || plan.rankInfo(r).otherUse[i];
+    }
+    Layout layout = backend_->chooseLayout(infos[i], anyUse && !other);
+    DeviceWeight &v = views_[i];
+    v.dtype = infos[i].dtype;
+    v.layout = layout;
+    v.bytes = backend_->layoutBytes(infos[i], layout);
+    boundBytes_ += v.bytes;
+    if (infos[i].streamed) {
+      streamed_[i] = std::make_unique<Streamed>();
+      streamed_[i]->src = std::move(srcs[i]);
+      continue;
+    }
+    fixedBytes_ += v.bytes;
+    upfront.push_back(std::move(srcs[i]));
+    layouts.push_back(layout);
+    upfrontIdx.push_back(i);
+  }
+  UploadResult up = backend_->upload(upfront, layouts, progress);
+  for (size_t k = 0; k < upfrontIdx.size(); ++k) {
+    views_[upfrontIdx[k]] = up.weights[k];
+    if (!up.weights[k].mapped)
+      ownedBytes_ += up.weights[k].bytes;
+  }
+  fixedMemory_ = std::move(up.memory);
+  notePeak();
+}
+
+std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
+                                                         std::shared_ptr<Checkpoint> ckpt,
+                                                         const std::vector<int> &ranks,
+                                                         Backend &backend,
+                                                         const ProgressFn &progress) {
+  std::unique_ptr<WeightStore> ws(new WeightStore(plan, backend));
+  ws->ckpt_ = ckpt;
+  const auto &infos = plan.weights();
+  std::vector<bool> used = weightsUsedBy(plan, ranks);
+  std::vector<WeightSource> srcs(infos.size());
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!used[i])
+      continue;
+    const WeightInfo &w = infos[i];
+    const TensorInfo *t = ckpt->find(w.name);
+    if (!t)
+      fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt->source(), w.name,
+           plan.path());
+    if (t->shape != w.shape)
+      fail("{}: tensor '{}' has shape [{}] (expected [{}])", t->file, w.name,
+           fmt::join(t->shape, ", "), fmt::join(w.shape, ", "));
+    if (!t->dtype || *t->dtype != w.storedDtype)
+      fail("{}: tensor '{}' is {} (expected {} as the plan records)", t->file, w.name,
+           t->dtypeName, dtypeName(w.storedDtype));
+    WeightSource &s = srcs[i];
+    s.info = &w;
+    // Backends read a tensor in place only when it needs no conversion and
+    // its mapped bytes are aligned for its dtype; safetensors does not
+    // promise alignment (a header length that is not a multiple of 8 shifts
+    // every tensor), so an unaligned tensor is copied instead.
+    if (w.dtype == w.storedDtype && reinterpret_cast<uintptr_t>(t->data) % dtypeSize(w.dtype) == 0)
+      s.mapped = t->data;
+    const void *data = t->data;
+    s.read = [&w, data](void *dst, uint64_t b, uint64_t e) {
+      if (w.dtype == w.storedDtype) {
+        std::memcpy(dst, static_cast<const uint8_t *>(data) + b * dtypeSize(w.dtype),
+                    (e - b) * dtypeSize(w.dtype));
+        return;
+      }
+      for (uint64_t k = b; k < e; ++k)
+        storeFromF32(dst, w.dtype, k - b, loadAsF32(data, w.storedDtype, k));
+    };
+  }
+  ws->bind(ranks, std::move(srcs), progress);
+  return ws;
+}
+
+std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t seed,
+                                                 const std::vector<int> &ranks, Backend &backend,
+                                                 const ProgressFn &progress) {
+  std::unique_ptr<WeightStore> ws(new WeightStore(plan, backend));
+  ws->seed_ = seed;
+  const auto &infos = plan.weights();
+  std::vector<bool> used = weightsUsedBy(plan, ranks);
+  std::vector<WeightSource> srcs(infos.size());
+  Backend *be = &backend;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!used[i])
+      continue;
+    const WeightInfo &w = infos[i];
+    srcs[i].info = &w;
+    uint64_t key = tensorKey(seed, w.name);
+    srcs[i].read = [&w, key, be](void *dst, uint64_t b, uint64_t e) {
+      if (w.init != plan::Init::Normal) {
+        float v = w.init == plan::Init::Ones ? 1.0f : 0.0f;
+        for (uint64_t k = b; k < e; ++k)
+          storeFromF32(dst, w.dtype, k - b, v);
+        return;
+      }
+      float sc = irwinScale(w.initStd);
+      if (w.dtype == DType::F32 || w.dtype == DType::BF16) {
+        be->fillNormal(key, sc, b, e, w.dtype == DType::F32 ? static_cast<float *>(dst) : nullptr,
+                       w.dtype == DType::BF16 ? static_cast<uint16_t *>(dst) : nullptr);
+        return;
+      }
+      for (uint64_t k = b; k < e; ++k)
+        storeFromF32(dst, w.dtype, k - b, irwinValue(key, sc, k));
+    };
+  }
+  ws->bind(ranks, std::move(srcs), progress);
+  return ws;
+}
+
+size_t WeightStore::packedCount() const {
+  return size_t(std::count_if(views_.begin(), views_.end(), [](const DeviceWeight &v) {
+    return v.data && v.layout == Layout::Packed16;
+  }));
+}
+
+std::vector<std::span<const uint8_t>> WeightStore::regions() const {
+  std::vector<std::span<const uint8_t>> r;
+  for (size_t i = 0; i < views_.size(); ++i)
+    if (views_[i].data && isResident(int32_t(i)))
+      r.emplace_back(static_cast<const uint8_t *>(views_[i].data), views_[i].bytes);
+  return r;
+}
+
+void WeightStore::notePeak() {
+  uint64_t total = residentBytes() + uint64_t(std::max<int64_t>(0, buffers_.load()));
+  uint64_t peak = totalPeak_.load();
+  while (total > peak && !totalPeak_.compare_exchange_weak(peak, total)) {
+  }
+}
+
+void WeightStore::reserveBuffers(int64_t bytes) {
+  buffers_.fetch_add(bytes);
+  notePeak();
+}
+
+void WeightStore::makeRoom(uint64_t need) {
+  if (budget_ == 0)
+    return;
+  auto over = [&] {
+    return residentBytes() + uint64_t(std::max<int64_t>(0, buffers_.load())) + need > budget_;
+  };
+  while (over()) {
+    size_t victim = SIZE_MAX;
+    for (size_t i = 0; i < streamed_.size(); ++i) {
+      Streamed *s = streamed_[i].get();
+      if (s && s->resident.load() && s->pins == 0 &&
+          (victim == SIZE_MAX || s->lastUse < streamed_[victim]->lastUse))
+        victim = i;
+    }
+    if (victim == SIZE_MAX)
+      return; // everything left is in use: the step needs it
+    evictLocked(victim);
+  }
+}
+
+void WeightStore::load(int32_t idx) {
+  Streamed *s = streamed_[size_t(idx)].get();
+  if (!s)
+    return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  s->lastUse = ++tick_;
+  if (s->resident.load())
+    return;
+  DeviceWeight &v = views_[size_t(idx)];
+  makeRoom(v.bytes);
+  Layout layout = v.layout;
+  UploadResult up = backend_->upload({&s->src, 1}, {&layout, 1}, {});
+  v = up.weights[0];
+  if (v.mapped)
+    backend_->touch(v);
+  s->memory = std::move(up.memory);
+  uint64_t now = streamedResident_.fetch_add(v.bytes) + v.bytes;
+  uint64_t peak = streamedPeak_.load();
+  while (now > peak && !streamedPeak_.compare_exchange_weak(peak, now)) {
+  }
+  loads_.fetch_add(1);
+  s->resident.store(true, std::memory_order_release);
+  notePeak();
+}
+
+void WeightStore::evictLocked(size_t idx) {
+  Streamed &s = *streamed_[idx];
+  if (!s.resident.load())
+    return;
+  DeviceWeight &v = views_[idx];
+  s.resident.store(false, std::memory_order_release);
+  backend_->evict(v, s.memory);
+  if (!v.mapped)
+    v.data = nullptr;
+  streamedResident_.fetch_sub(v.bytes);
+  evictions_.fetch_add(1);
+}
+
+void WeightStore::evict(int32_t idx) {
+  if (!streamed_[size_t(idx)])
+    return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (streamed_[size_t(idx)]->pins == 0)
+    evictLocked(size_t(idx));
+}
+
+void WeightStore::pin(std::span<const int32_t> idx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int32_t i : idx)
+    if (Streamed *s = streamed_[size_t(i)].get()) {
+      ++s->pins;
+      s->lastUse = ++tick_;
+    }
+}
+
+void WeightStore::trim() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  makeRoom(0);
+}
+
+void WeightStore::unpin(std::span<const int32_t> idx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (int32_t i : idx)
+    if (Streamed *s = streamed_[size_t(i)].get())
+      --s->pins;
+}
+
+} // namespace moert

@@ -90,33 +90,68 @@ Session::~Session() {
                         uint64_t(plan_.maxTokens()) * uint64_t(plan_.vocabSize()) * 4);
 }
 
-void Session::acquireWeights(unsigned i, const plan::Step &s) {
-  const std::vector<int32_t> *list = &streamedWeights_[i];
-  std::vector<int32_t> routed;
-  if (const plan::Experts *ex = s.op_as_Experts(); ex && ex->on_demand() && ex->experts()) {
-    // Expert streaming, the one place core reads routing: the experts the
-    // gate chose (a copy of the offsets to the host) are fetched before the
-    // step runs.
-    int32_t E = int32_t(info_.buffers[size_t(ex->expert_offsets())].rows(args_.T));
-    std::vector<int32_t> offsets(static_cast<size_t>(E));
-    backend_.copyToHost(StreamKind::Compute, offsets.data(), args_.ptr(ex->expert_offsets()),
-                        uint64_t(E) * 4);
-    backend_.synchronize(StreamKind::Compute);
-    for (const plan::ExpertWeights *e : *ex->experts()) {
-      int32_t id = e->expert();
-      if (id + 1 < E && offsets[size_t(id) + 1] > offsets[size_t(id)])
-        for (int32_t w : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
-          if (w >= 0 && weights_.isStreamed(w))
-            routed.push_back(w);
-    }
-    list = &routed;
-  }
-  if (list->empty())
+void Session::acquireWeights(unsigned i) {
+  const std::vector<int32_t> &list = streamedWeights_[i];
+  if (list.empty())
     return;
-  weights_.pin(*list);
-  for (int32_t w : *list)
+  weights_.pin(list);
+  for (int32_t w : list)
     weights_.load(w);
-  pinned_.insert(pinned_.end(), list->begin(), list->end());
+  pinned_.insert(pinned_.end(), list.begin(), list.end());
+}
+
+void Session::launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex) {
+  // Expert streaming, the one place core reads routing: the experts the gate
+  // chose (a copy of the offsets to the host) are fetched before they run.
+  StreamKind stream = streamOf(s);
+  int32_t rows = int32_t(info_.buffers[size_t(ex.expert_offsets())].rows(args_.T));
+  std::vector<int32_t> offsets(static_cast<size_t>(rows));
+  backend_.copyToHost(StreamKind::Compute, offsets.data(), args_.ptr(ex.expert_offsets()),
+                      uint64_t(rows) * 4);
+  backend_.synchronize(StreamKind::Compute);
+  std::vector<int32_t> routed;                 // local expert indices
+  std::vector<std::vector<int32_t>> weightsOf; // their streamed weights
+  uint64_t need = 0;
+  for (unsigned k = 0; k < ex.experts()->size(); ++k) {
+    const plan::ExpertWeights *e = ex.experts()->Get(k);
+    int32_t id = e->expert();
+    if (id + 1 >= rows || offsets[size_t(id) + 1] <= offsets[size_t(id)])
+      continue;
+    routed.push_back(int32_t(k));
+    weightsOf.emplace_back();
+    for (int32_t w : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+      if (w >= 0 && weights_.isStreamed(w)) {
+        weightsOf.back().push_back(w);
+        if (!weights_.isResident(w))
+          need += weights_.view(w).bytes;
+      }
+  }
+  if (routed.empty() || weights_.fits(need)) {
+    // Everything routed fits: fetch it all, one launch.
+    for (const auto &ws : weightsOf) {
+      weights_.pin(ws);
+      pinned_.insert(pinned_.end(), ws.begin(), ws.end());
+    }
+    for (const auto &ws : weightsOf)
+      for (int32_t w : ws)
+        weights_.load(w);
+    backend_.launch(stream, s, args_);
+    return;
+  }
+  // Over the budget: one expert at a time, each released after it ran.
+  for (size_t r = 0; r < routed.size(); ++r) {
+    weights_.pin(weightsOf[r]);
+    for (int32_t w : weightsOf[r])
+      weights_.load(w);
+    args_.expertSubset = std::span<const int32_t>(&routed[r], 1);
+    args_.expertsFirstPart = r == 0;
+    backend_.launch(stream, s, args_);
+    backend_.synchronize(stream);
+    weights_.unpin(weightsOf[r]);
+    weights_.trim();
+  }
+  args_.expertSubset = {};
+  args_.expertsFirstPart = true;
 }
 
 void Session::launchStep(unsigned i, const plan::Step &s) {
@@ -160,13 +195,17 @@ void Session::launchStep(unsigned i, const plan::Step &s) {
   default:
     break;
   }
-  acquireWeights(i, s);
   args_.stepIndex = int(i);
   args_.gateCounts = {};
   if (opts_.expertProfile && profileIndex_[i] >= 0) {
     GateProfile &p = profile_[size_t(profileIndex_[i])];
     args_.gateCounts = {p.routed.data(), p.dropped.data()};
   }
+  if (const plan::Experts *ex = s.op_as_Experts(); ex && ex->on_demand() && ex->experts()) {
+    launchOnDemandExperts(s, *ex);
+    return;
+  }
+  acquireWeights(i);
   backend_.launch(stream, s, args_);
 }
 
@@ -212,7 +251,7 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
               backend_.waitEvent(stream, events_[size_t(wt)]);
       if (end > i + 1) {
         for (unsigned k = i; k < end; ++k)
-          acquireWeights(k, *prog_.steps()->Get(k));
+          acquireWeights(k);
         args_.stepIndex = int(i);
         backend_.launchGroup(stream, prog_, i, end, args_);
       } else {

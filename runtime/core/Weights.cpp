@@ -272,6 +272,17 @@ void WeightStore::pin(std::span<const int32_t> idx) {
     }
 }
 
+bool WeightStore::fits(uint64_t bytes) {
+  if (budget_ == 0)
+    return true;
+  std::lock_guard<std::mutex> lock(mutex_);
+  uint64_t kept = fixedBytes_ + uint64_t(std::max<int64_t>(0, buffers_.load()));
+  for (size_t i = 0; i < streamed_.size(); ++i)
+    if (streamed_[i] && streamed_[i]->resident.load() && streamed_[i]->pins > 0)
+      kept += views_[i].bytes;
+  return kept + bytes <= budget_;
+}
+
 void WeightStore::trim() {
   std::lock_guard<std::mutex> lock(mutex_);
   makeRoom(0);

@@ -257,9 +257,17 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
   const int32_t *offsets = a.i32(op.expert_offsets());
   const int32_t *sorted = a.i32(op.sorted_slots());
   const Precision prec = precisionOf(a);
-  std::memset(slotOut, 0, size_t(T * K * D) * 4);
+  if (a.expertsFirstPart)
+    std::memset(slotOut, 0, size_t(T * K * D) * 4);
   if (!op.experts())
     return;
+  // The local experts this launch runs.
+  std::vector<const plan::ExpertWeights *> list;
+  if (a.expertSubset.empty())
+    list.assign(op.experts()->begin(), op.experts()->end());
+  else
+    for (int32_t k : a.expertSubset)
+      list.push_back(op.experts()->Get(unsigned(k)));
   Act act = Act(int(op.act()));
   std::string base = s.name() ? s.name()->str() : "experts";
   auto expertBytes = [&](const plan::ExpertWeights *e) {
@@ -276,7 +284,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     std::vector<int32_t> slot;
     // One token: an expert has at most one slot, its position 0, which the
     // first copy of a replicated expert computes.
-    for (const plan::ExpertWeights *e : *op.experts())
+    for (const plan::ExpertWeights *e : list)
       if (offsets[e->expert() + 1] > offsets[e->expert()] && e->replica() == 0) {
         routed.push_back(e);
         slot.push_back(sorted[offsets[e->expert()]]);
@@ -314,7 +322,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     return;
   }
   std::vector<int32_t> mine;
-  for (const plan::ExpertWeights *e : *op.experts()) {
+  for (const plan::ExpertWeights *e : list) {
     // A copy of a replicated expert computes every num_replicas-th slot.
     int32_t s0 = offsets[e->expert()], s1 = offsets[e->expert() + 1];
     int32_t copies = std::max(1, e->num_replicas());

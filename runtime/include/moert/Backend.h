@@ -119,6 +119,12 @@ struct StepArgs {
   StepStats *stats = nullptr;
   GateCounts gateCounts;          // for Gate steps under --expert-profile
   DType computeDtype = DType::F32; // the plan's compute dtype
+  /// Experts steps: run only these local experts (indices into the op's
+  /// `experts`), or all when empty; `expertsFirstPart` says this launch
+  /// starts the step (it clears slot_out). Expert streaming under a tight
+  /// budget launches a step once per routed expert, each fetched in turn.
+  std::span<const int32_t> expertSubset;
+  bool expertsFirstPart = true;
   Trace *trace = nullptr;         // record a trace event per step when set
   int stepIndex = -1;
 

@@ -64,7 +64,10 @@ public:
 private:
   void launchStep(unsigned i, const plan::Step &s);
   /// Makes the streamed weights step `i` reads resident and pins them.
-  void acquireWeights(unsigned i, const plan::Step &s);
+  void acquireWeights(unsigned i);
+  /// An Experts step whose experts stream on demand: fetches the routed ones
+  /// (one at a time when together they would exceed the budget).
+  void launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex);
 
   const PlanFile &plan_;
   const plan::RankProgram &prog_;

@@ -67,6 +67,9 @@ public:
   /// Adds (or, negative, removes) bytes of activation buffers and KV caches
   /// to the budget's account.
   void reserveBuffers(int64_t bytes);
+  /// Whether `bytes` more would fit in the budget next to what is pinned
+  /// (unpinned streamed weights can be evicted to make room).
+  bool fits(uint64_t bytes);
   /// Plan.memory_budget (0: none).
   uint64_t budget() const { return budget_; }
 

@@ -2,6 +2,7 @@
 #include "moert/Session.h"
 
 #include <algorithm>
+#include <fmt/format.h>
 #include <cstring>
 
 namespace moert {
@@ -61,6 +62,7 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
     deviceLogits_ = reinterpret_cast<float *>(arena_ + info_.buffers[size_t(op->out())].offset);
   }
   groupEnd_ = backend_.groupSteps(plan, rank);
+  findPredictions();
 
   args_.arena = arena_;
   args_.buffers = &info_.buffers;
@@ -90,14 +92,106 @@ Session::~Session() {
                         uint64_t(plan_.maxTokens()) * uint64_t(plan_.vocabSize()) * 4);
 }
 
+void Session::loadNow(std::span<const int32_t> list) {
+  bool missing = false;
+  for (int32_t w : list)
+    missing |= !weights_.isResident(w);
+  if (!missing)
+    return;
+  int64_t t0 = nowNs();
+  for (int32_t w : list)
+    weights_.load(w);
+  streaming_.waitNs += nowNs() - t0;
+}
+
 void Session::acquireWeights(unsigned i) {
   const std::vector<int32_t> &list = streamedWeights_[i];
   if (list.empty())
     return;
   weights_.pin(list);
-  for (int32_t w : list)
-    weights_.load(w);
+  loadNow(list);
   pinned_.insert(pinned_.end(), list.begin(), list.end());
+}
+
+void Session::findPredictions() {
+  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
+  predictAfter_.assign(nsteps, -1);
+  predictionFor_.assign(nsteps, -1);
+  if (!opts_.predictExperts)
+    return;
+  // MoE layers in program order: (router step, its input, router weight,
+  // Experts step, top-k).
+  struct Moe {
+    unsigned router;
+    int32_t input, weight;
+    unsigned experts;
+    int topK;
+    bool onDemand;
+  };
+  std::vector<Moe> moes;
+  for (unsigned g = 0; g < nsteps; ++g) {
+    const plan::Gate *gate = prog_.steps()->Get(g)->op_as_Gate();
+    if (!gate)
+      continue;
+    int router = -1, experts = -1;
+    for (int k = int(g) - 1; k >= 0 && router < 0; --k) {
+      const plan::Linear *l = prog_.steps()->Get(unsigned(k))->op_as_Linear();
+      if (l && l->out() == gate->logits() && !l->accumulate() && l->out_col_offset() == 0 &&
+          !l->weight_transposed() && !l->last_row_only() && l->bias() < 0)
+        router = k;
+    }
+    for (unsigned k = g + 1; k < nsteps && experts < 0; ++k) {
+      const plan::Experts *e = prog_.steps()->Get(k)->op_as_Experts();
+      if (e && e->expert_offsets() == gate->expert_offsets())
+        experts = int(k);
+    }
+    if (router < 0 || experts < 0)
+      continue;
+    const plan::Linear *l = prog_.steps()->Get(unsigned(router))->op_as_Linear();
+    const plan::Experts *e = prog_.steps()->Get(unsigned(experts))->op_as_Experts();
+    moes.push_back({unsigned(router), l->in(), l->weight(), unsigned(experts), gate->top_k(),
+                    e->on_demand() && e->experts() != nullptr});
+  }
+  for (size_t m = 1; m < moes.size(); ++m) {
+    const Moe &prev = moes[m - 1], &next = moes[m];
+    const WeightInfo &w = plan_.weights()[size_t(next.weight)];
+    // The next router must read rows as wide as the previous router's input.
+    if (!next.onDemand || w.shape.size() != 2 ||
+        w.shape[1] != info_.buffers[size_t(prev.input)].rowElems)
+      continue;
+    predictAfter_[prev.router] = int(predictions_.size());
+    predictionFor_[next.experts] = int(predictions_.size());
+    predictions_.push_back({prev.router, prev.input, next.weight, next.experts, next.topK, {}});
+  }
+}
+
+void Session::predict(Prediction &p) {
+  p.ids.clear();
+  // A streamed router that is not here yet is not worth a fetch of its own.
+  if (!weights_.isResident(p.router))
+    return;
+  const WeightInfo &w = plan_.weights()[size_t(p.router)];
+  backend_.routeTopK(args_.f32(p.input), args_.ld(p.input), args_.rows(p.input),
+                     weights_.view(p.router), w.shape[0], w.shape[1], p.topK, p.ids);
+  const plan::Experts *ex = prog_.steps()->Get(p.experts)->op_as_Experts();
+  std::vector<int32_t> fetch;
+  for (const plan::ExpertWeights *e : *ex->experts())
+    if (std::binary_search(p.ids.begin(), p.ids.end(), e->expert()))
+      for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+        if (wi >= 0 && weights_.isStreamed(wi) && !weights_.isResident(wi))
+          fetch.push_back(wi);
+  streaming_.predicted += p.ids.size();
+  if (fetch.empty())
+    return;
+  Trace *trace = opts_.trace ? &trace_ : nullptr;
+  std::string name = fmt::format("predicted experts for step {}", p.experts);
+  backend_.enqueueHost(StreamKind::Weights, [this, fetch, trace, name] {
+    int64_t t0 = trace ? nowNs() : 0;
+    for (int32_t w : fetch)
+      weights_.load(w);
+    if (trace)
+      trace->add(name, "Prefetch", int(StreamKind::Weights), t0, nowNs());
+  });
 }
 
 void Session::launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex) {
@@ -126,6 +220,14 @@ void Session::launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex
           need += weights_.view(w).bytes;
       }
   }
+  if (int pi = predictionFor_[size_t(args_.stepIndex)]; pi >= 0) {
+    const std::vector<int32_t> &ids = predictions_[size_t(pi)].ids;
+    for (int32_t k : routed) {
+      int32_t id = ex.experts()->Get(unsigned(k))->expert();
+      streaming_.hits += std::binary_search(ids.begin(), ids.end(), id);
+    }
+  }
+  streaming_.chosen += routed.size();
   if (routed.empty() || weights_.fits(need)) {
     // Everything routed fits: fetch it all, one launch.
     for (const auto &ws : weightsOf) {
@@ -133,16 +235,14 @@ void Session::launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex
       pinned_.insert(pinned_.end(), ws.begin(), ws.end());
     }
     for (const auto &ws : weightsOf)
-      for (int32_t w : ws)
-        weights_.load(w);
+      loadNow(ws);
     backend_.launch(stream, s, args_);
     return;
   }
   // Over the budget: one expert at a time, each released after it ran.
   for (size_t r = 0; r < routed.size(); ++r) {
     weights_.pin(weightsOf[r]);
-    for (int32_t w : weightsOf[r])
-      weights_.load(w);
+    loadNow(weightsOf[r]);
     args_.expertSubset = std::span<const int32_t>(&routed[r], 1);
     args_.expertsFirstPart = r == 0;
     backend_.launch(stream, s, args_);
@@ -257,6 +357,9 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
       } else {
         launchStep(i, s);
       }
+      for (unsigned k = i; k < end; ++k)
+        if (predictAfter_[k] >= 0)
+          predict(predictions_[size_t(predictAfter_[k])]);
       for (unsigned k = i; k < end; ++k)
         if (needsEvent_[k])
           events_[k] = backend_.record(stream);

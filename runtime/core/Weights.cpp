@@ -226,6 +226,7 @@ void WeightStore::load(int32_t idx) {
   if (s->resident.load())
     return;
   DeviceWeight &v = views_[size_t(idx)];
+  int64_t t0 = nowNs(); // a fetch includes making room for it
   makeRoom(v.bytes);
   Layout layout = v.layout;
   UploadResult up = backend_->upload({&s->src, 1}, {&layout, 1}, {});
@@ -238,6 +239,7 @@ void WeightStore::load(int32_t idx) {
   while (now > peak && !streamedPeak_.compare_exchange_weak(peak, now)) {
   }
   loads_.fetch_add(1);
+  fetchNs_.fetch_add(nowNs() - t0);
   s->resident.store(true, std::memory_order_release);
   notePeak();
 }

@@ -49,6 +49,8 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
   --ignore-eos             do not stop at the plan's EOS token ids
   --dump=OUT.safetensors   write logits [1,T,V] of the prompt and generated_ids [1,T+N]
   --backend=cpu            backend (default: the plan's target)
+  --expert-prediction=on|off  with streamed experts, prefetch the next MoE layer's
+                           experts predicted from this layer's hidden state (default on)
   --threads=N              compute threads per rank (default: cores / ranks)
   --bench                  time prefill and decode (with --warmup=W --iters=I, --json)
   --trace=FILE.json        Chrome trace of every step, per rank and stream
@@ -58,6 +60,7 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
 
 struct Options {
   std::string plan, weights, dump, trace, profile, prompt, promptFile, tokenizer, backend;
+  bool predictExperts = true;
   bool randomWeights = false, bench = false, json = false, ignoreEos = false, help = false,
        version = false, havePromptIds = false;
   std::vector<int64_t> promptIds;
@@ -149,6 +152,12 @@ Options parseArgs(int argc, char **argv) {
       o.dump = need();
     else if (key == "--backend")
       o.backend = need();
+    else if (key == "--expert-prediction") {
+      std::string v = need();
+      if (v != "on" && v != "off")
+        fail("--expert-prediction={}: (expected on or off)", v);
+      o.predictExperts = v == "on";
+    }
     else if (key == "--threads") {
       o.threads = parseNumber<int64_t>(key, need());
       if (o.threads <= 0)
@@ -448,6 +457,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   SessionOptions so;
   so.trace = !o.trace.empty();
   so.expertProfile = !o.profile.empty();
+  so.predictExperts = o.predictExperts;
   Session session(plan, rank, *weights, comm, *backend, so);
   GenerateOptions go;
   go.maxNewTokens = maxNew;
@@ -532,6 +542,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
     regions = weights->regions();
   auto [bwBest, bwMedian] = backend->readBandwidth(regions, uint64_t(1) << 30, 5);
   Stats pf = stats(prefill), dc = stats(decode);
+  const StreamingStats &ss = session.streamingStats();
   double perTok = dsteps ? double(wbytes) / double(dsteps) : 0.0;
   double perTokKV = dsteps ? double(kvbytes) / double(dsteps) : 0.0;
   double floorMs = bwBest > 0 ? perTok / (bwBest * 1e9) * 1e3 : 0.0;
@@ -565,6 +576,12 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
       {"memory_budget", p.memory_budget()},
       {"streamed_loads", weights->loads()},
       {"streamed_evictions", weights->evictions()},
+      {"expert_prediction", o.predictExperts},
+      {"prediction_hit_rate", ss.chosen ? double(ss.hits) / double(ss.chosen) : 0.0},
+      {"fetch_ms", double(weights->fetchNs()) / 1e6},
+      {"fetch_wait_ms", double(ss.waitNs) / 1e6},
+      {"fetch_hidden_fraction",
+       weights->fetchNs() > 0 ? 1.0 - double(ss.waitNs) / double(weights->fetchNs()) : 0.0},
       {"active_weight_bytes_per_token", perTok},
       {"kv_bytes_per_token", perTokKV},
       {"read_bandwidth_gbs", {{"best", bwBest}, {"median", bwMedian}}},
@@ -595,6 +612,15 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
               (unsigned long long)weights->peakTotalBytes(),
               (unsigned long long)weights->peakResidentBytes(),
               p.memory_budget() ? fmt::format("{}", p.memory_budget()).c_str() : "none");
+  if (weights->loads() > 0)
+    std::printf("streaming         %llu loads, %.1f ms fetching, %.1f%% hidden behind compute; "
+                "expert prediction %s, hit rate %.1f%% (%llu of %llu chosen experts predicted)\n",
+                (unsigned long long)weights->loads(), double(weights->fetchNs()) / 1e6,
+                weights->fetchNs() > 0 ? 100.0 * (1.0 - double(ss.waitNs) / double(weights->fetchNs()))
+                                       : 0.0,
+                o.predictExperts ? "on" : "off",
+                ss.chosen ? 100.0 * double(ss.hits) / double(ss.chosen) : 0.0,
+                (unsigned long long)ss.hits, (unsigned long long)ss.chosen);
   return 0;
 }
 

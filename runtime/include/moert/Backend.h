@@ -201,6 +201,11 @@ public:
   virtual void bindComm(Comm &comm) = 0;
   /// Runs host work in stream order (weight streaming, bookkeeping).
   virtual void enqueueHost(StreamKind s, std::function<void()> fn) = 0;
+  /// Expert prediction for streaming: the union over rows [0, rows) of x
+  /// (device, `ldx` floats apart) of the top-k experts of router(x) = x W^T
+  /// with W the router weight [E, H]; sorted ids to the host.
+  virtual void routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
+                         int64_t E, int64_t H, int topK, std::vector<int32_t> &experts) = 0;
   /// Samples one token from `logits` (device, vocab floats) and returns it.
   virtual int64_t sample(const float *logits, int64_t vocab, const SamplingParams &p) = 0;
 

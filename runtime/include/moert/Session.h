@@ -23,6 +23,17 @@ namespace moert {
 struct SessionOptions {
   bool trace = false;          // record a trace event per step (and per expert)
   bool expertProfile = false;  // count routed tokens per layer and expert
+  /// Expert streaming: predict the next MoE layer's experts by applying its
+  /// router to this layer's router input, and prefetch them.
+  bool predictExperts = true;
+};
+
+/// How expert streaming went (accumulated over forward calls).
+struct StreamingStats {
+  uint64_t predicted = 0; // experts prefetched by prediction
+  uint64_t hits = 0;      // of those, experts the gate then chose
+  uint64_t chosen = 0;    // experts the gates of on-demand layers chose
+  int64_t waitNs = 0;     // time the compute stream waited for weight fetches
 };
 
 /// Routed-token counts of one Gate step.
@@ -59,6 +70,7 @@ public:
   /// Arena + KV cache bytes this session holds.
   uint64_t bufferBytes() const { return bufferBytes_; }
   Trace &trace() { return trace_; }
+  const StreamingStats &streamingStats() const { return streaming_; }
   const std::vector<GateProfile> &expertProfile() const { return profile_; }
 
 private:
@@ -93,6 +105,25 @@ private:
   std::vector<EventId> events_;            // per step, this call
   std::vector<std::vector<int32_t>> streamedWeights_; // per step: streamed weights it reads
   std::vector<int32_t> pinned_;
+  /// Prediction of a MoE layer's experts from the previous MoE layer: after
+  /// the previous layer's router step runs, the next layer's router is
+  /// applied to the previous router's input.
+  struct Prediction {
+    unsigned after;          // the previous MoE layer's router step
+    int32_t input;           // its input buffer
+    int32_t router;          // the next layer's router weight [E, H]
+    unsigned experts;        // the next layer's on-demand Experts step
+    int topK;
+    std::vector<int32_t> ids; // predicted this call
+  };
+  std::vector<Prediction> predictions_;
+  std::vector<int> predictAfter_;   // step -> index into predictions_ (-1)
+  std::vector<int> predictionFor_;  // Experts step -> index into predictions_ (-1)
+  void findPredictions();
+  void predict(Prediction &p);
+  /// Loads weights on the compute stream, timing the wait.
+  void loadNow(std::span<const int32_t> list);
+  StreamingStats streaming_;
   StepStats stats_;
   StepArgs args_;
   Trace trace_;

@@ -87,6 +87,8 @@ public:
   /// Streamed weights loaded (on demand or prefetched) and evicted so far.
   uint64_t loads() const { return loads_.load(); }
   uint64_t evictions() const { return evictions_.load(); }
+  /// Time spent fetching streamed weights (on any stream).
+  int64_t fetchNs() const { return fetchNs_.load(); }
   /// The memory of every resident weight (for the bandwidth probe).
   std::vector<std::span<const uint8_t>> regions() const;
 
@@ -121,6 +123,7 @@ private:
   std::atomic<int64_t> buffers_{0};
   std::atomic<uint64_t> streamedResident_{0}, streamedPeak_{0}, totalPeak_{0};
   std::atomic<uint64_t> loads_{0}, evictions_{0};
+  std::atomic<int64_t> fetchNs_{0};
 };
 
 /// The value --random-weights gives element i of tensor `name` (before

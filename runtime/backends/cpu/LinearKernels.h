@@ -1,0 +1,76 @@
+//===- LinearKernels.h - The matrix-product kernels, by family --*- C++ -*-===//
+//
+// Internal to the CPU backend: the kernels of each family (row-major AVX-512
+// rows and tiles in RowMajor.cpp, packed bf16 blocks in Packed.cpp, portable
+// panels and the dispatch in Linear.cpp) and what they share. The hot loops
+// stay inside their file; the dispatch calls them once per chunk of rows.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "moert/cpu/Kernels.h"
+
+#include <cstdint>
+#include <cstdlib>
+
+#define MOERT_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+#define MOERT_AVX512BF16                                                                         \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c,avx512bf16")))
+#define MOERT_INLINE inline __attribute__((always_inline))
+
+namespace moert::cpu {
+
+inline int64_t roundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/// Software prefetch distance (bytes ahead in a weight stream, into L2).
+/// Zen 4's hardware prefetchers fall behind once the core also computes
+/// (5-token rows streamed at 16 GB/s without, 24 GB/s with;
+/// bench/runtime/kernel-bench).
+inline const int64_t kPrefetchDist = [] {
+  const char *e = std::getenv("MOERT_PREFETCH_DIST");
+  return e ? std::atoll(e) : int64_t(32) << 10;
+}();
+
+/// The strategy setLinearStrategy chose (Isa.cpp).
+LinearStrategy linearStrategy();
+
+// --- Row-major weights, AVX-512 (RowMajor.cpp) ---------------------------------
+
+/// X rows converted for the row kernels of weight type `wt` (Kp floats each).
+void packRowsF32(const float *X, int64_t ldx, int64_t T, int64_t K, DType wt, float *out);
+using GemvFn = void (*)(const void *, int64_t, int64_t, int64_t, const float *, float *, int64_t,
+                        bool);
+/// Rows [n0, n1) streamed once for T <= 4 tokens.
+GemvFn gemvFor(DType wt, int64_t T);
+/// The scalar fallback of gemvFor.
+void gemvRowsScalar(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X, int64_t ldx,
+                    int64_t T, float *Y, int64_t ldy, bool accumulate);
+/// X packed for the 4x4 tiles ([K/32][Tp][32]), bf16 or f32.
+void packXBf16(const float *X, int64_t ldx, int64_t T, int64_t K, int64_t Tp, uint16_t *out);
+void packXF32(const float *X, int64_t ldx, int64_t T, int64_t K, int64_t Tp, DType wt,
+              float *out);
+using TilesFn = void (*)(const void *, int64_t, int64_t, int64_t, const void *, int64_t, int64_t,
+                         float *, int64_t, bool);
+/// Prefill tiles: bf16 dot products (dp) or exact FMAs for weights of `wt`.
+TilesFn tilesFor(bool dp, DType wt);
+/// X rows rounded to bf16 for the dot-product rows kernel.
+void packRowsBf16(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out);
+using DpRowsFn = void (*)(const uint16_t *, int64_t, int64_t, int64_t, const uint16_t *, float *,
+                          int64_t, bool);
+DpRowsFn dpRowsFor(int64_t T);
+
+// --- Packed bf16 weights (Packed.cpp) -------------------------------------------
+
+inline int64_t pairsOf(int64_t K) { return (K + 1) / 2; }
+void packXPairsF32(const float *X, int64_t ldx, int64_t T, int64_t K, float *out);
+void gemvPacked(const uint16_t *W, int64_t N, int64_t K2, int64_t b0, int64_t b1,
+                const float *x, float *y, bool accumulate);
+const void *packXPairs(Workspace &ws, const float *X, int64_t ldx, int64_t T, int64_t K, bool dp,
+                       int64_t &xs);
+void packedBlocks(const uint16_t *W, int64_t N, int64_t K2, int64_t b0, int64_t b1, const void *Xp,
+                  int64_t xs, int64_t T, float *Y, int64_t ldy, bool accumulate, bool dp);
+void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T,
+                       const uint16_t *W, int64_t N, int64_t K, float *Y, int64_t ldy,
+                       bool accumulate, bool dp);
+
+} // namespace moert::cpu

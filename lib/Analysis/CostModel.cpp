@@ -110,8 +110,12 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
   if (cost.streaming)
     os << "weight streaming: budget " << formatBytes(cost.streamingBudgetBytes)
        << " per rank, " << formatBytes(cost.streamedWeightBytes)
-       << " of weights streamed, peak " << formatBytes(cost.streamingPeakBytes)
-       << " on the busiest rank\n";
+       << " of weights streamed, working set "
+       << formatBytes(cost.streamingPeakBytes)
+       << " on the busiest rank (peak_bytes: the least a rank holds at once, "
+          "resident weights + activations + KV cache + streaming buffers; the "
+          "table's peak is without streaming; moe-run caches streamed weights "
+          "up to the budget and reports its peak as peak_resident_bytes)\n";
 
   if (!cost.numMoELayers)
     return;

@@ -27,7 +27,7 @@ static const char *streamName(int s) {
 void Trace::write(const std::string &path, Comm &comm) const {
   json mine = json::array();
   for (const Event &e : events_)
-    mine.push_back({e.name, e.cat, e.stream, e.startNs, e.durNs});
+    mine.push_back({e.name, e.cat, e.stream, e.startNs, e.durNs, e.issuedNs});
   // Step names come from the plan and need not be valid UTF-8.
   constexpr auto kReplace = json::error_handler_t::replace;
   std::vector<std::string> all = comm.gatherToRoot(mine.dump(-1, ' ', false, kReplace));
@@ -51,13 +51,16 @@ void Trace::write(const std::string &path, Comm &comm) const {
       int s = e[2].get<int>();
       if (std::find(streams.begin(), streams.end(), s) == streams.end())
         streams.push_back(s);
-      events.push_back({{"ph", "X"},
-                        {"name", e[0]},
-                        {"cat", e[1]},
-                        {"pid", r},
-                        {"tid", s},
-                        {"ts", double(e[3].get<int64_t>() - t0) / 1e3},
-                        {"dur", double(e[4].get<int64_t>()) / 1e3}});
+      json ev = {{"ph", "X"},
+                 {"name", e[0]},
+                 {"cat", e[1]},
+                 {"pid", r},
+                 {"tid", s},
+                 {"ts", double(e[3].get<int64_t>() - t0) / 1e3},
+                 {"dur", double(e[4].get<int64_t>()) / 1e3}};
+      if (int64_t issued = e[5].get<int64_t>())
+        ev["args"] = {{"issued_us", double(issued - t0) / 1e3}};
+      events.push_back(std::move(ev));
     }
     for (int s : streams)
       events.push_back({{"ph", "M"},

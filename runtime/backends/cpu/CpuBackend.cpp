@@ -4,6 +4,7 @@
 #include "moert/Comm.h"
 #include "moert/FileUtil.h"
 #include "moert/Generate.h"
+#include "moert/Trace.h"
 #include "moert/cpu/Bandwidth.h"
 
 #include <algorithm>
@@ -160,10 +161,14 @@ void CpuBackend::enqueueHost(StreamKind s, std::function<void()> fn) {
 }
 
 void CpuBackend::launch(StreamKind s, const plan::Step &step, const StepArgs &args) {
-  if (StreamWorker *w = worker(s))
-    w->submit([this, &step, args] { runStep(step, args); });
-  else
+  if (StreamWorker *w = worker(s)) {
+    StepArgs queued = args;
+    if (queued.trace)
+      queued.issuedNs = nowNs();
+    w->submit([this, &step, queued] { runStep(step, queued); });
+  } else {
     runStep(step, args);
+  }
 }
 
 void CpuBackend::launchGroup(StreamKind s, const plan::RankProgram &prog, unsigned begin,

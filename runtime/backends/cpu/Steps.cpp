@@ -212,8 +212,8 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     break;
   }
   if (trace)
-    a.trace->add(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
-                 int(s.stream()), t0, nowNs());
+    a.trace->addIssued(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
+                       int(s.stream()), a.issuedNs, t0, nowNs());
 }
 
 void CpuBackend::runCollective(const plan::Collective &op, const StepArgs &a) {

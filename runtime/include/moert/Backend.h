@@ -126,6 +126,7 @@ struct StepArgs {
   std::span<const int32_t> expertSubset;
   bool expertsFirstPart = true;
   Trace *trace = nullptr;         // record a trace event per step when set
+  int64_t issuedNs = 0;           // set by a backend when it queues a step (traces)
   int stepIndex = -1;
 
   void *ptr(int32_t buf) const { return arena + (*buffers)[size_t(buf)].offset; }

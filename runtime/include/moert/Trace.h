@@ -25,11 +25,20 @@ public:
     std::string name, cat;
     int stream;
     int64_t startNs, durNs;
+    int64_t issuedNs = 0; // steps of asynchronous streams: when they were issued
   };
   /// Thread-safe: the streaming thread records its steps too.
   void add(std::string name, std::string cat, int stream, int64_t startNs, int64_t endNs) {
     std::lock_guard<std::mutex> l(mutex_);
     events_.push_back({std::move(name), std::move(cat), stream, startNs, endNs - startNs});
+  }
+  /// A step of an asynchronous stream, issued at issuedNs (in flight from
+  /// then on, though it starts when its stream reaches it).
+  void addIssued(std::string name, std::string cat, int stream, int64_t issuedNs, int64_t startNs,
+                 int64_t endNs) {
+    std::lock_guard<std::mutex> l(mutex_);
+    events_.push_back(
+        {std::move(name), std::move(cat), stream, startNs, endNs - startNs, issuedNs});
   }
   const std::vector<Event> &events() const { return events_; }
   void clear() { events_.clear(); }

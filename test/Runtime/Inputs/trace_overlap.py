@@ -1,6 +1,8 @@
 """Prints, per rank, the communication steps of a Chrome trace (moe-run
---trace) that ran while a compute step named like PATTERN was running on the
-same rank, as `rank R: COMM overlaps COMPUTE`, and a count line."""
+--trace) that were in flight -- issued on the communication stream and not yet
+finished -- when a compute step named like PATTERN started on the same rank,
+as `rank R: COMM overlaps COMPUTE`, and a count line. Under sequential
+execution no compute step would start while an exchange is in flight."""
 import json, re, sys
 
 trace, pattern = sys.argv[1], re.compile(sys.argv[2])
@@ -9,8 +11,9 @@ comm = [e for e in events if e["tid"] == 1]
 compute = [e for e in events if e["tid"] == 0 and pattern.search(e["name"])]
 pairs = set()
 for c in comm:
+    issued = c.get("args", {}).get("issued_us", c["ts"])
     for k in compute:
-        if c["pid"] == k["pid"] and k["ts"] < c["ts"] + c["dur"] and c["ts"] < k["ts"] + k["dur"]:
+        if c["pid"] == k["pid"] and issued <= k["ts"] < c["ts"] + c["dur"]:
             pairs.add((c["pid"], c["name"], k["name"]))
 for pid, c, k in sorted(pairs):
     print(f"rank {pid}: {c} overlaps {k}")

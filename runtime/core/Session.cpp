@@ -63,6 +63,13 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   }
   groupEnd_ = backend_.groupSteps(plan, rank);
   findPredictions();
+  {
+    std::vector<std::vector<uint32_t>> uses(plan.weights().size());
+    for (size_t i = 0; i < nsteps; ++i)
+      for (int32_t w : info_.stepWeights[i])
+        uses[size_t(w)].push_back(uint32_t(i));
+    weights_.setSchedule(uint32_t(nsteps), std::move(uses));
+  }
 
   args_.arena = arena_;
   args_.buffers = &info_.buffers;
@@ -296,6 +303,7 @@ void Session::launchStep(unsigned i, const plan::Step &s) {
     break;
   }
   args_.stepIndex = int(i);
+  weights_.setCursor(i);
   args_.gateCounts = {};
   if (opts_.expertProfile && profileIndex_[i] >= 0) {
     GateProfile &p = profile_[size_t(profileIndex_[i])];
@@ -350,6 +358,7 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
             if (events_[size_t(wt)] >= 0)
               backend_.waitEvent(stream, events_[size_t(wt)]);
       if (end > i + 1) {
+        weights_.setCursor(i);
         for (unsigned k = i; k < end; ++k)
           acquireWeights(k);
         args_.stepIndex = int(i);

@@ -197,6 +197,22 @@ void WeightStore::reserveBuffers(int64_t bytes) {
   notePeak();
 }
 
+void WeightStore::setSchedule(uint32_t steps, std::vector<std::vector<uint32_t>> uses) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  steps_ = steps;
+  uses_ = std::move(uses);
+}
+
+uint64_t WeightStore::nextUse(size_t i) const {
+  if (i >= uses_.size() || uses_[i].empty() || steps_ == 0)
+    return uint64_t(steps_) + 1;
+  uint32_t c = cursor_.load(std::memory_order_relaxed);
+  uint64_t best = uint64_t(steps_) + 1;
+  for (uint32_t u : uses_[i])
+    best = std::min<uint64_t>(best, (uint64_t(u) + steps_ - c % steps_) % steps_);
+  return best;
+}
+
 void WeightStore::makeRoom(uint64_t need) {
   if (budget_ == 0)
     return;
@@ -204,12 +220,19 @@ void WeightStore::makeRoom(uint64_t need) {
     return residentBytes() + uint64_t(std::max<int64_t>(0, buffers_.load())) + need > budget_;
   };
   while (over()) {
+    // The weight needed farthest ahead, least recently used among equals.
     size_t victim = SIZE_MAX;
+    uint64_t victimNext = 0;
     for (size_t i = 0; i < streamed_.size(); ++i) {
       Streamed *s = streamed_[i].get();
-      if (s && s->resident.load() && s->pins == 0 &&
-          (victim == SIZE_MAX || s->lastUse < streamed_[victim]->lastUse))
+      if (!s || !s->resident.load() || s->pins > 0)
+        continue;
+      uint64_t next = nextUse(i);
+      if (victim == SIZE_MAX || next > victimNext ||
+          (next == victimNext && s->lastUse < streamed_[victim]->lastUse)) {
         victim = i;
+        victimNext = next;
+      }
     }
     if (victim == SIZE_MAX)
       return; // everything left is in use: the step needs it
@@ -221,26 +244,47 @@ void WeightStore::load(int32_t idx) {
   Streamed *s = streamed_[size_t(idx)].get();
   if (!s)
     return;
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::unique_lock<std::mutex> lock(mutex_);
   s->lastUse = ++tick_;
+  // Another stream may be fetching it already: wait for that upload.
+  loaded_.wait(lock, [&] { return !s->loading; });
   if (s->resident.load())
     return;
   DeviceWeight &v = views_[size_t(idx)];
   int64_t t0 = nowNs(); // a fetch includes making room for it
   makeRoom(v.bytes);
-  Layout layout = v.layout;
-  UploadResult up = backend_->upload({&s->src, 1}, {&layout, 1}, {});
-  v = up.weights[0];
-  if (v.mapped)
-    backend_->touch(v);
-  s->memory = std::move(up.memory);
+  // Counted as resident from now on, so concurrent fetches keep the budget;
+  // the upload itself runs unlocked, beside the other stream's.
+  s->loading = true;
   uint64_t now = streamedResident_.fetch_add(v.bytes) + v.bytes;
   uint64_t peak = streamedPeak_.load();
   while (now > peak && !streamedPeak_.compare_exchange_weak(peak, now)) {
   }
+  ++s->pins;
+  Layout layout = v.layout;
+  lock.unlock();
+  UploadResult up;
+  try {
+    up = backend_->upload({&s->src, 1}, {&layout, 1}, {});
+    if (up.weights[0].mapped)
+      backend_->touch(up.weights[0]);
+  } catch (...) {
+    lock.lock();
+    streamedResident_.fetch_sub(v.bytes);
+    --s->pins;
+    s->loading = false;
+    loaded_.notify_all();
+    throw;
+  }
+  lock.lock();
+  v = up.weights[0];
+  s->memory = std::move(up.memory);
+  --s->pins;
+  s->loading = false;
   loads_.fetch_add(1);
   fetchNs_.fetch_add(nowNs() - t0);
   s->resident.store(true, std::memory_order_release);
+  loaded_.notify_all();
   notePeak();
 }
 
@@ -261,7 +305,7 @@ void WeightStore::evict(int32_t idx) {
   if (!streamed_[size_t(idx)])
     return;
   std::lock_guard<std::mutex> lock(mutex_);
-  if (streamed_[size_t(idx)]->pins == 0)
+  if (streamed_[size_t(idx)]->pins == 0 && !streamed_[size_t(idx)]->loading)
     evictLocked(size_t(idx));
 }
 
@@ -280,7 +324,8 @@ bool WeightStore::fits(uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   uint64_t kept = fixedBytes_ + uint64_t(std::max<int64_t>(0, buffers_.load()));
   for (size_t i = 0; i < streamed_.size(); ++i)
-    if (streamed_[i] && streamed_[i]->resident.load() && streamed_[i]->pins > 0)
+    if (streamed_[i] && (streamed_[i]->resident.load() || streamed_[i]->loading) &&
+        streamed_[i]->pins > 0)
       kept += views_[i].bytes;
   return kept + bytes <= budget_;
 }

@@ -50,7 +50,7 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
   --dump=OUT.safetensors   write logits [1,T,V] of the prompt and generated_ids [1,T+N]
   --backend=cpu            backend (default: the plan's target)
   --expert-prediction=on|off  with streamed experts, prefetch the next MoE layer's
-                           experts predicted from this layer's hidden state (default on)
+                           experts predicted from this layer's hidden state (default off)
   --threads=N              compute threads per rank (default: cores / ranks)
   --bench                  time prefill and decode (with --warmup=W --iters=I, --json)
   --trace=FILE.json        Chrome trace of every step, per rank and stream
@@ -60,7 +60,7 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
 
 struct Options {
   std::string plan, weights, dump, trace, profile, prompt, promptFile, tokenizer, backend;
-  bool predictExperts = true;
+  bool predictExperts = false;
   bool randomWeights = false, bench = false, json = false, ignoreEos = false, help = false,
        version = false, havePromptIds = false;
   std::vector<int64_t> promptIds;

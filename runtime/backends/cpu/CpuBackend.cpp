@@ -361,9 +361,9 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
   auto run = [&](const FillJob &j) {
     fillJob(srcs[j.weight], res.weights[j.weight], j, const_cast<void *>(res.weights[j.weight].data));
   };
-  if (jobs.size() <= 1) {
-    // A single streamed weight: on the calling (streaming) thread, which must
-    // not share the pool with the compute stream.
+  if (srcs.size() <= 1) {
+    // One streamed weight: on the calling (streaming) thread. The pool is the
+    // compute stream's and takes one caller at a time.
     for (const FillJob &j : jobs)
       run(j);
   } else {

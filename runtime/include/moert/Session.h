@@ -24,8 +24,9 @@ struct SessionOptions {
   bool trace = false;          // record a trace event per step (and per expert)
   bool expertProfile = false;  // count routed tokens per layer and expert
   /// Expert streaming: predict the next MoE layer's experts by applying its
-  /// router to this layer's router input, and prefetch them.
-  bool predictExperts = true;
+  /// router to this layer's router input, and prefetch them. Off by default:
+  /// it did not pay on the CPU (docs/runtime.md, "Weight streaming").
+  bool predictExperts = false;
 };
 
 /// How expert streaming went (accumulated over forward calls).

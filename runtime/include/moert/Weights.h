@@ -22,6 +22,7 @@
 #include "moert/Safetensors.h"
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -64,6 +65,15 @@ public:
   /// not fit) leaves nothing behind.
   void trim();
 
+  /// The order a rank's program reads the weights: uses[w] lists the steps
+  /// (of `steps`) that read weight w. With it, making room evicts the
+  /// weight whose next use lies farthest ahead of the cursor (the program
+  /// repeats every forward call: Belady's choice for its cyclic order, where
+  /// least-recently-used would evict exactly what the next layers need).
+  void setSchedule(uint32_t steps, std::vector<std::vector<uint32_t>> uses);
+  /// The step the session is at.
+  void setCursor(uint32_t step) { cursor_.store(step, std::memory_order_relaxed); }
+
   /// Adds (or, negative, removes) bytes of activation buffers and KV caches
   /// to the budget's account.
   void reserveBuffers(int64_t bytes);
@@ -97,6 +107,7 @@ private:
     WeightSource src;
     std::shared_ptr<void> memory; // the backend's, while resident
     std::atomic<bool> resident{false};
+    bool loading = false; // being uploaded by some thread (outside the lock)
     int pins = 0;
     uint64_t lastUse = 0;
   };
@@ -117,8 +128,14 @@ private:
   std::vector<DeviceWeight> views_;
   std::vector<std::unique_ptr<Streamed>> streamed_; // null: loaded at start-up
   std::shared_ptr<void> fixedMemory_;
-  std::mutex mutex_; // serializes load/evict/pin
+  std::mutex mutex_; // guards residency bookkeeping (not the uploads themselves)
+  std::condition_variable loaded_;
   uint64_t tick_ = 0;
+  uint32_t steps_ = 0;
+  std::vector<std::vector<uint32_t>> uses_;
+  std::atomic<uint32_t> cursor_{0};
+  /// Steps from the cursor to weight i's next use (steps_ + 1: none known).
+  uint64_t nextUse(size_t i) const;
   uint64_t budget_ = 0, ownedBytes_ = 0, boundBytes_ = 0, fixedBytes_ = 0;
   std::atomic<int64_t> buffers_{0};
   std::atomic<uint64_t> streamedResident_{0}, streamedPeak_{0}, totalPeak_{0};

@@ -206,6 +206,44 @@ public:
     be_.synchronizeAll();
   }
 
+  /// Runs steps [begin, end) as the backend groups them (groupSteps +
+  /// launchGroup), or one by one; checks the grouping is well formed.
+  void runSteps(unsigned begin, unsigned end, const Ids &pos, bool grouped) {
+    std::vector<unsigned> ends = be_.groupSteps(plan_, rank_);
+    EXPECT_EQ(ends.size(), size_t(prog_.steps()->size()));
+    const int64_t T = int64_t(pos.size()), maxT = plan_.maxTokens();
+    hostTokens_.assign(size_t(2 * maxT), 0);
+    std::copy(pos.begin(), pos.end(), hostTokens_.begin() + maxT);
+    be_.copyToDevice(StreamKind::Compute, tokens_, hostTokens_.data(), uint64_t(2 * maxT) * 8);
+    be_.synchronize(StreamKind::Compute);
+    args_.T = T;
+    args_.hostPos = hostTokens_.data() + maxT;
+    args_.allLogits = nullptr;
+    for (unsigned i = begin; i < end;) {
+      unsigned e = grouped ? std::min(ends[i], end) : i + 1;
+      EXPECT_GT(e, i);
+      const plan::Step &s = *prog_.steps()->Get(i);
+      args_.stepIndex = int(i);
+      if (e == i + 1) {
+        be_.launch(streamOf(s), s, args_);
+      } else {
+        for (unsigned k = i + 1; k < e; ++k)
+          EXPECT_EQ(streamOf(*prog_.steps()->Get(k)), streamOf(s)) << "a group spans streams";
+        be_.launchGroup(streamOf(s), prog_, i, e, args_);
+      }
+      i = std::max(e, i + 1);
+    }
+    be_.synchronizeAll();
+  }
+
+  /// Experts steps: the local experts the next launches run (empty: all) and
+  /// whether a launch starts the step (expert streaming launches in parts).
+  void expertParts(std::vector<int32_t> subset, bool first) {
+    subset_ = std::move(subset);
+    args_.expertSubset = subset_;
+    args_.expertsFirstPart = first;
+  }
+
   Backend &backend() { return be_; }
 
 private:
@@ -222,6 +260,7 @@ private:
   std::vector<int64_t> hostTokens_;
   StepStats stats_;
   StepArgs args_;
+  std::vector<int32_t> subset_;
 };
 
 double maxAbs(const Vec &v) {
@@ -484,6 +523,12 @@ TEST_P(BackendConformance, Linear) {
     checkLinear(*be, {DType::BF16, false, true, false, true, 3}, 37, 29, DType::F32, 1e-5);
     checkLinear(*be, {DType::F32, true, false, true, true, 0}, 37, 29, DType::F32, 1e-5);
   }
+  // BF16 weights row-major (BackendOptions::packWeights = false).
+  if (auto be = tryBackend(GetParam(), 2, false))
+    for (bool tr : {false, true}) {
+      checkLinear(*be, {DType::BF16, tr, true, false, false, 0}, 67, 130, DType::F32, 1e-5);
+      checkLinear(*be, {DType::BF16, tr, false, true, false, 2}, 37, 29, DType::BF16, 1.0 / 128);
+    }
 }
 
 TEST_P(BackendConformance, LinearBf16Compute) {
@@ -846,6 +891,17 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
       Vec ref;
       ref::experts(in, D + 2, T, k, D, I, ref::Act(int(c.act)), c.gated, list, routing, ref);
       expectNormwise(r.get(op.slot_out, size_t(T * k * D)), ref, tol, what);
+      // Expert streaming launches the step once per part: the first part
+      // clears slot_out, later ones add their experts' rows.
+      r.fill(op.slot_out, T * k, seed + 300);
+      r.expertParts({2}, true);
+      r.run(1, positions(0, T));
+      r.expertParts({0, 3}, false);
+      r.run(1, positions(0, T));
+      r.expertParts({1}, false);
+      r.run(1, positions(0, T));
+      r.expertParts({}, true);
+      expectNormwise(r.get(op.slot_out, size_t(T * k * D)), ref, tol, what + " (in parts)");
     }
   }
 }
@@ -867,6 +923,106 @@ TEST_P(BackendConformance, ExpertsBf16Compute) {
   BACKEND_OR_SKIP(be, 3);
   checkExperts(*be, {DType::BF16, true, false, mp::ActKind::Silu}, DType::BF16, 1.0 / 64);
   checkExperts(*be, {DType::BF16, false, true, mp::ActKind::Gelu}, DType::BF16, 1.0 / 64);
+}
+
+//===----------------------------------------------------------------------===//
+// Grouped steps (Backend::groupSteps + launchGroup, the load-time optimize
+// hook): q/k/v into column ranges of one buffer and gate/up into two, of
+// mixed weight dtypes; product bound 1e-5 like Linear, grouped or not.
+//===----------------------------------------------------------------------===//
+
+TEST_P(BackendConformance, GroupedLinear) {
+  for (int threads : {1, 3}) {
+    BACKEND_OR_SKIP(be, threads);
+    auto comm = makeLocalComm();
+    const int64_t K = 45, ldx = K + 1, Nq = 24, Nk = 13, Nv = 13, Ni = 35;
+    TinyPlan p;
+    int x = p.b.buffer("x", ldx);
+    int qkv = p.b.buffer("qkv", Nq + Nk + Nv);
+    int g = p.b.buffer("g", Ni), u = p.b.buffer("u", Ni);
+    struct L {
+      std::string name;
+      int64_t N;
+      DType dt;
+      bool bias, acc;
+      int out;
+      int64_t col;
+    };
+    const L ls[] = {{"q", Nq, DType::BF16, false, false, qkv, 0},
+                    {"k", Nk, DType::F32, true, false, qkv, Nq},
+                    {"v", Nv, DType::F16, true, false, qkv, Nq + Nk},
+                    {"gate", Ni, DType::BF16, false, false, g, 0},
+                    {"up", Ni, DType::BF16, true, true, u, 0}};
+    std::vector<mp::LinearT> ops;
+    for (const L &l : ls) {
+      mp::LinearT op;
+      op.in = x;
+      op.out = l.out;
+      op.weight = p.b.weight(l.name, {l.N, K}, l.dt, l.dt, mp::Init::Normal, 0.3f);
+      if (l.bias)
+        op.bias = p.b.weight(l.name + ".bias", {l.N}, l.dt, l.dt, mp::Init::Normal, 0.3f);
+      op.out_col_offset = l.col;
+      op.accumulate = l.acc;
+      p.b.step(op, l.name);
+      ops.push_back(op);
+    }
+    PlanFile plan = p.finish();
+    Runner r(*be, plan, *comm);
+    for (int64_t T : {1, 6})
+      for (bool grouped : {true, false}) {
+        Vec xv = r.fill(x, T, 161 + uint32_t(T));
+        Vec ref[2] = {r.fill(qkv, T, 162), r.fill(g, T, 163)};
+        Vec uv = r.fill(u, T, 164);
+        r.runSteps(0, 5, positions(0, T), grouped);
+        Vec refs[3] = {ref[0], ref[1], uv};
+        Vec mags[3] = {Vec(ref[0].size()), Vec(ref[1].size()), absOf(uv)};
+        for (size_t i = 0; i < ops.size(); ++i) {
+          const mp::LinearT &op = ops[i];
+          size_t o = op.out == qkv ? 0 : op.out == g ? 1 : 2;
+          int64_t ldy = r.buf(op.out).rowElems;
+          Vec w = r.weight(op.weight), b = r.weight(op.bias), ab = absOf(b);
+          ref::linear(xv, ldx, T, w, ls[i].N, K, false, op.bias >= 0 ? &b : nullptr, refs[o], ldy,
+                      op.out_col_offset, op.accumulate);
+          ref::linear(absOf(xv), ldx, T, absOf(w), ls[i].N, K, false, op.bias >= 0 ? &ab : nullptr,
+                      mags[o], ldy, op.out_col_offset, true);
+        }
+        std::string what = fmt::format("GroupedLinear threads={} T={} grouped={}", threads, T,
+                                       grouped);
+        expectBounded(r.get(qkv, refs[0].size()), refs[0], mags[0], 1e-5, what + " qkv");
+        expectBounded(r.get(g, refs[1].size()), refs[1], mags[1], 1e-5, what + " gate");
+        expectBounded(r.get(u, refs[2].size()), refs[2], mags[2], 1e-5, what + " up");
+      }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Backend::sample: the same token and RNG state as core's sampleToken on the
+// host (exact: the algorithm is core's).
+//===----------------------------------------------------------------------===//
+
+TEST_P(BackendConformance, Sample) {
+  BACKEND_OR_SKIP(be, 1);
+  const int64_t V = 101;
+  float *dev = static_cast<float *>(be->allocate(uint64_t(V) * 4, "logits"));
+  for (uint32_t seed : {171u, 172u, 173u}) {
+    Vec logits = randomFloats(size_t(V), seed);
+    for (float &v : logits)
+      v *= 6.0f;
+    if (seed == 173u) // a tie for the largest logit: the lower id
+      logits[40] = logits[77] = 9.0f;
+    be->copyToDevice(StreamKind::Compute, dev, logits.data(), uint64_t(V) * 4);
+    be->synchronizeAll();
+    for (auto [temp, topP] : {std::pair{0.0f, 1.0f}, {0.8f, 1.0f}, {1.3f, 0.9f}}) {
+      uint64_t s1 = seed * 7919ull, s2 = s1;
+      for (int i = 0; i < 5; ++i) {
+        int64_t got = be->sample(dev, V, {temp, topP, &s1});
+        int64_t want = sampleToken(logits.data(), V, temp, topP, s2);
+        EXPECT_EQ(got, want) << "temperature " << temp << " top_p " << topP << " draw " << i;
+        EXPECT_EQ(s1, s2) << "RNG state";
+      }
+    }
+  }
+  be->deallocate(dev, uint64_t(V) * 4);
 }
 
 //===----------------------------------------------------------------------===//

@@ -460,7 +460,7 @@ struct LinearCase {
 static void checkLinear(Backend &be, const LinearCase &c, int64_t N, int64_t K, DType compute,
                         double tol) {
   auto comm = makeLocalComm();
-  TinyPlan p(8);
+  TinyPlan p(32);
   const int64_t ldx = K + 3, ldy = c.outColOffset + N + 2;
   mp::LinearT op;
   op.in = p.b.buffer("x", ldx);
@@ -477,7 +477,9 @@ static void checkLinear(Backend &be, const LinearCase &c, int64_t N, int64_t K, 
   PlanFile plan = p.finish(compute);
   Runner r(be, plan, *comm);
   Vec w = r.weight(op.weight), b = r.weight(op.bias);
-  for (int64_t T : {1, 7}) {
+  // T = 1 and 2 (matrix-vector products), up to 8 (small batches), 13 and
+  // 30 (tiled products with partial tiles).
+  for (int64_t T : {1, 2, 7, 13, 30}) {
     std::string what = fmt::format("Linear {} [{}x{}] tr={} bias={} acc={} last={} off={} "
                                    "compute={} threads={} T={}",
                                    dtypeStr(c.dt), N, K, c.transposed, c.bias, c.accumulate,
@@ -822,7 +824,7 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
   auto comm = makeLocalComm();
   const int E = 5, k = 2;
   const int64_t D = 13, I = 9;
-  TinyPlan p(8);
+  TinyPlan p(32);
   ref::GateSpec g{E, k, false, true, true, 0, 0, false};
   GateBufs x = addGate(p.b, g, E);
   mp::ExpertsT op;
@@ -875,7 +877,7 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
     re.numReplicas = e.num_replicas;
     list.push_back(re);
   }
-  for (int64_t T : {1, 2, 7}) {
+  for (int64_t T : {1, 2, 7, 29}) {
     for (uint32_t seed : {91u, 92u, 93u}) {
       std::string what = fmt::format("Experts {} gated={} biases={} act={} compute={} threads={} "
                                      "T={} seed={}",
@@ -936,7 +938,7 @@ TEST_P(BackendConformance, GroupedLinear) {
     BACKEND_OR_SKIP(be, threads);
     auto comm = makeLocalComm();
     const int64_t K = 45, ldx = K + 1, Nq = 24, Nk = 13, Nv = 13, Ni = 35;
-    TinyPlan p;
+    TinyPlan p(32);
     int x = p.b.buffer("x", ldx);
     int qkv = p.b.buffer("qkv", Nq + Nk + Nv);
     int g = p.b.buffer("g", Ni), u = p.b.buffer("u", Ni);
@@ -968,7 +970,7 @@ TEST_P(BackendConformance, GroupedLinear) {
     }
     PlanFile plan = p.finish();
     Runner r(*be, plan, *comm);
-    for (int64_t T : {1, 6})
+    for (int64_t T : {1, 3, 6, 25})
       for (bool grouped : {true, false}) {
         Vec xv = r.fill(x, T, 161 + uint32_t(T));
         Vec ref[2] = {r.fill(qkv, T, 162), r.fill(g, T, 163)};
@@ -1118,7 +1120,7 @@ TEST_P(BackendConformance, Logits) {
       for (bool tr : {false, true})
         for (bool bias : {false, true}) {
           const int64_t V = 53, K = 27, ldx = K + 1;
-          TinyPlan p(8, 32, 1, V);
+          TinyPlan p(32, 32, 1, V);
           mp::LogitsT op;
           op.in = p.b.buffer("h", ldx);
           op.out = p.b.buffer("logits", V, 0, 1);
@@ -1131,8 +1133,8 @@ TEST_P(BackendConformance, Logits) {
           PlanFile plan = p.finish(DType::F32, false);
           Runner r(*be, plan, *comm);
           Vec w = r.weight(op.weight), b = r.weight(op.bias), ab = absOf(b);
-          float *all = static_cast<float *>(be->allocate(uint64_t(8 * V) * 4, "all logits"));
-          for (int64_t T : {1, 6})
+          float *all = static_cast<float *>(be->allocate(uint64_t(32 * V) * 4, "all logits"));
+          for (int64_t T : {1, 6, 27})
             for (bool dump : {false, true}) {
               std::string what = fmt::format("Logits {} tr={} bias={} threads={} T={} all={}",
                                              dtypeStr(dt), tr, bias, threads, T, dump);
@@ -1151,7 +1153,7 @@ TEST_P(BackendConformance, Logits) {
                 expectBounded(got, ref, mag, 1e-5, what + " (every row)");
               }
             }
-          be->deallocate(all, uint64_t(8 * V) * 4);
+          be->deallocate(all, uint64_t(32 * V) * 4);
         }
   }
 }

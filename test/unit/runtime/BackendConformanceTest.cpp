@@ -997,6 +997,43 @@ TEST_P(BackendConformance, GroupedLinear) {
   }
 }
 
+TEST_P(BackendConformance, GroupedLinearOfDifferentWidths) {
+  // Linear reads in[t, :K] with K from its weight: steps sharing an input
+  // may read different column counts of it (and must still be right when a
+  // backend groups them).
+  BACKEND_OR_SKIP(be, 2);
+  auto comm = makeLocalComm();
+  const int64_t ldx = 41;
+  TinyPlan p(32);
+  int x = p.b.buffer("x", ldx);
+  int y1 = p.b.buffer("y1", 19), y2 = p.b.buffer("y2", 23);
+  const int64_t K1 = 40, K2 = 17;
+  mp::LinearT a, b;
+  a.in = b.in = x;
+  a.out = y1;
+  b.out = y2;
+  a.weight = p.b.weight("a", {19, K1}, DType::BF16, DType::BF16, mp::Init::Normal, 0.3f);
+  b.weight = p.b.weight("b", {23, K2}, DType::BF16, DType::BF16, mp::Init::Normal, 0.3f);
+  p.b.step(a, "a");
+  p.b.step(b, "b");
+  PlanFile plan = p.finish();
+  Runner r(*be, plan, *comm);
+  for (int64_t T : {1, 6})
+    for (bool grouped : {false, true}) {
+      Vec xv = r.fill(x, T, 165);
+      r.runSteps(0, 2, positions(0, T), grouped);
+      std::string what = fmt::format("Linear K={} and K={} of one input, T={} grouped={}", K1, K2,
+                                     T, grouped);
+      for (auto [op, N, K] : {std::tuple{a, int64_t(19), K1}, {b, int64_t(23), K2}}) {
+        Vec w = r.weight(op.weight), ref(size_t(T * N)), mag(ref.size());
+        ref::linear(xv, ldx, T, w, N, K, false, nullptr, ref, N, 0, false);
+        ref::linear(absOf(xv), ldx, T, absOf(w), N, K, false, nullptr, mag, N, 0, false);
+        expectBounded(r.get(op.out, ref.size()), ref, mag, 1e-5,
+                      what + " (K=" + std::to_string(K) + ")");
+      }
+    }
+}
+
 //===----------------------------------------------------------------------===//
 // Backend::sample: the same token and RNG state as core's sampleToken on the
 // host (exact: the algorithm is core's).

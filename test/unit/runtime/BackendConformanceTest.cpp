@@ -44,6 +44,7 @@
 #include "ReferenceOps.h"
 #include "moert/Comm.h"
 #include "moert/Generate.h"
+#include "moert/Random.h"
 #include "moert/Safetensors.h"
 #include "moert/Session.h"
 #include "moert/Weights.h"
@@ -397,14 +398,17 @@ TEST_P(BackendConformance, Norm) {
       {true, false, false, 0.0f, 19, 0, 0, 19, false}, // no weight
       {true, true, false, 0.0f, 31, 3, 20, 5, true},   // per-head q/k norm: 4 groups of 5
       {false, true, true, 0.0f, 31, 7, 0, 6, false},   // LayerNorm groups to the row's end
+      {true, true, false, 0.0f, 24, 0, 0, 24, false},  // out wider than in (below)
   };
   for (DType dt : kWeightDtypes)
     for (const Case &c : cases) {
       TinyPlan p;
       mp::NormT op;
       op.kind = c.rms ? mp::NormKind::RMSNorm : mp::NormKind::LayerNorm;
+      // The last case writes an out buffer of 5 more columns than in.
+      const int64_t ldo = &c == &cases[std::size(cases) - 1] ? c.ld + 5 : c.ld;
       op.in = p.b.buffer("in", c.ld);
-      op.out = c.inPlace ? op.in : p.b.buffer("out", c.ld);
+      op.out = c.inPlace ? op.in : p.b.buffer("out", ldo);
       op.dim = c.dim;
       op.eps = 1e-5f;
       op.col_offset = c.colOffset;
@@ -428,15 +432,15 @@ TEST_P(BackendConformance, Norm) {
         r.run(0, positions(0, T));
         Vec w = r.weight(op.weight), b = r.weight(op.bias);
         int64_t cols = c.cols ? c.cols : c.ld - c.colOffset;
-        ref::norm(c.rms, in, c.ld, out, c.ld, T, c.colOffset, cols, c.dim,
+        ref::norm(c.rms, in, c.ld, out, ldo, T, c.colOffset, cols, c.dim,
                   c.weight ? &w : nullptr, c.bias ? &b : nullptr, 1e-5f, c.weightOffset);
-        Vec got = r.get(op.out, size_t(T * c.ld));
+        Vec got = r.get(op.out, size_t(T * ldo));
         expectNormwise(got, out, 1e-5, what);
         // Columns outside the range are kept bit for bit.
         for (int64_t t = 0; t < T; ++t)
-          for (int64_t j = 0; j < c.ld; ++j) {
+          for (int64_t j = 0; j < ldo; ++j) {
             if (j < c.colOffset || j >= c.colOffset + cols) {
-              EXPECT_EQ(got[size_t(t * c.ld + j)], out[size_t(t * c.ld + j)]) << what << " col " << j;
+              EXPECT_EQ(got[size_t(t * ldo + j)], out[size_t(t * ldo + j)]) << what << " col " << j;
             }
           }
       }
@@ -515,8 +519,8 @@ TEST_P(BackendConformance, Linear) {
     BACKEND_OR_SKIP(be, threads);
     for (DType dt : kWeightDtypes)
       for (bool tr : {false, true})
-        for (int v = 0; v < 3; ++v) {
-          LinearCase c{dt, tr, v == 1, v == 2, false, v == 2 ? 5 : 0};
+        for (int v = 0; v < 4; ++v) { // plain, bias, accumulate at a column offset, both
+          LinearCase c{dt, tr, v == 1 || v == 3, v >= 2, false, v == 2 ? 5 : 0};
           checkLinear(*be, c, 37, 29, DType::F32, 1e-5);
           if (v == 0)
             checkLinear(*be, c, 67, 130, DType::F32, 1e-5); // more than one block of rows
@@ -551,7 +555,7 @@ TEST_P(BackendConformance, Rope) {
   auto comm = makeLocalComm();
   for (bool interleaved : {false, true})
     for (int rotary : {10, 6}) {
-      TinyPlan p(8, 64);
+      TinyPlan p(8, 1024);
       const int heads = 3, hd = 10;
       const int64_t colOffset = 4, ld = colOffset + heads * hd + 3;
       mp::RopeT op;
@@ -565,8 +569,9 @@ TEST_P(BackendConformance, Rope) {
       p.b.step(op, "rope");
       PlanFile plan = p.finish();
       Runner r(*be, plan, *comm);
-      for (int64_t T : {1, 7}) {
-        Ids pos = positions(T == 1 ? 44 : 5, T); // after a prefix
+      for (int64_t T : {1, 7, 3}) {
+        // After a prefix; then far positions (past any table built so far).
+        Ids pos = positions(T == 1 ? 44 : T == 7 ? 5 : 700, T);
         Vec ref = r.fill(op.buf, T, 21);
         Vec in = ref;
         r.run(0, pos);
@@ -1351,6 +1356,29 @@ TEST_P(BackendConformance, CollectiveInProcess) {
   for (CK k : kCollectives)
     checkCollective(GetParam(), 3, k, {0, 2}, true, 2);
   checkCollective(GetParam(), 3, CK::Broadcast, {1, 2}, true, 1);
+}
+
+//===----------------------------------------------------------------------===//
+// Backend::fillNormal (the --random-weights hook): bit for bit the scalar
+// generator (moert/Random.h), for any element range, f32 and bf16.
+//===----------------------------------------------------------------------===//
+
+TEST_P(BackendConformance, FillNormal) {
+  BACKEND_OR_SKIP(be, 2);
+  const uint64_t key = tensorKey(9, "model.layers.0.mlp.experts.3.w1.weight");
+  const float scale = irwinScale(0.02f);
+  for (auto [b, e] : {std::pair<uint64_t, uint64_t>{0, 1000}, {3, 778}, {1u << 20, (1u << 20) + 37},
+                      {5, 6}}) {
+    std::vector<float> f(e - b);
+    std::vector<uint16_t> h(e - b);
+    be->fillNormal(key, scale, b, e, f.data(), nullptr);
+    be->fillNormal(key, scale, b, e, nullptr, h.data());
+    for (uint64_t i = b; i < e; ++i) {
+      float want = irwinValue(key, scale, i);
+      ASSERT_EQ(f[i - b], want) << "f32 element " << i;
+      ASSERT_EQ(h[i - b], f32ToBf16(want)) << "bf16 element " << i;
+    }
+  }
 }
 
 //===----------------------------------------------------------------------===//

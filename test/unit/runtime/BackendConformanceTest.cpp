@@ -605,8 +605,9 @@ TEST_P(BackendConformance, Attention) {
     auto comm = makeLocalComm();
     for (DType cacheDt : kWeightDtypes)
       for (int window : {0, 4})
-        for (int64_t T : {1, 3}) {
-          const int H = 6, KV = 2, hd = 10;
+        for (int64_t T : {1, 3, 4}) {
+          // GQA (6 heads on 2) of head_dim 10; T = 4: MQA of head_dim 40.
+          const int H = T == 4 ? 4 : 6, KV = T == 4 ? 1 : 2, hd = T == 4 ? 40 : 10;
           const int64_t S = 32, ldqkv = (H + 2 * KV) * hd + 1, ldo = H * hd + 2;
           TinyPlan p(8, S);
           mp::AttentionT op;
@@ -827,10 +828,10 @@ struct ExpertsCase {
 };
 } // namespace
 
-static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, double tol) {
+static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, double tol,
+                         int64_t D = 13, int64_t I = 9) {
   auto comm = makeLocalComm();
   const int E = 5, k = 2;
-  const int64_t D = 13, I = 9;
   TinyPlan p(32);
   ref::GateSpec g{E, k, false, true, true, 0, 0, false};
   GateBufs x = addGate(p.b, g, E);
@@ -886,10 +887,11 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
   }
   for (int64_t T : {1, 2, 7, 29}) {
     for (uint32_t seed : {91u, 92u, 93u}) {
-      std::string what = fmt::format("Experts {} gated={} biases={} act={} compute={} threads={} "
-                                     "T={} seed={}",
-                                     dtypeStr(c.dt), c.gated, c.biases, mp::EnumNameActKind(c.act),
-                                     dtypeStr(compute), be.threads(), T, seed);
+      std::string what = fmt::format("Experts {} D={} I={} gated={} biases={} act={} compute={} "
+                                     "threads={} T={} seed={}",
+                                     dtypeStr(c.dt), D, I, c.gated, c.biases,
+                                     mp::EnumNameActKind(c.act), dtypeStr(compute), be.threads(),
+                                     T, seed);
       Vec logits = randomFloats(size_t(T * E), seed);
       ref::GateResult routing = ref::gate(logits, E, T, g);
       r.set(x.ss, routing.sortedSlots);
@@ -923,6 +925,9 @@ TEST_P(BackendConformance, Experts) {
       checkExperts(*be, {dt, false, true, mp::ActKind::Gelu}, DType::F32, 1e-5);
     }
     checkExperts(*be, {DType::BF16, true, true, mp::ActKind::GeluTanh}, DType::F32, 1e-5);
+    // Several blocks of rows per matrix.
+    checkExperts(*be, {DType::BF16, true, false, mp::ActKind::Silu}, DType::F32, 1e-5, 40, 70);
+    checkExperts(*be, {DType::F16, false, true, mp::ActKind::Relu}, DType::F32, 1e-5, 33, 50);
   }
 }
 

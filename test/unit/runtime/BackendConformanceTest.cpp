@@ -536,6 +536,11 @@ TEST_P(BackendConformance, Linear) {
           if (v == 0)
             checkLinear(*be, c, 67, 130, DType::F32, 1e-5); // more than one block of rows
         }
+    // Degenerate and exact-block shapes: one output (a router or shared
+    // expert gate), one input column, whole blocks of 16 rows / 32 columns.
+    for (DType dt : kWeightDtypes)
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 45}, {5, 1}, {1, 1}, {16, 32}, {48, 64}})
+        checkLinear(*be, {dt, false, true, false, false, 0}, N, K, DType::F32, 1e-5);
     // last_row_only, with bias and an output column offset.
     checkLinear(*be, {DType::BF16, false, true, false, true, 3}, 37, 29, DType::F32, 1e-5);
     checkLinear(*be, {DType::F32, true, false, true, true, 0}, 37, 29, DType::F32, 1e-5);
@@ -582,6 +587,8 @@ TEST_P(BackendConformance, LinearBf16Compute) {
     for (bool tr : {false, true}) {
       checkLinear(*be, {dt, tr, true, false, false, 0}, 67, 130, DType::BF16, 1.0 / 256);
       checkLinear(*be, {dt, tr, false, true, false, 4}, 37, 29, DType::BF16, 1.0 / 256);
+      checkLinear(*be, {dt, tr, true, false, false, 0}, 1, 45, DType::BF16, 1.0 / 256);
+      checkLinear(*be, {dt, tr, false, false, false, 0}, 5, 1, DType::BF16, 1.0 / 256);
     }
 }
 

@@ -247,6 +247,9 @@ public:
     be_.synchronizeAll();
   }
 
+  /// Gate steps: where to add routing counts (--expert-profile); nulls: none.
+  void gateCounts(uint64_t *routed, uint64_t *dropped) { args_.gateCounts = {routed, dropped}; }
+
   /// Experts steps: the local experts the next launches run (empty: all) and
   /// whether a launch starts the step (expert streaming launches in parts).
   void expertParts(std::vector<int32_t> subset, bool first) {
@@ -841,14 +844,28 @@ TEST_P(BackendConformance, Gate) {
             for (int e = 0; e < g.numExperts; ++e)
               logits[size_t(t * ld + e)] = t % 2 ? 0.5f : float((e * 7 + t) % 3);
         r.set(x.logits, logits);
+        std::vector<uint64_t> routed(size_t(g.numExperts), 1), dropped(routed);
+        r.gateCounts(routed.data(), dropped.data());
         r.run(0, positions(0, T));
+        r.gateCounts(nullptr, nullptr);
         ref::GateResult ref = ref::gate(logits, ld, T, g);
+        // Counts are added (to the 1s above): choices before capacity, and
+        // the slots capacity dropped (only when dropping).
+        std::vector<uint64_t> wantRouted(size_t(g.numExperts), 1), wantDropped(wantRouted);
+        for (int32_t e : ref.slotExpert)
+          ++wantRouted[size_t(e)];
+        for (int e = 0; e < g.numExperts; ++e)
+          wantDropped[size_t(e)] += wantRouted[size_t(e)] - 1 -
+                                    uint64_t(ref.expertOffsets[size_t(e) + 1] -
+                                             ref.expertOffsets[size_t(e)]);
         std::string what = fmt::format("Gate E={} k={} sigmoid={} before={} norm={} cf={} min={} "
                                        "drop={} T={} ties={}",
                                        g.numExperts, g.topK, g.sigmoid, g.softmaxBeforeTopk,
                                        g.normTopk, g.capacityFactor, g.minCapacity, g.dropTokens,
                                        T, ties);
         size_t slots = size_t(T * g.topK);
+        EXPECT_EQ(routed, wantRouted) << what << " (routed counts)";
+        EXPECT_EQ(dropped, wantDropped) << what << " (dropped counts)";
         EXPECT_EQ(r.get<int32_t>(x.se, slots), ref.slotExpert) << what;
         EXPECT_EQ(r.get<int32_t>(x.eo, size_t(g.numExperts + 1)), ref.expertOffsets) << what;
         EXPECT_EQ(r.get<int32_t>(x.ss, ref.sortedSlots.size()), ref.sortedSlots) << what;

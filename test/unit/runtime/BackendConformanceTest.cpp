@@ -29,7 +29,9 @@
 //     weights) may be rounded to bf16, 2^-9 relative each: product bound 2^-8.
 //   Attention 1e-5 normwise (K/V rounded to the cache dtype in the
 //     reference); Experts 1e-5 normwise (two chained f32 products).
-//   Fixtures: logits within 1e-3 of expected.safetensors, greedy tokens equal.
+//   Fixtures (one rank, and the MoE fixtures' experts split over 2 and 3
+//     in-process ranks): logits within 1e-3 of expected.safetensors, greedy
+//     tokens equal on every rank.
 // Besides the ops, the rest of the Backend interface a session relies on:
 // grouped steps (groupSteps + launchGroup, bounds as Linear), Experts
 // launched in parts (expert streaming), streamed weights uploaded, evicted and
@@ -1553,40 +1555,97 @@ TEST_P(BackendConformance, StreamsAndEvents) {
 // of expected.safetensors and identical greedy tokens.
 //===----------------------------------------------------------------------===//
 
+namespace {
+struct FixtureExpected {
+  std::vector<int64_t> input, generated;
+  std::vector<float> logits;
+};
+
+FixtureExpected loadFixture(const std::string &dir) {
+  SafetensorsFile f(dir + "/expected.safetensors");
+  auto ids = [&](const char *t) {
+    const TensorInfo *ti = f.find(t);
+    auto *p = reinterpret_cast<const int64_t *>(ti->data);
+    return std::vector<int64_t>(p, p + ti->numel);
+  };
+  const TensorInfo *l = f.find("logits");
+  auto *lp = reinterpret_cast<const float *>(l->data);
+  return {ids("input_ids"), ids("generated_ids"), std::vector<float>(lp, lp + l->numel)};
+}
+
+/// Runs fixture `name` on `ranks` ranks (threads, in-process comms; experts
+/// split over the ranks) through `backend`; checks rank 0 against
+/// expected.safetensors and every rank's tokens. False: no backend here.
+bool checkFixture(const std::string &backend, const std::string &name, int ranks, int threads) {
+  std::string dir = fixture(name);
+  FixtureExpected exp = loadFixture(dir);
+  HFPlanOptions o;
+  o.maxTokens = 8; // chunked prefill: the cache carries over between chunks
+  o.numRanks = ranks;
+  PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir, o), name + ".plan");
+  auto ckpt = std::make_shared<Checkpoint>(dir);
+  auto comms = ranks == 1 ? std::vector<std::unique_ptr<Comm>>{} : makeInProcessComms(ranks);
+  if (ranks == 1)
+    comms.push_back(makeLocalComm());
+  std::vector<GenerateResult> res(static_cast<size_t>(ranks));
+  std::vector<std::string> errors(static_cast<size_t>(ranks));
+  std::atomic<bool> missing{false};
+  std::vector<std::thread> th;
+  for (int r = 0; r < ranks; ++r)
+    th.emplace_back([&, r] {
+      try {
+        auto be = tryBackend(backend, threads);
+        if (!be) {
+          missing = true;
+          return;
+        }
+        auto w = WeightStore::fromCheckpoint(plan, ckpt, {r}, *be);
+        Session s(plan, r, *w, *comms[size_t(r)], *be);
+        GenerateOptions g;
+        g.maxNewTokens = int64_t(exp.generated.size() - exp.input.size());
+        g.promptLogits = true;
+        res[size_t(r)] = generate(s, *comms[size_t(r)], exp.input, g);
+      } catch (const std::exception &e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto &t : th)
+    t.join();
+  if (missing)
+    return false;
+  std::string what = fmt::format("{} on {} rank(s)", name, ranks);
+  for (int r = 0; r < ranks; ++r) {
+    EXPECT_EQ(errors[size_t(r)], "") << what << " rank " << r;
+    EXPECT_EQ(res[size_t(r)].tokens, exp.generated) << what << " rank " << r;
+  }
+  const std::vector<float> &got = res[0].promptLogits;
+  EXPECT_EQ(got.size(), exp.logits.size()) << what;
+  double err = 0.0;
+  for (size_t i = 0; i < std::min(got.size(), exp.logits.size()); ++i)
+    err = std::max(err, double(std::abs(got[i] - exp.logits[i])));
+  EXPECT_LE(err, 1e-3) << what;
+  return true;
+}
+} // namespace
+
 TEST_P(BackendConformance, Fixtures) {
   if (!haveFixtures())
     GTEST_SKIP() << "no fixtures in " << fixturesDir();
-  BACKEND_OR_SKIP(be, 3);
-  for (const char *name : {"gpt2-tiny", "mixtral-tiny", "qwen2moe-tiny"}) {
-    std::string dir = fixture(name);
-    SafetensorsFile f(dir + "/expected.safetensors");
-    auto ids = [&](const char *t) {
-      const TensorInfo *ti = f.find(t);
-      auto *p = reinterpret_cast<const int64_t *>(ti->data);
-      return std::vector<int64_t>(p, p + ti->numel);
-    };
-    std::vector<int64_t> input = ids("input_ids"), expected = ids("generated_ids");
-    const TensorInfo *l = f.find("logits");
-    auto *lp = reinterpret_cast<const float *>(l->data);
-    std::vector<float> logits(lp, lp + l->numel);
-    HFPlanOptions o;
-    o.maxTokens = 8; // chunked prefill: the cache carries over between chunks
-    PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir, o), std::string(name) + ".plan");
-    auto comm = makeLocalComm();
-    auto weights = WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), {0}, *be);
-    Session s(plan, 0, *weights, *comm, *be);
-    GenerateOptions g;
-    g.maxNewTokens = int64_t(expected.size() - input.size());
-    g.promptLogits = true;
-    GenerateResult res = generate(s, *comm, input, g);
-    EXPECT_EQ(res.tokens, expected) << name;
-    ASSERT_EQ(res.promptLogits.size(), logits.size()) << name;
-    double err = 0.0;
-    for (size_t i = 0; i < logits.size(); ++i)
-      err = std::max(err, double(std::abs(res.promptLogits[i] - logits[i])));
-    EXPECT_LE(err, 1e-3) << name;
-  }
+  for (const char *name : {"gpt2-tiny", "mixtral-tiny", "qwen2moe-tiny"})
+    if (!checkFixture(GetParam(), name, 1, 3))
+      GTEST_SKIP() << "backend " << GetParam() << " cannot be created here";
 }
 
-INSTANTIATE_TEST_SUITE_P(BackendConformance, BackendConformance, ::testing::ValuesIn(availableBackends()),
+TEST_P(BackendConformance, FixturesExpertParallel) {
+  // The MoE fixtures with their experts split over 2 and 3 ranks.
+  if (!haveFixtures())
+    GTEST_SKIP() << "no fixtures in " << fixturesDir();
+  for (const char *name : {"mixtral-tiny", "qwen2moe-tiny"})
+    for (int ranks : {2, 3})
+      if (!checkFixture(GetParam(), name, ranks, 1))
+        GTEST_SKIP() << "backend " << GetParam() << " cannot be created here";
+}
+
+INSTANTIATE_TEST_SUITE_P(BackendConformance, BackendConformance,
+                         ::testing::ValuesIn(availableBackends()),
                          [](const auto &info) { return info.param; });

@@ -37,7 +37,8 @@
 // launched in parts (expert streaming), streamed weights uploaded, evicted and
 // uploaded again, sample() (the same token and RNG state as core's
 // sampleToken: exact), fillNormal (bit for bit the scalar generator), and
-// stream/event ordering with error propagation.
+// stream/event ordering with error propagation, routeTopK (expert
+// prediction: exact ids).
 //
 // A new backend runs the suite by being listed in availableBackends(): the
 // tests are instantiated once per name (BackendConformance/
@@ -261,6 +262,8 @@ public:
   }
 
   Backend &backend() { return be_; }
+  /// Buffer b in the backend's memory.
+  float *device(int b) { return reinterpret_cast<float *>(arena_ + buf(b).offset); }
   WeightStore &weights() { return *weights_; }
 
 private:
@@ -1426,6 +1429,42 @@ TEST_P(BackendConformance, CollectiveInProcess) {
   for (CK k : kCollectives)
     checkCollective(GetParam(), 3, k, {0, 2}, true, 2);
   checkCollective(GetParam(), 3, CK::Broadcast, {1, 2}, true, 1);
+}
+
+//===----------------------------------------------------------------------===//
+// Backend::routeTopK (expert prediction): the union over rows of the top-k
+// experts of x W^T, sorted — exact ids (random logits have no near-ties).
+//===----------------------------------------------------------------------===//
+
+TEST_P(BackendConformance, RouteTopK) {
+  BACKEND_OR_SKIP(be, 2);
+  auto comm = makeLocalComm();
+  for (DType dt : kWeightDtypes) {
+    const int64_t E = 11, H = 35, ldx = H + 2;
+    TinyPlan p(16);
+    mp::LinearT op; // the router, as a plan uses it (so it may be packed)
+    op.in = p.b.buffer("x", ldx);
+    op.out = p.b.buffer("router_logits", E);
+    op.weight = p.b.weight("router", {E, H}, dt, dt, mp::Init::Normal, 0.5f);
+    p.b.step(op, "router");
+    PlanFile plan = p.finish();
+    Runner r(*be, plan, *comm);
+    Vec w = r.weight(op.weight);
+    for (int64_t rows : {1, 3, 7})
+      for (int k : {1, 2, 4}) {
+        Vec x = r.fill(op.in, rows, 201 + uint32_t(rows));
+        std::vector<int32_t> got;
+        be->routeTopK(r.device(op.in), ldx, rows, r.weights().view(op.weight), E, H, k, got);
+        Vec logits(size_t(rows * E));
+        ref::linear(x, ldx, rows, w, E, H, false, nullptr, logits, E, 0, false);
+        ref::GateSpec g{int(E), k, false, false, false, 0, 0, false}; // top-k of the logits
+        ref::GateResult routed = ref::gate(logits, E, rows, g);
+        std::vector<int32_t> want(routed.slotExpert);
+        std::sort(want.begin(), want.end());
+        want.erase(std::unique(want.begin(), want.end()), want.end());
+        EXPECT_EQ(got, want) << "routeTopK " << dtypeStr(dt) << " rows " << rows << " k " << k;
+      }
+  }
 }
 
 //===----------------------------------------------------------------------===//

@@ -28,7 +28,8 @@
 //     weights are upcast exactly); with compute dtype BF16 activations (and
 //     weights) may be rounded to bf16, 2^-9 relative each: product bound 2^-8.
 //   Attention 1e-5 normwise (K/V rounded to the cache dtype in the
-//     reference); Experts 1e-5 normwise (two chained f32 products).
+//     reference); Experts 1e-5 normwise (two chained f32 products), 2^-6
+//     normwise with compute dtype BF16; Gate's expert-profile counts exact.
 //   Fixtures (one rank, and the MoE fixtures' experts split over 2 and 3
 //     in-process ranks): logits within 1e-3 of expected.safetensors, greedy
 //     tokens equal on every rank.
@@ -46,7 +47,9 @@
 // (built, but no device here) skips. Nothing here calls a backend's kernels
 // directly; the suite only uses the Backend interface. For the CPU backend,
 // ctest also runs the suite with MOERT_ISA=scalar and =avx512 (the fallback
-// kernels). Run time: well under a second per backend on 2 cores.
+// kernels). Collectives run on the host communicators (local, in-process);
+// a backend whose buffers the host cannot address needs its own Comm there.
+// Run time: about a second per backend on 2 cores.
 //
 //===----------------------------------------------------------------------===//
 #include "TestUtil.h"

@@ -564,6 +564,23 @@ TEST_P(BackendConformance, Linear) {
     }
 }
 
+TEST_P(BackendConformance, LinearRandomShapes) {
+  // Shapes drawn from a fixed seed (N, K in 1..100): every tile and block
+  // remainder sooner or later; product bounds as Linear. MOERT_SHAPE_SEED=n
+  // draws other shapes.
+  BACKEND_OR_SKIP(be, 3);
+  const char *seed = std::getenv("MOERT_SHAPE_SEED");
+  std::mt19937 rng(seed ? uint32_t(std::strtoul(seed, nullptr, 10)) : 2026u);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int i = 0; i < 24; ++i) {
+    DType dt = kWeightDtypes[pick(0, 2)];
+    LinearCase c{dt, pick(0, 3) == 0, pick(0, 1) == 1, pick(0, 1) == 1, false, pick(0, 2)};
+    DType compute = pick(0, 3) == 0 ? DType::BF16 : DType::F32;
+    checkLinear(*be, c, pick(1, 100), pick(1, 100), compute,
+                compute == DType::BF16 ? 1.0 / 256 : 1e-5);
+  }
+}
+
 TEST_P(BackendConformance, LinearOverSlotRows) {
   // A Linear over a buffer of T * 3 rows (per-slot rows, as after a gate)
   // computes every row; product bound 1e-5.

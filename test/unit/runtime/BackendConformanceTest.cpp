@@ -1017,6 +1017,20 @@ TEST_P(BackendConformance, Experts) {
   }
 }
 
+TEST_P(BackendConformance, ExpertsRandomShapes) {
+  // D, I in 1..80 from a fixed seed (MOERT_SHAPE_SEED=n for others).
+  BACKEND_OR_SKIP(be, 3);
+  const char *seed = std::getenv("MOERT_SHAPE_SEED");
+  std::mt19937 rng(seed ? uint32_t(std::strtoul(seed, nullptr, 10)) : 2027u);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const mp::ActKind acts[] = {mp::ActKind::Silu, mp::ActKind::Gelu, mp::ActKind::GeluTanh,
+                              mp::ActKind::Relu};
+  for (int i = 0; i < 4; ++i) {
+    ExpertsCase c{kWeightDtypes[pick(0, 2)], pick(0, 1) == 1, pick(0, 1) == 1, acts[pick(0, 3)]};
+    checkExperts(*be, c, DType::F32, 1e-5, pick(1, 80), pick(1, 80));
+  }
+}
+
 TEST_P(BackendConformance, ExpertsBf16Compute) {
   // Activations rounded to bf16 before each of the two products: 2^-6
   // normwise covers the rounding of x and of the hidden layer.

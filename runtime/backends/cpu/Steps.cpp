@@ -387,7 +387,10 @@ std::vector<unsigned> CpuBackend::groupSteps(const PlanFile &plan, int rank) {
       for (; e < nsteps; ++e) {
         const plan::Step &st = *prog.steps()->Get(unsigned(e));
         const plan::Linear *l = batchable(e);
-        if (!l || l->in() != first->in())
+        // One pass reads the same K columns of the input for every matrix.
+        if (!l || l->in() != first->in() ||
+            plan.weights()[size_t(l->weight())].shape[1] !=
+                plan.weights()[size_t(first->weight())].shape[1])
           break;
         bool waitsInside = false;
         if (st.waits())

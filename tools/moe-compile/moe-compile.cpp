@@ -16,7 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Analysis/CostModel.h"
-#include "moe/Compiler/ExpertProfile.h"
+#include "moe/Analysis/ExpertProfile.h"
 #include "moe/Compiler/InputLimits.h"
 #include "moe/Compiler/Options.h"
 #include "moe/Dialect/MoEOps.h"
@@ -218,7 +218,7 @@ CompileOptions parseOptions(EmitKind emit) {
   if (expertProfileFlag.getNumOccurrences()) {
     // Checked in full now, so a bad profile is reported before any import.
     o.expertProfile = expertProfileFlag;
-    if (llvm::Expected<ExpertProfileCounts> profile =
+    if (llvm::Expected<ExpertProfile> profile =
             readExpertProfileFile(o.expertProfile);
         !profile)
       fail(llvm::toString(profile.takeError()));

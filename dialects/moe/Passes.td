@@ -1,6 +1,6 @@
 //===- Passes.td - moe pass declarations -------------------*- tablegen -*-===//
 //
-// Passes over the moe dialect. Conventions (STYLE.md): one pass per file in
+// Passes over the moe dialect. Conventions: one pass per file in
 // lib/Transforms, defs end in `Pass`, flags carry the `moe-` prefix, options
 // are declared here (no global cl::opt). The generated registerMoEPasses()
 // registers every pass declared below. The optimization passes run on one `moe.model`.

@@ -118,8 +118,16 @@ def MoEExpertPlacementPass
     Without a grid (one rank) the pass does nothing.
   }];
   let options = [
-    Option<"strategy", "strategy", "std::string", /*default=*/"\"balanced\"",
-           "balanced, round-robin or contiguous">,
+    Option<"strategy", "strategy", "::mlir::moe::PlacementStrategy",
+           /*default=*/"::mlir::moe::PlacementStrategy::Balanced",
+           "balanced, round-robin or contiguous",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::moe::PlacementStrategy::Balanced, "balanced",
+                        "by load, longest-processing-time first"),
+             clEnumValN(::mlir::moe::PlacementStrategy::RoundRobin,
+                        "round-robin", "expert e on rank e mod P"),
+             clEnumValN(::mlir::moe::PlacementStrategy::Contiguous,
+                        "contiguous", "consecutive experts on one rank"))}]>,
     Option<"profile", "profile", "std::string", /*default=*/"\"\"",
            "expert load profile (JSON from moe-run --expert-profile)">,
     Option<"replicas", "replicas", "int64_t", /*default=*/"0",

@@ -215,14 +215,15 @@ def MoELayerStreamingPass
 }
 
 def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
-  let summary = "Orders each layer so communication overlaps independent "
+  let summary = "Orders each layer so communication can overlap independent "
                 "compute";
   let description = [{
     Within each layer, starts every combine exchange as soon as its expert
     outputs exist and moves the ops that do not depend on it (e.g.
     Qwen2-MoE's shared expert, DeepSpeed's residual MLP) between the
-    exchange and its first user, so the runtime computes them while the
-    collective is in flight (the plan's communication stream). Dispatch
+    exchange and its first user, so a runtime can compute them while the
+    collective is in flight on the plan's communication stream (today's
+    runtime runs a rank's steps in order: they do not overlap yet). Dispatch
     exchanges move as late as possible. Marks the graph with
     `moe.decode_graph` (the whole forward is capturable as one CUDA graph
     for one-token decode steps: no host-side data-dependent control flow).
@@ -239,7 +240,7 @@ def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
 
     ```mlir
     %y2 = moe.all_to_all combine %y ...
-    %s = moe.mlp %x ...          // runs while the exchange is in flight
+    %s = moe.mlp %x ...          // can run while the exchange is in flight
     %m = moe.combine %y2 ...
     ```
   }];

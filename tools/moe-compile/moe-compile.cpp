@@ -308,9 +308,22 @@ CompileOptions parseOptions(EmitKind emit) {
   return o;
 }
 
+/// Whether `path` names something that is not a file (a device such as
+/// /dev/null, a pipe, /dev/stdout): written in place, since renaming a
+/// temporary file over it would replace it (as root, /dev/null itself).
+bool isStream(llvm::StringRef path) {
+  if (path.empty() || path == "-")
+    return true;
+  llvm::sys::fs::file_status status;
+  return !llvm::sys::fs::status(path, status) &&
+         llvm::sys::fs::exists(status) &&
+         !llvm::sys::fs::is_regular_file(status) &&
+         !llvm::sys::fs::is_directory(status);
+}
+
 /// Writes each (path, text) to a temporary file beside `path` and renames
 /// them into place only once all are written, so a failure leaves no output
-/// at all. "-" or "" is stdout, written last.
+/// at all. "-" or "" is stdout; it and devices or pipes are written last.
 void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
   std::vector<std::pair<llvm::sys::fs::TempFile, std::string>> temps;
   auto failAll = [&](const llvm::Twine &message) {
@@ -319,7 +332,7 @@ void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
     fail(message);
   };
   for (const auto &[path, text] : outputs) {
-    if (path.empty() || path == "-")
+    if (isStream(path))
       continue;
     llvm::Expected<llvm::sys::fs::TempFile> temp =
         llvm::sys::fs::TempFile::create(path + "-%%%%%%.tmp");
@@ -337,11 +350,23 @@ void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
   for (auto &[temp, path] : temps)
     if (llvm::Error err = temp.keep(path))
       failAll(path + ": cannot write: " + llvm::toString(std::move(err)));
-  for (const auto &[path, text] : outputs)
+  for (const auto &[path, text] : outputs) {
     if (path.empty() || path == "-") {
       llvm::outs() << text;
       llvm::outs().flush();
+    } else if (isStream(path)) {
+      std::error_code ec;
+      llvm::raw_fd_ostream os(path, ec);
+      if (!ec) {
+        os << text;
+        os.flush();
+        ec = os.error();
+        os.clear_error();
+      }
+      if (ec)
+        fail(path + ": cannot write: " + ec.message());
     }
+  }
 }
 
 /// The first error of MLIR's pipeline parser run on `text`, which starts at

@@ -68,10 +68,20 @@ cl::opt<std::string> modelPath(cl::Positional, cl::Required,
                                cl::desc("<model .json | checkpoint dir | "
                                         "config.json>"),
                                cl::cat(inputCategory));
+cl::opt<std::string>
+    expertProfileFlag("expert-profile",
+                      cl::desc("Per-expert token counts (moe-run "
+                               "--expert-profile) for placement"),
+                      cl::value_desc("file.json"), cl::cat(inputCategory));
+
 cl::opt<std::string> outputPath("o", cl::desc("Output file ('-': stdout)"),
-                                cl::value_desc("file"), cl::cat(outputCategory));
-cl::opt<std::string> emitFlag("emit", cl::desc("What to emit: plan, mlir, report"),
-                              cl::init("plan"), cl::value_desc("plan|mlir|report"), cl::cat(outputCategory));
+                                cl::value_desc("file"),
+                                cl::cat(outputCategory));
+cl::opt<std::string> emitFlag("emit",
+                              cl::desc("What to emit: plan, mlir, report"),
+                              cl::init("plan"),
+                              cl::value_desc("plan|mlir|report"),
+                              cl::cat(outputCategory));
 cl::opt<std::string> reportPath("report",
                                 cl::desc("Also write the report as JSON"),
                                 cl::value_desc("file.json"),
@@ -80,12 +90,17 @@ cl::opt<std::string>
     plotPath("plot",
              cl::desc("Also draw per-rank memory and experts per rank as SVG"),
              cl::value_desc("file.svg"), cl::cat(outputCategory));
+
 cl::opt<std::string> targetFlag("target", cl::desc("cpu or cuda"),
-                                cl::init("cpu"), cl::value_desc("cpu|cuda"), cl::cat(targetCategory));
-cl::opt<std::string> dtypeFlag("dtype", cl::desc("Compute dtype: f32, bf16, f16"),
-                               cl::init("f32"), cl::value_desc("f32|bf16|f16"), cl::cat(targetCategory));
+                                cl::init("cpu"), cl::value_desc("cpu|cuda"),
+                                cl::cat(targetCategory));
+cl::opt<std::string> dtypeFlag("dtype",
+                               cl::desc("Compute dtype: f32, bf16, f16"),
+                               cl::init("f32"), cl::value_desc("f32|bf16|f16"),
+                               cl::cat(targetCategory));
 cl::opt<std::string> devicesFlag("devices", cl::desc("Number of ranks"),
-                                 cl::init("1"), cl::value_desc("N"), cl::cat(targetCategory));
+                                 cl::init("1"), cl::value_desc("N"),
+                                 cl::cat(targetCategory));
 cl::opt<std::string>
     gpusPerNodeFlag("gpus-per-node",
                     cl::desc("Ranks per node (default: all on one node)"),
@@ -105,26 +120,25 @@ cl::opt<std::string>
                      cl::desc("Bytes per rank, e.g. 24GiB (default: "
                               "unlimited)"),
                      cl::value_desc("size"), cl::cat(targetCategory));
+
 cl::opt<std::string>
     placementFlag("placement",
                   cl::desc("Expert placement: balanced, round-robin, "
                            "contiguous"),
-                  cl::init("balanced"), cl::value_desc("strategy"), cl::cat(passCategory));
-cl::opt<std::string>
-    expertProfileFlag("expert-profile",
-                      cl::desc("Per-expert token counts (moe-run "
-                               "--expert-profile) for placement"),
-                      cl::value_desc("file.json"), cl::cat(inputCategory));
+                  cl::init("balanced"), cl::value_desc("strategy"),
+                  cl::cat(passCategory));
 cl::opt<std::string>
     expertReplicasFlag("expert-replicas",
                        cl::desc("Extra copies of the hottest experts per MoE "
                                 "layer (balanced placement; default 0)"),
-                       cl::init("0"), cl::value_desc("R"), cl::cat(passCategory));
-cl::opt<std::string> pipelineFlag("pipeline",
-                                  cl::desc("Pass pipeline replacing the "
-                                           "default one ('none': the "
-                                           "imported IR as it is)"),
-                                  cl::value_desc("passes"), cl::cat(passCategory));
+                       cl::init("0"), cl::value_desc("R"),
+                       cl::cat(passCategory));
+cl::opt<std::string>
+    pipelineFlag("pipeline",
+                 cl::desc("Passes replacing the default pipeline, e.g. "
+                          "'canonicalize,moe-fuse-gating' ('none': the "
+                          "imported IR as it is)"),
+                 cl::value_desc("passes"), cl::cat(passCategory));
 cl::list<std::string> passPlugins("load-pass-plugin",
                                   cl::desc("Load passes from a plugin library"),
                                   cl::value_desc("lib.so"),
@@ -381,7 +395,8 @@ std::string pipelineError(llvm::StringRef errors, size_t offset) {
     if (position.split(':').second.getAsInteger(10, column))
       column = 0;
     first = message;
-  } else if (size_t at = first.find(": for the "); at != llvm::StringRef::npos) {
+  } else if (size_t at = first.find(": for the ");
+             at != llvm::StringRef::npos) {
     first = first.drop_front(at + 2);
   }
   std::string result = first.trim().str();

@@ -618,7 +618,8 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   std::printf("decode floor      %.3f ms/token (%.1f MB active weights/token); decode at %.1f%% "
               "of the floor\n",
               floorMs, perTok / 1e6, pctFloor);
-  std::printf("memory            peak RSS %.1f MB, weights %.1f MB, peak resident weights %.1f MB\n",
+  std::printf("memory            peak RSS %.1f MB, weights %.1f MB, peak resident weights "
+              "%.1f MB\n",
               double(rss) / 1e6, double(weights->boundBytes()) / 1e6,
               double(weights->peakResidentBytes()) / 1e6);
   return 0;

@@ -146,7 +146,8 @@ int main(int argc, char **argv) {
                     " (expected {\"text\": \"...\"})");
           continue;
         }
-        if (!in.is_object() || !in.contains("text") || !in["text"].is_string()) {
+        if (!in.is_object() || !in.contains("text") ||
+            !in["text"].is_string()) {
           lineError("no \"text\" string (expected {\"text\": \"...\"})");
           continue;
         }

@@ -93,11 +93,14 @@ public:
   using parser_data_type = T;
 
   unsigned getNumOptions() const override { return unsigned(Values.size()); }
-  llvm::StringRef getOption(unsigned n) const override { return Values[n].Name; }
+  llvm::StringRef getOption(unsigned n) const override {
+    return Values[n].Name;
+  }
   llvm::StringRef getDescription(unsigned n) const override {
     return Values[n].HelpStr;
   }
-  const llvm::cl::GenericOptionValue &getOptionValue(unsigned n) const override {
+  const llvm::cl::GenericOptionValue &
+  getOptionValue(unsigned n) const override {
     return Values[n].V;
   }
 

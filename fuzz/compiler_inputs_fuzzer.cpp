@@ -11,7 +11,7 @@
 //===----------------------------------------------------------------------===//
 #include "FuzzUtil.h"
 
-#include "moe/Compiler/ExpertProfile.h"
+#include "moe/Analysis/ExpertProfile.h"
 #include "moe/Compiler/InputLimits.h"
 #include "moe/Compiler/Options.h"
 #include "moe/Import/Safetensors.h"

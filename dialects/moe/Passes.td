@@ -1,6 +1,6 @@
 //===- Passes.td - moe pass declarations -------------------*- tablegen -*-===//
 //
-// Passes over the moe dialect. Conventions (STYLE.md): one pass per file in
+// Passes over the moe dialect. Conventions: one pass per file in
 // lib/Transforms, defs end in `Pass`, flags carry the `moe-` prefix, options
 // are declared here (no global cl::opt). The generated registerMoEPasses()
 // registers every pass declared below. The optimization passes run on one `moe.model`.
@@ -118,8 +118,16 @@ def MoEExpertPlacementPass
     Without a grid (one rank) the pass does nothing.
   }];
   let options = [
-    Option<"strategy", "strategy", "std::string", /*default=*/"\"balanced\"",
-           "balanced, round-robin or contiguous">,
+    Option<"strategy", "strategy", "::mlir::moe::PlacementStrategy",
+           /*default=*/"::mlir::moe::PlacementStrategy::Balanced",
+           "balanced, round-robin or contiguous",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::moe::PlacementStrategy::Balanced, "balanced",
+                        "by load, longest-processing-time first"),
+             clEnumValN(::mlir::moe::PlacementStrategy::RoundRobin,
+                        "round-robin", "expert e on rank e mod P"),
+             clEnumValN(::mlir::moe::PlacementStrategy::Contiguous,
+                        "contiguous", "consecutive experts on one rank"))}]>,
     Option<"profile", "profile", "std::string", /*default=*/"\"\"",
            "expert load profile (JSON from moe-run --expert-profile)">,
     Option<"replicas", "replicas", "int64_t", /*default=*/"0",
@@ -207,14 +215,14 @@ def MoELayerStreamingPass
 }
 
 def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
-  let summary = "Orders each layer so communication overlaps independent "
+  let summary = "Orders each layer so communication can overlap independent "
                 "compute";
   let description = [{
     Within each layer, starts every combine exchange as soon as its expert
     outputs exist and moves the ops that do not depend on it (e.g.
     Qwen2-MoE's shared expert, DeepSpeed's residual MLP) between the
     exchange and its first user, so the runtime computes them while the
-    collective is in flight (the plan's communication stream). Dispatch
+    collective is in flight on the plan's communication stream. Dispatch
     exchanges move as late as possible. Marks the graph with
     `moe.decode_graph` (the whole forward is capturable as one CUDA graph
     for one-token decode steps: no host-side data-dependent control flow).
@@ -231,7 +239,7 @@ def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
 
     ```mlir
     %y2 = moe.all_to_all combine %y ...
-    %s = moe.mlp %x ...          // runs while the exchange is in flight
+    %s = moe.mlp %x ...          // can run while the exchange is in flight
     %m = moe.combine %y2 ...
     ```
   }];

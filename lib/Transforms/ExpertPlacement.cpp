@@ -129,13 +129,6 @@ struct MoEExpertPlacementPass
       }
       numRanks *= d;
     }
-    if (strategy != "balanced" && strategy != "round-robin" &&
-        strategy != "contiguous") {
-      model.emitError() << "moe-expert-placement: unknown strategy '"
-                        << strategy
-                        << "' (expected balanced, round-robin or contiguous)";
-      return signalPassFailure();
-    }
     ExpertProfile loads;
     if (!profile.empty()) {
       FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
@@ -158,9 +151,9 @@ struct MoEExpertPlacementPass
       int64_t numExperts = experts.getNumExperts();
       int64_t layerIndex = experts.getLayerIndex();
       SmallVector<int64_t> ranks, copies;
-      if (strategy == "contiguous") {
+      if (strategy == PlacementStrategy::Contiguous) {
         ranks = placeContiguous(numExperts, numRanks);
-      } else if (strategy == "round-robin") {
+      } else if (strategy == PlacementStrategy::RoundRobin) {
         ranks = placeRoundRobin(numExperts, numRanks);
       } else {
         SmallVector<double> load(numExperts, 1.0);
@@ -206,7 +199,7 @@ struct MoEExpertPlacementPass
     if (result.wasInterrupted())
       return signalPassFailure();
     // A profile of another model would place this one by unrelated loads.
-    if (!profiledLayers.empty() && strategy == "balanced") {
+    if (!profiledLayers.empty() && strategy == PlacementStrategy::Balanced) {
       model.emitError() << profile << ": layer " << *profiledLayers.begin()
                         << " is not an MoE layer of the model (expected the "
                            "profile of this model)";

@@ -23,7 +23,7 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   model.addPass(createMoEFuseGatingPass());
 
   MoEExpertPlacementPassOptions placement;
-  placement.strategy = stringifyPlacement(options.placement).str();
+  placement.strategy = options.placement;
   placement.profile = options.expertProfile;
   placement.replicas = options.expertReplicas;
   model.addPass(createMoEExpertPlacementPass(placement));

@@ -3,7 +3,10 @@
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=contiguous}))' | FileCheck %s --check-prefix=CONTIG
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/profile.json}))' | FileCheck %s --check-prefix=PROFILE
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/profile.json replicas=2}))' | FileCheck %s --check-prefix=REPLICAS
+// A bad strategy is an option parsing error naming the choices, before the
+// pass runs (the option is an enum, not a string the pass checks).
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{strategy=random}))' 2>&1 | FileCheck %s --check-prefix=BADSTRATEGY
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-expert-placement='strategy=nonsense' 2>&1 | FileCheck %s --check-prefix=BADFLAG
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/missing.json}))' 2>&1 | FileCheck %s --check-prefix=NOPROFILE
 // RUN: moe-opt %s --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=ONERANK
 
@@ -29,7 +32,8 @@
 // r2: e1 + e2 + e6, r3: e1 + e3 + e7).
 // REPLICAS: moe.experts {{.*}} placement <ranks = 4, experts = [0, 2, 2, 3, 0, 1, 2, 3], replicas = [0 : 1, 1 : 3]>
 
-// BADSTRATEGY: unknown strategy 'random' (expected balanced, round-robin or contiguous)
+// BADSTRATEGY: moe-opt: for the --strategy option: 'random' is not supported (expected balanced, round-robin or contiguous)
+// BADFLAG: moe-opt: for the --strategy option: 'nonsense' is not supported (expected balanced, round-robin or contiguous)
 // NOPROFILE: missing.json: cannot read file: {{.*}} (expected the --expert-profile JSON of moe-run)
 
 // Without a device grid there is one rank: nothing changes.

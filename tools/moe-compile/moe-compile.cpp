@@ -16,7 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Analysis/CostModel.h"
-#include "moe/Compiler/ExpertProfile.h"
+#include "moe/Analysis/ExpertProfile.h"
 #include "moe/Compiler/InputLimits.h"
 #include "moe/Compiler/Options.h"
 #include "moe/Dialect/MoEOps.h"
@@ -46,7 +46,9 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -54,68 +56,130 @@ namespace cl = llvm::cl;
 
 namespace {
 
-cl::OptionCategory category("moe-compile options");
+// --help shows these four groups only; LLVM's and MLIR's own options (the
+// backends' code generation flags, MLIR's printing and pass-manager flags,
+// which still work) are listed by --help-hidden.
+cl::OptionCategory inputCategory("Input options");
+cl::OptionCategory targetCategory("Target and parallelism options");
+cl::OptionCategory passCategory("Pass options");
+cl::OptionCategory outputCategory("Output options");
 
 cl::opt<std::string> modelPath(cl::Positional, cl::Required,
                                cl::desc("<model .json | checkpoint dir | "
                                         "config.json>"),
-                               cl::cat(category));
-cl::opt<std::string> outputPath("o", cl::desc("Output file ('-': stdout)"),
-                                cl::value_desc("file"), cl::cat(category));
-cl::opt<std::string> emitFlag("emit", cl::desc("What to emit: plan, mlir, report"),
-                              cl::init("plan"), cl::cat(category));
-cl::opt<std::string> reportPath("report",
-                                cl::desc("Also write the report as JSON"),
-                                cl::value_desc("file.json"), cl::cat(category));
-cl::opt<std::string>
-    plotPath("plot",
-             cl::desc("Also draw per-rank memory and experts per rank as SVG"),
-             cl::value_desc("file.svg"), cl::cat(category));
-cl::opt<std::string> targetFlag("target", cl::desc("cpu or cuda"),
-                                cl::init("cpu"), cl::cat(category));
-cl::opt<std::string> dtypeFlag("dtype", cl::desc("Compute dtype: f32, bf16, f16"),
-                               cl::init("f32"), cl::cat(category));
-cl::opt<std::string> devicesFlag("devices", cl::desc("Number of ranks"),
-                                 cl::init("1"), cl::cat(category));
-cl::opt<std::string>
-    gpusPerNodeFlag("gpus-per-node",
-                    cl::desc("Ranks per node (default: all on one node)"),
-                    cl::cat(category));
-cl::opt<std::string> maxBatchFlag("max-batch", cl::desc("Largest batch"),
-                                  cl::init("1"), cl::cat(category));
-cl::opt<std::string>
-    maxSeqLenFlag("max-seq-len",
-                  cl::desc("KV cache capacity (default: the model's "
-                           "max_position_embeddings)"),
-                  cl::cat(category));
-cl::opt<std::string>
-    placementFlag("placement",
-                  cl::desc("Expert placement: balanced, round-robin, "
-                           "contiguous"),
-                  cl::init("balanced"), cl::cat(category));
+                               cl::cat(inputCategory));
 cl::opt<std::string>
     expertProfileFlag("expert-profile",
                       cl::desc("Per-expert token counts (moe-run "
                                "--expert-profile) for placement"),
-                      cl::value_desc("file.json"), cl::cat(category));
+                      cl::value_desc("file.json"), cl::cat(inputCategory));
+
+cl::opt<std::string> outputPath("o", cl::desc("Output file ('-': stdout)"),
+                                cl::value_desc("file"),
+                                cl::cat(outputCategory));
+cl::opt<std::string> emitFlag("emit",
+                              cl::desc("What to emit: plan, mlir, report"),
+                              cl::init("plan"),
+                              cl::value_desc("plan|mlir|report"),
+                              cl::cat(outputCategory));
+cl::opt<std::string> reportPath("report",
+                                cl::desc("Also write the report as JSON"),
+                                cl::value_desc("file.json"),
+                                cl::cat(outputCategory));
 cl::opt<std::string>
-    expertReplicasFlag("expert-replicas",
-                       cl::desc("Extra copies of the hottest experts per MoE "
-                                "layer (balanced placement; default 0)"),
-                       cl::init("0"), cl::cat(category));
+    plotPath("plot",
+             cl::desc("Also draw per-rank memory and experts per rank as SVG"),
+             cl::value_desc("file.svg"), cl::cat(outputCategory));
+
+cl::opt<std::string> targetFlag("target", cl::desc("cpu or cuda"),
+                                cl::init("cpu"), cl::value_desc("cpu|cuda"),
+                                cl::cat(targetCategory));
+cl::opt<std::string> dtypeFlag("dtype",
+                               cl::desc("Compute dtype: f32, bf16, f16"),
+                               cl::init("f32"), cl::value_desc("f32|bf16|f16"),
+                               cl::cat(targetCategory));
+cl::opt<std::string> devicesFlag("devices", cl::desc("Number of ranks"),
+                                 cl::init("1"), cl::value_desc("N"),
+                                 cl::cat(targetCategory));
+cl::opt<std::string>
+    gpusPerNodeFlag("gpus-per-node",
+                    cl::desc("Ranks per node (default: all on one node)"),
+                    cl::value_desc("G"), cl::cat(targetCategory));
+cl::opt<std::string>
+    maxBatchFlag("max-batch",
+                 cl::desc("Largest batch (1 until the runtime decodes "
+                          "batches)"),
+                 cl::init("1"), cl::value_desc("B"), cl::cat(targetCategory));
+cl::opt<std::string>
+    maxSeqLenFlag("max-seq-len",
+                  cl::desc("KV cache capacity (default: the model's "
+                           "max_position_embeddings)"),
+                  cl::value_desc("L"), cl::cat(targetCategory));
 cl::opt<std::string>
     memoryBudgetFlag("memory-budget",
                      cl::desc("Bytes per rank, e.g. 24GiB (default: "
                               "unlimited)"),
-                     cl::cat(category));
-cl::opt<std::string> pipelineFlag("pipeline",
-                                  cl::desc("Pass pipeline replacing the "
-                                           "default one ('none': the "
-                                           "imported IR as it is)"),
-                                  cl::cat(category));
+                     cl::value_desc("size"), cl::cat(targetCategory));
+
+cl::opt<std::string>
+    placementFlag("placement",
+                  cl::desc("Expert placement: balanced, round-robin, "
+                           "contiguous"),
+                  cl::init("balanced"), cl::value_desc("strategy"),
+                  cl::cat(passCategory));
+cl::opt<std::string>
+    expertReplicasFlag("expert-replicas",
+                       cl::desc("Extra copies of the hottest experts per MoE "
+                                "layer (balanced placement; default 0)"),
+                       cl::init("0"), cl::value_desc("R"),
+                       cl::cat(passCategory));
+cl::opt<std::string>
+    pipelineFlag("pipeline",
+                 cl::desc("Passes replacing the default pipeline, e.g. "
+                          "'canonicalize,moe-fuse-gating' ('none': the "
+                          "imported IR as it is)"),
+                 cl::value_desc("passes"), cl::cat(passCategory));
 cl::list<std::string> passPlugins("load-pass-plugin",
                                   cl::desc("Load passes from a plugin library"),
-                                  cl::value_desc("lib.so"), cl::cat(category));
+                                  cl::value_desc("lib.so"),
+                                  cl::cat(passCategory));
+
+const cl::OptionCategory *const toolCategories[] = {
+    &inputCategory, &targetCategory, &passCategory, &outputCategory};
+
+/// Hides from --help every option outside the tool's categories and LLVM's
+/// generic one (--help, --version). cl::HideUnrelatedOptions makes them
+/// ReallyHidden, gone from --help-hidden too, yet they work (e.g.
+/// --mlir-print-ir-after-all): they are made Hidden again, which
+/// --help-hidden lists.
+void hideUnrelatedOptions() {
+  llvm::SmallVector<cl::Option *> shown;
+  for (auto &entry : cl::getRegisteredOptions())
+    if (entry.second->getOptionHiddenFlag() != cl::ReallyHidden)
+      shown.push_back(entry.second);
+  cl::HideUnrelatedOptions(toolCategories);
+  for (cl::Option *option : shown)
+    if (option->getOptionHiddenFlag() == cl::ReallyHidden)
+      option->setHiddenFlag(cl::Hidden);
+}
+
+/// The option of --help nearest to `name` (without dashes and value), or ""
+/// when none is close enough to be what was meant.
+std::string nearestVisibleOption(llvm::StringRef name) {
+  std::string best;
+  unsigned bestDistance = std::max<unsigned>(2, name.size() / 3) + 1;
+  for (auto &entry : cl::getRegisteredOptions()) {
+    if (entry.second->getOptionHiddenFlag() != cl::NotHidden)
+      continue;
+    unsigned distance = entry.first.edit_distance(
+        name, /*AllowReplacements=*/true, /*MaxEditDistance=*/bestDistance);
+    if (distance < bestDistance) {
+      bestDistance = distance;
+      best = entry.first.str();
+    }
+  }
+  return best;
+}
 
 /// One status line on stderr for compiles that take a while (a 2048-expert
 /// model spends seconds in import, placement and lowering): the stage, the
@@ -210,6 +274,11 @@ CompileOptions parseOptions(EmitKind emit) {
            " (expected whole nodes)");
   }
   o.maxBatch = check(parseIntInRange(maxBatchFlag, 1, 1 << 20), "max-batch");
+  // A plan no runtime can run is refused here, not when it is loaded.
+  if (o.maxBatch > 1 && emit == EmitKind::Plan)
+    fail("--max-batch: " + llvm::Twine(o.maxBatch) +
+         " is not supported until batched decoding is supported (expected 1: "
+         "the runtime decodes one sequence at a time)");
   if (maxSeqLenFlag.getNumOccurrences())
     o.maxSeqLen =
         check(parseIntInRange(maxSeqLenFlag, 1, int64_t(1) << 32), "max-seq-len");
@@ -218,7 +287,7 @@ CompileOptions parseOptions(EmitKind emit) {
   if (expertProfileFlag.getNumOccurrences()) {
     // Checked in full now, so a bad profile is reported before any import.
     o.expertProfile = expertProfileFlag;
-    if (llvm::Expected<ExpertProfileCounts> profile =
+    if (llvm::Expected<ExpertProfile> profile =
             readExpertProfileFile(o.expertProfile);
         !profile)
       fail(llvm::toString(profile.takeError()));
@@ -253,9 +322,22 @@ CompileOptions parseOptions(EmitKind emit) {
   return o;
 }
 
+/// Whether `path` names something that is not a file (a device such as
+/// /dev/null, a pipe, /dev/stdout): written in place, since renaming a
+/// temporary file over it would replace it (as root, /dev/null itself).
+bool isStream(llvm::StringRef path) {
+  if (path.empty() || path == "-")
+    return true;
+  llvm::sys::fs::file_status status;
+  return !llvm::sys::fs::status(path, status) &&
+         llvm::sys::fs::exists(status) &&
+         !llvm::sys::fs::is_regular_file(status) &&
+         !llvm::sys::fs::is_directory(status);
+}
+
 /// Writes each (path, text) to a temporary file beside `path` and renames
 /// them into place only once all are written, so a failure leaves no output
-/// at all. "-" or "" is stdout, written last.
+/// at all. "-" or "" is stdout; it and devices or pipes are written last.
 void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
   std::vector<std::pair<llvm::sys::fs::TempFile, std::string>> temps;
   auto failAll = [&](const llvm::Twine &message) {
@@ -264,7 +346,7 @@ void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
     fail(message);
   };
   for (const auto &[path, text] : outputs) {
-    if (path.empty() || path == "-")
+    if (isStream(path))
       continue;
     llvm::Expected<llvm::sys::fs::TempFile> temp =
         llvm::sys::fs::TempFile::create(path + "-%%%%%%.tmp");
@@ -282,11 +364,166 @@ void writeOutputs(llvm::ArrayRef<std::pair<std::string, std::string>> outputs) {
   for (auto &[temp, path] : temps)
     if (llvm::Error err = temp.keep(path))
       failAll(path + ": cannot write: " + llvm::toString(std::move(err)));
-  for (const auto &[path, text] : outputs)
+  for (const auto &[path, text] : outputs) {
     if (path.empty() || path == "-") {
       llvm::outs() << text;
       llvm::outs().flush();
+    } else if (isStream(path)) {
+      std::error_code ec;
+      llvm::raw_fd_ostream os(path, ec);
+      if (!ec) {
+        os << text;
+        os.flush();
+        ec = os.error();
+        os.clear_error();
+      }
+      if (ec)
+        fail(path + ": cannot write: " + ec.message());
     }
+  }
+}
+
+/// The first error of MLIR's pipeline parser run on `text`, which starts at
+/// `offset` in --pipeline: "MLIR Textual PassPipeline Parser:1:5: error:
+/// WHAT\nTEXT\n    ^" becomes "WHAT (at column N)". A pass option's own
+/// error comes first, "for the --NAME option: WHAT", and is kept.
+std::string pipelineError(llvm::StringRef errors, size_t offset) {
+  llvm::StringRef first = errors.trim().split('\n').first;
+  unsigned column = 0;
+  if (first.consume_front("MLIR Textual PassPipeline Parser:")) {
+    auto [position, message] = first.split(": error: ");
+    if (position.split(':').second.getAsInteger(10, column))
+      column = 0;
+    first = message;
+  } else if (size_t at = first.find(": for the ");
+             at != llvm::StringRef::npos) {
+    first = first.drop_front(at + 2);
+  }
+  std::string result = first.trim().str();
+  if (column > 0)
+    result += " (at column " + std::to_string(offset + column) + ")";
+  return result;
+}
+
+/// Runs `fn` with stderr going to a temporary file, and returns what was
+/// written there.
+std::string captureStderr(llvm::function_ref<void()> fn) {
+  llvm::errs().flush();
+  std::fflush(stderr);
+  std::FILE *file = std::tmpfile();
+  int saved = file ? ::dup(STDERR_FILENO) : -1;
+  if (saved < 0 || ::dup2(::fileno(file), STDERR_FILENO) < 0) {
+    if (file)
+      std::fclose(file);
+    fn();
+    return "";
+  }
+  fn();
+  llvm::errs().flush();
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  std::string text;
+  std::rewind(file);
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof(buffer), file))
+    text.append(buffer, n);
+  std::fclose(file);
+  return text;
+}
+
+/// Adds --pipeline to `pm` (on builtin.module): "builtin.module(...)" or a
+/// plain list like "canonicalize,moe-fuse-gating,moe-expert-placement". A
+/// pass of the list that runs on one kind of op other than the module (every
+/// moe- pass runs on moe.model) is nested under that op, consecutive ones
+/// together, as mlir-opt nests op-specific passes. MLIR's parser no longer
+/// nests implicitly, so each element is parsed alone first, on a pass
+/// manager for any op, to learn where its pass runs (this also reports an
+/// error at its column in --pipeline).
+void addUserPipeline(llvm::StringRef pipeline, OpPassManager &pm) {
+  llvm::StringRef text = pipeline.rtrim();
+  size_t offset = pipeline.size() - pipeline.ltrim().size();
+  text = text.ltrim();
+  if (text.starts_with("builtin.module(")) {
+    if (!text.ends_with(")"))
+      fail("--pipeline: unbalanced parentheses in '" + pipeline + "'");
+    text = text.drop_front(strlen("builtin.module(")).drop_back();
+    offset += strlen("builtin.module(");
+  }
+  // Top-level elements and where they start.
+  llvm::SmallVector<std::pair<llvm::StringRef, size_t>> elements;
+  int depth = 0;
+  bool quoted = false;
+  size_t begin = 0;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    char c = i < text.size() ? text[i] : ',';
+    if (c == '"')
+      quoted = !quoted;
+    else if (!quoted && (c == '(' || c == '{'))
+      ++depth;
+    else if (!quoted && (c == ')' || c == '}'))
+      --depth;
+    else if (!quoted && depth == 0 && c == ',') {
+      llvm::StringRef element = text.slice(begin, i);
+      size_t lead = element.size() - element.ltrim().size();
+      elements.push_back({element.trim(), offset + begin + lead});
+      begin = i + 1;
+    }
+  }
+  std::string rewritten, anchor;
+  auto closeGroup = [&] {
+    if (!anchor.empty())
+      rewritten += ")";
+    anchor.clear();
+  };
+  if (depth != 0 || quoted)
+    fail("--pipeline: unbalanced parentheses, braces or quotes in '" +
+         pipeline + "'");
+  for (auto [element, at] : elements) {
+    std::string errors;
+    llvm::raw_string_ostream es(errors);
+    OpPassManager any; // runs on any op: accepts every pass and nesting
+    LogicalResult parsed = failure();
+    // llvm::cl prints a bad pass option value ("moe-compile: for the
+    // --strategy option: ...") to stderr itself, not to `es`.
+    std::string optionError = captureStderr(
+        [&] { parsed = parsePassPipeline(element, any, es); });
+    if (failed(parsed)) {
+      llvm::StringRef pass = element.take_until(
+          [](char c) { return c == '{' || c == '(' || c == ' '; });
+      llvm::StringRef option = llvm::StringRef(optionError).trim();
+      if (size_t f = option.find(": for the --"); f != llvm::StringRef::npos) {
+        auto [name, what] = option.drop_front(f + 12).split(" option: ");
+        fail("--pipeline: " + pass + " option " + name + ": " +
+             what.split('\n').first);
+      }
+      llvm::StringRef message = llvm::StringRef(errors).trim();
+      if (message.consume_front("<Pass-Options-Parser>: "))
+        fail("--pipeline: " + pass + ": " + message.split('\n').first);
+      fail("--pipeline: " + pipelineError(errors, at));
+    }
+    // One pass restricted to one op: nest it; anything else stays on the
+    // module (op-agnostic passes, nested pipelines, registered pipelines).
+    std::string opName;
+    if (any.size() == 1)
+      if (std::optional<llvm::StringRef> name = any.begin()->getOpName())
+        if (*name != ModuleOp::getOperationName())
+          opName = name->str();
+    if (opName != anchor)
+      closeGroup();
+    if (!rewritten.empty() && rewritten.back() != '(')
+      rewritten += ",";
+    if (!opName.empty() && opName != anchor) {
+      rewritten += opName + "(";
+      anchor = opName;
+    }
+    rewritten += element.str();
+  }
+  closeGroup();
+  std::string errors;
+  llvm::raw_string_ostream es(errors);
+  if (failed(parsePassPipeline(rewritten, pm, es)))
+    fail("--pipeline: " + pipelineError(errors, 0) + " in '" + rewritten + "'");
 }
 
 /// Adds the device grid [nodes, gpus_per_node] that placement and the
@@ -312,11 +549,16 @@ int main(int argc, char **argv) {
   registerMoEPasses();
   registerMoEPipelines();
 
+  hideUnrelatedOptions();
+
   std::string clErrors;
   llvm::raw_string_ostream clErrorStream(clErrors);
   if (!cl::ParseCommandLineOptions(argc, argv,
                                    "moe compiler: models to moe IR, reports "
-                                   "and plans\n",
+                                   "and plans\n\n"
+                                   "  MLIR's printing and pass-manager flags "
+                                   "(--mlir-print-ir-after-all, ...) are\n"
+                                   "  listed by --help-hidden.\n",
                                    &clErrorStream)) {
     // Errors about one option's value were already printed, one line, by
     // the option itself; the others are in clErrors.
@@ -325,6 +567,18 @@ int main(int argc, char **argv) {
       return 1;
     first.consume_front(llvm::sys::path::filename(argv[0]));
     first.consume_front(": ");
+    // "Unknown command line argument '--devics=4'.  Try: ...": LLVM's
+    // suggestion may name an option --help does not show, so the nearest
+    // shown one is suggested instead.
+    llvm::StringRef unknown = first;
+    if (unknown.consume_front("Unknown command line argument '")) {
+      llvm::StringRef flag = unknown.split("'.").first.split('=').first;
+      std::string nearest = nearestVisibleOption(flag.ltrim('-'));
+      if (!nearest.empty())
+        fail(flag + ": unknown option (did you mean " +
+             (nearest.size() == 1 ? "-" : "--") + nearest + "?)");
+      fail(flag + ": unknown option (expected one of moe-compile --help)");
+    }
     fail(first.trim());
   }
 
@@ -384,16 +638,7 @@ int main(int argc, char **argv) {
   } else if (options.pipeline == "none") {
     // The importer's IR as it is (for people and importer tests).
   } else {
-    // The pass manager runs on the module itself, so it takes the passes of
-    // "builtin.module(...)" (or a bare list of them) directly.
-    std::string pipelineErrors;
-    llvm::raw_string_ostream es(pipelineErrors);
-    llvm::StringRef text = llvm::StringRef(options.pipeline).trim();
-    if (text.consume_front("builtin.module(") && !text.consume_back(")"))
-      fail("--pipeline: unbalanced parentheses in '" + options.pipeline + "'");
-    if (failed(parsePassPipeline(text, pm, es)))
-      fail("--pipeline: " +
-           llvm::StringRef(pipelineErrors).trim().split('\n').first);
+    addUserPipeline(options.pipeline, pm);
   }
 
   ImportOptions importOptions;

@@ -53,6 +53,8 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
                            experts predicted from this layer's hidden state (default off)
   --threads=N              compute threads per rank (default: cores / ranks)
   --bench                  time prefill and decode (with --warmup=W --iters=I, --json)
+  --json                   print one JSON object: with --bench the timings, else
+                           prompt_ids, output_ids, text, finish_reason and timings
   --trace=FILE.json        Chrome trace of every step, per rank and stream
   --expert-profile=FILE.json  per-layer per-expert routed-token counts
   --version, --help
@@ -206,8 +208,6 @@ Options parseArgs(int argc, char **argv) {
       fail("{}: empty prompt file (expected the prompt text)", o.promptFile);
     o.prompt = std::move(text);
   }
-  if (o.json && !o.bench)
-    fail("--json: only with --bench (expected --bench --json)");
   for (const std::string *out : {&o.dump, &o.trace, &o.profile})
     if (!out->empty() && *out == o.plan)
       fail("{}: output would overwrite the plan", *out);
@@ -243,11 +243,20 @@ std::unique_ptr<Tokenizer> loadTokenizer(const Options &o, const PlanFile &plan)
   std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
   if (fileExists(dir + "/tokenizer_config.json"))
     config = dir + "/tokenizer_config.json";
+  std::unique_ptr<Tokenizer> tokenizer;
   try {
-    return std::make_unique<Tokenizer>(Tokenizer::fromFile(path, config));
+    tokenizer = std::make_unique<Tokenizer>(Tokenizer::fromFile(path, config));
   } catch (const std::exception &e) {
     fail("{}", e.what());
   }
+  // A tokenizer of another model encodes text to ids the model has no rows
+  // for: say so here, naming the tokenizer, not later as a bad token id.
+  if (tokenizer->vocabSize() > size_t(plan.vocabSize()))
+    fail("{}: {} has {} tokens, more than the model's vocab_size {} (expected the tokenizer of "
+         "the model the plan was compiled from)",
+         o.tokenizer.empty() ? "--prompt" : "--tokenizer", path, tokenizer->vocabSize(),
+         plan.vocabSize());
+  return tokenizer;
 }
 
 /// eos_token_id of the checkpoint's generation_config.json (an id or a list),
@@ -349,6 +358,18 @@ void writeProfile(const std::string &path, const PlanFile &plan, const Session &
   writeFileAtomic(path, doc.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
+/// "stop" when generation ended at an EOS id (generate()'s rule: the given
+/// ids, else the plan's), "length" when it produced every token asked for.
+const char *finishReason(const std::vector<int64_t> &gen, int64_t maxNew,
+                         const GenerateOptions &go, const plan::Plan &p) {
+  std::vector<int64_t> eos = go.eosIds;
+  if (eos.empty() && p.model()->eos_token_ids())
+    eos.assign(p.model()->eos_token_ids()->begin(), p.model()->eos_token_ids()->end());
+  bool atEos = go.stopAtEos && !gen.empty() &&
+               std::find(eos.begin(), eos.end(), gen.back()) != eos.end();
+  return atEos || int64_t(gen.size()) < maxNew ? "stop" : "length";
+}
+
 /// What every rank runs, checked before any weight is loaded.
 struct Job {
   std::unique_ptr<PlanFile> plan;
@@ -401,9 +422,15 @@ Job prepare(const Options &o, int worldSize) {
       prompt.push_back((int64_t(i) * 7919 + 13) % plan.vocabSize());
   }
   for (int64_t id : prompt)
-    if (id >= plan.vocabSize())
+    if (id >= plan.vocabSize()) {
+      // Ids beyond a tokenizer's token count (gaps in its added tokens).
+      if (job.tokenizer)
+        fail("{}: token id {} of the prompt is out of range for vocab_size {} (expected the "
+             "tokenizer of the model the plan was compiled from)",
+             o.tokenizer.empty() ? "--prompt" : "--tokenizer", id, plan.vocabSize());
       fail("--prompt-ids: token id {} is out of range for vocab_size {} (expected ids < {})", id,
            plan.vocabSize(), plan.vocabSize());
+    }
   if (int64_t(prompt.size()) + job.maxNew > plan.maxPositions())
     fail("prompt of {} tokens + {} new tokens exceeds the plan's {} positions (expected at most "
          "{} in total)",
@@ -471,7 +498,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
     go.promptLogits = !o.dump.empty() && rank == 0;
     // A text prompt streams text as tokens arrive; ids are printed at the end.
     std::optional<DecodeStream> text;
-    if (job.tokenizer && rank == 0)
+    if (job.tokenizer && rank == 0 && !o.json)
       text.emplace(*job.tokenizer, /*skipSpecial=*/true);
     Progress bar("generating", tty && maxNew >= 64 && !text);
     go.onToken = [&](int64_t d, int64_t t) { bar.update(double(d), double(t), "tokens"); };
@@ -490,7 +517,23 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
     bar.done();
     if (rank == 0) {
       std::vector<int64_t> gen(r.tokens.begin() + int64_t(prompt.size()), r.tokens.end());
-      if (text) {
+      if (o.json) {
+        // One object for scripts, in the shape of the --prompts output lines.
+        json out = {{"prompt_ids", prompt},
+                    {"output_ids", gen},
+                    {"finish_reason", finishReason(gen, maxNew, go, p)},
+                    {"prefill_ms", r.prefillMs},
+                    {"decode_ms_per_token", stats(r.decodeMs).median}};
+        if (job.tokenizer) {
+          std::vector<uint32_t> ids(gen.begin(), gen.end());
+          try {
+            out["text"] = job.tokenizer->decode(ids, /*skipSpecial=*/true);
+          } catch (const std::exception &e) {
+            fail("generated tokens: {}", e.what());
+          }
+        }
+        std::printf("%s\n", out.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+      } else if (text) {
         std::string rest = text->flush();
         std::fwrite(rest.data(), 1, rest.size(), stdout);
         std::printf("\n");
@@ -605,8 +648,10 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   std::printf("decode floor      %.3f ms/token (%.1f MB active weights/token); decode at %.1f%% "
               "of the floor\n",
               floorMs, perTok / 1e6, pctFloor);
-  std::printf("memory            peak RSS %.1f MB, weights %.1f MB\n", double(rss) / 1e6,
-              double(weights->boundBytes()) / 1e6);
+  std::printf("memory            peak RSS %.1f MB, weights %.1f MB, peak resident weights "
+              "%.1f MB\n",
+              double(rss) / 1e6, double(weights->boundBytes()) / 1e6,
+              double(weights->peakResidentBytes()) / 1e6);
   std::printf("resident          peak_resident_bytes %llu (weights + arena + KV cache), "
               "peak_resident_weight_bytes %llu, budget %s\n",
               (unsigned long long)weights->peakTotalBytes(),

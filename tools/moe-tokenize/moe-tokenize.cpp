@@ -7,7 +7,11 @@
 // --jsonl and --text print one JSON line per input:
 //   {"ids": encode(text, no specials), "ids_with_special": encode(text, with
 //    the post-processor's specials), "decoded": decode(ids, keep specials)}
-// exactly as Hugging Face tokenizers computes them.
+// exactly as Hugging Face tokenizers computes them. A --jsonl line that
+// cannot be read (malformed JSON, a lone UTF-16 surrogate, invalid UTF-8, no
+// "text") is reported on stderr by its number and answered by an
+// {"error": ...} line; the other lines are still encoded, and the exit
+// status is 1 at the end.
 //
 //===----------------------------------------------------------------------===//
 
@@ -74,7 +78,8 @@ std::vector<uint32_t> parseIds(const std::string &list) {
 
 int main(int argc, char **argv) {
   std::string path, configPath, text, decodeList;
-  bool jsonl = false, haveText = false, haveDecode = false, skipSpecial = false;
+  bool jsonl = false, haveText = false, haveDecode = false, skipSpecial = false,
+       failed = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--jsonl")
@@ -115,9 +120,19 @@ int main(int argc, char **argv) {
     } else {
       std::string line;
       size_t lineNo = 0;
+      // Output lines match input lines one to one, so a script can pair
+      // them: a bad line gets an error line and the stream goes on.
+      auto lineError = [&](const std::string &what) {
+        std::string msg = "<stdin>:" + std::to_string(lineNo) + ": " + what;
+        std::cout << nlohmann::ordered_json{{"error", msg}}.dump(
+                         -1, ' ', false, nlohmann::json::error_handler_t::replace)
+                  << '\n';
+        std::cout.flush();
+        std::fprintf(stderr, "error: %s\n", msg.c_str());
+        failed = true;
+      };
       while (std::getline(std::cin, line)) {
         ++lineNo;
-        std::string where = "<stdin>:" + std::to_string(lineNo);
         if (line.find_first_not_of(" \t\r") == std::string::npos)
           continue;
         nlohmann::json in;
@@ -127,18 +142,24 @@ int main(int argc, char **argv) {
           // Drop nlohmann's "last read" echo: it may hold the invalid bytes.
           std::string msg = e.what();
           msg = msg.substr(0, msg.find("; last read"));
-          die(where + ": malformed JSON line: " + msg +
-              " (expected {\"text\": \"...\"})");
+          lineError("malformed JSON line: " + msg +
+                    " (expected {\"text\": \"...\"})");
+          continue;
         }
-        if (!in.is_object() || !in.contains("text") || !in["text"].is_string())
-          die(where + ": no \"text\" string (expected {\"text\": \"...\"})");
+        if (!in.is_object() || !in.contains("text") ||
+            !in["text"].is_string()) {
+          lineError("no \"text\" string (expected {\"text\": \"...\"})");
+          continue;
+        }
         try {
           std::cout << encodeLine(tok, in["text"].get<std::string>(),
                                   withPrompt)
                            .dump()
                     << '\n';
         } catch (const moert::TokenizerError &e) {
-          die(where + ": " + e.what());
+          lineError(e.what());
+        } catch (const nlohmann::json::exception &e) {
+          lineError(std::string("cannot write the result: ") + e.what());
         }
       }
     }
@@ -154,5 +175,5 @@ int main(int argc, char **argv) {
   std::cout.flush();
   if (!std::cout)
     die("<stdout>: write failed (expected a writable output)");
-  return 0;
+  return failed ? 1 : 0;
 }

@@ -1,12 +1,15 @@
 //===- ExpertProfile.h - expert load profiles -------------------*- C++ -*-===//
 //
-// Reads the per-layer per-expert token counts that `moe-run --expert-profile`
-// writes, for passes that place experts by load (moe-expert-placement, pass
-// plugins):
+// The per-layer per-expert routed-token counts that `moe-run --expert-profile`
+// writes,
 //
 //   {"layers": [{"layer": L, "routed": [c0, c1, ...]}, ...]}
 //
-// Other keys (model, tokens, step, num_experts, dropped) are ignored.
+// and their one checked reader, shared by moe-compile (which checks a
+// profile before anything is imported), moe-expert-placement and pass
+// plugins, so they all reject the same files the same way. Other keys
+// (model, tokens, step, dropped) are ignored; num_experts, when present,
+// must agree with the counts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,6 +20,7 @@
 #include "mlir/Support/LLVM.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/Support/Error.h"
 
 namespace mlir::moe {
 
@@ -31,8 +35,17 @@ struct ExpertProfile {
   }
 };
 
-/// Reads the profile at `path`; on failure reports "PATH: what" at `op` and
-/// returns failure.
+/// Parses and checks a profile: layers are integers in [0, 2^24] and appear
+/// once, counts are finite and >= 0, one per expert (num_experts, when
+/// present, agrees). Errors read "PATH: what (expected ...)".
+llvm::Expected<ExpertProfile> parseExpertProfile(StringRef text,
+                                                 StringRef path);
+
+/// Reads `path` and parses it.
+llvm::Expected<ExpertProfile> readExpertProfileFile(StringRef path);
+
+/// Reads the profile at `path` for a pass; on failure reports "PATH: what"
+/// at `op` and returns failure.
 FailureOr<ExpertProfile> readExpertProfile(Operation *op, StringRef path);
 
 } // namespace mlir::moe

@@ -8,7 +8,10 @@
 #ifndef MOE_COMPILER_OPTIONS_H
 #define MOE_COMPILER_OPTIONS_H
 
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/Twine.h"
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -68,6 +71,76 @@ llvm::Expected<int64_t> parseIntInRange(llvm::StringRef text, int64_t min,
 /// Formats a byte count for people: "1.50 GiB".
 std::string formatBytes(uint64_t bytes);
 
+/// llvm::cl's parser for enum options (cl::values), as llvm::cl::parser<T>
+/// but a bad value is one error that lists the accepted ones:
+/// "'x' is not supported (expected a, b or c)". Pass options of enum type
+/// (`Option<..., "::mlir::moe::PlacementStrategy", ...>` in Passes.td) get it
+/// through the llvm::cl::parser specializations below.
+template <typename T>
+class EnumOptionParser : public llvm::cl::generic_parser_base {
+protected:
+  class OptionInfo : public GenericOptionInfo {
+  public:
+    OptionInfo(llvm::StringRef name, T v, llvm::StringRef helpStr)
+        : GenericOptionInfo(name, helpStr), V(v) {}
+    llvm::cl::OptionValue<T> V;
+  };
+  llvm::SmallVector<OptionInfo, 8> Values;
+
+public:
+  EnumOptionParser(llvm::cl::Option &option) : generic_parser_base(option) {}
+
+  using parser_data_type = T;
+
+  unsigned getNumOptions() const override { return unsigned(Values.size()); }
+  llvm::StringRef getOption(unsigned n) const override {
+    return Values[n].Name;
+  }
+  llvm::StringRef getDescription(unsigned n) const override {
+    return Values[n].HelpStr;
+  }
+  const llvm::cl::GenericOptionValue &
+  getOptionValue(unsigned n) const override {
+    return Values[n].V;
+  }
+
+  /// Returns true on error, as llvm::cl parsers do.
+  bool parse(llvm::cl::Option &option, llvm::StringRef argName,
+             llvm::StringRef arg, T &value) {
+    llvm::StringRef name = Owner.hasArgStr() ? arg : argName;
+    for (const OptionInfo &info : Values)
+      if (info.Name == name) {
+        value = info.V.getValue();
+        return false;
+      }
+    std::string expected;
+    for (size_t i = 0; i < Values.size(); ++i)
+      expected += (i == 0 ? "" : i + 1 == Values.size() ? " or " : ", ") +
+                  Values[i].Name.str();
+    return option.error("'" + name + "' is not supported (expected " +
+                        expected + ")");
+  }
+
+  template <typename DT>
+  void addLiteralOption(llvm::StringRef name, const DT &value,
+                        llvm::StringRef helpStr) {
+    Values.push_back(OptionInfo(name, static_cast<T>(value), helpStr));
+    llvm::cl::AddLiteralOption(Owner, name);
+  }
+  void removeLiteralOption(llvm::StringRef name) {
+    Values.erase(Values.begin() + findOption(name));
+  }
+};
+
 } // namespace mlir::moe
+
+namespace llvm::cl {
+template <>
+class parser<mlir::moe::PlacementStrategy>
+    : public mlir::moe::EnumOptionParser<mlir::moe::PlacementStrategy> {
+public:
+  using EnumOptionParser::EnumOptionParser;
+};
+} // namespace llvm::cl
 
 #endif // MOE_COMPILER_OPTIONS_H

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -116,6 +117,24 @@ TEST(CudaKernels, DeviceCountIsSafe) {
   EXPECT_GE(n, 0);
   if (n == 0)
     GTEST_SKIP() << "no CUDA device";
+}
+
+/// Prints the device's facts for scripts/gpu-check.sh ("device: ..." lines).
+TEST(CudaKernels, DeviceProperties) {
+  REQUIRE_GPU();
+  int dev = 0;
+  CK(cudaGetDevice(&dev));
+  cudaDeviceProp p{};
+  CK(cudaGetDeviceProperties(&p, dev));
+  int rt = 0, drv = 0;
+  cudaRuntimeGetVersion(&rt);
+  cudaDriverGetVersion(&drv);
+  std::printf("device: %s cc=%d.%d sms=%d mem=%zu MiB l2=%d KiB smem/block(optin)=%zu KiB "
+              "runtime=%d driver=%d\n",
+              p.name, p.major, p.minor, p.multiProcessorCount, p.totalGlobalMem >> 20,
+              p.l2CacheSize >> 10, p.sharedMemPerBlockOptin >> 10, rt, drv);
+  RecordProperty("device", p.name);
+  EXPECT_GE(p.major, 7);
 }
 
 TEST(CudaKernels, EmbeddingAndPositions) {
@@ -494,3 +513,34 @@ TEST(CudaKernels, Sampling) {
 }
 
 } // namespace
+
+#ifdef MOERT_HAVE_NCCL
+#include "NcclComm.h"
+
+namespace {
+
+/// One rank (one GPU): every collective is an identity or a copy. Several
+/// ranks need several GPUs (NCCL refuses two ranks on one device).
+TEST(CudaNccl, OneRankCollectives) {
+  REQUIRE_GPU();
+  mc::NcclComm comm(mc::NcclComm::newUniqueId(), 1, 0);
+  ASSERT_TRUE(comm.ok()) << comm.error();
+  std::mt19937 rng(10);
+  std::vector<float> x = randn(37, rng);
+  Dev<float> a(x), b(x.size());
+  cudaStream_t s = nullptr;
+  ASSERT_TRUE(comm.allReduceSum(a.p, x.size(), s)) << comm.error();
+  ASSERT_TRUE(comm.allGather(a.p, b.p, x.size(), s)) << comm.error();
+  EXPECT_EQ(b.get(), x);
+  size_t counts[1] = {x.size() - 5}, offs[1] = {5}, roffs[1] = {0};
+  Dev<float> c(x.size());
+  ASSERT_TRUE(comm.allToAllV(a.p, counts, offs, c.p, counts, roffs, s)) << comm.error();
+  std::vector<float> got = c.get();
+  EXPECT_TRUE(std::equal(x.begin() + 5, x.end(), got.begin()));
+  ASSERT_TRUE(comm.reduceScatterSum(a.p, b.p, x.size(), s)) << comm.error();
+  ASSERT_TRUE(comm.broadcast(b.p, x.size(), 0, s)) << comm.error();
+  EXPECT_EQ(b.get(), x);
+}
+
+} // namespace
+#endif

@@ -324,6 +324,24 @@ MOE_HD int64_t gateAdmit(const int32_t *slotExpert, int64_t slots, int e, int64_
   return n;
 }
 
+MOE_HD int popcount32(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return __builtin_popcount(x);
+#endif
+}
+
+/// The warp-parallel form of gateAdmit that the gate kernel runs (one warp
+/// per expert, 32 slots per step): in the chunk of slots [base, base+32),
+/// `mask` has bit l set when slot base+l routes to the expert, and `before`
+/// slots went to it in earlier chunks. Lane l's slot is the expert's
+/// chunkRank-th (0-based): admitted when that is < cap, and written to
+/// sorted position offsets[e] + rank.
+MOE_HD int64_t chunkRank(uint32_t mask, int lane, int64_t before) {
+  return before + popcount32(mask & ((1u << lane) - 1u));
+}
+
 /// Whether slot s (routed to slotExpert[s]) is admitted: fewer than `cap`
 /// earlier slots went to the same expert.
 MOE_HD bool gateSlotAdmitted(const int32_t *slotExpert, int64_t s, int64_t cap) {

@@ -13,8 +13,10 @@ using namespace detail;
 namespace {
 
 //===----------------------------------------------------------------------===//
-// Gate: one block; scores/top-k per token, then per expert its admitted
-// slots in token order (math::gateAdmit), prefix sums, sorted slots.
+// Gate: one block; scores/top-k per token (a thread per token), then per
+// expert its admitted slots in token order (a warp per expert: the
+// warp-parallel form of math::gateAdmit, math::chunkRank), prefix sums,
+// sorted slots.
 //===----------------------------------------------------------------------===//
 
 __global__ void __launch_bounds__(512)
@@ -34,8 +36,22 @@ __global__ void __launch_bounds__(512)
     }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < E; e += blockDim.x)
-    off[e + 1] = int32_t(math::gateAdmit(slotExpert, slots, e, cap, nullptr, slotWeight));
+  // Per expert (one warp each, 32 slots per step; math::chunkRank): the
+  // count it admits, zero weights for the slots it drops.
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int e = warp; e < E; e += warps) {
+    int64_t n = 0;
+    for (int64_t base = 0; base < slots; base += 32) {
+      int64_t s = base + lane;
+      bool hit = s < slots && slotExpert[s] == e;
+      uint32_t mask = __ballot_sync(0xffffffffu, hit);
+      if (hit && math::chunkRank(mask, lane, n) >= cap)
+        slotWeight[s] = 0.0f;
+      n += math::popcount32(mask);
+    }
+    if (lane == 0)
+      off[e + 1] = int32_t(n < cap ? n : cap);
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     off[0] = 0;
@@ -45,8 +61,19 @@ __global__ void __launch_bounds__(512)
   __syncthreads();
   for (int e = threadIdx.x; e <= E; e += blockDim.x)
     offsets[e] = off[e];
-  for (int e = threadIdx.x; e < E; e += blockDim.x)
-    math::gateAdmit(slotExpert, slots, e, cap, sortedSlots + off[e], nullptr);
+  // Sorted slots: admitted slots of each expert in ascending slot order.
+  for (int e = warp; e < E; e += warps) {
+    int64_t n = 0;
+    for (int64_t base = 0; base < slots && n < cap; base += 32) {
+      int64_t s = base + lane;
+      bool hit = s < slots && slotExpert[s] == e;
+      uint32_t mask = __ballot_sync(0xffffffffu, hit);
+      int64_t r = math::chunkRank(mask, lane, n);
+      if (hit && r < cap)
+        sortedSlots[off[e] + r] = int32_t(s);
+      n += math::popcount32(mask);
+    }
+  }
 }
 
 //===----------------------------------------------------------------------===//

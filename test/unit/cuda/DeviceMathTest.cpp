@@ -172,15 +172,48 @@ int64_t emulateGate(const std::vector<float> &logits, int64_t T, const cm::GateP
       slotWeight[size_t(t * K + j)] = w[j];
     }
   }
-  const int64_t cap = cm::gateCapacity(p, T);
+  const int64_t cap = cm::gateCapacity(p, T), slots = T * K;
+  // The kernel: a warp per expert, 32 slots per step (chunkRank).
+  std::vector<float> sequentialWeight = slotWeight;
   offsets[0] = 0;
-  for (int e = 0; e < E; ++e)
-    offsets[size_t(e + 1)] = int32_t(
-        cm::gateAdmit(slotExpert.data(), T * K, e, cap, nullptr, slotWeight.data()));
+  for (int e = 0; e < E; ++e) {
+    int64_t n = 0;
+    for (int64_t base = 0; base < slots; base += 32) {
+      uint32_t mask = 0;
+      for (int lane = 0; lane < 32; ++lane)
+        if (base + lane < slots && slotExpert[size_t(base + lane)] == e)
+          mask |= 1u << lane;
+      for (int lane = 0; lane < 32; ++lane)
+        if (mask >> lane & 1u && cm::chunkRank(mask, lane, n) >= cap)
+          slotWeight[size_t(base + lane)] = 0.0f;
+      n += cm::popcount32(mask);
+    }
+    offsets[size_t(e + 1)] = int32_t(std::min(n, cap));
+    // The sequential form gives the same count and drops.
+    EXPECT_EQ(cm::gateAdmit(slotExpert.data(), slots, e, cap, nullptr, sequentialWeight.data()),
+              offsets[size_t(e + 1)]);
+  }
+  EXPECT_EQ(slotWeight, sequentialWeight);
   for (int e = 0; e < E; ++e)
     offsets[size_t(e + 1)] += offsets[size_t(e)];
-  for (int e = 0; e < E; ++e)
-    cm::gateAdmit(slotExpert.data(), T * K, e, cap, sorted.data() + offsets[size_t(e)], nullptr);
+  for (int e = 0; e < E; ++e) {
+    int64_t n = 0;
+    for (int64_t base = 0; base < slots && n < cap; base += 32) {
+      uint32_t mask = 0;
+      for (int lane = 0; lane < 32; ++lane)
+        if (base + lane < slots && slotExpert[size_t(base + lane)] == e)
+          mask |= 1u << lane;
+      for (int lane = 0; lane < 32; ++lane) {
+        int64_t r = cm::chunkRank(mask, lane, n);
+        if (mask >> lane & 1u && r < cap)
+          sorted[size_t(offsets[size_t(e)] + r)] = int32_t(base + lane);
+      }
+      n += cm::popcount32(mask);
+    }
+    std::vector<int32_t> seq(size_t(offsets[size_t(e + 1)] - offsets[size_t(e)]) + 1, -7);
+    cm::gateAdmit(slotExpert.data(), slots, e, cap, seq.data(), nullptr);
+    EXPECT_TRUE(std::equal(seq.begin(), seq.end() - 1, sorted.begin() + offsets[size_t(e)]));
+  }
   // The per-slot predicate agrees with the per-expert scan.
   for (int64_t s = 0; s < T * K; ++s)
     EXPECT_EQ(cm::gateSlotAdmitted(slotExpert.data(), s, cap),
@@ -194,7 +227,7 @@ TEST(CudaMath, GateMatchesCpu) {
   int cases = 0;
   for (int E : {1, 2, 5, 8, 13, 64})
     for (int K : {1, 2, 3, 8})
-      for (int64_t T : {1, 3, 17})
+      for (int64_t T : {1, 3, 17, 70})
         for (int variant = 0; variant < 8; ++variant) {
           if (K > E)
             continue;
@@ -484,8 +517,11 @@ TEST(CudaMath, TopPSamplingMatchesSampler) {
                           i};
           sum += p[size_t(i)].first;
         }
-        std::stable_sort(p.begin(), p.end(),
-                         [](const auto &a, const auto &b) { return a.first > b.first; });
+        // Descending, ties to the lower id (what the device's stable radix
+        // sort of ascending ids gives).
+        std::sort(p.begin(), p.end(), [](const auto &a, const auto &b) {
+          return a.first > b.first || (a.first == b.first && a.second < b.second);
+        });
         std::vector<double> sorted(static_cast<size_t>(V));
         for (int64_t i = 0; i < V; ++i)
           sorted[size_t(i)] = p[size_t(i)].first;

@@ -96,6 +96,16 @@ template <WType W> struct RowRef {
   float bias;
 };
 
+/// Weight row n of a stage's product (no bias: the tile loads).
+template <WType W>
+__device__ __forceinline__ const void *weightRowPtr(const ExpertW &ew, const Stage &st, int64_t n,
+                                                    int64_t I, bool gated) {
+  constexpr int64_t es = W == WType::F32 ? 4 : 2;
+  const void *base = !st.first ? ew.down.data : (gated && n < I ? ew.gate.data : ew.up.data);
+  int64_t row = st.first && gated && n >= I ? n - I : n;
+  return static_cast<const char *>(base) + row * st.K * es;
+}
+
 template <WType W>
 __device__ __forceinline__ RowRef<W> weightRow(const ExpertW &ew, const Stage &st, int64_t n,
                                                int64_t I, bool gated) {
@@ -170,7 +180,7 @@ __global__ void __launch_bounds__(kTileThreads)
     return;
   const int64_t n0 = int64_t(blockIdx.y) * kBN;
   const int tid = threadIdx.x;
-  // Each thread: rows ty*2 + {0,1}, columns tx*4 + {0..3}... of the tile.
+  // Each thread: tile rows 2*ty + {0, 1}, tile columns tx + 16*{0..3}.
   const int tx = tid % 16, ty = tid / 16;
   float acc[2][4] = {};
   for (int64_t k0 = 0; k0 < st.K; k0 += kBK) {
@@ -184,7 +194,7 @@ __global__ void __launch_bounds__(kTileThreads)
       int64_t n = n0 + c;
       float v = 0.0f;
       if (n < st.N && k0 + k < st.K)
-        v = ldw<W>(weightRow<W>(ew, st, n, I, gated).row, k0 + k);
+        v = ldw<W>(weightRowPtr<W>(ew, st, n, I, gated), k0 + k);
       Bs[c][k] = v;
     }
     __syncthreads();

@@ -379,6 +379,78 @@ TEST(CudaKernels, ExpertsGemvAndGrouped) {
     }
 }
 
+/// Routing stays on the device: gate + experts + combine of one decode
+/// token captured once into a CUDA graph and replayed with new router logits
+/// give what direct launches give (no host read of the offsets in between).
+TEST(CudaKernels, MoeStepCapturesIntoGraph) {
+  REQUIRE_GPU();
+  std::mt19937 rng(11);
+  const int E = 8, K = 2;
+  const int64_t T = 1, D = 64, I = 48;
+  std::vector<HostW> g, u, d;
+  std::vector<std::unique_ptr<DevW>> keep;
+  std::vector<mc::ExpertW> table(static_cast<size_t>(E));
+  for (int e = 0; e < E; ++e) {
+    for (auto *v : {&g, &u})
+      v->emplace_back(randn(size_t(I * D), rng, 0.2f), WType::BF16);
+    d.emplace_back(randn(size_t(D * I), rng, 0.2f), WType::BF16);
+    keep.push_back(std::make_unique<DevW>(g.back()));
+    table[size_t(e)].gate = keep.back()->dw();
+    keep.push_back(std::make_unique<DevW>(u.back()));
+    table[size_t(e)].up = keep.back()->dw();
+    keep.push_back(std::make_unique<DevW>(d.back()));
+    table[size_t(e)].down = keep.back()->dw();
+  }
+  Dev<mc::ExpertW> dtable(table);
+  Dev<float> x(randn(size_t(T * D), rng)), logits(size_t(T * E)), sw(size_t(T * K)),
+      slotOut(size_t(T * K * D)), out(size_t(T * D));
+  Dev<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K));
+  Dev<char> gws(mc::gateWorkspaceBytes(T, E)), ews(mc::expertsWorkspaceBytes(T, K, I));
+  mc::math::GateParams p;
+  p.numExperts = E;
+  p.topK = K;
+  p.normTopk = true;
+  mc::ExpertsArgs a;
+  a.in = x.p;
+  a.ldi = D;
+  a.sortedSlots = ss.p;
+  a.expertOffsets = off.p;
+  a.slotOut = slotOut.p;
+  a.T = T;
+  a.topK = K;
+  a.numExperts = E;
+  a.D = D;
+  a.I = I;
+  a.experts = dtable.p;
+  a.weightType = WType::BF16;
+  auto step = [&](cudaStream_t s) {
+    EXPECT_EQ(mc::gate(logits.p, E, T, p, se.p, sw.p, off.p, ss.p, gws.p, s), cudaSuccess);
+    EXPECT_EQ(mc::experts(a, ews.p, s), cudaSuccess);
+    EXPECT_EQ(mc::combine(slotOut.p, sw.p, T, K, D, out.p, D, false, s), cudaSuccess);
+  };
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  cudaGraph_t graph;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  step(s);
+  CK(cudaStreamEndCapture(s, &graph));
+  cudaGraphExec_t exec;
+  CK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int round = 0; round < 3; ++round) {
+    std::vector<float> l = randn(size_t(T * E), rng);
+    CK(cudaMemcpy(logits.p, l.data(), l.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaGraphLaunch(exec, s));
+    CK(cudaStreamSynchronize(s));
+    std::vector<float> viaGraph = out.get();
+    step(s);
+    CK(cudaStreamSynchronize(s));
+    EXPECT_EQ(out.get(), viaGraph) << "round " << round;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
 TEST(CudaKernels, GemvAndLinear) {
   REQUIRE_GPU();
   std::mt19937 rng(7);

@@ -7,6 +7,10 @@
 //===----------------------------------------------------------------------===//
 #include "Common.cuh"
 
+#include <cuda_bf16.h>
+#include <mma.h>
+#include <type_traits>
+
 namespace moert::cuda {
 using namespace detail;
 
@@ -225,6 +229,94 @@ __global__ void __launch_bounds__(kTileThreads)
   }
 }
 
+/// Tensor-core grouped GEMM stage for BF16/F16 weights (WMMA 16x16x16, f32
+/// accumulation): a block of 4 warps computes a kWM x kWN tile of one
+/// expert's sorted rows; activations are rounded to the weights' type as
+/// they are staged (the plan's 16-bit compute dtype); the tile goes through
+/// shared memory to the row-mapped, bias-adding, replica-masked stores.
+constexpr int kWM = 64, kWN = 64, kWK = 32, kWPad = 8, kWThreads = 128;
+
+template <WType W>
+__global__ void __launch_bounds__(kWThreads)
+    expertsWmmaKernel(Stage st, const int32_t *sorted, const int32_t *offsets, int E, int topK,
+                      int64_t I, bool gated, const ExpertW *experts) {
+  using namespace nvcuda;
+  using T16 = std::conditional_t<W == WType::BF16, __nv_bfloat16, __half>;
+  __shared__ __align__(32) T16 As[kWM][kWK + kWPad];
+  __shared__ __align__(32) T16 Bs[kWN][kWK + kWPad];
+  __shared__ __align__(32) float Cs[kWM][kWN + 4];
+  int e;
+  int64_t r0, r1;
+  if (!math::groupedTileOf(offsets, E, kWM, blockIdx.x, e, r0, r1))
+    return;
+  const ExpertW ew = experts[e];
+  if (ew.numReplicas == 0)
+    return;
+  const int64_t n0 = int64_t(blockIdx.y) * kWN;
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int wr = warp >> 1, wc = warp & 1; // the warp's 32x32 quarter
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::fill_fragment(acc[i][j], 0.0f);
+  for (int64_t k0 = 0; k0 < st.K; k0 += kWK) {
+    for (int i = tid; i < kWM * kWK; i += kWThreads) {
+      int r = i / kWK, k = i % kWK;
+      int64_t j = r0 + r;
+      float v = (j < r1 && k0 + k < st.K) ? inputRow(st, sorted, topK, j)[k0 + k] : 0.0f;
+      if constexpr (W == WType::BF16)
+        As[r][k] = __float2bfloat16_rn(v);
+      else
+        As[r][k] = __float2half_rn(v);
+    }
+    for (int i = tid; i < kWN * kWK; i += kWThreads) {
+      int c = i / kWK, k = i % kWK;
+      int64_t n = n0 + c;
+      uint16_t bits = 0;
+      if (n < st.N && k0 + k < st.K)
+        bits = static_cast<const uint16_t *>(weightRowPtr<W>(ew, st, n, I, gated))[k0 + k];
+      if constexpr (W == WType::BF16)
+        Bs[c][k] = __ushort_as_bfloat16(bits);
+      else
+        Bs[c][k] = __ushort_as_half(bits);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kWK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T16, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T16, wmma::col_major> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        wmma::load_matrix_sync(a[i], &As[wr * 32 + i * 16][kk], kWK + kWPad);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) // B(k, n) = W[n][k]: column-major with ld kWK + kWPad
+        wmma::load_matrix_sync(b[j], &Bs[wc * 32 + j * 16][kk], kWK + kWPad);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+          wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&Cs[wr * 32 + i * 16][wc * 32 + j * 16], acc[i][j], kWN + 4,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int i = tid; i < kWM * kWN; i += kWThreads) {
+    int r = i / kWN, c = i % kWN;
+    int64_t j = r0 + r, n = n0 + c;
+    if (j >= r1 || n >= st.N || !math::replicaOwns(offsets, e, j, ew.replica, ew.numReplicas))
+      continue;
+    outputRow(st, sorted, j)[n] = Cs[r][c] + weightRow<W>(ew, st, n, I, gated).bias;
+  }
+}
+
 /// h[j, 0:I] = act(h[j, 0:I]) (* h[j, I:2I]) for admitted positions j.
 __global__ void expertsActKernel(float *h, int64_t ldh, const int32_t *offsets, int E,
                                  int64_t I, ActKind act, bool gated) {
@@ -242,6 +334,11 @@ cudaError_t runStage(const Stage &st, const ExpertsArgs &a, cudaStream_t s) {
   if (rows <= kExpertsGemvMaxRows) {
     dim3 grid(gridFor(st.N, kGemvWarps), unsigned(rows));
     expertsGemvKernel<W><<<grid, kGemvWarps * 32, 0, s>>>(
+        st, a.sortedSlots, a.expertOffsets, a.numExperts, a.topK, a.I, a.gated, a.experts);
+  } else if constexpr (W != WType::F32) {
+    int64_t tiles = math::groupedTileBound(rows, a.numExperts, kWM);
+    dim3 grid(unsigned(tiles), unsigned((st.N + kWN - 1) / kWN));
+    expertsWmmaKernel<W><<<grid, kWThreads, 0, s>>>(
         st, a.sortedSlots, a.expertOffsets, a.numExperts, a.topK, a.I, a.gated, a.experts);
   } else {
     int64_t tiles = math::groupedTileBound(rows, a.numExperts, kBM);

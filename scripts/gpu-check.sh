@@ -74,11 +74,37 @@ if [ -z "$BIN" ]; then
   done
 fi
 [ -d .gpu/lib ] && export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# CUDA's libraries (cuBLAS, NCCL) where the GPU machine keeps them: the
+# toolkit (lib64 or lib) or the Python environment's nvidia-* packages.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do
+  [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH${LD_LIBRARY_PATH:+:}$d
+done
+pylibs=$(timeout 30 python3 - 2>/dev/null <<'PY'
+import importlib.util, os
+for name in ("nvidia.cublas", "nvidia.nccl", "nvidia.cuda_runtime"):
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:
+        spec = None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        lib = os.path.join(root, "lib")
+        if os.path.isdir(lib):
+            print(lib)
+PY
+)
+for d in $pylibs; do
+  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH${LD_LIBRARY_PATH:+:}$d
+done
+missing=""
+if [ -n "$BIN" ]; then
+  missing=$(for f in "$BIN"/*; do ldd "$f" 2>/dev/null | grep 'not found'; done | sort -u | tr -s ' \t\n' ' ')
+fi
 KERNEL=$(uname -r)
 RUNTIME=native
 case "$KERNEL" in 4.4.0*) RUNTIME=gvisor ;; *-fc-*) RUNTIME=firecracker ;; esac
-stage env ok 0 "bin=${BIN:-none} kernel=$KERNEL" \
-  "\"bin\": $(json_str "${BIN:-}"), \"runtime\": $(json_str "$RUNTIME"), \"nvcc\": $(json_str "$( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) | tail -1)")"
+stage env "$([ -z "$missing" ] && echo ok || echo missing-libraries)" 0 \
+  "bin=${BIN:-none} kernel=$KERNEL${missing:+ missing: $missing}" \
+  "\"bin\": $(json_str "${BIN:-}"), \"runtime\": $(json_str "$RUNTIME"), \"ld_library_path\": $(json_str "${LD_LIBRARY_PATH:-}"), \"nvcc\": $(json_str "$( (nvcc --version 2>/dev/null || /usr/local/cuda/bin/nvcc --version 2>/dev/null) | tail -1)")"
 
 # --- gpu-facts -----------------------------------------------------------------
 s=$(date +%s)

@@ -16,8 +16,8 @@ using namespace detail;
 
 namespace {
 
-constexpr int kItems = 8;  // warps per block
-constexpr int kBK = 16;    // keys per shared-memory tile
+constexpr int kItems = 8; // warps per block
+constexpr int kBK = 16;   // keys per shared-memory tile
 constexpr int kDPL = kAttnMaxHeadDim / 32;
 
 __global__ void storeKVKernel(const float *qkv, int64_t ldqkv, int64_t kCol, int64_t vCol,
@@ -199,15 +199,16 @@ cudaError_t attention(const AttentionArgs &a, void *workspace, cudaStream_t s) {
     return cudaErrorInvalidValue;
   int64_t n = a.T * a.kvHeads * a.headDim;
   storeKVKernel<<<gridFor(n, 256), 256, 0, s>>>(a.qkv, a.ldqkv, a.kCol, a.vCol, a.T, a.pos,
-                                                a.cache.k, a.cache.v, a.cache.type,
-                                                a.cache.maxSeq, a.kvHeads, a.headDim);
+                                                a.cache.k, a.cache.v, a.cache.type, a.cache.maxSeq,
+                                                a.kvHeads, a.headDim);
   if (cudaError_t err = launched())
     return err;
   const int splits = chooseSplits(a);
   const int64_t group = a.heads / a.kvHeads;
   dim3 grid(unsigned((a.T * group + kItems - 1) / kItems), unsigned(a.kvHeads), unsigned(splits));
   float *part = static_cast<float *>(workspace);
-  MOE_DISPATCH_WTYPE(a.cache.type, KT, attnKernel<KT><<<grid, kItems * 32, 0, s>>>(a, splits, part));
+  MOE_DISPATCH_WTYPE(a.cache.type, KT,
+                     attnKernel<KT><<<grid, kItems * 32, 0, s>>>(a, splits, part));
   if (cudaError_t err = launched())
     return err;
   if (splits > 1) {

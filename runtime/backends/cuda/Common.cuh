@@ -78,7 +78,9 @@ template <WType W> __device__ __forceinline__ void unpack16(const uint4 &v, floa
   }
 }
 
-template <WType W> __host__ __device__ constexpr int elemsPer16() { return W == WType::F32 ? 4 : 8; }
+template <WType W> __host__ __device__ constexpr int elemsPer16() {
+  return W == WType::F32 ? 4 : 8;
+}
 
 /// dot(W row, x) by one warp: 16-byte loads when vec.
 template <WType W>
@@ -104,7 +106,6 @@ __device__ __forceinline__ float warpDot(const void *row, const float *x, int64_
   }
   return warpSum(acc);
 }
-
 
 /// Dispatches a functor templated on the weight type.
 #define MOE_DISPATCH_WTYPE(t, W, ...)                                                              \

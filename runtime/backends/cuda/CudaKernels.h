@@ -57,14 +57,14 @@ cudaError_t activation(const float *in, int64_t ldi, float *out, int64_t ldo, in
 /// out = a + b over n floats (out may alias a or b).
 cudaError_t add(const float *a, const float *b, float *out, int64_t n, cudaStream_t stream);
 /// inout[t, :cols] *= sigmoid(gateLogit[t * ldg])
-cudaError_t sigmoidGate(const float *gateLogit, int64_t ldg, float *inout, int64_t ld,
-                        int64_t rows, int64_t cols, cudaStream_t stream);
+cudaError_t sigmoidGate(const float *gateLogit, int64_t ldg, float *inout, int64_t ld, int64_t rows,
+                        int64_t cols, cudaStream_t stream);
 /// out[t, :] = moe[t, :] * c0 + mlp[t, :] * c1, c = softmax(coef[t, 0:2])
 cudaError_t residualMix(const float *moe, const float *mlp, const float *coef, int64_t ldc,
                         float *out, int64_t ld, int64_t rows, int64_t cols, cudaStream_t stream);
 /// out[t, :] (+)= sum_j slotWeight[t*topK+j] * slotOut[(t*topK+j), :] (ascending j)
-cudaError_t combine(const float *slotOut, const float *slotWeight, int64_t T, int topK,
-                    int64_t D, float *out, int64_t ldo, bool accumulate, cudaStream_t stream);
+cudaError_t combine(const float *slotOut, const float *slotWeight, int64_t T, int topK, int64_t D,
+                    float *out, int64_t ldo, bool accumulate, cudaStream_t stream);
 /// y[t, :N] += bias (broadcast over rows).
 cudaError_t addBias(float *y, int64_t ldy, int64_t T, int64_t N, DW bias, cudaStream_t stream);
 /// dst[i] = src[i] converted to `type` (activations to a GEMM's input type).

@@ -27,7 +27,14 @@ namespace moert::cuda {
 enum class WType : uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
 
 /// Activation kinds; the values equal moe::plan::ActKind's and cpu::Act's order.
-enum class ActKind : uint8_t { Gelu = 0, GeluTanh = 1, Silu = 2, Relu = 3, Sigmoid = 4, Identity = 5 };
+enum class ActKind : uint8_t {
+  Gelu = 0,
+  GeluTanh = 1,
+  Silu = 2,
+  Relu = 3,
+  Sigmoid = 4,
+  Identity = 5
+};
 
 namespace math {
 
@@ -303,10 +310,10 @@ MOE_HD int64_t gateCapacity(const GateParams &p, int64_t T) {
 /// Admitted slots of expert e: the first `cap` slots (ascending) routed to
 /// it. Writes them, ascending, to out (when not null), sets the weight of
 /// the slots it drops to 0 (when slotWeight is not null) and returns how
-/// many it admits. Every expert's call is independent: the kernel runs one
-/// thread per expert.
-MOE_HD int64_t gateAdmit(const int32_t *slotExpert, int64_t slots, int e, int64_t cap,
-                         int32_t *out, float *slotWeight) {
+/// many it admits. Every expert's call is independent; the kernel runs the
+/// warp-parallel form below (chunkRank), which the tests check against this.
+MOE_HD int64_t gateAdmit(const int32_t *slotExpert, int64_t slots, int e, int64_t cap, int32_t *out,
+                         float *slotWeight) {
   int64_t n = 0;
   for (int64_t s = 0; s < slots; ++s) {
     if (slotExpert[s] != e)
@@ -393,8 +400,8 @@ MOE_HD int64_t groupedTileBound(int64_t maxRows, int E, int bm) {
 
 /// Tile `tile` of the enumeration above: expert e, sorted rows [r0, r1).
 /// Returns false past the last tile (that block exits).
-MOE_HD bool groupedTileOf(const int32_t *offsets, int E, int bm, int64_t tile, int &e,
-                          int64_t &r0, int64_t &r1) {
+MOE_HD bool groupedTileOf(const int32_t *offsets, int E, int bm, int64_t tile, int &e, int64_t &r0,
+                          int64_t &r1) {
   for (int x = 0; x < E; ++x) {
     int64_t c = offsets[x + 1] - offsets[x];
     int64_t tiles = (c + bm - 1) / bm;

@@ -34,22 +34,22 @@ __global__ void embeddingKernel(const int64_t *ids, int64_t T, const void *w, in
   }
 }
 
-cudaError_t rowsFromWeight(const int64_t *ids, int64_t T, DW W, int64_t D, float scale,
-                           float *out, int64_t ldo, bool add, cudaStream_t s) {
+cudaError_t rowsFromWeight(const int64_t *ids, int64_t T, DW W, int64_t D, float scale, float *out,
+                           int64_t ldo, bool add, cudaStream_t s) {
   if (T <= 0 || D <= 0)
     return cudaSuccess;
   dim3 grid(gridFor(D, 256), unsigned(T < 65535 ? T : 65535));
   MOE_DISPATCH_WTYPE(W.type, WT,
-                     embeddingKernel<WT><<<grid, 256, 0, s>>>(ids, T, W.data, D, scale, out, ldo,
-                                                               add));
+                     embeddingKernel<WT>
+                     <<<grid, 256, 0, s>>>(ids, T, W.data, D, scale, out, ldo, add));
   return launched();
 }
 
 /// One block per (row, group of dim columns).
 template <bool Rms>
-__global__ void normKernel(const float *in, int64_t ldi, float *out, int64_t ldo,
-                           int64_t colOffset, int64_t groups, int64_t dim, const void *w,
-                           WType wt, const void *b, WType bt, float eps, float weightOffset) {
+__global__ void normKernel(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t colOffset,
+                           int64_t groups, int64_t dim, const void *w, WType wt, const void *b,
+                           WType bt, float eps, float weightOffset) {
   __shared__ double sh[32];
   const int64_t r = blockIdx.x / groups, g = colOffset + (blockIdx.x % groups) * dim;
   const float *x = in + r * ldi + g;
@@ -61,8 +61,8 @@ __global__ void normKernel(const float *in, int64_t ldi, float *out, int64_t ldo
     ss = blockSum(ss, sh);
     float inv = math::rmsInv(ss, dim, eps);
     for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
-      y[d] = math::rmsApply(x[d], inv, w != nullptr, w ? math::loadW(w, wt, d) : 1.0f,
-                            weightOffset);
+      y[d] =
+          math::rmsApply(x[d], inv, w != nullptr, w ? math::loadW(w, wt, d) : 1.0f, weightOffset);
   } else {
     double s = 0.0;
     for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
@@ -130,8 +130,7 @@ __global__ void sigmoidGateKernel(const float *g, int64_t ldg, float *io, int64_
 }
 
 __global__ void residualMixKernel(const float *moe, const float *mlp, const float *coef,
-                                  int64_t ldc, float *out, int64_t ld, int64_t rows,
-                                  int64_t cols) {
+                                  int64_t ldc, float *out, int64_t ld, int64_t rows, int64_t cols) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     // softmax of two logits, in double like the reference host loop.
     double a = coef[r * ldc], b = coef[r * ldc + 1], m = a > b ? a : b;
@@ -164,8 +163,8 @@ __global__ void addBiasKernel(float *y, int64_t ldy, int64_t T, int64_t N, const
       y[t * ldy + n] += ldw<W>(b, n);
 }
 
-__global__ void convertKernel(const float *src, int64_t lds, int64_t rows, int64_t cols,
-                              void *dst, WType type) {
+__global__ void convertKernel(const float *src, int64_t lds, int64_t rows, int64_t cols, void *dst,
+                              WType type) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
     for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols;
          c += int64_t(gridDim.x) * blockDim.x)
@@ -218,8 +217,8 @@ cudaError_t rope(float *buf, int64_t ld, int64_t T, const int64_t *pos, int head
   int64_t n = T * heads * half;
   if (n <= 0)
     return cudaSuccess;
-  ropeKernel<<<gridFor(n, 256), 256, 0, s>>>(buf, ld, T, pos, heads, headDim, half, cosTab,
-                                             sinTab, interleaved);
+  ropeKernel<<<gridFor(n, 256), 256, 0, s>>>(buf, ld, T, pos, heads, headDim, half, cosTab, sinTab,
+                                             interleaved);
   return launched();
 }
 
@@ -227,8 +226,7 @@ cudaError_t activation(const float *in, int64_t ldi, float *out, int64_t ldo, in
                        int64_t n, ActKind act, bool gated, cudaStream_t s) {
   if (rows <= 0 || n <= 0)
     return cudaSuccess;
-  activationKernel<<<rowGrid(rows, n, 256), 256, 0, s>>>(in, ldi, out, ldo, rows, n, act,
-                                                         gated);
+  activationKernel<<<rowGrid(rows, n, 256), 256, 0, s>>>(in, ldi, out, ldo, rows, n, act, gated);
   return launched();
 }
 
@@ -256,8 +254,8 @@ cudaError_t residualMix(const float *moe, const float *mlp, const float *coef, i
   return launched();
 }
 
-cudaError_t combine(const float *slotOut, const float *slotWeight, int64_t T, int topK,
-                    int64_t D, float *out, int64_t ldo, bool accumulate, cudaStream_t s) {
+cudaError_t combine(const float *slotOut, const float *slotWeight, int64_t T, int topK, int64_t D,
+                    float *out, int64_t ldo, bool accumulate, cudaStream_t s) {
   if (T <= 0 || D <= 0)
     return cudaSuccess;
   combineKernel<<<rowGrid(T, D, 256), 256, 0, s>>>(slotOut, slotWeight, T, topK, D, out, ldo,
@@ -269,8 +267,7 @@ cudaError_t addBias(float *y, int64_t ldy, int64_t T, int64_t N, DW bias, cudaSt
   if (!bias || T <= 0 || N <= 0)
     return cudaSuccess;
   MOE_DISPATCH_WTYPE(bias.type, WT,
-                     addBiasKernel<WT><<<rowGrid(T, N, 256), 256, 0, s>>>(y, ldy, T, N,
-                                                                          bias.data));
+                     addBiasKernel<WT><<<rowGrid(T, N, 256), 256, 0, s>>>(y, ldy, T, N, bias.data));
   return launched();
 }
 

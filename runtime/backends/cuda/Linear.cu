@@ -13,8 +13,8 @@ constexpr int kWarps = 8;
 /// One warp per output row: y[n] (+)= dot(W[n, :], x) + bias[n].
 template <WType W>
 __global__ void __launch_bounds__(kWarps * 32)
-    gemvKernel(const float *x, const void *w, int64_t N, int64_t K, const void *bias,
-               float *y, bool accumulate, bool vec) {
+    gemvKernel(const float *x, const void *w, int64_t N, int64_t K, const void *bias, float *y,
+               bool accumulate, bool vec) {
   const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   if (n >= N)
     return;
@@ -44,9 +44,9 @@ cudaError_t gemv(const float *x, DW W, int64_t N, int64_t K, DW bias, float *y, 
                  cudaStream_t s) {
   if (N <= 0)
     return cudaSuccess;
-  bool vec = math::gemvVectorizable(reinterpret_cast<uint64_t>(W.data), K,
-                                    math::wtypeSize(W.type)) &&
-             reinterpret_cast<uint64_t>(x) % 16 == 0;
+  bool vec =
+      math::gemvVectorizable(reinterpret_cast<uint64_t>(W.data), K, math::wtypeSize(W.type)) &&
+      reinterpret_cast<uint64_t>(x) % 16 == 0;
   // The bias shares the weight's type in plans (one dtype per plan).
   if (bias && bias.type != W.type)
     return cudaErrorInvalidValue;
@@ -93,10 +93,10 @@ cudaError_t Blas::linear(const float *X, int64_t ldx, int64_t T, DW W, int64_t N
   }
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   // Column-major view: Y^T [N, T] = op(W) [N, K] * X^T [K, T].
-  cublasStatus_t st = cublasGemmEx(
-      h, transposed ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &alpha,
-      W.data, cudaType(W.type), int(transposed ? N : K), B, cudaType(W.type), int(ldb), &beta, Y,
-      CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  cublasStatus_t st = cublasGemmEx(h, transposed ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, int(N),
+                                   int(T), int(K), &alpha, W.data, cudaType(W.type),
+                                   int(transposed ? N : K), B, cudaType(W.type), int(ldb), &beta, Y,
+                                   CUDA_R_32F, int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (st != CUBLAS_STATUS_SUCCESS)
     return cudaErrorUnknown;
   return addBias(Y, ldy, T, N, bias, s);

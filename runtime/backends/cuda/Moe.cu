@@ -86,12 +86,12 @@ __global__ void __launch_bounds__(512)
 
 /// Where the rows of a product come from and go to.
 struct Stage {
-  bool first;       // gate/up (input: gathered token rows) or down (input: h)
-  const float *in;  // first: the op's input [T, D]; else h
+  bool first;      // gate/up (input: gathered token rows) or down (input: h)
+  const float *in; // first: the op's input [T, D]; else h
   int64_t ldi;
-  float *out;       // first: h [T*topK, 2I]; else slot_out [T*topK, D]
+  float *out; // first: h [T*topK, 2I]; else slot_out [T*topK, D]
   int64_t ldo;
-  int64_t N, K;     // output columns, reduction length
+  int64_t N, K; // output columns, reduction length
 };
 
 /// Weight row n of a stage's product for expert ew, and its bias (0 if none).
@@ -155,8 +155,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     return;
   RowRef<W> r = weightRow<W>(ew, st, n, I, gated);
   const float *x = inputRow(st, sorted, topK, j);
-  bool vec = math::gemvVectorizable(reinterpret_cast<uint64_t>(r.row), st.K,
-                                    math::wtypeSize(W)) &&
+  bool vec = math::gemvVectorizable(reinterpret_cast<uint64_t>(r.row), st.K, math::wtypeSize(W)) &&
              reinterpret_cast<uint64_t>(x) % 16 == 0;
   float v = warpDot<W>(r.row, x, st.K, vec) + r.bias;
   if ((threadIdx.x & 31) == 0)
@@ -318,8 +317,8 @@ __global__ void __launch_bounds__(kWThreads)
 }
 
 /// h[j, 0:I] = act(h[j, 0:I]) (* h[j, I:2I]) for admitted positions j.
-__global__ void expertsActKernel(float *h, int64_t ldh, const int32_t *offsets, int E,
-                                 int64_t I, ActKind act, bool gated) {
+__global__ void expertsActKernel(float *h, int64_t ldh, const int32_t *offsets, int E, int64_t I,
+                                 ActKind act, bool gated) {
   for (int64_t j = blockIdx.y; j < offsets[E]; j += gridDim.y) {
     float *row = h + j * ldh;
     for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < I;
@@ -328,8 +327,7 @@ __global__ void expertsActKernel(float *h, int64_t ldh, const int32_t *offsets, 
   }
 }
 
-template <WType W>
-cudaError_t runStage(const Stage &st, const ExpertsArgs &a, cudaStream_t s) {
+template <WType W> cudaError_t runStage(const Stage &st, const ExpertsArgs &a, cudaStream_t s) {
   const int64_t rows = a.T * a.topK;
   if (rows <= kExpertsGemvMaxRows) {
     dim3 grid(gridFor(st.N, kGemvWarps), unsigned(rows));
@@ -338,8 +336,8 @@ cudaError_t runStage(const Stage &st, const ExpertsArgs &a, cudaStream_t s) {
   } else if constexpr (W != WType::F32) {
     int64_t tiles = math::groupedTileBound(rows, a.numExperts, kWM);
     dim3 grid(unsigned(tiles), unsigned((st.N + kWN - 1) / kWN));
-    expertsWmmaKernel<W><<<grid, kWThreads, 0, s>>>(
-        st, a.sortedSlots, a.expertOffsets, a.numExperts, a.topK, a.I, a.gated, a.experts);
+    expertsWmmaKernel<W><<<grid, kWThreads, 0, s>>>(st, a.sortedSlots, a.expertOffsets,
+                                                    a.numExperts, a.topK, a.I, a.gated, a.experts);
   } else {
     int64_t tiles = math::groupedTileBound(rows, a.numExperts, kBM);
     dim3 grid(unsigned(tiles), unsigned((st.N + kBN - 1) / kBN));
@@ -361,9 +359,8 @@ cudaError_t gate(const float *logits, int64_t ld, int64_t T, const math::GatePar
   if (p.numExperts < 1 || p.numExperts > math::kGateMaxExperts || p.topK < 1 ||
       p.topK > math::kGateMaxTopK || p.topK > p.numExperts || T < 0)
     return cudaErrorInvalidValue;
-  gateKernel<<<1, 512, 0, s>>>(logits, ld, T, p, math::gateCapacity(p, T), slotExpert,
-                               slotWeight, expertOffsets, sortedSlots,
-                               static_cast<double *>(workspace));
+  gateKernel<<<1, 512, 0, s>>>(logits, ld, T, p, math::gateCapacity(p, T), slotExpert, slotWeight,
+                               expertOffsets, sortedSlots, static_cast<double *>(workspace));
   return launched();
 }
 

@@ -49,8 +49,7 @@ public:
   /// sendOffsets[p], receive recvCounts[p] floats into recv + recvOffsets[p]
   /// (counts and offsets on the host; one ncclGroupStart/End).
   bool allToAllV(const float *send, const size_t *sendCounts, const size_t *sendOffsets,
-                 float *recv, const size_t *recvCounts, const size_t *recvOffsets,
-                 cudaStream_t s);
+                 float *recv, const size_t *recvCounts, const size_t *recvOffsets, cudaStream_t s);
 
 private:
   bool check(int result, const char *what);

@@ -66,8 +66,8 @@ __device__ int64_t blockArgmax(const float *logits, int64_t vocab) {
   return bi[0];
 }
 
-__global__ void __launch_bounds__(kThreads) argmaxKernel(const float *logits, int64_t vocab,
-                                                         int64_t *out) {
+__global__ void __launch_bounds__(kThreads)
+    argmaxKernel(const float *logits, int64_t vocab, int64_t *out) {
   int64_t i = blockArgmax(logits, vocab);
   if (threadIdx.x == 0)
     *out = i;
@@ -188,10 +188,9 @@ Offsets offsetsFor(int64_t vocab) {
   o.idsOut = 2 * nd + ni;
   o.sum = 2 * nd + 2 * ni;
   o.cub = o.sum + 256;
-  cub::DeviceRadixSort::SortPairsDescending(nullptr, o.cubBytes, static_cast<double *>(nullptr),
-                                            static_cast<double *>(nullptr),
-                                            static_cast<int32_t *>(nullptr),
-                                            static_cast<int32_t *>(nullptr), int(vocab));
+  cub::DeviceRadixSort::SortPairsDescending(
+      nullptr, o.cubBytes, static_cast<double *>(nullptr), static_cast<double *>(nullptr),
+      static_cast<int32_t *>(nullptr), static_cast<int32_t *>(nullptr), int(vocab));
   return o;
 }
 

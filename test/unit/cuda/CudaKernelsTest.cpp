@@ -43,7 +43,8 @@ template <typename T> struct Dev {
   T *p = nullptr;
   size_t n = 0;
   explicit Dev(size_t count) : n(count) {
-    if (cudaMalloc(reinterpret_cast<void **>(&p), std::max<size_t>(n, 1) * sizeof(T)) == cudaSuccess)
+    if (cudaMalloc(reinterpret_cast<void **>(&p), std::max<size_t>(n, 1) * sizeof(T)) ==
+        cudaSuccess)
       cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T));
   }
   explicit Dev(const std::vector<T> &v) : Dev(v.size()) {
@@ -81,9 +82,7 @@ struct HostW {
       }
     }
   }
-  cpu::WRef ref() const {
-    return {f.data(), DType::F32};
-  }
+  cpu::WRef ref() const { return {f.data(), DType::F32}; }
 };
 
 /// A device copy of HostW.
@@ -105,8 +104,7 @@ void expectNear(const std::vector<float> &got, const std::vector<float> &want, f
                 const char *what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_NEAR(got[i], want[i], rel * std::max(1.0f, std::fabs(want[i])))
-        << what << " at " << i;
+    ASSERT_NEAR(got[i], want[i], rel * std::max(1.0f, std::fabs(want[i]))) << what << " at " << i;
 }
 
 const WType kTypes[] = {WType::F32, WType::BF16, WType::F16};
@@ -264,14 +262,20 @@ TEST(CudaKernels, GateMatchesCpu) {
           Dev<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K));
           Dev<char> ws(mc::gateWorkspaceBytes(T, E));
           CK(mc::gate(dl.p, E, T, p, se.p, sw.p, off.p, ss.p, ws.p, nullptr));
-          cpu::GateParams cp{E, K, p.sigmoid, p.softmaxBeforeTopk, p.normTopk,
-                             p.capacityFactor, p.minCapacity, p.dropTokens};
+          cpu::GateParams cp{E,
+                             K,
+                             p.sigmoid,
+                             p.softmaxBeforeTopk,
+                             p.normTopk,
+                             p.capacityFactor,
+                             p.minCapacity,
+                             p.dropTokens};
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rss(size_t(T * K));
           std::vector<float> rsw(size_t(T * K));
           int64_t n = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),
                                 rss.data(), nullptr);
-          SCOPED_TRACE(::testing::Message() << "E=" << E << " K=" << K << " T=" << T
-                                            << " variant=" << variant);
+          SCOPED_TRACE(::testing::Message()
+                       << "E=" << E << " K=" << K << " T=" << T << " variant=" << variant);
           ASSERT_EQ(se.get(), rse);
           ASSERT_EQ(off.get(), roff);
           std::vector<int32_t> gs = ss.get();
@@ -384,9 +388,9 @@ TEST(CudaKernels, ExpertsGemvAndGrouped) {
   std::mt19937 rng(6);
   for (WType wt : kTypes)
     for (bool gated : {true, false}) {
-      checkExperts(1, 2, 8, 64, 40, wt, gated, rng);   // decode GEMV, vector loads
-      checkExperts(3, 2, 5, 33, 17, wt, gated, rng);   // GEMV, scalar loads
-      checkExperts(41, 2, 8, 72, 50, wt, gated, rng);  // grouped tiles
+      checkExperts(1, 2, 8, 64, 40, wt, gated, rng);    // decode GEMV, vector loads
+      checkExperts(3, 2, 5, 33, 17, wt, gated, rng);    // GEMV, scalar loads
+      checkExperts(41, 2, 8, 72, 50, wt, gated, rng);   // grouped tiles
       checkExperts(200, 4, 16, 37, 29, wt, gated, rng); // odd sizes, drops
       checkExperts(300, 2, 4, 128, 96, wt, gated, rng); // several full tiles per expert
     }
@@ -474,8 +478,8 @@ TEST(CudaKernels, GemvAndLinear) {
       for (int64_t K : {64, 45})
         for (bool tr : {false, true}) {
           const int64_t N = 70;
-          SCOPED_TRACE(::testing::Message() << "w=" << int(wt) << " T=" << T << " K=" << K
-                                            << " transposed=" << tr);
+          SCOPED_TRACE(::testing::Message()
+                       << "w=" << int(wt) << " T=" << T << " K=" << K << " transposed=" << tr);
           HostW w(randn(size_t(N * K), rng, 0.3f), wt), b(randn(size_t(N), rng), wt);
           DevW dw(w), db(b);
           std::vector<float> x = randn(size_t(T * K), rng), y0 = randn(size_t(T * N), rng);
@@ -514,12 +518,12 @@ TEST(CudaKernels, AttentionDecodeAndPrefill) {
     WType kv;
   };
   const Case cases[] = {
-      {8, 2, 64, 1, 0, 0, 0, WType::F32},       // first token
-      {8, 2, 64, 1, 2000, 0, 0, WType::BF16},   // long decode, chosen splits
-      {8, 8, 128, 1, 700, 0, 5, WType::F16},    // MHA, forced splits
-      {6, 2, 40, 13, 0, 0, 1, WType::F32},      // prefill, odd head dim
-      {4, 1, 256, 29, 5, 7, 0, WType::BF16},    // prefill after context, window
-      {12, 4, 96, 3, 300, 64, 3, WType::F32},   // small batch of tokens, window, splits
+      {8, 2, 64, 1, 0, 0, 0, WType::F32},     // first token
+      {8, 2, 64, 1, 2000, 0, 0, WType::BF16}, // long decode, chosen splits
+      {8, 8, 128, 1, 700, 0, 5, WType::F16},  // MHA, forced splits
+      {6, 2, 40, 13, 0, 0, 1, WType::F32},    // prefill, odd head dim
+      {4, 1, 256, 29, 5, 7, 0, WType::BF16},  // prefill after context, window
+      {12, 4, 96, 3, 300, 64, 3, WType::F32}, // small batch of tokens, window, splits
   };
   for (const Case &c : cases) {
     SCOPED_TRACE(::testing::Message() << "heads=" << c.heads << "/" << c.kvHeads << " hd=" << c.hd

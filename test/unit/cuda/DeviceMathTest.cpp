@@ -39,10 +39,19 @@ std::vector<float> randomVec(size_t n, std::mt19937 &rng, float scale = 1.0f) {
 TEST(CudaMath, ConversionsMatchDType) {
   std::mt19937 rng(1);
   std::vector<float> vals = randomVec(20000, rng, 100.0f);
-  const float specials[] = {0.0f, -0.0f, 1e-8f, -3e-7f, 6.0e-5f, 65504.0f, 65520.0f, 1e30f,
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            1e-8f,
+                            -3e-7f,
+                            6.0e-5f,
+                            65504.0f,
+                            65520.0f,
+                            1e30f,
                             std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
-                            std::numeric_limits<float>::quiet_NaN(), 1.00390625f, 1.001953125f};
+                            std::numeric_limits<float>::quiet_NaN(),
+                            1.00390625f,
+                            1.001953125f};
   vals.insert(vals.end(), std::begin(specials), std::end(specials));
   for (float v : vals) {
     ASSERT_EQ(cm::f32ToBf16(v), f32ToBf16(v)) << v;
@@ -94,8 +103,8 @@ TEST(CudaMath, NormsMatchCpu) {
       std::vector<float> ref(x.size(), 0.0f), got(x.size(), 0.0f);
       const float eps = 1e-5f, off = rms ? 1.0f : 0.0f;
       if (rms)
-        cpu::rmsNorm(x.data(), ld, ref.data(), ld, rows, dim, dim * 2, dim,
-                     hasW ? wr : cpu::WRef{}, eps, off);
+        cpu::rmsNorm(x.data(), ld, ref.data(), ld, rows, dim, dim * 2, dim, hasW ? wr : cpu::WRef{},
+                     eps, off);
       else
         cpu::layerNorm(x.data(), ld, ref.data(), ld, rows, dim, dim * 2, dim,
                        hasW ? wr : cpu::WRef{}, hasW ? br : cpu::WRef{}, eps);
@@ -245,13 +254,19 @@ TEST(CudaMath, GateMatchesCpu) {
           std::uniform_int_distribution<int> q(-3, 3);
           for (auto &l : logits)
             l = variant % 2 ? float(q(rng)) * 0.5f : std::normal_distribution<float>()(rng);
-          SCOPED_TRACE(::testing::Message() << "E=" << E << " K=" << K << " T=" << T
-                                            << " variant=" << variant);
+          SCOPED_TRACE(::testing::Message()
+                       << "E=" << E << " K=" << K << " T=" << T << " variant=" << variant);
           std::vector<int32_t> se, off, sorted;
           std::vector<float> sw;
           int64_t n = emulateGate(logits, T, p, se, sw, off, sorted);
-          cpu::GateParams cp{E, K, p.sigmoid, p.softmaxBeforeTopk, p.normTopk,
-                             p.capacityFactor, p.minCapacity, p.dropTokens};
+          cpu::GateParams cp{E,
+                             K,
+                             p.sigmoid,
+                             p.softmaxBeforeTopk,
+                             p.normTopk,
+                             p.capacityFactor,
+                             p.minCapacity,
+                             p.dropTokens};
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rsorted(size_t(T * K), -1);
           std::vector<float> rsw(size_t(T * K));
           int64_t rn = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),

@@ -105,6 +105,10 @@ struct ExpertsArgs {
   const ExpertW *experts = nullptr;
   /// The type of every local expert's weights (one per op: the plan's dtype).
   WType weightType = WType::F32;
+  /// Zero slot_out first (false: a later part of a step launched once per
+  /// fetched expert under expert streaming; the table then lists only that
+  /// part's experts, the others with numReplicas 0).
+  bool clearSlotOut = true;
 };
 /// Scratch bytes of experts(): the gathered hidden rows [T*topK, 2I] f32.
 size_t expertsWorkspaceBytes(int64_t T, int topK, int64_t I);

@@ -372,8 +372,9 @@ cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t s) {
   const int64_t rows = a.T * a.topK;
   if (rows <= 0)
     return cudaSuccess;
-  if (cudaError_t err = cudaMemsetAsync(a.slotOut, 0, size_t(rows * a.D) * sizeof(float), s))
-    return err;
+  if (a.clearSlotOut)
+    if (cudaError_t err = cudaMemsetAsync(a.slotOut, 0, size_t(rows * a.D) * sizeof(float), s))
+      return err;
   const WType wt = a.weightType;
   float *h = static_cast<float *>(workspace);
   const int64_t ldh = 2 * a.I;

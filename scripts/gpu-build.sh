@@ -22,10 +22,11 @@ if [ ! -f "$B/build.ninja" ]; then
   fi
   cmake -S . -B "$B" -G Ninja "${args[@]}" "$@"
 fi
-cmake --build "$B" --target cuda-kernels-tests cuda-math-tests moe-run
+cmake --build "$B" --target cuda-kernels-tests cuda-math-tests moe-cuda-bench moe-run
 rm -rf .gpu
 mkdir -p .gpu/bin .gpu/lib
-cp "$B/bin/cuda-kernels-tests" "$B/bin/cuda-math-tests" "$B/bin/moe-run" .gpu/bin/
+cp "$B/bin/cuda-kernels-tests" "$B/bin/cuda-math-tests" "$B/bin/moe-cuda-bench" "$B/bin/moe-run" \
+  .gpu/bin/
 # Shared libraries outside glibc (libmvec is glibc's), libstdc++ and CUDA: carried.
 for f in .gpu/bin/*; do
   ldd "$f" | awk '$3 ~ /^\// {print $3}'

@@ -8,8 +8,9 @@
 # Binaries: $MOE_GPU_BIN, else the first of .gpu/bin (scripts/gpu-build.sh),
 # build-gpu/bin, build/bin, build-rt/bin that holds cuda-kernels-tests.
 # Stages: env, gpu-facts, nccl, math-tests, gpu-unit, compute-sanitizer,
-# then conformance, fixtures, benchmarks (not yet wired: they need the CUDA
-# backend behind runtime/include/moert/Backend.h).
+# kernel-benchmarks (moe-cuda-bench), then conformance, fixtures, benchmarks
+# (plan-level; not yet wired: they need the CUDA backend behind
+# runtime/include/moert/Backend.h).
 set -uo pipefail
 if [ $# -ne 1 ]; then
   echo "usage: $0 OUTDIR" >&2
@@ -112,7 +113,7 @@ facts=$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total,clock
 rc=$?
 if [ $rc -ne 0 ] || [ -z "$facts" ]; then
   stage gpu-facts no-gpu $(( $(date +%s) - s )) "nvidia-smi failed or absent (rc=$rc): ${facts:-no output}"
-  for n in gpu-unit compute-sanitizer; do
+  for n in gpu-unit compute-sanitizer kernel-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
   for n in conformance fixtures benchmarks; do
@@ -163,7 +164,7 @@ PY
 fi
 if [ -n "$nccl" ]; then
   export LD_LIBRARY_PATH=$nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  stage nccl ok $(( $(date +%s) - s )) "libnccl in $nccl (1-rank path only on one GPU; the NCCL communicator is not yet wired)"
+  stage nccl ok $(( $(date +%s) - s )) "libnccl in $nccl (one GPU: moert_nccl's one-rank test runs in gpu-unit; several ranks need several GPUs; the moert::Comm adapter is not yet wired)"
 else
   stage nccl absent $(( $(date +%s) - s )) "no libnccl in /usr/local/cuda or python's nvidia-nccl-cu13"
 fi
@@ -224,6 +225,24 @@ else
        fi ;;
   esac
   stage compute-sanitizer "$status" $(( $(date +%s) - s )) "$detail" "\"rc\": $rc"
+fi
+
+# --- kernel-benchmarks ----------------------------------------------------------------
+# HBM read bandwidth (same run), decode GEMV and attention vs it, the fused
+# gate, the grouped expert FFN vs dense cuBLAS (bench/cuda/moe-cuda-bench.cpp).
+s=$(date +%s)
+if [ -n "$BIN" ] && [ -x "$BIN/moe-cuda-bench" ]; then
+  timeout 180 "$BIN/moe-cuda-bench" --json "$OUT/cuda-bench.json" > "$OUT/cuda-bench.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ] && [ -s "$OUT/cuda-bench.json" ]; then
+    stage kernel-benchmarks ok $(( $(date +%s) - s )) "see kernels" \
+      "\"kernels\": $(tr -d '\n' < "$OUT/cuda-bench.json")"
+  else
+    stage kernel-benchmarks "$([ $rc -eq 124 ] && echo timeout || echo failed)" \
+      $(( $(date +%s) - s )) "$(tail -5 "$OUT/cuda-bench.log")" "\"rc\": $rc"
+  fi
+else
+  stage kernel-benchmarks failed 0 "moe-cuda-bench not found (run scripts/gpu-build.sh, carry .gpu)"
 fi
 
 # --- not yet wired -------------------------------------------------------------------

@@ -71,6 +71,17 @@ cudaError_t addBias(float *y, int64_t ldy, int64_t T, int64_t N, DW bias, cudaSt
 cudaError_t convertRows(const float *src, int64_t lds, int64_t rows, int64_t cols, void *dst,
                         WType type, cudaStream_t stream);
 
+/// Fills n elements of dst (of `type`) with uniform values in [-scale,
+/// scale) from a counter-based hash of (seed, i): benchmark and test data,
+/// not the runtime's --random-weights generator.
+cudaError_t fillUniform(void *dst, WType type, int64_t n, uint64_t seed, float scale,
+                        cudaStream_t stream);
+/// Reads `bytes` (a multiple of 16) of p with 16-byte loads and writes one
+/// float per block to sink (so the reads cannot be elided): the HBM read
+/// bandwidth probe. sink holds readProbeBlocks() floats.
+cudaError_t readProbe(const void *p, uint64_t bytes, float *sink, cudaStream_t stream);
+int readProbeBlocks();
+
 //===----------------------------------------------------------------------===//
 // Gating and experts (Moe.cu)
 //===----------------------------------------------------------------------===//

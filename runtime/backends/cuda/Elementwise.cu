@@ -171,6 +171,34 @@ __global__ void convertKernel(const float *src, int64_t lds, int64_t rows, int64
       math::storeW(dst, type, r * cols + c, src[r * lds + c]);
 }
 
+__global__ void fillUniformKernel(void *dst, WType type, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t x = seed + 0x9e3779b97f4a7c15ull * uint64_t(i + 1);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    float u = float(x >> 40) * (1.0f / 16777216.0f); // [0, 1)
+    math::storeW(dst, type, i, (2.0f * u - 1.0f) * scale);
+  }
+}
+
+constexpr int kProbeBlocks = 1056, kProbeThreads = 512;
+
+__global__ void __launch_bounds__(kProbeThreads)
+    readProbeKernel(const uint4 *p, uint64_t n, float *sink) {
+  __shared__ float sh[32];
+  uint32_t acc = 0;
+  for (uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; i < n;
+       i += uint64_t(gridDim.x) * blockDim.x) {
+    uint4 v = __ldcs(p + i); // streaming: no L2 reuse across passes
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  float r = blockSum(float(acc & 1u), sh);
+  if (threadIdx.x == 0)
+    sink[blockIdx.x] = r;
+}
+
 dim3 rowGrid(int64_t rows, int64_t cols, int threads) {
   return dim3(gridFor(cols, threads), unsigned(rows < 65535 ? (rows > 0 ? rows : 1) : 65535));
 }
@@ -268,6 +296,22 @@ cudaError_t addBias(float *y, int64_t ldy, int64_t T, int64_t N, DW bias, cudaSt
     return cudaSuccess;
   MOE_DISPATCH_WTYPE(bias.type, WT,
                      addBiasKernel<WT><<<rowGrid(T, N, 256), 256, 0, s>>>(y, ldy, T, N, bias.data));
+  return launched();
+}
+
+cudaError_t fillUniform(void *dst, WType type, int64_t n, uint64_t seed, float scale,
+                        cudaStream_t s) {
+  if (n <= 0)
+    return cudaSuccess;
+  fillUniformKernel<<<gridFor(n, 256), 256, 0, s>>>(dst, type, n, seed, scale);
+  return launched();
+}
+
+int readProbeBlocks() { return kProbeBlocks; }
+
+cudaError_t readProbe(const void *p, uint64_t bytes, float *sink, cudaStream_t s) {
+  readProbeKernel<<<kProbeBlocks, kProbeThreads, 0, s>>>(static_cast<const uint4 *>(p), bytes / 16,
+                                                         sink);
   return launched();
 }
 

@@ -1,0 +1,221 @@
+//===- Attention.cu - Causal GQA attention over the KV cache --------------===//
+//
+// A block serves one KV head and a tile of kItems (query token, head of the
+// group) pairs, one per warp: decode puts the group's heads in one block,
+// prefill tiles of queries. The block walks its positions in tiles of kBK
+// keys that it stages once in shared memory (as f32) for all its warps;
+// each warp keeps its query and output accumulator in registers (lane owns
+// dims lane + 32 i) and an online softmax. blockIdx.z splits the positions
+// (split-K); a second kernel merges the splits (math::softmaxMerge).
+//
+//===----------------------------------------------------------------------===//
+#include "Common.cuh"
+
+namespace moert::cuda {
+using namespace detail;
+
+namespace {
+
+constexpr int kItems = 8; // warps per block
+constexpr int kBK = 16;   // keys per shared-memory tile
+constexpr int kDPL = kAttnMaxHeadDim / 32;
+
+__global__ void storeKVKernel(const float *qkv, int64_t ldqkv, int64_t kCol, int64_t vCol,
+                              int64_t T, const int64_t *pos, void *k, void *v, WType type,
+                              int64_t maxSeq, int kvHeads, int hd) {
+  const int64_t n = T * kvHeads * hd;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int d = int(i % hd);
+    int64_t tg = i / hd;
+    int g = int(tg % kvHeads);
+    int64_t t = tg / kvHeads;
+    int64_t off = (g * maxSeq + pos[t]) * hd + d;
+    math::storeW(k, type, off, qkv[t * ldqkv + kCol + int64_t(g) * hd + d]);
+    math::storeW(v, type, off, qkv[t * ldqkv + vCol + int64_t(g) * hd + d]);
+  }
+}
+
+template <WType KT>
+__global__ void __launch_bounds__(kItems * 32)
+    attnKernel(AttentionArgs a, int splits, float *part) {
+  __shared__ float Ks[kBK][kAttnMaxHeadDim];
+  __shared__ float Vs[kBK][kAttnMaxHeadDim];
+  const int group = a.heads / a.kvHeads, hd = a.headDim;
+  const int g = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t items = a.T * group;
+  const int64_t item = int64_t(blockIdx.x) * kItems + warp;
+  const bool active = item < items;
+  const int64_t t = active ? item / group : 0;
+  const int h = g * group + int(active ? item % group : 0);
+  const int64_t p = active ? a.pos[t] : -1;
+  const int64_t myStart = active ? math::attnStart(p, a.slidingWindow) : 0;
+  int64_t sb, se;
+  math::splitRange(a.maxPos + 1, splits, blockIdx.z, sb, se);
+  // The block's key range: the union of its warps' ranges within the split.
+  __shared__ int64_t range[2];
+  if (threadIdx.x == 0) {
+    range[0] = INT64_MAX;
+    range[1] = -1;
+  }
+  __syncthreads();
+  if (active && lane == 0) {
+    atomicMin(reinterpret_cast<unsigned long long *>(&range[0]),
+              static_cast<unsigned long long>(myStart > sb ? myStart : sb));
+    atomicMax(reinterpret_cast<long long *>(&range[1]),
+              static_cast<long long>(p + 1 < se ? p + 1 : se));
+  }
+  __syncthreads();
+  const int64_t kb = range[0], ke = range[1];
+
+  float q[kDPL], acc[kDPL];
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) {
+    int d = lane + 32 * i;
+    q[i] = active && d < hd ? a.qkv[t * a.ldqkv + a.qCol + int64_t(h) * hd + d] * a.scale : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const int64_t base = int64_t(g) * a.cache.maxSeq * hd;
+  for (int64_t k0 = kb; k0 < ke; k0 += kBK) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < kBK * hd; i += blockDim.x) {
+      int r = i / hd, d = i % hd;
+      int64_t j = k0 + r;
+      bool in = j < ke;
+      Ks[r][d] = in ? ldw<KT>(a.cache.k, base + j * hd + d) : 0.0f;
+      Vs[r][d] = in ? ldw<KT>(a.cache.v, base + j * hd + d) : 0.0f;
+    }
+    __syncthreads();
+    if (!active)
+      continue;
+    for (int r = 0; r < kBK; ++r) {
+      int64_t j = k0 + r;
+      if (j >= ke || j < myStart || j > p || j < sb)
+        continue;
+      float s = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i) {
+        int d = lane + 32 * i;
+        if (d < hd)
+          s = fmaf(q[i], Ks[r][d], s);
+      }
+      s = warpSum(s);
+      if (s > m) {
+        float c = expf(m - s); // 0 on the first key (m = -inf)
+        l *= c;
+#pragma unroll
+        for (int i = 0; i < kDPL; ++i)
+          acc[i] *= c;
+        m = s;
+      }
+      float e = expf(s - m);
+      l += e;
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i) {
+        int d = lane + 32 * i;
+        if (d < hd)
+          acc[i] = fmaf(e, Vs[r][d], acc[i]);
+      }
+    }
+  }
+  if (!active)
+    return;
+  if (splits == 1) {
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float *o = a.out + t * a.ldo + int64_t(h) * hd;
+#pragma unroll
+    for (int i = 0; i < kDPL; ++i) {
+      int d = lane + 32 * i;
+      if (d < hd)
+        o[d] = acc[i] * inv;
+    }
+    return;
+  }
+  // Partial of (t, h, split): [m, l, acc[hd]].
+  float *pp = part + ((t * a.heads + h) * splits + blockIdx.z) * (hd + 2);
+  if (lane == 0) {
+    pp[0] = m;
+    pp[1] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < kDPL; ++i) {
+    int d = lane + 32 * i;
+    if (d < hd)
+      pp[2 + d] = acc[i];
+  }
+}
+
+__global__ void mergeKernel(AttentionArgs a, int splits, const float *part) {
+  const int64_t th = blockIdx.x; // t * heads + h
+  const int64_t t = th / a.heads;
+  const int h = int(th % a.heads), hd = a.headDim;
+  const float *pp = part + th * splits * (hd + 2);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    math::SoftmaxState st{-INFINITY, 0.0f};
+    float o = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float *q = pp + s * (hd + 2);
+      float fa, fb;
+      st = math::softmaxMerge(st, {q[0], q[1]}, fa, fb);
+      o = o * fa + q[2 + d] * fb;
+    }
+    a.out[t * a.ldo + int64_t(h) * hd + d] = st.l > 0.0f ? o / st.l : 0.0f;
+  }
+}
+
+int smCount() {
+  static int n = [] {
+    int dev = 0, c = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      c = 1;
+    return c;
+  }();
+  return n;
+}
+
+int chooseSplits(const AttentionArgs &a) {
+  if (a.splits > 0)
+    return a.splits;
+  int64_t group = a.heads / a.kvHeads;
+  int64_t blocks = a.kvHeads * ((a.T * group + kItems - 1) / kItems);
+  return math::attnSplits(a.maxPos + 1, blocks, smCount(), 32, 256);
+}
+
+} // namespace
+
+size_t attentionWorkspaceBytes(const AttentionArgs &a) {
+  int splits = chooseSplits(a);
+  if (splits <= 1)
+    return 256;
+  return size_t(a.T * a.heads) * size_t(splits) * size_t(a.headDim + 2) * sizeof(float);
+}
+
+cudaError_t attention(const AttentionArgs &a, void *workspace, cudaStream_t s) {
+  if (a.T <= 0)
+    return cudaSuccess;
+  if (a.headDim < 1 || a.headDim > kAttnMaxHeadDim || a.kvHeads < 1 || a.heads % a.kvHeads)
+    return cudaErrorInvalidValue;
+  int64_t n = a.T * a.kvHeads * a.headDim;
+  storeKVKernel<<<gridFor(n, 256), 256, 0, s>>>(a.qkv, a.ldqkv, a.kCol, a.vCol, a.T, a.pos,
+                                                a.cache.k, a.cache.v, a.cache.type, a.cache.maxSeq,
+                                                a.kvHeads, a.headDim);
+  if (cudaError_t err = launched())
+    return err;
+  const int splits = chooseSplits(a);
+  const int64_t group = a.heads / a.kvHeads;
+  dim3 grid(unsigned((a.T * group + kItems - 1) / kItems), unsigned(a.kvHeads), unsigned(splits));
+  float *part = static_cast<float *>(workspace);
+  MOE_DISPATCH_WTYPE(a.cache.type, KT,
+                     attnKernel<KT><<<grid, kItems * 32, 0, s>>>(a, splits, part));
+  if (cudaError_t err = launched())
+    return err;
+  if (splits > 1) {
+    mergeKernel<<<unsigned(a.T * a.heads), 128, 0, s>>>(a, splits, part);
+    return launched();
+  }
+  return cudaSuccess;
+}
+
+} // namespace moert::cuda

@@ -1,0 +1,127 @@
+//===- Common.cuh - Helpers shared by the CUDA kernels ----------*- CUDA -*-===//
+#pragma once
+
+#include "CudaKernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace moert::cuda::detail {
+
+inline unsigned gridFor(int64_t n, int threads) {
+  int64_t g = (n + threads - 1) / threads;
+  return unsigned(g < 1 ? 1 : (g > 1048576 ? 1048576 : g));
+}
+
+/// The launch's error (cudaGetLastError), for the wrappers' return values.
+inline cudaError_t launched() { return cudaGetLastError(); }
+
+template <typename T> __device__ __forceinline__ T warpSum(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T> __device__ __forceinline__ T warpMax(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    T w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+
+/// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread
+/// gets the result. `sh` holds 32 values.
+template <typename T> __device__ T blockSum(T v, T *sh) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warpSum(v);
+  __syncthreads();
+  if (lane == 0)
+    sh[warp] = v;
+  __syncthreads();
+  T r = lane < warps ? sh[lane] : T(0);
+  return warpSum(r);
+}
+
+/// Element i of a typed weight array.
+template <WType W> __device__ __forceinline__ float ldw(const void *p, int64_t i) {
+  if constexpr (W == WType::F32)
+    return static_cast<const float *>(p)[i];
+  else if constexpr (W == WType::BF16)
+    return math::bf16ToF32(static_cast<const uint16_t *>(p)[i]);
+  else
+    return math::f16ToF32(static_cast<const uint16_t *>(p)[i]);
+}
+
+/// Eight (bf16/f16) or four (f32) weights of one 16-byte vector, as floats.
+template <WType W> __device__ __forceinline__ void unpack16(const uint4 &v, float *f) {
+  if constexpr (W == WType::F32) {
+    f[0] = __uint_as_float(v.x);
+    f[1] = __uint_as_float(v.y);
+    f[2] = __uint_as_float(v.z);
+    f[3] = __uint_as_float(v.w);
+  } else {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint16_t lo = uint16_t(w[i] & 0xffffu), hi = uint16_t(w[i] >> 16);
+      if constexpr (W == WType::BF16) {
+        f[2 * i] = math::bf16ToF32(lo);
+        f[2 * i + 1] = math::bf16ToF32(hi);
+      } else {
+        f[2 * i] = __half2float(__ushort_as_half(lo));
+        f[2 * i + 1] = __half2float(__ushort_as_half(hi));
+      }
+    }
+  }
+}
+
+template <WType W> __host__ __device__ constexpr int elemsPer16() {
+  return W == WType::F32 ? 4 : 8;
+}
+
+/// dot(W row, x) by one warp: 16-byte loads when vec.
+template <WType W>
+__device__ __forceinline__ float warpDot(const void *row, const float *x, int64_t K, bool vec) {
+  const int lane = threadIdx.x & 31;
+  float acc = 0.0f;
+  if (vec) {
+    constexpr int per = elemsPer16<W>();
+    const uint4 *r = static_cast<const uint4 *>(row);
+    const int64_t nv = K / per;
+    for (int64_t v = lane; v < nv; v += 32) {
+      uint4 q = __ldg(r + v);
+      float f[per];
+      unpack16<W>(q, f);
+      const float *xv = x + v * per;
+#pragma unroll
+      for (int i = 0; i < per; ++i)
+        acc = fmaf(f[i], xv[i], acc);
+    }
+  } else {
+    for (int64_t k = lane; k < K; k += 32)
+      acc = fmaf(ldw<W>(row, k), x[k], acc);
+  }
+  return warpSum(acc);
+}
+
+/// Dispatches a functor templated on the weight type.
+#define MOE_DISPATCH_WTYPE(t, W, ...)                                                              \
+  switch (t) {                                                                                     \
+  case WType::BF16: {                                                                              \
+    constexpr WType W = WType::BF16;                                                               \
+    __VA_ARGS__;                                                                                   \
+  } break;                                                                                         \
+  case WType::F16: {                                                                               \
+    constexpr WType W = WType::F16;                                                                \
+    __VA_ARGS__;                                                                                   \
+  } break;                                                                                         \
+  default: {                                                                                       \
+    constexpr WType W = WType::F32;                                                                \
+    __VA_ARGS__;                                                                                   \
+  } break;                                                                                         \
+  }
+
+} // namespace moert::cuda::detail

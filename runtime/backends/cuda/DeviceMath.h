@@ -1,0 +1,543 @@
+//===- DeviceMath.h - Per-thread math of the CUDA kernels -------*- C++ -*-===//
+//
+// Everything a CUDA kernel computes per thread that is not a memory access
+// pattern: conversions, activations, norm statistics, RoPE pairs, the fused
+// gate's top-k / capacity / mapping table, the grouped GEMM's tile bounds,
+// attention's split ranges and softmax merges, and the top-p cut. The
+// functions are `__host__ __device__` under nvcc and plain inline C++
+// otherwise, so the unit tests (test/unit/cuda/DeviceMathTest.cpp) run them
+// on the CPU against the reference kernels of runtime/cpu. No CUDA header
+// is needed to include this file.
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define MOE_HD __host__ __device__ __forceinline__
+#else
+#define MOE_HD inline
+#endif
+
+namespace moert::cuda {
+
+/// Weight element types; the values equal moe::plan::DType's.
+enum class WType : uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
+
+/// Activation kinds; the values equal moe::plan::ActKind's and cpu::Act's order.
+enum class ActKind : uint8_t {
+  Gelu = 0,
+  GeluTanh = 1,
+  Silu = 2,
+  Relu = 3,
+  Sigmoid = 4,
+  Identity = 5
+};
+
+namespace math {
+
+//===----------------------------------------------------------------------===//
+// Conversions (bit-exact with moert/DType.h)
+//===----------------------------------------------------------------------===//
+
+MOE_HD float bitsToF32(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  union {
+    uint32_t u;
+    float f;
+  } c{u};
+  return c.f;
+#endif
+}
+
+MOE_HD uint32_t f32ToBits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  union {
+    float f;
+    uint32_t u;
+  } c{f};
+  return c.u;
+#endif
+}
+
+MOE_HD float bf16ToF32(uint16_t h) { return bitsToF32(uint32_t(h) << 16); }
+
+/// Round to nearest even; NaN stays NaN.
+MOE_HD uint16_t f32ToBf16(float f) {
+  uint32_t u = f32ToBits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u)
+    return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+MOE_HD float f16ToF32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t u;
+  if (exp == 0) {
+    if (man == 0) {
+      u = sign;
+    } else {
+      int e = -1;
+      do {
+        ++e;
+        man <<= 1;
+      } while (!(man & 0x400u));
+      u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
+    }
+  } else if (exp == 31) {
+    u = sign | 0x7f800000u | man << 13;
+  } else {
+    u = sign | (exp + 127 - 15) << 23 | man << 13;
+  }
+  return bitsToF32(u);
+}
+
+/// Round to nearest even, overflow to infinity, subnormals (as moert::f32ToF16).
+MOE_HD uint16_t f32ToF16(float f) {
+  uint32_t u = f32ToBits(f);
+  uint32_t sign = (u >> 16) & 0x8000u;
+  uint32_t absu = u & 0x7fffffffu;
+  if (absu > 0x7f800000u)
+    return uint16_t(sign | 0x7e00u);
+  if (absu >= 0x477ff000u)
+    return uint16_t(sign | 0x7c00u);
+  if (absu < 0x38800000u) {
+    float scaled = bitsToF32(absu) * 16777216.0f;
+    uint32_t m = uint32_t(scaled);
+    float frac = scaled - float(m);
+    if (frac > 0.5f || (frac == 0.5f && (m & 1u)))
+      ++m;
+    return uint16_t(sign | m);
+  }
+  uint32_t mant = absu & 0x7fffffu;
+  uint32_t exp = (absu >> 23) - 127 + 15;
+  uint32_t h = exp << 10 | mant >> 13;
+  uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
+    ++h;
+  return uint16_t(sign | h);
+}
+
+/// Element i of a F32/BF16/F16 array as float.
+MOE_HD float loadW(const void *p, WType t, int64_t i) {
+  switch (t) {
+  case WType::BF16:
+    return bf16ToF32(static_cast<const uint16_t *>(p)[i]);
+  case WType::F16:
+    return f16ToF32(static_cast<const uint16_t *>(p)[i]);
+  default:
+    return static_cast<const float *>(p)[i];
+  }
+}
+
+MOE_HD void storeW(void *p, WType t, int64_t i, float v) {
+  switch (t) {
+  case WType::BF16:
+    static_cast<uint16_t *>(p)[i] = f32ToBf16(v);
+    break;
+  case WType::F16:
+    static_cast<uint16_t *>(p)[i] = f32ToF16(v);
+    break;
+  default:
+    static_cast<float *>(p)[i] = v;
+    break;
+  }
+}
+
+MOE_HD int wtypeSize(WType t) { return t == WType::F32 ? 4 : 2; }
+
+//===----------------------------------------------------------------------===//
+// Activations (double inside, like cpu::activate)
+//===----------------------------------------------------------------------===//
+
+MOE_HD float activate(ActKind a, float x) {
+  double xd = x;
+  switch (a) {
+  case ActKind::Gelu:
+    return float(0.5 * xd * (1.0 + erf(xd * 0.70710678118654752440)));
+  case ActKind::GeluTanh:
+    return float(0.5 * xd * (1.0 + tanh(0.7978845608028654 * (xd + 0.044715 * xd * xd * xd))));
+  case ActKind::Silu:
+    return float(xd / (1.0 + exp(-xd)));
+  case ActKind::Relu:
+    return x > 0.0f ? x : 0.0f;
+  case ActKind::Sigmoid:
+    return float(1.0 / (1.0 + exp(-xd)));
+  case ActKind::Identity:
+    return x;
+  }
+  return x;
+}
+
+/// out[j] of an Activation op; `x` is the row (gated: [gate | up], n each).
+MOE_HD float activationAt(ActKind a, bool gated, const float *x, int64_t n, int64_t j) {
+  float v = activate(a, x[j]);
+  return gated ? v * x[n + j] : v;
+}
+
+//===----------------------------------------------------------------------===//
+// Norms: statistics accumulate in double (as the CPU reference)
+//===----------------------------------------------------------------------===//
+
+/// 1/rms from the sum of squares of `dim` elements.
+MOE_HD float rmsInv(double sumSq, int64_t dim, float eps) {
+  return float(1.0 / sqrt(sumSq / double(dim) + double(eps)));
+}
+
+/// y of RMSNorm for one element (w absent: hasW false).
+MOE_HD float rmsApply(float x, float inv, bool hasW, float w, float weightOffset) {
+  return hasW ? x * inv * (weightOffset + w) : x * inv;
+}
+
+/// 1/stddev of LayerNorm from the mean and the sum of squared deviations.
+MOE_HD double layerInv(double sumDev2, int64_t dim, float eps) {
+  return 1.0 / sqrt(sumDev2 / double(dim) + double(eps));
+}
+
+MOE_HD float layerApply(float x, double mean, double inv, float w, float b) {
+  return float((double(x) - mean) * inv) * w + b;
+}
+
+//===----------------------------------------------------------------------===//
+// RoPE
+//===----------------------------------------------------------------------===//
+
+/// The two dims rotated by pair i (i < rotaryDim/2) of a head.
+MOE_HD void ropePair(int i, int half, bool interleaved, int &i1, int &i2) {
+  i1 = interleaved ? 2 * i : i;
+  i2 = interleaved ? 2 * i + 1 : i + half;
+}
+
+MOE_HD void ropeRotate(float &x1, float &x2, float c, float s) {
+  float a = x1, b = x2;
+  x1 = a * c - b * s;
+  x2 = b * c + a * s;
+}
+
+//===----------------------------------------------------------------------===//
+// Fused gate
+//===----------------------------------------------------------------------===//
+
+struct GateParams {
+  int numExperts = 0, topK = 0;
+  bool sigmoid = false, softmaxBeforeTopk = true, normTopk = false;
+  float capacityFactor = 0.0f;
+  int minCapacity = 0;
+  bool dropTokens = false;
+};
+
+/// The most experts and top_k the one-kernel gate handles (register/shared
+/// arrays); plans beyond this are refused by the host wrapper.
+constexpr int kGateMaxExperts = 512;
+constexpr int kGateMaxTopK = 32;
+
+/// One token's routing: scores of `row` (numExperts logits) into `score`
+/// (scratch, numExperts doubles), top-k picks (descending, ties to the lower
+/// expert id) into pick[0..topK) and combine weights before capacity into
+/// weight[0..topK). Same arithmetic as cpu::gate.
+MOE_HD void gateToken(const float *row, const GateParams &p, double *score, int *pick,
+                      float *weight) {
+  const int E = p.numExperts, K = p.topK;
+  if (p.softmaxBeforeTopk) {
+    if (p.sigmoid) {
+      for (int e = 0; e < E; ++e)
+        score[e] = 1.0 / (1.0 + exp(-double(row[e])));
+    } else {
+      double mx = row[0], sum = 0.0;
+      for (int e = 1; e < E; ++e)
+        mx = double(row[e]) > mx ? double(row[e]) : mx;
+      for (int e = 0; e < E; ++e)
+        sum += score[e] = exp(double(row[e]) - mx);
+      for (int e = 0; e < E; ++e)
+        score[e] /= sum;
+    }
+  } else {
+    for (int e = 0; e < E; ++e)
+      score[e] = row[e];
+  }
+  // Top-k by repeated selection: strictly greater wins, so ties go to the
+  // lower id. A picked expert is skipped by comparing against the picks.
+  for (int j = 0; j < K; ++j) {
+    int best = -1;
+    for (int e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int i = 0; i < j; ++i)
+        taken = taken || pick[i] == e;
+      if (!taken && (best < 0 || score[e] > score[best]))
+        best = e;
+    }
+    pick[j] = best;
+  }
+  double w[kGateMaxTopK];
+  if (p.softmaxBeforeTopk) {
+    for (int j = 0; j < K; ++j)
+      w[j] = score[pick[j]];
+  } else if (p.sigmoid) {
+    for (int j = 0; j < K; ++j)
+      w[j] = 1.0 / (1.0 + exp(-score[pick[j]]));
+  } else {
+    double mx = score[pick[0]], s = 0.0;
+    for (int j = 0; j < K; ++j)
+      s += w[j] = exp(score[pick[j]] - mx);
+    for (int j = 0; j < K; ++j)
+      w[j] /= s;
+  }
+  double wsum = 0.0;
+  for (int j = 0; j < K; ++j)
+    wsum += w[j];
+  for (int j = 0; j < K; ++j)
+    weight[j] = float(p.normTopk ? w[j] / wsum : w[j]);
+}
+
+/// Slots an expert admits for T tokens (INT64_MAX without dropping).
+MOE_HD int64_t gateCapacity(const GateParams &p, int64_t T) {
+  if (!p.dropTokens)
+    return INT64_MAX;
+  double c = ceil(double(p.capacityFactor) * double(T) * p.topK / p.numExperts);
+  int64_t cap = int64_t(c);
+  return cap > p.minCapacity ? cap : int64_t(p.minCapacity);
+}
+
+/// Admitted slots of expert e: the first `cap` slots (ascending) routed to
+/// it. Writes them, ascending, to out (when not null), sets the weight of
+/// the slots it drops to 0 (when slotWeight is not null) and returns how
+/// many it admits. Every expert's call is independent; the kernel runs the
+/// warp-parallel form below (chunkRank), which the tests check against this.
+MOE_HD int64_t gateAdmit(const int32_t *slotExpert, int64_t slots, int e, int64_t cap, int32_t *out,
+                         float *slotWeight) {
+  int64_t n = 0;
+  for (int64_t s = 0; s < slots; ++s) {
+    if (slotExpert[s] != e)
+      continue;
+    if (n < cap) {
+      if (out)
+        out[n] = int32_t(s);
+      ++n;
+    } else if (slotWeight) {
+      slotWeight[s] = 0.0f;
+    } else {
+      break;
+    }
+  }
+  return n;
+}
+
+MOE_HD int popcount32(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return __builtin_popcount(x);
+#endif
+}
+
+/// The warp-parallel form of gateAdmit that the gate kernel runs (one warp
+/// per expert, 32 slots per step): in the chunk of slots [base, base+32),
+/// `mask` has bit l set when slot base+l routes to the expert, and `before`
+/// slots went to it in earlier chunks. Lane l's slot is the expert's
+/// chunkRank-th (0-based): admitted when that is < cap, and written to
+/// sorted position offsets[e] + rank.
+MOE_HD int64_t chunkRank(uint32_t mask, int lane, int64_t before) {
+  return before + popcount32(mask & ((1u << lane) - 1u));
+}
+
+/// Whether slot s (routed to slotExpert[s]) is admitted: fewer than `cap`
+/// earlier slots went to the same expert.
+MOE_HD bool gateSlotAdmitted(const int32_t *slotExpert, int64_t s, int64_t cap) {
+  int e = slotExpert[s];
+  int64_t before = 0;
+  for (int64_t i = 0; i < s; ++i)
+    before += slotExpert[i] == e;
+  return before < cap;
+}
+
+//===----------------------------------------------------------------------===//
+// Permute / un-permute and the grouped GEMM's tiles
+//===----------------------------------------------------------------------===//
+
+/// Token whose row slot s reads.
+MOE_HD int64_t slotToken(int32_t slot, int topK) { return int64_t(slot) / topK; }
+
+/// The expert whose range [offsets[e], offsets[e+1]) holds sorted position
+/// j (binary search; -1 past offsets[E]). Empty experts are skipped.
+MOE_HD int expertOfSorted(const int32_t *offsets, int E, int64_t j) {
+  if (j < 0 || j >= offsets[E])
+    return -1;
+  int lo = 0, hi = E - 1; // first e with offsets[e+1] > j
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (offsets[mid + 1] > j)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+/// Row tiles of bm rows over every expert's sorted range (empty experts
+/// have none).
+MOE_HD int64_t groupedTileCount(const int32_t *offsets, int E, int bm) {
+  int64_t n = 0;
+  for (int e = 0; e < E; ++e)
+    n += (int64_t(offsets[e + 1] - offsets[e]) + bm - 1) / bm;
+  return n;
+}
+
+/// An upper bound of groupedTileCount known without reading the offsets:
+/// sum_e ceil(c_e / bm) <= (sum_e c_e) / bm + number of non-empty experts.
+MOE_HD int64_t groupedTileBound(int64_t maxRows, int E, int bm) {
+  int64_t nonEmpty = maxRows < E ? maxRows : E;
+  return maxRows / bm + nonEmpty;
+}
+
+/// Tile `tile` of the enumeration above: expert e, sorted rows [r0, r1).
+/// Returns false past the last tile (that block exits).
+MOE_HD bool groupedTileOf(const int32_t *offsets, int E, int bm, int64_t tile, int &e, int64_t &r0,
+                          int64_t &r1) {
+  for (int x = 0; x < E; ++x) {
+    int64_t c = offsets[x + 1] - offsets[x];
+    int64_t tiles = (c + bm - 1) / bm;
+    if (tile < tiles) {
+      e = x;
+      r0 = offsets[x] + tile * bm;
+      r1 = r0 + bm < offsets[x + 1] ? r0 + bm : int64_t(offsets[x + 1]);
+      return true;
+    }
+    tile -= tiles;
+  }
+  return false;
+}
+
+/// Whether this replica computes sorted position j of expert e (plan 1.2:
+/// positions within the expert with j % numReplicas == replica).
+MOE_HD bool replicaOwns(const int32_t *offsets, int e, int64_t j, int replica, int numReplicas) {
+  return numReplicas <= 1 || (j - offsets[e]) % numReplicas == replica;
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// First position a query at p attends to.
+MOE_HD int64_t attnStart(int64_t p, int slidingWindow) {
+  if (slidingWindow <= 0)
+    return 0;
+  int64_t s = p - slidingWindow + 1;
+  return s > 0 ? s : 0;
+}
+
+/// Split `split` of `splits` equal chunks of positions [0, len): [b, e).
+MOE_HD void splitRange(int64_t len, int splits, int split, int64_t &b, int64_t &e) {
+  int64_t chunk = (len + splits - 1) / splits;
+  b = chunk * split;
+  e = b + chunk < len ? b + chunk : len;
+  if (b > len)
+    b = len;
+}
+
+/// Online-softmax state of a partial attention: running max m, sum l
+/// (of exp(s - m)); the output accumulator is scaled alongside.
+struct SoftmaxState {
+  float m, l;
+};
+
+/// Merges state b into a; returns the factors that scale a's and b's
+/// accumulators (acc = acc_a * fa + acc_b * fb).
+MOE_HD SoftmaxState softmaxMerge(SoftmaxState a, SoftmaxState b, float &fa, float &fb) {
+  if (b.l == 0.0f) {
+    fa = 1.0f;
+    fb = 0.0f;
+    return a;
+  }
+  if (a.l == 0.0f) {
+    fa = 0.0f;
+    fb = 1.0f;
+    return b;
+  }
+  float m = a.m > b.m ? a.m : b.m;
+  fa = expf(a.m - m);
+  fb = expf(b.m - m);
+  return {m, a.l * fa + b.l * fb};
+}
+
+/// A good number of sequence splits for decode: enough blocks for the GPU,
+/// at least `minChunk` positions each.
+MOE_HD int attnSplits(int64_t ctx, int64_t blocksWithoutSplit, int smCount, int maxSplits,
+                      int minChunk) {
+  int64_t want = (2 * int64_t(smCount) + blocksWithoutSplit - 1) /
+                 (blocksWithoutSplit > 0 ? blocksWithoutSplit : 1);
+  int64_t byLen = (ctx + minChunk - 1) / minChunk;
+  int64_t s = want < byLen ? want : byLen;
+  s = s < maxSplits ? s : maxSplits;
+  return s < 1 ? 1 : int(s);
+}
+
+//===----------------------------------------------------------------------===//
+// Sampling (same arithmetic as moert::Sampler)
+//===----------------------------------------------------------------------===//
+
+/// splitmix64 step of Sampler::uniform: advances *state, returns [0, 1).
+MOE_HD double uniform01(uint64_t &state) {
+  uint64_t x = (state += 0x9e3779b97f4a7c15ull);
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return double(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/// (value, index) order of argmax: larger value, ties to the lower index.
+MOE_HD bool argmaxBetter(float v, int64_t i, float bv, int64_t bi) {
+  return v > bv || (v == bv && i < bi);
+}
+
+/// Unnormalized probability of a logit at temperature t (mx: the max logit).
+MOE_HD double sampleWeight(float logit, float mx, float temperature) {
+  return exp((double(logit) - double(mx)) / double(temperature));
+}
+
+/// Nucleus cut over probabilities sorted descending (unnormalized, total
+/// `sum`): the length of the shortest prefix whose share reaches topP.
+MOE_HD int64_t topPKeep(const double *sorted, int64_t n, double sum, float topP) {
+  double cum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    cum += sorted[i] / sum;
+    if (cum >= double(topP))
+      return i + 1;
+  }
+  return n;
+}
+
+/// Position in the kept prefix chosen by u in [0, 1).
+MOE_HD int64_t topPPick(const double *sorted, int64_t keep, double u) {
+  double kept = 0.0;
+  for (int64_t i = 0; i < keep; ++i)
+    kept += sorted[i];
+  double x = u * kept, acc = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    acc += sorted[i];
+    if (x < acc)
+      return i;
+  }
+  return keep - 1;
+}
+
+//===----------------------------------------------------------------------===//
+// GEMV
+//===----------------------------------------------------------------------===//
+
+/// Whether rows of W [N, K] (element size esize, base address `addr`) can
+/// be read with 16-byte vector loads.
+MOE_HD bool gemvVectorizable(uint64_t addr, int64_t K, int esize) {
+  return addr % 16 == 0 && (K * esize) % 16 == 0;
+}
+
+} // namespace math
+} // namespace moert::cuda

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Prepares the one GPU run of issue 14 on a CPU machine (same nvcc 13.0):
+# a runtime-only build (no LLVM/MLIR, MPI off) with CUDA on in
+# ${GPU_BUILD_DIR:-build-gpu}, then stages what travels into .gpu/ (ignored):
+# bin/ (the CUDA tests, moe-run) and lib/ (shared libraries the binaries need
+# that a bare GPU machine lacks: OpenBLAS, libgfortran, fmt, ...; glibc and
+# CUDA's own libraries are the GPU machine's). OpenBLAS is carried once as a
+# shared library (about 36 MB): linked statically it adds about 25 MB to every
+# binary and three binaries exceed the 64 MiB a run may carry
+# (GPU_STATIC_OPENBLAS=1 links it statically anyway). Then, with the device tool:
+#   run(command="bash scripts/gpu-check.sh $OUT", carry=[".gpu"])
+# usage: scripts/gpu-build.sh [extra cmake args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${GPU_BUILD_DIR:-build-gpu}
+OPENBLAS_A=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a
+if [ ! -f "$B/build.ninja" ]; then
+  args=(-DCMAKE_BUILD_TYPE=Release -DMOE_ENABLE_COMPILER=OFF -DMOE_ENABLE_MPI=OFF
+        -DMOE_ENABLE_CUDA=ON "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed")
+  if [ "${GPU_STATIC_OPENBLAS:-0}" = 1 ] && [ -f "$OPENBLAS_A" ]; then
+    args+=("-DMOE_OPENBLAS_LIB=$OPENBLAS_A")
+  fi
+  cmake -S . -B "$B" -G Ninja "${args[@]}" "$@"
+fi
+cmake --build "$B" --target cuda-kernels-tests cuda-math-tests moe-cuda-bench moe-run
+rm -rf .gpu
+mkdir -p .gpu/bin .gpu/lib
+cp "$B/bin/cuda-kernels-tests" "$B/bin/cuda-math-tests" "$B/bin/moe-cuda-bench" "$B/bin/moe-run" \
+  .gpu/bin/
+# Shared libraries outside glibc (libmvec is glibc's), libstdc++ and CUDA: carried.
+for f in .gpu/bin/*; do
+  ldd "$f" | awk '$3 ~ /^\// {print $3}'
+done | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libmvec.so*|libstdc++.so*|libgcc_s.so*|libpthread.so*|libdl.so*|librt.so*|\
+    ld-linux*|\
+    libcuda.so*|libcudart.so*|libcublas*.so*|libnccl.so*) ;;
+    *) cp -L "$lib" .gpu/lib/ ;;
+  esac
+done
+strip --strip-unneeded .gpu/bin/* 2>/dev/null || true
+git rev-parse HEAD > .gpu/COMMIT
+du -sh .gpu
+ls -la .gpu/bin .gpu/lib
+size=$(du -sm .gpu | cut -f1)
+if [ "$size" -gt 60 ]; then
+  echo "gpu-build: .gpu is $size MiB: too close to the 64 MiB a run may carry" >&2
+  exit 1
+fi

@@ -1,0 +1,559 @@
+//===- DeviceMathTest.cpp - The CUDA kernels' math on the CPU -------------===//
+//
+// Runs the `__host__ __device__` functions of runtime/backends/cuda/
+// DeviceMath.h the way the kernels run them (per token, per expert, per
+// tile, per split) and compares with the CPU reference kernels. Needs no
+// GPU and no CUDA toolkit: this executable is built in every configuration.
+//
+//===----------------------------------------------------------------------===//
+#include "DeviceMath.h"
+
+#include "moert/DType.h"
+#include "moert/Generate.h"
+#include "moert/cpu/Kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+using namespace moert;
+namespace cm = moert::cuda::math;
+using moert::cuda::ActKind;
+using moert::cuda::WType;
+
+namespace {
+
+std::vector<float> randomVec(size_t n, std::mt19937 &rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto &x : v)
+    x = d(rng);
+  return v;
+}
+
+TEST(CudaMath, ConversionsMatchDType) {
+  std::mt19937 rng(1);
+  std::vector<float> vals = randomVec(20000, rng, 100.0f);
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            1e-8f,
+                            -3e-7f,
+                            6.0e-5f,
+                            65504.0f,
+                            65520.0f,
+                            1e30f,
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            1.00390625f,
+                            1.001953125f};
+  vals.insert(vals.end(), std::begin(specials), std::end(specials));
+  for (float v : vals) {
+    ASSERT_EQ(cm::f32ToBf16(v), f32ToBf16(v)) << v;
+    ASSERT_EQ(cm::f32ToF16(v), f32ToF16(v)) << v;
+  }
+  for (uint32_t h = 0; h < 65536; ++h) {
+    float a = cm::bf16ToF32(uint16_t(h)), b = bf16ToF32(uint16_t(h));
+    ASSERT_TRUE(std::memcmp(&a, &b, 4) == 0) << h;
+    a = cm::f16ToF32(uint16_t(h));
+    b = f16ToF32(uint16_t(h));
+    ASSERT_TRUE(std::memcmp(&a, &b, 4) == 0) << h;
+  }
+  uint16_t buf[4];
+  cm::storeW(buf, WType::BF16, 1, 3.14159f);
+  EXPECT_EQ(cm::loadW(buf, WType::BF16, 1), bf16ToF32(f32ToBf16(3.14159f)));
+  cm::storeW(buf, WType::F16, 2, -2.5f);
+  EXPECT_EQ(cm::loadW(buf, WType::F16, 2), -2.5f);
+}
+
+TEST(CudaMath, ActivationsMatchCpu) {
+  std::mt19937 rng(2);
+  const int64_t rows = 3, n = 37;
+  std::vector<float> x = randomVec(size_t(rows * 2 * n), rng, 4.0f);
+  for (int k = 0; k <= int(ActKind::Identity); ++k)
+    for (bool gated : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "act=" << k << " gated=" << gated);
+      std::vector<float> ref(size_t(rows * n));
+      cpu::activation(x.data(), 2 * n, ref.data(), n, rows, n, cpu::Act(k), gated);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < n; ++j) {
+          float got = cm::activationAt(ActKind(k), gated, x.data() + r * 2 * n, n, j);
+          float want = ref[size_t(r * n + j)];
+          // The CPU computes SiLU in float or with libmvec: last bits may differ.
+          ASSERT_NEAR(got, want, 1e-6f * std::max(1.0f, std::fabs(want)));
+        }
+      for (float v : x)
+        ASSERT_EQ(cm::activate(ActKind(k), v), cpu::activate(cpu::Act(k), v));
+    }
+}
+
+TEST(CudaMath, NormsMatchCpu) {
+  std::mt19937 rng(3);
+  const int64_t rows = 4, dim = 29, groups = 3, ld = dim * groups + 5;
+  std::vector<float> x = randomVec(size_t(rows * ld), rng, 2.0f);
+  std::vector<float> w = randomVec(size_t(dim), rng), b = randomVec(size_t(dim), rng);
+  cpu::WRef wr{w.data(), DType::F32}, br{b.data(), DType::F32};
+  for (bool rms : {true, false})
+    for (bool hasW : {true, false}) {
+      std::vector<float> ref(x.size(), 0.0f), got(x.size(), 0.0f);
+      const float eps = 1e-5f, off = rms ? 1.0f : 0.0f;
+      if (rms)
+        cpu::rmsNorm(x.data(), ld, ref.data(), ld, rows, dim, dim * 2, dim, hasW ? wr : cpu::WRef{},
+                     eps, off);
+      else
+        cpu::layerNorm(x.data(), ld, ref.data(), ld, rows, dim, dim * 2, dim,
+                       hasW ? wr : cpu::WRef{}, hasW ? br : cpu::WRef{}, eps);
+      // The kernel: one block per (row, group); sequential sums here.
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g = dim; g < 3 * dim; g += dim) {
+          const float *xi = x.data() + r * ld + g;
+          float *y = got.data() + r * ld + g;
+          if (rms) {
+            double ss = 0.0;
+            for (int64_t d = 0; d < dim; ++d)
+              ss += double(xi[d]) * xi[d];
+            float inv = cm::rmsInv(ss, dim, eps);
+            for (int64_t d = 0; d < dim; ++d)
+              y[d] = cm::rmsApply(xi[d], inv, hasW, hasW ? w[size_t(d)] : 1.0f, off);
+          } else {
+            double s = 0.0, v = 0.0;
+            for (int64_t d = 0; d < dim; ++d)
+              s += xi[d];
+            double mean = s / double(dim);
+            for (int64_t d = 0; d < dim; ++d)
+              v += (xi[d] - mean) * (xi[d] - mean);
+            double inv = cm::layerInv(v, dim, eps);
+            for (int64_t d = 0; d < dim; ++d)
+              y[d] = cm::layerApply(xi[d], mean, inv, hasW ? w[size_t(d)] : 1.0f,
+                                    hasW ? b[size_t(d)] : 0.0f);
+          }
+        }
+      for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_EQ(got[i], ref[i]) << "rms=" << rms << " w=" << hasW << " i=" << i;
+    }
+}
+
+TEST(CudaMath, RopeMatchesCpu) {
+  std::mt19937 rng(4);
+  const int heads = 3, headDim = 16, rotaryDim = 12, half = rotaryDim / 2;
+  const int64_t T = 5, ld = heads * headDim + 7;
+  std::vector<int64_t> pos = {0, 3, 7, 8, 20};
+  std::vector<float> cosT, sinT;
+  cpu::ropeTables(32, rotaryDim, 10000.0, cosT, sinT);
+  for (bool inter : {false, true}) {
+    std::vector<float> ref = randomVec(size_t(T * ld), rng), got = ref;
+    cpu::rope(ref.data(), ld, T, pos.data(), heads, headDim, rotaryDim, cosT.data(), sinT.data(),
+              inter);
+    for (int64_t t = 0; t < T; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < half; ++i) { // one thread per (t, h, pair)
+          int i1, i2;
+          cm::ropePair(i, half, inter, i1, i2);
+          float *v = got.data() + t * ld + h * headDim;
+          size_t c = size_t(pos[size_t(t)] * half + i);
+          cm::ropeRotate(v[i1], v[i2], cosT[c], sinT[c]);
+        }
+    ASSERT_EQ(got, ref) << "interleaved=" << inter;
+  }
+}
+
+/// The gate kernel's algorithm, serially: per token, then per expert.
+int64_t emulateGate(const std::vector<float> &logits, int64_t T, const cm::GateParams &p,
+                    std::vector<int32_t> &slotExpert, std::vector<float> &slotWeight,
+                    std::vector<int32_t> &offsets, std::vector<int32_t> &sorted) {
+  const int E = p.numExperts, K = p.topK;
+  std::vector<double> score(static_cast<size_t>(E));
+  slotExpert.assign(size_t(T * K), -1);
+  slotWeight.assign(size_t(T * K), -1.0f);
+  offsets.assign(size_t(E + 1), -1);
+  sorted.assign(size_t(T * K), -1);
+  for (int64_t t = 0; t < T; ++t) {
+    int pick[cm::kGateMaxTopK];
+    float w[cm::kGateMaxTopK];
+    cm::gateToken(logits.data() + t * E, p, score.data(), pick, w);
+    for (int j = 0; j < K; ++j) {
+      slotExpert[size_t(t * K + j)] = pick[j];
+      slotWeight[size_t(t * K + j)] = w[j];
+    }
+  }
+  const int64_t cap = cm::gateCapacity(p, T), slots = T * K;
+  // The kernel: a warp per expert, 32 slots per step (chunkRank).
+  std::vector<float> sequentialWeight = slotWeight;
+  offsets[0] = 0;
+  for (int e = 0; e < E; ++e) {
+    int64_t n = 0;
+    for (int64_t base = 0; base < slots; base += 32) {
+      uint32_t mask = 0;
+      for (int lane = 0; lane < 32; ++lane)
+        if (base + lane < slots && slotExpert[size_t(base + lane)] == e)
+          mask |= 1u << lane;
+      for (int lane = 0; lane < 32; ++lane)
+        if (mask >> lane & 1u && cm::chunkRank(mask, lane, n) >= cap)
+          slotWeight[size_t(base + lane)] = 0.0f;
+      n += cm::popcount32(mask);
+    }
+    offsets[size_t(e + 1)] = int32_t(std::min(n, cap));
+    // The sequential form gives the same count and drops.
+    EXPECT_EQ(cm::gateAdmit(slotExpert.data(), slots, e, cap, nullptr, sequentialWeight.data()),
+              offsets[size_t(e + 1)]);
+  }
+  EXPECT_EQ(slotWeight, sequentialWeight);
+  for (int e = 0; e < E; ++e)
+    offsets[size_t(e + 1)] += offsets[size_t(e)];
+  for (int e = 0; e < E; ++e) {
+    int64_t n = 0;
+    for (int64_t base = 0; base < slots && n < cap; base += 32) {
+      uint32_t mask = 0;
+      for (int lane = 0; lane < 32; ++lane)
+        if (base + lane < slots && slotExpert[size_t(base + lane)] == e)
+          mask |= 1u << lane;
+      for (int lane = 0; lane < 32; ++lane) {
+        int64_t r = cm::chunkRank(mask, lane, n);
+        if (mask >> lane & 1u && r < cap)
+          sorted[size_t(offsets[size_t(e)] + r)] = int32_t(base + lane);
+      }
+      n += cm::popcount32(mask);
+    }
+    std::vector<int32_t> seq(size_t(offsets[size_t(e + 1)] - offsets[size_t(e)]) + 1, -7);
+    cm::gateAdmit(slotExpert.data(), slots, e, cap, seq.data(), nullptr);
+    EXPECT_TRUE(std::equal(seq.begin(), seq.end() - 1, sorted.begin() + offsets[size_t(e)]));
+  }
+  // The per-slot predicate agrees with the per-expert scan.
+  for (int64_t s = 0; s < T * K; ++s)
+    EXPECT_EQ(cm::gateSlotAdmitted(slotExpert.data(), s, cap),
+              std::find(sorted.begin(), sorted.begin() + offsets[size_t(E)], int32_t(s)) !=
+                  sorted.begin() + offsets[size_t(E)]);
+  return offsets[size_t(E)];
+}
+
+TEST(CudaMath, GateMatchesCpu) {
+  std::mt19937 rng(5);
+  int cases = 0;
+  for (int E : {1, 2, 5, 8, 13, 64})
+    for (int K : {1, 2, 3, 8})
+      for (int64_t T : {1, 3, 17, 70})
+        for (int variant = 0; variant < 8; ++variant) {
+          if (K > E)
+            continue;
+          cm::GateParams p;
+          p.numExperts = E;
+          p.topK = K;
+          p.sigmoid = variant & 1;
+          p.softmaxBeforeTopk = !(variant & 2);
+          p.normTopk = variant & 4;
+          p.dropTokens = (variant + T) % 3 != 0;
+          p.capacityFactor = 0.5f + float(variant) * 0.25f;
+          p.minCapacity = variant % 3;
+          // Quantized logits: many exact ties (ties go to the lower id).
+          std::vector<float> logits(size_t(T * E));
+          std::uniform_int_distribution<int> q(-3, 3);
+          for (auto &l : logits)
+            l = variant % 2 ? float(q(rng)) * 0.5f : std::normal_distribution<float>()(rng);
+          SCOPED_TRACE(::testing::Message()
+                       << "E=" << E << " K=" << K << " T=" << T << " variant=" << variant);
+          std::vector<int32_t> se, off, sorted;
+          std::vector<float> sw;
+          int64_t n = emulateGate(logits, T, p, se, sw, off, sorted);
+          cpu::GateParams cp{E,
+                             K,
+                             p.sigmoid,
+                             p.softmaxBeforeTopk,
+                             p.normTopk,
+                             p.capacityFactor,
+                             p.minCapacity,
+                             p.dropTokens};
+          std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rsorted(size_t(T * K), -1);
+          std::vector<float> rsw(size_t(T * K));
+          int64_t rn = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),
+                                 rsorted.data(), nullptr);
+          ASSERT_EQ(n, rn);
+          ASSERT_EQ(se, rse);
+          ASSERT_EQ(sw, rsw);
+          ASSERT_EQ(off, roff);
+          ASSERT_TRUE(std::equal(sorted.begin(), sorted.begin() + n, rsorted.begin()));
+          ++cases;
+        }
+  EXPECT_GT(cases, 300);
+}
+
+TEST(CudaMath, GateCapacity) {
+  cm::GateParams p;
+  p.numExperts = 8;
+  p.topK = 2;
+  EXPECT_EQ(cm::gateCapacity(p, 100), INT64_MAX);
+  p.dropTokens = true;
+  p.capacityFactor = 1.25f;
+  p.minCapacity = 4;
+  EXPECT_EQ(cm::gateCapacity(p, 100), 32); // ceil(1.25 * 200 / 8) = 31.25 -> 32
+  EXPECT_EQ(cm::gateCapacity(p, 1), 4);    // min capacity
+}
+
+TEST(CudaMath, PermuteIndexArithmetic) {
+  // offsets with empty experts at the start, middle and end.
+  std::vector<int32_t> off = {0, 0, 3, 3, 4, 9, 9};
+  const int E = 6;
+  for (int64_t j = -1; j <= 10; ++j) {
+    int want = -1;
+    for (int e = 0; e < E; ++e)
+      if (j >= off[size_t(e)] && j < off[size_t(e + 1)])
+        want = e;
+    EXPECT_EQ(cm::expertOfSorted(off.data(), E, j), want) << j;
+  }
+  EXPECT_EQ(cm::slotToken(7, 2), 3);
+  EXPECT_EQ(cm::slotToken(7, 1), 7);
+  // Replicas partition every expert's positions.
+  for (int reps : {1, 2, 3})
+    for (int e = 0; e < E; ++e)
+      for (int64_t j = off[size_t(e)]; j < off[size_t(e + 1)]; ++j) {
+        int owners = 0;
+        for (int r = 0; r < reps; ++r)
+          owners += cm::replicaOwns(off.data(), e, j, r, reps);
+        EXPECT_EQ(owners, 1);
+      }
+}
+
+TEST(CudaMath, GroupedTilesCoverEveryRowOnce) {
+  std::mt19937 rng(6);
+  for (int trial = 0; trial < 200; ++trial) {
+    int E = 1 + int(rng() % 70), bm = (trial % 3 == 0) ? 1 : int(8 << (rng() % 4));
+    int64_t rows = int64_t(rng() % 300);
+    std::vector<int32_t> off(size_t(E + 1), 0);
+    std::vector<int64_t> cut(size_t(E - 1));
+    for (auto &c : cut)
+      c = rows ? int64_t(rng() % uint64_t(rows + 1)) : 0;
+    std::sort(cut.begin(), cut.end());
+    for (int e = 1; e < E; ++e)
+      off[size_t(e)] = int32_t(cut[size_t(e - 1)]);
+    off[size_t(E)] = int32_t(rows);
+    int64_t count = cm::groupedTileCount(off.data(), E, bm);
+    ASSERT_LE(count, cm::groupedTileBound(rows, E, bm));
+    std::vector<int> seen(size_t(rows), 0);
+    for (int64_t tile = 0; tile < cm::groupedTileBound(rows, E, bm) + 2; ++tile) {
+      int e = -1;
+      int64_t r0 = -1, r1 = -1;
+      bool ok = cm::groupedTileOf(off.data(), E, bm, tile, e, r0, r1);
+      ASSERT_EQ(ok, tile < count);
+      if (!ok)
+        continue;
+      ASSERT_GE(r0, off[size_t(e)]);
+      ASSERT_LE(r1, off[size_t(e + 1)]);
+      ASSERT_GT(r1, r0);
+      ASSERT_LE(r1 - r0, bm);
+      for (int64_t r = r0; r < r1; ++r) {
+        ++seen[size_t(r)];
+        ASSERT_EQ(cm::expertOfSorted(off.data(), E, r), e);
+      }
+    }
+    for (int s : seen)
+      ASSERT_EQ(s, 1);
+  }
+}
+
+/// The Experts op computed the way the grouped kernels index it (gather by
+/// slotToken, tiles of groupedTileOf, scatter to sorted slots), against a
+/// direct per-slot loop over the gate's outputs.
+TEST(CudaMath, GroupedExpertsIndexing) {
+  std::mt19937 rng(7);
+  const int E = 6, K = 2;
+  const int64_t T = 11, D = 5, I = 3;
+  std::vector<float> x = randomVec(size_t(T * D), rng), logits = randomVec(size_t(T * E), rng);
+  std::vector<std::vector<float>> wu(E), wd(E);
+  for (int e = 0; e < E; ++e) {
+    wu[size_t(e)] = randomVec(size_t(I * D), rng);
+    wd[size_t(e)] = randomVec(size_t(D * I), rng);
+  }
+  cm::GateParams p;
+  p.numExperts = E;
+  p.topK = K;
+  p.dropTokens = true;
+  p.capacityFactor = 1.0f;
+  std::vector<int32_t> se, off, sorted;
+  std::vector<float> sw;
+  emulateGate(logits, T, p, se, sw, off, sorted);
+  auto ffn = [&](int e, const float *xi, float *out) {
+    std::vector<float> h(static_cast<size_t>(I));
+    for (int64_t i = 0; i < I; ++i) {
+      float s = 0.0f;
+      for (int64_t d = 0; d < D; ++d)
+        s += wu[size_t(e)][size_t(i * D + d)] * xi[d];
+      h[size_t(i)] = cm::activate(ActKind::Relu, s);
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      float s = 0.0f;
+      for (int64_t i = 0; i < I; ++i)
+        s += wd[size_t(e)][size_t(d * I + i)] * h[size_t(i)];
+      out[d] = s;
+    }
+  };
+  std::vector<float> ref(size_t(T * K * D), 0.0f), got(size_t(T * K * D), 0.0f);
+  for (int64_t s = 0; s < T * K; ++s)
+    if (sw[size_t(s)] != 0.0f)
+      ffn(se[size_t(s)], x.data() + (s / K) * D, ref.data() + s * D);
+  const int bm = 4;
+  for (int64_t tile = 0; tile < cm::groupedTileBound(T * K, E, bm); ++tile) {
+    int e;
+    int64_t r0, r1;
+    if (!cm::groupedTileOf(off.data(), E, bm, tile, e, r0, r1))
+      continue;
+    for (int64_t j = r0; j < r1; ++j)
+      ffn(e, x.data() + cm::slotToken(sorted[size_t(j)], K) * D,
+          got.data() + int64_t(sorted[size_t(j)]) * D);
+  }
+  EXPECT_EQ(got, ref);
+  // Combine of the un-permuted rows equals cpu::combine's.
+  std::vector<float> c1(size_t(T * D)), c2(size_t(T * D));
+  cpu::combine(got.data(), sw.data(), T, K, D, c1.data(), D, false);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d) {
+      float s = 0.0f;
+      for (int j = 0; j < K; ++j)
+        s += sw[size_t(t * K + j)] * got[size_t((t * K + j) * D + d)];
+      c2[size_t(t * D + d)] = s;
+    }
+  EXPECT_EQ(c1, c2);
+}
+
+TEST(CudaMath, SplitRangesPartition) {
+  for (int64_t len : {0, 1, 7, 64, 1000})
+    for (int splits : {1, 2, 3, 8, 32}) {
+      int64_t next = 0;
+      for (int s = 0; s < splits; ++s) {
+        int64_t b, e;
+        cm::splitRange(len, splits, s, b, e);
+        ASSERT_LE(b, e);
+        if (b < e) {
+          ASSERT_EQ(b, next);
+          next = e;
+        }
+      }
+      ASSERT_EQ(next, len);
+    }
+  EXPECT_EQ(cm::attnSplits(10, 64, 132, 32, 256), 1);
+  EXPECT_GE(cm::attnSplits(32768, 8, 132, 32, 256), 2);
+  EXPECT_LE(cm::attnSplits(1 << 20, 1, 132, 32, 256), 32);
+  EXPECT_EQ(cm::attnStart(10, 0), 0);
+  EXPECT_EQ(cm::attnStart(10, 4), 7);
+  EXPECT_EQ(cm::attnStart(2, 4), 0);
+}
+
+/// Attention the way the kernel computes it: per (t, h) and per split an
+/// online softmax over its positions, then softmaxMerge of the splits.
+TEST(CudaMath, SplitAttentionMatchesCpu) {
+  std::mt19937 rng(8);
+  const int heads = 4, kvHeads = 2, hd = 8;
+  const int64_t S = 40, T = 3;
+  for (int window : {0, 5})
+    for (int splits : {1, 3, 7}) {
+      std::vector<int64_t> pos = {17, 18, 19};
+      const int64_t ld = (heads + 2 * kvHeads) * hd;
+      std::vector<float> qkv = randomVec(size_t(T * ld), rng);
+      std::vector<float> kc = randomVec(size_t(kvHeads * S * hd), rng), vc = kc;
+      for (auto &v : vc)
+        v = std::normal_distribution<float>()(rng);
+      std::vector<float> kc0 = kc, vc0 = vc;
+      ThreadPool pool(1);
+      cpu::Workspace ws(1);
+      std::vector<float> ref(size_t(T * heads * hd));
+      const float scale = 0.35f;
+      cpu::attention(pool, ws, qkv.data(), ld, 0, heads * hd, (heads + kvHeads) * hd, ref.data(),
+                     heads * hd, T, pos.data(), {kc.data(), vc.data(), DType::F32, S}, heads,
+                     kvHeads, hd, scale, window);
+      // The cache after the CPU's store is what the kernel reads too.
+      const int64_t maxPos = 19;
+      for (int64_t t = 0; t < T; ++t)
+        for (int h = 0; h < heads; ++h) {
+          int g = h / (heads / kvHeads);
+          const float *q = qkv.data() + t * ld + h * hd;
+          cm::SoftmaxState st{-INFINITY, 0.0f};
+          std::vector<float> o(size_t(hd), 0.0f);
+          for (int s = 0; s < splits; ++s) {
+            int64_t b, e;
+            cm::splitRange(maxPos + 1, splits, s, b, e);
+            float m = -INFINITY, l = 0.0f;
+            std::vector<float> acc(size_t(hd), 0.0f);
+            for (int64_t j = std::max(b, cm::attnStart(pos[size_t(t)], window));
+                 j < e && j <= pos[size_t(t)]; ++j) {
+              const float *k = kc.data() + (g * S + j) * hd, *v = vc.data() + (g * S + j) * hd;
+              float sc = 0.0f;
+              for (int d = 0; d < hd; ++d)
+                sc += q[d] * scale * k[d];
+              if (sc > m) {
+                float c = std::exp(m - sc);
+                l *= c;
+                for (auto &a : acc)
+                  a *= c;
+                m = sc;
+              }
+              float ex = std::exp(sc - m);
+              l += ex;
+              for (int d = 0; d < hd; ++d)
+                acc[size_t(d)] += ex * v[d];
+            }
+            float fa, fb;
+            st = cm::softmaxMerge(st, {m, l}, fa, fb);
+            for (int d = 0; d < hd; ++d)
+              o[size_t(d)] = o[size_t(d)] * fa + acc[size_t(d)] * fb;
+          }
+          for (int d = 0; d < hd; ++d)
+            ASSERT_NEAR(o[size_t(d)] / st.l, ref[size_t(t * heads * hd + h * hd + d)], 2e-5f)
+                << "window=" << window << " splits=" << splits << " t=" << t << " h=" << h;
+        }
+    }
+}
+
+/// moert::Sampler::next, step by step with the device's functions.
+TEST(CudaMath, TopPSamplingMatchesSampler) {
+  std::mt19937 rng(9);
+  for (float temperature : {0.5f, 1.0f, 2.0f})
+    for (float topP : {0.0f, 0.3f, 0.9f, 1.0f}) {
+      const uint64_t seed = 1234;
+      Sampler ref(temperature, topP, seed);
+      uint64_t state = seed;
+      for (int step = 0; step < 50; ++step) {
+        int64_t V = 1 + int64_t(rng() % 300);
+        std::vector<float> logits = randomVec(size_t(V), rng, 3.0f);
+        if (step % 5 == 0) // ties
+          for (auto &l : logits)
+            l = std::round(l);
+        int64_t best = 0;
+        for (int64_t i = 1; i < V; ++i)
+          if (cm::argmaxBetter(logits[size_t(i)], i, logits[size_t(best)], best))
+            best = i;
+        ASSERT_EQ(best, Sampler::argmax(logits.data(), V));
+        std::vector<std::pair<double, int64_t>> p(static_cast<size_t>(V));
+        double sum = 0.0;
+        for (int64_t i = 0; i < V; ++i) {
+          p[size_t(i)] = {cm::sampleWeight(logits[size_t(i)], logits[size_t(best)], temperature),
+                          i};
+          sum += p[size_t(i)].first;
+        }
+        // Descending, ties to the lower id (what the device's stable radix
+        // sort of ascending ids gives).
+        std::sort(p.begin(), p.end(), [](const auto &a, const auto &b) {
+          return a.first > b.first || (a.first == b.first && a.second < b.second);
+        });
+        std::vector<double> sorted(static_cast<size_t>(V));
+        for (int64_t i = 0; i < V; ++i)
+          sorted[size_t(i)] = p[size_t(i)].first;
+        int64_t keep = cm::topPKeep(sorted.data(), V, sum, topP);
+        int64_t at = cm::topPPick(sorted.data(), keep, cm::uniform01(state));
+        ASSERT_EQ(p[size_t(at)].second, ref.next(logits.data(), V))
+            << "T=" << temperature << " p=" << topP << " step=" << step;
+      }
+    }
+}
+
+TEST(CudaMath, GemvVectorizable) {
+  EXPECT_TRUE(cm::gemvVectorizable(0x1000, 64, 2));
+  EXPECT_FALSE(cm::gemvVectorizable(0x1008, 64, 2));
+  EXPECT_FALSE(cm::gemvVectorizable(0x1000, 63, 2));
+  EXPECT_TRUE(cm::gemvVectorizable(0x1000, 4, 4));
+  EXPECT_FALSE(cm::gemvVectorizable(0x1000, 6, 4));
+}
+
+} // namespace

@@ -14,6 +14,17 @@
 namespace moert {
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  // A device or a pipe (/dev/null, /dev/stdout) is written in place:
+  // renaming a temporary file over it would replace it (as root, /dev/null
+  // itself, for the whole machine).
+  struct stat st;
+  if (::stat(path_.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd_ < 0)
+      fail("{}: cannot open output: {}", path_, std::strerror(errno));
+    inPlace_ = true;
+    return;
+  }
   size_t slash = path_.rfind('/');
   std::string dir = slash == std::string::npos ? "" : path_.substr(0, slash + 1);
   std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
@@ -29,7 +40,8 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) {
     ::close(fd_);
-    ::unlink(tmp_.c_str());
+    if (!inPlace_)
+      ::unlink(tmp_.c_str());
   }
 }
 
@@ -47,6 +59,13 @@ void AtomicFile::write(const void *data, size_t size) {
 }
 
 void AtomicFile::commit() {
+  if (inPlace_) {
+    int r = ::close(fd_);
+    fd_ = -1;
+    if (r != 0)
+      fail("{}: write failed: {}", path_, std::strerror(errno));
+    return;
+  }
   if (::close(fd_) != 0) {
     fd_ = -1;
     ::unlink(tmp_.c_str());

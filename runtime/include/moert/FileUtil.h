@@ -10,7 +10,8 @@ namespace moert {
 
 /// Writes to a temporary file beside `path` and renames it over `path` on
 /// commit(); a file never committed (error, exception) is removed, so a
-/// failed run leaves nothing half-written.
+/// failed run leaves nothing half-written. Devices and pipes (/dev/null) are
+/// written in place.
 class AtomicFile {
 public:
   explicit AtomicFile(std::string path);
@@ -25,6 +26,7 @@ public:
 private:
   std::string path_, tmp_;
   int fd_ = -1;
+  bool inPlace_ = false; // a device or pipe, written directly
 };
 
 /// Writes `contents` to `path` atomically.

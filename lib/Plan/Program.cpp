@@ -361,7 +361,7 @@ static uint32_t finishStep(flatbuffers::FlatBufferBuilder &fbb,
                            int32_t stream, const Waits &waits) {
   auto waitVec = waits.empty() ? 0 : fbb.CreateVector(waits);
   return fb::CreateStep(fbb, type, op.Union(), fbb.CreateString(name), layer,
-                        stream, waitVec)
+                        fb::Stream(stream), waitVec)
       .o;
 }
 

@@ -136,7 +136,7 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   computeLinearGroups();
   for (size_t i = 0; i < nsteps; ++i) {
     const plan::Step &s = *prog_.steps()->Get(unsigned(i));
-    if (s.op_type() == Op::Prefetch && s.stream() == 2) {
+    if (s.op_type() == Op::Prefetch && int(s.stream()) == 2) {
       streamer_ = std::make_unique<StreamWorker>();
       break;
     }
@@ -241,7 +241,7 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
       bool async = s.op_type() == Op::Prefetch && streamer_;
       if (opts_.trace && s.op_type() != Op::Experts && !async)
         trace_.add(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
-                   s.stream(), t0, nowNs());
+                   int(s.stream()), t0, nowNs());
     }
   // Nothing streams past the end of a forward call.
   if (streamer_)
@@ -278,7 +278,7 @@ void Session::runLinearGroup(unsigned begin, unsigned end, int64_t T) {
     int64_t t1 = nowNs();
     for (unsigned k = begin; k < end; ++k) {
       const plan::Step &st = *prog_.steps()->Get(k);
-      trace_.add(st.name() ? st.name()->str() : "Linear", "Linear", st.stream(), t0, t1);
+      trace_.add(st.name() ? st.name()->str() : "Linear", "Linear", int(st.stream()), t0, t1);
     }
   }
 }
@@ -481,7 +481,7 @@ void Session::runStep(int idx, const plan::Step &s, int64_t T, float *allLogits)
     if (s.op_as_Prefetch()->weights())
       list.assign(s.op_as_Prefetch()->weights()->begin(), s.op_as_Prefetch()->weights()->end());
     auto job = [this, list, name = std::string(s.name() ? s.name()->str() : "prefetch"),
-                stream = s.stream()] {
+                stream = int(s.stream())] {
       int64_t t0 = opts_.trace ? nowNs() : 0;
       for (int32_t wi : list)
         weights_.load(wi);
@@ -576,7 +576,7 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
       lastWeightBytes_ += weightBytes(e);
       release(e);
       if (opts_.trace)
-        trace_.add(fmt::format("{}.e{} (1 tok)", base, e->expert()), "Experts", s.stream(), t0,
+        trace_.add(fmt::format("{}.e{} (1 tok)", base, e->expert()), "Experts", int(s.stream()), t0,
                    t1);
     }
     return;
@@ -625,7 +625,7 @@ void Session::runExperts(const plan::Step &s, const plan::Experts &op, int64_t T
     lastWeightBytes_ += bytes;
     release(e);
     if (opts_.trace)
-      trace_.add(fmt::format("{}.e{} ({} tok)", base, e->expert(), n), "Experts", s.stream(), t0,
+      trace_.add(fmt::format("{}.e{} ({} tok)", base, e->expert(), n), "Experts", int(s.stream()), t0,
                  nowNs());
   }
 }

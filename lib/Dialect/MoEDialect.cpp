@@ -153,6 +153,33 @@ void RoutingAttr::print(AsmPrinter &printer) const {
 }
 
 //===----------------------------------------------------------------------===//
+// BufferAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult BufferAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 StringRef name, Type type, int64_t rowElems,
+                                 int64_t rowsPerToken, int64_t fixedRows,
+                                 int64_t offset, int64_t first, int64_t last) {
+  if (!type.isF32() && !type.isBF16() && !type.isF16() &&
+      !type.isInteger(32) && !type.isInteger(64))
+    return emitError() << "buffer '" << name << "' has type " << type
+                       << " (expected f32, bf16, f16, i32 or i64)";
+  if (rowElems < 1 || rowsPerToken < 0 || fixedRows < 0 ||
+      rowsPerToken + fixedRows < 1)
+    return emitError() << "buffer '" << name
+                       << "' has no rows or columns (expected row_elems >= 1 "
+                          "and rows_per_token + fixed_rows >= 1)";
+  if (offset < 0 || offset % 64)
+    return emitError() << "buffer '" << name << "' at offset " << offset
+                       << " (expected a non-negative multiple of 64)";
+  if (first < -1 || last < first || (first < 0) != (last < 0))
+    return emitError() << "buffer '" << name << "' lives from step " << first
+                       << " to " << last
+                       << " (expected 0 <= first <= last, or both -1)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // PlacementAttr
 //===----------------------------------------------------------------------===//
 

@@ -1053,3 +1053,22 @@ OpFoldResult AllToAllOp::fold(FoldAdaptor) {
 
 #define GET_OP_CLASSES
 #include "moe/MoEOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Device grids
+//===----------------------------------------------------------------------===//
+
+int64_t mlir::moe::getGridRankCount(ArrayRef<int64_t> shape) {
+  int64_t ranks = 1;
+  for (int64_t d : shape)
+    if (d <= 0 || __builtin_mul_overflow(ranks, d, &ranks))
+      return -1;
+  return ranks;
+}
+
+int64_t mlir::moe::getGridRankCount(ModelOp model) {
+  auto grids = model.getBodyBlock().getOps<shard::GridOp>();
+  if (grids.empty())
+    return 1;
+  return getGridRankCount((*grids.begin()).getShape());
+}

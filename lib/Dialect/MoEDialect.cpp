@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -150,6 +151,121 @@ void RoutingAttr::print(AsmPrinter &printer) const {
   if (getDropTokens())
     printer << ", drop_tokens = true";
   printer << ">";
+}
+
+//===----------------------------------------------------------------------===//
+// Discardable attributes
+//===----------------------------------------------------------------------===//
+
+/// The attributes the passes leave on ops for later passes and the plan
+/// emitter (declared in MoEDialect.td): each on the op kind it belongs to,
+/// of its type and range. What they say about other ops (a slice's buffer
+/// among the model's buffers) is checked where they are read.
+LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
+                                                   NamedAttribute attr) {
+  StringAttr name = attr.getName();
+  Attribute value = attr.getValue();
+  auto error = [&]() {
+    return op->emitOpError() << "attribute '" << name.strref() << "' ";
+  };
+  auto nonNegativeFields = [&](ArrayRef<StringRef> fields) -> LogicalResult {
+    auto dict = dyn_cast<DictionaryAttr>(value);
+    if (!dict)
+      return error() << "must be a dictionary";
+    for (StringRef field : fields) {
+      auto v = dict.getAs<IntegerAttr>(field);
+      if (!v || v.getInt() < 0)
+        return error() << "needs a non-negative integer '" << field << "'";
+    }
+    if (dict.size() != fields.size())
+      return error() << "has " << dict.size() << " fields (expected "
+                     << llvm::join(fields, ", ") << ")";
+    return success();
+  };
+  auto on = [&](bool ok, StringRef what) -> LogicalResult {
+    if (ok)
+      return success();
+    return error() << "belongs on " << what;
+  };
+
+  if (name == getBuffersAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    auto list = dyn_cast<ArrayAttr>(value);
+    if (!list || !llvm::all_of(list, llvm::IsaPred<BufferAttr>))
+      return error() << "must be an array of #moe.buffer";
+    return success();
+  }
+  if (name == getSlicesAttrHelper().getName()) {
+    auto slices = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!slices || slices.size() != 3 * int64_t(op->getNumResults()))
+      return error() << "must hold (buffer, column, width) for each of the "
+                     << op->getNumResults() << " results";
+    for (int64_t i = 0; i < slices.size(); i += 3)
+      if (slices[i] < 0 || slices[i + 1] < 0 || slices[i + 2] < 1)
+        return error() << "has result " << i / 3 << " at buffer "
+                       << slices[i] << ", column " << slices[i + 1]
+                       << ", width " << slices[i + 2]
+                       << " (expected buffer, column >= 0 and width >= 1)";
+    return success();
+  }
+  if (name == getScratchAttrHelper().getName()) {
+    if (failed(on(isa<MLPOp>(op), "a moe.mlp")))
+      return failure();
+    auto scratch = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!scratch || scratch.empty() || scratch.size() > 2 ||
+        llvm::any_of(scratch.asArrayRef(), [](int64_t b) { return b < 0; }))
+      return error() << "must list one or two buffers (hidden, activated)";
+    return success();
+  }
+  if (name == getMemoryAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    return nonNegativeFields({"arena_bytes", "kv_cache_bytes", "max_seq_len",
+                              "max_tokens", "unplanned_bytes"});
+  }
+  if (name == getStreamingAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    return nonNegativeFields({"budget_bytes", "peak_bytes",
+                              "streamed_weight_bytes", "unstreamed_bytes"});
+  }
+  if (name == getPeakBytesAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    auto peak = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!peak || peak.empty() ||
+        llvm::any_of(peak.asArrayRef(), [](int64_t b) { return b < 0; }))
+      return error() << "must list non-negative bytes per rank";
+    return success();
+  }
+  if (name == getOnDemandAttrHelper().getName()) {
+    if (failed(on(isa<ExpertsOp>(op), "a moe.experts")))
+      return failure();
+    if (!isa<UnitAttr>(value))
+      return error() << "must be a unit attribute";
+    return success();
+  }
+  if (name == getPrefetchDistanceAttrHelper().getName()) {
+    if (failed(on(isa<LayerOp>(op), "a moe.layer")))
+      return failure();
+    auto distance = dyn_cast<IntegerAttr>(value);
+    if (!distance || distance.getInt() < 0)
+      return error() << "must be a layer count >= 0";
+    return success();
+  }
+  if (name == getDecodeGraphAttrHelper().getName()) {
+    if (failed(on(isa<GraphOp>(op), "a moe.graph")))
+      return failure();
+    if (!isa<UnitAttr>(value))
+      return error() << "must be a unit attribute";
+    return success();
+  }
+  return op->emitOpError() << "has unknown moe attribute '" << name.strref()
+                           << "' (expected moe.buffers, moe.slices, "
+                              "moe.scratch, moe.memory, moe.peak_bytes, "
+                              "moe.streaming, moe.on_demand, "
+                              "moe.prefetch_distance or moe.decode_graph)";
 }
 
 //===----------------------------------------------------------------------===//

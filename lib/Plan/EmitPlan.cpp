@@ -244,7 +244,9 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     return failure();
   // A custom --pipeline may leave out moe-plan-memory: plan the storage here
   // then, as the pass would.
-  if (!(*model)->hasAttr("moe.buffers")) {
+  if (!getMoEDialect(module.getContext())
+           .getBuffersAttrHelper()
+           .isAttrPresent(*model)) {
     FailureOr<Storage> storage = analyzeStorage(*model, options);
     if (failed(storage))
       return failure();

@@ -60,7 +60,9 @@ void Lowering::addStreamingSteps() {
     return std::make_pair(first, last);
   };
   for (LayerOp layer : layerOps) {
-    auto distance = layer->getAttrOfType<IntegerAttr>("moe.prefetch_distance");
+    IntegerAttr distance = getMoEDialect(layer.getContext())
+                               .getPrefetchDistanceAttrHelper()
+                               .getAttr(layer);
     if (!distance)
       continue;
     SmallVector<int32_t> weights =

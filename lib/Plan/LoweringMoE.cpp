@@ -60,7 +60,8 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
   step.act = e.getActivation();
   step.gated = e.isGated();
   // moe-layer-streaming: experts fetched when the gate routes tokens to them.
-  step.onDemand = e->hasAttr("moe.on_demand");
+  step.onDemand =
+      getMoEDialect(e.getContext()).getOnDemandAttrHelper().isAttrPresent(e);
   PlacementAttr placement = e.getPlacementAttr();
   for (int64_t i = 0; i < e.getNumExperts(); ++i) {
     ExpertRef r;

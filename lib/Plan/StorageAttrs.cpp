@@ -21,23 +21,22 @@ using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::plan;
 
-static constexpr StringLiteral kBuffers = "moe.buffers";
-static constexpr StringLiteral kSlices = "moe.slices";
-static constexpr StringLiteral kScratch = "moe.scratch";
-static constexpr StringLiteral kMemory = "moe.memory";
 
 void mlir::moe::plan::writeStorage(ModelOp model, const Storage &storage) {
   Builder b(model.getContext());
+  MoEDialect &moe = getMoEDialect(model.getContext());
+  auto slicesAttr = moe.getSlicesAttrHelper();
+  auto scratchAttr = moe.getScratchAttrHelper();
   SmallVector<Attribute> buffers;
   for (const Buffer &buf : storage.buffers)
     buffers.push_back(BufferAttr::get(
         model.getContext(), buf.name, toMLIRType(model.getContext(), buf.type),
         buf.rowElems, buf.rowsPerToken, buf.fixedRows, int64_t(buf.offset),
         buf.firstStep, buf.lastStep));
-  model->setAttr(kBuffers, b.getArrayAttr(buffers));
+  moe.getBuffersAttrHelper().setAttr(model, b.getArrayAttr(buffers));
   model.walk([&](Operation *op) {
-    op->removeAttr(kSlices);
-    op->removeAttr(kScratch);
+    op->removeAttr(slicesAttr.getName());
+    op->removeAttr(scratchAttr.getName());
     if (op->getNumResults() == 0 || isa<LayerOp, WeightOp>(op))
       return;
     SmallVector<int64_t> triples;
@@ -47,12 +46,12 @@ void mlir::moe::plan::writeStorage(ModelOp model, const Storage &storage) {
         return;
       triples.append({it->second.buffer, it->second.col, it->second.width});
     }
-    op->setAttr(kSlices, b.getDenseI64ArrayAttr(triples));
+    slicesAttr.setAttr(op, b.getDenseI64ArrayAttr(triples));
     auto scratch = storage.scratch.find(op);
     if (scratch != storage.scratch.end())
-      op->setAttr(kScratch,
-                  b.getDenseI64ArrayAttr(SmallVector<int64_t>(
-                      scratch->second.begin(), scratch->second.end())));
+      scratchAttr.setAttr(op, b.getDenseI64ArrayAttr(SmallVector<int64_t>(
+                                  scratch->second.begin(),
+                                  scratch->second.end())));
   });
   SmallVector<NamedAttribute> memory = {
       b.getNamedAttr("arena_bytes", b.getI64IntegerAttr(storage.arenaBytes)),
@@ -61,12 +60,13 @@ void mlir::moe::plan::writeStorage(ModelOp model, const Storage &storage) {
       b.getNamedAttr("kv_cache_bytes", b.getI64IntegerAttr(storage.kvCacheBytes)),
       b.getNamedAttr("max_tokens", b.getI64IntegerAttr(storage.maxTokens)),
       b.getNamedAttr("max_seq_len", b.getI64IntegerAttr(storage.maxSeqLen))};
-  model->setAttr(kMemory, b.getDictionaryAttr(memory));
+  moe.getMemoryAttrHelper().setAttr(model, b.getDictionaryAttr(memory));
 }
 
 FailureOr<Storage> mlir::moe::plan::readStorage(ModelOp model) {
-  auto buffers = model->getAttrOfType<ArrayAttr>(kBuffers);
-  auto memory = model->getAttrOfType<DictionaryAttr>(kMemory);
+  MoEDialect &moe = getMoEDialect(model.getContext());
+  ArrayAttr buffers = moe.getBuffersAttrHelper().getAttr(model);
+  DictionaryAttr memory = moe.getMemoryAttrHelper().getAttr(model);
   if (!buffers || !memory)
     return model.emitOpError("has no storage plan (moe.buffers, moe.memory): "
                              "run moe-plan-memory before lowering to a plan");
@@ -114,7 +114,7 @@ FailureOr<Storage> mlir::moe::plan::readStorage(ModelOp model) {
         s.slices[layer.getResult()] = it->second;
       return WalkResult::advance();
     }
-    if (auto triples = op->getAttrOfType<DenseI64ArrayAttr>(kSlices)) {
+    if (auto triples = moe.getSlicesAttrHelper().getAttr(op)) {
       ArrayRef<int64_t> t = triples.asArrayRef();
       if (t.size() != 3 * op->getNumResults()) {
         op->emitOpError("moe.slices must hold (buffer, column, width) for "
@@ -135,7 +135,7 @@ FailureOr<Storage> mlir::moe::plan::readStorage(ModelOp model) {
         s.slices[result] = slice;
       }
     }
-    if (auto scratch = op->getAttrOfType<DenseI64ArrayAttr>(kScratch)) {
+    if (auto scratch = moe.getScratchAttrHelper().getAttr(op)) {
       SmallVector<int> &list = s.scratch[op];
       for (int64_t b : scratch.asArrayRef()) {
         if (!inRange(b)) {
@@ -154,7 +154,8 @@ FailureOr<Storage> mlir::moe::plan::readStorage(ModelOp model) {
 }
 
 FailureOr<uint64_t> mlir::moe::plan::recordedActivationBytes(ModelOp model) {
-  auto memory = model->getAttrOfType<DictionaryAttr>(kMemory);
+  DictionaryAttr memory =
+      getMoEDialect(model.getContext()).getMemoryAttrHelper().getAttr(model);
   auto arena = memory ? memory.getAs<IntegerAttr>("arena_bytes") : nullptr;
   auto kv = memory ? memory.getAs<IntegerAttr>("kv_cache_bytes") : nullptr;
   if (!arena || !kv)

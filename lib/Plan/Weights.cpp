@@ -80,7 +80,9 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
       return;
     }
     PlacementAttr placement = experts.getPlacementAttr();
-    bool onDemand = experts->hasAttr("moe.on_demand");
+    bool onDemand = getMoEDialect(model.getContext())
+                        .getOnDemandAttrHelper()
+                        .isAttrPresent(experts);
     for (int64_t e = 0; e < experts.getNumExperts(); ++e)
       for (Value v : experts.getExpertWeights(e)) {
         int w = weightOf(v);
@@ -102,7 +104,9 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
   // A layer with moe.prefetch_distance streams its own weights (not its
   // experts': those stream on demand or stay resident).
   model.walk([&](LayerOp layer) {
-    if (!layer->hasAttr("moe.prefetch_distance"))
+    if (!getMoEDialect(model.getContext())
+             .getPrefetchDistanceAttrHelper()
+             .isAttrPresent(layer))
       return;
     for (int w : layerDenseWeights(layer, weightOf))
       weights[w].streamed = true;

@@ -195,22 +195,24 @@ void MoELayerStreamingPass::runOnOperation() {
   }
 
   Builder b(&getContext());
+  MoEDialect &moe = getMoEDialect(&getContext());
   uint64_t streamedBytes = 0;
   for (auto [i, lb] : llvm::enumerate(layers)) {
     if (onDemand[i]) {
-      lb.experts->setAttr("moe.on_demand", b.getUnitAttr());
+      moe.getOnDemandAttrHelper().setAttr(lb.experts, b.getUnitAttr());
       streamedBytes += maxOverRanks(lb.expert);
     }
     if (streamed[i]) {
-      lb.layer->setAttr("moe.prefetch_distance", b.getI64IntegerAttr(lookahead));
+      moe.getPrefetchDistanceAttrHelper().setAttr(
+          lb.layer, b.getI64IntegerAttr(lookahead));
       streamedBytes += maxOverRanks(lb.dense);
     }
     LLVM_DEBUG(llvm::dbgs() << "layer " << lb.layer.getIndex()
                             << (onDemand[i] ? " experts on demand" : "")
                             << (streamed[i] ? " dense streamed" : "") << "\n");
   }
-  model->setAttr("moe.streaming",
-                 b.getDictionaryAttr(
+  moe.getStreamingAttrHelper().setAttr(
+      model, b.getDictionaryAttr(
                      {b.getNamedAttr("budget_bytes",
                                      b.getI64IntegerAttr(memoryBudget)),
                       b.getNamedAttr("unstreamed_bytes", b.getI64IntegerAttr(all)),

@@ -60,8 +60,9 @@ struct MoEPlanMemoryPass : mlir::moe::impl::MoEPlanMemoryPassBase<MoEPlanMemoryP
     for (int32_t r = 0; r < int32_t(options.devices); ++r)
       peak.push_back(int64_t(plan::weightBytesOnRank(*weights, r) +
                              storage->arenaBytes + storage->kvCacheBytes));
-    model->setAttr("moe.peak_bytes",
-                   Builder(&getContext()).getDenseI64ArrayAttr(peak));
+    getMoEDialect(&getContext())
+        .getPeakBytesAttrHelper()
+        .setAttr(model, Builder(&getContext()).getDenseI64ArrayAttr(peak));
   }
 };
 

@@ -1229,3 +1229,171 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: 
   %a = moe.all_to_all combine %y, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
   return
 }
+
+// -----
+
+// The dialect attributes the passes record are verified where they appear.
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.on_demand' belongs on a moe.experts}}
+  %y = moe.add %x, %x {moe.on_demand} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.slices' must hold (buffer, column, width) for each of the 1 results}}
+  %y = moe.add %x, %x {moe.slices = array<i64: 0, 0>} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.slices' has result 0 at buffer 1, column 4, width 0 (expected buffer, column >= 0 and width >= 1)}}
+  %y = moe.add %x, %x {moe.slices = array<i64: 1, 4, 0>} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op has unknown moe attribute 'moe.arena_offsets' (expected moe.buffers, moe.slices, moe.scratch, moe.memory, moe.peak_bytes, moe.streaming, moe.on_demand, moe.prefetch_distance or moe.decode_graph)}}
+  %y = moe.add %x, %x {moe.arena_offsets = array<i64: 0>} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+// expected-error@+1 {{'func.func' op attribute 'moe.memory' belongs on a moe.model}}
+func.func @f() attributes {moe.memory = {arena_bytes = 0 : i64}} {
+  return
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.memory' needs a non-negative integer 'kv_cache_bytes'}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.memory = {arena_bytes = 64 : i64}} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.peak_bytes' must list non-negative bytes per rank}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.peak_bytes = array<i64: -1>} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.buffers' must be an array of #moe.buffer}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.buffers = [1 : i64]} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{buffer 'b' at offset 32 (expected a non-negative multiple of 64)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.buffers = [#moe.buffer<name = "b", type = f32, row_elems = 4, rows_per_token = 1, fixed_rows = 0, offset = 32, first = 0, last = 1>]} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{buffer 'b' has type 'f64' (expected f32, bf16, f16, i32 or i64)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.buffers = [#moe.buffer<name = "b", type = f64, row_elems = 4, rows_per_token = 1, fixed_rows = 0, offset = 0, first = 0, last = 1>]} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.streaming' has 5 fields (expected budget_bytes, peak_bytes, streamed_weight_bytes, unstreamed_bytes)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.streaming = {budget_bytes = 1 : i64, peak_bytes = 1 : i64, streamed_weight_bytes = 0 : i64, unstreamed_bytes = 2 : i64, extra = 0 : i64}} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    // expected-error@+1 {{'moe.layer' op attribute 'moe.prefetch_distance' must be a layer count >= 0}}
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> attributes {moe.prefetch_distance = -1 : i64} {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.graph' op attribute 'moe.decode_graph' must be a unit attribute}}
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> attributes {moe.decode_graph = 1 : i64} {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}

@@ -1076,11 +1076,28 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u:
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  %dx = moe.dispatch %x, %s top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
-  // expected-error@+1 {{'moe.experts' op has top_k 1 but its input was dispatched with top_k 2}}
-  %y = moe.experts %dx, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
-  return
+// The enclosing moe.layer checks that experts agree with the ops around
+// them (the moe.experts verifier looks at its own op only).
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x4xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %s = "test.slots"() : () -> tensor<?xi32>
+      %u = moe.weight @u : tensor<8x4xf32>
+      %d = moe.weight @d : tensor<4x8xf32>
+      %dx = moe.dispatch %h, %s top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
+      // expected-error@+1 {{'moe.experts' op has top_k 1 but its input was dispatched with top_k 2}}
+      %e = moe.experts %dx, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      moe.yield %e : tensor<?x4xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
 }
 
 // -----
@@ -1214,20 +1231,52 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
-  %in = moe.all_to_all dispatch %x, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
-  // expected-error@+1 {{'moe.experts' op placement #moe.placement<ranks = 2, experts = [1, 0]> differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its input (expected one placement for a layer's experts and exchanges)}}
-  %y = moe.experts %in, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
-  return
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 2)
+  moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x4xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %s = "test.slots"() : () -> tensor<?xi32>
+      %u = moe.weight @u : tensor<8x4xf32>
+      %d = moe.weight @d : tensor<4x8xf32>
+      %in = moe.all_to_all dispatch %h, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+      // expected-error@+1 {{'moe.experts' op placement #moe.placement<ranks = 2, experts = [1, 0]> differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its input (expected one placement for a layer's experts and exchanges)}}
+      %e = moe.experts %in, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      moe.yield %e : tensor<?x4xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
-  // expected-error@+1 {{'moe.experts' op placement (none) differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its output (expected one placement for a layer's experts and exchanges)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
-  %a = moe.all_to_all combine %y, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
-  return
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 2)
+  moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x4xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %s = "test.slots"() : () -> tensor<?xi32>
+      %u = moe.weight @u : tensor<8x4xf32>
+      %d = moe.weight @d : tensor<4x8xf32>
+      // expected-error@+1 {{'moe.experts' op placement (none) differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its output (expected one placement for a layer's experts and exchanges)}}
+      %e = moe.experts %h, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      %a = moe.all_to_all combine %e, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+      moe.yield %a : tensor<?x4xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
 }
 
 // -----

@@ -59,6 +59,11 @@ int64_t getGridRankCount(ArrayRef<int64_t> shape);
 /// Ranks of the device grid of `model` (its shard.grid; 1 without one, -1 as
 /// getGridRankCount).
 int64_t getGridRankCount(ModelOp model);
+/// The grid checks of a pass that places experts on ranks (for moe passes
+/// and pass plugins alike): the ranks of `model`'s device grid (1 without
+/// one), or an error at the grid, prefixed with `pass`, when its sizes are
+/// not static and positive or it has more than 65536 ranks.
+FailureOr<int64_t> getPlacementRankCount(ModelOp model, StringRef pass);
 } // namespace mlir::moe
 
 #endif // MOE_DIALECT_MOEOPS_H

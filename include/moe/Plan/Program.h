@@ -4,10 +4,11 @@
 // each run once per compile (as Triton's AllocateSharedMemory analysis runs
 // once and the lowering reads the offsets it wrote):
 //
-//  1. Storage (lib/Plan/Storage.cpp, run by moe-plan-memory): decides where
-//     every SSA activation lives (buffer, first column): elementwise ops reuse
-//     a dying input, `moe.split` results are column views, the q/k/v
-//     projections of an attention share one buffer. It gives every buffer an
+//  1. Storage (lib/Plan/Storage.cpp, Arena.cpp; run by moe-plan-memory):
+//     decides where every SSA activation lives (buffer, first column):
+//     elementwise ops reuse a dying input, `moe.split` results are column
+//     views, the q/k/v projections of an attention share one buffer. It
+//     gives every buffer an
 //     arena offset from its live range and records the result in the IR
 //     (`moe.buffers` on the model, `moe.slices` / `moe.scratch` on ops).
 //  2. Lowering (lib/Plan/Lowering*.cpp, one file per op family): reads that

@@ -179,4 +179,34 @@ def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
   }];
 }
 
+def MoE_BufferAttr : MoE_Attr<"Buffer", "buffer"> {
+  let summary = "an activation buffer of the plan, placed in the arena";
+  let description = [{
+    One buffer of the activation arena, as moe-plan-memory decided it (the
+    model's `moe.buffers` lists them; an op's `moe.slices` point into them):
+    `rows = T * rows_per_token + fixed_rows` rows of `row_elems` elements of
+    `type` for a forward call over T tokens, at byte `offset` of the arena,
+    live from step `first` to step `last` (counting the plan's steps that
+    touch activations; -1 when none does).
+
+    Example:
+
+    ```mlir
+    #moe.buffer<name = "layers.0.attention.qkv", type = f32, row_elems = 32,
+                rows_per_token = 1, fixed_rows = 0, offset = 0, first = 2,
+                last = 7>
+    ```
+  }];
+  let parameters = (ins StringRefParameter<>:$name, "::mlir::Type":$type,
+                        "int64_t":$rowElems, "int64_t":$rowsPerToken,
+                        "int64_t":$fixedRows, "int64_t":$offset,
+                        "int64_t":$first, "int64_t":$last);
+  let assemblyFormat = [{
+    `<` `name` `=` $name `,` `type` `=` $type `,` `row_elems` `=` $rowElems `,`
+    `rows_per_token` `=` $rowsPerToken `,` `fixed_rows` `=` $fixedRows `,`
+    `offset` `=` $offset `,` `first` `=` $first `,` `last` `=` $last `>`
+  }];
+  let genVerifyDecl = 1;
+}
+
 #endif // MOE_ATTRS_TD

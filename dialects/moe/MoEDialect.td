@@ -47,6 +47,36 @@ def MoE_Dialect : Dialect {
   }];
   let useDefaultAttributePrinterParser = 1;
   let dependentDialects = ["::mlir::shard::ShardDialect"];
+
+  // What the passes record on ops for later passes and the plan emitter
+  // (`moe.<name>`): declared here so each has a generated helper
+  // (get<Name>AttrHelper()) and verifyOperationAttribute checks the op it is
+  // on, its type and its range.
+  let discardableAttrs = (ins
+    // moe-plan-memory, on moe.model: the activation buffers (#moe.buffer).
+    "::mlir::ArrayAttr":$buffers,
+    // moe-plan-memory, on ops with activation results: (buffer, first
+    // column, width) per result.
+    "::mlir::DenseI64ArrayAttr":$slices,
+    // moe-plan-memory, on moe.mlp: its hidden (and activated) buffers.
+    "::mlir::DenseI64ArrayAttr":$scratch,
+    // moe-plan-memory, on moe.model: {arena_bytes, unplanned_bytes,
+    // kv_cache_bytes, max_tokens, max_seq_len}.
+    "::mlir::DictionaryAttr":$memory,
+    // moe-plan-memory, on moe.model: weights + arena + KV bytes per rank.
+    "::mlir::DenseI64ArrayAttr":$peak_bytes,
+    // moe-layer-streaming, on moe.model: {budget_bytes, unstreamed_bytes,
+    // peak_bytes, streamed_weight_bytes}.
+    "::mlir::DictionaryAttr":$streaming,
+    // moe-layer-streaming, on moe.experts: experts load when routed to.
+    "::mlir::UnitAttr":$on_demand,
+    // moe-layer-streaming, on moe.layer: prefetched this many layers ahead.
+    "::mlir::IntegerAttr":$prefetch_distance,
+    // moe-schedule, on moe.graph: decode steps have no host-side control
+    // flow (capturable as one CUDA graph).
+    "::mlir::UnitAttr":$decode_graph
+  );
+  let hasOperationAttrVerify = 1;
 }
 
 class MoE_Op<string mnemonic, list<Trait> traits = []>

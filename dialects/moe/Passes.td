@@ -40,6 +40,42 @@ def MoEPrintReportPass : Pass<"moe-print-report", "::mlir::ModuleOp"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Input contract
+//===----------------------------------------------------------------------===//
+
+def MoEVerifyInputLegalityPass
+    : Pass<"moe-verify-input-legality", "::mlir::moe::ModelOp"> {
+  let summary = "Rejects IR the pipeline or the runtime cannot take, with a "
+                "diagnostic at the op";
+  let description = [{
+    The compiler's input contract, checked up front (IREE's
+    VerifyInputLegality) instead of deep inside the plan lowering:
+
+    - every op of the graph has a plan lowering (or is a piece of the
+      gating chain moe-fuse-gating fuses);
+    - every `moe.expert_map` ends a gating chain moe-fuse-gating can
+      match, and no gating piece is left outside one;
+    - with `before-lowering` (the run the default pipeline makes just before
+      moe-plan-memory): no gating piece is left unfused and the experts read
+      their tokens through `moe.dispatch`.
+
+    Runs first in the default pipeline and again before memory planning.
+    Changes nothing.
+
+    Example:
+
+    ```
+    moe-opt model.mlir --pass-pipeline='builtin.module(moe.model(moe-verify-input-legality))'
+    ```
+  }];
+  let options = [
+    Option<"beforeLowering", "before-lowering", "bool", /*default=*/"false",
+           "Check the contract of the plan lowering instead of the pipeline "
+           "input: gating fused, experts fed by moe.dispatch">,
+  ];
+}
+
+//===----------------------------------------------------------------------===//
 // Routing
 //===----------------------------------------------------------------------===//
 
@@ -200,14 +236,16 @@ def MoELayerStreamingPass
     and the model with `moe.streaming = {resident_bytes, streamed_bytes,
     peak_bytes}` of the worst rank. Fails when even the resident weights,
     the activations and the minimum streaming buffers exceed the budget.
+
+    The activations (arena and KV caches) are those moe-plan-memory
+    recorded in `moe.memory`, so that pass runs first (streaming changes no
+    buffer); the KV cache size follows its `max-seq-len`.
   }];
   let options = [
     Option<"memoryBudget", "memory-budget", "uint64_t", /*default=*/"0",
            "bytes per rank (0: unlimited, nothing is streamed)">,
     Option<"lookahead", "lookahead", "int64_t", /*default=*/"1",
            "how many layers ahead a streamed layer is fetched">,
-    Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
-           "KV cache tokens counted against the budget (0: the plan default)">,
     Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
            "compute dtype the weights are held in (f32, bf16, f16)">,
   ];
@@ -249,14 +287,25 @@ def MoESchedulePass : Pass<"moe-schedule", "::mlir::moe::ModelOp"> {
 def MoEPlanMemoryPass : Pass<"moe-plan-memory", "::mlir::moe::ModelOp"> {
   let summary = "Plans activation memory: buffer liveness and arena offsets";
   let description = [{
-    Runs the plan lowering's buffer assignment (in-place reuse of dying
+    Runs the plan lowering's storage analysis (in-place reuse of dying
     inputs, column views, packed q/k/v) and live-range based arena
-    planning, and records the result: every op producing an activation gets
-    `moe.arena_offsets` (byte offset of each result's buffer), the model
-    `moe.memory = {arena_bytes, unplanned_bytes, kv_cache_bytes,
-    max_tokens, max_seq_len}` and `moe.peak_bytes` (per rank: weights +
-    arena + KV cache). The plan emitter makes the same decisions; this pass
-    makes them visible and testable.
+    planning once, and records the result, which the plan emitter and
+    moe-layer-streaming read instead of recomputing it: the model gets
+    `moe.buffers` (one `#moe.buffer` per activation buffer: row shape,
+    arena offset, live range in steps), `moe.memory = {arena_bytes,
+    unplanned_bytes, kv_cache_bytes, max_tokens, max_seq_len}` and
+    `moe.peak_bytes` (per rank: weights + arena + KV cache); every op
+    producing activations gets `moe.slices` (per result: buffer, first
+    column, width) and `moe.mlp` its `moe.scratch` buffers. Run it after the
+    last pass that changes the graph: the emitter checks the recorded live
+    ranges against the steps and rejects a stale record.
+
+    Example:
+
+    ```mlir
+    %q = moe.linear %x, %wq ... {moe.slices = array<i64: 2, 0, 16>}
+    %k = moe.linear %x, %wk ... {moe.slices = array<i64: 2, 16, 8>}
+    ```
   }];
   let options = [
     Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",

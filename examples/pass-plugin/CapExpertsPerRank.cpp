@@ -46,6 +46,9 @@ struct CapExpertsPerRankPass
                         << int64_t(maxExperts) << ")";
       return signalPassFailure();
     }
+    // The grid checks every pass that places experts makes (MoEOps.h).
+    if (failed(getPlacementRankCount(model, "moe-cap-experts-per-rank")))
+      return signalPassFailure();
     ExpertProfile loads;
     if (!profile.empty()) {
       FailureOr<ExpertProfile> read = readExpertProfile(model, profile);

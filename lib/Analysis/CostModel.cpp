@@ -364,8 +364,9 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
 
   // What moe-plan-memory planned: the same activation arena and KV cache on
   // every rank, weights by placement.
-  auto memory = model->getAttrOfType<DictionaryAttr>("moe.memory");
-  auto peaks = model->getAttrOfType<DenseI64ArrayAttr>("moe.peak_bytes");
+  MoEDialect &moe = getMoEDialect(model.getContext());
+  DictionaryAttr memory = moe.getMemoryAttrHelper().getAttr(model);
+  DenseI64ArrayAttr peaks = moe.getPeakBytesAttrHelper().getAttr(model);
   if (memory && peaks && int64_t(peaks.size()) == cost.numRanks) {
     auto field = [&](StringRef name) -> int64_t {
       auto value = memory.getAs<IntegerAttr>(name);
@@ -380,7 +381,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       rank.weightBytes = std::max<int64_t>(0, peak - arena - kv);
     }
   }
-  if (auto streaming = model->getAttrOfType<DictionaryAttr>("moe.streaming")) {
+  if (DictionaryAttr streaming = moe.getStreamingAttrHelper().getAttr(model)) {
     auto field = [&](StringRef name) -> int64_t {
       auto value = streaming.getAs<IntegerAttr>(name);
       return value ? value.getInt() : 0;

@@ -66,6 +66,7 @@ std::optional<PlacementStrategy> mlir::moe::parsePlacement(StringRef text) {
 std::optional<EmitKind> mlir::moe::parseEmitKind(StringRef text) {
   return llvm::StringSwitch<std::optional<EmitKind>>(text)
       .Case("plan", EmitKind::Plan)
+      .Case("plan-text", EmitKind::PlanText)
       .Case("mlir", EmitKind::MLIR)
       .Case("report", EmitKind::Report)
       .Default(std::nullopt);

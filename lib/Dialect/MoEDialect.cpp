@@ -6,6 +6,7 @@
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -150,6 +151,148 @@ void RoutingAttr::print(AsmPrinter &printer) const {
   if (getDropTokens())
     printer << ", drop_tokens = true";
   printer << ">";
+}
+
+//===----------------------------------------------------------------------===//
+// Discardable attributes
+//===----------------------------------------------------------------------===//
+
+/// The attributes the passes leave on ops for later passes and the plan
+/// emitter (declared in MoEDialect.td): each on the op kind it belongs to,
+/// of its type and range. What they say about other ops (a slice's buffer
+/// among the model's buffers) is checked where they are read.
+LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
+                                                   NamedAttribute attr) {
+  StringAttr name = attr.getName();
+  Attribute value = attr.getValue();
+  auto error = [&]() {
+    return op->emitOpError() << "attribute '" << name.strref() << "' ";
+  };
+  auto nonNegativeFields = [&](ArrayRef<StringRef> fields) -> LogicalResult {
+    auto dict = dyn_cast<DictionaryAttr>(value);
+    if (!dict)
+      return error() << "must be a dictionary";
+    for (StringRef field : fields) {
+      auto v = dict.getAs<IntegerAttr>(field);
+      if (!v || v.getInt() < 0)
+        return error() << "needs a non-negative integer '" << field << "'";
+    }
+    if (dict.size() != fields.size())
+      return error() << "has " << dict.size() << " fields (expected "
+                     << llvm::join(fields, ", ") << ")";
+    return success();
+  };
+  auto on = [&](bool ok, StringRef what) -> LogicalResult {
+    if (ok)
+      return success();
+    return error() << "belongs on " << what;
+  };
+
+  if (name == getBuffersAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    auto list = dyn_cast<ArrayAttr>(value);
+    if (!list || !llvm::all_of(list, llvm::IsaPred<BufferAttr>))
+      return error() << "must be an array of #moe.buffer";
+    return success();
+  }
+  if (name == getSlicesAttrHelper().getName()) {
+    auto slices = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!slices || slices.size() != 3 * int64_t(op->getNumResults()))
+      return error() << "must hold (buffer, column, width) for each of the "
+                     << op->getNumResults() << " results";
+    for (int64_t i = 0; i < slices.size(); i += 3)
+      if (slices[i] < 0 || slices[i + 1] < 0 || slices[i + 2] < 1)
+        return error() << "has result " << i / 3 << " at buffer "
+                       << slices[i] << ", column " << slices[i + 1]
+                       << ", width " << slices[i + 2]
+                       << " (expected buffer, column >= 0 and width >= 1)";
+    return success();
+  }
+  if (name == getScratchAttrHelper().getName()) {
+    if (failed(on(isa<MLPOp>(op), "a moe.mlp")))
+      return failure();
+    auto scratch = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!scratch || scratch.empty() || scratch.size() > 2 ||
+        llvm::any_of(scratch.asArrayRef(), [](int64_t b) { return b < 0; }))
+      return error() << "must list one or two buffers (hidden, activated)";
+    return success();
+  }
+  if (name == getMemoryAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    return nonNegativeFields({"arena_bytes", "kv_cache_bytes", "max_seq_len",
+                              "max_tokens", "unplanned_bytes"});
+  }
+  if (name == getStreamingAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    return nonNegativeFields({"budget_bytes", "peak_bytes",
+                              "streamed_weight_bytes", "unstreamed_bytes"});
+  }
+  if (name == getPeakBytesAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    auto peak = dyn_cast<DenseI64ArrayAttr>(value);
+    if (!peak || peak.empty() ||
+        llvm::any_of(peak.asArrayRef(), [](int64_t b) { return b < 0; }))
+      return error() << "must list non-negative bytes per rank";
+    return success();
+  }
+  if (name == getOnDemandAttrHelper().getName()) {
+    if (failed(on(isa<ExpertsOp>(op), "a moe.experts")))
+      return failure();
+    if (!isa<UnitAttr>(value))
+      return error() << "must be a unit attribute";
+    return success();
+  }
+  if (name == getPrefetchDistanceAttrHelper().getName()) {
+    if (failed(on(isa<LayerOp>(op), "a moe.layer")))
+      return failure();
+    auto distance = dyn_cast<IntegerAttr>(value);
+    if (!distance || distance.getInt() < 0)
+      return error() << "must be a layer count >= 0";
+    return success();
+  }
+  if (name == getDecodeGraphAttrHelper().getName()) {
+    if (failed(on(isa<GraphOp>(op), "a moe.graph")))
+      return failure();
+    if (!isa<UnitAttr>(value))
+      return error() << "must be a unit attribute";
+    return success();
+  }
+  return op->emitOpError() << "has unknown moe attribute '" << name.strref()
+                           << "' (expected moe.buffers, moe.slices, "
+                              "moe.scratch, moe.memory, moe.peak_bytes, "
+                              "moe.streaming, moe.on_demand, "
+                              "moe.prefetch_distance or moe.decode_graph)";
+}
+
+//===----------------------------------------------------------------------===//
+// BufferAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult BufferAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 StringRef name, Type type, int64_t rowElems,
+                                 int64_t rowsPerToken, int64_t fixedRows,
+                                 int64_t offset, int64_t first, int64_t last) {
+  if (!type.isF32() && !type.isBF16() && !type.isF16() &&
+      !type.isInteger(32) && !type.isInteger(64))
+    return emitError() << "buffer '" << name << "' has type " << type
+                       << " (expected f32, bf16, f16, i32 or i64)";
+  if (rowElems < 1 || rowsPerToken < 0 || fixedRows < 0 ||
+      rowsPerToken + fixedRows < 1)
+    return emitError() << "buffer '" << name
+                       << "' has no rows or columns (expected row_elems >= 1 "
+                          "and rows_per_token + fixed_rows >= 1)";
+  if (offset < 0 || offset % 64)
+    return emitError() << "buffer '" << name << "' at offset " << offset
+                       << " (expected a non-negative multiple of 64)";
+  if (first < -1 || last < first || (first < 0) != (last < 0))
+    return emitError() << "buffer '" << name << "' lives from step " << first
+                       << " to " << last
+                       << " (expected 0 <= first <= last, or both -1)";
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

@@ -191,11 +191,10 @@ LogicalResult ModelOp::verifyRegions() {
         tiedHeads.push_back(head);
     } else if (auto experts = dyn_cast<ExpertsOp>(op)) {
       auto placement = experts.getPlacement();
-      if (placement && numGrids == 1 && grid.getShape().size() > 0 &&
-          !ShapedType::isDynamicShape(grid.getShape())) {
-        int64_t size = 1;
-        for (int64_t d : grid.getShape())
-          size *= d;
+      int64_t size = numGrids == 1 && grid.getShape().size() > 0
+                         ? getGridRankCount(grid.getShape())
+                         : -1;
+      if (placement && size > 0) {
         if (placement->getNumRanks() != size) {
           experts.emitOpError()
               << "placement spans " << placement->getNumRanks()
@@ -378,6 +377,8 @@ void LayerOp::print(OpAsmPrinter &p) {
   p.printRegion(getBody(), /*printEntryBlockArgs=*/false);
 }
 
+static LogicalResult verifyExpertsNeighbors(ExpertsOp experts);
+
 LogicalResult LayerOp::verifyRegions() {
   if (getIndex() < 0)
     return emitOpError() << "index must be >= 0 (got " << getIndex() << ")";
@@ -393,6 +394,9 @@ LogicalResult LayerOp::verifyRegions() {
     return yield.emitOpError() << "yields " << yield.getValue().getType()
                                << " (expected the layer's type " << getType()
                                << ")";
+  for (ExpertsOp experts : body.getOps<ExpertsOp>())
+    if (failed(verifyExpertsNeighbors(experts)))
+      return failure();
   return success();
 }
 
@@ -812,24 +816,32 @@ LogicalResult ExpertsOp::verify() {
     if (placement->getNumExperts() != numExperts)
       return emitOpError() << "placement lists " << placement->getNumExperts()
                            << " experts (expected " << numExperts << ")";
-  // The dispatch feeding this op (directly or through exchanges) must agree
-  // on how many slots each token has.
-  Value in = getInput();
+  return success();
+}
+
+/// What an moe.experts must agree on with the ops around it: the dispatch
+/// feeding it (directly or through exchanges) on the slots per token, and
+/// the exchanges on its input and output on the placement. Checked by the
+/// enclosing moe.layer (an op's verifier looks at that op only).
+static LogicalResult verifyExpertsNeighbors(ExpertsOp experts) {
+  Value in = experts.getInput();
   while (auto a2a = in.getDefiningOp<AllToAllOp>())
     in = a2a.getInput();
   if (auto dispatch = in.getDefiningOp<DispatchOp>())
-    if (dispatch.getTopK() != getTopK())
-      return emitOpError() << "has top_k " << getTopK()
-                           << " but its input was dispatched with top_k "
-                           << dispatch.getTopK();
+    if (dispatch.getTopK() != experts.getTopK())
+      return experts.emitOpError()
+             << "has top_k " << experts.getTopK()
+             << " but its input was dispatched with top_k "
+             << dispatch.getTopK();
   // The exchanges around the experts move rows by the experts' placement:
   // a layer has one (MoEOpInterface, LayerOp::setExpertPlacement).
+  PlacementAttr placement = experts.getPlacementAttr();
   auto checkExchange = [&](AllToAllOp x, StringRef side) -> LogicalResult {
-    if (x.getPlacementAttr() == getPlacementAttr())
+    if (x.getPlacementAttr() == placement)
       return success();
-    InFlightDiagnostic diag = emitOpError() << "placement ";
-    if (getPlacementAttr())
-      diag << getPlacementAttr();
+    InFlightDiagnostic diag = experts.emitOpError() << "placement ";
+    if (placement)
+      diag << placement;
     else
       diag << "(none)";
     return diag << " differs from the placement " << x.getPlacementAttr()
@@ -837,12 +849,12 @@ LogicalResult ExpertsOp::verify() {
                 << " (expected one placement for a layer's experts and "
                    "exchanges)";
   };
-  for (Value v = getInput(); auto x = v.getDefiningOp<AllToAllOp>();) {
+  for (Value v = experts.getInput(); auto x = v.getDefiningOp<AllToAllOp>();) {
     if (failed(checkExchange(x, "input")))
       return failure();
     v = x.getInput();
   }
-  SmallVector<Operation *> users(getResult().getUsers());
+  SmallVector<Operation *> users(experts.getResult().getUsers());
   while (!users.empty()) {
     auto x = dyn_cast<AllToAllOp>(users.pop_back_val());
     if (!x)
@@ -1023,10 +1035,7 @@ LogicalResult AllToAllOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
       return emitOpError() << "grid axis " << axis << " is out of range for "
                            << getGridAttr() << " with " << shape.size()
                            << " axes";
-  if (!ShapedType::isDynamicShape(shape)) {
-    int64_t size = 1;
-    for (int64_t d : shape)
-      size *= d;
+  if (int64_t size = getGridRankCount(shape); size > 0) {
     if (getPlacement().getNumRanks() != size)
       return emitOpError() << "placement spans "
                            << getPlacement().getNumRanks()
@@ -1053,3 +1062,37 @@ OpFoldResult AllToAllOp::fold(FoldAdaptor) {
 
 #define GET_OP_CLASSES
 #include "moe/MoEOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Device grids
+//===----------------------------------------------------------------------===//
+
+int64_t mlir::moe::getGridRankCount(ArrayRef<int64_t> shape) {
+  int64_t ranks = 1;
+  for (int64_t d : shape)
+    if (d <= 0 || __builtin_mul_overflow(ranks, d, &ranks))
+      return -1;
+  return ranks;
+}
+
+int64_t mlir::moe::getGridRankCount(ModelOp model) {
+  auto grids = model.getBodyBlock().getOps<shard::GridOp>();
+  if (grids.empty())
+    return 1;
+  return getGridRankCount((*grids.begin()).getShape());
+}
+
+FailureOr<int64_t> mlir::moe::getPlacementRankCount(ModelOp model,
+                                                    StringRef pass) {
+  auto grids = model.getBodyBlock().getOps<shard::GridOp>();
+  if (grids.empty())
+    return 1;
+  shard::GridOp grid = *grids.begin();
+  // The grid may come from user IR: static, and small enough to place on.
+  int64_t ranks = getGridRankCount(grid.getShape());
+  if (ranks < 1 || ranks > (int64_t(1) << 16))
+    return grid.emitError() << pass << ": device grid of shape ["
+                            << grid.getShape()
+                            << "] (expected static sizes, at most 65536 ranks)";
+  return ranks;
+}

@@ -1,9 +1,12 @@
 //===- EmitPlan.cpp - Writing the FlatBuffers plan -------------------------===//
 //
-// Serializes a lowered Program as runtime/schema/plan.fbs: the weight table,
-// one program per rank (the same buffers and steps; each rank lists only the
-// experts placed on it and its own collective groups), the expert placement
-// and the model metadata the runtime needs (vocab, max positions, eos ids).
+// Stage 3 of Program.h, and the only file of the compiler that knows the
+// FlatBuffers types: reads the storage moe-plan-memory recorded, lowers the
+// graph to Step descriptions and serializes them as runtime/schema/plan.fbs:
+// the weight table, one program per rank (the same buffers and steps; each
+// rank lists only the experts placed on it, its own collective groups and
+// the streamed weights it holds), the expert placement and the model
+// metadata the runtime needs (vocab, max positions, eos ids).
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +17,9 @@
 #include "moert/plan_generated.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/Debug.h"
+
+#define DEBUG_TYPE "moe-emit-plan"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -34,6 +40,22 @@ static fb::Init toFb(InitKind init) {
   return fb::Init::Normal;
 }
 
+static fb::ActKind toFb(Activation act) {
+  switch (act) {
+  case Activation::Gelu:
+    return fb::ActKind::Gelu;
+  case Activation::GeluTanh:
+    return fb::ActKind::GeluTanh;
+  case Activation::Relu:
+    return fb::ActKind::Relu;
+  case Activation::Silu:
+    return fb::ActKind::Silu;
+  }
+  llvm_unreachable("unknown activation");
+}
+
+static fb::Stream toFb(Stream s) { return fb::Stream(uint8_t(s)); }
+
 FailureOr<ModelOp> mlir::moe::plan::getSingleModel(ModuleOp module) {
   auto models = module.getOps<ModelOp>();
   if (models.empty())
@@ -43,15 +65,201 @@ FailureOr<ModelOp> mlir::moe::plan::getSingleModel(ModuleOp module) {
   return *models.begin();
 }
 
+namespace {
+
+/// Serializes the steps of one rank. Steps that do nothing on a rank (a
+/// collective over a group of one, a prefetch of weights it does not hold)
+/// are left out.
+struct StepSerializer {
+  flatbuffers::FlatBufferBuilder &fbb;
+  const Program &program;
+  int32_t rank, numRanks;
+
+  using Result = std::pair<fb::Op, flatbuffers::Offset<void>>;
+  template <typename T>
+  static Result make(fb::Op type, flatbuffers::Offset<T> table) {
+    return {type, table.Union()};
+  }
+  static Result skip() { return {fb::Op::NONE, 0}; }
+
+  Result operator()(const EmbeddingStep &s) {
+    return make(fb::Op::Embedding,
+                fb::CreateEmbedding(fbb, s.weight, s.out, s.scale));
+  }
+  Result operator()(const PositionEmbeddingStep &s) {
+    return make(fb::Op::PositionEmbedding,
+                fb::CreatePositionEmbedding(fbb, s.weight, s.buf));
+  }
+  Result operator()(const NormStep &s) {
+    fb::NormKind kind = s.kind == NormKind::LayerNorm ? fb::NormKind::LayerNorm
+                                                      : fb::NormKind::RMSNorm;
+    return make(fb::Op::Norm,
+                fb::CreateNorm(fbb, kind, s.in, s.out, s.weight, s.bias, s.eps,
+                               s.groupSize, s.weightOffset, s.col, s.cols));
+  }
+  Result operator()(const LinearStep &s) {
+    return make(fb::Op::Linear,
+                fb::CreateLinear(fbb, s.in, s.out, s.weight, s.bias,
+                                 s.transposed, /*accumulate=*/false, s.col));
+  }
+  Result operator()(const RopeStep &s) {
+    fb::RopeStyle style = s.style == RopeStyle::NeoX
+                              ? fb::RopeStyle::NeoX
+                              : fb::RopeStyle::Interleaved;
+    return make(fb::Op::Rope,
+                fb::CreateRope(fbb, s.buf, s.col, s.heads, s.headDim,
+                               s.rotaryDim, s.theta, style));
+  }
+  Result operator()(const AttentionStep &s) {
+    return make(fb::Op::Attention,
+                fb::CreateAttention(fbb, s.qkv, s.qCol, s.kCol, s.vCol, s.out,
+                                    s.cache, s.heads, s.kvHeads, s.headDim,
+                                    s.scale, s.window));
+  }
+  Result operator()(const ActivationStep &s) {
+    return make(fb::Op::Activation,
+                fb::CreateActivation(fbb, s.in, s.out, toFb(s.act), s.gated,
+                                     s.width));
+  }
+  Result operator()(const AddStep &s) {
+    return make(fb::Op::Add, fb::CreateAdd(fbb, s.lhs, s.rhs, s.out));
+  }
+  Result operator()(const GateStep &s) {
+    fb::ScoreFn score = s.score == ScoreFn::Softmax ? fb::ScoreFn::Softmax
+                                                    : fb::ScoreFn::Sigmoid;
+    return make(fb::Op::Gate,
+                fb::CreateGate(fbb, s.in, s.numExperts, s.topK, score,
+                               s.scoreBeforeTopK, s.normTopK, s.capacityFactor,
+                               s.minCapacity, s.dropTokens, s.slotExpert,
+                               s.slotWeight, s.offsets, s.sorted));
+  }
+  Result operator()(const ExpertsStep &s) {
+    // The experts this rank holds a copy of (all when unplaced), with the
+    // copy's index among the expert's copies.
+    std::vector<flatbuffers::Offset<fb::ExpertWeights>> local;
+    for (auto [id, r] : llvm::enumerate(s.experts)) {
+      if (r.copies.empty()) {
+        local.push_back(fb::CreateExpertWeights(
+            fbb, int(id), r.gate, r.up, r.down, r.upBias, r.downBias));
+        continue;
+      }
+      auto it = llvm::find(r.copies, int64_t(rank));
+      if (it != r.copies.end())
+        local.push_back(fb::CreateExpertWeights(
+            fbb, int(id), r.gate, r.up, r.down, r.upBias, r.downBias,
+            int(it - r.copies.begin()), int(r.copies.size())));
+    }
+    auto list = fbb.CreateVector(local);
+    return make(fb::Op::Experts,
+                fb::CreateExperts(fbb, s.in, s.sorted, s.offsets, s.out,
+                                  s.topK, s.intermediate, toFb(s.act), s.gated,
+                                  list, s.onDemand));
+  }
+  Result operator()(const CombineStep &s) {
+    return make(fb::Op::Combine, fb::CreateCombine(fbb, s.slots, s.slotWeight,
+                                                   s.out, s.topK));
+  }
+  Result operator()(const SigmoidGateStep &s) {
+    return make(fb::Op::SigmoidGate,
+                fb::CreateSigmoidGate(fbb, s.gateLogit, s.buf));
+  }
+  Result operator()(const ResidualMixStep &s) {
+    return make(fb::Op::ResidualMix,
+                fb::CreateResidualMix(fbb, s.moe, s.mlp, s.coefLogits, s.out));
+  }
+  Result operator()(const LogitsStep &s) {
+    return make(fb::Op::Logits,
+                fb::CreateLogits(fbb, s.in, s.weight, s.bias, s.out));
+  }
+  Result operator()(const CollectiveStep &s) {
+    std::vector<int32_t> group = s.groupOf(rank, numRanks);
+    if (group.size() <= 1)
+      return skip();
+    auto groupVec = fbb.CreateVector(group);
+    auto level = fbb.CreateString(s.level);
+    return make(fb::Op::Collective,
+                fb::CreateCollective(fbb, fb::CollectiveKind::AllReduceSum,
+                                     s.buf, -1, groupVec, level));
+  }
+  std::vector<int32_t> mine(const std::vector<int32_t> &weights) {
+    std::vector<int32_t> list;
+    for (int32_t w : weights)
+      if (program.weights[w].onRank(rank))
+        list.push_back(w);
+    return list;
+  }
+  Result operator()(const PrefetchStep &s) {
+    std::vector<int32_t> list = mine(s.weights);
+    if (list.empty())
+      return skip();
+    auto vec = fbb.CreateVector(list);
+    return make(fb::Op::Prefetch, fb::CreatePrefetch(fbb, vec));
+  }
+  Result operator()(const EvictStep &s) {
+    std::vector<int32_t> list = mine(s.weights);
+    if (list.empty())
+      return skip();
+    auto vec = fbb.CreateVector(list);
+    return make(fb::Op::Evict, fb::CreateEvict(fbb, vec));
+  }
+};
+
+} // namespace
+
+/// The plan is only as good as the storage moe-plan-memory recorded: a pass
+/// that reordered or rewrote ops after it would make buffers whose live
+/// ranges now overlap share bytes. The steps say which buffers they touch,
+/// so check the recorded live ranges against them.
+static LogicalResult checkLiveRanges(ModelOp model, const Program &program) {
+  std::vector<std::pair<int64_t, int64_t>> live(program.buffers.size(),
+                                                {-1, -1});
+  int64_t index = 0;
+  for (const Step &s : program.steps) {
+    if (s.reads.empty() && s.writes.empty())
+      continue; // weight streaming: no activations
+    for (int b : llvm::concat<const int>(s.reads, s.writes)) {
+      if (live[b].first < 0)
+        live[b].first = index;
+      live[b].second = index;
+    }
+    ++index;
+  }
+  for (auto [b, range] : llvm::enumerate(live)) {
+    const Buffer &buf = program.buffers[b];
+    if (range.first != buf.firstStep || range.second != buf.lastStep)
+      return model.emitOpError("moe.buffers is stale: buffer '")
+             << buf.name << "' is used by steps " << range.first << ".."
+             << range.second << " but was planned for " << buf.firstStep
+             << ".." << buf.lastStep
+             << " (run moe-plan-memory after the last pass that changes the "
+                "graph)";
+  }
+  return success();
+}
+
 LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options,
-                            llvm::raw_ostream &os) {
+                                  llvm::raw_ostream &os) {
   FailureOr<ModelOp> model = getSingleModel(module);
   if (failed(model))
     return failure();
-  Program program;
-  if (failed(buildProgram(*model, options, program)))
+  // A custom --pipeline may leave out moe-plan-memory: plan the storage here
+  // then, as the pass would.
+  if (!getMoEDialect(module.getContext())
+           .getBuffersAttrHelper()
+           .isAttrPresent(*model)) {
+    FailureOr<Storage> storage = analyzeStorage(*model, options);
+    if (failed(storage))
+      return failure();
+    writeStorage(*model, *storage);
+  }
+  FailureOr<Storage> storage = readStorage(*model);
+  if (failed(storage))
     return failure();
-  planMemory(program);
+  FailureOr<Program> lowered =
+      lowerToProgram(*model, options, std::move(*storage));
+  if (failed(lowered) || failed(checkLiveRanges(*model, *lowered)))
+    return failure();
+  const Program &program = *lowered;
 
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
 
@@ -68,14 +276,12 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
   auto weightVec = fbb.CreateVector(weights);
 
   std::vector<std::vector<int>> deps = crossStreamDependencies(program);
-  RankInfo info;
-  info.numRanks = int32_t(options.devices);
-  info.gpusPerNode = int32_t(options.gpusPerNode);
+  int32_t numRanks = int32_t(options.devices);
+  int32_t gpusPerNode = int32_t(options.gpusPerNode);
   std::vector<flatbuffers::Offset<fb::RankProgram>> ranks;
-  for (int32_t r = 0; r < info.numRanks; ++r) {
-    info.rank = r;
+  for (int32_t r = 0; r < numRanks; ++r) {
     std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
-    for (const plan::Buffer &b : program.buffers)
+    for (const Buffer &b : program.buffers)
       buffers.push_back(fb::CreateBuffer(
           fbb, fbb.CreateString(b.name), toFb(b.type), b.rowElems,
           b.rowsPerToken, b.fixedRows, b.maxRows(program.maxTokens),
@@ -84,26 +290,29 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     for (const KVCache &c : program.kvCaches)
       caches.push_back(fb::CreateKVCache(fbb, int(c.layer), int(c.numKVHeads),
                                          int(c.headDim), fb::DType::F32));
-    // Steps a rank skips (a collective over a group of one, a prefetch of
-    // weights it does not hold) drop out of its list and of its waits.
+    // Steps a rank skips drop out of its list and of its waits.
+    StepSerializer serializer{fbb, program, r, numRanks};
     std::vector<flatbuffers::Offset<fb::Step>> steps;
     std::vector<int32_t> rankIndex(program.steps.size(), -1);
     for (auto [i, s] : llvm::enumerate(program.steps)) {
-      Waits waits;
+      auto [type, table] = std::visit(serializer, s.op);
+      if (type == fb::Op::NONE)
+        continue;
+      std::vector<int32_t> waits;
       for (int j : deps[i])
         if (rankIndex[j] >= 0)
           waits.push_back(rankIndex[j]);
-      if (uint32_t off = s.build(fbb, info, waits)) {
-        rankIndex[i] = int32_t(steps.size());
-        steps.push_back(flatbuffers::Offset<fb::Step>(off));
-      }
+      auto waitVec = waits.empty() ? 0 : fbb.CreateVector(waits);
+      rankIndex[i] = int32_t(steps.size());
+      steps.push_back(fb::CreateStep(fbb, type, table, fbb.CreateString(s.name),
+                                     s.layer, toFb(s.stream), waitVec));
     }
     auto bufVec = fbb.CreateVector(buffers);
     auto cacheVec = fbb.CreateVector(caches);
     auto stepVec = fbb.CreateVector(steps);
     ranks.push_back(fb::CreateRankProgram(
-        fbb, r, r / info.gpusPerNode, r % info.gpusPerNode, program.arenaBytes,
-        bufVec, cacheVec, stepVec, weightBytesOnRank(program, r)));
+        fbb, r, r / gpusPerNode, r % gpusPerNode, program.arenaBytes, bufVec,
+        cacheVec, stepVec, weightBytesOnRank(program.weights, r)));
   }
   auto rankVec = fbb.CreateVector(ranks);
 
@@ -126,7 +335,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
 
   std::vector<int64_t> eos(model->getEosTokenIds().begin(),
                            model->getEosTokenIds().end());
-  auto info_ = fb::CreateModelInfo(
+  auto info = fb::CreateModelInfo(
       fbb, fbb.CreateString(model->getSymName().str()),
       fbb.CreateString(model->getArchitecture().str()),
       model->getVocabSize(), model->getHiddenSize(),
@@ -138,7 +347,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
                                                             : fb::DType::F16;
   auto root = fb::CreatePlan(
       fbb, moert::kPlanVersionMajor, moert::kPlanVersionMinor,
-      fbb.CreateString(producer), info_,
+      fbb.CreateString(producer), info,
       options.target == Target::CUDA ? fb::Target::CUDA : fb::Target::CPU,
       compute, int(options.devices), int(options.gpusPerNode),
       int(options.maxBatch), program.maxTokens, program.maxSeqLen,

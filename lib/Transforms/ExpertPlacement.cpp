@@ -118,17 +118,11 @@ struct MoEExpertPlacementPass
     if (grids.empty())
       return; // one rank: every expert everywhere
     shard::GridOp grid = *grids.begin();
-    // The grid may come from user IR: static, and small enough to place on.
-    int64_t numRanks = 1;
-    for (int64_t d : grid.getShape()) {
-      if (d <= 0 || d > (int64_t(1) << 16) || numRanks * d > (int64_t(1) << 16)) {
-        grid.emitError() << "moe-expert-placement: device grid of shape ["
-                         << grid.getShape()
-                         << "] (expected static sizes, at most 65536 ranks)";
-        return signalPassFailure();
-      }
-      numRanks *= d;
-    }
+    FailureOr<int64_t> ranks =
+        getPlacementRankCount(model, "moe-expert-placement");
+    if (failed(ranks))
+      return signalPassFailure();
+    int64_t numRanks = *ranks;
     ExpertProfile loads;
     if (!profile.empty()) {
       FailureOr<ExpertProfile> read = readExpertProfile(model, profile);

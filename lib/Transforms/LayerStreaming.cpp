@@ -6,7 +6,8 @@
 // of its weights, so experts go first, largest layers first; dense layers
 // follow only if that is not enough. The plan lowering turns the decisions
 // into Prefetch/Evict steps on the streaming stream and on-demand Experts
-// steps.
+// steps. The activations come from moe-plan-memory's record (moe.memory),
+// which runs before this pass: what streams changes no buffer.
 //
 //===----------------------------------------------------------------------===//
 
@@ -51,32 +52,32 @@ void MoELayerStreamingPass::runOnOperation() {
   if (memoryBudget == 0)
     return;
   ModelOp model = getOperation();
-  CompileOptions options;
-  options.maxSeqLen = maxSeqLen;
   std::optional<ComputeDType> computeType = parseComputeDType(dtype);
   if (!computeType) {
     model.emitError() << "moe-layer-streaming: dtype '" << dtype
                       << "' is not supported (expected f32, bf16 or f16)";
     return signalPassFailure();
   }
-  options.dtype = *computeType;
-  for (auto grid : model.getBodyBlock().getOps<shard::GridOp>()) {
-    options.devices = 1;
-    for (int64_t d : grid.getShape())
-      options.devices *= d;
-    options.gpusPerNode = grid.getShape().back();
+  int64_t ranks = getGridRankCount(model);
+  if (ranks < 1) {
+    model.emitError("moe-layer-streaming: the device grid must have static, "
+                    "positive sizes");
+    return signalPassFailure();
   }
   if (lookahead < 0) {
     model.emitError("moe-layer-streaming: lookahead must be >= 0");
     return signalPassFailure();
   }
 
-  plan::Program program;
-  if (failed(plan::buildProgram(model, options, program)))
+  // The activations as moe-plan-memory planned them (it runs first: neither
+  // the arena nor the KV caches depend on what streams).
+  FailureOr<uint64_t> activations = plan::recordedActivationBytes(model);
+  if (failed(activations))
     return signalPassFailure();
-  plan::planMemory(program);
-  int64_t ranks = options.devices;
-  uint64_t activations = program.arenaBytes + plan::kvCacheBytes(program);
+  FailureOr<std::vector<plan::Weight>> weightTable =
+      plan::buildWeightTable(model, *computeType);
+  if (failed(weightTable))
+    return signalPassFailure();
 
   // Weight index of every param, in declaration order (as the plan numbers
   // them), and the bytes each rank holds of it.
@@ -84,10 +85,8 @@ void MoELayerStreamingPass::runOnOperation() {
   for (ParamOp param : model.getBodyBlock().getOps<ParamOp>())
     paramIndex[param.getSymNameAttr()] = int(paramIndex.size());
   auto bytesOn = [&](int w, int64_t rank) -> uint64_t {
-    const plan::Weight &weight = program.weights[w];
-    return weight.ranks.empty() || llvm::is_contained(weight.ranks, rank)
-               ? weight.bytes()
-               : 0;
+    const plan::Weight &weight = (*weightTable)[w];
+    return weight.onRank(int32_t(rank)) ? weight.bytes() : 0;
   };
 
   SmallVector<uint64_t> global(ranks, 0);
@@ -126,7 +125,7 @@ void MoELayerStreamingPass::runOnOperation() {
     });
     layers.push_back(std::move(lb));
   });
-  for (int w = 0; w < int(program.weights.size()); ++w)
+  for (int w = 0; w < int(weightTable->size()); ++w)
     if (!inLayers.contains(w))
       for (int64_t r = 0; r < ranks; ++r)
         global[r] += bytesOn(w, r);
@@ -136,7 +135,7 @@ void MoELayerStreamingPass::runOnOperation() {
   // activations, a cache for two on-demand experts and room for lookahead+1
   // streamed layers in flight.
   auto need = [&](int64_t r) {
-    uint64_t total = global[r] + activations, cache = 0, inFlight = 0;
+    uint64_t total = global[r] + *activations, cache = 0, inFlight = 0;
     for (auto [i, lb] : llvm::enumerate(layers)) {
       if (!onDemand[i])
         total += lb.expert[r];
@@ -196,22 +195,24 @@ void MoELayerStreamingPass::runOnOperation() {
   }
 
   Builder b(&getContext());
+  MoEDialect &moe = getMoEDialect(&getContext());
   uint64_t streamedBytes = 0;
   for (auto [i, lb] : llvm::enumerate(layers)) {
     if (onDemand[i]) {
-      lb.experts->setAttr("moe.on_demand", b.getUnitAttr());
+      moe.getOnDemandAttrHelper().setAttr(lb.experts, b.getUnitAttr());
       streamedBytes += maxOverRanks(lb.expert);
     }
     if (streamed[i]) {
-      lb.layer->setAttr("moe.prefetch_distance", b.getI64IntegerAttr(lookahead));
+      moe.getPrefetchDistanceAttrHelper().setAttr(
+          lb.layer, b.getI64IntegerAttr(lookahead));
       streamedBytes += maxOverRanks(lb.dense);
     }
     LLVM_DEBUG(llvm::dbgs() << "layer " << lb.layer.getIndex()
                             << (onDemand[i] ? " experts on demand" : "")
                             << (streamed[i] ? " dense streamed" : "") << "\n");
   }
-  model->setAttr("moe.streaming",
-                 b.getDictionaryAttr(
+  moe.getStreamingAttrHelper().setAttr(
+      model, b.getDictionaryAttr(
                      {b.getNamedAttr("budget_bytes",
                                      b.getI64IntegerAttr(memoryBudget)),
                       b.getNamedAttr("unstreamed_bytes", b.getI64IntegerAttr(all)),

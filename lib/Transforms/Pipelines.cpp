@@ -3,7 +3,8 @@
 // The default pipeline of moe-compile (IREE-style: a function building it
 // from the compile options plus a registration for moe-opt). Canonicalize +
 // CSE run before the MoE passes and again before memory planning so the plan
-// is made from the final IR.
+// is made from the final IR; nothing after moe-plan-memory changes the graph
+// (the emitter checks that the recorded live ranges still hold).
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,6 +18,9 @@ using namespace mlir;
 using namespace mlir::moe;
 
 void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options) {
+  // The input contract first (IREE's VerifyInputLegality): a clear error at
+  // the op instead of one deep inside a later pass.
+  pm.addNestedPass<ModelOp>(createMoEVerifyInputLegalityPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   OpPassManager &model = pm.nest<ModelOp>();
@@ -29,20 +33,25 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   model.addPass(createMoEExpertPlacementPass(placement));
   model.addPass(createMoECommHierarchyPass());
 
-  MoELayerStreamingPassOptions streaming;
-  streaming.memoryBudget = options.memoryBudget;
-  streaming.maxSeqLen = options.maxSeqLen;
-  streaming.dtype = stringifyComputeDType(options.dtype).str();
-  model.addPass(createMoELayerStreamingPass(streaming));
-
   model.addPass(createMoESchedulePass());
   model.addPass(createCanonicalizerPass());
   model.addPass(createCSEPass());
 
+  MoEVerifyInputLegalityPassOptions legality;
+  legality.beforeLowering = true;
+  model.addPass(createMoEVerifyInputLegalityPass(legality));
+
+  // The storage analysis runs once, on the final graph; layer streaming
+  // reads the activation bytes it recorded and only adds attributes.
   MoEPlanMemoryPassOptions memory;
   memory.maxSeqLen = options.maxSeqLen;
   memory.dtype = stringifyComputeDType(options.dtype).str();
   model.addPass(createMoEPlanMemoryPass(memory));
+
+  MoELayerStreamingPassOptions streaming;
+  streaming.memoryBudget = options.memoryBudget;
+  streaming.dtype = stringifyComputeDType(options.dtype).str();
+  model.addPass(createMoELayerStreamingPass(streaming));
 }
 
 void moe::registerMoEPipelines() {

@@ -1,8 +1,10 @@
 //===- PlanMemory.cpp - Activation memory planning ------------------------===//
 //
-// Runs the plan lowering's buffer assignment and arena planning
-// (lib/Plan/Program.cpp) and records the result in the IR, so the memory a
-// plan will need is visible in --emit=mlir, in reports and in tests.
+// Runs the plan lowering's storage analysis (lib/Plan/Storage.cpp: buffer
+// assignment, in-place reuse, q/k/v packing, arena offsets) once and records
+// it in the IR, where the plan emitter and moe-layer-streaming read it and
+// reports and tests see it: `moe.buffers`, `moe.slices`, `moe.scratch`,
+// `moe.memory` and `moe.peak_bytes` (per rank: weights + arena + KV cache).
 //
 //===----------------------------------------------------------------------===//
 
@@ -37,54 +39,30 @@ struct MoEPlanMemoryPass : mlir::moe::impl::MoEPlanMemoryPassBase<MoEPlanMemoryP
       return signalPassFailure();
     }
     options.dtype = *computeType;
-    for (auto grid : model.getBodyBlock().getOps<shard::GridOp>()) {
-      ArrayRef<int64_t> shape = grid.getShape();
-      options.devices = 1;
-      for (int64_t d : shape)
-        options.devices *= d;
-      options.gpusPerNode = shape.back();
-    }
-
-    plan::Program program;
-    if (failed(plan::buildProgram(model, options, program)))
+    int64_t ranks = getGridRankCount(model);
+    if (ranks < 1) {
+      model.emitError("moe-plan-memory: the device grid must have static, "
+                      "positive sizes");
       return signalPassFailure();
-    plan::planMemory(program);
+    }
+    options.devices = ranks;
 
-    Builder b(&getContext());
-    // Byte offset in the arena of each activation result.
-    llvm::DenseMap<Operation *, SmallVector<int64_t>> offsets;
-    model.walk([&](Operation *op) {
-      if (op->getNumResults() == 0 || isa<WeightOp, LayerOp>(op))
-        return;
-      SmallVector<int64_t> resultOffsets;
-      for (Value result : op->getResults()) {
-        auto it = program.regions.find(result);
-        if (it == program.regions.end())
-          return;
-        const plan::Buffer &buf = program.buffers[it->second.buffer];
-        int64_t elem = buf.type == plan::ElemType::F32 ||
-                               buf.type == plan::ElemType::I32
-                           ? 4
-                           : 2;
-        resultOffsets.push_back(int64_t(buf.offset) + it->second.col * elem);
-      }
-      op->setAttr("moe.arena_offsets", b.getDenseI64ArrayAttr(resultOffsets));
-    });
+    FailureOr<std::vector<plan::Weight>> weights =
+        plan::buildWeightTable(model, options.dtype);
+    if (failed(weights))
+      return signalPassFailure();
+    FailureOr<plan::Storage> storage = plan::analyzeStorage(model, options);
+    if (failed(storage))
+      return signalPassFailure();
+    plan::writeStorage(model, *storage);
 
-    uint64_t kv = plan::kvCacheBytes(program);
-    SmallVector<NamedAttribute> memory = {
-        b.getNamedAttr("arena_bytes", b.getI64IntegerAttr(program.arenaBytes)),
-        b.getNamedAttr("unplanned_bytes",
-                       b.getI64IntegerAttr(program.unplannedBytes)),
-        b.getNamedAttr("kv_cache_bytes", b.getI64IntegerAttr(kv)),
-        b.getNamedAttr("max_tokens", b.getI64IntegerAttr(program.maxTokens)),
-        b.getNamedAttr("max_seq_len", b.getI64IntegerAttr(program.maxSeqLen))};
-    model->setAttr("moe.memory", b.getDictionaryAttr(memory));
     SmallVector<int64_t> peak;
     for (int32_t r = 0; r < int32_t(options.devices); ++r)
-      peak.push_back(int64_t(plan::weightBytesOnRank(program, r) +
-                             program.arenaBytes + kv));
-    model->setAttr("moe.peak_bytes", b.getDenseI64ArrayAttr(peak));
+      peak.push_back(int64_t(plan::weightBytesOnRank(*weights, r) +
+                             storage->arenaBytes + storage->kvCacheBytes));
+    getMoEDialect(&getContext())
+        .getPeakBytesAttrHelper()
+        .setAttr(model, Builder(&getContext()).getDenseI64ArrayAttr(peak));
   }
 };
 

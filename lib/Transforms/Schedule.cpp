@@ -89,7 +89,9 @@ struct MoESchedulePass : mlir::moe::impl::MoESchedulePassBase<MoESchedulePass> {
                               << "\n");
     }
     if (GraphOp graph = getOperation().getGraph())
-      graph->setAttr("moe.decode_graph", UnitAttr::get(&getContext()));
+      getMoEDialect(&getContext())
+          .getDecodeGraphAttrHelper()
+          .setAttr(graph, UnitAttr::get(&getContext()));
   }
 };
 

@@ -685,8 +685,8 @@ void RankValidator::run() {
       for (int32_t w : *s->waits())
         if (w < 0 || w >= int32_t(i))
           err("waits on step {} (expected an earlier step)", w);
-    if (s->stream() < 0 || s->stream() > 15)
-      err("stream {} (expected 0..15)", s->stream());
+    if (s->stream() > plan::Stream::MAX)
+      err("stream {} (expected 0 compute, 1 communication or 2 weights)", int(s->stream()));
     validateStep(*s);
   }
   step_ = -1;

@@ -1076,11 +1076,28 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u:
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  %dx = moe.dispatch %x, %s top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
-  // expected-error@+1 {{'moe.experts' op has top_k 1 but its input was dispatched with top_k 2}}
-  %y = moe.experts %dx, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
-  return
+// The enclosing moe.layer checks that experts agree with the ops around
+// them (the moe.experts verifier looks at its own op only).
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x4xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %s = "test.slots"() : () -> tensor<?xi32>
+      %u = moe.weight @u : tensor<8x4xf32>
+      %d = moe.weight @d : tensor<4x8xf32>
+      %dx = moe.dispatch %h, %s top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
+      // expected-error@+1 {{'moe.experts' op has top_k 1 but its input was dispatched with top_k 2}}
+      %e = moe.experts %dx, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      moe.yield %e : tensor<?x4xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
 }
 
 // -----
@@ -1214,18 +1231,218 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
-  %in = moe.all_to_all dispatch %x, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
-  // expected-error@+1 {{'moe.experts' op placement #moe.placement<ranks = 2, experts = [1, 0]> differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its input (expected one placement for a layer's experts and exchanges)}}
-  %y = moe.experts %in, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 2)
+  moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x4xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %s = "test.slots"() : () -> tensor<?xi32>
+      %u = moe.weight @u : tensor<8x4xf32>
+      %d = moe.weight @d : tensor<4x8xf32>
+      %in = moe.all_to_all dispatch %h, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+      // expected-error@+1 {{'moe.experts' op placement #moe.placement<ranks = 2, experts = [1, 0]> differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its input (expected one placement for a layer's experts and exchanges)}}
+      %e = moe.experts %in, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      moe.yield %e : tensor<?x4xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
+  shard.grid @devices(shape = 2)
+  moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x4xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
+      %off = "test.offsets"() : () -> tensor<3xi32>
+      %s = "test.slots"() : () -> tensor<?xi32>
+      %u = moe.weight @u : tensor<8x4xf32>
+      %d = moe.weight @d : tensor<4x8xf32>
+      // expected-error@+1 {{'moe.experts' op placement (none) differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its output (expected one placement for a layer's experts and exchanges)}}
+      %e = moe.experts %h, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      %a = moe.all_to_all combine %e, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+      moe.yield %a : tensor<?x4xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// The dialect attributes the passes record are verified where they appear.
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.on_demand' belongs on a moe.experts}}
+  %y = moe.add %x, %x {moe.on_demand} : tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
-  // expected-error@+1 {{'moe.experts' op placement (none) differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its output (expected one placement for a layer's experts and exchanges)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
-  %a = moe.all_to_all combine %y, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.slices' must hold (buffer, column, width) for each of the 1 results}}
+  %y = moe.add %x, %x {moe.slices = array<i64: 0, 0>} : tensor<?x4xf32>
   return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.slices' has result 0 at buffer 1, column 4, width 0 (expected buffer, column >= 0 and width >= 1)}}
+  %y = moe.add %x, %x {moe.slices = array<i64: 1, 4, 0>} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op has unknown moe attribute 'moe.arena_offsets' (expected moe.buffers, moe.slices, moe.scratch, moe.memory, moe.peak_bytes, moe.streaming, moe.on_demand, moe.prefetch_distance or moe.decode_graph)}}
+  %y = moe.add %x, %x {moe.arena_offsets = array<i64: 0>} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+// expected-error@+1 {{'func.func' op attribute 'moe.memory' belongs on a moe.model}}
+func.func @f() attributes {moe.memory = {arena_bytes = 0 : i64}} {
+  return
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.memory' needs a non-negative integer 'kv_cache_bytes'}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.memory = {arena_bytes = 64 : i64}} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.peak_bytes' must list non-negative bytes per rank}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.peak_bytes = array<i64: -1>} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.buffers' must be an array of #moe.buffer}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.buffers = [1 : i64]} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{buffer 'b' at offset 32 (expected a non-negative multiple of 64)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.buffers = [#moe.buffer<name = "b", type = f32, row_elems = 4, rows_per_token = 1, fixed_rows = 0, offset = 32, first = 0, last = 1>]} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{buffer 'b' has type 'f64' (expected f32, bf16, f16, i32 or i64)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.buffers = [#moe.buffer<name = "b", type = f64, row_elems = 4, rows_per_token = 1, fixed_rows = 0, offset = 0, first = 0, last = 1>]} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+// expected-error@+1 {{'moe.model' op attribute 'moe.streaming' has 5 fields (expected budget_bytes, peak_bytes, streamed_weight_bytes, unstreamed_bytes)}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8, moe.streaming = {budget_bytes = 1 : i64, peak_bytes = 1 : i64, streamed_weight_bytes = 0 : i64, unstreamed_bytes = 2 : i64, extra = 0 : i64}} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    // expected-error@+1 {{'moe.layer' op attribute 'moe.prefetch_distance' must be a layer count >= 0}}
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> attributes {moe.prefetch_distance = -1 : i64} {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 1, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.graph' op attribute 'moe.decode_graph' must be a unit attribute}}
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> attributes {moe.decode_graph = 1 : i64} {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
+      moe.yield %h : tensor<?x2xf32>
+    }
+    %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
 }

@@ -2,30 +2,34 @@
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-plan-memory{max-seq-len=16}))' | FileCheck %s --check-prefix=MOE
 // RUN: not moe-opt %s --split-input-file --pass-pipeline='builtin.module(moe.model(moe-plan-memory{dtype=f64}))' 2>&1 | FileCheck %s --check-prefix=BADDTYPE
 
-// An attention layer: q, k and v are packed into one buffer (q at columns
-// 0-15, k at 16-23, v at 24-31 of 32 f32 columns: byte offsets +0, +64, +96),
-// RoPE and the q norm run in place on their columns, the output projection
-// reuses the dead q/k/v bytes and the residual add overwrites the dying
-// residual stream.
+// An attention layer: q, k and v are packed into one buffer (buffer 2: q at
+// columns 0-15, k at 16-23, v at 24-31 of 32 f32 columns), RoPE and the q
+// norm run in place on their columns, the output projection's buffer reuses
+// the bytes of the dead q/k/v buffer and the residual add overwrites the
+// dying residual stream (buffer 0).
 // CHECK-LABEL: moe.model @attn attributes
+// CHECK-SAME: moe.buffers = [#moe.buffer<name = "embedding", type = f32, row_elems = 16, rows_per_token = 1, fixed_rows = 0, offset = {{[0-9]+}}, first = 0, last = 11>,
+// CHECK-SAME: #moe.buffer<name = "layers.0.attention.qkv", type = f32, row_elems = 32, rows_per_token = 1, fixed_rows = 0, offset = [[QKV:[0-9]+]], first = 2, last = 8>,
+// CHECK-SAME: #moe.buffer<name = "layers.0.linear", type = f32, row_elems = 16, rows_per_token = 1, fixed_rows = 0, offset = [[QKV]], first = 9, last = 10>,
+// CHECK-SAME: #moe.buffer<name = "logits", type = f32, row_elems = 16, rows_per_token = 0, fixed_rows = 1,
 // KV cache: 2 (k, v) x 2 kv heads x 4 dims x 16 positions x 4 bytes = 1024;
 // peak = 4176 weight bytes + 4096 arena + 1024 KV.
 // CHECK-SAME: moe.memory = {arena_bytes = 4096 : i64, kv_cache_bytes = 1024 : i64, max_seq_len = 16 : i64, max_tokens = 16 : i64, unplanned_bytes = 6208 : i64}
 // CHECK-SAME: moe.peak_bytes = array<i64: 9296>
-// CHECK: moe.embedding {{.*}}moe.arena_offsets = array<i64: [[H:[0-9]+]]>
-// CHECK: moe.rms_norm {{.*}}moe.arena_offsets = array<i64: [[N:[0-9]+]]>
-// CHECK: moe.linear {{.*}}moe.arena_offsets = array<i64: [[Q:[0-9]+]]>
+// CHECK: moe.embedding {{.*}}moe.slices = array<i64: 0, 0, 16>
+// CHECK: moe.rms_norm {{.*}}moe.slices = array<i64: 1, 0, 16>
+// CHECK: moe.linear {{.*}}moe.slices = array<i64: 2, 0, 16>
 // CHECK-SAME: -> tensor<?x16xf32>
-// CHECK: moe.linear {{.*}}moe.arena_offsets = array<i64: [[K:[0-9]+]]>
+// CHECK: moe.linear {{.*}}moe.slices = array<i64: 2, 16, 8>
 // CHECK-SAME: -> tensor<?x8xf32>
-// CHECK: moe.linear {{.*}}moe.arena_offsets = array<i64: [[V:[0-9]+]]>
+// CHECK: moe.linear {{.*}}moe.slices = array<i64: 2, 24, 8>
 // CHECK-SAME: -> tensor<?x8xf32>
-// CHECK: moe.rms_norm {{.*}}group 4 {moe.arena_offsets = array<i64: [[Q]]>
-// CHECK: moe.rotary {{.*}}moe.arena_offsets = array<i64: [[Q]]>
-// CHECK: moe.rotary {{.*}}moe.arena_offsets = array<i64: [[K]]>
-// CHECK: moe.attention
-// CHECK: moe.linear {{.*}}moe.arena_offsets = array<i64: [[Q]]>
-// CHECK: moe.add {{.*}}moe.arena_offsets = array<i64: [[H]]>
+// CHECK: moe.rms_norm {{.*}}group 4 {moe.slices = array<i64: 2, 0, 16>
+// CHECK: moe.rotary {{.*}}moe.slices = array<i64: 2, 0, 16>
+// CHECK: moe.rotary {{.*}}moe.slices = array<i64: 2, 16, 8>
+// CHECK: moe.attention {{.*}}moe.slices = array<i64: 3, 0, 16>
+// CHECK: moe.linear {{.*}}moe.slices = array<i64: 4, 0, 16>
+// CHECK: moe.add {{.*}}moe.slices = array<i64: 0, 0, 16>
 moe.model @attn attributes {architecture = "test", vocab_size = 16, hidden_size = 16, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x16xf32> init normal std 0.02
   moe.param @n "n" : tensor<16xf32> init ones

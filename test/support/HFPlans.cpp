@@ -248,7 +248,7 @@ void Builder::moeBlock(int i, const std::string &p, int r) {
     col.kind = mp::CollectiveKind::AllReduceSum;
     col.buf = so_;
     col.level = "flat";
-    exchange = pb_->step(std::move(col), sp + "moe.allreduce", i, 1);
+    exchange = pb_->step(std::move(col), sp + "moe.allreduce", i, mp::Stream::Comm);
   }
   if (Is_ > 0) { // Qwen2-MoE shared expert, gated by sigmoid(x . w)
     gatedMlp(mp_ + "shared_expert.", sp + "shared.", i, Is_, sh_, sout_, false);

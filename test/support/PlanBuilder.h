@@ -36,7 +36,8 @@ public:
              int64_t fixedRows = 0, mp::DType dtype = mp::DType::F32);
   int kvCache(int layer, int kvHeads, int headDim, mp::DType dtype = mp::DType::F32);
 
-  template <typename OpT> int step(OpT op, const std::string &name, int layer = -1, int stream = 0) {
+  template <typename OpT> int step(OpT op, const std::string &name, int layer = -1,
+                                             mp::Stream stream = mp::Stream::Compute) {
     auto s = std::make_unique<mp::StepT>();
     s->op.Set(std::move(op));
     s->name = name;

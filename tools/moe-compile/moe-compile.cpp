@@ -1,6 +1,6 @@
 //===- moe-compile.cpp - the moe compiler driver --------------------------===//
 //
-//   moe-compile MODEL [-o FILE] [--emit=plan|mlir|report] [--report=FILE.json]
+//   moe-compile MODEL [-o FILE] [--emit=plan|plan-text|mlir|report] [--report=FILE.json]
 //               [--plot=FILE.svg]
 //               [--target=cpu|cuda] [--dtype=f32|bf16|f16] [--devices=N]
 //               [--gpus-per-node=G] [--max-batch=B] [--max-seq-len=L]
@@ -78,7 +78,7 @@ cl::opt<std::string> outputPath("o", cl::desc("Output file ('-': stdout)"),
                                 cl::value_desc("file"),
                                 cl::cat(outputCategory));
 cl::opt<std::string> emitFlag("emit",
-                              cl::desc("What to emit: plan, mlir, report"),
+                              cl::desc("What to emit: plan, plan-text, mlir, report"),
                               cl::init("plan"),
                               cl::value_desc("plan|mlir|report"),
                               cl::cat(outputCategory));
@@ -584,8 +584,8 @@ int main(int argc, char **argv) {
 
   std::optional<EmitKind> emit = parseEmitKind(emitFlag);
   if (!emit)
-    fail("--emit: '" + emitFlag + "' is not supported (expected plan, mlir or "
-         "report)");
+    fail("--emit: '" + emitFlag + "' is not supported (expected plan, "
+         "plan-text, mlir or report)");
   CompileOptions options = parseOptions(*emit);
   if (*emit == EmitKind::Plan && (outputPath.empty() || outputPath == "-") &&
       llvm::sys::Process::StandardOutIsDisplayed())
@@ -683,6 +683,11 @@ int main(int argc, char **argv) {
     progress.stage("lowering to a plan");
     if (failed(emitPlan(*module, options, mainStream)))
       std::exit(1); // the diagnostic handler printed why
+    break;
+  case EmitKind::PlanText:
+    progress.stage("lowering to a plan");
+    if (failed(emitPlanText(*module, options, mainStream)))
+      std::exit(1);
     break;
   }
   std::vector<std::pair<std::string, std::string>> outputs;

@@ -24,7 +24,7 @@ namespace mlir::moe {
 enum class Target { CPU, CUDA };
 enum class ComputeDType { F32, BF16, F16 };
 enum class PlacementStrategy { Balanced, RoundRobin, Contiguous };
-enum class EmitKind { Plan, MLIR, Report };
+enum class EmitKind { Plan, PlanText, MLIR, Report };
 
 struct CompileOptions {
   Target target = Target::CPU;

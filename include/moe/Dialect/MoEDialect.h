@@ -10,6 +10,7 @@
 #include "mlir/IR/Attributes.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Dialect.h"
+#include "mlir/IR/Operation.h"
 
 #include "moe/MoEOpsDialect.h.inc"
 
@@ -17,5 +18,13 @@
 
 #define GET_ATTRDEF_CLASSES
 #include "moe/MoEAttrs.h.inc"
+
+namespace mlir::moe {
+/// The loaded moe dialect, for its discardable attribute helpers
+/// (getMoEDialect(ctx).getOnDemandAttrHelper().isAttrPresent(op)).
+inline MoEDialect &getMoEDialect(MLIRContext *context) {
+  return *context->getOrLoadDialect<MoEDialect>();
+}
+} // namespace mlir::moe
 
 #endif // MOE_DIALECT_MOEDIALECT_H

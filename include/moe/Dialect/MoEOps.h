@@ -51,4 +51,19 @@ int64_t getEnclosingLayerIndex(Operation *op);
 #define GET_OP_CLASSES
 #include "moe/MoEOps.h.inc"
 
+namespace mlir::moe {
+/// Ranks of a device grid of `shape`: the product of its sizes (1 for a 0-d
+/// grid), or -1 when a size is dynamic or not positive or the product
+/// overflows. The one place the passes and verifiers count ranks.
+int64_t getGridRankCount(ArrayRef<int64_t> shape);
+/// Ranks of the device grid of `model` (its shard.grid; 1 without one, -1 as
+/// getGridRankCount).
+int64_t getGridRankCount(ModelOp model);
+/// The grid checks of a pass that places experts on ranks (for moe passes
+/// and pass plugins alike): the ranks of `model`'s device grid (1 without
+/// one), or an error at the grid, prefixed with `pass`, when its sizes are
+/// not static and positive or it has more than 65536 ranks.
+FailureOr<int64_t> getPlacementRankCount(ModelOp model, StringRef pass);
+} // namespace mlir::moe
+
 #endif // MOE_DIALECT_MOEOPS_H

@@ -2,9 +2,8 @@
 //
 // The hook between the compiler and the runtime: lowers a compiled module
 // (one moe.model, after the pass pipeline) to the FlatBuffers plan of
-// runtime/schema/plan.fbs and writes it to `os`. Implemented in lib/Plan;
-// until that library exists moe-compile reports `--emit=plan` as not
-// implemented.
+// runtime/schema/plan.fbs and writes it to `os` (lib/Plan/EmitPlan.cpp), or
+// prints it as text (lib/Plan/PrintPlan.cpp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,6 +22,17 @@ namespace mlir::moe {
 /// lowered under `options`.
 LogicalResult emitPlan(ModuleOp module, const CompileOptions &options,
                        llvm::raw_ostream &os);
+
+/// --emit=plan-text: emits the plan and prints it as text (printPlanText).
+LogicalResult emitPlanText(ModuleOp module, const CompileOptions &options,
+                           llvm::raw_ostream &os);
+
+/// Prints a serialized plan readably: the weight table, the placement, and
+/// per rank its buffers, KV caches and steps (stream, name, op with its
+/// buffer/weight operands, cross-stream waits). Fails when `bytes` is not a
+/// plan that verifies.
+LogicalResult printPlanText(llvm::ArrayRef<uint8_t> bytes,
+                            llvm::raw_ostream &os);
 
 } // namespace mlir::moe
 

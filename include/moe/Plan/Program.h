@@ -1,14 +1,20 @@
 //===- Program.h - A model as a sequence of runtime steps -------*- C++ -*-===//
 //
-// The bridge between the moe dialect and the plan file. A Program is the list
-// of runtime steps (the ops of runtime/schema/plan.fbs) a model lowers to, the
-// activation buffers those steps read and write, the KV caches and the weight
-// table. buildProgram() maps every SSA activation of the graph to a region of
-// a buffer (buffer, first column, width): elementwise ops reuse the storage of
-// an input that dies at them, `moe.split` results are column views, and the
-// q/k/v projections of each attention are packed into one buffer.
-// planMemory() then gives every buffer an arena offset from its live range.
-// The plan emitter and moe-plan-memory share this code.
+// The bridge between the moe dialect and the plan file, in three stages that
+// each run once per compile (as Triton's AllocateSharedMemory analysis runs
+// once and the lowering reads the offsets it wrote):
+//
+//  1. Storage (lib/Plan/Storage.cpp, Arena.cpp; run by moe-plan-memory):
+//     decides where every SSA activation lives (buffer, first column):
+//     elementwise ops reuse a dying input, `moe.split` results are column
+//     views, the q/k/v projections of an attention share one buffer. It
+//     gives every buffer an
+//     arena offset from its live range and records the result in the IR
+//     (`moe.buffers` on the model, `moe.slices` / `moe.scratch` on ops).
+//  2. Lowering (lib/Plan/Lowering*.cpp, one file per op family): reads that
+//     storage back and turns each op into plain step descriptions (Step, a
+//     variant of one struct per plan.fbs op kind). No FlatBuffers here.
+//  3. Emission (lib/Plan/EmitPlan.cpp): serializes the Program per rank.
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,18 +30,18 @@
 #include "llvm/ADT/SmallVector.h"
 
 #include <cstdint>
-#include <functional>
 #include <string>
+#include <variant>
 #include <vector>
-
-namespace flatbuffers {
-class FlatBufferBuilder;
-} // namespace flatbuffers
 
 namespace mlir::moe::plan {
 
 /// Element types of buffers and weights (values of plan.fbs `DType`).
 enum class ElemType : uint8_t { F32 = 0, BF16 = 1, F16 = 2, I32 = 3, I64 = 4 };
+
+int64_t elemSize(ElemType type);
+std::optional<ElemType> toElemType(Type type);
+Type toMLIRType(MLIRContext *context, ElemType type);
 
 /// One activation buffer: rows = T * rowsPerToken + fixedRows for a forward
 /// call over T tokens, each of rowElems elements.
@@ -45,9 +51,10 @@ struct Buffer {
   int64_t rowElems = 0;
   int64_t rowsPerToken = 1;
   int64_t fixedRows = 0;
-  /// Live range in step indices (inclusive); -1 until a step touches it.
+  /// Live range in steps (inclusive, counting the steps that touch
+  /// activations); -1 when no step touches it.
   int64_t firstStep = -1, lastStep = -1;
-  /// Arena offset, set by planMemory().
+  /// Arena offset.
   uint64_t offset = 0;
 
   int64_t maxRows(int64_t maxTokens) const {
@@ -63,6 +70,22 @@ struct Slice {
   int64_t width = 0;
 };
 
+/// The result of the storage analysis (what moe-plan-memory records).
+struct Storage {
+  std::vector<Buffer> buffers;
+  llvm::DenseMap<Value, Slice> slices;
+  /// Buffers an op uses besides its results' (the MLP's hidden activations).
+  llvm::DenseMap<Operation *, SmallVector<int>> scratch;
+  /// Tokens per forward call the arena is sized for (the prefill chunk).
+  int64_t maxTokens = 0;
+  /// KV cache capacity in tokens.
+  int64_t maxSeqLen = 0;
+  uint64_t arenaBytes = 0;
+  /// Sum of the buffer sizes: what the arena would be without reuse.
+  uint64_t unplannedBytes = 0;
+  uint64_t kvCacheBytes = 0;
+};
+
 /// A checkpoint tensor of the plan's weight table.
 struct Weight {
   std::string name;
@@ -76,36 +99,131 @@ struct Weight {
   /// Not resident: prefetched before use or loaded on demand (streaming).
   bool streamed = false;
   uint64_t bytes() const;
+  bool onRank(int32_t rank) const {
+    return ranks.empty() || llvm::is_contained(ranks, rank);
+  }
 };
 
 struct KVCache {
   int64_t layer = 0, numKVHeads = 0, headDim = 0;
 };
 
-/// What a rank-specific step builder knows about the rank it builds for.
-struct RankInfo {
-  int32_t rank = 0;
-  int32_t numRanks = 1;
-  int32_t gpusPerNode = 1;
+//===----------------------------------------------------------------------===//
+// Step descriptions: one struct per plan.fbs op (buffer and weight indices;
+// -1 = none). EmitPlan.cpp serializes them.
+//===----------------------------------------------------------------------===//
+
+enum class NormKind : uint8_t { LayerNorm, RMSNorm };
+
+struct EmbeddingStep {
+  int weight, out;
+  float scale;
+};
+struct PositionEmbeddingStep {
+  int weight, buf;
+};
+struct NormStep {
+  NormKind kind;
+  int in, out, weight, bias;
+  float eps;
+  int64_t groupSize;
+  float weightOffset;
+  int64_t col, cols;
+};
+struct LinearStep {
+  int in, out, weight, bias;
+  bool transposed;
+  int64_t col;
+};
+struct RopeStep {
+  int buf;
+  int64_t col;
+  int heads, headDim, rotaryDim;
+  float theta;
+  RopeStyle style;
+};
+struct AttentionStep {
+  int qkv;
+  int64_t qCol, kCol, vCol;
+  int out, cache, heads, kvHeads, headDim;
+  float scale;
+  int window;
+};
+struct ActivationStep {
+  int in, out;
+  Activation act;
+  bool gated;
+  int64_t width;
+};
+struct AddStep {
+  int lhs, rhs, out;
+};
+struct GateStep {
+  int in, numExperts, topK;
+  ScoreFn score;
+  bool scoreBeforeTopK, normTopK;
+  float capacityFactor;
+  int minCapacity;
+  bool dropTokens;
+  int slotExpert, slotWeight, offsets, sorted;
+};
+struct ExpertRef {
+  int gate, up, down, upBias, downBias;
+  /// Ranks holding this expert's copies (primary first); empty: every rank.
+  SmallVector<int64_t> copies;
+};
+struct ExpertsStep {
+  int in, sorted, offsets, out, topK;
+  int64_t intermediate;
+  Activation act;
+  bool gated, onDemand;
+  std::vector<ExpertRef> experts;
+};
+struct CombineStep {
+  int slots, slotWeight, out, topK;
+};
+struct SigmoidGateStep {
+  int gateLogit, buf;
+};
+struct ResidualMixStep {
+  int moe, mlp, coefLogits, out;
+};
+struct LogitsStep {
+  int in, weight, bias, out;
+};
+/// An AllReduceSum over the ranks that share this rank's grid coordinates
+/// outside `axes` (see groupOf).
+struct CollectiveStep {
+  int buf;
+  SmallVector<int64_t> gridShape;
+  SmallVector<int16_t> axes;
+  std::string level;
+  /// The group of `rank` (ascending global ranks).
+  std::vector<int32_t> groupOf(int32_t rank, int32_t numRanks) const;
+};
+struct PrefetchStep {
+  std::vector<int32_t> weights;
+};
+struct EvictStep {
+  std::vector<int32_t> weights;
 };
 
-/// Indices (in the rank's step list) of the steps on other streams a step
-/// must wait for.
-using Waits = std::vector<int32_t>;
+using StepOp =
+    std::variant<EmbeddingStep, PositionEmbeddingStep, NormStep, LinearStep,
+                 RopeStep, AttentionStep, ActivationStep, AddStep, GateStep,
+                 ExpertsStep, CombineStep, SigmoidGateStep, ResidualMixStep,
+                 LogitsStep, CollectiveStep, PrefetchStep, EvictStep>;
 
-/// Serializes one step (a plan.fbs `Step`) for one rank and returns its
-/// offset in the builder, or 0 when the step does nothing on that rank.
-using StepBuilderFn = std::function<uint32_t(
-    flatbuffers::FlatBufferBuilder &, const RankInfo &, const Waits &)>;
+/// The queue a step runs on (plan.fbs `Stream`).
+enum class Stream : uint8_t { Compute = 0, Comm = 1, Weights = 2 };
 
 struct Step {
   std::string name;
   int32_t layer = -1;
-  /// 0 compute, 1 communication, 2 weight streaming.
-  int32_t stream = 0;
+  Stream stream = Stream::Compute;
   llvm::SmallVector<int> reads, writes;
-  StepBuilderFn build;
-  /// The op it came from (for diagnostics and moe-plan-memory).
+  StepOp op;
+  /// The op it came from (for diagnostics).
   Operation *origin = nullptr;
 };
 
@@ -114,15 +232,9 @@ struct Program {
   std::vector<Step> steps;
   std::vector<Weight> weights;
   std::vector<KVCache> kvCaches;
-  llvm::DenseMap<Value, Slice> regions;
-  /// Tokens per forward call the arena is sized for (the prefill chunk).
   int64_t maxTokens = 0;
-  /// KV cache capacity in tokens.
   int64_t maxSeqLen = 0;
-  /// Arena size after planMemory().
   uint64_t arenaBytes = 0;
-  /// Sum of the buffer sizes: what the arena would be without reuse.
-  uint64_t unplannedBytes = 0;
   /// The buffer the runtime reads the logits from.
   int logitsBuffer = -1;
 };
@@ -130,25 +242,59 @@ struct Program {
 /// The one moe.model of `module`, or an error.
 FailureOr<ModelOp> getSingleModel(ModuleOp module);
 
-/// Lowers the graph of `model` to steps. Fails with a diagnostic at the
-/// offending op for IR the runtime cannot execute (unfused gating, an
-/// in-place op whose input is still needed, ...).
-LogicalResult buildProgram(ModelOp model, const CompileOptions &options,
-                           Program &program);
+/// Stage 1: the storage analysis. Fails with a diagnostic at the offending
+/// op for IR the runtime cannot execute (an in-place op whose input is still
+/// needed, q/k/v that cannot share a buffer, ...).
+FailureOr<Storage> analyzeStorage(ModelOp model, const CompileOptions &options);
+
+/// Records `storage` in the IR (`moe.buffers`, `moe.slices`, `moe.scratch`,
+/// `moe.memory`), replacing an earlier record.
+void writeStorage(ModelOp model, const Storage &storage);
+
+/// Reads the record of writeStorage back; fails (with a diagnostic) when the
+/// model has none or it does not match the IR.
+FailureOr<Storage> readStorage(ModelOp model);
+
+/// Activation bytes per rank that moe-plan-memory recorded: arena + KV
+/// caches; fails (with a diagnostic) when it has not run.
+FailureOr<uint64_t> recordedActivationBytes(ModelOp model);
+
+/// The moe.dispatch behind `tokens`, through dispatch exchanges (tokens are
+/// replicated at batch 1, so an exchange moves nothing); null when there is
+/// none.
+DispatchOp getDispatch(Value tokens);
+
+/// The KV caches of `model`: one per moe.attention, in program order.
+std::vector<KVCache> collectKVCaches(ModelOp model);
+
+/// Weight table (lib/Plan/Weights.cpp): every moe.param in declaration
+/// order, in the dtype it is held in at run time, the ranks that hold each
+/// expert weight (from the placement) and the weights the streaming
+/// decisions (`moe.on_demand`, `moe.prefetch_distance`) leave non-resident.
+FailureOr<std::vector<Weight>> buildWeightTable(ModelOp model,
+                                                ComputeDType dtype);
+
+/// The weights a layer reads outside its experts (what a prefetch of the
+/// layer brings in), in first-use order, as indices `weightOf` gives.
+SmallVector<int32_t> layerDenseWeights(LayerOp layer,
+                                       llvm::function_ref<int(Value)> weightOf);
+
+/// Stage 2: lowers the graph of `model` to steps, reading the storage.
+FailureOr<Program> lowerToProgram(ModelOp model, const CompileOptions &options,
+                                  Storage storage);
 
 /// For every step, the earlier steps on other streams that write a buffer it
 /// reads or writes, or read a buffer it writes (indices into program.steps).
 std::vector<std::vector<int>> crossStreamDependencies(const Program &program);
 
 /// Assigns arena offsets (64-byte aligned) so that buffers whose live ranges
-/// overlap never share bytes: greedy by size, first fit.
-void planMemory(Program &program);
-
-/// Activation bytes per rank: arena + KV caches (f32) at maxSeqLen.
-uint64_t kvCacheBytes(const Program &program);
+/// overlap never share bytes: greedy by size, first fit. Returns the arena
+/// size and sets `unplannedBytes`.
+uint64_t planArena(std::vector<Buffer> &buffers, int64_t maxTokens,
+                   uint64_t &unplannedBytes);
 
 /// Weight bytes resident on `rank` (its experts and all shared weights).
-uint64_t weightBytesOnRank(const Program &program, int32_t rank);
+uint64_t weightBytesOnRank(ArrayRef<Weight> weights, int32_t rank);
 
 } // namespace mlir::moe::plan
 

@@ -304,6 +304,7 @@ def plans(out, schema, plan):
     edited("huge-rows", lambda d: d["ranks"][0]["buffers"][0].update(
         rows_per_token=1 << 40, max_rows=1 << 62))
     edited("topk", lambda d: first_step(d, "Gate")["op"].update(top_k=9))
+    edited("stream", lambda d: first_step(d, "Linear").update(stream=7))
     write(os.path.join(out, "truncated.plan"), raw[:len(raw) // 2])
     write(os.path.join(out, "empty.plan"), b"")
     # The root offset pointing past the end of the file.

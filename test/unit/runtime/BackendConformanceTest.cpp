@@ -1344,7 +1344,7 @@ void checkCollective(const std::string &backend, int ranks, CK kind, std::vector
     op.out = x.out;
     op.group = group;
     op.level = "flat";
-    x.step = p.b.step(op, "coll", -1, 1);
+    x.step = p.b.step(op, "coll", -1, mp::Stream::Comm);
   }
   p.b.setRank(0);
   PlanFile plan = p.finish();

@@ -70,10 +70,19 @@ TEST(Plan, RejectsOtherFilesAndVersions) {
   expectBad({1, 2, 3}, "not a moe plan");
   expectBad(edit(good,
                  [](mp::PlanT &p) {
-                   p.version_major = 2;
+                   p.version_major = 3;
                    p.version_minor = 0;
                  }),
-            "p.plan: plan format 2.0 is not supported (expected 1.x");
+            "p.plan: plan format 3.0 is not supported (expected 2.x");
+  // 1.x plans stored Step.stream as an int: their layout is not 2.0's.
+  expectBad(edit(good,
+                 [](mp::PlanT &p) {
+                   p.version_major = 1;
+                   p.version_minor = 2;
+                 }),
+            "p.plan: plan format 1.2 is not supported (expected 2.x with x <= 0)");
+  expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->steps[0]->stream = mp::Stream(7); }),
+            "stream 7 (expected 0 compute, 1 communication or 2 weights)");
   expectBad(edit(good, [](mp::PlanT &p) { p.version_minor = kPlanVersionMinor + 1; }),
             "is not supported");
   // Truncated: the verifier catches offsets beyond the buffer.

@@ -321,7 +321,7 @@ std::vector<uint8_t> streamify(const std::vector<uint8_t> &bytes, bool experts, 
       st->op.Set(std::move(op));
       st->name = "layers." + std::to_string(layer) + what;
       st->layer = layer;
-      st->stream = 2;
+      st->stream = mp::Stream::Weights;
       out.push_back(std::move(st));
     };
     for (auto &s : steps) {

@@ -1,0 +1,99 @@
+//===- LoweringAttention.cpp - Norms, projections, RoPE, attention --------===//
+//
+// The attention family of the plan lowering. Where the storage analysis
+// packed q/k/v into one buffer, each projection writes its columns of it
+// (LinearStep::col) and RoPE and norms work on those columns in place.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Lowering.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::plan;
+
+LogicalResult Lowering::lowerNorm(Operation *op) {
+  Value input = op->getOperand(0);
+  FailureOr<Slice> in = sliceOf(input, op), out = sliceOf(op->getResult(0), op);
+  if (failed(in) || failed(out))
+    return failure();
+  NormStep step;
+  step.in = in->buffer;
+  step.out = out->buffer;
+  step.bias = -1;
+  if (auto n = dyn_cast<LayerNormOp>(op)) {
+    step.kind = NormKind::LayerNorm;
+    step.weight = weightOf(n.getWeight());
+    step.bias = optWeightOf(n.getBias());
+    step.eps = n.getEps().convertToFloat();
+    step.groupSize = n.getGroupSizeOrWidth();
+    step.weightOffset = 0.0f;
+  } else {
+    auto r = cast<RMSNormOp>(op);
+    step.kind = NormKind::RMSNorm;
+    step.weight = weightOf(r.getWeight());
+    step.eps = r.getEps().convertToFloat();
+    step.groupSize = r.getGroupSizeOrWidth();
+    step.weightOffset = r.getWeightOffset().convertToFloat();
+  }
+  // In place (its input dies here) it normalizes just its columns; a copy
+  // reads and writes whole rows.
+  bool inPlace = in->buffer == out->buffer;
+  step.col = inPlace ? in->col : 0;
+  step.cols = inPlace ? in->width : 0;
+  std::string name = stepName(
+      step.kind == NormKind::LayerNorm ? "layer_norm" : "rms_norm");
+  addStep(op, name, {step.in}, {step.out}, step);
+  return success();
+}
+
+LogicalResult Lowering::lowerLinear(Operation *op, Value input, Value weight,
+                                    Value bias, bool transposed) {
+  FailureOr<Slice> in = sliceOf(input, op), out = sliceOf(op->getResult(0), op);
+  if (failed(in) || failed(out))
+    return failure();
+  LinearStep step{in->buffer, out->buffer, weightOf(weight), optWeightOf(bias),
+                  transposed, out->col};
+  // Named after the weight ("layers.0.attn.q_proj"): what a trace shows.
+  std::string name = p.weights[step.weight].name;
+  if (StringRef(name).ends_with(".weight"))
+    name.resize(name.size() - strlen(".weight"));
+  addStep(op, name, {step.in}, {step.out}, step);
+  return success();
+}
+
+LogicalResult Lowering::lowerRotary(RotaryOp r) {
+  FailureOr<Slice> in = sliceOf(r.getInput(), r);
+  if (failed(in))
+    return failure();
+  RopeStep step{in->buffer,
+                in->col,
+                int(r.getNumHeads()),
+                int(r.getHeadDim()),
+                int(r.getRotaryDim()),
+                r.getTheta().convertToFloat(),
+                r.getStyle()};
+  addStep(r, stepName("rope"), {step.buf}, {step.buf}, step);
+  return success();
+}
+
+LogicalResult Lowering::lowerAttention(AttentionOp a) {
+  FailureOr<Slice> q = sliceOf(a.getQ(), a), k = sliceOf(a.getK(), a),
+                   v = sliceOf(a.getV(), a), out = sliceOf(a.getResult(), a);
+  if (failed(q) || failed(k) || failed(v) || failed(out))
+    return failure();
+  // One cache per attention, in program order (collectKVCaches).
+  AttentionStep step{q->buffer,
+                     q->col,
+                     k->col,
+                     v->col,
+                     out->buffer,
+                     nextCache++,
+                     int(a.getNumHeads()),
+                     int(a.getNumKvHeads()),
+                     int(a.getHeadDim()),
+                     a.getScale().convertToFloat(),
+                     int(a.getSlidingWindow().value_or(0))};
+  addStep(a, stepName("attention"), {step.qkv}, {step.out}, step);
+  return success();
+}

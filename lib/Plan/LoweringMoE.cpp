@@ -1,0 +1,92 @@
+//===- LoweringMoE.cpp - Gate, experts, combine ---------------------------===//
+//
+// The MoE family of the plan lowering. moe.dispatch has no step: the Experts
+// step gathers the token rows itself through the gate's sorted slots. Each
+// expert keeps the ranks of its copies (ExpertRef::copies), so the emitter
+// lists on every rank only the experts it holds.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Lowering.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::plan;
+
+LogicalResult Lowering::lowerGate(GateOp g) {
+  int in = bufferOf(g.getLogits(), g);
+  int slotExpert = bufferOf(g.getSlotExpert(), g),
+      slotWeight = bufferOf(g.getSlotWeight(), g),
+      offsets = bufferOf(g.getExpertOffsets(), g),
+      sorted = bufferOf(g.getSortedSlots(), g);
+  if (in < 0 || slotExpert < 0 || slotWeight < 0 || offsets < 0 || sorted < 0)
+    return failure();
+  RoutingAttr routing = g.getRouting();
+  GateStep step{in,
+                int(cast<RankedTensorType>(g.getLogits().getType()).getDimSize(1)),
+                int(routing.getTopK()),
+                routing.getScore(),
+                routing.getScoreBeforeTopk(),
+                routing.getNormTopkProb(),
+                float(routing.getCapacityFactorValue()),
+                int(routing.getMinCapacity()),
+                routing.getDropTokens(),
+                slotExpert,
+                slotWeight,
+                offsets,
+                sorted};
+  addStep(g, stepName("gate"), {in}, {slotExpert, slotWeight, offsets, sorted},
+          step);
+  return success();
+}
+
+LogicalResult Lowering::lowerExperts(ExpertsOp e) {
+  DispatchOp dispatch = getDispatch(e.getInput());
+  if (!dispatch)
+    return e.emitOpError("input must come from moe.dispatch");
+  int in = bufferOf(dispatch.getInput(), e),
+      sorted = bufferOf(dispatch.getSortedSlots(), e),
+      offsets = bufferOf(e.getExpertOffsets(), e),
+      out = bufferOf(e.getResult(), e);
+  if (in < 0 || sorted < 0 || offsets < 0 || out < 0)
+    return failure();
+  ExpertsStep step;
+  step.in = in;
+  step.sorted = sorted;
+  step.offsets = offsets;
+  step.out = out;
+  step.topK = int(e.getTopK());
+  step.intermediate = e.getIntermediateSize();
+  step.act = e.getActivation();
+  step.gated = e.isGated();
+  // moe-layer-streaming: experts fetched when the gate routes tokens to them.
+  step.onDemand =
+      getMoEDialect(e.getContext()).getOnDemandAttrHelper().isAttrPresent(e);
+  PlacementAttr placement = e.getPlacementAttr();
+  for (int64_t i = 0; i < e.getNumExperts(); ++i) {
+    ExpertRef r;
+    r.up = weightOf(e.getUp()[i]);
+    r.down = weightOf(e.getDown()[i]);
+    r.gate = e.isGated() ? weightOf(e.getGate()[i]) : -1;
+    r.upBias = e.getUpBias().empty() ? -1 : weightOf(e.getUpBias()[i]);
+    r.downBias = e.getDownBias().empty() ? -1 : weightOf(e.getDownBias()[i]);
+    if (placement)
+      r.copies = placement.getCopies(i);
+    step.experts.push_back(std::move(r));
+  }
+  addStep(e, stepName("moe.experts"), {in, sorted, offsets}, {out},
+          std::move(step));
+  return success();
+}
+
+LogicalResult Lowering::lowerCombine(CombineOp c) {
+  int slots = bufferOf(c.getInput(), c),
+      weights = bufferOf(c.getSlotWeight(), c), out = bufferOf(c.getResult(), c);
+  if (slots < 0 || weights < 0 || out < 0)
+    return failure();
+  int topK =
+      int(cast<RankedTensorType>(c.getSlotWeight().getType()).getDimSize(1));
+  addStep(c, stepName("moe.combine"), {slots, weights}, {out},
+          CombineStep{slots, weights, out, topK});
+  return success();
+}

@@ -1,0 +1,142 @@
+//===- Weights.cpp - The plan's weight table ------------------------------===//
+//
+// Every moe.param in declaration order (the plan numbers weights so), with
+// the dtype it is held in at run time, the ranks that hold it (an expert's
+// weights live on the ranks of its copies; a weight any other op reads lives
+// everywhere) and whether moe-layer-streaming left it non-resident. Shared by
+// the emitter, moe-plan-memory (peak bytes) and moe-layer-streaming.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Plan/Program.h"
+
+#include "llvm/ADT/DenseSet.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::plan;
+
+uint64_t mlir::moe::plan::Weight::bytes() const {
+  uint64_t n = uint64_t(elemSize(type));
+  for (int64_t d : shape)
+    n *= uint64_t(d);
+  return n;
+}
+
+/// The dtype a weight is held in at run time: matrices in the compute dtype
+/// unless the checkpoint already stores a 16-bit type (converting bf16 <->
+/// f16 would lose bits; bf16 and f16 weights are exact in f32 kernels);
+/// vectors (norms, biases) in f32.
+static ElemType memoryType(ElemType stored, int64_t rank, ComputeDType compute) {
+  if (rank < 2)
+    return ElemType::F32;
+  if (stored != ElemType::F32)
+    return stored;
+  switch (compute) {
+  case ComputeDType::F32:
+    return ElemType::F32;
+  case ComputeDType::BF16:
+    return ElemType::BF16;
+  case ComputeDType::F16:
+    return ElemType::F16;
+  }
+  return stored;
+}
+
+FailureOr<std::vector<Weight>>
+mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
+  std::vector<Weight> weights;
+  llvm::DenseMap<StringAttr, int> index;
+  for (auto param : model.getBodyBlock().getOps<ParamOp>()) {
+    RankedTensorType type = param.getTensorType();
+    std::optional<ElemType> stored = toElemType(type.getElementType());
+    if (!stored)
+      return param.emitOpError("has an element type the runtime cannot load");
+    Weight w;
+    w.name = param.getName().str();
+    w.storedType = *stored;
+    w.type = memoryType(*stored, type.getRank(), dtype);
+    w.shape.assign(type.getShape().begin(), type.getShape().end());
+    w.init = param.getInit();
+    if (auto std = param.getInitStd())
+      w.initStd = std->convertToFloat();
+    index[param.getSymNameAttr()] = int(weights.size());
+    weights.push_back(std::move(w));
+  }
+  auto weightOf = [&](Value v) {
+    return index.lookup(
+        v.getDefiningOp<WeightOp>().getParamAttr().getAttr());
+  };
+
+  // Weights other ops read are on every rank; an expert's on its copies'.
+  llvm::DenseSet<int> shared;
+  llvm::DenseMap<int, SmallVector<int32_t>> expertRanks;
+  model.walk([&](Operation *op) {
+    auto experts = dyn_cast<ExpertsOp>(op);
+    if (!experts) {
+      for (Value operand : op->getOperands())
+        if (operand.getDefiningOp<WeightOp>())
+          shared.insert(weightOf(operand));
+      return;
+    }
+    PlacementAttr placement = experts.getPlacementAttr();
+    bool onDemand = getMoEDialect(model.getContext())
+                        .getOnDemandAttrHelper()
+                        .isAttrPresent(experts);
+    for (int64_t e = 0; e < experts.getNumExperts(); ++e)
+      for (Value v : experts.getExpertWeights(e)) {
+        int w = weightOf(v);
+        if (onDemand)
+          weights[w].streamed = true;
+        if (placement)
+          for (int64_t rank : placement.getCopies(e))
+            expertRanks[w].push_back(int32_t(rank));
+      }
+  });
+  for (auto &[w, ranks] : expertRanks) {
+    if (shared.contains(w))
+      continue;
+    llvm::sort(ranks);
+    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
+    weights[w].ranks = ranks;
+  }
+
+  // A layer with moe.prefetch_distance streams its own weights (not its
+  // experts': those stream on demand or stay resident).
+  model.walk([&](LayerOp layer) {
+    if (!getMoEDialect(model.getContext())
+             .getPrefetchDistanceAttrHelper()
+             .isAttrPresent(layer))
+      return;
+    for (int w : layerDenseWeights(layer, weightOf))
+      weights[w].streamed = true;
+  });
+  return weights;
+}
+
+SmallVector<int32_t> mlir::moe::plan::layerDenseWeights(
+    LayerOp layer, llvm::function_ref<int(Value)> weightOf) {
+  llvm::DenseSet<Value> expertOperands;
+  layer.walk([&](ExpertsOp e) {
+    for (Value v : e->getOperands())
+      expertOperands.insert(v);
+  });
+  SmallVector<int32_t> list;
+  layer.walk([&](WeightOp w) {
+    if (expertOperands.contains(w.getResult()))
+      return;
+    int index = weightOf(w.getResult());
+    if (!llvm::is_contained(list, index))
+      list.push_back(index);
+  });
+  return list;
+}
+
+uint64_t mlir::moe::plan::weightBytesOnRank(ArrayRef<Weight> weights,
+                                            int32_t rank) {
+  uint64_t bytes = 0;
+  for (const Weight &w : weights)
+    if (w.onRank(rank))
+      bytes += w.bytes();
+  return bytes;
+}

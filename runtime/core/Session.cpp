@@ -48,6 +48,8 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
       for (int32_t w : info_.stepWeights[i])
         if (weights_.isStreamed(w))
           streamedWeights_[i].push_back(w);
+    streams_ = streams_ || !streamedWeights_[i].empty() || (ex && ex->on_demand()) ||
+               s.op_type() == Op::Prefetch || s.op_type() == Op::Evict;
     if (s.op_type() == Op::Gate) {
       auto *op = s.op_as_Gate();
       profileIndex_[i] = int(profile_.size());
@@ -347,6 +349,16 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   events_.assign(nsteps, -1);
   backend_.resetEvents();
   const bool syncCompute = backend_.synchronousCompute();
+  // A decode step that may fetch nothing is the same launches every time:
+  // a backend with graphs (CUDA) captures it once and replays it. The host
+  // work of streaming (reading routing, fetching) cannot be captured.
+  const bool graph = backend_.supportsGraphs() && T == 1 && !allLogits && !opts_.trace &&
+                     !opts_.expertProfile && !streams_;
+  constexpr int kDecodeGraph = 1;
+  if (graph && backend_.replay(kDecodeGraph))
+    nsteps = 0; // replayed: nothing to launch
+  else if (graph)
+    backend_.beginCapture(kDecodeGraph);
   try {
     for (unsigned i = 0; i < nsteps; ++i) {
       const plan::Step &s = *prog_.steps()->Get(i);
@@ -379,6 +391,8 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
       }
       i = end - 1;
     }
+    if (graph && nsteps > 0)
+      backend_.endCapture(kDecodeGraph);
     // Nothing runs past the end of a forward call.
     backend_.synchronizeAll();
   } catch (...) {

@@ -106,6 +106,7 @@ private:
   std::vector<EventId> events_;            // per step, this call
   std::vector<std::vector<int32_t>> streamedWeights_; // per step: streamed weights it reads
   std::vector<int32_t> pinned_;
+  bool streams_ = false; // some step may fetch weights (no graph capture)
   /// Prediction of a MoE layer's experts from the previous MoE layer: after
   /// the previous layer's router step runs, the next layer's router is
   /// applied to the previous router's input.

@@ -246,8 +246,13 @@ def MoELayerStreamingPass
            "bytes per rank (0: unlimited, nothing is streamed)">,
     Option<"lookahead", "lookahead", "int64_t", /*default=*/"1",
            "how many layers ahead a streamed layer is fetched">,
-    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
-           "compute dtype the weights are held in (f32, bf16, f16)">,
+    Option<"dtype", "dtype", "::mlir::moe::ComputeDType",
+           /*default=*/"::mlir::moe::ComputeDType::F32",
+           "compute dtype the weights are held in (f32, bf16, f16)",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::moe::ComputeDType::F32, "f32", "float32"),
+             clEnumValN(::mlir::moe::ComputeDType::BF16, "bf16", "bfloat16"),
+             clEnumValN(::mlir::moe::ComputeDType::F16, "f16", "float16"))}]>,
   ];
   let dependentDialects = ["::mlir::moe::MoEDialect"];
 }
@@ -310,8 +315,13 @@ def MoEPlanMemoryPass : Pass<"moe-plan-memory", "::mlir::moe::ModelOp"> {
   let options = [
     Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
            "KV cache tokens (0: min(max_position_embeddings, 4096))">,
-    Option<"dtype", "dtype", "std::string", /*default=*/"\"f32\"",
-           "compute dtype the weights are held in (f32, bf16, f16)">,
+    Option<"dtype", "dtype", "::mlir::moe::ComputeDType",
+           /*default=*/"::mlir::moe::ComputeDType::F32",
+           "compute dtype the weights are held in (f32, bf16, f16)",
+           [{::llvm::cl::values(
+             clEnumValN(::mlir::moe::ComputeDType::F32, "f32", "float32"),
+             clEnumValN(::mlir::moe::ComputeDType::BF16, "bf16", "bfloat16"),
+             clEnumValN(::mlir::moe::ComputeDType::F16, "f16", "float16"))}]>,
   ];
 }
 

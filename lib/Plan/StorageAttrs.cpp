@@ -102,16 +102,21 @@ FailureOr<Storage> mlir::moe::plan::readStorage(ModelOp model) {
   };
   WalkResult walk = model.walk<WalkOrder::PreOrder>([&](Operation *op) {
     if (auto layer = dyn_cast<LayerOp>(op)) {
+      // Copied out first: inserting may grow the map and move the entry.
       auto it = s.slices.find(layer.getInput());
-      if (it != s.slices.end())
-        s.slices[layer.getBodyBlock().getArgument(0)] = it->second;
+      if (it != s.slices.end()) {
+        Slice input = it->second;
+        s.slices[layer.getBodyBlock().getArgument(0)] = input;
+      }
       return WalkResult::advance();
     }
     if (auto yield = dyn_cast<YieldOp>(op)) {
       auto layer = dyn_cast<LayerOp>(op->getParentOp());
       auto it = s.slices.find(yield.getValue());
-      if (layer && it != s.slices.end())
-        s.slices[layer.getResult()] = it->second;
+      if (layer && it != s.slices.end()) {
+        Slice result = it->second;
+        s.slices[layer.getResult()] = result;
+      }
       return WalkResult::advance();
     }
     if (auto triples = moe.getSlicesAttrHelper().getAttr(op)) {

@@ -52,12 +52,7 @@ void MoELayerStreamingPass::runOnOperation() {
   if (memoryBudget == 0)
     return;
   ModelOp model = getOperation();
-  std::optional<ComputeDType> computeType = parseComputeDType(dtype);
-  if (!computeType) {
-    model.emitError() << "moe-layer-streaming: dtype '" << dtype
-                      << "' is not supported (expected f32, bf16 or f16)";
-    return signalPassFailure();
-  }
+  ComputeDType computeType = dtype;
   int64_t ranks = getGridRankCount(model);
   if (ranks < 1) {
     model.emitError("moe-layer-streaming: the device grid must have static, "
@@ -75,7 +70,7 @@ void MoELayerStreamingPass::runOnOperation() {
   if (failed(activations))
     return signalPassFailure();
   FailureOr<std::vector<plan::Weight>> weightTable =
-      plan::buildWeightTable(model, *computeType);
+      plan::buildWeightTable(model, computeType);
   if (failed(weightTable))
     return signalPassFailure();
 

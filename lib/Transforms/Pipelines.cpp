@@ -45,12 +45,12 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   // reads the activation bytes it recorded and only adds attributes.
   MoEPlanMemoryPassOptions memory;
   memory.maxSeqLen = options.maxSeqLen;
-  memory.dtype = stringifyComputeDType(options.dtype).str();
+  memory.dtype = options.dtype;
   model.addPass(createMoEPlanMemoryPass(memory));
 
   MoELayerStreamingPassOptions streaming;
   streaming.memoryBudget = options.memoryBudget;
-  streaming.dtype = stringifyComputeDType(options.dtype).str();
+  streaming.dtype = options.dtype;
   model.addPass(createMoELayerStreamingPass(streaming));
 }
 

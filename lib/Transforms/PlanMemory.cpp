@@ -32,13 +32,7 @@ struct MoEPlanMemoryPass : mlir::moe::impl::MoEPlanMemoryPassBase<MoEPlanMemoryP
     ModelOp model = getOperation();
     CompileOptions options;
     options.maxSeqLen = maxSeqLen;
-    std::optional<ComputeDType> computeType = parseComputeDType(dtype);
-    if (!computeType) {
-      model.emitError() << "moe-plan-memory: dtype '" << dtype
-                        << "' is not supported (expected f32, bf16 or f16)";
-      return signalPassFailure();
-    }
-    options.dtype = *computeType;
+    options.dtype = dtype;
     int64_t ranks = getGridRankCount(model);
     if (ranks < 1) {
       model.emitError("moe-plan-memory: the device grid must have static, "

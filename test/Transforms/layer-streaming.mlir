@@ -2,6 +2,8 @@
 // 3.60 MiB per rank unconstrained): the smaller the budget, the more is
 // streamed, in the pass's order: experts on demand first (one MoE layer, then
 // both), then dense layers prefetched a layer ahead, then an error.
+// RUN: not moe-opt %s --split-input-file --pass-pipeline='builtin.module(moe.model(moe-layer-streaming{dtype=f64}))' 2>&1 | FileCheck %s --check-prefix=BADDTYPE
+// BADDTYPE: for the --dtype option: 'f64' is not supported (expected f32, bf16 or f16)
 // RUN: moe-compile %examples/tiny/gpt-moe-tiny.json --emit=mlir --pipeline=none -o %t.mlir
 // RUN: moe-opt %t.mlir --pass-pipeline='builtin.module(moe.model(moe-fuse-gating,moe-plan-memory,moe-layer-streaming{memory-budget=4000000}))' | FileCheck %s --check-prefix=FITS
 // RUN: moe-opt %t.mlir --pass-pipeline='builtin.module(moe.model(moe-fuse-gating,moe-plan-memory,moe-layer-streaming))' | FileCheck %s --check-prefix=FITS

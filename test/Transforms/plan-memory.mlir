@@ -71,4 +71,4 @@ moe.model @attn attributes {architecture = "test", vocab_size = 16, hidden_size 
 // MOE: moe.memory = {arena_bytes = 2176 : i64, kv_cache_bytes = 0 : i64, max_seq_len = 16 : i64, max_tokens = 16 : i64, unplanned_bytes = 3840 : i64}
 // MOE-SAME: moe.peak_bytes = array<i64: [[P:[0-9]+]], [[P]], [[P]], [[P]]>
 
-// BADDTYPE: dtype 'f64' is not supported (expected f32, bf16 or f16)
+// BADDTYPE: for the --dtype option: 'f64' is not supported (expected f32, bf16 or f16)

@@ -141,6 +141,12 @@ class parser<mlir::moe::PlacementStrategy>
 public:
   using EnumOptionParser::EnumOptionParser;
 };
+template <>
+class parser<mlir::moe::ComputeDType>
+    : public mlir::moe::EnumOptionParser<mlir::moe::ComputeDType> {
+public:
+  using EnumOptionParser::EnumOptionParser;
+};
 } // namespace llvm::cl
 
 #endif // MOE_COMPILER_OPTIONS_H

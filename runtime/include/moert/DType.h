@@ -47,7 +47,7 @@ inline const char *dtypeName(DType t) {
 /// operand order of the AVX512-BF16 dot product: blocks of 16 rows, and in a
 /// block, per pair of columns (2j, 2j+1), one 64-byte vector whose 32-bit lane
 /// r holds (W[16b+r, 2j], W[16b+r, 2j+1]). Rows past N and the column past an
-/// odd K are zero. See cpu::packBf16.
+/// odd K are zero. The CPU backend packs them (packBf16 in its Kernels.h).
 enum class Layout : uint8_t { RowMajor, Packed16 };
 
 inline bool isFloatWeightType(DType t) {

@@ -9,6 +9,17 @@ namespace moert {
 
 using plan::Op;
 
+KVCacheBuf allocateKVCache(Backend &backend, const plan::KVCache &c, int64_t maxSeq) {
+  KVCacheBuf kc;
+  kc.dtype = c.dtype();
+  kc.maxSeq = maxSeq;
+  kc.bytes = uint64_t(c.num_kv_heads()) * uint64_t(maxSeq) * uint64_t(c.head_dim()) *
+             dtypeSize(kc.dtype);
+  kc.k = backend.allocate(kc.bytes, "K cache");
+  kc.v = backend.allocate(kc.bytes, "V cache");
+  return kc;
+}
+
 Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm,
                  Backend &backend, SessionOptions opts)
     : plan_(plan), prog_(plan.rankProgram(rank)), info_(plan.rankInfo(rank)), rank_(rank),
@@ -20,15 +31,8 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   bufferBytes_ = arenaBytes_;
   if (prog_.kv_caches())
     for (const plan::KVCache *c : *prog_.kv_caches()) {
-      KVCacheBuf kc;
-      kc.dtype = c->dtype();
-      kc.maxSeq = S;
-      kc.bytes = uint64_t(c->num_kv_heads()) * uint64_t(S) * uint64_t(c->head_dim()) *
-                 dtypeSize(kc.dtype);
-      kc.k = backend_.allocate(kc.bytes, "KV cache");
-      kc.v = backend_.allocate(kc.bytes, "KV cache");
-      bufferBytes_ += 2 * kc.bytes;
-      caches_.push_back(kc);
+      caches_.push_back(allocateKVCache(backend_, *c, S));
+      bufferBytes_ += 2 * caches_.back().bytes;
     }
   deviceTokens_ = static_cast<int64_t *>(backend_.allocate(uint64_t(2 * maxT) * 8, "token ids"));
   weights_.reserveBuffers(int64_t(bufferBytes_));

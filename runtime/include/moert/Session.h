@@ -45,6 +45,10 @@ struct GateProfile {
   std::vector<uint64_t> dropped;  // choices over capacity per expert
 };
 
+/// Allocates a layer's K/V cache for `maxSeq` positions on the backend
+/// (k and v each [kvHeads, maxSeq, headDim] of the cache's dtype).
+KVCacheBuf allocateKVCache(Backend &backend, const plan::KVCache &cache, int64_t maxSeq);
+
 class Session {
 public:
   Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm, Backend &backend,

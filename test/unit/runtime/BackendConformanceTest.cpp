@@ -128,16 +128,8 @@ public:
     be.copyToDevice(StreamKind::Compute, arena_, zeros.data(), arenaBytes_);
     const int64_t S = plan.maxSeqLen(), maxT = plan.maxTokens();
     if (prog_.kv_caches())
-      for (const plan::KVCache *c : *prog_.kv_caches()) {
-        KVCacheBuf kc;
-        kc.dtype = c->dtype();
-        kc.maxSeq = S;
-        kc.bytes = uint64_t(c->num_kv_heads()) * uint64_t(S) * uint64_t(c->head_dim()) *
-                   dtypeSize(kc.dtype);
-        kc.k = be.allocate(kc.bytes, "K cache");
-        kc.v = be.allocate(kc.bytes, "V cache");
-        caches_.push_back(kc);
-      }
+      for (const plan::KVCache *c : *prog_.kv_caches())
+        caches_.push_back(allocateKVCache(be, *c, S));
     tokens_ = static_cast<int64_t *>(be.allocate(uint64_t(2 * maxT) * 8, "tokens"));
     be.synchronizeAll();
     args_.buffers = &plan.rankInfo(rank).buffers;

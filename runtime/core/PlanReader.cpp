@@ -190,6 +190,12 @@ private:
   void needDisjointOrSame(int32_t a, int32_t b) {
     if (a == b)
       return;
+    // Callers pass indices that buf() has checked, except where an op's
+    // buffers are checked later; never index past the table.
+    for (int32_t i : {a, b})
+      if (i < 0 || size_t(i) >= info_.buffers.size())
+        err("buffer index {} out of range (expected 0..{})", i,
+            int64_t(info_.buffers.size()) - 1);
     const BufferInfo &x = info_.buffers[size_t(a)], &y = info_.buffers[size_t(b)];
     if (x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes)
       err("buffers '{}' and '{}' overlap in the arena (expected disjoint slots)", x.name, y.name);
@@ -621,8 +627,15 @@ void RankValidator::validateStep(const plan::Step &s) {
     switch (op->kind()) {
     case K::AllReduceSum:
     case K::Broadcast:
-      if (op->out() != -1)
-        needDisjointOrSame(op->buf(), op->out());
+      // Broadcast copies the whole of buf into out: out needs its rows and
+      // row length (and a valid index: the fuzzer found one unchecked).
+      if (op->out() != -1 && op->out() != op->buf()) {
+        const BufferInfo &o = buf(op->out(), "out");
+        if (o.rowElems != b.rowElems)
+          err("out has {} elements per row (expected {} like buf)", o.rowElems, b.rowElems);
+        needRowsOf(o, "out", b);
+        needDisjoint(op->buf(), op->out());
+      }
       break;
     case K::AllGather: {
       const BufferInfo &o = buf(op->out(), "out");

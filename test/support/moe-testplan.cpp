@@ -6,7 +6,7 @@
 //       [--max-seq-len=N] [--ranks=N] [--corrupt=KIND]
 // --corrupt writes a deliberately broken plan for bad-input tests: identifier,
 // version-major, version-minor, buffer-index, weight-index, arena, top-k,
-// truncate.
+// collective-out (needs --ranks > 1), truncate.
 //
 //===----------------------------------------------------------------------===//
 #include "HFPlans.h"
@@ -59,7 +59,9 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
   else if (kind == "top-k") {
     auto *g = needOp<mp::GateT>(*p, mp::Op::Gate);
     g->top_k = g->num_experts + 1;
-  } else
+  } else if (kind == "collective-out")
+    needOp<mp::CollectiveT>(*p, mp::Op::Collective)->out = 99;
+  else
     moert::fail("--corrupt={}: unknown kind", kind);
   return packPlan(*p);
 }

@@ -79,7 +79,7 @@ def main():
         "x": "a.safetensors", "y": "a.safetensors", "z": "b.safetensors"}}), b"\x01")
     put(out, "safetensors", json.dumps({"weight_map": {"x": "a.safetensors"}}), b"\x01")
 
-    # Compiler readers: 0 safetensors, 1 profile, 2 sizes, 3 JSON.
+    # Compiler readers: 0 safetensors, 1 profile, 2 sizes, 3 JSON, 4 clusters.
     for s in safetensors_seeds():
         put(out, "compiler-inputs", s, b"\x00")
     for p in glob.glob(os.path.join(src, "test", "Transforms", "Inputs", "*.json")):
@@ -90,6 +90,11 @@ def main():
     for s in ["24GiB", "1.5GB", "4096", "12 MiB", "0.5k", "7"]:
         put(out, "compiler-inputs", s, b"\x02")
     put(out, "compiler-inputs", '{"a": [1, 2.5e3, "x\\u00e9", null, true], "b": {"c": {}}}', b"\x03")
+    for p in glob.glob(os.path.join(src, "examples", "clusters", "*.json")) + \
+            glob.glob(os.path.join(src, "test", "Tools", "Inputs", "clusters", "*.json")):
+        put(out, "compiler-inputs", open(p, "rb").read(), b"\x04")
+    for s in ["3.35TB/s", "400Gb/s", "989T", "1.5e3 TFLOPS", "3us", "0ns", "2e-6s"]:
+        put(out, "compiler-inputs", s, b"\x04")
 
     # Importer: descriptions and config.json files.
     configs = (glob.glob(os.path.join(src, "examples", "**", "*.json"), recursive=True) +

@@ -3,7 +3,8 @@
 //   moe-compile MODEL [-o FILE] [--emit=plan|plan-text|mlir|report] [--report=FILE.json]
 //               [--plot=FILE.svg]
 //               [--target=cpu|cuda] [--dtype=f32|bf16|f16] [--devices=N]
-//               [--gpus-per-node=G] [--max-batch=B] [--max-seq-len=L]
+//               [--gpus-per-node=G] [--cluster=FILE.json] [--max-batch=B]
+//               [--max-seq-len=L]
 //               [--placement=balanced|round-robin|contiguous]
 //               [--expert-profile=FILE.json] [--memory-budget=SIZE]
 //               [--pipeline=STR] [--load-pass-plugin=LIB.so]
@@ -15,6 +16,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Analysis/Cluster.h"
 #include "moe/Analysis/CostModel.h"
 #include "moe/Analysis/ExpertProfile.h"
 #include "moe/Compiler/InputLimits.h"
@@ -105,6 +107,12 @@ cl::opt<std::string>
     gpusPerNodeFlag("gpus-per-node",
                     cl::desc("Ranks per node (default: all on one node)"),
                     cl::value_desc("G"), cl::cat(targetCategory));
+cl::opt<std::string>
+    clusterFlag("cluster",
+                cl::desc("Machine description (JSON: nodes, devices per "
+                         "node, device and links); sets --devices and "
+                         "--gpus-per-node and drives the cost model"),
+                cl::value_desc("FILE.json"), cl::cat(targetCategory));
 cl::opt<std::string>
     maxBatchFlag("max-batch",
                  cl::desc("Largest batch (1 until the runtime decodes "
@@ -257,6 +265,37 @@ T choice(std::optional<T> value, llvm::StringRef flag, llvm::StringRef got,
   return *value;
 }
 
+/// The machine of --cluster, when given; it replaces --target's built-in
+/// device in the cost model.
+std::optional<ClusterSpec> cluster;
+
+/// Reads --cluster and takes the rank grid from it. --devices and
+/// --gpus-per-node may repeat what it says, not contradict it.
+void applyCluster(CompileOptions &o) {
+  llvm::Expected<ClusterSpec> spec =
+      readClusterFile(clusterFlag, stringifyTarget(o.target));
+  if (!spec)
+    fail("--cluster: " + llvm::toString(spec.takeError()));
+  cluster = std::move(*spec);
+  auto conflict = [&](llvm::StringRef flag, int64_t given, int64_t implied,
+                      llvm::StringRef what) {
+    fail("--" + flag + ": " + llvm::Twine(given) + " conflicts with --cluster=" +
+         clusterFlag + " (" + what + " " + llvm::Twine(implied) +
+         "; expected the same value or no --" + flag + ")");
+  };
+  if (devicesFlag.getNumOccurrences() && o.devices != cluster->getNumDevices())
+    conflict("devices", o.devices, cluster->getNumDevices(),
+             llvm::formatv("{0} nodes x {1} devices =", cluster->nodes,
+                           cluster->devicesPerNode)
+                 .str());
+  if (gpusPerNodeFlag.getNumOccurrences() &&
+      o.gpusPerNode != cluster->devicesPerNode)
+    conflict("gpus-per-node", o.gpusPerNode, cluster->devicesPerNode,
+             "devices_per_node");
+  o.devices = cluster->getNumDevices();
+  o.gpusPerNode = cluster->devicesPerNode;
+}
+
 CompileOptions parseOptions(EmitKind emit) {
   CompileOptions o;
   o.target = choice(parseTarget(targetFlag), "target", targetFlag, "cpu or cuda");
@@ -268,11 +307,13 @@ CompileOptions parseOptions(EmitKind emit) {
   if (gpusPerNodeFlag.getNumOccurrences()) {
     o.gpusPerNode =
         check(parseIntInRange(gpusPerNodeFlag, 1, kMaxRanks), "gpus-per-node");
-    if (o.devices % o.gpusPerNode != 0)
+    if (!clusterFlag.getNumOccurrences() && o.devices % o.gpusPerNode != 0)
       fail("--gpus-per-node: " + llvm::Twine(o.gpusPerNode) +
            " does not divide --devices=" + llvm::Twine(o.devices) +
            " (expected whole nodes)");
   }
+  if (clusterFlag.getNumOccurrences())
+    applyCluster(o);
   o.maxBatch = check(parseIntInRange(maxBatchFlag, 1, 1 << 20), "max-batch");
   // A plan no runtime can run is refused here, not when it is loaded.
   if (o.maxBatch > 1 && emit == EmitKind::Plan)
@@ -299,6 +340,8 @@ CompileOptions parseOptions(EmitKind emit) {
          "load-aware strategy)");
   if (memoryBudgetFlag.getNumOccurrences())
     o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
+  else if (cluster && cluster->deviceMemoryBytes)
+    o.memoryBudget = cluster->deviceMemoryBytes; // what one device holds
   o.pipeline = pipelineFlag;
   if (emit == EmitKind::Plan && outputPath.empty())
     fail("-o: missing (expected the plan file to write)");
@@ -668,7 +711,9 @@ int main(int argc, char **argv) {
   if (*emit == EmitKind::Report || !reportPath.empty() || !plotPath.empty()) {
     cost = analyzeModel(*module->getOps<ModelOp>().begin(), options.maxSeqLen);
     latency = estimateDecodeLatency(
-        *cost, deviceModelFor(stringifyTarget(options.target)),
+        *cost,
+        cluster ? cluster->device
+                : deviceModelFor(stringifyTarget(options.target)),
         options.dtype == ComputeDType::F32 ? 32 : 16);
   }
   switch (*emit) {

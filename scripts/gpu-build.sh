@@ -22,11 +22,11 @@ if [ ! -f "$B/build.ninja" ]; then
   fi
   cmake -S . -B "$B" -G Ninja "${args[@]}" "$@"
 fi
-cmake --build "$B" --target cuda-kernels-tests cuda-math-tests moe-cuda-bench moe-run
+cmake --build "$B" --target cuda-kernels-tests cuda-math-tests moe-cuda-bench moe-run moert-tests
 rm -rf .gpu
 mkdir -p .gpu/bin .gpu/lib
 cp "$B/bin/cuda-kernels-tests" "$B/bin/cuda-math-tests" "$B/bin/moe-cuda-bench" "$B/bin/moe-run" \
-  .gpu/bin/
+  "$B/bin/moert-tests" .gpu/bin/
 # Shared libraries outside glibc (libmvec is glibc's), libstdc++ and CUDA: carried.
 for f in .gpu/bin/*; do
   ldd "$f" | awk '$3 ~ /^\// {print $3}'
@@ -39,6 +39,29 @@ done | sort -u | while read -r lib; do
   esac
 done
 strip --strip-unneeded .gpu/bin/* 2>/dev/null || true
+# The fixtures (small HF checkpoints with expected outputs) and their plans,
+# compiled here for --target=cuda: the GPU machine has no MLIR. The
+# conformance suite reads them through MOE_FIXTURES_DIR.
+SHARED=${MOE_SHARED_DIR:-$(cd .. && pwd)/shared}
+COMPILE=${MOE_COMPILE:-build/bin/moe-compile}
+if [ -d "$SHARED/fixtures/hf" ]; then
+  mkdir -p .gpu/fixtures .gpu/plans .gpu/tools
+  cp -r "$SHARED/fixtures/hf" .gpu/fixtures/
+  cp "$SHARED/tools/compare_outputs.py" .gpu/tools/
+  if [ -x "$COMPILE" ]; then
+    for d in .gpu/fixtures/hf/*/; do
+      n=$(basename "$d")
+      "$COMPILE" "$d" -o ".gpu/plans/$n.f32.plan" --target=cuda --dtype=f32
+      "$COMPILE" "$d" -o ".gpu/plans/$n.bf16.plan" --target=cuda --dtype=bf16
+    done
+    # The benchmark's model (random weights on the GPU machine).
+    [ -f "$SHARED/bench/mixtral-bench/config.json" ] &&
+      "$COMPILE" "$SHARED/bench/mixtral-bench/config.json" -o .gpu/plans/bench-mixtral-bf16.plan \
+        --target=cuda --dtype=bf16 --max-seq-len=256
+  else
+    echo "gpu-build: no $COMPILE: the fixtures and benchmarks stages will have no plans" >&2
+  fi
+fi
 git rev-parse HEAD > .gpu/COMMIT
 du -sh .gpu
 ls -la .gpu/bin .gpu/lib

@@ -8,9 +8,9 @@
 # Binaries: $MOE_GPU_BIN, else the first of .gpu/bin (scripts/gpu-build.sh),
 # build-gpu/bin, build/bin, build-rt/bin that holds cuda-kernels-tests.
 # Stages: env, gpu-facts, nccl, math-tests, gpu-unit, compute-sanitizer,
-# kernel-benchmarks (moe-cuda-bench), then conformance, fixtures, benchmarks
-# (plan-level; not yet wired: they need the CUDA backend behind
-# runtime/include/moert/Backend.h).
+# kernel-benchmarks (moe-cuda-bench), then conformance (the backend suite with
+# --backend=cuda), fixtures (plans compiled beforehand, run with
+# --backend=cuda) and benchmarks (moe-run --bench --json).
 set -uo pipefail
 if [ $# -ne 1 ]; then
   echo "usage: $0 OUTDIR" >&2
@@ -78,7 +78,7 @@ fi
 # CUDA's libraries (cuBLAS, NCCL) where the GPU machine keeps them: the
 # toolkit (lib64 or lib) or the Python environment's nvidia-* packages.
 for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do
-  [ -d "$d" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH${LD_LIBRARY_PATH:+:}$d
+  [ -d "$d" ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}$d
 done
 pylibs=$(timeout 30 python3 - 2>/dev/null <<'PY'
 import importlib.util, os
@@ -94,7 +94,7 @@ for name in ("nvidia.cublas", "nvidia.nccl", "nvidia.cuda_runtime"):
 PY
 )
 for d in $pylibs; do
-  export LD_LIBRARY_PATH=$LD_LIBRARY_PATH${LD_LIBRARY_PATH:+:}$d
+  export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}$d
 done
 missing=""
 if [ -n "$BIN" ]; then
@@ -117,7 +117,7 @@ if [ $rc -ne 0 ] || [ -z "$facts" ]; then
     stage "$n" skipped 0 "no GPU"
   done
   for n in conformance fixtures benchmarks; do
-    stage "$n" skipped 0 "no GPU (and not yet wired: needs the CUDA backend)"
+    stage "$n" skipped 0 "no GPU"
   done
   # The device math runs anywhere: still report it.
   if [ -n "$BIN" ] && [ -x "$BIN/cuda-math-tests" ]; then
@@ -245,15 +245,88 @@ else
   stage kernel-benchmarks failed 0 "moe-cuda-bench not found (run scripts/gpu-build.sh, carry .gpu)"
 fi
 
-# --- not yet wired -------------------------------------------------------------------
-# TODO(issue 14): once CudaBackend implements runtime/include/moert/Backend.h:
-#   conformance: moert-tests --gtest_filter='Conformance*' with --backend=cuda
-#   fixtures:    moe-run on the plans copied into .gpu/plans (--weights .gpu/fixtures/...),
-#                logits vs expected (f32 <= 1e-3; bf16 within the documented tolerance)
-#   benchmarks:  HBM read probe, seed-000 configurations, grouped GEMM / gate / attention ratios
-stage conformance not-yet-wired 0 "needs CudaBackend behind runtime/include/moert/Backend.h"
-stage fixtures not-yet-wired 0 "needs CudaBackend and plans staged into .gpu/plans"
-stage benchmarks not-yet-wired 0 "needs CudaBackend (moe-run --backend=cuda --bench --json)"
+# --- conformance ------------------------------------------------------------------
+# The backend conformance suite (every op against the reference kernels,
+# streams and events, streamed weights, the fixtures on 1 and 2-3 ranks) with
+# the cuda parameter.
+s=$(date +%s)
+if [ -n "$BIN" ] && [ -x "$BIN/moert-tests" ]; then
+  MOE_FIXTURES_DIR=$PWD/.gpu/fixtures timeout 180 "$BIN/moert-tests" \
+    --gtest_filter='BackendConformance/*/cuda*' \
+    --gtest_output="json:$OUT/conformance.json" > "$OUT/conformance.log" 2>&1
+  rc=$?
+  summary=$(grep -E '^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]|Failure|error:' \
+            "$OUT/conformance.log" | head -40)
+  status=ok
+  [ $rc -ne 0 ] && status=failed
+  [ $rc -eq 124 ] && status=timeout
+  grep -q '^\[  SKIPPED \]' "$OUT/conformance.log" && [ $rc -eq 0 ] && status=skipped-some
+  stage conformance "$status" $(( $(date +%s) - s )) "$summary" "\"rc\": $rc"
+else
+  stage conformance failed 0 "moert-tests not found (run scripts/gpu-build.sh, carry .gpu)"
+fi
+
+# --- fixtures --------------------------------------------------------------------
+# Plans compiled on the CPU machine (.gpu/plans, f32 and bf16) run with
+# --backend=cuda on the carried checkpoints: f32 logits within 1e-3 of the
+# reference and the same tokens; bf16 plans report their error (no bar).
+s=$(date +%s)
+results=""
+fails=0
+runs=0
+if [ -n "$BIN" ] && ls .gpu/plans/*-tiny.*.plan > /dev/null 2>&1; then
+  for plan in .gpu/plans/*-tiny.*.plan; do
+    base=$(basename "$plan" .plan)
+    n=${base%.*}
+    d=.gpu/fixtures/hf/$n
+    [ -f "$d/expected.safetensors" ] || continue
+    ids=$(python3 -c "
+import sys; sys.path.insert(0, '.gpu/tools'); from compare_outputs import load
+print(','.join(str(int(x)) for x in load('$d/expected.safetensors')['input_ids'].reshape(-1)))" 2>&1)
+    runs=$((runs + 1))
+    if timeout 60 "$BIN/moe-run" "$plan" --backend=cuda --weights="$d" --prompt-ids="$ids" \
+         --max-new-tokens=16 --dump="$OUT/$base.out.safetensors" > "$OUT/$base.log" 2>&1; then
+      if [ "${base##*.}" = f32 ]; then
+        r=$(python3 .gpu/tools/compare_outputs.py "$d/expected.safetensors" \
+            "$OUT/$base.out.safetensors" 2>&1) || fails=$((fails + 1))
+      else
+        r=$(python3 .gpu/tools/compare_outputs.py "$d/expected.safetensors" \
+            "$OUT/$base.out.safetensors" --atol 1e9 2>&1)
+      fi
+    else
+      r="moe-run failed: $(tail -3 "$OUT/$base.log" | tr '\n' ' ')"
+      fails=$((fails + 1))
+    fi
+    results+="$base: $r"$'\n'
+  done
+  stage fixtures "$([ $fails -eq 0 ] && [ $runs -gt 0 ] && echo ok || echo failed)" \
+    $(( $(date +%s) - s )) "$results" "\"runs\": $runs, \"failed\": $fails"
+else
+  stage fixtures failed 0 "no plans in .gpu/plans (scripts/gpu-build.sh compiles them with build/bin/moe-compile)"
+fi
+
+# --- benchmarks ------------------------------------------------------------------
+# moe-run --bench --json (decode and prefill times, the same run's HBM read
+# bandwidth floor) on random weights of the plans gpu-build.sh staged.
+s=$(date +%s)
+bench=""
+if [ -n "$BIN" ] && ls .gpu/plans/bench-*.plan > /dev/null 2>&1; then
+  for plan in .gpu/plans/bench-*.plan; do
+    base=$(basename "$plan" .plan)
+    timeout 120 "$BIN/moe-run" "$plan" --backend=cuda --random-weights \
+      --prompt-ids=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20 --max-new-tokens=64 \
+      --bench --json > "$OUT/$base.bench.json" 2> "$OUT/$base.bench.log"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+      bench+="${bench:+, }\"$base\": $(tr -d '\n' < "$OUT/$base.bench.json")"
+    else
+      bench+="${bench:+, }\"$base\": $(json_str "rc $rc: $(tail -3 "$OUT/$base.bench.log")")"
+    fi
+  done
+  stage benchmarks ok $(( $(date +%s) - s )) "moe-run --bench per plan" "\"results\": {$bench}"
+else
+  stage benchmarks skipped 0 "no .gpu/plans/bench-*.plan (scripts/gpu-build.sh compiles them)"
+fi
 
 write_json true
 echo "gpu-check: finished in $(( $(date +%s) - T0 )) s; wrote $JSON"

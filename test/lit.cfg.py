@@ -41,6 +41,14 @@ if config.moe_enable_mpi:
     config.available_features.add("mpi")
 if config.moe_enable_cuda:
     config.available_features.add("cuda")
+    # A GPU this process can use (tests of the no-device path skip there).
+    import subprocess
+    try:
+        if "GPU" in subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                   timeout=20).stdout:
+            config.available_features.add("gpu")
+    except (OSError, subprocess.SubprocessError):
+        pass
 if config.moe_sanitizers:
     config.available_features.add("sanitizers")
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf")):

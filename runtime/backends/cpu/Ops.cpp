@@ -120,21 +120,6 @@ void rope(float *buf, int64_t ld, int64_t T, const int64_t *pos, int heads, int 
   }
 }
 
-void ropeTables(int64_t positions, int rotaryDim, double theta, std::vector<float> &cosTab,
-                std::vector<float> &sinTab) {
-  int half = rotaryDim / 2;
-  cosTab.resize(size_t(positions * half));
-  sinTab.resize(size_t(positions * half));
-  for (int i = 0; i < half; ++i) {
-    double invFreq = std::pow(theta, -2.0 * i / rotaryDim);
-    for (int64_t p = 0; p < positions; ++p) {
-      double a = double(p) * invFreq;
-      cosTab[size_t(p * half + i)] = float(std::cos(a));
-      sinTab[size_t(p * half + i)] = float(std::sin(a));
-    }
-  }
-}
-
 #ifdef MOERT_HAVE_MVEC
 // glibc libmvec's AVX-512 exp of 8 doubles (the function GCC calls when it
 // vectorizes exp): within 4 ulp of double, so silu rounded to float matches

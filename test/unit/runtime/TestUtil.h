@@ -25,7 +25,12 @@ struct TestBackend {
   std::unique_ptr<moert::Backend> be;
 };
 
-inline std::string fixturesDir() { return MOE_FIXTURES_DIR; }
+/// The fixtures: MOE_FIXTURES_DIR from the environment (the GPU run carries
+/// its own copy), else the shared directory the build saw.
+inline std::string fixturesDir() {
+  const char *env = std::getenv("MOE_FIXTURES_DIR");
+  return env && *env ? env : MOE_FIXTURES_DIR;
+}
 inline std::string fixture(const std::string &name) { return fixturesDir() + "/hf/" + name; }
 inline bool haveFixtures() { return moert::isDirectory(fixturesDir() + "/hf"); }
 

@@ -8,6 +8,8 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/RopeTables.h"
+
 #include "moert/DType.h"
 #include "moert/ThreadPool.h"
 
@@ -136,9 +138,8 @@ void rmsNorm(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows
 /// tables [position][rotaryDim/2] from ropeTables.
 void rope(float *buf, int64_t ld, int64_t T, const int64_t *pos, int heads, int headDim,
           int rotaryDim, const float *cosTab, const float *sinTab, bool interleaved);
-/// cos/sin of position * theta^(-2i/rotaryDim), computed in double.
-void ropeTables(int64_t positions, int rotaryDim, double theta, std::vector<float> &cosTab,
-                std::vector<float> &sinTab);
+/// The tables (shared with every backend).
+using ::moert::ropeTables;
 
 void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows, int64_t n,
                 Act act, bool gated);

@@ -1,0 +1,728 @@
+//===- CudaBackend.cpp - The CUDA backend ---------------------------------===//
+//
+// Host side of the CUDA backend: memory, streams and events, weight upload,
+// and one case per plan op that calls the launchers of CudaKernels.h. It is
+// plain C++ against the CUDA runtime API (the kernels are in the .cu files).
+//
+//===----------------------------------------------------------------------===//
+#include "CudaBackend.h"
+
+#include "moert/Comm.h"
+#include "moert/Error.h"
+#include "moert/RopeTables.h"
+
+#include <algorithm>
+#include <cstring>
+#include <fmt/format.h>
+
+namespace moert::cuda {
+
+using plan::Op;
+
+static WType wtype(DType t) {
+  switch (t) {
+  case DType::BF16:
+    return WType::BF16;
+  case DType::F16:
+    return WType::F16;
+  default:
+    return WType::F32;
+  }
+}
+
+static DW dw(const StepArgs &a, int32_t idx) {
+  const DeviceWeight *w = a.weight(idx);
+  if (!w || !w->data)
+    return {};
+  return {w->data, wtype(w->dtype)};
+}
+
+static uint64_t weightBytes(const StepArgs &a, int32_t idx) {
+  if (idx < 0)
+    return 0;
+  const WeightInfo &wi = a.info(idx);
+  return wi.numel * dtypeSize(wi.dtype);
+}
+
+void CudaBackend::check(cudaError_t e, const std::string &what) const {
+  if (e != cudaSuccess)
+    fail("cuda: {}: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+CudaBackend::CudaBackend(const BackendOptions &opts) : pool_(std::max(1, opts.threads)) {
+  int n = deviceCount();
+  if (n <= 0)
+    fail("--backend=cuda: no CUDA device is visible (expected a GPU with a driver; "
+         "--backend=cpu runs the plan on the CPU)");
+  if (opts.device < 0 || opts.device >= n)
+    fail("--device={}: out of range (expected 0..{})", opts.device, n - 1);
+  device_ = opts.device;
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  check(cudaGetDeviceProperties(&props_, device_), "cudaGetDeviceProperties");
+  for (cudaStream_t &s : streams_)
+    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  blas_ = std::make_unique<Blas>();
+  if (!blas_->ok())
+    fail("cuda: cuBLAS handle creation failed (expected a working cuBLAS)");
+  check(cudaMalloc(reinterpret_cast<void **>(&sampleOut_), 64), "cudaMalloc (sampler)");
+  check(cudaMalloc(reinterpret_cast<void **>(&rngState_), 64), "cudaMalloc (sampler)");
+}
+
+CudaBackend::~CudaBackend() {
+  cudaDeviceSynchronize();
+  for (Rope &r : ropes_) {
+    cudaFree(r.cos);
+    cudaFree(r.sin);
+  }
+  cudaFree(ws_);
+  cudaFree(expertTable_);
+  cudaFree(sampleOut_);
+  cudaFree(rngState_);
+  blas_.reset();
+  for (cudaEvent_t e : events_)
+    cudaEventDestroy(e);
+  for (cudaStream_t s : streams_)
+    if (s)
+      cudaStreamDestroy(s);
+}
+
+std::string CudaBackend::description() const {
+  return fmt::format("{}, {} SMs, {:.1f} GiB, sm_{}{}", props_.name, props_.multiProcessorCount,
+                     double(props_.totalGlobalMem) / double(1ull << 30), props_.major,
+                     props_.minor);
+}
+
+std::string CudaBackend::isa() const { return fmt::format("sm_{}{}", props_.major, props_.minor); }
+
+//===----------------------------------------------------------------------===//
+// Memory and streams
+//===----------------------------------------------------------------------===//
+
+void *CudaBackend::allocate(uint64_t bytes, const char *what) {
+  void *p = nullptr;
+  cudaError_t e = cudaMalloc(&p, std::max<uint64_t>(bytes, 256));
+  if (e != cudaSuccess)
+    fail("cuda: cannot allocate {} bytes for the {} ({}; expected the plan's memory to fit "
+         "the device: compile with a smaller --memory-budget or --max-seq-len)",
+         bytes, what, cudaGetErrorString(e));
+  return p;
+}
+
+void CudaBackend::deallocate(void *p, uint64_t) {
+  if (p)
+    cudaFree(p);
+}
+
+void CudaBackend::copyToDevice(StreamKind s, void *dst, const void *src, uint64_t bytes) {
+  // From pageable memory the copy is staged before the call returns, so the
+  // caller may reuse `src` (core passes host vectors it refills per call).
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream(s)), "copy to device");
+}
+
+void CudaBackend::copyToHost(StreamKind s, void *dst, const void *src, uint64_t bytes) {
+  // To pageable memory cudaMemcpyAsync completes before returning: the host
+  // reads the result right after (logits, expert offsets).
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream(s)), "copy to host");
+  check(cudaStreamSynchronize(stream(s)), "copy to host");
+}
+
+void CudaBackend::enqueueHost(StreamKind s, std::function<void()> fn) {
+  // Host work that itself calls CUDA (weight uploads, frees) may not run in a
+  // stream callback, so it runs here once the stream's earlier work is done;
+  // work enqueued later on the stream follows it. Kernels already queued on
+  // the other streams keep running meanwhile.
+  synchronize(s);
+  fn();
+}
+
+EventId CudaBackend::record(StreamKind s) {
+  if (nextEvent_ == events_.size()) {
+    cudaEvent_t e;
+    check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+    events_.push_back(e);
+  }
+  cudaEvent_t e = events_[nextEvent_];
+  check(cudaEventRecord(e, stream(s)), "cudaEventRecord");
+  return EventId(nextEvent_++);
+}
+
+void CudaBackend::waitEvent(StreamKind s, EventId e) {
+  check(cudaStreamWaitEvent(stream(s), events_[size_t(e)], 0), "cudaStreamWaitEvent");
+}
+
+void CudaBackend::synchronize(StreamKind s) {
+  check(cudaStreamSynchronize(stream(s)), "stream synchronize");
+}
+
+void *CudaBackend::workspace(size_t bytes) {
+  if (bytes <= wsBytes_)
+    return ws_;
+  // Growing frees the old scratch, which kernels still queued may read:
+  // cudaFree waits for the device first.
+  if (ws_)
+    check(cudaFree(ws_), "cudaFree (workspace)");
+  ws_ = nullptr;
+  wsBytes_ = std::max(bytes, wsBytes_ * 2);
+  check(cudaMalloc(&ws_, wsBytes_), fmt::format("cudaMalloc of {} workspace bytes", wsBytes_));
+  return ws_;
+}
+
+std::pair<const float *, const float *> CudaBackend::ropeTable(int64_t positions, int rotaryDim,
+                                                               float theta) {
+  Rope *found = nullptr;
+  for (Rope &r : ropes_)
+    if (r.rotaryDim == rotaryDim && r.theta == theta)
+      found = &r;
+  if (found && found->positions >= positions)
+    return {found->cos, found->sin};
+  if (!found) {
+    ropes_.push_back({0, rotaryDim, theta, nullptr, nullptr});
+    found = &ropes_.back();
+  }
+  // Entries do not depend on the table's length: a longer table replaces it.
+  int64_t n = std::max<int64_t>({positions, 2 * found->positions, 256});
+  std::vector<float> c, s;
+  ropeTables(n, rotaryDim, double(theta), c, s);
+  cudaFree(found->cos); // waits for kernels still reading the old table
+  cudaFree(found->sin);
+  found->cos = static_cast<float *>(allocate(c.size() * 4, "rope table"));
+  found->sin = static_cast<float *>(allocate(s.size() * 4, "rope table"));
+  check(cudaMemcpy(found->cos, c.data(), c.size() * 4, cudaMemcpyHostToDevice), "rope table");
+  check(cudaMemcpy(found->sin, s.data(), s.size() * 4, cudaMemcpyHostToDevice), "rope table");
+  found->positions = n;
+  return {found->cos, found->sin};
+}
+
+//===----------------------------------------------------------------------===//
+// Weights
+//===----------------------------------------------------------------------===//
+
+Layout CudaBackend::chooseLayout(const WeightInfo &, bool) { return Layout::RowMajor; }
+
+uint64_t CudaBackend::layoutBytes(const WeightInfo &w, Layout) {
+  return w.numel * dtypeSize(w.dtype);
+}
+
+static uint64_t align256(uint64_t x) { return (x + 255) & ~uint64_t(255); }
+
+UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<const Layout>,
+                                 const ProgressFn &progress) {
+  UploadResult res;
+  res.weights.resize(srcs.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    const WeightInfo &w = *srcs[i].info;
+    DeviceWeight &v = res.weights[i];
+    v.dtype = w.dtype;
+    v.layout = Layout::RowMajor;
+    v.bytes = layoutBytes(w, v.layout);
+    total += align256(v.bytes);
+  }
+  if (total == 0)
+    return res;
+  auto *mem = static_cast<uint8_t *>(allocate(total, "weights"));
+  res.memory = std::shared_ptr<void>(mem, [](void *p) { cudaFree(p); });
+  // Converted in host chunks through one pinned staging buffer (a mapped
+  // tensor already in its compute dtype is copied straight from the file).
+  constexpr uint64_t kChunkBytes = uint64_t(64) << 20;
+  void *staging = nullptr;
+  check(cudaMallocHost(&staging, kChunkBytes), "cudaMallocHost (staging)");
+  std::unique_ptr<void, void (*)(void *)> stagingOwner(staging, [](void *p) { cudaFreeHost(p); });
+  uint64_t off = 0, done = 0;
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    const WeightSource &src = srcs[i];
+    const WeightInfo &w = *src.info;
+    DeviceWeight &v = res.weights[i];
+    v.data = mem + off;
+    off += align256(v.bytes);
+    uint8_t *dst = mem + (off - align256(v.bytes));
+    const uint64_t es = dtypeSize(w.dtype);
+    if (src.mapped && w.dtype == w.storedDtype) {
+      check(cudaMemcpy(dst, src.mapped, v.bytes, cudaMemcpyHostToDevice),
+            fmt::format("upload of '{}'", w.name));
+    } else {
+      const uint64_t per = kChunkBytes / es;
+      for (uint64_t b = 0; b < w.numel; b += per) {
+        uint64_t e = std::min(w.numel, b + per);
+        src.read(staging, b, e);
+        check(cudaMemcpy(dst + b * es, staging, (e - b) * es, cudaMemcpyHostToDevice),
+              fmt::format("upload of '{}'", w.name));
+      }
+    }
+    done += v.bytes;
+    if (progress)
+      progress(done, total);
+  }
+  return res;
+}
+
+void CudaBackend::evict(const DeviceWeight &, std::shared_ptr<void> &memory) { memory.reset(); }
+
+//===----------------------------------------------------------------------===//
+// Steps
+//===----------------------------------------------------------------------===//
+
+std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
+  const plan::RankProgram &prog = plan.rankProgram(rank);
+  size_t n = prog.steps() ? prog.steps()->size() : 0;
+  std::vector<unsigned> end(n);
+  for (size_t i = 0; i < n; ++i)
+    end[i] = unsigned(i + 1);
+  // The experts kernels need the gate's expert count, which their op does
+  // not repeat: remember it per expert_offsets buffer.
+  for (size_t i = 0; i < n; ++i)
+    if (const plan::Gate *g = prog.steps()->Get(unsigned(i))->op_as_Gate())
+      gateExperts_[g->expert_offsets()] = g->num_experts();
+  return end;
+}
+
+void CudaBackend::launch(StreamKind s, const plan::Step &step, const StepArgs &args) {
+  runStep(stream(s), step, args);
+}
+
+void CudaBackend::launchGroup(StreamKind s, const plan::RankProgram &prog, unsigned begin,
+                              unsigned end, const StepArgs &args) {
+  for (unsigned k = begin; k < end; ++k)
+    runStep(stream(s), *prog.steps()->Get(k), args);
+}
+
+void CudaBackend::bindComm(Comm &comm) {
+  // Host communicators move host memory; the arena is device memory.
+  if (comm.size() > 1 && std::string_view(comm.name()) != "nccl")
+    fail("--backend=cuda: {} ranks over the '{}' communicator (expected one rank per process, "
+         "or the NCCL communicator, which moves device memory)",
+         comm.size(), comm.name());
+  comm_ = &comm;
+  comm_->setStream(streams_[int(StreamKind::Comm)]);
+}
+
+void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &a) {
+  const int64_t T = a.T;
+  const char *opName = plan::EnumNameOp(s.op_type());
+  std::string where = fmt::format("step '{}' ({})", s.name() ? s.name()->c_str() : "", opName);
+  switch (s.op_type()) {
+  case Op::Embedding: {
+    auto *op = s.op_as_Embedding();
+    const WeightInfo &wi = a.info(op->weight());
+    check(embedding(a.ids, T, dw(a, op->weight()), wi.shape[1], op->scale(), a.f32(op->out()),
+                    a.ld(op->out()), st),
+          where);
+    a.stats->weightBytes += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::PositionEmbedding: {
+    auto *op = s.op_as_PositionEmbedding();
+    const WeightInfo &wi = a.info(op->weight());
+    check(addRows(a.pos, T, dw(a, op->weight()), wi.shape[1], a.f32(op->inout()),
+                  a.ld(op->inout()), st),
+          where);
+    a.stats->weightBytes += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
+    break;
+  }
+  case Op::Norm: {
+    auto *op = s.op_as_Norm();
+    int64_t cols = op->cols() ? op->cols() : a.ld(op->in()) - op->col_offset();
+    int64_t r = a.rows(op->in());
+    if (op->kind() == plan::NormKind::LayerNorm)
+      check(layerNorm(a.f32(op->in()), a.ld(op->in()), a.f32(op->out()), a.ld(op->out()), r,
+                      op->col_offset(), cols, op->dim(), dw(a, op->weight()), dw(a, op->bias()),
+                      op->eps(), st),
+            where);
+    else
+      check(rmsNorm(a.f32(op->in()), a.ld(op->in()), a.f32(op->out()), a.ld(op->out()), r,
+                    op->col_offset(), cols, op->dim(), dw(a, op->weight()), op->eps(),
+                    op->weight_offset(), st),
+            where);
+    break;
+  }
+  case Op::Linear: {
+    auto *op = s.op_as_Linear();
+    const WeightInfo &wi = a.info(op->weight());
+    bool tr = op->weight_transposed();
+    int64_t N = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    int64_t r = a.rows(op->in());
+    const float *x = a.f32(op->in());
+    if (op->last_row_only()) {
+      x += (r - 1) * a.ld(op->in());
+      r = 1;
+    }
+    void *ws = workspace(Blas::linearWorkspaceBytes(r, K));
+    check(blas_->linear(x, a.ld(op->in()), r, dw(a, op->weight()), N, K, tr, dw(a, op->bias()),
+                        a.f32(op->out()) + op->out_col_offset(), a.ld(op->out()),
+                        op->accumulate(), ws, st),
+          where);
+    a.stats->weightBytes += weightBytes(a, op->weight());
+    break;
+  }
+  case Op::Rope: {
+    auto *op = s.op_as_Rope();
+    int64_t maxPos = 0;
+    for (int64_t t = 0; t < T; ++t)
+      maxPos = std::max(maxPos, a.hostPos[t]);
+    auto [c, sn] = ropeTable(maxPos + 1, op->rotary_dim(), op->theta());
+    check(rope(a.f32(op->buf()) + op->col_offset(), a.ld(op->buf()), T, a.pos, op->num_heads(),
+               op->head_dim(), op->rotary_dim(), c, sn,
+               op->style() == plan::RopeStyle::Interleaved, st),
+          where);
+    break;
+  }
+  case Op::Attention: {
+    auto *op = s.op_as_Attention();
+    const KVCacheBuf &c = a.caches[op->cache()];
+    AttentionArgs aa;
+    aa.qkv = a.f32(op->qkv());
+    aa.ldqkv = a.ld(op->qkv());
+    aa.qCol = op->q_col();
+    aa.kCol = op->k_col();
+    aa.vCol = op->v_col();
+    aa.out = a.f32(op->out());
+    aa.ldo = a.ld(op->out());
+    aa.T = T;
+    aa.pos = a.pos;
+    for (int64_t t = 0; t < T; ++t)
+      aa.maxPos = std::max(aa.maxPos, a.hostPos[t]);
+    aa.cache = {c.k, c.v, wtype(c.dtype), c.maxSeq};
+    aa.heads = op->num_heads();
+    aa.kvHeads = op->num_kv_heads();
+    aa.headDim = op->head_dim();
+    aa.scale = op->scale();
+    aa.slidingWindow = op->sliding_window();
+    if (aa.headDim > kAttnMaxHeadDim)
+      fail("cuda: {}: head_dim {} (expected at most {})", where, aa.headDim, kAttnMaxHeadDim);
+    check(attention(aa, workspace(attentionWorkspaceBytes(aa)), st), where);
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t span = a.hostPos[t] + 1;
+      if (op->sliding_window() > 0)
+        span = std::min<int64_t>(span, op->sliding_window());
+      a.stats->kvBytes += uint64_t(span) * 2 * uint64_t(op->num_kv_heads()) *
+                          uint64_t(op->head_dim()) * dtypeSize(c.dtype);
+    }
+    break;
+  }
+  case Op::Activation: {
+    auto *op = s.op_as_Activation();
+    check(activation(a.f32(op->in()), a.ld(op->in()), a.f32(op->out()), a.ld(op->out()),
+                     a.rows(op->in()), op->n(), ActKind(int(op->kind())), op->gated(), st),
+          where);
+    break;
+  }
+  case Op::Add: {
+    auto *op = s.op_as_Add();
+    check(add(a.f32(op->a()), a.f32(op->b()), a.f32(op->out()), a.rows(op->a()) * a.ld(op->a()),
+              st),
+          where);
+    break;
+  }
+  case Op::Gate: {
+    auto *op = s.op_as_Gate();
+    math::GateParams p;
+    p.numExperts = op->num_experts();
+    p.topK = op->top_k();
+    p.sigmoid = op->score() == plan::ScoreFn::Sigmoid;
+    p.softmaxBeforeTopk = op->softmax_before_topk();
+    p.normTopk = op->norm_topk_prob();
+    p.capacityFactor = op->capacity_factor();
+    p.minCapacity = op->min_capacity();
+    p.dropTokens = op->drop_tokens();
+    if (p.numExperts > math::kGateMaxExperts || p.topK > math::kGateMaxTopK)
+      fail("cuda: {}: {} experts, top_k {} (expected at most {} experts and top_k {})", where,
+           p.numExperts, p.topK, math::kGateMaxExperts, math::kGateMaxTopK);
+    check(gate(a.f32(op->logits()), a.ld(op->logits()), T, p, a.i32(op->slot_expert()),
+               a.f32(op->slot_weight()), a.i32(op->expert_offsets()), a.i32(op->sorted_slots()),
+               workspace(gateWorkspaceBytes(T, p.numExperts)), st),
+          where);
+    if (a.gateCounts.routed)
+      countRouting(st, *op, a);
+    break;
+  }
+  case Op::Experts:
+    runExperts(st, *s.op_as_Experts(), a);
+    break;
+  case Op::Combine: {
+    auto *op = s.op_as_Combine();
+    check(combine(a.f32(op->slot_out()), a.f32(op->slot_weight()), T, op->top_k(),
+                  a.ld(op->out()), a.f32(op->out()), a.ld(op->out()), op->accumulate(), st),
+          where);
+    break;
+  }
+  case Op::SigmoidGate: {
+    auto *op = s.op_as_SigmoidGate();
+    check(sigmoidGate(a.f32(op->gate_logit()), a.ld(op->gate_logit()), a.f32(op->inout()),
+                      a.ld(op->inout()), T, a.ld(op->inout()), st),
+          where);
+    break;
+  }
+  case Op::ResidualMix: {
+    auto *op = s.op_as_ResidualMix();
+    check(residualMix(a.f32(op->moe()), a.f32(op->mlp()), a.f32(op->coef_logits()),
+                      a.ld(op->coef_logits()), a.f32(op->out()), a.ld(op->out()), T,
+                      a.ld(op->out()), st),
+          where);
+    break;
+  }
+  case Op::Logits: {
+    auto *op = s.op_as_Logits();
+    const WeightInfo &wi = a.info(op->weight());
+    bool tr = op->weight_transposed();
+    int64_t V = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    const float *x = a.f32(op->in());
+    int64_t lx = a.ld(op->in());
+    float *out = a.f32(op->out());
+    if (a.allLogits) {
+      check(blas_->linear(x, lx, T, dw(a, op->weight()), V, K, tr, dw(a, op->bias()),
+                          a.allLogits, V, false, workspace(Blas::linearWorkspaceBytes(T, K)), st),
+            where);
+      check(cudaMemcpyAsync(out, a.allLogits + (T - 1) * V, size_t(V) * 4,
+                            cudaMemcpyDeviceToDevice, st),
+            where);
+    } else {
+      check(blas_->linear(x + (T - 1) * lx, lx, 1, dw(a, op->weight()), V, K, tr,
+                          dw(a, op->bias()), out, a.ld(op->out()), false,
+                          workspace(Blas::linearWorkspaceBytes(1, K)), st),
+            where);
+    }
+    a.stats->weightBytes += weightBytes(a, op->weight());
+    break;
+  }
+  case Op::Collective:
+    runCollective(st, *s.op_as_Collective(), a);
+    break;
+  default:
+    // Prefetch and Evict are the weight store's (core).
+    break;
+  }
+}
+
+void CudaBackend::countRouting(cudaStream_t st, const plan::Gate &op, const StepArgs &a) {
+  // --expert-profile only: the counts come to the host once per gate.
+  const int E = op.num_experts(), K = op.top_k();
+  std::vector<int32_t> se(size_t(a.T * K)), eo(size_t(E + 1));
+  check(cudaMemcpyAsync(se.data(), a.i32(op.slot_expert()), se.size() * 4,
+                        cudaMemcpyDeviceToHost, st),
+        "expert profile");
+  check(cudaMemcpyAsync(eo.data(), a.i32(op.expert_offsets()), eo.size() * 4,
+                        cudaMemcpyDeviceToHost, st),
+        "expert profile");
+  check(cudaStreamSynchronize(st), "expert profile");
+  std::vector<uint64_t> routed(size_t(E), 0);
+  for (int32_t e : se)
+    if (e >= 0 && e < E)
+      ++routed[size_t(e)];
+  for (int e = 0; e < E; ++e) {
+    a.gateCounts.routed[e] += routed[size_t(e)];
+    if (a.gateCounts.dropped && op.drop_tokens())
+      a.gateCounts.dropped[e] += routed[size_t(e)] - uint64_t(eo[size_t(e) + 1] - eo[size_t(e)]);
+  }
+}
+
+void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const StepArgs &a) {
+  ExpertsArgs ea;
+  ea.in = a.f32(op.in());
+  ea.ldi = a.ld(op.in());
+  ea.sortedSlots = a.i32(op.sorted_slots());
+  ea.expertOffsets = a.i32(op.expert_offsets());
+  ea.slotOut = a.f32(op.slot_out());
+  ea.T = a.T;
+  ea.topK = op.top_k();
+  auto g = gateExperts_.find(op.expert_offsets());
+  if (g == gateExperts_.end())
+    fail("cuda: Experts step without its Gate (expected groupSteps to have seen the plan)");
+  ea.numExperts = g->second;
+  ea.D = a.ld(op.slot_out());
+  ea.I = op.intermediate();
+  ea.act = ActKind(int(op.act()));
+  ea.gated = op.gated();
+  ea.clearSlotOut = a.expertsFirstPart;
+  // The table of this launch's local experts, indexed by global expert id.
+  hostTable_.assign(size_t(ea.numExperts), ExpertW{});
+  for (ExpertW &w : hostTable_)
+    w.numReplicas = 0;
+  auto add = [&](const plan::ExpertWeights *e) {
+    ExpertW &w = hostTable_[size_t(e->expert())];
+    w.gate = dw(a, e->gate());
+    w.up = dw(a, e->up());
+    w.down = dw(a, e->down());
+    w.upBias = dw(a, e->up_bias());
+    w.downBias = dw(a, e->down_bias());
+    w.replica = e->replica();
+    w.numReplicas = std::max(1, e->num_replicas());
+    ea.weightType = w.up.type;
+    a.stats->weightBytes += weightBytes(a, e->up()) + weightBytes(a, e->gate()) +
+                            weightBytes(a, e->down());
+  };
+  if (op.experts()) {
+    if (a.expertSubset.empty())
+      for (const plan::ExpertWeights *e : *op.experts())
+        add(e);
+    else
+      for (int32_t k : a.expertSubset)
+        add(op.experts()->Get(unsigned(k)));
+  }
+  if (expertTableLen_ < hostTable_.size()) {
+    cudaFree(expertTable_); // waits for kernels reading the old table
+    expertTable_ = static_cast<ExpertW *>(allocate(hostTable_.size() * sizeof(ExpertW),
+                                                   "expert table"));
+    expertTableLen_ = hostTable_.size();
+  }
+  // Ordered on the stream after the previous Experts kernel read the table.
+  check(cudaMemcpyAsync(expertTable_, hostTable_.data(), hostTable_.size() * sizeof(ExpertW),
+                        cudaMemcpyHostToDevice, st),
+        "expert table");
+  ea.experts = expertTable_;
+  check(experts(ea, workspace(expertsWorkspaceBytes(ea.T, ea.topK, ea.I)), st), "Experts");
+}
+
+void CudaBackend::runCollective(cudaStream_t st, const plan::Collective &op, const StepArgs &a) {
+  if (!comm_)
+    fail("collective step without a communicator (expected Backend::bindComm)");
+  std::span<const int> g;
+  if (op.group())
+    g = std::span<const int>(op.group()->data(), op.group()->size());
+  size_t n = size_t(a.rows(op.buf()) * a.ld(op.buf()));
+  size_t G = size_t(comm_->groupSize(g));
+  float *b = a.f32(op.buf());
+  using K = plan::CollectiveKind;
+  if (G == 1) {
+    // One member: every collective is the identity (a copy when out differs).
+    if (op.out() != -1 && op.out() != op.buf())
+      check(cudaMemcpyAsync(a.f32(op.out()), b, n * 4, cudaMemcpyDeviceToDevice, st),
+            "collective");
+    return;
+  }
+  switch (op.kind()) {
+  case K::AllReduceSum:
+    comm_->allReduceSum(b, n, g);
+    break;
+  case K::AllGather:
+    comm_->allGather(b, n, a.f32(op.out()), g);
+    break;
+  case K::AllToAll:
+    comm_->allToAll(b, n / G, a.f32(op.out()), g);
+    break;
+  case K::ReduceScatterSum:
+    comm_->reduceScatterSum(b, n / G, a.f32(op.out()), g);
+    break;
+  case K::Broadcast:
+    comm_->broadcast(b, n * 4, 0, g);
+    if (op.out() != -1 && op.out() != op.buf())
+      check(cudaMemcpyAsync(a.f32(op.out()), b, n * 4, cudaMemcpyDeviceToDevice, st),
+            "broadcast");
+    break;
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Routing prediction, sampling, bandwidth
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
+                            int64_t E, int64_t H, int topK, std::vector<int32_t> &experts) {
+  // Expert prediction (off by default): small, so on the host.
+  std::vector<float> hx(size_t(rows * ldx));
+  check(cudaMemcpy(hx.data(), x, hx.size() * 4, cudaMemcpyDeviceToHost), "routeTopK");
+  std::vector<uint8_t> raw(size_t(E * H) * dtypeSize(router.dtype));
+  check(cudaMemcpy(raw.data(), router.data, raw.size(), cudaMemcpyDeviceToHost), "routeTopK");
+  auto w = [&](int64_t i) -> float {
+    switch (router.dtype) {
+    case DType::BF16:
+      return bf16ToF32(reinterpret_cast<const uint16_t *>(raw.data())[i]);
+    case DType::F16:
+      return f16ToF32(reinterpret_cast<const uint16_t *>(raw.data())[i]);
+    default:
+      return reinterpret_cast<const float *>(raw.data())[i];
+    }
+  };
+  std::vector<bool> chosen(static_cast<size_t>(E), false);
+  std::vector<float> l(static_cast<size_t>(E));
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t e = 0; e < E; ++e) {
+      double acc = 0;
+      for (int64_t k = 0; k < H; ++k)
+        acc += double(hx[size_t(r * ldx + k)]) * double(w(e * H + k));
+      l[size_t(e)] = float(acc);
+      order[size_t(e)] = int32_t(e);
+    }
+    int k = int(std::min<int64_t>(topK, E));
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t p, int32_t q) {
+      return l[size_t(p)] > l[size_t(q)] || (l[size_t(p)] == l[size_t(q)] && p < q);
+    });
+    for (int i = 0; i < k; ++i)
+      chosen[size_t(order[size_t(i)])] = true;
+  }
+  experts.clear();
+  for (int32_t e = 0; e < int32_t(E); ++e)
+    if (chosen[size_t(e)])
+      experts.push_back(e);
+}
+
+int64_t CudaBackend::sample(const float *logits, int64_t vocab, const SamplingParams &p) {
+  cudaStream_t st = stream(StreamKind::Compute);
+  if (p.temperature <= 0.0f) {
+    check(argmax(logits, vocab, sampleOut_, st), "argmax");
+  } else {
+    check(cudaMemcpyAsync(rngState_, p.state, 8, cudaMemcpyHostToDevice, st), "sampler state");
+    size_t wb = sampleWorkspaceBytes(vocab);
+    check(sampleTopP(logits, vocab, p.temperature, p.topP, rngState_, sampleOut_,
+                     workspace(wb), wb, st),
+          "top-p sampling");
+    check(cudaMemcpyAsync(p.state, rngState_, 8, cudaMemcpyDeviceToHost, st), "sampler state");
+  }
+  int64_t id = 0;
+  check(cudaMemcpyAsync(&id, sampleOut_, 8, cudaMemcpyDeviceToHost, st), "sampled id");
+  check(cudaStreamSynchronize(st), "sampling");
+  return id;
+}
+
+std::pair<double, double>
+CudaBackend::readBandwidth(std::span<const std::span<const uint8_t>> regions, uint64_t bytes,
+                           int passes) {
+  cudaStream_t st = stream(StreamKind::Compute);
+  std::vector<std::pair<const void *, uint64_t>> spans;
+  void *scratch = nullptr;
+  if (regions.empty()) {
+    bytes = std::max<uint64_t>(bytes / 16 * 16, 1 << 20);
+    scratch = allocate(bytes, "bandwidth probe");
+    check(fillUniform(scratch, WType::F32, int64_t(bytes / 4), 1, 1.0f, st), "bandwidth probe");
+    spans.push_back({scratch, bytes});
+  } else {
+    for (const auto &r : regions)
+      if (r.size() >= 16)
+        spans.push_back({r.data(), r.size() / 16 * 16});
+  }
+  uint64_t total = 0;
+  for (auto &s : spans)
+    total += s.second;
+  auto *sink = static_cast<float *>(workspace(size_t(readProbeBlocks()) * 4));
+  cudaEvent_t t0, t1;
+  check(cudaEventCreate(&t0), "cudaEventCreate");
+  check(cudaEventCreate(&t1), "cudaEventCreate");
+  std::vector<double> gbs;
+  for (int p = 0; p < std::max(1, passes) + 1; ++p) {
+    check(cudaEventRecord(t0, st), "bandwidth probe");
+    for (auto &s : spans)
+      check(readProbe(s.first, s.second, sink, st), "bandwidth probe");
+    check(cudaEventRecord(t1, st), "bandwidth probe");
+    check(cudaEventSynchronize(t1), "bandwidth probe");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, t0, t1), "bandwidth probe");
+    if (p > 0 && ms > 0) // the first pass warms up
+      gbs.push_back(double(total) / (double(ms) * 1e6));
+  }
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+  if (scratch)
+    deallocate(scratch, bytes);
+  if (gbs.empty())
+    return {0, 0};
+  std::sort(gbs.begin(), gbs.end());
+  return {gbs.back(), gbs[gbs.size() / 2]};
+}
+
+} // namespace moert::cuda
+
+namespace moert {
+std::unique_ptr<Backend> makeCudaBackend(const BackendOptions &opts) {
+  return std::make_unique<cuda::CudaBackend>(opts);
+}
+} // namespace moert

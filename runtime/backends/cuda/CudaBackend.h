@@ -1,0 +1,122 @@
+//===- CudaBackend.h - The CUDA backend -------------------------*- C++ -*-===//
+//
+// moert::Backend on one NVIDIA GPU (issue 14): device memory from cudaMalloc,
+// the plan's three streams as CUDA streams ordered by CUDA events, one
+// launcher of CudaKernels.h per plan op. Weights are row-major in their
+// compute dtype (the kernels read bf16/f16/f32 and accumulate in f32).
+// Routing stays on the device: nothing is read back during a step except for
+// --expert-profile counts and expert streaming's offsets (core's copy).
+//
+// Host work enqueued on a stream (weight streaming's loads and evictions)
+// runs on the calling thread once that stream's earlier work is done: it
+// calls CUDA itself, which a stream callback may not.
+//
+// Not yet: CUDA graphs (supportsGraphs() is false, so the session launches
+// decode steps one by one), per-step trace events, the bandwidth floor's
+// count of routed experts (all local experts are counted), and
+// communicators other than one rank or a device communicator named "nccl"
+// (collectives get device pointers, which host communicators cannot read).
+//
+//===----------------------------------------------------------------------===//
+#pragma once
+
+#include "CudaKernels.h"
+
+#include "moert/Backend.h"
+#include "moert/ThreadPool.h"
+
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+namespace moert::cuda {
+
+class CudaBackend final : public Backend {
+public:
+  explicit CudaBackend(const BackendOptions &opts);
+  ~CudaBackend() override;
+
+  const char *name() const override { return "cuda"; }
+  std::string description() const override;
+  int threads() const override { return pool_.size(); }
+  ThreadPool &hostPool() override { return pool_; }
+
+  void *allocate(uint64_t bytes, const char *what) override;
+  void deallocate(void *p, uint64_t bytes) override;
+  void copyToDevice(StreamKind s, void *dst, const void *src, uint64_t bytes) override;
+  void copyToHost(StreamKind s, void *dst, const void *src, uint64_t bytes) override;
+
+  Layout chooseLayout(const WeightInfo &w, bool onlyProduct) override;
+  uint64_t layoutBytes(const WeightInfo &w, Layout layout) override;
+  UploadResult upload(std::span<const WeightSource> srcs, std::span<const Layout> layouts,
+                      const ProgressFn &progress) override;
+  void evict(const DeviceWeight &w, std::shared_ptr<void> &memory) override;
+  void touch(const DeviceWeight &) override {}
+
+  std::vector<unsigned> groupSteps(const PlanFile &plan, int rank) override;
+  void launch(StreamKind s, const plan::Step &step, const StepArgs &args) override;
+  void launchGroup(StreamKind s, const plan::RankProgram &prog, unsigned begin, unsigned end,
+                   const StepArgs &args) override;
+  void bindComm(Comm &comm) override;
+  void enqueueHost(StreamKind s, std::function<void()> fn) override;
+  void routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router, int64_t E,
+                 int64_t H, int topK, std::vector<int32_t> &experts) override;
+  int64_t sample(const float *logits, int64_t vocab, const SamplingParams &p) override;
+
+  EventId record(StreamKind s) override;
+  void waitEvent(StreamKind s, EventId e) override;
+  void synchronize(StreamKind s) override;
+  void resetEvents() override { nextEvent_ = 0; }
+
+  std::pair<double, double> readBandwidth(std::span<const std::span<const uint8_t>> regions,
+                                          uint64_t bytes, int passes) override;
+  std::string isa() const override;
+
+  /// The native stream of `s` (tests).
+  cudaStream_t stream(StreamKind s) const { return streams_[int(s)]; }
+
+private:
+  void runStep(cudaStream_t st, const plan::Step &s, const StepArgs &a);
+  void runExperts(cudaStream_t st, const plan::Experts &op, const StepArgs &a);
+  void runCollective(cudaStream_t st, const plan::Collective &op, const StepArgs &a);
+  void countRouting(cudaStream_t st, const plan::Gate &op, const StepArgs &a);
+  /// Device scratch of at least `bytes` for the kernels on the compute
+  /// stream (grown between steps; growing synchronizes).
+  void *workspace(size_t bytes);
+  /// Device rope tables for (rotary dim, theta) covering `positions`.
+  std::pair<const float *, const float *> ropeTable(int64_t positions, int rotaryDim, float theta);
+  /// Throws Error naming `what` when `e` is not cudaSuccess.
+  void check(cudaError_t e, const std::string &what) const;
+
+  int device_ = 0;
+  cudaDeviceProp props_{};
+  ThreadPool pool_;
+  cudaStream_t streams_[kNumStreams] = {};
+  std::vector<cudaEvent_t> events_;
+  size_t nextEvent_ = 0;
+  std::unique_ptr<Blas> blas_;
+  Comm *comm_ = nullptr;
+
+  void *ws_ = nullptr;
+  size_t wsBytes_ = 0;
+  /// The Experts step's device table of local experts (numExperts entries).
+  ExpertW *expertTable_ = nullptr;
+  size_t expertTableLen_ = 0;
+  std::vector<ExpertW> hostTable_;
+  /// Sampling: the chosen id and the RNG state on the device.
+  int64_t *sampleOut_ = nullptr;
+  uint64_t *rngState_ = nullptr;
+
+  struct Rope {
+    int64_t positions;
+    int rotaryDim;
+    float theta;
+    float *cos = nullptr, *sin = nullptr;
+  };
+  std::deque<Rope> ropes_;
+  /// expert_offsets buffer -> the number of experts of the Gate writing it.
+  std::unordered_map<int32_t, int> gateExperts_;
+};
+
+} // namespace moert::cuda

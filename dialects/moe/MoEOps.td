@@ -432,19 +432,31 @@ def MoE_RotaryOp : MoE_Op<"rotary", [Pure, AllTypesMatch<["input", "result"]>]> 
     pairs dim i with i + rotary_dim/2 (HF rotate_half), `interleaved`
     pairs 2i with 2i+1.
 
+    Scaled RoPE (HF `rope_type` linear, llama3, yarn) replaces the angles'
+    frequencies by `inv_freq` (`rotary_dim / 2` values, computed by the
+    importer as transformers' `ROPE_INIT_FUNCTIONS` do) and multiplies cos
+    and sin by `attention_factor` (YaRN's mscale); `theta` is then the base
+    they were derived from. (Elements rather than a dense array: those print
+    exactly.)
+
     Example:
 
     ```mlir
     %qr = moe.rotary %q heads 4 head_dim 16 rotary_dim 16 theta 1.000000e+06 style neox : tensor<?x64xf32>
+    %kr = moe.rotary %k heads 1 head_dim 4 rotary_dim 4 theta 1.000000e+04 style neox
+        inv_freq dense<[1.0, 0.0025]> : tensor<2xf32> attention_factor 1.2 : tensor<?x4xf32>
     ```
   }];
   let arguments = (ins MoE_Act:$input, MoE_I64Attr:$num_heads, MoE_I64Attr:$head_dim,
                        MoE_I64Attr:$rotary_dim, F32Attr:$theta,
-                       MoE_RopeStyle:$style);
+                       MoE_RopeStyle:$style,
+                       OptionalAttr<FloatElementsAttr<32>>:$inv_freq,
+                       OptionalAttr<F32Attr>:$attention_factor);
   let results = (outs MoE_Act:$result);
   let assemblyFormat = [{
     $input `heads` $num_heads `head_dim` $head_dim `rotary_dim` $rotary_dim
-    `theta` $theta `style` $style attr-dict `:` type($input)
+    `theta` $theta `style` $style (`inv_freq` $inv_freq^)?
+    (`attention_factor` $attention_factor^)? attr-dict `:` type($input)
   }];
   let hasVerifier = 1;
 }

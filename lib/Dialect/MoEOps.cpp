@@ -8,6 +8,8 @@
 
 #include "moe/Dialect/MoEOps.h"
 
+#include <cmath>
+
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
@@ -533,6 +535,23 @@ LogicalResult RotaryOp::verify() {
                          << getHeadDim() << "]";
   if (!(getTheta().convertToFloat() > 0.0f))
     return emitOpError("theta must be positive");
+  if (DenseElementsAttr f = getInvFreqAttr()) {
+    auto type = llvm::cast<ShapedType>(f.getType());
+    if (type.getRank() != 1 || type.getNumElements() != getRotaryDim() / 2)
+      return emitOpError() << "inv_freq has " << type.getNumElements()
+                           << " values (expected rotary_dim / 2 = "
+                           << getRotaryDim() / 2 << ")";
+    for (float x : f.getValues<float>())
+      if (!std::isfinite(x) || !(x > 0.0f))
+        return emitOpError() << "inv_freq value " << x
+                             << " is not a positive finite frequency";
+  }
+  if (std::optional<APFloat> a = getAttentionFactor()) {
+    float v = a->convertToFloat();
+    if (!std::isfinite(v) || !(v > 0.0f))
+      return emitOpError() << "attention_factor " << v
+                           << " is not a positive finite scale";
+  }
   return success();
 }
 

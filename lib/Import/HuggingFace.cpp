@@ -23,6 +23,7 @@
 #include "Importers.h"
 #include "JsonReader.h"
 #include "ModelBuilder.h"
+#include "RopeScaling.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -133,31 +134,75 @@ std::vector<int64_t> readTokenIds(JsonReader &r, const llvm::json::Object &o,
   return {};
 }
 
+/// The scaling keys of a rope type, read from `s` (rope_parameters or
+/// rope_scaling); the rope types whose frequencies depend on the sequence
+/// length beyond what a plan can hold are refused.
+RopeScalingParams readRopeScaling(JsonReader &s, const std::string &type,
+                                  int64_t maxPositions) {
+  RopeScalingParams p;
+  p.type = type;
+  if (type == "linear" || type == "llama3" || type == "yarn")
+    p.factor = s.getPositive("factor", std::nullopt);
+  if (type == "llama3") {
+    p.lowFreqFactor = s.getPositive("low_freq_factor", std::nullopt);
+    p.highFreqFactor = s.getPositive("high_freq_factor", std::nullopt);
+    p.originalMaxPositions =
+        s.getInt("original_max_position_embeddings", std::nullopt, 1);
+    if (!s.failed() && p.highFreqFactor == p.lowFreqFactor)
+      s.badValue("high_freq_factor", "a value different from low_freq_factor");
+  }
+  if (type == "yarn") {
+    if (s.has("attention_factor"))
+      p.attentionFactor = s.getPositive("attention_factor", std::nullopt);
+    // Python's `x or default`: absent, null or 0 take the default.
+    p.mscale = s.getPositive("mscale", 0.0, /*allowZero=*/true);
+    p.mscaleAllDim = s.getPositive("mscale_all_dim", 0.0, /*allowZero=*/true);
+    p.betaFast = s.getPositive("beta_fast", 32.0, /*allowZero=*/true);
+    p.betaSlow = s.getPositive("beta_slow", 1.0, /*allowZero=*/true);
+    if (p.betaFast == 0.0)
+      p.betaFast = 32.0;
+    if (p.betaSlow == 0.0)
+      p.betaSlow = 1.0;
+    p.truncate = s.getBool("truncate", true);
+    p.originalMaxPositions =
+        s.getOptInt("original_max_position_embeddings", 1).value_or(0);
+    if (p.originalMaxPositions == 0)
+      p.originalMaxPositions = maxPositions;
+  }
+  return p;
+}
+
 /// RoPE from `rope_parameters` (transformers 5) or top-level `rope_theta` +
-/// `rope_scaling` (classic).
+/// `rope_scaling` (classic). Scaled types (linear, llama3, yarn) become the
+/// rotary op's inv_freq and attention_factor; "dynamic" is plain RoPE within
+/// max_position_embeddings, which bounds every plan's KV cache.
 void readRope(JsonReader &r, const llvm::json::Object &root, ErrorSink &errors,
               StringRef file, double defaultTheta, DecoderConfig &cfg) {
   cfg.rope = true;
   double partial = r.getPositive("partial_rotary_factor", 1.0);
   std::string ropeType = "default";
+  std::optional<JsonReader> scaling;
   if (const llvm::json::Object *params = r.getObject("rope_parameters")) {
-    JsonReader p(*params, file, errors, "rope_parameters.");
-    cfg.ropeTheta = p.getPositive("rope_theta", defaultTheta);
-    ropeType = p.getString("rope_type", std::string("default"));
-    partial = p.getPositive("partial_rotary_factor", partial);
+    scaling.emplace(*params, file, errors, "rope_parameters.");
+    cfg.ropeTheta = scaling->getPositive("rope_theta", defaultTheta);
+    ropeType = scaling->getString("rope_type", std::string("default"));
+    partial = scaling->getPositive("partial_rotary_factor", partial);
   } else {
     cfg.ropeTheta = r.getPositive("rope_theta", defaultTheta);
-    if (const llvm::json::Object *scaling = r.getObject("rope_scaling")) {
-      JsonReader s(*scaling, file, errors, "rope_scaling.");
-      ropeType = s.getString(s.has("rope_type") ? "rope_type" : "type",
-                             std::string("default"));
+    if (const llvm::json::Object *s = r.getObject("rope_scaling")) {
+      scaling.emplace(*s, file, errors, "rope_scaling.");
+      ropeType = scaling->getString(
+          scaling->has("rope_type") ? "rope_type" : "type",
+          std::string("default"));
     }
   }
   if (errors.failed())
     return;
-  if (ropeType != "default") {
+  if (!llvm::is_contained({"default", "dynamic", "linear", "llama3", "yarn"},
+                          ropeType)) {
     r.error("rope_type '" + ropeType +
-            "' is not supported (expected default: plain RoPE)");
+            "' is not supported (expected default, dynamic, linear, llama3 "
+            "or yarn)");
     return;
   }
   if (partial > 1.0) {
@@ -165,11 +210,21 @@ void readRope(JsonReader &r, const llvm::json::Object &root, ErrorSink &errors,
     return;
   }
   cfg.rotaryDim = int64_t(std::llround(double(cfg.headDim) * partial));
-  if (cfg.rotaryDim < 2 || cfg.rotaryDim % 2 != 0)
+  if (cfg.rotaryDim < 2 || cfg.rotaryDim % 2 != 0) {
     r.error(llvm::formatv("rotary dimension {0} (head_dim {1} x "
                           "partial_rotary_factor {2}) is not even and >= 2 "
                           "(expected an even number of rotated dims)",
                           cfg.rotaryDim, cfg.headDim, partial));
+    return;
+  }
+  if (ropeType == "default" || ropeType == "dynamic")
+    return;
+  RopeScalingParams p = readRopeScaling(*scaling, ropeType, cfg.maxPositions);
+  if (errors.failed())
+    return;
+  RopeFrequencies f = computeRopeFrequencies(p, cfg.ropeTheta, cfg.rotaryDim);
+  cfg.ropeInvFreq = std::move(f.invFreq);
+  cfg.ropeAttentionFactor = f.attentionFactor;
 }
 
 /// The Llama family: attention, norms, rope, dense or MoE layers.

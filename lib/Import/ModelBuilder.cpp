@@ -224,7 +224,17 @@ Value Emitter::attentionBlock(Value h) {
                               b.getI64IntegerAttr(cfg.headDim),
                               b.getI64IntegerAttr(cfg.rotaryDim),
                               b.getF32FloatAttr(cfg.ropeTheta),
-                              RopeStyleAttr::get(&ctx, RopeStyle::NeoX));
+                              RopeStyleAttr::get(&ctx, RopeStyle::NeoX),
+                              cfg.ropeInvFreq.empty()
+                                  ? DenseElementsAttr()
+                                  : DenseElementsAttr::get(
+                                        RankedTensorType::get(
+                                            {int64_t(cfg.ropeInvFreq.size())},
+                                            b.getF32Type()),
+                                        ArrayRef<float>(cfg.ropeInvFreq)),
+                              cfg.ropeAttentionFactor == 1.0
+                                  ? FloatAttr()
+                                  : b.getF32FloatAttr(cfg.ropeAttentionFactor));
     };
     q = rotary(q, cfg.numHeads, "q_rope");
     k = rotary(k, cfg.numKvHeads, "k_rope");

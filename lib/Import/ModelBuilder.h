@@ -56,6 +56,10 @@ struct DecoderConfig {
   bool rope = false;
   double ropeTheta = 10000.0;
   int64_t rotaryDim = 0;
+  /// Scaled RoPE (HF rope_type linear, llama3, yarn): the frequencies of the
+  /// rotary_dim / 2 pairs and the cos/sin scale; empty and 1 for plain RoPE.
+  SmallVector<float> ropeInvFreq;
+  double ropeAttentionFactor = 1.0;
 
   bool fusedQKV = false;  // one [D, 3D] projection (GPT-2 c_attn)
   bool conv1d = false;    // weights stored [in, out] (GPT-2 Conv1D)

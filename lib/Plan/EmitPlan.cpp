@@ -106,9 +106,11 @@ struct StepSerializer {
     fb::RopeStyle style = s.style == RopeStyle::NeoX
                               ? fb::RopeStyle::NeoX
                               : fb::RopeStyle::Interleaved;
+    auto invFreq = s.invFreq.empty() ? 0 : fbb.CreateVector(s.invFreq);
     return make(fb::Op::Rope,
                 fb::CreateRope(fbb, s.buf, s.col, s.heads, s.headDim,
-                               s.rotaryDim, s.theta, style));
+                               s.rotaryDim, s.theta, style, invFreq,
+                               s.attentionFactor));
   }
   Result operator()(const AttentionStep &s) {
     return make(fb::Op::Attention,

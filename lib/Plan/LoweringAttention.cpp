@@ -72,7 +72,14 @@ LogicalResult Lowering::lowerRotary(RotaryOp r) {
                 int(r.getHeadDim()),
                 int(r.getRotaryDim()),
                 r.getTheta().convertToFloat(),
-                r.getStyle()};
+                r.getStyle(),
+                {},
+                1.0f};
+  if (DenseElementsAttr f = r.getInvFreqAttr())
+    for (float x : f.getValues<float>())
+      step.invFreq.push_back(x);
+  if (std::optional<APFloat> a = r.getAttentionFactor())
+    step.attentionFactor = a->convertToFloat();
   addStep(r, stepName("rope"), {step.buf}, {step.buf}, step);
   return success();
 }

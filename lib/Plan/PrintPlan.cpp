@@ -107,6 +107,10 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
     os << cols(o->buf(), o->col_offset(), int64_t(o->num_heads()) * o->head_dim())
        << " heads " << o->num_heads() << " x " << o->head_dim() << " rotary "
        << o->rotary_dim() << " " << fb::EnumNameRopeStyle(o->style());
+    if (o->inv_freq())
+      os << " inv_freq[" << o->inv_freq()->size() << "]";
+    if (o->attention_factor() != 1.0f)
+      os << " attention_factor " << o->attention_factor();
     break;
   }
   case fb::Op::Attention: {

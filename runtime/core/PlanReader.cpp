@@ -443,6 +443,16 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("theta {} (expected a positive value)", op->theta());
     if (op->style() != plan::RopeStyle::NeoX && op->style() != plan::RopeStyle::Interleaved)
       err("unknown rope style {}", int(op->style()));
+    if (const auto *f = op->inv_freq()) {
+      if (int64_t(f->size()) != op->rotary_dim() / 2)
+        err("inv_freq has {} values (expected rotary_dim / 2 = {})", f->size(),
+            op->rotary_dim() / 2);
+      for (float x : *f)
+        if (!std::isfinite(x) || !(x > 0.0f))
+          err("inv_freq value {} (expected positive finite frequencies)", x);
+    }
+    if (!std::isfinite(op->attention_factor()) || !(op->attention_factor() > 0.0f))
+      err("attention_factor {} (expected a positive finite scale)", op->attention_factor());
     break;
   }
   case Op::Attention: {

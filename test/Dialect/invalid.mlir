@@ -650,6 +650,30 @@ func.func @f(%x: tensor<?x64xf32>) {
 
 // -----
 
+func.func @f(%x: tensor<?x16xf32>) {
+  // expected-error@+1 {{'moe.rotary' op inv_freq has 3 values (expected rotary_dim / 2 = 2)}}
+  %y = moe.rotary %x heads 4 head_dim 4 rotary_dim 4 theta 10000.0 style neox inv_freq dense<[1.0, 0.5, 0.25]> : tensor<3xf32> : tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x16xf32>) {
+  // expected-error@+1 {{'moe.rotary' op inv_freq value 0.000000e+00 is not a positive finite frequency}}
+  %y = moe.rotary %x heads 4 head_dim 4 rotary_dim 4 theta 10000.0 style neox inv_freq dense<[1.0, 0.0]> : tensor<2xf32> : tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x16xf32>) {
+  // expected-error@+1 {{'moe.rotary' op attention_factor -1.000000e+00 is not a positive finite scale}}
+  %y = moe.rotary %x heads 4 head_dim 4 rotary_dim 4 theta 10000.0 style neox attention_factor -1.0 : tensor<?x16xf32>
+  return
+}
+
+// -----
+
 func.func @f(%x: tensor<?x64xf32>) {
   // expected-error@+1 {{'moe.rotary' op num_heads must be positive (got 0)}}
   %y = moe.rotary %x heads 0 head_dim 16 rotary_dim 16 theta 1.0 style neox : tensor<?x64xf32>

@@ -132,3 +132,11 @@ moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_s
     moe.return %logits : tensor<?x32xf32>
   }
 }
+
+// Scaled RoPE: the frequencies and the cos/sin scale round-trip exactly.
+// CHECK-LABEL: func.func @scaled_rope
+func.func @scaled_rope(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  // CHECK: moe.rotary %{{.*}} heads 2 head_dim 4 rotary_dim 4 theta 1.500000e+05 style neox inv_freq dense<[1.000000e+00, 0.00258198939]> : tensor<2xf32> attention_factor 1.34657359 : tensor<?x8xf32>
+  %y = moe.rotary %x heads 2 head_dim 4 rotary_dim 4 theta 150000.0 style neox inv_freq dense<[1.0, 0.00258198939]> : tensor<2xf32> attention_factor 1.34657359 : tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}

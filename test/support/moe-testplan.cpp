@@ -6,7 +6,7 @@
 //       [--max-seq-len=N] [--ranks=N] [--corrupt=KIND]
 // --corrupt writes a deliberately broken plan for bad-input tests: identifier,
 // version-major, version-minor, buffer-index, weight-index, arena, top-k,
-// collective-out (needs --ranks > 1), truncate.
+// rope-inv-freq, collective-out (needs --ranks > 1), truncate.
 //
 //===----------------------------------------------------------------------===//
 #include "HFPlans.h"
@@ -59,6 +59,8 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
   else if (kind == "top-k") {
     auto *g = needOp<mp::GateT>(*p, mp::Op::Gate);
     g->top_k = g->num_experts + 1;
+  } else if (kind == "rope-inv-freq") {
+    needOp<mp::RopeT>(*p, mp::Op::Rope)->inv_freq = {1.0f};
   } else if (kind == "collective-out")
     needOp<mp::CollectiveT>(*p, mp::Op::Collective)->out = 99;
   else

@@ -141,6 +141,9 @@ struct RopeStep {
   int heads, headDim, rotaryDim;
   float theta;
   RopeStyle style;
+  /// Scaled RoPE: the pairs' frequencies (empty: theta's) and cos/sin scale.
+  std::vector<float> invFreq;
+  float attentionFactor = 1.0f;
 };
 struct AttentionStep {
   int qkv;

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "moert/Backend.h"
+#include "moert/RopeTables.h"
 #include "moert/ThreadPool.h"
 #include "moert/cpu/Kernels.h"
 
@@ -96,9 +97,6 @@ private:
   void runExperts(const plan::Step &s, const plan::Experts &op, const StepArgs &a);
   void runCollective(const plan::Collective &op, const StepArgs &a);
   void runGroup(const plan::RankProgram &prog, unsigned begin, unsigned end, const StepArgs &a);
-  /// Rope tables by (rotary dim, theta), built on first use.
-  const std::pair<std::vector<float>, std::vector<float>> &ropeTable(int64_t positions,
-                                                                      int rotaryDim, float theta);
 
   ThreadPool pool_;
   Workspace ws_;
@@ -107,14 +105,7 @@ private:
   std::unique_ptr<StreamWorker> workers_[kNumStreams];
   /// Events: (stream, ticket); the compute stream's are complete when recorded.
   std::vector<std::pair<StreamKind, uint64_t>> events_;
-  std::mutex ropeMutex_;
-  struct Rope {
-    int64_t positions;
-    int rotaryDim;
-    float theta;
-    std::pair<std::vector<float>, std::vector<float>> tables;
-  };
-  std::deque<Rope> ropes_;
+  RopeTableCache ropes_;
 };
 
 } // namespace moert::cpu

@@ -35,24 +35,6 @@ static Precision precisionOf(const StepArgs &a) {
   return a.computeDtype == DType::BF16 ? Precision::BF16 : Precision::F32;
 }
 
-const std::pair<std::vector<float>, std::vector<float>> &
-CpuBackend::ropeTable(int64_t positions, int rotaryDim, float theta) {
-  std::lock_guard<std::mutex> l(ropeMutex_);
-  for (Rope &r : ropes_)
-    if (r.rotaryDim == rotaryDim && r.theta == theta) {
-      if (r.positions < positions) {
-        // Entries do not depend on the table's length: growing keeps them.
-        r.positions = std::max(positions, 2 * r.positions);
-        ropeTables(r.positions, rotaryDim, double(theta), r.tables.first, r.tables.second);
-      }
-      return r.tables;
-    }
-  Rope r{std::max<int64_t>(positions, 256), rotaryDim, theta, {}};
-  ropeTables(r.positions, rotaryDim, double(theta), r.tables.first, r.tables.second);
-  ropes_.push_back(std::move(r));
-  return ropes_.back().tables;
-}
-
 void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
   const bool trace = a.trace && s.op_type() != Op::Experts;
   int64_t t0 = trace ? nowNs() : 0;
@@ -110,9 +92,9 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     int64_t maxPos = 0;
     for (int64_t t = 0; t < T; ++t)
       maxPos = std::max(maxPos, a.hostPos[t]);
-    const auto &tab = ropeTable(maxPos + 1, op->rotary_dim(), op->theta());
+    const RopeTableCache::Entry &tab = ropes_.get(maxPos + 1, *op);
     rope(a.f32(op->buf()) + op->col_offset(), a.ld(op->buf()), T, a.pos, op->num_heads(),
-         op->head_dim(), op->rotary_dim(), tab.first.data(), tab.second.data(),
+         op->head_dim(), op->rotary_dim(), tab.cosTab.data(), tab.sinTab.data(),
          op->style() == plan::RopeStyle::Interleaved);
     break;
   }

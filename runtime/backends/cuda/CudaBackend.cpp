@@ -70,7 +70,7 @@ CudaBackend::CudaBackend(const BackendOptions &opts) : pool_(std::max(1, opts.th
 
 CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
-  for (Rope &r : ropes_) {
+  for (auto &[entry, r] : ropes_) {
     cudaFree(r.cos);
     cudaFree(r.sin);
   }
@@ -167,30 +167,22 @@ void *CudaBackend::workspace(size_t bytes) {
   return ws_;
 }
 
-std::pair<const float *, const float *> CudaBackend::ropeTable(int64_t positions, int rotaryDim,
-                                                               float theta) {
-  Rope *found = nullptr;
-  for (Rope &r : ropes_)
-    if (r.rotaryDim == rotaryDim && r.theta == theta)
-      found = &r;
-  if (found && found->positions >= positions)
-    return {found->cos, found->sin};
-  if (!found) {
-    ropes_.push_back({0, rotaryDim, theta, nullptr, nullptr});
-    found = &ropes_.back();
+std::pair<const float *, const float *> CudaBackend::ropeTable(int64_t positions,
+                                                               const plan::Rope &op) {
+  const RopeTableCache::Entry &e = ropeHost_.get(positions, op);
+  DeviceRope &d = ropes_[&e];
+  if (d.generation != e.generation) {
+    cudaFree(d.cos); // waits for kernels still reading the old table
+    cudaFree(d.sin);
+    d.cos = static_cast<float *>(allocate(e.cosTab.size() * 4, "rope table"));
+    d.sin = static_cast<float *>(allocate(e.sinTab.size() * 4, "rope table"));
+    check(cudaMemcpy(d.cos, e.cosTab.data(), e.cosTab.size() * 4, cudaMemcpyHostToDevice),
+          "rope table");
+    check(cudaMemcpy(d.sin, e.sinTab.data(), e.sinTab.size() * 4, cudaMemcpyHostToDevice),
+          "rope table");
+    d.generation = e.generation;
   }
-  // Entries do not depend on the table's length: a longer table replaces it.
-  int64_t n = std::max<int64_t>({positions, 2 * found->positions, 256});
-  std::vector<float> c, s;
-  ropeTables(n, rotaryDim, double(theta), c, s);
-  cudaFree(found->cos); // waits for kernels still reading the old table
-  cudaFree(found->sin);
-  found->cos = static_cast<float *>(allocate(c.size() * 4, "rope table"));
-  found->sin = static_cast<float *>(allocate(s.size() * 4, "rope table"));
-  check(cudaMemcpy(found->cos, c.data(), c.size() * 4, cudaMemcpyHostToDevice), "rope table");
-  check(cudaMemcpy(found->sin, s.data(), s.size() * 4, cudaMemcpyHostToDevice), "rope table");
-  found->positions = n;
-  return {found->cos, found->sin};
+  return {d.cos, d.sin};
 }
 
 //===----------------------------------------------------------------------===//
@@ -359,7 +351,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     int64_t maxPos = 0;
     for (int64_t t = 0; t < T; ++t)
       maxPos = std::max(maxPos, a.hostPos[t]);
-    auto [c, sn] = ropeTable(maxPos + 1, op->rotary_dim(), op->theta());
+    auto [c, sn] = ropeTable(maxPos + 1, *op);
     check(rope(a.f32(op->buf()) + op->col_offset(), a.ld(op->buf()), T, a.pos, op->num_heads(),
                op->head_dim(), op->rotary_dim(), c, sn,
                op->style() == plan::RopeStyle::Interleaved, st),

@@ -23,6 +23,7 @@
 #include "CudaKernels.h"
 
 #include "moert/Backend.h"
+#include "moert/RopeTables.h"
 #include "moert/ThreadPool.h"
 
 #include <deque>
@@ -84,8 +85,8 @@ private:
   /// Device scratch of at least `bytes` for the kernels on the compute
   /// stream (grown between steps; growing synchronizes).
   void *workspace(size_t bytes);
-  /// Device rope tables for (rotary dim, theta) covering `positions`.
-  std::pair<const float *, const float *> ropeTable(int64_t positions, int rotaryDim, float theta);
+  /// Device copies of the host rope tables of `op` covering `positions`.
+  std::pair<const float *, const float *> ropeTable(int64_t positions, const plan::Rope &op);
   /// Throws Error naming `what` when `e` is not cudaSuccess.
   void check(cudaError_t e, const std::string &what) const;
 
@@ -108,13 +109,13 @@ private:
   int64_t *sampleOut_ = nullptr;
   uint64_t *rngState_ = nullptr;
 
-  struct Rope {
-    int64_t positions;
-    int rotaryDim;
-    float theta;
+  RopeTableCache ropeHost_;
+  /// Device mirrors of ropeHost_'s entries, with the generation they copy.
+  struct DeviceRope {
+    uint64_t generation = 0;
     float *cos = nullptr, *sin = nullptr;
   };
-  std::deque<Rope> ropes_;
+  std::unordered_map<const RopeTableCache::Entry *, DeviceRope> ropes_;
   /// expert_offsets buffer -> the number of experts of the Gate writing it.
   std::unordered_map<int32_t, int> gateExperts_;
 };

@@ -160,7 +160,7 @@ def main():
     if v == "topk-too-large":
         c["num_experts_per_tok"] = E + 1
     if v == "bad-rope":
-        c["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+        c["rope_scaling"] = {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]}
     if v == "clip-qkv":
         c["clip_qkv"] = 8.0
     if v == "bad-model-type":

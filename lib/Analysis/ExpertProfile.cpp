@@ -78,6 +78,8 @@ llvm::Expected<moe::ExpertProfile> moe::readExpertProfileFile(StringRef path) {
 
 FailureOr<moe::ExpertProfile> moe::readExpertProfile(Operation *op,
                                                      StringRef path) {
+  if (path.empty())
+    return ExpertProfile();
   llvm::Expected<ExpertProfile> profile = readExpertProfileFile(path);
   if (!profile)
     return op->emitError() << llvm::toString(profile.takeError());

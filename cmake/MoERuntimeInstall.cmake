@@ -12,10 +12,8 @@
 # dependencies. Included in every build, the runtime-only one
 # (MOE_ENABLE_COMPILER=OFF) too; test/Plugin/install.test builds a program
 # against it (test/Plugin/Inputs/runtime-consumer).
-include(CMakePackageConfigHelpers)
 include(GNUInstallDirs)
-
-set(MOERT_INSTALL_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/moert)
+include(MoEPackage)
 
 # Short names under the moert:: namespace (moert::core, not moert::moert_core).
 set(MOERT_EXPORTED_TARGETS moe_plan_schema moert_core moert_cpu moert_comm_local moert
@@ -29,18 +27,16 @@ if(TARGET moert_mpi)
   list(APPEND MOERT_EXPORTED_TARGETS moert_mpi)
   set_target_properties(moert_mpi PROPERTIES EXPORT_NAME mpi)
 endif()
-if(TARGET moert_cuda)
-  list(APPEND MOERT_EXPORTED_TARGETS moert_cuda)
-  set_target_properties(moert_cuda PROPERTIES EXPORT_NAME cuda)
-  target_include_directories(moert_cuda PUBLIC
-    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/moert/cuda>)
-endif()
-if(TARGET moert_nccl)
-  list(APPEND MOERT_EXPORTED_TARGETS moert_nccl)
-  set_target_properties(moert_nccl PROPERTIES EXPORT_NAME nccl)
-  target_include_directories(moert_nccl PUBLIC
-    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/moert/cuda>)
-endif()
+# The CUDA libraries include their headers without a directory, as in the
+# build: installed in moert/cuda.
+foreach(t cuda nccl)
+  if(TARGET moert_${t})
+    list(APPEND MOERT_EXPORTED_TARGETS moert_${t})
+    set_target_properties(moert_${t} PROPERTIES EXPORT_NAME ${t})
+    target_include_directories(moert_${t} PUBLIC
+      $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/moert/cuda>)
+  endif()
+endforeach()
 
 install(TARGETS ${MOERT_EXPORTED_TARGETS}
   EXPORT moertTargets
@@ -69,25 +65,11 @@ endif()
 install(FILES ${PROJECT_SOURCE_DIR}/runtime/schema/plan.fbs
   DESTINATION ${CMAKE_INSTALL_DATADIR}/moert)
 
-install(EXPORT moertTargets NAMESPACE moert::
-  DESTINATION ${MOERT_INSTALL_CMAKE_DIR})
 # The config finds again what the build linked; these are the places the
 # build found it, tried first.
 get_filename_component(MOERT_OPENBLAS_DIR ${MOE_OPENBLAS_LIB} DIRECTORY)
 if(MOE_HAVE_NCCL)
   get_filename_component(MOERT_NCCL_DIR ${MOE_NCCL_LIB} DIRECTORY)
 endif()
-# Generated where find_package never looks (see MoEInstall.cmake).
-set(MOERT_CONFIG_GEN_DIR ${PROJECT_BINARY_DIR}/CMakeFiles/moertPackage)
-configure_package_config_file(
-  ${PROJECT_SOURCE_DIR}/cmake/moertConfig.cmake.in
-  ${MOERT_CONFIG_GEN_DIR}/moertConfig.cmake
-  INSTALL_DESTINATION ${MOERT_INSTALL_CMAKE_DIR}
+moe_install_package(moert NAMESPACE moert
   PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_BINDIR CMAKE_INSTALL_DATADIR)
-# 0.x: a minor release may change the API (as MoECompiler).
-write_basic_package_version_file(
-  ${MOERT_CONFIG_GEN_DIR}/moertConfigVersion.cmake
-  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
-install(FILES ${MOERT_CONFIG_GEN_DIR}/moertConfig.cmake
-              ${MOERT_CONFIG_GEN_DIR}/moertConfigVersion.cmake
-  DESTINATION ${MOERT_INSTALL_CMAKE_DIR})

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "CudaKernels.h"
 
+#include "GateParams.h"
 #include "moert/DType.h"
 #include "moert/Generate.h"
 #include "moert/cpu/Kernels.h"
@@ -262,14 +263,7 @@ TEST(CudaKernels, GateMatchesCpu) {
           Dev<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K));
           Dev<char> ws(mc::gateWorkspaceBytes(T, E));
           CK(mc::gate(dl.p, E, T, p, se.p, sw.p, off.p, ss.p, ws.p, nullptr));
-          cpu::GateParams cp{E,
-                             K,
-                             p.sigmoid,
-                             p.softmaxBeforeTopk,
-                             p.normTopk,
-                             p.capacityFactor,
-                             p.minCapacity,
-                             p.dropTokens};
+          cpu::GateParams cp = moetest::cpuGateParams(p);
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rss(size_t(T * K));
           std::vector<float> rsw(size_t(T * K));
           int64_t n = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),

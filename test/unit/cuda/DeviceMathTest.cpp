@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "DeviceMath.h"
 
+#include "GateParams.h"
 #include "moert/DType.h"
 #include "moert/Generate.h"
 #include "moert/cpu/Kernels.h"
@@ -259,14 +260,7 @@ TEST(CudaMath, GateMatchesCpu) {
           std::vector<int32_t> se, off, sorted;
           std::vector<float> sw;
           int64_t n = emulateGate(logits, T, p, se, sw, off, sorted);
-          cpu::GateParams cp{E,
-                             K,
-                             p.sigmoid,
-                             p.softmaxBeforeTopk,
-                             p.normTopk,
-                             p.capacityFactor,
-                             p.minCapacity,
-                             p.dropTokens};
+          cpu::GateParams cp = moetest::cpuGateParams(p);
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rsorted(size_t(T * K), -1);
           std::vector<float> rsw(size_t(T * K));
           int64_t rn = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),

@@ -8,7 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "CudaKernels.h"
 
-#include "GateParams.h"
+#include "CudaTestUtil.h"
 #include "moert/DType.h"
 #include "moert/Generate.h"
 #include "moert/cpu/Kernels.h"
@@ -28,6 +28,7 @@
 using namespace moert;
 namespace mc = moert::cuda;
 using mc::WType;
+using moetest::randn;
 
 namespace {
 
@@ -60,14 +61,6 @@ template <typename T> struct Dev {
     return v;
   }
 };
-
-std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = d(rng);
-  return v;
-}
 
 /// Weights of a type as raw 16-bit or 32-bit words, and their f32 values.
 struct HostW {

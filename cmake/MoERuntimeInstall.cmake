@@ -56,6 +56,7 @@ install(FILES ${PROJECT_BINARY_DIR}/runtime/include/moert/plan_generated.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moert)
 if(TARGET moert_cuda)
   install(FILES
+    ${PROJECT_SOURCE_DIR}/runtime/backends/cuda/CudaBackend.h
     ${PROJECT_SOURCE_DIR}/runtime/backends/cuda/CudaKernels.h
     ${PROJECT_SOURCE_DIR}/runtime/backends/cuda/DeviceMath.h
     ${PROJECT_SOURCE_DIR}/runtime/backends/cuda/NcclComm.h

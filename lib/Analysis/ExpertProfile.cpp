@@ -6,7 +6,6 @@
 #include "mlir/IR/Diagnostics.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <cmath>
 
@@ -67,12 +66,9 @@ llvm::Expected<moe::ExpertProfile> moe::parseExpertProfile(StringRef text,
 }
 
 llvm::Expected<moe::ExpertProfile> moe::readExpertProfileFile(StringRef path) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  auto buffer = readInputFile(path, kExpected);
   if (!buffer)
-    return llvm::createStringError(
-        (path + ": cannot read file: " + buffer.getError().message() +
-         " (expected " + kExpected + ")")
-            .str());
+    return buffer.takeError();
   return parseExpertProfile((*buffer)->getBuffer(), path);
 }
 

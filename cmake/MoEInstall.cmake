@@ -9,10 +9,8 @@
 #
 # (docs/writing-a-pass.md; test/Plugin/install.test builds
 # examples/pass-plugin against an installed tree).
-include(CMakePackageConfigHelpers)
 include(GNUInstallDirs)
-
-set(MOE_INSTALL_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/MoECompiler)
+include(MoEPackage)
 
 # Headers and compile flags for a pass plugin (a MODULE that takes the moe
 # and MLIR symbols from the tool that loads it, so it links no library).
@@ -55,20 +53,5 @@ install(FILES
 install(FILES ${PROJECT_SOURCE_DIR}/dialects/moe/Passes.td
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/moe/Transforms)
 
-install(EXPORT MoECompilerTargets NAMESPACE MoECompiler::
-  DESTINATION ${MOE_INSTALL_CMAKE_DIR})
-# Generated where find_package never looks (build/bin is on PATH in tests,
-# and CMake searches the prefix of every bin directory on PATH).
-set(MOE_CONFIG_GEN_DIR ${PROJECT_BINARY_DIR}/CMakeFiles/MoECompilerPackage)
-configure_package_config_file(
-  ${PROJECT_SOURCE_DIR}/cmake/MoECompilerConfig.cmake.in
-  ${MOE_CONFIG_GEN_DIR}/MoECompilerConfig.cmake
-  INSTALL_DESTINATION ${MOE_INSTALL_CMAKE_DIR}
+moe_install_package(MoECompiler NAMESPACE MoECompiler
   PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_BINDIR)
-# 0.x: a minor release may change the API.
-write_basic_package_version_file(
-  ${MOE_CONFIG_GEN_DIR}/MoECompilerConfigVersion.cmake
-  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
-install(FILES ${MOE_CONFIG_GEN_DIR}/MoECompilerConfig.cmake
-              ${MOE_CONFIG_GEN_DIR}/MoECompilerConfigVersion.cmake
-  DESTINATION ${MOE_INSTALL_CMAKE_DIR})

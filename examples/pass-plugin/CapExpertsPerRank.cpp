@@ -49,13 +49,10 @@ struct CapExpertsPerRankPass
     // The grid checks every pass that places experts makes (MoEOps.h).
     if (failed(getPlacementRankCount(model, "moe-cap-experts-per-rank")))
       return signalPassFailure();
-    ExpertProfile loads;
-    if (!profile.empty()) {
-      FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
-      if (failed(read))
-        return signalPassFailure();
-      loads = std::move(*read);
-    }
+    FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
+    if (failed(read))
+      return signalPassFailure();
+    const ExpertProfile &loads = *read;
     WalkResult result = model.walk([&](LayerOp layer) {
       return failed(capLayer(layer, loads)) ? WalkResult::interrupt()
                                             : WalkResult::advance();

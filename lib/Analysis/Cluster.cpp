@@ -8,7 +8,6 @@
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <cmath>
 
@@ -343,11 +342,8 @@ llvm::Expected<ClusterSpec> moe::parseCluster(StringRef text, StringRef path,
 
 llvm::Expected<ClusterSpec> moe::readClusterFile(StringRef path,
                                                  StringRef target) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  auto buffer = readInputFile(path, kExpected);
   if (!buffer)
-    return llvm::createStringError(
-        (path + ": cannot read file: " + buffer.getError().message() +
-         " (expected " + kExpected + ")")
-            .str());
+    return buffer.takeError();
   return parseCluster((*buffer)->getBuffer(), path, target);
 }

@@ -6,7 +6,6 @@
 #include "mlir/IR/Diagnostics.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <cmath>
 
@@ -67,17 +66,16 @@ llvm::Expected<moe::ExpertProfile> moe::parseExpertProfile(StringRef text,
 }
 
 llvm::Expected<moe::ExpertProfile> moe::readExpertProfileFile(StringRef path) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  auto buffer = readInputFile(path, kExpected);
   if (!buffer)
-    return llvm::createStringError(
-        (path + ": cannot read file: " + buffer.getError().message() +
-         " (expected " + kExpected + ")")
-            .str());
+    return buffer.takeError();
   return parseExpertProfile((*buffer)->getBuffer(), path);
 }
 
 FailureOr<moe::ExpertProfile> moe::readExpertProfile(Operation *op,
                                                      StringRef path) {
+  if (path.empty())
+    return ExpertProfile();
   llvm::Expected<ExpertProfile> profile = readExpertProfileFile(path);
   if (!profile)
     return op->emitError() << llvm::toString(profile.takeError());

@@ -12,6 +12,18 @@
 using namespace mlir::moe;
 using llvm::StringRef;
 
+llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
+mlir::moe::readInputFile(StringRef path, StringRef expected) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (buffer)
+    return std::move(*buffer);
+  std::string message =
+      (path + ": cannot read file: " + buffer.getError().message()).str();
+  if (!expected.empty())
+    message += (" (expected " + expected + ")").str();
+  return llvm::createStringError(message);
+}
+
 #if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
 // LLVM's BumpPtrAllocator poisons new slabs and unpoisons what it hands out,
 // but only in code compiled with ASan: a slab started by an instrumented

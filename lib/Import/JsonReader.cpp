@@ -6,7 +6,6 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <cmath>
 
@@ -15,10 +14,9 @@ using llvm::StringRef;
 
 llvm::Expected<llvm::json::Value>
 mlir::moe::detail::parseJsonFile(StringRef path) {
-  auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  auto buf = readInputFile(path);
   if (!buf)
-    return llvm::createStringError(
-        (path + ": cannot read file: " + buf.getError().message()).str());
+    return buf.takeError();
   llvm::Expected<llvm::json::Value> value = parseJson((*buf)->getBuffer());
   if (!value)
     return llvm::createStringError(

@@ -123,13 +123,10 @@ struct MoEExpertPlacementPass
     if (failed(ranks))
       return signalPassFailure();
     int64_t numRanks = *ranks;
-    ExpertProfile loads;
-    if (!profile.empty()) {
-      FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
-      if (failed(read))
-        return signalPassFailure();
-      loads = std::move(*read);
-    }
+    FailureOr<ExpertProfile> read = readExpertProfile(model, profile);
+    if (failed(read))
+      return signalPassFailure();
+    const ExpertProfile &loads = *read;
     SmallVector<int16_t> allAxes;
     for (size_t d = 0; d < grid.getShape().size(); ++d)
       allAxes.push_back(int16_t(d));

@@ -45,7 +45,9 @@ llvm::Expected<ExpertProfile> parseExpertProfile(StringRef text,
 llvm::Expected<ExpertProfile> readExpertProfileFile(StringRef path);
 
 /// Reads the profile at `path` for a pass; on failure reports "PATH: what"
-/// at `op` and returns failure.
+/// at `op` and returns failure. An empty path (a pass's profile option left
+/// unset) gives an empty profile, so a pass calls this whether or not it was
+/// given one.
 FailureOr<ExpertProfile> readExpertProfile(Operation *op, StringRef path);
 
 } // namespace mlir::moe

@@ -14,8 +14,10 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -31,6 +33,12 @@ inline constexpr unsigned kMaxIRDepth = 256;
 /// which wrote the file, reads the last). Errors read "[LINE:COL, byte=N]:
 /// what" like llvm::json's own; callers add what they expected.
 llvm::Expected<llvm::json::Value> parseJson(llvm::StringRef text);
+
+/// The contents of the input file `path`. Errors read "PATH: cannot read
+/// file: why (expected EXPECTED)", without the parenthesis when `expected`
+/// is empty.
+llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>>
+readInputFile(llvm::StringRef path, llvm::StringRef expected = {});
 
 /// The byte offset at which MLIR assembly `text` nests (), [], {} or <>
 /// deeper than `maxDepth`, outside strings and comments; nullopt if it

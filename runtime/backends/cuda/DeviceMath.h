@@ -12,6 +12,8 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/HalfFloat.h"
+
 #include <math.h>
 #include <stdint.h>
 
@@ -39,93 +41,16 @@ enum class ActKind : uint8_t {
 namespace math {
 
 //===----------------------------------------------------------------------===//
-// Conversions (bit-exact with moert/DType.h)
+// Conversions
 //===----------------------------------------------------------------------===//
 
-MOE_HD float bitsToF32(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  union {
-    uint32_t u;
-    float f;
-  } c{u};
-  return c.f;
-#endif
-}
-
-MOE_HD uint32_t f32ToBits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  union {
-    float f;
-    uint32_t u;
-  } c{f};
-  return c.u;
-#endif
-}
-
-MOE_HD float bf16ToF32(uint16_t h) { return bitsToF32(uint32_t(h) << 16); }
-
-/// Round to nearest even; NaN stays NaN.
-MOE_HD uint16_t f32ToBf16(float f) {
-  uint32_t u = f32ToBits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u)
-    return uint16_t((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-
-MOE_HD float f16ToF32(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t man = h & 0x3ffu;
-  uint32_t u;
-  if (exp == 0) {
-    if (man == 0) {
-      u = sign;
-    } else {
-      int e = -1;
-      do {
-        ++e;
-        man <<= 1;
-      } while (!(man & 0x400u));
-      u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ffu) << 13;
-    }
-  } else if (exp == 31) {
-    u = sign | 0x7f800000u | man << 13;
-  } else {
-    u = sign | (exp + 127 - 15) << 23 | man << 13;
-  }
-  return bitsToF32(u);
-}
-
-/// Round to nearest even, overflow to infinity, subnormals (as moert::f32ToF16).
-MOE_HD uint16_t f32ToF16(float f) {
-  uint32_t u = f32ToBits(f);
-  uint32_t sign = (u >> 16) & 0x8000u;
-  uint32_t absu = u & 0x7fffffffu;
-  if (absu > 0x7f800000u)
-    return uint16_t(sign | 0x7e00u);
-  if (absu >= 0x477ff000u)
-    return uint16_t(sign | 0x7c00u);
-  if (absu < 0x38800000u) {
-    float scaled = bitsToF32(absu) * 16777216.0f;
-    uint32_t m = uint32_t(scaled);
-    float frac = scaled - float(m);
-    if (frac > 0.5f || (frac == 0.5f && (m & 1u)))
-      ++m;
-    return uint16_t(sign | m);
-  }
-  uint32_t mant = absu & 0x7fffffu;
-  uint32_t exp = (absu >> 23) - 127 + 15;
-  uint32_t h = exp << 10 | mant >> 13;
-  uint32_t rest = mant & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
-    ++h;
-  return uint16_t(sign | h);
-}
+// One definition for the host and the kernels (moert/HalfFloat.h).
+using moert::bf16ToF32;
+using moert::bitsToF32;
+using moert::f16ToF32;
+using moert::f32ToBf16;
+using moert::f32ToBits;
+using moert::f32ToF16;
 
 /// Element i of a F32/BF16/F16 array as float.
 MOE_HD float loadW(const void *p, WType t, int64_t i) {

@@ -21,6 +21,19 @@ namespace {
 
 constexpr int kThreads = 1024;
 
+/// Warp-wide argmax of each lane's (v, idx) (ties to the lower id; idx
+/// INT64_MAX: no candidate); every lane gets it.
+__device__ void warpArgmax(float &v, int64_t &idx) {
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (oi != INT64_MAX && (idx == INT64_MAX || math::argmaxBetter(ov, oi, v, idx))) {
+      v = ov;
+      idx = oi;
+    }
+  }
+}
+
 /// Block-wide argmax of logits (ties to the lower id); every thread gets it.
 __device__ int64_t blockArgmax(const float *logits, int64_t vocab) {
   __shared__ float bv[kThreads / 32];
@@ -32,14 +45,7 @@ __device__ int64_t blockArgmax(const float *logits, int64_t vocab) {
       v = logits[i];
       idx = i;
     }
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, v, o);
-    int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
-    if (oi != INT64_MAX && (idx == INT64_MAX || math::argmaxBetter(ov, oi, v, idx))) {
-      v = ov;
-      idx = oi;
-    }
-  }
+  warpArgmax(v, idx);
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __syncthreads();
   if (lane == 0) {
@@ -51,14 +57,7 @@ __device__ int64_t blockArgmax(const float *logits, int64_t vocab) {
     int warps = blockDim.x / 32;
     v = lane < warps ? bv[lane] : -INFINITY;
     idx = lane < warps ? bi[lane] : INT64_MAX;
-    for (int o = 16; o > 0; o >>= 1) {
-      float ov = __shfl_xor_sync(0xffffffffu, v, o);
-      int64_t oi = __shfl_xor_sync(0xffffffffu, idx, o);
-      if (oi != INT64_MAX && (idx == INT64_MAX || math::argmaxBetter(ov, oi, v, idx))) {
-        v = ov;
-        idx = oi;
-      }
-    }
+    warpArgmax(v, idx);
     if (lane == 0)
       bi[0] = idx;
   }

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "CudaKernels.h"
 
+#include "CudaTestUtil.h"
 #include "moert/DType.h"
 #include "moert/Generate.h"
 #include "moert/cpu/Kernels.h"
@@ -27,6 +28,7 @@
 using namespace moert;
 namespace mc = moert::cuda;
 using mc::WType;
+using moetest::randn;
 
 namespace {
 
@@ -59,14 +61,6 @@ template <typename T> struct Dev {
     return v;
   }
 };
-
-std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = d(rng);
-  return v;
-}
 
 /// Weights of a type as raw 16-bit or 32-bit words, and their f32 values.
 struct HostW {
@@ -262,14 +256,7 @@ TEST(CudaKernels, GateMatchesCpu) {
           Dev<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K));
           Dev<char> ws(mc::gateWorkspaceBytes(T, E));
           CK(mc::gate(dl.p, E, T, p, se.p, sw.p, off.p, ss.p, ws.p, nullptr));
-          cpu::GateParams cp{E,
-                             K,
-                             p.sigmoid,
-                             p.softmaxBeforeTopk,
-                             p.normTopk,
-                             p.capacityFactor,
-                             p.minCapacity,
-                             p.dropTokens};
+          cpu::GateParams cp = moetest::cpuGateParams(p);
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rss(size_t(T * K));
           std::vector<float> rsw(size_t(T * K));
           int64_t n = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "DeviceMath.h"
 
+#include "CudaTestUtil.h"
 #include "moert/DType.h"
 #include "moert/Generate.h"
 #include "moert/cpu/Kernels.h"
@@ -25,20 +26,13 @@ using namespace moert;
 namespace cm = moert::cuda::math;
 using moert::cuda::ActKind;
 using moert::cuda::WType;
+using moetest::randn;
 
 namespace {
 
-std::vector<float> randomVec(size_t n, std::mt19937 &rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto &x : v)
-    x = d(rng);
-  return v;
-}
-
 TEST(CudaMath, ConversionsMatchDType) {
   std::mt19937 rng(1);
-  std::vector<float> vals = randomVec(20000, rng, 100.0f);
+  std::vector<float> vals = randn(20000, rng, 100.0f);
   const float specials[] = {0.0f,
                             -0.0f,
                             1e-8f,
@@ -74,7 +68,7 @@ TEST(CudaMath, ConversionsMatchDType) {
 TEST(CudaMath, ActivationsMatchCpu) {
   std::mt19937 rng(2);
   const int64_t rows = 3, n = 37;
-  std::vector<float> x = randomVec(size_t(rows * 2 * n), rng, 4.0f);
+  std::vector<float> x = randn(size_t(rows * 2 * n), rng, 4.0f);
   for (int k = 0; k <= int(ActKind::Identity); ++k)
     for (bool gated : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "act=" << k << " gated=" << gated);
@@ -95,8 +89,8 @@ TEST(CudaMath, ActivationsMatchCpu) {
 TEST(CudaMath, NormsMatchCpu) {
   std::mt19937 rng(3);
   const int64_t rows = 4, dim = 29, groups = 3, ld = dim * groups + 5;
-  std::vector<float> x = randomVec(size_t(rows * ld), rng, 2.0f);
-  std::vector<float> w = randomVec(size_t(dim), rng), b = randomVec(size_t(dim), rng);
+  std::vector<float> x = randn(size_t(rows * ld), rng, 2.0f);
+  std::vector<float> w = randn(size_t(dim), rng), b = randn(size_t(dim), rng);
   cpu::WRef wr{w.data(), DType::F32}, br{b.data(), DType::F32};
   for (bool rms : {true, false})
     for (bool hasW : {true, false}) {
@@ -146,7 +140,7 @@ TEST(CudaMath, RopeMatchesCpu) {
   std::vector<float> cosT, sinT;
   cpu::ropeTables(32, rotaryDim, 10000.0, cosT, sinT);
   for (bool inter : {false, true}) {
-    std::vector<float> ref = randomVec(size_t(T * ld), rng), got = ref;
+    std::vector<float> ref = randn(size_t(T * ld), rng), got = ref;
     cpu::rope(ref.data(), ld, T, pos.data(), heads, headDim, rotaryDim, cosT.data(), sinT.data(),
               inter);
     for (int64_t t = 0; t < T; ++t)
@@ -259,14 +253,7 @@ TEST(CudaMath, GateMatchesCpu) {
           std::vector<int32_t> se, off, sorted;
           std::vector<float> sw;
           int64_t n = emulateGate(logits, T, p, se, sw, off, sorted);
-          cpu::GateParams cp{E,
-                             K,
-                             p.sigmoid,
-                             p.softmaxBeforeTopk,
-                             p.normTopk,
-                             p.capacityFactor,
-                             p.minCapacity,
-                             p.dropTokens};
+          cpu::GateParams cp = moetest::cpuGateParams(p);
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rsorted(size_t(T * K), -1);
           std::vector<float> rsw(size_t(T * K));
           int64_t rn = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),
@@ -361,11 +348,11 @@ TEST(CudaMath, GroupedExpertsIndexing) {
   std::mt19937 rng(7);
   const int E = 6, K = 2;
   const int64_t T = 11, D = 5, I = 3;
-  std::vector<float> x = randomVec(size_t(T * D), rng), logits = randomVec(size_t(T * E), rng);
+  std::vector<float> x = randn(size_t(T * D), rng), logits = randn(size_t(T * E), rng);
   std::vector<std::vector<float>> wu(E), wd(E);
   for (int e = 0; e < E; ++e) {
-    wu[size_t(e)] = randomVec(size_t(I * D), rng);
-    wd[size_t(e)] = randomVec(size_t(D * I), rng);
+    wu[size_t(e)] = randn(size_t(I * D), rng);
+    wd[size_t(e)] = randn(size_t(D * I), rng);
   }
   cm::GateParams p;
   p.numExperts = E;
@@ -451,8 +438,8 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
     for (int splits : {1, 3, 7}) {
       std::vector<int64_t> pos = {17, 18, 19};
       const int64_t ld = (heads + 2 * kvHeads) * hd;
-      std::vector<float> qkv = randomVec(size_t(T * ld), rng);
-      std::vector<float> kc = randomVec(size_t(kvHeads * S * hd), rng), vc = kc;
+      std::vector<float> qkv = randn(size_t(T * ld), rng);
+      std::vector<float> kc = randn(size_t(kvHeads * S * hd), rng), vc = kc;
       for (auto &v : vc)
         v = std::normal_distribution<float>()(rng);
       std::vector<float> kc0 = kc, vc0 = vc;
@@ -516,7 +503,7 @@ TEST(CudaMath, TopPSamplingMatchesSampler) {
       uint64_t state = seed;
       for (int step = 0; step < 50; ++step) {
         int64_t V = 1 + int64_t(rng() % 300);
-        std::vector<float> logits = randomVec(size_t(V), rng, 3.0f);
+        std::vector<float> logits = randn(size_t(V), rng, 3.0f);
         if (step % 5 == 0) // ties
           for (auto &l : logits)
             l = std::round(l);

@@ -1621,29 +1621,12 @@ TEST_P(BackendConformance, StreamsAndEvents) {
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct FixtureExpected {
-  std::vector<int64_t> input, generated;
-  std::vector<float> logits;
-};
-
-FixtureExpected loadFixture(const std::string &dir) {
-  SafetensorsFile f(dir + "/expected.safetensors");
-  auto ids = [&](const char *t) {
-    const TensorInfo *ti = f.find(t);
-    auto *p = reinterpret_cast<const int64_t *>(ti->data);
-    return std::vector<int64_t>(p, p + ti->numel);
-  };
-  const TensorInfo *l = f.find("logits");
-  auto *lp = reinterpret_cast<const float *>(l->data);
-  return {ids("input_ids"), ids("generated_ids"), std::vector<float>(lp, lp + l->numel)};
-}
-
 /// Runs fixture `name` on `ranks` ranks (threads, in-process comms; experts
 /// split over the ranks) through `backend`; checks rank 0 against
 /// expected.safetensors and every rank's tokens. False: no backend here.
 bool checkFixture(const std::string &backend, const std::string &name, int ranks, int threads) {
   std::string dir = fixture(name);
-  FixtureExpected exp = loadFixture(dir);
+  FixtureExpected exp = loadFixtureExpected(dir);
   HFPlanOptions o;
   o.maxTokens = 8; // chunked prefill: the cache carries over between chunks
   o.numRanks = ranks;

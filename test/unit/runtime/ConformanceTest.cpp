@@ -19,27 +19,6 @@ using namespace moetest;
 
 namespace {
 
-struct Expected {
-  std::vector<int64_t> input, generated;
-  std::vector<float> logits;
-};
-
-Expected loadExpected(const std::string &dir) {
-  SafetensorsFile f(dir + "/expected.safetensors");
-  Expected e;
-  auto ids = [&](const char *name) {
-    const TensorInfo *t = f.find(name);
-    auto *p = reinterpret_cast<const int64_t *>(t->data);
-    return std::vector<int64_t>(p, p + t->numel);
-  };
-  e.input = ids("input_ids");
-  e.generated = ids("generated_ids");
-  const TensorInfo *l = f.find("logits");
-  auto *p = reinterpret_cast<const float *>(l->data);
-  e.logits.assign(p, p + l->numel);
-  return e;
-}
-
 struct FixtureRun {
   GenerateResult res;
   double maxErr = 0.0;
@@ -49,7 +28,7 @@ FixtureRun runFixture(const std::string &name, cpu::Isa isa, int threads, int64_
   cpu::Isa saved = cpu::activeIsa();
   cpu::setIsa(isa);
   std::string dir = fixture(name);
-  Expected exp = loadExpected(dir);
+  FixtureExpected exp = loadFixtureExpected(dir);
   HFPlanOptions o;
   o.maxTokens = maxTokens;
   PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir, o), name + ".plan");

@@ -4,6 +4,7 @@
 #include "moert/Backend.h"
 #include "moert/DType.h"
 #include "moert/FileUtil.h"
+#include "moert/Safetensors.h"
 
 #include <gtest/gtest.h>
 
@@ -33,6 +34,25 @@ inline std::string fixturesDir() {
 }
 inline std::string fixture(const std::string &name) { return fixturesDir() + "/hf/" + name; }
 inline bool haveFixtures() { return moert::isDirectory(fixturesDir() + "/hf"); }
+
+/// A fixture's expected.safetensors: the prompt, the prompt followed by the
+/// greedy tokens, and the prompt's logits [prompt, vocab].
+struct FixtureExpected {
+  std::vector<int64_t> input, generated;
+  std::vector<float> logits;
+};
+
+inline FixtureExpected loadFixtureExpected(const std::string &dir) {
+  moert::SafetensorsFile f(dir + "/expected.safetensors");
+  auto ids = [&](const char *name) {
+    const moert::TensorInfo *t = f.find(name);
+    auto *p = reinterpret_cast<const int64_t *>(t->data);
+    return std::vector<int64_t>(p, p + t->numel);
+  };
+  const moert::TensorInfo *l = f.find("logits");
+  auto *p = reinterpret_cast<const float *>(l->data);
+  return {ids("input_ids"), ids("generated_ids"), std::vector<float>(p, p + l->numel)};
+}
 
 /// A fresh directory under $TMPDIR, removed by the destructor.
 class TempDir {

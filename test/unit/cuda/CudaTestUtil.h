@@ -1,0 +1,28 @@
+//===- CudaTestUtil.h - Helpers shared by the CUDA tests --------*- C++ -*-===//
+#pragma once
+
+#include "DeviceMath.h"
+
+#include "moert/cpu/Kernels.h"
+
+#include <random>
+#include <vector>
+
+namespace moetest {
+
+/// n normal values N(0, scale^2) from `rng`.
+inline std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto &x : v)
+    x = d(rng);
+  return v;
+}
+
+/// The CPU reference gate's parameters equal to the CUDA gate's `p`.
+inline moert::cpu::GateParams cpuGateParams(const moert::cuda::math::GateParams &p) {
+  return {p.numExperts,     p.topK,        p.sigmoid,   p.softmaxBeforeTopk, p.normTopk,
+          p.capacityFactor, p.minCapacity, p.dropTokens};
+}
+
+} // namespace moetest

@@ -95,7 +95,6 @@ public:
 private:
   StreamWorker *worker(StreamKind s);
   void runExperts(const plan::Step &s, const plan::Experts &op, const StepArgs &a);
-  void runCollective(const plan::Collective &op, const StepArgs &a);
   void runGroup(const plan::RankProgram &prog, unsigned begin, unsigned end, const StepArgs &a);
 
   ThreadPool pool_;

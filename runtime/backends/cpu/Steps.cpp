@@ -187,7 +187,10 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     break;
   }
   case Op::Collective:
-    runCollective(*s.op_as_Collective(), a);
+    if (!comm_)
+      fail("collective step without a communicator (expected Backend::bindComm)");
+    runCollective(*comm_, *s.op_as_Collective(), a,
+                  [](void *dst, const void *src, uint64_t bytes) { std::memcpy(dst, src, bytes); });
     break;
   default:
     // Prefetch and Evict are the weight store's (core); nothing else exists.
@@ -196,37 +199,6 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
   if (trace)
     a.trace->addIssued(s.name() ? s.name()->str() : opName(s.op_type()), opName(s.op_type()),
                        int(s.stream()), a.issuedNs, t0, nowNs());
-}
-
-void CpuBackend::runCollective(const plan::Collective &op, const StepArgs &a) {
-  if (!comm_)
-    fail("collective step without a communicator (expected Backend::bindComm)");
-  std::span<const int> g;
-  if (op.group())
-    g = std::span<const int>(op.group()->data(), op.group()->size());
-  size_t n = size_t(a.rows(op.buf()) * a.ld(op.buf()));
-  size_t G = size_t(comm_->groupSize(g));
-  float *b = a.f32(op.buf());
-  using K = plan::CollectiveKind;
-  switch (op.kind()) {
-  case K::AllReduceSum:
-    comm_->allReduceSum(b, n, g);
-    break;
-  case K::AllGather:
-    comm_->allGather(b, n, a.f32(op.out()), g);
-    break;
-  case K::AllToAll:
-    comm_->allToAll(b, n / G, a.f32(op.out()), g);
-    break;
-  case K::ReduceScatterSum:
-    comm_->reduceScatterSum(b, n / G, a.f32(op.out()), g);
-    break;
-  case K::Broadcast:
-    comm_->broadcast(b, n * 4, 0, g);
-    if (op.out() != -1 && op.out() != op.buf())
-      std::memcpy(a.f32(op.out()), b, n * 4);
-    break;
-  }
 }
 
 void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const StepArgs &a) {

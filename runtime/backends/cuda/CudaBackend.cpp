@@ -477,7 +477,11 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     break;
   }
   case Op::Collective:
-    runCollective(st, *s.op_as_Collective(), a);
+    if (!comm_)
+      fail("collective step without a communicator (expected Backend::bindComm)");
+    runCollective(*comm_, *s.op_as_Collective(), a, [&](void *dst, const void *src, uint64_t n) {
+      check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, st), where);
+    });
     break;
   default:
     // Prefetch and Evict are the weight store's (core).
@@ -562,45 +566,6 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
         "expert table");
   ea.experts = expertTable_;
   check(experts(ea, workspace(expertsWorkspaceBytes(ea.T, ea.topK, ea.I)), st), "Experts");
-}
-
-void CudaBackend::runCollective(cudaStream_t st, const plan::Collective &op, const StepArgs &a) {
-  if (!comm_)
-    fail("collective step without a communicator (expected Backend::bindComm)");
-  std::span<const int> g;
-  if (op.group())
-    g = std::span<const int>(op.group()->data(), op.group()->size());
-  size_t n = size_t(a.rows(op.buf()) * a.ld(op.buf()));
-  size_t G = size_t(comm_->groupSize(g));
-  float *b = a.f32(op.buf());
-  using K = plan::CollectiveKind;
-  if (G == 1) {
-    // One member: every collective is the identity (a copy when out differs).
-    if (op.out() != -1 && op.out() != op.buf())
-      check(cudaMemcpyAsync(a.f32(op.out()), b, n * 4, cudaMemcpyDeviceToDevice, st),
-            "collective");
-    return;
-  }
-  switch (op.kind()) {
-  case K::AllReduceSum:
-    comm_->allReduceSum(b, n, g);
-    break;
-  case K::AllGather:
-    comm_->allGather(b, n, a.f32(op.out()), g);
-    break;
-  case K::AllToAll:
-    comm_->allToAll(b, n / G, a.f32(op.out()), g);
-    break;
-  case K::ReduceScatterSum:
-    comm_->reduceScatterSum(b, n / G, a.f32(op.out()), g);
-    break;
-  case K::Broadcast:
-    comm_->broadcast(b, n * 4, 0, g);
-    if (op.out() != -1 && op.out() != op.buf())
-      check(cudaMemcpyAsync(a.f32(op.out()), b, n * 4, cudaMemcpyDeviceToDevice, st),
-            "broadcast");
-    break;
-  }
 }
 
 //===----------------------------------------------------------------------===//

@@ -80,7 +80,6 @@ public:
 private:
   void runStep(cudaStream_t st, const plan::Step &s, const StepArgs &a);
   void runExperts(cudaStream_t st, const plan::Experts &op, const StepArgs &a);
-  void runCollective(cudaStream_t st, const plan::Collective &op, const StepArgs &a);
   void countRouting(cudaStream_t st, const plan::Gate &op, const StepArgs &a);
   /// Device scratch of at least `bytes` for the kernels on the compute
   /// stream (grown between steps; growing synchronizes).

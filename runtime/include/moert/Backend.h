@@ -247,6 +247,13 @@ public:
                           uint16_t *bf16);
 };
 
+/// Runs a plan Collective step on `comm` over the step's buffers (device
+/// pointers of the backend that calls it; `copy` copies bytes between two of
+/// them on that backend). A group of one member is the identity (a copy when
+/// out differs from buf), without calling the communicator.
+void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
+                   const std::function<void(void *dst, const void *src, uint64_t bytes)> &copy);
+
 /// The backends this runtime was built with ("cpu", "cuda").
 std::vector<std::string> availableBackends();
 /// Creates backend `name`; throws Error("--backend=NAME: ...") when it was

@@ -80,7 +80,8 @@ TEST(Plan, RejectsOtherFilesAndVersions) {
                    p.version_major = 1;
                    p.version_minor = 2;
                  }),
-            "p.plan: plan format 1.2 is not supported (expected 2.x with x <= 0)");
+            fmt::format("p.plan: plan format 1.2 is not supported (expected 2.x with x <= {})",
+                        kPlanVersionMinor));
   expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->steps[0]->stream = mp::Stream(7); }),
             "stream 7 (expected 0 compute, 1 communication or 2 weights)");
   expectBad(edit(good, [](mp::PlanT &p) { p.version_minor = kPlanVersionMinor + 1; }),

@@ -374,10 +374,11 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
     if (ids[t] < 0 || ids[t] >= plan_.vocabSize())
       fail("token id {} out of range (expected 0..{})", ids[t], plan_.vocabSize() - 1);
   const int64_t maxT = plan_.maxTokens();
-  std::fill(hostTokens_.begin(), hostTokens_.end(), 0);
   std::copy(ids, ids + T, hostTokens_.begin());
-  for (int64_t t = 0; t < T; ++t)
+  for (int64_t t = 0; t < T; ++t) {
     hostTokens_[size_t(maxT + t)] = startPos + t;
+    hostTokens_[size_t(2 * maxT + t)] = 0; // sequence slot 0
+  }
   // One sequence: slot 0 (its pages must be there).
   for (int64_t i = 0; i * plan_.kvPageSize() < startPos + T; ++i)
     if (pageTable_[size_t(i)] < 0)
@@ -398,7 +399,6 @@ const float *Session::forwardBatch(const BatchRows &b) {
          T, b.pos.size(), b.seq.size());
   if (n > maxB)
     fail("{} logit rows (expected at most max_batch {})", n, maxB);
-  std::fill(hostTokens_.begin(), hostTokens_.end(), 0);
   for (int64_t t = 0; t < T; ++t) {
     int64_t id = b.ids[size_t(t)], p = b.pos[size_t(t)], s = b.seq[size_t(t)];
     if (id < 0 || id >= plan_.vocabSize())
@@ -434,8 +434,13 @@ const float *Session::forwardBatch(const BatchRows &b) {
 
 const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
   const int64_t maxT = plan_.maxTokens(), V = plan_.vocabSize();
-  backend_.copyToDevice(StreamKind::Compute, deviceTokens_, hostTokens_.data(),
-                        uint64_t(tokenWords_) * 8);
+  // Only the rows of this call: ids, positions and slots (and the logit rows).
+  for (int64_t part = 0; part < 3; ++part)
+    backend_.copyToDevice(StreamKind::Compute, deviceTokens_ + part * maxT,
+                          hostTokens_.data() + part * maxT, uint64_t(T) * 8);
+  if (numLogitRows > 0)
+    backend_.copyToDevice(StreamKind::Compute, deviceTokens_ + 3 * maxT,
+                          hostTokens_.data() + 3 * maxT, uint64_t(numLogitRows) * 8);
   if (pagesDirty_) {
     backend_.copyToDevice(StreamKind::Compute, devicePages_, pageTable_.data(),
                           uint64_t(pageTable_.size()) * 4);

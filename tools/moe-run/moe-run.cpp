@@ -727,6 +727,10 @@ int runBatched(const Options &o, const Job &job, Session &session, Comm &comm,
   }
 
   // --bench: the --prompts requests, or N random 20-token prompts, per batch size.
+  // A benchmark of some of the lines would measure something else: a bad line fails it.
+  for (const std::string &err : job.lineError)
+    if (!err.empty())
+      fail("--bench: {}", err);
   std::vector<int64_t> sizes = o.batch.empty() ? std::vector<int64_t>{job.maxBatch} : o.batch;
   json runs = json::array();
   for (int64_t B : sizes) {

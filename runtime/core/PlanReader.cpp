@@ -15,6 +15,7 @@ static constexpr int64_t kMaxTokens = int64_t(1) << 20;
 static constexpr int64_t kMaxSeqLen = int64_t(1) << 24;
 static constexpr int64_t kMaxRanks = 1 << 16;
 static constexpr int64_t kMaxBatch = 1 << 16;
+static constexpr int64_t kMaxPageTable = int64_t(1) << 24;
 static constexpr uint64_t kMaxArenaBytes = uint64_t(1) << 40;
 static constexpr int64_t kMaxDim = int64_t(1) << 40;
 
@@ -753,6 +754,11 @@ void PlanFile::validate() {
       fail("{}: kv_pages {} x kv_page_size {} (expected at most {} positions in the pool)", p,
            r.kv_pages(), r.kv_page_size(), kMaxSeqLen * int64_t(kMaxBatch));
   }
+  // The runtime's page tables: max_batch x pages per sequence entries.
+  if (int64_t(r.max_batch()) * kvPagesPerSeq() > kMaxPageTable)
+    fail("{}: max_batch {} x {} KV pages per sequence (expected page tables of at most {} "
+         "entries: larger kv_page_size or fewer sequences)",
+         p, r.max_batch(), kvPagesPerSeq(), kMaxPageTable);
   if (r.num_ranks() <= 0 || r.num_ranks() > kMaxRanks)
     fail("{}: num_ranks {} (expected 1..{})", p, r.num_ranks(), kMaxRanks);
   if (!r.ranks() || int(r.ranks()->size()) != r.num_ranks())

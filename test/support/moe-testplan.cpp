@@ -68,7 +68,13 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
     p->kv_pages = 1;
   } else if (kind == "kv-page-size")
     p->kv_page_size = 16; // without kv_pages
-  else if (kind == "kv-huge") {
+  else if (kind == "page-table") { // 1-position pages for many sequences
+    p->max_tokens = 1 << 16;
+    p->max_batch = 1 << 16;
+    p->model->max_position_embeddings = p->max_seq_len = 1 << 20;
+    p->kv_page_size = 1;
+    p->kv_pages = p->max_seq_len;
+  } else if (kind == "kv-huge") {
     p->kv_page_size = 16;
     p->kv_pages = int64_t(1) << 40;
   }

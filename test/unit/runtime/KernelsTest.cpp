@@ -330,7 +330,7 @@ TEST(Attention, PagedRowsOfSeveralSequences) {
     std::vector<float> k(size_t(KV * S * hd)), v(k.size());
     KVView cache{k.data(), v.data(), DType::F32, S};
     want[s].resize(size_t(lens[s] * H * hd));
-    std::vector<int64_t> pos(size_t(lens[s]));
+    std::vector<int64_t> pos(static_cast<size_t>(lens[s]));
     for (size_t i = 0; i < pos.size(); ++i)
       pos[i] = int64_t(i);
     attention(pool, ws, x[s].data(), ld, qc, kc, vc, want[s].data(), H * hd, lens[s] - 1,

@@ -389,6 +389,10 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
 }
 
 const float *Session::forwardBatch(const BatchRows &b) {
+  if (!backend_.supportsBatchedSteps())
+    fail("--backend={}: batched generation is not supported by this backend yet (expected "
+         "--backend=cpu, or one sequence at a time)",
+         backend_.name());
   const int64_t T = int64_t(b.ids.size()), maxT = plan_.maxTokens(), maxB = plan_.maxBatch();
   const int64_t n = int64_t(b.logitRows.size());
   if (T <= 0 || T > maxT)

@@ -244,6 +244,11 @@ public:
   /// Whether launching a compute-stream step returns when it has run (the
   /// session then releases the weights it pinned right away).
   virtual bool synchronousCompute() const { return false; }
+  /// Whether the kernels honour the step's batch description (StepArgs seq,
+  /// pageTable, logitRows): rows of several sequences in one call. A backend
+  /// without it runs one sequence at a time (slot 0, whose pages map
+  /// positions to pool rows one to one); Session::forwardBatch refuses.
+  virtual bool supportsBatchedSteps() const { return false; }
 
   // --- Graphs (decode replay; no-ops where there is nothing to gain) ---------
   virtual bool supportsGraphs() const { return false; }

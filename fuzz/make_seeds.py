@@ -112,6 +112,24 @@ def main():
         if os.path.getsize(p) < 64 * 1024:
             put(out, "tokenizer", open(p, "rb").read())
 
+    # moe-run --prompts: good lines of every shape, and near-misses.
+    prompt_lines = [
+        '{"id": "a", "prompt_ids": [3, 17, 42], "max_new_tokens": 8}',
+        '{"id": 2, "prompt": "Hello", "temperature": 0.8, "top_p": 0.9, "seed": 7}',
+        '{"id": null, "prompt_ids": [1], "stop": ["\\n", "end"], "ignore_eos": true}',
+        '{"id": [1], "prompt_ids": [5, 6], "stop": [[1, 2], [3]]}',
+        '{"id": "s", "prompt_ids": [5], "stop": [13, 13]}',
+        '{"id": "bad", "prompt_ids": [1, 2',
+        '{"prompt": "x", "prompt_ids": [1]}',
+        '{"prompt_ids": [-1], "top_p": 0}',
+        '[1, 2]',
+        '',
+    ]
+    for i in range(len(prompt_lines)):
+        put(out, "prompts", "\n".join(prompt_lines[i:] + prompt_lines[:i]) + "\n")
+    for l in prompt_lines:
+        put(out, "prompts", l)
+
     # moe-opt: every test case of the dialect and pass tests.
     for p in (glob.glob(os.path.join(src, "test", "Dialect", "*.mlir")) +
               glob.glob(os.path.join(src, "test", "Transforms", "*.mlir")) +
@@ -126,7 +144,8 @@ def main():
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
         with tempfile.TemporaryDirectory() as tmp:
             for i, m in enumerate(models):
-                for extra in ([], ["--devices=2"], ["--max-seq-len=16", "--dtype=bf16"]):
+                for extra in ([], ["--devices=2"], ["--max-seq-len=16", "--dtype=bf16"],
+                              ["--max-batch=3", "--max-seq-len=40"]):
                     plan = os.path.join(tmp, "p.plan")
                     r = subprocess.run([moe_compile, m, "-o", plan] + extra, env=env,
                                        capture_output=True, text=True)

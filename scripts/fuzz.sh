@@ -5,7 +5,7 @@
 # (default 60), one after the other (the machine is shared).
 #
 #   scripts/fuzz.sh [-t SECONDS | --ci] [TARGET...]
-#   TARGET: safetensors plan tokenizer import mlir compiler-inputs (default: all)
+#   TARGET: safetensors plan tokenizer prompts import mlir compiler-inputs (default: all)
 #   MOE_FUZZ_SEED=N fixes libFuzzer's random seed.
 #   --ci: a fixed number of inputs per target (about a minute each on the
 #   2-core CI machine) from seed 1 and an empty corpus, so that a commit gets
@@ -26,7 +26,7 @@ elif [ "${1:-}" = "--ci" ]; then
   shift
 fi
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(safetensors plan tokenizer import mlir compiler-inputs)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(safetensors plan tokenizer prompts import mlir compiler-inputs)
 
 B=${FUZZ_BUILD_DIR:-build-san}
 SHARED=${MOE_SHARED_DIR:-$(cd .. && pwd)/shared}
@@ -53,13 +53,14 @@ maxLen() {
 }
 
 # --ci: inputs per target, about 60 s each here (measured runs/s: safetensors
-# ~3.5k, plan ~12k, tokenizer ~1.7k, import ~170, mlir ~1.4k, compiler-inputs
-# ~33k).
+# ~3.5k, plan ~12k, tokenizer ~1.7k, prompts ~1.3k (a clang -O1 ASan/UBSan
+# build of the reader alone), import ~170, mlir ~1.4k, compiler-inputs ~33k).
 ciRuns() {
   case $1 in
     safetensors) echo 200000 ;;
     plan) echo 700000 ;;
     tokenizer) echo 100000 ;;
+    prompts) echo 80000 ;;
     import) echo 10000 ;;
     mlir) echo 80000 ;;
     *) echo 2000000 ;;

@@ -3,7 +3,7 @@
 
   bench/runtime/run-bench.py [--build build] [--config CONFIG.json] [--threads 1,2]
       [--iters 3] [--repeat 1] [--new-tokens 64] [--planner auto|compile|testplan] [--peer]
-      [--kernels] [--out FILE.json]
+      [--kernels] [--batch 1,4,8] [--out FILE.json]
 
 Builds a bf16 plan of the Mixtral-shaped bench model (moe-compile when the
 build has it, else the reference plan of moe-testplan), runs
@@ -14,7 +14,10 @@ llama.cpp's published numbers, and with --peer vs PyTorch eager
 (bench/peers/torch_peer.py) measured in the same run. --repeat runs each
 thread count several times (separate processes): on a shared VM the memory
 bandwidth two cores get changes from run to run, so each run carries its own
-floor and the summary shows every run.
+floor and the summary shows every run. --batch also compiles the model with
+--max-batch=max(sizes) and runs `moe-run --bench --batch=SIZES --json` per
+thread count (SIZE random 20-token prompts, --new-tokens each, continuous
+batching): generated tokens/s, time to first token and inter-token latency.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
 
@@ -50,6 +53,7 @@ def main():
     ap.add_argument("--planner", default="auto", choices=["auto", "compile", "testplan"])
     ap.add_argument("--peer", action="store_true", help="also run the PyTorch eager peer")
     ap.add_argument("--kernels", action="store_true", help="also run kernel-bench")
+    ap.add_argument("--batch", default="", help="batch sizes for the batched run, e.g. 1,4,8")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "mixtral-bench.json"))
     a = ap.parse_args()
     bindir = os.path.join(a.build, "bin")
@@ -92,6 +96,17 @@ def main():
             p["ours_decode_speedup"] = p["decode_ms_median"] / dec
             p["ours_prefill_speedup"] = p["prefill_ms"] / pre
             result["peer"].append(p)
+    result["batched"] = []
+    if a.batch:
+        sizes = [int(b) for b in a.batch.split(",")]
+        bplan = os.path.join(tmp, "mixtral-bench-batched.plan")
+        run([os.path.join(bindir, "moe-compile"), a.config, "-o", bplan, "--target=cpu", "--dtype=bf16",
+             "--max-seq-len=512", f"--max-batch={max(sizes)}"])
+        for t in threads:
+            r = json.loads(run([os.path.join(bindir, "moe-run"), bplan, "--random-weights", "--seed=1",
+                                "--bench", f"--batch={a.batch}", f"--threads={t}", "--warmup=1",
+                                f"--iters={a.iters}", f"--max-new-tokens={a.new_tokens}", "--json"]))
+            result["batched"].append(r)
     if a.kernels:
         for t in threads:
             result["kernels"] += json.loads(run([os.path.join(bindir, "kernel-bench"), f"--threads={t}", "--json"]))
@@ -111,6 +126,11 @@ def main():
         print(f"PyTorch eager, {p['threads']} thread(s): decode {p['decode_ms_median']:.1f} ms/token, "
               f"prefill {p['prefill_ms']:.1f} ms; ours {p['ours_decode_speedup']:.2f}x / "
               f"{p['ours_prefill_speedup']:.2f}x faster")
+    for b in result["batched"]:
+        for r in b["runs"]:
+            print(f"batched, {b['threads']} thread(s), batch {r['batch']:>3}: {r['tokens_per_s']:8.2f} tokens/s, "
+                  f"ttft p50 {r['ttft_ms']['p50']:.1f} ms, itl p50 {r['itl_ms']['p50']:.2f} ms, "
+                  f"occupancy {100 * r['occupancy']:.0f}%")
     print(f"load average before {result['load_before'][0]:.2f}, after {result['load_after'][0]:.2f}; wrote {a.out}")
 
 

@@ -315,6 +315,9 @@ def MoEPlanMemoryPass : Pass<"moe-plan-memory", "::mlir::moe::ModelOp"> {
   let options = [
     Option<"maxSeqLen", "max-seq-len", "int64_t", /*default=*/"0",
            "KV cache tokens (0: min(max_position_embeddings, 4096))">,
+    Option<"maxBatch", "max-batch", "int64_t", /*default=*/"1",
+           "sequences decoded together: KV cache pages for this many "
+           "sequences, and forward calls of at least this many tokens">,
     Option<"dtype", "dtype", "::mlir::moe::ComputeDType",
            /*default=*/"::mlir::moe::ComputeDType::F32",
            "compute dtype the weights are held in (f32, bf16, f16)",

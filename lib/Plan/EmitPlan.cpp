@@ -347,6 +347,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
   fb::DType compute = options.dtype == ComputeDType::F32    ? fb::DType::F32
                       : options.dtype == ComputeDType::BF16 ? fb::DType::BF16
                                                             : fb::DType::F16;
+  KVPaging paging = kvPaging(options.maxBatch, program.maxSeqLen);
   auto root = fb::CreatePlan(
       fbb, moert::kPlanVersionMajor, moert::kPlanVersionMinor,
       fbb.CreateString(producer), info,
@@ -355,7 +356,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
       int(options.maxBatch), program.maxTokens, program.maxSeqLen,
       options.memoryBudget,
       fbb.CreateString(model->getCheckpoint().value_or("").str()), weightVec,
-      rankVec, placementVec);
+      rankVec, placementVec, paging.pageSize, paging.pages);
   fb::FinishPlanBuffer(fbb, root);
   os.write(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
            fbb.GetSize());

@@ -221,7 +221,11 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
   os << "target " << fb::EnumNameTarget(p->target()) << " "
      << dtypeName(p->compute_dtype()) << ", " << p->num_ranks() << " ranks ("
      << p->gpus_per_node() << " per node), max_tokens " << p->max_tokens()
-     << ", max_seq_len " << p->max_seq_len() << "\n";
+     << ", max_seq_len " << p->max_seq_len();
+  if (p->max_batch() != 1 || p->kv_pages() != 0)
+    os << ", max_batch " << p->max_batch() << ", kv_pages " << p->kv_pages()
+       << " x " << p->kv_page_size();
+  os << "\n";
   os << "weights:\n";
   if (p->weights())
     for (unsigned i = 0; i < p->weights()->size(); ++i) {

@@ -537,13 +537,18 @@ FailureOr<Storage> mlir::moe::plan::analyzeStorage(ModelOp model,
                                << "max_position_embeddings (" << maxPositions
                                << ")";
   storage.maxTokens = std::min<int64_t>(storage.maxSeqLen, 512);
+  // A forward call holds one decode row of every sequence of the batch.
+  storage.maxTokens = std::max<int64_t>(storage.maxTokens, options.maxBatch);
   if (failed(StorageAssigner(model, storage).run()))
     return failure();
   storage.arenaBytes = planArena(storage.buffers, storage.maxTokens,
                                  storage.unplannedBytes);
+  // The KV pages of max_batch sequences (plan fields kv_page_size, kv_pages).
+  int64_t kvPositions =
+      kvPaging(options.maxBatch, storage.maxSeqLen).positions(storage.maxSeqLen);
   for (const KVCache &c : collectKVCaches(model))
     storage.kvCacheBytes += 2 * uint64_t(c.numKVHeads) * uint64_t(c.headDim) *
-                            uint64_t(storage.maxSeqLen) * 4;
+                            uint64_t(kvPositions) * 4;
   LLVM_DEBUG(llvm::dbgs() << "moe-plan-storage: " << storage.buffers.size()
                           << " buffers, arena " << storage.arenaBytes
                           << " bytes (without reuse " << storage.unplannedBytes

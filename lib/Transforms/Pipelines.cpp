@@ -45,6 +45,7 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   // reads the activation bytes it recorded and only adds attributes.
   MoEPlanMemoryPassOptions memory;
   memory.maxSeqLen = options.maxSeqLen;
+  memory.maxBatch = options.maxBatch;
   memory.dtype = options.dtype;
   model.addPass(createMoEPlanMemoryPass(memory));
 

@@ -32,6 +32,7 @@ struct MoEPlanMemoryPass : mlir::moe::impl::MoEPlanMemoryPassBase<MoEPlanMemoryP
     ModelOp model = getOperation();
     CompileOptions options;
     options.maxSeqLen = maxSeqLen;
+    options.maxBatch = maxBatch;
     options.dtype = dtype;
     int64_t ranks = getGridRankCount(model);
     if (ranks < 1) {

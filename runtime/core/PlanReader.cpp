@@ -14,6 +14,8 @@ namespace moert {
 static constexpr int64_t kMaxTokens = int64_t(1) << 20;
 static constexpr int64_t kMaxSeqLen = int64_t(1) << 24;
 static constexpr int64_t kMaxRanks = 1 << 16;
+static constexpr int64_t kMaxBatch = 1 << 16;
+static constexpr int64_t kMaxPageTable = int64_t(1) << 24;
 static constexpr uint64_t kMaxArenaBytes = uint64_t(1) << 40;
 static constexpr int64_t kMaxDim = int64_t(1) << 40;
 
@@ -32,6 +34,14 @@ const char *opName(plan::Op op) {
 
 bool WeightInfo::usedBy(int rank) const {
   return ranks.empty() || std::find(ranks.begin(), ranks.end(), rank) != ranks.end();
+}
+
+int64_t PlanFile::kvPageSize() const {
+  return root_->kv_page_size() > 0 ? root_->kv_page_size() : root_->max_seq_len();
+}
+
+int64_t PlanFile::kvPages() const {
+  return root_->kv_pages() > 0 ? root_->kv_pages() : int64_t(root_->max_batch());
 }
 
 int64_t PlanFile::maxPositions() const {
@@ -281,7 +291,7 @@ void RankValidator::validateCaches() {
       err("kv_caches[{}] has dtype {} (expected F32, BF16 or F16)", i, dtypeName(c->dtype()));
     uint64_t bytes;
     if (mulOverflows(uint64_t(c->num_kv_heads()) * uint64_t(c->head_dim()),
-                     uint64_t(root_.max_seq_len()) * 2 * dtypeSize(c->dtype()), bytes) ||
+                     uint64_t(pf_.kvPoolPositions()) * 2 * dtypeSize(c->dtype()), bytes) ||
         addOverflows(total, bytes, total) || total > kMaxArenaBytes)
       err("kv_caches need more than {} bytes (expected a sane max_seq_len)", kMaxArenaBytes);
   }
@@ -729,8 +739,36 @@ void PlanFile::validate() {
     fail("{}: max_tokens {} (expected 1..{})", p, r.max_tokens(), kMaxTokens);
   if (r.max_seq_len() <= 0 || r.max_seq_len() > kMaxSeqLen)
     fail("{}: max_seq_len {} (expected 1..{})", p, r.max_seq_len(), kMaxSeqLen);
-  if (r.max_batch() != 1)
-    fail("{}: max_batch {} (expected 1: the CPU runtime runs a batch of one)", p, r.max_batch());
+  if (r.max_batch() <= 0 || r.max_batch() > kMaxBatch)
+    fail("{}: max_batch {} (expected 1..{})", p, r.max_batch(), kMaxBatch);
+  if (r.max_batch() > r.max_tokens())
+    fail("{}: max_batch {} exceeds max_tokens {} (expected a forward call to hold one decode "
+         "row per sequence)",
+         p, r.max_batch(), r.max_tokens());
+  if ((r.kv_page_size() == 0) != (r.kv_pages() == 0))
+    fail("{}: kv_page_size {} with kv_pages {} (expected both 0 or both positive)", p,
+         r.kv_page_size(), r.kv_pages());
+  if (r.kv_page_size() < 0 || r.kv_page_size() > r.max_seq_len())
+    fail("{}: kv_page_size {} (expected 1..max_seq_len {})", p, r.kv_page_size(),
+         r.max_seq_len());
+  if (r.kv_pages() < 0 || r.kv_pages() > kMaxSeqLen)
+    fail("{}: kv_pages {} (expected 1..{})", p, r.kv_pages(), kMaxSeqLen);
+  if (r.kv_page_size() > 0) {
+    // One sequence of the plan's full length must fit in the pool.
+    int64_t perSeq = (maxPositions() + r.kv_page_size() - 1) / r.kv_page_size();
+    if (r.kv_pages() < perSeq)
+      fail("{}: kv_pages {} of {} positions hold fewer than the plan's {} positions (expected at "
+           "least {} pages)",
+           p, r.kv_pages(), r.kv_page_size(), maxPositions(), perSeq);
+    if (r.kv_pages() * r.kv_page_size() > kMaxSeqLen * int64_t(kMaxBatch))
+      fail("{}: kv_pages {} x kv_page_size {} (expected at most {} positions in the pool)", p,
+           r.kv_pages(), r.kv_page_size(), kMaxSeqLen * int64_t(kMaxBatch));
+  }
+  // The runtime's page tables: max_batch x pages per sequence entries.
+  if (int64_t(r.max_batch()) * kvPagesPerSeq() > kMaxPageTable)
+    fail("{}: max_batch {} x {} KV pages per sequence (expected page tables of at most {} "
+         "entries: larger kv_page_size or fewer sequences)",
+         p, r.max_batch(), kvPagesPerSeq(), kMaxPageTable);
   if (r.num_ranks() <= 0 || r.num_ranks() > kMaxRanks)
     fail("{}: num_ranks {} (expected 1..{})", p, r.num_ranks(), kMaxRanks);
   if (!r.ranks() || int(r.ranks()->size()) != r.num_ranks())

@@ -25,7 +25,9 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
     : plan_(plan), prog_(plan.rankProgram(rank)), info_(plan.rankInfo(rank)), rank_(rank),
       weights_(weights), comm_(comm), backend_(backend), opts_(opts) {
   backend_.bindComm(comm_);
-  const int64_t S = plan.maxSeqLen(), maxT = plan.maxTokens();
+  // The KV caches are the plan's page pool (one page of max_seq_len per
+  // slot for plans before 2.1).
+  const int64_t S = plan.kvPoolPositions(), maxT = plan.maxTokens(), maxB = plan.maxBatch();
   arenaBytes_ = std::max<uint64_t>(prog_.arena_bytes(), 64);
   arena_ = static_cast<uint8_t *>(backend_.allocate(arenaBytes_, "activation arena"));
   bufferBytes_ = arenaBytes_;
@@ -34,7 +36,19 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
       caches_.push_back(allocateKVCache(backend_, *c, S));
       bufferBytes_ += 2 * caches_.back().bytes;
     }
-  deviceTokens_ = static_cast<int64_t *>(backend_.allocate(uint64_t(2 * maxT) * 8, "token ids"));
+  // ids, positions and sequence slots (maxT each), then the logit rows.
+  tokenWords_ = 3 * maxT + maxB;
+  deviceTokens_ = static_cast<int64_t *>(backend_.allocate(uint64_t(tokenWords_) * 8, "token ids"));
+  hostTokens_.assign(size_t(tokenWords_), 0);
+  // Page tables: slot 0 starts with pages 0.. (a single sequence), the
+  // others with nothing until the batching scheduler gives them pages.
+  pagesPerSeq_ = plan.kvPagesPerSeq();
+  pageTable_.assign(size_t(maxB * pagesPerSeq_), -1);
+  for (int64_t i = 0; i < pagesPerSeq_; ++i)
+    pageTable_[size_t(i)] = int32_t(i);
+  devicePages_ = static_cast<int32_t *>(
+      backend_.allocate(uint64_t(pageTable_.size()) * 4, "KV page tables"));
+  pagesDirty_ = true;
   weights_.reserveBuffers(int64_t(bufferBytes_));
 
   size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
@@ -86,6 +100,28 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   args_.computeDtype = plan.plan().compute_dtype();
   args_.ids = deviceTokens_;
   args_.pos = deviceTokens_ + maxT;
+  args_.seq = deviceTokens_ + 2 * maxT;
+  args_.hostSeq = hostTokens_.data() + 2 * maxT;
+  args_.logitRows = deviceTokens_ + 3 * maxT;
+  args_.hostLogitRows = hostTokens_.data() + 3 * maxT;
+  args_.pageTable = devicePages_;
+  args_.pagesPerSeq = pagesPerSeq_;
+  args_.pageSize = plan.kvPageSize();
+}
+
+void Session::setPages(int64_t slot, std::span<const int32_t> pages) {
+  if (slot < 0 || slot >= plan_.maxBatch())
+    fail("sequence slot {} (expected 0..{})", slot, plan_.maxBatch() - 1);
+  if (int64_t(pages.size()) > pagesPerSeq_)
+    fail("{} KV pages for one sequence (expected at most {})", pages.size(), pagesPerSeq_);
+  int32_t *row = pageTable_.data() + slot * pagesPerSeq_;
+  for (size_t i = 0; i < size_t(pagesPerSeq_); ++i) {
+    int32_t p = i < pages.size() ? pages[i] : -1;
+    if (i < pages.size() && (p < 0 || p >= plan_.kvPages()))
+      fail("KV page {} (expected 0..{})", p, plan_.kvPages() - 1);
+    row[i] = p;
+  }
+  pagesDirty_ = true;
 }
 
 Session::~Session() {
@@ -99,7 +135,11 @@ Session::~Session() {
     backend_.deallocate(c.k, c.bytes);
     backend_.deallocate(c.v, c.bytes);
   }
-  backend_.deallocate(deviceTokens_, uint64_t(2 * plan_.maxTokens()) * 8);
+  backend_.deallocate(deviceTokens_, uint64_t(tokenWords_) * 8);
+  backend_.deallocate(devicePages_, uint64_t(pageTable_.size()) * 4);
+  if (deviceRowLogits_)
+    backend_.deallocate(deviceRowLogits_,
+                        uint64_t(plan_.maxBatch()) * uint64_t(plan_.vocabSize()) * 4);
   if (deviceAllLogits_)
     backend_.deallocate(deviceAllLogits_,
                         uint64_t(plan_.maxTokens()) * uint64_t(plan_.vocabSize()) * 4);
@@ -333,13 +373,86 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   for (int64_t t = 0; t < T; ++t)
     if (ids[t] < 0 || ids[t] >= plan_.vocabSize())
       fail("token id {} out of range (expected 0..{})", ids[t], plan_.vocabSize() - 1);
-  const int64_t maxT = plan_.maxTokens(), V = plan_.vocabSize();
-  hostTokens_.assign(size_t(2 * maxT), 0);
+  const int64_t maxT = plan_.maxTokens();
   std::copy(ids, ids + T, hostTokens_.begin());
-  for (int64_t t = 0; t < T; ++t)
+  for (int64_t t = 0; t < T; ++t) {
     hostTokens_[size_t(maxT + t)] = startPos + t;
-  backend_.copyToDevice(StreamKind::Compute, deviceTokens_, hostTokens_.data(),
-                        uint64_t(2 * maxT) * 8);
+    hostTokens_[size_t(2 * maxT + t)] = 0; // sequence slot 0
+  }
+  // One sequence: slot 0 (its pages must be there).
+  for (int64_t i = 0; i * plan_.kvPageSize() < startPos + T; ++i)
+    if (pageTable_[size_t(i)] < 0)
+      fail("sequence slot 0 has no KV page for positions from {} (expected pages from "
+           "setPages)",
+           i * plan_.kvPageSize());
+  return run(T, 0, allLogits);
+}
+
+const float *Session::forwardBatch(const BatchRows &b) {
+  if (!backend_.supportsBatchedSteps())
+    fail("--backend={}: batched generation is not supported by this backend yet (expected "
+         "--backend=cpu, or one sequence at a time)",
+         backend_.name());
+  const int64_t T = int64_t(b.ids.size()), maxT = plan_.maxTokens(), maxB = plan_.maxBatch();
+  const int64_t n = int64_t(b.logitRows.size());
+  if (T <= 0 || T > maxT)
+    fail("forward call of {} tokens (expected 1..{})", T, maxT);
+  if (int64_t(b.pos.size()) != T || int64_t(b.seq.size()) != T)
+    fail("batched forward call of {} ids with {} positions and {} slots (expected one of each "
+         "per row)",
+         T, b.pos.size(), b.seq.size());
+  if (n > maxB)
+    fail("{} logit rows (expected at most max_batch {})", n, maxB);
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t id = b.ids[size_t(t)], p = b.pos[size_t(t)], s = b.seq[size_t(t)];
+    if (id < 0 || id >= plan_.vocabSize())
+      fail("token id {} out of range (expected 0..{})", id, plan_.vocabSize() - 1);
+    if (s < 0 || s >= maxB)
+      fail("row {}: sequence slot {} (expected 0..{})", t, s, maxB - 1);
+    if (p < 0 || p >= plan_.maxPositions())
+      fail("row {}: position {} (expected 0..{})", t, p, plan_.maxPositions() - 1);
+    if (pageTable_[size_t(s * pagesPerSeq_ + p / plan_.kvPageSize())] < 0)
+      fail("row {}: sequence slot {} has no KV page for position {} (expected pages from "
+           "setPages)",
+           t, s, p);
+    hostTokens_[size_t(t)] = id;
+    hostTokens_[size_t(maxT + t)] = p;
+    hostTokens_[size_t(2 * maxT + t)] = s;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t r = b.logitRows[size_t(i)];
+    if (r < 0 || r >= T)
+      fail("logit row {} (expected 0..{})", r, T - 1);
+    hostTokens_[size_t(3 * maxT + i)] = r;
+  }
+  if (info_.logitsStep >= 0 && !deviceRowLogits_)
+    deviceRowLogits_ = static_cast<float *>(backend_.allocate(
+        uint64_t(maxB) * uint64_t(plan_.vocabSize()) * 4, "batch logits"));
+  int64_t t0 = opts_.trace ? nowNs() : 0;
+  const float *logits = run(T, n, nullptr);
+  // A batched step's rows, for traces (its own row: "stream" 3).
+  if (opts_.trace)
+    trace_.add(fmt::format("batch step ({} rows, {} sampled)", T, n), "Batch", 3, t0, nowNs());
+  return logits;
+}
+
+const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
+  const int64_t maxT = plan_.maxTokens(), V = plan_.vocabSize();
+  // Only the rows of this call: ids, positions and slots (and the logit rows).
+  for (int64_t part = 0; part < 3; ++part)
+    backend_.copyToDevice(StreamKind::Compute, deviceTokens_ + part * maxT,
+                          hostTokens_.data() + part * maxT, uint64_t(T) * 8);
+  if (numLogitRows > 0)
+    backend_.copyToDevice(StreamKind::Compute, deviceTokens_ + 3 * maxT,
+                          hostTokens_.data() + 3 * maxT, uint64_t(numLogitRows) * 8);
+  if (pagesDirty_) {
+    backend_.copyToDevice(StreamKind::Compute, devicePages_, pageTable_.data(),
+                          uint64_t(pageTable_.size()) * 4);
+    pagesDirty_ = false;
+  }
+  args_.numLogitRows = numLogitRows;
+  args_.rowLogits = numLogitRows > 0 ? deviceRowLogits_ : nullptr;
+  lastLogitRows_ = numLogitRows;
   if (allLogits && !deviceAllLogits_)
     deviceAllLogits_ = static_cast<float *>(
         backend_.allocate(uint64_t(maxT) * uint64_t(V) * 4, "prompt logits"));
@@ -356,7 +469,8 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   // A decode step that may fetch nothing is the same launches every time:
   // a backend with graphs (CUDA) captures it once and replays it. The host
   // work of streaming (reading routing, fetching) cannot be captured.
-  const bool graph = backend_.supportsGraphs() && T == 1 && !allLogits && !opts_.trace &&
+  const bool graph = backend_.supportsGraphs() && T == 1 && numLogitRows == 0 && !allLogits &&
+                     !opts_.trace &&
                      !opts_.expertProfile && !streams_;
   constexpr int kDecodeGraph = 1;
   if (graph && backend_.replay(kDecodeGraph))
@@ -413,6 +527,13 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
   weights_.trim();
   if (info_.logitsStep < 0)
     return nullptr;
+  if (numLogitRows > 0) {
+    rowLogits_.resize(size_t(numLogitRows * V));
+    backend_.copyToHost(StreamKind::Compute, rowLogits_.data(), deviceRowLogits_,
+                        uint64_t(numLogitRows) * uint64_t(V) * 4);
+    backend_.synchronize(StreamKind::Compute);
+    return rowLogits_.data();
+  }
   backend_.copyToHost(StreamKind::Compute, lastLogits_.data(), deviceLogits_, uint64_t(V) * 4);
   if (allLogits)
     backend_.copyToHost(StreamKind::Compute, allLogits, deviceAllLogits_,
@@ -425,6 +546,15 @@ int64_t Session::sample(float temperature, float topP, uint64_t &state) {
   if (info_.logitsStep < 0)
     fail("rank {} has no logits to sample from", rank_);
   return backend_.sample(deviceLogits_, plan_.vocabSize(), {temperature, topP, &state});
+}
+
+int64_t Session::sampleRow(int64_t i, float temperature, float topP, uint64_t &state) {
+  if (info_.logitsStep < 0)
+    fail("rank {} has no logits to sample from", rank_);
+  if (i < 0 || i >= lastLogitRows_)
+    fail("logit row {} of the last batched call (expected 0..{})", i, lastLogitRows_ - 1);
+  const int64_t V = plan_.vocabSize();
+  return backend_.sample(deviceRowLogits_ + i * V, V, {temperature, topP, &state});
 }
 
 } // namespace moert

@@ -19,6 +19,8 @@ static const char *streamName(int s) {
     return "communication";
   case 2:
     return "weight streaming";
+  case 3:
+    return "batch steps";
   default:
     return "stream";
   }

@@ -409,6 +409,12 @@ std::vector<uint8_t> Builder::build() {
   mp::PlanT &plan = pb_->plan();
   plan.compute_dtype = o_.computeDtype;
   plan.checkpoint = o_.checkpoint;
+  plan.max_batch = o_.maxBatch;
+  if (o_.kvPageSize > 0) {
+    plan.kv_page_size = o_.kvPageSize;
+    plan.kv_pages = o_.kvPages > 0 ? o_.kvPages
+                                   : o_.maxBatch * ((seq + o_.kvPageSize - 1) / o_.kvPageSize);
+  }
   plan.model->bos_token_id = get<int64_t>(c_, "bos_token_id", -1);
   if (c_.contains("eos_token_id")) {
     const json &e = c_["eos_token_id"];

@@ -25,6 +25,10 @@ struct HFPlanOptions {
   int64_t maxSeqLen = 0; // 0: min(max_position_embeddings, 4096)
   int numRanks = 1;
   std::string checkpoint; // recorded in the plan
+  /// Batched plans (2.1): max_batch, and KV pages of kvPageSize positions
+  /// (kvPages of them; 0: enough for maxBatch full-length sequences).
+  int maxBatch = 1;
+  int64_t kvPageSize = 0, kvPages = 0;
 };
 
 /// `path` is a checkpoint directory or a config.json. Throws moert::Error.

@@ -3,7 +3,7 @@
 // A test and benchmark helper until moe-compile lowers to plans:
 //   moe-testplan CONFIG.json|CHECKPOINT_DIR -o OUT.plan [--dtype=f32|bf16|f16]
 //       [--compute=f32|bf16] [--kv-dtype=f32|bf16|f16] [--max-tokens=N]
-//       [--max-seq-len=N] [--ranks=N] [--corrupt=KIND]
+//       [--max-seq-len=N] [--max-batch=B --kv-page-size=P] [--ranks=N] [--corrupt=KIND]
 // --corrupt writes a deliberately broken plan for bad-input tests: identifier,
 // version-major, version-minor, buffer-index, weight-index, arena, top-k,
 // rope-inv-freq, collective-out (needs --ranks > 1), truncate.
@@ -63,6 +63,23 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
     needOp<mp::RopeT>(*p, mp::Op::Rope)->inv_freq = {1.0f};
   } else if (kind == "collective-out")
     needOp<mp::CollectiveT>(*p, mp::Op::Collective)->out = 99;
+  else if (kind == "max-batch")
+    p->max_batch = int32_t(p->max_tokens + 1);
+  else if (kind == "kv-pages") { // a pool too small for one full-length sequence
+    p->kv_page_size = 4;
+    p->kv_pages = 1;
+  } else if (kind == "kv-page-size")
+    p->kv_page_size = 16; // without kv_pages
+  else if (kind == "page-table") { // 1-position pages for many sequences
+    p->max_tokens = 1 << 16;
+    p->max_batch = 1 << 16;
+    p->model->max_position_embeddings = p->max_seq_len = 1 << 20;
+    p->kv_page_size = 1;
+    p->kv_pages = p->max_seq_len;
+  } else if (kind == "kv-huge") {
+    p->kv_page_size = 16;
+    p->kv_pages = int64_t(1) << 40;
+  }
   else
     moert::fail("--corrupt={}: unknown kind", kind);
   return packPlan(*p);
@@ -96,6 +113,10 @@ int main(int argc, char **argv) {
         o.maxTokens = parseInt(k, v);
       else if (k == "--max-seq-len")
         o.maxSeqLen = parseInt(k, v);
+      else if (k == "--max-batch")
+        o.maxBatch = int(parseInt(k, v));
+      else if (k == "--kv-page-size")
+        o.kvPageSize = parseInt(k, v);
       else if (k == "--ranks")
         o.numRanks = int(parseInt(k, v));
       else if (k == "--corrupt")

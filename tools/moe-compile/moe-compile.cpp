@@ -115,8 +115,8 @@ cl::opt<std::string>
                 cl::value_desc("FILE.json"), cl::cat(targetCategory));
 cl::opt<std::string>
     maxBatchFlag("max-batch",
-                 cl::desc("Largest batch (1 until the runtime decodes "
-                          "batches)"),
+                 cl::desc("Sequences decoded together (KV cache pages for "
+                          "this many sequences)"),
                  cl::init("1"), cl::value_desc("B"), cl::cat(targetCategory));
 cl::opt<std::string>
     maxSeqLenFlag("max-seq-len",
@@ -314,12 +314,8 @@ CompileOptions parseOptions(EmitKind emit) {
   }
   if (clusterFlag.getNumOccurrences())
     applyCluster(o);
-  o.maxBatch = check(parseIntInRange(maxBatchFlag, 1, 1 << 20), "max-batch");
-  // A plan no runtime can run is refused here, not when it is loaded.
-  if (o.maxBatch > 1 && emit == EmitKind::Plan)
-    fail("--max-batch: " + llvm::Twine(o.maxBatch) +
-         " is not supported until batched decoding is supported (expected 1: "
-         "the runtime decodes one sequence at a time)");
+  // The runtime's limit (PlanReader): max_batch <= 65536.
+  o.maxBatch = check(parseIntInRange(maxBatchFlag, 1, 1 << 16), "max-batch");
   if (maxSeqLenFlag.getNumOccurrences())
     o.maxSeqLen =
         check(parseIntInRange(maxSeqLenFlag, 1, int64_t(1) << 32), "max-seq-len");

@@ -6,7 +6,9 @@
 //
 //===----------------------------------------------------------------------===//
 #include "moert/Backend.h"
+#include "moert/Batch.h"
 #include "moert/Bench.h"
+#include "moert/Prompts.h"
 #include "moert/Generate.h"
 #include "moert/Safetensors.h"
 #include "moert/Tokenizer.h"
@@ -19,7 +21,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -52,7 +56,18 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
   --expert-prediction=on|off  with streamed experts, prefetch the next MoE layer's
                            experts predicted from this layer's hidden state (default off)
   --threads=N              compute threads per rank (default: cores / ranks)
-  --bench                  time prefill and decode (with --warmup=W --iters=I, --json)
+  --prompts=FILE.jsonl     batched generation: one request per line, {"id": ..., "prompt":
+                           "text"} or {"id": ..., "prompt_ids": [..]}, optionally
+                           max_new_tokens, temperature, top_p, seed, ignore_eos, stop;
+                           the flags give the defaults. Output lines in input order.
+  --output=OUT.jsonl       where --prompts writes its lines (default: stdout)
+  --batch=N[,N...]         sequences per step (at most the plan's --max-batch); with
+                           --bench and no --prompts, N random 20-token prompts per size
+  --prefill-chunk=N        prompt tokens of one sequence per batched step (default:
+                           the plan's max_tokens)
+  --bench                  time prefill and decode (with --warmup=W --iters=I, --json);
+                           with --prompts or --batch: throughput, time to first token,
+                           inter-token latency and batch occupancy
   --json                   print one JSON object: with --bench the timings, else
                            prompt_ids, output_ids, text, finish_reason and timings
   --trace=FILE.json        Chrome trace of every step, per rank and stream
@@ -62,6 +77,9 @@ const char *kUsage = R"(usage: moe-run PLAN [options]
 
 struct Options {
   std::string plan, weights, dump, trace, profile, prompt, promptFile, tokenizer, backend;
+  std::string prompts, output;
+  std::vector<int64_t> batch; // --batch sizes
+  int64_t prefillChunk = 0;
   bool predictExperts = false;
   bool randomWeights = false, bench = false, json = false, ignoreEos = false, help = false,
        version = false, havePromptIds = false;
@@ -167,6 +185,30 @@ Options parseArgs(int argc, char **argv) {
     }
     else if (key == "--bench")
       o.bench = flag();
+    else if (key == "--prompts")
+      o.prompts = need();
+    else if (key == "--output")
+      o.output = need();
+    else if (key == "--batch") {
+      std::string v = need();
+      size_t s = 0;
+      o.batch.clear();
+      while (s <= v.size()) {
+        size_t c = v.find(',', s);
+        int64_t n = parseNumber<int64_t>(key, v.substr(s, c == std::string::npos ? std::string::npos
+                                                                                 : c - s));
+        if (n < 1 || n > 65536)
+          fail("--batch={}: {} (expected batch sizes 1..65536)", v, n);
+        o.batch.push_back(n);
+        if (c == std::string::npos)
+          break;
+        s = c + 1;
+      }
+    } else if (key == "--prefill-chunk") {
+      o.prefillChunk = parseNumber<int64_t>(key, need());
+      if (o.prefillChunk < 1)
+        fail("--prefill-chunk={}: (expected a positive token count)", o.prefillChunk);
+    }
     else if (key == "--warmup")
       o.warmup = parseNumber<int64_t>(key, need());
     else if (key == "--iters")
@@ -208,9 +250,25 @@ Options parseArgs(int argc, char **argv) {
       fail("{}: empty prompt file (expected the prompt text)", o.promptFile);
     o.prompt = std::move(text);
   }
-  for (const std::string *out : {&o.dump, &o.trace, &o.profile})
+  for (const std::string *out : {&o.dump, &o.trace, &o.profile, &o.output})
     if (!out->empty() && *out == o.plan)
       fail("{}: output would overwrite the plan", *out);
+  bool batched = !o.prompts.empty() || !o.batch.empty();
+  if (!o.output.empty() && o.prompts.empty())
+    fail("--output: only with --prompts (expected --prompts=FILE.jsonl)");
+  if (!o.output.empty() && o.output == o.prompts)
+    fail("--output={}: would overwrite --prompts (expected another file)", o.output);
+  if (batched && (o.havePromptIds || !o.prompt.empty()))
+    fail("--prompts/--batch with --prompt-ids or --prompt (expected the prompts from one of them)");
+  if (batched && !o.dump.empty())
+    fail("--dump: not with --prompts or --batch (expected a single --prompt-ids run)");
+  if (!o.batch.empty() && o.prompts.empty() && !o.bench)
+    fail("--batch without --prompts or --bench (expected --prompts=FILE.jsonl, or --bench for "
+         "random prompts)");
+  if (o.batch.size() > 1 && !o.bench)
+    fail("--batch: several sizes only with --bench (expected one batch size)");
+  if (o.prefillChunk > 0 && !batched)
+    fail("--prefill-chunk: only with --prompts or --batch");
   return o;
 }
 
@@ -379,7 +437,102 @@ struct Job {
   int64_t maxNew = 0;
   int threads = 1; // per rank
   std::string backend;
+  // --prompts: every line; the requests of the good ones (reqLine: their line index).
+  std::vector<PromptLine> lines;
+  std::vector<std::string> lineError; // per line, "" when it runs
+  std::vector<SequenceRequest> requests;
+  std::vector<size_t> reqLine;
+  int64_t maxBatch = 1; // --batch (the largest size) or the plan's max_batch
 };
+
+/// The text of generated ids (special tokens skipped), or nothing when the
+/// tokenizer cannot decode them.
+std::optional<std::string> decodeText(const Tokenizer &tok, std::span<const int64_t> ids) {
+  std::vector<uint32_t> u(ids.begin(), ids.end());
+  try {
+    return tok.decode(u, /*skipSpecial=*/true);
+  } catch (const std::exception &) {
+    return std::nullopt;
+  }
+}
+
+/// --prompts: reads and checks every line (a bad line gets its error, the
+/// others their request).
+void preparePrompts(const Options &o, const PlanFile &plan, Job &job) {
+  std::string text = readFile(o.prompts);
+  job.lines = parsePromptLines(text, o.prompts);
+  if (job.lines.empty())
+    fail("{}: no prompts (expected one JSON object per line)", o.prompts);
+  bool needTok = false;
+  for (const PromptLine &l : job.lines)
+    needTok |= l.error.empty() && (l.prompt || !l.stopStrings.empty());
+  // The tokenizer gives outputs their text when there is one; lines with
+  // text prompts or stop strings need it.
+  std::string tokError;
+  try {
+    job.tokenizer = loadTokenizer(o, plan);
+  } catch (const Error &e) {
+    tokError = e.what();
+  }
+  if (!job.tokenizer && needTok && !o.tokenizer.empty())
+    fail("{}", tokError); // an explicit --tokenizer that does not load is the run's error
+  job.lineError.assign(job.lines.size(), "");
+  for (size_t i = 0; i < job.lines.size(); ++i) {
+    const PromptLine &l = job.lines[i];
+    std::string &err = job.lineError[i];
+    if (!l.error.empty()) {
+      err = l.error;
+      continue;
+    }
+    std::string where = fmt::format("{}:{}: ", o.prompts, l.line);
+    SequenceRequest r;
+    if (l.prompt || !l.stopStrings.empty()) {
+      if (!job.tokenizer) {
+        err = where + (l.prompt ? "prompt" : "stop") +
+              ": text needs a tokenizer, and there is none (" + tokError +
+              "; expected prompt_ids and token-id stop lists, or --tokenizer=FILE)";
+        continue;
+      }
+    }
+    if (l.prompt) {
+      try {
+        for (uint32_t id : job.tokenizer->encodePrompt(*l.prompt))
+          r.prompt.push_back(int64_t(id));
+      } catch (const std::exception &e) {
+        err = where + "prompt: " + e.what();
+        continue;
+      }
+    } else {
+      r.prompt = *l.promptIds;
+    }
+    r.maxNewTokens = l.maxNewTokens.value_or(job.maxNew);
+    r.temperature = l.temperature.value_or(o.temperature);
+    r.topP = l.topP.value_or(o.topP);
+    r.seed = l.seed.value_or(o.seed);
+    r.stopAtEos = !l.ignoreEos.value_or(o.ignoreEos || o.bench);
+    r.eosIds = job.eosIds;
+    r.stopIds = l.stopIds;
+    if (!l.stopStrings.empty()) {
+      const Tokenizer *tok = job.tokenizer.get();
+      std::vector<std::string> stops = l.stopStrings;
+      r.stopCheck = [tok, stops](std::span<const int64_t> out) {
+        std::optional<std::string> t = decodeText(*tok, out);
+        if (!t)
+          return false;
+        for (const std::string &s : stops)
+          if (t->find(s) != std::string::npos)
+            return true;
+        return false;
+      };
+    }
+    if (std::string why = checkRequest(plan, r); !why.empty()) {
+      err = where + why;
+      continue;
+    }
+    job.reqLine.push_back(i);
+    job.requests.push_back(std::move(r));
+  }
+}
 
 Job prepare(const Options &o, int worldSize) {
   Job job;
@@ -398,6 +551,25 @@ Job prepare(const Options &o, int worldSize) {
            "--backend=cpu to run it on the CPU)",
            plan.path(), target, target);
     makeBackend(job.backend, {}); // says why
+  }
+  job.maxBatch = o.batch.empty() ? plan.maxBatch()
+                                 : *std::max_element(o.batch.begin(), o.batch.end());
+  if (job.maxBatch > plan.maxBatch())
+    fail("--batch={}: more than the plan's max_batch {} (expected a plan compiled with "
+         "moe-compile --max-batch={})",
+         job.maxBatch, plan.maxBatch(), job.maxBatch);
+  if (!o.prompts.empty() || !o.batch.empty()) {
+    job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
+    if (!o.randomWeights)
+      job.eosIds = generationEosIds(o, plan);
+    if (!o.prompts.empty())
+      preparePrompts(o, plan, job);
+    if (!o.output.empty())
+      AtomicFile probe(o.output); // an unwritable output is found before the run
+    job.threads = int(o.threads);
+    if (job.threads < 0)
+      job.threads = std::max(1, int(std::thread::hardware_concurrency()) / p.num_ranks());
+    return job;
   }
   std::vector<int64_t> &prompt = job.prompt;
   prompt = o.promptIds;
@@ -445,6 +617,193 @@ Job prepare(const Options &o, int worldSize) {
   return job;
 }
 
+/// Set when some --prompts lines failed (exit 1 without aborting the ranks).
+std::atomic<bool> gSomeLinesFailed{false};
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty())
+    return 0.0;
+  std::sort(v.begin(), v.end());
+  size_t k = size_t(std::ceil(q * double(v.size())));
+  return v[std::min(v.size() - 1, k > 0 ? k - 1 : 0)];
+}
+
+/// Throughput and latencies of one batched run.
+json batchMetrics(const std::vector<SequenceResult> &res, const BatchStats &st) {
+  std::vector<double> ttft, itl;
+  int64_t tokens = 0;
+  for (const SequenceResult &r : res) {
+    tokens += int64_t(r.output.size());
+    if (!r.tokenMs.empty())
+      ttft.push_back(r.tokenMs.front());
+    for (size_t i = 1; i < r.tokenMs.size(); ++i)
+      itl.push_back(r.tokenMs[i] - r.tokenMs[i - 1]);
+  }
+  return {{"batch", st.maxBatch},
+          {"sequences", res.size()},
+          {"generated_tokens", tokens},
+          {"wall_ms", st.wallMs},
+          {"tokens_per_s", st.wallMs > 0 ? 1e3 * double(tokens) / st.wallMs : 0.0},
+          {"ttft_ms", {{"p50", percentile(ttft, 0.5)}, {"p99", percentile(ttft, 0.99)}}},
+          {"itl_ms", {{"p50", percentile(itl, 0.5)}, {"p99", percentile(itl, 0.99)}}},
+          {"occupancy", st.occupancy()},
+          {"steps", st.steps},
+          {"prefill_rows", st.prefillRows},
+          {"decode_rows", st.decodeRows},
+          {"page_waits", st.pageWaits}};
+}
+
+/// --prompts and --batch: batched generation on every rank; rank 0 writes.
+int runBatched(const Options &o, const Job &job, Session &session, Comm &comm,
+               Backend &backend) {
+  const PlanFile &plan = *job.plan;
+  const int rank = comm.rank();
+  if (!o.bench) {
+    BatchOptions bo;
+    bo.maxBatch = job.maxBatch;
+    bo.prefillChunk = o.prefillChunk;
+    std::vector<SequenceResult> res = generateBatch(session, comm, job.requests, bo);
+    if (!o.trace.empty())
+      session.trace().write(o.trace, comm);
+    int64_t generated = 0;
+    for (const SequenceResult &r : res)
+      generated += int64_t(r.output.size());
+    if (!o.profile.empty() && rank == 0)
+      writeProfile(o.profile, plan, session, generated);
+    if (rank != 0)
+      return 0;
+    std::vector<const SequenceResult *> byLine(job.lines.size(), nullptr);
+    for (size_t k = 0; k < job.reqLine.size(); ++k)
+      byLine[job.reqLine[k]] = &res[k];
+    std::string out;
+    size_t failed = 0;
+    for (size_t i = 0; i < job.lines.size(); ++i) {
+      const PromptLine &l = job.lines[i];
+      // Keys in the documented order: id, prompt_ids, output_ids, text, finish_reason.
+      nlohmann::ordered_json j;
+      j["id"] = nlohmann::ordered_json::parse(
+          l.id.dump(-1, ' ', false, json::error_handler_t::replace));
+      const SequenceResult *r = byLine[i];
+      std::string err = job.lineError[i];
+      if (r && !r->error.empty())
+        err = fmt::format("{}:{}: {}", o.prompts, l.line, r->error);
+      if (!err.empty()) {
+        ++failed;
+        std::fprintf(stderr, "error: %s\n", err.c_str());
+        j["error"] = {{"message", err}, {"line", l.line}};
+      } else {
+        const SequenceRequest &q = job.requests[size_t(
+            std::find(job.reqLine.begin(), job.reqLine.end(), i) - job.reqLine.begin())];
+        j["prompt_ids"] = q.prompt;
+        j["output_ids"] = r->output;
+        if (job.tokenizer) {
+          std::optional<std::string> text = decodeText(*job.tokenizer, r->output);
+          if (text && r->finishReason == "stop")
+            for (const std::string &s : l.stopStrings) // the text ends before a stop string
+              if (size_t at = text->find(s); at != std::string::npos)
+                text->resize(at);
+          if (text)
+            j["text"] = *text;
+        }
+        j["finish_reason"] = r->finishReason;
+      }
+      out += j.dump(-1, ' ', false, json::error_handler_t::replace);
+      out += '\n';
+    }
+    if (o.output.empty()) {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      std::fflush(stdout);
+    } else {
+      writeFileAtomic(o.output, out);
+    }
+    if (failed > 0) {
+      std::fprintf(stderr, "error: %zu of %zu lines of %s failed (their output lines carry the "
+                           "error)\n",
+                   failed, job.lines.size(), o.prompts.c_str());
+      gSomeLinesFailed = true;
+      return 1;
+    }
+    return 0;
+  }
+
+  // --bench: the --prompts requests, or N random 20-token prompts, per batch size.
+  // A benchmark of some of the lines would measure something else: a bad line fails it.
+  for (const std::string &err : job.lineError)
+    if (!err.empty())
+      fail("--bench: {}", err);
+  std::vector<int64_t> sizes = o.batch.empty() ? std::vector<int64_t>{job.maxBatch} : o.batch;
+  json runs = json::array();
+  for (int64_t B : sizes) {
+    std::vector<SequenceRequest> reqs = job.requests;
+    if (o.prompts.empty())
+      for (int64_t k = 0; k < B; ++k) {
+        SequenceRequest r;
+        for (int64_t i = 0; i < 20; ++i) // the benchmark protocol's 20-token prompts
+          r.prompt.push_back((i * 7919 + 13 + k * 104729) % plan.vocabSize());
+        r.maxNewTokens = job.maxNew;
+        r.stopAtEos = false;
+        r.temperature = o.temperature;
+        r.topP = o.topP;
+        r.seed = o.seed + uint64_t(k);
+        if (std::string why = checkRequest(plan, r); !why.empty())
+          fail("--batch: {}", why);
+        reqs.push_back(std::move(r));
+      }
+    BatchOptions bo;
+    bo.maxBatch = B;
+    bo.prefillChunk = o.prefillChunk;
+    json best;
+    std::vector<double> tps;
+    std::vector<json> measured;
+    for (int64_t it = 0; it < o.warmup + o.iters; ++it) {
+      BatchStats st;
+      std::vector<SequenceResult> res = generateBatch(session, comm, reqs, bo, &st);
+      if (it < o.warmup)
+        continue;
+      measured.push_back(batchMetrics(res, st));
+    }
+    // The run of median throughput.
+    std::sort(measured.begin(), measured.end(), [](const json &a, const json &b) {
+      return a["tokens_per_s"].get<double>() < b["tokens_per_s"].get<double>();
+    });
+    json m = measured[measured.size() / 2];
+    m["iters"] = o.iters;
+    runs.push_back(m);
+  }
+  if (rank != 0)
+    return 0;
+  const plan::Plan &p = plan.plan();
+  json j = {{"plan", plan.path()},
+            {"model", p.model()->name() ? p.model()->name()->str() : ""},
+            {"ranks", comm.size()},
+            {"threads", backend.threads()},
+            {"backend", backend.name()},
+            {"isa", backend.isa()},
+            {"compute_dtype", dtypeName(p.compute_dtype())},
+            {"max_batch", plan.maxBatch()},
+            {"new_tokens", job.maxNew},
+            {"warmup", o.warmup},
+            {"runs", runs}};
+  if (o.json) {
+    std::printf("%s\n", j.dump(1, ' ', false, json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  std::printf("plan  %s (%d rank(s), %d thread(s), %s backend, %s, compute %s, max_batch %lld)\n",
+              plan.path().c_str(), comm.size(), backend.threads(), backend.name(),
+              backend.isa().c_str(), dtypeName(p.compute_dtype()), (long long)plan.maxBatch());
+  std::printf("%6s %5s %7s %10s %9s %9s %9s %9s %9s\n", "batch", "seqs", "tokens", "tokens/s",
+              "ttft p50", "ttft p99", "itl p50", "itl p99", "occupancy");
+  for (const json &r : runs)
+    std::printf("%6lld %5zu %7lld %10.2f %9.2f %9.2f %9.3f %9.3f %8.1f%%\n",
+                (long long)r["batch"].get<int64_t>(), r["sequences"].get<size_t>(),
+                (long long)r["generated_tokens"].get<int64_t>(), r["tokens_per_s"].get<double>(),
+                r["ttft_ms"]["p50"].get<double>(), r["ttft_ms"]["p99"].get<double>(),
+                r["itl_ms"]["p50"].get<double>(), r["itl_ms"]["p99"].get<double>(),
+                100.0 * r["occupancy"].get<double>());
+  std::printf("(latencies in ms; ttft from the start of the run, queueing included)\n");
+  return 0;
+}
+
 /// Runs one rank of the job; rank 0 prints and writes the outputs.
 int runRank(const Options &o, const Job &job, Comm &comm) {
   const PlanFile &plan = *job.plan;
@@ -486,6 +845,8 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   so.expertProfile = !o.profile.empty();
   so.predictExperts = o.predictExperts;
   Session session(plan, rank, *weights, comm, *backend, so);
+  if (!o.prompts.empty() || !o.batch.empty())
+    return runBatched(o, job, session, comm, *backend);
   GenerateOptions go;
   go.maxNewTokens = maxNew;
   go.temperature = o.temperature;
@@ -760,7 +1121,7 @@ int main(int argc, char **argv) {
     report(e.what());
     code = 1;
   }
-  if (code != 0 && comm->size() > 1)
+  if (code != 0 && comm->size() > 1 && !gSomeLinesFailed)
     comm->abort(code);
   return code;
 }

@@ -70,6 +70,23 @@ struct Slice {
   int64_t width = 0;
 };
 
+/// The paged KV cache of a plan for `maxBatch` sequences of `maxSeqLen`
+/// positions (plan fields kv_page_size, kv_pages): pages of kKVPageSize
+/// positions, enough for every sequence at full length. One sequence keeps
+/// the contiguous cache ({0, 0}: one page of max_seq_len).
+inline constexpr int64_t kKVPageSize = 16;
+struct KVPaging {
+  int64_t pageSize = 0, pages = 0;
+  /// Positions the pool holds (the KV cache's rows per head).
+  int64_t positions(int64_t maxSeqLen) const { return pages ? pageSize * pages : maxSeqLen; }
+};
+inline KVPaging kvPaging(int64_t maxBatch, int64_t maxSeqLen) {
+  if (maxBatch <= 1)
+    return {};
+  int64_t ps = maxSeqLen < kKVPageSize ? maxSeqLen : kKVPageSize;
+  return {ps, maxBatch * ((maxSeqLen + ps - 1) / ps)};
+}
+
 /// The result of the storage analysis (what moe-plan-memory records).
 struct Storage {
   std::vector<Buffer> buffers;

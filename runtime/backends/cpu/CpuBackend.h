@@ -82,6 +82,7 @@ public:
   void synchronize(StreamKind s) override;
   void resetEvents() override;
   bool synchronousCompute() const override { return true; }
+  bool supportsBatchedSteps() const override { return true; }
 
   std::pair<double, double> readBandwidth(std::span<const std::span<const uint8_t>> regions,
                                           uint64_t bytes, int passes) override;

@@ -253,9 +253,17 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
                float scale, int slidingWindow) {
   const int64_t hd = headDim, S = cache.maxSeq;
+  // Pool row of position j of row t's sequence.
+  const int32_t *pages = cache.pageTable;
+  const int64_t ps = cache.pageSize, pps = cache.pagesPerSeq;
+  auto poolRow = [&](int64_t t, int64_t j) -> int64_t {
+    if (!pages)
+      return j;
+    return int64_t(pages[cache.seq[t] * pps + j / ps]) * ps + j % ps;
+  };
   for (int64_t t = 0; t < T; ++t)
     for (int g = 0; g < kvHeads; ++g) {
-      size_t off = size_t((g * S + pos[t]) * hd);
+      size_t off = size_t((g * S + poolRow(t, pos[t])) * hd);
       storeKV(cache.k, cache.dtype, off, qkv + t * ldqkv + kCol + g * hd, hd);
       storeKV(cache.v, cache.dtype, off, qkv + t * ldqkv + vCol + g * hd, hd);
     }
@@ -281,7 +289,7 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
       const float *q = qkv + t * ldqkv + qCol + int64_t(h) * hd;
       // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
       auto row = [&](const void *half, int64_t j, float *tmp) -> const float * {
-        size_t off = size_t((g * S + j) * hd);
+        size_t off = size_t((g * S + poolRow(t, j)) * hd);
         if (cache.dtype == DType::F32)
           return static_cast<const float *>(half) + off;
         loadKV(half, cache.dtype, off, tmp, hd);

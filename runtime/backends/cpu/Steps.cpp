@@ -102,6 +102,12 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     auto *op = s.op_as_Attention();
     KVCacheBuf &c = a.caches[op->cache()];
     KVView kv{c.k, c.v, c.dtype, c.maxSeq};
+    if (a.pageTable && a.pageSize < c.maxSeq) { // paged: several sequences share the pool
+      kv.pageTable = a.pageTable;
+      kv.seq = a.seq;
+      kv.pagesPerSeq = a.pagesPerSeq;
+      kv.pageSize = a.pageSize;
+    }
     attention(pool_, ws_, a.f32(op->qkv()), a.ld(op->qkv()), op->q_col(), op->k_col(),
               op->v_col(), a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, op->num_heads(),
               op->num_kv_heads(), op->head_dim(), op->scale(), op->sliding_window());
@@ -175,7 +181,16 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     const float *x = a.f32(op->in());
     int64_t lx = a.ld(op->in());
     float *out = a.f32(op->out());
-    if (a.allLogits) {
+    if (a.numLogitRows > 0) {
+      // A batched step: the last row of each sequence that samples. Rows
+      // are gathered into one product (each weight row read once).
+      const int64_t n = a.numLogitRows;
+      float *rows = static_cast<float *>(ws_.shared(3, size_t(n * K) * 4));
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(rows + i * K, x + a.hostLogitRows[i] * lx, size_t(K) * 4);
+      linear(pool_, ws_, rows, K, n, wref(a, op->weight()), V, K, tr, wref(a, op->bias()),
+             a.rowLogits, V, false, prec);
+    } else if (a.allLogits) {
       linear(pool_, ws_, x, lx, T, wref(a, op->weight()), V, K, tr, wref(a, op->bias()),
              a.allLogits, V, false, prec);
       std::memcpy(out, a.allLogits + (T - 1) * V, size_t(V) * 4);

@@ -84,7 +84,10 @@ struct UploadResult {
   std::shared_ptr<void> memory;
 };
 
-/// A layer's K/V cache in device memory: k and v each [kvHeads, maxSeq, headDim].
+/// A layer's K/V cache in device memory: k and v each [kvHeads, maxSeq, headDim],
+/// where maxSeq is the positions of the plan's page pool (kv_pages x
+/// kv_page_size; max_seq_len for plans of one contiguous cache). Which rows
+/// belong to which sequence is the step's page table (StepArgs).
 struct KVCacheBuf {
   void *k = nullptr, *v = nullptr;
   DType dtype = DType::F32;
@@ -108,8 +111,24 @@ struct GateCounts {
 struct StepArgs {
   int64_t T = 0;                  // tokens of this forward call
   const int64_t *ids = nullptr;   // device: T token ids
-  const int64_t *pos = nullptr;   // device: T positions
+  const int64_t *pos = nullptr;   // device: T positions (each within its row's sequence)
   const int64_t *hostPos = nullptr; // the same positions on the host (sizes, statistics)
+  // The step's batch: rows may belong to several sequences (batched
+  // generation; a single sequence is slot 0 throughout). Row t is sequence
+  // slot seq[t] at position pos[t]; slot s keeps position p of its K/V at
+  // pool row pageTable[s * pagesPerSeq + p / pageSize] * pageSize +
+  // p % pageSize of every KV cache (Attention).
+  const int64_t *seq = nullptr;     // device: T sequence slots
+  const int64_t *hostSeq = nullptr; // the same on the host
+  const int32_t *pageTable = nullptr; // device: [max_batch, pagesPerSeq] page numbers
+  int64_t pagesPerSeq = 1, pageSize = 0;
+  // Logits of these rows only, one per sequence that samples after this
+  // step (its last row), into rowLogits [numLogitRows, vocab]; when 0, the
+  // Logits step computes the last row into its `out` buffer (one sequence).
+  int64_t numLogitRows = 0;
+  const int64_t *logitRows = nullptr;     // device: numLogitRows row indices
+  const int64_t *hostLogitRows = nullptr; // the same on the host
+  float *rowLogits = nullptr;             // device
   uint8_t *arena = nullptr;       // device: the rank's activation arena
   const std::vector<BufferInfo> *buffers = nullptr;
   KVCacheBuf *caches = nullptr;
@@ -225,6 +244,11 @@ public:
   /// Whether launching a compute-stream step returns when it has run (the
   /// session then releases the weights it pinned right away).
   virtual bool synchronousCompute() const { return false; }
+  /// Whether the kernels honour the step's batch description (StepArgs seq,
+  /// pageTable, logitRows): rows of several sequences in one call. A backend
+  /// without it runs one sequence at a time (slot 0, whose pages map
+  /// positions to pool rows one to one); Session::forwardBatch refuses.
+  virtual bool supportsBatchedSteps() const { return false; }
 
   // --- Graphs (decode replay; no-ops where there is nothing to gain) ---------
   virtual bool supportsGraphs() const { return false; }

@@ -71,6 +71,15 @@ public:
   int64_t maxSeqLen() const { return root_->max_seq_len(); }
   /// The largest position + 1 a run may reach: min(max_seq_len, model max positions).
   int64_t maxPositions() const;
+  /// Sequences decoded together (the batch's slots).
+  int64_t maxBatch() const { return root_->max_batch(); }
+  /// The paged KV cache: pages of kvPageSize() positions, kvPages() of them
+  /// (plans before 2.1: one page of max_seq_len per batch slot).
+  int64_t kvPageSize() const;
+  int64_t kvPages() const;
+  int64_t kvPoolPositions() const { return kvPageSize() * kvPages(); }
+  /// Pages one sequence of maxPositions() positions needs (its page table's length).
+  int64_t kvPagesPerSeq() const { return (maxPositions() + kvPageSize() - 1) / kvPageSize(); }
 
 private:
   void validate();

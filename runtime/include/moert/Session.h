@@ -16,6 +16,7 @@
 #include "moert/Weights.h"
 
 #include <memory>
+#include <span>
 #include <vector>
 
 namespace moert {
@@ -49,6 +50,15 @@ struct GateProfile {
 /// (k and v each [kvHeads, maxSeq, headDim] of the cache's dtype).
 KVCacheBuf allocateKVCache(Backend &backend, const plan::KVCache &cache, int64_t maxSeq);
 
+/// One forward call of rows from several sequences (batched generation):
+/// row t is token ids[t] of sequence slot seq[t] at position pos[t].
+struct BatchRows {
+  std::span<const int64_t> ids, pos, seq;
+  /// Rows whose logits are wanted (the last row of each sequence that
+  /// samples after this call), in the order of the returned logits.
+  std::span<const int64_t> logitRows;
+};
+
 class Session {
 public:
   Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &comm, Backend &backend,
@@ -63,6 +73,17 @@ public:
   /// Samples the next token from the last forward call's logits on the
   /// backend (only ranks with a Logits step).
   int64_t sample(float temperature, float topP, uint64_t &state);
+
+  /// Batched generation: gives sequence slot `slot` (0..max_batch) the KV
+  /// pages `pages` (page i holds positions [i, i+1) x kv_page_size). Slot 0
+  /// starts with pages 0.. so that forward() needs no call.
+  void setPages(int64_t slot, std::span<const int32_t> pages);
+  /// Runs one batched forward call; returns the logits of b.logitRows
+  /// ([rows, vocab], host memory), or nullptr on a rank without a Logits
+  /// step.
+  const float *forwardBatch(const BatchRows &b);
+  /// Samples from row i of the last forwardBatch call's logits (on the backend).
+  int64_t sampleRow(int64_t i, float temperature, float topP, uint64_t &state);
 
   const PlanFile &plan() const { return plan_; }
   Backend &backend() { return backend_; }
@@ -79,6 +100,8 @@ public:
   const std::vector<GateProfile> &expertProfile() const { return profile_; }
 
 private:
+  /// Runs the tokens already in hostTokens_.
+  const float *run(int64_t T, int64_t numLogitRows, float *allLogits);
   void launchStep(unsigned i, const plan::Step &s);
   /// Makes the streamed weights step `i` reads resident and pins them.
   void acquireWeights(unsigned i);
@@ -102,6 +125,14 @@ private:
   float *deviceLogits_ = nullptr;   // the Logits step's output (device)
   float *deviceAllLogits_ = nullptr; // max_tokens x vocab for --dump, on first use
   std::vector<int64_t> hostTokens_;
+  int64_t tokenWords_ = 0;
+  std::vector<int32_t> pageTable_;  // [max_batch, pagesPerSeq_] (-1: none)
+  int32_t *devicePages_ = nullptr;
+  int64_t pagesPerSeq_ = 1;
+  bool pagesDirty_ = true;
+  float *deviceRowLogits_ = nullptr; // max_batch x vocab, on first batched call
+  std::vector<float> rowLogits_;
+  int64_t lastLogitRows_ = 0;
   std::vector<float> lastLogits_;
   std::vector<int> profileIndex_;          // step -> index into profile_ (-1)
   std::vector<GateProfile> profile_;

@@ -312,6 +312,74 @@ TEST(Attention, GqaCausalOverTheCache) {
   checkAttention(DType::F32, 3, 2);
 }
 
+// Batched steps: rows of two sequences in one call, their K/V in pages of
+// a shared pool (interleaved page numbers), give each sequence's outputs of
+// a contiguous cache of its own, bit for bit.
+TEST(Attention, PagedRowsOfSeveralSequences) {
+  const int H = 4, KV = 2, hd = 16, threads = 2;
+  const int64_t S = 24, ps = 4, pps = S / ps, ld = (H + 2 * KV) * hd;
+  const int64_t qc = 0, kc = H * hd, vc = (H + KV) * hd;
+  ThreadPool pool(threads);
+  Workspace ws(threads);
+  const int64_t lens[2] = {13, 7}; // positions of each sequence
+  std::vector<float> x[2] = {randomFloats(size_t(lens[0] * ld), 21),
+                             randomFloats(size_t(lens[1] * ld), 22)};
+  // Reference: each sequence alone, one prefill call then one decode call.
+  std::vector<float> want[2];
+  for (int s = 0; s < 2; ++s) {
+    std::vector<float> k(size_t(KV * S * hd)), v(k.size());
+    KVView cache{k.data(), v.data(), DType::F32, S};
+    want[s].resize(size_t(lens[s] * H * hd));
+    std::vector<int64_t> pos(static_cast<size_t>(lens[s]));
+    for (size_t i = 0; i < pos.size(); ++i)
+      pos[i] = int64_t(i);
+    attention(pool, ws, x[s].data(), ld, qc, kc, vc, want[s].data(), H * hd, lens[s] - 1,
+              pos.data(), cache, H, KV, hd, 0.3f, 0);
+    attention(pool, ws, x[s].data() + (lens[s] - 1) * ld, ld, qc, kc, vc,
+              want[s].data() + (lens[s] - 1) * H * hd, H * hd, 1, pos.data() + lens[s] - 1,
+              cache, H, KV, hd, 0.3f, 0);
+  }
+  // Batched: a pool of 2 x pps pages; sequence 0 gets the odd pages in
+  // reverse, sequence 1 the even ones.
+  std::vector<float> k(size_t(KV * 2 * S * hd)), v(k.size());
+  std::vector<int32_t> table(size_t(2 * pps));
+  for (int64_t i = 0; i < pps; ++i) {
+    table[size_t(i)] = int32_t(2 * (pps - 1 - i) + 1);
+    table[size_t(pps + i)] = int32_t(2 * i);
+  }
+  // Call 1: sequence 1's prompt but its last token, then sequence 0's.
+  // Call 2: the last token of each (decode rows of both).
+  std::vector<float> in, got[2];
+  std::vector<int64_t> pos, seq;
+  got[0].resize(want[0].size());
+  got[1].resize(want[1].size());
+  auto run = [&](std::vector<std::pair<int, int64_t>> rows) {
+    in.clear(), pos.clear(), seq.clear();
+    for (auto [s, p] : rows) {
+      in.insert(in.end(), x[s].begin() + p * ld, x[s].begin() + (p + 1) * ld);
+      pos.push_back(p);
+      seq.push_back(s);
+    }
+    std::vector<float> out(rows.size() * size_t(H * hd));
+    KVView cache{k.data(), v.data(), DType::F32, 2 * S, table.data(), seq.data(), pps, ps};
+    attention(pool, ws, in.data(), ld, qc, kc, vc, out.data(), H * hd, int64_t(rows.size()),
+              pos.data(), cache, H, KV, hd, 0.3f, 0);
+    for (size_t r = 0; r < rows.size(); ++r)
+      std::copy(out.begin() + int64_t(r) * H * hd, out.begin() + int64_t(r + 1) * H * hd,
+                got[rows[r].first].begin() + rows[r].second * H * hd);
+  };
+  std::vector<std::pair<int, int64_t>> first;
+  for (int64_t p = 0; p + 1 < lens[1]; ++p)
+    first.push_back({1, p});
+  for (int64_t p = 0; p + 1 < lens[0]; ++p)
+    first.push_back({0, p});
+  run(first);
+  run({{0, lens[0] - 1}, {1, lens[1] - 1}});
+  for (int s = 0; s < 2; ++s)
+    for (size_t i = 0; i < want[s].size(); ++i)
+      ASSERT_EQ(got[s][i], want[s][i]) << "sequence " << s << " element " << i;
+}
+
 TEST(Combine, WeightedSumInSlotOrder) {
   const int K = 2;
   const int64_t T = 3, D = 4;

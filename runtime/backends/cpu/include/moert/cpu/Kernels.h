@@ -144,14 +144,21 @@ using ::moert::ropeTables;
 void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows, int64_t n,
                 Act act, bool gated);
 
-/// A layer's K/V cache: [kvHeads, maxSeq, headDim] each, of dtype.
+/// A layer's K/V cache: [kvHeads, maxSeq, headDim] each, of dtype. Paged
+/// (pageTable set): row t's position p is pool row
+/// pageTable[seq[t] * pagesPerSeq + p / pageSize] * pageSize + p % pageSize;
+/// otherwise row p.
 struct KVView {
   void *k, *v;
   DType dtype;
   int64_t maxSeq;
+  const int32_t *pageTable = nullptr;
+  const int64_t *seq = nullptr;
+  int64_t pagesPerSeq = 1, pageSize = 0;
 };
 
-/// Stores K/V of T tokens at pos[t], then causal attention (parallel over heads).
+/// Stores K/V of T tokens at pos[t] (of sequence seq[t] when paged), then
+/// causal attention (parallel over heads).
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,

@@ -1,0 +1,230 @@
+//===- Batch.cpp - The batching scheduler ---------------------------------===//
+#include "moert/Batch.h"
+
+#include "moert/Trace.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <optional>
+#include <fmt/format.h>
+
+namespace moert {
+
+std::string checkRequest(const PlanFile &plan, const SequenceRequest &r) {
+  const int64_t P = int64_t(r.prompt.size()), V = plan.vocabSize();
+  if (P == 0)
+    return "empty prompt (expected at least one token id)";
+  for (int64_t id : r.prompt)
+    if (id < 0 || id >= V)
+      return fmt::format("token id {} out of range (expected 0..{})", id, V - 1);
+  if (r.maxNewTokens < 0)
+    return fmt::format("max_new_tokens {} (expected >= 0)", r.maxNewTokens);
+  if (P + r.maxNewTokens > plan.maxPositions())
+    return fmt::format("prompt of {} tokens + {} new tokens exceeds the plan's {} positions "
+                       "(expected at most {} in total)",
+                       P, r.maxNewTokens, plan.maxPositions(), plan.maxPositions());
+  if (!(r.temperature >= 0.0f) || !std::isfinite(r.temperature))
+    return fmt::format("temperature {} (expected a finite value >= 0)", r.temperature);
+  if (!(r.topP > 0.0f && r.topP <= 1.0f))
+    return fmt::format("top_p {} (expected 0 < p <= 1)", r.topP);
+  for (const auto &s : r.stopIds) {
+    if (s.empty())
+      return "an empty stop sequence (expected at least one token id)";
+    for (int64_t id : s)
+      if (id < 0 || id >= V)
+        return fmt::format("stop token id {} out of range (expected 0..{})", id, V - 1);
+  }
+  return "";
+}
+
+namespace {
+
+struct Active {
+  size_t req = 0;
+  int64_t admitted = 0;          // admission order (prefill order)
+  std::vector<int64_t> tokens;   // prompt followed by the new tokens
+  int64_t prompt = 0, prefilled = 0;
+  std::vector<int32_t> pages;
+  uint64_t state = 0;            // the sampler's RNG
+  std::vector<int64_t> eos;
+};
+
+bool endsWith(const std::vector<int64_t> &out, const std::vector<int64_t> &s) {
+  return out.size() >= s.size() && std::equal(s.rbegin(), s.rend(), out.rbegin());
+}
+
+} // namespace
+
+std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
+                                          std::span<const SequenceRequest> requests,
+                                          const BatchOptions &opts, BatchStats *stats) {
+  const PlanFile &plan = session.plan();
+  const int64_t maxT = plan.maxTokens(), ps = plan.kvPageSize();
+  const int64_t B = opts.maxBatch > 0 ? std::min(opts.maxBatch, plan.maxBatch()) : plan.maxBatch();
+  const int64_t chunk = opts.prefillChunk > 0 ? std::min(opts.prefillChunk, maxT) : maxT;
+  const plan::ModelInfo &m = *plan.plan().model();
+  std::vector<int64_t> planEos;
+  if (m.eos_token_ids())
+    planEos.assign(m.eos_token_ids()->begin(), m.eos_token_ids()->end());
+
+  std::vector<SequenceResult> results(requests.size());
+  std::deque<size_t> queue;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    std::string why = checkRequest(plan, requests[i]);
+    if (!why.empty()) {
+      results[i].error = why;
+      continue;
+    }
+    queue.push_back(i);
+  }
+  // Free pages, lowest number on top.
+  std::vector<int32_t> freePages;
+  for (int64_t p = plan.kvPages() - 1; p >= 0; --p)
+    freePages.push_back(int32_t(p));
+  std::vector<std::optional<Active>> slots(static_cast<size_t>(B));
+  int64_t admissions = 0;
+  BatchStats st;
+  st.maxBatch = B;
+  const int64_t t0 = nowNs();
+  auto ms = [&] { return double(nowNs() - t0) / 1e6; };
+
+  auto finish = [&](size_t slot, const char *reason) {
+    Active &a = *slots[slot];
+    SequenceResult &r = results[a.req];
+    r.finishReason = reason;
+    freePages.insert(freePages.end(), a.pages.rbegin(), a.pages.rend());
+    size_t req = a.req;
+    slots[slot].reset();
+    if (opts.onFinish)
+      opts.onFinish(req, r);
+  };
+
+  std::vector<int64_t> ids, pos, seq, logitRows;
+  std::vector<size_t> logitSlot;
+  std::vector<int64_t> picked;
+  for (;;) {
+    // Admit queued sequences into free slots, in order, while pages last.
+    for (size_t s = 0; s < slots.size() && !queue.empty(); ++s) {
+      if (slots[s])
+        continue;
+      size_t i = queue.front();
+      const SequenceRequest &r = requests[i];
+      if (r.maxNewTokens == 0) { // nothing to generate: no step needed
+        queue.pop_front();
+        results[i].finishReason = "length";
+        if (opts.onFinish)
+          opts.onFinish(i, results[i]);
+        --s;
+        continue;
+      }
+      int64_t need = (int64_t(r.prompt.size()) + r.maxNewTokens + ps - 1) / ps;
+      if (int64_t(freePages.size()) < need) {
+        ++st.pageWaits;
+        break;
+      }
+      queue.pop_front();
+      Active a;
+      a.req = i;
+      a.admitted = admissions++;
+      a.tokens = r.prompt;
+      a.prompt = int64_t(r.prompt.size());
+      a.state = r.seed;
+      a.eos = r.eosIds.empty() ? planEos : r.eosIds;
+      for (int64_t k = 0; k < need; ++k) {
+        a.pages.push_back(freePages.back());
+        freePages.pop_back();
+      }
+      session.setPages(int64_t(s), a.pages);
+      slots[s] = std::move(a);
+    }
+    int64_t active = 0;
+    for (auto &a : slots)
+      active += a.has_value();
+    if (active == 0) {
+      if (queue.empty())
+        break;
+      // Cannot happen: an empty pool holds any one sequence (PlanReader).
+      fail("sequence {} needs more KV pages than the plan has", queue.front());
+    }
+
+    // The step: a decode row per generating sequence, then prompt chunks in
+    // admission order within max_tokens rows.
+    ids.clear(), pos.clear(), seq.clear(), logitRows.clear(), logitSlot.clear();
+    for (size_t s = 0; s < slots.size(); ++s) {
+      Active *a = slots[s] ? &*slots[s] : nullptr;
+      if (!a || a->prefilled < a->prompt)
+        continue;
+      logitRows.push_back(int64_t(ids.size()));
+      logitSlot.push_back(s);
+      ids.push_back(a->tokens.back());
+      pos.push_back(int64_t(a->tokens.size()) - 1);
+      seq.push_back(int64_t(s));
+      ++st.decodeRows;
+    }
+    std::vector<size_t> prefilling;
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s] && slots[s]->prefilled < slots[s]->prompt)
+        prefilling.push_back(s);
+    std::sort(prefilling.begin(), prefilling.end(),
+              [&](size_t x, size_t y) { return slots[x]->admitted < slots[y]->admitted; });
+    for (size_t s : prefilling) {
+      Active &a = *slots[s];
+      int64_t room = maxT - int64_t(ids.size());
+      if (room <= 0)
+        break;
+      int64_t n = std::min({a.prompt - a.prefilled, chunk, room});
+      for (int64_t k = 0; k < n; ++k) {
+        ids.push_back(a.tokens[size_t(a.prefilled + k)]);
+        pos.push_back(a.prefilled + k);
+        seq.push_back(int64_t(s));
+      }
+      a.prefilled += n;
+      st.prefillRows += n;
+      if (a.prefilled == a.prompt) {
+        logitRows.push_back(int64_t(ids.size()) - 1);
+        logitSlot.push_back(s);
+      }
+    }
+    session.forwardBatch({ids, pos, seq, logitRows});
+    ++st.steps;
+    st.occupancySum += double(active) / double(B);
+
+    // Rank 0 samples each sequence's token; every rank continues with them.
+    picked.assign(logitRows.size(), 0);
+    if (comm.rank() == 0)
+      for (size_t i = 0; i < logitRows.size(); ++i) {
+        Active &a = *slots[logitSlot[i]];
+        const SequenceRequest &r = requests[a.req];
+        picked[i] = session.sampleRow(int64_t(i), r.temperature, r.topP, a.state);
+      }
+    if (comm.size() > 1 && !picked.empty())
+      comm.broadcast(picked.data(), picked.size() * sizeof(int64_t), 0, {});
+    double now = ms();
+    for (size_t i = 0; i < logitRows.size(); ++i) {
+      size_t s = logitSlot[i];
+      Active &a = *slots[s];
+      const SequenceRequest &r = requests[a.req];
+      SequenceResult &res = results[a.req];
+      int64_t tok = picked[i];
+      a.tokens.push_back(tok);
+      res.output.push_back(tok);
+      res.tokenMs.push_back(now);
+      bool stop = r.stopAtEos && std::find(a.eos.begin(), a.eos.end(), tok) != a.eos.end();
+      for (const auto &sq : r.stopIds)
+        stop = stop || endsWith(res.output, sq);
+      if (!stop && r.stopCheck)
+        stop = r.stopCheck(res.output);
+      if (stop)
+        finish(s, "stop");
+      else if (int64_t(res.output.size()) == r.maxNewTokens)
+        finish(s, "length");
+    }
+  }
+  st.wallMs = ms();
+  if (stats)
+    *stats = st;
+  return results;
+}
+
+} // namespace moert

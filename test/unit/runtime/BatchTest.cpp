@@ -1,0 +1,211 @@
+//===- BatchTest.cpp - The batching scheduler (generateBatch) -------------===//
+#include "TestUtil.h"
+
+#include "HFPlans.h"
+#include "moert/Batch.h"
+#include "moert/Generate.h"
+#include "moert/Prompts.h"
+
+using namespace moert;
+using namespace moetest;
+
+namespace {
+
+const char *kTinyQwen = R"({"model_type":"qwen2_moe","hidden_size":48,"intermediate_size":64,
+  "moe_intermediate_size":24,"shared_expert_intermediate_size":32,"num_attention_heads":4,
+  "num_key_value_heads":2,"num_hidden_layers":3,"vocab_size":97,"max_position_embeddings":64,
+  "num_experts":6,"num_experts_per_tok":2,"norm_topk_prob":false,"mlp_only_layers":[1],
+  "rms_norm_eps":1e-6,"rope_theta":10000.0,"dtype":"bfloat16","initializer_range":0.2})";
+
+const char *kTinyGpt2 = R"({"model_type":"gpt2","n_embd":32,"n_head":4,"n_layer":2,
+  "vocab_size":89,"n_positions":48,"layer_norm_epsilon":1e-5,"initializer_range":0.2})";
+
+PlanFile planFor(const char *config, HFPlanOptions o) {
+  TempDir d;
+  writeBytes(d.file("config.json"), config);
+  return PlanFile::fromBytes(buildHFPlan(d.file("config.json"), o), "t.plan");
+}
+
+std::vector<SequenceRequest> requests(int64_t vocab, float temperature) {
+  const int64_t lens[] = {7, 1, 12, 3, 9, 2};
+  const int64_t news[] = {6, 9, 3, 8, 1, 5};
+  std::vector<SequenceRequest> r;
+  for (int k = 0; k < 6; ++k) {
+    SequenceRequest q;
+    for (int64_t i = 0; i < lens[k]; ++i)
+      q.prompt.push_back((i * 37 + 5 + k * 11) % vocab);
+    q.maxNewTokens = news[k];
+    q.stopAtEos = false;
+    q.temperature = temperature;
+    q.topP = temperature > 0 ? 0.9f : 1.0f;
+    q.seed = uint64_t(100 + k);
+    r.push_back(std::move(q));
+  }
+  return r;
+}
+
+/// generateBatch on `batched` equals generate() of each request alone on `single`.
+void checkBatchEqualsSingle(const PlanFile &batched, const PlanFile &single, float temperature,
+                            int64_t chunk, BatchStats *statsOut = nullptr) {
+  TestBackend be(2);
+  auto comm = makeLocalComm();
+  auto wb = WeightStore::random(batched, 7, {0}, be);
+  auto ws = WeightStore::random(single, 7, {0}, be);
+  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
+  std::vector<SequenceRequest> reqs = requests(batched.vocabSize(), temperature);
+  BatchOptions bo;
+  bo.prefillChunk = chunk;
+  BatchStats st;
+  std::vector<SequenceResult> got = generateBatch(sb, *comm, reqs, bo, &st);
+  ASSERT_EQ(got.size(), reqs.size());
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    GenerateOptions g;
+    g.maxNewTokens = reqs[k].maxNewTokens;
+    g.temperature = reqs[k].temperature;
+    g.topP = reqs[k].topP;
+    g.seed = reqs[k].seed;
+    g.stopAtEos = false;
+    GenerateResult want = generate(ss, *comm, reqs[k].prompt, g);
+    std::vector<int64_t> w(want.tokens.begin() + int64_t(reqs[k].prompt.size()), want.tokens.end());
+    EXPECT_TRUE(got[k].error.empty()) << got[k].error;
+    EXPECT_EQ(got[k].output, w) << "sequence " << k;
+    EXPECT_EQ(got[k].finishReason, "length");
+    EXPECT_EQ(got[k].tokenMs.size(), w.size());
+  }
+  EXPECT_GT(st.steps, 0);
+  EXPECT_GT(st.occupancy(), 0.0);
+  if (statsOut)
+    *statsOut = st;
+}
+
+} // namespace
+
+TEST(Batch, GreedyEqualsOneSequenceRuns) {
+  for (const char *config : {kTinyQwen, kTinyGpt2}) {
+    HFPlanOptions one;
+    one.maxTokens = 8;
+    HFPlanOptions b = one;
+    b.maxBatch = 3;
+    b.kvPageSize = 4;
+    PlanFile single = planFor(config, one), batched = planFor(config, b);
+    checkBatchEqualsSingle(batched, single, 0.0f, 0);
+    checkBatchEqualsSingle(batched, single, 0.0f, 3);
+  }
+}
+
+TEST(Batch, SamplingPerSequenceEqualsOneSequenceRuns) {
+  // Each sequence keeps its own temperature, top-p and seed.
+  HFPlanOptions one;
+  one.maxTokens = 8;
+  HFPlanOptions b = one;
+  b.maxBatch = 4;
+  b.kvPageSize = 8;
+  checkBatchEqualsSingle(planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.9f, 2);
+}
+
+TEST(Batch, SequencesWaitForKVPages) {
+  // A pool of 16 pages of 4 positions holds one 64-position sequence, but
+  // the six requests (2 to 4 pages each, 19 in all) do not fit in 6 slots
+  // at once: the fifth waits until a sequence finishes.
+  HFPlanOptions one;
+  one.maxTokens = 8;
+  HFPlanOptions b = one;
+  b.maxBatch = 6;
+  b.kvPageSize = 4;
+  b.kvPages = 16; // 64 positions: one full-length sequence
+  BatchStats st;
+  checkBatchEqualsSingle(planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.0f, 0, &st);
+  EXPECT_GT(st.pageWaits, 0);
+}
+
+TEST(Batch, StopsAndBadRequests) {
+  HFPlanOptions b;
+  b.maxTokens = 8;
+  b.maxBatch = 2;
+  b.kvPageSize = 4;
+  PlanFile plan = planFor(kTinyQwen, b);
+  TestBackend be(1);
+  auto comm = makeLocalComm();
+  auto w = WeightStore::random(plan, 7, {0}, be);
+  Session s(plan, 0, *w, *comm, be);
+  std::vector<SequenceRequest> reqs = requests(plan.vocabSize(), 0.0f);
+  std::vector<SequenceResult> free = generateBatch(s, *comm, reqs);
+  // Stop after the first two generated tokens (a stop sequence), at an EOS
+  // id, and by a stop callback.
+  reqs[0].stopIds = {{free[0].output[0], free[0].output[1]}};
+  reqs[2].eosIds = {free[2].output[0]};
+  reqs[2].stopAtEos = true;
+  reqs[3].stopCheck = [](std::span<const int64_t> out) { return out.size() == 4; };
+  reqs[4].prompt = {};                       // refused
+  reqs[5].prompt = {plan.vocabSize()};       // refused
+  std::vector<SequenceResult> r = generateBatch(s, *comm, reqs);
+  EXPECT_EQ(r[0].output, std::vector<int64_t>(free[0].output.begin(), free[0].output.begin() + 2));
+  EXPECT_EQ(r[0].finishReason, "stop");
+  EXPECT_EQ(r[1].output, free[1].output);
+  EXPECT_EQ(r[2].output.size(), 1u);
+  EXPECT_EQ(r[2].finishReason, "stop");
+  EXPECT_EQ(r[3].output.size(), 4u);
+  EXPECT_EQ(r[3].finishReason, "stop");
+  EXPECT_EQ(r[4].error, "empty prompt (expected at least one token id)");
+  EXPECT_EQ(r[5].error, "token id 97 out of range (expected 0..96)");
+  EXPECT_TRUE(r[4].output.empty() && r[5].output.empty());
+}
+
+TEST(Batch, SessionRejectsBadBatches) {
+  HFPlanOptions b;
+  b.maxTokens = 8;
+  b.maxBatch = 2;
+  b.kvPageSize = 4;
+  PlanFile plan = planFor(kTinyQwen, b);
+  TestBackend be(1);
+  auto comm = makeLocalComm();
+  auto w = WeightStore::random(plan, 7, {0}, be);
+  Session s(plan, 0, *w, *comm, be);
+  std::vector<int64_t> ids{1, 2}, pos{0, 1}, seq{0, 1}, rows{1};
+  // Slot 1 has no pages yet.
+  EXPECT_THROW_MSG(s.forwardBatch({ids, pos, seq, rows}),
+                   "row 1: sequence slot 1 has no KV page for position 1 (expected pages from "
+                   "setPages)");
+  std::vector<int32_t> pages{int32_t(plan.kvPages())};
+  EXPECT_THROW_MSG(s.setPages(1, pages),
+                   fmt::format("KV page {} (expected 0..{})", plan.kvPages(), plan.kvPages() - 1));
+  std::vector<int64_t> badSeq{0, 2};
+  EXPECT_THROW_MSG(s.forwardBatch({ids, pos, badSeq, rows}),
+                   "row 1: sequence slot 2 (expected 0..1)");
+  std::vector<int64_t> badRows{2};
+  pages = {5};
+  s.setPages(1, pages);
+  EXPECT_THROW_MSG(s.forwardBatch({ids, pos, seq, badRows}), "logit row 2 (expected 0..1)");
+  EXPECT_NE(s.forwardBatch({ids, pos, seq, rows}), nullptr);
+}
+
+TEST(Prompts, LinesAndErrors) {
+  std::string text = "{\"id\": 1, \"prompt_ids\": [1, 2], \"max_new_tokens\": 3, \"seed\": 4}\n"
+                     "\n"
+                     "{\"id\": \"x\", \"prompt\": \"hi\", \"stop\": [\"a\", [5, 6]], \"top_p\": 0.5}\r\n"
+                     "{\"prompt_ids\": [1], \"stop\": [7, 8]}\n"
+                     "{\"prompt_ids\": [-1]}\n"
+                     "{\"prompt_ids\": [1], \"top_p\": 0}\n"
+                     "{\"prompt_ids\": [1], \"bogus\": 1}\n"
+                     "{\"prompt_ids\": [1], \"max_new_tokens\": 1.5}\n"
+                     "nope";
+  std::vector<PromptLine> l = parsePromptLines(text, "p.jsonl");
+  ASSERT_EQ(l.size(), 8u);
+  EXPECT_EQ(l[0].line, 1u);
+  EXPECT_EQ(*l[0].promptIds, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(*l[0].maxNewTokens, 3);
+  EXPECT_EQ(*l[0].seed, 4u);
+  EXPECT_EQ(l[1].line, 3u);
+  EXPECT_EQ(*l[1].prompt, "hi");
+  EXPECT_EQ(l[1].stopStrings, std::vector<std::string>{"a"});
+  EXPECT_EQ(l[1].stopIds, (std::vector<std::vector<int64_t>>{{5, 6}}));
+  EXPECT_TRUE(l[1].error.empty()) << l[1].error;
+  EXPECT_EQ(l[2].stopIds, (std::vector<std::vector<int64_t>>{{7, 8}}));
+  EXPECT_TRUE(l[2].id.is_null());
+  EXPECT_EQ(l[3].error, "p.jsonl:5: prompt_ids: -1 (expected token ids >= 0)");
+  EXPECT_EQ(l[4].error, "p.jsonl:6: top_p: 0 (expected a number in (0, 1])");
+  EXPECT_EQ(l[5].error, "p.jsonl:7: bogus: unknown field (expected id, prompt, prompt_ids, "
+                        "max_new_tokens, temperature, top_p, seed, ignore_eos, stop)");
+  EXPECT_EQ(l[6].error, "p.jsonl:8: max_new_tokens: 1.5 (expected an integer >= 0)");
+  EXPECT_EQ(l[7].error, "p.jsonl:9: not JSON (expected one object per line)");
+}

@@ -209,4 +209,52 @@ def MoE_BufferAttr : MoE_Attr<"Buffer", "buffer"> {
   let genVerifyDecl = 1;
 }
 
+def MoE_SourceAttr : MoE_Attr<"Source", "source"> {
+  let summary = "where an expert-stacked parameter lies in the checkpoint";
+  let description = [{
+    On a `moe.param` of shape `[E, N, K]` (an expert-stacked matrix) or
+    `[E, N]` (stacked biases): how expert `e`'s slice is read from the
+    checkpoint, so one parameter covers both the Hub's per-expert tensors
+    and the fused 3-D tensors other writers produce.
+
+    - `tensor` containing `{e}`: one checkpoint tensor per expert, `{e}`
+      replaced by the expert's number, each of shape `[N, K]` (`[N]`):
+      Mixtral's `experts.{e}.w1.weight`, Qwen/OLMoE's
+      `experts.{e}.gate_proj.weight`. `offset`, `stride` and `transposed`
+      keep their defaults.
+    - otherwise the fused tensor `tensor`, of shape `[E, A, K]`, with
+      `param[e, n, k] = tensor[e, offset + n * stride, k]`; with
+      `transposed` it is `[E, K, A]` and
+      `param[e, n, k] = tensor[e, k, offset + n * stride]`. For biases it is
+      `[E, A]` and `param[e, n] = tensor[e, offset + n * stride]`.
+      transformers v5's `gate_up_proj` `[E, 2I, H]` gives gate
+      (`offset = 0`) and up (`offset = I`); gpt-oss's `[E, H, 2I]` with
+      interleaved columns gives gate (`stride = 2, transposed = true`) and
+      up (`offset = 1, stride = 2, transposed = true`).
+
+    A parameter without a source is its checkpoint tensor `name` as is.
+    Parameters at their default are not printed.
+
+    Example:
+
+    ```mlir
+    #moe.source<tensor = "model.layers.0.block_sparse_moe.experts.{e}.w1.weight">
+    #moe.source<tensor = "model.layers.0.mlp.experts.gate_up_proj", offset = 32>
+    #moe.source<tensor = "model.layers.0.mlp.experts.gate_up_proj", offset = 1, stride = 2, transposed = true>
+    ```
+  }];
+  let parameters = (ins StringRefParameter<"checkpoint tensor, or per-expert pattern with {e}">:$tensor,
+                        DefaultValuedParameter<"int64_t", "0">:$offset,
+                        DefaultValuedParameter<"int64_t", "1">:$stride,
+                        DefaultValuedParameter<"bool", "false">:$transposed);
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Whether `tensor` names one checkpoint tensor per expert (has `{e}`).
+    bool isPerExpert() const { return getTensor().contains("{e}"); }
+    /// The per-expert tensor name of `expert` (isPerExpert()).
+    std::string getExpertTensor(int64_t expert) const;
+  }];
+}
+
 #endif // MOE_ATTRS_TD

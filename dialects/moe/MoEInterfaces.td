@@ -98,12 +98,13 @@ def MoE_MoEOpInterface : OpInterface<"MoEOpInterface"> {
         (void)placement;
       }]>,
     InterfaceMethod<[{
-        The weights of expert `expert` (every role: up, gate, down and the
-        biases, each a `moe.weight` value) for the op that computes the
-        experts; empty for the others.
+        The expert-stacked weights (one `moe.weight` value per role present:
+        up, gate, down and the biases; axis 0 is the expert, so expert e's
+        weights are slice e of each) of the op that computes the experts;
+        empty for the others.
       }],
       "::llvm::SmallVector<::mlir::Value>", "getExpertWeights",
-      (ins "int64_t":$expert), [{}], [{
+      (ins), [{}], [{
         return {};
       }]>,
     InterfaceMethod<[{

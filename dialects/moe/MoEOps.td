@@ -34,6 +34,11 @@ def MoE_Matrix : ConfinedType<2DTensorOf<[F32, BF16, F16]>, [HasStaticShapePred]
     "2D statically shaped tensor of f32, bf16 or f16">;
 def MoE_Vector : ConfinedType<1DTensorOf<[F32, BF16, F16]>, [HasStaticShapePred],
     "1D statically shaped tensor of f32, bf16 or f16">;
+// Expert-stacked weights: axis 0 is the expert.
+def MoE_StackedMatrix : ConfinedType<3DTensorOf<[F32, BF16, F16]>, [HasStaticShapePred],
+    "3D statically shaped tensor of f32, bf16 or f16 (expert-stacked matrices)">;
+def MoE_StackedVector : ConfinedType<2DTensorOf<[F32, BF16, F16]>, [HasStaticShapePred],
+    "2D statically shaped tensor of f32, bf16 or f16 (expert-stacked vectors)">;
 // Routing tables: [tokens, top_k] expert ids / weights / admission flags.
 def MoE_SlotIds : TensorRankOf<[I32], [2]>;
 def MoE_SlotWeights : TensorRankOf<[F32], [2]>;
@@ -118,11 +123,21 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     runtime maps it from the checkpoint, or fills it as `init` says under
     `--random-weights` (`normal` needs `std`).
 
+    An expert-stacked parameter (`[E, N, K]` matrices or `[E, N]` biases of
+    a `moe.experts`) may carry a `source` (`#moe.source`) saying how each
+    expert's slice is read from the checkpoint: per-expert tensors through
+    a `{e}` pattern, or rows/columns of a fused 3-D tensor. Without one,
+    the parameter is the checkpoint tensor `name` itself. With a per-expert
+    pattern, `name` is that pattern; `--random-weights` fills each expert's
+    slice as it would fill the per-expert tensor.
+
     Example:
 
     ```mlir
     moe.param @wq "model.layers.0.self_attn.q_proj.weight" : tensor<64x64xbf16> init normal std 2.0e-02
     moe.param @ln "model.norm.weight" : tensor<64xf32> init ones
+    moe.param @w1 "model.layers.0.block_sparse_moe.experts.{e}.w1.weight" : tensor<8x32x64xbf16>
+        source <tensor = "model.layers.0.block_sparse_moe.experts.{e}.w1.weight"> init normal std 2.0e-02
     ```
   }];
   let arguments = (ins
@@ -130,9 +145,10 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     StrAttr:$name,
     TypeAttrOf<AnyRankedTensor>:$type,
     MoE_InitKind:$init,
-    OptionalAttr<F32Attr>:$init_std);
+    OptionalAttr<F32Attr>:$init_std,
+    OptionalAttr<MoE_SourceAttr>:$source);
   let assemblyFormat = [{
-    $sym_name $name `:` $type `init` $init (`std` $init_std^)? attr-dict
+    $sym_name $name `:` $type (`source` $source^)? `init` $init (`std` $init_std^)? attr-dict
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -765,30 +781,33 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
   let summary = "grouped expert feed-forward networks";
   let description = [{
     Runs expert e's FFN on rows `[expert_offsets[e], expert_offsets[e+1])`
-    of the dispatched input. Every expert has the same shapes; its weights
-    are operands, one list per role, `num_experts` (= size of
-    `expert_offsets` - 1) entries each: `up` (`[I, D]`), `down` (`[D, I]`),
-    optionally `gate` (`[I, D]`, gated SwiGLU/GeGLU experts) and biases.
+    of the dispatched input. The experts' weights are stacked, one operand
+    per role with the expert on axis 0 (`E` = size of `expert_offsets` - 1,
+    as llama.cpp's `ffn_{gate,up,down}_exps` and vLLM's `w13`/`w2`): `up`
+    (`[E, I, D]`), `down` (`[E, D, I]`), optionally `gate` (`[E, I, D]`,
+    gated SwiGLU/GeGLU experts) and the biases `up_bias` (`[E, I]`) and
+    `down_bias` (`[E, D]`). Expert e computes
+    `down[e] (act(gate[e] x) * (up[e] x + up_bias[e])) + down_bias[e]`.
     `top_k` is the number of experts each token reaches (cost model, plan).
     `placement`, filled by `moe-expert-placement`, says which rank runs
-    each expert.
+    each expert (a rank holds only its experts' slices).
 
     Example:
 
     ```mlir
     %y = moe.experts %d, %off top_k 2 act silu
-        up [%u0, %u1] : tensor<32x64xbf16>
-        gate [%g0, %g1] : tensor<32x64xbf16>
-        down [%d0, %d1] : tensor<64x32xbf16>
+        up %u : tensor<2x32x64xbf16>
+        gate %g : tensor<2x32x64xbf16>
+        down %dn : tensor<2x64x32xbf16>
         placement <ranks = 2, experts = [0, 1]>
         : tensor<?x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
     ```
   }];
   let arguments = (ins MoE_Act:$input, MoE_Offsets:$expert_offsets,
-                       Variadic<MoE_Matrix>:$up, Variadic<MoE_Matrix>:$gate,
-                       Variadic<MoE_Matrix>:$down,
-                       Variadic<MoE_Vector>:$up_bias,
-                       Variadic<MoE_Vector>:$down_bias,
+                       MoE_StackedMatrix:$up, Optional<MoE_StackedMatrix>:$gate,
+                       MoE_StackedMatrix:$down,
+                       Optional<MoE_StackedVector>:$up_bias,
+                       Optional<MoE_StackedVector>:$down_bias,
                        MoE_I64Attr:$top_k, MoE_Activation:$activation,
                        OptionalAttr<MoE_PlacementAttr>:$placement);
   let results = (outs MoE_Act:$result);
@@ -799,7 +818,7 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
       return ::llvm::cast<::mlir::RankedTensorType>(
                  getExpertOffsets().getType()).getDimSize(0) - 1;
     }
-    bool isGated() { return !getGate().empty(); }
+    bool isGated() { return bool(getGate()); }
     int64_t getIntermediateSize();
     /// Parameters of one expert (all experts have the same shapes).
     int64_t getParamsPerExpert();
@@ -808,7 +827,7 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
     std::optional<int64_t> getRoutedTopK() { return getTopK(); }
     PlacementAttr getExpertPlacement() { return getPlacementAttr(); }
     void setExpertPlacement(PlacementAttr placement);
-    ::llvm::SmallVector<::mlir::Value> getExpertWeights(int64_t expert);
+    ::llvm::SmallVector<::mlir::Value> getExpertWeights();
   }];
 }
 

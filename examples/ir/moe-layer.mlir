@@ -7,18 +7,9 @@ moe.model @tiny attributes {architecture = "mixtral", vocab_size = 32, hidden_si
   moe.param @embed "embed_tokens.weight" : tensor<32x8xf32> init normal std 0.02
   moe.param @norm "layers.0.norm.weight" : tensor<8xf32> init ones
   moe.param @router "layers.0.router.weight" : tensor<4x8xf32> init normal std 0.02
-  moe.param @g0 "layers.0.experts.0.gate.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @u0 "layers.0.experts.0.up.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @d0 "layers.0.experts.0.down.weight" : tensor<8x16xf32> init normal std 0.02
-  moe.param @g1 "layers.0.experts.1.gate.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @u1 "layers.0.experts.1.up.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @d1 "layers.0.experts.1.down.weight" : tensor<8x16xf32> init normal std 0.02
-  moe.param @g2 "layers.0.experts.2.gate.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @u2 "layers.0.experts.2.up.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @d2 "layers.0.experts.2.down.weight" : tensor<8x16xf32> init normal std 0.02
-  moe.param @g3 "layers.0.experts.3.gate.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @u3 "layers.0.experts.3.up.weight" : tensor<16x8xf32> init normal std 0.02
-  moe.param @d3 "layers.0.experts.3.down.weight" : tensor<8x16xf32> init normal std 0.02
+  moe.param @g "layers.0.experts.{e}.gate.weight" : tensor<4x16x8xf32> source <tensor = "layers.0.experts.{e}.gate.weight"> init normal std 0.02
+  moe.param @u "layers.0.experts.{e}.up.weight" : tensor<4x16x8xf32> source <tensor = "layers.0.experts.{e}.up.weight"> init normal std 0.02
+  moe.param @d "layers.0.experts.{e}.down.weight" : tensor<4x8x16xf32> source <tensor = "layers.0.experts.{e}.down.weight"> init normal std 0.02
   moe.param @su "layers.0.shared.up.weight" : tensor<16x8xf32> init normal std 0.02
   moe.param @sd "layers.0.shared.down.weight" : tensor<8x16xf32> init normal std 0.02
   moe.param @fnorm "norm.weight" : tensor<8xf32> init ones
@@ -35,19 +26,10 @@ moe.model @tiny attributes {architecture = "mixtral", vocab_size = 32, hidden_si
       %wn = moe.renormalize %w : tensor<?x2xf32>
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %d = moe.dispatch %n, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %g0 = moe.weight @g0 : tensor<16x8xf32>
-      %u0 = moe.weight @u0 : tensor<16x8xf32>
-      %d0 = moe.weight @d0 : tensor<8x16xf32>
-      %g1 = moe.weight @g1 : tensor<16x8xf32>
-      %u1 = moe.weight @u1 : tensor<16x8xf32>
-      %d1 = moe.weight @d1 : tensor<8x16xf32>
-      %g2 = moe.weight @g2 : tensor<16x8xf32>
-      %u2 = moe.weight @u2 : tensor<16x8xf32>
-      %d2 = moe.weight @d2 : tensor<8x16xf32>
-      %g3 = moe.weight @g3 : tensor<16x8xf32>
-      %u3 = moe.weight @u3 : tensor<16x8xf32>
-      %d3 = moe.weight @d3 : tensor<8x16xf32>
-      %y = moe.experts %d, %off top_k 2 act silu up [%u0, %u1, %u2, %u3] : tensor<16x8xf32> gate [%g0, %g1, %g2, %g3] : tensor<16x8xf32> down [%d0, %d1, %d2, %d3] : tensor<8x16xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %g = moe.weight @g : tensor<4x16x8xf32>
+      %u = moe.weight @u : tensor<4x16x8xf32>
+      %dw = moe.weight @d : tensor<4x8x16xf32>
+      %y = moe.experts %d, %off top_k 2 act silu up %u : tensor<4x16x8xf32> gate %g : tensor<4x16x8xf32> down %dw : tensor<4x8x16xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %wn : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       %su = moe.weight @su : tensor<16x8xf32>
       %sd = moe.weight @sd : tensor<8x16xf32>

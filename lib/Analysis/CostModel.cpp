@@ -206,20 +206,20 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     if (auto experts = dyn_cast<ExpertsOp>(op)) {
       int64_t numExperts = experts.getNumExperts();
       int64_t active = std::min(experts.getTopK(), numExperts);
-      // Experts share their shapes: expert 0 stands for all.
+      // Stacked weights: one expert is a 1/E slice of each.
       int64_t bytesPerExpert = 0;
-      for (Value weight : experts.getExpertWeights(0)) {
+      for (Value weight : experts.getExpertWeights()) {
         auto type = cast<RankedTensorType>(weight.getType());
-        bytesPerExpert =
-            satAdd(bytesPerExpert, satMul(satNumElements(type),
-                                          elementBytes(type.getElementType())));
+        bytesPerExpert = satAdd(
+            bytesPerExpert, satMul(satNumElements(type) / type.getDimSize(0),
+                                   elementBytes(type.getElementType())));
       }
       int64_t activeParams = satMul(active, experts.getParamsPerExpert());
       cost.activeParams = satAdd(cost.activeParams, activeParams);
       cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, activeParams);
       cost.bytesReadPerToken =
           satAdd(cost.bytesReadPerToken, satMul(active, bytesPerExpert));
-      if (cast<RankedTensorType>(experts.getUp().front().getType())
+      if (cast<RankedTensorType>(experts.getUp().getType())
               .getElementType()
               .isF32())
         cost.f32BytesReadPerToken = satAdd(cost.f32BytesReadPerToken,
@@ -229,7 +229,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         cost.numRanks = std::max(cost.numRanks, placement.getNumRanks());
         for (int64_t e = 0; e < placement.getNumExperts(); ++e)
           for (int64_t rank : placement.getCopies(e))
-            for (Value w : experts.getExpertWeights(e))
+            for (Value w : experts.getExpertWeights())
               if (auto weight = w.getDefiningOp<WeightOp>())
                 placedOn[weight.getParamAttr().getAttr()].push_back(rank);
       }
@@ -314,12 +314,11 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     auto placed = placedOn.find(param.getSymNameAttr());
     if (use.expert && !use.dense && !use.lookup && !use.unplaced &&
         placed != placedOn.end()) {
-      SmallVector<int64_t> &holders = placed->second;
-      llvm::sort(holders);
-      holders.erase(llvm::unique(holders), holders.end());
-      for (int64_t r : holders)
+      // One entry per (expert, copy): that rank holds the expert's slice.
+      int64_t slice = n / type.getDimSize(0);
+      for (int64_t r : placed->second)
         if (r >= 0 && r < cost.numRanks)
-          cost.ranks[r].params = satAdd(cost.ranks[r].params, n);
+          cost.ranks[r].params = satAdd(cost.ranks[r].params, slice);
     } else {
       everywhere = satAdd(everywhere, n);
     }

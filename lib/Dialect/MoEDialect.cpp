@@ -296,6 +296,41 @@ LogicalResult BufferAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 //===----------------------------------------------------------------------===//
+// SourceAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult SourceAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                 StringRef tensor, int64_t offset,
+                                 int64_t stride, bool transposed) {
+  if (tensor.empty())
+    return emitError() << "source has an empty tensor name";
+  size_t at = tensor.find("{e}");
+  if (at != StringRef::npos) {
+    if (tensor.find("{e}", at + 1) != StringRef::npos)
+      return emitError() << "source pattern '" << tensor
+                         << "' has {e} twice (expected once)";
+    if (offset != 0 || stride != 1 || transposed)
+      return emitError() << "source pattern '" << tensor
+                         << "' names per-expert tensors (expected no offset, "
+                            "stride or transposed)";
+    return success();
+  }
+  if (offset < 0 || stride < 1)
+    return emitError() << "source '" << tensor << "' has offset " << offset
+                       << " and stride " << stride
+                       << " (expected offset >= 0 and stride >= 1)";
+  return success();
+}
+
+std::string SourceAttr::getExpertTensor(int64_t expert) const {
+  std::string name = getTensor().str();
+  size_t at = name.find("{e}");
+  if (at != std::string::npos)
+    name.replace(at, 3, std::to_string(expert));
+  return name;
+}
+
+//===----------------------------------------------------------------------===//
 // PlacementAttr
 //===----------------------------------------------------------------------===//
 

@@ -241,6 +241,21 @@ LogicalResult ParamOp::verify() {
                            << " has an empty dimension (expected sizes >= 1)";
   if (getName().empty())
     return emitOpError("has an empty checkpoint tensor name");
+  if (SourceAttr source = getSourceAttr()) {
+    // A source slices the checkpoint per expert: only expert-stacked
+    // matrices [E, N, K] and vectors [E, N] have one.
+    if (type.getRank() != 2 && type.getRank() != 3)
+      return emitOpError() << "has a source but type " << type
+                           << " is not expert-stacked (expected [E, N, K] "
+                              "or [E, N])";
+    if (source.getTransposed() && type.getRank() != 3)
+      return emitOpError() << "has a transposed source but type " << type
+                           << " is not a stacked matrix (expected [E, N, K])";
+    if (source.isPerExpert() && source.getTensor() != getName())
+      return emitOpError() << "has the per-expert source '"
+                           << source.getTensor() << "' (expected its name '"
+                           << getName() << "')";
+  }
   if (getInit() == InitKind::Normal) {
     if (!getInitStd() || !(getInitStd()->convertToFloat() > 0.0f))
       return emitOpError("init normal needs a positive std");
@@ -747,101 +762,6 @@ LogicalResult DispatchOp::verify() {
                     "rows are copies of input rows");
 }
 
-int64_t ExpertsOp::getIntermediateSize() { return dim(getUp().front(), 0); }
-
-int64_t ExpertsOp::getParamsPerExpert() {
-  int64_t params = 0;
-  auto count = [&](ValueRange values) {
-    if (!values.empty())
-      params = satAdd(params, satNumElements(tensorType(values.front())));
-  };
-  count(getUp());
-  count(getGate());
-  count(getDown());
-  count(getUpBias());
-  count(getDownBias());
-  return params;
-}
-
-SmallVector<Value> ExpertsOp::getExpertWeights(int64_t expert) {
-  SmallVector<Value> weights;
-  for (OperandRange role :
-       {getUp(), getGate(), getDown(), getUpBias(), getDownBias()})
-    if (!role.empty())
-      weights.push_back(role[expert]);
-  return weights;
-}
-
-void ExpertsOp::setExpertPlacement(PlacementAttr placement) {
-  if (placement)
-    setPlacementAttr(placement);
-  else
-    removePlacementAttr();
-}
-
-LogicalResult ExpertsOp::verify() {
-  int64_t numExperts = getNumExperts();
-  if (numExperts < 1)
-    return emitOpError("expert_offsets needs num_experts + 1 >= 2 entries");
-  if (failed(checkTopK(*this, getTopK(), numExperts)))
-    return failure();
-  auto checkCount = [&](StringRef role, ValueRange values,
-                        bool optional) -> LogicalResult {
-    if ((optional && values.empty()) ||
-        int64_t(values.size()) == numExperts)
-      return success();
-    return emitOpError() << "has " << values.size() << " " << role
-                         << " weights (expected " << numExperts
-                         << ", one per expert"
-                         << (optional ? ", or none" : "") << ")";
-  };
-  if (failed(checkCount("up", getUp(), false)) ||
-      failed(checkCount("gate", getGate(), true)) ||
-      failed(checkCount("down", getDown(), false)) ||
-      failed(checkCount("up_bias", getUpBias(), true)) ||
-      failed(checkCount("down_bias", getDownBias(), true)))
-    return failure();
-  // Grouped FFN: every expert has the same shapes.
-  auto checkSame = [&](StringRef role, ValueRange values) -> LogicalResult {
-    for (auto [e, v] : llvm::enumerate(values))
-      if (v.getType() != values.front().getType())
-        return emitOpError() << role << " weight of expert " << e << " is "
-                             << v.getType() << " (expected "
-                             << values.front().getType()
-                             << " like expert 0: experts share one shape)";
-    return success();
-  };
-  if (failed(checkSame("up", getUp())) || failed(checkSame("gate", getGate())) ||
-      failed(checkSame("down", getDown())) ||
-      failed(checkSame("up_bias", getUpBias())) ||
-      failed(checkSame("down_bias", getDownBias())))
-    return failure();
-  int64_t d = width(getInput());
-  int64_t i = getIntermediateSize();
-  if (failed(checkMatrix(*this, "up weight", getUp().front(), i, d, "[I, D]")) ||
-      (isGated() && failed(checkMatrix(*this, "gate weight", getGate().front(),
-                                       i, d, "[I, D]"))) ||
-      failed(checkMatrix(*this, "down weight", getDown().front(), d, i,
-                         "[D, I]")))
-    return failure();
-  if ((!getUpBias().empty() &&
-       failed(checkVector(*this, "up bias", getUpBias().front(), i))) ||
-      (!getDownBias().empty() &&
-       failed(checkVector(*this, "down bias", getDownBias().front(), d))))
-    return failure();
-  if (failed(checkWidth(*this, "result", getResult(), d, "the input width")))
-    return failure();
-  if (auto placement = getPlacement())
-    if (placement->getNumExperts() != numExperts)
-      return emitOpError() << "placement lists " << placement->getNumExperts()
-                           << " experts (expected " << numExperts << ")";
-  return success();
-}
-
-/// What an moe.experts must agree on with the ops around it: the dispatch
-/// feeding it (directly or through exchanges) on the slots per token, and
-/// the exchanges on its input and output on the placement. Checked by the
-/// enclosing moe.layer (an op's verifier looks at that op only).
 static LogicalResult verifyExpertsNeighbors(ExpertsOp experts) {
   Value in = experts.getInput();
   while (auto a2a = in.getDefiningOp<AllToAllOp>())
@@ -887,19 +807,86 @@ static LogicalResult verifyExpertsNeighbors(ExpertsOp experts) {
 
 int64_t ExpertsOp::getFlopsPerToken(int64_t) {
   int64_t matrices = isGated() ? 3 : 2;
-  int64_t perExpert =
-      satMul(2 * matrices, satNumElements(tensorType(getDown().front())));
+  // One expert's down matrix: a 1/E slice of the stacked weight.
+  int64_t perExpert = satMul(
+      2 * matrices, satNumElements(tensorType(getDown())) /
+                                 std::max<int64_t>(getNumExperts(), 1));
   return satMul(std::min(getTopK(), getNumExperts()), perExpert);
 }
 
-/// Parses `[%a, %b, ...] : type` (all operands of one role share a type).
-static ParseResult
-parseWeightList(OpAsmParser &parser,
-                SmallVectorImpl<OpAsmParser::UnresolvedOperand> &operands,
-                Type &type) {
-  return failure(
-      parser.parseOperandList(operands, OpAsmParser::Delimiter::Square) ||
-      parser.parseColonType(type));
+int64_t ExpertsOp::getIntermediateSize() { return dim(getUp(), 1); }
+
+int64_t ExpertsOp::getParamsPerExpert() {
+  int64_t params = 0;
+  int64_t experts = std::max<int64_t>(getNumExperts(), 1);
+  for (Value v : getExpertWeights())
+    params = satAdd(params, satNumElements(tensorType(v)) / experts);
+  return params;
+}
+
+SmallVector<Value> ExpertsOp::getExpertWeights() {
+  SmallVector<Value> weights;
+  for (Value v : {getUp(), getGate(), getDown(), getUpBias(), getDownBias()})
+    if (v)
+      weights.push_back(v);
+  return weights;
+}
+
+void ExpertsOp::setExpertPlacement(PlacementAttr placement) {
+  if (placement)
+    setPlacementAttr(placement);
+  else
+    removePlacementAttr();
+}
+
+/// Checks an expert-stacked weight against [experts, dims...] (kDynamic:
+/// any size), naming the layout it should have.
+static LogicalResult checkStacked(Operation *op, StringRef what, Value weight,
+                                  ArrayRef<int64_t> expected,
+                                  StringRef layout) {
+  if (!weight)
+    return success();
+  ArrayRef<int64_t> shape = tensorType(weight).getShape();
+  bool bad = shape.size() != expected.size();
+  for (size_t i = 0; !bad && i < shape.size(); ++i)
+    bad = differ(shape[i], expected[i]);
+  if (!bad)
+    return success();
+  std::string want = "[";
+  llvm::raw_string_ostream os(want);
+  llvm::interleave(
+      expected, os,
+      [&](int64_t d) { d == kDynamic ? os << "?" : os << d; }, ", ");
+  return op->emitOpError() << what << " is " << shapeStr(weight)
+                           << " (expected " << want << "], " << layout << ")";
+}
+
+LogicalResult ExpertsOp::verify() {
+  int64_t numExperts = getNumExperts();
+  if (numExperts < 1)
+    return emitOpError("expert_offsets needs num_experts + 1 >= 2 entries");
+  if (failed(checkTopK(*this, getTopK(), numExperts)))
+    return failure();
+  int64_t d = width(getInput());
+  int64_t i = getIntermediateSize();
+  if (failed(checkStacked(*this, "up weight", getUp(), {numExperts, i, d},
+                          "[E, I, D]")) ||
+      failed(checkStacked(*this, "gate weight", getGate(), {numExperts, i, d},
+                          "[E, I, D]")) ||
+      failed(checkStacked(*this, "down weight", getDown(), {numExperts, d, i},
+                          "[E, D, I]")) ||
+      failed(checkStacked(*this, "up bias", getUpBias(), {numExperts, i},
+                          "[E, I]")) ||
+      failed(checkStacked(*this, "down bias", getDownBias(), {numExperts, d},
+                          "[E, D]")))
+    return failure();
+  if (failed(checkWidth(*this, "result", getResult(), d, "the input width")))
+    return failure();
+  if (auto placement = getPlacement())
+    if (placement->getNumExperts() != numExperts)
+      return emitOpError() << "placement lists " << placement->getNumExperts()
+                           << " experts (expected " << numExperts << ")";
+  return success();
 }
 
 ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
@@ -921,7 +908,7 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
 
   static constexpr StringLiteral roles[] = {"up", "gate", "down", "up_bias",
                                             "down_bias"};
-  SmallVector<OpAsmParser::UnresolvedOperand> lists[5];
+  OpAsmParser::UnresolvedOperand operands[5];
   Type types[5];
   bool seen[5] = {};
   while (true) {
@@ -932,15 +919,16 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
       break;
     unsigned idx = llvm::find(roles, key) - std::begin(roles);
     if (seen[idx])
-      return parser.emitError(at, "duplicate weight list '") << key << "'";
+      return parser.emitError(at, "duplicate weight '") << key << "'";
     seen[idx] = true;
-    if (parseWeightList(parser, lists[idx], types[idx]))
+    if (parser.parseOperand(operands[idx]) ||
+        parser.parseColonType(types[idx]))
       return failure();
   }
   if (!seen[0] || !seen[2])
     return parser.emitError(parser.getCurrentLocation(),
-                            "expected 'up [...] : type' and 'down [...] : "
-                            "type' weight lists");
+                            "expected 'up %w : type' and 'down %w : type' "
+                            "stacked weights");
   if (succeeded(parser.parseOptionalKeyword("placement"))) {
     PlacementAttr placement;
     if (parser.parseCustomAttributeWithFallback(placement))
@@ -963,16 +951,15 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
       parser.resolveOperand(offsets, offsetsType, result.operands))
     return failure();
   for (unsigned i = 0; i < 5; ++i)
-    for (auto &operand : lists[i])
-      if (parser.resolveOperand(operand, types[i], result.operands))
-        return failure();
-  result.addAttribute(
-      getOperandSegmentSizesAttrName(result.name),
-      b.getDenseI32ArrayAttr({1, 1, int32_t(lists[0].size()),
-                              int32_t(lists[1].size()),
-                              int32_t(lists[2].size()),
-                              int32_t(lists[3].size()),
-                              int32_t(lists[4].size())}));
+    if (seen[i] &&
+        parser.resolveOperand(operands[i], types[i], result.operands))
+      return failure();
+  result.addAttribute(getOperandSegmentSizesAttrName(result.name),
+                      b.getDenseI32ArrayAttr({1, 1, int32_t(seen[0]),
+                                              int32_t(seen[1]),
+                                              int32_t(seen[2]),
+                                              int32_t(seen[3]),
+                                              int32_t(seen[4])}));
   result.addTypes(resultType);
   return success();
 }
@@ -980,16 +967,15 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
 void ExpertsOp::print(OpAsmPrinter &p) {
   p << " " << getInput() << ", " << getExpertOffsets() << " top_k "
     << getTopK() << " act " << stringifyActivation(getActivation());
-  auto printList = [&](StringRef role, ValueRange values) {
-    if (values.empty())
-      return;
-    p << " " << role << " [" << values << "] : " << values.front().getType();
+  auto printWeight = [&](StringRef role, Value value) {
+    if (value)
+      p << " " << role << " " << value << " : " << value.getType();
   };
-  printList("up", getUp());
-  printList("gate", getGate());
-  printList("down", getDown());
-  printList("up_bias", getUpBias());
-  printList("down_bias", getDownBias());
+  printWeight("up", getUp());
+  printWeight("gate", getGate());
+  printWeight("down", getDown());
+  printWeight("up_bias", getUpBias());
+  printWeight("down_bias", getDownBias());
   if (auto placement = getPlacementAttr()) {
     p << " placement ";
     p.printStrippedAttrOrType(placement);

@@ -46,7 +46,8 @@ static std::string descriptionName(StringRef role, int64_t layer,
   }
   std::string prefix = llvm::formatv("layers.{0}.", layer).str();
   if (role.consume_front("expert."))
-    return prefix + llvm::formatv("moe.experts.{0}.{1}", expert, role).str();
+    return prefix +
+           llvm::formatv("moe.experts.{0}.{1}", expertToken(expert), role).str();
   if (role == "router")
     return prefix + "moe.router.weight";
   if (role == "shared_gate")

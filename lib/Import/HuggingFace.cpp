@@ -86,7 +86,7 @@ std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
                       .Default("");
     if (!w.empty())
       return p + llvm::formatv("block_sparse_moe.experts.{0}.{1}.weight",
-                               expert, w)
+                               expertToken(expert), w)
                      .str();
   } else {
     if (role == "router")
@@ -96,8 +96,8 @@ std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
     rest = role;
     if (rest.consume_front("expert.")) {
       auto [which, kind] = rest.split('.');
-      return p + llvm::formatv("mlp.experts.{0}.{1}_proj.{2}", expert, which,
-                               kind)
+      return p + llvm::formatv("mlp.experts.{0}.{1}_proj.{2}",
+                               expertToken(expert), which, kind)
                      .str();
     }
     rest = role;

@@ -42,7 +42,23 @@ private:
   Value matrix(StringRef role, int64_t rows, int64_t cols, int64_t expert = -1) {
     return weight(role, {rows, cols}, InitKind::Normal, expert);
   }
+  /// The experts' weights of one role stacked as [E, slice...]: the
+  /// per-expert tensors of the role's pattern, or `fused` (named `name`)
+  /// when the checkpoint holds the role in a fused tensor.
+  Value stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
+                int64_t numExperts, SourceAttr fused = {},
+                StringRef fusedName = {});
+  /// The fused sources of gate/up/down when the checkpoint stores the
+  /// layer's experts as 3-D tensors instead of per-expert ones.
+  struct FusedExperts {
+    SourceAttr gate, up, down;
+  };
+  std::optional<FusedExperts> fusedExperts(int64_t numExperts, int64_t inter,
+                                           int64_t hidden);
+  ParamOp declare(StringRef name, RankedTensorType type, InitKind init,
+                  SourceAttr src = {});
   Type elementTypeFor(StringRef name, ArrayRef<int64_t> shape);
+  Type dtypeOf(StringRef name, const TensorInfo &info);
   void checkUnusedTensors();
 
   // --- ops ----------------------------------------------------------------
@@ -75,6 +91,7 @@ private:
   GraphOp graph;
   int64_t layer = -1;
   llvm::StringMap<ParamOp> params;
+  llvm::StringSet<> usedTensors; // checkpoint tensors the params read
 };
 
 Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape) {
@@ -87,10 +104,15 @@ Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape) {
     return f32;
   }
   const TensorInfo &info = it->second;
+  usedTensors.insert(name);
   if (ArrayRef<int64_t>(info.shape) != shape)
     errors.report(info.file + ": tensor '" + name + "' has shape " +
                   shapeString(info.shape) + " (expected " + shapeString(shape) +
                   " from the model configuration)");
+  return dtypeOf(name, info);
+}
+
+Type Emitter::dtypeOf(StringRef name, const TensorInfo &info) {
   if (info.dtype == "F32")
     return b.getF32Type();
   if (info.dtype == "BF16")
@@ -100,6 +122,19 @@ Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape) {
   errors.report(info.file + ": tensor '" + name + "' has dtype " + info.dtype +
                 " (expected F32, BF16 or F16)");
   return f32;
+}
+
+ParamOp Emitter::declare(StringRef name, RankedTensorType type, InitKind init,
+                         SourceAttr src) {
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(graph);
+  ParamOp param = ParamOp::create(
+      b, b.getUnknownLoc(), b.getStringAttr(name), b.getStringAttr(name),
+      TypeAttr::get(type), InitKindAttr::get(&ctx, init),
+      init == InitKind::Normal ? b.getF32FloatAttr(cfg.initStd) : FloatAttr(),
+      src);
+  params[name] = param;
+  return param;
 }
 
 Value Emitter::weight(StringRef role, ArrayRef<int64_t> shape, InitKind init,
@@ -115,17 +150,105 @@ Value Emitter::weight(StringRef role, ArrayRef<int64_t> shape, InitKind init,
                     shapeString(param.getTensorType().getShape()) + " and " +
                     shapeString(shape) + " (expected one shape)");
   } else {
-    auto type = RankedTensorType::get(shape, elementTypeFor(name, shape));
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPoint(graph);
-    param = ParamOp::create(
-        b, b.getUnknownLoc(), b.getStringAttr(name), b.getStringAttr(name),
-        TypeAttr::get(type), InitKindAttr::get(&ctx, init),
-        init == InitKind::Normal ? b.getF32FloatAttr(cfg.initStd) : FloatAttr());
-    params[name] = param;
+    param = declare(name, RankedTensorType::get(shape, elementTypeFor(name, shape)),
+                    init);
   }
   return WeightOp::create(b, param.getLoc(), param.getType(),
                           FlatSymbolRefAttr::get(param.getSymNameAttr()));
+}
+
+Value Emitter::stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
+                       int64_t numExperts, SourceAttr fused,
+                       StringRef fusedName) {
+  SmallVector<int64_t> shape{numExperts};
+  shape.append(slice.begin(), slice.end());
+  Type elem;
+  std::string name;
+  SourceAttr src = fused;
+  if (fused) {
+    // The fused tensor's shape was checked against the configuration when
+    // its layout was recognized.
+    name = fusedName.str();
+    const TensorInfo &info = source.tensors->find(fused.getTensor())->second;
+    usedTensors.insert(fused.getTensor());
+    elem = dtypeOf(fused.getTensor(), info);
+  } else {
+    name = names(role, layer, kAllExperts);
+    src = SourceAttr::get(&ctx, name, 0, 1, false);
+    elem = elementTypeFor(names(role, layer, 0), slice);
+    for (int64_t e = 1; e < numExperts && source.tensors; ++e) {
+      std::string expertName = names(role, layer, e);
+      Type t = elementTypeFor(expertName, slice);
+      if (t != elem && !errors.failed())
+        errors.report(source.tensors->find(expertName)->second.file +
+                      ": tensor '" + expertName + "' is " +
+                      source.tensors->find(expertName)->second.dtype +
+                      " (expected the dtype of expert 0's tensor: experts "
+                      "are stacked)");
+    }
+  }
+  ParamOp param = declare(name, RankedTensorType::get(shape, elem), init, src);
+  return WeightOp::create(b, param.getLoc(), param.getType(),
+                          FlatSymbolRefAttr::get(param.getSymNameAttr()));
+}
+
+std::optional<Emitter::FusedExperts>
+Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
+  if (!source.tensors ||
+      source.tensors->count(names("expert.up.weight", layer, 0)))
+    return std::nullopt;
+  // Fused tensors sit beside where the per-expert ones would be:
+  // "<prefix>.{e}.w1.weight" -> "<prefix>.gate_up_proj".
+  std::string pattern = names("expert.up.weight", layer, kAllExperts);
+  std::string prefix = pattern.substr(0, pattern.find(".{e}"));
+  std::string gateUp = prefix + ".gate_up_proj", down = prefix + ".down_proj";
+  auto gu = source.tensors->find(gateUp), dn = source.tensors->find(down);
+  if (gu == source.tensors->end() && dn == source.tensors->end())
+    return std::nullopt; // the per-expert tensors are reported missing
+  for (const std::string &name : {gateUp, down})
+    if (!source.tensors->count(name)) {
+      errors.report(source.describedBy + ": missing tensor '" + name +
+                    "' (expected it beside the fused experts' " +
+                    (name == down ? gateUp : down) + ")");
+      return FusedExperts{};
+    }
+  if (!cfg.gated) {
+    errors.report(gu->second.file + ": tensor '" + gateUp +
+                  "' holds fused gate/up experts (expected per-expert "
+                  "tensors: the model's experts are not gated)");
+    return FusedExperts{};
+  }
+  ArrayRef<int64_t> guShape = gu->second.shape, dnShape = dn->second.shape;
+  SmallVector<int64_t> rowsGU{numExperts, 2 * inter, hidden},
+      rowsDown{numExperts, hidden, inter},
+      colsGU{numExperts, hidden, 2 * inter}, colsDown{numExperts, inter, hidden};
+  FusedExperts f;
+  if (guShape == ArrayRef(rowsGU) && dnShape == ArrayRef(rowsDown)) {
+    // transformers v5: gate_up_proj [E, 2I, H] (gate rows, then up rows),
+    // down_proj [E, H, I] as the per-expert down weights stacked.
+    f.gate = SourceAttr::get(&ctx, gateUp, 0, 1, false);
+    f.up = SourceAttr::get(&ctx, gateUp, inter, 1, false);
+    f.down = SourceAttr::get(&ctx, down, 0, 1, false);
+  } else if (guShape == ArrayRef(colsGU) && dnShape == ArrayRef(colsDown)) {
+    // gpt-oss: gate_up_proj [E, H, 2I] with gate/up columns interleaved,
+    // down_proj [E, I, H]: both transposed relative to [E, N, K].
+    f.gate = SourceAttr::get(&ctx, gateUp, 0, 2, true);
+    f.up = SourceAttr::get(&ctx, gateUp, 1, 2, true);
+    f.down = SourceAttr::get(&ctx, down, 0, 1, true);
+  } else {
+    errors.report(gu->second.file + ": tensors '" + gateUp + "' " +
+                  shapeString(guShape) + " and '" + down + "' " +
+                  shapeString(dnShape) + " are not fused experts of the "
+                  "model configuration (expected " + shapeString(rowsGU) +
+                  " and " + shapeString(rowsDown) + ", or gpt-oss's " +
+                  shapeString(colsGU) + " and " + shapeString(colsDown) + ")");
+    return FusedExperts{};
+  }
+  if (gu->second.dtype != dn->second.dtype)
+    errors.report(dn->second.file + ": tensor '" + down + "' is " +
+                  dn->second.dtype + " (expected " + gu->second.dtype +
+                  " like '" + gateUp + "')");
+  return f;
 }
 
 void Emitter::checkUnusedTensors() {
@@ -133,7 +256,7 @@ void Emitter::checkUnusedTensors() {
     return;
   std::vector<StringRef> unused;
   for (const auto &kv : *source.tensors)
-    if (!params.count(kv.first()) &&
+    if (!usedTensors.count(kv.first()) &&
         !(source.ignorable && source.ignorable(kv.first())))
       unused.push_back(kv.first());
   if (unused.empty())
@@ -280,20 +403,33 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
   Value dispatched = DispatchOp::create(b, at("dispatch"), act(d), x,
                                         map.getSortedSlots(),
                                         b.getI64IntegerAttr(k));
-  SmallVector<Value> ups, gates, downs, upBiases, downBiases;
-  for (int64_t i = 0; i < e; ++i) {
+  // One stacked weight per role: [E, I, D] gate/up, [E, D, I] down.
+  Value up, gate, down, upBias, downBias;
+  std::optional<FusedExperts> fused = fusedExperts(e, inter, d);
+  if (fused && !fused->up)
+    return x; // reported
+  if (fused) {
+    gate = stacked("expert.gate.weight", {inter, d}, InitKind::Normal, e,
+                   fused->gate, fused->gate.getTensor().str() + "#gate");
+    up = stacked("expert.up.weight", {inter, d}, InitKind::Normal, e,
+                 fused->up, fused->up.getTensor().str() + "#up");
+    down = stacked("expert.down.weight", {d, inter}, InitKind::Normal, e,
+                   fused->down, fused->down.getTransposed()
+                                    ? fused->down.getTensor().str() + "#down"
+                                    : fused->down.getTensor().str());
+  } else {
     if (cfg.gated)
-      gates.push_back(matrix("expert.gate.weight", inter, d, i));
-    ups.push_back(matrix("expert.up.weight", inter, d, i));
-    if (cfg.expertBias)
-      upBiases.push_back(weight("expert.up.bias", {inter}, InitKind::Zeros, i));
-    downs.push_back(matrix("expert.down.weight", d, inter, i));
-    if (cfg.expertBias)
-      downBiases.push_back(weight("expert.down.bias", {d}, InitKind::Zeros, i));
+      gate = stacked("expert.gate.weight", {inter, d}, InitKind::Normal, e);
+    up = stacked("expert.up.weight", {inter, d}, InitKind::Normal, e);
+    down = stacked("expert.down.weight", {d, inter}, InitKind::Normal, e);
+  }
+  if (cfg.expertBias) {
+    upBias = stacked("expert.up.bias", {inter}, InitKind::Zeros, e);
+    downBias = stacked("expert.down.bias", {d}, InitKind::Zeros, e);
   }
   Value expertOut = ExpertsOp::create(
-      b, at("experts"), act(d), dispatched, map.getExpertOffsets(), ups, gates,
-      downs, upBiases, downBiases, b.getI64IntegerAttr(k),
+      b, at("experts"), act(d), dispatched, map.getExpertOffsets(), up, gate,
+      down, upBias, downBias, b.getI64IntegerAttr(k),
       ActivationAttr::get(&ctx, cfg.activation), PlacementAttr());
   Value out = CombineOp::create(b, at("combine"), act(d), expertOut,
                                 map.getSortedSlots(), weights);

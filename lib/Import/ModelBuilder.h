@@ -92,8 +92,15 @@ struct DecoderConfig {
 /// "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "router",
 /// "expert.{up,gate,down}.{weight,bias}" (with `expert`),
 /// "shared.{up,gate,down}.weight", "shared_gate", "coef.{weight,bias}".
+/// With `expert == kAllExperts` an expert role's name is the per-expert
+/// pattern, `{e}` standing for the expert's number.
 using NameFn = std::function<std::string(llvm::StringRef role, int64_t layer,
                                          int64_t expert)>;
+inline constexpr int64_t kAllExperts = -2;
+/// The expert part of a per-expert tensor name: the number, or `{e}`.
+inline std::string expertToken(int64_t expert) {
+  return expert == kAllExperts ? std::string("{e}") : std::to_string(expert);
+}
 
 /// Where parameters come from: a checkpoint (tensors are checked), or
 /// nothing (every parameter gets `elementType`).

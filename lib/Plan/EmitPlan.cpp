@@ -138,23 +138,23 @@ struct StepSerializer {
   Result operator()(const ExpertsStep &s) {
     // The experts this rank holds a copy of (all when unplaced), with the
     // copy's index among the expert's copies.
-    std::vector<flatbuffers::Offset<fb::ExpertWeights>> local;
+    std::vector<flatbuffers::Offset<fb::LocalExpert>> local;
     for (auto [id, r] : llvm::enumerate(s.experts)) {
       if (r.copies.empty()) {
-        local.push_back(fb::CreateExpertWeights(
-            fbb, int(id), r.gate, r.up, r.down, r.upBias, r.downBias));
+        local.push_back(fb::CreateLocalExpert(fbb, int(id)));
         continue;
       }
       auto it = llvm::find(r.copies, int64_t(rank));
       if (it != r.copies.end())
-        local.push_back(fb::CreateExpertWeights(
-            fbb, int(id), r.gate, r.up, r.down, r.upBias, r.downBias,
-            int(it - r.copies.begin()), int(r.copies.size())));
+        local.push_back(fb::CreateLocalExpert(fbb, int(id),
+                                              int(it - r.copies.begin()),
+                                              int(r.copies.size())));
     }
     auto list = fbb.CreateVector(local);
     return make(fb::Op::Experts,
                 fb::CreateExperts(fbb, s.in, s.sorted, s.offsets, s.out,
                                   s.topK, s.intermediate, toFb(s.act), s.gated,
+                                  s.gate, s.up, s.down, s.upBias, s.downBias,
                                   list, s.onDemand));
   }
   Result operator()(const CombineStep &s) {
@@ -270,10 +270,16 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     auto ranks = w.ranks.empty()
                      ? 0
                      : fbb.CreateVector(w.ranks.data(), w.ranks.size());
+    auto source = w.sourceTensor.empty()
+                      ? 0
+                      : fb::CreateWeightSource(
+                            fbb, fbb.CreateString(w.sourceTensor),
+                            w.sourceOffset, w.sourceStride,
+                            w.sourceTransposed);
     weights.push_back(fb::CreateWeight(
         fbb, fbb.CreateString(w.name), toFb(w.storedType), toFb(w.type),
         fbb.CreateVector(w.shape.data(), w.shape.size()), toFb(w.init),
-        w.initStd, ranks, w.streamed));
+        w.initStd, ranks, w.streamed, source));
   }
   auto weightVec = fbb.CreateVector(weights);
 

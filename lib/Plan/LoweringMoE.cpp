@@ -62,14 +62,14 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
   // moe-layer-streaming: experts fetched when the gate routes tokens to them.
   step.onDemand =
       getMoEDialect(e.getContext()).getOnDemandAttrHelper().isAttrPresent(e);
+  step.up = weightOf(e.getUp());
+  step.down = weightOf(e.getDown());
+  step.gate = e.getGate() ? weightOf(e.getGate()) : -1;
+  step.upBias = e.getUpBias() ? weightOf(e.getUpBias()) : -1;
+  step.downBias = e.getDownBias() ? weightOf(e.getDownBias()) : -1;
   PlacementAttr placement = e.getPlacementAttr();
   for (int64_t i = 0; i < e.getNumExperts(); ++i) {
     ExpertRef r;
-    r.up = weightOf(e.getUp()[i]);
-    r.down = weightOf(e.getDown()[i]);
-    r.gate = e.isGated() ? weightOf(e.getGate()[i]) : -1;
-    r.upBias = e.getUpBias().empty() ? -1 : weightOf(e.getUpBias()[i]);
-    r.downBias = e.getDownBias().empty() ? -1 : weightOf(e.getDownBias()[i]);
     if (placement)
       r.copies = placement.getCopies(i);
     step.experts.push_back(std::move(r));

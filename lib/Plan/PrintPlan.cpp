@@ -148,7 +148,11 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
     auto *o = s.op_as_Experts();
     os << buf(o->in()) << " via " << buf(o->sorted_slots()) << ", "
        << buf(o->expert_offsets()) << " -> " << buf(o->slot_out())
-       << " experts [";
+       << " gate " << weight(o->gate()) << " up " << weight(o->up())
+       << " down " << weight(o->down());
+    if (o->up_bias() >= 0 || o->down_bias() >= 0)
+      os << " bias " << weight(o->up_bias()) << " " << weight(o->down_bias());
+    os << " experts [";
     if (o->experts())
       for (unsigned i = 0; i < o->experts()->size(); ++i) {
         auto *e = o->experts()->Get(i);
@@ -241,6 +245,14 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
       }
       if (w->streamed())
         os << " streamed";
+      if (const fb::WeightSource *src = w->source()) {
+        if (src->tensor()->str() != w->name()->str())
+          os << " from " << src->tensor()->str();
+        if (src->offset() != 0 || src->stride() != 1)
+          os << " rows " << src->offset() << "+" << src->stride() << "n";
+        if (src->transposed())
+          os << " transposed";
+      }
       os << "\n";
     }
   if (p->placement())

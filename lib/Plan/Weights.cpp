@@ -1,9 +1,9 @@
 //===- Weights.cpp - The plan's weight table ------------------------------===//
 //
 // Every moe.param in declaration order (the plan numbers weights so), with
-// the dtype it is held in at run time, the ranks that hold it (an expert's
-// weights live on the ranks of its copies; a weight any other op reads lives
-// everywhere) and whether moe-layer-streaming left it non-resident. Shared by
+// the dtype it is held in at run time, the ranks that hold it (an
+// expert-stacked weight's slice e lives on the ranks of expert e's copies; a
+// weight any other op reads lives everywhere), its checkpoint source and whether moe-layer-streaming left it non-resident. Shared by
 // the emitter, moe-plan-memory (peak bytes) and moe-layer-streaming.
 //
 //===----------------------------------------------------------------------===//
@@ -20,6 +20,18 @@ uint64_t mlir::moe::plan::Weight::bytes() const {
   uint64_t n = uint64_t(elemSize(type));
   for (int64_t d : shape)
     n *= uint64_t(d);
+  return n;
+}
+
+uint64_t mlir::moe::plan::Weight::bytesOnRank(int32_t rank) const {
+  if (!onRank(rank))
+    return 0;
+  if (expertRanks.empty())
+    return bytes();
+  uint64_t slice = bytes() / uint64_t(expertRanks.size()), n = 0;
+  for (const SmallVector<int32_t> &ranks : expertRanks)
+    if (ranks.empty() || llvm::is_contained(ranks, rank))
+      n += slice;
   return n;
 }
 
@@ -60,6 +72,12 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
     w.init = param.getInit();
     if (auto std = param.getInitStd())
       w.initStd = std->convertToFloat();
+    if (SourceAttr src = param.getSourceAttr()) {
+      w.sourceTensor = src.getTensor().str();
+      w.sourceOffset = src.getOffset();
+      w.sourceStride = src.getStride();
+      w.sourceTransposed = src.getTransposed();
+    }
     index[param.getSymNameAttr()] = int(weights.size());
     weights.push_back(std::move(w));
   }
@@ -68,9 +86,9 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
         v.getDefiningOp<WeightOp>().getParamAttr().getAttr());
   };
 
-  // Weights other ops read are on every rank; an expert's on its copies'.
+  // Weights other ops read are on every rank; an expert-stacked weight's
+  // slices on their expert's copies.
   llvm::DenseSet<int> shared;
-  llvm::DenseMap<int, SmallVector<int32_t>> expertRanks;
   model.walk([&](Operation *op) {
     auto experts = dyn_cast<ExpertsOp>(op);
     if (!experts) {
@@ -83,22 +101,28 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
     bool onDemand = getMoEDialect(model.getContext())
                         .getOnDemandAttrHelper()
                         .isAttrPresent(experts);
-    for (int64_t e = 0; e < experts.getNumExperts(); ++e)
-      for (Value v : experts.getExpertWeights(e)) {
-        int w = weightOf(v);
-        if (onDemand)
-          weights[w].streamed = true;
-        if (placement)
-          for (int64_t rank : placement.getCopies(e))
-            expertRanks[w].push_back(int32_t(rank));
+    for (Value v : experts.getExpertWeights()) {
+      Weight &w = weights[weightOf(v)];
+      if (onDemand)
+        w.streamed = true;
+      w.expertRanks.assign(size_t(experts.getNumExperts()), {});
+      if (!placement)
+        continue;
+      SmallVector<int32_t> all;
+      for (int64_t e = 0; e < experts.getNumExperts(); ++e) {
+        for (int64_t rank : placement.getCopies(e))
+          w.expertRanks[size_t(e)].push_back(int32_t(rank));
+        all.append(w.expertRanks[size_t(e)]);
       }
+      llvm::sort(all);
+      all.erase(std::unique(all.begin(), all.end()), all.end());
+      w.ranks = all;
+    }
   });
-  for (auto &[w, ranks] : expertRanks) {
-    if (shared.contains(w))
-      continue;
-    llvm::sort(ranks);
-    ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-    weights[w].ranks = ranks;
+  // A weight both an expert op and another op read lives everywhere.
+  for (int w : shared) {
+    weights[w].ranks.clear();
+    weights[w].expertRanks.clear();
   }
 
   // A layer with moe.prefetch_distance streams its own weights (not its
@@ -136,7 +160,6 @@ uint64_t mlir::moe::plan::weightBytesOnRank(ArrayRef<Weight> weights,
                                             int32_t rank) {
   uint64_t bytes = 0;
   for (const Weight &w : weights)
-    if (w.onRank(rank))
-      bytes += w.bytes();
+    bytes += w.bytesOnRank(rank);
   return bytes;
 }

@@ -81,7 +81,7 @@ void MoELayerStreamingPass::runOnOperation() {
     paramIndex[param.getSymNameAttr()] = int(paramIndex.size());
   auto bytesOn = [&](int w, int64_t rank) -> uint64_t {
     const plan::Weight &weight = (*weightTable)[w];
-    return weight.onRank(int32_t(rank)) ? weight.bytes() : 0;
+    return weight.bytesOnRank(int32_t(rank));
   };
 
   SmallVector<uint64_t> global(ranks, 0);
@@ -94,20 +94,19 @@ void MoELayerStreamingPass::runOnOperation() {
     llvm::DenseSet<int> seen;
     layer.walk([&](ExpertsOp experts) {
       lb.experts = experts;
-      for (int64_t e = 0; e < experts.getNumExperts(); ++e) {
-        SmallVector<uint64_t> one(ranks, 0);
-        for (Value v : experts.getExpertWeights(e)) {
-          int w = paramIndex.lookup(
-              v.getDefiningOp<WeightOp>().getParamAttr().getAttr());
-          if (!seen.insert(w).second)
-            continue;
-          for (int64_t r = 0; r < ranks; ++r) {
-            one[r] += bytesOn(w, r);
-            lb.expert[r] += bytesOn(w, r);
-          }
+      // Stacked weights: expert e is slice e of each (all of one size).
+      int64_t numExperts = experts.getNumExperts();
+      for (Value v : experts.getExpertWeights()) {
+        int w = paramIndex.lookup(
+            v.getDefiningOp<WeightOp>().getParamAttr().getAttr());
+        if (!seen.insert(w).second)
+          continue;
+        const plan::Weight &weight = (*weightTable)[w];
+        uint64_t slice = weight.bytes() / uint64_t(numExperts);
+        for (int64_t r = 0; r < ranks; ++r) {
+          lb.expert[r] += weight.bytesOnRank(int32_t(r));
+          lb.oneExpert[r] += weight.bytesOnRank(int32_t(r)) ? slice : 0;
         }
-        for (int64_t r = 0; r < ranks; ++r)
-          lb.oneExpert[r] = std::max(lb.oneExpert[r], one[r]);
       }
     });
     layer.walk([&](WeightOp weight) {

@@ -32,6 +32,15 @@ const char *opName(plan::Op op) {
   return n && *n ? n : "unknown";
 }
 
+std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
+                                     const plan::Experts &op, int32_t expert) {
+  std::array<int32_t, 5> r;
+  int32_t roles[5] = {op.gate(), op.up(), op.down(), op.up_bias(), op.down_bias()};
+  for (int k = 0; k < 5; ++k)
+    r[size_t(k)] = roles[k] < 0 ? -1 : weights[size_t(roles[k])].slices[size_t(expert)];
+  return r;
+}
+
 bool WeightInfo::usedBy(int rank) const {
   return ranks.empty() || std::find(ranks.begin(), ranks.end(), rank) != ranks.end();
 }
@@ -138,10 +147,14 @@ private:
   /// `matrix`: the use is as W [N, K] of a product X W^T (Linear, Logits,
   /// Experts), which the runtime may store packed; any other use keeps the
   /// weight row-major.
-  const WeightInfo &weight(int32_t idx, const char *role, size_t rank, bool matrix = false) {
-    if (idx < 0 || size_t(idx) >= weights_.size())
-      err("{}{} index {} out of range (expected 0..{})", role,
-          std::string_view(role) == "weight" ? "" : " weight", idx, int64_t(weights_.size()) - 1);
+  const WeightInfo &weight(int32_t idx, const char *role, size_t rank, bool matrix = false,
+                           bool slice = false) {
+    if (!slice) {
+      checkIndex(idx, role);
+      if (!weights_[size_t(idx)].slices.empty())
+        err("{} weight '{}' is expert-stacked (expected a weight no Experts step reads)", role,
+            weights_[size_t(idx)].name);
+    }
     const WeightInfo &w = weights_[size_t(idx)];
     if (w.shape.size() != rank)
       err("{} weight '{}' has rank {} (expected rank {})", role, w.name, w.shape.size(), rank);
@@ -160,6 +173,26 @@ private:
   }
   const WeightInfo *optWeight(int32_t idx, const char *role, size_t rank) {
     return idx == -1 ? nullptr : &weight(idx, role, rank);
+  }
+  void checkIndex(int32_t idx, const char *role) {
+    if (idx < 0 || size_t(idx) >= pf_.numPlanWeights())
+      err("{}{} index {} out of range (expected 0..{})", role,
+          std::string_view(role) == "weight" ? "" : " weight", idx,
+          int64_t(pf_.numPlanWeights()) - 1);
+  }
+  /// An expert-stacked weight of an Experts step: [E, dims...].
+  const WeightInfo *stacked(int32_t idx, const char *role, int64_t numExperts,
+                            std::initializer_list<int64_t> dims) {
+    if (idx == -1)
+      return nullptr;
+    checkIndex(idx, role);
+    const WeightInfo &w = weights_[size_t(idx)];
+    std::vector<int64_t> want{numExperts};
+    want.insert(want.end(), dims.begin(), dims.end());
+    if (w.shape != want)
+      err("{} weight '{}' has shape [{}] (expected [{}]: expert-stacked, {} experts)", role,
+          w.name, fmt::join(w.shape, ", "), fmt::join(want, ", "), numExperts);
+    return &w;
   }
 
   /// rows(b, T) >= perToken*T + fixed for every T in [1, max_tokens].
@@ -316,12 +349,22 @@ void RankValidator::validateExperts(const plan::Experts &op) {
   needDisjoint(op.in(), op.slot_out());
   int64_t I = op.intermediate();
   needPositive(I, "intermediate");
-  if (!op.experts() || op.experts()->size() == 0)
-    return; // a rank without local experts only zeroes slot_out
-  int64_t D = -1;
+  if (op.gated() != (op.gate() != -1))
+    err("gate weight {} (expected {} since gated={})", op.gate(),
+        op.gated() ? "one" : "none (-1)", op.gated());
+  // The stacked weights: gate/up [E, I, D], down [E, D, I], biases [E, I], [E, D].
+  checkIndex(op.down(), "down");
+  const std::vector<int64_t> &downShape = weights_[size_t(op.down())].shape;
+  int64_t D = downShape.size() == 3 ? downShape[1] : -1;
+  const WeightInfo *roles[5] = {stacked(op.gate(), "gate", numExperts, {I, D}),
+                                stacked(op.up(), "up", numExperts, {I, D}),
+                                stacked(op.down(), "down", numExperts, {D, I}),
+                                stacked(op.up_bias(), "up_bias", numExperts, {I}),
+                                stacked(op.down_bias(), "down_bias", numExperts, {D})};
+  static const char *roleNames[5] = {"gate", "up", "down", "up_bias", "down_bias"};
   std::set<int> seen;
-  for (unsigned i = 0; i < op.experts()->size(); ++i) {
-    const plan::ExpertWeights *e = op.experts()->Get(i);
+  for (unsigned i = 0; op.experts() && i < op.experts()->size(); ++i) {
+    const plan::LocalExpert *e = op.experts()->Get(i);
     if (e->expert() < 0 || e->expert() >= numExperts)
       err("expert id {} out of range (expected 0..{})", e->expert(), numExperts - 1);
     if (!seen.insert(e->expert()).second)
@@ -329,28 +372,11 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     if (e->num_replicas() < 1 || e->replica() < 0 || e->replica() >= e->num_replicas())
       err("expert {} is copy {} of {} (expected 0 <= replica < num_replicas)", e->expert(),
           e->replica(), e->num_replicas());
-    if (op.gated() != (e->gate() != -1))
-      err("expert {} {} a gate weight (expected {} since gated={})", e->expert(),
-          e->gate() == -1 ? "lacks" : "has", op.gated() ? "one" : "none", op.gated());
-    const WeightInfo &up = weight(e->up(), "up", 2, true);
-    const WeightInfo &down = weight(e->down(), "down", 2, true);
-    if (D < 0)
-      D = down.shape[0];
-    auto shapeIs = [&](const WeightInfo &w, int64_t r, int64_t c) {
-      if (w.shape[0] != r || w.shape[1] != c)
-        err("expert {} weight '{}' has shape [{}, {}] (expected [{}, {}])", e->expert(), w.name,
-            w.shape[0], w.shape[1], r, c);
-    };
-    shapeIs(up, I, D);
-    shapeIs(down, D, I);
-    if (const WeightInfo *gw = e->gate() == -1 ? nullptr : &weight(e->gate(), "gate", 2, true))
-      shapeIs(*gw, I, D);
-    if (const WeightInfo *b = optWeight(e->up_bias(), "up_bias", 1); b && b->shape[0] != I)
-      err("expert {} up_bias '{}' has {} elements (expected {})", e->expert(), b->name,
-          b->shape[0], I);
-    if (const WeightInfo *b = optWeight(e->down_bias(), "down_bias", 1); b && b->shape[0] != D)
-      err("expert {} down_bias '{}' has {} elements (expected {})", e->expert(), b->name,
-          b->shape[0], D);
+    // This rank reads only its experts' slices.
+    for (int k = 0; k < 5; ++k)
+      if (roles[k])
+        weight(roles[k]->slices[size_t(e->expert())], roleNames[k], k < 3 ? 2 : 1, k < 3,
+               /*slice=*/true);
   }
   needCols(in, "in", D);
   if (out.rowElems != D)
@@ -690,9 +716,13 @@ void RankValidator::validateStep(const plan::Step &s) {
     auto *ws = s.op_type() == Op::Prefetch ? s.op_as_Prefetch()->weights()
                                            : s.op_as_Evict()->weights();
     if (ws)
-      for (int32_t w : *ws)
-        if (w < 0 || size_t(w) >= weights_.size())
-          err("weight index {} out of range (expected 0..{})", w, int64_t(weights_.size()) - 1);
+      for (int32_t w : *ws) {
+        checkIndex(w, "weight");
+        if (!weights_[size_t(w)].slices.empty())
+          err("weight '{}' is expert-stacked (expected a dense weight: experts stream on "
+              "demand)",
+              weights_[size_t(w)].name);
+      }
     break;
   }
   default:
@@ -726,6 +756,64 @@ void RankValidator::run() {
 }
 
 } // namespace
+
+void PlanFile::sliceStackedWeights() {
+  const plan::Plan &r = *root_;
+  std::vector<bool> stacked(numPlanWeights_, false);
+  for (unsigned i = 0; r.ranks() && i < r.ranks()->size(); ++i) {
+    const plan::RankProgram *rp = r.ranks()->Get(i);
+    for (unsigned k = 0; rp->steps() && k < rp->steps()->size(); ++k)
+      if (const plan::Experts *op = rp->steps()->Get(k)->op_as_Experts())
+        for (int32_t w : {op->gate(), op->up(), op->down(), op->up_bias(), op->down_bias()})
+          if (w >= 0 && size_t(w) < numPlanWeights_)
+            stacked[size_t(w)] = true;
+  }
+  std::set<std::string> names;
+  for (const WeightInfo &w : weights_)
+    names.insert(w.name);
+  for (size_t i = 0; i < numPlanWeights_; ++i) {
+    // Not stacked, or not a valid stacked weight: reported by the Experts
+    // step's validation, or after it (a source on a weight no Experts step
+    // reads).
+    if (!stacked[i] || weights_[i].shape.size() < 2)
+      continue;
+    int64_t E = weights_[i].shape[0];
+    if (E > (int64_t(1) << 20))
+      fail("{}: weight '{}' stacks {} experts (expected at most 2^20)", path_, weights_[i].name,
+           E);
+    for (int64_t e = 0; e < E; ++e) {
+      const WeightInfo &w = weights_[i];
+      WeightInfo s;
+      bool pattern = w.sourceTensor.find("{e}") != std::string::npos;
+      if (pattern) {
+        s.name = w.sourceTensor;
+        s.name.replace(s.name.find("{e}"), 3, std::to_string(e));
+      } else {
+        s.name = fmt::format("{}[{}]", w.name, e);
+      }
+      if (!names.insert(s.name).second)
+        fail("{}: expert {} of weight '{}' is named '{}' like another weight (expected unique "
+             "names)",
+             path_, e, w.name, s.name);
+      s.storedDtype = w.storedDtype;
+      s.dtype = w.dtype;
+      s.shape.assign(w.shape.begin() + 1, w.shape.end());
+      s.numel = w.numel / uint64_t(E);
+      s.init = w.init;
+      s.initStd = w.initStd;
+      s.ranks = w.ranks;
+      s.streamed = w.streamed;
+      s.stacked = int32_t(i);
+      s.expert = e;
+      s.sourceTensor = w.sourceTensor;
+      s.sourceOffset = w.sourceOffset;
+      s.sourceStride = w.sourceStride;
+      s.sourceTransposed = w.sourceTransposed;
+      weights_[i].slices.push_back(int32_t(weights_.size()));
+      weights_.push_back(std::move(s));
+    }
+  }
+}
 
 void PlanFile::validate() {
   const plan::Plan &r = *root_;
@@ -825,9 +913,35 @@ void PlanFile::validate() {
                  r.num_ranks() - 1);
           wi.ranks.push_back(rk);
         }
+      if (const plan::WeightSource *src = w->source()) {
+        wi.sourceTensor = src->tensor()->str();
+        wi.sourceOffset = src->offset();
+        wi.sourceStride = src->stride();
+        wi.sourceTransposed = src->transposed();
+        size_t at = wi.sourceTensor.find("{e}");
+        if (wi.sourceTensor.empty())
+          fail("{}: weight '{}' has a source with an empty tensor name", p, wi.name);
+        if (at != std::string::npos &&
+            (wi.sourceTensor.find("{e}", at + 1) != std::string::npos || wi.sourceOffset != 0 ||
+             wi.sourceStride != 1 || wi.sourceTransposed))
+          fail("{}: weight '{}' has source '{}' (expected one {{e}} and no offset, stride or "
+               "transposed in a per-expert pattern)",
+               p, wi.name, wi.sourceTensor);
+        if (wi.sourceOffset < 0 || wi.sourceOffset > kMaxDim || wi.sourceStride < 1 ||
+            wi.sourceStride > kMaxDim)
+          fail("{}: weight '{}' has source offset {} and stride {} (expected 0 <= offset and "
+               "1 <= stride, both below 2^40)",
+               p, wi.name, wi.sourceOffset, wi.sourceStride);
+        if (wi.sourceTransposed && wi.shape.size() != 3)
+          fail("{}: weight '{}' has a transposed source but rank {} (expected an "
+               "expert-stacked matrix [E, N, K])",
+               p, wi.name, wi.shape.size());
+      }
       weights_.push_back(std::move(wi));
     }
   }
+  numPlanWeights_ = weights_.size();
+  sliceStackedWeights();
 
   ranks_.resize(size_t(r.num_ranks()));
   for (int i = 0; i < r.num_ranks(); ++i) {
@@ -836,6 +950,11 @@ void PlanFile::validate() {
       fail("{}: ranks[{}] has rank {} (expected {})", p, i, rp.rank(), i);
     RankValidator(*this, r, weights_, rp, i, ranks_[size_t(i)]).run();
   }
+  for (size_t i = 0; i < numPlanWeights_; ++i)
+    if (!weights_[i].sourceTensor.empty() && weights_[i].slices.empty())
+      fail("{}: weight '{}' has a source but no Experts step reads it (expected sources on "
+           "expert-stacked weights only)",
+           p, weights_[i].name);
   if (ranks_[0].logitsStep < 0)
     fail("{}: rank 0 has no Logits step (expected one)", p);
 }

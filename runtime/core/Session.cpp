@@ -228,9 +228,9 @@ void Session::predict(Prediction &p) {
                      weights_.view(p.router), w.shape[0], w.shape[1], p.topK, p.ids);
   const plan::Experts *ex = prog_.steps()->Get(p.experts)->op_as_Experts();
   std::vector<int32_t> fetch;
-  for (const plan::ExpertWeights *e : *ex->experts())
+  for (const plan::LocalExpert *e : *ex->experts())
     if (std::binary_search(p.ids.begin(), p.ids.end(), e->expert()))
-      for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+      for (int32_t wi : expertWeights(plan_.weights(), *ex, e->expert()))
         if (wi >= 0 && weights_.isStreamed(wi) && !weights_.isResident(wi))
           fetch.push_back(wi);
   streaming_.predicted += p.ids.size();
@@ -260,13 +260,13 @@ void Session::launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex
   std::vector<std::vector<int32_t>> weightsOf; // their streamed weights
   uint64_t need = 0;
   for (unsigned k = 0; k < ex.experts()->size(); ++k) {
-    const plan::ExpertWeights *e = ex.experts()->Get(k);
+    const plan::LocalExpert *e = ex.experts()->Get(k);
     int32_t id = e->expert();
     if (id + 1 >= rows || offsets[size_t(id) + 1] <= offsets[size_t(id)])
       continue;
     routed.push_back(int32_t(k));
     weightsOf.emplace_back();
-    for (int32_t w : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+    for (int32_t w : expertWeights(plan_.weights(), ex, id))
       if (w >= 0 && weights_.isStreamed(w)) {
         weightsOf.back().push_back(w);
         if (!weights_.isResident(w))

@@ -41,6 +41,106 @@ static std::vector<bool> weightsUsedBy(const PlanFile &plan, const std::vector<i
 
 WeightStore::~WeightStore() = default;
 
+/// Checks a checkpoint tensor's dtype against what the plan records.
+static void checkDtype(const TensorInfo &t, const std::string &name, DType want) {
+  if (!t.dtype || *t.dtype != want)
+    fail("{}: tensor '{}' is {} (expected {} as the plan records)", t.file, name, t.dtypeName,
+         dtypeName(want));
+}
+
+/// Reads elements [b, e) of a tensor laid out contiguously at `data`.
+static std::function<void(void *, uint64_t, uint64_t)> contiguousRead(const WeightInfo &w,
+                                                                      const void *data) {
+  return [&w, data](void *dst, uint64_t b, uint64_t e) {
+    if (w.dtype == w.storedDtype) {
+      std::memcpy(dst, static_cast<const uint8_t *>(data) + b * dtypeSize(w.dtype),
+                  (e - b) * dtypeSize(w.dtype));
+      return;
+    }
+    for (uint64_t k = b; k < e; ++k)
+      storeFromF32(dst, w.dtype, k - b, loadAsF32(data, w.storedDtype, k));
+  };
+}
+
+/// A source that maps `data` in place when it needs no conversion and its
+/// mapped bytes are aligned for its dtype; safetensors does not promise
+/// alignment (a header length that is not a multiple of 8 shifts every
+/// tensor), so an unaligned tensor is copied instead.
+static WeightSource contiguousSource(const WeightInfo &w, const void *data) {
+  WeightSource s;
+  s.info = &w;
+  if (w.dtype == w.storedDtype && reinterpret_cast<uintptr_t>(data) % dtypeSize(w.dtype) == 0)
+    s.mapped = data;
+  s.read = contiguousRead(w, data);
+  return s;
+}
+
+WeightSource WeightStore::tensorSource(const Checkpoint &ckpt, const PlanFile &plan,
+                                       const WeightInfo &w) {
+  const TensorInfo *t = ckpt.find(w.name);
+  if (!t)
+    fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt.source(), w.name,
+         plan.path());
+  if (t->shape != w.shape)
+    fail("{}: tensor '{}' has shape [{}] (expected [{}])", t->file, w.name,
+         fmt::join(t->shape, ", "), fmt::join(w.shape, ", "));
+  checkDtype(*t, w.name, w.storedDtype);
+  return contiguousSource(w, t->data);
+}
+
+WeightSource WeightStore::expertSliceSource(const PlanFile &plan, const Checkpoint &ckpt,
+                                            const WeightInfo &w) {
+  const WeightInfo &parent = plan.weights()[size_t(w.stacked)];
+  const std::string &src = parent.sourceTensor.empty() ? parent.name : parent.sourceTensor;
+  // Per-expert tensors: each slice is a checkpoint tensor of its own.
+  if (src.find("{e}") != std::string::npos)
+    return tensorSource(ckpt, plan, w);
+  const TensorInfo *t = ckpt.find(src);
+  if (!t)
+    fail("{}: tensor '{}' is missing (expected it for the experts' weight '{}' of plan {})",
+         ckpt.source(), src, parent.name, plan.path());
+  checkDtype(*t, src, w.storedDtype);
+  // Without a source the tensor is the stacked weight itself.
+  if (parent.sourceTensor.empty() && t->shape != parent.shape)
+    fail("{}: tensor '{}' has shape [{}] (expected [{}])", t->file, src,
+         fmt::join(t->shape, ", "), fmt::join(parent.shape, ", "));
+  // The source is [E, A, K] (transposed: [E, K, A]) or, for vectors, [E, A];
+  // slice e's row n is row (column) offset + n * stride of block e.
+  const int64_t E = parent.shape[0], N = w.shape[0];
+  const int64_t K = w.shape.size() == 2 ? w.shape[1] : 1;
+  const bool tr = parent.sourceTransposed;
+  const int64_t off = parent.sourceOffset, stride = parent.sourceStride;
+  const int64_t A = t->shape.size() == parent.shape.size() ? t->shape[tr ? 2 : 1] : 0;
+  bool ok = t->shape.size() == parent.shape.size() && t->shape[0] == E &&
+            (w.shape.size() == 1 || t->shape[tr ? 1 : 2] == K) &&
+            off + (N - 1) * stride < A;
+  if (!ok)
+    fail("{}: tensor '{}' has shape [{}] (expected [{}, A, {}] with A > {} for '{}': rows "
+         "{} + n * {}{})",
+         t->file, src, fmt::join(t->shape, ", "), E, K, off + (N - 1) * stride, parent.name,
+         off, stride, tr ? ", transposed" : "");
+  const uint64_t block = uint64_t(A) * uint64_t(K), e = uint64_t(w.expert);
+  const size_t es = dtypeSize(w.storedDtype);
+  const uint8_t *base = static_cast<const uint8_t *>(t->data);
+  if (!tr && stride == 1) {
+    // Contiguous rows of the expert's block: mapped like a tensor of its own.
+    return contiguousSource(w, base + (e * block + uint64_t(off) * uint64_t(K)) * es);
+  }
+  // Strided or transposed (gpt-oss's interleaved [E, H, 2I]): gathered once
+  // into the backend's layout at load.
+  WeightSource s;
+  s.info = &w;
+  s.read = [&w, base, block, e, A, K, off, stride, tr](void *dst, uint64_t b, uint64_t end) {
+    for (uint64_t k = b; k < end; ++k) {
+      uint64_t n = k / uint64_t(K), c = k % uint64_t(K);
+      uint64_t row = uint64_t(off) + n * uint64_t(stride);
+      uint64_t at = e * block + (tr ? c * uint64_t(A) + row : row * uint64_t(K) + c);
+      storeFromF32(dst, w.dtype, k - b, loadAsF32(base, w.storedDtype, at));
+    }
+  };
+  return s;
+}
+
 void WeightStore::bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
                        const ProgressFn &progress) {
   const PlanFile &plan = *plan_;
@@ -102,34 +202,7 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     if (!used[i])
       continue;
     const WeightInfo &w = infos[i];
-    const TensorInfo *t = ckpt->find(w.name);
-    if (!t)
-      fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt->source(), w.name,
-           plan.path());
-    if (t->shape != w.shape)
-      fail("{}: tensor '{}' has shape [{}] (expected [{}])", t->file, w.name,
-           fmt::join(t->shape, ", "), fmt::join(w.shape, ", "));
-    if (!t->dtype || *t->dtype != w.storedDtype)
-      fail("{}: tensor '{}' is {} (expected {} as the plan records)", t->file, w.name,
-           t->dtypeName, dtypeName(w.storedDtype));
-    WeightSource &s = srcs[i];
-    s.info = &w;
-    // Backends read a tensor in place only when it needs no conversion and
-    // its mapped bytes are aligned for its dtype; safetensors does not
-    // promise alignment (a header length that is not a multiple of 8 shifts
-    // every tensor), so an unaligned tensor is copied instead.
-    if (w.dtype == w.storedDtype && reinterpret_cast<uintptr_t>(t->data) % dtypeSize(w.dtype) == 0)
-      s.mapped = t->data;
-    const void *data = t->data;
-    s.read = [&w, data](void *dst, uint64_t b, uint64_t e) {
-      if (w.dtype == w.storedDtype) {
-        std::memcpy(dst, static_cast<const uint8_t *>(data) + b * dtypeSize(w.dtype),
-                    (e - b) * dtypeSize(w.dtype));
-        return;
-      }
-      for (uint64_t k = b; k < e; ++k)
-        storeFromF32(dst, w.dtype, k - b, loadAsF32(data, w.storedDtype, k));
-    };
+    srcs[i] = w.stacked >= 0 ? expertSliceSource(plan, *ckpt, w) : tensorSource(*ckpt, plan, w);
   }
   ws->bind(ranks, std::move(srcs), progress);
   return ws;
@@ -149,8 +222,15 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
       continue;
     const WeightInfo &w = infos[i];
     srcs[i].info = &w;
-    uint64_t key = tensorKey(seed, w.name);
-    srcs[i].read = [&w, key, be](void *dst, uint64_t b, uint64_t e) {
+    // A slice of per-expert tensors is generated as that tensor; one of a
+    // fused weight as its block of the whole stacked tensor.
+    uint64_t key = tensorKey(seed, w.name), shift = 0;
+    if (w.stacked >= 0 && w.sourceTensor.find("{e}") == std::string::npos) {
+      key = tensorKey(seed, infos[size_t(w.stacked)].name);
+      shift = uint64_t(w.expert) * w.numel;
+    }
+    srcs[i].read = [&w, key, shift, be](void *dst, uint64_t b0, uint64_t e0) {
+      uint64_t b = b0 + shift, e = e0 + shift;
       if (w.init != plan::Init::Normal) {
         float v = w.init == plan::Init::Ones ? 1.0f : 0.0f;
         for (uint64_t k = b; k < e; ++k)

@@ -281,10 +281,10 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
     %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
     %y = moe.layer 0 (%h = %x) : tensor<?x2xf32> {
       %off = "test.offsets"() : () -> tensor<3xi32>
-      %u = "test.w"() : () -> tensor<4x2xf32>
-      %d = "test.w"() : () -> tensor<2x4xf32>
+      %u = "test.w"() : () -> tensor<2x4x2xf32>
+      %d = "test.w"() : () -> tensor<2x2x4xf32>
       // expected-error@+1 {{'moe.experts' op placement spans 4 ranks (expected the 2 ranks of the device grid @devices)}}
-      %e = moe.experts %h, %off top_k 1 act gelu up [%u, %u] : tensor<4x2xf32> down [%d, %d] : tensor<2x4xf32> placement <ranks = 4, experts = [0, 3]> : tensor<?x2xf32>, tensor<3xi32> -> tensor<?x2xf32>
+      %e = moe.experts %h, %off top_k 1 act gelu up %u : tensor<2x4x2xf32> down %d : tensor<2x2x4xf32> placement <ranks = 4, experts = [0, 3]> : tensor<?x2xf32>, tensor<3xi32> -> tensor<?x2xf32>
       moe.yield %h : tensor<?x2xf32>
     }
     %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
@@ -995,106 +995,97 @@ func.func @f(%x: tensor<?x4xf32>, %s: tensor<?xi32>) {
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op has 1 up weights (expected 2, one per expert)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op up weight is [1, 8, 4] (expected [2, 8, 4], [E, I, D])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u1 : tensor<1x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op has 1 gate weights (expected 2, one per expert, or none)}}
-  %y = moe.experts %x, %off top_k 1 act silu up [%u, %u] : tensor<8x4xf32> gate [%u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op gate weight is [1, 8, 4] (expected [2, 8, 4], [E, I, D])}}
+  %y = moe.experts %x, %off top_k 1 act silu up %u : tensor<2x8x4xf32> gate %u1 : tensor<1x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op has 3 down weights (expected 2, one per expert)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op down weight is [3, 4, 8] (expected [2, 4, 8], [E, D, I])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d3 : tensor<3x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op has 1 up_bias weights (expected 2, one per expert, or none)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> up_bias [%b] : tensor<8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op up bias is [1, 8] (expected [2, 8], [E, I])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> up_bias %b1 : tensor<1x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  %u6 = "test.w"() : () -> tensor<6x4xf32>
-  // expected-error@+1 {{'moe.experts' op operand #3 must be variadic of 2D statically shaped tensor of f32, bf16 or f16}}
-  %y = "moe.experts"(%x, %off, %u, %s, %d, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 2, 0, 2, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<?xi32>, tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op operand #2 must be 3D statically shaped tensor of f32, bf16 or f16 (expert-stacked matrices)}}
+  %y = "moe.experts"(%x, %off, %ux, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 1, 0, 1, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<2x4x8xf32>) -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op up weight of expert 1 is 'tensor<6x4xf32>' (expected 'tensor<8x4xf32>' like expert 0: experts share one shape)}}
-  %y = "moe.experts"(%x, %off, %u, %u3, %d, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 2, 0, 2, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<6x4xf32>, tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op up weight is [2, 8, 2] (expected [2, 8, 4], [E, I, D])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u2 : tensor<2x8x2xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op up weight is [8, 2] (expected [8, 4], [I, D])}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u2, %u2] : tensor<8x2xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op down weight is [2, 2, 8] (expected [2, 4, 8], [E, D, I])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d2 : tensor<2x2x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op down weight is [2, 8] (expected [4, 8], [D, I])}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d2, %d2] : tensor<2x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{'moe.experts' op down bias is [2, 8] (expected [2, 4], [E, D])}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> down_bias %b : tensor<2x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{'moe.experts' op down bias has 8 elements (expected 4)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> down_bias [%b, %b] : tensor<8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
-  return
-}
-
-// -----
-
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{'moe.experts' op top_k = 3 exceeds the number of experts 2}}
-  %y = moe.experts %x, %off top_k 3 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  %y = moe.experts %x, %off top_k 3 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{'moe.experts' op placement lists 3 experts (expected 2)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [0, 1, 1]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> placement <ranks = 2, experts = [0, 1, 1]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{'moe.experts' op result width 8 (expected 4, the input width)}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x8xf32>
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x8xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{'moe.experts' op expert_offsets needs num_experts + 1 >= 2 entries}}
-  %y = moe.experts %x, %off1 top_k 1 act gelu up [%u] : tensor<8x4xf32> down [%d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<1xi32> -> tensor<?x4xf32>
+  %y = moe.experts %x, %off1 top_k 1 act gelu up %u1 : tensor<1x8x4xf32> down %d1 : tensor<1x4x8xf32> : tensor<?x4xf32>, tensor<1xi32> -> tensor<?x4xf32>
   return
 }
 
@@ -1104,19 +1095,19 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u:
 // them (the moe.experts verifier looks at its own op only).
 moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
   moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
-  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.param @u "u" : tensor<2x8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<2x4x8xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
     %w = moe.weight @emb : tensor<4x4xf32>
     %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
     %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
       %off = "test.offsets"() : () -> tensor<3xi32>
       %s = "test.slots"() : () -> tensor<?xi32>
-      %u = moe.weight @u : tensor<8x4xf32>
-      %d = moe.weight @d : tensor<4x8xf32>
+      %u = moe.weight @u : tensor<2x8x4xf32>
+      %d = moe.weight @d : tensor<2x4x8xf32>
       %dx = moe.dispatch %h, %s top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
       // expected-error@+1 {{'moe.experts' op has top_k 1 but its input was dispatched with top_k 2}}
-      %e = moe.experts %dx, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      %e = moe.experts %dx, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
       moe.yield %e : tensor<?x4xf32>
     }
     %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
@@ -1126,17 +1117,17 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4,
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{unknown activation 'swiglu' (expected gelu, gelu_tanh, relu or silu)}}
-  %y = moe.experts %x, %off top_k 1 act swiglu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  %y = moe.experts %x, %off top_k 1 act swiglu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
 // -----
 
-func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<8x4xf32>, %u2: tensor<8x2xf32>, %u3: tensor<6x4xf32>, %d: tensor<4x8xf32>, %d2: tensor<2x8xf32>, %b: tensor<8xf32>, %b4: tensor<4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{expected 'up [...] : type' and 'down [...] : type' weight lists}}
-  %y = moe.experts %x, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
+  // expected-error@+1 {{expected 'up %w : type' and 'down %w : type' stacked weights}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 
@@ -1258,19 +1249,19 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
 moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
   shard.grid @devices(shape = 2)
   moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
-  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.param @u "u" : tensor<2x8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<2x4x8xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
     %w = moe.weight @emb : tensor<4x4xf32>
     %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
     %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
       %off = "test.offsets"() : () -> tensor<3xi32>
       %s = "test.slots"() : () -> tensor<?xi32>
-      %u = moe.weight @u : tensor<8x4xf32>
-      %d = moe.weight @d : tensor<4x8xf32>
+      %u = moe.weight @u : tensor<2x8x4xf32>
+      %d = moe.weight @d : tensor<2x4x8xf32>
       %in = moe.all_to_all dispatch %h, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
       // expected-error@+1 {{'moe.experts' op placement #moe.placement<ranks = 2, experts = [1, 0]> differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its input (expected one placement for a layer's experts and exchanges)}}
-      %e = moe.experts %in, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      %e = moe.experts %in, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> placement <ranks = 2, experts = [1, 0]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
       moe.yield %e : tensor<?x4xf32>
     }
     %l = moe.lm_head %y, %w tied : tensor<?x4xf32>, tensor<4x4xf32> -> tensor<?x4xf32>
@@ -1283,18 +1274,18 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4,
 moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4, num_layers = 1, max_position_embeddings = 8} {
   shard.grid @devices(shape = 2)
   moe.param @emb "emb" : tensor<4x4xf32> init normal std 0.02
-  moe.param @u "u" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d "d" : tensor<4x8xf32> init normal std 0.02
+  moe.param @u "u" : tensor<2x8x4xf32> init normal std 0.02
+  moe.param @d "d" : tensor<2x4x8xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
     %w = moe.weight @emb : tensor<4x4xf32>
     %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x4xf32> -> tensor<?x4xf32>
     %y = moe.layer 0 (%h = %x) : tensor<?x4xf32> {
       %off = "test.offsets"() : () -> tensor<3xi32>
       %s = "test.slots"() : () -> tensor<?xi32>
-      %u = moe.weight @u : tensor<8x4xf32>
-      %d = moe.weight @d : tensor<4x8xf32>
+      %u = moe.weight @u : tensor<2x8x4xf32>
+      %d = moe.weight @d : tensor<2x4x8xf32>
       // expected-error@+1 {{'moe.experts' op placement (none) differs from the placement #moe.placement<ranks = 2, experts = [0, 1]> of the exchange of its output (expected one placement for a layer's experts and exchanges)}}
-      %e = moe.experts %h, %off top_k 1 act gelu up [%u, %u] : tensor<8x4xf32> down [%d, %d] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+      %e = moe.experts %h, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
       %a = moe.all_to_all combine %e, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1]> : tensor<?x4xf32>, tensor<3xi32>
       moe.yield %a : tensor<?x4xf32>
     }
@@ -1467,6 +1458,90 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
       moe.yield %h : tensor<?x2xf32>
     }
     %l = moe.lm_head %y, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op has a source but type 'tensor<4xf32>' is not expert-stacked (expected [E, N, K] or [E, N])}}
+  moe.param @u "u.{e}" : tensor<4xf32> source <tensor = "u.{e}"> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op has the per-expert source 'e.{e}.up' (expected its name 'u')}}
+  moe.param @u "u" : tensor<2x8x4xf32> source <tensor = "e.{e}.up"> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op has a transposed source but type 'tensor<2x8xf32>' is not a stacked matrix (expected [E, N, K])}}
+  moe.param @b "b" : tensor<2x8xf32> source <tensor = "gate_up_proj_bias", transposed = true> init zeros
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{source pattern 'e.{e}.{e}' has {e} twice (expected once)}}
+  moe.param @u "e.{e}.{e}" : tensor<2x8x4xf32> source <tensor = "e.{e}.{e}"> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{source pattern 'e.{e}' names per-expert tensors (expected no offset, stride or transposed)}}
+  moe.param @u "e.{e}" : tensor<2x8x4xf32> source <tensor = "e.{e}", offset = 4> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{source 'gate_up_proj' has offset -1 and stride 0 (expected offset >= 0 and stride >= 1)}}
+  moe.param @u "u" : tensor<2x8x4xf32> source <tensor = "gate_up_proj", offset = -1, stride = 0> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
     moe.return %l : tensor<?x4xf32>
   }
 }

@@ -24,12 +24,18 @@ moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_s
   moe.param @upb "mlp.up.bias" : tensor<16xf32> init zeros
   moe.param @down "mlp.down.weight" : tensor<8x16xf32> init normal std 0.02
   moe.param @router "moe.router.weight" : tensor<2x8xf32> init normal std 0.02
-  moe.param @e0u "moe.experts.0.up.weight" : tensor<4x8xf32> init normal std 0.02
-  moe.param @e0g "moe.experts.0.gate.weight" : tensor<4x8xf32> init normal std 0.02
-  moe.param @e0d "moe.experts.0.down.weight" : tensor<8x4xf32> init normal std 0.02
-  moe.param @e1u "moe.experts.1.up.weight" : tensor<4x8xf32> init normal std 0.02
-  moe.param @e1g "moe.experts.1.gate.weight" : tensor<4x8xf32> init normal std 0.02
-  moe.param @e1d "moe.experts.1.down.weight" : tensor<8x4xf32> init normal std 0.02
+  // Expert-stacked parameters and their checkpoint sources: per-expert
+  // tensors, rows of a fused tensor, interleaved columns (gpt-oss).
+  // CHECK: moe.param @eu "moe.experts.{e}.up.weight" : tensor<2x4x8xf32> source <tensor = "moe.experts.{e}.up.weight"> init normal std 2.000000e-02
+  moe.param @eu "moe.experts.{e}.up.weight" : tensor<2x4x8xf32> source <tensor = "moe.experts.{e}.up.weight"> init normal std 0.02
+  // CHECK: moe.param @eg "moe.experts.gate_up_proj#gate" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj"> init normal std 2.000000e-02
+  moe.param @eg "moe.experts.gate_up_proj#gate" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj", offset = 0, stride = 1> init normal std 0.02
+  // CHECK: moe.param @eg2 "moe.experts.gate_up_proj#up" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj", offset = 1, stride = 2, transposed = true> init normal std 2.000000e-02
+  moe.param @eg2 "moe.experts.gate_up_proj#up" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj", offset = 1, stride = 2, transposed = true> init normal std 0.02
+  // CHECK: moe.param @ed "moe.experts.down_proj" : tensor<2x8x4xf32> init normal std 2.000000e-02
+  moe.param @ed "moe.experts.down_proj" : tensor<2x8x4xf32> init normal std 0.02
+  moe.param @eub "moe.experts.up_bias" : tensor<2x4xf32> init zeros
+  moe.param @edb "moe.experts.down_bias" : tensor<2x8xf32> init zeros
   moe.param @sgate "moe.shared_gate.weight" : tensor<1x8xf32> init normal std 0.02
   moe.param @coef "moe.coef.weight" : tensor<2x8xf32> init normal std 0.02
 
@@ -102,14 +108,15 @@ moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_s
       %d = moe.dispatch %h, %slots top_k 1 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
       // CHECK: %[[R:.*]] = moe.all_to_all dispatch %[[D]], %{{.*}} on @devices axes [0, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32>
       %dr = moe.all_to_all dispatch %d, %off on @devices axes [0, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32>
-      %u0 = moe.weight @e0u : tensor<4x8xf32>
-      %g0 = moe.weight @e0g : tensor<4x8xf32>
-      %d0 = moe.weight @e0d : tensor<8x4xf32>
-      %u1 = moe.weight @e1u : tensor<4x8xf32>
-      %g1 = moe.weight @e1g : tensor<4x8xf32>
-      %d1 = moe.weight @e1d : tensor<8x4xf32>
-      // CHECK: %[[Y:.*]] = moe.experts %[[R]], %{{.*}} top_k 1 act silu up [%{{.*}}, %{{.*}}] : tensor<4x8xf32> gate [%{{.*}}, %{{.*}}] : tensor<4x8xf32> down [%{{.*}}, %{{.*}}] : tensor<8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
-      %y = moe.experts %dr, %off top_k 1 act silu up [%u0, %u1] : tensor<4x8xf32> gate [%g0, %g1] : tensor<4x8xf32> down [%d0, %d1] : tensor<8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      %u = moe.weight @eu : tensor<2x4x8xf32>
+      %g = moe.weight @eg : tensor<2x4x8xf32>
+      %dn = moe.weight @ed : tensor<2x8x4xf32>
+      %ub = moe.weight @eub : tensor<2x4xf32>
+      %db = moe.weight @edb : tensor<2x8xf32>
+      // CHECK: %[[Y:.*]] = moe.experts %[[R]], %{{.*}} top_k 1 act silu up %{{.*}} : tensor<2x4x8xf32> gate %{{.*}} : tensor<2x4x8xf32> down %{{.*}} : tensor<2x8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      %y = moe.experts %dr, %off top_k 1 act silu up %u : tensor<2x4x8xf32> gate %g : tensor<2x4x8xf32> down %dn : tensor<2x8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      // CHECK: moe.experts %{{.*}}, %{{.*}} top_k 1 act gelu up %{{.*}} : tensor<2x4x8xf32> down %{{.*}} : tensor<2x8x4xf32> up_bias %{{.*}} : tensor<2x4xf32> down_bias %{{.*}} : tensor<2x8xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      %yb2 = moe.experts %d, %off top_k 1 act gelu down_bias %db : tensor<2x8xf32> up %u : tensor<2x4x8xf32> up_bias %ub : tensor<2x4xf32> down %dn : tensor<2x8x4xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
       // CHECK: moe.all_to_all combine %[[Y]]
       %yb = moe.all_to_all combine %y, %off on @devices axes [0, 1] placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32>
       // CHECK: moe.combine %{{.*}}, %{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<?xi32>, tensor<?x1xf32> -> tensor<?x8xf32>

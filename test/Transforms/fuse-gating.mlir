@@ -5,8 +5,8 @@
 moe.model @renorm attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -25,10 +25,10 @@ moe.model @renorm attributes {architecture = "test", vocab_size = 16, hidden_siz
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       // CHECK: moe.dispatch %{{.*}}, %[[SLOTS]] top_k 2
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
       // CHECK: moe.experts %{{.*}}, %[[OFF]]
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       // CHECK: moe.combine %{{.*}}, %[[SLOTS]], %[[W]]
       %c = moe.combine %y, %slots, %wn : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       %o = moe.add %h, %c : tensor<?x8xf32>
@@ -46,8 +46,8 @@ moe.model @renorm attributes {architecture = "test", vocab_size = 16, hidden_siz
 moe.model @capacity attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -61,9 +61,9 @@ moe.model @capacity attributes {architecture = "test", vocab_size = 16, hidden_s
       %wc, %keep = moe.capacity %e, %w experts 4 factor 1.25 min 4 : tensor<?x1xi32>, tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi1>
       %off, %slots = moe.expert_map %e admitted %keep : tensor<?x1xi32>, tensor<?x1xi1> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 1 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 1 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 1 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %wc : tensor<?x8xf32>, tensor<?xi32>, tensor<?x1xf32> -> tensor<?x8xf32>
       %o = moe.add %h, %c : tensor<?x8xf32>
       moe.yield %o : tensor<?x8xf32>
@@ -81,8 +81,8 @@ moe.model @capacity attributes {architecture = "test", vocab_size = 16, hidden_s
 moe.model @topk_first attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -94,9 +94,9 @@ moe.model @topk_first attributes {architecture = "test", vocab_size = 16, hidden
       %p = moe.scores softmax %w : tensor<?x2xf32>
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %p : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       %o = moe.add %h, %c : tensor<?x8xf32>
       moe.yield %o : tensor<?x8xf32>
@@ -113,8 +113,9 @@ moe.model @topk_first attributes {architecture = "test", vocab_size = 16, hidden
 moe.model @shared_scores attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
+  moe.param @pd "pd" : tensor<8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -129,12 +130,12 @@ moe.model @shared_scores attributes {architecture = "test", vocab_size = 16, hid
       %w, %e = moe.top_k %p k 1 : tensor<?x4xf32> -> tensor<?x1xf32>, tensor<?x1xi32>
       %off, %slots = moe.expert_map %e : tensor<?x1xi32> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 1 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 1 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 1 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %w : tensor<?x8xf32>, tensor<?xi32>, tensor<?x1xf32> -> tensor<?x8xf32>
       %o = moe.add %h, %c : tensor<?x8xf32>
-      %pw = moe.weight @d : tensor<8x4xf32>
+      %pw = moe.weight @pd : tensor<8x4xf32>
       %pp = moe.linear %p, %pw : tensor<?x4xf32>, tensor<8x4xf32> -> tensor<?x8xf32>
       %o2 = moe.add %o, %pp : tensor<?x8xf32>
       moe.yield %o2 : tensor<?x8xf32>

@@ -15,7 +15,7 @@
 // CHECK-NEXT: parameters: 356 total (356), 228 active per token (228), 228 read per token (228)
 // CHECK-NEXT: weights: 1.27 KiB (bf16 128 bytes, f32 1,168 bytes), 784 B read per token
 // CHECK-NEXT: FLOPs per token: 448 matmul + 0 attention at context 8 (448 + 0)
-// CHECK-NEXT: ops: moe.add=1 moe.combine=1 moe.dispatch=1 moe.embedding=1 moe.expert_map=1 moe.experts=1 moe.graph=1 moe.layer=2 moe.linear=1 moe.lm_head=1 moe.return=1 moe.rms_norm=1 moe.router=1 moe.scores=1 moe.top_k=1 moe.weight=12 moe.yield=2
+// CHECK-NEXT: ops: moe.add=1 moe.combine=1 moe.dispatch=1 moe.embedding=1 moe.expert_map=1 moe.experts=1 moe.graph=1 moe.layer=2 moe.linear=1 moe.lm_head=1 moe.return=1 moe.rms_norm=1 moe.router=1 moe.scores=1 moe.top_k=1 moe.weight=6 moe.yield=2
 // CHECK-NEXT: layer  kind   experts  top_k     params     active   FLOPs/token
 // CHECK-NEXT:     0  dense        -      -         16         16            32
 // CHECK-NEXT:     1  moe          4      2        272        144           288
@@ -31,14 +31,8 @@ moe.model @tiny attributes {architecture = "test", vocab_size = 16, hidden_size 
   moe.param @norm "norm" : tensor<4xf32> init ones
   moe.param @lin "lin" : tensor<4x4xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x4xf32> init normal std 0.02
-  moe.param @u0 "u0" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d0 "d0" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u1 "u1" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d1 "d1" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u2 "u2" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d2 "d2" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u3 "u3" : tensor<8x4xf32> init normal std 0.02
-  moe.param @d3 "d3" : tensor<4x8xf32> init normal std 0.02
+  moe.param @u0 "u0" : tensor<4x8x4xf32> init normal std 0.02
+  moe.param @d0 "d0" : tensor<4x4x8xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %emb = moe.weight @emb : tensor<16x4xbf16>
     %x = moe.embedding %ids, %emb : tensor<?xi32>, tensor<16x4xbf16> -> tensor<?x4xf32>
@@ -55,15 +49,9 @@ moe.model @tiny attributes {architecture = "test", vocab_size = 16, hidden_size 
       %w, %e = moe.top_k %p k 2 : tensor<?x4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %d = moe.dispatch %b, %slots top_k 2 : tensor<?x4xf32>, tensor<?xi32> -> tensor<?x4xf32>
-      %u0 = moe.weight @u0 : tensor<8x4xf32>
-      %u1 = moe.weight @u1 : tensor<8x4xf32>
-      %u2 = moe.weight @u2 : tensor<8x4xf32>
-      %u3 = moe.weight @u3 : tensor<8x4xf32>
-      %d0 = moe.weight @d0 : tensor<4x8xf32>
-      %d1 = moe.weight @d1 : tensor<4x8xf32>
-      %d2 = moe.weight @d2 : tensor<4x8xf32>
-      %d3 = moe.weight @d3 : tensor<4x8xf32>
-      %y = moe.experts %d, %off top_k 2 act relu up [%u0, %u1, %u2, %u3] : tensor<8x4xf32> down [%d0, %d1, %d2, %d3] : tensor<4x8xf32> : tensor<?x4xf32>, tensor<5xi32> -> tensor<?x4xf32>
+      %u0 = moe.weight @u0 : tensor<4x8x4xf32>
+      %d0 = moe.weight @d0 : tensor<4x4x8xf32>
+      %y = moe.experts %d, %off top_k 2 act relu up %u0 : tensor<4x8x4xf32> down %d0 : tensor<4x4x8xf32> : tensor<?x4xf32>, tensor<5xi32> -> tensor<?x4xf32>
       %c = moe.combine %y, %slots, %w : tensor<?x4xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x4xf32>
       moe.yield %c : tensor<?x4xf32>
     }

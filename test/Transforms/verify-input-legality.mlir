@@ -7,8 +7,8 @@
 moe.model @legal attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -20,9 +20,9 @@ moe.model @legal attributes {architecture = "test", vocab_size = 16, hidden_size
       %wn = moe.renormalize %w : tensor<?x2xf32>
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %wn : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
 
       %o = moe.add %h, %c : tensor<?x8xf32>
@@ -39,8 +39,8 @@ moe.model @legal attributes {architecture = "test", vocab_size = 16, hidden_size
 moe.model @shared_scores attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -53,9 +53,9 @@ moe.model @shared_scores attributes {architecture = "test", vocab_size = 16, hid
       // expected-error@+1 {{'moe.expert_map' op ends a gating chain moe-fuse-gating cannot fuse: scores used elsewhere (expected scores -> top_k -> [renormalize] -> [capacity] -> expert_map, each result used only by the next)}}
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %wn : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       %twice = moe.add %p, %p : tensor<?x4xf32>
       %o = moe.add %h, %c : tensor<?x8xf32>
@@ -72,8 +72,8 @@ moe.model @shared_scores attributes {architecture = "test", vocab_size = 16, hid
 moe.model @stray attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -85,9 +85,9 @@ moe.model @stray attributes {architecture = "test", vocab_size = 16, hidden_size
       %wn = moe.renormalize %w : tensor<?x2xf32>
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %wn : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       // expected-error@+1 {{'moe.scores' op is not part of a gating chain ending in moe.expert_map (moe-fuse-gating would leave it unfused, and the runtime cannot run it alone)}}
       %q = moe.scores sigmoid %logits : tensor<?x4xf32>
@@ -105,8 +105,8 @@ moe.model @stray attributes {architecture = "test", vocab_size = 16, hidden_size
 moe.model @foreign attributes {architecture = "test", vocab_size = 16, hidden_size = 8, num_layers = 1, max_position_embeddings = 16} {
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -118,9 +118,9 @@ moe.model @foreign attributes {architecture = "test", vocab_size = 16, hidden_si
       %wn = moe.renormalize %w : tensor<?x2xf32>
       %off, %slots = moe.expert_map %e : tensor<?x2xi32> -> tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %dw = moe.weight @d : tensor<4x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<4x4x8xf32> down %dw : tensor<4x8x4xf32> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %wn : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       // expected-error@+1 {{'test.op' op cannot be executed by the runtime (no plan step lowers it)}}
       %t = "test.op"(%h) : (tensor<?x8xf32>) -> tensor<?x8xf32>

@@ -218,28 +218,31 @@ void Builder::moeBlock(int i, const std::string &p, int r) {
   ex.slot_out = so_;
   ex.top_k = int(k_);
   ex.intermediate = Ie_;
+  // Stacked [E, ...] weights read from the per-expert tensors; with R ranks
+  // expert e lives on rank e % R.
+  std::string ep = mp_ + "experts.{e}.";
+  auto stacked = [&](const std::string &pattern, std::vector<int64_t> shape) {
+    int w = W(pattern, std::move(shape));
+    auto src = std::make_unique<mp::WeightSourceT>();
+    src->tensor = pattern;
+    pb_->plan().weights[size_t(w)]->source = std::move(src);
+    return w;
+  };
+  if (mixtral) {
+    ex.gate = stacked(ep + "w1.weight", {E_, Ie_, D_});
+    ex.up = stacked(ep + "w3.weight", {E_, Ie_, D_});
+    ex.down = stacked(ep + "w2.weight", {E_, D_, Ie_});
+  } else {
+    ex.gate = stacked(ep + "gate_proj.weight", {E_, Ie_, D_});
+    ex.up = stacked(ep + "up_proj.weight", {E_, Ie_, D_});
+    ex.down = stacked(ep + "down_proj.weight", {E_, D_, Ie_});
+  }
   for (int e = 0; e < E_; ++e) {
-    int owner = e % R;
-    std::vector<int> ranks = R > 1 ? std::vector<int>{owner} : std::vector<int>{};
-    std::string ep = mp_ + "experts." + std::to_string(e) + ".";
-    int gw, uw, dw;
-    if (mixtral) {
-      gw = W(ep + "w1.weight", {Ie_, D_}, mp::Init::Normal, ranks);
-      uw = W(ep + "w3.weight", {Ie_, D_}, mp::Init::Normal, ranks);
-      dw = W(ep + "w2.weight", {D_, Ie_}, mp::Init::Normal, ranks);
-    } else {
-      gw = W(ep + "gate_proj.weight", {Ie_, D_}, mp::Init::Normal, ranks);
-      uw = W(ep + "up_proj.weight", {Ie_, D_}, mp::Init::Normal, ranks);
-      dw = W(ep + "down_proj.weight", {D_, Ie_}, mp::Init::Normal, ranks);
-    }
-    if (owner != r)
+    if (e % R != r)
       continue;
-    auto ew = std::make_unique<mp::ExpertWeightsT>();
-    ew->expert = e;
-    ew->gate = gw;
-    ew->up = uw;
-    ew->down = dw;
-    ex.experts.push_back(std::move(ew));
+    auto le = std::make_unique<mp::LocalExpertT>();
+    le->expert = e;
+    ex.experts.push_back(std::move(le));
   }
   pb_->step(std::move(ex), sp + "moe.experts", i);
   int exchange = -1;

@@ -115,7 +115,18 @@ struct Weight {
   llvm::SmallVector<int32_t> ranks;
   /// Not resident: prefetched before use or loaded on demand (streaming).
   bool streamed = false;
+  /// Where an expert-stacked weight's slices lie in the checkpoint
+  /// (#moe.source); empty `sourceTensor`: the tensor `name` as is.
+  std::string sourceTensor;
+  int64_t sourceOffset = 0, sourceStride = 1;
+  bool sourceTransposed = false;
+  /// Expert-stacked (axis 0 is the expert: a moe.experts operand): the ranks
+  /// of each expert's slice (an empty list: every rank). Empty when the
+  /// weight is not stacked; a rank holds only its experts' slices.
+  std::vector<llvm::SmallVector<int32_t>> expertRanks;
   uint64_t bytes() const;
+  /// Bytes `rank` holds: the slices of its experts for a stacked weight.
+  uint64_t bytesOnRank(int32_t rank) const;
   bool onRank(int32_t rank) const {
     return ranks.empty() || llvm::is_contained(ranks, rank);
   }
@@ -188,7 +199,6 @@ struct GateStep {
   int slotExpert, slotWeight, offsets, sorted;
 };
 struct ExpertRef {
-  int gate, up, down, upBias, downBias;
   /// Ranks holding this expert's copies (primary first); empty: every rank.
   SmallVector<int64_t> copies;
 };
@@ -197,6 +207,9 @@ struct ExpertsStep {
   int64_t intermediate;
   Activation act;
   bool gated, onDemand;
+  /// The stacked weights (Plan.weights indices; -1 = none).
+  int gate, up, down, upBias, downBias;
+  /// One entry per expert (index = expert id).
   std::vector<ExpertRef> experts;
 };
 struct CombineStep {

@@ -231,7 +231,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
   if (!op.experts())
     return;
   // The local experts this launch runs.
-  std::vector<const plan::ExpertWeights *> list;
+  std::vector<const plan::LocalExpert *> list;
   if (a.expertSubset.empty())
     list.assign(op.experts()->begin(), op.experts()->end());
   else
@@ -239,9 +239,14 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
       list.push_back(op.experts()->Get(unsigned(k)));
   Act act = Act(int(op.act()));
   std::string base = s.name() ? s.name()->str() : "experts";
-  auto expertBytes = [&](const plan::ExpertWeights *e) {
+  // Expert e's slices of the stacked gate, up, down, up_bias, down_bias.
+  auto slices = [&](const plan::LocalExpert *e) {
+    return expertWeights(*a.weightInfo, op, e->expert());
+  };
+  enum { kGate, kUp, kDown, kUpBias, kDownBias };
+  auto expertBytes = [&](const plan::LocalExpert *e) {
     uint64_t b = 0;
-    for (int32_t wi : {e->gate(), e->up(), e->down(), e->up_bias(), e->down_bias()})
+    for (int32_t wi : slices(e))
       b += weightBytes(a, wi);
     return b;
   };
@@ -249,11 +254,11 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     // Decode: every routed expert sees one token. All their gate/up rows go
     // in one parallel pass and all down rows in another, instead of one
     // thread synchronization per matrix.
-    std::vector<const plan::ExpertWeights *> routed;
+    std::vector<const plan::LocalExpert *> routed;
     std::vector<int32_t> slot;
     // One token: an expert has at most one slot, its position 0, which the
     // first copy of a replicated expert computes.
-    for (const plan::ExpertWeights *e : list)
+    for (const plan::LocalExpert *e : list)
       if (offsets[e->expert() + 1] > offsets[e->expert()] && e->replica() == 0) {
         routed.push_back(e);
         slot.push_back(sorted[offsets[e->expert()]]);
@@ -265,24 +270,25 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     auto *h = static_cast<float *>(ws_.shared(2, R * size_t(2 * I) * 4));
     std::vector<GemvJob> up, down;
     for (size_t i = 0; i < R; ++i) {
-      const plan::ExpertWeights *e = routed[i];
+      auto w = slices(routed[i]);
       const float *x = in + (slot[i] / K) * ldin;
       float *hi = h + int64_t(i) * 2 * I;
       if (op.gated())
-        up.push_back({x, wref(a, e->gate()), I, D, {}, hi, false});
+        up.push_back({x, wref(a, w[kGate]), I, D, {}, hi, false});
       up.push_back(
-          {x, wref(a, e->up()), I, D, wref(a, e->up_bias()), op.gated() ? hi + I : hi, false});
+          {x, wref(a, w[kUp]), I, D, wref(a, w[kUpBias]), op.gated() ? hi + I : hi, false});
     }
     linearBatch(pool_, ws_, up, prec);
     for (size_t i = 0; i < R; ++i) {
+      auto w = slices(routed[i]);
       float *hi = h + int64_t(i) * 2 * I;
       activation(hi, 2 * I, hi, 2 * I, 1, I, act, op.gated());
-      down.push_back({hi, wref(a, routed[i]->down()), D, I, wref(a, routed[i]->down_bias()),
+      down.push_back({hi, wref(a, w[kDown]), D, I, wref(a, w[kDownBias]),
                       slotOut + int64_t(slot[i]) * D, false});
     }
     linearBatch(pool_, ws_, down, prec);
     int64_t t1 = a.trace ? nowNs() : 0;
-    for (const plan::ExpertWeights *e : routed) {
+    for (const plan::LocalExpert *e : routed) {
       a.stats->weightBytes += expertBytes(e);
       if (a.trace)
         a.trace->add(fmt::format("{}.e{} (1 tok)", base, e->expert()), "Experts", int(s.stream()),
@@ -291,7 +297,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     return;
   }
   std::vector<int32_t> mine;
-  for (const plan::ExpertWeights *e : list) {
+  for (const plan::LocalExpert *e : list) {
     // A copy of a replicated expert computes every num_replicas-th slot.
     int32_t s0 = offsets[e->expert()], s1 = offsets[e->expert() + 1];
     int32_t copies = std::max(1, e->num_replicas());
@@ -307,19 +313,20 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     auto *yg = static_cast<float *>(ws_.shared(3, size_t(n * D) * 4));
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(xg + i * D, in + (mine[i] / K) * ldin, size_t(D) * 4);
+    auto w = slices(e);
     if (op.gated()) {
       // gate and up read the same rows: one pass.
       linearMulti(pool_, ws_, xg, D, n, D,
-                  {{wref(a, e->gate()), I, {}, h, 2 * I, false},
-                   {wref(a, e->up()), I, wref(a, e->up_bias()), h + I, 2 * I, false}},
+                  {{wref(a, w[kGate]), I, {}, h, 2 * I, false},
+                   {wref(a, w[kUp]), I, wref(a, w[kUpBias]), h + I, 2 * I, false}},
                   prec);
     } else {
-      linear(pool_, ws_, xg, D, n, wref(a, e->up()), I, D, false, wref(a, e->up_bias()), h,
-             2 * I, false, prec);
+      linear(pool_, ws_, xg, D, n, wref(a, w[kUp]), I, D, false, wref(a, w[kUpBias]), h, 2 * I,
+             false, prec);
     }
     activation(h, 2 * I, h, 2 * I, n, I, act, op.gated());
-    linear(pool_, ws_, h, 2 * I, n, wref(a, e->down()), D, I, false, wref(a, e->down_bias()), yg,
-           D, false, prec);
+    linear(pool_, ws_, h, 2 * I, n, wref(a, w[kDown]), D, I, false, wref(a, w[kDownBias]), yg, D,
+           false, prec);
     for (int64_t i = 0; i < n; ++i)
       std::memcpy(slotOut + int64_t(mine[i]) * D, yg + i * D, size_t(D) * 4);
     a.stats->weightBytes += expertBytes(e);

@@ -533,22 +533,23 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
   hostTable_.assign(size_t(ea.numExperts), ExpertW{});
   for (ExpertW &w : hostTable_)
     w.numReplicas = 0;
-  auto add = [&](const plan::ExpertWeights *e) {
+  auto add = [&](const plan::LocalExpert *e) {
     ExpertW &w = hostTable_[size_t(e->expert())];
-    w.gate = dw(a, e->gate());
-    w.up = dw(a, e->up());
-    w.down = dw(a, e->down());
-    w.upBias = dw(a, e->up_bias());
-    w.downBias = dw(a, e->down_bias());
+    // The expert's slices of the stacked gate, up, down, up_bias, down_bias.
+    std::array<int32_t, 5> s = expertWeights(*a.weightInfo, op, e->expert());
+    w.gate = dw(a, s[0]);
+    w.up = dw(a, s[1]);
+    w.down = dw(a, s[2]);
+    w.upBias = dw(a, s[3]);
+    w.downBias = dw(a, s[4]);
     w.replica = e->replica();
     w.numReplicas = std::max(1, e->num_replicas());
     ea.weightType = w.up.type;
-    a.stats->weightBytes += weightBytes(a, e->up()) + weightBytes(a, e->gate()) +
-                            weightBytes(a, e->down());
+    a.stats->weightBytes += weightBytes(a, s[1]) + weightBytes(a, s[0]) + weightBytes(a, s[2]);
   };
   if (op.experts()) {
     if (a.expertSubset.empty())
-      for (const plan::ExpertWeights *e : *op.experts())
+      for (const plan::LocalExpert *e : *op.experts())
         add(e);
     else
       for (int32_t k : a.expertSubset)

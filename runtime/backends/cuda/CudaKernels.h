@@ -96,7 +96,8 @@ cudaError_t gate(const float *logits, int64_t ld, int64_t T, const math::GatePar
                  int32_t *slotExpert, float *slotWeight, int32_t *expertOffsets,
                  int32_t *sortedSlots, void *workspace, cudaStream_t stream);
 
-/// One local expert's weights (device pointers), as plan.fbs's ExpertWeights.
+/// One local expert's weights (device pointers): its slices of the Experts step's
+/// stacked weights.
 struct ExpertW {
   DW gate, up, down, upBias, downBias;
   int replica = 0, numReplicas = 1;

@@ -14,6 +14,7 @@
 #include "moert/Error.h"
 #include "moert/plan_generated.h"
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,8 +41,26 @@ struct WeightInfo {
   float initStd = 0.02f;
   std::vector<int> ranks; // empty = all
   bool streamed = false;  // loaded on Prefetch / first use, not at start-up (1.1)
+  // Expert-stacked weights (3.0): a weight an Experts step reads is
+  // [E, ...] and is never bound itself; its E slices, one per expert, follow
+  // the plan's weights in PlanFile::weights() and are the unit a rank loads,
+  // streams and evicts.
+  std::vector<int32_t> slices; // of a stacked weight: weights() index of expert e's slice
+  int32_t stacked = -1;        // of a slice: its stacked weight
+  int64_t expert = -1;         // of a slice: its expert
+  // A stacked weight's (and its slices') checkpoint source (plan.fbs
+  // WeightSource); empty sourceTensor: the tensor `name` of the stacked weight.
+  std::string sourceTensor;
+  int64_t sourceOffset = 0, sourceStride = 1;
+  bool sourceTransposed = false;
   bool usedBy(int rank) const;
 };
+
+/// The weights (PlanFile::weights() indices; -1 where a role is absent) that
+/// expert `expert` of an Experts step reads: its slices of gate, up, down,
+/// up_bias and down_bias, in that order.
+std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
+                                     const plan::Experts &op, int32_t expert);
 
 /// Facts derived while validating one rank's program.
 struct RankInfo {
@@ -65,7 +84,10 @@ public:
   int numRanks() const { return int(ranks_.size()); }
   const RankInfo &rankInfo(int r) const { return ranks_[size_t(r)]; }
   const plan::RankProgram &rankProgram(int r) const { return *root_->ranks()->Get(unsigned(r)); }
+  /// Plan.weights, then the slices of the expert-stacked ones.
   const std::vector<WeightInfo> &weights() const { return weights_; }
+  /// The number of Plan.weights (the weights a step may name).
+  size_t numPlanWeights() const { return numPlanWeights_; }
   int64_t vocabSize() const { return root_->model()->vocab_size(); }
   int64_t maxTokens() const { return root_->max_tokens(); }
   int64_t maxSeqLen() const { return root_->max_seq_len(); }
@@ -83,11 +105,14 @@ public:
 
 private:
   void validate();
+  /// Appends the per-expert slices of every weight an Experts step reads.
+  void sliceStackedWeights();
 
   std::vector<uint8_t> bytes_;
   std::string path_;
   const plan::Plan *root_ = nullptr;
   std::vector<WeightInfo> weights_;
+  size_t numPlanWeights_ = 0;
   std::vector<RankInfo> ranks_;
 };
 

@@ -3,7 +3,9 @@
 // The weight store decides what is resident and accounts for memory; the
 // backend decides how a weight lies in its memory (Backend::upload). Weights
 // come from a checkpoint (mmap'd; the backend may use the mapping in place)
-// or from --random-weights (moert/Random.h).
+// or from --random-weights (moert/Random.h). The unit of residency is a
+// PlanFile weight: a dense weight, or one expert's slice of an
+// expert-stacked weight (a rank binds only its experts' slices).
 //
 // Weights the plan marks `streamed` are not loaded at start-up: load() (a
 // Prefetch step, or the session before a step that needs one) brings one in
@@ -112,6 +114,14 @@ private:
     uint64_t lastUse = 0;
   };
   WeightStore(const PlanFile &plan, Backend &backend) : plan_(&plan), backend_(&backend) {}
+  /// The checkpoint tensor `w.name`, mapped in place where it can be.
+  static WeightSource tensorSource(const Checkpoint &ckpt, const PlanFile &plan,
+                                   const WeightInfo &w);
+  /// Slice `w` (one expert) of an expert-stacked weight, per its source:
+  /// a per-expert tensor or contiguous rows of a fused one are mapped in
+  /// place; strided or transposed rows are gathered at load.
+  static WeightSource expertSliceSource(const PlanFile &plan, const Checkpoint &ckpt,
+                                        const WeightInfo &w);
   /// Layouts, sources and the start-up upload, shared by both constructors.
   void bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
             const ProgressFn &progress);

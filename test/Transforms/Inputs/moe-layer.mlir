@@ -3,8 +3,8 @@ moe.model @m attributes {architecture = "test", vocab_size = 16, hidden_size = 8
   shard.grid @devices(shape = 2x2)
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<8x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
+  moe.param @u "u" : tensor<8x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<8x8x4xf32> init normal std 0.02
   moe.param @su "shared.up" : tensor<4x8xf32> init normal std 0.02
   moe.param @sd "shared.down" : tensor<8x4xf32> init normal std 0.02
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
@@ -15,9 +15,9 @@ moe.model @m attributes {architecture = "test", vocab_size = 16, hidden_size = 8
       %logits = moe.router %h, %wr : tensor<?x8xf32>, tensor<8x8xf32> -> tensor<?x8xf32>
       %e, %w, %off, %slots = moe.gate %logits routing <top_k = 2> : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<9xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
-      %u = moe.weight @u : tensor<4x8xf32>
-      %dw = moe.weight @d : tensor<8x4xf32>
-      %y = moe.experts %dsp, %off top_k 2 act gelu up [%u, %u, %u, %u, %u, %u, %u, %u] : tensor<4x8xf32> down [%dw, %dw, %dw, %dw, %dw, %dw, %dw, %dw] : tensor<8x4xf32> : tensor<?x8xf32>, tensor<9xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<8x4x8xf32>
+      %dw = moe.weight @d : tensor<8x8x4xf32>
+      %y = moe.experts %dsp, %off top_k 2 act gelu up %u : tensor<8x4x8xf32> down %dw : tensor<8x8x4xf32> : tensor<?x8xf32>, tensor<9xi32> -> tensor<?x8xf32>
       %c = moe.combine %y, %slots, %w : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       %su = moe.weight @su : tensor<4x8xf32>
       %sd = moe.weight @sd : tensor<8x4xf32>

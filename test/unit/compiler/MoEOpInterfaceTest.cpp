@@ -27,10 +27,10 @@ moe.model @m attributes {architecture = "test", vocab_size = 16, hidden_size = 8
   shard.grid @devices(shape = 1x2)
   moe.param @wte "wte" : tensor<16x8xf32> init normal std 0.02
   moe.param @router "router" : tensor<4x8xf32> init normal std 0.02
-  moe.param @u "u" : tensor<4x8xf32> init normal std 0.02
-  moe.param @g "g" : tensor<4x8xf32> init normal std 0.02
-  moe.param @d "d" : tensor<8x4xf32> init normal std 0.02
-  moe.param @db "db" : tensor<8xf32> init zeros
+  moe.param @u "u" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @g "g" : tensor<4x4x8xf32> init normal std 0.02
+  moe.param @d "d" : tensor<4x8x4xf32> init normal std 0.02
+  moe.param @db "db" : tensor<4x8xf32> init zeros
   moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x16xf32> {
     %wte = moe.weight @wte : tensor<16x8xf32>
     %x = moe.embedding %ids, %wte : tensor<?xi32>, tensor<16x8xf32> -> tensor<?x8xf32>
@@ -43,23 +43,11 @@ moe.model @m attributes {architecture = "test", vocab_size = 16, hidden_size = 8
       %e, %w, %off, %slots = moe.gate %logits routing <top_k = 2, norm_topk_prob = true> : tensor<?x4xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<5xi32>, tensor<?xi32>
       %dsp = moe.dispatch %h, %slots top_k 2 : tensor<?x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
       %in = moe.all_to_all dispatch %dsp, %off on @devices axes [0, 1] placement <ranks = 2, experts = [0, 0, 1, 1]> : tensor<?x8xf32>, tensor<5xi32>
-      %u0 = moe.weight @u : tensor<4x8xf32>
-      %u1 = moe.weight @u : tensor<4x8xf32>
-      %u2 = moe.weight @u : tensor<4x8xf32>
-      %u3 = moe.weight @u : tensor<4x8xf32>
-      %g0 = moe.weight @g : tensor<4x8xf32>
-      %g1 = moe.weight @g : tensor<4x8xf32>
-      %g2 = moe.weight @g : tensor<4x8xf32>
-      %g3 = moe.weight @g : tensor<4x8xf32>
-      %d0 = moe.weight @d : tensor<8x4xf32>
-      %d1 = moe.weight @d : tensor<8x4xf32>
-      %d2 = moe.weight @d : tensor<8x4xf32>
-      %d3 = moe.weight @d : tensor<8x4xf32>
-      %b0 = moe.weight @db : tensor<8xf32>
-      %b1 = moe.weight @db : tensor<8xf32>
-      %b2 = moe.weight @db : tensor<8xf32>
-      %b3 = moe.weight @db : tensor<8xf32>
-      %y = moe.experts %in, %off top_k 2 act silu up [%u0, %u1, %u2, %u3] : tensor<4x8xf32> gate [%g0, %g1, %g2, %g3] : tensor<4x8xf32> down [%d0, %d1, %d2, %d3] : tensor<8x4xf32> down_bias [%b0, %b1, %b2, %b3] : tensor<8xf32> placement <ranks = 2, experts = [0, 0, 1, 1]> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
+      %u = moe.weight @u : tensor<4x4x8xf32>
+      %g = moe.weight @g : tensor<4x4x8xf32>
+      %d = moe.weight @d : tensor<4x8x4xf32>
+      %b = moe.weight @db : tensor<4x8xf32>
+      %y = moe.experts %in, %off top_k 2 act silu up %u : tensor<4x4x8xf32> gate %g : tensor<4x4x8xf32> down %d : tensor<4x8x4xf32> down_bias %b : tensor<4x8xf32> placement <ranks = 2, experts = [0, 0, 1, 1]> : tensor<?x8xf32>, tensor<5xi32> -> tensor<?x8xf32>
       %out = moe.all_to_all combine %y, %off on @devices axes [0, 1] placement <ranks = 2, experts = [0, 0, 1, 1]> : tensor<?x8xf32>, tensor<5xi32>
       %c = moe.combine %out, %slots, %w : tensor<?x8xf32>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x8xf32>
       moe.yield %c : tensor<?x8xf32>
@@ -124,17 +112,16 @@ TEST_F(MoEOpInterfaceTest, RoutingComesFromTheOpsThatKnowIt) {
 TEST_F(MoEOpInterfaceTest, ExpertWeightsAndParams) {
   SmallVector<MoEOpInterface> ops = layers[1].getMoEOps();
   auto experts = cast<ExpertsOp>(ops[2].getOperation());
-  SmallVector<Value> w1 = ops[2].getExpertWeights(1);
-  ASSERT_EQ(w1.size(), 4u); // up, gate, down, down_bias
-  EXPECT_EQ(w1[0], experts.getUp()[1]);
-  EXPECT_EQ(w1[1], experts.getGate()[1]);
-  EXPECT_EQ(w1[2], experts.getDown()[1]);
-  EXPECT_EQ(w1[3], experts.getDownBias()[1]);
-  EXPECT_NE(w1[0], ops[2].getExpertWeights(0)[0]);
+  SmallVector<Value> w = ops[2].getExpertWeights();
+  ASSERT_EQ(w.size(), 4u); // up, gate, down, down_bias: stacked [E, ...]
+  EXPECT_EQ(w[0], experts.getUp());
+  EXPECT_EQ(w[1], experts.getGate());
+  EXPECT_EQ(w[2], experts.getDown());
+  EXPECT_EQ(w[3], experts.getDownBias());
   // 3 x 4x8 matrices + an 8-element bias.
   EXPECT_EQ(ops[2].getParamsPerExpert(), 3 * 32 + 8);
   for (MoEOpInterface op : {ops[0], ops[1], ops[3]}) {
-    EXPECT_TRUE(op.getExpertWeights(1).empty());
+    EXPECT_TRUE(op.getExpertWeights().empty());
     EXPECT_EQ(op.getParamsPerExpert(), 0);
   }
 }

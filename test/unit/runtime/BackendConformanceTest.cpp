@@ -178,10 +178,17 @@ public:
     if (idx < 0)
       return {};
     const WeightInfo &w = plan_.weights()[size_t(idx)];
+    // An expert's slice of a stacked weight is its block of the whole.
+    std::string key = w.name;
+    uint64_t shift = 0;
+    if (w.stacked >= 0 && w.sourceTensor.find("{e}") == std::string::npos) {
+      key = plan_.weights()[size_t(w.stacked)].name;
+      shift = uint64_t(w.expert) * w.numel;
+    }
     Vec v(w.numel);
     uint8_t tmp[4];
     for (uint64_t i = 0; i < w.numel; ++i) {
-      storeFromF32(tmp, w.dtype, 0, randomWeightValue(seed_, w.name, w.init, w.initStd, i));
+      storeFromF32(tmp, w.dtype, 0, randomWeightValue(seed_, key, w.init, w.initStd, i + shift));
       v[i] = loadAsF32(tmp, w.dtype, 0);
     }
     return v;
@@ -927,18 +934,18 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
     int id, replica, copies;
   };
   const Listed listed[] = {{0, 0, 1}, {2, 0, 1}, {3, 1, 2}, {4, 0, 2}};
+  // Stacked [E, ...] weights; this rank reads the listed experts' slices.
+  if (c.gated)
+    op.gate = p.b.weight("experts.gate", {E, I, D}, c.dt, c.dt, mp::Init::Normal, 0.4f);
+  op.up = p.b.weight("experts.up", {E, I, D}, c.dt, c.dt, mp::Init::Normal, 0.4f);
+  op.down = p.b.weight("experts.down", {E, D, I}, c.dt, c.dt, mp::Init::Normal, 0.4f);
+  if (c.biases) {
+    op.up_bias = p.b.weight("experts.up_bias", {E, I}, c.dt, c.dt, mp::Init::Normal, 0.3f);
+    op.down_bias = p.b.weight("experts.down_bias", {E, D}, c.dt, c.dt, mp::Init::Normal, 0.3f);
+  }
   for (const Listed &l : listed) {
-    auto e = std::make_unique<mp::ExpertWeightsT>();
-    std::string n = "e" + std::to_string(l.id);
+    auto e = std::make_unique<mp::LocalExpertT>();
     e->expert = l.id;
-    if (c.gated)
-      e->gate = p.b.weight(n + ".gate", {I, D}, c.dt, c.dt, mp::Init::Normal, 0.4f);
-    e->up = p.b.weight(n + ".up", {I, D}, c.dt, c.dt, mp::Init::Normal, 0.4f);
-    e->down = p.b.weight(n + ".down", {D, I}, c.dt, c.dt, mp::Init::Normal, 0.4f);
-    if (c.biases) {
-      e->up_bias = p.b.weight(n + ".up_bias", {I}, c.dt, c.dt, mp::Init::Normal, 0.3f);
-      e->down_bias = p.b.weight(n + ".down_bias", {D}, c.dt, c.dt, mp::Init::Normal, 0.3f);
-    }
     e->replica = l.replica;
     e->num_replicas = l.copies;
     op.experts.push_back(std::move(e));
@@ -951,14 +958,17 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
     w.push_back(r.weight(int(i)));
   std::vector<ref::Expert> list;
   for (size_t i = 0; i < op.experts.size(); ++i) {
-    const mp::ExpertWeightsT &e = *op.experts[i];
+    const mp::LocalExpertT &e = *op.experts[i];
+    auto slice = [&](int stacked) -> const Vec * {
+      return stacked < 0 ? nullptr : &w[size_t(plan.weights()[size_t(stacked)].slices[size_t(e.expert)])];
+    };
     ref::Expert re;
     re.id = e.expert;
-    re.gate = e.gate >= 0 ? &w[size_t(e.gate)] : nullptr;
-    re.up = &w[size_t(e.up)];
-    re.down = &w[size_t(e.down)];
-    re.upBias = e.up_bias >= 0 ? &w[size_t(e.up_bias)] : nullptr;
-    re.downBias = e.down_bias >= 0 ? &w[size_t(e.down_bias)] : nullptr;
+    re.gate = slice(op.gate);
+    re.up = slice(op.up);
+    re.down = slice(op.down);
+    re.upBias = slice(op.up_bias);
+    re.downBias = slice(op.down_bias);
     re.replica = e.replica;
     re.numReplicas = e.num_replicas;
     list.push_back(re);

@@ -71,17 +71,17 @@ TEST(Plan, RejectsOtherFilesAndVersions) {
   expectBad({1, 2, 3}, "not a moe plan");
   expectBad(edit(good,
                  [](mp::PlanT &p) {
-                   p.version_major = 3;
+                   p.version_major = 4;
                    p.version_minor = 0;
                  }),
-            "p.plan: plan format 3.0 is not supported (expected 2.x");
-  // 1.x plans stored Step.stream as an int: their layout is not 2.0's.
+            "p.plan: plan format 4.0 is not supported (expected 3.x");
+  // 2.x plans listed per-expert weights: their Experts op is not 3.0's.
   expectBad(edit(good,
                  [](mp::PlanT &p) {
-                   p.version_major = 1;
-                   p.version_minor = 2;
+                   p.version_major = 2;
+                   p.version_minor = 0;
                  }),
-            fmt::format("p.plan: plan format 1.2 is not supported (expected {}.x with x <= {})",
+            fmt::format("p.plan: plan format 2.0 is not supported (expected {}.x with x <= {})",
                         kPlanVersionMajor, kPlanVersionMinor));
   expectBad(edit(good, [](mp::PlanT &p) { p.ranks[0]->steps[0]->stream = mp::Stream(7); }),
             "stream 7 (expected 0 compute, 1 communication or 2 weights)");
@@ -173,7 +173,56 @@ TEST(Plan, RejectsInconsistentSizes) {
                    auto *e = firstOp<mp::ExpertsT>(p, mp::Op::Experts);
                    e->intermediate = 47;
                  }),
-            "has shape [48, 32] (expected [47, 32])");
+            "gate weight 'model.layers.0.block_sparse_moe.experts.{e}.w1.weight' has shape [4, 48, "
+            "32] (expected [4, 47, 32]: expert-stacked, 4 experts)");
+  // Expert-stacked weights and their checkpoint sources.
+  auto experts = [](mp::PlanT &p) { return firstOp<mp::ExpertsT>(p, mp::Op::Experts); };
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->up = experts(p)->down; }),
+            "up weight 'model.layers.0.block_sparse_moe.experts.{e}.w2.weight' has shape [4, 32, "
+            "48] (expected [4, 48, 32]");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->up = experts(p)->gate; }),
+            "weight 'model.layers.0.block_sparse_moe.experts.{e}.w3.weight' has a source but no "
+            "Experts step reads it");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->gate = -1; }),
+            "gate weight -1 (expected one since gated=true)");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->down = 999; }),
+            "down weight index 999 out of range");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   p.weights[size_t(experts(p)->up)]->source->tensor = "a.{e}.{e}";
+                 }),
+            "has source 'a.{e}.{e}' (expected one {e} and no offset, stride or transposed in a "
+            "per-expert pattern)");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   auto &src = p.weights[size_t(experts(p)->up)]->source;
+                   src->tensor = "fused";
+                   src->stride = 0;
+                 }),
+            "has source offset 0 and stride 0 (expected 0 <= offset and 1 <= stride");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   auto src = std::make_unique<mp::WeightSourceT>();
+                   src->tensor = "x";
+                   p.weights[0]->source = std::move(src);
+                 }),
+            "has a source but no Experts step reads it (expected sources on expert-stacked "
+            "weights only)");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   firstOp<mp::LinearT>(p, mp::Op::Linear)->weight = experts(p)->up;
+                 }),
+            "is expert-stacked (expected a weight no Experts step reads)");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   mp::PrefetchT pf;
+                   pf.weights = {experts(p)->down};
+                   auto s = std::make_unique<mp::StepT>();
+                   s->op.Set(std::move(pf));
+                   s->stream = mp::Stream::Weights;
+                   p.ranks[0]->steps.insert(p.ranks[0]->steps.begin(), std::move(s));
+                 }),
+            "is expert-stacked (expected a dense weight: experts stream on demand)");
   expectBad(edit(good,
                  [](mp::PlanT &p) {
                    auto &steps = p.ranks[0]->steps;

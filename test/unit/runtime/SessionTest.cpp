@@ -290,9 +290,8 @@ std::vector<uint8_t> streamify(const std::vector<uint8_t> &bytes, bool experts, 
     if (s->op.type == mp::Op::Experts && experts) {
       auto *e = reinterpret_cast<mp::ExpertsT *>(s->op.value);
       e->on_demand = true;
-      for (auto &x : e->experts)
-        for (int32_t w : {x->gate, x->up, x->down})
-          p->weights[size_t(w)]->streamed = true;
+      for (int32_t w : {e->gate, e->up, e->down})
+        p->weights[size_t(w)]->streamed = true;
     }
     if (!layers || s->layer < 0)
       continue;

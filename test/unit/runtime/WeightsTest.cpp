@@ -167,3 +167,178 @@ TEST(CheckpointWeights, ZeroCopyWhenDtypesMatchElseConverted) {
       WeightStore::fromCheckpoint(same, std::make_shared<Checkpoint>(d2.path()), {0}, pool),
       "tensor 'b' is missing");
 }
+
+namespace {
+
+/// A plan with one Experts step over E = 2 experts (D = 4, I = 3) whose
+/// stacked gate/up/down weights take their slices from `src` (one
+/// WeightSource per role, null: the weight's own tensor), listing `local`.
+PlanFile expertsPlan(std::vector<std::unique_ptr<mp::WeightSourceT>> src,
+                     std::vector<int> local = {0, 1}) {
+  const int64_t E = 2, D = 4, I = 3, k = 1;
+  PlanBuilder b("test", 16, D, 1, 16, 4, 16);
+  int emb = b.weight("emb", {16, D}, mp::DType::BF16, mp::DType::BF16);
+  int in = b.buffer("in", D), lg = b.buffer("logits", 16, 0, 1);
+  mp::EmbeddingT e;
+  e.weight = emb;
+  e.out = in;
+  b.step(std::move(e), "emb");
+  mp::GateT g;
+  g.logits = b.buffer("router", E);
+  g.num_experts = int(E);
+  g.top_k = int(k);
+  g.slot_expert = b.buffer("slot_expert", 1, k, 0, mp::DType::I32);
+  g.slot_weight = b.buffer("slot_weight", 1, k);
+  g.expert_offsets = b.buffer("expert_offsets", 1, 0, E + 1, mp::DType::I32);
+  g.sorted_slots = b.buffer("sorted_slots", 1, k, 0, mp::DType::I32);
+  mp::ExpertsT x;
+  x.in = in;
+  x.sorted_slots = g.sorted_slots;
+  x.expert_offsets = g.expert_offsets;
+  x.slot_out = b.buffer("slot_out", D, k);
+  x.top_k = int(k);
+  x.intermediate = I;
+  b.step(std::move(g), "gate");
+  const char *names[3] = {"experts.gate", "experts.up", "experts.down"};
+  std::vector<int64_t> shapes[3] = {{E, I, D}, {E, I, D}, {E, D, I}};
+  int idx[3];
+  for (int r = 0; r < 3; ++r) {
+    idx[r] = b.weight(names[r], shapes[r], mp::DType::BF16, mp::DType::BF16);
+    b.plan().weights[size_t(idx[r])]->source = std::move(src[size_t(r)]);
+  }
+  x.gate = idx[0];
+  x.up = idx[1];
+  x.down = idx[2];
+  for (int id : local) {
+    auto le = std::make_unique<mp::LocalExpertT>();
+    le->expert = id;
+    x.experts.push_back(std::move(le));
+  }
+  b.step(std::move(x), "experts");
+  mp::LogitsT lo;
+  lo.in = in;
+  lo.weight = emb;
+  lo.out = lg;
+  b.step(std::move(lo), "logits");
+  return PlanFile::fromBytes(b.finish(), "e.plan");
+}
+
+std::unique_ptr<mp::WeightSourceT> source(std::string tensor, int64_t offset = 0,
+                                          int64_t stride = 1, bool transposed = false) {
+  auto s = std::make_unique<mp::WeightSourceT>();
+  s->tensor = std::move(tensor);
+  s->offset = offset;
+  s->stride = stride;
+  s->transposed = transposed;
+  return s;
+}
+
+std::vector<std::unique_ptr<mp::WeightSourceT>>
+sources(std::unique_ptr<mp::WeightSourceT> g, std::unique_ptr<mp::WeightSourceT> u,
+        std::unique_ptr<mp::WeightSourceT> d) {
+  std::vector<std::unique_ptr<mp::WeightSourceT>> v;
+  v.push_back(std::move(g));
+  v.push_back(std::move(u));
+  v.push_back(std::move(d));
+  return v;
+}
+
+} // namespace
+
+// The unit of residency of a stacked expert weight is one expert's slice.
+// Per-expert tensors and the contiguous rows of a fused [E, 2I, D] tensor are
+// the checkpoint's own bytes (no copy); gpt-oss's interleaved [E, D, 2I] is
+// gathered once into the backend's layout, with the same values.
+TEST(CheckpointWeights, ExpertSlicesMappedOrGathered) {
+  const int64_t E = 2, D = 4, I = 3;
+  // gate[e][i][d], up[e][i][d], down[e][d][i]: distinct bf16 values.
+  auto val = [](int role, int64_t e, int64_t a, int64_t b) {
+    return f32ToBf16(float(role * 100 + e * 20 + a * 4 + b) / 64.0f);
+  };
+  std::vector<uint16_t> per[2][3], rows(size_t(E * 2 * I * D)), downRows(size_t(E * D * I)),
+      cols(size_t(E * D * 2 * I)), downCols(size_t(E * I * D)), emb(16 * D, 0);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t d = 0; d < D; ++d) {
+        per[e][0].push_back(val(0, e, i, d));
+        rows[size_t((e * 2 * I + i) * D + d)] = val(0, e, i, d);
+        rows[size_t((e * 2 * I + I + i) * D + d)] = val(1, e, i, d);
+        cols[size_t((e * D + d) * 2 * I + 2 * i)] = val(0, e, i, d);
+        cols[size_t((e * D + d) * 2 * I + 2 * i + 1)] = val(1, e, i, d);
+        downRows[size_t((e * D + d) * I + i)] = val(2, e, d, i);
+        downCols[size_t((e * I + i) * D + d)] = val(2, e, d, i);
+      }
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t d = 0; d < D; ++d)
+        per[e][1].push_back(val(1, e, i, d));
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t i = 0; i < I; ++i)
+        per[e][2].push_back(val(2, e, d, i));
+  TempDir d;
+  std::vector<TensorOut> entries = {{"emb", "BF16", {16, D}, emb.data(), emb.size() * 2},
+                                          {"fused.gate_up", "BF16", {E, 2 * I, D}, rows.data(), rows.size() * 2},
+                                          {"fused.down", "BF16", {E, D, I}, downRows.data(), downRows.size() * 2},
+                                          {"oss.gate_up", "BF16", {E, D, 2 * I}, cols.data(), cols.size() * 2},
+                                          {"oss.down", "BF16", {E, I, D}, downCols.data(), downCols.size() * 2}};
+  const char *role[3] = {"gate", "up", "down"};
+  std::vector<std::string> names;
+  for (int e = 0; e < 2; ++e)
+    for (int r = 0; r < 3; ++r)
+      names.push_back(fmt::format("experts.{}.{}", e, role[r]));
+  for (int e = 0; e < 2; ++e)
+    for (int r = 0; r < 3; ++r)
+      entries.push_back({names[size_t(e * 3 + r)], "BF16",
+                         r < 2 ? std::vector<int64_t>{I, D} : std::vector<int64_t>{D, I},
+                         per[e][r].data(), per[e][r].size() * 2});
+  writeSafetensors(d.file("model.safetensors"), entries);
+  auto ck = std::make_shared<Checkpoint>(d.path());
+  TestBackend rm(1, false);
+  auto check = [&](const PlanFile &p, const WeightStore &s, bool mapped) {
+    for (int r = 0; r < 3; ++r)
+      for (int64_t e = 0; e < E; ++e) {
+        int32_t slice = p.weights()[size_t(1 + r)].slices[size_t(e)]; // w0: emb
+        const DeviceWeight &v = s.view(slice);
+        ASSERT_TRUE(v.data) << role[r] << " " << e;
+        EXPECT_EQ(v.mapped, mapped) << role[r] << " " << e;
+        for (size_t i = 0; i < per[e][r].size(); ++i)
+          ASSERT_EQ(static_cast<const uint16_t *>(v.data)[i], per[e][r][i])
+              << role[r] << " expert " << e << " element " << i;
+      }
+  };
+  PlanFile perExpert = expertsPlan(sources(source("experts.{e}.gate"), source("experts.{e}.up"),
+                                           source("experts.{e}.down")));
+  auto a = WeightStore::fromCheckpoint(perExpert, ck, {0}, rm);
+  check(perExpert, *a, true);
+  EXPECT_EQ(a->view(perExpert.weights()[1].slices[1]).data, ck->find("experts.1.gate")->data);
+  PlanFile fused = expertsPlan(sources(source("fused.gate_up"), source("fused.gate_up", I),
+                                       source("fused.down")));
+  auto b = WeightStore::fromCheckpoint(fused, ck, {0}, rm);
+  check(fused, *b, true);
+  EXPECT_EQ(b->ownedBytes(), 0u);
+  // Expert 1's up rows: block 1, rows [I, 2I) of the fused tensor, in place.
+  EXPECT_EQ(b->view(fused.weights()[2].slices[1]).data,
+            static_cast<const uint8_t *>(ck->find("fused.gate_up")->data) + (2 * I + I) * D * 2);
+  PlanFile oss = expertsPlan(sources(source("oss.gate_up", 0, 2, true),
+                                     source("oss.gate_up", 1, 2, true),
+                                     source("oss.down", 0, 1, true)));
+  auto c = WeightStore::fromCheckpoint(oss, ck, {0}, rm);
+  check(oss, *c, false);
+  EXPECT_EQ(c->ownedBytes(), uint64_t(E * 3 * I * D * 2));
+  // A rank binds only its experts' slices.
+  PlanFile one = expertsPlan(sources(source("oss.gate_up", 0, 2, true),
+                                     source("oss.gate_up", 1, 2, true),
+                                     source("oss.down", 0, 1, true)),
+                             {1});
+  auto o = WeightStore::fromCheckpoint(one, ck, {0}, rm);
+  EXPECT_FALSE(o->view(one.weights()[1].slices[0]).data);
+  EXPECT_TRUE(o->view(one.weights()[1].slices[1]).data);
+  EXPECT_EQ(o->ownedBytes(), uint64_t(3 * I * D * 2));
+  // A fused tensor too short for the rows the plan reads: one line naming it.
+  PlanFile bad = expertsPlan(sources(source("fused.gate_up"), source("fused.gate_up", I + 1),
+                                     source("fused.down")));
+  EXPECT_THROW_MSG(WeightStore::fromCheckpoint(bad, ck, {0}, rm),
+                   "tensor 'fused.gate_up' has shape [2, 6, 4] (expected [2, A, 4] with A > 6 for "
+                   "'experts.up': rows 4 + n * 1)");
+}

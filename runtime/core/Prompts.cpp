@@ -1,5 +1,6 @@
 //===- Prompts.cpp - The JSON-lines prompt reader -------------------------===//
 #include "moert/Prompts.h"
+#include "moert/OneLine.h"
 
 #include <cmath>
 #include <fmt/format.h>
@@ -140,10 +141,10 @@ std::vector<PromptLine> parsePromptLines(std::string_view text, const std::strin
     pl.line = lineNo;
     try {
       parseLine(line, pl);
-    } catch (const LineError &e) {
-      pl.error = fmt::format("{}:{}: {}", name, lineNo, e.what());
-    } catch (const std::exception &e) { // nlohmann type errors: none expected
-      pl.error = fmt::format("{}:{}: {}", name, lineNo, e.what());
+    } catch (const std::exception &e) { // LineError, or nlohmann's (none expected)
+      // Messages quote keys and values from the line, whose JSON escapes may
+      // decode to newlines: keep the error one line (the fuzzer found one).
+      pl.error = fmt::format("{}:{}: {}", name, lineNo, escapeControl(e.what()));
     }
     out.push_back(std::move(pl));
   }

@@ -7,6 +7,8 @@
 #include "moert/Backend.h"
 #include "moert/Comm.h"
 
+#include <algorithm>
+
 namespace moert {
 
 void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
@@ -43,6 +45,27 @@ void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
       copy(a.f32(op.out()), b, n * 4);
     break;
   }
+}
+
+std::vector<int32_t> unionTopK(const float *logits, int64_t rows, int64_t E, int topK) {
+  std::vector<bool> chosen(static_cast<size_t>(E), false);
+  std::vector<int32_t> order(static_cast<size_t>(E));
+  const int k = int(std::min<int64_t>(topK, E));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *l = logits + r * E;
+    for (int32_t e = 0; e < int32_t(E); ++e)
+      order[size_t(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return l[a] > l[b] || (l[a] == l[b] && a < b);
+    });
+    for (int i = 0; i < k; ++i)
+      chosen[size_t(order[size_t(i)])] = true;
+  }
+  std::vector<int32_t> experts;
+  for (int32_t e = 0; e < int32_t(E); ++e)
+    if (chosen[size_t(e)])
+      experts.push_back(e);
+  return experts;
 }
 
 } // namespace moert

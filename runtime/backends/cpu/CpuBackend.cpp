@@ -208,23 +208,7 @@ void CpuBackend::routeTopK(const float *x, int64_t ldx, int64_t rows, const Devi
   std::vector<float> logits(size_t(rows * E));
   linear(pool_, ws_, x, ldx, rows, {router.data, router.dtype, router.layout}, E, H, false, {},
          logits.data(), E, false, Precision::F32);
-  std::vector<bool> chosen(static_cast<size_t>(E), false);
-  std::vector<int32_t> order(static_cast<size_t>(E));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *l = logits.data() + r * E;
-    for (int32_t e = 0; e < int32_t(E); ++e)
-      order[size_t(e)] = e;
-    int k = int(std::min<int64_t>(topK, E));
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return l[a] > l[b] || (l[a] == l[b] && a < b);
-    });
-    for (int i = 0; i < k; ++i)
-      chosen[size_t(order[size_t(i)])] = true;
-  }
-  experts.clear();
-  for (int32_t e = 0; e < int32_t(E); ++e)
-    if (chosen[size_t(e)])
-      experts.push_back(e);
+  experts = unionTopK(logits.data(), rows, E, topK);
 }
 
 int64_t CpuBackend::sample(const float *logits, int64_t vocab, const SamplingParams &p) {

@@ -590,28 +590,15 @@ void CudaBackend::routeTopK(const float *x, int64_t ldx, int64_t rows, const Dev
       return reinterpret_cast<const float *>(raw.data())[i];
     }
   };
-  std::vector<bool> chosen(static_cast<size_t>(E), false);
-  std::vector<float> l(static_cast<size_t>(E));
-  std::vector<int32_t> order(static_cast<size_t>(E));
-  for (int64_t r = 0; r < rows; ++r) {
+  std::vector<float> l(size_t(rows * E));
+  for (int64_t r = 0; r < rows; ++r)
     for (int64_t e = 0; e < E; ++e) {
       double acc = 0;
       for (int64_t k = 0; k < H; ++k)
         acc += double(hx[size_t(r * ldx + k)]) * double(w(e * H + k));
-      l[size_t(e)] = float(acc);
-      order[size_t(e)] = int32_t(e);
+      l[size_t(r * E + e)] = float(acc);
     }
-    int k = int(std::min<int64_t>(topK, E));
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t p, int32_t q) {
-      return l[size_t(p)] > l[size_t(q)] || (l[size_t(p)] == l[size_t(q)] && p < q);
-    });
-    for (int i = 0; i < k; ++i)
-      chosen[size_t(order[size_t(i)])] = true;
-  }
-  experts.clear();
-  for (int32_t e = 0; e < int32_t(E); ++e)
-    if (chosen[size_t(e)])
-      experts.push_back(e);
+  experts = unionTopK(l.data(), rows, E, topK);
 }
 
 int64_t CudaBackend::sample(const float *logits, int64_t vocab, const SamplingParams &p) {

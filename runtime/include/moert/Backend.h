@@ -278,6 +278,11 @@ public:
 void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
                    const std::function<void(void *dst, const void *src, uint64_t bytes)> &copy);
 
+/// Expert prediction's selection, shared by every backend's routeTopK: the
+/// sorted union over `rows` rows of `logits` (E floats each) of each row's
+/// top-k experts (ties to the lower id).
+std::vector<int32_t> unionTopK(const float *logits, int64_t rows, int64_t E, int topK);
+
 /// The backends this runtime was built with ("cpu", "cuda").
 std::vector<std::string> availableBackends();
 /// Creates backend `name`; throws Error("--backend=NAME: ...") when it was

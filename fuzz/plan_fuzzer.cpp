@@ -24,7 +24,6 @@ namespace {
 
 /// Small enough to allocate and run in a few milliseconds.
 bool smallEnough(const PlanFile &pf) {
-  const plan::Plan &p = pf.plan();
   if (pf.numRanks() != 1 || pf.vocabSize() > (1 << 16))
     return false;
   uint64_t weightElems = 0;
@@ -39,7 +38,9 @@ bool smallEnough(const PlanFile &pf) {
     uint64_t kv = 0;
     for (const plan::KVCache *c : *rp.kv_caches())
       kv += uint64_t(c->num_kv_heads()) * uint64_t(c->head_dim()) * 2 * 4;
-    if (kv * uint64_t(p.max_seq_len()) > (uint64_t(64) << 20))
+    // The KV caches hold the page pool: kv_pages x kv_page_size positions,
+    // which may be more than max_seq_len.
+    if (kv * uint64_t(pf.kvPoolPositions()) > (uint64_t(64) << 20))
       return false;
   }
   return pf.rankInfo(0).maxExpertScratch < (int64_t(16) << 20);

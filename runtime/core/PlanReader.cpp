@@ -16,6 +16,12 @@ static constexpr int64_t kMaxSeqLen = int64_t(1) << 24;
 static constexpr int64_t kMaxRanks = 1 << 16;
 static constexpr int64_t kMaxBatch = 1 << 16;
 static constexpr int64_t kMaxPageTable = int64_t(1) << 24;
+// Experts of one layer, and expert slices of all stacked weights together:
+// far above real models (Switch-C: 2048 experts; 15 MoE layers x 3 stacked
+// projections = 92k slices), low enough that slicing a hostile plan's
+// weights stays fast (each slice is a WeightInfo with its own name).
+static constexpr int64_t kMaxExperts = 1 << 16;
+static constexpr int64_t kMaxExpertSlices = 1 << 18;
 static constexpr uint64_t kMaxArenaBytes = uint64_t(1) << 40;
 static constexpr int64_t kMaxDim = int64_t(1) << 40;
 
@@ -554,8 +560,8 @@ void RankValidator::validateStep(const plan::Step &s) {
     auto *op = s.op_as_Gate();
     const BufferInfo &logits = buf(op->logits(), "logits");
     int E = op->num_experts(), k = op->top_k();
-    if (E <= 0 || E > (1 << 20))
-      err("num_experts {} (expected a positive count)", E);
+    if (E <= 0 || E > kMaxExperts)
+      err("num_experts {} (expected 1..{})", E, kMaxExperts);
     if (k <= 0 || k > E)
       err("top_k {} with {} experts (expected 1 <= top_k <= num_experts)", k, E);
     needTokenRows(logits, "logits");
@@ -778,9 +784,13 @@ void PlanFile::sliceStackedWeights() {
     if (!stacked[i] || weights_[i].shape.size() < 2)
       continue;
     int64_t E = weights_[i].shape[0];
-    if (E > (int64_t(1) << 20))
-      fail("{}: weight '{}' stacks {} experts (expected at most 2^20)", path_, weights_[i].name,
-           E);
+    if (E > kMaxExperts)
+      fail("{}: weight '{}' stacks {} experts (expected at most {})", path_, weights_[i].name, E,
+           kMaxExperts);
+    if (int64_t(weights_.size() - numPlanWeights_) + E > kMaxExpertSlices)
+      fail("{}: weight '{}' brings the expert slices of all stacked weights over {} (expected a "
+           "plan of at most {} experts x stacked weights)",
+           path_, weights_[i].name, kMaxExpertSlices, kMaxExpertSlices);
     for (int64_t e = 0; e < E; ++e) {
       const WeightInfo &w = weights_[i];
       WeightInfo s;

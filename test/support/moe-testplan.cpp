@@ -6,7 +6,7 @@
 //       [--max-seq-len=N] [--max-batch=B --kv-page-size=P] [--ranks=N] [--corrupt=KIND]
 // --corrupt writes a deliberately broken plan for bad-input tests: identifier,
 // version-major, version-minor, buffer-index, weight-index, arena, top-k,
-// rope-inv-freq, collective-out (needs --ranks > 1), truncate.
+// rope-inv-freq, collective-out (needs --ranks > 1), many-experts, truncate.
 //
 //===----------------------------------------------------------------------===//
 #include "HFPlans.h"
@@ -63,7 +63,14 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
     needOp<mp::RopeT>(*p, mp::Op::Rope)->inv_freq = {1.0f};
   } else if (kind == "collective-out")
     needOp<mp::CollectiveT>(*p, mp::Op::Collective)->out = 99;
-  else if (kind == "max-batch")
+  else if (kind == "many-experts") {
+    // Every stacked weight claims 2^16 experts: together more expert slices
+    // than the reader expands (the plan fuzzer found such a plan took
+    // seconds to slice before any other check).
+    for (auto &w : p->weights)
+      if (w->source && !w->shape.empty())
+        w->shape[0] = 1 << 16;
+  } else if (kind == "max-batch")
     p->max_batch = int32_t(p->max_tokens + 1);
   else if (kind == "kv-pages") { // a pool too small for one full-length sequence
     p->kv_page_size = 4;

@@ -118,7 +118,9 @@ GenerateResult generate(Session &session, Comm &comm, std::span<const int64_t> p
         (opts.stopAtEos && std::find(eos.begin(), eos.end(), next) != eos.end()))
       break;
     int64_t ts = nowNs();
+    size_t moved = comm.bytesMoved();
     logits = session.forward(&next, 1, int64_t(res.tokens.size()) - 1);
+    res.decodeCommBytes += comm.bytesMoved() - moved;
     next = pick(logits);
     res.decodeMs.push_back(msSince(ts));
     res.decodeWeightBytes += session.lastWeightBytes();

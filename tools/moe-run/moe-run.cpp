@@ -918,7 +918,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
 
   // --bench: warmup runs, then timed runs of prefill + maxNew greedy tokens.
   std::vector<double> prefill, decode;
-  uint64_t wbytes = 0, kvbytes = 0, dsteps = 0;
+  uint64_t wbytes = 0, kvbytes = 0, commBytes = 0, dsteps = 0;
   std::vector<int64_t> firstTokens;
   {
     Progress bar("benchmark", tty);
@@ -936,6 +936,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
       decode.insert(decode.end(), r.decodeMs.begin(), r.decodeMs.end());
       wbytes += r.decodeWeightBytes;
       kvbytes += r.decodeKVBytes;
+      commBytes += r.decodeCommBytes;
       dsteps += r.decodeMs.size();
     }
   }
@@ -955,8 +956,15 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
     session.trace().write(o.trace, comm);
   if (!o.profile.empty() && rank == 0)
     writeProfile(o.profile, plan, session, 0);
+  // Every rank's communication per decode token, for rank 0 to print beside
+  // the report's prediction (docs/runtime.md).
+  double perTokComm = dsteps ? double(commBytes) / double(dsteps) : 0.0;
+  std::vector<std::string> commByRank = comm.gatherToRoot(fmt::format("{}", perTokComm));
   if (rank != 0)
     return 0;
+  json commJson = json::array();
+  for (const std::string &v : commByRank)
+    commJson.push_back(std::stod(v));
   json j = {
       {"plan", plan.path()},
       {"model", p.model()->name() ? p.model()->name()->str() : ""},
@@ -988,6 +996,8 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
        weights->fetchNs() > 0 ? 1.0 - double(ss.waitNs) / double(weights->fetchNs()) : 0.0},
       {"active_weight_bytes_per_token", perTok},
       {"kv_bytes_per_token", perTokKV},
+      {"comm_bytes_per_token", perTokComm},
+      {"comm_bytes_per_token_by_rank", std::move(commJson)},
       {"read_bandwidth_gbs", {{"best", bwBest}, {"median", bwMedian}}},
       {"decode_floor_ms", floorMs},
       {"decode_pct_of_floor", pctFloor},
@@ -1018,6 +1028,10 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
               (unsigned long long)weights->peakTotalBytes(),
               (unsigned long long)weights->peakResidentBytes(),
               p.memory_budget() ? fmt::format("{}", p.memory_budget()).c_str() : "none");
+  if (comm.size() > 1)
+    std::printf("communication     %.0f bytes/token moved by rank 0 in decode (the plan's "
+                "collectives; the report's communication_per_token predicts it)\n",
+                perTokComm);
   if (weights->loads() > 0)
     std::printf("streaming         %llu loads, %.1f ms fetching, %.1f%% hidden behind compute; "
                 "expert prediction %s, hit rate %.1f%% (%llu of %llu chosen experts predicted)\n",

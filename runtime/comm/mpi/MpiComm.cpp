@@ -50,11 +50,14 @@ public:
     int G = groupSize(group);
     if (G == 1)
       return;
-    bytesMoved_ += 2 * n * sizeof(float) * size_t(G - 1) / size_t(G);
     if (!ordered_) {
+      // Counted as a reduce-scatter + all-gather, as the cost model does;
+      // the MPI library picks its algorithm.
+      bytesMoved_ += 2 * n * sizeof(float) * size_t(G - 1) / size_t(G);
       MPI_Allreduce(MPI_IN_PLACE, buf, count(n), MPI_FLOAT, MPI_SUM, commFor(group));
       return;
     }
+    bytesMoved_ += n * sizeof(float) * size_t(G - 1);
     // Group order: everyone sums the gathered buffers the same way.
     tmp_.resize(n * size_t(G));
     MPI_Allgather(buf, count(n), MPI_FLOAT, tmp_.data(), count(n), MPI_FLOAT, commFor(group));

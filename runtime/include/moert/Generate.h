@@ -53,6 +53,10 @@ struct GenerateResult {
   std::vector<double> decodeMs;    // one per decode forward call
   uint64_t decodeWeightBytes = 0;  // weight bytes read by all decode calls
   uint64_t decodeKVBytes = 0;
+  /// Bytes this rank's communicator moved during the decode forward calls
+  /// (the plan's collectives; the sampled token's broadcast is not counted,
+  /// as the cost model does not count it).
+  uint64_t decodeCommBytes = 0;
 };
 
 /// Prefills the prompt in chunks of max_tokens, then decodes one token per

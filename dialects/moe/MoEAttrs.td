@@ -145,31 +145,50 @@ def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
     expert going to copy `j mod copies`, so the busiest expert's tokens are
     computed in parallel. Each slot is still computed by exactly one rank.
 
+    `slices = S` (expert slicing, DeepSpeed-MoE's answer to fewer experts
+    than ranks) splits every expert's intermediate dimension into S equal
+    parts on S different ranks: `experts` then lists E x S ranks, entry
+    `e * S + s` holding rows `[s I/S, (s+1) I/S)` of expert e's gate/up and
+    the same columns of its down projection. Every part computes all of the
+    expert's routed slots; their partial down projections add up in the
+    combine exchange (the down bias is added by part 0). Slicing excludes
+    replicas.
+
     Example:
 
     ```mlir
     #moe.placement<ranks = 2, experts = [0, 0, 0, 0, 1, 1, 1, 1]>
     #moe.placement<ranks = 4, experts = [0, 1, 2, 3], replicas = [0 : 2, 0 : 3]>
+    #moe.placement<ranks = 4, experts = [0, 1, 2, 3], slices = 2>
     ```
   }];
   let parameters = (ins "int64_t":$numRanks,
                         ArrayRefParameter<"int64_t">:$expertRanks,
-                        OptionalArrayRefParameter<"int64_t">:$replicas);
+                        OptionalArrayRefParameter<"int64_t">:$replicas,
+                        "int64_t":$slices);
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
   let skipDefaultBuilders = 1;
   let builders = [
     AttrBuilder<(ins "int64_t":$numRanks,
                      "::llvm::ArrayRef<int64_t>":$expertRanks,
-                     CArg<"::llvm::ArrayRef<int64_t>", "{}">:$replicas), [{
-      return $_get($_ctxt, numRanks, expertRanks, replicas);
+                     CArg<"::llvm::ArrayRef<int64_t>", "{}">:$replicas,
+                     CArg<"int64_t", "1">:$slices), [{
+      return $_get($_ctxt, numRanks, expertRanks, replicas, slices);
     }]>
   ];
   let extraClassDeclaration = [{
-    int64_t getNumExperts() const { return getExpertRanks().size(); }
+    int64_t getNumExperts() const {
+      return int64_t(getExpertRanks().size()) / std::max<int64_t>(getSlices(), 1);
+    }
     /// The ranks holding a copy of `expert`: its primary rank first, then
-    /// its replicas in the order listed.
+    /// its replicas in the order listed. Sliced: the ranks of its parts, in
+    /// part order.
     ::llvm::SmallVector<int64_t> getCopies(int64_t expert) const;
+    /// The rank of part `slice` of `expert` (slice 0 when not sliced).
+    int64_t getPartRank(int64_t expert, int64_t slice) const {
+      return getExpertRanks()[expert * getSlices() + slice];
+    }
     /// Whether `rank` holds a copy of `expert`.
     bool holds(int64_t rank, int64_t expert) const;
     /// Number of (expert, rank) copies: experts plus replicas.

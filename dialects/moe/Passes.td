@@ -151,6 +151,17 @@ def MoEExpertPlacementPass
         placement <ranks = 2, experts = [0, 1, 0, 1]> : ...
     ```
 
+    Expert slicing (DeepSpeed-MoE): a layer with fewer experts E than
+    ranks P (and `replicas = 0`, `slicing` on) splits every expert's
+    intermediate dimension into S = P / gcd(E, P) parts, so E x S is a
+    multiple of P and every rank holds the same share of the expert
+    weights; part q = e S + s goes to rank q mod P (the parts of an expert
+    on S different ranks). Each part computes all of its expert's slots and
+    the combine exchange sums the partial outputs. When S does not divide
+    the intermediate size the layer is placed whole, as without slicing.
+    4 experts on 8 ranks: `placement <ranks = 8, experts = [0, 1, 2, ..., 7],
+    slices = 2>`, 1/8 of the expert weights per rank.
+
     Without a grid (one rank) the pass does nothing.
   }];
   let options = [
@@ -168,6 +179,9 @@ def MoEExpertPlacementPass
            "expert load profile (JSON from moe-run --expert-profile)">,
     Option<"replicas", "replicas", "int64_t", /*default=*/"0",
            "extra copies of hot experts per layer (balanced strategy)">,
+    Option<"slicing", "slicing", "bool", /*default=*/"true",
+           "split experts over ranks when a layer has fewer experts than "
+           "ranks (and no replicas)">,
   ];
   let dependentDialects = ["::mlir::moe::MoEDialect",
                            "::mlir::shard::ShardDialect"];

@@ -180,6 +180,8 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
   llvm::DenseMap<StringAttr, ParamUse> uses;
   // Ranks that hold a placed expert's weight.
   llvm::DenseMap<StringAttr, SmallVector<int64_t>> placedOn;
+  // Parts each expert of a placed weight is sliced in (#moe.placement slices).
+  llvm::DenseMap<StringAttr, int64_t> partsOf;
   graph.walk<WalkOrder::PreOrder>([&](Operation *op) {
     cost.opCounts[op->getName().getStringRef().str()]++;
 
@@ -227,11 +229,19 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       PlacementAttr placement = experts.getExpertPlacement();
       if (placement) {
         cost.numRanks = std::max(cost.numRanks, placement.getNumRanks());
+        // A sliced expert's down bias is not split: part 0's rank holds it
+        // (as the plan's weights do).
         for (int64_t e = 0; e < placement.getNumExperts(); ++e)
-          for (int64_t rank : placement.getCopies(e))
+          for (auto [part, rank] : llvm::enumerate(placement.getCopies(e)))
             for (Value w : experts.getExpertWeights())
-              if (auto weight = w.getDefiningOp<WeightOp>())
+              if (auto weight = w.getDefiningOp<WeightOp>()) {
+                bool whole = w == experts.getDownBias();
+                if (whole && part > 0 && placement.getSlices() > 1)
+                  continue;
                 placedOn[weight.getParamAttr().getAttr()].push_back(rank);
+                partsOf[weight.getParamAttr().getAttr()] =
+                    whole ? 1 : placement.getSlices();
+              }
       }
       if (LayerCost *lc = layerCost(enclosingLayer(op))) {
         lc->moe = true;
@@ -241,6 +251,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         if (placement) {
           lc->expertRanks.assign(placement.getExpertRanks().begin(),
                                  placement.getExpertRanks().end());
+          lc->expertSlices = placement.getSlices();
           for (size_t i = 1; i < placement.getReplicas().size(); i += 2)
             lc->replicaRanks.push_back(placement.getReplicas()[i]);
         }
@@ -314,8 +325,10 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     auto placed = placedOn.find(param.getSymNameAttr());
     if (use.expert && !use.dense && !use.lookup && !use.unplaced &&
         placed != placedOn.end()) {
-      // One entry per (expert, copy): that rank holds the expert's slice.
-      int64_t slice = n / type.getDimSize(0);
+      // One entry per (expert, copy): that rank holds the expert's slice,
+      // or per (expert, part) of a sliced expert: a part of it.
+      int64_t slice = n / type.getDimSize(0) /
+                      std::max<int64_t>(partsOf.lookup(param.getSymNameAttr()), 1);
       for (int64_t r : placed->second)
         if (r >= 0 && r < cost.numRanks)
           cost.ranks[r].params = satAdd(cost.ranks[r].params, slice);
@@ -409,6 +422,8 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
       layer["experts_per_rank"] = llvm::json::Array(lc.expertsPerRank);
       if (!lc.expertRanks.empty())
         layer["placement"] = llvm::json::Array(lc.expertRanks);
+      if (lc.expertSlices > 1)
+        layer["expert_slices"] = lc.expertSlices;
     }
     layers.push_back(std::move(layer));
   }

@@ -337,15 +337,41 @@ std::string SourceAttr::getExpertTensor(int64_t expert) const {
 LogicalResult
 PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                       int64_t numRanks, ArrayRef<int64_t> expertRanks,
-                      ArrayRef<int64_t> replicas) {
+                      ArrayRef<int64_t> replicas, int64_t slices) {
   if (numRanks < 1)
     return emitError() << "placement needs at least one rank (got ranks = "
                        << numRanks << ")";
   if (expertRanks.empty())
     return emitError() << "placement lists no experts";
+  if (slices < 1 || slices > numRanks)
+    return emitError() << "placement slices each expert in " << slices
+                       << " parts (expected 1 to ranks = " << numRanks << ")";
+  if (slices > 1) {
+    if (expertRanks.size() % slices)
+      return emitError() << "placement lists " << expertRanks.size()
+                         << " part ranks (expected experts x slices = a "
+                            "multiple of "
+                         << slices << ")";
+    if (!replicas.empty())
+      return emitError() << "placement has both slices and replicas "
+                            "(expected one of them)";
+    for (size_t e = 0; e < expertRanks.size(); e += slices) {
+      llvm::DenseSet<int64_t> seen;
+      for (int64_t s = 0; s < slices; ++s) {
+        int64_t rank = expertRanks[e + s];
+        if (rank >= 0 && rank < numRanks && !seen.insert(rank).second)
+          return emitError() << "expert " << e / slices
+                             << " has two parts on rank " << rank
+                             << " (expected each part on its own rank)";
+      }
+    }
+  }
   for (auto [expert, rank] : llvm::enumerate(expertRanks))
     if (rank < 0 || rank >= numRanks)
-      return emitError() << "expert " << expert << " is placed on rank " << rank
+      return emitError() << "expert " << expert / slices
+                         << (slices > 1 ? " part " + std::to_string(expert % slices)
+                                        : std::string())
+                         << " is placed on rank " << rank
                          << " (expected a rank in [0, " << numRanks << "))";
   if (replicas.size() % 2)
     return emitError() << "replicas must be expert : rank pairs";
@@ -370,6 +396,11 @@ PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 }
 
 SmallVector<int64_t> PlacementAttr::getCopies(int64_t expert) const {
+  if (getSlices() > 1) {
+    ArrayRef<int64_t> parts =
+        getExpertRanks().slice(expert * getSlices(), getSlices());
+    return SmallVector<int64_t>(parts.begin(), parts.end());
+  }
   SmallVector<int64_t> ranks = {getExpertRanks()[expert]};
   ArrayRef<int64_t> replicas = getReplicas();
   for (size_t i = 0; i + 1 < replicas.size(); i += 2)
@@ -382,9 +413,10 @@ bool PlacementAttr::holds(int64_t rank, int64_t expert) const {
   return llvm::is_contained(getCopies(expert), rank);
 }
 
-/// `<ranks = N, experts = [r0, r1, ...] (, replicas = [e : r, ...])?>`
+/// `<ranks = N, experts = [r0, r1, ...] (, slices = S)?
+///   (, replicas = [e : r, ...])?>`
 Attribute PlacementAttr::parse(AsmParser &parser, Type) {
-  int64_t numRanks = 0;
+  int64_t numRanks = 0, slices = 1;
   SmallVector<int64_t> experts, replicas;
   auto parseRank = [&]() -> ParseResult {
     return parser.parseInteger(experts.emplace_back());
@@ -404,22 +436,29 @@ Attribute PlacementAttr::parse(AsmParser &parser, Type) {
       parser.parseEqual() ||
       parser.parseCommaSeparatedList(AsmParser::Delimiter::Square, parseRank))
     return {};
-  if (succeeded(parser.parseOptionalComma()) &&
-      (parser.parseKeyword("replicas") || parser.parseEqual() ||
-       parser.parseCommaSeparatedList(AsmParser::Delimiter::Square,
-                                      parseReplica)))
+  bool comma = succeeded(parser.parseOptionalComma());
+  if (comma && succeeded(parser.parseOptionalKeyword("slices"))) {
+    if (parser.parseEqual() || parser.parseInteger(slices))
+      return {};
+    comma = succeeded(parser.parseOptionalComma());
+  }
+  if (comma && (parser.parseKeyword("replicas") || parser.parseEqual() ||
+                parser.parseCommaSeparatedList(AsmParser::Delimiter::Square,
+                                               parseReplica)))
     return {};
   if (parser.parseGreater())
     return {};
   return PlacementAttr::getChecked(
       [&] { return parser.emitError(loc); }, parser.getContext(), numRanks,
-      experts, replicas);
+      experts, replicas, slices);
 }
 
 void PlacementAttr::print(AsmPrinter &printer) const {
   printer << "<ranks = " << getNumRanks() << ", experts = [";
   llvm::interleaveComma(getExpertRanks(), printer);
   printer << "]";
+  if (getSlices() > 1)
+    printer << ", slices = " << getSlices();
   ArrayRef<int64_t> replicas = getReplicas();
   if (!replicas.empty()) {
     printer << ", replicas = [";

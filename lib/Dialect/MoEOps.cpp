@@ -882,10 +882,16 @@ LogicalResult ExpertsOp::verify() {
     return failure();
   if (failed(checkWidth(*this, "result", getResult(), d, "the input width")))
     return failure();
-  if (auto placement = getPlacement())
+  if (auto placement = getPlacement()) {
     if (placement->getNumExperts() != numExperts)
       return emitOpError() << "placement lists " << placement->getNumExperts()
                            << " experts (expected " << numExperts << ")";
+    int64_t slices = placement->getSlices();
+    if (getIntermediateSize() % slices)
+      return emitOpError() << "placement slices intermediate size "
+                           << getIntermediateSize() << " in " << slices
+                           << " parts (expected a divisor of it)";
+  }
   return success();
 }
 

@@ -145,9 +145,14 @@ struct StepSerializer {
         continue;
       }
       auto it = llvm::find(r.copies, int64_t(rank));
-      if (it != r.copies.end())
-        local.push_back(fb::CreateLocalExpert(fbb, int(id),
-                                              int(it - r.copies.begin()),
+      if (it == r.copies.end())
+        continue;
+      int index = int(it - r.copies.begin());
+      // A part of a sliced expert, or a copy of a replicated one.
+      if (s.slices > 1)
+        local.push_back(fb::CreateLocalExpert(fbb, int(id), 0, 1, index));
+      else
+        local.push_back(fb::CreateLocalExpert(fbb, int(id), index,
                                               int(r.copies.size())));
     }
     auto list = fbb.CreateVector(local);
@@ -155,7 +160,7 @@ struct StepSerializer {
                 fb::CreateExperts(fbb, s.in, s.sorted, s.offsets, s.out,
                                   s.topK, s.intermediate, toFb(s.act), s.gated,
                                   s.gate, s.up, s.down, s.upBias, s.downBias,
-                                  list, s.onDemand));
+                                  list, s.onDemand, s.slices));
   }
   Result operator()(const CombineStep &s) {
     return make(fb::Op::Combine, fb::CreateCombine(fbb, s.slots, s.slotWeight,
@@ -335,7 +340,8 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
         auto mapVec = fbb.CreateVector(map);
         auto replicaVec = replicas.empty() ? 0 : fbb.CreateVector(replicas);
         placement.push_back(fb::CreateExpertPlacement(
-            fbb, int(layer.getIndex()), mapVec, replicaVec));
+            fbb, int(layer.getIndex()), mapVec, replicaVec,
+            int(p.getSlices())));
       }
     });
   });

@@ -68,6 +68,7 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
   step.upBias = e.getUpBias() ? weightOf(e.getUpBias()) : -1;
   step.downBias = e.getDownBias() ? weightOf(e.getDownBias()) : -1;
   PlacementAttr placement = e.getPlacementAttr();
+  step.slices = placement ? int(placement.getSlices()) : 1;
   for (int64_t i = 0; i < e.getNumExperts(); ++i) {
     ExpertRef r;
     if (placement)

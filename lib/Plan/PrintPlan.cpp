@@ -159,6 +159,8 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
         os << (i ? ", " : "") << e->expert();
         if (e->num_replicas() > 1)
           os << " (copy " << e->replica() << "/" << e->num_replicas() << ")";
+        if (o->expert_slices() > 1)
+          os << " (part " << e->slice() << "/" << o->expert_slices() << ")";
       }
     os << "]";
     if (o->on_demand())
@@ -257,7 +259,11 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
     }
   if (p->placement())
     for (const fb::ExpertPlacement *pl : *p->placement()) {
-      os << "placement layer " << pl->layer() << ": experts on ranks ";
+      if (pl->slices() > 1)
+        os << "placement layer " << pl->layer() << ": " << pl->slices()
+           << " parts per expert, parts (expert-major) on ranks ";
+      else
+        os << "placement layer " << pl->layer() << ": experts on ranks ";
       printList(os, pl->expert_ranks());
       if (pl->replicas() && pl->replicas()->size()) {
         os << ", replicas (expert, rank) ";

@@ -28,7 +28,8 @@ uint64_t mlir::moe::plan::Weight::bytesOnRank(int32_t rank) const {
     return 0;
   if (expertRanks.empty())
     return bytes();
-  uint64_t slice = bytes() / uint64_t(expertRanks.size()), n = 0;
+  uint64_t slice = bytes() / uint64_t(expertRanks.size()) / uint64_t(expertParts),
+           n = 0;
   for (const SmallVector<int32_t> &ranks : expertRanks)
     if (ranks.empty() || llvm::is_contained(ranks, rank))
       n += slice;
@@ -108,9 +109,16 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
       w.expertRanks.assign(size_t(experts.getNumExperts()), {});
       if (!placement)
         continue;
+      // Sliced experts: every part's rank holds its share of gate/up/down
+      // (and the up bias); the down bias, which is not split, only part 0's.
+      bool downBias = v == experts.getDownBias();
+      w.expertParts = downBias ? 1 : placement.getSlices();
       SmallVector<int32_t> all;
       for (int64_t e = 0; e < experts.getNumExperts(); ++e) {
-        for (int64_t rank : placement.getCopies(e))
+        SmallVector<int64_t> copies = placement.getCopies(e);
+        if (downBias && placement.getSlices() > 1)
+          copies.resize(1);
+        for (int64_t rank : copies)
           w.expertRanks[size_t(e)].push_back(int32_t(rank));
         all.append(w.expertRanks[size_t(e)]);
       }

@@ -142,7 +142,24 @@ struct MoEExpertPlacementPass
       int64_t numExperts = experts.getNumExperts();
       int64_t layerIndex = experts.getLayerIndex();
       SmallVector<int64_t> ranks, copies;
-      if (strategy == PlacementStrategy::Contiguous) {
+      int64_t slices = 1;
+      if (slicing && replicas == 0 && numExperts < numRanks) {
+        int64_t parts = numRanks / std::gcd(numExperts, numRanks);
+        if (experts.getIntermediateSize() % parts == 0)
+          slices = parts;
+        else
+          LLVM_DEBUG(llvm::dbgs()
+                     << "layer " << layerIndex << ": intermediate size "
+                     << experts.getIntermediateSize() << " does not split in "
+                     << parts << " parts; experts placed whole\n");
+      }
+      if (slices > 1) {
+        // Part q = e * S + s on rank q mod P: S consecutive parts of an
+        // expert land on S different ranks (S <= P), and every rank gets
+        // E * S / P parts.
+        for (int64_t q = 0; q < numExperts * slices; ++q)
+          ranks.push_back(q % numRanks);
+      } else if (strategy == PlacementStrategy::Contiguous) {
         ranks = placeContiguous(numExperts, numRanks);
       } else if (strategy == PlacementStrategy::RoundRobin) {
         ranks = placeRoundRobin(numExperts, numRanks);
@@ -161,7 +178,7 @@ struct MoEExpertPlacementPass
         std::tie(ranks, copies) = placeBalanced(load, numRanks, replicas);
       }
       auto placement =
-          PlacementAttr::get(&getContext(), numRanks, ranks, copies);
+          PlacementAttr::get(&getContext(), numRanks, ranks, copies, slices);
       experts.setPlacementAttr(placement);
       LLVM_DEBUG(llvm::dbgs() << "layer " << layerIndex << ": " << placement
                               << "\n");

@@ -30,6 +30,7 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   placement.strategy = options.placement;
   placement.profile = options.expertProfile;
   placement.replicas = options.expertReplicas;
+  placement.slicing = options.expertSlicing;
   model.addPass(createMoEExpertPlacementPass(placement));
   model.addPass(createMoECommHierarchyPass());
 

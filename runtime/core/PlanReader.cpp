@@ -39,11 +39,21 @@ const char *opName(plan::Op op) {
 }
 
 std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
-                                     const plan::Experts &op, int32_t expert) {
+                                     const plan::Experts &op, const plan::LocalExpert &e) {
   std::array<int32_t, 5> r;
   int32_t roles[5] = {op.gate(), op.up(), op.down(), op.up_bias(), op.down_bias()};
-  for (int k = 0; k < 5; ++k)
-    r[size_t(k)] = roles[k] < 0 ? -1 : weights[size_t(roles[k])].slices[size_t(expert)];
+  for (int k = 0; k < 5; ++k) {
+    if (roles[k] < 0) {
+      r[size_t(k)] = -1;
+      continue;
+    }
+    int32_t slice = weights[size_t(roles[k])].slices[size_t(e.expert())];
+    const std::vector<int32_t> &parts = weights[size_t(slice)].parts;
+    if (op.expert_slices() > 1 && k == 4) // the down bias: part 0 adds it
+      r[size_t(k)] = e.slice() == 0 ? slice : -1;
+    else
+      r[size_t(k)] = parts.empty() ? slice : parts[size_t(e.slice())];
+  }
   return r;
 }
 
@@ -378,11 +388,16 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     if (e->num_replicas() < 1 || e->replica() < 0 || e->replica() >= e->num_replicas())
       err("expert {} is copy {} of {} (expected 0 <= replica < num_replicas)", e->expert(),
           e->replica(), e->num_replicas());
-    // This rank reads only its experts' slices.
+    if (e->slice() < 0 || e->slice() >= op.expert_slices() ||
+        (op.expert_slices() > 1 && e->num_replicas() != 1))
+      err("expert {} is part {} of {} with {} copies (expected 0 <= slice < expert_slices, "
+          "and no copies of sliced experts)",
+          e->expert(), e->slice(), op.expert_slices(), e->num_replicas());
+    // This rank reads only its experts' slices (or parts).
+    std::array<int32_t, 5> mine = expertWeights(weights_, op, *e);
     for (int k = 0; k < 5; ++k)
-      if (roles[k])
-        weight(roles[k]->slices[size_t(e->expert())], roleNames[k], k < 3 ? 2 : 1, k < 3,
-               /*slice=*/true);
+      if (roles[k] && mine[size_t(k)] >= 0)
+        weight(mine[size_t(k)], roleNames[k], k < 3 ? 2 : 1, k < 3, /*slice=*/true);
   }
   needCols(in, "in", D);
   if (out.rowElems != D)
@@ -766,13 +781,39 @@ void RankValidator::run() {
 void PlanFile::sliceStackedWeights() {
   const plan::Plan &r = *root_;
   std::vector<bool> stacked(numPlanWeights_, false);
+  // Expert slicing: the parts each stacked weight's expert slices are split
+  // in, and along which axis of the slice (rows of gate/up/up_bias, columns
+  // of down; the down bias is not split). Every Experts step reading a
+  // weight must agree.
+  std::vector<int> partsOf(numPlanWeights_, 1), axisOf(numPlanWeights_, 0);
+  std::vector<bool> seenBy(numPlanWeights_, false);
   for (unsigned i = 0; r.ranks() && i < r.ranks()->size(); ++i) {
     const plan::RankProgram *rp = r.ranks()->Get(i);
-    for (unsigned k = 0; rp->steps() && k < rp->steps()->size(); ++k)
-      if (const plan::Experts *op = rp->steps()->Get(k)->op_as_Experts())
-        for (int32_t w : {op->gate(), op->up(), op->down(), op->up_bias(), op->down_bias()})
-          if (w >= 0 && size_t(w) < numPlanWeights_)
-            stacked[size_t(w)] = true;
+    for (unsigned k = 0; rp->steps() && k < rp->steps()->size(); ++k) {
+      const plan::Experts *op = rp->steps()->Get(k)->op_as_Experts();
+      if (!op)
+        continue;
+      int S = op->expert_slices();
+      if (S < 1 || S > kMaxRanks || op->intermediate() <= 0 || op->intermediate() % S)
+        fail("{}: rank {} step {}: expert_slices {} with intermediate {} (expected 1..{} parts "
+             "that divide the intermediate size)",
+             path_, i, k, S, op->intermediate(), kMaxRanks);
+      int32_t roles[5] = {op->gate(), op->up(), op->down(), op->up_bias(), op->down_bias()};
+      for (int role = 0; role < 5; ++role) {
+        int32_t w = roles[role];
+        if (w < 0 || size_t(w) >= numPlanWeights_)
+          continue;
+        stacked[size_t(w)] = true;
+        int parts = role == 4 ? 1 : S;
+        if (seenBy[size_t(w)] && partsOf[size_t(w)] != parts)
+          fail("{}: weight '{}' is split in {} and in {} expert parts by two Experts steps "
+               "(expected one expert_slices per weight)",
+               path_, weights_[size_t(w)].name, partsOf[size_t(w)], parts);
+        seenBy[size_t(w)] = true;
+        partsOf[size_t(w)] = parts;
+        axisOf[size_t(w)] = role == 2 ? 1 : 0;
+      }
+    }
   }
   std::set<std::string> names;
   for (const WeightInfo &w : weights_)
@@ -821,6 +862,36 @@ void PlanFile::sliceStackedWeights() {
       s.sourceTransposed = w.sourceTransposed;
       weights_[i].slices.push_back(int32_t(weights_.size()));
       weights_.push_back(std::move(s));
+    }
+  }
+  // Parts of sliced experts, appended after all expert slices.
+  size_t numSlices = weights_.size();
+  for (size_t i = numPlanWeights_; i < numSlices; ++i) {
+    int S = partsOf[size_t(weights_[i].stacked)], axis = axisOf[size_t(weights_[i].stacked)];
+    if (S == 1)
+      continue;
+    if (int64_t(weights_.size() - numPlanWeights_) + S > kMaxExpertSlices)
+      fail("{}: weight '{}' brings the expert slices of all stacked weights over {} (expected a "
+           "plan of at most {} experts x stacked weights)",
+           path_, weights_[size_t(weights_[i].stacked)].name, kMaxExpertSlices,
+           kMaxExpertSlices);
+    std::vector<int64_t> shape = weights_[i].shape;
+    if (size_t(axis) >= shape.size() || shape[size_t(axis)] % S)
+      fail("{}: expert slice '{}' of shape [{}] does not split in {} parts along axis {} "
+           "(expected a multiple of {})",
+           path_, weights_[i].name, fmt::join(shape, ", "), S, axis, S);
+    shape[size_t(axis)] /= S;
+    for (int part = 0; part < S; ++part) {
+      WeightInfo p = weights_[i];
+      p.name = fmt::format("{} part {}/{}", weights_[i].name, part, S);
+      p.shape = shape;
+      p.numel = weights_[i].numel / uint64_t(S);
+      p.partOf = int32_t(i);
+      p.partAxis = axis;
+      p.partOffset = int64_t(part) * shape[size_t(axis)];
+      p.parts.clear();
+      weights_[i].parts.push_back(int32_t(weights_.size()));
+      weights_.push_back(std::move(p));
     }
   }
 }

@@ -230,7 +230,7 @@ void Session::predict(Prediction &p) {
   std::vector<int32_t> fetch;
   for (const plan::LocalExpert *e : *ex->experts())
     if (std::binary_search(p.ids.begin(), p.ids.end(), e->expert()))
-      for (int32_t wi : expertWeights(plan_.weights(), *ex, e->expert()))
+      for (int32_t wi : expertWeights(plan_.weights(), *ex, *e))
         if (wi >= 0 && weights_.isStreamed(wi) && !weights_.isResident(wi))
           fetch.push_back(wi);
   streaming_.predicted += p.ids.size();
@@ -266,7 +266,7 @@ void Session::launchOnDemandExperts(const plan::Step &s, const plan::Experts &ex
       continue;
     routed.push_back(int32_t(k));
     weightsOf.emplace_back();
-    for (int32_t w : expertWeights(plan_.weights(), ex, id))
+    for (int32_t w : expertWeights(plan_.weights(), ex, *e))
       if (w >= 0 && weights_.isStreamed(w)) {
         weightsOf.back().push_back(w);
         if (!weights_.isResident(w))

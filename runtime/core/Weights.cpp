@@ -4,6 +4,7 @@
 #include "moert/Trace.h"
 
 #include <algorithm>
+#include <memory>
 
 namespace moert {
 
@@ -141,6 +142,37 @@ WeightSource WeightStore::expertSliceSource(const PlanFile &plan, const Checkpoi
   return s;
 }
 
+/// A part of a sliced expert's slice (WeightInfo::partOf): rows map like the
+/// whole slice, shifted; columns are gathered row by row at load.
+static WeightSource partSource(const WeightInfo &part, const WeightInfo &whole,
+                               WeightSource src) {
+  WeightSource s;
+  s.info = &part;
+  const size_t es = dtypeSize(part.dtype);
+  uint64_t K = 1;
+  for (size_t d = 1; d < whole.shape.size(); ++d)
+    K *= uint64_t(whole.shape[d]);
+  auto read = std::make_shared<std::function<void(void *, uint64_t, uint64_t)>>(
+      std::move(src.read));
+  if (part.partAxis == 0) {
+    const uint64_t off = uint64_t(part.partOffset) * K;
+    if (src.mapped)
+      s.mapped = static_cast<const uint8_t *>(src.mapped) + off * dtypeSize(whole.storedDtype);
+    s.read = [read, off](void *dst, uint64_t b, uint64_t e) { (*read)(dst, b + off, e + off); };
+    return s;
+  }
+  const uint64_t Kp = uint64_t(part.shape[1]), c0 = uint64_t(part.partOffset);
+  s.read = [read, K, Kp, c0, es](void *dst, uint64_t b, uint64_t e) {
+    for (uint64_t k = b; k < e;) {
+      uint64_t row = k / Kp, col = k % Kp, n = std::min(e - k, Kp - col);
+      (*read)(static_cast<uint8_t *>(dst) + (k - b) * es, row * K + c0 + col,
+              row * K + c0 + col + n);
+      k += n;
+    }
+  };
+  return s;
+}
+
 void WeightStore::bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
                        const ProgressFn &progress) {
   const PlanFile &plan = *plan_;
@@ -202,7 +234,12 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     if (!used[i])
       continue;
     const WeightInfo &w = infos[i];
-    srcs[i] = w.stacked >= 0 ? expertSliceSource(plan, *ckpt, w) : tensorSource(*ckpt, plan, w);
+    // A part of a sliced expert reads from its expert's slice.
+    const WeightInfo &src = w.partOf >= 0 ? infos[size_t(w.partOf)] : w;
+    srcs[i] =
+        src.stacked >= 0 ? expertSliceSource(plan, *ckpt, src) : tensorSource(*ckpt, plan, src);
+    if (w.partOf >= 0)
+      srcs[i] = partSource(w, src, std::move(srcs[i]));
   }
   ws->bind(ranks, std::move(srcs), progress);
   return ws;
@@ -220,7 +257,9 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
   for (size_t i = 0; i < infos.size(); ++i) {
     if (!used[i])
       continue;
-    const WeightInfo &w = infos[i];
+    // A part of a sliced expert is generated as its part of the expert's
+    // slice, so slicing does not change the values.
+    const WeightInfo &w = infos[i].partOf >= 0 ? infos[size_t(infos[i].partOf)] : infos[i];
     srcs[i].info = &w;
     // A slice of per-expert tensors is generated as that tensor; one of a
     // fused weight as its block of the whole stacked tensor.
@@ -246,6 +285,8 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
       for (uint64_t k = b; k < e; ++k)
         storeFromF32(dst, w.dtype, k - b, irwinValue(key, sc, k));
     };
+    if (infos[i].partOf >= 0)
+      srcs[i] = partSource(infos[i], w, std::move(srcs[i]));
   }
   ws->bind(ranks, std::move(srcs), progress);
   return ws;

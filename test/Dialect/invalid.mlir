@@ -114,6 +114,46 @@ func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
 
 // -----
 
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{placement slices each expert in 3 parts (expected 1 to ranks = 2)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 2, experts = [0, 1, 0, 1, 0, 1], slices = 3> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{placement lists 3 part ranks (expected experts x slices = a multiple of 2)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 4, experts = [0, 1, 2], slices = 2> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{placement has both slices and replicas (expected one of them)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 4, experts = [0, 1, 2, 3], slices = 2, replicas = [0 : 3]> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{expert 1 has two parts on rank 2 (expected each part on its own rank)}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 4, experts = [0, 1, 2, 2], slices = 2> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+func.func @f(%d: tensor<?x2xf32>, %off: tensor<3xi32>) {
+  // expected-error@+1 {{expert 1 part 1 is placed on rank 7 (expected a rank in [0, 4))}}
+  %r = moe.all_to_all dispatch %d, %off on @devices axes [0] placement <ranks = 4, experts = [0, 1, 2, 7], slices = 2> : tensor<?x2xf32>, tensor<3xi32>
+  return
+}
+
+// -----
+
 // expected-error@+1 {{'moe.model' op vocab_size must be positive (got 0)}}
 moe.model @m attributes {architecture = "test", vocab_size = 0, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
 }
@@ -1070,6 +1110,14 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u:
 func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{'moe.experts' op placement lists 3 experts (expected 2)}}
   %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> placement <ranks = 2, experts = [0, 1, 1]> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op placement slices intermediate size 8 in 3 parts (expected a divisor of it)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> placement <ranks = 3, experts = [0, 1, 2, 0, 1, 2], slices = 3> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
 

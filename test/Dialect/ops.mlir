@@ -115,6 +115,9 @@ moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_s
       %db = moe.weight @edb : tensor<2x8xf32>
       // CHECK: %[[Y:.*]] = moe.experts %[[R]], %{{.*}} top_k 1 act silu up %{{.*}} : tensor<2x4x8xf32> gate %{{.*}} : tensor<2x4x8xf32> down %{{.*}} : tensor<2x8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
       %y = moe.experts %dr, %off top_k 1 act silu up %u : tensor<2x4x8xf32> gate %g : tensor<2x4x8xf32> down %dn : tensor<2x8x4xf32> placement <ranks = 2, experts = [0, 1]> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      // Expert slicing: 2 parts of each expert's 4 hidden units, on both ranks.
+      // CHECK: moe.experts %{{.*}}, %{{.*}} top_k 1 act silu up %{{.*}} : tensor<2x4x8xf32> down %{{.*}} : tensor<2x8x4xf32> placement <ranks = 2, experts = [0, 1, 1, 0], slices = 2> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+      %ysl = moe.experts %d, %off top_k 1 act silu up %u : tensor<2x4x8xf32> down %dn : tensor<2x8x4xf32> placement <ranks = 2, experts = [0, 1, 1, 0], slices = 2> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
       // CHECK: moe.experts %{{.*}}, %{{.*}} top_k 1 act gelu up %{{.*}} : tensor<2x4x8xf32> down %{{.*}} : tensor<2x8x4xf32> up_bias %{{.*}} : tensor<2x4xf32> down_bias %{{.*}} : tensor<2x8xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
       %yb2 = moe.experts %d, %off top_k 1 act gelu down_bias %db : tensor<2x8xf32> up %u : tensor<2x4x8xf32> up_bias %ub : tensor<2x4xf32> down %dn : tensor<2x8x4xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
       // CHECK: moe.all_to_all combine %[[Y]]

@@ -9,6 +9,11 @@
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-expert-placement='strategy=nonsense' 2>&1 | FileCheck %s --check-prefix=BADFLAG
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --pass-pipeline='builtin.module(moe.model(moe-expert-placement{profile=%S/Inputs/missing.json}))' 2>&1 | FileCheck %s --check-prefix=NOPROFILE
 // RUN: moe-opt %s --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=ONERANK
+// Expert slicing: fewer experts (8) than ranks.
+// RUN: sed 's/shape = 2x2/shape = 4x4/' %S/Inputs/moe-layer.mlir | moe-opt --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=SLICED
+// RUN: sed 's/shape = 2x2/shape = 4x4/' %S/Inputs/moe-layer.mlir | moe-opt --pass-pipeline='builtin.module(moe.model(moe-expert-placement{slicing=false}))' | FileCheck %s --check-prefix=NOSLICING
+// RUN: sed 's/shape = 2x2/shape = 3x4/' %S/Inputs/moe-layer.mlir | moe-opt --pass-pipeline='builtin.module(moe.model(moe-expert-placement))' | FileCheck %s --check-prefix=INDIVISIBLE
+// RUN: sed 's/shape = 2x2/shape = 4x4/' %S/Inputs/moe-layer.mlir | moe-opt --pass-pipeline='builtin.module(moe.model(moe-expert-placement{replicas=1}))' | FileCheck %s --check-prefix=REPLICATED
 
 // Uniform loads: every rank gets 2 of the 8 experts, and the exchanges wrap
 // the experts over both grid axes.
@@ -48,3 +53,16 @@ moe.model @one attributes {architecture = "test", vocab_size = 16, hidden_size =
     moe.return %lm : tensor<?x16xf32>
   }
 }
+
+// 8 experts on 16 ranks: S = 16 / gcd(8, 16) = 2 parts of the intermediate
+// size 4, part q = 2e + s on rank q mod 16: one part per rank, the two parts
+// of an expert on neighbouring ranks.
+// SLICED: moe.experts {{.*}} placement <ranks = 16, experts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], slices = 2>
+// SLICED: moe.all_to_all combine {{.*}} slices = 2>
+// Without slicing, half the ranks hold no expert (as before expert slicing).
+// NOSLICING: moe.experts {{.*}} placement <ranks = 16, experts = [0, 1, 2, 3, 4, 5, 6, 7]>
+// 12 ranks would need S = 12 / gcd(8, 12) = 3 parts, which do not divide the
+// intermediate size 4: the experts are placed whole.
+// INDIVISIBLE: moe.experts {{.*}} placement <ranks = 12, experts = [0, 1, 2, 3, 4, 5, 6, 7]>
+// Replicas are the user's choice over slicing.
+// REPLICATED: moe.experts {{.*}} placement <ranks = 16, experts = [{{.*}}], replicas = [{{.*}}]>

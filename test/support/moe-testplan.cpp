@@ -6,7 +6,8 @@
 //       [--max-seq-len=N] [--max-batch=B --kv-page-size=P] [--ranks=N] [--corrupt=KIND]
 // --corrupt writes a deliberately broken plan for bad-input tests: identifier,
 // version-major, version-minor, buffer-index, weight-index, arena, top-k,
-// rope-inv-freq, collective-out (needs --ranks > 1), many-experts, truncate.
+// rope-inv-freq, collective-out (needs --ranks > 1), many-experts, expert-slices,
+// truncate.
 //
 //===----------------------------------------------------------------------===//
 #include "HFPlans.h"
@@ -70,6 +71,8 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
     for (auto &w : p->weights)
       if (w->source && !w->shape.empty())
         w->shape[0] = 1 << 16;
+  } else if (kind == "expert-slices") {
+    needOp<mp::ExpertsT>(*p, mp::Op::Experts)->expert_slices = 5; // 48 hidden units
   } else if (kind == "max-batch")
     p->max_batch = int32_t(p->max_tokens + 1);
   else if (kind == "kv-pages") { // a pool too small for one full-length sequence

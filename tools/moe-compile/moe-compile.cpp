@@ -142,6 +142,13 @@ cl::opt<std::string>
                        cl::init("0"), cl::value_desc("R"),
                        cl::cat(passCategory));
 cl::opt<std::string>
+    expertSlicingFlag("expert-slicing",
+                      cl::desc("Split each expert over several ranks when a "
+                               "layer has fewer experts than ranks: on "
+                               "(default) or off"),
+                      cl::init("on"), cl::value_desc("on|off"),
+                      cl::cat(passCategory));
+cl::opt<std::string>
     pipelineFlag("pipeline",
                  cl::desc("Passes replacing the default pipeline, e.g. "
                           "'canonicalize,moe-fuse-gating' ('none': the "
@@ -334,6 +341,11 @@ CompileOptions parseOptions(EmitKind emit) {
   if (o.expertReplicas > 0 && o.placement != PlacementStrategy::Balanced)
     fail("--expert-replicas: only with --placement=balanced (expected the "
          "load-aware strategy)");
+  o.expertSlicing =
+      choice(expertSlicingFlag == "on"    ? std::optional<bool>(true)
+             : expertSlicingFlag == "off" ? std::optional<bool>(false)
+                                          : std::nullopt,
+             "expert-slicing", expertSlicingFlag, "on or off");
   if (memoryBudgetFlag.getNumOccurrences())
     o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
   else if (cluster && cluster->deviceMemoryBytes)

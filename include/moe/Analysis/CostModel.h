@@ -37,6 +37,9 @@ struct LayerCost {
   /// The rank of each expert (moe-expert-placement); empty when every rank
   /// holds every expert.
   std::vector<int64_t> expertRanks;
+  /// Expert slicing: parts per expert (expertRanks then lists each part's
+  /// rank, and expertsPerRank counts parts).
+  int64_t expertSlices = 1;
   /// The ranks of the extra copies of replicated (hot) experts.
   std::vector<int64_t> replicaRanks;
   /// Expert copies each rank holds (numRanks entries; MoE layers only).

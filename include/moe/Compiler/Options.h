@@ -42,6 +42,8 @@ struct CompileOptions {
   std::string expertProfile;
   /// Extra copies of hot experts per MoE layer (balanced placement).
   int64_t expertReplicas = 0;
+  /// Split experts over ranks when a layer has fewer experts than ranks.
+  bool expertSlicing = true;
   /// Bytes per rank for weights + activations; 0 = unlimited.
   uint64_t memoryBudget = 0;
   /// Textual pass pipeline replacing the default one, or "".

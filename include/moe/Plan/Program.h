@@ -124,6 +124,9 @@ struct Weight {
   /// of each expert's slice (an empty list: every rank). Empty when the
   /// weight is not stacked; a rank holds only its experts' slices.
   std::vector<llvm::SmallVector<int32_t>> expertRanks;
+  /// Expert slicing: each rank in expertRanks[e] holds 1/expertParts of
+  /// expert e's slice (a part of its rows or columns); 1: whole slices.
+  int64_t expertParts = 1;
   uint64_t bytes() const;
   /// Bytes `rank` holds: the slices of its experts for a stacked weight.
   uint64_t bytesOnRank(int32_t rank) const;
@@ -200,6 +203,7 @@ struct GateStep {
 };
 struct ExpertRef {
   /// Ranks holding this expert's copies (primary first); empty: every rank.
+  /// Sliced (ExpertsStep::slices > 1): the rank of each part, in part order.
   SmallVector<int64_t> copies;
 };
 struct ExpertsStep {
@@ -211,6 +215,9 @@ struct ExpertsStep {
   int gate, up, down, upBias, downBias;
   /// One entry per expert (index = expert id).
   std::vector<ExpertRef> experts;
+  /// Parts each expert's intermediate dimension is split in (#moe.placement
+  /// slices).
+  int slices = 1;
 };
 struct CombineStep {
   int slots, slotWeight, out, topK;

@@ -219,7 +219,8 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
 void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const StepArgs &a) {
   const int64_t T = a.T;
   const int K = op.top_k();
-  const int64_t D = a.ld(op.slot_out()), I = op.intermediate();
+  // A part of a sliced expert computes I / expert_slices of its hidden units.
+  const int64_t D = a.ld(op.slot_out()), I = op.intermediate() / op.expert_slices();
   const int64_t ldin = a.ld(op.in());
   const float *in = a.f32(op.in());
   float *slotOut = a.f32(op.slot_out());
@@ -241,7 +242,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
   std::string base = s.name() ? s.name()->str() : "experts";
   // Expert e's slices of the stacked gate, up, down, up_bias, down_bias.
   auto slices = [&](const plan::LocalExpert *e) {
-    return expertWeights(*a.weightInfo, op, e->expert());
+    return expertWeights(*a.weightInfo, op, *e);
   };
   enum { kGate, kUp, kDown, kUpBias, kDownBias };
   auto expertBytes = [&](const plan::LocalExpert *e) {

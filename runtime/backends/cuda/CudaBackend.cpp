@@ -525,7 +525,9 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
     fail("cuda: Experts step without its Gate (expected groupSteps to have seen the plan)");
   ea.numExperts = g->second;
   ea.D = a.ld(op.slot_out());
-  ea.I = op.intermediate();
+  // A part of a sliced expert computes I / expert_slices hidden units (the
+  // kernels take the part's weights as a whole expert of that size).
+  ea.I = op.intermediate() / op.expert_slices();
   ea.act = ActKind(int(op.act()));
   ea.gated = op.gated();
   ea.clearSlotOut = a.expertsFirstPart;
@@ -536,7 +538,7 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
   auto add = [&](const plan::LocalExpert *e) {
     ExpertW &w = hostTable_[size_t(e->expert())];
     // The expert's slices of the stacked gate, up, down, up_bias, down_bias.
-    std::array<int32_t, 5> s = expertWeights(*a.weightInfo, op, e->expert());
+    std::array<int32_t, 5> s = expertWeights(*a.weightInfo, op, *e);
     w.gate = dw(a, s[0]);
     w.up = dw(a, s[1]);
     w.down = dw(a, s[2]);

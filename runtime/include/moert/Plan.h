@@ -53,14 +53,23 @@ struct WeightInfo {
   std::string sourceTensor;
   int64_t sourceOffset = 0, sourceStride = 1;
   bool sourceTransposed = false;
+  // Expert slicing (3.1): an expert slice whose Experts step splits the
+  // experts in S parts lists its S parts (appended after the slices); it is
+  // then never bound itself. A part is rows (axis 0) or columns (axis 1) of
+  // its expert slice `partOf`, starting at partOffset; `shape` is the part's.
+  std::vector<int32_t> parts;
+  int32_t partOf = -1;
+  int partAxis = 0;
+  int64_t partOffset = 0;
   bool usedBy(int rank) const;
 };
 
 /// The weights (PlanFile::weights() indices; -1 where a role is absent) that
-/// expert `expert` of an Experts step reads: its slices of gate, up, down,
-/// up_bias and down_bias, in that order.
+/// local expert `e` of an Experts step reads: its expert's slices (or, when
+/// sliced, its part's) of gate, up, down, up_bias and down_bias, in that
+/// order. The down bias is not split: part 0 reads it, other parts get -1.
 std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
-                                     const plan::Experts &op, int32_t expert);
+                                     const plan::Experts &op, const plan::LocalExpert &e);
 
 /// Facts derived while validating one rank's program.
 struct RankInfo {

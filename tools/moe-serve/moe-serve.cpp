@@ -902,6 +902,9 @@ int serve(const Options &o) {
   size_t httpThreads = size_t(std::min<int64_t>(o.maxQueue + maxBatch + 8, 512));
   http.new_task_queue = [httpThreads] { return new httplib::ThreadPool(httpThreads); };
   http.set_payload_max_length(size_t(1) << 20);
+  // Headers and body go out in separate writes: with Nagle's algorithm the
+  // body waits for the client's delayed ACK (~40 ms a response).
+  http.set_tcp_nodelay(true);
   auto json400 = [](httplib::Response &res, const ApiError &e) { sendError(res, e); };
   auto guarded = [&](auto fn) {
     return [&, fn](const httplib::Request &req, httplib::Response &res) {

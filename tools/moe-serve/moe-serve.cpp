@@ -905,6 +905,9 @@ int serve(const Options &o) {
   // Headers and body go out in separate writes: with Nagle's algorithm the
   // body waits for the client's delayed ACK (~40 ms a response).
   http.set_tcp_nodelay(true);
+  // An idle keep-alive connection holds its thread this long after SIGTERM
+  // too (httplib checks for stop between requests): short, within the 10 s.
+  http.set_keep_alive_timeout(2);
   auto json400 = [](httplib::Response &res, const ApiError &e) { sendError(res, e); };
   auto guarded = [&](auto fn) {
     return [&, fn](const httplib::Request &req, httplib::Response &res) {

@@ -9,7 +9,21 @@ PKGS=(
   libopenblas-dev libopenmpi-dev openmpi-bin
   libpcre2-dev libutf8proc-dev
   libgtest-dev python3-numpy
+  libcpp-httplib-dev pkg-config
 )
+# moe-serve's HTTP is cpp-httplib (docs/serving.md says why); the test of the
+# official openai npm client installs its pinned version (package-lock.json)
+# into test/Serve/openai-client/node_modules when node and npm are present.
+install_openai_client() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/test/Serve/openai-client"
+  if command -v node >/dev/null && command -v npm >/dev/null && \
+     [ ! -d "$dir/node_modules/openai" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+      echo "install-deps: npm ci in $dir failed: test/Serve/openai-node.test is unsupported"
+  fi
+}
+trap install_openai_client EXIT
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,6 +49,14 @@ if config.moe_enable_cuda:
             config.available_features.add("gpu")
     except (OSError, subprocess.SubprocessError):
         pass
+if getattr(config, "moe_have_serve", False):
+    config.available_features.add("moe-serve")
+    # The official openai npm client, pinned by test/Serve/openai-client's
+    # package-lock.json and installed there by scripts/install-deps.sh.
+    import shutil
+    if shutil.which("node") and os.path.isdir(os.path.join(
+            config.moe_src_root, "test", "Serve", "openai-client", "node_modules", "openai")):
+        config.available_features.add("openai-node")
 if config.moe_sanitizers:
     config.available_features.add("sanitizers")
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf")):

@@ -40,8 +40,16 @@ std::string checkRequest(const PlanFile &plan, const SequenceRequest &r) {
 
 namespace {
 
+/// A request the engine holds, queued or running.
+struct Pending {
+  uint64_t tag = 0;
+  SequenceRequest req;
+  int64_t arrivalNs = 0;
+};
+
 struct Active {
-  size_t req = 0;
+  Pending p;
+  SequenceResult res;
   int64_t admitted = 0;          // admission order (prefill order)
   std::vector<int64_t> tokens;   // prompt followed by the new tokens
   int64_t prompt = 0, prefilled = 0;
@@ -56,9 +64,8 @@ bool endsWith(const std::vector<int64_t> &out, const std::vector<int64_t> &s) {
 
 } // namespace
 
-std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
-                                          std::span<const SequenceRequest> requests,
-                                          const BatchOptions &opts, BatchStats *stats) {
+void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
+                    const BatchOptions &opts, BatchStats *stats) {
   const PlanFile &plan = session.plan();
   const int64_t maxT = plan.maxTokens(), ps = plan.kvPageSize();
   const int64_t B = opts.maxBatch > 0 ? std::min(opts.maxBatch, plan.maxBatch()) : plan.maxBatch();
@@ -68,16 +75,7 @@ std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
   if (m.eos_token_ids())
     planEos.assign(m.eos_token_ids()->begin(), m.eos_token_ids()->end());
 
-  std::vector<SequenceResult> results(requests.size());
-  std::deque<size_t> queue;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    std::string why = checkRequest(plan, requests[i]);
-    if (!why.empty()) {
-      results[i].error = why;
-      continue;
-    }
-    queue.push_back(i);
-  }
+  std::deque<Pending> queue;
   // Free pages, lowest number on top.
   std::vector<int32_t> freePages;
   for (int64_t p = plan.kvPages() - 1; p >= 0; --p)
@@ -87,34 +85,69 @@ std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
   BatchStats st;
   st.maxBatch = B;
   const int64_t t0 = nowNs();
-  auto ms = [&] { return double(nowNs() - t0) / 1e6; };
+  auto msSince = [](int64_t from) { return double(nowNs() - from) / 1e6; };
 
   auto finish = [&](size_t slot, const char *reason) {
     Active &a = *slots[slot];
-    SequenceResult &r = results[a.req];
-    r.finishReason = reason;
+    a.res.finishReason = reason;
     freePages.insert(freePages.end(), a.pages.rbegin(), a.pages.rend());
-    size_t req = a.req;
+    uint64_t tag = a.p.tag;
+    SequenceResult res = std::move(a.res);
     slots[slot].reset();
-    if (opts.onFinish)
-      opts.onFinish(req, r);
+    source.onFinish(tag, std::move(res));
   };
 
+  bool open = true;
+  std::vector<std::pair<uint64_t, SequenceRequest>> incoming;
   std::vector<int64_t> ids, pos, seq, logitRows;
   std::vector<size_t> logitSlot;
   std::vector<int64_t> picked;
   for (;;) {
+    int64_t running = 0;
+    for (auto &a : slots)
+      running += a.has_value();
+    if (open) {
+      incoming.clear();
+      open = source.poll(incoming, running == 0 && queue.empty());
+      int64_t now = nowNs();
+      for (auto &[tag, r] : incoming) {
+        if (std::string why = checkRequest(plan, r); !why.empty()) {
+          SequenceResult res;
+          res.error = std::move(why);
+          source.onFinish(tag, std::move(res));
+          continue;
+        }
+        queue.push_back({tag, std::move(r), now});
+      }
+    }
+    // Cancelled sequences leave before the step: their slots and pages are
+    // free for the admissions below.
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s] && source.cancelled(slots[s]->p.tag))
+        finish(s, "cancelled");
+    for (auto it = queue.begin(); it != queue.end();) {
+      if (!source.cancelled(it->tag)) {
+        ++it;
+        continue;
+      }
+      uint64_t tag = it->tag;
+      it = queue.erase(it);
+      SequenceResult res;
+      res.finishReason = "cancelled";
+      source.onFinish(tag, std::move(res));
+    }
     // Admit queued sequences into free slots, in order, while pages last.
     for (size_t s = 0; s < slots.size() && !queue.empty(); ++s) {
       if (slots[s])
         continue;
-      size_t i = queue.front();
-      const SequenceRequest &r = requests[i];
+      Pending &q = queue.front();
+      const SequenceRequest &r = q.req;
       if (r.maxNewTokens == 0) { // nothing to generate: no step needed
+        uint64_t tag = q.tag;
         queue.pop_front();
-        results[i].finishReason = "length";
-        if (opts.onFinish)
-          opts.onFinish(i, results[i]);
+        SequenceResult res;
+        res.finishReason = "length";
+        source.onFinish(tag, std::move(res));
         --s;
         continue;
       }
@@ -123,14 +156,14 @@ std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
         ++st.pageWaits;
         break;
       }
-      queue.pop_front();
       Active a;
-      a.req = i;
+      a.p = std::move(q);
+      queue.pop_front();
       a.admitted = admissions++;
-      a.tokens = r.prompt;
-      a.prompt = int64_t(r.prompt.size());
-      a.state = r.seed;
-      a.eos = r.eosIds.empty() ? planEos : r.eosIds;
+      a.tokens = a.p.req.prompt;
+      a.prompt = int64_t(a.p.req.prompt.size());
+      a.state = a.p.req.seed;
+      a.eos = a.p.req.eosIds.empty() ? planEos : a.p.req.eosIds;
       for (int64_t k = 0; k < need; ++k) {
         a.pages.push_back(freePages.back());
         freePages.pop_back();
@@ -142,10 +175,13 @@ std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
     for (auto &a : slots)
       active += a.has_value();
     if (active == 0) {
-      if (queue.empty())
-        break;
+      if (queue.empty()) {
+        if (!open)
+          break;
+        continue; // the source is open: poll again (it may block while idle)
+      }
       // Cannot happen: an empty pool holds any one sequence (PlanReader).
-      fail("sequence {} needs more KV pages than the plan has", queue.front());
+      fail("sequence {} needs more KV pages than the plan has", queue.front().tag);
     }
 
     // The step: a decode row per generating sequence, then prompt chunks in
@@ -195,21 +231,21 @@ std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
     if (comm.rank() == 0)
       for (size_t i = 0; i < logitRows.size(); ++i) {
         Active &a = *slots[logitSlot[i]];
-        const SequenceRequest &r = requests[a.req];
+        const SequenceRequest &r = a.p.req;
         picked[i] = session.sampleRow(int64_t(i), r.temperature, r.topP, a.state);
       }
     if (comm.size() > 1 && !picked.empty())
       comm.broadcast(picked.data(), picked.size() * sizeof(int64_t), 0, {});
-    double now = ms();
     for (size_t i = 0; i < logitRows.size(); ++i) {
       size_t s = logitSlot[i];
       Active &a = *slots[s];
-      const SequenceRequest &r = requests[a.req];
-      SequenceResult &res = results[a.req];
+      const SequenceRequest &r = a.p.req;
+      SequenceResult &res = a.res;
       int64_t tok = picked[i];
       a.tokens.push_back(tok);
       res.output.push_back(tok);
-      res.tokenMs.push_back(now);
+      res.tokenMs.push_back(msSince(a.p.arrivalNs));
+      source.onToken(a.p.tag, tok);
       bool stop = r.stopAtEos && std::find(a.eos.begin(), a.eos.end(), tok) != a.eos.end();
       for (const auto &sq : r.stopIds)
         stop = stop || endsWith(res.output, sq);
@@ -220,10 +256,50 @@ std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
       else if (int64_t(res.output.size()) == r.maxNewTokens)
         finish(s, "length");
     }
+    int64_t left = 0;
+    for (auto &a : slots)
+      left += a.has_value();
+    source.onStep(left, int64_t(queue.size()));
   }
-  st.wallMs = ms();
+  st.wallMs = msSince(t0);
   if (stats)
     *stats = st;
+}
+
+namespace {
+
+/// generateBatch's source: every request at the first poll, then closed.
+class ListSource final : public RequestSource {
+public:
+  ListSource(std::span<const SequenceRequest> requests, std::vector<SequenceResult> &results,
+             const BatchOptions &opts)
+      : requests_(requests), results_(results), opts_(opts) {}
+  bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool) override {
+    for (size_t i = 0; i < requests_.size(); ++i)
+      out.emplace_back(uint64_t(i), requests_[i]);
+    return false;
+  }
+  void onFinish(uint64_t tag, SequenceResult result) override {
+    results_[tag] = std::move(result);
+    // As before the engine streamed: a refused request never ran, no call.
+    if (opts_.onFinish && results_[tag].error.empty())
+      opts_.onFinish(size_t(tag), results_[tag]);
+  }
+
+private:
+  std::span<const SequenceRequest> requests_;
+  std::vector<SequenceResult> &results_;
+  const BatchOptions &opts_;
+};
+
+} // namespace
+
+std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
+                                          std::span<const SequenceRequest> requests,
+                                          const BatchOptions &opts, BatchStats *stats) {
+  std::vector<SequenceResult> results(requests.size());
+  ListSource source(requests, results, opts);
+  runBatchEngine(session, comm, source, opts, stats);
   return results;
 }
 

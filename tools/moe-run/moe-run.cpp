@@ -13,6 +13,7 @@
 #include "moert/Safetensors.h"
 #include "moert/Tokenizer.h"
 #include "moert/Version.h"
+#include "ToolSupport.h"
 #ifdef MOERT_HAVE_MPI
 #include "moert/MpiComm.h"
 #endif
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 using namespace moert;
+using namespace moetool;
 using json = nlohmann::json;
 
 namespace {
@@ -88,23 +90,6 @@ struct Options {
   uint64_t seed = 0;
   float temperature = 0.0f, topP = 1.0f;
 };
-
-/// A whole (small) text file; MappedFile says why when it cannot be read.
-std::string readFile(const std::string &path) {
-  if (!isRegularFile(path))
-    fail("{}: not a readable file", path);
-  MappedFile f(path);
-  return std::string(reinterpret_cast<const char *>(f.data()), f.size());
-}
-
-template <typename T> T parseNumber(const std::string &flag, const std::string &v) {
-  T out{};
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size() || v.empty())
-    fail("{}={}: not a number (expected {})", flag, v,
-         std::is_floating_point_v<T> ? "a decimal number" : "an integer");
-  return out;
-}
 
 Options parseArgs(int argc, char **argv) {
   Options o;
@@ -272,81 +257,6 @@ Options parseArgs(int argc, char **argv) {
   return o;
 }
 
-/// The checkpoint directory the weights come from (--weights or the plan's).
-std::string checkpointDir(const Options &o, const PlanFile &plan) {
-  std::string dir = o.weights.empty() && plan.plan().checkpoint()
-                        ? plan.plan().checkpoint()->str()
-                        : o.weights;
-  if (!dir.empty() && dir.size() > 12 && dir.ends_with(".safetensors"))
-    dir = dir.substr(0, dir.find_last_of('/') == std::string::npos ? 0
-                                                                     : dir.find_last_of('/'));
-  return dir;
-}
-
-bool fileExists(const std::string &path) { return isRegularFile(path); }
-
-/// The checkpoint's tokenizer (tokenizer.json + tokenizer_config.json), or
-/// --tokenizer=FILE.
-std::unique_ptr<Tokenizer> loadTokenizer(const Options &o, const PlanFile &plan) {
-  std::string path = o.tokenizer, config;
-  if (path.empty()) {
-    std::string dir = checkpointDir(o, plan);
-    if (dir.empty())
-      fail("--prompt: the plan names no checkpoint to take tokenizer.json from (expected "
-           "--tokenizer=FILE or --weights=DIR)");
-    path = dir + "/tokenizer.json";
-    if (!fileExists(path))
-      fail("{}: no tokenizer.json (expected --tokenizer=FILE)", dir);
-  }
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-  if (fileExists(dir + "/tokenizer_config.json"))
-    config = dir + "/tokenizer_config.json";
-  std::unique_ptr<Tokenizer> tokenizer;
-  try {
-    tokenizer = std::make_unique<Tokenizer>(Tokenizer::fromFile(path, config));
-  } catch (const std::exception &e) {
-    fail("{}", e.what());
-  }
-  // A tokenizer of another model encodes text to ids the model has no rows
-  // for: say so here, naming the tokenizer, not later as a bad token id.
-  if (tokenizer->vocabSize() > size_t(plan.vocabSize()))
-    fail("{}: {} has {} tokens, more than the model's vocab_size {} (expected the tokenizer of "
-         "the model the plan was compiled from)",
-         o.tokenizer.empty() ? "--prompt" : "--tokenizer", path, tokenizer->vocabSize(),
-         plan.vocabSize());
-  return tokenizer;
-}
-
-/// eos_token_id of the checkpoint's generation_config.json (an id or a list),
-/// or nothing when there is none.
-std::vector<int64_t> generationEosIds(const Options &o, const PlanFile &plan) {
-  std::string dir = checkpointDir(o, plan);
-  std::string path = dir + "/generation_config.json";
-  if (dir.empty() || !fileExists(path))
-    return {};
-  json j;
-  try {
-    j = json::parse(readFile(path));
-  } catch (const json::exception &e) {
-    fail("{}: not JSON ({})", path, e.what());
-  }
-  std::vector<int64_t> ids;
-  auto add = [&](const json &v) {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0)
-      fail("{}: eos_token_id: {} (expected a token id or a list of them)", path, v.dump());
-    ids.push_back(v.get<int64_t>());
-  };
-  if (j.is_object() && j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
-    const json &e = j["eos_token_id"];
-    if (e.is_array())
-      for (const json &v : e)
-        add(v);
-    else
-      add(e);
-  }
-  return ids;
-}
-
 /// A one-line progress bar on stderr, only when stderr is a terminal.
 class Progress {
 public:
@@ -445,17 +355,6 @@ struct Job {
   int64_t maxBatch = 1; // --batch (the largest size) or the plan's max_batch
 };
 
-/// The text of generated ids (special tokens skipped), or nothing when the
-/// tokenizer cannot decode them.
-std::optional<std::string> decodeText(const Tokenizer &tok, std::span<const int64_t> ids) {
-  std::vector<uint32_t> u(ids.begin(), ids.end());
-  try {
-    return tok.decode(u, /*skipSpecial=*/true);
-  } catch (const std::exception &) {
-    return std::nullopt;
-  }
-}
-
 /// --prompts: reads and checks every line (a bad line gets its error, the
 /// others their request).
 void preparePrompts(const Options &o, const PlanFile &plan, Job &job) {
@@ -470,7 +369,7 @@ void preparePrompts(const Options &o, const PlanFile &plan, Job &job) {
   // text prompts or stop strings need it.
   std::string tokError;
   try {
-    job.tokenizer = loadTokenizer(o, plan);
+    job.tokenizer = loadTokenizer(o.tokenizer, o.weights, plan);
   } catch (const Error &e) {
     tokError = e.what();
   }
@@ -561,7 +460,7 @@ Job prepare(const Options &o, int worldSize) {
   if (!o.prompts.empty() || !o.batch.empty()) {
     job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
     if (!o.randomWeights)
-      job.eosIds = generationEosIds(o, plan);
+      job.eosIds = generationEosIds(o.weights, plan);
     if (!o.prompts.empty())
       preparePrompts(o, plan, job);
     if (!o.output.empty())
@@ -574,7 +473,7 @@ Job prepare(const Options &o, int worldSize) {
   std::vector<int64_t> &prompt = job.prompt;
   prompt = o.promptIds;
   if (!o.prompt.empty()) {
-    job.tokenizer = loadTokenizer(o, plan);
+    job.tokenizer = loadTokenizer(o.tokenizer, o.weights, plan);
     try {
       for (uint32_t id : job.tokenizer->encodePrompt(o.prompt))
         prompt.push_back(int64_t(id));
@@ -585,7 +484,7 @@ Job prepare(const Options &o, int worldSize) {
       fail("--prompt: the text encodes to no tokens (expected a non-empty prompt)");
   }
   if (!o.randomWeights)
-    job.eosIds = generationEosIds(o, plan);
+    job.eosIds = generationEosIds(o.weights, plan);
   job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
   if (prompt.empty()) {
     if (!o.bench)

@@ -12,6 +12,13 @@
 // when it is admitted; when too few pages are free, it waits (in order: no
 // later request overtakes it).
 //
+// The scheduler is a streaming engine (runBatchEngine): a RequestSource it
+// polls before every step hands it new requests, which join free slots at
+// that step (continuous batching across arrivals, as a server needs); it
+// hears every new token and every finished sequence, and may cancel a
+// sequence (a client that went away), whose slot and pages are free at the
+// next step. generateBatch is that engine over a fixed list of requests.
+//
 // Greedy results equal one-sequence generate() runs for dropless routing;
 // with a capacity factor, which slots a gate drops depends on every token of
 // the step (docs/runtime.md, "Batched generation").
@@ -47,10 +54,13 @@ struct SequenceRequest {
 
 struct SequenceResult {
   std::vector<int64_t> output;   // the new tokens
-  std::string finishReason;      // "stop" (EOS or a stop sequence) or "length"
+  /// "stop" (EOS or a stop sequence), "length", or "cancelled" (the source
+  /// cancelled it; runBatchEngine only).
+  std::string finishReason;
   std::string error;             // set when the request was refused (not run)
-  /// Milliseconds from the start of the run to each new token (the first is
-  /// the time to first token, queueing included).
+  /// Milliseconds from the request's arrival (the start of the run for
+  /// generateBatch; the poll that handed it over for runBatchEngine) to each
+  /// new token: the first is the time to first token, queueing included.
   std::vector<double> tokenMs;
 };
 
@@ -75,6 +85,37 @@ struct BatchStats {
 
 /// Checks a request against the plan: the one-line reason it cannot run, or "".
 std::string checkRequest(const PlanFile &plan, const SequenceRequest &r);
+
+/// Where runBatchEngine gets its requests and sends its results. Its calls
+/// all come from the thread that runs the engine. With several ranks, every
+/// rank's source must hand over the same requests at the same polls and
+/// cancel the same sequences at the same steps (rank 0 samples, all ranks
+/// run the same steps).
+class RequestSource {
+public:
+  virtual ~RequestSource() = default;
+  /// Appends the requests that arrived since the last poll, each with a tag
+  /// the other calls name it by. Called before every step; `idle` is true
+  /// when no sequence is running or queued, and the source may then block
+  /// until a request comes. Returns false when no request will come any
+  /// more: the engine finishes the running and queued ones and returns.
+  virtual bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) = 0;
+  /// Asked before every step for every running or queued sequence: true
+  /// finishes it as "cancelled" and frees its slot and pages for that step.
+  virtual bool cancelled(uint64_t tag) { (void)tag; return false; }
+  /// Every new token (rank 0 and every other rank alike).
+  virtual void onToken(uint64_t tag, int64_t token) { (void)tag, (void)token; }
+  /// Once per request: its result (error set when checkRequest refused it).
+  virtual void onFinish(uint64_t tag, SequenceResult result) = 0;
+  /// After every step: sequences running and queued (for metrics).
+  virtual void onStep(int64_t running, int64_t queued) { (void)running, (void)queued; }
+};
+
+/// The streaming engine: runs until `source.poll` returns false and every
+/// sequence it handed over has finished. BatchOptions::onFinish is not used
+/// (the source hears every result).
+void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
+                    const BatchOptions &opts = {}, BatchStats *stats = nullptr);
 
 /// Generates every request (results in request order). Every rank calls
 /// this with the same requests; rank 0 samples and broadcasts each step's

@@ -6,6 +6,8 @@
 #include "moert/Generate.h"
 #include "moert/Prompts.h"
 
+#include <map>
+
 using namespace moert;
 using namespace moetest;
 
@@ -149,6 +151,116 @@ TEST(Batch, StopsAndBadRequests) {
   EXPECT_EQ(r[4].error, "empty prompt (expected at least one token id)");
   EXPECT_EQ(r[5].error, "token id 97 out of range (expected 0..96)");
   EXPECT_TRUE(r[4].output.empty() && r[5].output.empty());
+}
+
+/// A scripted source: request k arrives at poll `arrive[k]`; the one named
+/// `cancelTag` is cancelled once it has `cancelAfter` tokens.
+class ScriptSource final : public RequestSource {
+public:
+  std::vector<SequenceRequest> reqs;
+  std::vector<int64_t> arrive;
+  uint64_t cancelTag = ~uint64_t(0);
+  size_t cancelAfter = 0;
+  std::map<uint64_t, SequenceResult> done;
+  std::map<uint64_t, std::vector<int64_t>> streamed;
+  std::vector<int64_t> runningAtStep;
+  int64_t polls = 0, idlePolls = 0;
+
+  bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) override {
+    idlePolls += idle;
+    for (size_t k = 0; k < reqs.size(); ++k)
+      if (arrive[k] == polls)
+        out.emplace_back(uint64_t(k), reqs[k]);
+    ++polls;
+    return polls <= *std::max_element(arrive.begin(), arrive.end());
+  }
+  bool cancelled(uint64_t tag) override {
+    return tag == cancelTag && streamed[tag].size() >= cancelAfter;
+  }
+  void onToken(uint64_t tag, int64_t token) override { streamed[tag].push_back(token); }
+  void onFinish(uint64_t tag, SequenceResult r) override {
+    EXPECT_FALSE(done.count(tag)) << "request " << tag << " finished twice";
+    done[tag] = std::move(r);
+  }
+  void onStep(int64_t running, int64_t) override { runningAtStep.push_back(running); }
+};
+
+TEST(Batch, StreamingEngineJoinsRunningBatchAndCancels) {
+  // Requests arrive while others run (polls 0, 2, 3, 7 and 9) and join
+  // free slots; greedy tokens equal one-sequence runs. Request 1 asks for
+  // 30 tokens and is cancelled after 3: its slot goes to a later request.
+  HFPlanOptions one;
+  one.maxTokens = 8;
+  HFPlanOptions b = one;
+  b.maxBatch = 2;
+  b.kvPageSize = 4;
+  PlanFile batched = planFor(kTinyQwen, b), single = planFor(kTinyQwen, one);
+  TestBackend be(2);
+  auto comm = makeLocalComm();
+  auto wb = WeightStore::random(batched, 7, {0}, be);
+  auto ws = WeightStore::random(single, 7, {0}, be);
+  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
+  ScriptSource src;
+  src.reqs = requests(batched.vocabSize(), 0.0f);
+  src.reqs.resize(5);
+  src.reqs[1].maxNewTokens = 30;
+  src.arrive = {0, 0, 2, 3, 9};
+  src.cancelTag = 1;
+  src.cancelAfter = 3;
+  BatchStats st;
+  runBatchEngine(sb, *comm, src, {}, &st);
+  ASSERT_EQ(src.done.size(), src.reqs.size());
+  for (size_t k = 0; k < src.reqs.size(); ++k) {
+    const SequenceResult &got = src.done[k];
+    EXPECT_TRUE(got.error.empty()) << got.error;
+    EXPECT_EQ(got.output, src.streamed[k]) << "sequence " << k << ": streamed tokens";
+    if (k == 1) {
+      EXPECT_EQ(got.finishReason, "cancelled");
+      EXPECT_EQ(got.output.size(), 3u);
+      continue;
+    }
+    GenerateOptions g;
+    g.maxNewTokens = src.reqs[k].maxNewTokens;
+    g.stopAtEos = false;
+    GenerateResult want = generate(ss, *comm, src.reqs[k].prompt, g);
+    std::vector<int64_t> w(want.tokens.begin() + int64_t(src.reqs[k].prompt.size()),
+                           want.tokens.end());
+    EXPECT_EQ(got.output, w) << "sequence " << k;
+    EXPECT_EQ(got.finishReason, "length");
+  }
+  // Never more than max_batch sequences; the cancelled one did not hold its
+  // slot for its 30 tokens (the run is shorter than that).
+  for (int64_t r : src.runningAtStep)
+    EXPECT_LE(r, 2);
+  EXPECT_LT(st.steps, 30);
+  // The first poll, before any request, says the engine is idle (a server
+  // blocks there).
+  EXPECT_GE(src.idlePolls, 1);
+}
+
+TEST(Batch, StreamingEngineRefusesAndCancelsQueued) {
+  HFPlanOptions b;
+  b.maxTokens = 8;
+  b.maxBatch = 1;
+  b.kvPageSize = 4;
+  PlanFile plan = planFor(kTinyQwen, b);
+  TestBackend be(1);
+  auto comm = makeLocalComm();
+  auto w = WeightStore::random(plan, 7, {0}, be);
+  Session s(plan, 0, *w, *comm, be);
+  ScriptSource src;
+  src.reqs = requests(plan.vocabSize(), 0.0f);
+  src.reqs.resize(3);
+  src.reqs[2].prompt = {};      // refused at the poll
+  src.arrive = {0, 0, 0};
+  src.cancelTag = 1;            // queued behind request 0 (one slot): never runs
+  src.cancelAfter = 0;
+  runBatchEngine(s, *comm, src);
+  ASSERT_EQ(src.done.size(), 3u);
+  EXPECT_EQ(src.done[0].finishReason, "length");
+  EXPECT_EQ(src.done[1].finishReason, "cancelled");
+  EXPECT_TRUE(src.done[1].output.empty());
+  EXPECT_EQ(src.done[2].error, "empty prompt (expected at least one token id)");
 }
 
 TEST(Batch, SessionRejectsBadBatches) {

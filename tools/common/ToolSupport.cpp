@@ -1,0 +1,100 @@
+//===- ToolSupport.cpp - What moe-run and moe-serve share -----------------===//
+#include "ToolSupport.h"
+
+#include "moert/FileUtil.h"
+
+#include <nlohmann/json.hpp>
+
+using namespace moert;
+using json = nlohmann::json;
+
+namespace moetool {
+
+std::string readFile(const std::string &path) {
+  if (!isRegularFile(path))
+    fail("{}: not a readable file", path);
+  MappedFile f(path);
+  return std::string(reinterpret_cast<const char *>(f.data()), f.size());
+}
+
+std::string checkpointDir(const std::string &weights, const PlanFile &plan) {
+  std::string dir = weights.empty() && plan.plan().checkpoint()
+                        ? plan.plan().checkpoint()->str()
+                        : weights;
+  if (!dir.empty() && dir.size() > 12 && dir.ends_with(".safetensors"))
+    dir = dir.substr(0, dir.find_last_of('/') == std::string::npos ? 0
+                                                                     : dir.find_last_of('/'));
+  return dir;
+}
+
+std::unique_ptr<Tokenizer> loadTokenizer(const std::string &tokenizerFile,
+                                         const std::string &weights, const PlanFile &plan,
+                                         const char *what) {
+  std::string path = tokenizerFile, config;
+  if (path.empty()) {
+    std::string dir = checkpointDir(weights, plan);
+    if (dir.empty())
+      fail("{}: the plan names no checkpoint to take tokenizer.json from (expected "
+           "--tokenizer=FILE or --weights=DIR)",
+           what);
+    path = dir + "/tokenizer.json";
+    if (!isRegularFile(path))
+      fail("{}: no tokenizer.json (expected --tokenizer=FILE)", dir);
+  }
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (isRegularFile(dir + "/tokenizer_config.json"))
+    config = dir + "/tokenizer_config.json";
+  std::unique_ptr<Tokenizer> tokenizer;
+  try {
+    tokenizer = std::make_unique<Tokenizer>(Tokenizer::fromFile(path, config));
+  } catch (const std::exception &e) {
+    fail("{}", e.what());
+  }
+  // A tokenizer of another model encodes text to ids the model has no rows
+  // for: say so here, naming the tokenizer, not later as a bad token id.
+  if (tokenizer->vocabSize() > size_t(plan.vocabSize()))
+    fail("{}: {} has {} tokens, more than the model's vocab_size {} (expected the tokenizer of "
+         "the model the plan was compiled from)",
+         tokenizerFile.empty() ? what : "--tokenizer", path, tokenizer->vocabSize(),
+         plan.vocabSize());
+  return tokenizer;
+}
+
+std::vector<int64_t> generationEosIds(const std::string &weights, const PlanFile &plan) {
+  std::string dir = checkpointDir(weights, plan);
+  std::string path = dir + "/generation_config.json";
+  if (dir.empty() || !isRegularFile(path))
+    return {};
+  json j;
+  try {
+    j = json::parse(readFile(path));
+  } catch (const json::exception &e) {
+    fail("{}: not JSON ({})", path, e.what());
+  }
+  std::vector<int64_t> ids;
+  auto add = [&](const json &v) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0)
+      fail("{}: eos_token_id: {} (expected a token id or a list of them)", path, v.dump());
+    ids.push_back(v.get<int64_t>());
+  };
+  if (j.is_object() && j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    const json &e = j["eos_token_id"];
+    if (e.is_array())
+      for (const json &v : e)
+        add(v);
+    else
+      add(e);
+  }
+  return ids;
+}
+
+std::optional<std::string> decodeText(const Tokenizer &tok, std::span<const int64_t> ids) {
+  std::vector<uint32_t> u(ids.begin(), ids.end());
+  try {
+    return tok.decode(u, /*skipSpecial=*/true);
+  } catch (const std::exception &) {
+    return std::nullopt;
+  }
+}
+
+} // namespace moetool

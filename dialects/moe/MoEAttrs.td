@@ -31,7 +31,12 @@ def MoE_Activation : I32EnumAttr<"Activation",
   I32EnumAttrCase<"Gelu", 0, "gelu">,
   I32EnumAttrCase<"GeluTanh", 1, "gelu_tanh">,
   I32EnumAttrCase<"Relu", 2, "relu">,
-  I32EnumAttrCase<"Silu", 3, "silu">
+  I32EnumAttrCase<"Silu", 3, "silu">,
+  // gpt-oss's clamped SwiGLU (HF GptOssExperts): with gate g and up u,
+  // g = min(g, limit), u = clamp(u, -limit, limit),
+  // out = (u + 1) * g * sigmoid(alpha * g). Only moe.experts takes it: it
+  // carries the `swiglu_limit` and `swiglu_alpha` it needs.
+  I32EnumAttrCase<"SwigluOai", 4, "swiglu_oai">
 ]> {
   let cppNamespace = "::mlir::moe";
 }

@@ -32,12 +32,16 @@ const char *opName(plan::Op op) {
   return n && *n ? n : "unknown";
 }
 
-std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
-                                     const plan::Experts &op, int32_t expert) {
-  std::array<int32_t, 5> r;
-  int32_t roles[5] = {op.gate(), op.up(), op.down(), op.up_bias(), op.down_bias()};
-  for (int k = 0; k < 5; ++k)
-    r[size_t(k)] = roles[k] < 0 ? -1 : weights[size_t(roles[k])].slices[size_t(expert)];
+std::array<int32_t, kExpertRoles> expertRoles(const plan::Experts &op) {
+  return {op.gate(), op.up(), op.down(), op.up_bias(), op.down_bias(), op.gate_bias()};
+}
+
+std::array<int32_t, kExpertRoles> expertWeights(const std::vector<WeightInfo> &weights,
+                                                const plan::Experts &op, int32_t expert) {
+  std::array<int32_t, kExpertRoles> r;
+  std::array<int32_t, kExpertRoles> roles = expertRoles(op);
+  for (size_t k = 0; k < kExpertRoles; ++k)
+    r[k] = roles[k] < 0 ? -1 : weights[size_t(roles[k])].slices[size_t(expert)];
   return r;
 }
 
@@ -356,12 +360,28 @@ void RankValidator::validateExperts(const plan::Experts &op) {
   checkIndex(op.down(), "down");
   const std::vector<int64_t> &downShape = weights_[size_t(op.down())].shape;
   int64_t D = downShape.size() == 3 ? downShape[1] : -1;
-  const WeightInfo *roles[5] = {stacked(op.gate(), "gate", numExperts, {I, D}),
-                                stacked(op.up(), "up", numExperts, {I, D}),
-                                stacked(op.down(), "down", numExperts, {D, I}),
-                                stacked(op.up_bias(), "up_bias", numExperts, {I}),
-                                stacked(op.down_bias(), "down_bias", numExperts, {D})};
-  static const char *roleNames[5] = {"gate", "up", "down", "up_bias", "down_bias"};
+  if (op.gate_bias() != -1 && !op.gated())
+    err("gate_bias weight {} without a gate (expected -1 since gated=false)", op.gate_bias());
+  if (int(op.act()) > int(plan::ActKind::MAX))
+    err("unknown activation kind {}", int(op.act()));
+  if (op.act() == plan::ActKind::SwigluOai) {
+    if (!op.gated())
+      err("activation SwigluOai needs gated experts");
+    if (!std::isfinite(op.swiglu_limit()) || !(op.swiglu_limit() > 0.0f) ||
+        !std::isfinite(op.swiglu_alpha()))
+      err("SwigluOai with swiglu_limit {} and swiglu_alpha {} (expected a positive finite limit "
+          "and a finite alpha)",
+          op.swiglu_limit(), op.swiglu_alpha());
+  }
+  const WeightInfo *roles[kExpertRoles] = {
+      stacked(op.gate(), "gate", numExperts, {I, D}),
+      stacked(op.up(), "up", numExperts, {I, D}),
+      stacked(op.down(), "down", numExperts, {D, I}),
+      stacked(op.up_bias(), "up_bias", numExperts, {I}),
+      stacked(op.down_bias(), "down_bias", numExperts, {D}),
+      stacked(op.gate_bias(), "gate_bias", numExperts, {I})};
+  static const char *roleNames[kExpertRoles] = {"gate",    "up",        "down",
+                                                "up_bias", "down_bias", "gate_bias"};
   std::set<int> seen;
   for (unsigned i = 0; op.experts() && i < op.experts()->size(); ++i) {
     const plan::LocalExpert *e = op.experts()->Get(i);
@@ -373,7 +393,7 @@ void RankValidator::validateExperts(const plan::Experts &op) {
       err("expert {} is copy {} of {} (expected 0 <= replica < num_replicas)", e->expert(),
           e->replica(), e->num_replicas());
     // This rank reads only its experts' slices.
-    for (int k = 0; k < 5; ++k)
+    for (size_t k = 0; k < kExpertRoles; ++k)
       if (roles[k])
         weight(roles[k]->slices[size_t(e->expert())], roleNames[k], k < 3 ? 2 : 1, k < 3,
                /*slice=*/true);
@@ -519,6 +539,9 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("scale {} (expected a finite value)", op->scale());
     if (op->sliding_window() < 0)
       err("sliding_window {} (expected >= 0)", op->sliding_window());
+    if (const WeightInfo *sinks = optWeight(op->sinks(), "sinks", 1); sinks && sinks->shape[0] != H)
+      err("sinks '{}' has {} elements (expected one per head, {})", sinks->name, sinks->shape[0],
+          H);
     break;
   }
   case Op::Activation: {
@@ -534,6 +557,9 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("in-place gated activation needs 2n columns");
     if (int(op->kind()) > int(plan::ActKind::MAX))
       err("unknown activation kind {}", int(op->kind()));
+    if (op->kind() == plan::ActKind::SwigluOai)
+      err("activation kind SwigluOai (expected it in Experts steps only, which hold its "
+          "parameters)");
     break;
   }
   case Op::Add: {
@@ -764,7 +790,7 @@ void PlanFile::sliceStackedWeights() {
     const plan::RankProgram *rp = r.ranks()->Get(i);
     for (unsigned k = 0; rp->steps() && k < rp->steps()->size(); ++k)
       if (const plan::Experts *op = rp->steps()->Get(k)->op_as_Experts())
-        for (int32_t w : {op->gate(), op->up(), op->down(), op->up_bias(), op->down_bias()})
+        for (int32_t w : expertRoles(*op))
           if (w >= 0 && size_t(w) < numPlanWeights_)
             stacked[size_t(w)] = true;
   }

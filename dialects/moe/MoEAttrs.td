@@ -94,7 +94,13 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       slots in token order; the others get weight 0 and are not dispatched.
       Inference uses the model's eval capacity factor here.
 
-    Parameters at their default are not printed.
+    Parameters at their default are not printed. A bias on the logits (the
+    gpt-oss router's) is not routing: it is `moe.router`'s `bias` operand,
+    which both selection and weights see (gpt-oss is `score_before_topk =
+    false`: softmax over the k largest biased logits). Selection-only
+    parameters (DeepSeek-V3's score-correction bias, group-limited top-k,
+    routed scaling factor) extend this attribute as further parameters
+    whose defaults keep the meaning above.
 
     Example:
 

@@ -258,14 +258,17 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   cfg.numKvHeads = r.getInt("num_key_value_heads", cfg.numHeads, 1);
   cfg.vocabSize = r.getInt("vocab_size", std::nullopt, 1);
   cfg.maxPositions = r.getInt("max_position_embeddings", std::nullopt, 1);
-  cfg.normEps = r.getPositive("rms_norm_eps", 1e-6);
+  // GptOssConfig's defaults differ from Llama's where they matter here.
+  cfg.normEps = r.getPositive("rms_norm_eps", gptOss ? 1e-5 : 1e-6);
   cfg.tied = r.getBool("tie_word_embeddings", false);
   cfg.activation = readHiddenAct(r, "hidden_act", "silu");
   cfg.initStd = r.getPositive("initializer_range", 0.02);
   if (errors.failed())
     return errors.take();
-  if (r.has("head_dim")) {
-    cfg.headDim = r.getInt("head_dim", std::nullopt, 1);
+  if (r.has("head_dim") || gptOss) {
+    // gpt-oss's head_dim (64) is not hidden_size / heads (2880 / 64).
+    cfg.headDim =
+        r.getInt("head_dim", gptOss ? 64 : std::optional<int64_t>(), 1);
   } else if (cfg.hiddenSize % cfg.numHeads != 0) {
     r.error(llvm::formatv("hidden_size {0} is not a multiple of "
                           "num_attention_heads {1} (expected it to be, or an "

@@ -61,5 +61,8 @@ if config.moe_sanitizers:
     config.available_features.add("sanitizers")
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf")):
     config.available_features.add("fixtures")
+# Fixtures of the architectures of issue 18, before they join fixtures/hf.
+if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf-archs", "gptoss-tiny")):
+    config.available_features.add("gptoss-fixture")
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "tokenizers")):
     config.available_features.add("tokenizer-fixtures")

@@ -31,7 +31,12 @@ def MoE_Activation : I32EnumAttr<"Activation",
   I32EnumAttrCase<"Gelu", 0, "gelu">,
   I32EnumAttrCase<"GeluTanh", 1, "gelu_tanh">,
   I32EnumAttrCase<"Relu", 2, "relu">,
-  I32EnumAttrCase<"Silu", 3, "silu">
+  I32EnumAttrCase<"Silu", 3, "silu">,
+  // gpt-oss's clamped SwiGLU (HF GptOssExperts): with gate g and up u,
+  // g = min(g, limit), u = clamp(u, -limit, limit),
+  // out = (u + 1) * g * sigmoid(alpha * g). Only moe.experts takes it: it
+  // carries the `swiglu_limit` and `swiglu_alpha` it needs.
+  I32EnumAttrCase<"SwigluOai", 4, "swiglu_oai">
 ]> {
   let cppNamespace = "::mlir::moe";
 }
@@ -89,7 +94,13 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       slots in token order; the others get weight 0 and are not dispatched.
       Inference uses the model's eval capacity factor here.
 
-    Parameters at their default are not printed.
+    Parameters at their default are not printed. A bias on the logits (the
+    gpt-oss router's) is not routing: it is `moe.router`'s `bias` operand,
+    which both selection and weights see (gpt-oss is `score_before_topk =
+    false`: softmax over the k largest biased logits). Selection-only
+    parameters (DeepSeek-V3's score-correction bias, group-limited top-k,
+    routed scaling factor) extend this attribute as further parameters
+    whose defaults keep the meaning above.
 
     Example:
 

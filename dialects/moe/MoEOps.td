@@ -484,7 +484,15 @@ def MoE_AttentionOp : MoE_Op<"attention", [
     Stores the new tokens' `k` and `v` in KV cache `layer`, then computes
     `softmax(q k^T * scale) v` for every head over the positions each token
     may see: causal, and within the last `sliding_window` positions when
-    set. Query head h uses KV head `h / (num_heads / num_kv_heads)` (GQA).
+    set (the token itself and the `sliding_window - 1` before it, as HF's
+    `sliding_window_causal_mask_function`). Query head h uses KV head
+    `h / (num_heads / num_kv_heads)` (GQA).
+
+    With `sinks` (`[num_heads]`, gpt-oss's learned attention sinks) head h's
+    softmax has one more logit, `sinks[h]` (unscaled), in its denominator
+    only: `p_j = exp(s_j) / (exp(sinks[h]) + sum_i exp(s_i))`, so a head may
+    attend to nothing (HF gpt_oss `eager_attention_forward` concatenates the
+    sink to the logits and drops its column after the softmax).
 
     Shapes: `q` is `[T, num_heads * head_dim]`, `k` and `v` are
     `[T, num_kv_heads * head_dim]`, the result is like `q`.
@@ -494,16 +502,21 @@ def MoE_AttentionOp : MoE_Op<"attention", [
     ```mlir
     %o = moe.attention %q, %k, %v heads 4 kv_heads 2 head_dim 16 scale 2.500000e-01 layer 0 causal
         : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x64xf32>
+    %o2 = moe.attention %q, %k, %v heads 4 kv_heads 2 head_dim 16 scale 2.500000e-01 layer 1 causal
+        window 128 sinks %s : tensor<4xbf16>
+        : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x64xf32>
     ```
   }];
   let arguments = (ins MoE_Act:$q, MoE_Act:$k, MoE_Act:$v,
                        MoE_I64Attr:$num_heads, MoE_I64Attr:$num_kv_heads,
                        MoE_I64Attr:$head_dim, F32Attr:$scale, MoE_I64Attr:$layer,
-                       UnitAttr:$causal, OptionalAttr<MoE_I64Attr>:$sliding_window);
+                       UnitAttr:$causal, OptionalAttr<MoE_I64Attr>:$sliding_window,
+                       Optional<MoE_Vector>:$sinks);
   let results = (outs MoE_Act:$result);
   let assemblyFormat = [{
     $q `,` $k `,` $v `heads` $num_heads `kv_heads` $num_kv_heads `head_dim` $head_dim
     `scale` $scale `layer` $layer (`causal` $causal^)? (`window` $sliding_window^)?
+    (`sinks` $sinks^ `:` type($sinks))?
     attr-dict `:` type($q) `,` type($k) `,` type($v) `->` type($result)
   }];
   let hasVerifier = 1;
@@ -593,18 +606,23 @@ def MoE_RouterOp : MoE_Op<"router", [
   let description = [{
     Computes `[T, num_experts]` router logits from the hidden state with the
     router weight `[num_experts, hidden]` (Mixtral's
-    `block_sparse_moe.gate`, Qwen's `mlp.gate`).
+    `block_sparse_moe.gate`, Qwen's `mlp.gate`), plus the optional `bias`
+    `[num_experts]` (gpt-oss's `mlp.router.bias`: part of the logits, so it
+    takes part in both the selection and the weights).
 
     Example:
 
     ```mlir
     %logits = moe.router %x, %wr : tensor<?x64xf32>, tensor<8x64xbf16> -> tensor<?x8xf32>
+    %logits2 = moe.router %x, %wr bias %br : tensor<?x64xf32>, tensor<8x64xbf16>, tensor<8xbf16> -> tensor<?x8xf32>
     ```
   }];
-  let arguments = (ins MoE_Act:$input, MoE_Matrix:$weight);
+  let arguments = (ins MoE_Act:$input, MoE_Matrix:$weight,
+                       Optional<MoE_Vector>:$bias);
   let results = (outs MoE_Act:$result);
   let assemblyFormat = [{
-    $input `,` $weight attr-dict `:` type($input) `,` type($weight) `->` type($result)
+    $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,` type($weight)
+    (`,` type($bias)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -786,8 +804,13 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
     as llama.cpp's `ffn_{gate,up,down}_exps` and vLLM's `w13`/`w2`): `up`
     (`[E, I, D]`), `down` (`[E, D, I]`), optionally `gate` (`[E, I, D]`,
     gated SwiGLU/GeGLU experts) and the biases `up_bias` (`[E, I]`) and
-    `down_bias` (`[E, D]`). Expert e computes
-    `down[e] (act(gate[e] x) * (up[e] x + up_bias[e])) + down_bias[e]`.
+    `down_bias` (`[E, D]`), and `gate_bias` (`[E, I]`, gated experts only).
+    Expert e computes, with `g = gate[e] x + gate_bias[e]` and
+    `u = up[e] x + up_bias[e]`, `down[e] (act(g) * u) + down_bias[e]`; with
+    `act swiglu_oai` (gpt-oss, HF `GptOssExperts`) the hidden value is
+    `(clamp(u, -L, L) + 1) * g' * sigmoid(swiglu_alpha * g')` with
+    `g' = min(g, L)`, `L = swiglu_limit` (both attributes required exactly
+    then).
     `top_k` is the number of experts each token reaches (cost model, plan).
     `placement`, filled by `moe-expert-placement`, says which rank runs
     each expert (a rank holds only its experts' slices).
@@ -801,6 +824,14 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
         down %dn : tensor<2x64x32xbf16>
         placement <ranks = 2, experts = [0, 1]>
         : tensor<?x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
+    %z = moe.experts %d, %off top_k 2 act swiglu_oai limit 7.000000e+00 alpha 1.702000e+00
+        up %u : tensor<2x32x64xbf16>
+        gate %g : tensor<2x32x64xbf16>
+        down %dn : tensor<2x64x32xbf16>
+        up_bias %ub : tensor<2x32xbf16>
+        down_bias %db : tensor<2x64xbf16>
+        gate_bias %gb : tensor<2x32xbf16>
+        : tensor<?x64xf32>, tensor<3xi32> -> tensor<?x64xf32>
     ```
   }];
   let arguments = (ins MoE_Act:$input, MoE_Offsets:$expert_offsets,
@@ -808,8 +839,11 @@ def MoE_ExpertsOp : MoE_Op<"experts", [
                        MoE_StackedMatrix:$down,
                        Optional<MoE_StackedVector>:$up_bias,
                        Optional<MoE_StackedVector>:$down_bias,
+                       Optional<MoE_StackedVector>:$gate_bias,
                        MoE_I64Attr:$top_k, MoE_Activation:$activation,
-                       OptionalAttr<MoE_PlacementAttr>:$placement);
+                       OptionalAttr<MoE_PlacementAttr>:$placement,
+                       OptionalAttr<F32Attr>:$swiglu_limit,
+                       OptionalAttr<F32Attr>:$swiglu_alpha);
   let results = (outs MoE_Act:$result);
   let hasCustomAssemblyFormat = 1;
   let hasVerifier = 1;

@@ -598,7 +598,8 @@ LogicalResult AttentionOp::verify() {
   if (getSlidingWindow() && *getSlidingWindow() < 1)
     return emitOpError() << "sliding window must be positive (got "
                          << *getSlidingWindow() << ")";
-  return success();
+  // One sink logit per query head (not per KV head: GQA shares K/V only).
+  return checkVector(*this, "sinks", getSinks(), getNumHeads());
 }
 
 int64_t AttentionOp::getFlopsPerToken(int64_t contextLength) {
@@ -614,6 +615,9 @@ int64_t MLPOp::getIntermediateSize() {
 }
 
 LogicalResult MLPOp::verify() {
+  if (getActivation() == Activation::SwigluOai)
+    return emitOpError("activation swiglu_oai is for moe.experts only (its "
+                       "clamp parameters live there)");
   int64_t d = width(getInput());
   int64_t i = getIntermediateSize();
   bool t = getTransposed();
@@ -661,8 +665,10 @@ LogicalResult RouterOp::verify() {
     return emitOpError() << "input width " << width(getInput())
                          << " does not match the router weight "
                          << shapeStr(getWeight()) << " ([num_experts, hidden])";
-  return checkWidth(*this, "result", getResult(), dim(getWeight(), 0),
-                    "one logit per expert");
+  if (failed(checkWidth(*this, "result", getResult(), dim(getWeight(), 0),
+                        "one logit per expert")))
+    return failure();
+  return checkVector(*this, "bias", getBias(), dim(getWeight(), 0));
 }
 
 int64_t RouterOp::getFlopsPerToken(int64_t) {
@@ -826,7 +832,8 @@ int64_t ExpertsOp::getParamsPerExpert() {
 
 SmallVector<Value> ExpertsOp::getExpertWeights() {
   SmallVector<Value> weights;
-  for (Value v : {getUp(), getGate(), getDown(), getUpBias(), getDownBias()})
+  for (Value v : {getUp(), getGate(), getDown(), getUpBias(), getDownBias(),
+                  getGateBias()})
     if (v)
       weights.push_back(v);
   return weights;
@@ -878,8 +885,31 @@ LogicalResult ExpertsOp::verify() {
       failed(checkStacked(*this, "up bias", getUpBias(), {numExperts, i},
                           "[E, I]")) ||
       failed(checkStacked(*this, "down bias", getDownBias(), {numExperts, d},
-                          "[E, D]")))
+                          "[E, D]")) ||
+      failed(checkStacked(*this, "gate bias", getGateBias(), {numExperts, i},
+                          "[E, I]")))
     return failure();
+  if (getGateBias() && !getGate())
+    return emitOpError("gate bias without a gate weight (expected gated "
+                       "experts)");
+  // swiglu_oai is the only activation with parameters, and cannot run
+  // without them: HF's GptOssExperts always clamps.
+  bool oai = getActivation() == Activation::SwigluOai;
+  if (oai && !getGate())
+    return emitOpError("activation swiglu_oai needs a gate weight");
+  if (oai != bool(getSwigluLimit()) || oai != bool(getSwigluAlpha()))
+    return emitOpError() << "swiglu_limit and swiglu_alpha are required with "
+                            "activation swiglu_oai and only with it (got "
+                         << stringifyActivation(getActivation()) << ")";
+  if (oai) {
+    float limit = getSwigluLimit()->convertToFloat();
+    float alpha = getSwigluAlpha()->convertToFloat();
+    if (!std::isfinite(limit) || !(limit > 0.0f))
+      return emitOpError() << "swiglu_limit " << limit
+                           << " is not a positive finite clamp";
+    if (!std::isfinite(alpha))
+      return emitOpError() << "swiglu_alpha " << alpha << " is not finite";
+  }
   if (failed(checkWidth(*this, "result", getResult(), d, "the input width")))
     return failure();
   if (auto placement = getPlacement()) {
@@ -910,18 +940,33 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
   std::optional<Activation> act = symbolizeActivation(actName);
   if (!act)
     return parser.emitError(actLoc, "unknown activation '")
-           << actName << "' (expected gelu, gelu_tanh, relu or silu)";
+           << actName
+           << "' (expected gelu, gelu_tanh, relu, silu or swiglu_oai)";
+  // `limit L alpha A`: swiglu_oai's parameters (the verifier requires them
+  // with it and rejects them elsewhere).
+  Builder &builder = parser.getBuilder();
+  for (auto [keyword, name] :
+       {std::pair(StringRef("limit"), getSwigluLimitAttrName(result.name)),
+        std::pair(StringRef("alpha"), getSwigluAlphaAttrName(result.name))}) {
+    if (failed(parser.parseOptionalKeyword(keyword)))
+      continue;
+    double value;
+    if (parser.parseFloat(value))
+      return failure();
+    result.addAttribute(name, builder.getF32FloatAttr(float(value)));
+  }
 
-  static constexpr StringLiteral roles[] = {"up", "gate", "down", "up_bias",
-                                            "down_bias"};
-  OpAsmParser::UnresolvedOperand operands[5];
-  Type types[5];
-  bool seen[5] = {};
+  static constexpr StringLiteral roles[] = {
+      "up", "gate", "down", "up_bias", "down_bias", "gate_bias"};
+  constexpr unsigned kRoles = std::size(roles);
+  OpAsmParser::UnresolvedOperand operands[kRoles];
+  Type types[kRoles];
+  bool seen[kRoles] = {};
   while (true) {
     SMLoc at = parser.getCurrentLocation();
     StringRef key;
     if (failed(parser.parseOptionalKeyword(
-            &key, {"up", "gate", "down", "up_bias", "down_bias"})))
+            &key, {"up", "gate", "down", "up_bias", "down_bias", "gate_bias"})))
       break;
     unsigned idx = llvm::find(roles, key) - std::begin(roles);
     if (seen[idx])
@@ -956,16 +1001,15 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
   if (parser.resolveOperand(input, inputType, result.operands) ||
       parser.resolveOperand(offsets, offsetsType, result.operands))
     return failure();
-  for (unsigned i = 0; i < 5; ++i)
+  for (unsigned i = 0; i < kRoles; ++i)
     if (seen[i] &&
         parser.resolveOperand(operands[i], types[i], result.operands))
       return failure();
-  result.addAttribute(getOperandSegmentSizesAttrName(result.name),
-                      b.getDenseI32ArrayAttr({1, 1, int32_t(seen[0]),
-                                              int32_t(seen[1]),
-                                              int32_t(seen[2]),
-                                              int32_t(seen[3]),
-                                              int32_t(seen[4])}));
+  result.addAttribute(
+      getOperandSegmentSizesAttrName(result.name),
+      b.getDenseI32ArrayAttr({1, 1, int32_t(seen[0]), int32_t(seen[1]),
+                              int32_t(seen[2]), int32_t(seen[3]),
+                              int32_t(seen[4]), int32_t(seen[5])}));
   result.addTypes(resultType);
   return success();
 }
@@ -973,6 +1017,14 @@ ParseResult ExpertsOp::parse(OpAsmParser &parser, OperationState &result) {
 void ExpertsOp::print(OpAsmPrinter &p) {
   p << " " << getInput() << ", " << getExpertOffsets() << " top_k "
     << getTopK() << " act " << stringifyActivation(getActivation());
+  if (std::optional<APFloat> limit = getSwigluLimit()) {
+    p << " limit ";
+    p.printFloat(*limit);
+  }
+  if (std::optional<APFloat> alpha = getSwigluAlpha()) {
+    p << " alpha ";
+    p.printFloat(*alpha);
+  }
   auto printWeight = [&](StringRef role, Value value) {
     if (value)
       p << " " << role << " " << value << " : " << value.getType();
@@ -982,14 +1034,16 @@ void ExpertsOp::print(OpAsmPrinter &p) {
   printWeight("down", getDown());
   printWeight("up_bias", getUpBias());
   printWeight("down_bias", getDownBias());
+  printWeight("gate_bias", getGateBias());
   if (auto placement = getPlacementAttr()) {
     p << " placement ";
     p.printStrippedAttrOrType(placement);
   }
-  p.printOptionalAttrDict(
-      (*this)->getAttrs(),
-      {getTopKAttrName(), getActivationAttrName(), getPlacementAttrName(),
-       getOperandSegmentSizesAttrName()});
+  p.printOptionalAttrDict((*this)->getAttrs(),
+                          {getTopKAttrName(), getActivationAttrName(),
+                           getPlacementAttrName(), getSwigluLimitAttrName(),
+                           getSwigluAlphaAttrName(),
+                           getOperandSegmentSizesAttrName()});
   p << " : " << getInput().getType() << ", " << getExpertOffsets().getType()
     << " -> " << getType();
 }

@@ -17,6 +17,11 @@
 //               q_norm / k_norm before RoPE, head_dim from the config.
 //   olmoe       q_norm / k_norm over the whole q and k projections.
 //   llama, mistral, qwen2, qwen3   the dense members of the same family.
+//   gpt_oss     q/k/v/o biases, learned attention sinks, sliding and full
+//               layers by layer_types, YaRN; mlp.router with bias, top-k of
+//               the logits then softmax over the k; experts fused as
+//               gate_up_proj [E, H, 2I] (gate/up columns interleaved) +
+//               down_proj [E, I, H] with biases, clamped SwiGLU.
 //
 //===----------------------------------------------------------------------===//
 
@@ -45,8 +50,9 @@ std::string layerPrefix(int64_t layer) {
   return llvm::formatv("model.layers.{0}.", layer).str();
 }
 
-/// Llama-family names; `moeStyle` picks the expert naming.
-enum class MoEStyle { Mixtral, Qwen };
+/// Llama-family names; `moeStyle` picks the expert naming (gpt-oss names
+/// its experts like Qwen, fused, and its router mlp.router).
+enum class MoEStyle { Mixtral, Qwen, GptOss };
 
 std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
                       int64_t expert) {
@@ -66,6 +72,12 @@ std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
     return p + "post_attention_layernorm.weight";
   if (role == "q_norm.weight" || role == "k_norm.weight")
     return p + "self_attn." + role.str();
+  if (role == "sinks")
+    return p + "self_attn.sinks";
+  if (style == MoEStyle::GptOss && role == "router")
+    return p + "mlp.router.weight";
+  if (style == MoEStyle::GptOss && role == "router_bias")
+    return p + "mlp.router.bias";
   for (StringRef proj : {"q", "k", "v", "o"}) {
     StringRef rest = role;
     if (rest.consume_front(proj) && rest.consume_front("."))
@@ -236,7 +248,9 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   bool qwen2 = arch == "qwen2" || arch == "qwen2_moe";
   bool qwen3 = arch == "qwen3" || arch == "qwen3_moe";
   bool olmoe = arch == "olmoe";
-  bool isMoE = mixtral || olmoe || arch == "qwen2_moe" || arch == "qwen3_moe";
+  bool gptOss = arch == "gpt_oss";
+  bool isMoE =
+      mixtral || olmoe || gptOss || arch == "qwen2_moe" || arch == "qwen3_moe";
 
   cfg.hiddenSize = r.getInt("hidden_size", std::nullopt, 1);
   int64_t numLayers = r.getInt("num_hidden_layers", std::nullopt, 1);
@@ -244,14 +258,17 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   cfg.numKvHeads = r.getInt("num_key_value_heads", cfg.numHeads, 1);
   cfg.vocabSize = r.getInt("vocab_size", std::nullopt, 1);
   cfg.maxPositions = r.getInt("max_position_embeddings", std::nullopt, 1);
-  cfg.normEps = r.getPositive("rms_norm_eps", 1e-6);
+  // GptOssConfig's defaults differ from Llama's where they matter here.
+  cfg.normEps = r.getPositive("rms_norm_eps", gptOss ? 1e-5 : 1e-6);
   cfg.tied = r.getBool("tie_word_embeddings", false);
   cfg.activation = readHiddenAct(r, "hidden_act", "silu");
   cfg.initStd = r.getPositive("initializer_range", 0.02);
   if (errors.failed())
     return errors.take();
-  if (r.has("head_dim")) {
-    cfg.headDim = r.getInt("head_dim", std::nullopt, 1);
+  if (r.has("head_dim") || gptOss) {
+    // gpt-oss's head_dim (64) is not hidden_size / heads (2880 / 64).
+    cfg.headDim =
+        r.getInt("head_dim", gptOss ? 64 : std::optional<int64_t>(), 1);
   } else if (cfg.hiddenSize % cfg.numHeads != 0) {
     r.error(llvm::formatv("hidden_size {0} is not a multiple of "
                           "num_attention_heads {1} (expected it to be, or an "
@@ -265,7 +282,11 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
                           "num_key_value_heads {1} (expected whole query-head "
                           "groups per KV head)",
                           cfg.numHeads, cfg.numKvHeads));
-  readRope(r, root, errors, file, mixtral ? 1e6 : 10000.0, cfg);
+  readRope(r, root, errors, file,
+           mixtral  ? 1e6
+           : gptOss ? 150000.0
+                    : 10000.0,
+           cfg);
   if (errors.failed())
     return errors.take();
 
@@ -279,6 +300,11 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
     cfg.mlpBias = r.getBool("mlp_bias", false);
   if (qwen3)
     cfg.qkNorm = QKNorm::PerHead;
+  if (gptOss) {
+    // GptOssAttention: biased projections and a learned sink per head.
+    cfg.qkvBias = cfg.outBias = r.getBool("attention_bias", true);
+    cfg.attentionSinks = true;
+  }
   if (olmoe) {
     cfg.qkNorm = QKNorm::Full;
     if (r.has("clip_qkv"))
@@ -290,12 +316,23 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   if (arch == "mistral" || mixtral) {
     if (std::optional<int64_t> w = r.getOptInt("sliding_window", 1))
       window.assign(numLayers, *w);
-  } else if (qwen2 || qwen3) {
+  } else if (qwen2 || qwen3 || gptOss) {
     const llvm::json::Array *types =
         r.has("layer_types") ? root.getArray("layer_types") : nullptr;
+    // GptOssConfig's default: sliding layers alternate with full ones,
+    // starting with a sliding one, with a window of 128.
+    llvm::json::Array gptOssTypes;
+    if (gptOss && !r.has("layer_types")) {
+      for (int64_t i = 0; i < numLayers; ++i)
+        gptOssTypes.push_back((i + 1) % 2 ? "sliding_attention"
+                                          : "full_attention");
+      types = &gptOssTypes;
+    }
     if (r.has("layer_types") && !types)
       r.badValue("layer_types", "a list of full_attention / sliding_attention");
     std::optional<int64_t> w = r.getOptInt("sliding_window", 1);
+    if (gptOss && !r.has("sliding_window"))
+      w = 128;
     if (types) {
       if (int64_t(types->size()) != numLayers)
         r.badValue("layer_types", "one entry per layer");
@@ -334,15 +371,28 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   std::vector<bool> sparse(numLayers, false);
   int64_t numExperts = 0;
   if (isMoE) {
-    StringRef expertsKey = mixtral ? "num_local_experts" : "num_experts";
+    StringRef expertsKey =
+        mixtral || gptOss ? "num_local_experts" : "num_experts";
     numExperts = r.getInt(expertsKey, std::nullopt, 1);
     cfg.topK = r.getInt("num_experts_per_tok", std::nullopt, 1);
     if (!errors.failed() && cfg.topK > numExperts)
       r.error(llvm::formatv("num_experts_per_tok = {0} exceeds {1} = {2} "
                             "(expected top_k <= number of experts)",
                             cfg.topK, expertsKey, numExperts));
-    cfg.normTopkProb = mixtral || r.getBool("norm_topk_prob", false);
-    if (mixtral || olmoe) {
+    cfg.normTopkProb =
+        mixtral || (!gptOss && r.getBool("norm_topk_prob", false));
+    if (gptOss) {
+      // GptOssTopKRouter: linear with bias, top-k of the logits, softmax over
+      // the k. GptOssExperts: biased, clamped SwiGLU with alpha = 1.702
+      // (a constant of the module, not of the config).
+      cfg.routerBias = true;
+      cfg.scoreAfterTopk = true;
+      cfg.expertBias = true;
+      cfg.activation = Activation::SwigluOai;
+      cfg.swigluLimit = float(r.getPositive("swiglu_limit", 7.0));
+      cfg.swigluAlpha = 1.702f;
+    }
+    if (mixtral || olmoe || gptOss) {
       cfg.expertSize = r.getInt("intermediate_size", std::nullopt, 1);
       sparse.assign(numLayers, true);
     } else {
@@ -366,7 +416,9 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
     cfg.layers.push_back(
         LayerConfig{sparse[i], intermediate, numExperts, window[i], scale});
 
-  MoEStyle style = mixtral ? MoEStyle::Mixtral : MoEStyle::Qwen;
+  MoEStyle style = mixtral  ? MoEStyle::Mixtral
+                   : gptOss ? MoEStyle::GptOss
+                            : MoEStyle::Qwen;
   auto names = [style](StringRef role, int64_t layer, int64_t expert) {
     return llamaName(style, role, layer, expert);
   };
@@ -471,9 +523,9 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
   std::string arch = r.getString("model_type", std::nullopt);
   if (errors.failed())
     return errors.take();
-  static constexpr StringRef known[] = {"gpt2",  "mixtral", "qwen2_moe",
-                                        "qwen3_moe", "olmoe", "llama",
-                                        "mistral", "qwen2",   "qwen3"};
+  static constexpr StringRef known[] = {
+      "gpt2",  "mixtral", "qwen2_moe", "qwen3_moe", "olmoe",
+      "llama", "mistral", "qwen2",     "qwen3",     "gpt_oss"};
   if (!llvm::is_contained(known, arch))
     return llvm::createStringError(
         (configPath + ": model_type '" + arch +

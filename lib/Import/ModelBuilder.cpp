@@ -50,8 +50,12 @@ private:
                 StringRef fusedName = {});
   /// The fused sources of gate/up/down when the checkpoint stores the
   /// layer's experts as 3-D tensors instead of per-expert ones.
+  /// With expert biases (cfg.expertBias), the fused biases too:
+  /// `gate_up_proj_bias` [E, 2I] laid out like gate_up_proj's gate/up
+  /// columns (rows), `down_proj_bias` [E, D].
   struct FusedExperts {
     SourceAttr gate, up, down;
+    SourceAttr gateBias, upBias, downBias;
   };
   std::optional<FusedExperts> fusedExperts(int64_t numExperts, int64_t inter,
                                            int64_t hidden);
@@ -248,6 +252,34 @@ Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
     errors.report(dn->second.file + ": tensor '" + down + "' is " +
                   dn->second.dtype + " (expected " + gu->second.dtype +
                   " like '" + gateUp + "')");
+  if (!cfg.expertBias)
+    return f;
+  // The biases follow their matrices' layout: gate/up interleaved (gpt-oss)
+  // or gate then up.
+  std::string gateUpBias = gateUp + "_bias", downBias = down + "_bias";
+  SmallVector<int64_t> guBiasShape{numExperts, 2 * inter},
+      downBiasShape{numExperts, hidden};
+  for (auto [name, shape] : {std::pair(gateUpBias, ArrayRef(guBiasShape)),
+                             std::pair(downBias, ArrayRef(downBiasShape))}) {
+    auto it = source.tensors->find(name);
+    if (it == source.tensors->end()) {
+      errors.report(source.describedBy + ": missing tensor '" + name +
+                    "' (expected shape " + shapeString(shape) +
+                    ": the model's experts have biases)");
+      return FusedExperts{};
+    }
+    if (ArrayRef<int64_t>(it->second.shape) != shape) {
+      errors.report(it->second.file + ": tensor '" + name + "' has shape " +
+                    shapeString(it->second.shape) + " (expected " +
+                    shapeString(shape) + " from the model configuration)");
+      return FusedExperts{};
+    }
+  }
+  bool interleaved = f.gate.getStride() == 2;
+  f.gateBias = SourceAttr::get(&ctx, gateUpBias, 0, interleaved ? 2 : 1, false);
+  f.upBias = SourceAttr::get(&ctx, gateUpBias, interleaved ? 1 : inter,
+                             interleaved ? 2 : 1, false);
+  f.downBias = SourceAttr::get(&ctx, downBias, 0, 1, false);
   return f;
 }
 
@@ -367,7 +399,9 @@ Value Emitter::attentionBlock(Value h) {
       b.getI64IntegerAttr(cfg.numHeads), b.getI64IntegerAttr(cfg.numKvHeads),
       b.getI64IntegerAttr(cfg.headDim), b.getF32FloatAttr(lc.attentionScale),
       b.getI64IntegerAttr(layer), b.getUnitAttr(),
-      lc.slidingWindow ? b.getI64IntegerAttr(lc.slidingWindow) : IntegerAttr());
+      lc.slidingWindow ? b.getI64IntegerAttr(lc.slidingWindow) : IntegerAttr(),
+      cfg.attentionSinks ? weight("sinks", {cfg.numHeads}, InitKind::Normal)
+                         : Value());
   Value o = linear(a, "o.weight", cfg.outBias ? "o.bias" : "", cfg.hiddenSize,
                    cfg.conv1d);
   return AddOp::create(b, at("attn_residual"), h, o);
@@ -379,12 +413,26 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
   auto slots = [&](Type elem) {
     return RankedTensorType::get({ShapedType::kDynamic, k}, elem);
   };
-  Value logits = RouterOp::create(b, at("router"), act(e), x,
-                                  matrix("router", e, d));
-  Value probs = ScoresOp::create(b, at("scores"), ScoreFn::Softmax, logits);
-  auto topk = TopKOp::create(b, at("top_k"), slots(f32), slots(b.getI32Type()),
-                             probs, b.getI64IntegerAttr(k));
-  Value weights = topk.getValues(), experts = topk.getIndices();
+  Value logits = RouterOp::create(
+      b, at("router"), act(e), x, matrix("router", e, d),
+      cfg.routerBias ? weight("router_bias", {e}, InitKind::Zeros) : Value());
+  Value weights, experts;
+  if (cfg.scoreAfterTopk) {
+    // gpt-oss: the k largest logits, then softmax over those k.
+    auto topk =
+        TopKOp::create(b, at("top_k"), slots(f32), slots(b.getI32Type()),
+                       logits, b.getI64IntegerAttr(k));
+    weights =
+        ScoresOp::create(b, at("scores"), ScoreFn::Softmax, topk.getValues());
+    experts = topk.getIndices();
+  } else {
+    Value probs = ScoresOp::create(b, at("scores"), ScoreFn::Softmax, logits);
+    auto topk =
+        TopKOp::create(b, at("top_k"), slots(f32), slots(b.getI32Type()), probs,
+                       b.getI64IntegerAttr(k));
+    weights = topk.getValues();
+    experts = topk.getIndices();
+  }
   if (cfg.normTopkProb)
     weights = RenormalizeOp::create(b, at("renormalize"), weights);
   Value admitted;
@@ -404,7 +452,7 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
                                         map.getSortedSlots(),
                                         b.getI64IntegerAttr(k));
   // One stacked weight per role: [E, I, D] gate/up, [E, D, I] down.
-  Value up, gate, down, upBias, downBias;
+  Value up, gate, down, upBias, downBias, gateBias;
   std::optional<FusedExperts> fused = fusedExperts(e, inter, d);
   if (fused && !fused->up)
     return x; // reported
@@ -417,20 +465,32 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
                    fused->down, fused->down.getTransposed()
                                     ? fused->down.getTensor().str() + "#down"
                                     : fused->down.getTensor().str());
+    if (cfg.expertBias) {
+      gateBias =
+          stacked("expert.gate.bias", {inter}, InitKind::Zeros, e,
+                  fused->gateBias, fused->gateBias.getTensor().str() + "#gate");
+      upBias = stacked("expert.up.bias", {inter}, InitKind::Zeros, e,
+                       fused->upBias, fused->upBias.getTensor().str() + "#up");
+      downBias = stacked("expert.down.bias", {d}, InitKind::Zeros, e,
+                         fused->downBias, fused->downBias.getTensor().str());
+    }
   } else {
     if (cfg.gated)
       gate = stacked("expert.gate.weight", {inter, d}, InitKind::Normal, e);
     up = stacked("expert.up.weight", {inter, d}, InitKind::Normal, e);
     down = stacked("expert.down.weight", {d, inter}, InitKind::Normal, e);
   }
-  if (cfg.expertBias) {
+  if (cfg.expertBias && !fused) {
     upBias = stacked("expert.up.bias", {inter}, InitKind::Zeros, e);
     downBias = stacked("expert.down.bias", {d}, InitKind::Zeros, e);
   }
+  bool oai = cfg.activation == Activation::SwigluOai;
   Value expertOut = ExpertsOp::create(
       b, at("experts"), act(d), dispatched, map.getExpertOffsets(), up, gate,
-      down, upBias, downBias, b.getI64IntegerAttr(k),
-      ActivationAttr::get(&ctx, cfg.activation), PlacementAttr());
+      down, upBias, downBias, gateBias, b.getI64IntegerAttr(k),
+      ActivationAttr::get(&ctx, cfg.activation), PlacementAttr(),
+      oai ? b.getF32FloatAttr(cfg.swigluLimit) : FloatAttr(),
+      oai ? b.getF32FloatAttr(cfg.swigluAlpha) : FloatAttr());
   Value out = CombineOp::create(b, at("combine"), act(d), expertOut,
                                 map.getSortedSlots(), weights);
   if (cfg.sharedExpertSize) {

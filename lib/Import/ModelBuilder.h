@@ -65,6 +65,8 @@ struct DecoderConfig {
   bool conv1d = false;    // weights stored [in, out] (GPT-2 Conv1D)
   bool qkvBias = false, outBias = false, mlpBias = false;
   QKNorm qkNorm = QKNorm::None;
+  /// Learned per-head attention sinks (gpt-oss; role "sinks").
+  bool attentionSinks = false;
 
   Activation activation = Activation::Silu;
   bool gated = true;
@@ -72,12 +74,19 @@ struct DecoderConfig {
 
   // MoE layers.
   int64_t topK = 1;
+  /// The router's bias (gpt-oss; role "router_bias"), part of the logits.
+  bool routerBias = false;
+  /// Top-k of the router logits, then the score function over the k picked
+  /// (gpt-oss), instead of top-k of the scores.
+  bool scoreAfterTopk = false;
   bool normTopkProb = false;
   bool dropTokens = false;
   double capacityFactor = 0.0;
   int64_t minCapacity = 0;
   int64_t expertSize = 0;
   bool expertBias = false;
+  /// Activation::SwigluOai's clamp and sigmoid scale (HF GptOssExperts).
+  float swigluLimit = 0.0f, swigluAlpha = 0.0f;
   int64_t sharedExpertSize = 0;
   bool sharedExpertGate = false;
   bool residualMoE = false; // DeepSpeed use_residual
@@ -88,12 +97,12 @@ struct DecoderConfig {
 
 /// Maps a parameter role to its checkpoint tensor name. Roles: "embed",
 /// "pos_embed", "final_norm.weight|bias", "lm_head", and per layer
-/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm.weight", "k_norm.weight",
-/// "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "router",
-/// "expert.{up,gate,down}.{weight,bias}" (with `expert`),
-/// "shared.{up,gate,down}.weight", "shared_gate", "coef.{weight,bias}".
-/// With `expert == kAllExperts` an expert role's name is the per-expert
-/// pattern, `{e}` standing for the expert's number.
+/// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm.weight",
+/// "k_norm.weight", "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "sinks",
+/// "router", "router_bias", "expert.{up,gate,down}.{weight,bias}" (with
+/// `expert`), "shared.{up,gate,down}.weight", "shared_gate",
+/// "coef.{weight,bias}". With `expert == kAllExperts` an expert role's name is
+/// the per-expert pattern, `{e}` standing for the expert's number.
 using NameFn = std::function<std::string(llvm::StringRef role, int64_t layer,
                                          int64_t expert)>;
 inline constexpr int64_t kAllExperts = -2;

@@ -50,6 +50,8 @@ static fb::ActKind toFb(Activation act) {
     return fb::ActKind::Relu;
   case Activation::Silu:
     return fb::ActKind::Silu;
+  case Activation::SwigluOai:
+    return fb::ActKind::SwigluOai;
   }
   llvm_unreachable("unknown activation");
 }
@@ -116,7 +118,7 @@ struct StepSerializer {
     return make(fb::Op::Attention,
                 fb::CreateAttention(fbb, s.qkv, s.qCol, s.kCol, s.vCol, s.out,
                                     s.cache, s.heads, s.kvHeads, s.headDim,
-                                    s.scale, s.window));
+                                    s.scale, s.window, s.sinks));
   }
   Result operator()(const ActivationStep &s) {
     return make(fb::Op::Activation,
@@ -157,10 +159,11 @@ struct StepSerializer {
     }
     auto list = fbb.CreateVector(local);
     return make(fb::Op::Experts,
-                fb::CreateExperts(fbb, s.in, s.sorted, s.offsets, s.out,
-                                  s.topK, s.intermediate, toFb(s.act), s.gated,
-                                  s.gate, s.up, s.down, s.upBias, s.downBias,
-                                  list, s.onDemand, s.slices));
+                fb::CreateExperts(fbb, s.in, s.sorted, s.offsets, s.out, s.topK,
+                                  s.intermediate, toFb(s.act), s.gated, s.gate,
+                                  s.up, s.down, s.upBias, s.downBias, list,
+                                  s.onDemand, s.gateBias, s.swigluLimit,
+                                  s.swigluAlpha, s.slices));
   }
   Result operator()(const CombineStep &s) {
     return make(fb::Op::Combine, fb::CreateCombine(fbb, s.slots, s.slotWeight,

@@ -113,7 +113,7 @@ LogicalResult Lowering::lower(Operation *op) {
                            l.getTransposed());
       })
       .Case([&](RouterOp r) {
-        return lowerLinear(r, r.getInput(), r.getWeight(), Value(), false);
+        return lowerLinear(r, r.getInput(), r.getWeight(), r.getBias(), false);
       })
       .Case([&](RotaryOp r) { return lowerRotary(r); })
       .Case([&](AttentionOp a) { return lowerAttention(a); })

@@ -100,7 +100,8 @@ LogicalResult Lowering::lowerAttention(AttentionOp a) {
                      int(a.getNumKvHeads()),
                      int(a.getHeadDim()),
                      a.getScale().convertToFloat(),
-                     int(a.getSlidingWindow().value_or(0))};
+                     int(a.getSlidingWindow().value_or(0)),
+                     optWeightOf(a.getSinks())};
   addStep(a, stepName("attention"), {step.qkv}, {step.out}, step);
   return success();
 }

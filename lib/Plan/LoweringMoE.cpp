@@ -67,6 +67,11 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
   step.gate = e.getGate() ? weightOf(e.getGate()) : -1;
   step.upBias = e.getUpBias() ? weightOf(e.getUpBias()) : -1;
   step.downBias = e.getDownBias() ? weightOf(e.getDownBias()) : -1;
+  step.gateBias = e.getGateBias() ? weightOf(e.getGateBias()) : -1;
+  if (std::optional<APFloat> limit = e.getSwigluLimit())
+    step.swigluLimit = limit->convertToFloat();
+  if (std::optional<APFloat> alpha = e.getSwigluAlpha())
+    step.swigluAlpha = alpha->convertToFloat();
   PlacementAttr placement = e.getPlacementAttr();
   step.slices = placement ? int(placement.getSlices()) : 1;
   for (int64_t i = 0; i < e.getNumExperts(); ++i) {

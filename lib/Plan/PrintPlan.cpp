@@ -123,6 +123,8 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
        << o->cache() << " heads " << o->num_heads() << "/" << o->num_kv_heads();
     if (o->sliding_window())
       os << " window " << o->sliding_window();
+    if (o->sinks() >= 0)
+      os << " sinks " << weight(o->sinks());
     break;
   }
   case fb::Op::Activation: {
@@ -152,6 +154,11 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
        << " down " << weight(o->down());
     if (o->up_bias() >= 0 || o->down_bias() >= 0)
       os << " bias " << weight(o->up_bias()) << " " << weight(o->down_bias());
+    if (o->gate_bias() >= 0)
+      os << " gate_bias " << weight(o->gate_bias());
+    if (o->act() == fb::ActKind::SwigluOai)
+      os << " swiglu_oai limit " << o->swiglu_limit() << " alpha "
+         << o->swiglu_alpha();
     os << " experts [";
     if (o->experts())
       for (unsigned i = 0; i < o->experts()->size(); ++i) {

@@ -38,21 +38,26 @@ const char *opName(plan::Op op) {
   return n && *n ? n : "unknown";
 }
 
-std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
-                                     const plan::Experts &op, const plan::LocalExpert &e) {
-  std::array<int32_t, 5> r;
-  int32_t roles[5] = {op.gate(), op.up(), op.down(), op.up_bias(), op.down_bias()};
-  for (int k = 0; k < 5; ++k) {
+std::array<int32_t, kExpertRoles> expertRoles(const plan::Experts &op) {
+  return {op.gate(), op.up(), op.down(), op.up_bias(), op.down_bias(), op.gate_bias()};
+}
+
+std::array<int32_t, kExpertRoles> expertWeights(const std::vector<WeightInfo> &weights,
+                                                const plan::Experts &op,
+                                                const plan::LocalExpert &e) {
+  std::array<int32_t, kExpertRoles> r;
+  std::array<int32_t, kExpertRoles> roles = expertRoles(op);
+  for (size_t k = 0; k < kExpertRoles; ++k) {
     if (roles[k] < 0) {
-      r[size_t(k)] = -1;
+      r[k] = -1;
       continue;
     }
     int32_t slice = weights[size_t(roles[k])].slices[size_t(e.expert())];
     const std::vector<int32_t> &parts = weights[size_t(slice)].parts;
     if (op.expert_slices() > 1 && k == 4) // the down bias: part 0 adds it
-      r[size_t(k)] = e.slice() == 0 ? slice : -1;
+      r[k] = e.slice() == 0 ? slice : -1;
     else
-      r[size_t(k)] = parts.empty() ? slice : parts[size_t(e.slice())];
+      r[k] = parts.empty() ? slice : parts[size_t(e.slice())];
   }
   return r;
 }
@@ -372,12 +377,28 @@ void RankValidator::validateExperts(const plan::Experts &op) {
   checkIndex(op.down(), "down");
   const std::vector<int64_t> &downShape = weights_[size_t(op.down())].shape;
   int64_t D = downShape.size() == 3 ? downShape[1] : -1;
-  const WeightInfo *roles[5] = {stacked(op.gate(), "gate", numExperts, {I, D}),
-                                stacked(op.up(), "up", numExperts, {I, D}),
-                                stacked(op.down(), "down", numExperts, {D, I}),
-                                stacked(op.up_bias(), "up_bias", numExperts, {I}),
-                                stacked(op.down_bias(), "down_bias", numExperts, {D})};
-  static const char *roleNames[5] = {"gate", "up", "down", "up_bias", "down_bias"};
+  if (op.gate_bias() != -1 && !op.gated())
+    err("gate_bias weight {} without a gate (expected -1 since gated=false)", op.gate_bias());
+  if (int(op.act()) > int(plan::ActKind::MAX))
+    err("unknown activation kind {}", int(op.act()));
+  if (op.act() == plan::ActKind::SwigluOai) {
+    if (!op.gated())
+      err("activation SwigluOai needs gated experts");
+    if (!std::isfinite(op.swiglu_limit()) || !(op.swiglu_limit() > 0.0f) ||
+        !std::isfinite(op.swiglu_alpha()))
+      err("SwigluOai with swiglu_limit {} and swiglu_alpha {} (expected a positive finite limit "
+          "and a finite alpha)",
+          op.swiglu_limit(), op.swiglu_alpha());
+  }
+  const WeightInfo *roles[kExpertRoles] = {
+      stacked(op.gate(), "gate", numExperts, {I, D}),
+      stacked(op.up(), "up", numExperts, {I, D}),
+      stacked(op.down(), "down", numExperts, {D, I}),
+      stacked(op.up_bias(), "up_bias", numExperts, {I}),
+      stacked(op.down_bias(), "down_bias", numExperts, {D}),
+      stacked(op.gate_bias(), "gate_bias", numExperts, {I})};
+  static const char *roleNames[kExpertRoles] = {"gate",    "up",        "down",
+                                                "up_bias", "down_bias", "gate_bias"};
   std::set<int> seen;
   for (unsigned i = 0; op.experts() && i < op.experts()->size(); ++i) {
     const plan::LocalExpert *e = op.experts()->Get(i);
@@ -394,10 +415,10 @@ void RankValidator::validateExperts(const plan::Experts &op) {
           "and no copies of sliced experts)",
           e->expert(), e->slice(), op.expert_slices(), e->num_replicas());
     // This rank reads only its experts' slices (or parts).
-    std::array<int32_t, 5> mine = expertWeights(weights_, op, *e);
-    for (int k = 0; k < 5; ++k)
-      if (roles[k] && mine[size_t(k)] >= 0)
-        weight(mine[size_t(k)], roleNames[k], k < 3 ? 2 : 1, k < 3, /*slice=*/true);
+    std::array<int32_t, kExpertRoles> mine = expertWeights(weights_, op, *e);
+    for (size_t k = 0; k < kExpertRoles; ++k)
+      if (roles[k] && mine[k] >= 0)
+        weight(mine[k], roleNames[k], k < 3 ? 2 : 1, k < 3, /*slice=*/true);
   }
   needCols(in, "in", D);
   if (out.rowElems != D)
@@ -540,6 +561,9 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("scale {} (expected a finite value)", op->scale());
     if (op->sliding_window() < 0)
       err("sliding_window {} (expected >= 0)", op->sliding_window());
+    if (const WeightInfo *sinks = optWeight(op->sinks(), "sinks", 1); sinks && sinks->shape[0] != H)
+      err("sinks '{}' has {} elements (expected one per head, {})", sinks->name, sinks->shape[0],
+          H);
     break;
   }
   case Op::Activation: {
@@ -555,6 +579,9 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("in-place gated activation needs 2n columns");
     if (int(op->kind()) > int(plan::ActKind::MAX))
       err("unknown activation kind {}", int(op->kind()));
+    if (op->kind() == plan::ActKind::SwigluOai)
+      err("activation kind SwigluOai (expected it in Experts steps only, which hold its "
+          "parameters)");
     break;
   }
   case Op::Add: {
@@ -798,12 +825,14 @@ void PlanFile::sliceStackedWeights() {
         fail("{}: rank {} step {}: expert_slices {} with intermediate {} (expected 1..{} parts "
              "that divide the intermediate size)",
              path_, i, k, S, op->intermediate(), kMaxRanks);
-      int32_t roles[5] = {op->gate(), op->up(), op->down(), op->up_bias(), op->down_bias()};
-      for (int role = 0; role < 5; ++role) {
+      std::array<int32_t, kExpertRoles> roles = expertRoles(*op);
+      for (size_t role = 0; role < kExpertRoles; ++role) {
         int32_t w = roles[role];
         if (w < 0 || size_t(w) >= numPlanWeights_)
           continue;
         stacked[size_t(w)] = true;
+        // Rows of gate/up/up_bias/gate_bias, columns of down, the down bias
+        // whole.
         int parts = role == 4 ? 1 : S;
         if (seenBy[size_t(w)] && partsOf[size_t(w)] != parts)
           fail("{}: weight '{}' is split in {} and in {} expert parts by two Experts steps "

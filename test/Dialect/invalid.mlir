@@ -851,7 +851,7 @@ func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf3
 // -----
 
 func.func @f(%x: tensor<?x64xf32>, %u: tensor<128x64xf32>, %u2: tensor<128x32xf32>, %g: tensor<64x64xf32>, %d: tensor<64x128xf32>, %d2: tensor<128x64xf32>, %b: tensor<64xf32>, %b2: tensor<128xf32>) {
-  // expected-error@+1 {{custom op 'moe.mlp' expected string or keyword containing one of the following enum values for attribute 'activation' [gelu, gelu_tanh, relu, silu]}}
+  // expected-error@+1 {{custom op 'moe.mlp' expected string or keyword containing one of the following enum values for attribute 'activation' [gelu, gelu_tanh, relu, silu, swiglu_oai]}}
   %y = moe.mlp %x up %u down %d act swish : (tensor<?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x64xf32>
   return
 }
@@ -1069,7 +1069,7 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u:
 
 func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
   // expected-error@+1 {{'moe.experts' op operand #2 must be 3D statically shaped tensor of f32, bf16 or f16 (expert-stacked matrices)}}
-  %y = "moe.experts"(%x, %off, %ux, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 1, 0, 1, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<2x4x8xf32>) -> tensor<?x4xf32>
+  %y = "moe.experts"(%x, %off, %ux, %d) <{activation = 0 : i32, operandSegmentSizes = array<i32: 1, 1, 1, 0, 1, 0, 0, 0>, top_k = 1 : i64}> : (tensor<?x4xf32>, tensor<3xi32>, tensor<8x4xf32>, tensor<2x4x8xf32>) -> tensor<?x4xf32>
   return
 }
 
@@ -1166,7 +1166,7 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 4,
 // -----
 
 func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %off1: tensor<1xi32>, %u: tensor<2x8x4xf32>, %u1: tensor<1x8x4xf32>, %u2: tensor<2x8x2xf32>, %ux: tensor<8x4xf32>, %d: tensor<2x4x8xf32>, %d1: tensor<1x4x8xf32>, %d2: tensor<2x2x8xf32>, %d3: tensor<3x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<1x8xf32>, %b4: tensor<2x4xf32>, %s: tensor<?xi32>) {
-  // expected-error@+1 {{unknown activation 'swiglu' (expected gelu, gelu_tanh, relu or silu)}}
+  // expected-error@+1 {{unknown activation 'swiglu' (expected gelu, gelu_tanh, relu, silu or swiglu_oai)}}
   %y = moe.experts %x, %off top_k 1 act swiglu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
   return
 }
@@ -1592,4 +1592,76 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
     %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
     moe.return %l : tensor<?x4xf32>
   }
+}
+
+// -----
+
+func.func @f(%q: tensor<?x8xf32>, %k: tensor<?x4xf32>, %s: tensor<2xf32>) {
+  // expected-error@+1 {{'moe.attention' op sinks has 2 elements (expected 4)}}
+  %a = moe.attention %q, %k, %k heads 4 kv_heads 2 head_dim 2 scale 1.0 layer 0 causal sinks %s : tensor<2xf32> : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32> -> tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @f(%h: tensor<?x8xf32>, %w: tensor<2x8xf32>, %b: tensor<3xf32>) {
+  // expected-error@+1 {{'moe.router' op bias has 3 elements (expected 2)}}
+  %l = moe.router %h, %w bias %b : tensor<?x8xf32>, tensor<2x8xf32>, tensor<3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>, %b: tensor<2x8xf32>, %b1: tensor<2x4xf32>) {
+  // expected-error@+1 {{'moe.experts' op gate bias is [2, 4] (expected [2, 8], [E, I])}}
+  %y = moe.experts %x, %off top_k 1 act silu up %u : tensor<2x8x4xf32> gate %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> gate_bias %b1 : tensor<2x4xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>, %b: tensor<2x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op gate bias without a gate weight (expected gated experts)}}
+  %y = moe.experts %x, %off top_k 1 act gelu up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> gate_bias %b : tensor<2x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op activation swiglu_oai needs a gate weight}}
+  %y = moe.experts %x, %off top_k 1 act swiglu_oai limit 7.0 alpha 1.702 up %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op swiglu_limit and swiglu_alpha are required with activation swiglu_oai and only with it (got swiglu_oai)}}
+  %y = moe.experts %x, %off top_k 1 act swiglu_oai limit 7.0 up %u : tensor<2x8x4xf32> gate %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op swiglu_limit and swiglu_alpha are required with activation swiglu_oai and only with it (got silu)}}
+  %y = moe.experts %x, %off top_k 1 act silu limit 7.0 alpha 1.702 up %u : tensor<2x8x4xf32> gate %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d: tensor<2x4x8xf32>) {
+  // expected-error@+1 {{'moe.experts' op swiglu_limit -1.000000e+00 is not a positive finite clamp}}
+  %y = moe.experts %x, %off top_k 1 act swiglu_oai limit -1.0 alpha 1.702 up %u : tensor<2x8x4xf32> gate %u : tensor<2x8x4xf32> down %d : tensor<2x4x8xf32> : tensor<?x4xf32>, tensor<3xi32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
+  // expected-error@+1 {{'moe.mlp' op activation swiglu_oai is for moe.experts only (its clamp parameters live there)}}
+  %y = moe.mlp %x up %u gate %u down %d act swiglu_oai : (tensor<?x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<4x8xf32>) -> tensor<?x4xf32>
+  return
 }

@@ -150,3 +150,22 @@ func.func @scaled_rope(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
   %y = moe.rotary %x heads 2 head_dim 4 rotary_dim 4 theta 150000.0 style neox inv_freq dense<[1.0, 0.00258198939]> : tensor<2xf32> attention_factor 1.34657359 : tensor<?x8xf32>
   return %y : tensor<?x8xf32>
 }
+
+// gpt-oss: biased router, attention sinks on a sliding layer, experts with a
+// gate bias and the clamped SwiGLU; everything round-trips.
+// CHECK-LABEL: func.func @gpt_oss
+func.func @gpt_oss(%h: tensor<?x8xf32>, %q: tensor<?x8xf32>, %k: tensor<?x4xf32>,
+                   %v: tensor<?x4xf32>, %sinks: tensor<4xbf16>,
+                   %wr: tensor<2x8xf32>, %br: tensor<2xbf16>,
+                   %off: tensor<3xi32>, %u: tensor<2x4x8xf32>,
+                   %g: tensor<2x4x8xf32>, %dn: tensor<2x8x4xf32>,
+                   %ub: tensor<2x4xf32>, %db: tensor<2x8xf32>,
+                   %gb: tensor<2x4xf32>) -> tensor<?x8xf32> {
+  // CHECK: moe.router %{{.*}}, %{{.*}} bias %{{.*}} : tensor<?x8xf32>, tensor<2x8xf32>, tensor<2xbf16> -> tensor<?x2xf32>
+  %logits = moe.router %h, %wr bias %br : tensor<?x8xf32>, tensor<2x8xf32>, tensor<2xbf16> -> tensor<?x2xf32>
+  // CHECK: moe.attention %{{.*}}, %{{.*}}, %{{.*}} heads 4 kv_heads 2 head_dim 2 scale 0.707106769 layer 0 causal window 4 sinks %{{.*}} : tensor<4xbf16> : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32> -> tensor<?x8xf32>
+  %a = moe.attention %q, %k, %v heads 4 kv_heads 2 head_dim 2 scale 0.70710677 layer 0 causal window 4 sinks %sinks : tensor<4xbf16> : tensor<?x8xf32>, tensor<?x4xf32>, tensor<?x4xf32> -> tensor<?x8xf32>
+  // CHECK: moe.experts %{{.*}}, %{{.*}} top_k 1 act swiglu_oai limit 7.000000e+00 alpha 1.702000e+00 up %{{.*}} : tensor<2x4x8xf32> gate %{{.*}} : tensor<2x4x8xf32> down %{{.*}} : tensor<2x8x4xf32> up_bias %{{.*}} : tensor<2x4xf32> down_bias %{{.*}} : tensor<2x8xf32> gate_bias %{{.*}} : tensor<2x4xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+  %y = moe.experts %h, %off top_k 1 act swiglu_oai limit 7.0 alpha 1.702 gate_bias %gb : tensor<2x4xf32> up %u : tensor<2x4x8xf32> gate %g : tensor<2x4x8xf32> down %dn : tensor<2x8x4xf32> up_bias %ub : tensor<2x4xf32> down_bias %db : tensor<2x8xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}

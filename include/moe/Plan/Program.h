@@ -182,6 +182,8 @@ struct AttentionStep {
   int out, cache, heads, kvHeads, headDim;
   float scale;
   int window;
+  /// Per-head attention sink logits (a weight), -1 = none.
+  int sinks = -1;
 };
 struct ActivationStep {
   int in, out;
@@ -212,7 +214,9 @@ struct ExpertsStep {
   Activation act;
   bool gated, onDemand;
   /// The stacked weights (Plan.weights indices; -1 = none).
-  int gate, up, down, upBias, downBias;
+  int gate, up, down, upBias, downBias, gateBias = -1;
+  /// swiglu_oai's clamp and sigmoid scale (0 for other activations).
+  float swigluLimit = 0.0f, swigluAlpha = 0.0f;
   /// One entry per expert (index = expert id).
   std::vector<ExpertRef> experts;
   /// Parts each expert's intermediate dimension is split in (#moe.placement

@@ -181,6 +181,17 @@ void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t r
   }
 }
 
+void swigluOai(float *io, int64_t ld, int64_t rows, int64_t n, float limit, float alpha) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float *g = io + r * ld, *u = g + n;
+    for (int64_t j = 0; j < n; ++j) {
+      double gate = std::min(g[j], limit);
+      double up = std::clamp(u[j], -limit, limit);
+      g[j] = float((up + 1.0) * gate / (1.0 + std::exp(-double(alpha) * gate)));
+    }
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Attention
 //===----------------------------------------------------------------------===//
@@ -251,7 +262,7 @@ __attribute__((target("avx512f"))) static void axpyAvx512(float *y, float a, con
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
-               float scale, int slidingWindow) {
+               float scale, int slidingWindow, WRef sinks) {
   const int64_t hd = headDim, S = cache.maxSeq;
   // Pool row of position j of row t's sequence.
   const int32_t *pages = cache.pageTable;
@@ -301,7 +312,12 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
         scores[j] = s;
         mx = std::max(mx, s);
       }
-      double sum = 0.0;
+      // A sink is one more logit in the denominator (and in the max, as HF
+      // subtracts the max over the concatenated row), with no value row.
+      float sink = sinks ? loadAsF32(sinks.data, sinks.dtype, size_t(h)) : 0.0f;
+      if (sinks)
+        mx = std::max(mx, sink);
+      double sum = sinks ? std::exp(double(sink) - double(mx)) : 0.0;
       for (int64_t j = start; j <= p; ++j) {
         scores[j] = std::exp(scores[j] - mx);
         sum += scores[j];

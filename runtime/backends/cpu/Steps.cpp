@@ -110,7 +110,8 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     }
     attention(pool_, ws_, a.f32(op->qkv()), a.ld(op->qkv()), op->q_col(), op->k_col(),
               op->v_col(), a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, op->num_heads(),
-              op->num_kv_heads(), op->head_dim(), op->scale(), op->sliding_window());
+              op->num_kv_heads(), op->head_dim(), op->scale(), op->sliding_window(),
+              wref(a, op->sinks()));
     for (int64_t t = 0; t < T; ++t) {
       int64_t span = a.hostPos[t] + 1;
       if (op->sliding_window() > 0)
@@ -240,11 +241,19 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
       list.push_back(op.experts()->Get(unsigned(k)));
   Act act = Act(int(op.act()));
   std::string base = s.name() ? s.name()->str() : "experts";
-  // Expert e's slices of the stacked gate, up, down, up_bias, down_bias.
+  // Expert e's slices of the stacked gate, up, down, up_bias, down_bias,
+  // gate_bias.
   auto slices = [&](const plan::LocalExpert *e) {
     return expertWeights(*a.weightInfo, op, *e);
   };
-  enum { kGate, kUp, kDown, kUpBias, kDownBias };
+  enum { kGate, kUp, kDown, kUpBias, kDownBias, kGateBias };
+  // The hidden activation of n rows of [gate | up] (gated) or [up], in place.
+  auto hiddenAct = [&](float *hid, int64_t rows) {
+    if (act == Act::SwigluOai)
+      swigluOai(hid, 2 * I, rows, I, op.swiglu_limit(), op.swiglu_alpha());
+    else
+      activation(hid, 2 * I, hid, 2 * I, rows, I, act, op.gated());
+  };
   auto expertBytes = [&](const plan::LocalExpert *e) {
     uint64_t b = 0;
     for (int32_t wi : slices(e))
@@ -275,7 +284,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
       const float *x = in + (slot[i] / K) * ldin;
       float *hi = h + int64_t(i) * 2 * I;
       if (op.gated())
-        up.push_back({x, wref(a, w[kGate]), I, D, {}, hi, false});
+        up.push_back({x, wref(a, w[kGate]), I, D, wref(a, w[kGateBias]), hi, false});
       up.push_back(
           {x, wref(a, w[kUp]), I, D, wref(a, w[kUpBias]), op.gated() ? hi + I : hi, false});
     }
@@ -283,7 +292,7 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     for (size_t i = 0; i < R; ++i) {
       auto w = slices(routed[i]);
       float *hi = h + int64_t(i) * 2 * I;
-      activation(hi, 2 * I, hi, 2 * I, 1, I, act, op.gated());
+      hiddenAct(hi, 1);
       down.push_back({hi, wref(a, w[kDown]), D, I, wref(a, w[kDownBias]),
                       slotOut + int64_t(slot[i]) * D, false});
     }
@@ -318,14 +327,14 @@ void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const 
     if (op.gated()) {
       // gate and up read the same rows: one pass.
       linearMulti(pool_, ws_, xg, D, n, D,
-                  {{wref(a, w[kGate]), I, {}, h, 2 * I, false},
+                  {{wref(a, w[kGate]), I, wref(a, w[kGateBias]), h, 2 * I, false},
                    {wref(a, w[kUp]), I, wref(a, w[kUpBias]), h + I, 2 * I, false}},
                   prec);
     } else {
       linear(pool_, ws_, xg, D, n, wref(a, w[kUp]), I, D, false, wref(a, w[kUpBias]), h, 2 * I,
              false, prec);
     }
-    activation(h, 2 * I, h, 2 * I, n, I, act, op.gated());
+    hiddenAct(h, n);
     linear(pool_, ws_, h, 2 * I, n, wref(a, w[kDown]), D, I, false, wref(a, w[kDownBias]), yg, D,
            false, prec);
     for (int64_t i = 0; i < n; ++i)

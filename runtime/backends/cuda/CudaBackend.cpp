@@ -265,6 +265,21 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
   for (size_t i = 0; i < n; ++i)
     if (const plan::Gate *g = prog.steps()->Get(unsigned(i))->op_as_Gate())
       gateExperts_[g->expert_offsets()] = g->num_experts();
+  // gpt-oss's pieces (plan 3.1) have no kernels here yet: refuse the plan at
+  // load rather than compute something else.
+  for (size_t i = 0; i < n; ++i) {
+    const plan::Step &s = *prog.steps()->Get(unsigned(i));
+    std::string name = s.name() ? s.name()->str() : opName(s.op_type());
+    if (const plan::Attention *at = s.op_as_Attention(); at && at->sinks() >= 0)
+      fail("cuda: step '{}' has attention sinks, which the CUDA backend does not support yet "
+           "(expected --backend=cpu)",
+           name);
+    if (const plan::Experts *ex = s.op_as_Experts();
+        ex && (ex->gate_bias() >= 0 || ex->act() == plan::ActKind::SwigluOai))
+      fail("cuda: step '{}' has experts with a gate bias or the swiglu_oai activation, which the "
+           "CUDA backend does not support yet (expected --backend=cpu)",
+           name);
+  }
   return end;
 }
 
@@ -538,7 +553,7 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
   auto add = [&](const plan::LocalExpert *e) {
     ExpertW &w = hostTable_[size_t(e->expert())];
     // The expert's slices of the stacked gate, up, down, up_bias, down_bias.
-    std::array<int32_t, 5> s = expertWeights(*a.weightInfo, op, *e);
+    std::array<int32_t, kExpertRoles> s = expertWeights(*a.weightInfo, op, *e);
     w.gate = dw(a, s[0]);
     w.up = dw(a, s[1]);
     w.down = dw(a, s[2]);

@@ -64,12 +64,18 @@ struct WeightInfo {
   bool usedBy(int rank) const;
 };
 
+/// The stacked weight roles of an Experts step: gate, up, down, up_bias,
+/// down_bias and gate_bias (3.1), in that order; matrices first.
+inline constexpr size_t kExpertRoles = 6;
+/// The Plan.weights indices of an Experts step's roles (-1 where absent).
+std::array<int32_t, kExpertRoles> expertRoles(const plan::Experts &op);
 /// The weights (PlanFile::weights() indices; -1 where a role is absent) that
 /// local expert `e` of an Experts step reads: its expert's slices (or, when
-/// sliced, its part's) of gate, up, down, up_bias and down_bias, in that
-/// order. The down bias is not split: part 0 reads it, other parts get -1.
-std::array<int32_t, 5> expertWeights(const std::vector<WeightInfo> &weights,
-                                     const plan::Experts &op, const plan::LocalExpert &e);
+/// sliced, its part's) of each role, in expertRoles' order. The down bias is
+/// not split: part 0 reads it, other parts get -1.
+std::array<int32_t, kExpertRoles> expertWeights(const std::vector<WeightInfo> &weights,
+                                                const plan::Experts &op,
+                                                const plan::LocalExpert &e);
 
 /// Facts derived while validating one rank's program.
 struct RankInfo {

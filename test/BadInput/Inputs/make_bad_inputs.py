@@ -305,6 +305,11 @@ def plans(out, schema, plan):
         rows_per_token=1 << 40, max_rows=1 << 62))
     edited("topk", lambda d: first_step(d, "Gate")["op"].update(top_k=9))
     edited("stream", lambda d: first_step(d, "Linear").update(stream=7))
+    # 3.1's gpt-oss fields: attention sinks and the experts' gate bias are
+    # weight indices, SwigluOai needs its clamp.
+    edited("sinks-index", lambda d: first_step(d, "Attention")["op"].update(sinks=100000))
+    edited("gate-bias-index", lambda d: first_step(d, "Experts")["op"].update(gate_bias=100000))
+    edited("swiglu-limit", lambda d: first_step(d, "Experts")["op"].update(act="SwigluOai"))
     write(os.path.join(out, "truncated.plan"), raw[:len(raw) // 2])
     write(os.path.join(out, "empty.plan"), b"")
     # The root offset pointing past the end of the file.

@@ -4,7 +4,7 @@
 usage: make_checkpoint.py ARCH OUTDIR [--dtype F32|BF16|F16] [--shards N]
                           [--variant NAME] [--bare-config]
 
-ARCH: qwen3_moe, olmoe, llama, mistral, qwen2, qwen3. The tensor names and
+ARCH: qwen3_moe, olmoe, gpt_oss, llama, mistral, qwen2, qwen3. The tensor names and
 config keys are those of the transformers modeling code for ARCH; the data is
 random (numpy, fixed seed). --variant breaks the checkpoint in one way for
 the error tests (see VARIANTS). --bare-config writes only config.json.
@@ -22,6 +22,9 @@ VARIANTS = [
     "bad-offsets", "short-header", "bad-header-json", "overlap",
     "index-wrong-shard", "index-missing-shard", "topk-too-large",
     "bad-rope", "clip-qkv", "bad-model-type", "heads-not-divisible",
+    # gpt_oss: every layer full attention; an unknown layer type; a zero
+    # window; no attention sinks; YaRN RoPE as published.
+    "all-full", "bad-layer-type", "zero-window", "missing-sinks", "yarn",
 ]
 
 H, KV, HD, D, V, P, E, K = 2, 1, 8, 16, 32, 64, 4, 2
@@ -50,6 +53,12 @@ def config_for(arch):
         c.update(intermediate_size=EXPERT_I, num_experts=E,
                  num_experts_per_tok=K, norm_topk_prob=False, clip_qkv=None,
                  attention_bias=False, tie_word_embeddings=True)
+    elif arch == "gpt_oss":
+        # No layer_types and no sliding_window: GptOssConfig's defaults
+        # (sliding layers alternate with full ones, window 128).
+        c.update(head_dim=HD, intermediate_size=EXPERT_I,
+                 num_local_experts=E, num_experts_per_tok=K,
+                 attention_bias=True, swiglu_limit=5.0, rope_theta=150000.0)
     elif arch == "qwen3":
         c.update(head_dim=HD, intermediate_size=DENSE_I, attention_bias=False)
     elif arch in ("llama", "mistral", "qwen2"):
@@ -86,7 +95,18 @@ def tensors_for(arch, c):
         if arch == "olmoe":
             t[p + "self_attn.q_norm.weight"] = [H * hd]
             t[p + "self_attn.k_norm.weight"] = [KV * hd]
-        if moe and i not in c.get("mlp_only_layers", []):
+        if arch == "gpt_oss":
+            for n, rows in (("q", H * hd), ("k", KV * hd), ("v", KV * hd), ("o", D)):
+                t[p + f"self_attn.{n}_proj.bias"] = [rows]
+            t[p + "self_attn.sinks"] = [H]
+            t[p + "mlp.router.weight"] = [E, D]
+            t[p + "mlp.router.bias"] = [E]
+            # Fused experts, gate/up columns interleaved.
+            t[p + "mlp.experts.gate_up_proj"] = [E, D, 2 * EXPERT_I]
+            t[p + "mlp.experts.gate_up_proj_bias"] = [E, 2 * EXPERT_I]
+            t[p + "mlp.experts.down_proj"] = [E, EXPERT_I, D]
+            t[p + "mlp.experts.down_proj_bias"] = [E, D]
+        elif moe and i not in c.get("mlp_only_layers", []):
             t[p + "mlp.gate.weight"] = [E, D]
             for e in range(E):
                 q = p + f"mlp.experts.{e}."
@@ -165,6 +185,16 @@ def main():
         c["clip_qkv"] = 8.0
     if v == "bad-model-type":
         c["model_type"] = "t5"
+    if v == "all-full":
+        c["layer_types"] = ["full_attention"] * c["num_hidden_layers"]
+    if v == "bad-layer-type":
+        c["layer_types"] = ["sliding_attention", "chunked_attention"]
+    if v == "zero-window":
+        c["sliding_window"] = 0
+    if v == "yarn":
+        c["rope_scaling"] = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                             "beta_slow": 1.0, "original_max_position_embeddings": 16,
+                             "truncate": False}
     if v == "heads-not-divisible":
         c["num_key_value_heads"] = 3
         c["num_attention_heads"] = 4
@@ -179,6 +209,8 @@ def main():
     names = sorted(shapes)
     if v == "missing-tensor":
         names.remove("model.layers.1.post_attention_layernorm.weight")
+    if v == "missing-sinks":
+        names.remove("model.layers.0.self_attn.sinks")
     if v == "wrong-shape":
         shapes["model.layers.0.self_attn.k_proj.weight"] = [KV * 4, D]
     if v == "extra-tensor":

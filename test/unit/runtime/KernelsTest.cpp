@@ -255,8 +255,9 @@ TEST(Activation, FormulasAndGating) {
 }
 
 namespace {
-void checkAttention(DType kvType, int window, int threads) {
-  SCOPED_TRACE(::testing::Message() << "kv=" << dtypeName(kvType) << " window=" << window);
+void checkAttention(DType kvType, int window, int threads, bool sinks = false) {
+  SCOPED_TRACE(::testing::Message() << "kv=" << dtypeName(kvType) << " window=" << window
+                                    << " sinks=" << sinks);
   const int H = 4, KV = 2, hd = 16;
   const int64_t S = 32, T = 6, start = 3, ld = (H + 2 * KV) * hd + 1;
   const float scale = 0.25f;
@@ -271,10 +272,15 @@ void checkAttention(DType kvType, int window, int threads) {
     pos[i] = int64_t(i);
   std::vector<float> out(size_t((start + T) * H * hd));
   const int64_t qc = 0, kc = H * hd, vc = (H + KV) * hd;
+  // gpt-oss's sinks (bf16, as published): large enough to take most of the
+  // probability from some heads, negative for others.
+  std::vector<uint16_t> sinkBits{f32ToBf16(2.5f), f32ToBf16(-1.0f), f32ToBf16(0.0f),
+                                 f32ToBf16(6.0f)};
+  WRef sinkRef = sinks ? WRef{sinkBits.data(), DType::BF16} : WRef{};
   attention(pool, ws, all.data(), ld, qc, kc, vc, out.data(), H * hd, start, pos.data(), cache,
-            H, KV, hd, scale, window);
+            H, KV, hd, scale, window, sinkRef);
   attention(pool, ws, all.data() + start * ld, ld, qc, kc, vc, out.data() + start * H * hd,
-            H * hd, T, pos.data() + start, cache, H, KV, hd, scale, window);
+            H * hd, T, pos.data() + start, cache, H, KV, hd, scale, window, sinkRef);
   // Reference over the rounded K/V the cache holds.
   auto kvAt = [&](int64_t j, int g, int64_t col, int d) {
     float x = all[size_t(j * ld + col + g * hd + d)];
@@ -293,8 +299,15 @@ void checkAttention(DType kvType, int window, int threads) {
         s.push_back(d * scale);
         mx = std::max(mx, s.back());
       }
+      // HF eager_attention_forward: the sink joins the row's softmax and its
+      // column is dropped.
+      double sink = sinks ? double(bf16ToF32(sinkBits[size_t(h)])) : 0.0;
+      if (sinks)
+        mx = std::max(mx, sink);
       for (double &x : s)
         sum += x = std::exp(x - mx);
+      if (sinks)
+        sum += std::exp(sink - mx);
       for (int e = 0; e < hd; ++e) {
         double o = 0;
         for (int64_t j = lo; j <= t; ++j)
@@ -310,6 +323,27 @@ TEST(Attention, GqaCausalOverTheCache) {
   checkAttention(DType::F32, 0, 3);
   checkAttention(DType::BF16, 0, 2);
   checkAttention(DType::F32, 3, 2);
+  checkAttention(DType::F32, 0, 2, /*sinks=*/true);
+  checkAttention(DType::BF16, 3, 1, /*sinks=*/true);
+}
+
+// gpt-oss's clamped SwiGLU against HF GptOssExperts' formula, in double, on
+// values inside and beyond the clamps.
+TEST(Activation, SwigluOaiClampsAsHf) {
+  const float limit = 7.0f, alpha = 1.702f;
+  const int64_t n = 5, ld = 2 * n + 1;
+  std::vector<float> io{-9.0f, -1.5f, 0.25f, 6.5f, 12.0f,  // gate
+                        -8.0f, 7.5f,  -0.5f, 3.0f, -7.0f,  // up
+                        42.0f};                            // not touched
+  std::vector<float> in = io;
+  swigluOai(io.data(), ld, 1, n, limit, alpha);
+  for (int64_t j = 0; j < n; ++j) {
+    double g = std::min<double>(in[size_t(j)], limit);
+    double u = std::clamp<double>(in[size_t(n + j)], -limit, limit);
+    double want = (u + 1.0) * g / (1.0 + std::exp(-alpha * g));
+    EXPECT_NEAR(io[size_t(j)], want, 1e-5 * std::max(1.0, std::abs(want))) << "j=" << j;
+  }
+  EXPECT_EQ(io[size_t(2 * n)], 42.0f);
 }
 
 // Batched steps: rows of two sequences in one call, their K/V in pages of

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 #include <functional>
+#include <limits>
 
 using namespace moert;
 using namespace moetest;
@@ -87,6 +88,10 @@ TEST(Plan, RejectsOtherFilesAndVersions) {
             "stream 7 (expected 0 compute, 1 communication or 2 weights)");
   expectBad(edit(good, [](mp::PlanT &p) { p.version_minor = kPlanVersionMinor + 1; }),
             "is not supported");
+  // 3.1 only appended fields whose defaults keep 3.0's meaning: a 3.0 plan
+  // (a Mixtral has no sinks, gate bias or SwigluOai) still loads.
+  EXPECT_NO_THROW(
+      PlanFile::fromBytes(edit(good, [](mp::PlanT &p) { p.version_minor = 0; }), "p.plan"));
   // Truncated: the verifier catches offsets beyond the buffer.
   std::vector<uint8_t> cut(good.begin(), good.begin() + long(good.size() / 2));
   EXPECT_THROW(PlanFile::fromBytes(cut, "p.plan"), Error);
@@ -229,6 +234,51 @@ TEST(Plan, RejectsInconsistentSizes) {
                    steps.erase(steps.end() - 1); // the Logits step
                  }),
             "rank 0 has no Logits step");
+}
+
+// 3.1's gpt-oss fields: attention sinks, the experts' gate bias and the
+// clamped SwiGLU are indices and parameters like any other.
+TEST(Plan, RejectsBadGptOssFields) {
+  std::vector<uint8_t> good = tinyPlan();
+  auto attention = [](mp::PlanT &p) { return firstOp<mp::AttentionT>(p, mp::Op::Attention); };
+  auto experts = [](mp::PlanT &p) { return firstOp<mp::ExpertsT>(p, mp::Op::Experts); };
+  expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->sinks = 999; }),
+            "sinks weight index 999 out of range");
+  // The embedding [64, 32] is not a vector; a norm weight has 32 elements,
+  // not one per head (4).
+  expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->sinks = 0; }),
+            "sinks weight 'model.embed_tokens.weight' has rank 2 (expected rank 1)");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   for (size_t i = 0; i < p.weights.size(); ++i)
+                     if (p.weights[i]->name == "model.norm.weight")
+                       attention(p)->sinks = int32_t(i);
+                 }),
+            "sinks 'model.norm.weight' has 32 elements (expected one per head, 4)");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->gate_bias = 999; }),
+            "gate_bias weight index 999 out of range");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->gate_bias = experts(p)->up; }),
+            "gate_bias weight 'model.layers.0.block_sparse_moe.experts.{e}.w3.weight' has shape "
+            "[4, 48, 32] (expected [4, 48]");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->act = mp::ActKind::SwigluOai; }),
+            "SwigluOai with swiglu_limit 0 and swiglu_alpha 0 (expected a positive finite limit");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   experts(p)->act = mp::ActKind::SwigluOai;
+                   experts(p)->swiglu_limit = 7.0f;
+                   experts(p)->swiglu_alpha = std::numeric_limits<float>::quiet_NaN();
+                 }),
+            "swiglu_alpha nan");
+  expectBad(edit(good, [&](mp::PlanT &p) { experts(p)->act = mp::ActKind(42); }),
+            "unknown activation kind 42");
+  // Valid values load.
+  EXPECT_NO_THROW(PlanFile::fromBytes(edit(good,
+                                           [&](mp::PlanT &p) {
+                                             experts(p)->act = mp::ActKind::SwigluOai;
+                                             experts(p)->swiglu_limit = 7.0f;
+                                             experts(p)->swiglu_alpha = 1.702f;
+                                           }),
+                                      "p.plan"));
 }
 
 TEST(Plan, RejectsBadCollectives) {

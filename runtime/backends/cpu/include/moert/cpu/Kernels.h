@@ -120,7 +120,9 @@ void linearMulti(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, i
 // Element-wise and small ops (single-threaded unless noted)
 //===----------------------------------------------------------------------===//
 
-enum class Act { Gelu, GeluTanh, Silu, Relu, Sigmoid, Identity };
+/// plan::ActKind's order. SwigluOai has parameters: swigluOai() computes it,
+/// activate() and activation() do not take it.
+enum class Act { Gelu, GeluTanh, Silu, Relu, Sigmoid, Identity, SwigluOai };
 float activate(Act a, float x);
 
 void embedding(const int64_t *ids, int64_t T, WRef W, int64_t D, float scale, float *out,
@@ -143,6 +145,10 @@ using ::moert::ropeTables;
 
 void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t rows, int64_t n,
                 Act act, bool gated);
+/// gpt-oss's clamped SwiGLU in place on rows of [gate (n) | up (n)]: with
+/// g = min(gate, limit), u = clamp(up, -limit, limit), the first n columns
+/// become (u + 1) * g * sigmoid(alpha * g) (HF GptOssExperts).
+void swigluOai(float *io, int64_t ld, int64_t rows, int64_t n, float limit, float alpha);
 
 /// A layer's K/V cache: [kvHeads, maxSeq, headDim] each, of dtype. Paged
 /// (pageTable set): row t's position p is pool row
@@ -162,7 +168,7 @@ struct KVView {
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
-               float scale, int slidingWindow);
+               float scale, int slidingWindow, WRef sinks = {});
 
 struct GateParams {
   int numExperts, topK;

@@ -94,19 +94,30 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
       slots in token order; the others get weight 0 and are not dispatched.
       Inference uses the model's eval capacity factor here.
 
+    - `n_group`, `topk_group` (DeepSeek-V3's group-limited routing): the
+      experts form `n_group` equal groups of consecutive ids; a group's
+      score is the sum of its two largest selection scores, only the
+      `topk_group` best groups stay selectable and the others' selection
+      scores become 0.0 (not -inf: HF `masked_fill(~score_mask, 0.0)`).
+      Defaults 1 and 1: one group, no limit.
+    - `routed_scaling_factor`: the final weights (after `norm_topk_prob`)
+      are multiplied by it (default 1.0).
+
     Parameters at their default are not printed. A bias on the logits (the
     gpt-oss router's) is not routing: it is `moe.router`'s `bias` operand,
     which both selection and weights see (gpt-oss is `score_before_topk =
-    false`: softmax over the k largest biased logits). Selection-only
-    parameters (DeepSeek-V3's score-correction bias, group-limited top-k,
-    routed scaling factor) extend this attribute as further parameters
-    whose defaults keep the meaning above.
+    false`: softmax over the k largest biased logits). DeepSeek-V3's
+    score-correction bias (`e_score_correction_bias`) is selection only:
+    it is added to the scores that top-k (and the group scores) rank, while
+    the weights are the unbiased scores of the picked experts; being a
+    weight, it is `moe.gate`'s (`moe.top_k`'s) `selection_bias` operand.
 
     Example:
 
     ```mlir
     #moe.routing<top_k = 2, norm_topk_prob = true>
     #moe.routing<top_k = 1, capacity_factor = 1.0, min_capacity = 4, drop_tokens = true>
+    #moe.routing<top_k = 8, score = sigmoid, norm_topk_prob = true, n_group = 8, topk_group = 4, routed_scaling_factor = 2.5>
     ```
   }];
   let parameters = (ins
@@ -116,7 +127,10 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     "bool":$normTopkProb,
     "::llvm::APFloat":$capacityFactor,
     "int64_t":$minCapacity,
-    "bool":$dropTokens);
+    "bool":$dropTokens,
+    "int64_t":$nGroup,
+    "int64_t":$topkGroup,
+    "::llvm::APFloat":$routedScalingFactor);
   let builders = [
     AttrBuilder<(ins "int64_t":$topK,
                      CArg<"::mlir::moe::ScoreFn", "::mlir::moe::ScoreFn::Softmax">:$score,
@@ -124,9 +138,13 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
                      CArg<"bool", "false">:$normTopkProb,
                      CArg<"double", "0.0">:$capacityFactor,
                      CArg<"int64_t", "0">:$minCapacity,
-                     CArg<"bool", "false">:$dropTokens), [{
+                     CArg<"bool", "false">:$dropTokens,
+                     CArg<"int64_t", "1">:$nGroup,
+                     CArg<"int64_t", "1">:$topkGroup,
+                     CArg<"double", "1.0">:$routedScalingFactor), [{
       return $_get($_ctxt, topK, score, scoreBeforeTopk, normTopkProb,
-                   ::llvm::APFloat(capacityFactor), minCapacity, dropTokens);
+                   ::llvm::APFloat(capacityFactor), minCapacity, dropTokens,
+                   nGroup, topkGroup, ::llvm::APFloat(routedScalingFactor));
     }]>
   ];
   let skipDefaultBuilders = 1;
@@ -138,6 +156,9 @@ def MoE_RoutingAttr : MoE_Attr<"Routing", "routing"> {
     int64_t getCapacity(int64_t numTokens, int64_t numExperts) const;
     double getCapacityFactorValue() const {
       return getCapacityFactor().convertToDouble();
+    }
+    double getRoutedScalingFactorValue() const {
+      return getRoutedScalingFactor().convertToDouble();
     }
   }];
 }

@@ -443,8 +443,10 @@ def MoE_SplitOp : MoE_Op<"split", [Pure]> {
 def MoE_RotaryOp : MoE_Op<"rotary", [Pure, AllTypesMatch<["input", "result"]>]> {
   let summary = "rotary position embedding";
   let description = [{
-    Rotates the first `rotary_dim` dims of each of `num_heads` heads of
-    `head_dim` columns by angles `pos * theta^(-2i/rotary_dim)`; `neox`
+    Rotates `rotary_dim` dims of each of `num_heads` heads of `head_dim`
+    columns, the first ones or, with `offset`, those from `offset` on (the
+    rope part that DeepSeek-V3's MLA puts after each head's `qk_nope_head_dim`
+    dims), by angles `pos * theta^(-2i/rotary_dim)`; `neox`
     pairs dim i with i + rotary_dim/2 (HF rotate_half), `interleaved`
     pairs 2i with 2i+1.
 
@@ -461,17 +463,19 @@ def MoE_RotaryOp : MoE_Op<"rotary", [Pure, AllTypesMatch<["input", "result"]>]> 
     %qr = moe.rotary %q heads 4 head_dim 16 rotary_dim 16 theta 1.000000e+06 style neox : tensor<?x64xf32>
     %kr = moe.rotary %k heads 1 head_dim 4 rotary_dim 4 theta 1.000000e+04 style neox
         inv_freq dense<[1.0, 0.0025]> : tensor<2xf32> attention_factor 1.2 : tensor<?x4xf32>
+    %qpe = moe.rotary %q heads 4 head_dim 24 rotary_dim 8 offset 16 theta 1.000000e+04 style interleaved : tensor<?x96xf32>
     ```
   }];
   let arguments = (ins MoE_Act:$input, MoE_I64Attr:$num_heads, MoE_I64Attr:$head_dim,
                        MoE_I64Attr:$rotary_dim, F32Attr:$theta,
                        MoE_RopeStyle:$style,
                        OptionalAttr<FloatElementsAttr<32>>:$inv_freq,
-                       OptionalAttr<F32Attr>:$attention_factor);
+                       OptionalAttr<F32Attr>:$attention_factor,
+                       OptionalAttr<MoE_I64Attr>:$offset);
   let results = (outs MoE_Act:$result);
   let assemblyFormat = [{
     $input `heads` $num_heads `head_dim` $head_dim `rotary_dim` $rotary_dim
-    `theta` $theta `style` $style (`inv_freq` $inv_freq^)?
+    (`offset` $offset^)? `theta` $theta `style` $style (`inv_freq` $inv_freq^)?
     (`attention_factor` $attention_factor^)? attr-dict `:` type($input)
   }];
   let hasVerifier = 1;
@@ -495,7 +499,10 @@ def MoE_AttentionOp : MoE_Op<"attention", [
     sink to the logits and drops its column after the softmax).
 
     Shapes: `q` is `[T, num_heads * head_dim]`, `k` and `v` are
-    `[T, num_kv_heads * head_dim]`, the result is like `q`.
+    `[T, num_kv_heads * head_dim]`, the result is like `q`. With `v_head_dim`
+    (DeepSeek-V3's MLA, whose values are narrower than its query/key heads)
+    `v` is `[T, num_kv_heads * v_head_dim]` and the result
+    `[T, num_heads * v_head_dim]`.
 
     Example:
 
@@ -505,19 +512,49 @@ def MoE_AttentionOp : MoE_Op<"attention", [
     %o2 = moe.attention %q, %k, %v heads 4 kv_heads 2 head_dim 16 scale 2.500000e-01 layer 1 causal
         window 128 sinks %s : tensor<4xbf16>
         : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?x32xf32> -> tensor<?x64xf32>
+    %o3 = moe.attention %q3, %k3, %v3 heads 4 kv_heads 4 head_dim 24 v_head_dim 16 scale 2.041241e-01 layer 2 causal
+        : tensor<?x96xf32>, tensor<?x96xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
     ```
   }];
   let arguments = (ins MoE_Act:$q, MoE_Act:$k, MoE_Act:$v,
                        MoE_I64Attr:$num_heads, MoE_I64Attr:$num_kv_heads,
                        MoE_I64Attr:$head_dim, F32Attr:$scale, MoE_I64Attr:$layer,
                        UnitAttr:$causal, OptionalAttr<MoE_I64Attr>:$sliding_window,
-                       Optional<MoE_Vector>:$sinks);
+                       Optional<MoE_Vector>:$sinks,
+                       OptionalAttr<MoE_I64Attr>:$v_head_dim);
   let results = (outs MoE_Act:$result);
   let assemblyFormat = [{
     $q `,` $k `,` $v `heads` $num_heads `kv_heads` $num_kv_heads `head_dim` $head_dim
-    `scale` $scale `layer` $layer (`causal` $causal^)? (`window` $sliding_window^)?
+    (`v_head_dim` $v_head_dim^)? `scale` $scale `layer` $layer (`causal` $causal^)? (`window` $sliding_window^)?
     (`sinks` $sinks^ `:` type($sinks))?
     attr-dict `:` type($q) `,` type($k) `,` type($v) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Per-head width of v and of the result.
+    int64_t getValueHeadDim() { return getVHeadDim().value_or(getHeadDim()); }
+  }];
+}
+
+def MoE_GatherColumnsOp : MoE_Op<"gather_columns", [Pure]> {
+  let summary = "builds an activation from columns of others";
+  let description = [{
+    `result[t, j] = concat(inputs)[t, indices[j]]`, where `concat` puts the
+    inputs' columns side by side: a permutation, selection, concatenation or
+    repetition of columns in one copy. DeepSeek-V3's MLA assembles its
+    per-head keys from it: each head's `k_nope` columns of `kv_b_proj`
+    followed by the one `k_pe` all heads share.
+
+    Example:
+
+    ```mlir
+    %kv = moe.gather_columns %a, %b indices [0, 1, 4, 2, 3, 4] : tensor<?x4xf32>, tensor<?x1xf32> -> tensor<?x6xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<MoE_Act>:$inputs, DenseI64ArrayAttr:$indices);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $inputs `indices` $indices attr-dict `:` type($inputs) `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -647,16 +684,31 @@ def MoE_TopKOp : MoE_Op<"top_k", [Pure]> {
     For every row, the `k` largest values in descending order and their
     column (expert) ids; ties go to the lower id.
 
+    DeepSeek-V3's selection (HF `DeepseekV3MoE.route_tokens_to_experts`):
+    with `selection_bias` (`[num_experts]`, `e_score_correction_bias`) the
+    ranking uses `input + selection_bias` while `values` stay the unbiased
+    inputs of the picked columns; with `n_group` the columns form that many
+    equal groups, a group scores the sum of its two largest (biased) values,
+    only the `topk_group` best groups stay selectable and the other columns
+    rank as 0.0 (HF `masked_fill(~score_mask, 0.0)`).
+
     Example:
 
     ```mlir
     %w, %e = moe.top_k %p k 2 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    %w2, %e2 = moe.top_k %p bias %b : tensor<8xf32> k 2 n_group 2 topk_group 1
+        : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
     ```
   }];
-  let arguments = (ins MoE_Act:$input, MoE_I64Attr:$k);
+  let arguments = (ins MoE_Act:$input, MoE_I64Attr:$k,
+                       Optional<MoE_Vector>:$selection_bias,
+                       OptionalAttr<MoE_I64Attr>:$n_group,
+                       OptionalAttr<MoE_I64Attr>:$topk_group);
   let results = (outs MoE_SlotWeights:$values, MoE_SlotIds:$indices);
   let assemblyFormat = [{
-    $input `k` $k attr-dict `:` type($input) `->` type($values) `,` type($indices)
+    $input (`bias` $selection_bias^ `:` type($selection_bias))? `k` $k
+    (`n_group` $n_group^)? (`topk_group` $topk_group^)?
+    attr-dict `:` type($input) `->` type($values) `,` type($indices)
   }];
   let hasVerifier = 1;
 }
@@ -675,6 +727,25 @@ def MoE_RenormalizeOp : MoE_Op<"renormalize", [
   let results = (outs MoE_SlotWeights:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
   let hasFolder = 1;
+}
+
+def MoE_ScaleWeightsOp : MoE_Op<"scale_weights", [
+    Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "multiplies each token's picked weights by a constant";
+  let description = [{
+    DeepSeek-V3's `routed_scaling_factor`, applied after the optional
+    renormalization (HF `DeepseekV3MoE.route_tokens_to_experts`).
+
+    Example:
+
+    ```mlir
+    %ws = moe.scale_weights %w factor 2.500000e+00 : tensor<?x2xf32>
+    ```
+  }];
+  let arguments = (ins MoE_SlotWeights:$input, F64Attr:$factor);
+  let results = (outs MoE_SlotWeights:$result);
+  let assemblyFormat = "$input `factor` $factor attr-dict `:` type($input)";
+  let hasVerifier = 1;
 }
 
 def MoE_CapacityOp : MoE_Op<"capacity", [Pure]> {
@@ -748,13 +819,21 @@ def MoE_GateOp : MoE_Op<"gate", [Pure, MoE_MoEOpInterface]> {
     ```mlir
     %e, %w, %off, %slots = moe.gate %logits routing <top_k = 2, norm_topk_prob = true>
         : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<9xi32>, tensor<?xi32>
+    %e2, %w2, %off2, %slots2 = moe.gate %logits bias %b : tensor<8xf32> routing <top_k = 2,
+        score = sigmoid, norm_topk_prob = true, n_group = 2, routed_scaling_factor = 2.5>
+        : tensor<?x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<9xi32>, tensor<?xi32>
     ```
+
+    `selection_bias` (`[num_experts]`) is the routing's selection-only bias
+    (see `#moe.routing`).
   }];
-  let arguments = (ins MoE_Act:$logits, MoE_RoutingAttr:$routing);
+  let arguments = (ins MoE_Act:$logits, MoE_RoutingAttr:$routing,
+                       Optional<MoE_Vector>:$selection_bias);
   let results = (outs MoE_SlotIds:$slot_expert, MoE_SlotWeights:$slot_weight,
                       MoE_Offsets:$expert_offsets, MoE_SlotList:$sorted_slots);
   let assemblyFormat = [{
-    $logits `routing` $routing attr-dict `:` type($logits) `->` type($slot_expert)
+    $logits (`bias` $selection_bias^ `:` type($selection_bias))? `routing` $routing
+    attr-dict `:` type($logits) `->` type($slot_expert)
     `,` type($slot_weight) `,` type($expert_offsets) `,` type($sorted_slots)
   }];
   let hasVerifier = 1;

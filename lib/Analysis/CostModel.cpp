@@ -261,8 +261,9 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     if (auto attention = dyn_cast<AttentionOp>(op))
       cost.kvBytesPerPosition =
           satAdd(cost.kvBytesPerPosition,
-                 satMul(2 * 4, satMul(attention.getNumKvHeads(),
-                                      attention.getHeadDim())));
+                 satMul(4, satMul(attention.getNumKvHeads(),
+                                  attention.getHeadDim() +
+                                      attention.getValueHeadDim())));
 
     // A combine exchange runs as a ring all-reduce of the [tokens * top_k,
     // hidden] f32 slot outputs over the ranks its grid axes span: 2(g-1)

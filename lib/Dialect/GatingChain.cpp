@@ -31,6 +31,10 @@ FailureOr<GatingChain> mlir::moe::matchGatingChain(ExpertMapOp map,
       return fail("admission mask not from moe.capacity of the same ids");
   }
 
+  c.selectionBias = c.topK.getSelectionBias();
+  c.nGroup = c.topK.getNGroup().value_or(1);
+  c.topkGroup = c.topK.getTopkGroup().value_or(c.nGroup);
+
   // Scores before or after the top-k.
   auto scores = c.topK.getInput().getDefiningOp<ScoresOp>();
   c.weights = c.topK.getValues();
@@ -43,6 +47,9 @@ FailureOr<GatingChain> mlir::moe::matchGatingChain(ExpertMapOp map,
     c.ops.push_back(scores);
   } else {
     // top_k on the raw logits, then scores over the k picked values.
+    if (c.selectionBias || c.nGroup > 1)
+      return fail("selection bias or groups on the logits (expected them on "
+                  "the scores)");
     c.logits = c.topK.getInput();
     if (!c.weights.hasOneUse())
       return fail("top-k values used elsewhere");
@@ -61,6 +68,12 @@ FailureOr<GatingChain> mlir::moe::matchGatingChain(ExpertMapOp map,
       c.renormalize = true;
       c.weights = renorm.getResult();
       c.ops.push_back(renorm);
+    }
+  if (c.weights.hasOneUse())
+    if (auto scale = dyn_cast<ScaleWeightsOp>(*c.weights.getUsers().begin())) {
+      c.routedScalingFactor = scale.getFactor().convertToDouble();
+      c.weights = scale.getResult();
+      c.ops.push_back(scale);
     }
   if (c.capacity) {
     if (c.capacity.getWeights() != c.weights || !c.weights.hasOneUse())

@@ -41,8 +41,11 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   int64_t topK, ScoreFn score,
                                   bool scoreBeforeTopk, bool normTopkProb,
                                   APFloat capacityFactorValue,
-                                  int64_t minCapacity, bool dropTokens) {
+                                  int64_t minCapacity, bool dropTokens,
+                                  int64_t nGroup, int64_t topkGroup,
+                                  APFloat routedScalingFactorValue) {
   double capacityFactor = capacityFactorValue.convertToDouble();
+  double scaling = routedScalingFactorValue.convertToDouble();
   if (topK < 1)
     return emitError() << "top_k must be at least 1 (got " << topK << ")";
   if (!(capacityFactor >= 0.0) || !std::isfinite(capacityFactor))
@@ -55,6 +58,20 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError()
            << "drop_tokens needs a capacity_factor > 0 (expected the "
               "capacity that decides which tokens are dropped)";
+  if (nGroup < 1)
+    return emitError() << "n_group must be at least 1 (got " << nGroup << ")";
+  if (topkGroup < 1 || topkGroup > nGroup)
+    return emitError() << "topk_group must be in [1, n_group = " << nGroup
+                       << "] (got " << topkGroup << ")";
+  // Group limiting ranks scores before the pick; a group of the logits'
+  // top-k (score_before_topk = false) has no such scores.
+  if (nGroup > 1 && !scoreBeforeTopk)
+    return emitError() << "n_group > 1 needs score_before_topk (expected the "
+                          "groups to rank scores, not logits)";
+  if (!(scaling > 0.0) || !std::isfinite(scaling))
+    return emitError() << "routed_scaling_factor must be a finite number > 0 "
+                          "(got "
+                       << scaling << ")";
   return success();
 }
 
@@ -67,10 +84,10 @@ int64_t RoutingAttr::getCapacity(int64_t numTokens, int64_t numExperts) const {
 }
 
 Attribute RoutingAttr::parse(AsmParser &parser, Type) {
-  int64_t topK = -1, minCapacity = 0;
+  int64_t topK = -1, minCapacity = 0, nGroup = 1, topkGroup = 1;
   ScoreFn score = ScoreFn::Softmax;
   bool scoreBeforeTopk = true, normTopkProb = false, dropTokens = false;
-  double capacityFactor = 0.0;
+  double capacityFactor = 0.0, routedScalingFactor = 1.0;
   llvm::StringSet<> seen;
   SMLoc loc = parser.getCurrentLocation();
 
@@ -97,6 +114,12 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
       return parser.parseInteger(minCapacity);
     if (key == "capacity_factor")
       return parser.parseFloat(capacityFactor);
+    if (key == "n_group")
+      return parser.parseInteger(nGroup);
+    if (key == "topk_group")
+      return parser.parseInteger(topkGroup);
+    if (key == "routed_scaling_factor")
+      return parser.parseFloat(routedScalingFactor);
     if (key == "norm_topk_prob")
       return parseBool(normTopkProb);
     if (key == "drop_tokens")
@@ -118,7 +141,8 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
     return parser.emitError(at, "unknown routing parameter '")
            << key
            << "' (expected top_k, score, score_before_topk, norm_topk_prob, "
-              "capacity_factor, min_capacity or drop_tokens)";
+              "capacity_factor, min_capacity, drop_tokens, n_group, topk_group "
+              "or routed_scaling_factor)";
   };
   if (parser.parseLess() ||
       parser.parseCommaSeparatedList(AsmParser::Delimiter::None, parseEntry) ||
@@ -130,8 +154,10 @@ Attribute RoutingAttr::parse(AsmParser &parser, Type) {
   }
   return RoutingAttr::getChecked([&] { return parser.emitError(loc); },
                                  parser.getContext(), topK, score,
-                                 scoreBeforeTopk, normTopkProb, capacityFactor,
-                                 minCapacity, dropTokens);
+                                 scoreBeforeTopk, normTopkProb,
+                                 APFloat(capacityFactor), minCapacity,
+                                 dropTokens, nGroup, topkGroup,
+                                 APFloat(routedScalingFactor));
 }
 
 void RoutingAttr::print(AsmPrinter &printer) const {
@@ -150,6 +176,14 @@ void RoutingAttr::print(AsmPrinter &printer) const {
     printer << ", min_capacity = " << getMinCapacity();
   if (getDropTokens())
     printer << ", drop_tokens = true";
+  if (getNGroup() != 1)
+    printer << ", n_group = " << getNGroup();
+  if (getTopkGroup() != 1)
+    printer << ", topk_group = " << getTopkGroup();
+  if (getRoutedScalingFactorValue() != 1.0) {
+    printer << ", routed_scaling_factor = ";
+    printer.printFloat(getRoutedScalingFactor());
+  }
   printer << ">";
 }
 

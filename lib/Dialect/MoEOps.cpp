@@ -548,6 +548,12 @@ LogicalResult RotaryOp::verify() {
     return emitOpError() << "rotary_dim " << getRotaryDim()
                          << " must be even and in [2, head_dim = "
                          << getHeadDim() << "]";
+  if (std::optional<int64_t> offset = getOffset())
+    if (*offset < 0 || *offset + getRotaryDim() > getHeadDim())
+      return emitOpError() << "offset " << *offset << " + rotary_dim "
+                           << getRotaryDim() << " exceeds head_dim "
+                           << getHeadDim()
+                           << " (expected the rotated dims within each head)";
   if (!(getTheta().convertToFloat() > 0.0f))
     return emitOpError("theta must be positive");
   if (DenseElementsAttr f = getInvFreqAttr()) {
@@ -581,15 +587,21 @@ LogicalResult AttentionOp::verify() {
                          << getNumKvHeads()
                          << " (expected whole groups of query heads per KV "
                             "head)";
+  if (getVHeadDim() &&
+      failed(checkPositive(*this, "v_head_dim", *getVHeadDim())))
+    return failure();
   int64_t qWidth = getNumHeads() * getHeadDim();
   int64_t kvWidth = getNumKvHeads() * getHeadDim();
+  int64_t vWidth = getNumKvHeads() * getValueHeadDim();
+  int64_t outWidth = getNumHeads() * getValueHeadDim();
+  StringRef vHead = getVHeadDim() ? "v_head_dim" : "head_dim";
   if (failed(checkWidth(*this, "q", getQ(), qWidth, "num_heads * head_dim")) ||
       failed(checkWidth(*this, "k", getK(), kvWidth,
                         "num_kv_heads * head_dim")) ||
-      failed(checkWidth(*this, "v", getV(), kvWidth,
-                        "num_kv_heads * head_dim")) ||
-      failed(checkWidth(*this, "result", getResult(), qWidth,
-                        "num_heads * head_dim")))
+      failed(checkWidth(*this, "v", getV(), vWidth,
+                        ("num_kv_heads * " + vHead).str())) ||
+      failed(checkWidth(*this, "result", getResult(), outWidth,
+                        ("num_heads * " + vHead).str())))
     return failure();
   if (!(getScale().convertToFloat() > 0.0f))
     return emitOpError("scale must be positive");
@@ -606,8 +618,11 @@ int64_t AttentionOp::getFlopsPerToken(int64_t contextLength) {
   int64_t visible = std::max<int64_t>(contextLength, 0);
   if (getSlidingWindow())
     visible = std::min<int64_t>(visible, *getSlidingWindow());
-  // q k^T and p v: one multiply-add per (head, dim, visible position) each.
-  return satMul(satMul(4, satMul(getNumHeads(), getHeadDim())), visible);
+  // q k^T over head_dim and p v over v_head_dim: one multiply-add per
+  // (head, dim, visible position) each.
+  return satMul(satMul(2, satMul(getNumHeads(),
+                                 getHeadDim() + getValueHeadDim())),
+                visible);
 }
 
 int64_t MLPOp::getIntermediateSize() {
@@ -697,11 +712,77 @@ static LogicalResult checkTopK(Operation *op, int64_t k, int64_t numExperts) {
   return success();
 }
 
+/// Group-limited top-k (DeepSeek-V3): `numGroups` equal groups of at least
+/// two experts (a group scores its two best), `keepGroups` of them kept, and
+/// enough experts in those for the k picks.
+static LogicalResult checkGroups(Operation *op, int64_t k, int64_t numExperts,
+                                 int64_t numGroups, int64_t keepGroups) {
+  if (numGroups < 1)
+    return op->emitOpError() << "n_group must be at least 1 (got "
+                             << numGroups << ")";
+  if (keepGroups < 1 || keepGroups > numGroups)
+    return op->emitOpError() << "topk_group must be in [1, n_group = "
+                             << numGroups << "] (got " << keepGroups << ")";
+  if (numGroups == 1 || numExperts == kDynamic)
+    return success();
+  if (numExperts % numGroups != 0 || numExperts / numGroups < 2)
+    return op->emitOpError()
+           << "n_group " << numGroups << " does not split the " << numExperts
+           << " experts into equal groups of at least 2 (a group scores "
+              "its two best experts)";
+  if (k > keepGroups * (numExperts / numGroups))
+    return op->emitOpError() << "top_k = " << k << " exceeds the "
+                             << keepGroups * (numExperts / numGroups)
+                             << " experts of the topk_group = " << keepGroups
+                             << " kept groups";
+  return success();
+}
+
 LogicalResult TopKOp::verify() {
   if (failed(checkTopK(*this, getK(), width(getInput()))) ||
       failed(checkSlots(*this, "values", getValues(), getK(), getInput())) ||
-      failed(checkSlots(*this, "indices", getIndices(), getK(), getInput())))
+      failed(checkSlots(*this, "indices", getIndices(), getK(), getInput())) ||
+      failed(checkVector(*this, "selection_bias", getSelectionBias(),
+                         width(getInput()))))
     return failure();
+  if (getTopkGroup() && !getNGroup())
+    return emitOpError("topk_group needs n_group");
+  return checkGroups(*this, getK(), width(getInput()), getNGroup().value_or(1),
+                     getTopkGroup().value_or(getNGroup().value_or(1)));
+}
+
+LogicalResult ScaleWeightsOp::verify() {
+  double f = getFactor().convertToDouble();
+  if (!std::isfinite(f) || !(f > 0.0))
+    return emitOpError() << "factor " << f << " is not a positive finite scale";
+  return success();
+}
+
+LogicalResult GatherColumnsOp::verify() {
+  if (getInputs().empty())
+    return emitOpError("needs at least one input");
+  int64_t total = 0;
+  for (Value in : getInputs()) {
+    if (width(in) == kDynamic) {
+      total = kDynamic;
+      break;
+    }
+    total += width(in);
+  }
+  if (differ(width(getResult()), int64_t(getIndices().size())))
+    return emitOpError() << "result width " << width(getResult())
+                         << " does not match the " << getIndices().size()
+                         << " indices";
+  for (int64_t i : getIndices())
+    if (i < 0 || (total != kDynamic && i >= total))
+      return emitOpError() << "index " << i
+                           << " is outside the inputs' columns [0, " << total
+                           << ")";
+  for (Value in : getInputs())
+    if (differ(dim(in, 0), dim(getResult(), 0)))
+      return emitOpError() << "input has " << dim(in, 0)
+                           << " rows (expected one per token, "
+                           << dim(getResult(), 0) << ")";
   return success();
 }
 
@@ -753,7 +834,16 @@ LogicalResult GateOp::verify() {
     return emitOpError() << "expert_offsets has " << dim(getExpertOffsets(), 0)
                          << " entries (expected num_experts + 1 = "
                          << numExperts + 1 << ")";
-  return success();
+  if (failed(checkVector(*this, "selection_bias", getSelectionBias(),
+                         numExperts)))
+    return failure();
+  // The bias shifts the scores top-k ranks; without them (top-k of the
+  // logits) it would change the weights too.
+  if (getSelectionBias() && !getRouting().getScoreBeforeTopk())
+    return emitOpError("selection_bias needs score_before_topk (expected a "
+                       "bias on the scores that top-k ranks)");
+  return checkGroups(*this, k, numExperts, getRouting().getNGroup(),
+                     getRouting().getTopkGroup());
 }
 
 //===----------------------------------------------------------------------===//

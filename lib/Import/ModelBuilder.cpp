@@ -81,6 +81,9 @@ private:
                bool transposed);
   Value mlp(Value x, StringRef prefix, int64_t intermediate, bool bias);
   Value attentionBlock(Value h);
+  Value mlaBlock(Value h);
+  Value rotary(Value x, int64_t heads, int64_t headDim, int64_t offset,
+               StringRef what);
   Value moeBlock(Value x, const LayerConfig &lc);
 
   MLIRContext &ctx;
@@ -373,26 +376,8 @@ Value Emitter::attentionBlock(Value h) {
     k = norm("k_norm", k, perHead ? cfg.headDim : kvWidth, /*forceRms=*/true);
   }
   if (cfg.rope) {
-    auto rotary = [&](Value x, int64_t heads, StringRef what) -> Value {
-      return RotaryOp::create(b, at(what), x.getType(), x,
-                              b.getI64IntegerAttr(heads),
-                              b.getI64IntegerAttr(cfg.headDim),
-                              b.getI64IntegerAttr(cfg.rotaryDim),
-                              b.getF32FloatAttr(cfg.ropeTheta),
-                              RopeStyleAttr::get(&ctx, RopeStyle::NeoX),
-                              cfg.ropeInvFreq.empty()
-                                  ? DenseElementsAttr()
-                                  : DenseElementsAttr::get(
-                                        RankedTensorType::get(
-                                            {int64_t(cfg.ropeInvFreq.size())},
-                                            b.getF32Type()),
-                                        ArrayRef<float>(cfg.ropeInvFreq)),
-                              cfg.ropeAttentionFactor == 1.0
-                                  ? FloatAttr()
-                                  : b.getF32FloatAttr(cfg.ropeAttentionFactor));
-    };
-    q = rotary(q, cfg.numHeads, "q_rope");
-    k = rotary(k, cfg.numKvHeads, "k_rope");
+    q = rotary(q, cfg.numHeads, cfg.headDim, 0, "q_rope");
+    k = rotary(k, cfg.numKvHeads, cfg.headDim, 0, "k_rope");
   }
   Value a = AttentionOp::create(
       b, at("attention"), act(qWidth), q, k, v,
@@ -401,9 +386,100 @@ Value Emitter::attentionBlock(Value h) {
       b.getI64IntegerAttr(layer), b.getUnitAttr(),
       lc.slidingWindow ? b.getI64IntegerAttr(lc.slidingWindow) : IntegerAttr(),
       cfg.attentionSinks ? weight("sinks", {cfg.numHeads}, InitKind::Normal)
-                         : Value());
+                         : Value(),
+      IntegerAttr());
   Value o = linear(a, "o.weight", cfg.outBias ? "o.bias" : "", cfg.hiddenSize,
                    cfg.conv1d);
+  return AddOp::create(b, at("attn_residual"), h, o);
+}
+
+Value Emitter::rotary(Value x, int64_t heads, int64_t headDim, int64_t offset,
+                      StringRef what) {
+  return RotaryOp::create(
+      b, at(what), x.getType(), x, b.getI64IntegerAttr(heads),
+      b.getI64IntegerAttr(headDim), b.getI64IntegerAttr(cfg.rotaryDim),
+      b.getF32FloatAttr(cfg.ropeTheta), RopeStyleAttr::get(&ctx, cfg.ropeStyle),
+      cfg.ropeInvFreq.empty()
+          ? DenseElementsAttr()
+          : DenseElementsAttr::get(
+                RankedTensorType::get({int64_t(cfg.ropeInvFreq.size())},
+                                      b.getF32Type()),
+                ArrayRef<float>(cfg.ropeInvFreq)),
+      cfg.ropeAttentionFactor == 1.0
+          ? FloatAttr()
+          : b.getF32FloatAttr(cfg.ropeAttentionFactor),
+      offset ? b.getI64IntegerAttr(offset) : IntegerAttr());
+}
+
+/// DeepSeek-V3's multi-head latent attention (HF DeepseekV3Attention.forward)
+/// by decomposition: the projections and norms as they are, RoPE on q's
+/// per-head rope dims (in place, `offset`) and on the shared k_pe, then one
+/// gather_columns that lays out [q | k | v] with every head's key =
+/// [k_nope_h | k_pe] and value v_h, so the attention caches expanded keys
+/// and values (not yet the compressed latent).
+Value Emitter::mlaBlock(Value h) {
+  const LayerConfig &lc = cfg.layers[layer];
+  int64_t heads = cfg.numHeads, nope = cfg.qkNopeDim, rope = cfg.qkRopeDim,
+          vd = cfg.vHeadDim, qk = nope + rope, latent = cfg.kvLoraRank;
+  StringRef bias = cfg.mlaBias ? "bias" : "";
+  auto biasRole = [&](StringRef proj) {
+    return bias.empty() ? std::string() : (proj + ".bias").str();
+  };
+  Value n = norm("attn_norm", h);
+  Value q;
+  if (cfg.qLoraRank) {
+    Value qa = linear(n, "q_a.weight", biasRole("q_a"), cfg.qLoraRank, false);
+    qa = norm("q_a_norm", qa, 0, /*forceRms=*/true);
+    q = linear(qa, "q_b.weight", "", heads * qk, false);
+  } else {
+    q = linear(n, "q.weight", "", heads * qk, false);
+  }
+  Value kva = linear(n, "kv_a.weight", biasRole("kv_a"), latent + rope, false);
+  auto split = SplitOp::create(b, at("kv_a_split"),
+                               TypeRange{act(latent), act(rope)}, kva);
+  // kv_b reads whole rows: copy the latent out of kv_a's columns.
+  SmallVector<int64_t> iota(latent);
+  for (int64_t i = 0; i < latent; ++i)
+    iota[i] = i;
+  Value c = GatherColumnsOp::create(b, at("kv_latent"), act(latent),
+                                    ValueRange{split.getResult(0)},
+                                    b.getDenseI64ArrayAttr(iota));
+  c = norm("kv_a_norm", c, 0, /*forceRms=*/true);
+  Value kv = linear(c, "kv_b.weight", "", heads * (nope + vd), false);
+  if (cfg.rope) {
+    q = rotary(q, heads, qk, nope, "q_rope");
+  }
+  Value kpe = cfg.rope ? rotary(split.getResult(1), 1, rope, 0, "k_rope")
+                       : split.getResult(1);
+  // Columns of concat(q, kv, kpe): q as is; key h = kv's head-h nope columns
+  // then kpe; value h = kv's head-h value columns.
+  int64_t kvBase = heads * qk, peBase = kvBase + heads * (nope + vd);
+  SmallVector<int64_t> cols;
+  for (int64_t i = 0; i < heads * qk; ++i)
+    cols.push_back(i);
+  for (int64_t hd = 0; hd < heads; ++hd) {
+    for (int64_t i = 0; i < nope; ++i)
+      cols.push_back(kvBase + hd * (nope + vd) + i);
+    for (int64_t i = 0; i < rope; ++i)
+      cols.push_back(peBase + i);
+  }
+  for (int64_t hd = 0; hd < heads; ++hd)
+    for (int64_t i = 0; i < vd; ++i)
+      cols.push_back(kvBase + hd * (nope + vd) + nope + i);
+  Value qkv = GatherColumnsOp::create(b, at("qkv"), act(int64_t(cols.size())),
+                                      ValueRange{q, kv, kpe},
+                                      b.getDenseI64ArrayAttr(cols));
+  auto parts = SplitOp::create(
+      b, at("qkv_split"),
+      TypeRange{act(heads * qk), act(heads * qk), act(heads * vd)}, qkv);
+  Value a = AttentionOp::create(
+      b, at("attention"), act(heads * vd), parts.getResult(0),
+      parts.getResult(1), parts.getResult(2), b.getI64IntegerAttr(heads),
+      b.getI64IntegerAttr(heads), b.getI64IntegerAttr(qk),
+      b.getF32FloatAttr(lc.attentionScale), b.getI64IntegerAttr(layer),
+      b.getUnitAttr(), IntegerAttr(), Value(),
+      vd != qk ? b.getI64IntegerAttr(vd) : IntegerAttr());
+  Value o = linear(a, "o.weight", biasRole("o"), cfg.hiddenSize, false);
   return AddOp::create(b, at("attn_residual"), h, o);
 }
 
@@ -421,20 +497,32 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
     // gpt-oss: the k largest logits, then softmax over those k.
     auto topk =
         TopKOp::create(b, at("top_k"), slots(f32), slots(b.getI32Type()),
-                       logits, b.getI64IntegerAttr(k));
+                       logits, b.getI64IntegerAttr(k), Value(), IntegerAttr(),
+                       IntegerAttr());
     weights =
         ScoresOp::create(b, at("scores"), ScoreFn::Softmax, topk.getValues());
     experts = topk.getIndices();
   } else {
-    Value probs = ScoresOp::create(b, at("scores"), ScoreFn::Softmax, logits);
-    auto topk =
-        TopKOp::create(b, at("top_k"), slots(f32), slots(b.getI32Type()), probs,
-                       b.getI64IntegerAttr(k));
+    Value probs = ScoresOp::create(b, at("scores"), cfg.scoreFn, logits);
+    // DeepSeek-V3: e_score_correction_bias ranks, the plain scores weigh.
+    Value selectionBias =
+        cfg.selectionBias
+            ? weight("router_selection_bias", {e}, InitKind::Zeros)
+            : Value();
+    bool grouped = cfg.nGroup > 1;
+    auto topk = TopKOp::create(
+        b, at("top_k"), slots(f32), slots(b.getI32Type()), probs,
+        b.getI64IntegerAttr(k), selectionBias,
+        grouped ? b.getI64IntegerAttr(cfg.nGroup) : IntegerAttr(),
+        grouped ? b.getI64IntegerAttr(cfg.topkGroup) : IntegerAttr());
     weights = topk.getValues();
     experts = topk.getIndices();
   }
   if (cfg.normTopkProb)
     weights = RenormalizeOp::create(b, at("renormalize"), weights);
+  if (cfg.routedScalingFactor != 1.0)
+    weights = ScaleWeightsOp::create(b, at("routed_scaling"), weights,
+                                     b.getF64FloatAttr(cfg.routedScalingFactor));
   Value admitted;
   if (cfg.dropTokens) {
     auto cap = CapacityOp::create(
@@ -583,7 +671,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Emitter::run() {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToEnd(&layerOp.getBodyBlock());
     Value x = layerOp.getBodyBlock().getArgument(0);
-    Value afterAttn = attentionBlock(x);
+    Value afterAttn = cfg.kvLoraRank ? mlaBlock(x) : attentionBlock(x);
     Value n = norm("mlp_norm", afterAttn);
     Value ffn = lc.moe ? moeBlock(n, lc) : mlp(n, "mlp", lc.ffnSize, cfg.mlpBias);
     Value out = AddOp::create(b, at("mlp_residual"), afterAttn, ffn);

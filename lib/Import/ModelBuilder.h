@@ -67,6 +67,17 @@ struct DecoderConfig {
   QKNorm qkNorm = QKNorm::None;
   /// Learned per-head attention sinks (gpt-oss; role "sinks").
   bool attentionSinks = false;
+  /// Multi-head latent attention (DeepSeek-V3), when kvLoraRank > 0: q from
+  /// "q.weight" or, with qLoraRank > 0, "q_a" -> "q_a_norm" -> "q_b"; keys
+  /// and values from "kv_a" ([kvLoraRank | qkRopeDim]) -> "kv_a_norm" on the
+  /// latent -> "kv_b" (per head [qkNopeDim | vHeadDim]); every head's key
+  /// ends with the one rotated k_pe. headDim is qkNopeDim + qkRopeDim and
+  /// rotaryDim qkRopeDim; the rope dims of q are each head's last ones.
+  /// mlaBias: q_a, kv_a and o carry biases (attention_bias).
+  int64_t qLoraRank = 0, kvLoraRank = 0, qkNopeDim = 0, qkRopeDim = 0,
+          vHeadDim = 0;
+  bool mlaBias = false;
+  RopeStyle ropeStyle = RopeStyle::NeoX;
 
   Activation activation = Activation::Silu;
   bool gated = true;
@@ -79,6 +90,12 @@ struct DecoderConfig {
   /// Top-k of the router logits, then the score function over the k picked
   /// (gpt-oss), instead of top-k of the scores.
   bool scoreAfterTopk = false;
+  ScoreFn scoreFn = ScoreFn::Softmax;
+  /// DeepSeek-V3's selection-only bias (role "router_selection_bias"),
+  /// group-limited top-k and routed scaling factor.
+  bool selectionBias = false;
+  int64_t nGroup = 1, topkGroup = 1;
+  double routedScalingFactor = 1.0;
   bool normTopkProb = false;
   bool dropTokens = false;
   double capacityFactor = 0.0;
@@ -99,7 +116,9 @@ struct DecoderConfig {
 /// "pos_embed", "final_norm.weight|bias", "lm_head", and per layer
 /// "attn_norm.*", "qkv.*", "q.*", "k.*", "v.*", "o.*", "q_norm.weight",
 /// "k_norm.weight", "mlp_norm.*", "mlp.{up,gate,down}.{weight,bias}", "sinks",
-/// "router", "router_bias", "expert.{up,gate,down}.{weight,bias}" (with
+/// "router", "router_bias", "router_selection_bias", MLA's "q_a.*",
+/// "q_a_norm.weight", "q_b.weight", "kv_a.*", "kv_a_norm.weight",
+/// "kv_b.weight", "expert.{up,gate,down}.{weight,bias}" (with
 /// `expert`), "shared.{up,gate,down}.weight", "shared_gate",
 /// "coef.{weight,bias}". With `expert == kAllExperts` an expert role's name is
 /// the per-expert pattern, `{e}` standing for the expert's number.

@@ -118,7 +118,16 @@ struct StepSerializer {
     return make(fb::Op::Attention,
                 fb::CreateAttention(fbb, s.qkv, s.qCol, s.kCol, s.vCol, s.out,
                                     s.cache, s.heads, s.kvHeads, s.headDim,
-                                    s.scale, s.window, s.sinks));
+                                    s.scale, s.window, s.sinks,
+                                    s.valueHeadDim));
+  }
+  Result operator()(const GatherColumnsStep &s) {
+    std::vector<int32_t> indices(s.indices.begin(), s.indices.end());
+    return make(fb::Op::GatherColumns,
+                fb::CreateGatherColumns(fbb, fbb.CreateVector(s.inputs),
+                                        fbb.CreateVector(s.inputCols),
+                                        fbb.CreateVector(s.inputWidths), s.out,
+                                        fbb.CreateVector(indices)));
   }
   Result operator()(const ActivationStep &s) {
     return make(fb::Op::Activation,
@@ -135,7 +144,9 @@ struct StepSerializer {
                 fb::CreateGate(fbb, s.in, s.numExperts, s.topK, score,
                                s.scoreBeforeTopK, s.normTopK, s.capacityFactor,
                                s.minCapacity, s.dropTokens, s.slotExpert,
-                               s.slotWeight, s.offsets, s.sorted));
+                               s.slotWeight, s.offsets, s.sorted, s.nGroup,
+                               s.topkGroup, s.selectionBias,
+                               s.routedScalingFactor));
   }
   Result operator()(const ExpertsStep &s) {
     // The experts this rank holds a copy of (all when unplaced), with the
@@ -305,7 +316,10 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     std::vector<flatbuffers::Offset<fb::KVCache>> caches;
     for (const KVCache &c : program.kvCaches)
       caches.push_back(fb::CreateKVCache(fbb, int(c.layer), int(c.numKVHeads),
-                                         int(c.headDim), fb::DType::F32));
+                                         int(c.headDim), fb::DType::F32,
+                                         c.valueHeadDim == c.headDim
+                                             ? 0
+                                             : int(c.valueHeadDim)));
     // Steps a rank skips drop out of its list and of its waits.
     StepSerializer serializer{fbb, program, r, numRanks};
     std::vector<flatbuffers::Offset<fb::Step>> steps;

@@ -40,6 +40,7 @@ public:
                             Value bias, bool transposed);
   LogicalResult lowerRotary(RotaryOp op);
   LogicalResult lowerAttention(AttentionOp op);
+  LogicalResult lowerGatherColumns(GatherColumnsOp op);
   LogicalResult lowerMLP(MLPOp op);
   LogicalResult lowerAdd(AddOp op);
   LogicalResult lowerSigmoidGate(SigmoidGateOp op);

@@ -66,8 +66,10 @@ LogicalResult Lowering::lowerRotary(RotaryOp r) {
   FailureOr<Slice> in = sliceOf(r.getInput(), r);
   if (failed(in))
     return failure();
+  // An offset rope starts at the rotated dims of head 0; the heads keep their
+  // stride (the Rope step touches only the rotated columns).
   RopeStep step{in->buffer,
-                in->col,
+                in->col + r.getOffset().value_or(0),
                 int(r.getNumHeads()),
                 int(r.getHeadDim()),
                 int(r.getRotaryDim()),
@@ -101,7 +103,30 @@ LogicalResult Lowering::lowerAttention(AttentionOp a) {
                      int(a.getHeadDim()),
                      a.getScale().convertToFloat(),
                      int(a.getSlidingWindow().value_or(0)),
-                     optWeightOf(a.getSinks())};
+                     optWeightOf(a.getSinks()),
+                     a.getVHeadDim() ? int(*a.getVHeadDim()) : 0};
   addStep(a, stepName("attention"), {step.qkv}, {step.out}, step);
+  return success();
+}
+
+LogicalResult Lowering::lowerGatherColumns(GatherColumnsOp g) {
+  FailureOr<Slice> out = sliceOf(g.getResult(), g);
+  if (failed(out))
+    return failure();
+  GatherColumnsStep step;
+  step.out = out->buffer;
+  SmallVector<int> reads;
+  for (Value in : g.getInputs()) {
+    FailureOr<Slice> slice = sliceOf(in, g);
+    if (failed(slice))
+      return failure();
+    step.inputs.push_back(slice->buffer);
+    step.inputCols.push_back(slice->col);
+    step.inputWidths.push_back(slice->width);
+    if (!llvm::is_contained(reads, slice->buffer))
+      reads.push_back(slice->buffer);
+  }
+  step.indices.assign(g.getIndices().begin(), g.getIndices().end());
+  addStep(g, stepName("gather_columns"), reads, {step.out}, step);
   return success();
 }

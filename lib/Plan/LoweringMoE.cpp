@@ -34,7 +34,11 @@ LogicalResult Lowering::lowerGate(GateOp g) {
                 slotExpert,
                 slotWeight,
                 offsets,
-                sorted};
+                sorted,
+                int(routing.getNGroup()),
+                int(routing.getTopkGroup()),
+                optWeightOf(g.getSelectionBias()),
+                float(routing.getRoutedScalingFactorValue())};
   addStep(g, stepName("gate"), {in}, {slotExpert, slotWeight, offsets, sorted},
           step);
   return success();

@@ -104,7 +104,9 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
   }
   case fb::Op::Rope: {
     auto *o = s.op_as_Rope();
-    os << cols(o->buf(), o->col_offset(), int64_t(o->num_heads()) * o->head_dim())
+    // Head 0's rotated dims through the last head's.
+    os << cols(o->buf(), o->col_offset(),
+               int64_t(o->num_heads() - 1) * o->head_dim() + o->rotary_dim())
        << " heads " << o->num_heads() << " x " << o->head_dim() << " rotary "
        << o->rotary_dim() << " " << fb::EnumNameRopeStyle(o->style());
     if (o->inv_freq())
@@ -116,15 +118,30 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
   case fb::Op::Attention: {
     auto *o = s.op_as_Attention();
     int64_t q = int64_t(o->num_heads()) * o->head_dim(),
-            kv = int64_t(o->num_kv_heads()) * o->head_dim();
+            kv = int64_t(o->num_kv_heads()) * o->head_dim(),
+            v = int64_t(o->num_kv_heads()) *
+                (o->v_head_dim() ? o->v_head_dim() : o->head_dim());
     os << "q " << cols(o->qkv(), o->q_col(), q) << " k "
        << cols(o->qkv(), o->k_col(), kv) << " v "
-       << cols(o->qkv(), o->v_col(), kv) << " -> " << buf(o->out()) << " cache c"
+       << cols(o->qkv(), o->v_col(), v) << " -> " << buf(o->out()) << " cache c"
        << o->cache() << " heads " << o->num_heads() << "/" << o->num_kv_heads();
     if (o->sliding_window())
       os << " window " << o->sliding_window();
     if (o->sinks() >= 0)
       os << " sinks " << weight(o->sinks());
+    if (o->v_head_dim())
+      os << " v_head_dim " << o->v_head_dim();
+    break;
+  }
+  case fb::Op::GatherColumns: {
+    auto *o = s.op_as_GatherColumns();
+    if (o->inputs() && o->input_cols() && o->input_widths())
+      for (unsigned i = 0; i < o->inputs()->size(); ++i)
+        os << (i ? ", " : "")
+           << cols(o->inputs()->Get(i), o->input_cols()->Get(i),
+                   o->input_widths()->Get(i));
+    os << " -> " << buf(o->out()) << " columns "
+       << (o->indices() ? o->indices()->size() : 0);
     break;
   }
   case fb::Op::Activation: {
@@ -144,6 +161,12 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
        << buf(o->slot_weight()) << ", " << buf(o->expert_offsets()) << ", "
        << buf(o->sorted_slots()) << " top " << o->top_k() << " of "
        << o->num_experts() << " " << fb::EnumNameScoreFn(o->score());
+    if (o->num_groups() != 1)
+      os << " groups " << o->topk_groups() << " of " << o->num_groups();
+    if (o->selection_bias() >= 0)
+      os << " selection_bias " << weight(o->selection_bias());
+    if (o->routed_scaling_factor() != 1.0f)
+      os << " scaled " << o->routed_scaling_factor();
     break;
   }
   case fb::Op::Experts: {
@@ -302,7 +325,10 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
         for (unsigned i = 0; i < r->kv_caches()->size(); ++i) {
           const fb::KVCache *c = r->kv_caches()->Get(i);
           os << "  c" << i << " layer " << c->layer() << ": "
-             << c->num_kv_heads() << " kv heads x " << c->head_dim() << " "
+             << c->num_kv_heads() << " kv heads x " << c->head_dim();
+          if (c->v_head_dim())
+            os << " (v " << c->v_head_dim() << ")";
+          os << " "
              << dtypeName(c->dtype()) << "\n";
         }
       if (r->steps())

@@ -79,7 +79,7 @@ private:
     return prefix + what.str();
   }
   /// One step of the lowering touches these buffers (in this order of steps).
-  void touch(std::initializer_list<int> buffers) {
+  void touch(ArrayRef<int> buffers) {
     for (int b : buffers) {
       Buffer &buf = s.buffers[b];
       if (buf.firstStep < 0)
@@ -359,6 +359,23 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         touch({in->buffer});
         return success();
       })
+      .Case([&](GatherColumnsOp g) -> LogicalResult {
+        // A copy into a new whole activation; its inputs may be column
+        // slices (MLA's k_pe) of buffers that stay live.
+        SmallVector<int> touched;
+        for (Value in : g.getInputs()) {
+          FailureOr<Slice> slice = sliceOf(in, g);
+          if (failed(slice))
+            return failure();
+          touched.push_back(slice->buffer);
+        }
+        int out = newBuffer(bufferName("gather_columns"), ElemType::F32,
+                            widthOf(g.getResult()));
+        s.slices[g.getResult()] = full(out);
+        touched.push_back(out);
+        touch(ArrayRef<int>(touched));
+        return success();
+      })
       .Case([&](AttentionOp a) -> LogicalResult {
         FailureOr<Slice> q = sliceOf(a.getQ(), a), k = sliceOf(a.getK(), a),
                          v = sliceOf(a.getV(), a);
@@ -502,7 +519,8 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         touch({moeIn->buffer, mlp->buffer, coef->buffer, out->buffer});
         return success();
       })
-      .Case<ScoresOp, TopKOp, RenormalizeOp, CapacityOp, ExpertMapOp>(
+      .Case<ScoresOp, TopKOp, RenormalizeOp, ScaleWeightsOp, CapacityOp,
+            ExpertMapOp>(
           [&](Operation *g) {
             return g->emitOpError("is an unfused gating piece: run "
                                   "moe-fuse-gating before lowering to a plan");
@@ -519,7 +537,8 @@ LogicalResult StorageAssigner::assign(Operation *op) {
 std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
   std::vector<KVCache> caches;
   model.walk([&](AttentionOp a) {
-    caches.push_back(KVCache{a.getLayer(), a.getNumKvHeads(), a.getHeadDim()});
+    caches.push_back(KVCache{a.getLayer(), a.getNumKvHeads(), a.getHeadDim(),
+                             a.getValueHeadDim()});
   });
   return caches;
 }
@@ -547,7 +566,8 @@ FailureOr<Storage> mlir::moe::plan::analyzeStorage(ModelOp model,
   int64_t kvPositions =
       kvPaging(options.maxBatch, storage.maxSeqLen).positions(storage.maxSeqLen);
   for (const KVCache &c : collectKVCaches(model))
-    storage.kvCacheBytes += 2 * uint64_t(c.numKVHeads) * uint64_t(c.headDim) *
+    storage.kvCacheBytes += uint64_t(c.numKVHeads) *
+                            uint64_t(c.headDim + c.valueHeadDim) *
                             uint64_t(kvPositions) * 4;
   LLVM_DEBUG(llvm::dbgs() << "moe-plan-storage: " << storage.buffers.size()
                           << " buffers, arena " << storage.arenaBytes

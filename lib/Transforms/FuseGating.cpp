@@ -41,20 +41,20 @@ struct FuseGatingChain : OpRewritePattern<ExpertMapOp> {
 
     int64_t k = chain->topK.getK();
     CapacityOp capacity = chain->capacity;
-    RoutingAttr routing =
-        capacity ? RoutingAttr::get(getContext(), k, chain->score,
-                                    chain->scoreBeforeTopk, chain->renormalize,
-                                    capacity.getCapacityFactor().convertToDouble(),
-                                    capacity.getMinCapacity(),
-                                    /*dropTokens=*/true)
-                 : RoutingAttr::get(getContext(), k, chain->score,
-                                    chain->scoreBeforeTopk, chain->renormalize);
+    RoutingAttr routing = RoutingAttr::get(
+        getContext(), k, chain->score, chain->scoreBeforeTopk,
+        chain->renormalize,
+        capacity ? capacity.getCapacityFactor().convertToDouble() : 0.0,
+        capacity ? capacity.getMinCapacity() : 0,
+        /*dropTokens=*/bool(capacity), chain->nGroup, chain->topkGroup,
+        chain->routedScalingFactor);
 
     rewriter.setInsertionPoint(map);
     auto gate = GateOp::create(
         rewriter, map.getLoc(), chain->topK.getIndices().getType(),
         chain->weights.getType(), map.getExpertOffsets().getType(),
-        map.getSortedSlots().getType(), chain->logits, routing);
+        map.getSortedSlots().getType(), chain->logits, routing,
+        chain->selectionBias);
     LLVM_DEBUG(llvm::dbgs() << "fused " << chain->ops.size()
                             << " gating ops into " << gate << "\n");
     rewriter.replaceAllUsesWith(chain->weights, gate.getSlotWeight());

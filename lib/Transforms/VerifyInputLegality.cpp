@@ -34,14 +34,16 @@ using namespace mlir::moe;
 namespace {
 
 bool isGatingPiece(Operation *op) {
-  return isa<ScoresOp, TopKOp, RenormalizeOp, CapacityOp, ExpertMapOp>(op);
+  return isa<ScoresOp, TopKOp, RenormalizeOp, ScaleWeightsOp, CapacityOp,
+             ExpertMapOp>(op);
 }
 
 /// Ops the plan lowering turns into steps, or that need none.
 bool hasPlanLowering(Operation *op) {
   return isa<WeightOp, shard::GridOp, LayerOp, YieldOp, ReturnOp, EmbeddingOp,
              PositionEmbeddingOp, LayerNormOp, RMSNormOp, LinearOp, RouterOp,
-             SplitOp, RotaryOp, AttentionOp, MLPOp, AddOp, LMHeadOp, GateOp,
+             SplitOp, RotaryOp, AttentionOp, GatherColumnsOp, MLPOp, AddOp,
+             LMHeadOp, GateOp,
              DispatchOp, ExpertsOp, AllToAllOp, CombineOp, SigmoidGateOp,
              ResidualMixOp>(op);
 }

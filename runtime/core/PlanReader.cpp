@@ -341,11 +341,14 @@ void RankValidator::validateCaches() {
         c->num_kv_heads() > (1 << 20))
       err("kv_caches[{}] has {} heads of dim {} (expected positive sizes)", i, c->num_kv_heads(),
           c->head_dim());
+    if (c->v_head_dim() < 0 || c->v_head_dim() > (1 << 20))
+      err("kv_caches[{}] has v_head_dim {} (expected 0..{})", i, c->v_head_dim(), 1 << 20);
+    int64_t vDim = c->v_head_dim() ? c->v_head_dim() : c->head_dim();
     if (!isFloatWeightType(c->dtype()))
       err("kv_caches[{}] has dtype {} (expected F32, BF16 or F16)", i, dtypeName(c->dtype()));
     uint64_t bytes;
-    if (mulOverflows(uint64_t(c->num_kv_heads()) * uint64_t(c->head_dim()),
-                     uint64_t(pf_.kvPoolPositions()) * 2 * dtypeSize(c->dtype()), bytes) ||
+    if (mulOverflows(uint64_t(c->num_kv_heads()) * uint64_t(c->head_dim() + vDim),
+                     uint64_t(pf_.kvPoolPositions()) * dtypeSize(c->dtype()), bytes) ||
         addOverflows(total, bytes, total) || total > kMaxArenaBytes)
       err("kv_caches need more than {} bytes (expected a sane max_seq_len)", kMaxArenaBytes);
   }
@@ -516,7 +519,9 @@ void RankValidator::validateStep(const plan::Step &s) {
           op->num_heads(), op->head_dim(), op->rotary_dim());
     if (op->col_offset() < 0)
       err("col_offset {} (expected >= 0)", op->col_offset());
-    needCols(b, "buf", op->col_offset() + int64_t(op->num_heads()) * op->head_dim());
+    // Only the rotated columns must lie in buf (an offset rope of MLA).
+    needCols(b, "buf",
+             op->col_offset() + int64_t(op->num_heads() - 1) * op->head_dim() + op->rotary_dim());
     if (!(op->theta() > 0.0f) || !std::isfinite(op->theta()))
       err("theta {} (expected a positive value)", op->theta());
     if (op->style() != plan::RopeStyle::NeoX && op->style() != plan::RopeStyle::Interleaved)
@@ -543,20 +548,24 @@ void RankValidator::validateStep(const plan::Step &s) {
     if (H <= 0 || KV <= 0 || hd <= 0 || H % KV != 0)
       err("{} heads, {} kv heads, head_dim {} (expected positive sizes, kv heads dividing heads)",
           H, KV, hd);
+    if (op->v_head_dim() < 0 || op->v_head_dim() > (1 << 20))
+      err("v_head_dim {} (expected 0..{})", op->v_head_dim(), 1 << 20);
+    int64_t vd = op->v_head_dim() ? op->v_head_dim() : hd;
     if (op->q_col() < 0 || op->k_col() < 0 || op->v_col() < 0)
       err("negative q/k/v column");
     needCols(qkv, "qkv", op->q_col() + H * hd);
     needCols(qkv, "qkv", op->k_col() + KV * hd);
-    needCols(qkv, "qkv", op->v_col() + KV * hd);
-    needCols(out, "out", H * hd);
+    needCols(qkv, "qkv", op->v_col() + KV * vd);
+    needCols(out, "out", H * vd);
     needDisjoint(op->qkv(), op->out());
     if (!rp_.kv_caches() || op->cache() < 0 || unsigned(op->cache()) >= rp_.kv_caches()->size())
       err("cache index {} out of range (expected 0..{})", op->cache(),
           rp_.kv_caches() ? int64_t(rp_.kv_caches()->size()) - 1 : -1);
     const plan::KVCache *c = rp_.kv_caches()->Get(unsigned(op->cache()));
-    if (c->num_kv_heads() != KV || c->head_dim() != hd)
-      err("cache {} holds {} heads of dim {} (expected {} of dim {})", op->cache(),
-          c->num_kv_heads(), c->head_dim(), KV, hd);
+    if (c->num_kv_heads() != KV || c->head_dim() != hd ||
+        (c->v_head_dim() ? c->v_head_dim() : c->head_dim()) != vd)
+      err("cache {} holds {} heads of dim {} (v {}) (expected {} of dim {} (v {}))", op->cache(),
+          c->num_kv_heads(), c->head_dim(), c->v_head_dim(), KV, hd, vd);
     if (!std::isfinite(op->scale()))
       err("scale {} (expected a finite value)", op->scale());
     if (op->sliding_window() < 0)
@@ -631,7 +640,62 @@ void RankValidator::validateStep(const plan::Step &s) {
         op->min_capacity() < 0)
       err("capacity_factor {} / min_capacity {} (expected non-negative values)",
           op->capacity_factor(), op->min_capacity());
+    int G = op->num_groups(), keep = op->topk_groups();
+    if (G < 1 || G > E || E % G != 0 || (G > 1 && E / G < 2))
+      err("num_groups {} with {} experts (expected equal groups of at least 2 experts)", G, E);
+    else if (keep < 1 || keep > G || k > keep * (E / G))
+      err("topk_groups {} of {} groups with top_k {} (expected 1..num_groups groups holding at "
+          "least top_k experts)",
+          keep, G, k);
+    if (const WeightInfo *b = optWeight(op->selection_bias(), "selection_bias", 1)) {
+      if (b->shape[0] != E)
+        err("selection_bias '{}' has {} elements (expected num_experts {})", b->name, b->shape[0],
+            E);
+      if (!op->softmax_before_topk())
+        err("selection_bias without scores before top-k (expected softmax_before_topk)");
+    }
+    if (G > 1 && !op->softmax_before_topk())
+      err("num_groups {} without scores before top-k (expected softmax_before_topk)", G);
+    if (!std::isfinite(op->routed_scaling_factor()) || !(op->routed_scaling_factor() > 0.0f))
+      err("routed_scaling_factor {} (expected a positive finite value)",
+          op->routed_scaling_factor());
     gates_[op->expert_offsets()] = {E, k};
+    break;
+  }
+  case Op::GatherColumns: {
+    auto *op = s.op_as_GatherColumns();
+    const BufferInfo &out = buf(op->out(), "out");
+    needTokenRows(out, "out");
+    const auto *ins = op->inputs();
+    const auto *cols = op->input_cols();
+    const auto *widths = op->input_widths();
+    const auto *idx = op->indices();
+    if (!ins || !cols || !widths || !idx || ins->size() == 0 || ins->size() != cols->size() ||
+        ins->size() != widths->size()) {
+      err("inputs, input_cols and input_widths must be non-empty lists of one length");
+      break;
+    }
+    int64_t total = 0;
+    for (unsigned i = 0; i < ins->size(); ++i) {
+      const BufferInfo &in = buf(ins->Get(i), "inputs");
+      int64_t c = cols->Get(i), w = widths->Get(i);
+      if (c < 0 || w <= 0 || w > kMaxDim) {
+        err("input {} columns [{}, {}+{}) (expected a non-empty range)", i, c, c, w);
+        continue;
+      }
+      needCols(in, "inputs", c + w);
+      needRowsOf(in, "inputs", out);
+      needDisjoint(ins->Get(i), op->out());
+      total += w;
+    }
+    if (idx->size() == 0)
+      err("no indices (expected one per out column)");
+    needCols(out, "out", int64_t(idx->size()));
+    for (int32_t j : *idx)
+      if (j < 0 || j >= total) {
+        err("index {} outside the inputs' {} columns", j, total);
+        break;
+      }
     break;
   }
   case Op::Experts:

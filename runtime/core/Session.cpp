@@ -15,8 +15,10 @@ KVCacheBuf allocateKVCache(Backend &backend, const plan::KVCache &c, int64_t max
   kc.maxSeq = maxSeq;
   kc.bytes = uint64_t(c.num_kv_heads()) * uint64_t(maxSeq) * uint64_t(c.head_dim()) *
              dtypeSize(kc.dtype);
+  kc.vBytes = uint64_t(c.num_kv_heads()) * uint64_t(maxSeq) *
+              uint64_t(c.v_head_dim() ? c.v_head_dim() : c.head_dim()) * dtypeSize(kc.dtype);
   kc.k = backend.allocate(kc.bytes, "K cache");
-  kc.v = backend.allocate(kc.bytes, "V cache");
+  kc.v = backend.allocate(kc.vBytes, "V cache");
   return kc;
 }
 
@@ -34,7 +36,7 @@ Session::Session(const PlanFile &plan, int rank, WeightStore &weights, Comm &com
   if (prog_.kv_caches())
     for (const plan::KVCache *c : *prog_.kv_caches()) {
       caches_.push_back(allocateKVCache(backend_, *c, S));
-      bufferBytes_ += 2 * caches_.back().bytes;
+      bufferBytes_ += caches_.back().bytes + caches_.back().vBytes;
     }
   // ids, positions and sequence slots (maxT each), then the logit rows.
   tokenWords_ = 3 * maxT + maxB;
@@ -133,7 +135,7 @@ Session::~Session() {
   backend_.deallocate(arena_, arenaBytes_);
   for (KVCacheBuf &c : caches_) {
     backend_.deallocate(c.k, c.bytes);
-    backend_.deallocate(c.v, c.bytes);
+    backend_.deallocate(c.v, c.vBytes);
   }
   backend_.deallocate(deviceTokens_, uint64_t(tokenWords_) * 8);
   backend_.deallocate(devicePages_, uint64_t(pageTable_.size()) * 4);

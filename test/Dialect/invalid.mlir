@@ -35,7 +35,7 @@ func.func @f(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @f(%l: tensor<?x8xf32>) {
-  // expected-error@+1 {{unknown routing parameter 'capacity' (expected top_k, score, score_before_topk, norm_topk_prob, capacity_factor, min_capacity or drop_tokens)}}
+  // expected-error@+1 {{unknown routing parameter 'capacity' (expected top_k, score, score_before_topk, norm_topk_prob, capacity_factor, min_capacity, drop_tokens, n_group, topk_group or routed_scaling_factor)}}
   %e, %w, %o, %s = moe.gate %l routing <top_k = 1, capacity = 2.0> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
   return
 }
@@ -1663,5 +1663,143 @@ func.func @f(%x: tensor<?x4xf32>, %off: tensor<3xi32>, %u: tensor<2x8x4xf32>, %d
 func.func @f(%x: tensor<?x4xf32>, %u: tensor<8x4xf32>, %d: tensor<4x8xf32>) {
   // expected-error@+1 {{'moe.mlp' op activation swiglu_oai is for moe.experts only (its clamp parameters live there)}}
   %y = moe.mlp %x up %u gate %u down %d act swiglu_oai : (tensor<?x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<4x8xf32>) -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+// DeepSeek-V3's routing parameters, MLA's rope offset, value width and
+// gathered columns.
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{n_group must be at least 1 (got 0)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, n_group = 0> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{topk_group must be in [1, n_group = 2] (got 3)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, n_group = 2, topk_group = 3> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{n_group > 1 needs score_before_topk (expected the groups to rank scores, not logits)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, score_before_topk = false, n_group = 2> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{routed_scaling_factor must be a finite number > 0 (got 0.000000e+00)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, routed_scaling_factor = 0.0> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x6xf32>) {
+  // expected-error@+1 {{'moe.gate' op n_group 4 does not split the 6 experts into equal groups of at least 2 (a group scores its two best experts)}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 1, n_group = 4> : tensor<?x6xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<7xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.gate' op top_k = 3 exceeds the 2 experts of the topk_group = 1 kept groups}}
+  %e, %w, %o, %s = moe.gate %l routing <top_k = 3, n_group = 4, topk_group = 1> : tensor<?x8xf32> -> tensor<?x3xi32>, tensor<?x3xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>, %b: tensor<4xf32>) {
+  // expected-error@+1 {{'moe.gate' op selection_bias has 4 elements (expected 8)}}
+  %e, %w, %o, %s = moe.gate %l bias %b : tensor<4xf32> routing <top_k = 1> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%l: tensor<?x8xf32>, %b: tensor<8xf32>) {
+  // expected-error@+1 {{'moe.gate' op selection_bias needs score_before_topk (expected a bias on the scores that top-k ranks)}}
+  %e, %w, %o, %s = moe.gate %l bias %b : tensor<8xf32> routing <top_k = 1, score_before_topk = false> : tensor<?x8xf32> -> tensor<?x1xi32>, tensor<?x1xf32>, tensor<9xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<?x8xf32>, %b: tensor<8xf32>) {
+  // expected-error@+1 {{'moe.top_k' op topk_group needs n_group}}
+  %w, %e = moe.top_k %p bias %b : tensor<8xf32> k 2 topk_group 1 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<?x8xf32>, %b: tensor<6xf32>) {
+  // expected-error@+1 {{'moe.top_k' op selection_bias has 6 elements (expected 8)}}
+  %w, %e = moe.top_k %p bias %b : tensor<6xf32> k 2 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%p: tensor<?x8xf32>) {
+  // expected-error@+1 {{'moe.top_k' op n_group 3 does not split the 8 experts into equal groups of at least 2 (a group scores its two best experts)}}
+  %w, %e = moe.top_k %p k 2 n_group 3 topk_group 1 : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @f(%w: tensor<?x2xf32>) {
+  // expected-error@+1 {{'moe.scale_weights' op factor -1.000000e+00 is not a positive finite scale}}
+  %ws = moe.scale_weights %w factor -1.0 : tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x12xf32>) {
+  // expected-error@+1 {{'moe.rotary' op offset 5 + rotary_dim 2 exceeds head_dim 6 (expected the rotated dims within each head)}}
+  %y = moe.rotary %x heads 2 head_dim 6 rotary_dim 2 offset 5 theta 10000.0 style interleaved : tensor<?x12xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %k: tensor<?x12xf32>, %v: tensor<?x12xf32>) {
+  // expected-error@+1 {{'moe.attention' op v width 12 (expected 4, num_kv_heads * v_head_dim)}}
+  %a = moe.attention %q, %k, %v heads 2 kv_heads 2 head_dim 6 v_head_dim 2 scale 0.4 layer 0 causal : tensor<?x12xf32>, tensor<?x12xf32>, tensor<?x12xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %v: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.attention' op v_head_dim must be positive (got 0)}}
+  %a = moe.attention %q, %q, %v heads 2 kv_heads 2 head_dim 6 v_head_dim 0 scale 0.4 layer 0 causal : tensor<?x12xf32>, tensor<?x12xf32>, tensor<?x4xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.gather_columns' op index 4 is outside the inputs' columns [0, 4)}}
+  %g = moe.gather_columns %a indices [0, 4] : tensor<?x4xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%a: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.gather_columns' op result width 3 does not match the 2 indices}}
+  %g = moe.gather_columns %a indices [0, 1] : tensor<?x4xf32> -> tensor<?x3xf32>
   return
 }

@@ -169,3 +169,28 @@ func.func @gpt_oss(%h: tensor<?x8xf32>, %q: tensor<?x8xf32>, %k: tensor<?x4xf32>
   %y = moe.experts %h, %off top_k 1 act swiglu_oai limit 7.0 alpha 1.702 gate_bias %gb : tensor<2x4xf32> up %u : tensor<2x4x8xf32> gate %g : tensor<2x4x8xf32> down %dn : tensor<2x8x4xf32> up_bias %ub : tensor<2x4xf32> down_bias %db : tensor<2x8xf32> : tensor<?x8xf32>, tensor<3xi32> -> tensor<?x8xf32>
   return %y : tensor<?x8xf32>
 }
+
+// DeepSeek-V3: MLA's offset rope, gathered keys and narrower values; the
+// sigmoid router's biased, group-limited top-k and the routed scaling, both
+// unfused and fused; everything round-trips.
+// CHECK-LABEL: func.func @deepseek_v3
+func.func @deepseek_v3(%q: tensor<?x12xf32>, %kv: tensor<?x10xf32>,
+                       %kpe: tensor<?x2xf32>, %p: tensor<?x4xf32>,
+                       %b: tensor<4xf32>) -> (tensor<?x2xf32>, tensor<?x2xf32>, tensor<?x2xf32>) {
+  // CHECK: moe.rotary %{{.*}} heads 2 head_dim 6 rotary_dim 2 offset 4 theta 1.000000e+04 style interleaved : tensor<?x12xf32>
+  %qr = moe.rotary %q heads 2 head_dim 6 rotary_dim 2 offset 4 theta 10000.0 style interleaved : tensor<?x12xf32>
+  // CHECK: moe.gather_columns %{{.*}}, %{{.*}} indices [0, 1, 2, 3, 10, 11, 5, 6, 7, 8, 10, 11] : tensor<?x10xf32>, tensor<?x2xf32> -> tensor<?x12xf32>
+  %k = moe.gather_columns %kv, %kpe indices [0, 1, 2, 3, 10, 11, 5, 6, 7, 8, 10, 11] : tensor<?x10xf32>, tensor<?x2xf32> -> tensor<?x12xf32>
+  %v = moe.gather_columns %kv indices [4, 9] : tensor<?x10xf32> -> tensor<?x2xf32>
+  // CHECK: moe.attention %{{.*}}, %{{.*}}, %{{.*}} heads 2 kv_heads 2 head_dim 6 v_head_dim 1 scale 0.408248305 layer 0 causal : tensor<?x12xf32>, tensor<?x12xf32>, tensor<?x2xf32> -> tensor<?x2xf32>
+  %a = moe.attention %qr, %k, %v heads 2 kv_heads 2 head_dim 6 v_head_dim 1 scale 0.4082483 layer 0 causal : tensor<?x12xf32>, tensor<?x12xf32>, tensor<?x2xf32> -> tensor<?x2xf32>
+  // CHECK: moe.top_k %{{.*}} bias %{{.*}} : tensor<4xf32> k 2 n_group 2 topk_group 1 : tensor<?x4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  %w, %e = moe.top_k %p bias %b : tensor<4xf32> k 2 n_group 2 topk_group 1 : tensor<?x4xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  // CHECK: moe.scale_weights %{{.*}} factor 2.500000e+00 : tensor<?x2xf32>
+  %ws = moe.scale_weights %w factor 2.5 : tensor<?x2xf32>
+  // CHECK: moe.gate %{{.*}} bias %{{.*}} : tensor<4xf32> routing <top_k = 2, score = sigmoid, norm_topk_prob = true, n_group = 2, routed_scaling_factor = 2.500000e+00> : tensor<?x4xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<5xi32>, tensor<?xi32>
+  %ge, %gw, %go, %gs = moe.gate %p bias %b : tensor<4xf32> routing <top_k = 2, score = sigmoid, norm_topk_prob = true, n_group = 2, topk_group = 1, routed_scaling_factor = 2.5> : tensor<?x4xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<5xi32>, tensor<?xi32>
+  // CHECK: routing <top_k = 2, n_group = 2, topk_group = 2>
+  %he, %hw, %ho, %hs = moe.gate %p routing <top_k = 2, n_group = 2, topk_group = 2> : tensor<?x4xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<5xi32>, tensor<?xi32>
+  return %a, %ws, %gw : tensor<?x2xf32>, tensor<?x2xf32>, tensor<?x2xf32>
+}

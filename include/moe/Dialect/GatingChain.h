@@ -1,6 +1,7 @@
 //===- GatingChain.h - The unfused gating chain of an MoE layer -*- C++ -*-===//
 //
-// scores -> top_k -> [renormalize] -> [capacity] -> expert_map, as the
+// scores -> top_k -> [renormalize] -> [scale_weights] -> [capacity] ->
+// expert_map, as the
 // importers emit it: matched by moe-fuse-gating (which rewrites it into one
 // moe.gate) and by moe-verify-input-legality (which reports a chain the
 // fusion cannot take, so it is not skipped without a word).
@@ -28,6 +29,11 @@ struct GatingChain {
   ScoreFn score = ScoreFn::Softmax;
   bool scoreBeforeTopk = true;
   bool renormalize = false;
+  /// top_k's selection-only bias and groups (DeepSeek-V3), null / 1 / 1
+  /// when absent; scale_weights' factor, 1 when absent.
+  Value selectionBias;
+  int64_t nGroup = 1, topkGroup = 1;
+  double routedScalingFactor = 1.0;
   /// Every op of the chain.
   SmallVector<Operation *> ops;
 };

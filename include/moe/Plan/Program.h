@@ -136,7 +136,8 @@ struct Weight {
 };
 
 struct KVCache {
-  int64_t layer = 0, numKVHeads = 0, headDim = 0;
+  /// headDim for keys, valueHeadDim for values (they differ in MLA).
+  int64_t layer = 0, numKVHeads = 0, headDim = 0, valueHeadDim = 0;
 };
 
 //===----------------------------------------------------------------------===//
@@ -184,6 +185,14 @@ struct AttentionStep {
   int window;
   /// Per-head attention sink logits (a weight), -1 = none.
   int sinks = -1;
+  int valueHeadDim = 0; // 0: headDim
+};
+/// out = columns `indices` of the inputs' columns side by side.
+struct GatherColumnsStep {
+  std::vector<int> inputs;
+  std::vector<int64_t> inputCols, inputWidths;
+  int out;
+  std::vector<int64_t> indices;
 };
 struct ActivationStep {
   int in, out;
@@ -202,6 +211,9 @@ struct GateStep {
   int minCapacity;
   bool dropTokens;
   int slotExpert, slotWeight, offsets, sorted;
+  int nGroup = 1, topkGroup = 1;
+  int selectionBias = -1; // a weight, -1 = none
+  float routedScalingFactor = 1.0f;
 };
 struct ExpertRef {
   /// Ranks holding this expert's copies (primary first); empty: every rank.
@@ -256,7 +268,8 @@ using StepOp =
     std::variant<EmbeddingStep, PositionEmbeddingStep, NormStep, LinearStep,
                  RopeStep, AttentionStep, ActivationStep, AddStep, GateStep,
                  ExpertsStep, CombineStep, SigmoidGateStep, ResidualMixStep,
-                 LogitsStep, CollectiveStep, PrefetchStep, EvictStep>;
+                 LogitsStep, CollectiveStep, PrefetchStep, EvictStep,
+                 GatherColumnsStep>;
 
 /// The queue a step runs on (plan.fbs `Stream`).
 enum class Stream : uint8_t { Compute = 0, Comm = 1, Weights = 2 };

@@ -262,8 +262,9 @@ __attribute__((target("avx512f"))) static void axpyAvx512(float *y, float a, con
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
-               float scale, int slidingWindow, WRef sinks) {
-  const int64_t hd = headDim, S = cache.maxSeq;
+               float scale, int slidingWindow, WRef sinks, int vHeadDim) {
+  // Keys are hd wide, values (and each head's output) vd (MLA: vd < hd).
+  const int64_t hd = headDim, vd = vHeadDim > 0 ? vHeadDim : headDim, S = cache.maxSeq;
   // Pool row of position j of row t's sequence.
   const int32_t *pages = cache.pageTable;
   const int64_t ps = cache.pageSize, pps = cache.pagesPerSeq;
@@ -274,15 +275,15 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
   };
   for (int64_t t = 0; t < T; ++t)
     for (int g = 0; g < kvHeads; ++g) {
-      size_t off = size_t((g * S + poolRow(t, pos[t])) * hd);
-      storeKV(cache.k, cache.dtype, off, qkv + t * ldqkv + kCol + g * hd, hd);
-      storeKV(cache.v, cache.dtype, off, qkv + t * ldqkv + vCol + g * hd, hd);
+      int64_t r = g * S + poolRow(t, pos[t]);
+      storeKV(cache.k, cache.dtype, size_t(r * hd), qkv + t * ldqkv + kCol + g * hd, hd);
+      storeKV(cache.v, cache.dtype, size_t(r * vd), qkv + t * ldqkv + vCol + g * vd, vd);
     }
   int64_t maxPos = 0;
   for (int64_t t = 0; t < T; ++t)
     maxPos = std::max(maxPos, pos[t]);
   // Per thread: scores over positions + f32 rows of K/V for non-f32 caches.
-  size_t scratch = size_t(maxPos + 1) * 4 + size_t(2 * hd) * 4 + 64;
+  size_t scratch = size_t(maxPos + 1) * 4 + size_t(hd + vd) * 4 + 64;
   ws.reserveLocal(scratch);
   const int group = heads / kvHeads;
   const int64_t work = int64_t(heads) * T;
@@ -299,16 +300,16 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
       int64_t start = slidingWindow > 0 ? std::max<int64_t>(0, p - slidingWindow + 1) : 0;
       const float *q = qkv + t * ldqkv + qCol + int64_t(h) * hd;
       // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
-      auto row = [&](const void *half, int64_t j, float *tmp) -> const float * {
-        size_t off = size_t((g * S + poolRow(t, j)) * hd);
+      auto row = [&](const void *half, int64_t j, float *tmp, int64_t dim) -> const float * {
+        size_t off = size_t((g * S + poolRow(t, j)) * dim);
         if (cache.dtype == DType::F32)
           return static_cast<const float *>(half) + off;
-        loadKV(half, cache.dtype, off, tmp, hd);
+        loadKV(half, cache.dtype, off, tmp, dim);
         return tmp;
       };
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = start; j <= p; ++j) {
-        float s = dot(q, row(cache.k, j, krow), hd) * scale;
+        float s = dot(q, row(cache.k, j, krow, hd), hd) * scale;
         scores[j] = s;
         mx = std::max(mx, s);
       }
@@ -323,12 +324,30 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
         sum += scores[j];
       }
       float inv = float(1.0 / sum);
-      float *o = out + t * ldo + int64_t(h) * hd;
-      std::memset(o, 0, size_t(hd) * 4);
+      float *o = out + t * ldo + int64_t(h) * vd;
+      std::memset(o, 0, size_t(vd) * 4);
       for (int64_t j = start; j <= p; ++j)
-        axpy(o, scores[j] * inv, row(cache.v, j, vrow), hd);
+        axpy(o, scores[j] * inv, row(cache.v, j, vrow, vd), vd);
     }
   });
+}
+
+void gatherColumns(const ColumnRange *inputs, size_t numInputs, const int32_t *indices,
+                   size_t numIndices, float *out, int64_t ldo, int64_t T) {
+  // Resolve each index to (input, column) once, then copy row by row.
+  std::vector<std::pair<const float *, int64_t>> src(numIndices);
+  for (size_t j = 0; j < numIndices; ++j) {
+    int64_t c = indices[j];
+    size_t i = 0;
+    while (i + 1 < numInputs && c >= inputs[i].width)
+      c -= inputs[i++].width;
+    src[j] = {inputs[i].data + c, inputs[i].ld};
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    float *o = out + t * ldo;
+    for (size_t j = 0; j < numIndices; ++j)
+      o[j] = src[j].first[t * src[j].second];
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -339,7 +358,14 @@ int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, in
              float *slotWeight, int32_t *expertOffsets, int32_t *sortedSlots,
              uint64_t *routedCounts) {
   const int E = p.numExperts, K = p.topK;
+  const int G = p.numGroups, perGroup = E / G;
   std::vector<double> score(static_cast<size_t>(E));
+  // What top-k ranks when it differs from the scores (a selection bias or
+  // groups); the weights still come from `score`.
+  const bool select = p.selectionBias || G > 1;
+  std::vector<double> choice(select ? size_t(E) : 0);
+  std::vector<double> groupScore(static_cast<size_t>(G));
+  std::vector<bool> keepGroup(static_cast<size_t>(G));
   std::vector<int> pick(static_cast<size_t>(K));
   std::vector<bool> taken(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
@@ -363,12 +389,51 @@ int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, in
       for (int e = 0; e < E; ++e)
         score[size_t(e)] = row[e];
     }
+    const std::vector<double> &rank = select ? choice : score;
+    if (select) {
+      // HF DeepseekV3MoE.route_tokens_to_experts: scores + bias rank; a
+      // group scores the sum of its two best; experts of the groups left out
+      // rank as 0.0 (masked_fill with 0, not -inf).
+      for (int e = 0; e < E; ++e)
+        choice[size_t(e)] =
+            score[size_t(e)] +
+            (p.selectionBias ? double(loadAsF32(p.selectionBias.data, p.selectionBias.dtype,
+                                                size_t(e)))
+                             : 0.0);
+      if (G > 1) {
+        for (int g = 0; g < G; ++g) {
+          double b1 = -INFINITY, b2 = -INFINITY;
+          for (int e = g * perGroup; e < (g + 1) * perGroup; ++e) {
+            double c = choice[size_t(e)];
+            if (c > b1) {
+              b2 = b1;
+              b1 = c;
+            } else if (c > b2) {
+              b2 = c;
+            }
+          }
+          groupScore[size_t(g)] = b1 + b2;
+          keepGroup[size_t(g)] = false;
+        }
+        for (int j = 0; j < p.topkGroups; ++j) {
+          int best = -1;
+          for (int g = 0; g < G; ++g)
+            if (!keepGroup[size_t(g)] &&
+                (best < 0 || groupScore[size_t(g)] > groupScore[size_t(best)]))
+              best = g;
+          keepGroup[size_t(best)] = true;
+        }
+        for (int e = 0; e < E; ++e)
+          if (!keepGroup[size_t(e / perGroup)])
+            choice[size_t(e)] = 0.0;
+      }
+    }
     // Top-k, descending, ties to the lower expert id.
     std::fill(taken.begin(), taken.end(), false);
     for (int j = 0; j < K; ++j) {
       int best = -1;
       for (int e = 0; e < E; ++e)
-        if (!taken[size_t(e)] && (best < 0 || score[size_t(e)] > score[size_t(best)]))
+        if (!taken[size_t(e)] && (best < 0 || rank[size_t(e)] > rank[size_t(best)]))
           best = e;
       taken[size_t(best)] = true;
       pick[size_t(j)] = best;
@@ -393,7 +458,8 @@ int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, in
       wsum += wp[j];
     for (int j = 0; j < K; ++j) {
       slotExpert[t * K + j] = pick[size_t(j)];
-      slotWeight[t * K + j] = float(p.normTopk ? wp[j] / wsum : wp[j]);
+      slotWeight[t * K + j] =
+          float((p.normTopk ? wp[j] / wsum : wp[j]) * double(p.routedScalingFactor));
       if (routedCounts)
         ++routedCounts[pick[size_t(j)]];
     }

@@ -111,14 +111,26 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     attention(pool_, ws_, a.f32(op->qkv()), a.ld(op->qkv()), op->q_col(), op->k_col(),
               op->v_col(), a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, op->num_heads(),
               op->num_kv_heads(), op->head_dim(), op->scale(), op->sliding_window(),
-              wref(a, op->sinks()));
+              wref(a, op->sinks()), op->v_head_dim());
+    int64_t vd = op->v_head_dim() ? op->v_head_dim() : op->head_dim();
     for (int64_t t = 0; t < T; ++t) {
       int64_t span = a.hostPos[t] + 1;
       if (op->sliding_window() > 0)
         span = std::min<int64_t>(span, op->sliding_window());
-      a.stats->kvBytes += uint64_t(span) * 2 * uint64_t(op->num_kv_heads()) *
-                          uint64_t(op->head_dim()) * dtypeSize(c.dtype);
+      a.stats->kvBytes += uint64_t(span) * uint64_t(op->num_kv_heads()) *
+                          uint64_t(op->head_dim() + vd) * dtypeSize(c.dtype);
     }
+    break;
+  }
+  case Op::GatherColumns: {
+    auto *op = s.op_as_GatherColumns();
+    std::vector<ColumnRange> in;
+    for (unsigned i = 0; i < op->inputs()->size(); ++i) {
+      int32_t b = op->inputs()->Get(i);
+      in.push_back({a.f32(b) + op->input_cols()->Get(i), a.ld(b), op->input_widths()->Get(i)});
+    }
+    gatherColumns(in.data(), in.size(), op->indices()->data(), op->indices()->size(),
+                  a.f32(op->out()), a.ld(op->out()), T);
     break;
   }
   case Op::Activation: {
@@ -138,7 +150,10 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
                  op->score() == plan::ScoreFn::Sigmoid,
                  op->softmax_before_topk(), op->norm_topk_prob(),
                  op->capacity_factor(),     op->min_capacity(),
-                 op->drop_tokens()};
+                 op->drop_tokens(),
+                 op->num_groups(),          op->topk_groups(),
+                 wref(a, op->selection_bias()),
+                 op->routed_scaling_factor()};
     int32_t *se = a.i32(op->slot_expert());
     gate(a.f32(op->logits()), a.ld(op->logits()), T, p, se, a.f32(op->slot_weight()),
          a.i32(op->expert_offsets()), a.i32(op->sorted_slots()), a.gateCounts.routed);

@@ -279,6 +279,22 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
       fail("cuda: step '{}' has experts with a gate bias or the swiglu_oai activation, which the "
            "CUDA backend does not support yet (expected --backend=cpu)",
            name);
+    // DeepSeek-V3's pieces (plan 3.2), likewise.
+    if (const plan::Attention *at = s.op_as_Attention();
+        at && at->v_head_dim() != 0 && at->v_head_dim() != at->head_dim())
+      fail("cuda: step '{}' has v_head_dim {} != head_dim {} (MLA), which the CUDA backend does "
+           "not support yet (expected --backend=cpu)",
+           name, at->v_head_dim(), at->head_dim());
+    if (s.op_type() == Op::GatherColumns)
+      fail("cuda: step '{}' is a GatherColumns step (MLA), which the CUDA backend does not "
+           "support yet (expected --backend=cpu)",
+           name);
+    if (const plan::Gate *g = s.op_as_Gate();
+        g && (g->num_groups() != 1 || g->selection_bias() >= 0 ||
+              g->routed_scaling_factor() != 1.0f))
+      fail("cuda: step '{}' has group-limited routing, a selection bias or a routed scaling "
+           "factor, which the CUDA backend does not support yet (expected --backend=cpu)",
+           name);
   }
   return end;
 }

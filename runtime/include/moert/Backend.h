@@ -84,7 +84,8 @@ struct UploadResult {
   std::shared_ptr<void> memory;
 };
 
-/// A layer's K/V cache in device memory: k and v each [kvHeads, maxSeq, headDim],
+/// A layer's K/V cache in device memory: k [kvHeads, maxSeq, headDim] and v
+/// [kvHeads, maxSeq, vHeadDim] (vHeadDim = headDim unless the plan says),
 /// where maxSeq is the positions of the plan's page pool (kv_pages x
 /// kv_page_size; max_seq_len for plans of one contiguous cache). Which rows
 /// belong to which sequence is the step's page table (StepArgs).
@@ -92,7 +93,8 @@ struct KVCacheBuf {
   void *k = nullptr, *v = nullptr;
   DType dtype = DType::F32;
   int64_t maxSeq = 0;
-  uint64_t bytes = 0; // of k (and of v)
+  uint64_t bytes = 0;  // of k
+  uint64_t vBytes = 0; // of v
 };
 
 /// Counters kernels may add to (bytes read, for the bandwidth floor).

@@ -168,7 +168,14 @@ struct KVView {
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
-               float scale, int slidingWindow, WRef sinks = {});
+               float scale, int slidingWindow, WRef sinks = {}, int vHeadDim = 0);
+/// out[t, j] = X[t, indices[j]], X the inputs' column ranges side by side.
+struct ColumnRange {
+  const float *data;
+  int64_t ld, width;
+};
+void gatherColumns(const ColumnRange *inputs, size_t numInputs, const int32_t *indices,
+                   size_t numIndices, float *out, int64_t ldo, int64_t T);
 
 struct GateParams {
   int numExperts, topK;
@@ -176,6 +183,11 @@ struct GateParams {
   float capacityFactor;
   int minCapacity;
   bool dropTokens;
+  /// DeepSeek-V3's selection (plan.fbs Gate 3.2): groups, the selection-only
+  /// bias (numExperts values) and the weights' final scale.
+  int numGroups = 1, topkGroups = 1;
+  WRef selectionBias = {};
+  float routedScalingFactor = 1.0f;
 };
 /// The fused gate of plan.fbs. Returns the number of admitted slots;
 /// routedCounts (optional, numExperts) accumulates pre-capacity choices.

@@ -64,5 +64,7 @@ if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf")):
 # Fixtures of the architectures of issue 18, before they join fixtures/hf.
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf-archs", "gptoss-tiny")):
     config.available_features.add("gptoss-fixture")
+if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "hf-archs", "deepseekv3-tiny")):
+    config.available_features.add("deepseekv3-fixture")
 if os.path.isdir(os.path.join(config.moe_shared_dir, "fixtures", "tokenizers")):
     config.available_features.add("tokenizer-fixtures")

@@ -22,6 +22,11 @@
 //               the logits then softmax over the k; experts fused as
 //               gate_up_proj [E, H, 2I] (gate/up columns interleaved) +
 //               down_proj [E, I, H] with biases, clamped SwiGLU.
+//   deepseek_v3 multi-head latent attention (q_a/q_b or q_proj, kv_a with
+//               the shared rope key, kv_b), interleaved or NeoX RoPE with
+//               YaRN and its softmax mscale; sigmoid router with the
+//               selection-only e_score_correction_bias, group-limited top-k,
+//               routed_scaling_factor; shared_experts; dense first layers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -52,7 +57,7 @@ std::string layerPrefix(int64_t layer) {
 
 /// Llama-family names; `moeStyle` picks the expert naming (gpt-oss names
 /// its experts like Qwen, fused, and its router mlp.router).
-enum class MoEStyle { Mixtral, Qwen, GptOss };
+enum class MoEStyle { Mixtral, Qwen, GptOss, DeepSeek };
 
 std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
                       int64_t expert) {
@@ -78,6 +83,28 @@ std::string llamaName(MoEStyle style, StringRef role, int64_t layer,
     return p + "mlp.router.weight";
   if (style == MoEStyle::GptOss && role == "router_bias")
     return p + "mlp.router.bias";
+  if (style == MoEStyle::DeepSeek) {
+    // DeepseekV3Attention's projections and norms.
+    static constexpr std::pair<StringRef, StringRef> mla[] = {
+        {"q_a.", "q_a_proj."},
+        {"q_b.", "q_b_proj."},
+        {"kv_a.", "kv_a_proj_with_mqa."},
+        {"kv_b.", "kv_b_proj."},
+        {"q_a_norm.", "q_a_layernorm."},
+        {"kv_a_norm.", "kv_a_layernorm."}};
+    for (auto [from, to] : mla) {
+      StringRef rest = role;
+      if (rest.consume_front(from))
+        return p + "self_attn." + to.str() + rest.str();
+    }
+    if (role == "router_selection_bias")
+      return p + "mlp.gate.e_score_correction_bias";
+    StringRef rest = role;
+    if (rest.consume_front("shared.")) {
+      auto [which, kind] = rest.split('.');
+      return p + "mlp.shared_experts." + which.str() + "_proj." + kind.str();
+    }
+  }
   for (StringRef proj : {"q", "k", "v", "o"}) {
     StringRef rest = role;
     if (rest.consume_front(proj) && rest.consume_front("."))
@@ -429,6 +456,135 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   return buildModel(context, cfg, names, source);
 }
 
+/// DeepSeek-V3 (HF DeepseekV3Config / modeling_deepseek_v3.py).
+llvm::Expected<OwningOpRef<ModuleOp>>
+importDeepseekV3(StringRef file, const llvm::json::Object &root, JsonReader &r,
+                 ErrorSink &errors, DecoderConfig &cfg, ParamSource &source,
+                 MLIRContext &context) {
+  cfg.hiddenSize = r.getInt("hidden_size", std::nullopt, 1);
+  int64_t numLayers = r.getInt("num_hidden_layers", std::nullopt, 1);
+  cfg.numHeads = r.getInt("num_attention_heads", std::nullopt, 1);
+  cfg.vocabSize = r.getInt("vocab_size", std::nullopt, 1);
+  cfg.maxPositions = r.getInt("max_position_embeddings", std::nullopt, 1);
+  cfg.normEps = r.getPositive("rms_norm_eps", 1e-6);
+  cfg.tied = r.getBool("tie_word_embeddings", false);
+  cfg.activation = readHiddenAct(r, "hidden_act", "silu");
+  cfg.initStd = r.getPositive("initializer_range", 0.02);
+  // MLA: every head has its own keys and values (num_key_value_heads is
+  // not used by DeepseekV3Attention).
+  cfg.numKvHeads = cfg.numHeads;
+  if (std::optional<int64_t> q = r.getOptInt("q_lora_rank", 1))
+    cfg.qLoraRank = *q;
+  cfg.kvLoraRank = r.getInt("kv_lora_rank", std::nullopt, 1);
+  cfg.qkNopeDim = r.getInt("qk_nope_head_dim", std::nullopt, 1);
+  cfg.qkRopeDim = r.getInt("qk_rope_head_dim", std::nullopt, 1);
+  cfg.vHeadDim = r.getInt("v_head_dim", std::nullopt, 1);
+  cfg.mlaBias = r.getBool("attention_bias", false);
+  cfg.ropeStyle = r.getBool("rope_interleave", true) ? RopeStyle::Interleaved
+                                                     : RopeStyle::NeoX;
+  if (errors.failed())
+    return errors.take();
+  // RoPE covers the qk_rope_head_dim dims (DeepseekV3Config's head_dim).
+  cfg.headDim = cfg.qkRopeDim;
+  readRope(r, root, errors, file, 10000.0, cfg);
+  if (errors.failed())
+    return errors.take();
+  if (cfg.rotaryDim != cfg.qkRopeDim)
+    return llvm::createStringError(
+        llvm::formatv("{0}: partial_rotary_factor must be 1 (expected RoPE "
+                      "over all qk_rope_head_dim = {1} dims)",
+                      file, cfg.qkRopeDim)
+            .str());
+  cfg.headDim = cfg.qkNopeDim + cfg.qkRopeDim;
+  // DeepseekV3Attention.__init__: qk_head_dim^-0.5, times YaRN's
+  // mscale(factor, mscale_all_dim)^2 when rope_scaling sets mscale_all_dim.
+  double scale = 1.0 / std::sqrt(double(cfg.headDim));
+  if (const llvm::json::Object *rs = r.getObject("rope_scaling")) {
+    JsonReader s(*rs, file, errors, "rope_scaling.");
+    double mscaleAllDim = s.getPositive("mscale_all_dim", 0.0, true);
+    if (mscaleAllDim != 0.0) {
+      double factor = s.getPositive("factor", std::nullopt);
+      double m = factor <= 1.0 ? 1.0 : 0.1 * mscaleAllDim * std::log(factor) + 1.0;
+      scale *= m * m;
+    }
+  }
+  if (errors.failed())
+    return errors.take();
+
+  // Routing (DeepseekV3TopkRouter, DeepseekV3MoE.route_tokens_to_experts).
+  int64_t numExperts = r.getInt("n_routed_experts", std::nullopt, 1);
+  cfg.topK = r.getInt("num_experts_per_tok", std::nullopt, 1);
+  cfg.nGroup = r.getInt("n_group", 1, 1);
+  cfg.topkGroup = r.getInt("topk_group", 1, 1);
+  cfg.normTopkProb = r.getBool("norm_topk_prob", true);
+  cfg.routedScalingFactor = r.getPositive("routed_scaling_factor", 1.0);
+  cfg.expertSize = r.getInt("moe_intermediate_size", std::nullopt, 1);
+  int64_t numShared = r.getInt("n_shared_experts", 0, 0);
+  int64_t intermediate = r.getInt("intermediate_size", std::nullopt, 1);
+  int64_t firstDense = r.getInt("first_k_dense_replace", 0, 0);
+  // DeepSeek's own modeling code also reads moe_layer_freq; HF's
+  // DeepseekV3Config has none, which is frequency 1.
+  int64_t freq = r.getInt("moe_layer_freq", 1, 1);
+  std::string scoring = r.getChoice("scoring_func", {"sigmoid"}, "sigmoid");
+  std::string topkMethod =
+      r.getChoice("topk_method", {"noaux_tc"}, std::string("noaux_tc"));
+  (void)scoring;
+  (void)topkMethod;
+  if (errors.failed())
+    return errors.take();
+  if (cfg.topK > numExperts)
+    r.error(llvm::formatv("num_experts_per_tok = {0} exceeds n_routed_experts "
+                          "= {1} (expected top_k <= number of experts)",
+                          cfg.topK, numExperts));
+  else if (numExperts % cfg.nGroup != 0 ||
+           (cfg.nGroup > 1 && numExperts / cfg.nGroup < 2))
+    r.error(llvm::formatv("n_group = {0} does not split n_routed_experts = {1} "
+                          "into equal groups of at least 2 (expected a "
+                          "divisor; a group scores its two best experts)",
+                          cfg.nGroup, numExperts));
+  else if (cfg.topkGroup > cfg.nGroup)
+    r.error(llvm::formatv("topk_group = {0} exceeds n_group = {1} (expected "
+                          "at most n_group groups kept)",
+                          cfg.topkGroup, cfg.nGroup));
+  else if (cfg.topK > cfg.topkGroup * (numExperts / cfg.nGroup))
+    r.error(llvm::formatv("num_experts_per_tok = {0} exceeds the {1} experts "
+                          "of topk_group = {2} groups (expected enough "
+                          "experts in the kept groups)",
+                          cfg.topK, cfg.topkGroup * (numExperts / cfg.nGroup),
+                          cfg.topkGroup));
+  if (errors.failed())
+    return errors.take();
+  if (cfg.nGroup == 1)
+    cfg.topkGroup = 1; // one group: nothing to limit
+  cfg.scoreFn = ScoreFn::Sigmoid;
+  cfg.selectionBias = true;
+  cfg.sharedExpertSize = cfg.expertSize * numShared;
+  cfg.norm = NormKind::RMSNorm;
+  cfg.gated = true;
+
+  for (int64_t i = 0; i < numLayers; ++i) {
+    bool moe = i >= firstDense && i % freq == 0;
+    cfg.layers.push_back(
+        LayerConfig{moe, intermediate, moe ? numExperts : 0, 0, scale});
+  }
+  auto names = [](StringRef role, int64_t layer, int64_t expert) {
+    return llamaName(MoEStyle::DeepSeek, role, layer, expert);
+  };
+  // HF's DeepseekV3 ignores the multi-token-prediction layer(s) stored after
+  // the last decoder layer (_keys_to_ignore_on_load_unexpected:
+  // model.layers.{num_hidden_layers}.*), and so do we.
+  source.ignorable = [numLayers, tied = cfg.tied](StringRef name) {
+    StringRef rest = name;
+    int64_t index;
+    if (rest.consume_front("model.layers.") && !rest.consumeInteger(10, index) &&
+        index >= numLayers)
+      return true;
+    return name.ends_with(".rotary_emb.inv_freq") ||
+           (tied && name == "lm_head.weight");
+  };
+  return buildModel(context, cfg, names, source);
+}
+
 llvm::Expected<OwningOpRef<ModuleOp>>
 importGpt2(const llvm::json::Object &root, JsonReader &r, ErrorSink &errors,
            DecoderConfig &cfg, ParamSource &source, MLIRContext &context) {
@@ -525,7 +681,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
     return errors.take();
   static constexpr StringRef known[] = {
       "gpt2",  "mixtral", "qwen2_moe", "qwen3_moe", "olmoe",
-      "llama", "mistral", "qwen2",     "qwen3",     "gpt_oss"};
+      "llama", "mistral", "qwen2",     "qwen3",     "gpt_oss",
+      "deepseek_v3"};
   if (!llvm::is_contained(known, arch))
     return llvm::createStringError(
         (configPath + ": model_type '" + arch +
@@ -586,6 +743,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
 
   if (arch == "gpt2")
     return importGpt2(root, r, errors, cfg, source, context);
+  if (arch == "deepseek_v3")
+    return importDeepseekV3(configPath, root, r, errors, cfg, source, context);
   return importLlamaFamily(arch, configPath, root, r, errors, cfg, source,
                            context);
 }

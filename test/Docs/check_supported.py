@@ -8,7 +8,8 @@ usage: check_supported.py SUPPORTED.md MAKE_CHECKPOINT.py FIXTURES_DIR WORK_DIR
 2. For every row, a checkpoint ("fixture NAME" from FIXTURES_DIR, or
    "synthetic ARCH" written by MAKE_CHECKPOINT.py) is imported with
    moe-compile --emit=mlir --pipeline=none and each cell is checked against
-   the IR: MoE (moe.experts), shared expert (moe.sigmoid_gate), norm
+   the IR: MoE (moe.experts), shared expert (moe.sigmoid_gate, or the
+   ungated shared_experts MLP of DeepSeek-V3), norm
    (moe.rms_norm / moe.layer_norm), positions (moe.rotary /
    moe.position_embedding), q/k norm (q_norm weights).
 Rows whose fixture is missing are reported as skipped.
@@ -86,7 +87,8 @@ for arch, cells in table.items():
         errors.append(f"{arch}: {source} is not a {arch} checkpoint")
     facts = {
         "MoE": "yes" if has_op(ir, "experts") else "no",
-        "shared expert": "yes" if has_op(ir, "sigmoid_gate") else "no",
+        "shared expert": ("yes" if has_op(ir, "sigmoid_gate") or "mlp.shared_experts." in ir
+                          else "no"),
         "norm": ("RMSNorm" if has_op(ir, "rms_norm") and not has_op(ir, "layer_norm")
                  else "LayerNorm" if has_op(ir, "layer_norm") and not has_op(ir, "rms_norm")
                  else "mixed"),

@@ -4,7 +4,8 @@
 usage: make_checkpoint.py ARCH OUTDIR [--dtype F32|BF16|F16] [--shards N]
                           [--variant NAME] [--bare-config]
 
-ARCH: qwen3_moe, olmoe, gpt_oss, llama, mistral, qwen2, qwen3. The tensor names and
+ARCH: qwen3_moe, olmoe, gpt_oss, deepseek_v3, llama, mistral, qwen2, qwen3. The
+tensor names and
 config keys are those of the transformers modeling code for ARCH; the data is
 random (numpy, fixed seed). --variant breaks the checkpoint in one way for
 the error tests (see VARIANTS). --bare-config writes only config.json.
@@ -25,7 +26,16 @@ VARIANTS = [
     # gpt_oss: every layer full attention; an unknown layer type; a zero
     # window; no attention sinks; YaRN RoPE as published.
     "all-full", "bad-layer-type", "zero-window", "missing-sinks", "yarn",
+    # deepseek_v3: q_proj instead of the q LoRA; one expert group; plain
+    # RoPE (no YaRN, no softmax mscale); and the bad configurations and
+    # checkpoints: n_group not dividing the experts, topk_group > n_group,
+    # no e_score_correction_bias, an unsupported rope type; plus a stored
+    # multi-token-prediction layer that is skipped.
+    "no-q-lora", "one-group", "no-yarn", "bad-n-group", "bad-topk-group",
+    "missing-score-bias", "mtp-layer",
 ]
+# deepseek_v3's MLA and routing sizes.
+QL, KVL, NOPE, ROPE, VD, E_DS = 12, 10, 4, 4, 6, 8
 
 H, KV, HD, D, V, P, E, K = 2, 1, 8, 16, 32, 64, 4, 2
 DENSE_I, EXPERT_I = 24, 8
@@ -59,6 +69,21 @@ def config_for(arch):
         c.update(head_dim=HD, intermediate_size=EXPERT_I,
                  num_local_experts=E, num_experts_per_tok=K,
                  attention_bias=True, swiglu_limit=5.0, rope_theta=150000.0)
+    elif arch == "deepseek_v3":
+        # Layer 0 dense (first_k_dense_replace), layers 1-2 MoE; YaRN with
+        # mscale_all_dim as DeepSeek-V3 publishes it.
+        c.update(num_hidden_layers=3, num_key_value_heads=H, head_dim=ROPE,
+                 q_lora_rank=QL, kv_lora_rank=KVL, qk_nope_head_dim=NOPE,
+                 qk_rope_head_dim=ROPE, qk_head_dim=NOPE + ROPE,
+                 v_head_dim=VD, rope_interleave=True, intermediate_size=DENSE_I,
+                 moe_intermediate_size=EXPERT_I, n_routed_experts=E_DS,
+                 n_shared_experts=2, num_experts_per_tok=K, n_group=4,
+                 topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+                 first_k_dense_replace=1, attention_bias=False,
+                 rope_scaling={"type": "yarn", "factor": 40.0, "beta_fast": 32.0,
+                               "beta_slow": 1.0, "mscale": 1.0,
+                               "mscale_all_dim": 1.0,
+                               "original_max_position_embeddings": 16})
     elif arch == "qwen3":
         c.update(head_dim=HD, intermediate_size=DENSE_I, attention_bias=False)
     elif arch in ("llama", "mistral", "qwen2"):
@@ -72,11 +97,47 @@ def config_for(arch):
     return c
 
 
+def deepseek_tensors(c, t, layers):
+    for i in layers:
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = [D]
+        t[p + "post_attention_layernorm.weight"] = [D]
+        a = p + "self_attn."
+        if c["q_lora_rank"]:
+            t[a + "q_a_proj.weight"] = [QL, D]
+            t[a + "q_a_layernorm.weight"] = [QL]
+            t[a + "q_b_proj.weight"] = [H * (NOPE + ROPE), QL]
+        else:
+            t[a + "q_proj.weight"] = [H * (NOPE + ROPE), D]
+        t[a + "kv_a_proj_with_mqa.weight"] = [KVL + ROPE, D]
+        t[a + "kv_a_layernorm.weight"] = [KVL]
+        t[a + "kv_b_proj.weight"] = [H * (NOPE + VD), KVL]
+        t[a + "o_proj.weight"] = [D, H * VD]
+        if i < c["first_k_dense_replace"]:
+            for n, shape in (("gate", [DENSE_I, D]), ("up", [DENSE_I, D]),
+                             ("down", [D, DENSE_I])):
+                t[p + f"mlp.{n}_proj.weight"] = shape
+            continue
+        t[p + "mlp.gate.weight"] = [E_DS, D]
+        t[p + "mlp.gate.e_score_correction_bias"] = [E_DS]
+        si = EXPERT_I * c["n_shared_experts"]
+        for n, shape in (("gate", [si, D]), ("up", [si, D]), ("down", [D, si])):
+            t[p + f"mlp.shared_experts.{n}_proj.weight"] = shape
+        for e in range(E_DS):
+            q = p + f"mlp.experts.{e}."
+            t[q + "gate_proj.weight"] = [EXPERT_I, D]
+            t[q + "up_proj.weight"] = [EXPERT_I, D]
+            t[q + "down_proj.weight"] = [D, EXPERT_I]
+    return t
+
+
 def tensors_for(arch, c):
     hd = c.get("head_dim", D // H)
     t = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D]}
     if not c["tie_word_embeddings"]:
         t["lm_head.weight"] = [V, D]
+    if arch == "deepseek_v3":
+        return deepseek_tensors(c, t, range(c["num_hidden_layers"]))
     moe = arch in ("qwen3_moe", "olmoe")
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
@@ -195,6 +256,16 @@ def main():
         c["rope_scaling"] = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
                              "beta_slow": 1.0, "original_max_position_embeddings": 16,
                              "truncate": False}
+    if v == "no-q-lora":
+        c["q_lora_rank"] = None
+    if v == "one-group":
+        c.update(n_group=1, topk_group=1)
+    if v == "no-yarn":
+        c["rope_scaling"] = None
+    if v == "bad-n-group":
+        c["n_group"] = 3
+    if v == "bad-topk-group":
+        c["topk_group"] = 5
     if v == "heads-not-divisible":
         c["num_key_value_heads"] = 3
         c["num_attention_heads"] = 4
@@ -211,6 +282,14 @@ def main():
         names.remove("model.layers.1.post_attention_layernorm.weight")
     if v == "missing-sinks":
         names.remove("model.layers.0.self_attn.sinks")
+    if v == "missing-score-bias":
+        names.remove("model.layers.1.mlp.gate.e_score_correction_bias")
+    if v == "mtp-layer":
+        # DeepSeek-V3's multi-token-prediction layer after the last one.
+        mtp = deepseek_tensors(c, {}, [c["num_hidden_layers"]])
+        mtp["model.layers.3.eh_proj.weight"] = [D, 2 * D]
+        shapes.update(mtp)
+        names = sorted(names + list(mtp))
     if v == "wrong-shape":
         shapes["model.layers.0.self_attn.k_proj.weight"] = [KV * 4, D]
     if v == "extra-tensor":
@@ -222,6 +301,8 @@ def main():
         dtype = a.dtype
         if v == "wrong-dtype" and n == "model.norm.weight":
             dtype = "I64"
+        if n.endswith("e_score_correction_bias"):
+            dtype = "F32"  # as DeepSeek-V3 stores it
         entries.append((n, dtype, shapes[n], encode(shapes[n], dtype, rng)))
 
     if a.shards == 1:

@@ -4,6 +4,7 @@
 #include "moert/Error.h"
 #include "moert/cpu/Kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -255,35 +256,38 @@ TEST(Activation, FormulasAndGating) {
 }
 
 namespace {
-void checkAttention(DType kvType, int window, int threads, bool sinks = false) {
+/// vd: the value head width (MLA's v_head_dim; 0 = hd).
+void checkAttention(DType kvType, int window, int threads, bool sinks = false, int vd = 0) {
   SCOPED_TRACE(::testing::Message() << "kv=" << dtypeName(kvType) << " window=" << window
-                                    << " sinks=" << sinks);
+                                    << " sinks=" << sinks << " vd=" << vd);
   const int H = 4, KV = 2, hd = 16;
-  const int64_t S = 32, T = 6, start = 3, ld = (H + 2 * KV) * hd + 1;
+  const int vdim = vd ? vd : hd;
+  const int64_t S = 32, T = 6, start = 3, ld = (H + KV) * hd + KV * vdim + 1;
   const float scale = 0.25f;
   ThreadPool pool(threads);
   Workspace ws(threads);
-  std::vector<uint8_t> k(size_t(KV * S * hd) * dtypeSize(kvType)), v(k.size());
+  std::vector<uint8_t> k(size_t(KV * S * hd) * dtypeSize(kvType)),
+      v(size_t(KV * S * vdim) * dtypeSize(kvType));
   KVView cache{k.data(), v.data(), kvType, S};
   // The first `start` positions come from an earlier call.
   std::vector<float> all = randomFloats(size_t((start + T) * ld), 9);
   std::vector<int64_t> pos(size_t(start + T));
   for (size_t i = 0; i < pos.size(); ++i)
     pos[i] = int64_t(i);
-  std::vector<float> out(size_t((start + T) * H * hd));
+  std::vector<float> out(size_t((start + T) * H * vdim));
   const int64_t qc = 0, kc = H * hd, vc = (H + KV) * hd;
   // gpt-oss's sinks (bf16, as published): large enough to take most of the
   // probability from some heads, negative for others.
   std::vector<uint16_t> sinkBits{f32ToBf16(2.5f), f32ToBf16(-1.0f), f32ToBf16(0.0f),
                                  f32ToBf16(6.0f)};
   WRef sinkRef = sinks ? WRef{sinkBits.data(), DType::BF16} : WRef{};
-  attention(pool, ws, all.data(), ld, qc, kc, vc, out.data(), H * hd, start, pos.data(), cache,
-            H, KV, hd, scale, window, sinkRef);
-  attention(pool, ws, all.data() + start * ld, ld, qc, kc, vc, out.data() + start * H * hd,
-            H * hd, T, pos.data() + start, cache, H, KV, hd, scale, window, sinkRef);
+  attention(pool, ws, all.data(), ld, qc, kc, vc, out.data(), H * vdim, start, pos.data(),
+            cache, H, KV, hd, scale, window, sinkRef, vd);
+  attention(pool, ws, all.data() + start * ld, ld, qc, kc, vc, out.data() + start * H * vdim,
+            H * vdim, T, pos.data() + start, cache, H, KV, hd, scale, window, sinkRef, vd);
   // Reference over the rounded K/V the cache holds.
   auto kvAt = [&](int64_t j, int g, int64_t col, int d) {
-    float x = all[size_t(j * ld + col + g * hd + d)];
+    float x = all[size_t(j * ld + col + g * (col == vc ? vdim : hd) + d)];
     return kvType == DType::F32 ? x : bf16ToF32(f32ToBf16(x));
   };
   for (int64_t t = 0; t < start + T; ++t)
@@ -308,11 +312,11 @@ void checkAttention(DType kvType, int window, int threads, bool sinks = false) {
         sum += x = std::exp(x - mx);
       if (sinks)
         sum += std::exp(sink - mx);
-      for (int e = 0; e < hd; ++e) {
+      for (int e = 0; e < vdim; ++e) {
         double o = 0;
         for (int64_t j = lo; j <= t; ++j)
           o += s[size_t(j - lo)] / sum * kvAt(j, g, vc, e);
-        ASSERT_NEAR(out[size_t(t * H * hd + h * hd + e)], o, 1e-5) << "t=" << t << " h=" << h;
+        ASSERT_NEAR(out[size_t(t * H * vdim + h * vdim + e)], o, 1e-5) << "t=" << t << " h=" << h;
       }
     }
 }
@@ -325,6 +329,9 @@ TEST(Attention, GqaCausalOverTheCache) {
   checkAttention(DType::F32, 3, 2);
   checkAttention(DType::F32, 0, 2, /*sinks=*/true);
   checkAttention(DType::BF16, 3, 1, /*sinks=*/true);
+  // MLA: values narrower (and wider) than the q/k heads.
+  checkAttention(DType::F32, 0, 2, false, /*vd=*/10);
+  checkAttention(DType::BF16, 0, 1, false, /*vd=*/24);
 }
 
 // gpt-oss's clamped SwiGLU against HF GptOssExperts' formula, in double, on
@@ -427,6 +434,83 @@ TEST(Combine, WeightedSumInSlotOrder) {
         s += w[size_t(t * K + j)] * so[size_t((t * K + j) * D + d)];
       EXPECT_EQ(out[size_t(t * D + d)], base[size_t(t * D + d)] + s);
     }
+}
+
+// DeepSeek-V3's selection against a reference written the way HF
+// DeepseekV3MoE.route_tokens_to_experts computes it: sigmoid scores, biased
+// copies for the choice, per-group top-2 sums, the kept groups' mask with
+// 0.0 elsewhere, top-k of the masked choice, the plain scores gathered,
+// renormalized (+1e-20) and scaled.
+TEST(Gate, GroupLimitedBiasedSigmoidAsHf) {
+  const int E = 8, K = 2, G = 4, keep = 2;
+  const int64_t T = 16;
+  const float scaling = 2.5f;
+  std::vector<float> logits = randomFloats(size_t(T * E), 31), bias = randomFloats(size_t(E), 32);
+  for (float &x : logits)
+    x *= 40.0f; // spread the scores so ties are unlikely
+  for (float &b : bias)
+    b *= 5.0f; // large enough to change picks
+  GateParams p{E, K, /*sigmoid=*/true, /*softmaxBeforeTopk=*/true, /*normTopk=*/true, 0.0f, 0, false,
+               G, keep, WRef{bias.data(), DType::F32, Layout::RowMajor}, scaling};
+  std::vector<int32_t> se(size_t(T * K)), offsets(size_t(E + 1)), sorted(size_t(T * K));
+  std::vector<float> sw(size_t(T * K));
+  gate(logits.data(), E, T, p, se.data(), sw.data(), offsets.data(), sorted.data(), nullptr);
+  int biasChangedPick = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> score(E), choice(E);
+    for (int e = 0; e < E; ++e) {
+      score[size_t(e)] = 1.0 / (1.0 + std::exp(-double(logits[size_t(t * E + e)])));
+      choice[size_t(e)] = score[size_t(e)] + bias[size_t(e)];
+    }
+    std::vector<std::pair<double, int>> groups;
+    for (int g = 0; g < G; ++g) {
+      std::vector<double> members(choice.begin() + g * (E / G), choice.begin() + (g + 1) * (E / G));
+      std::sort(members.rbegin(), members.rend());
+      groups.push_back({-(members[0] + members[1]), g});
+    }
+    std::sort(groups.begin(), groups.end());
+    std::vector<double> masked(E, 0.0);
+    for (int j = 0; j < keep; ++j)
+      for (int e = groups[size_t(j)].second * (E / G); e < (groups[size_t(j)].second + 1) * (E / G); ++e)
+        masked[size_t(e)] = choice[size_t(e)];
+    std::vector<std::pair<double, int>> order;
+    for (int e = 0; e < E; ++e)
+      order.push_back({-masked[size_t(e)], e});
+    std::sort(order.begin(), order.end());
+    double sum = 1e-20;
+    for (int j = 0; j < K; ++j)
+      sum += score[size_t(order[size_t(j)].second)];
+    std::vector<std::pair<double, int>> plain;
+    for (int e = 0; e < E; ++e)
+      plain.push_back({-score[size_t(e)], e});
+    std::sort(plain.begin(), plain.end());
+    for (int j = 0; j < K; ++j) {
+      int e = order[size_t(j)].second;
+      ASSERT_EQ(se[size_t(t * K + j)], e) << "t=" << t << " j=" << j;
+      EXPECT_NEAR(sw[size_t(t * K + j)], score[size_t(e)] / sum * scaling, 1e-6);
+      biasChangedPick += plain[size_t(j)].second != e;
+    }
+  }
+  EXPECT_GT(biasChangedPick, 0) << "the bias and groups never changed a pick: a weak test";
+  EXPECT_EQ(offsets[E], T * K);
+}
+
+TEST(GatherColumns, ConcatenatesAndRepeatsColumns) {
+  const int64_t T = 3;
+  std::vector<float> a = randomFloats(size_t(T * 5), 41), b = randomFloats(size_t(T * 4), 42);
+  // a's columns [1, 4) (ld 5) and b's [2, 4) (ld 4): 3 + 2 columns.
+  ColumnRange in[] = {{a.data() + 1, 5, 3}, {b.data() + 2, 4, 2}};
+  const int32_t idx[] = {0, 3, 4, 3, 2};
+  std::vector<float> out(size_t(T * 6), -1.0f);
+  gatherColumns(in, 2, idx, 5, out.data(), 6, T);
+  for (int64_t t = 0; t < T; ++t) {
+    EXPECT_EQ(out[size_t(t * 6 + 0)], a[size_t(t * 5 + 1)]);
+    EXPECT_EQ(out[size_t(t * 6 + 1)], b[size_t(t * 4 + 2)]);
+    EXPECT_EQ(out[size_t(t * 6 + 2)], b[size_t(t * 4 + 3)]);
+    EXPECT_EQ(out[size_t(t * 6 + 3)], b[size_t(t * 4 + 2)]);
+    EXPECT_EQ(out[size_t(t * 6 + 4)], a[size_t(t * 5 + 3)]);
+    EXPECT_EQ(out[size_t(t * 6 + 5)], -1.0f); // beyond the indices: untouched
+  }
 }
 
 TEST(DType, ConversionsRoundToNearestEven) {

@@ -281,6 +281,85 @@ TEST(Plan, RejectsBadGptOssFields) {
                                       "p.plan"));
 }
 
+// 3.2's DeepSeek-V3 fields: the value width, the gate's groups, selection
+// bias and scaling, and the GatherColumns op.
+TEST(Plan, RejectsBadDeepSeekFields) {
+  std::vector<uint8_t> good = tinyPlan();
+  auto attention = [](mp::PlanT &p) { return firstOp<mp::AttentionT>(p, mp::Op::Attention); };
+  auto gate = [](mp::PlanT &p) { return firstOp<mp::GateT>(p, mp::Op::Gate); };
+  auto weightNamed = [](mp::PlanT &p, const std::string &name) {
+    for (size_t i = 0; i < p.weights.size(); ++i)
+      if (p.weights[i]->name == name)
+        return int32_t(i);
+    return int32_t(-1);
+  };
+  // The tiny Mixtral: 4 heads of 8 (qkv 64 wide), 4 experts, top-2.
+  expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->v_head_dim = -1; }),
+            "v_head_dim -1 (expected 0..1048576)");
+  expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->v_head_dim = 64; }),
+            "(expected at least");
+  expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->v_head_dim = 4; }),
+            "cache 0 holds 2 heads of dim 8 (v 0) (expected 2 of dim 8 (v 4))");
+  expectBad(edit(good, [&](mp::PlanT &p) { gate(p)->num_groups = 3; }),
+            "num_groups 3 with 4 experts (expected equal groups of at least 2 experts)");
+  expectBad(edit(good, [&](mp::PlanT &p) { gate(p)->num_groups = 4; }),
+            "num_groups 4 with 4 experts");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   gate(p)->num_groups = 2;
+                   gate(p)->topk_groups = 3;
+                 }),
+            "topk_groups 3 of 2 groups with top_k 2");
+  expectBad(edit(good, [&](mp::PlanT &p) { gate(p)->selection_bias = 999; }),
+            "selection_bias weight index 999 out of range");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   gate(p)->selection_bias = weightNamed(p, "model.norm.weight");
+                 }),
+            "selection_bias 'model.norm.weight' has 32 elements (expected num_experts 4)");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   gate(p)->routed_scaling_factor = std::numeric_limits<float>::infinity();
+                 }),
+            "routed_scaling_factor inf");
+  expectBad(edit(good,
+                 [&](mp::PlanT &p) {
+                   gate(p)->num_groups = 2;
+                   gate(p)->softmax_before_topk = false;
+                 }),
+            "num_groups 2 without scores before top-k");
+  // A GatherColumns step reading past its input or indexing past the
+  // columns it reads.
+  auto withGather = [&](std::vector<int32_t> indices, int64_t width) {
+    return edit(good, [&, indices, width](mp::PlanT &p) {
+      auto *a = attention(p);
+      auto g = std::make_unique<mp::GatherColumnsT>();
+      g->inputs = {a->qkv};
+      g->input_cols = {0};
+      g->input_widths = {width};
+      g->out = a->out;
+      g->indices = indices;
+      auto step = std::make_unique<mp::StepT>();
+      step->op.Set(std::move(*g));
+      step->name = "gather";
+      auto &steps = p.ranks[0]->steps;
+      steps.insert(steps.end() - 1, std::move(step)); // before Logits: no wait moves
+    });
+  };
+  expectBad(withGather({0, 1}, 100000), "(expected at least 100000)");
+  expectBad(withGather({0, 8}, 8), "index 8 outside the inputs' 8 columns");
+  // Valid values load.
+  EXPECT_NO_THROW(PlanFile::fromBytes(withGather({0, 7, 7}, 8), "p.plan"));
+  EXPECT_NO_THROW(PlanFile::fromBytes(edit(good,
+                                           [&](mp::PlanT &p) {
+                                             gate(p)->score = mp::ScoreFn::Sigmoid;
+                                             gate(p)->num_groups = 2;
+                                             gate(p)->topk_groups = 1;
+                                             gate(p)->routed_scaling_factor = 2.5f;
+                                           }),
+                                      "p.plan"));
+}
+
 TEST(Plan, RejectsBadCollectives) {
   std::vector<uint8_t> good = tinyPlan(2);
   auto col = [](mp::PlanT &p) {

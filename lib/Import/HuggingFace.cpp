@@ -573,15 +573,19 @@ importDeepseekV3(StringRef file, const llvm::json::Object &root, JsonReader &r,
   // HF's DeepseekV3 ignores the multi-token-prediction layer(s) stored after
   // the last decoder layer (_keys_to_ignore_on_load_unexpected:
   // model.layers.{num_hidden_layers}.*), and so do we.
-  source.ignorable = [numLayers, tied = cfg.tied](StringRef name) {
-    StringRef rest = name;
+  auto pastLastLayer = [numLayers](StringRef name) {
     int64_t index;
-    if (rest.consume_front("model.layers.") && !rest.consumeInteger(10, index) &&
-        index >= numLayers)
-      return true;
-    return name.ends_with(".rotary_emb.inv_freq") ||
+    return name.consume_front("model.layers.") &&
+           !name.consumeInteger(10, index) && index >= numLayers;
+  };
+  source.ignorable = [pastLastLayer, tied = cfg.tied](StringRef name) {
+    return pastLastLayer(name) || name.ends_with(".rotary_emb.inv_freq") ||
            (tied && name == "lm_head.weight");
   };
+  source.noteSkipped = pastLastLayer;
+  source.skippedBecause =
+      "layers at or past num_hidden_layers (DeepSeek-V3's multi-token-"
+      "prediction layer), which transformers does not load either";
   return buildModel(context, cfg, names, source);
 }
 

@@ -289,11 +289,22 @@ Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
 void Emitter::checkUnusedTensors() {
   if (!source.tensors)
     return;
-  std::vector<StringRef> unused;
-  for (const auto &kv : *source.tensors)
-    if (!usedTensors.count(kv.first()) &&
-        !(source.ignorable && source.ignorable(kv.first())))
+  std::vector<StringRef> unused, noted;
+  for (const auto &kv : *source.tensors) {
+    if (usedTensors.count(kv.first()))
+      continue;
+    if (!(source.ignorable && source.ignorable(kv.first())))
       unused.push_back(kv.first());
+    else if (source.noteSkipped && source.noteSkipped(kv.first()))
+      noted.push_back(kv.first());
+  }
+  if (!noted.empty()) {
+    // A remark, not an error: the checkpoint is what HF loads, plus more.
+    llvm::sort(noted);
+    emitRemark(NameLoc::get(b.getStringAttr("checkpoint")))
+        << "skipped " << noted.size() << " tensors (" << noted.front()
+        << ", ...): " << source.skippedBecause;
+  }
   if (unused.empty())
     return;
   llvm::sort(unused);

@@ -139,6 +139,10 @@ struct ParamSource {
   /// Checkpoint tensors the model may leave unused (buffers such as GPT-2's
   /// attn.bias, or lm_head.weight of a tied model).
   std::function<bool(llvm::StringRef)> ignorable;
+  /// Ignorable tensors worth a note when skipped (a whole stored layer the
+  /// modeling code drops, unlike a buffer), and why they are skipped.
+  std::function<bool(llvm::StringRef)> noteSkipped;
+  std::string skippedBecause;
 };
 
 /// Builds and verifies the model. Errors: "FILE: what (expected ...)".

@@ -656,6 +656,14 @@ int main(int argc, char **argv) {
   context.loadAllAvailableDialects();
   // Diagnostics from verification and passes: one line each, naming MODEL.
   ScopedDiagnosticHandler diagnostics(&context, [&](Diagnostic &diag) {
+    // Remarks are notes (e.g. checkpoint tensors the importer skipped).
+    if (diag.getSeverity() == DiagnosticSeverity::Remark) {
+      if (gProgress)
+        gProgress->clear();
+      llvm::errs() << "note: "
+                   << oneLine(modelPath.getValue() + ": " + diag.str()) << "\n";
+      return success();
+    }
     if (diag.getSeverity() != DiagnosticSeverity::Error)
       return success();
     // Ops carry where in the model they come from ("layers.3.router", or

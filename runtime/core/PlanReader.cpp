@@ -562,10 +562,10 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("cache index {} out of range (expected 0..{})", op->cache(),
           rp_.kv_caches() ? int64_t(rp_.kv_caches()->size()) - 1 : -1);
     const plan::KVCache *c = rp_.kv_caches()->Get(unsigned(op->cache()));
-    if (c->num_kv_heads() != KV || c->head_dim() != hd ||
-        (c->v_head_dim() ? c->v_head_dim() : c->head_dim()) != vd)
+    int64_t cacheVd = c->v_head_dim() ? c->v_head_dim() : c->head_dim();
+    if (c->num_kv_heads() != KV || c->head_dim() != hd || cacheVd != vd)
       err("cache {} holds {} heads of dim {} (v {}) (expected {} of dim {} (v {}))", op->cache(),
-          c->num_kv_heads(), c->head_dim(), c->v_head_dim(), KV, hd, vd);
+          c->num_kv_heads(), c->head_dim(), cacheVd, KV, hd, vd);
     if (!std::isfinite(op->scale()))
       err("scale {} (expected a finite value)", op->scale());
     if (op->sliding_window() < 0)

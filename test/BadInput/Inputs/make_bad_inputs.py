@@ -310,6 +310,13 @@ def plans(out, schema, plan):
     edited("sinks-index", lambda d: first_step(d, "Attention")["op"].update(sinks=100000))
     edited("gate-bias-index", lambda d: first_step(d, "Experts")["op"].update(gate_bias=100000))
     edited("swiglu-limit", lambda d: first_step(d, "Experts")["op"].update(act="SwigluOai"))
+    # 3.2's DeepSeek-V3 fields: the gate's selection bias is a weight index,
+    # its groups must split the experts, and the value width must match the
+    # cache's.
+    edited("selection-bias-index",
+           lambda d: first_step(d, "Gate")["op"].update(selection_bias=100000))
+    edited("num-groups", lambda d: first_step(d, "Gate")["op"].update(num_groups=3))
+    edited("v-head-dim", lambda d: first_step(d, "Attention")["op"].update(v_head_dim=4))
     write(os.path.join(out, "truncated.plan"), raw[:len(raw) // 2])
     write(os.path.join(out, "empty.plan"), b"")
     # The root offset pointing past the end of the file.

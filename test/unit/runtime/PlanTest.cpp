@@ -299,7 +299,7 @@ TEST(Plan, RejectsBadDeepSeekFields) {
   expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->v_head_dim = 64; }),
             "(expected at least");
   expectBad(edit(good, [&](mp::PlanT &p) { attention(p)->v_head_dim = 4; }),
-            "cache 0 holds 2 heads of dim 8 (v 0) (expected 2 of dim 8 (v 4))");
+            "cache 0 holds 2 heads of dim 8 (v 8) (expected 2 of dim 8 (v 4))");
   expectBad(edit(good, [&](mp::PlanT &p) { gate(p)->num_groups = 3; }),
             "num_groups 3 with 4 experts (expected equal groups of at least 2 experts)");
   expectBad(edit(good, [&](mp::PlanT &p) { gate(p)->num_groups = 4; }),

@@ -471,14 +471,17 @@ importDeepseekV3(StringRef file, const llvm::json::Object &root, JsonReader &r,
   cfg.activation = readHiddenAct(r, "hidden_act", "silu");
   cfg.initStd = r.getPositive("initializer_range", 0.02);
   // MLA: every head has its own keys and values (num_key_value_heads is
-  // not used by DeepseekV3Attention).
+  // not used by DeepseekV3Attention). Absent keys take DeepseekV3Config's
+  // defaults (DeepSeek-V3's sizes); q_lora_rank null means q_proj.
   cfg.numKvHeads = cfg.numHeads;
-  if (std::optional<int64_t> q = r.getOptInt("q_lora_rank", 1))
+  if (!root.get("q_lora_rank")) // absent; JSON null reads as no LoRA
+    cfg.qLoraRank = 1536;
+  else if (std::optional<int64_t> q = r.getOptInt("q_lora_rank", 1))
     cfg.qLoraRank = *q;
-  cfg.kvLoraRank = r.getInt("kv_lora_rank", std::nullopt, 1);
-  cfg.qkNopeDim = r.getInt("qk_nope_head_dim", std::nullopt, 1);
-  cfg.qkRopeDim = r.getInt("qk_rope_head_dim", std::nullopt, 1);
-  cfg.vHeadDim = r.getInt("v_head_dim", std::nullopt, 1);
+  cfg.kvLoraRank = r.getInt("kv_lora_rank", 512, 1);
+  cfg.qkNopeDim = r.getInt("qk_nope_head_dim", 128, 1);
+  cfg.qkRopeDim = r.getInt("qk_rope_head_dim", 64, 1);
+  cfg.vHeadDim = r.getInt("v_head_dim", 128, 1);
   cfg.mlaBias = r.getBool("attention_bias", false);
   cfg.ropeStyle = r.getBool("rope_interleave", true) ? RopeStyle::Interleaved
                                                      : RopeStyle::NeoX;
@@ -497,12 +500,18 @@ importDeepseekV3(StringRef file, const llvm::json::Object &root, JsonReader &r,
             .str());
   cfg.headDim = cfg.qkNopeDim + cfg.qkRopeDim;
   // DeepseekV3Attention.__init__: qk_head_dim^-0.5, times YaRN's
-  // mscale(factor, mscale_all_dim)^2 when rope_scaling sets mscale_all_dim.
+  // mscale(factor, mscale_all_dim)^2 when the rope type is not default and
+  // sets mscale_all_dim (rope_parameters, or the rope_scaling it comes from).
   double scale = 1.0 / std::sqrt(double(cfg.headDim));
-  if (const llvm::json::Object *rs = r.getObject("rope_scaling")) {
-    JsonReader s(*rs, file, errors, "rope_scaling.");
+  bool params = r.has("rope_parameters");
+  if (const llvm::json::Object *rs =
+          r.getObject(params ? "rope_parameters" : "rope_scaling")) {
+    JsonReader s(*rs, file, errors,
+                 params ? "rope_parameters." : "rope_scaling.");
+    std::string type = s.getString(s.has("rope_type") ? "rope_type" : "type",
+                                   std::string("default"));
     double mscaleAllDim = s.getPositive("mscale_all_dim", 0.0, true);
-    if (mscaleAllDim != 0.0) {
+    if (type != "default" && mscaleAllDim != 0.0) {
       double factor = s.getPositive("factor", std::nullopt);
       double m = factor <= 1.0 ? 1.0 : 0.1 * mscaleAllDim * std::log(factor) + 1.0;
       scale *= m * m;
@@ -512,24 +521,23 @@ importDeepseekV3(StringRef file, const llvm::json::Object &root, JsonReader &r,
     return errors.take();
 
   // Routing (DeepseekV3TopkRouter, DeepseekV3MoE.route_tokens_to_experts).
-  int64_t numExperts = r.getInt("n_routed_experts", std::nullopt, 1);
-  cfg.topK = r.getInt("num_experts_per_tok", std::nullopt, 1);
-  cfg.nGroup = r.getInt("n_group", 1, 1);
-  cfg.topkGroup = r.getInt("topk_group", 1, 1);
+  int64_t numExperts = r.getInt("n_routed_experts", 256, 1);
+  cfg.topK = r.getInt("num_experts_per_tok", 8, 1);
+  cfg.nGroup = r.getInt("n_group", 8, 1);
+  cfg.topkGroup = r.getInt("topk_group", 4, 1);
   cfg.normTopkProb = r.getBool("norm_topk_prob", true);
-  cfg.routedScalingFactor = r.getPositive("routed_scaling_factor", 1.0);
-  cfg.expertSize = r.getInt("moe_intermediate_size", std::nullopt, 1);
-  int64_t numShared = r.getInt("n_shared_experts", 0, 0);
-  int64_t intermediate = r.getInt("intermediate_size", std::nullopt, 1);
-  int64_t firstDense = r.getInt("first_k_dense_replace", 0, 0);
+  cfg.routedScalingFactor = r.getPositive("routed_scaling_factor", 2.5);
+  cfg.expertSize = r.getInt("moe_intermediate_size", 2048, 1);
+  int64_t numShared = r.getInt("n_shared_experts", 1, 0);
+  int64_t intermediate = r.getInt("intermediate_size", 18432, 1);
+  int64_t firstDense = r.getInt("first_k_dense_replace", 3, 0);
   // DeepSeek's own modeling code also reads moe_layer_freq; HF's
   // DeepseekV3Config has none, which is frequency 1.
   int64_t freq = r.getInt("moe_layer_freq", 1, 1);
-  std::string scoring = r.getChoice("scoring_func", {"sigmoid"}, "sigmoid");
-  std::string topkMethod =
-      r.getChoice("topk_method", {"noaux_tc"}, std::string("noaux_tc"));
-  (void)scoring;
-  (void)topkMethod;
+  // Keys of DeepSeek's own configuration that HF's modeling code does not
+  // read: only the routing it implements is accepted.
+  r.getChoice("scoring_func", {"sigmoid"}, std::string("sigmoid"));
+  r.getChoice("topk_method", {"noaux_tc"}, std::string("noaux_tc"));
   if (errors.failed())
     return errors.take();
   if (cfg.topK > numExperts)

@@ -432,9 +432,8 @@ Value Emitter::mlaBlock(Value h) {
   const LayerConfig &lc = cfg.layers[layer];
   int64_t heads = cfg.numHeads, nope = cfg.qkNopeDim, rope = cfg.qkRopeDim,
           vd = cfg.vHeadDim, qk = nope + rope, latent = cfg.kvLoraRank;
-  StringRef bias = cfg.mlaBias ? "bias" : "";
   auto biasRole = [&](StringRef proj) {
-    return bias.empty() ? std::string() : (proj + ".bias").str();
+    return cfg.mlaBias ? (proj + ".bias").str() : std::string();
   };
   Value n = norm("attn_norm", h);
   Value q;

@@ -102,9 +102,12 @@ def MoEFuseGatingPass : Pass<"moe-fuse-gating", "::mlir::moe::ModelOp"> {
     ```
 
     Also fused: `moe.capacity` (capacity factor, min capacity, token
-    dropping) and the top-k-then-softmax order (`moe.top_k` on the logits,
-    `moe.scores` on the picked values). A chain whose intermediate values
-    have other users is left alone.
+    dropping), the top-k-then-softmax order (`moe.top_k` on the logits,
+    `moe.scores` on the picked values) and DeepSeek-V3's selection
+    (`moe.top_k`'s `selection_bias`, which becomes `moe.gate`'s operand,
+    and its `n_group` / `topk_group`; `moe.scale_weights` after the
+    renormalization as `routed_scaling_factor`). A chain whose intermediate
+    values have other users is left alone.
   }];
   let dependentDialects = ["::mlir::moe::MoEDialect"];
 }

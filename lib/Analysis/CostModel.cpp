@@ -5,6 +5,7 @@
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SetVector.h"
 #include "llvm/Support/FormatVariadic.h"
 
 using namespace mlir;
@@ -122,7 +123,20 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
   // One column per rank while that stays readable, else the spread.
   constexpr int64_t kMaxColumns = 16;
   bool columns = cost.numRanks <= kMaxColumns;
-  os << "experts per rank";
+  // Sliced experts are counted in parts, so the heading must say what a unit
+  // is: "1" would otherwise read as a whole expert per rank.
+  llvm::SmallSetVector<int64_t, 2> slices;
+  for (const LayerCost &lc : cost.layers)
+    if (lc.moe)
+      slices.insert(lc.expertSlices);
+  if (slices.size() == 1 && slices[0] == 1)
+    os << "experts per rank";
+  else if (slices.size() == 1)
+    os << "expert slices per rank (a slice is 1/" << slices[0]
+       << " of an expert's intermediate size)";
+  else
+    os << "experts or expert slices per rank (expert_slices per layer in "
+          "--report)";
   if (columns) {
     os << ":\n" << llvm::formatv("{0,5}", "layer");
     for (int64_t r = 0; r < cost.numRanks; ++r)

@@ -174,7 +174,8 @@ namespace {
 /// stacked gate/up/down weights take their slices from `src` (one
 /// WeightSource per role, null: the weight's own tensor), listing `local`.
 PlanFile expertsPlan(std::vector<std::unique_ptr<mp::WeightSourceT>> src,
-                     std::vector<int> local = {0, 1}) {
+                     std::vector<int> local = {0, 1}, int slices = 1,
+                     int firstSlice = 0) {
   const int64_t E = 2, D = 4, I = 3, k = 1;
   PlanBuilder b("test", 16, D, 1, 16, 4, 16);
   int emb = b.weight("emb", {16, D}, mp::DType::BF16, mp::DType::BF16);
@@ -209,9 +210,12 @@ PlanFile expertsPlan(std::vector<std::unique_ptr<mp::WeightSourceT>> src,
   x.gate = idx[0];
   x.up = idx[1];
   x.down = idx[2];
-  for (int id : local) {
+  x.expert_slices = slices;
+  // With expert slicing, the j-th listed expert is part (firstSlice + j) % S.
+  for (size_t j = 0; j < local.size(); ++j) {
     auto le = std::make_unique<mp::LocalExpertT>();
-    le->expert = id;
+    le->expert = local[j];
+    le->slice = (firstSlice + int(j)) % slices;
     x.experts.push_back(std::move(le));
   }
   b.step(std::move(x), "experts");
@@ -341,4 +345,71 @@ TEST(CheckpointWeights, ExpertSlicesMappedOrGathered) {
   EXPECT_THROW_MSG(WeightStore::fromCheckpoint(bad, ck, {0}, rm),
                    "tensor 'fused.gate_up' has shape [2, 6, 4] (expected [2, A, 4] with A > 6 for "
                    "'experts.up': rows 4 + n * 1)");
+}
+
+// Expert slicing: part s of an expert holds rows [s I/S, (s+1) I/S) of its
+// gate/up slice (mapped in place when the slice is) and those columns of its
+// down slice (gathered once at load), with the whole slice's values.
+TEST(CheckpointWeights, ExpertPartsAreRowsOrColumnsOfTheSlice) {
+  const int64_t E = 2, D = 4, I = 3, S = 3;
+  auto val = [](int role, int64_t e, int64_t a, int64_t b) {
+    return f32ToBf16(float(role * 100 + e * 20 + a * 4 + b) / 64.0f);
+  };
+  // gate_up fused [E, 2I, D] (gate rows then up rows), down [E, D, I].
+  std::vector<uint16_t> rows(size_t(E * 2 * I * D)), down(size_t(E * D * I)), emb(16 * D, 0);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t i = 0; i < I; ++i)
+      for (int64_t d = 0; d < D; ++d) {
+        rows[size_t((e * 2 * I + i) * D + d)] = val(0, e, i, d);
+        rows[size_t((e * 2 * I + I + i) * D + d)] = val(1, e, i, d);
+        down[size_t((e * D + d) * I + i)] = val(2, e, d, i);
+      }
+  TempDir d;
+  writeSafetensors(d.file("model.safetensors"),
+                   {{"emb", "BF16", {16, D}, emb.data(), emb.size() * 2},
+                    {"fused.gate_up", "BF16", {E, 2 * I, D}, rows.data(), rows.size() * 2},
+                    {"fused.down", "BF16", {E, D, I}, down.data(), down.size() * 2}});
+  auto ck = std::make_shared<Checkpoint>(d.path());
+  TestBackend rm(1, false);
+  const uint8_t *base = static_cast<const uint8_t *>(ck->find("fused.gate_up")->data);
+  // Rank 0 holds part `first` of expert 0 and part first + 1 of expert 1.
+  for (int first = 0; first < S; ++first) {
+    PlanFile p = expertsPlan(sources(source("fused.gate_up"), source("fused.gate_up", I),
+                                     source("fused.down")),
+                             {0, 1}, int(S), first);
+    auto store = WeightStore::fromCheckpoint(p, ck, {0}, rm);
+    for (int r = 0; r < 3; ++r)
+      for (int64_t e = 0; e < E; ++e) {
+        const WeightInfo &slice =
+            p.weights()[size_t(p.weights()[size_t(1 + r)].slices[size_t(e)])];
+        ASSERT_EQ(slice.parts.size(), size_t(S)) << r;
+        for (int64_t part = 0; part < S; ++part) {
+          const WeightInfo &info = p.weights()[size_t(slice.parts[size_t(part)])];
+          const DeviceWeight &v = store->view(slice.parts[size_t(part)]);
+          if (part != (first + e) % S) {
+            EXPECT_FALSE(v.data) << "a part rank 0 does not list: " << r << " " << e << " "
+                                 << part;
+            continue;
+          }
+          ASSERT_TRUE(v.data) << r << " " << e << " " << part;
+          const auto *got = static_cast<const uint16_t *>(v.data);
+          if (r < 2) {
+            // One row (I/S = 1): the checkpoint's own bytes.
+            EXPECT_EQ(info.shape, (std::vector<int64_t>{I / S, D}));
+            EXPECT_TRUE(v.mapped);
+            EXPECT_EQ(v.data, base + ((e * 2 * I + r * I + part) * D) * 2);
+            for (int64_t dd = 0; dd < D; ++dd)
+              EXPECT_EQ(got[dd], val(r, e, part, dd)) << r << " " << e << " " << part;
+          } else {
+            // Column `part` of every row of down: gathered.
+            EXPECT_EQ(info.shape, (std::vector<int64_t>{D, I / S}));
+            EXPECT_FALSE(v.mapped);
+            for (int64_t dd = 0; dd < D; ++dd)
+              EXPECT_EQ(got[dd], val(2, e, dd, part)) << e << " " << part << " row " << dd;
+          }
+        }
+      }
+    // Only the gathered down parts are owned: one D x I/S part per expert.
+    EXPECT_EQ(store->ownedBytes(), uint64_t(E * D * (I / S) * 2));
+  }
 }

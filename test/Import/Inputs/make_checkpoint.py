@@ -181,8 +181,30 @@ def tensors_for(arch, c):
     return t
 
 
-def encode(shape, dtype, rng):
+def realistic(name, a):
+    """Scales N(0, 0.02) draws as the shared fixtures do, so that every
+    semantic moves the logits: norm weights 1 + N(0, 0.1), routers x 8,
+    gpt-oss q/k x 8 and gate_up (with its bias) x 25 so the SwiGLU clamp
+    bites, sinks N(0, 1), score-correction biases N(0, 0.05)."""
+    if name.endswith("norm.weight"):
+        return 1 + a * 5
+    if name.endswith("sinks"):
+        return a * 50
+    if name.endswith("e_score_correction_bias"):
+        return a * 2.5
+    if name.endswith(("mlp.gate.weight", "mlp.router.weight")):
+        return a * 8
+    if "experts.gate_up_proj" in name:
+        return a * 25
+    if name.endswith(("q_proj.weight", "k_proj.weight")) and ".self_attn." in name:
+        return a * 8
+    return a
+
+
+def encode(shape, dtype, rng, name="", scale=False):
     a = rng.standard_normal(int(np.prod(shape))).astype(np.float32) * 0.02
+    if scale:
+        a = realistic(name, a).astype(np.float32)
     if dtype == "F32":
         return a.tobytes()
     if dtype == "F16":
@@ -233,6 +255,11 @@ def main():
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--variant", default="ok", choices=VARIANTS)
     ap.add_argument("--bare-config", action="store_true")
+    # Weights scaled like the shared fixtures' (see realistic()), for
+    # numerical tests against hf_reference.py.
+    ap.add_argument("--realistic", action="store_true")
+    # Config keys to set, as JSON: --set '{"n_group": 1}'.
+    ap.add_argument("--set", default=None)
     a = ap.parse_args()
 
     c = config_for(a.arch)
@@ -270,6 +297,9 @@ def main():
         c["num_key_value_heads"] = 3
         c["num_attention_heads"] = 4
 
+    if a.set:
+        c.update(json.loads(a.set))
+
     os.makedirs(a.outdir, exist_ok=True)
     with open(os.path.join(a.outdir, "config.json"), "w") as f:
         json.dump(c, f, indent=2)
@@ -303,7 +333,7 @@ def main():
             dtype = "I64"
         if n.endswith("e_score_correction_bias"):
             dtype = "F32"  # as DeepSeek-V3 stores it
-        entries.append((n, dtype, shapes[n], encode(shapes[n], dtype, rng)))
+        entries.append((n, dtype, shapes[n], encode(shapes[n], dtype, rng, n, a.realistic)))
 
     if a.shards == 1:
         write_safetensors(os.path.join(a.outdir, "model.safetensors"), entries, v)

@@ -61,9 +61,12 @@ void printList(llvm::raw_ostream &os, const flatbuffers::Vector<T> *v,
 
 // Twine, not "b" + std::to_string(...): GCC 12 warns (-Wrestrict, a false
 // positive) on the inlined string concatenation.
-std::string buf(int index) { return (llvm::Twine("b") + llvm::Twine(index)).str(); }
+std::string buf(int index) {
+  return (llvm::Twine("b") + llvm::Twine(index)).str();
+}
 std::string weight(int index) {
-  return index < 0 ? std::string("-") : (llvm::Twine("w") + llvm::Twine(index)).str();
+  return index < 0 ? std::string("-")
+                   : (llvm::Twine("w") + llvm::Twine(index)).str();
 }
 std::string cols(int index, int64_t first, int64_t count) {
   return buf(index) + "[" + std::to_string(first) + ":" +

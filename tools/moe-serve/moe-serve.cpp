@@ -69,64 +69,40 @@ struct Options {
 
 Options parseArgs(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.size() < 2 || a.compare(0, 2, "--") != 0) {
-      if (!o.plan.empty())
-        fail("{}: unexpected argument (expected one PLAN file)", a);
-      o.plan = a;
-      continue;
-    }
-    size_t eq = a.find('=');
-    std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
-    bool hasVal = eq != std::string::npos;
-    auto need = [&] {
-      if (!hasVal || val.empty())
-        fail("{}: missing value (expected {}=VALUE)", key, key);
-      return val;
-    };
-    auto flag = [&] {
-      if (hasVal)
-        fail("{}: takes no value", a);
-      return true;
-    };
-    auto count = [&](int64_t lo, int64_t hi) {
-      int64_t n = parseNumber<int64_t>(key, need());
-      if (n < lo || n > hi)
-        fail("{}={}: out of range (expected {}..{})", key, n, lo, hi);
-      return n;
-    };
+  forEachFlag(argc, argv, "moe-serve", o.plan, [&](const Flag &f) {
+    const std::string &key = f.key;
     if (key == "--host")
-      o.host = need();
+      o.host = f.value();
     else if (key == "--port")
-      o.port = count(0, 65535);
+      o.port = f.count(0, 65535);
     else if (key == "--weights")
-      o.weights = need();
+      o.weights = f.value();
     else if (key == "--tokenizer")
-      o.tokenizer = need();
+      o.tokenizer = f.value();
     else if (key == "--model-name")
-      o.modelName = need();
+      o.modelName = f.value();
     else if (key == "--max-queue")
-      o.maxQueue = count(0, 1 << 20);
+      o.maxQueue = f.count(0, 1 << 20);
     else if (key == "--max-batch")
-      o.maxBatch = count(1, 65536);
+      o.maxBatch = f.count(1, 65536);
     else if (key == "--prefill-chunk")
-      o.prefillChunk = count(1, 1 << 30);
+      o.prefillChunk = f.count(1, 1 << 30);
     else if (key == "--drain-seconds") {
-      o.drainSeconds = parseNumber<double>(key, need());
+      o.drainSeconds = f.number<double>();
       if (!(o.drainSeconds >= 0 && o.drainSeconds <= 3600))
-        fail("--drain-seconds={}: out of range (expected 0..3600)", val);
+        fail("--drain-seconds={}: out of range (expected 0..3600)", f.val);
     } else if (key == "--backend")
-      o.backend = need();
+      o.backend = f.value();
     else if (key == "--threads")
-      o.threads = count(1, 1024);
+      o.threads = f.count(1, 1024);
     else if (key == "--help")
-      o.help = flag();
+      o.help = f.set();
     else if (key == "--version")
-      o.version = flag();
+      o.version = f.set();
     else
-      fail("{}: unknown option (expected one of the options in moe-serve --help)", key);
-  }
+      return false;
+    return true;
+  });
   if (!o.help && !o.version && o.plan.empty())
     fail("missing PLAN (expected moe-serve PLAN [options])");
   return o;

@@ -30,6 +30,7 @@
 #include <mutex>
 #include <cerrno>
 #include <cstring>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <random>
 #include <thread>
@@ -160,6 +161,10 @@ struct Call {
   std::vector<Seq> seqs;
   std::atomic<bool> cancel{false};
   int64_t startNs = 0;
+  // A streamed call is woken for every token; a non-streamed one only when
+  // a sequence is done (a wake-up per token per waiter takes the engine's
+  // cores).
+  bool stream = false;
 };
 
 /// The source the engine polls: HTTP threads submit, the engine takes.
@@ -240,7 +245,8 @@ public:
       metrics_.ttft.add(double(nowNs() - ref.call->startNs) / 1e9);
     }
     s.tokens.push_back(token);
-    ref.call->cv.notify_all();
+    if (ref.call->stream)
+      ref.call->cv.notify_all();
   }
   void onFinish(uint64_t tag, SequenceResult result) override {
     Ref ref;
@@ -562,6 +568,7 @@ void handleCompletions(Server &srv, const httplib::Request &req, httplib::Respon
   auto c = std::make_shared<Completion>(parseCompletion(srv, body));
   auto call = std::make_shared<Call>();
   call->seqs.resize(c->reqs.size());
+  call->stream = c->stream;
   call->startNs = nowNs();
   {
     std::lock_guard<std::mutex> ml(srv.metrics->mu);
@@ -884,6 +891,17 @@ int serve(const Options &o) {
   // An idle keep-alive connection holds its thread this long after SIGTERM
   // too (httplib checks for stop between requests): short, within the 10 s.
   http.set_keep_alive_timeout(2);
+  // httplib closes a connection after 5 requests by default: a client that
+  // keeps its connection (as OpenAI's do) would reconnect every 5 answers.
+  http.set_keep_alive_max_count(100000);
+  // httplib listens with a backlog of 5: a burst of new connections (16
+  // clients at once) overflows it, and a dropped SYN is retried after 1 s.
+  // listen() again on the bound socket raises the backlog (Linux).
+  int listenFd = -1;
+  http.set_socket_options([&listenFd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listenFd = sock;
+  });
   auto json400 = [](httplib::Response &res, const ApiError &e) { sendError(res, e); };
   auto guarded = [&](auto fn) {
     return [&, fn](const httplib::Request &req, httplib::Response &res) {
@@ -974,6 +992,8 @@ int serve(const Options &o) {
   if (port == 0)
     port = http.bind_to_any_port(o.host);
   else if (!http.bind_to_port(o.host, port))
+    port = -1;
+  if (port >= 0 && listenFd >= 0 && ::listen(listenFd, SOMAXCONN) != 0)
     port = -1;
   if (port < 0) {
     engine.stop();

@@ -30,6 +30,10 @@
 #include <mutex>
 #include <cerrno>
 #include <cstring>
+#include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <random>
@@ -159,12 +163,30 @@ struct Call {
     SequenceResult result;
   };
   std::vector<Seq> seqs;
+  size_t left = 0; // sequences not done
   std::atomic<bool> cancel{false};
   int64_t startNs = 0;
   // A streamed call is woken for every token; a non-streamed one only when
-  // a sequence is done (a wake-up per token per waiter takes the engine's
-  // cores).
+  // it is done (a wake-up per token per waiter takes the engine's cores).
   bool stream = false;
+  // Non-streamed: readable once every sequence is done, so that the HTTP
+  // thread can wait for it and for its client's socket in one poll().
+  int doneFd = -1;
+
+  ~Call() {
+    if (doneFd >= 0)
+      ::close(doneFd);
+  }
+  /// Under `mu`: `s` is done; wakes the waiter.
+  void finish(Seq &s) {
+    s.done = true;
+    if (--left == 0 && doneFd >= 0) {
+      uint64_t one = 1;
+      ssize_t ignored = ::write(doneFd, &one, sizeof one);
+      (void)ignored;
+    }
+    cv.notify_all();
+  }
 };
 
 /// The source the engine polls: HTTP threads submit, the engine takes.
@@ -209,10 +231,9 @@ public:
       std::lock_guard<std::mutex> cl(ref.call->mu);
       Call::Seq &s = ref.call->seqs[ref.index];
       if (!s.done) {
-        s.done = true;
         s.result.error = why;
+        ref.call->finish(s);
       }
-      ref.call->cv.notify_all();
     }
     pending_.clear();
   }
@@ -264,8 +285,7 @@ public:
     std::lock_guard<std::mutex> l(ref.call->mu);
     Call::Seq &s = ref.call->seqs[ref.index];
     s.result = std::move(result);
-    s.done = true;
-    ref.call->cv.notify_all();
+    ref.call->finish(s);
   }
   void onStep(int64_t running, int64_t queued) override {
     {
@@ -561,6 +581,70 @@ std::string dumpJson(const ojson &j) {
   return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
+/// The socket of the connection `req` came on, or -1. httplib 0.11.4 tells
+/// a handler neither its socket nor whether its client is still there
+/// (later versions have Request::is_connection_closed). While the handler
+/// runs its connection is open, and no other open socket has the same
+/// local and peer addresses: the socket is the one that has them.
+int clientSocket(const httplib::Request &req) {
+  auto addrOf = [](const sockaddr_storage &a, socklen_t len, int &port) {
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<const sockaddr *>(&a), len, host, sizeof host, serv,
+                      sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      return std::string();
+    port = std::atoi(serv);
+    return std::string(host);
+  };
+  DIR *dir = ::opendir("/proc/self/fd");
+  if (!dir)
+    return -1;
+  int found = -1;
+  while (dirent *e = ::readdir(dir)) {
+    int fd = std::atoi(e->d_name);
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == ::dirfd(dir))
+      continue;
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+        (a.ss_family != AF_INET && a.ss_family != AF_INET6) ||
+        addrOf(a, len, port) != req.local_addr || port != req.local_port)
+      continue;
+    len = sizeof a;
+    if (::getpeername(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+        addrOf(a, len, port) != req.remote_addr || port != req.remote_port)
+      continue;
+    found = fd;
+    break;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+/// Waits until every sequence of a non-streamed call is done. A client that
+/// closes its connection meanwhile (its FIN: POLLRDHUP) cancels them, so
+/// their slots and KV pages are free at the engine's next step; the answer
+/// then goes nowhere. (A client that only shuts down its sending side is
+/// taken as gone too.)
+void waitNonStreamed(Call &call, int sock) {
+  if (sock >= 0 && call.doneFd >= 0) {
+    pollfd fds[2] = {{call.doneFd, POLLIN, 0}, {sock, POLLRDHUP, 0}};
+    for (;;) {
+      int r = ::poll(fds, 2, -1);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0 || fds[0].revents || (fds[1].revents & POLLNVAL))
+        break; // done, or nothing to watch
+      if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+        call.cancel = true;
+        break;
+      }
+    }
+  }
+  std::unique_lock<std::mutex> l(call.mu);
+  call.cv.wait(l, [&] { return call.left == 0; });
+}
+
 void handleCompletions(Server &srv, const httplib::Request &req, httplib::Response &res) {
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded())
@@ -568,7 +652,10 @@ void handleCompletions(Server &srv, const httplib::Request &req, httplib::Respon
   auto c = std::make_shared<Completion>(parseCompletion(srv, body));
   auto call = std::make_shared<Call>();
   call->seqs.resize(c->reqs.size());
+  call->left = c->reqs.size();
   call->stream = c->stream;
+  if (!c->stream)
+    call->doneFd = ::eventfd(0, EFD_CLOEXEC); // -1: wait without watching the client
   call->startNs = nowNs();
   {
     std::lock_guard<std::mutex> ml(srv.metrics->mu);
@@ -592,13 +679,8 @@ void handleCompletions(Server &srv, const httplib::Request &req, httplib::Respon
   };
 
   if (!c->stream) {
+    waitNonStreamed(*call, clientSocket(req));
     std::unique_lock<std::mutex> l(call->mu);
-    call->cv.wait(l, [&] {
-      for (const Call::Seq &q : call->seqs)
-        if (!q.done)
-          return false;
-      return true;
-    });
     for (const Call::Seq &q : call->seqs)
       if (!q.result.error.empty())
         throw ApiError{500, q.result.error, "", "server_error"};

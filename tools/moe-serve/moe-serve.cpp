@@ -31,7 +31,8 @@
 #include <cerrno>
 #include <cstring>
 #include <dirent.h>
-#include <netdb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -587,13 +588,22 @@ std::string dumpJson(const ojson &j) {
 /// runs its connection is open, and no other open socket has the same
 /// local and peer addresses: the socket is the one that has them.
 int clientSocket(const httplib::Request &req) {
-  auto addrOf = [](const sockaddr_storage &a, socklen_t len, int &port) {
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (::getnameinfo(reinterpret_cast<const sockaddr *>(&a), len, host, sizeof host, serv,
-                      sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-      return std::string();
-    port = std::atoi(serv);
-    return std::string(host);
+  // Numeric comparisons: this runs once per non-streamed request over every
+  // open descriptor (mostly the other clients' sockets).
+  auto is = [](const sockaddr_storage &a, const std::string &host, int port) {
+    if (a.ss_family == AF_INET) {
+      const auto &s = reinterpret_cast<const sockaddr_in &>(a);
+      in_addr want{};
+      return ntohs(s.sin_port) == port && ::inet_pton(AF_INET, host.c_str(), &want) == 1 &&
+             want.s_addr == s.sin_addr.s_addr;
+    }
+    if (a.ss_family == AF_INET6) {
+      const auto &s = reinterpret_cast<const sockaddr_in6 &>(a);
+      in6_addr want{};
+      return ntohs(s.sin6_port) == port && ::inet_pton(AF_INET6, host.c_str(), &want) == 1 &&
+             std::memcmp(&want, &s.sin6_addr, sizeof want) == 0;
+    }
+    return false;
   };
   DIR *dir = ::opendir("/proc/self/fd");
   if (!dir)
@@ -605,14 +615,12 @@ int clientSocket(const httplib::Request &req) {
       continue;
     sockaddr_storage a{};
     socklen_t len = sizeof a;
-    int port = -1;
-    if (::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
-        (a.ss_family != AF_INET && a.ss_family != AF_INET6) ||
-        addrOf(a, len, port) != req.local_addr || port != req.local_port)
+    if (::getpeername(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+        !is(a, req.remote_addr, req.remote_port))
       continue;
     len = sizeof a;
-    if (::getpeername(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
-        addrOf(a, len, port) != req.remote_addr || port != req.remote_port)
+    if (::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+        !is(a, req.local_addr, req.local_port))
       continue;
     found = fd;
     break;

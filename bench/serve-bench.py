@@ -48,7 +48,16 @@ def run_moe_run(args, prompts_file):
            "--bench", "--json", "--warmup=1", "--iters=1"] + args.run_flags
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     r = json.loads(out)["runs"][0]
-    return r["tokens_per_s"], r["generated_tokens"], r["occupancy"]
+    return r["tokens_per_s"], r["generated_tokens"], r["steps"]
+
+
+def server_steps(port):
+    """moe_serve_engine_steps_total of /metrics."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    return int(float(re.search(r"^moe_serve_engine_steps_total (\S+)$", text, re.M).group(1)))
 
 
 class SelectorClient:
@@ -135,20 +144,23 @@ class ThreadClient:
 
         def worker():
             c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-            while True:
+            try:
+                while True:
+                    with lock:
+                        b = next(it, None)
+                    if b is None:
+                        break
+                    c.request("POST", "/v1/completions", body=json.dumps(b),
+                              headers={"Content-Type": "application/json"})
+                    r = c.getresponse()
+                    out = json.loads(r.read())
+                    if r.status != 200:
+                        raise RuntimeError("%d %s" % (r.status, out))
+                    with lock:
+                        total[0] += out["usage"]["completion_tokens"]
+            except Exception as e:  # a lost request fails the run
                 with lock:
-                    b = next(it, None)
-                if b is None:
-                    break
-                c.request("POST", "/v1/completions", body=json.dumps(b),
-                          headers={"Content-Type": "application/json"})
-                r = c.getresponse()
-                out = json.loads(r.read())
-                if r.status != 200:
-                    errors.append(out)
-                    break
-                with lock:
-                    total[0] += out["usage"]["completion_tokens"]
+                    errors.append(repr(e))
             c.close()
 
         t0 = time.perf_counter()
@@ -209,17 +221,21 @@ def main():
         ratios = {t: [] for t in news}
         for rnd in range(args.rounds):
             for t in news:
-                run_tps, run_tokens, occ = run_moe_run(args, files[t])
+                run_tps, run_tokens, run_steps = run_moe_run(args, files[t])
                 client.reconnects = 0
+                steps0 = server_steps(port)
                 tokens, wall = client.run(bodies[t])
+                steps = server_steps(port) - steps0
                 if tokens != run_tokens:
                     sys.exit("the server generated %d tokens, moe-run %d" % (tokens, run_tokens))
                 srv_tps = tokens / wall
                 ratios[t].append(srv_tps / run_tps)
-                print("round %d, %3d new tokens: moe-run %9.1f tokens/s (occupancy %.2f), "
-                      "moe-serve %9.1f tokens/s, ratio %.3f (%d reconnects)" %
-                      (rnd + 1, t, run_tps, occ, srv_tps, srv_tps / run_tps, client.reconnects),
-                      flush=True)
+                # Steps (forward calls) do not depend on the machine's load:
+                # more steps for the same tokens is the scheduling's cost.
+                print("round %d, %3d new tokens: moe-run %9.1f tokens/s (%d steps), "
+                      "moe-serve %9.1f tokens/s (%d steps), ratio %.3f (%d reconnects)" %
+                      (rnd + 1, t, run_tps, run_steps, srv_tps, steps, srv_tps / run_tps,
+                       client.reconnects), flush=True)
         for t in news:
             print("%3d new tokens: ratio moe-serve / moe-run median %.3f over %d rounds (%s)" %
                   (t, statistics.median(ratios[t]), args.rounds,

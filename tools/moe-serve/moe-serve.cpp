@@ -193,7 +193,8 @@ struct Call {
 /// The source the engine polls: HTTP threads submit, the engine takes.
 class Engine final : public RequestSource {
 public:
-  Engine(Metrics &metrics, int64_t maxQueue) : metrics_(metrics), maxQueue_(maxQueue) {}
+  Engine(Metrics &metrics, int64_t maxQueue, int64_t maxBatch)
+      : metrics_(metrics), maxQueue_(maxQueue), maxBatch_(maxBatch) {}
 
   enum class Submit { Ok, Full, Stopping };
   /// Queues every sequence of `call` or none (the queue limit counts
@@ -241,8 +242,21 @@ public:
 
   bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) override {
     std::unique_lock<std::mutex> l(mu_);
-    if (idle)
+    if (idle) {
       cv_.wait(l, [&] { return stopping_ || !incoming_.empty(); });
+      // Woken from idle by a request: others often follow within a moment
+      // (clients whose answers went out at the same step send their next
+      // ones). Each would otherwise start one step after the other, and a
+      // step of one sequence reads every weight as a full one does. Wait for
+      // them as long as a step takes (at most kMaxGatherNs; a lone request's
+      // first token comes that much later), or until a batch is full.
+      int64_t wait = std::min(stepNs_, kMaxGatherNs);
+      if (wait > 0)
+        cv_.wait_for(l, std::chrono::nanoseconds(wait), [&] {
+          return stopping_ || int64_t(incoming_.size()) >= maxBatch_;
+        });
+    }
+    polledNs_ = nowNs();
     for (auto &r : incoming_)
       out.push_back(std::move(r));
     // They wait in the engine's queue until the next onStep says otherwise:
@@ -292,6 +306,9 @@ public:
     {
       std::lock_guard<std::mutex> l(mu_);
       engineQueued_ = queued;
+      // The step just run (poll returns right before it): a running mean.
+      int64_t took = nowNs() - polledNs_;
+      stepNs_ = stepNs_ == 0 ? took : (7 * stepNs_ + took) / 8;
     }
     std::lock_guard<std::mutex> ml(metrics_.mu);
     metrics_.running = running;
@@ -310,8 +327,11 @@ private:
     return pending_.at(tag);
   }
 
+  static constexpr int64_t kMaxGatherNs = 50'000'000;
+
   Metrics &metrics_;
-  const int64_t maxQueue_;
+  const int64_t maxQueue_, maxBatch_;
+  int64_t stepNs_ = 0, polledNs_ = 0; // engine thread, under mu_
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<uint64_t, SequenceRequest>> incoming_;
@@ -949,7 +969,7 @@ int serve(const Options &o) {
   const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : plan.maxBatch();
 
   Metrics metrics;
-  Engine engine(metrics, o.maxQueue);
+  Engine engine(metrics, o.maxQueue, maxBatch);
   srv.engine = &engine;
   srv.metrics = &metrics;
 

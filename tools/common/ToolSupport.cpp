@@ -17,6 +17,46 @@ std::string readFile(const std::string &path) {
   return std::string(reinterpret_cast<const char *>(f.data()), f.size());
 }
 
+const std::string &Flag::value() const {
+  if (!hasVal || val.empty())
+    fail("{}: missing value (expected {}=VALUE)", key, key);
+  return val;
+}
+
+bool Flag::set() const {
+  if (hasVal)
+    fail("{}: takes no value", arg);
+  return true;
+}
+
+int64_t Flag::count(int64_t lo, int64_t hi) const {
+  int64_t n = number<int64_t>();
+  if (n < lo || n > hi)
+    fail("{}={}: out of range (expected {}..{})", key, n, lo, hi);
+  return n;
+}
+
+void forEachFlag(int argc, char **argv, const char *tool, std::string &plan,
+                 const std::function<bool(const Flag &)> &onFlag) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.size() < 2 || a.compare(0, 2, "--") != 0) {
+      if (!plan.empty())
+        fail("{}: unexpected argument (expected one PLAN file)", a);
+      plan = a;
+      continue;
+    }
+    Flag f;
+    size_t eq = a.find('=');
+    f.key = a.substr(0, eq);
+    f.hasVal = eq != std::string::npos;
+    f.val = f.hasVal ? a.substr(eq + 1) : "";
+    f.arg = std::move(a);
+    if (!onFlag(f))
+      fail("{}: unknown option (expected one of the options in {} --help)", f.key, tool);
+  }
+}
+
 std::string checkpointDir(const std::string &weights, const PlanFile &plan) {
   std::string dir = weights.empty() && plan.plan().checkpoint()
                         ? plan.plan().checkpoint()->str()

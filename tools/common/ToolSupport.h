@@ -13,6 +13,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -34,6 +35,30 @@ template <typename T> T parseNumber(const std::string &flag, const std::string &
                 std::is_floating_point_v<T> ? "a decimal number" : "an integer");
   return out;
 }
+
+/// One `--KEY[=VALUE]` argument, and the checks every tool makes of it with
+/// the same one-line errors.
+struct Flag {
+  std::string arg, key, val; // "--port=80", "--port", "80"
+  bool hasVal = false;       // an '=' was given (the value may be empty)
+
+  /// The value: "KEY: missing value (expected KEY=VALUE)" without one.
+  const std::string &value() const;
+  /// A flag without a value (true): "ARG: takes no value" with one.
+  bool set() const;
+  /// The value as a number (parseNumber's errors).
+  template <typename T> T number() const { return parseNumber<T>(key, value()); }
+  /// An integer in lo..hi: "KEY=N: out of range (expected LO..HI)".
+  int64_t count(int64_t lo, int64_t hi) const;
+};
+
+/// The arguments of `tool` (moe-run, moe-serve): the one argument not
+/// starting with "--" is `plan` (a second one is an error); every other is
+/// handed to `onFlag`, which returns false for a key it does not know:
+/// "KEY: unknown option (expected one of the options in TOOL --help)".
+/// Errors are moert::Error.
+void forEachFlag(int argc, char **argv, const char *tool, std::string &plan,
+                 const std::function<bool(const Flag &)> &onFlag);
 
 /// The checkpoint directory the weights come from (`weights`, the
 /// --weights flag, or the plan's checkpoint); "" when there is none.

@@ -93,35 +93,16 @@ struct Options {
 
 Options parseArgs(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.size() < 2 || a.compare(0, 2, "--") != 0) {
-      if (!o.plan.empty())
-        fail("{}: unexpected argument (expected one PLAN file)", a);
-      o.plan = a;
-      continue;
-    }
-    size_t eq = a.find('=');
-    std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
-    bool hasVal = eq != std::string::npos;
-    auto need = [&] {
-      if (!hasVal || val.empty())
-        fail("{}: missing value (expected {}=VALUE)", key, key);
-      return val;
-    };
-    auto flag = [&] {
-      if (hasVal)
-        fail("{}: takes no value", a);
-      return true;
-    };
+  forEachFlag(argc, argv, "moe-run", o.plan, [&](const Flag &f) {
+    const std::string &key = f.key;
     if (key == "--weights")
-      o.weights = need();
+      o.weights = f.value();
     else if (key == "--random-weights")
-      o.randomWeights = flag();
+      o.randomWeights = f.set();
     else if (key == "--seed")
-      o.seed = parseNumber<uint64_t>(key, need());
+      o.seed = f.number<uint64_t>();
     else if (key == "--prompt-ids") {
-      std::string v = need();
+      const std::string &v = f.value();
       o.havePromptIds = true;
       size_t s = 0;
       while (s <= v.size()) {
@@ -136,46 +117,43 @@ Options parseArgs(int argc, char **argv) {
         s = c + 1;
       }
     } else if (key == "--prompt")
-      o.prompt = need();
+      o.prompt = f.value();
     else if (key == "--prompt-file")
-      o.promptFile = need();
+      o.promptFile = f.value();
     else if (key == "--tokenizer")
-      o.tokenizer = need();
+      o.tokenizer = f.value();
     else if (key == "--max-new-tokens") {
       // -1 is "not given" internally: a negative value is an error here.
-      o.maxNewTokens = parseNumber<int64_t>(key, need());
+      o.maxNewTokens = f.number<int64_t>();
       if (o.maxNewTokens < 0)
         fail("--max-new-tokens={}: negative (expected >= 0)", o.maxNewTokens);
-    }
-    else if (key == "--temperature")
-      o.temperature = parseNumber<float>(key, need());
+    } else if (key == "--temperature")
+      o.temperature = f.number<float>();
     else if (key == "--top-p")
-      o.topP = parseNumber<float>(key, need());
+      o.topP = f.number<float>();
     else if (key == "--ignore-eos")
-      o.ignoreEos = flag();
+      o.ignoreEos = f.set();
     else if (key == "--dump")
-      o.dump = need();
+      o.dump = f.value();
     else if (key == "--backend")
-      o.backend = need();
+      o.backend = f.value();
     else if (key == "--expert-prediction") {
-      std::string v = need();
+      const std::string &v = f.value();
       if (v != "on" && v != "off")
         fail("--expert-prediction={}: (expected on or off)", v);
       o.predictExperts = v == "on";
-    }
-    else if (key == "--threads") {
-      o.threads = parseNumber<int64_t>(key, need());
+    } else if (key == "--threads") {
+      o.threads = f.number<int64_t>();
       if (o.threads <= 0)
         fail("--threads={}: (expected a positive thread count)", o.threads);
-    }
-    else if (key == "--bench")
-      o.bench = flag();
+    } else if (key == "--bench")
+      o.bench = f.set();
     else if (key == "--prompts")
-      o.prompts = need();
+      o.prompts = f.value();
     else if (key == "--output")
-      o.output = need();
+      o.output = f.value();
     else if (key == "--batch") {
-      std::string v = need();
+      const std::string &v = f.value();
       size_t s = 0;
       o.batch.clear();
       while (s <= v.size()) {
@@ -190,27 +168,27 @@ Options parseArgs(int argc, char **argv) {
         s = c + 1;
       }
     } else if (key == "--prefill-chunk") {
-      o.prefillChunk = parseNumber<int64_t>(key, need());
+      o.prefillChunk = f.number<int64_t>();
       if (o.prefillChunk < 1)
         fail("--prefill-chunk={}: (expected a positive token count)", o.prefillChunk);
-    }
-    else if (key == "--warmup")
-      o.warmup = parseNumber<int64_t>(key, need());
+    } else if (key == "--warmup")
+      o.warmup = f.number<int64_t>();
     else if (key == "--iters")
-      o.iters = parseNumber<int64_t>(key, need());
+      o.iters = f.number<int64_t>();
     else if (key == "--json")
-      o.json = flag();
+      o.json = f.set();
     else if (key == "--trace")
-      o.trace = need();
+      o.trace = f.value();
     else if (key == "--expert-profile")
-      o.profile = need();
+      o.profile = f.value();
     else if (key == "--help")
-      o.help = flag();
+      o.help = f.set();
     else if (key == "--version")
-      o.version = flag();
+      o.version = f.set();
     else
-      fail("{}: unknown option (expected one of the options in moe-run --help)", key);
-  }
+      return false;
+    return true;
+  });
   if (o.help || o.version)
     return o;
   if (o.plan.empty())

@@ -30,6 +30,12 @@
 #include <mutex>
 #include <cerrno>
 #include <cstring>
+#include <dirent.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <random>
 #include <thread>
@@ -69,64 +75,40 @@ struct Options {
 
 Options parseArgs(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.size() < 2 || a.compare(0, 2, "--") != 0) {
-      if (!o.plan.empty())
-        fail("{}: unexpected argument (expected one PLAN file)", a);
-      o.plan = a;
-      continue;
-    }
-    size_t eq = a.find('=');
-    std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
-    bool hasVal = eq != std::string::npos;
-    auto need = [&] {
-      if (!hasVal || val.empty())
-        fail("{}: missing value (expected {}=VALUE)", key, key);
-      return val;
-    };
-    auto flag = [&] {
-      if (hasVal)
-        fail("{}: takes no value", a);
-      return true;
-    };
-    auto count = [&](int64_t lo, int64_t hi) {
-      int64_t n = parseNumber<int64_t>(key, need());
-      if (n < lo || n > hi)
-        fail("{}={}: out of range (expected {}..{})", key, n, lo, hi);
-      return n;
-    };
+  forEachFlag(argc, argv, "moe-serve", o.plan, [&](const Flag &f) {
+    const std::string &key = f.key;
     if (key == "--host")
-      o.host = need();
+      o.host = f.value();
     else if (key == "--port")
-      o.port = count(0, 65535);
+      o.port = f.count(0, 65535);
     else if (key == "--weights")
-      o.weights = need();
+      o.weights = f.value();
     else if (key == "--tokenizer")
-      o.tokenizer = need();
+      o.tokenizer = f.value();
     else if (key == "--model-name")
-      o.modelName = need();
+      o.modelName = f.value();
     else if (key == "--max-queue")
-      o.maxQueue = count(0, 1 << 20);
+      o.maxQueue = f.count(0, 1 << 20);
     else if (key == "--max-batch")
-      o.maxBatch = count(1, 65536);
+      o.maxBatch = f.count(1, 65536);
     else if (key == "--prefill-chunk")
-      o.prefillChunk = count(1, 1 << 30);
+      o.prefillChunk = f.count(1, 1 << 30);
     else if (key == "--drain-seconds") {
-      o.drainSeconds = parseNumber<double>(key, need());
+      o.drainSeconds = f.number<double>();
       if (!(o.drainSeconds >= 0 && o.drainSeconds <= 3600))
-        fail("--drain-seconds={}: out of range (expected 0..3600)", val);
+        fail("--drain-seconds={}: out of range (expected 0..3600)", f.val);
     } else if (key == "--backend")
-      o.backend = need();
+      o.backend = f.value();
     else if (key == "--threads")
-      o.threads = count(1, 1024);
+      o.threads = f.count(1, 1024);
     else if (key == "--help")
-      o.help = flag();
+      o.help = f.set();
     else if (key == "--version")
-      o.version = flag();
+      o.version = f.set();
     else
-      fail("{}: unknown option (expected one of the options in moe-serve --help)", key);
-  }
+      return false;
+    return true;
+  });
   if (!o.help && !o.version && o.plan.empty())
     fail("missing PLAN (expected moe-serve PLAN [options])");
   return o;
@@ -182,14 +164,37 @@ struct Call {
     SequenceResult result;
   };
   std::vector<Seq> seqs;
+  size_t left = 0; // sequences not done
   std::atomic<bool> cancel{false};
   int64_t startNs = 0;
+  // A streamed call is woken for every token; a non-streamed one only when
+  // it is done (a wake-up per token per waiter takes the engine's cores).
+  bool stream = false;
+  // Non-streamed: readable once every sequence is done, so that the HTTP
+  // thread can wait for it and for its client's socket in one poll().
+  int doneFd = -1;
+
+  ~Call() {
+    if (doneFd >= 0)
+      ::close(doneFd);
+  }
+  /// Under `mu`: `s` is done; wakes the waiter.
+  void finish(Seq &s) {
+    s.done = true;
+    if (--left == 0 && doneFd >= 0) {
+      uint64_t one = 1;
+      ssize_t ignored = ::write(doneFd, &one, sizeof one);
+      (void)ignored;
+    }
+    cv.notify_all();
+  }
 };
 
 /// The source the engine polls: HTTP threads submit, the engine takes.
 class Engine final : public RequestSource {
 public:
-  Engine(Metrics &metrics, int64_t maxQueue) : metrics_(metrics), maxQueue_(maxQueue) {}
+  Engine(Metrics &metrics, int64_t maxQueue, int64_t maxBatch)
+      : metrics_(metrics), maxQueue_(maxQueue), maxBatch_(maxBatch) {}
 
   enum class Submit { Ok, Full, Stopping };
   /// Queues every sequence of `call` or none (the queue limit counts
@@ -228,18 +233,30 @@ public:
       std::lock_guard<std::mutex> cl(ref.call->mu);
       Call::Seq &s = ref.call->seqs[ref.index];
       if (!s.done) {
-        s.done = true;
         s.result.error = why;
+        ref.call->finish(s);
       }
-      ref.call->cv.notify_all();
     }
     pending_.clear();
   }
 
   bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) override {
     std::unique_lock<std::mutex> l(mu_);
-    if (idle)
+    if (idle) {
       cv_.wait(l, [&] { return stopping_ || !incoming_.empty(); });
+      // Woken from idle by a request: others often follow within a moment
+      // (clients whose answers went out at the same step send their next
+      // ones). Each would otherwise start one step after the other, and a
+      // step of one sequence reads every weight as a full one does. Wait for
+      // them as long as a step takes (at most kMaxGatherNs; a lone request's
+      // first token comes that much later), or until a batch is full.
+      int64_t wait = std::min(stepNs_, kMaxGatherNs);
+      if (wait > 0)
+        cv_.wait_for(l, std::chrono::nanoseconds(wait), [&] {
+          return stopping_ || int64_t(incoming_.size()) >= maxBatch_;
+        });
+    }
+    polledNs_ = nowNs();
     for (auto &r : incoming_)
       out.push_back(std::move(r));
     // They wait in the engine's queue until the next onStep says otherwise:
@@ -264,7 +281,8 @@ public:
       metrics_.ttft.add(double(nowNs() - ref.call->startNs) / 1e9);
     }
     s.tokens.push_back(token);
-    ref.call->cv.notify_all();
+    if (ref.call->stream)
+      ref.call->cv.notify_all();
   }
   void onFinish(uint64_t tag, SequenceResult result) override {
     Ref ref;
@@ -282,13 +300,15 @@ public:
     std::lock_guard<std::mutex> l(ref.call->mu);
     Call::Seq &s = ref.call->seqs[ref.index];
     s.result = std::move(result);
-    s.done = true;
-    ref.call->cv.notify_all();
+    ref.call->finish(s);
   }
   void onStep(int64_t running, int64_t queued) override {
     {
       std::lock_guard<std::mutex> l(mu_);
       engineQueued_ = queued;
+      // The step just run (poll returns right before it): a running mean.
+      int64_t took = nowNs() - polledNs_;
+      stepNs_ = stepNs_ == 0 ? took : (7 * stepNs_ + took) / 8;
     }
     std::lock_guard<std::mutex> ml(metrics_.mu);
     metrics_.running = running;
@@ -307,8 +327,11 @@ private:
     return pending_.at(tag);
   }
 
+  static constexpr int64_t kMaxGatherNs = 50'000'000;
+
   Metrics &metrics_;
-  const int64_t maxQueue_;
+  const int64_t maxQueue_, maxBatch_;
+  int64_t stepNs_ = 0, polledNs_ = 0; // engine thread, under mu_
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<uint64_t, SequenceRequest>> incoming_;
@@ -579,6 +602,77 @@ std::string dumpJson(const ojson &j) {
   return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
 }
 
+/// The socket of the connection `req` came on, or -1. httplib 0.11.4 tells
+/// a handler neither its socket nor whether its client is still there
+/// (later versions have Request::is_connection_closed). While the handler
+/// runs its connection is open, and no other open socket has the same
+/// local and peer addresses: the socket is the one that has them.
+int clientSocket(const httplib::Request &req) {
+  // Numeric comparisons: this runs once per non-streamed request over every
+  // open descriptor (mostly the other clients' sockets).
+  auto is = [](const sockaddr_storage &a, const std::string &host, int port) {
+    if (a.ss_family == AF_INET) {
+      const auto &s = reinterpret_cast<const sockaddr_in &>(a);
+      in_addr want{};
+      return ntohs(s.sin_port) == port && ::inet_pton(AF_INET, host.c_str(), &want) == 1 &&
+             want.s_addr == s.sin_addr.s_addr;
+    }
+    if (a.ss_family == AF_INET6) {
+      const auto &s = reinterpret_cast<const sockaddr_in6 &>(a);
+      in6_addr want{};
+      return ntohs(s.sin6_port) == port && ::inet_pton(AF_INET6, host.c_str(), &want) == 1 &&
+             std::memcmp(&want, &s.sin6_addr, sizeof want) == 0;
+    }
+    return false;
+  };
+  DIR *dir = ::opendir("/proc/self/fd");
+  if (!dir)
+    return -1;
+  int found = -1;
+  while (dirent *e = ::readdir(dir)) {
+    int fd = std::atoi(e->d_name);
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == ::dirfd(dir))
+      continue;
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (::getpeername(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+        !is(a, req.remote_addr, req.remote_port))
+      continue;
+    len = sizeof a;
+    if (::getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) != 0 ||
+        !is(a, req.local_addr, req.local_port))
+      continue;
+    found = fd;
+    break;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+/// Waits until every sequence of a non-streamed call is done. A client that
+/// closes its connection meanwhile (its FIN: POLLRDHUP) cancels them, so
+/// their slots and KV pages are free at the engine's next step; the answer
+/// then goes nowhere. (A client that only shuts down its sending side is
+/// taken as gone too.)
+void waitNonStreamed(Call &call, int sock) {
+  if (sock >= 0 && call.doneFd >= 0) {
+    pollfd fds[2] = {{call.doneFd, POLLIN, 0}, {sock, POLLRDHUP, 0}};
+    for (;;) {
+      int r = ::poll(fds, 2, -1);
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r < 0 || fds[0].revents || (fds[1].revents & POLLNVAL))
+        break; // done, or nothing to watch
+      if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+        call.cancel = true;
+        break;
+      }
+    }
+  }
+  std::unique_lock<std::mutex> l(call.mu);
+  call.cv.wait(l, [&] { return call.left == 0; });
+}
+
 void handleCompletions(Server &srv, const httplib::Request &req, httplib::Response &res) {
   json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded())
@@ -586,6 +680,10 @@ void handleCompletions(Server &srv, const httplib::Request &req, httplib::Respon
   auto c = std::make_shared<Completion>(parseCompletion(srv, body));
   auto call = std::make_shared<Call>();
   call->seqs.resize(c->reqs.size());
+  call->left = c->reqs.size();
+  call->stream = c->stream;
+  if (!c->stream)
+    call->doneFd = ::eventfd(0, EFD_CLOEXEC); // -1: wait without watching the client
   call->startNs = nowNs();
   {
     std::lock_guard<std::mutex> ml(srv.metrics->mu);
@@ -609,13 +707,8 @@ void handleCompletions(Server &srv, const httplib::Request &req, httplib::Respon
   };
 
   if (!c->stream) {
+    waitNonStreamed(*call, clientSocket(req));
     std::unique_lock<std::mutex> l(call->mu);
-    call->cv.wait(l, [&] {
-      for (const Call::Seq &q : call->seqs)
-        if (!q.done)
-          return false;
-      return true;
-    });
     for (const Call::Seq &q : call->seqs)
       if (!q.result.error.empty())
         throw ApiError{500, q.result.error, "", "server_error"};
@@ -876,7 +969,7 @@ int serve(const Options &o) {
   const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : plan.maxBatch();
 
   Metrics metrics;
-  Engine engine(metrics, o.maxQueue);
+  Engine engine(metrics, o.maxQueue, maxBatch);
   srv.engine = &engine;
   srv.metrics = &metrics;
 
@@ -908,6 +1001,17 @@ int serve(const Options &o) {
   // An idle keep-alive connection holds its thread this long after SIGTERM
   // too (httplib checks for stop between requests): short, within the 10 s.
   http.set_keep_alive_timeout(2);
+  // httplib closes a connection after 5 requests by default: a client that
+  // keeps its connection (as OpenAI's do) would reconnect every 5 answers.
+  http.set_keep_alive_max_count(100000);
+  // httplib listens with a backlog of 5: a burst of new connections (16
+  // clients at once) overflows it, and a dropped SYN is retried after 1 s.
+  // listen() again on the bound socket raises the backlog (Linux).
+  int listenFd = -1;
+  http.set_socket_options([&listenFd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listenFd = sock;
+  });
   auto json400 = [](httplib::Response &res, const ApiError &e) { sendError(res, e); };
   auto guarded = [&](auto fn) {
     return [&, fn](const httplib::Request &req, httplib::Response &res) {
@@ -998,6 +1102,8 @@ int serve(const Options &o) {
   if (port == 0)
     port = http.bind_to_any_port(o.host);
   else if (!http.bind_to_port(o.host, port))
+    port = -1;
+  if (port >= 0 && listenFd >= 0 && ::listen(listenFd, SOMAXCONN) != 0)
     port = -1;
   if (port < 0) {
     engine.stop();

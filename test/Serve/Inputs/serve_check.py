@@ -17,7 +17,8 @@ Modes:
            with the tokens of its one-at-a-time answer; prints throughput
   queue    --max-batch=1 --max-queue=1: a running stream, one queued
            request, the next gets 503; the stream's client goes away and
-           its slot serves the queued request
+           its slot serves the queued request; the same with a non-streamed
+           request whose client goes away
   sigterm  SIGTERM while requests run: they are answered, exit 0 in 10 s
   text     a text prompt and a stop string (a plan with a tokenizer)
 serve_check.py expected FIXTURE_DIR prints {"prompt", "want"}: the fixture's
@@ -128,6 +129,14 @@ class Server:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         fail("no metric %s in /metrics" % name)
+
+    def wait_metric(self, name, at_least, what, limit=10.0):
+        """Polls /metrics until `name` is at least `at_least`; fails with `what` after `limit` s."""
+        deadline = time.time() + limit
+        while self.metric(name) < at_least:
+            if time.time() > deadline:
+                fail(what)
+            time.sleep(0.005)
 
     def stop(self, limit=10.0):
         t0 = time.time()
@@ -277,36 +286,58 @@ def mode_load(srv, fixture, total=200, concurrency=16):
           (total / wall, tokens / wall, wall), file=sys.stderr)
 
 
-def mode_queue(srv, fixture):
-    # A long stream holds the only slot.
+def hold_slot(srv, stream):
+    """A long request that holds the only slot (its connection); a streamed
+    one has sent its first chunk, a non-streamed one runs."""
     c = srv.conn()
-    c.request("POST", "/v1/completions",
-              body=json.dumps(dict(greedy_body([3], 480), stream=True)),
+    c.request("POST", "/v1/completions", body=json.dumps(dict(greedy_body([3], 480), stream=stream)),
               headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    if r.status != 200 or not r.readline().startswith(b"data: "):
-        fail("the long stream did not start")
+    if stream:
+        r = c.getresponse()
+        if r.status != 200 or not r.readline().startswith(b"data: "):
+            fail("the long stream did not start")
+    else:
+        srv.wait_metric("moe_serve_running_sequences", 1, "the long request never ran")
+    return c
+
+
+def queue_one(srv):
+    """A short request that waits in the queue (a thread), and its answer."""
     queued = {}
     t = threading.Thread(target=lambda: queued.update(out=srv.complete(greedy_body([5, 6], 4))))
     t.start()
-    deadline = time.time() + 10
-    while srv.metric("moe_serve_queue_length") < 1:
-        if time.time() > deadline:
-            fail("the second request never queued")
-        time.sleep(0.005)
-    status, out = srv.request("POST", "/v1/completions", greedy_body([7], 4))
-    if status != 503 or out["error"]["type"] != "service_unavailable_error":
-        fail("a request beyond --max-queue: %d %s" % (status, out))
-    print("full queue: 503")
-    # The stream's client goes away: its slot serves the queued request.
+    srv.wait_metric("moe_serve_queue_length", 1, "the second request never queued")
+    return t, queued
+
+
+def client_leaves(srv, c, t, queued, cancelled, what):
+    """`c`'s client goes away: its sequence is cancelled (the `cancelled`-th)
+    and its slot serves the queued request."""
     c.sock.shutdown(2)
     c.close()
     t.join(timeout=20)
     if t.is_alive() or queued["out"]["choices"][0]["finish_reason"] != "length":
-        fail("the queued request was not answered after the stream's client left")
-    if srv.metric("moe_serve_cancelled_sequences_total") != 1:
-        fail("the stream whose client left was not cancelled")
+        fail("the queued request was not answered after the %s's client left" % what)
+    if srv.metric("moe_serve_cancelled_sequences_total") != cancelled:
+        fail("the %s whose client left was not cancelled" % what)
+
+
+def mode_queue(srv, fixture):
+    c = hold_slot(srv, stream=True)
+    t, queued = queue_one(srv)
+    status, out = srv.request("POST", "/v1/completions", greedy_body([7], 4))
+    if status != 503 or out["error"]["type"] != "service_unavailable_error":
+        fail("a request beyond --max-queue: %d %s" % (status, out))
+    print("full queue: 503")
+    client_leaves(srv, c, t, queued, 1, "stream")
     print("client gone: its sequence cancelled, the queued request answered")
+    # A non-streamed request writes nothing before its answer: the server
+    # watches its connection while it waits. (480 tokens take the tiny model
+    # far longer than the few milliseconds this takes.)
+    c = hold_slot(srv, stream=False)
+    t, queued = queue_one(srv)
+    client_leaves(srv, c, t, queued, 2, "non-streamed request")
+    print("non-streamed client gone: its sequence cancelled, the queued request answered")
 
 
 def mode_sigterm(srv, fixture):
@@ -318,11 +349,7 @@ def mode_sigterm(srv, fixture):
     ts = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for t in ts:
         t.start()
-    deadline = time.time() + 10
-    while srv.metric("moe_serve_running_sequences") < 1:
-        if time.time() > deadline:
-            fail("no request started")
-        time.sleep(0.005)
+    srv.wait_metric("moe_serve_running_sequences", 1, "no request started")
     took = srv.stop()
     for t in ts:
         t.join()

@@ -1008,8 +1008,13 @@ int serve(const Options &o) {
   // clients at once) overflows it, and a dropped SYN is retried after 1 s.
   // listen() again on the bound socket raises the backlog (Linux).
   int listenFd = -1;
+  // httplib's default options set SO_REUSEPORT, with which a second server
+  // binds the same port silently and the kernel splits connections between
+  // the two: SO_REUSEADDR alone (a restart need not wait for TIME_WAIT)
+  // makes a taken port the one-line error below.
   http.set_socket_options([&listenFd](socket_t sock) {
-    httplib::default_socket_options(sock);
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     listenFd = sock;
   });
   auto json400 = [](httplib::Response &res, const ApiError &e) { sendError(res, e); };

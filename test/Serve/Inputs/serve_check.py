@@ -73,6 +73,7 @@ class Server:
             self.proc.kill()
             fail("moe-serve did not start: %r %s" % (line, self.proc.stderr.read()))
         self.port = int(line[len(prefix):])
+        self.plan = plan
 
     def conn(self, timeout=60):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -259,6 +260,14 @@ def mode_errors(srv, fixture):
     if srv.request("GET", "/health")[0] != 200:
         fail("not healthy after the bad requests")
     print("bad requests: %d cases got their status, the server still serves" % n)
+    # A second server on the same port is a one-line error, not a silent
+    # share of the port (httplib's default SO_REUSEPORT).
+    second = subprocess.run(["moe-serve", srv.plan, "--port=%d" % srv.port],
+                            capture_output=True, text=True, timeout=30)
+    err = second.stderr.strip()
+    if second.returncode == 0 or "\n" in err or "cannot listen" not in err:
+        fail("a second server on port %d: exit %d, %r" % (srv.port, second.returncode, err))
+    print("a second server on the same port: exit %d, one line" % second.returncode)
 
 
 def mode_load(srv, fixture, total=200, concurrency=16):

@@ -690,7 +690,7 @@ void checkMla(DType kvbType, DType cacheType, int threads, bool paged) {
   // Row t's latent at ckv[t*ldc + 1 ..], its k_pe at ckv[t*ldc + 1 + L ..].
   MlaParams p{H, N, R, V, L, scale, kvB};
   std::vector<float> out(size_t(T * H * V));
-  std::vector<int64_t> pos(size_t(T));
+  std::vector<int64_t> pos(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t)
     pos[size_t(t)] = t;
   std::vector<uint8_t> k(size_t(2 * S * (L + R)) * dtypeSize(cacheType));

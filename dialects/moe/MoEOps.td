@@ -536,6 +536,60 @@ def MoE_AttentionOp : MoE_Op<"attention", [
   }];
 }
 
+def MoE_MLAAttentionOp : MoE_Op<"mla_attention", [
+    Pure, DeclareOpInterfaceMethods<MoE_CostOpInterface>]> {
+  let summary = "multi-head latent attention (DeepSeek-V3) over a latent KV cache";
+  let description = [{
+    DeepSeek-V3's MLA with its KV cache holding the compressed latent: per
+    token the normalized `c_kv` (`kv_lora_rank` wide) and the roped `k_pe`
+    (`rope_dim` wide, shared by all heads), not expanded keys and values.
+    Stores the new tokens' `[c_kv | k_pe]` in KV cache `layer`, then for each
+    head h, with `q_h = [q_nope_h (nope_dim) | q_pe_h (rope_dim)]` and
+    `kv_b` (`kv_b_proj.weight`, `[num_heads * (nope_dim + v_head_dim),
+    kv_lora_rank]`) split per head into `W_UK_h` (its first `nope_dim`
+    rows) and `W_UV_h` (the next `v_head_dim` rows), computes causally
+
+      s_j = ((q_nope_h W_UK_h) . c_kv_j + q_pe_h . k_pe_j) * scale
+      out_h = (sum_j softmax(s)_j c_kv_j) W_UV_h^T
+
+    which equals HF `DeepseekV3Attention.forward` (keys
+    `[c_kv W_UK_h^T | k_pe]`, values `c_kv W_UV_h^T`) by associativity: the
+    weights are absorbed into the query and the output instead of expanding
+    every cached position.
+
+    Shapes: `q` is `[T, num_heads * (nope_dim + rope_dim)]` (RoPE already on
+    each head's last `rope_dim` dims), `c_kv` `[T, kv_lora_rank]`, `k_pe`
+    `[T, rope_dim]` (roped), the result `[T, num_heads * v_head_dim]`.
+
+    Example:
+
+    ```mlir
+    %o = moe.mla_attention %q, %c, %kpe, %kv_b heads 4 nope_dim 16 rope_dim 8 v_head_dim 16 scale 2.041241e-01 layer 0
+        : tensor<?x96xf32>, tensor<?x32xf32>, tensor<?x8xf32>, tensor<128x32xbf16> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_Act:$q, MoE_Act:$c_kv, MoE_Act:$k_pe,
+                       MoE_Matrix:$kv_b, MoE_I64Attr:$num_heads,
+                       MoE_I64Attr:$nope_dim, MoE_I64Attr:$rope_dim,
+                       MoE_I64Attr:$v_head_dim, F32Attr:$scale,
+                       MoE_I64Attr:$layer);
+  let results = (outs MoE_Act:$result);
+  let assemblyFormat = [{
+    $q `,` $c_kv `,` $k_pe `,` $kv_b `heads` $num_heads `nope_dim` $nope_dim
+    `rope_dim` $rope_dim `v_head_dim` $v_head_dim `scale` $scale `layer` $layer
+    attr-dict `:` type($q) `,` type($c_kv) `,` type($k_pe) `,` type($kv_b)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Width of the compressed latent c_kv: kv_b's columns (static).
+    int64_t getKvLoraRank() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getKvB().getType())
+          .getDimSize(1);
+    }
+  }];
+}
+
 def MoE_GatherColumnsOp : MoE_Op<"gather_columns", [Pure]> {
   let summary = "builds an activation from columns of others";
   let description = [{

@@ -278,6 +278,11 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
                  satMul(4, satMul(attention.getNumKvHeads(),
                                   attention.getHeadDim() +
                                       attention.getValueHeadDim())));
+    // MLA caches one latent row per position: c_kv then the shared k_pe.
+    if (auto mla = dyn_cast<MLAAttentionOp>(op))
+      cost.kvBytesPerPosition =
+          satAdd(cost.kvBytesPerPosition,
+                 satMul(4, mla.getKvLoraRank() + mla.getRopeDim()));
 
     // A combine exchange runs as a ring all-reduce of the [tokens * top_k,
     // hidden] f32 slot outputs over the ranks its grid axes span: 2(g-1)
@@ -311,7 +316,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     if (auto costOp = dyn_cast<CostOpInterface>(op)) {
       int64_t flops = costOp.getFlopsPerToken(cost.contextLength);
       LayerCost *lc = layerCost(enclosingLayer(op));
-      bool attention = isa<AttentionOp>(op);
+      bool attention = isa<AttentionOp, MLAAttentionOp>(op);
       int64_t &total =
           attention ? cost.attentionFlopsPerToken : cost.flopsPerToken;
       total = satAdd(total, flops);
@@ -584,6 +589,11 @@ void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost,
      << shortCount(cost.attentionFlopsPerToken) << " attention at context "
      << cost.contextLength << " (" << grouped(cost.flopsPerToken) << " + "
      << grouped(cost.attentionFlopsPerToken) << ")\n";
+  // What one more position of context costs in the caches (f32): expanded
+  // K/V per KV head, or MLA's latent row.
+  if (cost.kvBytesPerPosition)
+    os << "KV cache: " << grouped(cost.kvBytesPerPosition)
+       << " bytes per position (all layers, f32)\n";
   os << "ops:";
   for (const auto &[name, n] : cost.opCounts)
     os << " " << name << "=" << n;

@@ -625,6 +625,48 @@ int64_t AttentionOp::getFlopsPerToken(int64_t contextLength) {
                 visible);
 }
 
+LogicalResult MLAAttentionOp::verify() {
+  if (failed(checkPositive(*this, "num_heads", getNumHeads())) ||
+      failed(checkPositive(*this, "nope_dim", getNopeDim())) ||
+      failed(checkPositive(*this, "rope_dim", getRopeDim())) ||
+      failed(checkPositive(*this, "v_head_dim", getVHeadDim())) ||
+      failed(checkPositive(*this, "kv_lora_rank", getKvLoraRank())))
+    return failure();
+  int64_t heads = getNumHeads(), nope = getNopeDim(), rope = getRopeDim(),
+          vd = getVHeadDim(), latent = getKvLoraRank();
+  // kv_b_proj's rows are per head [k_nope (nope_dim) | v (v_head_dim)]; its
+  // columns are the latent the cache holds.
+  if (differ(dim(getKvB(), 0), heads * (nope + vd)))
+    return emitOpError() << "kv_b weight is " << shapeStr(getKvB())
+                         << " (expected " << heads * (nope + vd)
+                         << " = num_heads * (nope_dim + v_head_dim) rows)";
+  if (failed(checkWidth(*this, "q", getQ(), heads * (nope + rope),
+                        "num_heads * (nope_dim + rope_dim)")) ||
+      failed(checkWidth(*this, "c_kv", getCKv(), latent,
+                        "kv_lora_rank, the kv_b weight's columns")) ||
+      failed(checkWidth(*this, "k_pe", getKPe(), rope, "rope_dim")) ||
+      failed(checkWidth(*this, "result", getResult(), heads * vd,
+                        "num_heads * v_head_dim")))
+    return failure();
+  if (!(getScale().convertToFloat() > 0.0f))
+    return emitOpError("scale must be positive");
+  if (getLayer() < 0)
+    return emitOpError() << "layer must be >= 0 (got " << getLayer() << ")";
+  return success();
+}
+
+int64_t MLAAttentionOp::getFlopsPerToken(int64_t contextLength) {
+  int64_t visible = std::max<int64_t>(contextLength, 0);
+  int64_t heads = getNumHeads(), latent = getKvLoraRank();
+  // Per head: absorbing q_nope into the latent and the latent output into v
+  // (nope_dim + v_head_dim) x kv_lora_rank multiply-adds, then scores over
+  // kv_lora_rank + rope_dim and the weighted latent sum over kv_lora_rank
+  // per visible position.
+  int64_t absorb = satMul(latent, getNopeDim() + getVHeadDim());
+  int64_t perPosition = satMul(2 * latent + getRopeDim(), visible);
+  return satMul(2, satMul(heads, satAdd(absorb, perPosition)));
+}
+
 int64_t MLPOp::getIntermediateSize() {
   return getTransposed() ? dim(getUp(), 1) : dim(getUp(), 0);
 }

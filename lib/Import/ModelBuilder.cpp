@@ -422,12 +422,11 @@ Value Emitter::rotary(Value x, int64_t heads, int64_t headDim, int64_t offset,
       offset ? b.getI64IntegerAttr(offset) : IntegerAttr());
 }
 
-/// DeepSeek-V3's multi-head latent attention (HF DeepseekV3Attention.forward)
-/// by decomposition: the projections and norms as they are, RoPE on q's
-/// per-head rope dims (in place, `offset`) and on the shared k_pe, then one
-/// gather_columns that lays out [q | k | v] with every head's key =
-/// [k_nope_h | k_pe] and value v_h, so the attention caches expanded keys
-/// and values (not yet the compressed latent).
+/// DeepSeek-V3's multi-head latent attention (HF DeepseekV3Attention.forward):
+/// the projections and norms as they are, RoPE on q's per-head rope dims (in
+/// place, `offset`) and on the shared k_pe, then moe.mla_attention, which
+/// caches the normalized latent and k_pe and absorbs kv_b_proj into the
+/// query and the output instead of expanding keys and values.
 Value Emitter::mlaBlock(Value h) {
   const LayerConfig &lc = cfg.layers[layer];
   int64_t heads = cfg.numHeads, nope = cfg.qkNopeDim, rope = cfg.qkRopeDim,
@@ -447,48 +446,20 @@ Value Emitter::mlaBlock(Value h) {
   Value kva = linear(n, "kv_a.weight", biasRole("kv_a"), latent + rope, false);
   auto split = SplitOp::create(b, at("kv_a_split"),
                                TypeRange{act(latent), act(rope)}, kva);
-  // kv_b reads whole rows: copy the latent out of kv_a's columns.
-  SmallVector<int64_t> iota(latent);
-  for (int64_t i = 0; i < latent; ++i)
-    iota[i] = i;
-  Value c = GatherColumnsOp::create(b, at("kv_latent"), act(latent),
-                                    ValueRange{split.getResult(0)},
-                                    b.getDenseI64ArrayAttr(iota));
-  c = norm("kv_a_norm", c, 0, /*forceRms=*/true);
-  Value kv = linear(c, "kv_b.weight", "", heads * (nope + vd), false);
+  // Both halves stay columns of kv_a's output: the norm and the rope work on
+  // them in place.
+  Value c = norm("kv_a_norm", split.getResult(0), 0, /*forceRms=*/true);
+  Value kpe = split.getResult(1);
   if (cfg.rope) {
     q = rotary(q, heads, qk, nope, "q_rope");
+    kpe = rotary(kpe, 1, rope, 0, "k_rope");
   }
-  Value kpe = cfg.rope ? rotary(split.getResult(1), 1, rope, 0, "k_rope")
-                       : split.getResult(1);
-  // Columns of concat(q, kv, kpe): q as is; key h = kv's head-h nope columns
-  // then kpe; value h = kv's head-h value columns.
-  int64_t kvBase = heads * qk, peBase = kvBase + heads * (nope + vd);
-  SmallVector<int64_t> cols;
-  for (int64_t i = 0; i < heads * qk; ++i)
-    cols.push_back(i);
-  for (int64_t hd = 0; hd < heads; ++hd) {
-    for (int64_t i = 0; i < nope; ++i)
-      cols.push_back(kvBase + hd * (nope + vd) + i);
-    for (int64_t i = 0; i < rope; ++i)
-      cols.push_back(peBase + i);
-  }
-  for (int64_t hd = 0; hd < heads; ++hd)
-    for (int64_t i = 0; i < vd; ++i)
-      cols.push_back(kvBase + hd * (nope + vd) + nope + i);
-  Value qkv = GatherColumnsOp::create(b, at("qkv"), act(int64_t(cols.size())),
-                                      ValueRange{q, kv, kpe},
-                                      b.getDenseI64ArrayAttr(cols));
-  auto parts = SplitOp::create(
-      b, at("qkv_split"),
-      TypeRange{act(heads * qk), act(heads * qk), act(heads * vd)}, qkv);
-  Value a = AttentionOp::create(
-      b, at("attention"), act(heads * vd), parts.getResult(0),
-      parts.getResult(1), parts.getResult(2), b.getI64IntegerAttr(heads),
-      b.getI64IntegerAttr(heads), b.getI64IntegerAttr(qk),
-      b.getF32FloatAttr(lc.attentionScale), b.getI64IntegerAttr(layer),
-      b.getUnitAttr(), IntegerAttr(), Value(),
-      vd != qk ? b.getI64IntegerAttr(vd) : IntegerAttr());
+  Value a = MLAAttentionOp::create(
+      b, at("attention"), act(heads * vd), q, c, kpe,
+      matrix("kv_b.weight", heads * (nope + vd), latent),
+      b.getI64IntegerAttr(heads), b.getI64IntegerAttr(nope),
+      b.getI64IntegerAttr(rope), b.getI64IntegerAttr(vd),
+      b.getF32FloatAttr(lc.attentionScale), b.getI64IntegerAttr(layer));
   Value o = linear(a, "o.weight", biasRole("o"), cfg.hiddenSize, false);
   return AddOp::create(b, at("attn_residual"), h, o);
 }

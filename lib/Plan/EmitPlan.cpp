@@ -121,6 +121,13 @@ struct StepSerializer {
                                     s.scale, s.window, s.sinks,
                                     s.valueHeadDim));
   }
+  Result operator()(const MLAAttentionStep &s) {
+    return make(fb::Op::MlaAttention,
+                fb::CreateMlaAttention(fbb, s.q, s.qCol, s.latent, s.latentCol,
+                                       s.kPe, s.kPeCol, s.kvB, s.out, s.cache,
+                                       s.heads, s.nopeDim, s.ropeDim,
+                                       s.valueHeadDim, s.kvLoraRank, s.scale));
+  }
   Result operator()(const GatherColumnsStep &s) {
     std::vector<int32_t> indices(s.indices.begin(), s.indices.end());
     return make(fb::Op::GatherColumns,
@@ -319,7 +326,8 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
                                          int(c.headDim), fb::DType::F32,
                                          c.valueHeadDim == c.headDim
                                              ? 0
-                                             : int(c.valueHeadDim)));
+                                             : int(c.valueHeadDim),
+                                         int(c.kvLoraRank)));
     // Steps a rank skips drop out of its list and of its waits.
     StepSerializer serializer{fbb, program, r, numRanks};
     std::vector<flatbuffers::Offset<fb::Step>> steps;

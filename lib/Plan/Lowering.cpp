@@ -117,6 +117,7 @@ LogicalResult Lowering::lower(Operation *op) {
       })
       .Case([&](RotaryOp r) { return lowerRotary(r); })
       .Case([&](AttentionOp a) { return lowerAttention(a); })
+      .Case([&](MLAAttentionOp a) { return lowerMLAAttention(a); })
       .Case([&](GatherColumnsOp g) { return lowerGatherColumns(g); })
       .Case([&](MLPOp m) { return lowerMLP(m); })
       .Case([&](AddOp a) { return lowerAdd(a); })

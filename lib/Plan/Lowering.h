@@ -40,6 +40,7 @@ public:
                             Value bias, bool transposed);
   LogicalResult lowerRotary(RotaryOp op);
   LogicalResult lowerAttention(AttentionOp op);
+  LogicalResult lowerMLAAttention(MLAAttentionOp op);
   LogicalResult lowerGatherColumns(GatherColumnsOp op);
   LogicalResult lowerMLP(MLPOp op);
   LogicalResult lowerAdd(AddOp op);

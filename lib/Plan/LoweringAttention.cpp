@@ -109,6 +109,35 @@ LogicalResult Lowering::lowerAttention(AttentionOp a) {
   return success();
 }
 
+LogicalResult Lowering::lowerMLAAttention(MLAAttentionOp a) {
+  FailureOr<Slice> q = sliceOf(a.getQ(), a), c = sliceOf(a.getCKv(), a),
+                   kpe = sliceOf(a.getKPe(), a), out = sliceOf(a.getResult(), a);
+  if (failed(q) || failed(c) || failed(kpe) || failed(out))
+    return failure();
+  // One cache per attention, in program order (collectKVCaches).
+  MLAAttentionStep step{q->buffer,
+                        q->col,
+                        c->buffer,
+                        c->col,
+                        kpe->buffer,
+                        kpe->col,
+                        weightOf(a.getKvB()),
+                        out->buffer,
+                        nextCache++,
+                        int(a.getNumHeads()),
+                        int(a.getNopeDim()),
+                        int(a.getRopeDim()),
+                        int(a.getVHeadDim()),
+                        int(a.getKvLoraRank()),
+                        a.getScale().convertToFloat()};
+  SmallVector<int> reads{step.q};
+  for (int b : {step.latent, step.kPe})
+    if (!llvm::is_contained(reads, b))
+      reads.push_back(b);
+  addStep(a, stepName("attention"), reads, {step.out}, step);
+  return success();
+}
+
 LogicalResult Lowering::lowerGatherColumns(GatherColumnsOp g) {
   FailureOr<Slice> out = sliceOf(g.getResult(), g);
   if (failed(out))

@@ -139,6 +139,18 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
       os << " v_head_dim " << o->v_head_dim();
     break;
   }
+  case fb::Op::MlaAttention: {
+    auto *o = s.op_as_MlaAttention();
+    os << "q " << cols(o->q(), o->q_col(),
+                       int64_t(o->num_heads()) * (o->nope_dim() + o->rope_dim()))
+       << " latent " << cols(o->latent(), o->latent_col(), o->kv_lora_rank())
+       << " k_pe " << cols(o->k_pe(), o->k_pe_col(), o->rope_dim()) << " kv_b "
+       << weight(o->kv_b()) << " -> " << buf(o->out()) << " cache c"
+       << o->cache() << " heads " << o->num_heads() << " nope "
+       << o->nope_dim() << " rope " << o->rope_dim() << " v_head_dim "
+       << o->v_head_dim();
+    break;
+  }
   case fb::Op::GatherColumns: {
     auto *o = s.op_as_GatherColumns();
     if (o->inputs() && o->input_cols() && o->input_widths())
@@ -330,8 +342,12 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
       if (r->kv_caches())
         for (unsigned i = 0; i < r->kv_caches()->size(); ++i) {
           const fb::KVCache *c = r->kv_caches()->Get(i);
-          os << "  c" << i << " layer " << c->layer() << ": "
-             << c->num_kv_heads() << " kv heads x " << c->head_dim();
+          os << "  c" << i << " layer " << c->layer() << ": ";
+          if (c->kv_lora_rank())
+            os << "latent " << c->kv_lora_rank() << " + rope "
+               << c->head_dim() - c->kv_lora_rank();
+          else
+            os << c->num_kv_heads() << " kv heads x " << c->head_dim();
           if (c->v_head_dim())
             os << " (v " << c->v_head_dim() << ")";
           os << " "

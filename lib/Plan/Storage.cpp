@@ -393,6 +393,23 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         touch({q->buffer, out});
         return success();
       })
+      .Case([&](MLAAttentionOp a) -> LogicalResult {
+        // q, c_kv and k_pe may lie in different buffers (the step names
+        // each); the latent and k_pe are read before anything overwrites
+        // them, so column slices are fine.
+        FailureOr<Slice> q = sliceOf(a.getQ(), a), c = sliceOf(a.getCKv(), a),
+                         kpe = sliceOf(a.getKPe(), a);
+        if (failed(q) || failed(c) || failed(kpe))
+          return failure();
+        if (!cacheLayers.insert(a.getLayer()).second)
+          return a.emitOpError("reuses the KV cache of layer ") << a.getLayer();
+        int out = newBuffer(bufferName("attention"), ElemType::F32,
+                            widthOf(a.getResult()));
+        s.slices[a.getResult()] = full(out);
+        SmallVector<int> touched{q->buffer, c->buffer, kpe->buffer, out};
+        touch(ArrayRef<int>(touched));
+        return success();
+      })
       .Case([&](MLPOp m) { return assignMLP(m); })
       .Case([&](AddOp a) -> LogicalResult {
         FailureOr<Slice> lhs = sliceOf(a.getLhs(), a),
@@ -536,9 +553,14 @@ LogicalResult StorageAssigner::assign(Operation *op) {
 
 std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
   std::vector<KVCache> caches;
-  model.walk([&](AttentionOp a) {
-    caches.push_back(KVCache{a.getLayer(), a.getNumKvHeads(), a.getHeadDim(),
-                             a.getValueHeadDim()});
+  model.walk([&](Operation *op) {
+    if (auto a = dyn_cast<AttentionOp>(op))
+      caches.push_back(KVCache{a.getLayer(), a.getNumKvHeads(), a.getHeadDim(),
+                               a.getValueHeadDim()});
+    else if (auto m = dyn_cast<MLAAttentionOp>(op))
+      caches.push_back(KVCache{m.getLayer(), 1,
+                               m.getKvLoraRank() + m.getRopeDim(), 0,
+                               m.getKvLoraRank()});
   });
   return caches;
 }
@@ -566,8 +588,7 @@ FailureOr<Storage> mlir::moe::plan::analyzeStorage(ModelOp model,
   int64_t kvPositions =
       kvPaging(options.maxBatch, storage.maxSeqLen).positions(storage.maxSeqLen);
   for (const KVCache &c : collectKVCaches(model))
-    storage.kvCacheBytes += uint64_t(c.numKVHeads) *
-                            uint64_t(c.headDim + c.valueHeadDim) *
+    storage.kvCacheBytes += uint64_t(c.elementsPerPosition()) *
                             uint64_t(kvPositions) * 4;
   LLVM_DEBUG(llvm::dbgs() << "moe-plan-storage: " << storage.buffers.size()
                           << " buffers, arena " << storage.arenaBytes

@@ -42,8 +42,8 @@ bool isGatingPiece(Operation *op) {
 bool hasPlanLowering(Operation *op) {
   return isa<WeightOp, shard::GridOp, LayerOp, YieldOp, ReturnOp, EmbeddingOp,
              PositionEmbeddingOp, LayerNormOp, RMSNormOp, LinearOp, RouterOp,
-             SplitOp, RotaryOp, AttentionOp, GatherColumnsOp, MLPOp, AddOp,
-             LMHeadOp, GateOp,
+             SplitOp, RotaryOp, AttentionOp, MLAAttentionOp, GatherColumnsOp,
+             MLPOp, AddOp, LMHeadOp, GateOp,
              DispatchOp, ExpertsOp, AllToAllOp, CombineOp, SigmoidGateOp,
              ResidualMixOp>(op);
 }

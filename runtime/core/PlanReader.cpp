@@ -344,6 +344,15 @@ void RankValidator::validateCaches() {
     if (c->v_head_dim() < 0 || c->v_head_dim() > (1 << 20))
       err("kv_caches[{}] has v_head_dim {} (expected 0..{})", i, c->v_head_dim(), 1 << 20);
     int64_t vDim = c->v_head_dim() ? c->v_head_dim() : c->head_dim();
+    if (c->kv_lora_rank() != 0) {
+      // An MLA latent cache: one row of [c_kv | k_pe] per position, no v.
+      if (c->kv_lora_rank() < 0 || c->kv_lora_rank() >= c->head_dim() ||
+          c->num_kv_heads() != 1 || c->v_head_dim() != 0)
+        err("kv_caches[{}] has kv_lora_rank {} with {} heads of dim {} and v_head_dim {} "
+            "(expected a latent cache: 1 head, 0 < kv_lora_rank < head_dim, v_head_dim 0)",
+            i, c->kv_lora_rank(), c->num_kv_heads(), c->head_dim(), c->v_head_dim());
+      vDim = 0;
+    }
     if (!isFloatWeightType(c->dtype()))
       err("kv_caches[{}] has dtype {} (expected F32, BF16 or F16)", i, dtypeName(c->dtype()));
     uint64_t bytes;
@@ -562,6 +571,8 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("cache index {} out of range (expected 0..{})", op->cache(),
           rp_.kv_caches() ? int64_t(rp_.kv_caches()->size()) - 1 : -1);
     const plan::KVCache *c = rp_.kv_caches()->Get(unsigned(op->cache()));
+    if (c->kv_lora_rank())
+      err("cache {} is an MLA latent cache (expected one of keys and values)", op->cache());
     int64_t cacheVd = c->v_head_dim() ? c->v_head_dim() : c->head_dim();
     if (c->num_kv_heads() != KV || c->head_dim() != hd || cacheVd != vd)
       err("cache {} holds {} heads of dim {} (v {}) (expected {} of dim {} (v {}))", op->cache(),
@@ -660,6 +671,49 @@ void RankValidator::validateStep(const plan::Step &s) {
       err("routed_scaling_factor {} (expected a positive finite value)",
           op->routed_scaling_factor());
     gates_[op->expert_offsets()] = {E, k};
+    break;
+  }
+  case Op::MlaAttention: {
+    auto *op = s.op_as_MlaAttention();
+    const BufferInfo &q = buf(op->q(), "q");
+    const BufferInfo &lat = buf(op->latent(), "latent");
+    const BufferInfo &kpe = buf(op->k_pe(), "k_pe");
+    const BufferInfo &out = buf(op->out(), "out");
+    needTokenRows(q, "q");
+    needTokenRows(out, "out");
+    needRowsOf(lat, "latent", q);
+    needRowsOf(kpe, "k_pe", q);
+    int64_t H = op->num_heads(), nope = op->nope_dim(), rope = op->rope_dim(),
+            vd = op->v_head_dim(), L = op->kv_lora_rank();
+    constexpr int64_t kMaxHeadDim = 1 << 20; // keeps the products below in range
+    for (int64_t d : {H, nope, rope, vd, L})
+      if (d <= 0 || d > kMaxHeadDim)
+        err("{} heads, nope_dim {}, rope_dim {}, v_head_dim {}, kv_lora_rank {} (expected "
+            "sizes in 1..{})",
+            H, nope, rope, vd, L, kMaxHeadDim);
+    if (op->q_col() < 0 || op->latent_col() < 0 || op->k_pe_col() < 0)
+      err("negative q/latent/k_pe column");
+    needCols(q, "q", op->q_col() + H * (nope + rope));
+    needCols(lat, "latent", op->latent_col() + L);
+    needCols(kpe, "k_pe", op->k_pe_col() + rope);
+    needCols(out, "out", H * vd);
+    for (int32_t in : {op->q(), op->latent(), op->k_pe()})
+      needDisjoint(in, op->out());
+    const WeightInfo &kvB = weight(op->kv_b(), "kv_b", 2);
+    if (kvB.shape[0] != H * (nope + vd) || kvB.shape[1] != L)
+      err("kv_b '{}' is [{}, {}] (expected [num_heads * (nope_dim + v_head_dim), kv_lora_rank] "
+          "= [{}, {}])",
+          kvB.name, kvB.shape[0], kvB.shape[1], H * (nope + vd), L);
+    if (!rp_.kv_caches() || op->cache() < 0 || unsigned(op->cache()) >= rp_.kv_caches()->size())
+      err("cache index {} out of range (expected 0..{})", op->cache(),
+          rp_.kv_caches() ? int64_t(rp_.kv_caches()->size()) - 1 : -1);
+    const plan::KVCache *c = rp_.kv_caches()->Get(unsigned(op->cache()));
+    if (c->kv_lora_rank() != L || c->head_dim() != L + rope)
+      err("cache {} has kv_lora_rank {} and head_dim {} (expected a latent cache of "
+          "kv_lora_rank {} and head_dim kv_lora_rank + rope_dim = {})",
+          op->cache(), c->kv_lora_rank(), c->head_dim(), L, L + rope);
+    if (!std::isfinite(op->scale()))
+      err("scale {} (expected a finite value)", op->scale());
     break;
   }
   case Op::GatherColumns: {

@@ -15,10 +15,14 @@ KVCacheBuf allocateKVCache(Backend &backend, const plan::KVCache &c, int64_t max
   kc.maxSeq = maxSeq;
   kc.bytes = uint64_t(c.num_kv_heads()) * uint64_t(maxSeq) * uint64_t(c.head_dim()) *
              dtypeSize(kc.dtype);
-  kc.vBytes = uint64_t(c.num_kv_heads()) * uint64_t(maxSeq) *
-              uint64_t(c.v_head_dim() ? c.v_head_dim() : c.head_dim()) * dtypeSize(kc.dtype);
+  // An MLA latent cache (kv_lora_rank > 0) is its k alone: [c_kv | k_pe] rows.
+  kc.vBytes = c.kv_lora_rank() ? 0
+                               : uint64_t(c.num_kv_heads()) * uint64_t(maxSeq) *
+                                     uint64_t(c.v_head_dim() ? c.v_head_dim() : c.head_dim()) *
+                                     dtypeSize(kc.dtype);
   kc.k = backend.allocate(kc.bytes, "K cache");
-  kc.v = backend.allocate(kc.vBytes, "V cache");
+  if (kc.vBytes)
+    kc.v = backend.allocate(kc.vBytes, "V cache");
   return kc;
 }
 
@@ -135,7 +139,8 @@ Session::~Session() {
   backend_.deallocate(arena_, arenaBytes_);
   for (KVCacheBuf &c : caches_) {
     backend_.deallocate(c.k, c.bytes);
-    backend_.deallocate(c.v, c.vBytes);
+    if (c.v)
+      backend_.deallocate(c.v, c.vBytes);
   }
   backend_.deallocate(deviceTokens_, uint64_t(tokenWords_) * 8);
   backend_.deallocate(devicePages_, uint64_t(pageTable_.size()) * 4);

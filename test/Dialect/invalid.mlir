@@ -1790,6 +1790,70 @@ func.func @f(%q: tensor<?x12xf32>, %v: tensor<?x4xf32>) {
 
 // -----
 
+func.func @f(%q: tensor<?x12xf32>, %c: tensor<?x3xf32>, %k: tensor<?x2xf32>, %w: tensor<12x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op kv_b weight is [12, 3] (expected 10 = num_heads * (nope_dim + v_head_dim) rows)}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4 layer 0 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<12x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x10xf32>, %c: tensor<?x3xf32>, %k: tensor<?x2xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op q width 10 (expected 12, num_heads * (nope_dim + rope_dim))}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4 layer 0 : tensor<?x10xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %c: tensor<?x4xf32>, %k: tensor<?x2xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op c_kv width 4 (expected 3, kv_lora_rank, the kv_b weight's columns)}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4 layer 0 : tensor<?x12xf32>, tensor<?x4xf32>, tensor<?x2xf32>, tensor<10x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %c: tensor<?x3xf32>, %k: tensor<?x3xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op k_pe width 3 (expected 2, rope_dim)}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4 layer 0 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x3xf32>, tensor<10x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %c: tensor<?x3xf32>, %k: tensor<?x2xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op result width 4 (expected 2, num_heads * v_head_dim)}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4 layer 0 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xf32> -> tensor<?x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x8xf32>, %c: tensor<?x3xf32>, %k: tensor<?x2xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op rope_dim must be positive (got 0)}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 0 v_head_dim 1 scale 0.4 layer 0 : tensor<?x8xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %c: tensor<?x3xf32>, %k: tensor<?x2xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op scale must be positive}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.0 layer 0 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<?x12xf32>, %c: tensor<?x3xf32>, %k: tensor<?x2xf32>, %w: tensor<10x3xf32>) {
+  // expected-error@+1 {{'moe.mla_attention' op layer must be >= 0 (got -1)}}
+  %a = moe.mla_attention %q, %c, %k, %w heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4 layer -1 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
 func.func @f(%a: tensor<?x4xf32>) {
   // expected-error@+1 {{'moe.gather_columns' op index 4 is outside the inputs' columns [0, 4)}}
   %g = moe.gather_columns %a indices [0, 4] : tensor<?x4xf32> -> tensor<?x2xf32>

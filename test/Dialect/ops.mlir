@@ -194,3 +194,13 @@ func.func @deepseek_v3(%q: tensor<?x12xf32>, %kv: tensor<?x10xf32>,
   %he, %hw, %ho, %hs = moe.gate %p routing <top_k = 2, n_group = 2, topk_group = 2> : tensor<?x4xf32> -> tensor<?x2xi32>, tensor<?x2xf32>, tensor<5xi32>, tensor<?xi32>
   return %a, %ws, %gw : tensor<?x2xf32>, tensor<?x2xf32>, tensor<?x2xf32>
 }
+
+// DeepSeek-V3's MLA over the latent cache: c_kv (3 wide) and the shared k_pe
+// (2), kv_b [2 heads * (nope 4 + v 1), 3].
+// CHECK-LABEL: func.func @mla_attention
+func.func @mla_attention(%q: tensor<?x12xf32>, %c: tensor<?x3xf32>,
+                         %kpe: tensor<?x2xf32>, %kvb: tensor<10x3xbf16>) -> tensor<?x2xf32> {
+  // CHECK: moe.mla_attention %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.408248305 layer 0 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xbf16> -> tensor<?x2xf32>
+  %a = moe.mla_attention %q, %c, %kpe, %kvb heads 2 nope_dim 4 rope_dim 2 v_head_dim 1 scale 0.4082483 layer 0 : tensor<?x12xf32>, tensor<?x3xf32>, tensor<?x2xf32>, tensor<10x3xbf16> -> tensor<?x2xf32>
+  return %a : tensor<?x2xf32>
+}

@@ -1,13 +1,14 @@
 //===- moe-testplan.cpp - Writes reference plans for HF configs -----------===//
 //
 // A test and benchmark helper until moe-compile lowers to plans:
-//   moe-testplan CONFIG.json|CHECKPOINT_DIR -o OUT.plan [--dtype=f32|bf16|f16]
+//   moe-testplan CONFIG.json|CHECKPOINT_DIR|IN.plan -o OUT.plan [--dtype=f32|bf16|f16]
 //       [--compute=f32|bf16] [--kv-dtype=f32|bf16|f16] [--max-tokens=N]
 //       [--max-seq-len=N] [--max-batch=B --kv-page-size=P] [--ranks=N] [--corrupt=KIND]
 // --corrupt writes a deliberately broken plan for bad-input tests: identifier,
 // version-major, version-minor, buffer-index, weight-index, arena, top-k,
 // rope-inv-freq, collective-out (needs --ranks > 1), many-experts, expert-slices,
-// truncate.
+// truncate; mla-cache, mla-kv-b (an MLA plan: IN.plan written by moe-compile
+// from a DeepSeek-V3 checkpoint, which this builder does not lower).
 //
 //===----------------------------------------------------------------------===//
 #include "HFPlans.h"
@@ -71,6 +72,19 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
     for (auto &w : p->weights)
       if (w->source && !w->shape.empty())
         w->shape[0] = 1 << 16;
+  } else if (kind == "mla-cache") {
+    // The latent cache one rope pair narrower than the step's latent row.
+    auto *op = needOp<mp::MlaAttentionT>(*p, mp::Op::MlaAttention);
+    p->ranks[0]->kv_caches[size_t(op->cache)]->head_dim -= 2;
+  } else if (kind == "mla-kv-b") {
+    // kv_b pointed at the first 2-D weight of another shape (an embedding).
+    auto *op = needOp<mp::MlaAttentionT>(*p, mp::Op::MlaAttention);
+    const auto &kvB = p->weights[size_t(op->kv_b)]->shape;
+    for (size_t i = 0; i < p->weights.size(); ++i)
+      if (p->weights[i]->shape.size() == 2 && p->weights[i]->shape != kvB) {
+        op->kv_b = int32_t(i);
+        break;
+      }
   } else if (kind == "expert-slices") {
     needOp<mp::ExpertsT>(*p, mp::Op::Experts)->expert_slices = 5; // 48 hidden units
   } else if (kind == "max-batch")
@@ -138,7 +152,14 @@ int main(int argc, char **argv) {
     }
     if (in.empty() || out.empty())
       moert::fail("usage: moe-testplan CONFIG|DIR -o OUT.plan [options]");
-    std::vector<uint8_t> bytes = buildHFPlan(in, o);
+    // An existing plan (moe-compile's) is only corrupted.
+    std::vector<uint8_t> bytes;
+    if (in.size() > 5 && in.compare(in.size() - 5, 5, ".plan") == 0) {
+      moert::MappedFile f(in);
+      bytes.assign(f.data(), f.data() + f.size());
+    } else {
+      bytes = buildHFPlan(in, o);
+    }
     if (!corrupt.empty())
       bytes = corruptPlan(bytes, corrupt);
     moert::writeFileAtomic(out, std::string_view(reinterpret_cast<const char *>(bytes.data()),

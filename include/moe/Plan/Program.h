@@ -138,6 +138,13 @@ struct Weight {
 struct KVCache {
   /// headDim for keys, valueHeadDim for values (they differ in MLA).
   int64_t layer = 0, numKVHeads = 0, headDim = 0, valueHeadDim = 0;
+  /// > 0: an MLA latent cache (moe.mla_attention): one head of headDim =
+  /// kvLoraRank + the rope dims per position ([c_kv | k_pe]) and no values.
+  int64_t kvLoraRank = 0;
+  /// Elements per position and layer.
+  int64_t elementsPerPosition() const {
+    return kvLoraRank ? headDim : numKVHeads * (headDim + valueHeadDim);
+  }
 };
 
 //===----------------------------------------------------------------------===//
@@ -186,6 +193,17 @@ struct AttentionStep {
   /// Per-head attention sink logits (a weight), -1 = none.
   int sinks = -1;
   int valueHeadDim = 0; // 0: headDim
+};
+/// Multi-head latent attention over a latent cache (moe.mla_attention).
+struct MLAAttentionStep {
+  int q;
+  int64_t qCol;
+  int latent;
+  int64_t latentCol;
+  int kPe;
+  int64_t kPeCol;
+  int kvB, out, cache, heads, nopeDim, ropeDim, valueHeadDim, kvLoraRank;
+  float scale;
 };
 /// out = columns `indices` of the inputs' columns side by side.
 struct GatherColumnsStep {
@@ -269,7 +287,7 @@ using StepOp =
                  RopeStep, AttentionStep, ActivationStep, AddStep, GateStep,
                  ExpertsStep, CombineStep, SigmoidGateStep, ResidualMixStep,
                  LogitsStep, CollectiveStep, PrefetchStep, EvictStep,
-                 GatherColumnsStep>;
+                 GatherColumnsStep, MLAAttentionStep>;
 
 /// The queue a step runs on (plan.fbs `Stream`).
 enum class Stream : uint8_t { Compute = 0, Comm = 1, Weights = 2 };

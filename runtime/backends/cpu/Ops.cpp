@@ -332,6 +332,82 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
   });
 }
 
+void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *out, int64_t ldo,
+                  int64_t T, const int64_t *pos, KVView cache, const MlaParams &p) {
+  // Cache rows are [c_kv (L) | k_pe (R)], one per position, shared by all
+  // heads; kv_b rows are per head [W_UK_h (N rows) | W_UV_h (V rows)], each
+  // L wide (row-major: views of the weight, converted a row at a time).
+  const int64_t N = p.nopeDim, R = p.ropeDim, V = p.vHeadDim, L = p.kvLoraRank, C = L + R;
+  const int32_t *pages = cache.pageTable;
+  const int64_t ps = cache.pageSize, pps = cache.pagesPerSeq;
+  auto poolRow = [&](int64_t t, int64_t j) -> int64_t {
+    if (!pages)
+      return j;
+    return int64_t(pages[cache.seq[t] * pps + j / ps]) * ps + j % ps;
+  };
+  for (int64_t t = 0; t < T; ++t) {
+    size_t off = size_t(poolRow(t, pos[t]) * C);
+    storeKV(cache.k, cache.dtype, off, in.latent + t * in.ldLatent, L);
+    storeKV(cache.k, cache.dtype, off + size_t(L), in.kPe + t * in.ldKPe, R);
+  }
+  int64_t maxPos = 0;
+  for (int64_t t = 0; t < T; ++t)
+    maxPos = std::max(maxPos, pos[t]);
+  // Per thread: scores, the absorbed query [q_nope W_UK | q_pe], a cache
+  // row, a weight row and the weighted latent sum, as f32.
+  size_t scratch = size_t(maxPos + 1 + 2 * C + 2 * L) * 4 + 64;
+  ws.reserveLocal(scratch);
+  bool avx = activeIsa() != Isa::Scalar;
+  auto dot = avx ? dotAvx512 : dotScalar;
+  auto axpy = avx ? axpyAvx512 : axpyScalar;
+  auto wRow = [&](int64_t r, float *tmp) -> const float * {
+    if (p.kvB.dtype == DType::F32)
+      return static_cast<const float *>(p.kvB.data) + r * L;
+    loadKV(p.kvB.data, p.kvB.dtype, size_t(r * L), tmp, L);
+    return tmp;
+  };
+  pool.parallelFor(size_t(int64_t(p.heads) * T), 1, [&](size_t w0, size_t w1, int tid) {
+    float *scores = static_cast<float *>(ws.local(tid, scratch));
+    float *qa = scores + maxPos + 1, *crow = qa + C, *wtmp = crow + C, *olat = wtmp + L;
+    for (size_t w = w0; w < w1; ++w) {
+      int64_t h = int64_t(w) / T, t = int64_t(w) % T, pt = pos[t];
+      const float *q = in.q + t * in.ldq + h * (N + R);
+      const int64_t ukRow = h * (N + V), uvRow = ukRow + N;
+      // qa[0:L] = q_nope_h W_UK_h (a sum of W_UK's rows), qa[L:] = q_pe_h.
+      std::memset(qa, 0, size_t(L) * 4);
+      for (int64_t i = 0; i < N; ++i)
+        axpy(qa, q[i], wRow(ukRow + i, wtmp), L);
+      std::memcpy(qa + L, q + N, size_t(R) * 4);
+      auto row = [&](int64_t j) -> const float * {
+        size_t off = size_t(poolRow(t, j) * C);
+        if (cache.dtype == DType::F32)
+          return static_cast<const float *>(cache.k) + off;
+        loadKV(cache.k, cache.dtype, off, crow, C);
+        return crow;
+      };
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j <= pt; ++j) {
+        float sc = dot(qa, row(j), C) * p.scale;
+        scores[j] = sc;
+        mx = std::max(mx, sc);
+      }
+      double sum = 0.0;
+      for (int64_t j = 0; j <= pt; ++j) {
+        scores[j] = std::exp(scores[j] - mx);
+        sum += scores[j];
+      }
+      float inv = float(1.0 / sum);
+      std::memset(olat, 0, size_t(L) * 4);
+      for (int64_t j = 0; j <= pt; ++j)
+        axpy(olat, scores[j] * inv, row(j), L);
+      // out_h = olat W_UV_h^T: one dot per value dim.
+      float *o = out + t * ldo + h * V;
+      for (int64_t v = 0; v < V; ++v)
+        o[v] = dot(wRow(uvRow + v, wtmp), olat, L);
+    }
+  });
+}
+
 void gatherColumns(const ColumnRange *inputs, size_t numInputs, const int32_t *indices,
                    size_t numIndices, float *out, int64_t ldo, int64_t T) {
   // Resolve each index to (input, column) once, then copy row by row.

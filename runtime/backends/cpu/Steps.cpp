@@ -122,6 +122,29 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     }
     break;
   }
+  case Op::MlaAttention: {
+    auto *op = s.op_as_MlaAttention();
+    KVCacheBuf &c = a.caches[op->cache()];
+    KVView kv{c.k, nullptr, c.dtype, c.maxSeq};
+    if (a.pageTable && a.pageSize < c.maxSeq) { // paged: several sequences share the pool
+      kv.pageTable = a.pageTable;
+      kv.seq = a.seq;
+      kv.pagesPerSeq = a.pagesPerSeq;
+      kv.pageSize = a.pageSize;
+    }
+    MlaInputs in{a.f32(op->q()) + op->q_col(),           a.ld(op->q()),
+                 a.f32(op->latent()) + op->latent_col(), a.ld(op->latent()),
+                 a.f32(op->k_pe()) + op->k_pe_col(),     a.ld(op->k_pe())};
+    MlaParams mp{op->num_heads(), op->nope_dim(), op->rope_dim(), op->v_head_dim(),
+                 op->kv_lora_rank(), op->scale(), wref(a, op->kv_b())};
+    mlaAttention(pool_, ws_, in, a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, mp);
+    // The latent rows each token reads; kv_b is read like a Linear's weight.
+    const uint64_t row = uint64_t(op->kv_lora_rank() + op->rope_dim()) * dtypeSize(c.dtype);
+    for (int64_t t = 0; t < T; ++t)
+      a.stats->kvBytes += uint64_t(a.hostPos[t] + 1) * row;
+    a.stats->weightBytes += weightBytes(a, op->kv_b());
+    break;
+  }
   case Op::GatherColumns: {
     auto *op = s.op_as_GatherColumns();
     std::vector<ColumnRange> in;

@@ -285,6 +285,10 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
       fail("cuda: step '{}' has v_head_dim {} != head_dim {} (MLA), which the CUDA backend does "
            "not support yet (expected --backend=cpu)",
            name, at->v_head_dim(), at->head_dim());
+    if (s.op_type() == Op::MlaAttention)
+      fail("cuda: step '{}' is an MlaAttention step (MLA over a latent KV cache), which the CUDA "
+           "backend does not support yet (expected --backend=cpu)",
+           name);
     if (s.op_type() == Op::GatherColumns)
       fail("cuda: step '{}' is a GatherColumns step (MLA), which the CUDA backend does not "
            "support yet (expected --backend=cpu)",

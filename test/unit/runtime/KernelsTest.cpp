@@ -661,3 +661,95 @@ TEST(Activation, SiluEveryIsaMatchesTheScalarFormula) {
         }
       }
 }
+
+namespace {
+/// MLA over a latent cache against HF's expanded form in double: keys
+/// [c W_UK_h^T | k_pe], values c W_UV_h^T (modeling_deepseek_v3's kv_b_proj),
+/// one prefill call then one decode call; paged (two sequences' rows in one
+/// call, pages interleaved) when `paged`.
+void checkMla(DType kvbType, DType cacheType, int threads, bool paged) {
+  SCOPED_TRACE(::testing::Message() << "kv_b=" << dtypeName(kvbType)
+                                    << " cache=" << dtypeName(cacheType) << " paged=" << paged);
+  const int H = 3, N = 8, R = 4, V = 6, L = 10;
+  const int64_t S = 16, T = 9, ldq = H * (N + R) + 1, ldc = L + R + 2;
+  const float scale = 0.3f;
+  ThreadPool pool(threads);
+  Workspace ws(threads);
+  std::vector<float> q = randomFloats(size_t(T * ldq), 31), ckv = randomFloats(size_t(T * ldc), 32);
+  std::vector<float> w = randomFloats(size_t(H * (N + V) * L), 33);
+  std::vector<uint16_t> wBits(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    wBits[i] = f32ToBf16(w[i]);
+    if (kvbType == DType::BF16)
+      w[i] = bf16ToF32(wBits[i]);
+  }
+  WRef kvB = kvbType == DType::BF16 ? WRef{wBits.data(), DType::BF16} : WRef{w.data(), DType::F32};
+  auto cached = [&](float x) {
+    return cacheType == DType::F32 ? double(x) : double(bf16ToF32(f32ToBf16(x)));
+  };
+  // Row t's latent at ckv[t*ldc + 1 ..], its k_pe at ckv[t*ldc + 1 + L ..].
+  MlaParams p{H, N, R, V, L, scale, kvB};
+  std::vector<float> out(size_t(T * H * V));
+  std::vector<int64_t> pos(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t)
+    pos[size_t(t)] = t;
+  std::vector<uint8_t> k(size_t(2 * S * (L + R)) * dtypeSize(cacheType));
+  // Paged: this sequence is slot 1 and takes pool pages 3, 0, 2 of 4 rows.
+  std::vector<int32_t> table{1, 1, 1, 1, 3, 0, 2, 1};
+  std::vector<int64_t> seq(size_t(T), 1);
+  KVView cache{k.data(), nullptr, cacheType, 2 * S};
+  if (paged) {
+    cache.pageTable = table.data();
+    cache.seq = seq.data();
+    cache.pagesPerSeq = 4;
+    cache.pageSize = 4;
+  }
+  auto call = [&](int64_t t0, int64_t n) {
+    MlaInputs in{q.data() + t0 * ldq, ldq, ckv.data() + t0 * ldc + 1, ldc,
+                 ckv.data() + t0 * ldc + 1 + L, ldc};
+    mlaAttention(pool, ws, in, out.data() + t0 * H * V, H * V, n, pos.data() + t0, cache, p);
+  };
+  call(0, T - 1);
+  call(T - 1, 1);
+  for (int64_t t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      auto W = [&](int64_t row, int l) { return double(w[size_t((h * (N + V) + row) * L + l)]); };
+      auto c = [&](int64_t j, int l) { return cached(ckv[size_t(j * ldc + 1 + l)]); };
+      std::vector<double> s;
+      double mx = -1e30, sum = 0;
+      for (int64_t j = 0; j <= t; ++j) {
+        double d = 0;
+        for (int i = 0; i < N; ++i) {
+          double kn = 0;
+          for (int l = 0; l < L; ++l)
+            kn += W(i, l) * c(j, l);
+          d += double(q[size_t(t * ldq + h * (N + R) + i)]) * kn;
+        }
+        for (int i = 0; i < R; ++i)
+          d += double(q[size_t(t * ldq + h * (N + R) + N + i)]) * cached(ckv[size_t(j * ldc + 1 + L + i)]);
+        s.push_back(d * scale);
+        mx = std::max(mx, s.back());
+      }
+      for (double &x : s)
+        sum += x = std::exp(x - mx);
+      for (int e = 0; e < V; ++e) {
+        double o = 0;
+        for (int64_t j = 0; j <= t; ++j) {
+          double v = 0;
+          for (int l = 0; l < L; ++l)
+            v += W(N + e, l) * c(j, l);
+          o += s[size_t(j)] / sum * v;
+        }
+        ASSERT_NEAR(out[size_t(t * H * V + h * V + e)], o, 1e-5) << "t=" << t << " h=" << h;
+      }
+    }
+}
+} // namespace
+
+TEST(MlaAttention, AbsorbedEqualsExpandedKeysAndValues) {
+  checkMla(DType::F32, DType::F32, 1, false);
+  checkMla(DType::F32, DType::F32, 3, false);
+  checkMla(DType::BF16, DType::F32, 2, false);
+  checkMla(DType::F32, DType::BF16, 2, false);
+  checkMla(DType::BF16, DType::F32, 2, /*paged=*/true);
+}

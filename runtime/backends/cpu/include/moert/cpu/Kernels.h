@@ -169,6 +169,25 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
                float scale, int slidingWindow, WRef sinks = {}, int vHeadDim = 0);
+/// DeepSeek-V3's multi-head latent attention over a latent cache (plan.fbs
+/// MlaAttention): cache.k holds one [c_kv | k_pe] row per position (no v);
+/// stores the T new rows, then attends with kv_b absorbed into the query
+/// and the output (parallel over heads and rows).
+struct MlaInputs {
+  const float *q;
+  int64_t ldq;
+  const float *latent;
+  int64_t ldLatent;
+  const float *kPe;
+  int64_t ldKPe;
+};
+struct MlaParams {
+  int heads, nopeDim, ropeDim, vHeadDim, kvLoraRank;
+  float scale;
+  WRef kvB; // [heads * (nopeDim + vHeadDim), kvLoraRank], row-major
+};
+void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *out, int64_t ldo,
+                  int64_t T, const int64_t *pos, KVView cache, const MlaParams &p);
 /// out[t, j] = X[t, indices[j]], X the inputs' column ranges side by side.
 struct ColumnRange {
   const float *data;

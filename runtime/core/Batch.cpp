@@ -140,10 +140,49 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
     return std::count_if(slots.begin(), slots.end(), [](auto &a) { return a.has_value(); });
   };
 
+  // Running sequences first: each one whose decode row of this step
+  // crosses into a new page takes one, oldest first; when none is free the
+  // newest running sequence is preempted (it may be the one that grows).
+  auto growRunning = [&]() {
+    std::vector<size_t> byOrder;
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s])
+        byOrder.push_back(s);
+    std::sort(byOrder.begin(), byOrder.end(),
+              [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
+    for (size_t s : byOrder) {
+      while (slots[s] && decoding(*slots[s]) &&
+             int64_t(slots[s]->pages.size()) * ps < int64_t(slots[s]->tokens.size())) {
+        if (!freePages.empty()) {
+          slots[s]->pages.push_back(freePages.back());
+          freePages.pop_back();
+          session.setPages(int64_t(s), slots[s]->pages);
+          continue;
+        }
+        int64_t v = newest();
+        // Cannot happen: the pool holds one sequence of the plan's full
+        // length (PlanReader), and a sequence alone has every page.
+        if (v == int64_t(s) && runningNow() == 1)
+          fail("sequence {} needs more KV pages than the plan has", slots[s]->tag);
+        preempt(size_t(v));
+      }
+    }
+  };
+  // Pages the admissions of a step leave free: one for every running
+  // sequence whose decode row crosses into a new page at the next step (a
+  // watermark, so that admitting never forces a preemption at once).
+  auto pagesForNextStep = [&]() {
+    int64_t n = 0;
+    for (auto &a : slots)
+      n += a && decoding(*a) && int64_t(a->res.output.size()) + 1 < a->req.maxNewTokens &&
+           int64_t(a->pages.size()) * ps < int64_t(a->tokens.size()) + 1;
+    return n;
+  };
+
   bool open = true;
   std::vector<std::pair<uint64_t, SequenceRequest>> incoming;
   std::vector<int64_t> ids, pos, seq, logitRows;
-  std::vector<size_t> logitSlot, byOrder;
+  std::vector<size_t> logitSlot;
   std::vector<int64_t> picked;
   for (;;) {
     int64_t running = 0;
@@ -187,41 +226,9 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
       res.finishReason = "cancelled";
       source.onFinish(tag, std::move(res));
     }
-    // Running sequences first: each one whose decode row of this step
-    // crosses into a new page takes one, oldest first; when none is free the
-    // newest running sequence is preempted (it may be the one that grows).
-    byOrder.clear();
-    for (size_t s = 0; s < slots.size(); ++s)
-      if (slots[s])
-        byOrder.push_back(s);
-    std::sort(byOrder.begin(), byOrder.end(),
-              [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
-    for (size_t s : byOrder) {
-      while (slots[s] && decoding(*slots[s]) &&
-             int64_t(slots[s]->pages.size()) * ps < int64_t(slots[s]->tokens.size())) {
-        if (!freePages.empty()) {
-          slots[s]->pages.push_back(freePages.back());
-          freePages.pop_back();
-          session.setPages(int64_t(s), slots[s]->pages);
-          continue;
-        }
-        int64_t v = newest();
-        // Cannot happen: the pool holds one sequence of the plan's full
-        // length (PlanReader), and a sequence alone has every page.
-        if (v == int64_t(s) && runningNow() == 1)
-          fail("sequence {} needs more KV pages than the plan has", slots[s]->tag);
-        preempt(size_t(v));
-      }
-    }
+    growRunning(); // running sequences take their pages before admissions
     // Admit queued sequences into free slots, in order, while pages last.
-    // Watermark: an admission leaves one free page for every running
-    // sequence whose decode row crosses into a new page at the next step, so
-    // admitting never forces a preemption at once.
-    int64_t reserve = 0;
-    for (auto &a : slots)
-      if (a && decoding(*a) && int64_t(a->res.output.size()) + 1 < a->req.maxNewTokens &&
-          int64_t(a->pages.size()) * ps < int64_t(a->tokens.size()) + 1)
-        ++reserve;
+    const int64_t reserve = pagesForNextStep();
     for (size_t s = 0; s < slots.size() && !queue.empty(); ++s) {
       if (slots[s])
         continue;

@@ -40,19 +40,19 @@ std::string checkRequest(const PlanFile &plan, const SequenceRequest &r) {
 
 namespace {
 
-/// A request the engine holds, queued or running.
-struct Pending {
+/// A sequence the engine holds, queued or running. A preempted sequence goes
+/// back to the queue as it is: its generated tokens, result so far, sampler
+/// state and admission order stay with it.
+struct Seq {
   uint64_t tag = 0;
   SequenceRequest req;
   int64_t arrivalNs = 0;
-};
-
-struct Active {
-  Pending p;
   SequenceResult res;
-  int64_t admitted = 0;          // admission order (prefill order)
+  int64_t order = -1;            // first admission's number (prefill and preemption order)
   std::vector<int64_t> tokens;   // prompt followed by the new tokens
-  int64_t prompt = 0, prefilled = 0;
+  /// Tokens to prefill at this admission: the prompt, or after a preemption
+  /// the prompt and every token generated before it (recomputed).
+  int64_t toPrefill = 0, prefilled = 0;
   std::vector<int32_t> pages;
   uint64_t state = 0;            // the sampler's RNG
   std::vector<int64_t> eos;
@@ -60,6 +60,19 @@ struct Active {
 
 bool endsWith(const std::vector<int64_t> &out, const std::vector<int64_t> &s) {
   return out.size() >= s.size() && std::equal(s.rbegin(), s.rend(), out.rbegin());
+}
+
+int64_t pagesFor(int64_t positions, int64_t pageSize) {
+  return (positions + pageSize - 1) / pageSize;
+}
+
+/// Pages a sequence takes when admitted: its prefill, and the position of the
+/// first token it generates then, unless that token is its last (a last
+/// token is never fed back, so its K/V are never stored).
+int64_t admissionPages(const Seq &q, int64_t pageSize) {
+  const int64_t len = int64_t(q.tokens.size());
+  const int64_t last = int64_t(q.req.prompt.size()) + q.req.maxNewTokens - 1;
+  return pagesFor(std::max(len, std::min(len + 1, last)), pageSize);
 }
 
 } // namespace
@@ -75,26 +88,95 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
   if (m.eos_token_ids())
     planEos.assign(m.eos_token_ids()->begin(), m.eos_token_ids()->end());
 
-  std::deque<Pending> queue;
+  std::deque<Seq> queue;
   // Free pages, lowest number on top.
   std::vector<int32_t> freePages;
   for (int64_t p = plan.kvPages() - 1; p >= 0; --p)
     freePages.push_back(int32_t(p));
-  std::vector<std::optional<Active>> slots(static_cast<size_t>(B));
+  std::vector<std::optional<Seq>> slots(static_cast<size_t>(B));
   int64_t admissions = 0;
   BatchStats st;
   st.maxBatch = B;
   const int64_t t0 = nowNs();
   auto msSince = [](int64_t from) { return double(nowNs() - from) / 1e6; };
 
-  auto finish = [&](size_t slot, const char *reason) {
-    Active &a = *slots[slot];
-    a.res.finishReason = reason;
+  auto releasePages = [&](Seq &a) {
     freePages.insert(freePages.end(), a.pages.rbegin(), a.pages.rend());
-    uint64_t tag = a.p.tag;
+    a.pages.clear();
+  };
+  auto finish = [&](size_t slot, const char *reason) {
+    Seq &a = *slots[slot];
+    a.res.finishReason = reason;
+    releasePages(a);
+    uint64_t tag = a.tag;
     SequenceResult res = std::move(a.res);
     slots[slot].reset();
     source.onFinish(tag, std::move(res));
+  };
+  // Recompute preemption (vLLM's): the sequence gives back its slot and
+  // pages and waits at the front of the queue; readmitted, it prefills its
+  // prompt and generated tokens again and goes on sampling where it stopped
+  // (its tokens were reported already and are not reported again).
+  auto preempt = [&](size_t slot) {
+    Seq &a = *slots[slot];
+    uint64_t tag = a.tag;
+    releasePages(a);
+    a.prefilled = a.toPrefill = 0;
+    queue.push_front(std::move(a));
+    slots[slot].reset();
+    ++st.preemptions;
+    source.onPreempted(tag);
+  };
+  // The running sequence admitted last (the lowest priority), or -1.
+  auto newest = [&]() {
+    int64_t v = -1;
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s] && (v < 0 || slots[s]->order > slots[size_t(v)]->order))
+        v = int64_t(s);
+    return v;
+  };
+  auto decoding = [](const Seq &a) { return a.prefilled == a.toPrefill; };
+  auto runningNow = [&]() {
+    return std::count_if(slots.begin(), slots.end(), [](auto &a) { return a.has_value(); });
+  };
+
+  // Running sequences first: each one whose decode row of this step
+  // crosses into a new page takes one, oldest first; when none is free the
+  // newest running sequence is preempted (it may be the one that grows).
+  auto growRunning = [&]() {
+    std::vector<size_t> byOrder;
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s])
+        byOrder.push_back(s);
+    std::sort(byOrder.begin(), byOrder.end(),
+              [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
+    for (size_t s : byOrder) {
+      while (slots[s] && decoding(*slots[s]) &&
+             int64_t(slots[s]->pages.size()) * ps < int64_t(slots[s]->tokens.size())) {
+        if (!freePages.empty()) {
+          slots[s]->pages.push_back(freePages.back());
+          freePages.pop_back();
+          session.setPages(int64_t(s), slots[s]->pages);
+          continue;
+        }
+        int64_t v = newest();
+        // Cannot happen: the pool holds one sequence of the plan's full
+        // length (PlanReader), and a sequence alone has every page.
+        if (v == int64_t(s) && runningNow() == 1)
+          fail("sequence {} needs more KV pages than the plan has", slots[s]->tag);
+        preempt(size_t(v));
+      }
+    }
+  };
+  // Pages the admissions of a step leave free: one for every running
+  // sequence whose decode row crosses into a new page at the next step (a
+  // watermark, so that admitting never forces a preemption at once).
+  auto pagesForNextStep = [&]() {
+    int64_t n = 0;
+    for (auto &a : slots)
+      n += a && decoding(*a) && int64_t(a->res.output.size()) + 1 < a->req.maxNewTokens &&
+           int64_t(a->pages.size()) * ps < int64_t(a->tokens.size()) + 1;
+    return n;
   };
 
   bool open = true;
@@ -117,13 +199,21 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
           source.onFinish(tag, std::move(res));
           continue;
         }
-        queue.push_back({tag, std::move(r), now});
+        Seq q;
+        q.tag = tag;
+        q.req = std::move(r);
+        q.arrivalNs = now;
+        q.tokens = q.req.prompt;
+        q.state = q.req.seed;
+        q.eos = q.req.eosIds.empty() ? planEos : q.req.eosIds;
+        queue.push_back(std::move(q));
       }
     }
     // Cancelled sequences leave before the step: their slots and pages are
-    // free for the admissions below.
+    // free for the admissions below. A preempted one in the queue keeps the
+    // tokens it generated.
     for (size_t s = 0; s < slots.size(); ++s)
-      if (slots[s] && source.cancelled(slots[s]->p.tag))
+      if (slots[s] && source.cancelled(slots[s]->tag))
         finish(s, "cancelled");
     for (auto it = queue.begin(); it != queue.end();) {
       if (!source.cancelled(it->tag)) {
@@ -131,18 +221,19 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
         continue;
       }
       uint64_t tag = it->tag;
+      SequenceResult res = std::move(it->res);
       it = queue.erase(it);
-      SequenceResult res;
       res.finishReason = "cancelled";
       source.onFinish(tag, std::move(res));
     }
+    growRunning(); // running sequences take their pages before admissions
     // Admit queued sequences into free slots, in order, while pages last.
+    const int64_t reserve = pagesForNextStep();
     for (size_t s = 0; s < slots.size() && !queue.empty(); ++s) {
       if (slots[s])
         continue;
-      Pending &q = queue.front();
-      const SequenceRequest &r = q.req;
-      if (r.maxNewTokens == 0) { // nothing to generate: no step needed
+      Seq &q = queue.front();
+      if (q.req.maxNewTokens == 0) { // nothing to generate: no step needed
         uint64_t tag = q.tag;
         queue.pop_front();
         SequenceResult res;
@@ -151,19 +242,17 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
         --s;
         continue;
       }
-      int64_t need = (int64_t(r.prompt.size()) + r.maxNewTokens + ps - 1) / ps;
-      if (int64_t(freePages.size()) < need) {
+      int64_t need = admissionPages(q, ps);
+      if (int64_t(freePages.size()) < need + reserve) {
         ++st.pageWaits;
         break;
       }
-      Active a;
-      a.p = std::move(q);
+      Seq a = std::move(q);
       queue.pop_front();
-      a.admitted = admissions++;
-      a.tokens = a.p.req.prompt;
-      a.prompt = int64_t(a.p.req.prompt.size());
-      a.state = a.p.req.seed;
-      a.eos = a.p.req.eosIds.empty() ? planEos : a.p.req.eosIds;
+      if (a.order < 0)
+        a.order = admissions++;
+      a.toPrefill = int64_t(a.tokens.size());
+      a.prefilled = 0;
       for (int64_t k = 0; k < need; ++k) {
         a.pages.push_back(freePages.back());
         freePages.pop_back();
@@ -183,13 +272,14 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
       // Cannot happen: an empty pool holds any one sequence (PlanReader).
       fail("sequence {} needs more KV pages than the plan has", queue.front().tag);
     }
+    st.peakRunning = std::max(st.peakRunning, active);
 
     // The step: a decode row per generating sequence, then prompt chunks in
     // admission order within max_tokens rows.
     ids.clear(), pos.clear(), seq.clear(), logitRows.clear(), logitSlot.clear();
     for (size_t s = 0; s < slots.size(); ++s) {
-      Active *a = slots[s] ? &*slots[s] : nullptr;
-      if (!a || a->prefilled < a->prompt)
+      Seq *a = slots[s] ? &*slots[s] : nullptr;
+      if (!a || !decoding(*a))
         continue;
       logitRows.push_back(int64_t(ids.size()));
       logitSlot.push_back(s);
@@ -200,16 +290,16 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
     }
     std::vector<size_t> prefilling;
     for (size_t s = 0; s < slots.size(); ++s)
-      if (slots[s] && slots[s]->prefilled < slots[s]->prompt)
+      if (slots[s] && !decoding(*slots[s]))
         prefilling.push_back(s);
     std::sort(prefilling.begin(), prefilling.end(),
-              [&](size_t x, size_t y) { return slots[x]->admitted < slots[y]->admitted; });
+              [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
     for (size_t s : prefilling) {
-      Active &a = *slots[s];
+      Seq &a = *slots[s];
       int64_t room = maxT - int64_t(ids.size());
       if (room <= 0)
         break;
-      int64_t n = std::min({a.prompt - a.prefilled, chunk, room});
+      int64_t n = std::min({a.toPrefill - a.prefilled, chunk, room});
       for (int64_t k = 0; k < n; ++k) {
         ids.push_back(a.tokens[size_t(a.prefilled + k)]);
         pos.push_back(a.prefilled + k);
@@ -217,7 +307,7 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
       }
       a.prefilled += n;
       st.prefillRows += n;
-      if (a.prefilled == a.prompt) {
+      if (a.prefilled == a.toPrefill) {
         logitRows.push_back(int64_t(ids.size()) - 1);
         logitSlot.push_back(s);
       }
@@ -230,22 +320,22 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
     picked.assign(logitRows.size(), 0);
     if (comm.rank() == 0)
       for (size_t i = 0; i < logitRows.size(); ++i) {
-        Active &a = *slots[logitSlot[i]];
-        const SequenceRequest &r = a.p.req;
+        Seq &a = *slots[logitSlot[i]];
+        const SequenceRequest &r = a.req;
         picked[i] = session.sampleRow(int64_t(i), r.temperature, r.topP, a.state);
       }
     if (comm.size() > 1 && !picked.empty())
       comm.broadcast(picked.data(), picked.size() * sizeof(int64_t), 0, {});
     for (size_t i = 0; i < logitRows.size(); ++i) {
       size_t s = logitSlot[i];
-      Active &a = *slots[s];
-      const SequenceRequest &r = a.p.req;
+      Seq &a = *slots[s];
+      const SequenceRequest &r = a.req;
       SequenceResult &res = a.res;
       int64_t tok = picked[i];
       a.tokens.push_back(tok);
       res.output.push_back(tok);
-      res.tokenMs.push_back(msSince(a.p.arrivalNs));
-      source.onToken(a.p.tag, tok);
+      res.tokenMs.push_back(msSince(a.arrivalNs));
+      source.onToken(a.tag, tok);
       bool stop = r.stopAtEos && std::find(a.eos.begin(), a.eos.end(), tok) != a.eos.end();
       for (const auto &sq : r.stopIds)
         stop = stop || endsWith(res.output, sq);
@@ -261,6 +351,11 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
       left += a.has_value();
     source.onStep(left, int64_t(queue.size()));
   }
+  // Every page is back once every sequence has left (finished, cancelled,
+  // or preempted and then finished).
+  if (int64_t(freePages.size()) != plan.kvPages())
+    fail("internal: {} of {} KV pages not freed after the run", plan.kvPages() -
+         int64_t(freePages.size()), plan.kvPages());
   st.wallMs = msSince(t0);
   if (stats)
     *stats = st;

@@ -527,7 +527,9 @@ json batchMetrics(const std::vector<SequenceResult> &res, const BatchStats &st) 
           {"steps", st.steps},
           {"prefill_rows", st.prefillRows},
           {"decode_rows", st.decodeRows},
-          {"page_waits", st.pageWaits}};
+          {"page_waits", st.pageWaits},
+          {"preemptions", st.preemptions},
+          {"peak_running", st.peakRunning}};
 }
 
 /// --prompts and --batch: batched generation on every rank; rank 0 writes.

@@ -144,7 +144,7 @@ struct Metrics {
   std::mutex mu;
   std::map<std::pair<std::string, int>, uint64_t> requests; // (path, status) -> count
   uint64_t promptTokens = 0, generatedTokens = 0, steps = 0, sequenceSteps = 0;
-  uint64_t cancelled = 0;
+  uint64_t cancelled = 0, preemptions = 0;
   int64_t running = 0, engineQueued = 0;
   Histogram ttft, latency;
 };
@@ -301,6 +301,10 @@ public:
     Call::Seq &s = ref.call->seqs[ref.index];
     s.result = std::move(result);
     ref.call->finish(s);
+  }
+  void onPreempted(uint64_t) override {
+    std::lock_guard<std::mutex> ml(metrics_.mu);
+    ++metrics_.preemptions;
   }
   void onStep(int64_t running, int64_t queued) override {
     {
@@ -894,6 +898,9 @@ std::string metricsText(Server &srv, int64_t maxBatch) {
   one("moe_serve_generation_tokens_total", "counter", "Tokens generated.", m.generatedTokens);
   one("moe_serve_cancelled_sequences_total", "counter",
       "Sequences cancelled (client gone or shutdown).", m.cancelled);
+  one("moe_serve_preemptions_total", "counter",
+      "Sequences preempted for KV pages (requeued, recomputed when readmitted).",
+      m.preemptions);
   one("moe_serve_queue_length", "gauge", "Sequences waiting for a batch slot.", queued);
   one("moe_serve_running_sequences", "gauge", "Sequences in the batch after the last step.",
       m.running);

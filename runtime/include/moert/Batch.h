@@ -8,9 +8,15 @@
 // (at most `prefillChunk` tokens of one prompt per step, within max_tokens
 // rows), so a new prompt does not stall the others for long. A finished
 // sequence's slot and pages go to the next queued sequence at the next step.
-// A sequence takes the pages of its whole length (prompt + max new tokens)
-// when it is admitted; when too few pages are free, it waits (in order: no
-// later request overtakes it).
+// KV pages are taken as sequences grow: at admission those of the prompt and
+// of the first generated token, then one whenever a decode row crosses into
+// a new page. When no page is free for a running sequence, the running
+// sequence admitted last is preempted (recompute): its pages and slot go
+// back, and it waits at the front of the queue with its generated tokens,
+// which it prefills again when readmitted. A queued sequence waits (in
+// order: no later request overtakes it) while too few pages are free for its
+// admission plus one for every running sequence that crosses into a new page
+// at the next step.
 //
 // The scheduler is a streaming engine (runBatchEngine): a RequestSource it
 // polls before every step hands it new requests, which join free slots at
@@ -79,6 +85,8 @@ struct BatchStats {
   double occupancySum = 0.0; // sum over steps of active sequences / maxBatch
   int64_t maxBatch = 0;
   int64_t pageWaits = 0;     // steps where the next sequence waited for KV pages
+  int64_t preemptions = 0;   // sequences preempted for KV pages (recomputed later)
+  int64_t peakRunning = 0;   // most sequences in one step
   double wallMs = 0.0;
   double occupancy() const { return steps ? occupancySum / double(steps) : 0.0; }
 };
@@ -103,8 +111,12 @@ public:
   /// Asked before every step for every running or queued sequence: true
   /// finishes it as "cancelled" and frees its slot and pages for that step.
   virtual bool cancelled(uint64_t tag) { (void)tag; return false; }
-  /// Every new token (rank 0 and every other rank alike).
+  /// Every new token, once (rank 0 and every other rank alike; a preempted
+  /// sequence's tokens are not reported again when it is recomputed).
   virtual void onToken(uint64_t tag, int64_t token) { (void)tag, (void)token; }
+  /// A running sequence was preempted for KV pages: it waits in the queue
+  /// and is recomputed when readmitted (for metrics).
+  virtual void onPreempted(uint64_t tag) { (void)tag; }
   /// Once per request: its result (error set when checkRequest refused it).
   virtual void onFinish(uint64_t tag, SequenceResult result) = 0;
   /// After every step: sequences running and queued (for metrics).

@@ -228,6 +228,9 @@ def mode_greedy(srv, fixture):
     if srv.metric("moe_serve_engine_sequence_steps_total") <= srv.metric(
             "moe_serve_engine_steps_total"):
         fail("no step ran more than one sequence")
+    # The default pool holds every slot's full length: nothing is preempted.
+    if srv.metric("moe_serve_preemptions_total") != 0:
+        fail("preemptions with a pool that holds every slot's full length")
     print("8 concurrent requests: all answered, equal to single ones, batched")
 
 

@@ -28,13 +28,14 @@ PlanFile planFor(const char *config, HFPlanOptions o) {
   return PlanFile::fromBytes(buildHFPlan(d.file("config.json"), o), "t.plan");
 }
 
-std::vector<SequenceRequest> requests(int64_t vocab, float temperature) {
+/// Six requests; `longer` more prompt tokens each.
+std::vector<SequenceRequest> requests(int64_t vocab, float temperature, int64_t longer = 0) {
   const int64_t lens[] = {7, 1, 12, 3, 9, 2};
   const int64_t news[] = {6, 9, 3, 8, 1, 5};
   std::vector<SequenceRequest> r;
   for (int k = 0; k < 6; ++k) {
     SequenceRequest q;
-    for (int64_t i = 0; i < lens[k]; ++i)
+    for (int64_t i = 0; i < lens[k] + longer; ++i)
       q.prompt.push_back((i * 37 + 5 + k * 11) % vocab);
     q.maxNewTokens = news[k];
     q.stopAtEos = false;
@@ -48,13 +49,14 @@ std::vector<SequenceRequest> requests(int64_t vocab, float temperature) {
 
 /// generateBatch on `batched` equals generate() of each request alone on `single`.
 void checkBatchEqualsSingle(const PlanFile &batched, const PlanFile &single, float temperature,
-                            int64_t chunk, BatchStats *statsOut = nullptr) {
+                            int64_t chunk, BatchStats *statsOut = nullptr,
+                            int64_t longer = 0) {
   TestBackend be(2);
   auto comm = makeLocalComm();
   auto wb = WeightStore::random(batched, 7, {0}, be);
   auto ws = WeightStore::random(single, 7, {0}, be);
   Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
-  std::vector<SequenceRequest> reqs = requests(batched.vocabSize(), temperature);
+  std::vector<SequenceRequest> reqs = requests(batched.vocabSize(), temperature, longer);
   BatchOptions bo;
   bo.prefillChunk = chunk;
   BatchStats st;
@@ -107,8 +109,9 @@ TEST(Batch, SamplingPerSequenceEqualsOneSequenceRuns) {
 
 TEST(Batch, SequencesWaitForKVPages) {
   // A pool of 16 pages of 4 positions holds one 64-position sequence, but
-  // the six requests (2 to 4 pages each, 19 in all) do not fit in 6 slots
-  // at once: the fifth waits until a sequence finishes.
+  // the prompts of the six requests (17 to 28 tokens, 5 to 7 pages each)
+  // do not fit in 6 slots at once: later ones wait until a sequence
+  // finishes.
   HFPlanOptions one;
   one.maxTokens = 8;
   HFPlanOptions b = one;
@@ -116,8 +119,9 @@ TEST(Batch, SequencesWaitForKVPages) {
   b.kvPageSize = 4;
   b.kvPages = 16; // 64 positions: one full-length sequence
   BatchStats st;
-  checkBatchEqualsSingle(planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.0f, 0, &st);
+  checkBatchEqualsSingle(planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.0f, 0, &st, 16);
   EXPECT_GT(st.pageWaits, 0);
+  EXPECT_LT(st.peakRunning, 6);
 }
 
 TEST(Batch, StopsAndBadRequests) {
@@ -165,6 +169,10 @@ public:
   std::map<uint64_t, std::vector<int64_t>> streamed;
   std::vector<int64_t> runningAtStep;
   int64_t polls = 0, idlePolls = 0;
+  std::vector<uint64_t> preempted;
+  size_t mostTokensPreempted = 0; // tokens reported before a preemption, at most
+  /// Cancel the first sequence that is preempted (it is then in the queue).
+  bool cancelFirstPreempted = false;
 
   bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) override {
     idlePolls += idle;
@@ -175,7 +183,13 @@ public:
     return polls <= *std::max_element(arrive.begin(), arrive.end());
   }
   bool cancelled(uint64_t tag) override {
+    if (cancelFirstPreempted && !preempted.empty() && tag == preempted.front())
+      return true;
     return tag == cancelTag && streamed[tag].size() >= cancelAfter;
+  }
+  void onPreempted(uint64_t tag) override {
+    preempted.push_back(tag);
+    mostTokensPreempted = std::max(mostTokensPreempted, streamed[tag].size());
   }
   void onToken(uint64_t tag, int64_t token) override { streamed[tag].push_back(token); }
   void onFinish(uint64_t tag, SequenceResult r) override {
@@ -261,6 +275,142 @@ TEST(Batch, StreamingEngineRefusesAndCancelsQueued) {
   EXPECT_EQ(src.done[1].finishReason, "cancelled");
   EXPECT_TRUE(src.done[1].output.empty());
   EXPECT_EQ(src.done[2].error, "empty prompt (expected at least one token id)");
+}
+
+namespace {
+
+/// The new tokens of `r` generated alone by generate() on `single`, stopping
+/// after `count` tokens.
+std::vector<int64_t> aloneTokens(Session &single, Comm &comm, const SequenceRequest &r,
+                                 int64_t count) {
+  GenerateOptions g;
+  g.maxNewTokens = count;
+  g.temperature = r.temperature;
+  g.topP = r.topP;
+  g.seed = r.seed;
+  g.stopAtEos = false;
+  GenerateResult want = generate(single, comm, r.prompt, g);
+  return {want.tokens.begin() + int64_t(r.prompt.size()), want.tokens.end()};
+}
+
+/// A pool of 16 pages of 4 positions (64: one full-length sequence) for
+/// six sequences.
+HFPlanOptions smallPool() {
+  HFPlanOptions b;
+  b.maxTokens = 8;
+  b.maxBatch = 6;
+  b.kvPageSize = 4;
+  b.kvPages = 16;
+  return b;
+}
+
+} // namespace
+
+TEST(Batch, PagesGrowWithSequencesThatStopEarly) {
+  // Each request asks for 40 new tokens (11 to 13 pages with its prompt:
+  // reserving those at admission runs one sequence at a time in 16 pages)
+  // and stops after 1 to 9 (a stop condition): taken as they grow, their
+  // pages let all six run together.
+  HFPlanOptions one;
+  one.maxTokens = 8;
+  PlanFile batched = planFor(kTinyQwen, smallPool()), single = planFor(kTinyQwen, one);
+  TestBackend be(2);
+  auto comm = makeLocalComm();
+  auto wb = WeightStore::random(batched, 7, {0}, be);
+  auto ws = WeightStore::random(single, 7, {0}, be);
+  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
+  std::vector<SequenceRequest> reqs = requests(batched.vocabSize(), 0.0f);
+  std::vector<int64_t> stopAt;
+  for (SequenceRequest &r : reqs) {
+    size_t n = size_t(r.maxNewTokens);
+    stopAt.push_back(int64_t(n));
+    r.maxNewTokens = 40;
+    r.stopCheck = [n](std::span<const int64_t> out) { return out.size() == n; };
+    // Reserved at admission, no two would fit.
+    EXPECT_GT(2 * ((int64_t(r.prompt.size()) + 40 + 3) / 4), batched.kvPages());
+  }
+  BatchStats st;
+  std::vector<SequenceResult> got = generateBatch(sb, *comm, reqs, {}, &st);
+  for (size_t k = 0; k < reqs.size(); ++k) {
+    EXPECT_EQ(got[k].output, aloneTokens(ss, *comm, reqs[k], stopAt[k])) << "sequence " << k;
+    EXPECT_EQ(got[k].finishReason, "stop");
+  }
+  EXPECT_EQ(st.peakRunning, 6);
+}
+
+TEST(Batch, PreemptedSequencesAreRecomputed) {
+  // Six sequences of 25 to 36 positions (7 to 9 pages each) in 16 pages:
+  // growing sequences preempt the newest ones, which prefill their prompt
+  // and generated tokens again when readmitted. Tokens equal one-sequence
+  // runs (greedy, and sampled: the sampler's state is kept), and each is
+  // reported once, in order.
+  HFPlanOptions one;
+  one.maxTokens = 8;
+  PlanFile batched = planFor(kTinyQwen, smallPool()), single = planFor(kTinyQwen, one);
+  TestBackend be(2);
+  auto comm = makeLocalComm();
+  auto wb = WeightStore::random(batched, 7, {0}, be);
+  auto ws = WeightStore::random(single, 7, {0}, be);
+  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
+  for (float temperature : {0.0f, 0.9f})
+    for (int64_t chunk : {0, 3}) {
+      ScriptSource src;
+      src.reqs = requests(batched.vocabSize(), temperature);
+      for (SequenceRequest &r : src.reqs)
+        r.maxNewTokens = 24;
+      src.arrive = {0, 0, 0, 0, 1, 2};
+      BatchOptions bo;
+      bo.prefillChunk = chunk;
+      BatchStats st;
+      runBatchEngine(sb, *comm, src, bo, &st);
+      ASSERT_EQ(src.done.size(), src.reqs.size());
+      for (size_t k = 0; k < src.reqs.size(); ++k) {
+        const SequenceResult &got = src.done[k];
+        EXPECT_EQ(got.output, aloneTokens(ss, *comm, src.reqs[k], 24))
+            << "sequence " << k << ", temperature " << temperature << ", chunk " << chunk;
+        EXPECT_EQ(src.streamed[k], got.output) << "sequence " << k << ": streamed tokens";
+        EXPECT_EQ(got.tokenMs.size(), got.output.size());
+        EXPECT_EQ(got.finishReason, "length");
+      }
+      EXPECT_GT(st.preemptions, 0);
+      EXPECT_EQ(int64_t(src.preempted.size()), st.preemptions);
+      // Generated tokens were recomputed, not only prompts.
+      EXPECT_GT(src.mostTokensPreempted, 0u);
+    }
+}
+
+TEST(Batch, CancelWhilePreemptedFreesEverything) {
+  // The first preempted sequence is cancelled while it waits in the queue:
+  // it finishes with the tokens it had; the engine checks at the end that
+  // every page came back, and a request of the plan's full length (every
+  // page) that arrives last still runs.
+  PlanFile plan = planFor(kTinyQwen, smallPool());
+  TestBackend be(2);
+  auto comm = makeLocalComm();
+  auto w = WeightStore::random(plan, 7, {0}, be);
+  Session s(plan, 0, *w, *comm, be);
+  ScriptSource src;
+  src.reqs = requests(plan.vocabSize(), 0.0f);
+  for (SequenceRequest &r : src.reqs)
+    r.maxNewTokens = 24;
+  SequenceRequest full = src.reqs[0];
+  full.maxNewTokens = plan.maxPositions() - int64_t(full.prompt.size());
+  src.reqs.push_back(full);
+  src.arrive = {0, 0, 0, 0, 0, 0, 30};
+  src.cancelFirstPreempted = true;
+  BatchStats st;
+  runBatchEngine(s, *comm, src, {}, &st);
+  ASSERT_EQ(src.done.size(), src.reqs.size());
+  ASSERT_FALSE(src.preempted.empty());
+  uint64_t gone = src.preempted.front();
+  EXPECT_EQ(src.done[gone].finishReason, "cancelled");
+  EXPECT_FALSE(src.done[gone].output.empty());
+  EXPECT_EQ(src.done[gone].output, src.streamed[gone]);
+  for (size_t k = 0; k < src.reqs.size(); ++k)
+    if (k != gone) {
+      EXPECT_EQ(src.done[k].finishReason, "length") << "sequence " << k;
+      EXPECT_EQ(int64_t(src.done[k].output.size()), src.reqs[k].maxNewTokens);
+    }
 }
 
 TEST(Batch, SessionRejectsBadBatches) {

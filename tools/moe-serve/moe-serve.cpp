@@ -52,6 +52,8 @@ const char *kUsage = R"(usage: moe-serve PLAN [options]
   --port=N                 port (default 8000; 0: a free port, printed on stdout)
   --weights=DIR            checkpoint directory or .safetensors file
                            (default: the checkpoint the plan was compiled from)
+  --random-weights         generate weights per the plan's init (seed 0), as moe-run
+                           does: a plan from a model description, benchmarks, tests
   --tokenizer=FILE         tokenizer.json for text prompts and stop strings
                            (default: the checkpoint's; without one, token-id prompts only)
   --model-name=NAME        the model name of /v1/models and responses (default: the plan's)
@@ -70,7 +72,7 @@ struct Options {
   std::string plan, host = "127.0.0.1", weights, tokenizer, backend, modelName;
   int64_t port = 8000, maxQueue = 256, maxBatch = 0, prefillChunk = 0, threads = -1;
   double drainSeconds = 5.0;
-  bool help = false, version = false;
+  bool help = false, version = false, randomWeights = false;
 };
 
 Options parseArgs(int argc, char **argv) {
@@ -83,6 +85,8 @@ Options parseArgs(int argc, char **argv) {
       o.port = f.count(0, 65535);
     else if (key == "--weights")
       o.weights = f.value();
+    else if (key == "--random-weights")
+      o.randomWeights = f.set();
     else if (key == "--tokenizer")
       o.tokenizer = f.value();
     else if (key == "--model-name")
@@ -111,6 +115,8 @@ Options parseArgs(int argc, char **argv) {
   });
   if (!o.help && !o.version && o.plan.empty())
     fail("missing PLAN (expected moe-serve PLAN [options])");
+  if (o.randomWeights && !o.weights.empty())
+    fail("--weights and --random-weights both given (expected one source of weights)");
   return o;
 }
 
@@ -963,15 +969,21 @@ int serve(const Options &o) {
   BackendOptions bo;
   bo.threads = o.threads > 0 ? int(o.threads) : std::max(1, int(std::thread::hardware_concurrency()));
   std::unique_ptr<Backend> backend = makeBackend(backendName, bo);
-  std::string dir = o.weights;
-  if (dir.empty()) {
-    if (!p.checkpoint() || p.checkpoint()->size() == 0)
-      fail("{}: the plan names no checkpoint (expected --weights=DIR)", plan.path());
-    dir = p.checkpoint()->str();
-  }
   std::unique_ptr<Comm> comm = makeLocalComm();
-  std::unique_ptr<WeightStore> weights =
-      WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), {0}, *backend, {});
+  std::unique_ptr<WeightStore> weights;
+  if (o.randomWeights) {
+    weights = WeightStore::random(plan, 0, {0}, *backend, {});
+  } else {
+    std::string dir = o.weights;
+    if (dir.empty()) {
+      if (!p.checkpoint() || p.checkpoint()->size() == 0)
+        fail("{}: the plan names no checkpoint (expected --weights=DIR or --random-weights)",
+             plan.path());
+      dir = p.checkpoint()->str();
+    }
+    weights =
+        WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), {0}, *backend, {});
+  }
   Session session(plan, 0, *weights, *comm, *backend, {});
   const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : plan.maxBatch();
 

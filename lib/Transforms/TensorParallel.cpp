@@ -106,20 +106,21 @@ struct MoETensorParallelPass
 
   void runOnOperation() override {
     ModelOp model = getOperation();
-    if (ways < 1) {
-      model.emitError() << "tensor-parallel " << ways << " (expected >= 1)";
+    int64_t T = ways; // (an Option streams as its name)
+    if (T < 1) {
+      model.emitError() << "tensor-parallel " << T << " (expected >= 1)";
       return signalPassFailure();
     }
-    if (ways == 1)
+    if (T == 1)
       return;
     int64_t ranks = 1;
     for (auto grid : model.getBodyBlock().getOps<shard::GridOp>())
       for (int64_t d : grid.getShape())
         ranks *= d;
-    if (ranks % ways != 0) {
+    if (ranks % T != 0) {
       model.emitOpError() << "has " << ranks
                           << " ranks, not divisible by --tensor-parallel="
-                          << ways << " (expected groups of T ranks)";
+                          << T << " (expected groups of T ranks)";
       return signalPassFailure();
     }
     MoEDialect &dialect = getMoEDialect(model.getContext());
@@ -133,14 +134,14 @@ struct MoETensorParallelPass
     WalkResult walk = model.walk([&](Operation *op) {
       if (auto a = dyn_cast<AttentionOp>(op)) {
         AttentionSlice s;
-        if (failed(sliceAttention(a, ways, s)))
+        if (failed(sliceAttention(a, T, s)))
           return WalkResult::interrupt();
         attentions.push_back(s);
       } else if (auto m = dyn_cast<MLPOp>(op)) {
-        if (m.getIntermediateSize() % ways != 0) {
+        if (m.getIntermediateSize() % T != 0) {
           m.emitOpError() << "has intermediate size "
                           << m.getIntermediateSize()
-                          << ", not divisible by --tensor-parallel=" << ways;
+                          << ", not divisible by --tensor-parallel=" << T;
           return WalkResult::interrupt();
         }
         mlps.push_back(m);
@@ -162,7 +163,7 @@ struct MoETensorParallelPass
     for (MLPOp m : mlps)
       mark(m, "ffn");
     dialect.getTensorParallelAttrHelper().setAttr(model,
-                                                  b.getI64IntegerAttr(ways));
+                                                  b.getI64IntegerAttr(T));
   }
 };
 

@@ -150,7 +150,10 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             for i, m in enumerate(models):
                 extras = [[], ["--devices=2"], ["--max-seq-len=16", "--dtype=bf16"],
-                          ["--max-batch=3", "--max-seq-len=32"]]
+                          ["--max-batch=3", "--max-seq-len=32"],
+                          # Tensor parts of weights (plan 3.3); models whose
+                          # heads T=2 does not split are skipped below.
+                          ["--devices=2", "--tensor-parallel=2", "--max-seq-len=16"]]
                 if m.endswith(".json"):
                     # 4 experts on 8 ranks: expert slicing (plan 3.1).
                     extras.append(["--devices=8", "--max-seq-len=16"])

@@ -74,7 +74,15 @@ def MoE_Dialect : Dialect {
     "::mlir::IntegerAttr":$prefetch_distance,
     // moe-schedule, on moe.graph: decode steps have no host-side control
     // flow (capturable as one CUDA graph).
-    "::mlir::UnitAttr":$decode_graph
+    "::mlir::UnitAttr":$decode_graph,
+    // moe-tensor-parallel, on moe.model: ranks per tensor-parallel group.
+    "::mlir::IntegerAttr":$tensor_parallel,
+    // moe-tensor-parallel, on the ops it slices over the group: "column"
+    // (moe.linear: output features split), "column_qkv" (a fused q/k/v
+    // moe.linear: each third split), "row" (moe.linear: input features
+    // split, partial sums all-reduced), "heads" (moe.rotary, moe.attention:
+    // the group member's heads) or "ffn" (moe.mlp: gate/up column, down row).
+    "::mlir::StringAttr":$tensor_slice
   );
   let hasOperationAttrVerify = 1;
 }

@@ -190,6 +190,47 @@ def MoEExpertPlacementPass
                            "::mlir::shard::ShardDialect"];
 }
 
+def MoETensorParallelPass
+    : Pass<"moe-tensor-parallel", "::mlir::moe::ModelOp"> {
+  let summary = "Slices attention heads and dense FFNs over tensor-parallel "
+                "groups (Megatron)";
+  let description = [{
+    With `tensor-parallel = T` > 1 the ranks of the device grid form groups
+    of T consecutive ranks, and every group member computes 1/T of each
+    attention and dense FFN (Megatron-LM's slicing): the q/k/v projections
+    and the FFN's gate/up are column-parallel (each member computes the
+    output features of its heads or of its share of the intermediate
+    dimension), o_proj and the FFN's down projection are row-parallel (each
+    member multiplies its input features and the group adds the partial
+    sums with one all-reduce; a bias is added by member 0 only). Rotary
+    embeddings and attention run on the member's heads, and the KV cache
+    holds only its kv heads. Records `moe.tensor_parallel = T` on the model
+    and `moe.tensor_slice` on the sliced ops ("column", "column_qkv" for
+    GPT-2's fused c_attn, "row", "heads", "ffn"); the plan lowering reads
+    them. Experts stay placed over all ranks.
+
+    Errors (one line, at the op): heads not divisible by T; kv heads that
+    neither divide by T nor divide T (kv heads fewer than T are replicated
+    when T is a multiple of them); an intermediate size not divisible by T;
+    T not dividing the grid; attention whose q/k/v are not projections
+    (through rotary embeddings) of the layer input, or whose output feeds
+    anything but one projection (DeepSeek-V3's MLA is not sliced yet).
+
+    ```mlir
+    %q = moe.linear %x, %wq {moe.tensor_slice = "column"} : ...
+    %a = moe.attention %q, %k, %v heads 4 kv_heads 2 ... {moe.tensor_slice = "heads"} : ...
+    %o = moe.linear %a, %wo {moe.tensor_slice = "row"} : ...
+    %f = moe.mlp %n up %wu gate %wg down %wd act silu {moe.tensor_slice = "ffn"} : ...
+    ```
+  }];
+  let options = [
+    Option<"ways", "tensor-parallel", "int64_t", /*default=*/"1",
+           "ranks per tensor-parallel group (1: replicated)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect",
+                           "::mlir::shard::ShardDialect"];
+}
+
 def MoECommHierarchyPass
     : Pass<"moe-comm-hierarchy", "::mlir::moe::ModelOp"> {
   let summary = "Splits flat expert exchanges into intra-node and inter-node "

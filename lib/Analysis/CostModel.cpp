@@ -84,6 +84,8 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
     llvm::interleave(cost.gridShape, os, "x");
     os << ")";
   }
+  if (cost.tensorParallel > 1)
+    os << ", tensor-parallel groups of " << cost.tensorParallel;
   os << (cost.hasMemoryPlan
              ? ", memory planned by moe-plan-memory (peak = weights + "
                "activations + KV cache)\n"
@@ -189,6 +191,9 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       size = satMul(size, std::max<int64_t>(d, 1));
     cost.numRanks = size;
   }
+  MoEDialect &moe = getMoEDialect(model.getContext());
+  if (IntegerAttr ways = moe.getTensorParallelAttrHelper().getAttr(model))
+    cost.tensorParallel = ways.getInt();
 
   GraphOp graph = model.getGraph();
   llvm::DenseMap<StringAttr, ParamUse> uses;
@@ -272,17 +277,43 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       }
     }
 
-    if (auto attention = dyn_cast<AttentionOp>(op))
+    // A tensor-parallel member caches only its kv heads (kv heads fewer
+    // than T: one, replicated).
+    if (auto attention = dyn_cast<AttentionOp>(op)) {
+      int64_t kv = attention.getNumKvHeads();
+      if (moe.getTensorSliceAttrHelper().isAttrPresent(op))
+        kv = kv >= cost.tensorParallel ? kv / cost.tensorParallel : 1;
       cost.kvBytesPerPosition =
           satAdd(cost.kvBytesPerPosition,
-                 satMul(4, satMul(attention.getNumKvHeads(),
-                                  attention.getHeadDim() +
-                                      attention.getValueHeadDim())));
+                 satMul(4, satMul(kv, attention.getHeadDim() +
+                                          attention.getValueHeadDim())));
+    }
     // MLA caches one latent row per position: c_kv then the shared k_pe.
     if (auto mla = dyn_cast<MLAAttentionOp>(op))
       cost.kvBytesPerPosition =
           satAdd(cost.kvBytesPerPosition,
                  satMul(4, mla.getKvLoraRank() + mla.getRopeDim()));
+
+    // A row-parallel projection (o_proj, an FFN's down projection) is
+    // followed by an all-reduce of its [tokens, hidden] f32 output over the
+    // T consecutive ranks of its group, as the runtime runs every
+    // AllReduceSum: reduce-scatter + all-gather, 2(T-1) messages of 1/T of
+    // the data; within a node when the group fits in one.
+    if (StringAttr kind = moe.getTensorSliceAttrHelper().getAttr(op);
+        kind && (kind.getValue() == "row" || kind.getValue() == "ffn") &&
+        cost.tensorParallel > 1) {
+      int64_t T = cost.tensorParallel;
+      int64_t width =
+          cast<RankedTensorType>(op->getResult(0).getType()).getDimSize(1);
+      int64_t perNode = cost.gridShape.empty() ? cost.numRanks
+                                               : cost.gridShape.back();
+      bool crossesNodes = perNode % T != 0;
+      int64_t sent = satMul(satMul(width, 4), 2 * (T - 1)) / T;
+      (crossesNodes ? cost.commBytesInterNode : cost.commBytesIntraNode) +=
+          sent;
+      (crossesNodes ? cost.commMessagesInterNode
+                    : cost.commMessagesIntraNode) += 2 * (T - 1);
+    }
 
     // A combine exchange runs as a ring all-reduce of the [tokens * top_k,
     // hidden] f32 slot outputs over the ranks its grid axes span: 2(g-1)
@@ -396,7 +427,6 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
 
   // What moe-plan-memory planned: the same activation arena and KV cache on
   // every rank, weights by placement.
-  MoEDialect &moe = getMoEDialect(model.getContext());
   DictionaryAttr memory = moe.getMemoryAttrHelper().getAttr(model);
   DenseI64ArrayAttr peaks = moe.getPeakBytesAttrHelper().getAttr(model);
   if (memory && peaks && int64_t(peaks.size()) == cost.numRanks) {
@@ -484,6 +514,7 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
       {"layers", std::move(layers)},
       {"ops", std::move(ops)},
       {"num_ranks", cost.numRanks},
+      {"tensor_parallel", cost.tensorParallel},
       {"ranks", std::move(ranks)}};
   report["communication_per_token"] = llvm::json::Object{
       {"intra_node_bytes", cost.commBytesIntraNode},

@@ -295,11 +295,33 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
       return error() << "must be a unit attribute";
     return success();
   }
+  if (name == getTensorParallelAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    auto ways = dyn_cast<IntegerAttr>(value);
+    if (!ways || ways.getInt() < 1)
+      return error() << "must be a group size >= 1";
+    return success();
+  }
+  if (name == getTensorSliceAttrHelper().getName()) {
+    auto kind = dyn_cast<StringAttr>(value);
+    StringRef k = kind ? kind.getValue() : "";
+    bool ok = isa<LinearOp>(op) ? (k == "column" || k == "column_qkv" || k == "row")
+              : isa<RotaryOp, AttentionOp>(op) ? k == "heads"
+              : isa<MLPOp>(op)                 ? k == "ffn"
+                                               : false;
+    if (!ok)
+      return error() << "must be \"column\", \"column_qkv\" or \"row\" on "
+                        "moe.linear, \"heads\" on moe.rotary and "
+                        "moe.attention, \"ffn\" on moe.mlp";
+    return success();
+  }
   return op->emitOpError() << "has unknown moe attribute '" << name.strref()
                            << "' (expected moe.buffers, moe.slices, "
                               "moe.scratch, moe.memory, moe.peak_bytes, "
                               "moe.streaming, moe.on_demand, "
-                              "moe.prefetch_distance or moe.decode_graph)";
+                              "moe.prefetch_distance, moe.decode_graph, "
+                              "moe.tensor_parallel or moe.tensor_slice)";
 }
 
 //===----------------------------------------------------------------------===//

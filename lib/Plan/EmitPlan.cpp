@@ -305,7 +305,8 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     weights.push_back(fb::CreateWeight(
         fbb, fbb.CreateString(w.name), toFb(w.storedType), toFb(w.type),
         fbb.CreateVector(w.shape.data(), w.shape.size()), toFb(w.init),
-        w.initStd, ranks, w.streamed, source));
+        w.initStd, ranks, w.streamed, source, w.partOf, w.partAxis,
+        w.partOffset));
   }
   auto weightVec = fbb.CreateVector(weights);
 
@@ -333,7 +334,11 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     std::vector<flatbuffers::Offset<fb::Step>> steps;
     std::vector<int32_t> rankIndex(program.steps.size(), -1);
     for (auto [i, s] : llvm::enumerate(program.steps)) {
-      auto [type, table] = std::visit(serializer, s.op);
+      // A tensor-parallel step runs as its group member's variant.
+      const StepOp &op = s.perMember.empty()
+                             ? s.op
+                             : s.perMember[size_t(r % program.tensorParallel)];
+      auto [type, table] = std::visit(serializer, op);
       if (type == fb::Op::NONE)
         continue;
       std::vector<int32_t> waits;

@@ -72,6 +72,7 @@ LogicalResult Lowering::run() {
   p.maxSeqLen = storage.maxSeqLen;
   p.arenaBytes = storage.arenaBytes;
   p.kvCaches = collectKVCaches(model);
+  p.tensorParallel = getTensorParallel(model);
   if (failed(lowerBlock(graph.getBody().front())))
     return failure();
   if (p.logitsBuffer < 0)

@@ -54,6 +54,13 @@ public:
   LogicalResult lowerPositionEmbedding(PositionEmbeddingOp op);
   LogicalResult lowerLMHead(LMHeadOp op);
   void addStreamingSteps();
+  /// Tensor parallelism (LoweringTensorParallel.cpp): the sliced forms.
+  LogicalResult lowerSlicedLinear(LinearOp op, Slice in, Slice out,
+                                  StringRef kind);
+  LogicalResult lowerSlicedRotary(RotaryOp op, const RopeStep &whole);
+  LogicalResult lowerSlicedAttention(AttentionOp op, const AttentionStep &whole);
+  /// The sum of the group members' partial rows of `buf`.
+  void addTensorParallelAllReduce(Operation *op, int buf, StringRef what);
 
   ModelOp model;
   const CompileOptions &options;

@@ -52,6 +52,8 @@ LogicalResult Lowering::lowerLinear(Operation *op, Value input, Value weight,
   FailureOr<Slice> in = sliceOf(input, op), out = sliceOf(op->getResult(0), op);
   if (failed(in) || failed(out))
     return failure();
+  if (StringRef kind = tensorSliceOf(op); !kind.empty())
+    return lowerSlicedLinear(cast<LinearOp>(op), *in, *out, kind);
   LinearStep step{in->buffer, out->buffer, weightOf(weight), optWeightOf(bias),
                   transposed, out->col};
   // Named after the weight ("layers.0.attn.q_proj"): what a trace shows.
@@ -82,6 +84,8 @@ LogicalResult Lowering::lowerRotary(RotaryOp r) {
       step.invFreq.push_back(x);
   if (std::optional<APFloat> a = r.getAttentionFactor())
     step.attentionFactor = a->convertToFloat();
+  if (tensorSliceOf(r) == "heads")
+    return lowerSlicedRotary(r, step);
   addStep(r, stepName("rope"), {step.buf}, {step.buf}, step);
   return success();
 }
@@ -105,6 +109,8 @@ LogicalResult Lowering::lowerAttention(AttentionOp a) {
                      int(a.getSlidingWindow().value_or(0)),
                      optWeightOf(a.getSinks()),
                      a.getVHeadDim() ? int(*a.getVHeadDim()) : 0};
+  if (tensorSliceOf(a) == "heads")
+    return lowerSlicedAttention(a, step);
   addStep(a, stepName("attention"), {step.qkv}, {step.out}, step);
   return success();
 }

@@ -20,6 +20,15 @@ using namespace mlir::moe::plan;
 
 std::vector<int32_t> CollectiveStep::groupOf(int32_t rank,
                                              int32_t numRanks) const {
+  if (tensorParallel > 0) {
+    // T consecutive ranks (Megatron's groups, inside a node when T divides
+    // the ranks per node).
+    std::vector<int32_t> group;
+    for (int32_t r = rank - rank % tensorParallel;
+         r < rank - rank % tensorParallel + tensorParallel && r < numRanks; ++r)
+      group.push_back(r);
+    return group;
+  }
   // Grid coordinates of a rank (row-major, as shard.grid numbers devices).
   auto coords = [&](int64_t r) {
     SmallVector<int64_t> c(gridShape.size());

@@ -30,19 +30,39 @@ LogicalResult Lowering::lowerMLP(MLPOp m) {
   bool transposed = m.getTransposed();
   std::string prefix = stepName("mlp");
   int x = in->buffer, y = out->buffer;
-  auto linear = [&](StringRef what, int src, int dst, int w, int b,
-                    int64_t col) {
-    addStep(m, prefix + what.str(), {src}, {dst},
-            LinearStep{src, dst, w, b, transposed, col});
+  // Tensor parallelism ("ffn"): member g computes I/T hidden units with its
+  // parts of gate/up (rows) and down (columns); member 0 adds the down bias
+  // and the group sums the partial outputs.
+  int64_t T = tensorSliceOf(m) == "ffn" ? p.tensorParallel : 1;
+  if (T > 1 && (out->col != 0 || out->width != p.buffers[y].rowElems))
+    return m.emitOpError("is tensor-parallel but its output shares a buffer "
+                         "(expected a buffer of its own to all-reduce)");
+  auto part = [&](Value v, int64_t g) {
+    int w = optWeightOf(v);
+    return w < 0 || T == 1 ? w : p.weights[w].tpParts[size_t(g)];
+  };
+  int64_t n = inter / T;
+  auto linear = [&](StringRef what, int src, int dst, Value w, Value b,
+                    int64_t col, bool memberZeroBias = false) {
+    std::vector<StepOp> members;
+    for (int64_t g = 0; g < T; ++g) {
+      int bias = memberZeroBias ? (g == 0 ? optWeightOf(b) : -1) : part(b, g);
+      members.push_back(
+          LinearStep{src, dst, part(w, g), bias, transposed, col});
+    }
+    addStep(m, prefix + what.str(), {src}, {dst}, members.front());
+    if (T > 1)
+      p.steps.back().perMember = std::move(members);
   };
   if (gated)
-    linear(".gate_proj", x, hidden, weightOf(m.getGate()), -1, 0);
-  linear(".up_proj", x, hidden, weightOf(m.getUp()), optWeightOf(m.getUpBias()),
-         gated ? inter : 0);
+    linear(".gate_proj", x, hidden, m.getGate(), Value(), 0);
+  linear(".up_proj", x, hidden, m.getUp(), m.getUpBias(), gated ? n : 0);
   addStep(m, prefix + ".act", {hidden}, {act},
-          ActivationStep{hidden, act, m.getActivation(), gated, inter});
-  linear(".down_proj", act, y, weightOf(m.getDown()),
-         optWeightOf(m.getDownBias()), 0);
+          ActivationStep{hidden, act, m.getActivation(), gated, n});
+  linear(".down_proj", act, y, m.getDown(), m.getDownBias(), 0,
+         /*memberZeroBias=*/T > 1);
+  if (T > 1)
+    addTensorParallelAllReduce(m, y, prefix + ".down_proj");
   return success();
 }
 

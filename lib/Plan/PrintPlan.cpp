@@ -303,6 +303,10 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
         if (src->transposed())
           os << " transposed";
       }
+      if (w->part_of() >= 0)
+        os << " part of w" << w->part_of() << " "
+           << (w->part_axis() == 0 ? "rows" : "columns") << " from "
+           << w->part_offset();
       os << "\n";
     }
   if (p->placement())

@@ -260,7 +260,14 @@ LogicalResult StorageAssigner::assignLinear(Operation *op, Value input,
     out = full(newBuffer(bufferName(what), ElemType::F32, widthOf(result)));
   }
   s.slices[result] = out;
-  touch({in->buffer, out.buffer});
+  // Tensor-parallel forms (LoweringTensorParallel.cpp): a fused q/k/v
+  // projection as three steps, a row-parallel one followed by its
+  // all-reduce.
+  StringRef kind = tensorSliceOf(op);
+  for (int i = 0, n = kind == "column_qkv" ? 3 : 1; i < n; ++i)
+    touch({in->buffer, out.buffer});
+  if (kind == "row")
+    touch({out.buffer});
   return success();
 }
 
@@ -284,6 +291,8 @@ LogicalResult StorageAssigner::assignMLP(MLPOp m) {
   touch({in->buffer, hidden});   // up_proj
   touch({hidden, act});          // act
   touch({act, out});             // down_proj
+  if (tensorSliceOf(m) == "ffn")
+    touch({out}); // the tensor-parallel all-reduce
   return success();
 }
 
@@ -553,14 +562,21 @@ LogicalResult StorageAssigner::assign(Operation *op) {
 
 std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
   std::vector<KVCache> caches;
+  int64_t T = getTensorParallel(model);
   model.walk([&](Operation *op) {
-    if (auto a = dyn_cast<AttentionOp>(op))
-      caches.push_back(KVCache{a.getLayer(), a.getNumKvHeads(), a.getHeadDim(),
-                               a.getValueHeadDim()});
-    else if (auto m = dyn_cast<MLAAttentionOp>(op))
+    if (auto a = dyn_cast<AttentionOp>(op)) {
+      // A tensor-parallel member caches only its kv heads (every member as
+      // many).
+      int64_t kv = tensorSliceOf(a) == "heads"
+                       ? headPart(a.getNumKvHeads(), T, 0).count
+                       : a.getNumKvHeads();
+      caches.push_back(
+          KVCache{a.getLayer(), kv, a.getHeadDim(), a.getValueHeadDim()});
+    } else if (auto m = dyn_cast<MLAAttentionOp>(op)) {
       caches.push_back(KVCache{m.getLayer(), 1,
                                m.getKvLoraRank() + m.getRopeDim(), 0,
                                m.getKvLoraRank()});
+    }
   });
   return caches;
 }

@@ -10,6 +10,7 @@
 
 #include "moe/Plan/Program.h"
 
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/DenseSet.h"
 
 using namespace mlir;
@@ -24,7 +25,7 @@ uint64_t mlir::moe::plan::Weight::bytes() const {
 }
 
 uint64_t mlir::moe::plan::Weight::bytesOnRank(int32_t rank) const {
-  if (!onRank(rank))
+  if (sliced || !onRank(rank))
     return 0;
   if (expertRanks.empty())
     return bytes();
@@ -54,6 +55,140 @@ static ElemType memoryType(ElemType stored, int64_t rank, ComputeDType compute) 
     return ElemType::F16;
   }
   return stored;
+}
+
+int64_t mlir::moe::plan::getTensorParallel(ModelOp model) {
+  IntegerAttr ways = getMoEDialect(model.getContext())
+                         .getTensorParallelAttrHelper()
+                         .getAttr(model);
+  return ways ? ways.getInt() : 1;
+}
+
+int64_t mlir::moe::plan::getNumRanks(ModelOp model) {
+  int64_t ranks = 1;
+  for (auto grid : model.getBodyBlock().getOps<shard::GridOp>())
+    for (int64_t d : grid.getShape())
+      ranks *= d;
+  return ranks;
+}
+
+HeadPart mlir::moe::plan::headPart(int64_t heads, int64_t T, int64_t g) {
+  int64_t parts = std::min(heads, T), count = heads / parts;
+  return {g * parts / T * count, count};
+}
+
+AttentionOp mlir::moe::plan::attentionFed(Value v) {
+  for (Operation *user : v.getUsers()) {
+    if (auto a = dyn_cast<AttentionOp>(user))
+      return a;
+    if (isa<RotaryOp>(user))
+      return attentionFed(user->getResult(0));
+    if (isa<SplitOp>(user))
+      for (Value r : user->getResults())
+        if (AttentionOp a = attentionFed(r))
+          return a;
+  }
+  return nullptr;
+}
+
+StringRef mlir::moe::plan::tensorSliceOf(Operation *op) {
+  StringAttr kind =
+      getMoEDialect(op->getContext()).getTensorSliceAttrHelper().getAttr(op);
+  return kind ? kind.getValue() : StringRef();
+}
+
+/// Splits the weights of the ops moe-tensor-parallel marked into the parts
+/// the members of a group read (appended after the params): rows of a
+/// column-parallel projection's output features (per q/k/v head range), of
+/// a row-parallel one's input features; a row-parallel bias stays whole on
+/// member 0.
+static LogicalResult addTensorParts(ModelOp model, std::vector<Weight> &weights,
+                                    llvm::function_ref<int(Value)> weightOf) {
+  int64_t T = getTensorParallel(model), ranks = getNumRanks(model);
+  if (T == 1)
+    return success();
+  // Ranks of the members g with select(g).
+  auto ranksOf = [&](llvm::function_ref<bool(int64_t)> select) {
+    SmallVector<int32_t> list;
+    for (int64_t r = 0; r < ranks; ++r)
+      if (select(r % T))
+        list.push_back(int32_t(r));
+    return list;
+  };
+  // Splits `w` along `axis` in `parts` equal pieces of its span [offset,
+  // offset + width); member g reads piece g * parts / T. Appends the member
+  // list to the whole's tpParts.
+  auto split = [&](int w, int axis, int64_t offset, int64_t width,
+                   int64_t parts, StringRef label) {
+    int64_t size = width / parts;
+    for (int64_t p = 0; p < parts; ++p) {
+      Weight part = weights[size_t(w)];
+      part.name = weights[size_t(w)].name + " " + label.str() + "part " +
+                  std::to_string(p) + "/" + std::to_string(parts);
+      part.shape[size_t(axis)] = size;
+      part.partOf = w;
+      part.partAxis = axis;
+      part.partOffset = offset + p * size;
+      part.tpParts.clear();
+      part.ranks = ranksOf([&](int64_t g) { return g * parts / T == p; });
+      if (int64_t(part.ranks.size()) == ranks)
+        part.ranks.clear();
+      weights.push_back(std::move(part));
+    }
+    int first = int(weights.size() - size_t(parts));
+    for (int64_t g = 0; g < T; ++g)
+      weights[size_t(w)].tpParts.push_back(first + int(g * parts / T));
+    weights[size_t(w)].sliced = true;
+  };
+  auto memberZero = [&](Value bias) {
+    if (bias)
+      weights[size_t(weightOf(bias))].ranks =
+          ranksOf([](int64_t g) { return g == 0; });
+  };
+  WalkResult walk = model.walk([&](Operation *op) -> WalkResult {
+    StringRef kind = tensorSliceOf(op);
+    if (auto l = dyn_cast<LinearOp>(op)) {
+      if (kind.empty())
+        return WalkResult::advance();
+      int w = weightOf(l.getWeight());
+      int b = l.getBias() ? weightOf(l.getBias()) : -1;
+      bool tr = l.getTransposed();
+      int64_t N = weights[size_t(w)].shape[tr ? 1 : 0];
+      int64_t K = weights[size_t(w)].shape[tr ? 0 : 1];
+      if (kind == "row") {
+        split(w, tr ? 0 : 1, 0, K, T, "");
+        memberZero(l.getBias());
+        return WalkResult::advance();
+      }
+      AttentionOp a = attentionFed(l.getResult());
+      if (!a)
+        return l.emitOpError("is column-parallel but feeds no moe.attention");
+      int64_t hd = a.getHeadDim();
+      // q/k/v side by side (fused) or one of them.
+      int64_t thirds = kind == "column_qkv" ? 3 : 1, width = N / thirds;
+      for (int64_t t = 0; t < thirds; ++t) {
+        int64_t heads = width / hd;
+        StringRef label = thirds == 1 ? "" : t == 0 ? "q " : t == 1 ? "k " : "v ";
+        split(w, tr ? 1 : 0, t * width, width, std::min(heads, T), label);
+        if (b >= 0)
+          split(b, 0, t * width, width, std::min(heads, T), label);
+      }
+      return WalkResult::advance();
+    }
+    if (auto m = dyn_cast<MLPOp>(op); m && kind == "ffn") {
+      bool tr = m.getTransposed();
+      int64_t I = m.getIntermediateSize();
+      for (Value v : {m.getGate(), m.getUp()})
+        if (v)
+          split(weightOf(v), tr ? 1 : 0, 0, I, T, "");
+      if (m.getUpBias())
+        split(weightOf(m.getUpBias()), 0, 0, I, T, "");
+      split(weightOf(m.getDown()), tr ? 0 : 1, 0, I, T, "");
+      memberZero(m.getDownBias());
+    }
+    return WalkResult::advance();
+  });
+  return failure(walk.wasInterrupted());
 }
 
 FailureOr<std::vector<Weight>>
@@ -132,6 +267,9 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
     weights[w].ranks.clear();
     weights[w].expertRanks.clear();
   }
+
+  if (failed(addTensorParts(model, weights, weightOf)))
+    return failure();
 
   // A layer with moe.prefetch_distance streams its own weights (not its
   // experts': those stream on demand or stay resident).

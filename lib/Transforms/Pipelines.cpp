@@ -33,6 +33,9 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   placement.slicing = options.expertSlicing;
   model.addPass(createMoEExpertPlacementPass(placement));
   model.addPass(createMoECommHierarchyPass());
+  MoETensorParallelPassOptions tensorParallel;
+  tensorParallel.ways = options.tensorParallel;
+  model.addPass(createMoETensorParallelPass(tensorParallel));
 
   model.addPass(createMoESchedulePass());
   model.addPass(createCanonicalizerPass());

@@ -1043,6 +1043,31 @@ void PlanFile::sliceStackedWeights() {
   }
 }
 
+void PlanFile::checkTensorPart(size_t i) {
+  WeightInfo &w = weights_[i];
+  if (w.partOf == -1)
+    return;
+  if (w.partOf < 0 || size_t(w.partOf) >= numPlanWeights_ || size_t(w.partOf) == i ||
+      weights_[size_t(w.partOf)].partOf != -1)
+    fail("{}: weight '{}' has part_of {} (expected the index of another weight that is not a "
+         "part, 0..{})",
+         path_, w.name, w.partOf, numPlanWeights_ - 1);
+  const WeightInfo &whole = weights_[size_t(w.partOf)];
+  bool ok = (w.partAxis == 0 || w.partAxis == 1) && size_t(w.partAxis) < whole.shape.size() &&
+            w.shape.size() == whole.shape.size() && w.partOffset >= 0 &&
+            w.storedDtype == whole.storedDtype && whole.sourceTensor.empty() && w.sourceTensor.empty();
+  for (size_t d = 0; ok && d < w.shape.size(); ++d)
+    ok = d == size_t(w.partAxis)
+             ? w.partOffset + w.shape[d] <= whole.shape[d]
+             : w.shape[d] == whole.shape[d];
+  if (!ok)
+    fail("{}: weight '{}' of shape [{}] is part_axis {} at part_offset {} of '{}' [{}] (expected "
+         "rows or columns inside the whole, the other dimensions and the stored dtype equal, no "
+         "source)",
+         path_, w.name, fmt::join(w.shape, ", "), w.partAxis, w.partOffset, whole.name,
+         fmt::join(whole.shape, ", "));
+}
+
 void PlanFile::validate() {
   const plan::Plan &r = *root_;
   const std::string &p = path_;
@@ -1165,12 +1190,24 @@ void PlanFile::validate() {
                "expert-stacked matrix [E, N, K])",
                p, wi.name, wi.shape.size());
       }
+      // Tensor-parallel parts (3.3), checked against their whole below.
+      wi.partOf = w->part_of();
+      wi.partAxis = w->part_axis();
+      wi.partOffset = w->part_offset();
       weights_.push_back(std::move(wi));
     }
   }
   numPlanWeights_ = weights_.size();
+  for (size_t i = 0; i < numPlanWeights_; ++i)
+    checkTensorPart(i);
   sliceStackedWeights();
 
+  for (size_t i = 0; i < numPlanWeights_; ++i)
+    if (weights_[i].partOf >= 0 && (!weights_[size_t(weights_[i].partOf)].slices.empty() ||
+                                    !weights_[i].slices.empty()))
+      fail("{}: weight '{}' is a tensor part of, or is, an expert-stacked weight (expected parts "
+           "of weights no Experts step reads)",
+           p, weights_[i].name);
   ranks_.resize(size_t(r.num_ranks()));
   for (int i = 0; i < r.num_ranks(); ++i) {
     const plan::RankProgram &rp = *r.ranks()->Get(unsigned(i));

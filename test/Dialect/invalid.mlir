@@ -1370,7 +1370,7 @@ func.func @f(%x: tensor<?x4xf32>) {
 // -----
 
 func.func @f(%x: tensor<?x4xf32>) {
-  // expected-error@+1 {{'moe.add' op has unknown moe attribute 'moe.arena_offsets' (expected moe.buffers, moe.slices, moe.scratch, moe.memory, moe.peak_bytes, moe.streaming, moe.on_demand, moe.prefetch_distance or moe.decode_graph)}}
+  // expected-error@+1 {{'moe.add' op has unknown moe attribute 'moe.arena_offsets' (expected moe.buffers, moe.slices, moe.scratch, moe.memory, moe.peak_bytes, moe.streaming, moe.on_demand, moe.prefetch_distance, moe.decode_graph, moe.tensor_parallel or moe.tensor_slice)}}
   %y = moe.add %x, %x {moe.arena_offsets = array<i64: 0>} : tensor<?x4xf32>
   return
 }

@@ -87,6 +87,24 @@ static std::vector<uint8_t> corruptPlan(std::vector<uint8_t> bytes, const std::s
       }
   } else if (kind == "expert-slices") {
     needOp<mp::ExpertsT>(*p, mp::Op::Experts)->expert_slices = 5; // 48 hidden units
+  } else if (kind == "tensor-part" || kind == "tensor-part-range") {
+    // A tensor-parallel part (plan 3.3) of the first plain matrix: of itself,
+    // or rows past the end of its whole.
+    size_t whole = 0;
+    while (whole < p->weights.size() &&
+           (p->weights[whole]->source || p->weights[whole]->shape.size() != 2))
+      ++whole;
+    if (whole == p->weights.size())
+      moert::fail("--corrupt={}: the plan has no plain matrix", kind);
+    if (kind == "tensor-part") {
+      p->weights[whole]->part_of = int32_t(whole);
+    } else {
+      auto part = std::make_unique<mp::WeightT>(*p->weights[whole]);
+      part->name += " part";
+      part->part_of = int32_t(whole);
+      part->part_offset = part->shape[0];
+      p->weights.push_back(std::move(part));
+    }
   } else if (kind == "max-batch")
     p->max_batch = int32_t(p->max_tokens + 1);
   else if (kind == "kv-pages") { // a pool too small for one full-length sequence

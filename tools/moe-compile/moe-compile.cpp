@@ -149,6 +149,13 @@ cl::opt<std::string>
                       cl::init("on"), cl::value_desc("on|off"),
                       cl::cat(passCategory));
 cl::opt<std::string>
+    tensorParallelFlag("tensor-parallel",
+                       cl::desc("Ranks of a tensor-parallel group: attention "
+                                "heads and dense FFNs sliced over T ranks "
+                                "(T divides --devices; default 1)"),
+                       cl::init("1"), cl::value_desc("T"),
+                       cl::cat(passCategory));
+cl::opt<std::string>
     pipelineFlag("pipeline",
                  cl::desc("Passes replacing the default pipeline, e.g. "
                           "'canonicalize,moe-fuse-gating' ('none': the "
@@ -346,6 +353,12 @@ CompileOptions parseOptions(EmitKind emit) {
              : expertSlicingFlag == "off" ? std::optional<bool>(false)
                                           : std::nullopt,
              "expert-slicing", expertSlicingFlag, "on or off");
+  o.tensorParallel =
+      check(parseIntInRange(tensorParallelFlag, 1, kMaxRanks), "tensor-parallel");
+  if (o.devices % o.tensorParallel != 0)
+    fail("--tensor-parallel: " + llvm::Twine(o.tensorParallel) +
+         " does not divide --devices=" + llvm::Twine(o.devices) +
+         " (expected groups of T ranks)");
   if (memoryBudgetFlag.getNumOccurrences())
     o.memoryBudget = check(parseByteSize(memoryBudgetFlag), "memory-budget");
   else if (cluster && cluster->deviceMemoryBytes)

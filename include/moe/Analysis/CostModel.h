@@ -87,6 +87,8 @@ struct ModelCost {
   /// Ranks of the device grid (1 without one) and what each holds.
   int64_t numRanks = 1;
   std::vector<int64_t> gridShape;
+  /// Ranks per tensor-parallel group (moe.tensor_parallel; 1: none).
+  int64_t tensorParallel = 1;
   std::vector<RankCost> ranks;
   bool hasMemoryPlan = false;
   /// moe-layer-streaming's decisions (`moe.streaming`), when it streamed.

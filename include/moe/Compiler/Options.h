@@ -44,6 +44,9 @@ struct CompileOptions {
   int64_t expertReplicas = 0;
   /// Split experts over ranks when a layer has fewer experts than ranks.
   bool expertSlicing = true;
+  /// Ranks of a tensor-parallel group (Megatron slicing of attention heads
+  /// and dense FFNs); 1 = attention and dense layers replicated.
+  int64_t tensorParallel = 1;
   /// Bytes per rank for weights + activations; 0 = unlimited.
   uint64_t memoryBudget = 0;
   /// Textual pass pipeline replacing the default one, or "".

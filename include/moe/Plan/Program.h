@@ -127,6 +127,14 @@ struct Weight {
   /// Expert slicing: each rank in expertRanks[e] holds 1/expertParts of
   /// expert e's slice (a part of its rows or columns); 1: whole slices.
   int64_t expertParts = 1;
+  /// Tensor parallelism: a whole weight split in parts (`sliced`, held by no
+  /// rank) lists the part each group member reads (tpParts[g], or for a
+  /// fused q/k/v projection tpParts[third * T + g]); a part names its whole
+  /// (partOf) and lies at partOffset along partAxis (rows 0, columns 1).
+  bool sliced = false;
+  SmallVector<int> tpParts;
+  int partOf = -1, partAxis = 0;
+  int64_t partOffset = 0;
   uint64_t bytes() const;
   /// Bytes `rank` holds: the slices of its experts for a stacked weight.
   uint64_t bytesOnRank(int32_t rank) const;
@@ -269,6 +277,9 @@ struct LogitsStep {
 /// outside `axes` (see groupOf).
 struct CollectiveStep {
   int buf;
+  /// > 0: the tensor-parallel group of this many consecutive ranks instead
+  /// of a grid group.
+  int32_t tensorParallel = 0;
   SmallVector<int64_t> gridShape;
   SmallVector<int16_t> axes;
   std::string level;
@@ -298,6 +309,9 @@ struct Step {
   Stream stream = Stream::Compute;
   llvm::SmallVector<int> reads, writes;
   StepOp op;
+  /// Tensor parallelism: the op of each group member (rank r runs
+  /// perMember[r % T]); empty: `op` on every rank.
+  std::vector<StepOp> perMember;
   /// The op it came from (for diagnostics).
   Operation *origin = nullptr;
 };
@@ -312,7 +326,27 @@ struct Program {
   uint64_t arenaBytes = 0;
   /// The buffer the runtime reads the logits from.
   int logitsBuffer = -1;
+  /// Ranks per tensor-parallel group (moe.tensor_parallel).
+  int64_t tensorParallel = 1;
 };
+
+/// Ranks per tensor-parallel group that moe-tensor-parallel recorded (1:
+/// none).
+int64_t getTensorParallel(ModelOp model);
+/// Ranks of the model's device grid (1 without one).
+int64_t getNumRanks(ModelOp model);
+/// The heads of a tensor with `heads` heads that group member `g` of `T`
+/// computes: `count` heads from `first`. Heads fewer than T are replicated
+/// (members g with the same g * heads / T share one).
+struct HeadPart {
+  int64_t first, count;
+};
+HeadPart headPart(int64_t heads, int64_t T, int64_t g);
+/// The moe.attention that the projection or rotary result `v` feeds
+/// (through moe.rotary and moe.split), or null.
+AttentionOp attentionFed(Value v);
+/// The moe.tensor_slice of `op`, "" when it has none.
+StringRef tensorSliceOf(Operation *op);
 
 /// The one moe.model of `module`, or an error.
 FailureOr<ModelOp> getSingleModel(ModuleOp module);

@@ -57,6 +57,8 @@ struct WeightInfo {
   // experts in S parts lists its S parts (appended after the slices); it is
   // then never bound itself. A part is rows (axis 0) or columns (axis 1) of
   // its expert slice `partOf`, starting at partOffset; `shape` is the part's.
+  // A tensor-parallel part (3.3, Weight.part_of) is such a part of a whole
+  // plan weight (partOf < numPlanWeights()), and steps name it directly.
   std::vector<int32_t> parts;
   int32_t partOf = -1;
   int partAxis = 0;
@@ -122,6 +124,8 @@ private:
   void validate();
   /// Appends the per-expert slices of every weight an Experts step reads.
   void sliceStackedWeights();
+  /// Checks a tensor-parallel part (3.3 Weight.part_of) against its whole.
+  void checkTensorPart(size_t i);
 
   std::vector<uint8_t> bytes_;
   std::string path_;

@@ -1,0 +1,170 @@
+//===- TensorParallel.cpp - Megatron slicing of attention and FFNs --------===//
+//
+// Marks what a tensor-parallel group of T ranks splits (Megatron-LM): the
+// projections feeding an attention are column-parallel, the attention and
+// its rotary embeddings run on the member's heads, the projection of its
+// output is row-parallel; dense FFNs (and shared experts) split their
+// intermediate dimension. The decisions are attributes the plan lowering
+// reads (moe.tensor_slice, moe.tensor_parallel): the IR keeps whole-model
+// shapes, so every other pass and the report see the model as before.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoEOps.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/Support/Debug.h"
+
+#define DEBUG_TYPE "moe-tensor-parallel"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOETENSORPARALLELPASS
+#include "moe/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// The ops one attention's slicing marks.
+struct AttentionSlice {
+  SmallVector<Operation *> heads;   // rotaries and the attention
+  SmallVector<LinearOp> columns;    // q/k/v projections
+  LinearOp fused;                   // GPT-2's c_attn (q/k/v in one)
+  LinearOp row;                     // o_proj
+};
+
+struct MoETensorParallelPass
+    : mlir::moe::impl::MoETensorParallelPassBase<MoETensorParallelPass> {
+  using Base::Base;
+
+  /// The projection behind one of q/k/v: a moe.linear, through a rotary
+  /// embedding, or a third of a fused q/k/v projection cut by moe.split.
+  LogicalResult traceProjection(AttentionOp a, Value v, AttentionSlice &s) {
+    if (auto rope = v.getDefiningOp<RotaryOp>()) {
+      if (rope.getOffset())
+        return a.emitOpError("cannot be sliced over tensor-parallel ranks: a "
+                             "rotary embedding with an offset (expected "
+                             "whole-head rotary embeddings)");
+      s.heads.push_back(rope);
+      v = rope.getInput();
+    }
+    if (auto split = v.getDefiningOp<SplitOp>()) {
+      auto fused = split.getInput().getDefiningOp<LinearOp>();
+      if (!fused || split.getNumResults() != 3 ||
+          !split.getInput().hasOneUse())
+        return a.emitOpError("cannot be sliced over tensor-parallel ranks: "
+                             "q/k/v split from something other than one "
+                             "fused projection");
+      s.fused = fused;
+      return success();
+    }
+    auto linear = v.getDefiningOp<LinearOp>();
+    if (!linear || !linear.getResult().hasOneUse())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks: q, k "
+                           "and v must be projections used only by it "
+                           "(expected moe.linear, optionally through "
+                           "moe.rotary)");
+    s.columns.push_back(linear);
+    return success();
+  }
+
+  LogicalResult sliceAttention(AttentionOp a, int64_t T, AttentionSlice &s) {
+    int64_t heads = a.getNumHeads(), kv = a.getNumKvHeads();
+    if (heads % T != 0)
+      return a.emitOpError() << "has " << heads
+                             << " heads, not divisible by --tensor-parallel="
+                             << T;
+    if (kv % T != 0 && T % kv != 0)
+      return a.emitOpError()
+             << "has " << kv << " kv heads: --tensor-parallel=" << T
+             << " neither divides them nor is a multiple of them (expected "
+                "kv heads divisible by T, or T a multiple of the kv heads to "
+                "replicate them)";
+    if (a.getVHeadDim() || a.getSinks())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks yet "
+                           "(attention sinks or a v_head_dim: gpt-oss, "
+                           "DeepSeek-V3's MLA)");
+    s.heads.push_back(a);
+    for (Value v : {a.getQ(), a.getK(), a.getV()})
+      if (failed(traceProjection(a, v, s)))
+        return failure();
+    if (!a.getResult().hasOneUse())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
+                           "output must feed one projection");
+    auto o = dyn_cast<LinearOp>(*a.getResult().getUsers().begin());
+    if (!o || o.getInput() != a.getResult())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
+                           "output must feed a moe.linear (o_proj)");
+    s.row = o;
+    return success();
+  }
+
+  void runOnOperation() override {
+    ModelOp model = getOperation();
+    int64_t T = ways; // (an Option streams as its name)
+    if (T < 1) {
+      model.emitError() << "tensor-parallel " << T << " (expected >= 1)";
+      return signalPassFailure();
+    }
+    if (T == 1)
+      return;
+    int64_t ranks = 1;
+    for (auto grid : model.getBodyBlock().getOps<shard::GridOp>())
+      for (int64_t d : grid.getShape())
+        ranks *= d;
+    if (ranks % T != 0) {
+      model.emitOpError() << "has " << ranks
+                          << " ranks, not divisible by --tensor-parallel="
+                          << T << " (expected groups of T ranks)";
+      return signalPassFailure();
+    }
+    MoEDialect &dialect = getMoEDialect(model.getContext());
+    Builder b(model.getContext());
+    auto mark = [&](Operation *op, StringRef kind) {
+      dialect.getTensorSliceAttrHelper().setAttr(op, b.getStringAttr(kind));
+    };
+    // Check everything before marking anything.
+    SmallVector<AttentionSlice> attentions;
+    SmallVector<MLPOp> mlps;
+    WalkResult walk = model.walk([&](Operation *op) {
+      if (auto a = dyn_cast<AttentionOp>(op)) {
+        AttentionSlice s;
+        if (failed(sliceAttention(a, T, s)))
+          return WalkResult::interrupt();
+        attentions.push_back(s);
+      } else if (auto m = dyn_cast<MLPOp>(op)) {
+        if (m.getIntermediateSize() % T != 0) {
+          m.emitOpError() << "has intermediate size "
+                          << m.getIntermediateSize()
+                          << ", not divisible by --tensor-parallel=" << T;
+          return WalkResult::interrupt();
+        }
+        mlps.push_back(m);
+      }
+      return WalkResult::advance();
+    });
+    if (walk.wasInterrupted())
+      return signalPassFailure();
+    for (AttentionSlice &s : attentions) {
+      for (Operation *op : s.heads)
+        mark(op, "heads");
+      for (LinearOp l : s.columns)
+        mark(l, "column");
+      if (s.fused)
+        mark(s.fused, "column_qkv");
+      mark(s.row, "row");
+      LLVM_DEBUG(llvm::dbgs() << "sliced attention " << *s.heads.back() << "\n");
+    }
+    for (MLPOp m : mlps)
+      mark(m, "ffn");
+    dialect.getTensorParallelAttrHelper().setAttr(model,
+                                                  b.getI64IntegerAttr(T));
+  }
+};
+
+} // namespace

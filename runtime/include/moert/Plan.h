@@ -59,6 +59,16 @@ struct WeightInfo {
   // its expert slice `partOf`, starting at partOffset; `shape` is the part's.
   std::vector<int32_t> parts;
   int32_t partOf = -1;
+  // A quantized matrix (3.3, plan.fbs WeightFormat): held as stored, its
+  // scale tensor (per expert slice: that expert's) and scale block.
+  plan::WeightFormat format = plan::WeightFormat::Plain;
+  std::string scaleTensor;
+  int64_t blockRows = 0, blockCols = 0;
+  /// Bytes of one stored row (K for FP8, K / 2 for MXFP4) and of the
+  /// scales (the [ceil(N / blockRows), ceil(K / blockCols)] grid).
+  uint64_t quantRowBytes() const;
+  uint64_t scaleRowBytes() const;
+  uint64_t scaleRows() const;
   int partAxis = 0;
   int64_t partOffset = 0;
   bool usedBy(int rank) const;
@@ -122,6 +132,8 @@ private:
   void validate();
   /// Appends the per-expert slices of every weight an Experts step reads.
   void sliceStackedWeights();
+  /// Reads a weight's storage format (3.3) into `wi`.
+  void readFormat(const plan::Weight &w, WeightInfo &wi) const;
 
   std::vector<uint8_t> bytes_;
   std::string path_;

@@ -64,17 +64,28 @@ void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out) {
     }
 }
 
-/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields).
+/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields). The
+/// byte sign-extended and shifted left by 7 puts the sign in bit 15 (from
+/// the extension) and exponent/mantissa in bits 7..13; bit 14 (the sign
+/// again) is cleared.
 MOERT_AVX512 MOERT_INLINE static __m512 fp8x16(__m128i b) {
-  __m256i h = _mm256_cvtepu8_epi16(b);
-  __m256i mag = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7f)), 7);
-  __m256i sign = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8);
-  return _mm512_cvtph_ps(_mm256_or_si256(mag, sign));
+  __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
+  return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbf80))));
 }
 
-/// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens, FP8 rows streamed once.
-MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
-                                int64_t ldx, int64_t T, float *Y, int64_t ldy, bool accumulate) {
+/// 32 e4m3 bytes as two f32 vectors / 2^8 (the integer steps on 32 lanes).
+MOERT_AVX512 MOERT_INLINE static void fp8x32(__m256i b, __m512 &lo, __m512 &hi) {
+  __m512i h = _mm512_slli_epi16(_mm512_cvtepi8_epi16(b), 7);
+  h = _mm512_and_si512(h, _mm512_set1_epi16(int16_t(0xbf80)));
+  lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+  hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+}
+
+/// Y[t, n0:n1] (+)= X[t] W^T for T tokens, FP8 rows streamed once (T a
+/// constant, so the accumulators stay in registers).
+template <int T>
+MOERT_AVX512 static void gemvFp8T(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
+                                  int64_t ldx, float *Y, int64_t ldy, bool accumulate) {
   const auto *q = static_cast<const uint8_t *>(W.data);
   const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
   for (int64_t n = n0; n < n1; ++n) {
@@ -89,7 +100,16 @@ MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const
       __m512 blk[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                        _mm512_setzero_ps()};
       const int64_t k1 = std::min(K, (c + 1) * bk);
-      for (int64_t k = c * bk; k < k1; k += 16) {
+      int64_t k = c * bk;
+      for (; k + 32 <= k1; k += 32) {
+        __m512 lo, hi;
+        fp8x32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + k)), lo, hi);
+        for (int64_t t = 0; t < T; ++t) {
+          blk[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(X + t * ldx + k), blk[t]);
+          blk[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(X + t * ldx + k + 16), blk[t]);
+        }
+      }
+      for (; k < k1; k += 16) {
         __mmask16 m = k1 - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k1 - k)) - 1);
         __m512 w = fp8x16(_mm_maskz_loadu_epi8(m, row + k));
         for (int64_t t = 0; t < T; ++t)
@@ -103,6 +123,20 @@ MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const
       float &y = Y[t * ldy + n];
       y = accumulate ? y + v : v;
     }
+  }
+}
+
+MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
+                                int64_t ldx, int64_t T, float *Y, int64_t ldy, bool accumulate) {
+  switch (T) {
+  case 1:
+    return gemvFp8T<1>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  case 2:
+    return gemvFp8T<2>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  case 3:
+    return gemvFp8T<3>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  default:
+    return gemvFp8T<4>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
   }
 }
 

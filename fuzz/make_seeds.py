@@ -54,6 +54,9 @@ def safetensors_seeds():
                      ("u8", "U8", [5], b"\x01\x02\x03\x04\x05")]),
         safetensors([("odd", "F32", [1], struct.pack("<f", 1))], pad=False),
         safetensors([("x", "F8_E4M3", [2], b"\x01\x02"), ("y", "BOOL", [1], b"\x01")]),
+        # An FP8 matrix with its block scales (DeepSeek-V3's layout).
+        safetensors([("m.weight", "F8_E4M3", [2, 3], b"\x38\x30\xb8\x01\x7e\x00"),
+                     ("m.weight_scale_inv", "F32", [1, 1], struct.pack("<f", 0.5))]),
     ]
 
 

@@ -75,13 +75,16 @@ int main(int argc, char **argv) {
     Precision prec;
     LinearStrategy strat;
     Layout layout = Layout::RowMajor;
+    QuantFormat format = QuantFormat::None; // FP8: e4m3 bytes, 128x128 f32 scales
   } modes[] = {{"bf16-auto", DType::BF16, Precision::BF16, LinearStrategy::Auto},
                {"bf16-exact", DType::BF16, Precision::F32, LinearStrategy::Auto},
                {"bf16-packed", DType::BF16, Precision::BF16, LinearStrategy::Auto, Layout::Packed16},
                {"bf16-packed-exact", DType::BF16, Precision::F32, LinearStrategy::Auto,
                 Layout::Packed16},
                {"bf16-panels+sgemm", DType::BF16, Precision::F32, LinearStrategy::Panels},
-               {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto}};
+               {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto},
+               {"fp8-block128", DType::F32, Precision::F32, LinearStrategy::Auto,
+                Layout::RowMajor, QuantFormat::FP8E4M3Block}};
   // The same-run read bandwidth, to judge the weight-streaming rates below.
   BandwidthResult bw = measureReadBandwidth(pool, uint64_t(1) << 30, 5);
   if (!json)
@@ -104,7 +107,11 @@ int main(int argc, char **argv) {
         if (!wanted(modeNames, m.name))
           continue;
         bool packed = m.layout == Layout::Packed16;
-        size_t wbytes = packed ? size_t(packedBytes(sh.N, sh.K)) : size_t(sh.N * sh.K) * dtypeSize(m.wt);
+        bool fp8 = m.format == QuantFormat::FP8E4M3Block;
+        size_t wbytes = packed ? size_t(packedBytes(sh.N, sh.K))
+                        : fp8  ? size_t(sh.N * sh.K)
+                               : size_t(sh.N * sh.K) * dtypeSize(m.wt);
+        std::vector<float> scales(size_t(((sh.N + 127) / 128) * ((sh.K + 127) / 128)), 0.5f);
         // Enough copies to exceed the last-level cache.
         int copies = int(std::max<size_t>(2, (size_t(256) << 20) / wbytes + 1));
         size_t total = wbytes * size_t(copies);
@@ -115,7 +122,8 @@ int main(int argc, char **argv) {
         auto *u16 = static_cast<uint16_t *>(p);
         for (size_t i = 0; i < total / 2; ++i) {
           x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-          u16[i] = uint16_t((x & 0x807f) | (m.wt == DType::F32 && i % 2 == 0 ? 0 : 0x3c00));
+          u16[i] = fp8 ? uint16_t(x & 0xf7f7) // e4m3 pairs, never NaN
+                       : uint16_t((x & 0x807f) | (m.wt == DType::F32 && i % 2 == 0 ? 0 : 0x3c00));
         }
         if (packed) // pack each copy in place through a row-major scratch copy
           for (int c = 0; c < copies; ++c) {
@@ -127,10 +135,15 @@ int main(int argc, char **argv) {
         double best = 1e30;
         for (int r = 0; r < reps; ++r)
           for (int c = 0; c < copies; ++c) {
+            WRef w{static_cast<uint8_t *>(p) + size_t(c) * wbytes, m.wt, m.layout};
+            if (fp8) {
+              w.format = m.format;
+              w.scales = scales.data();
+              w.blockRows = w.blockCols = 128;
+            }
             int64_t t0 = nowNs();
-            linear(pool, ws, X.data(), sh.K, T,
-                   {static_cast<uint8_t *>(p) + size_t(c) * wbytes, m.wt, m.layout},
-                   sh.N, sh.K, false, {}, Y.data(), sh.N, false, m.prec);
+            linear(pool, ws, X.data(), sh.K, T, w, sh.N, sh.K, false, {}, Y.data(), sh.N, false,
+                   m.prec);
             best = std::min(best, double(nowNs() - t0) / 1e6);
           }
         unmapAnonymous(p, total);

@@ -26,6 +26,14 @@ def MoE_InitKind : I32EnumAttr<"InitKind",
   let cppNamespace = "::mlir::moe";
 }
 
+def MoE_WeightFormat : I32EnumAttr<"WeightFormat",
+    "how a quantized parameter is stored in the checkpoint", [
+  I32EnumAttrCase<"FP8E4M3Block", 1, "fp8_e4m3">,
+  I32EnumAttrCase<"MXFP4", 2, "mxfp4">
+]> {
+  let cppNamespace = "::mlir::moe";
+}
+
 def MoE_Activation : I32EnumAttr<"Activation",
     "activation of a feed-forward network", [
   I32EnumAttrCase<"Gelu", 0, "gelu">,
@@ -306,6 +314,39 @@ def MoE_SourceAttr : MoE_Attr<"Source", "source"> {
     /// The per-expert tensor name of `expert` (isPerExpert()).
     std::string getExpertTensor(int64_t expert) const;
   }];
+}
+
+def MoE_QuantAttr : MoE_Attr<"Quant", "quant"> {
+  let summary = "a parameter kept quantized as the checkpoint stores it";
+  let description = [{
+    On a `moe.param` (a matrix `[N, K]` or an expert-stacked `[E, N, K]`):
+    the checkpoint stores it quantized and the runtime computes with it so,
+    dequantizing inside its matrix products. The parameter's element type
+    is then the type of the dequantized values (f32); what the checkpoint
+    holds is:
+
+    - `fp8_e4m3` (HF `quant_method: "fp8"`, `integrations/finegrained_fp8.py`):
+      the tensor (`name`, or the per-expert tensors of its `source`) is
+      F8_E4M3 `[N, K]`; `scale` names the F32 tensor `[ceil(N / bn),
+      ceil(K / bk)]` (`{e}` per expert) with `block = [bn, bk]`, and
+      `w[n, k] = fp8[n, k] * scale[n / bn, k / bk]` (edge blocks may be
+      partial).
+    - `mxfp4` (HF `quant_method: "mxfp4"`, `integrations/mxfp4.py`): U8
+      `*_blocks` `[.., N, K / 32, 16]` of e2m1 pairs (element 2j in the low
+      nibble) and U8 e8m0 `*_scales` `[.., N, K / 32]` (`scale`), `block =
+      [1, 32]`: `w[n, k] = e2m1 * 2^(scale[n, k / 32] - 127)`.
+
+    Example:
+
+    ```mlir
+    #moe.quant<format = fp8_e4m3, scale = "model.layers.0.mlp.down_proj.weight_scale_inv", block = 128, 128>
+    ```
+  }];
+  let parameters = (ins EnumParameter<MoE_WeightFormat>:$format,
+                        StringRefParameter<"the scale tensor, or per-expert pattern with {e}">:$scale,
+                        ArrayRefParameter<"int64_t", "block rows and columns one scale covers">:$block);
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
 }
 
 #endif // MOE_ATTRS_TD

@@ -131,6 +131,11 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     pattern, `name` is that pattern; `--random-weights` fills each expert's
     slice as it would fill the per-expert tensor.
 
+    A `quant` (`#moe.quant`) says the checkpoint stores the matrix quantized
+    (FP8 with block scales, MXFP4); the element type is then f32, the type
+    of its dequantized values, and only products (`moe.linear`, the
+    experts' matrices) may read it.
+
     Example:
 
     ```mlir
@@ -146,9 +151,10 @@ def MoE_ParamOp : MoE_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     TypeAttrOf<AnyRankedTensor>:$type,
     MoE_InitKind:$init,
     OptionalAttr<F32Attr>:$init_std,
-    OptionalAttr<MoE_SourceAttr>:$source);
+    OptionalAttr<MoE_SourceAttr>:$source,
+    OptionalAttr<MoE_QuantAttr>:$quant);
   let assemblyFormat = [{
-    $sym_name $name `:` $type (`source` $source^)? `init` $init (`std` $init_std^)? attr-dict
+    $sym_name $name `:` $type (`source` $source^)? (`quant` $quant^)? `init` $init (`std` $init_std^)? attr-dict
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{

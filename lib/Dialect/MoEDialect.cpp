@@ -378,6 +378,21 @@ LogicalResult SourceAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+LogicalResult QuantAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                                WeightFormat format, StringRef scale,
+                                ArrayRef<int64_t> block) {
+  if (scale.empty())
+    return emitError() << "quant has an empty scale tensor name";
+  if (block.size() != 2 || block[0] < 1 || block[1] < 1)
+    return emitError() << "quant block has " << block.size()
+                       << " sizes (expected [rows, columns], each >= 1)";
+  // MXFP4 scales one row's 32 consecutive values (OCP microscaling).
+  if (format == WeightFormat::MXFP4 && (block[0] != 1 || block[1] != 32))
+    return emitError() << "quant mxfp4 has block [" << block[0] << ", "
+                       << block[1] << "] (expected [1, 32])";
+  return success();
+}
+
 std::string SourceAttr::getExpertTensor(int64_t expert) const {
   std::string name = getTensor().str();
   size_t at = name.find("{e}");

@@ -256,6 +256,30 @@ LogicalResult ParamOp::verify() {
                            << source.getTensor() << "' (expected its name '"
                            << getName() << "')";
   }
+  if (QuantAttr quant = getQuantAttr()) {
+    // Quantized matrices are read only by products, as [N, K] or stacked
+    // [E, N, K]; their element type is that of the dequantized values.
+    if (!type.getElementType().isF32() ||
+        (type.getRank() != 2 && type.getRank() != 3))
+      return emitOpError() << "is quantized but type " << type
+                           << " is not a matrix of f32 (expected [N, K] or "
+                              "[E, N, K])";
+    SourceAttr source = getSourceAttr();
+    bool perExpert = source && source.isPerExpert();
+    if (perExpert != quant.getScale().contains("{e}"))
+      return emitOpError() << "has the quant scale '" << quant.getScale()
+                           << "' (expected {e} exactly when its source names "
+                              "per-expert tensors)";
+    if (source && source.getTransposed())
+      return emitOpError("is quantized with a transposed source (expected "
+                         "quantized rows as stored)");
+    if (type.getRank() == 3 && !source)
+      return emitOpError("is a quantized stacked matrix without a source");
+    if (quant.getFormat() == WeightFormat::MXFP4 &&
+        type.getShape().back() % 32 != 0)
+      return emitOpError() << "is mxfp4 but type " << type
+                           << " has columns that are not a multiple of 32";
+  }
   if (getInit() == InitKind::Normal) {
     if (!getInitStd() || !(getInitStd()->convertToFloat() > 0.0f))
       return emitOpError("init normal needs a positive std");

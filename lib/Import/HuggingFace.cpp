@@ -456,6 +456,34 @@ importLlamaFamily(StringRef arch, StringRef file, const llvm::json::Object &root
   return buildModel(context, cfg, names, source);
 }
 
+/// quantization_config (HF integrations/finegrained_fp8.py's
+/// FineGrainedFP8Config): FP8 e4m3 weights with block scales are kept as
+/// stored. Activations are not quantized here (HF's GPU path quantizes them
+/// per block when activation_scheme is "dynamic"; the reference is its
+/// dequantized weights with unquantized activations).
+static void readQuantization(JsonReader &r, ErrorSink &errors,
+                             ParamSource &source) {
+  const llvm::json::Object *q = r.getObject("quantization_config");
+  if (!q)
+    return;
+  JsonReader c(*q, r.getFile(), errors, "quantization_config.");
+  std::string method = c.getChoice("quant_method", {"fp8"}, std::nullopt);
+  c.getChoice("fmt", {"e4m3"}, std::string("e4m3"));
+  c.getChoice("activation_scheme", {"dynamic"}, std::string("dynamic"));
+  std::vector<int64_t> block = c.getIntList("weight_block_size", 1);
+  if (!c.has("weight_block_size"))
+    block = {128, 128}; // FineGrainedFP8Config's default
+  if (block.size() != 2) {
+    c.error(llvm::formatv("field '{0}' has {1} sizes (expected [rows, "
+                          "columns])",
+                          c.fieldName("weight_block_size"), block.size()));
+    return;
+  }
+  source.fp8 = method == "fp8";
+  source.blockRows = block[0];
+  source.blockCols = block[1];
+}
+
 /// DeepSeek-V3 (HF DeepseekV3Config / modeling_deepseek_v3.py).
 llvm::Expected<OwningOpRef<ModuleOp>>
 importDeepseekV3(StringRef file, const llvm::json::Object &root, JsonReader &r,
@@ -738,6 +766,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> mlir::moe::detail::importHuggingFace(
     tensors = std::move(*read);
     source.tensors = &tensors;
     cfg.checkpoint = dir.str().str();
+    readQuantization(r, errors, source);
   } else {
     // A bare config: parameters take the dtype the model was saved in.
     source.describedBy = configPath.str();

@@ -60,10 +60,23 @@ private:
   std::optional<FusedExperts> fusedExperts(int64_t numExperts, int64_t inter,
                                            int64_t hidden);
   ParamOp declare(StringRef name, RankedTensorType type, InitKind init,
-                  SourceAttr src = {});
-  Type elementTypeFor(StringRef name, ArrayRef<int64_t> shape);
+                  SourceAttr src = {}, QuantAttr quant = {});
+  /// The element type of checkpoint tensor `name`, checked against `shape`;
+  /// for an FP8 matrix f32 (its dequantized values), its scales checked and
+  /// `*fp8` set.
+  Type elementTypeFor(StringRef name, ArrayRef<int64_t> shape,
+                      bool *fp8 = nullptr);
+  /// Checks FP8 matrix `name`'s scale tensor; false after reporting.
+  bool checkScales(StringRef name, const TensorInfo &info,
+                   ArrayRef<int64_t> shape);
   Type dtypeOf(StringRef name, const TensorInfo &info);
   void checkUnusedTensors();
+  /// The FP8 block quantization of a matrix named `name` (or pattern).
+  QuantAttr fp8Quant(StringRef name) {
+    return QuantAttr::get(&ctx, WeightFormat::FP8E4M3Block,
+                          name.str() + "_scale_inv",
+                          {source.blockRows, source.blockCols});
+  }
 
   // --- ops ----------------------------------------------------------------
   RankedTensorType act(int64_t width) {
@@ -101,7 +114,8 @@ private:
   llvm::StringSet<> usedTensors; // checkpoint tensors the params read
 };
 
-Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape) {
+Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape,
+                             bool *fp8) {
   if (!source.tensors)
     return source.elementType;
   auto it = source.tensors->find(name);
@@ -116,7 +130,46 @@ Type Emitter::elementTypeFor(StringRef name, ArrayRef<int64_t> shape) {
     errors.report(info.file + ": tensor '" + name + "' has shape " +
                   shapeString(info.shape) + " (expected " + shapeString(shape) +
                   " from the model configuration)");
+  if (info.dtype == "F8_E4M3" && fp8) {
+    if (!source.fp8) {
+      errors.report(info.file + ": tensor '" + name +
+                    "' is F8_E4M3 (expected F32, BF16 or F16: the config has "
+                    "no quantization_config with quant_method \"fp8\")");
+      return f32;
+    }
+    if (ArrayRef<int64_t>(info.shape) == shape && checkScales(name, info, shape))
+      *fp8 = true;
+    return f32;
+  }
   return dtypeOf(name, info);
+}
+
+bool Emitter::checkScales(StringRef name, const TensorInfo &info,
+                          ArrayRef<int64_t> shape) {
+  // FP8Linear's weight_scale_inv beside its weight: one F32 scale per
+  // weight_block_size block, edge blocks partial.
+  std::string scale = name.str() + "_scale_inv";
+  auto it = source.tensors->find(scale);
+  if (!name.ends_with("weight") || it == source.tensors->end()) {
+    errors.report(info.file + ": missing tensor '" + scale +
+                  "' (expected the F32 block scales of the F8_E4M3 tensor '" +
+                  name + "')");
+    return false;
+  }
+  usedTensors.insert(scale);
+  SmallVector<int64_t> grid{
+      (shape[0] + source.blockRows - 1) / source.blockRows,
+      (shape[1] + source.blockCols - 1) / source.blockCols};
+  if (it->second.dtype != "F32" || ArrayRef<int64_t>(it->second.shape) != grid) {
+    errors.report(it->second.file + ": tensor '" + scale + "' is " +
+                  it->second.dtype + " " + shapeString(it->second.shape) +
+                  " (expected F32 " + shapeString(grid) + ": ceil(" +
+                  shapeString(shape) + " / weight_block_size [" +
+                  std::to_string(source.blockRows) + ", " +
+                  std::to_string(source.blockCols) + "]))");
+    return false;
+  }
+  return true;
 }
 
 Type Emitter::dtypeOf(StringRef name, const TensorInfo &info) {
@@ -132,14 +185,14 @@ Type Emitter::dtypeOf(StringRef name, const TensorInfo &info) {
 }
 
 ParamOp Emitter::declare(StringRef name, RankedTensorType type, InitKind init,
-                         SourceAttr src) {
+                         SourceAttr src, QuantAttr quant) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(graph);
   ParamOp param = ParamOp::create(
       b, b.getUnknownLoc(), b.getStringAttr(name), b.getStringAttr(name),
       TypeAttr::get(type), InitKindAttr::get(&ctx, init),
       init == InitKind::Normal ? b.getF32FloatAttr(cfg.initStd) : FloatAttr(),
-      src);
+      src, quant);
   params[name] = param;
   return param;
 }
@@ -157,8 +210,10 @@ Value Emitter::weight(StringRef role, ArrayRef<int64_t> shape, InitKind init,
                     shapeString(param.getTensorType().getShape()) + " and " +
                     shapeString(shape) + " (expected one shape)");
   } else {
-    param = declare(name, RankedTensorType::get(shape, elementTypeFor(name, shape)),
-                    init);
+    bool fp8 = false;
+    Type elem = elementTypeFor(name, shape, shape.size() == 2 ? &fp8 : nullptr);
+    param = declare(name, RankedTensorType::get(shape, elem), init, {},
+                    fp8 ? fp8Quant(name) : QuantAttr());
   }
   return WeightOp::create(b, param.getLoc(), param.getType(),
                           FlatSymbolRefAttr::get(param.getSymNameAttr()));
@@ -172,6 +227,7 @@ Value Emitter::stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
   Type elem;
   std::string name;
   SourceAttr src = fused;
+  QuantAttr quant;
   if (fused) {
     // The fused tensor's shape was checked against the configuration when
     // its layout was recognized.
@@ -182,11 +238,15 @@ Value Emitter::stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
   } else {
     name = names(role, layer, kAllExperts);
     src = SourceAttr::get(&ctx, name, 0, 1, false);
-    elem = elementTypeFor(names(role, layer, 0), slice);
+    bool matrix = slice.size() == 2, fp8 = false;
+    elem = elementTypeFor(names(role, layer, 0), slice, matrix ? &fp8 : nullptr);
+    if (fp8)
+      quant = fp8Quant(name);
     for (int64_t e = 1; e < numExperts && source.tensors; ++e) {
       std::string expertName = names(role, layer, e);
-      Type t = elementTypeFor(expertName, slice);
-      if (t != elem && !errors.failed())
+      bool eFp8 = false;
+      Type t = elementTypeFor(expertName, slice, matrix ? &eFp8 : nullptr);
+      if ((t != elem || eFp8 != fp8) && !errors.failed())
         errors.report(source.tensors->find(expertName)->second.file +
                       ": tensor '" + expertName + "' is " +
                       source.tensors->find(expertName)->second.dtype +
@@ -194,7 +254,8 @@ Value Emitter::stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
                       "are stacked)");
     }
   }
-  ParamOp param = declare(name, RankedTensorType::get(shape, elem), init, src);
+  ParamOp param =
+      declare(name, RankedTensorType::get(shape, elem), init, src, quant);
   return WeightOp::create(b, param.getLoc(), param.getType(),
                           FlatSymbolRefAttr::get(param.getSymNameAttr()));
 }

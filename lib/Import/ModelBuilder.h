@@ -143,6 +143,12 @@ struct ParamSource {
   /// modeling code drops, unlike a buffer), and why they are skipped.
   std::function<bool(llvm::StringRef)> noteSkipped;
   std::string skippedBecause;
+  /// The checkpoint's quantization_config (HF FineGrainedFP8Config): FP8
+  /// e4m3 matrices with F32 block scales `<name>_scale_inv`, each scale
+  /// covering blockRows x blockCols values.
+  bool fp8 = false;
+  int64_t blockRows = 0, blockCols = 0;
+  std::string quantField; // "FILE: quantization_config" for messages
 };
 
 /// Builds and verifies the model. Errors: "FILE: what (expected ...)".

@@ -302,11 +302,18 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
                             fbb, fbb.CreateString(w.sourceTensor),
                             w.sourceOffset, w.sourceStride,
                             w.sourceTransposed);
+    flatbuffers::Offset<flatbuffers::String> scale = 0;
+    flatbuffers::Offset<flatbuffers::Vector<int64_t>> block = 0;
+    if (w.format != 0) {
+      scale = fbb.CreateString(w.scaleTensor);
+      int64_t b[2] = {w.blockRows, w.blockCols};
+      block = fbb.CreateVector(b, 2);
+    }
     weights.push_back(fb::CreateWeight(
         fbb, fbb.CreateString(w.name), toFb(w.storedType), toFb(w.type),
         fbb.CreateVector(w.shape.data(), w.shape.size()), toFb(w.init),
         w.initStd, ranks, w.streamed, source, w.partOf, w.partAxis,
-        w.partOffset));
+        w.partOffset, fb::WeightFormat(w.format), scale, block));
   }
   auto weightVec = fbb.CreateVector(weights);
 

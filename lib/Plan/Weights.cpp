@@ -18,6 +18,17 @@ using namespace mlir::moe;
 using namespace mlir::moe::plan;
 
 uint64_t mlir::moe::plan::Weight::bytes() const {
+  if (format != 0) {
+    // As stored: the quantized values and their scales, per [N, K] matrix.
+    uint64_t mats = 1;
+    for (size_t d = 0; d + 2 < shape.size(); ++d)
+      mats *= uint64_t(shape[d]);
+    uint64_t N = uint64_t(shape[shape.size() - 2]), K = uint64_t(shape.back());
+    uint64_t scaleRows = (N + uint64_t(blockRows) - 1) / uint64_t(blockRows);
+    uint64_t scaleCols = (K + uint64_t(blockCols) - 1) / uint64_t(blockCols);
+    bool fp8 = format == int(WeightFormat::FP8E4M3Block);
+    return mats * (fp8 ? N * K + scaleRows * scaleCols * 4 : N * K / 2 + scaleRows * scaleCols);
+  }
   uint64_t n = uint64_t(elemSize(type));
   for (int64_t d : shape)
     n *= uint64_t(d);
@@ -214,6 +225,14 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
       w.sourceStride = src.getStride();
       w.sourceTransposed = src.getTransposed();
     }
+    if (QuantAttr quant = param.getQuantAttr()) {
+      w.format = int(quant.getFormat());
+      w.scaleTensor = quant.getScale().str();
+      w.blockRows = quant.getBlock()[0];
+      w.blockCols = quant.getBlock()[1];
+      // Held as stored: the type only names the dequantized values.
+      w.type = ElemType::F32;
+    }
     index[param.getSymNameAttr()] = int(weights.size());
     weights.push_back(std::move(w));
   }
@@ -221,6 +240,33 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
     return index.lookup(
         v.getDefiningOp<WeightOp>().getParamAttr().getAttr());
   };
+
+  // Quantized weights are dequantized inside the products only.
+  WalkResult quantUses = model.walk([&](Operation *op) {
+    for (OpOperand &use : op->getOpOperands()) {
+      auto w = use.get().getDefiningOp<WeightOp>();
+      if (!w || weights[weightOf(use.get())].format == 0)
+        continue;
+      Value v = use.get();
+      bool product = false;
+      if (auto lin = dyn_cast<LinearOp>(op))
+        product = v == lin.getWeight();
+      else if (auto mlp = dyn_cast<MLPOp>(op))
+        product = v == mlp.getUp() || v == mlp.getGate() || v == mlp.getDown();
+      else if (auto ex = dyn_cast<ExpertsOp>(op))
+        product = v == ex.getUp() || v == ex.getGate() || v == ex.getDown();
+      if (!product) {
+        op->emitOpError() << "reads the quantized parameter "
+                          << w.getParamAttr() << " (expected quantized "
+                          "parameters only as the matrices of moe.linear, "
+                          "moe.mlp and moe.experts)";
+        return WalkResult::interrupt();
+      }
+    }
+    return WalkResult::advance();
+  });
+  if (quantUses.wasInterrupted())
+    return failure();
 
   // Weights other ops read are on every rank; an expert-stacked weight's
   // slices on their expert's copies.

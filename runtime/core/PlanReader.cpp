@@ -1007,6 +1007,12 @@ void PlanFile::sliceStackedWeights() {
       s.sourceOffset = w.sourceOffset;
       s.sourceStride = w.sourceStride;
       s.sourceTransposed = w.sourceTransposed;
+      s.format = w.format;
+      s.scaleTensor = w.scaleTensor;
+      if (size_t at = s.scaleTensor.find("{e}"); at != std::string::npos)
+        s.scaleTensor.replace(at, 3, std::to_string(e));
+      s.blockRows = w.blockRows;
+      s.blockCols = w.blockCols;
       weights_[i].slices.push_back(int32_t(weights_.size()));
       weights_.push_back(std::move(s));
     }
@@ -1028,6 +1034,13 @@ void PlanFile::sliceStackedWeights() {
            "(expected a multiple of {})",
            path_, weights_[i].name, fmt::join(shape, ", "), S, axis, S);
     shape[size_t(axis)] /= S;
+    // A part of a quantized slice holds whole scale blocks.
+    int64_t block = axis == 0 ? weights_[i].blockRows : weights_[i].blockCols;
+    if (weights_[i].format != plan::WeightFormat::Plain && shape[size_t(axis)] % block)
+      fail("{}: expert slice '{}' of shape [{}] splits in {} parts of {} along axis {}, not a "
+           "multiple of its quantization block {} (expected parts of whole blocks)",
+           path_, weights_[i].name, fmt::join(weights_[i].shape, ", "), S,
+           shape[size_t(axis)], axis, block);
     for (int part = 0; part < S; ++part) {
       WeightInfo p = weights_[i];
       p.name = fmt::format("{} part {}/{}", weights_[i].name, part, S);
@@ -1194,6 +1207,7 @@ void PlanFile::validate() {
       wi.partOf = w->part_of();
       wi.partAxis = w->part_axis();
       wi.partOffset = w->part_offset();
+      readFormat(*w, wi);
       weights_.push_back(std::move(wi));
     }
   }
@@ -1222,6 +1236,66 @@ void PlanFile::validate() {
            p, weights_[i].name);
   if (ranks_[0].logitsStep < 0)
     fail("{}: rank 0 has no Logits step (expected one)", p);
+  for (size_t i = 0; i < weights_.size(); ++i) {
+    if (weights_[i].format == plan::WeightFormat::Plain)
+      continue;
+    for (const RankInfo &ri : ranks_)
+      if (ri.otherUse[i])
+        fail("{}: quantized weight '{}' is read other than as the matrix W of a product X W^T "
+             "(expected quantized weights only in Linear, Logits and Experts matrices)",
+             p, weights_[i].name);
+  }
+}
+
+uint64_t WeightInfo::quantRowBytes() const {
+  uint64_t K = uint64_t(shape.back());
+  return format == plan::WeightFormat::MXFP4 ? K / 2 : K;
+}
+
+uint64_t WeightInfo::scaleRowBytes() const {
+  uint64_t cols = (uint64_t(shape.back()) + uint64_t(blockCols) - 1) / uint64_t(blockCols);
+  return cols * (format == plan::WeightFormat::MXFP4 ? 1 : 4);
+}
+
+uint64_t WeightInfo::scaleRows() const {
+  uint64_t N = uint64_t(shape[shape.size() - 2]);
+  return (N + uint64_t(blockRows) - 1) / uint64_t(blockRows);
+}
+
+void PlanFile::readFormat(const plan::Weight &w, WeightInfo &wi) const {
+  const std::string &p = path_;
+  wi.format = w.format();
+  if (wi.format == plan::WeightFormat::Plain)
+    return;
+  if (wi.format != plan::WeightFormat::FP8E4M3Block && wi.format != plan::WeightFormat::MXFP4)
+    fail("{}: weight '{}' has unknown format {} (expected Plain, FP8E4M3Block or MXFP4)", p,
+         wi.name, int(wi.format));
+  if (!w.scale() || w.scale()->size() == 0)
+    fail("{}: weight '{}' is quantized but names no scale tensor (expected Weight.scale)", p,
+         wi.name);
+  wi.scaleTensor = w.scale()->str();
+  if (!w.block() || w.block()->size() != 2 || w.block()->Get(0) < 1 ||
+      w.block()->Get(1) < 1 || w.block()->Get(0) > kMaxDim || w.block()->Get(1) > kMaxDim)
+    fail("{}: weight '{}' has a bad quantization block (expected [rows, columns], each "
+         "in 1..2^40)",
+         p, wi.name);
+  wi.blockRows = w.block()->Get(0);
+  wi.blockCols = w.block()->Get(1);
+  if (wi.dtype != DType::F32 || wi.storedDtype != DType::F32 ||
+      (wi.shape.size() != 2 && wi.shape.size() != 3))
+    fail("{}: weight '{}' is quantized with dtype {} and rank {} (expected F32 [N, K] or "
+         "[E, N, K])",
+         p, wi.name, dtypeName(wi.dtype), wi.shape.size());
+  bool perExpert = wi.sourceTensor.find("{e}") != std::string::npos;
+  if (perExpert != (wi.scaleTensor.find("{e}") != std::string::npos) ||
+      (wi.shape.size() == 3) != perExpert)
+    fail("{}: weight '{}' has scale '{}' (expected a per-expert pattern with {{e}} exactly for "
+         "stacked weights of per-expert tensors)",
+         p, wi.name, wi.scaleTensor);
+  if (wi.format == plan::WeightFormat::MXFP4)
+    fail("{}: weight '{}' is MXFP4 (expected FP8E4M3Block: this runtime does not compute with "
+         "MXFP4 yet)",
+         p, wi.name);
 }
 
 } // namespace moert

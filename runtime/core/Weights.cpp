@@ -76,8 +76,41 @@ static WeightSource contiguousSource(const WeightInfo &w, const void *data) {
   return s;
 }
 
+/// A quantized weight [N, K] as its checkpoint stores it: the values tensor
+/// `name` (F8_E4M3 [N, K]) and the scale tensor (F32 [ceil(N / bn),
+/// ceil(K / bk)]), both mapped in place.
+static WeightSource quantSource(const Checkpoint &ckpt, const PlanFile &plan,
+                                const WeightInfo &w) {
+  const int64_t N = w.shape[0], K = w.shape[1];
+  const TensorInfo *t = ckpt.find(w.name);
+  if (!t)
+    fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt.source(), w.name,
+         plan.path());
+  if (t->dtypeName != "F8_E4M3" || t->shape != std::vector<int64_t>{N, K})
+    fail("{}: tensor '{}' is {} [{}] (expected F8_E4M3 [{}, {}] as the plan records)", t->file,
+         w.name, t->dtypeName, fmt::join(t->shape, ", "), N, K);
+  const TensorInfo *s = ckpt.find(w.scaleTensor);
+  if (!s)
+    fail("{}: tensor '{}' is missing (expected the block scales of '{}' for plan {})",
+         ckpt.source(), w.scaleTensor, w.name, plan.path());
+  const int64_t rows = int64_t(w.scaleRows()), cols = int64_t(w.scaleRowBytes() / 4);
+  if (s->dtypeName != "F32" || s->shape != std::vector<int64_t>{rows, cols})
+    fail("{}: tensor '{}' is {} [{}] (expected F32 [{}, {}]: the [{}, {}] blocks of '{}')",
+         s->file, w.scaleTensor, s->dtypeName, fmt::join(s->shape, ", "), rows, cols,
+         w.blockRows, w.blockCols, w.name);
+  WeightSource src;
+  src.info = &w;
+  src.qdata = static_cast<const uint8_t *>(t->data);
+  src.qdataPitch = w.quantRowBytes();
+  src.qscales = static_cast<const uint8_t *>(s->data);
+  src.qscalePitch = w.scaleRowBytes();
+  return src;
+}
+
 WeightSource WeightStore::tensorSource(const Checkpoint &ckpt, const PlanFile &plan,
                                        const WeightInfo &w) {
+  if (w.format != plan::WeightFormat::Plain)
+    return quantSource(ckpt, plan, w);
   const TensorInfo *t = ckpt.find(w.name);
   if (!t)
     fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt.source(), w.name,
@@ -148,6 +181,21 @@ static WeightSource partSource(const WeightInfo &part, const WeightInfo &whole,
                                WeightSource src) {
   WeightSource s;
   s.info = &part;
+  if (whole.format != plan::WeightFormat::Plain) {
+    // Whole blocks (PlanFile checks): rows or columns of values and scales.
+    s.qdataPitch = src.qdataPitch;
+    s.qscalePitch = src.qscalePitch;
+    const uint64_t off = uint64_t(part.partOffset);
+    if (part.partAxis == 0) {
+      s.qdata = src.qdata + off * src.qdataPitch;
+      s.qscales = src.qscales + off / uint64_t(whole.blockRows) * src.qscalePitch;
+    } else {
+      s.qdata = src.qdata + off * whole.quantRowBytes() / uint64_t(whole.shape[1]);
+      const uint64_t scaleSize = whole.format == plan::WeightFormat::MXFP4 ? 1 : 4;
+      s.qscales = src.qscales + off / uint64_t(whole.blockCols) * scaleSize;
+    }
+    return s;
+  }
   const size_t es = dtypeSize(part.dtype);
   uint64_t K = 1;
   for (size_t d = 1; d < whole.shape.size(); ++d)
@@ -260,6 +308,10 @@ std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t 
     // A part of a sliced expert is generated as its part of the expert's
     // slice, so slicing does not change the values.
     const WeightInfo &w = infos[i].partOf >= 0 ? infos[size_t(infos[i].partOf)] : infos[i];
+    if (w.format != plan::WeightFormat::Plain)
+      fail("{}: weight '{}' is quantized (expected a checkpoint: --random-weights fills only "
+           "plain weights)",
+           plan.path(), w.name);
     srcs[i].info = &w;
     // A slice of per-expert tensors is generated as that tensor; one of a
     // fused weight as its block of the whole stacked tensor.
@@ -301,8 +353,12 @@ size_t WeightStore::packedCount() const {
 std::vector<std::span<const uint8_t>> WeightStore::regions() const {
   std::vector<std::span<const uint8_t>> r;
   for (size_t i = 0; i < views_.size(); ++i)
-    if (views_[i].data && isResident(int32_t(i)))
-      r.emplace_back(static_cast<const uint8_t *>(views_[i].data), views_[i].bytes);
+    if (views_[i].data && isResident(int32_t(i))) {
+      const DeviceWeight &v = views_[i];
+      r.emplace_back(static_cast<const uint8_t *>(v.data), v.bytes - v.scaleBytes);
+      if (v.scales)
+        r.emplace_back(static_cast<const uint8_t *>(v.scales), v.scaleBytes);
+    }
   return r;
 }
 

@@ -1867,3 +1867,87 @@ func.func @f(%a: tensor<?x4xf32>) {
   %g = moe.gather_columns %a indices [0, 1] : tensor<?x4xf32> -> tensor<?x3xf32>
   return
 }
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op is quantized but type 'tensor<4x8xbf16>' is not a matrix of f32 (expected [N, K] or [E, N, K])}}
+  moe.param @q "q" : tensor<4x8xbf16> quant <format = fp8_e4m3, scale = "q_scale_inv", block = 2, 2> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op has the quant scale 'e.{e}.s' (expected {e} exactly when its source names per-expert tensors)}}
+  moe.param @q "q" : tensor<4x8xf32> quant <format = fp8_e4m3, scale = "e.{e}.s", block = 2, 2> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{'moe.param' op is a quantized stacked matrix without a source}}
+  moe.param @q "q" : tensor<2x4x8xf32> quant <format = fp8_e4m3, scale = "s", block = 2, 2> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{quant block has 1 sizes (expected [rows, columns], each >= 1)}}
+  moe.param @q "q" : tensor<4x8xf32> quant <format = fp8_e4m3, scale = "s", block = 2> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{quant has an empty scale tensor name}}
+  moe.param @q "q" : tensor<4x8xf32> quant <format = fp8_e4m3, scale = "", block = 2, 2> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}
+
+// -----
+
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8} {
+  moe.param @emb "emb" : tensor<4x2xf32> init normal std 0.02
+  // expected-error@+1 {{quant mxfp4 has block [2, 32] (expected [1, 32])}}
+  moe.param @q "q" : tensor<4x64xf32> quant <format = mxfp4, scale = "s", block = 2, 32> init ones
+  moe.graph @forward(%ids: tensor<?xi32>) -> tensor<?x4xf32> {
+    %w = moe.weight @emb : tensor<4x2xf32>
+    %x = moe.embedding %ids, %w : tensor<?xi32>, tensor<4x2xf32> -> tensor<?x2xf32>
+    %l = moe.lm_head %x, %w tied : tensor<?x2xf32>, tensor<4x2xf32> -> tensor<?x4xf32>
+    moe.return %l : tensor<?x4xf32>
+  }
+}

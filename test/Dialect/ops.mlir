@@ -28,6 +28,10 @@ moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_s
   // tensors, rows of a fused tensor, interleaved columns (gpt-oss).
   // CHECK: moe.param @eu "moe.experts.{e}.up.weight" : tensor<2x4x8xf32> source <tensor = "moe.experts.{e}.up.weight"> init normal std 2.000000e-02
   moe.param @eu "moe.experts.{e}.up.weight" : tensor<2x4x8xf32> source <tensor = "moe.experts.{e}.up.weight"> init normal std 0.02
+  // CHECK: moe.param @qd "q.weight" : tensor<8x8xf32> quant <format = fp8_e4m3, scale = "q.weight_scale_inv", block = 128, 128> init normal std 2.000000e-02
+  moe.param @qd "q.weight" : tensor<8x8xf32> quant <format = fp8_e4m3, scale = "q.weight_scale_inv", block = 128, 128> init normal std 0.02
+  // CHECK: moe.param @qe "e.{e}.w" : tensor<2x4x8xf32> source <tensor = "e.{e}.w"> quant <format = fp8_e4m3, scale = "e.{e}.w_scale_inv", block = 2, 3> init normal std 2.000000e-02
+  moe.param @qe "e.{e}.w" : tensor<2x4x8xf32> source <tensor = "e.{e}.w"> quant <format = fp8_e4m3, scale = "e.{e}.w_scale_inv", block = 2, 3> init normal std 0.02
   // CHECK: moe.param @eg "moe.experts.gate_up_proj#gate" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj"> init normal std 2.000000e-02
   moe.param @eg "moe.experts.gate_up_proj#gate" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj", offset = 0, stride = 1> init normal std 0.02
   // CHECK: moe.param @eg2 "moe.experts.gate_up_proj#up" : tensor<2x4x8xf32> source <tensor = "moe.experts.gate_up_proj", offset = 1, stride = 2, transposed = true> init normal std 2.000000e-02

@@ -120,6 +120,11 @@ struct Weight {
   std::string sourceTensor;
   int64_t sourceOffset = 0, sourceStride = 1;
   bool sourceTransposed = false;
+  /// A quantized matrix (#moe.quant): 0 plain, else plan.fbs WeightFormat;
+  /// its scale tensor (or per-expert pattern) and scale block [rows, cols].
+  int format = 0;
+  std::string scaleTensor;
+  int64_t blockRows = 0, blockCols = 0;
   /// Expert-stacked (axis 0 is the expert: a moe.experts operand): the ranks
   /// of each expert's slice (an empty list: every rank). Empty when the
   /// weight is not stacked; a rank holds only its experts' slices.

@@ -237,11 +237,18 @@ Layout CpuBackend::chooseLayout(const WeightInfo &w, bool onlyProduct) {
 }
 
 uint64_t CpuBackend::layoutBytes(const WeightInfo &w, Layout layout) {
+  if (w.format != plan::WeightFormat::Plain)
+    return uint64_t(w.shape[0]) * w.quantRowBytes() + w.scaleRows() * w.scaleRowBytes();
   return layout == Layout::Packed16 ? packedBytes(w.shape[0], w.shape[1])
                                     : w.numel * dtypeSize(w.dtype);
 }
 
 static uint64_t align64(uint64_t x) { return (x + 63) & ~uint64_t(63); }
+/// Memory a weight filled at upload takes: a quantized one's scales start
+/// 64-byte aligned after its rows.
+static uint64_t allocBytes(const DeviceWeight &v) {
+  return v.scaleBytes ? align64(v.bytes - v.scaleBytes) + v.scaleBytes : v.bytes;
+}
 
 // Page-aligned interior of [p, p + bytes): the pages that hold only this tensor.
 static std::pair<uintptr_t, uintptr_t> ownPages(const void *p, uint64_t bytes) {
@@ -286,6 +293,17 @@ static void packRows(const WeightSource &src, int64_t n0, int64_t n1, void *dst)
 
 static void fillJob(const WeightSource &src, const DeviceWeight &v, const FillJob &j, void *dst) {
   const WeightInfo &w = *src.info;
+  if (w.format != plan::WeightFormat::Plain) {
+    // Stored rows and scale rows, gathered from their pitches as they are.
+    auto *out = static_cast<uint8_t *>(dst);
+    const uint64_t rb = w.quantRowBytes(), sb = w.scaleRowBytes();
+    for (int64_t n = 0; n < w.shape[0]; ++n)
+      std::memcpy(out + uint64_t(n) * rb, src.qdata + uint64_t(n) * src.qdataPitch, rb);
+    auto *scales = const_cast<uint8_t *>(static_cast<const uint8_t *>(v.scales));
+    for (uint64_t m = 0; m < w.scaleRows(); ++m)
+      std::memcpy(scales + m * sb, src.qscales + m * src.qscalePitch, sb);
+    return;
+  }
   if (v.layout == Layout::Packed16) {
     int64_t K = w.shape[1];
     packRows(src, int64_t(j.begin) / K, int64_t(j.end) / K, dst);
@@ -306,6 +324,21 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
     v.dtype = w.dtype;
     v.layout = layouts[i];
     v.bytes = layoutBytes(w, v.layout);
+    if (w.format != plan::WeightFormat::Plain) {
+      // Held as stored: in place when its rows and scale rows are
+      // contiguous, else gathered (still quantized) below.
+      const WeightSource &q = srcs[i];
+      v.scaleBytes = w.scaleRows() * w.scaleRowBytes();
+      if (q.qdataPitch == w.quantRowBytes() && q.qscalePitch == w.scaleRowBytes()) {
+        v.data = q.qdata;
+        v.scales = q.qscales;
+        v.mapped = true;
+        continue;
+      }
+      fill.push_back(i);
+      total += align64(allocBytes(v));
+      continue;
+    }
     if (srcs[i].mapped && v.layout == Layout::RowMajor && w.dtype == w.storedDtype) {
       v.data = srcs[i].mapped; // used in place
       v.mapped = true;
@@ -321,14 +354,19 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
     res.memory = std::shared_ptr<void>(mem, [total](void *p) { unmapAnonymous(p, total); });
     uint64_t off = 0;
     for (size_t i : fill) {
-      res.weights[i].data = mem + off;
-      off += align64(res.weights[i].bytes);
+      DeviceWeight &v = res.weights[i];
+      v.data = mem + off;
+      if (v.scaleBytes)
+        v.scales = mem + off + align64(v.bytes - v.scaleBytes);
+      off += align64(allocBytes(v));
     }
   }
   std::vector<FillJob> jobs;
   for (size_t i : fill) {
     const WeightInfo &w = *srcs[i].info;
     uint64_t n = w.numel, step = kChunk;
+    if (w.format != plan::WeightFormat::Plain)
+      step = n; // rows gathered in one job (fillJob)
     if (res.weights[i].layout == Layout::Packed16) {
       uint64_t K = uint64_t(w.shape[1]);
       step = std::max<uint64_t>(16, kChunk / K / 16 * 16) * K;
@@ -367,20 +405,27 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
   return res;
 }
 
-void CpuBackend::touch(const DeviceWeight &v) {
-  // Read the pages in now (from the page cache or the file).
-  ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(v.data) & ~uintptr_t(4095)),
-            v.bytes + 4096, MADV_WILLNEED);
-  const volatile uint8_t *p = static_cast<const uint8_t *>(v.data);
+/// Reads the pages of [data, data + bytes) in now (from the page cache or
+/// the file).
+static void touchRange(const void *data, uint64_t bytes) {
+  ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(data) & ~uintptr_t(4095)),
+            bytes + 4096, MADV_WILLNEED);
+  const volatile uint8_t *p = static_cast<const uint8_t *>(data);
   uint8_t sink = 0;
-  for (uint64_t o = 0; o < v.bytes; o += 4096)
+  for (uint64_t o = 0; o < bytes; o += 4096)
     sink ^= p[o];
   (void)sink;
 }
 
+void CpuBackend::touch(const DeviceWeight &v) {
+  touchRange(v.data, v.bytes - v.scaleBytes);
+  if (v.scales)
+    touchRange(v.scales, v.scaleBytes);
+}
+
 void CpuBackend::evict(const DeviceWeight &v, std::shared_ptr<void> &memory) {
   if (v.mapped) {
-    auto [b, e] = ownPages(v.data, v.bytes);
+    auto [b, e] = ownPages(v.data, v.bytes - v.scaleBytes);
     if (e > b)
       ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
   }

@@ -46,6 +46,12 @@ static void gemmPanels(WRef W, int64_t N, int64_t K, bool transposed, int64_t n0
   // many threads or ranks share the work.
   for (int64_t p = n0; p < n1; p += kPanelRows) {
     int64_t pn = std::min(kPanelRows, n1 - p);
+    if (W.format != QuantFormat::None) {
+      dequantizeRows(W, K, p, p + pn, panel);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(pn), int(K), 1.0f, X,
+                  int(ldx), panel, int(K), beta, Y + p, int(ldy));
+      continue;
+    }
     if (W.dtype == DType::F32) {
       const float *w = static_cast<const float *>(W.data);
       if (transposed)
@@ -111,6 +117,24 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
     throw std::logic_error("packed weights are BF16 and not transposed");
   Isa isa = activeIsa();
   bool panels = linearStrategy() == LinearStrategy::Panels;
+  if (W.format != QuantFormat::None) {
+    if (transposed || W.format != QuantFormat::FP8E4M3Block)
+      throw std::logic_error("quantized weights are FP8 block-scaled and not transposed");
+    if (T <= 4 && isa != Isa::Scalar && !panels) {
+      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+        gemvFp8Avx512(W, K, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy, accumulate);
+      });
+    } else {
+      size_t panelBytes = size_t(kPanelRows * K) * 4;
+      ws.reserveLocal(panelBytes);
+      pool.parallelFor(size_t(N), size_t(kPanelRows), [&](size_t n0, size_t n1, int tid) {
+        gemmPanels(W, N, K, false, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy, accumulate,
+                   static_cast<float *>(ws.local(tid, panelBytes)));
+      });
+    }
+    addBias(pool, bias, N, T, Y, ldy);
+    return;
+  }
   if (transposed || isa == Isa::Scalar || panels || (T > kGemvMaxT && W.dtype == DType::F32)) {
     if (T <= kGemvMaxT && !transposed && isa == Isa::Scalar && !panels) {
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
@@ -182,7 +206,9 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
 
 void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs,
                  Precision prec) {
-  if (activeIsa() == Isa::Scalar || jobs.size() == 1) {
+  bool quant = std::any_of(jobs.begin(), jobs.end(),
+                           [](const GemvJob &j) { return j.w.format != QuantFormat::None; });
+  if (activeIsa() == Isa::Scalar || jobs.size() == 1 || quant) {
     for (const GemvJob &j : jobs)
       linear(pool, ws, j.x, j.K, 1, j.w, j.N, j.K, false, j.bias, j.y, j.N, j.accumulate, prec);
     return;

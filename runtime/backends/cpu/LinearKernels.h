@@ -73,4 +73,10 @@ void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t 
                        const uint16_t *W, int64_t N, int64_t K, float *Y, int64_t ldy,
                        bool accumulate, bool dp);
 
+// --- Quantized weights (Quant.cpp) ------------------------------------------------
+
+/// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens of FP8 block-scaled W.
+void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X, int64_t ldx,
+                   int64_t T, float *Y, int64_t ldy, bool accumulate);
+
 } // namespace moert::cpu

@@ -21,13 +21,23 @@ static WRef wref(const StepArgs &a, int32_t idx) {
   const DeviceWeight *w = a.weight(idx);
   if (!w)
     return {};
-  return {w->data, w->dtype, w->layout};
+  WRef r{w->data, w->dtype, w->layout};
+  const WeightInfo &wi = a.info(idx);
+  if (wi.format != plan::WeightFormat::Plain) {
+    r.format = QuantFormat(wi.format);
+    r.scales = w->scales;
+    r.blockRows = wi.blockRows;
+    r.blockCols = wi.blockCols;
+  }
+  return r;
 }
 
 static uint64_t weightBytes(const StepArgs &a, int32_t idx) {
   if (idx < 0)
     return 0;
   const WeightInfo &wi = a.info(idx);
+  if (wi.format != plan::WeightFormat::Plain)
+    return a.weights[idx].bytes; // as stored: values and scales
   return wi.numel * dtypeSize(wi.dtype);
 }
 

@@ -189,7 +189,13 @@ std::pair<const float *, const float *> CudaBackend::ropeTable(int64_t positions
 // Weights
 //===----------------------------------------------------------------------===//
 
-Layout CudaBackend::chooseLayout(const WeightInfo &, bool) { return Layout::RowMajor; }
+Layout CudaBackend::chooseLayout(const WeightInfo &w, bool) {
+  if (w.format != plan::WeightFormat::Plain)
+    fail("weight '{}' is quantized ({}) (expected plain weights: the CUDA backend does not "
+         "compute with quantized weights; run it on the CPU backend)",
+         w.name, plan::EnumNameWeightFormat(w.format));
+  return Layout::RowMajor;
+}
 
 uint64_t CudaBackend::layoutBytes(const WeightInfo &w, Layout) {
   return w.numel * dtypeSize(w.dtype);

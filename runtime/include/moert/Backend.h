@@ -61,6 +61,10 @@ struct DeviceWeight {
   /// Whether `data` is the checkpoint's mapping used in place (evicting
   /// drops its pages; nothing to free).
   bool mapped = false;
+  /// A quantized weight (WeightInfo::format): `data` holds its stored rows
+  /// (bytes - scaleBytes bytes), `scales` its scale grid (scaleBytes).
+  const void *scales = nullptr;
+  uint64_t scaleBytes = 0;
 };
 
 /// One weight handed to a backend for upload.
@@ -72,6 +76,11 @@ struct WeightSource {
   const void *mapped = nullptr;
   /// Writes elements [b, e) row-major as info->dtype into dst (host memory).
   std::function<void(void *dst, uint64_t b, uint64_t e)> read;
+  /// A quantized weight (info->format) instead, as stored: row n at
+  /// qdata + n * qdataPitch (info->quantRowBytes() bytes), scale row m at
+  /// qscales + m * qscalePitch (info->scaleRowBytes() bytes); `read` unused.
+  const uint8_t *qdata = nullptr, *qscales = nullptr;
+  uint64_t qdataPitch = 0, qscalePitch = 0;
 };
 
 /// Called with (done, total) bytes while weights load; may be empty.

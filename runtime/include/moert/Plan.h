@@ -61,6 +61,16 @@ struct WeightInfo {
   // plan weight (partOf < numPlanWeights()), and steps name it directly.
   std::vector<int32_t> parts;
   int32_t partOf = -1;
+  // A quantized matrix (3.3, plan.fbs WeightFormat): held as stored, its
+  // scale tensor (per expert slice: that expert's) and scale block.
+  plan::WeightFormat format = plan::WeightFormat::Plain;
+  std::string scaleTensor;
+  int64_t blockRows = 0, blockCols = 0;
+  /// Bytes of one stored row (K for FP8, K / 2 for MXFP4) and of the
+  /// scales (the [ceil(N / blockRows), ceil(K / blockCols)] grid).
+  uint64_t quantRowBytes() const;
+  uint64_t scaleRowBytes() const;
+  uint64_t scaleRows() const;
   int partAxis = 0;
   int64_t partOffset = 0;
   bool usedBy(int rank) const;
@@ -126,6 +136,8 @@ private:
   void sliceStackedWeights();
   /// Checks a tensor-parallel part (3.3 Weight.part_of) against its whole.
   void checkTensorPart(size_t i);
+  /// Reads a weight's storage format (3.3) into `wi`.
+  void readFormat(const plan::Weight &w, WeightInfo &wi) const;
 
   std::vector<uint8_t> bytes_;
   std::string path_;

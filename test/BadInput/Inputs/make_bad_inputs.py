@@ -317,6 +317,11 @@ def plans(out, schema, plan):
            lambda d: first_step(d, "Gate")["op"].update(selection_bias=100000))
     edited("num-groups", lambda d: first_step(d, "Gate")["op"].update(num_groups=3))
     edited("v-head-dim", lambda d: first_step(d, "Attention")["op"].update(v_head_dim=4))
+    # 3.3's quantized weights: a format needs its scale tensor and a block.
+    def quant(d, **fields):
+        d["weights"][first_step(d, "Linear")["op"]["weight"]].update(fields)
+    edited("quant-no-scale", lambda d: quant(d, format="FP8E4M3Block"))
+    edited("quant-block", lambda d: quant(d, format="FP8E4M3Block", scale="s", block=[0, 4]))
     write(os.path.join(out, "truncated.plan"), raw[:len(raw) // 2])
     write(os.path.join(out, "empty.plan"), b"")
     # The root offset pointing past the end of the file.

@@ -28,14 +28,29 @@ Isa activeIsa();
 void setIsa(Isa isa);
 const char *isaName(Isa isa);
 
+/// A quantized matrix's storage (plan.fbs WeightFormat's values).
+enum class QuantFormat : uint8_t { None = 0, FP8E4M3Block = 1, MXFP4 = 2 };
+
 /// A weight operand: data of a F32/BF16/F16 tensor, row-major or (BF16
-/// matrices) Layout::Packed16.
+/// matrices) Layout::Packed16; or a quantized matrix [N, K] as stored:
+/// `data` its rows of values (FP8: one byte each; MXFP4: e2m1 pairs),
+/// `scales` the row-major [ceil(N / blockRows), ceil(K / blockCols)] grid
+/// (FP8: f32; MXFP4: e8m0 bytes).
 struct WRef {
   const void *data = nullptr;
   DType dtype = DType::F32;
   Layout layout = Layout::RowMajor;
+  QuantFormat format = QuantFormat::None;
+  const void *scales = nullptr;
+  int64_t blockRows = 0, blockCols = 0;
   explicit operator bool() const { return data != nullptr; }
 };
+
+/// FP8 e4m3 (OCP "fn": bias 7, no infinities) to f32, exactly.
+float fp8e4m3ToF32(uint8_t v);
+/// Rows [n0, n1) of quantized W [N, K] dequantized to f32 (row n at
+/// out + (n - n0) * K): HF's dequantized weight, value x its block's scale.
+void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out);
 
 /// Bytes of a BF16 matrix [N, K] in Layout::Packed16 (N rounded up to 16, K
 /// to 2).

@@ -1,0 +1,143 @@
+//===- Quant.cpp - Products with quantized weights, dequantized in registers ===//
+//
+// Weights stay as the checkpoint stores them (FP8 e4m3 with f32 block
+// scales, HF integrations/finegrained_fp8.py); the reference is HF's
+// dequantized weight, w[n, k] = fp8[n, k] * scale[n / bn, k / bk], with f32
+// activations and f32 sums.
+//
+// Decode (few tokens) streams each row's bytes once: 16 values at a time are
+// widened to f16 bit patterns with shifts and converted with vcvtph2ps (an
+// e4m3 value is the f16 with the same sign, exponent and mantissa bits,
+// scaled by 2^8: the exponent biases differ by 8, which the block's scale
+// absorbs), summed per block and scaled per block. Larger T and CPUs
+// without AVX-512 dequantize 64-row panels to f32 and call sgemm.
+//
+//===----------------------------------------------------------------------===//
+#include "LinearKernels.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+
+namespace moert::cpu {
+
+float fp8e4m3ToF32(uint8_t v) {
+  // e4m3fn: exponent bias 7; exponent 0 holds the subnormals m/8 * 2^-6.
+  // 0x7f/0xff are NaN.
+  int e = (v >> 3) & 15, m = v & 7;
+  float mag;
+  if (e == 15 && m == 7)
+    mag = __builtin_nanf("");
+  else if (e == 0)
+    mag = std::ldexp(float(m) / 8.0f, -6);
+  else
+    mag = std::ldexp(1.0f + float(m) / 8.0f, e - 7);
+  return (v & 0x80) ? -mag : mag;
+}
+
+static float scaleAt(WRef W, int64_t K, int64_t n, int64_t k) {
+  const int64_t cols = (K + W.blockCols - 1) / W.blockCols;
+  float s;
+  std::memcpy(&s,
+              static_cast<const uint8_t *>(W.scales) +
+                  size_t((n / W.blockRows) * cols + k / W.blockCols) * 4,
+              4);
+  return s;
+}
+
+void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out) {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int v = 0; v < 256; ++v)
+      t[size_t(v)] = fp8e4m3ToF32(uint8_t(v));
+    return t;
+  }();
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t k0 = 0; k0 < K; k0 += W.blockCols) {
+      float s = scaleAt(W, K, n, k0);
+      for (int64_t k = k0; k < std::min(K, k0 + W.blockCols); ++k)
+        out[(n - n0) * K + k] = table[q[n * K + k]] * s;
+    }
+}
+
+/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields). The
+/// byte sign-extended and shifted left by 7 puts the sign in bit 15 (from
+/// the extension) and exponent/mantissa in bits 7..13; bit 14 (the sign
+/// again) is cleared.
+MOERT_AVX512 MOERT_INLINE static __m512 fp8x16(__m128i b) {
+  __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
+  return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbf80))));
+}
+
+/// 32 e4m3 bytes as two f32 vectors / 2^8 (the integer steps on 32 lanes).
+MOERT_AVX512 MOERT_INLINE static void fp8x32(__m256i b, __m512 &lo, __m512 &hi) {
+  __m512i h = _mm512_slli_epi16(_mm512_cvtepi8_epi16(b), 7);
+  h = _mm512_and_si512(h, _mm512_set1_epi16(int16_t(0xbf80)));
+  lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+  hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
+}
+
+/// Y[t, n0:n1] (+)= X[t] W^T for T tokens, FP8 rows streamed once (T a
+/// constant, so the accumulators stay in registers).
+template <int T>
+MOERT_AVX512 static void gemvFp8T(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
+                                  int64_t ldx, float *Y, int64_t ldy, bool accumulate) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t *row = q + n * K;
+    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((n / W.blockRows) * cols) * 4;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (int64_t c = 0; c < cols; ++c) {
+      float s;
+      std::memcpy(&s, srow + c * 4, 4);
+      __m512 sv = _mm512_set1_ps(s * 256.0f);
+      __m512 blk[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                       _mm512_setzero_ps()};
+      const int64_t k1 = std::min(K, (c + 1) * bk);
+      int64_t k = c * bk;
+      for (; k + 32 <= k1; k += 32) {
+        __m512 lo, hi;
+        fp8x32(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(row + k)), lo, hi);
+        for (int64_t t = 0; t < T; ++t) {
+          blk[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(X + t * ldx + k), blk[t]);
+          blk[t] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(X + t * ldx + k + 16), blk[t]);
+        }
+      }
+      for (; k < k1; k += 16) {
+        __mmask16 m = k1 - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k1 - k)) - 1);
+        __m512 w = fp8x16(_mm_maskz_loadu_epi8(m, row + k));
+        for (int64_t t = 0; t < T; ++t)
+          blk[t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, X + t * ldx + k), blk[t]);
+      }
+      for (int64_t t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(blk[t], sv, acc[t]);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      float v = _mm512_reduce_add_ps(acc[t]);
+      float &y = Y[t * ldy + n];
+      y = accumulate ? y + v : v;
+    }
+  }
+}
+
+MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
+                                int64_t ldx, int64_t T, float *Y, int64_t ldy, bool accumulate) {
+  switch (T) {
+  case 1:
+    return gemvFp8T<1>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  case 2:
+    return gemvFp8T<2>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  case 3:
+    return gemvFp8T<3>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  default:
+    return gemvFp8T<4>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+  }
+}
+
+} // namespace moert::cpu

@@ -255,11 +255,13 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
         product = v == mlp.getUp() || v == mlp.getGate() || v == mlp.getDown();
       else if (auto ex = dyn_cast<ExpertsOp>(op))
         product = v == ex.getUp() || v == ex.getGate() || v == ex.getDown();
+      else if (auto mla = dyn_cast<MLAAttentionOp>(op))
+        product = v == mla.getKvB(); // dequantized a row at a time
       if (!product) {
         op->emitOpError() << "reads the quantized parameter "
                           << w.getParamAttr() << " (expected quantized "
                           "parameters only as the matrices of moe.linear, "
-                          "moe.mlp and moe.experts)";
+                          "moe.mlp and moe.experts and moe.mla_attention's kv_b)";
         return WalkResult::interrupt();
       }
     }

@@ -33,6 +33,26 @@ using namespace mlir::moe;
 
 namespace {
 
+/// The quantization block along an expert's intermediate dimension (rows of
+/// gate/up, columns of down), 1 for plain weights: a slice must hold whole
+/// blocks, as the runtime keeps each block's scale whole.
+int64_t intermediateBlock(ExpertsOp experts) {
+  int64_t block = 1;
+  auto visit = [&](Value v, bool columns) {
+    auto weight = v ? v.getDefiningOp<WeightOp>() : WeightOp();
+    if (!weight)
+      return;
+    auto param = SymbolTable::lookupNearestSymbolFrom<ParamOp>(
+        experts, weight.getParamAttr());
+    if (QuantAttr quant = param ? param.getQuantAttr() : QuantAttr())
+      block = std::lcm(block, quant.getBlock()[columns ? 1 : 0]);
+  };
+  visit(experts.getGate(), /*columns=*/false);
+  visit(experts.getUp(), /*columns=*/false);
+  visit(experts.getDown(), /*columns=*/true);
+  return block;
+}
+
 SmallVector<int64_t> placeContiguous(int64_t numExperts, int64_t numRanks) {
   SmallVector<int64_t> ranks(numExperts);
   for (int64_t e = 0; e < numExperts; ++e)
@@ -145,13 +165,16 @@ struct MoEExpertPlacementPass
       int64_t slices = 1;
       if (slicing && replicas == 0 && numExperts < numRanks) {
         int64_t parts = numRanks / std::gcd(numExperts, numRanks);
-        if (experts.getIntermediateSize() % parts == 0)
+        int64_t size = experts.getIntermediateSize();
+        int64_t block = intermediateBlock(experts);
+        if (size % parts == 0 && (size / parts) % block == 0)
           slices = parts;
         else
           LLVM_DEBUG(llvm::dbgs()
                      << "layer " << layerIndex << ": intermediate size "
-                     << experts.getIntermediateSize() << " does not split in "
-                     << parts << " parts; experts placed whole\n");
+                     << size << " does not split in " << parts
+                     << " parts of whole quantization blocks of " << block
+                     << "; experts placed whole\n");
       }
       if (slices > 1) {
         // Part q = e * S + s on rank q mod P: S consecutive parts of an

@@ -699,7 +699,9 @@ void RankValidator::validateStep(const plan::Step &s) {
     needCols(out, "out", H * vd);
     for (int32_t in : {op->q(), op->latent(), op->k_pe()})
       needDisjoint(in, op->out());
-    const WeightInfo &kvB = weight(op->kv_b(), "kv_b", 2);
+    // kv_b is read a row at a time as stored (dequantized per row when FP8).
+    const WeightInfo &kvB = weight(op->kv_b(), "kv_b", 2, /*matrix=*/true);
+    info_.rowsUse[size_t(op->kv_b())] = true;
     if (kvB.shape[0] != H * (nope + vd) || kvB.shape[1] != L)
       err("kv_b '{}' is [{}, {}] (expected [num_heads * (nope_dim + v_head_dim), kv_lora_rank] "
           "= [{}, {}])",
@@ -900,6 +902,7 @@ void RankValidator::validateStep(const plan::Step &s) {
 void RankValidator::run() {
   info_.usesWeight.assign(weights_.size(), false);
   info_.otherUse.assign(weights_.size(), false);
+  info_.rowsUse.assign(weights_.size(), false);
   validateBuffers();
   validateCaches();
   if (!rp_.steps())
@@ -1242,7 +1245,8 @@ void PlanFile::validate() {
     for (const RankInfo &ri : ranks_)
       if (ri.otherUse[i])
         fail("{}: quantized weight '{}' is read other than as the matrix W of a product X W^T "
-             "(expected quantized weights only in Linear, Logits and Experts matrices)",
+             "(expected quantized weights only in Linear, Logits and Experts matrices and "
+             "MlaAttention's kv_b)",
              p, weights_[i].name);
   }
 }

@@ -240,7 +240,7 @@ void WeightStore::bind(const std::vector<int> &ranks, std::vector<WeightSource> 
     bool anyUse = false, other = false;
     for (int r = 0; r < plan.numRanks(); ++r) {
       anyUse = anyUse || plan.rankInfo(r).usesWeight[i];
-      other = other || plan.rankInfo(r).otherUse[i];
+      other = other || plan.rankInfo(r).otherUse[i] || plan.rankInfo(r).rowsUse[i];
     }
     Layout layout = backend_->chooseLayout(infos[i], anyUse && !other);
     DeviceWeight &v = views_[i];

@@ -361,6 +361,10 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
   auto dot = avx ? dotAvx512 : dotScalar;
   auto axpy = avx ? axpyAvx512 : axpyScalar;
   auto wRow = [&](int64_t r, float *tmp) -> const float * {
+    if (p.kvB.format != QuantFormat::None) { // FP8 as published: one row dequantized
+      dequantizeRows(p.kvB, L, r, r + 1, tmp);
+      return tmp;
+    }
     if (p.kvB.dtype == DType::F32)
       return static_cast<const float *>(p.kvB.data) + r * L;
     loadKV(p.kvB.data, p.kvB.dtype, size_t(r * L), tmp, L);

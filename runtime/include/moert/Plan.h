@@ -95,6 +95,9 @@ struct RankInfo {
   int logitsStep = -1;           // the rank's Logits step, -1 when none
   std::vector<bool> usesWeight;  // indexed like Plan.weights
   std::vector<bool> otherUse;    // used other than as W [N, K] of a product (X W^T)
+  // Read a row at a time as stored (MlaAttention's kv_b): may be quantized,
+  // must stay row-major.
+  std::vector<bool> rowsUse;
   std::vector<std::vector<int32_t>> stepWeights; // per step: the weights its op reads
   int64_t maxExpertScratch = 0;  // floats of expert scratch (gathered x + hidden)
 };

@@ -86,17 +86,18 @@ def load_checkpoint(d):
     return t
 
 
-def dequantize(t):
+def dequantize(t, config):
     """FP8 block-scaled and MXFP4 tensors as the dense weights HF computes
-    with."""
+    with (the FP8 block shape from quantization_config.weight_block_size)."""
+    q = config.get("quantization_config") or {}
+    bn, bk = q.get("weight_block_size") or [128, 128]
     w = {}
     for name, a in t.items():
         if name.endswith("_scale_inv") or name.endswith("_scales"):
             continue
         if name + "_scale_inv" in t:  # "x.weight" + "x.weight_scale_inv"
             s = t[name + "_scale_inv"]
-            bn = -(-a.shape[0] // s.shape[0])
-            bk = -(-a.shape[1] // s.shape[1])
+            assert s.shape == (-(-a.shape[0] // bn), -(-a.shape[1] // bk)), name
             full = np.repeat(np.repeat(s, bn, 0), bk, 1)[:a.shape[0], :a.shape[1]]
             w[name] = a * full
         elif name.endswith("_blocks"):
@@ -353,7 +354,7 @@ def main():
     forward = FORWARD.get(c["model_type"])
     if not forward:
         sys.exit(f"hf_reference.py: no reference for model_type {c['model_type']}")
-    w = dequantize(load_checkpoint(a.checkpoint))
+    w = dequantize(load_checkpoint(a.checkpoint), c)
     ids = [int(x) for x in a.prompt_ids.split(",")]
     logits = forward(c, w, ids)
     seq, gap = list(ids), math.inf

@@ -151,6 +151,22 @@ void MoELayerStreamingPass::runOnOperation() {
   uint64_t all = worst();
   if (all <= memoryBudget)
     return; // everything fits
+  // A tensor-parallel rank holds parts of its layers' weights, and the
+  // streaming steps would fetch and evict whole tensors: refused until they
+  // name parts.
+  if (IntegerAttr ways = getMoEDialect(&getContext())
+                             .getTensorParallelAttrHelper()
+                             .getAttr(model);
+      ways && ways.getInt() > 1) {
+    model.emitError() << "memory budget of " << formatBytes(memoryBudget)
+                      << " per rank is below the " << formatBytes(all)
+                      << " a rank of tensor-parallel groups of "
+                      << ways.getInt()
+                      << " holds, and weight streaming does not stream "
+                      << "tensor-parallel parts yet (expected a larger "
+                      << "--memory-budget or --tensor-parallel=1)";
+    return signalPassFailure();
+  }
 
   auto largestFirst = [&](auto bytesOf) {
     SmallVector<size_t> order(layers.size());

@@ -160,7 +160,9 @@ bool Emitter::checkScales(StringRef name, const TensorInfo &info,
   SmallVector<int64_t> grid{
       (shape[0] + source.blockRows - 1) / source.blockRows,
       (shape[1] + source.blockCols - 1) / source.blockCols};
-  if (it->second.dtype != "F32" || ArrayRef<int64_t>(it->second.shape) != grid) {
+  // ArrayRef on both sides: clang's C++20 finds no ArrayRef != SmallVector.
+  if (it->second.dtype != "F32" ||
+      ArrayRef<int64_t>(it->second.shape) != ArrayRef<int64_t>(grid)) {
     errors.report(it->second.file + ": tensor '" + scale + "' is " +
                   it->second.dtype + " " + shapeString(it->second.shape) +
                   " (expected F32 " + shapeString(grid) + ": ceil(" +

@@ -265,17 +265,9 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
                float scale, int slidingWindow, WRef sinks, int vHeadDim) {
   // Keys are hd wide, values (and each head's output) vd (MLA: vd < hd).
   const int64_t hd = headDim, vd = vHeadDim > 0 ? vHeadDim : headDim, S = cache.maxSeq;
-  // Pool row of position j of row t's sequence.
-  const int32_t *pages = cache.pageTable;
-  const int64_t ps = cache.pageSize, pps = cache.pagesPerSeq;
-  auto poolRow = [&](int64_t t, int64_t j) -> int64_t {
-    if (!pages)
-      return j;
-    return int64_t(pages[cache.seq[t] * pps + j / ps]) * ps + j % ps;
-  };
   for (int64_t t = 0; t < T; ++t)
     for (int g = 0; g < kvHeads; ++g) {
-      int64_t r = g * S + poolRow(t, pos[t]);
+      int64_t r = g * S + cache.poolRow(t, pos[t]);
       storeKV(cache.k, cache.dtype, size_t(r * hd), qkv + t * ldqkv + kCol + g * hd, hd);
       storeKV(cache.v, cache.dtype, size_t(r * vd), qkv + t * ldqkv + vCol + g * vd, vd);
     }
@@ -301,7 +293,7 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
       const float *q = qkv + t * ldqkv + qCol + int64_t(h) * hd;
       // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
       auto row = [&](const void *half, int64_t j, float *tmp, int64_t dim) -> const float * {
-        size_t off = size_t((g * S + poolRow(t, j)) * dim);
+        size_t off = size_t((g * S + cache.poolRow(t, j)) * dim);
         if (cache.dtype == DType::F32)
           return static_cast<const float *>(half) + off;
         loadKV(half, cache.dtype, off, tmp, dim);
@@ -338,15 +330,8 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
   // heads; kv_b rows are per head [W_UK_h (N rows) | W_UV_h (V rows)], each
   // L wide (row-major: views of the weight, converted a row at a time).
   const int64_t N = p.nopeDim, R = p.ropeDim, V = p.vHeadDim, L = p.kvLoraRank, C = L + R;
-  const int32_t *pages = cache.pageTable;
-  const int64_t ps = cache.pageSize, pps = cache.pagesPerSeq;
-  auto poolRow = [&](int64_t t, int64_t j) -> int64_t {
-    if (!pages)
-      return j;
-    return int64_t(pages[cache.seq[t] * pps + j / ps]) * ps + j % ps;
-  };
   for (int64_t t = 0; t < T; ++t) {
-    size_t off = size_t(poolRow(t, pos[t]) * C);
+    size_t off = size_t(cache.poolRow(t, pos[t]) * C);
     storeKV(cache.k, cache.dtype, off, in.latent + t * in.ldLatent, L);
     storeKV(cache.k, cache.dtype, off + size_t(L), in.kPe + t * in.ldKPe, R);
   }
@@ -383,7 +368,7 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
         axpy(qa, q[i], wRow(ukRow + i, wtmp), L);
       std::memcpy(qa + L, q + N, size_t(R) * 4);
       auto row = [&](int64_t j) -> const float * {
-        size_t off = size_t(poolRow(t, j) * C);
+        size_t off = size_t(cache.poolRow(t, j) * C);
         if (cache.dtype == DType::F32)
           return static_cast<const float *>(cache.k) + off;
         loadKV(cache.k, cache.dtype, off, crow, C);

@@ -176,6 +176,12 @@ struct KVView {
   const int32_t *pageTable = nullptr;
   const int64_t *seq = nullptr;
   int64_t pagesPerSeq = 1, pageSize = 0;
+  /// Pool row of position j of token t's sequence (j itself when unpaged).
+  int64_t poolRow(int64_t t, int64_t j) const {
+    if (!pageTable)
+      return j;
+    return int64_t(pageTable[seq[t] * pagesPerSeq + j / pageSize]) * pageSize + j % pageSize;
+  }
 };
 
 /// Stores K/V of T tokens at pos[t] (of sequence seq[t] when paged), then

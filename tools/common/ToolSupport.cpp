@@ -67,6 +67,23 @@ std::string checkpointDir(const std::string &weights, const PlanFile &plan) {
   return dir;
 }
 
+std::unique_ptr<WeightStore> loadWeights(const PlanFile &plan, const std::string &weights,
+                                         bool random, uint64_t seed, const std::vector<int> &ranks,
+                                         Backend &backend, const ProgressFn &progress) {
+  if (random)
+    return WeightStore::random(plan, seed, ranks, backend, progress);
+  std::string dir = weights;
+  if (dir.empty()) {
+    const auto *ckpt = plan.plan().checkpoint();
+    if (!ckpt || ckpt->size() == 0)
+      fail("{}: the plan names no checkpoint (expected --weights=DIR or --random-weights)",
+           plan.path());
+    dir = ckpt->str();
+  }
+  return WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), ranks, backend,
+                                     progress);
+}
+
 std::unique_ptr<Tokenizer> loadTokenizer(const std::string &tokenizerFile,
                                          const std::string &weights, const PlanFile &plan,
                                          const char *what) {

@@ -10,6 +10,7 @@
 #include "moert/Error.h"
 #include "moert/Plan.h"
 #include "moert/Tokenizer.h"
+#include "moert/Weights.h"
 
 #include <charconv>
 #include <cstdint>
@@ -63,6 +64,16 @@ void forEachFlag(int argc, char **argv, const char *tool, std::string &plan,
 /// The checkpoint directory the weights come from (`weights`, the
 /// --weights flag, or the plan's checkpoint); "" when there is none.
 std::string checkpointDir(const std::string &weights, const moert::PlanFile &plan);
+
+/// The weights `ranks` use: generated from the plan's init with `seed`
+/// (--random-weights), or read from the checkpoint `weights` names (--weights)
+/// or else the one the plan was compiled from; a plan with neither is a
+/// one-line error.
+std::unique_ptr<moert::WeightStore> loadWeights(const moert::PlanFile &plan,
+                                                const std::string &weights, bool random,
+                                                uint64_t seed, const std::vector<int> &ranks,
+                                                moert::Backend &backend,
+                                                const moert::ProgressFn &progress = {});
 
 /// The checkpoint's tokenizer (tokenizer.json + tokenizer_config.json), or
 /// `tokenizerFile` (--tokenizer=FILE). `what` names the flag that needs it

@@ -704,19 +704,7 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
         bar.update(double(d), double(t));
     };
     std::vector<int> ranks{rank};
-    if (o.randomWeights) {
-      weights = WeightStore::random(plan, o.seed, ranks, *backend, prog);
-    } else {
-      std::string dir = o.weights;
-      if (dir.empty()) {
-        if (!p.checkpoint() || p.checkpoint()->size() == 0)
-          fail("{}: the plan names no checkpoint (expected --weights=DIR or --random-weights)",
-               plan.path());
-        dir = p.checkpoint()->str();
-      }
-      weights = WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), ranks,
-                                            *backend, prog);
-    }
+    weights = loadWeights(plan, o.weights, o.randomWeights, o.seed, ranks, *backend, prog);
   }
 
   SessionOptions so;

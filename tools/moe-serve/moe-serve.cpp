@@ -970,20 +970,8 @@ int serve(const Options &o) {
   bo.threads = o.threads > 0 ? int(o.threads) : std::max(1, int(std::thread::hardware_concurrency()));
   std::unique_ptr<Backend> backend = makeBackend(backendName, bo);
   std::unique_ptr<Comm> comm = makeLocalComm();
-  std::unique_ptr<WeightStore> weights;
-  if (o.randomWeights) {
-    weights = WeightStore::random(plan, 0, {0}, *backend, {});
-  } else {
-    std::string dir = o.weights;
-    if (dir.empty()) {
-      if (!p.checkpoint() || p.checkpoint()->size() == 0)
-        fail("{}: the plan names no checkpoint (expected --weights=DIR or --random-weights)",
-             plan.path());
-      dir = p.checkpoint()->str();
-    }
-    weights =
-        WeightStore::fromCheckpoint(plan, std::make_shared<Checkpoint>(dir), {0}, *backend, {});
-  }
+  std::unique_ptr<WeightStore> weights =
+      loadWeights(plan, o.weights, o.randomWeights, /*seed=*/0, {0}, *backend);
   Session session(plan, 0, *weights, *comm, *backend, {});
   const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : plan.maxBatch();
 

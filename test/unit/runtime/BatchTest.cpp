@@ -304,6 +304,25 @@ HFPlanOptions smallPool() {
   return b;
 }
 
+/// The tiny Qwen2-MoE with smallPool()'s KV pages and the same model for
+/// one sequence, with the same random weights: batched runs and the
+/// one-sequence runs they must equal.
+struct SmallPoolModels {
+  static HFPlanOptions oneSequence() {
+    HFPlanOptions one;
+    one.maxTokens = 8;
+    return one;
+  }
+  PlanFile batched = planFor(kTinyQwen, smallPool());
+  PlanFile single = planFor(kTinyQwen, oneSequence());
+  TestBackend be{2};
+  std::unique_ptr<Comm> comm = makeLocalComm();
+  std::unique_ptr<WeightStore> wb = WeightStore::random(batched, 7, {0}, be);
+  std::unique_ptr<WeightStore> ws = WeightStore::random(single, 7, {0}, be);
+  Session sb{batched, 0, *wb, *comm, be};
+  Session ss{single, 0, *ws, *comm, be};
+};
+
 } // namespace
 
 TEST(Batch, PagesGrowWithSequencesThatStopEarly) {
@@ -311,14 +330,10 @@ TEST(Batch, PagesGrowWithSequencesThatStopEarly) {
   // reserving those at admission runs one sequence at a time in 16 pages)
   // and stops after 1 to 9 (a stop condition): taken as they grow, their
   // pages let all six run together.
-  HFPlanOptions one;
-  one.maxTokens = 8;
-  PlanFile batched = planFor(kTinyQwen, smallPool()), single = planFor(kTinyQwen, one);
-  TestBackend be(2);
-  auto comm = makeLocalComm();
-  auto wb = WeightStore::random(batched, 7, {0}, be);
-  auto ws = WeightStore::random(single, 7, {0}, be);
-  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
+  SmallPoolModels m;
+  const PlanFile &batched = m.batched;
+  Comm *comm = m.comm.get();
+  Session &sb = m.sb, &ss = m.ss;
   std::vector<SequenceRequest> reqs = requests(batched.vocabSize(), 0.0f);
   std::vector<int64_t> stopAt;
   for (SequenceRequest &r : reqs) {
@@ -344,14 +359,10 @@ TEST(Batch, PreemptedSequencesAreRecomputed) {
   // and generated tokens again when readmitted. Tokens equal one-sequence
   // runs (greedy, and sampled: the sampler's state is kept), and each is
   // reported once, in order.
-  HFPlanOptions one;
-  one.maxTokens = 8;
-  PlanFile batched = planFor(kTinyQwen, smallPool()), single = planFor(kTinyQwen, one);
-  TestBackend be(2);
-  auto comm = makeLocalComm();
-  auto wb = WeightStore::random(batched, 7, {0}, be);
-  auto ws = WeightStore::random(single, 7, {0}, be);
-  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
+  SmallPoolModels m;
+  const PlanFile &batched = m.batched;
+  Comm *comm = m.comm.get();
+  Session &sb = m.sb, &ss = m.ss;
   for (float temperature : {0.0f, 0.9f})
     for (int64_t chunk : {0, 3}) {
       ScriptSource src;

@@ -18,7 +18,8 @@
 // index a 16-entry f32 table of the e2m1 values (vpermps uses the index's
 // low 4 bits), the high nibbles, shifted, too. Low nibbles are the group's
 // even elements and high ones its odd elements, so X is de-interleaved once
-// per call to match; each group's sum is scaled by its 2^(s - 127).
+// per call to match; each group's sum is scaled by its 2^(s - 127). (The
+// byte is zero-extended, so shifted right by 4 it is its high nibble.)
 //
 //===----------------------------------------------------------------------===//
 #include "LinearKernels.h"
@@ -200,7 +201,6 @@ MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, c
   const float *scale = e8m0Table().data();
   const int64_t groups = K / 32;
   const __m512 lut = _mm512_loadu_ps(kE2M1);
-  const __m512i nib = _mm512_set1_epi32(15);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
@@ -208,7 +208,7 @@ MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, c
     for (int64_t g = 0; g < groups; ++g) {
       __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
       __m512 even = _mm512_permutexvar_ps(b, lut);
-      __m512 odd = _mm512_permutexvar_ps(_mm512_and_si512(_mm512_srli_epi32(b, 4), nib), lut);
+      __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
       __m512 sv = _mm512_set1_ps(scale[srow[g]]);
       for (int64_t t = 0; t < T; ++t) {
         const float *x = Xd + t * K + g * 32;

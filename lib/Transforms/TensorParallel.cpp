@@ -85,10 +85,10 @@ struct MoETensorParallelPass
              << " neither divides them nor is a multiple of them (expected "
                 "kv heads divisible by T, or T a multiple of the kv heads to "
                 "replicate them)";
-    if (a.getVHeadDim() || a.getSinks())
+    // gpt-oss's sinks are per head: members take their heads' part.
+    if (a.getVHeadDim())
       return a.emitOpError("cannot be sliced over tensor-parallel ranks yet "
-                           "(attention sinks or a v_head_dim: gpt-oss, "
-                           "DeepSeek-V3's MLA)");
+                           "(a v_head_dim other than head_dim)");
     s.heads.push_back(a);
     for (Value v : {a.getQ(), a.getK(), a.getV()})
       if (failed(traceProjection(a, v, s)))

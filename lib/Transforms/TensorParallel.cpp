@@ -88,7 +88,7 @@ struct MoETensorParallelPass
     // gpt-oss's sinks are per head: members take their heads' part.
     if (a.getVHeadDim())
       return a.emitOpError("cannot be sliced over tensor-parallel ranks yet "
-                           "(a v_head_dim other than head_dim)");
+                           "(an attention with v_head_dim)");
     s.heads.push_back(a);
     for (Value v : {a.getQ(), a.getK(), a.getV()})
       if (failed(traceProjection(a, v, s)))

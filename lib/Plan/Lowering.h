@@ -59,6 +59,9 @@ public:
                                   StringRef kind);
   LogicalResult lowerSlicedRotary(RotaryOp op, const RopeStep &whole);
   LogicalResult lowerSlicedAttention(AttentionOp op, const AttentionStep &whole);
+  LogicalResult lowerSlicedMLAAttention(MLAAttentionOp op,
+                                        const MLAAttentionStep &whole,
+                                        ArrayRef<int> reads);
   /// The sum of the group members' partial rows of `buf`.
   void addTensorParallelAllReduce(Operation *op, int buf, StringRef what);
 

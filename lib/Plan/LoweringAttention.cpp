@@ -140,6 +140,8 @@ LogicalResult Lowering::lowerMLAAttention(MLAAttentionOp a) {
   for (int b : {step.latent, step.kPe})
     if (!llvm::is_contained(reads, b))
       reads.push_back(b);
+  if (tensorSliceOf(a) == "heads")
+    return lowerSlicedMLAAttention(a, step, reads);
   addStep(a, stepName("attention"), reads, {step.out}, step);
   return success();
 }

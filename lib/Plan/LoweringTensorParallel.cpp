@@ -51,10 +51,9 @@ LogicalResult Lowering::lowerSlicedLinear(LinearOp l, Slice in, Slice out,
     return success();
   }
   // Column-parallel: q, k or v, or all three side by side (fused).
-  AttentionOp a = attentionFed(l.getResult());
-  if (!a)
+  int64_t hd = headWidthFed(l.getResult());
+  if (!hd)
     return l.emitOpError("is column-parallel but feeds no moe.attention");
-  int64_t hd = a.getHeadDim();
   int64_t thirds = kind == "column_qkv" ? 3 : 1;
   int64_t width = out.width / thirds;
   for (int64_t t = 0; t < thirds; ++t) {
@@ -71,6 +70,25 @@ LogicalResult Lowering::lowerSlicedLinear(LinearOp l, Slice in, Slice out,
     addStep(l, name + suffix, {in.buffer}, {out.buffer}, members.front());
     p.steps.back().perMember = std::move(members);
   }
+  return success();
+}
+
+LogicalResult Lowering::lowerSlicedMLAAttention(MLAAttentionOp a,
+                                                const MLAAttentionStep &whole,
+                                                ArrayRef<int> reads) {
+  // Each member attends over its heads (its q columns, its rows of kv_b)
+  // with the whole latent cache, which every member writes alike.
+  std::vector<StepOp> members;
+  for (int64_t g = 0; g < p.tensorParallel; ++g) {
+    HeadPart h = headPart(whole.heads, p.tensorParallel, g);
+    MLAAttentionStep step = whole;
+    step.qCol += h.first * (whole.nopeDim + whole.ropeDim);
+    step.heads = int(h.count);
+    step.kvB = p.weights[size_t(whole.kvB)].tpParts[size_t(g)];
+    members.push_back(std::move(step));
+  }
+  addStep(a, stepName("attention"), SmallVector<int>(reads), {whole.out}, members.front());
+  p.steps.back().perMember = std::move(members);
   return success();
 }
 

@@ -102,6 +102,24 @@ AttentionOp mlir::moe::plan::attentionFed(Value v) {
   return nullptr;
 }
 
+int64_t mlir::moe::plan::headWidthFed(Value v) {
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if (auto a = dyn_cast<AttentionOp>(user))
+      return a.getHeadDim();
+    if (auto m = dyn_cast<MLAAttentionOp>(user); m && use.get() == m.getQ())
+      return m.getNopeDim() + m.getRopeDim();
+    if (isa<RotaryOp>(user))
+      if (int64_t w = headWidthFed(user->getResult(0)))
+        return w;
+    if (isa<SplitOp>(user))
+      for (Value r : user->getResults())
+        if (int64_t w = headWidthFed(r))
+          return w;
+  }
+  return 0;
+}
+
 StringRef mlir::moe::plan::tensorSliceOf(Operation *op) {
   StringAttr kind =
       getMoEDialect(op->getContext()).getTensorSliceAttrHelper().getAttr(op);
@@ -171,10 +189,9 @@ static LogicalResult addTensorParts(ModelOp model, std::vector<Weight> &weights,
         memberZero(l.getBias());
         return WalkResult::advance();
       }
-      AttentionOp a = attentionFed(l.getResult());
-      if (!a)
+      int64_t hd = headWidthFed(l.getResult());
+      if (!hd)
         return l.emitOpError("is column-parallel but feeds no moe.attention");
-      int64_t hd = a.getHeadDim();
       // q/k/v side by side (fused) or one of them.
       int64_t thirds = kind == "column_qkv" ? 3 : 1, width = N / thirds;
       for (int64_t t = 0; t < thirds; ++t) {
@@ -184,6 +201,12 @@ static LogicalResult addTensorParts(ModelOp model, std::vector<Weight> &weights,
         if (b >= 0)
           split(b, 0, t * width, width, std::min(heads, T), label);
       }
+      return WalkResult::advance();
+    }
+    if (auto m = dyn_cast<MLAAttentionOp>(op); m && kind == "heads") {
+      // kv_b's rows per head: [W_UK_h (nope) | W_UV_h (v)], heads in order.
+      split(weightOf(m.getKvB()), 0, 0,
+            m.getNumHeads() * (m.getNopeDim() + m.getVHeadDim()), T, "");
       return WalkResult::advance();
     }
     if (auto a = dyn_cast<AttentionOp>(op); a && kind == "heads") {

@@ -133,6 +133,51 @@ struct MoETensorParallelPass
     return success();
   }
 
+  /// DeepSeek-V3's MLA: q's projection (through its offset rotary on each
+  /// head's rope dims) is column-parallel by heads of nope + rope columns,
+  /// kv_b splits by heads, o_proj is row-parallel; the latent path
+  /// (kv_a_proj_with_mqa, its norm, k_pe's rotary) stays replicated.
+  LogicalResult sliceMLA(MLAAttentionOp a, int64_t T, AttentionSlice &s) {
+    if (a.getNumHeads() % T != 0)
+      return a.emitOpError() << "has " << a.getNumHeads()
+                             << " heads, not divisible by --tensor-parallel="
+                             << T;
+    s.heads.push_back(a);
+    Value q = a.getQ();
+    if (auto rope = q.getDefiningOp<RotaryOp>()) {
+      if (!rope.getResult().hasOneUse())
+        return a.emitOpError("cannot be sliced over tensor-parallel ranks: "
+                             "its rotated q has other uses");
+      s.heads.push_back(rope);
+      q = rope.getInput();
+    }
+    auto linear = q.getDefiningOp<LinearOp>();
+    if (!linear || !linear.getResult().hasOneUse())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks: q "
+                           "must be a projection used only by it (expected "
+                           "moe.linear, optionally through moe.rotary)");
+    s.columns.push_back(linear);
+    if (!a.getResult().hasOneUse())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
+                           "output must feed one projection");
+    auto o = dyn_cast<LinearOp>(*a.getResult().getUsers().begin());
+    if (!o || o.getInput() != a.getResult())
+      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
+                           "output must feed a moe.linear (o_proj)");
+    s.row = o;
+    return success();
+  }
+
+  /// Whether MLA's split weights hold whole quantization blocks.
+  bool mlaBlocksWhole(MLAAttentionOp a, int64_t T, AttentionSlice &s) {
+    int64_t h = a.getNumHeads() / T;
+    LinearOp q = s.columns.front();
+    return wholeBlocks(a, q.getWeight(), q.getTransposed() ? 1 : 0,
+                       h * (a.getNopeDim() + a.getRopeDim())) &&
+           wholeBlocks(a, a.getKvB(), 0, h * (a.getNopeDim() + a.getVHeadDim())) &&
+           wholeBlocks(a, s.row.getWeight(), 1, h * a.getVHeadDim());
+  }
+
   void runOnOperation() override {
     ModelOp model = getOperation();
     int64_t T = ways; // (an Option streams as its name)
@@ -167,6 +212,15 @@ struct MoETensorParallelPass
           return WalkResult::interrupt();
         // Quantized projections whose parts would cut a block: replicated.
         if (!attentionBlocksWhole(a, T, s)) {
+          LLVM_DEBUG(llvm::dbgs() << "replicated (quantization blocks) " << a << "\n");
+          return WalkResult::advance();
+        }
+        attentions.push_back(s);
+      } else if (auto a = dyn_cast<MLAAttentionOp>(op)) {
+        AttentionSlice s;
+        if (failed(sliceMLA(a, T, s)))
+          return WalkResult::interrupt();
+        if (!mlaBlocksWhole(a, T, s)) {
           LLVM_DEBUG(llvm::dbgs() << "replicated (quantization blocks) " << a << "\n");
           return WalkResult::advance();
         }

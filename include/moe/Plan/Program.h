@@ -350,6 +350,10 @@ HeadPart headPart(int64_t heads, int64_t T, int64_t g);
 /// The moe.attention that the projection or rotary result `v` feeds
 /// (through moe.rotary and moe.split), or null.
 AttentionOp attentionFed(Value v);
+/// The width of one head's columns of the attention `v` feeds as q, k or v
+/// (through moe.rotary and moe.split): moe.attention's head_dim, or
+/// moe.mla_attention's nope + rope dims for its q; 0 when none.
+int64_t headWidthFed(Value v);
 /// The moe.tensor_slice of `op`, "" when it has none.
 StringRef tensorSliceOf(Operation *op);
 

@@ -376,6 +376,12 @@ def MoEPlanMemoryPass : Pass<"moe-plan-memory", "::mlir::moe::ModelOp"> {
     Option<"maxBatch", "max-batch", "int64_t", /*default=*/"1",
            "sequences decoded together: KV cache pages for this many "
            "sequences, and forward calls of at least this many tokens">,
+    Option<"kvPageSize", "kv-page-size", "int64_t", /*default=*/"0",
+           "positions per KV page of a batched plan (0: 16, or max-seq-len "
+           "when shorter)">,
+    Option<"kvPages", "kv-pages", "int64_t", /*default=*/"0",
+           "KV pages of a batched plan's pool (0: enough for max-batch "
+           "sequences at full length; at least one such sequence)">,
     Option<"dtype", "dtype", "::mlir::moe::ComputeDType",
            /*default=*/"::mlir::moe::ComputeDType::F32",
            "compute dtype the weights are held in (f32, bf16, f16)",

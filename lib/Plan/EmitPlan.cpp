@@ -396,7 +396,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
   fb::DType compute = options.dtype == ComputeDType::F32    ? fb::DType::F32
                       : options.dtype == ComputeDType::BF16 ? fb::DType::BF16
                                                             : fb::DType::F16;
-  KVPaging paging = kvPaging(options.maxBatch, program.maxSeqLen);
+  KVPaging paging = kvPaging(options, program.maxSeqLen);
   auto root = fb::CreatePlan(
       fbb, moert::kPlanVersionMajor, moert::kPlanVersionMinor,
       fbb.CreateString(producer), info,

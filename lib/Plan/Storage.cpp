@@ -23,6 +23,7 @@
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Debug.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #define DEBUG_TYPE "moe-plan-storage"
 
@@ -581,13 +582,52 @@ std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
   return caches;
 }
 
+std::string mlir::moe::plan::checkKVPaging(const CompileOptions &options,
+                                           int64_t maxSeqLen) {
+  const int64_t B = options.maxBatch, ps = options.kvPageSize, n = options.kvPages;
+  if (ps == 0 && n == 0)
+    return "";
+  const char *flag = n ? "--kv-pages" : "--kv-page-size";
+  if (B <= 1)
+    return llvm::formatv("{0}: only with --max-batch above 1 (expected a batched "
+                         "plan; one sequence keeps one contiguous KV cache)",
+                         flag)
+        .str();
+  if (ps < 0 || n < 0)
+    return llvm::formatv("{0}: {1} (expected a positive count)", flag, n < 0 ? n : ps).str();
+  if (ps > maxSeqLen)
+    return llvm::formatv("--kv-page-size: {0} is longer than max_seq_len {1} "
+                         "(expected 1..{1})",
+                         ps, maxSeqLen).str();
+  KVPaging paging = kvPaging(options, maxSeqLen);
+  const int64_t perSeq = (maxSeqLen + paging.pageSize - 1) / paging.pageSize;
+  // The runtime's page tables: max_batch x pages per sequence entries.
+  constexpr int64_t kMaxPageTable = int64_t(1) << 24;
+  if (ps && B * perSeq > kMaxPageTable)
+    return llvm::formatv("--kv-page-size: {0} makes --max-batch={1} x {2} pages "
+                         "per sequence (expected page tables of at most {3} "
+                         "entries: a larger --kv-page-size)",
+                         ps, B, perSeq, kMaxPageTable).str();
+  if (n && n < perSeq)
+    return llvm::formatv("--kv-pages: {0} pages of {1} positions hold fewer than "
+                         "one sequence of max_seq_len {2} (expected at least {3} "
+                         "pages: one full-length sequence must fit)",
+                         n, paging.pageSize, maxSeqLen, perSeq).str();
+  if (n && n > B * perSeq)
+    return llvm::formatv("--kv-pages: {0} pages are more than --max-batch={1} "
+                         "sequences of max_seq_len {2} can use (expected at most "
+                         "{3} pages of {4} positions)",
+                         n, B, maxSeqLen, B * perSeq, paging.pageSize).str();
+  return "";
+}
+
 FailureOr<Storage> mlir::moe::plan::analyzeStorage(ModelOp model,
                                                    const CompileOptions &options) {
   Storage storage;
   int64_t maxPositions = model.getMaxPositionEmbeddings();
   storage.maxSeqLen = options.maxSeqLen > 0
                           ? options.maxSeqLen
-                          : std::min<int64_t>(maxPositions, 4096);
+                          : defaultMaxSeqLen(maxPositions);
   if (storage.maxSeqLen > maxPositions)
     return model.emitOpError() << "--max-seq-len=" << storage.maxSeqLen
                                << " exceeds the model's "
@@ -601,8 +641,10 @@ FailureOr<Storage> mlir::moe::plan::analyzeStorage(ModelOp model,
   storage.arenaBytes = planArena(storage.buffers, storage.maxTokens,
                                  storage.unplannedBytes);
   // The KV pages of max_batch sequences (plan fields kv_page_size, kv_pages).
+  if (std::string why = checkKVPaging(options, storage.maxSeqLen); !why.empty())
+    return model.emitOpError() << why;
   int64_t kvPositions =
-      kvPaging(options.maxBatch, storage.maxSeqLen).positions(storage.maxSeqLen);
+      kvPaging(options, storage.maxSeqLen).positions(storage.maxSeqLen);
   for (const KVCache &c : collectKVCaches(model))
     storage.kvCacheBytes += uint64_t(c.elementsPerPosition()) *
                             uint64_t(kvPositions) * 4;

@@ -50,6 +50,8 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   MoEPlanMemoryPassOptions memory;
   memory.maxSeqLen = options.maxSeqLen;
   memory.maxBatch = options.maxBatch;
+  memory.kvPageSize = options.kvPageSize;
+  memory.kvPages = options.kvPages;
   memory.dtype = options.dtype;
   model.addPass(createMoEPlanMemoryPass(memory));
 

@@ -33,6 +33,8 @@ struct MoEPlanMemoryPass : mlir::moe::impl::MoEPlanMemoryPassBase<MoEPlanMemoryP
     CompileOptions options;
     options.maxSeqLen = maxSeqLen;
     options.maxBatch = maxBatch;
+    options.kvPageSize = kvPageSize;
+    options.kvPages = kvPages;
     options.dtype = dtype;
     int64_t ranks = getGridRankCount(model);
     if (ranks < 1) {

@@ -965,6 +965,14 @@ void PlanFile::sliceStackedWeights() {
       }
     }
   }
+  // Adding `more` weights for stacked weight `stacked` keeps the slices (and
+  // parts) of all stacked weights within kMaxExpertSlices.
+  auto checkSliceBound = [&](int64_t more, size_t stacked) {
+    if (int64_t(weights_.size() - numPlanWeights_) + more > kMaxExpertSlices)
+      fail("{}: weight '{}' brings the expert slices of all stacked weights over {} (expected a "
+           "plan of at most {} experts x stacked weights)",
+           path_, weights_[stacked].name, kMaxExpertSlices, kMaxExpertSlices);
+  };
   std::set<std::string> names;
   for (const WeightInfo &w : weights_)
     names.insert(w.name);
@@ -978,10 +986,7 @@ void PlanFile::sliceStackedWeights() {
     if (E > kMaxExperts)
       fail("{}: weight '{}' stacks {} experts (expected at most {})", path_, weights_[i].name, E,
            kMaxExperts);
-    if (int64_t(weights_.size() - numPlanWeights_) + E > kMaxExpertSlices)
-      fail("{}: weight '{}' brings the expert slices of all stacked weights over {} (expected a "
-           "plan of at most {} experts x stacked weights)",
-           path_, weights_[i].name, kMaxExpertSlices, kMaxExpertSlices);
+    checkSliceBound(E, i);
     for (int64_t e = 0; e < E; ++e) {
       const WeightInfo &w = weights_[i];
       WeightInfo s;
@@ -1026,11 +1031,7 @@ void PlanFile::sliceStackedWeights() {
     int S = partsOf[size_t(weights_[i].stacked)], axis = axisOf[size_t(weights_[i].stacked)];
     if (S == 1)
       continue;
-    if (int64_t(weights_.size() - numPlanWeights_) + S > kMaxExpertSlices)
-      fail("{}: weight '{}' brings the expert slices of all stacked weights over {} (expected a "
-           "plan of at most {} experts x stacked weights)",
-           path_, weights_[size_t(weights_[i].stacked)].name, kMaxExpertSlices,
-           kMaxExpertSlices);
+    checkSliceBound(S, size_t(weights_[i].stacked));
     std::vector<int64_t> shape = weights_[i].shape;
     if (size_t(axis) >= shape.size() || shape[size_t(axis)] % S)
       fail("{}: expert slice '{}' of shape [{}] does not split in {} parts along axis {} "

@@ -4,7 +4,7 @@
 //               [--plot=FILE.svg]
 //               [--target=cpu|cuda] [--dtype=f32|bf16|f16] [--devices=N]
 //               [--gpus-per-node=G] [--cluster=FILE.json] [--max-batch=B]
-//               [--max-seq-len=L]
+//               [--max-seq-len=L] [--kv-pages=N] [--kv-page-size=P]
 //               [--placement=balanced|round-robin|contiguous]
 //               [--expert-profile=FILE.json] [--memory-budget=SIZE]
 //               [--pipeline=STR] [--load-pass-plugin=LIB.so]
@@ -24,6 +24,7 @@
 #include "moe/Dialect/MoEOps.h"
 #include "moe/Import/Import.h"
 #include "moe/Plan/EmitPlan.h"
+#include "moe/Plan/Program.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
@@ -123,6 +124,18 @@ cl::opt<std::string>
                   cl::desc("KV cache capacity (default: the model's "
                            "max_position_embeddings)"),
                   cl::value_desc("L"), cl::cat(targetCategory));
+cl::opt<std::string>
+    kvPagesFlag("kv-pages",
+                cl::desc("KV cache pages of a batched plan (default: enough "
+                         "for --max-batch sequences at full length; at least "
+                         "one such sequence; fewer make sequences wait or be "
+                         "preempted)"),
+                cl::value_desc("N"), cl::cat(targetCategory));
+cl::opt<std::string>
+    kvPageSizeFlag("kv-page-size",
+                   cl::desc("Positions per KV cache page of a batched plan "
+                            "(default: 16)"),
+                   cl::value_desc("P"), cl::cat(targetCategory));
 cl::opt<std::string>
     memoryBudgetFlag("memory-budget",
                      cl::desc("Bytes per rank, e.g. 24GiB (default: "
@@ -333,6 +346,17 @@ CompileOptions parseOptions(EmitKind emit) {
   if (maxSeqLenFlag.getNumOccurrences())
     o.maxSeqLen =
         check(parseIntInRange(maxSeqLenFlag, 1, int64_t(1) << 32), "max-seq-len");
+  // The runtime's limits (PlanReader): kv_pages and kv_page_size <= 2^24;
+  // checked against max_seq_len once the model is read (checkKVPaging).
+  if (kvPagesFlag.getNumOccurrences())
+    o.kvPages = check(parseIntInRange(kvPagesFlag, 1, int64_t(1) << 24), "kv-pages");
+  if (kvPageSizeFlag.getNumOccurrences())
+    o.kvPageSize =
+        check(parseIntInRange(kvPageSizeFlag, 1, int64_t(1) << 24), "kv-page-size");
+  if ((o.kvPages || o.kvPageSize) && o.maxBatch <= 1)
+    fail(llvm::Twine(o.kvPages ? "--kv-pages" : "--kv-page-size") +
+         ": only with --max-batch above 1 (expected a batched plan; one "
+         "sequence keeps one contiguous KV cache)");
   o.placement = choice(parsePlacement(placementFlag), "placement", placementFlag,
                        "balanced, round-robin or contiguous");
   if (expertProfileFlag.getNumOccurrences()) {
@@ -727,6 +751,14 @@ int main(int argc, char **argv) {
          " exceeds the model's max_position_embeddings " +
          llvm::Twine(model.getMaxPositionEmbeddings()) +
          " (expected a KV cache within the positions the model knows)");
+  {
+    int64_t maxSeqLen = options.maxSeqLen > 0
+                            ? options.maxSeqLen
+                            : plan::defaultMaxSeqLen(model.getMaxPositionEmbeddings());
+    std::string why = plan::checkKVPaging(options, maxSeqLen);
+    if (!why.empty())
+      fail(why);
+  }
   addDeviceGrid(model, options);
 
   if (failed(pm.run(*module)))

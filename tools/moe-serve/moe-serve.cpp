@@ -62,7 +62,7 @@ const char *kUsage = R"(usage: moe-serve PLAN [options]
   --prefill-chunk=N        prompt tokens of one sequence per step (default: max_tokens)
   --drain-seconds=S        on SIGTERM, cancel requests still running after S s (default 5)
   --backend=cpu            backend (default: the plan's target)
-  --threads=N              compute threads (default: cores)
+  --threads=N              compute threads per rank (default: cores / the plan's ranks)
   --version, --help
 Endpoints: POST /v1/completions, GET /v1/models, GET /health, GET /metrics
 (docs/serving.md).
@@ -927,6 +927,99 @@ std::string metricsText(Server &srv, int64_t maxBatch) {
 /// SIGTERM/SIGINT: the handler only writes the signal's number to a pipe
 /// (async-signal-safe) that a thread reads and stops the server from. Not
 /// sigwait: threads that OpenBLAS starts before main would take the signal.
+/// The ranks of a multi-rank plan run as threads of moe-serve (as moe-run
+/// runs them without MPI), each an engine over its own Session, and every
+/// rank's engine must be handed the same requests at the same polls and the
+/// same cancellations (runBatchEngine). Rank 0's engine polls the HTTP
+/// Engine through a LeaderSource, which passes each of its answers to the
+/// other ranks' FollowerSources in the order it gave them; they answer the
+/// same in the same order (their engines take the same steps, so they ask
+/// the same questions).
+class RankMirror {
+public:
+  struct Answer {
+    bool isPoll = false; // poll()'s answer (value: still open), else cancelled()'s
+    bool value = false;
+    std::vector<std::pair<uint64_t, SequenceRequest>> requests; // poll's
+  };
+  explicit RankMirror(int followers) : queues_(size_t(followers)) {}
+  void publish(const Answer &a) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (auto &q : queues_)
+        q.push_back(a);
+    }
+    cv_.notify_all();
+  }
+  Answer next(int follower) {
+    std::unique_lock<std::mutex> l(mu_);
+    auto &q = queues_[size_t(follower)];
+    cv_.wait(l, [&] { return !q.empty(); });
+    Answer a = std::move(q.front());
+    q.pop_front();
+    return a;
+  }
+
+private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::deque<Answer>> queues_;
+};
+
+class LeaderSource final : public RequestSource {
+public:
+  LeaderSource(RequestSource &inner, RankMirror &mirror) : inner_(inner), mirror_(mirror) {}
+  bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) override {
+    size_t from = out.size();
+    RankMirror::Answer a;
+    a.isPoll = true;
+    a.value = inner_.poll(out, idle);
+    a.requests.assign(out.begin() + std::ptrdiff_t(from), out.end());
+    mirror_.publish(a);
+    return a.value;
+  }
+  bool cancelled(uint64_t tag) override {
+    RankMirror::Answer a;
+    a.value = inner_.cancelled(tag);
+    mirror_.publish(a);
+    return a.value;
+  }
+  void onToken(uint64_t tag, int64_t token) override { inner_.onToken(tag, token); }
+  void onPreempted(uint64_t tag) override { inner_.onPreempted(tag); }
+  void onFinish(uint64_t tag, SequenceResult result) override {
+    inner_.onFinish(tag, std::move(result));
+  }
+  void onStep(int64_t running, int64_t queued) override { inner_.onStep(running, queued); }
+
+private:
+  RequestSource &inner_;
+  RankMirror &mirror_;
+};
+
+class FollowerSource final : public RequestSource {
+public:
+  FollowerSource(RankMirror &mirror, int follower) : mirror_(mirror), follower_(follower) {}
+  bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool) override {
+    RankMirror::Answer a = next(true);
+    for (auto &r : a.requests)
+      out.push_back(std::move(r));
+    return a.value;
+  }
+  bool cancelled(uint64_t) override { return next(false).value; }
+  void onFinish(uint64_t, SequenceResult) override {}
+
+private:
+  RankMirror::Answer next(bool poll) {
+    RankMirror::Answer a = mirror_.next(follower_);
+    if (a.isPoll != poll)
+      fail("internal: rank {} asked {} where rank 0 asked {}", follower_ + 1,
+           poll ? "poll" : "cancelled", a.isPoll ? "poll" : "cancelled");
+    return a;
+  }
+  RankMirror &mirror_;
+  int follower_;
+};
+
 int gSignalPipe[2] = {-1, -1};
 
 extern "C" void onStopSignal(int sig) {
@@ -942,10 +1035,6 @@ int serve(const Options &o) {
   std::signal(SIGINT, onStopSignal);
   PlanFile plan = PlanFile::load(o.plan);
   const plan::Plan &p = plan.plan();
-  if (plan.numRanks() > 1)
-    fail("{}: compiled for {} ranks; moe-serve runs one-rank plans (expected a plan compiled "
-         "without --devices)",
-         plan.path(), plan.numRanks());
   std::string target = p.target() == plan::Target::CUDA ? "cuda" : "cpu";
   std::string backendName = o.backend.empty() ? target : o.backend;
   if (o.maxBatch > plan.maxBatch())
@@ -966,13 +1055,28 @@ int serve(const Options &o) {
   }
   srv.eosIds = generationEosIds(o.weights, plan);
 
+  // Every rank of the plan in this process (expert-parallel plans: ranks as
+  // threads with in-process comms, as moe-run runs them without MPI).
+  const int ranks = plan.numRanks();
   BackendOptions bo;
-  bo.threads = o.threads > 0 ? int(o.threads) : std::max(1, int(std::thread::hardware_concurrency()));
-  std::unique_ptr<Backend> backend = makeBackend(backendName, bo);
-  std::unique_ptr<Comm> comm = makeLocalComm();
-  std::unique_ptr<WeightStore> weights =
-      loadWeights(plan, o.weights, o.randomWeights, /*seed=*/0, {0}, *backend);
-  Session session(plan, 0, *weights, *comm, *backend, {});
+  bo.threads = o.threads > 0 ? int(o.threads)
+                             : std::max(1, int(std::thread::hardware_concurrency()) / ranks);
+  std::vector<std::unique_ptr<Comm>> comms;
+  if (ranks > 1)
+    comms = makeInProcessComms(ranks);
+  else
+    comms.push_back(makeLocalComm());
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<std::unique_ptr<WeightStore>> weights;
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (int r = 0; r < ranks; ++r) {
+    backends.push_back(makeBackend(backendName, bo));
+    weights.push_back(
+        loadWeights(plan, o.weights, o.randomWeights, /*seed=*/0, {r}, *backends.back()));
+    sessions.push_back(std::make_unique<Session>(plan, r, *weights.back(),
+                                                 *comms[size_t(r)], *backends.back(),
+                                                 SessionOptions{}));
+  }
   const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : plan.maxBatch();
 
   Metrics metrics;
@@ -982,18 +1086,43 @@ int serve(const Options &o) {
 
 
   std::string engineError;
-  std::thread engineThread([&] {
+  RankMirror mirror(ranks - 1);
+  LeaderSource leader(engine, mirror);
+  std::vector<std::unique_ptr<FollowerSource>> followers;
+  for (int r = 1; r < ranks; ++r)
+    followers.push_back(std::make_unique<FollowerSource>(mirror, r - 1));
+  BatchOptions opts;
+  opts.maxBatch = maxBatch;
+  opts.prefillChunk = o.prefillChunk;
+  // The engine of one rank: rank 0's polls the HTTP engine (through the
+  // leader when there are other ranks), the others replay its answers.
+  auto engineMain = [&](int r) {
+    RequestSource &source = r > 0               ? *followers[size_t(r - 1)]
+                            : ranks > 1 ? static_cast<RequestSource &>(leader)
+                                        : static_cast<RequestSource &>(engine);
     try {
-      BatchOptions opts;
-      opts.maxBatch = maxBatch;
-      opts.prefillChunk = o.prefillChunk;
-      runBatchEngine(session, *comm, engine, opts);
+      runBatchEngine(*sessions[size_t(r)], *comms[size_t(r)], source, opts);
     } catch (const std::exception &e) {
+      if (ranks > 1) {
+        // The other ranks wait in collectives: leave without unwinding them.
+        std::fprintf(stderr, "error: engine: rank %d: %s\n", r, e.what());
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
       engineError = e.what();
       std::fprintf(stderr, "error: engine: %s\n", e.what());
       engine.failAll(fmt::format("the engine failed: {}", e.what()));
     }
-  });
+  };
+  std::vector<std::thread> rankThreads;
+  for (int r = 1; r < ranks; ++r)
+    rankThreads.emplace_back(engineMain, r);
+  std::thread engineThread(engineMain, 0);
+  auto joinEngines = [&] {
+    engineThread.join();
+    for (std::thread &t : rankThreads)
+      t.join();
+  };
 
   httplib::Server http;
   // Every HTTP thread mostly waits for tokens: enough of them that a full
@@ -1119,7 +1248,7 @@ int serve(const Options &o) {
     port = -1;
   if (port < 0) {
     engine.stop();
-    engineThread.join();
+    joinEngines();
     fail("{}:{}: cannot listen (expected a free port and a local address)", o.host, o.port);
   }
   std::printf("moe-serve: listening on http://%s:%d\n", o.host.c_str(), port);
@@ -1158,7 +1287,7 @@ int serve(const Options &o) {
   if (!stopping) // listening failed by itself: wake the signal thread
     onStopSignal(0);
   engine.stop();
-  engineThread.join();
+  joinEngines();
   {
     std::lock_guard<std::mutex> l(drainMu);
     engineDone = true;

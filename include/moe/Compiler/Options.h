@@ -37,6 +37,11 @@ struct CompileOptions {
   int64_t maxBatch = 1;
   /// KV cache capacity in tokens; 0 = the model's max_position_embeddings.
   int64_t maxSeqLen = 0;
+  /// The KV page pool of a batched plan (maxBatch > 1): positions per page
+  /// and pages; 0 = the defaults (16 positions, pages for maxBatch
+  /// sequences at full length).
+  int64_t kvPageSize = 0;
+  int64_t kvPages = 0;
   PlacementStrategy placement = PlacementStrategy::Balanced;
   /// Per-layer per-expert token counts (moe-run --expert-profile), or "".
   std::string expertProfile;

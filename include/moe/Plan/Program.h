@@ -71,20 +71,40 @@ struct Slice {
 };
 
 /// The paged KV cache of a plan for `maxBatch` sequences of `maxSeqLen`
-/// positions (plan fields kv_page_size, kv_pages): pages of kKVPageSize
-/// positions, enough for every sequence at full length. One sequence keeps
-/// the contiguous cache ({0, 0}: one page of max_seq_len).
+/// positions (plan fields kv_page_size, kv_pages): pages of `pageSize`
+/// positions (moe-compile --kv-page-size; 0: kKVPageSize, or max_seq_len
+/// when shorter), `pages` of them (--kv-pages; 0: enough for every sequence
+/// at full length). One sequence keeps the contiguous cache ({0, 0}: one
+/// page of max_seq_len).
 inline constexpr int64_t kKVPageSize = 16;
 struct KVPaging {
   int64_t pageSize = 0, pages = 0;
   /// Positions the pool holds (the KV cache's rows per head).
   int64_t positions(int64_t maxSeqLen) const { return pages ? pageSize * pages : maxSeqLen; }
 };
-inline KVPaging kvPaging(int64_t maxBatch, int64_t maxSeqLen) {
+inline KVPaging kvPaging(int64_t maxBatch, int64_t maxSeqLen, int64_t pageSize = 0,
+                         int64_t pages = 0) {
   if (maxBatch <= 1)
     return {};
-  int64_t ps = maxSeqLen < kKVPageSize ? maxSeqLen : kKVPageSize;
-  return {ps, maxBatch * ((maxSeqLen + ps - 1) / ps)};
+  int64_t ps = pageSize > 0                ? pageSize
+               : maxSeqLen < kKVPageSize ? maxSeqLen
+                                         : kKVPageSize;
+  return {ps, pages > 0 ? pages : maxBatch * ((maxSeqLen + ps - 1) / ps)};
+}
+inline KVPaging kvPaging(const CompileOptions &options, int64_t maxSeqLen) {
+  return kvPaging(options.maxBatch, maxSeqLen, options.kvPageSize, options.kvPages);
+}
+/// Why --kv-page-size / --kv-pages of `options` cannot size the KV page
+/// pool of a plan of `maxSeqLen` positions ("--FLAG: what (expected ...)"),
+/// or "" when they can (or are not given). The pool must hold one sequence
+/// of max_seq_len (the runtime's PlanReader refuses less), and more pages
+/// than max_batch full-length sequences take are never used.
+std::string checkKVPaging(const CompileOptions &options, int64_t maxSeqLen);
+
+/// max_seq_len of a plan without --max-seq-len: the model's
+/// max_position_embeddings, at most 4096.
+inline int64_t defaultMaxSeqLen(int64_t maxPositionEmbeddings) {
+  return maxPositionEmbeddings < 4096 ? maxPositionEmbeddings : 4096;
 }
 
 /// The result of the storage analysis (what moe-plan-memory records).

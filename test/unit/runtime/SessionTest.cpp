@@ -37,27 +37,41 @@ std::vector<int64_t> prompt(int64_t n, int64_t vocab) {
   return p;
 }
 
+/// The set-up of a one-rank test: a CPU backend of `threads` threads, a
+/// local comm and the random weights of `plan` from `seed`; session() is a
+/// new Session (an empty KV cache) on them.
+struct OneRank {
+  OneRank(const PlanFile &plan, uint64_t seed, int threads = 1)
+      : plan(plan), pool(threads), weights(WeightStore::random(plan, seed, {0}, pool)) {}
+  Session session(const SessionOptions &so = {}) {
+    return Session(plan, 0, *weights, *comm, pool, so);
+  }
+  const PlanFile &plan;
+  TestBackend pool;
+  std::unique_ptr<Comm> comm = makeLocalComm();
+  std::unique_ptr<WeightStore> weights;
+};
+
 /// Decoding with the cache vs recomputing the whole sequence each step.
 void checkCacheEqualsRecompute(const PlanFile &plan, int threads) {
-  TestBackend pool(threads);
-  auto comm = makeLocalComm();
-  auto w = WeightStore::random(plan, 7, {0}, pool);
-  Session s(plan, 0, *w, *comm, pool);
+  OneRank one(plan, 7, threads);
+  Comm &comm = *one.comm;
+  Session s = one.session();
   GenerateOptions g;
   g.maxNewTokens = 8;
   std::vector<int64_t> p = prompt(5, plan.vocabSize());
-  GenerateResult r = generate(s, *comm, p, g);
+  GenerateResult r = generate(s, comm, p, g);
   ASSERT_EQ(r.tokens.size(), 13u);
   const int64_t V = plan.vocabSize();
   // Logits at every position from one full forward over the final sequence.
-  Session full(plan, 0, *w, *comm, pool);
+  Session full = one.session();
   std::vector<float> all(r.tokens.size() * size_t(V));
   for (int64_t s0 = 0; s0 < int64_t(r.tokens.size()); s0 += plan.maxTokens()) {
     int64_t T = std::min<int64_t>(plan.maxTokens(), int64_t(r.tokens.size()) - s0);
     full.forward(r.tokens.data() + s0, T, s0, all.data() + s0 * V);
   }
   // Replaying the cached decode: each step's logits equal the full pass row.
-  Session dec(plan, 0, *w, *comm, pool);
+  Session dec = one.session();
   const float *logits = nullptr;
   for (size_t t = 0; t < r.tokens.size() - 1; ++t) {
     logits = dec.forward(&r.tokens[t], 1, int64_t(t));
@@ -88,11 +102,8 @@ TEST(Session, Bf16ComputeStaysCloseToF32) {
   PlanFile f32 = planFor(kTinyMixtral, o);
   o.computeDtype = mp::DType::BF16;
   PlanFile bf = planFor(kTinyMixtral, o);
-  TestBackend pool(2);
-  auto comm = makeLocalComm();
-  auto w1 = WeightStore::random(f32, 3, {0}, pool);
-  auto w2 = WeightStore::random(bf, 3, {0}, pool);
-  Session a(f32, 0, *w1, *comm, pool), b(bf, 0, *w2, *comm, pool);
+  OneRank ra(f32, 3, 2), rb(bf, 3, 2);
+  Session a = ra.session(), b = rb.session();
   std::vector<int64_t> p = prompt(12, f32.vocabSize());
   std::vector<float> la(p.size() * 101), lb(la.size());
   a.forward(p.data(), int64_t(p.size()), 0, la.data());
@@ -108,17 +119,15 @@ TEST(Session, Bf16ComputeStaysCloseToF32) {
 TEST(Session, SamplingIsDeterministicPerSeed) {
   HFPlanOptions o;
   PlanFile plan = planFor(kTinyMixtral, o);
-  TestBackend pool(2);
-  auto comm = makeLocalComm();
-  auto w = WeightStore::random(plan, 11, {0}, pool);
+  OneRank one(plan, 11, 2);
   auto sample = [&](uint64_t seed, float temp, float topP) {
-    Session s(plan, 0, *w, *comm, pool);
+    Session s = one.session();
     GenerateOptions g;
     g.maxNewTokens = 12;
     g.temperature = temp;
     g.topP = topP;
     g.seed = seed;
-    return generate(s, *comm, prompt(4, plan.vocabSize()), g).tokens;
+    return generate(s, *one.comm, prompt(4, plan.vocabSize()), g).tokens;
   };
   EXPECT_EQ(sample(1, 1.5f, 0.95f), sample(1, 1.5f, 0.95f));
   EXPECT_NE(sample(1, 1.5f, 1.0f), sample(2, 1.5f, 1.0f));
@@ -140,43 +149,40 @@ TEST(Sampler, TopPKeepsTheNucleus) {
 TEST(Session, StopsAtEos) {
   HFPlanOptions o;
   PlanFile plan0 = planFor(kTinyMixtral, o);
-  TestBackend pool(1);
-  auto comm = makeLocalComm();
-  auto w = WeightStore::random(plan0, 5, {0}, pool);
-  Session s0(plan0, 0, *w, *comm, pool);
+  OneRank one0(plan0, 5);
+  Session s0 = one0.session();
   GenerateOptions g;
   g.maxNewTokens = 6;
-  std::vector<int64_t> toks = generate(s0, *comm, prompt(3, 101), g).tokens;
+  std::vector<int64_t> toks = generate(s0, *one0.comm, prompt(3, 101), g).tokens;
   // Make the third generated token the EOS id: generation stops right after it.
   std::string cfg = kTinyMixtral;
   cfg.insert(cfg.size() - 1, ",\"eos_token_id\":" + std::to_string(toks[5]));
   PlanFile plan = planFor(cfg.c_str(), o);
-  auto w2 = WeightStore::random(plan, 5, {0}, pool);
-  Session s(plan, 0, *w2, *comm, pool);
-  std::vector<int64_t> stopped = generate(s, *comm, prompt(3, 101), g).tokens;
+  OneRank one(plan, 5);
+  Session s = one.session();
+  std::vector<int64_t> stopped = generate(s, *one.comm, prompt(3, 101), g).tokens;
   ASSERT_LE(stopped.size(), 6u);
   EXPECT_EQ(stopped.back(), toks[5]);
   g.stopAtEos = false;
-  Session s2(plan, 0, *w2, *comm, pool);
-  EXPECT_EQ(generate(s2, *comm, prompt(3, 101), g).tokens, toks);
+  Session s2 = one.session();
+  EXPECT_EQ(generate(s2, *one.comm, prompt(3, 101), g).tokens, toks);
 }
 
 TEST(Session, RejectsBadInputs) {
   HFPlanOptions o;
   o.maxSeqLen = 16;
   PlanFile plan = planFor(kTinyMixtral, o);
-  TestBackend pool(1);
-  auto comm = makeLocalComm();
-  auto w = WeightStore::random(plan, 5, {0}, pool);
-  Session s(plan, 0, *w, *comm, pool);
+  OneRank one(plan, 5);
+  Comm &comm = *one.comm;
+  Session s = one.session();
   GenerateOptions g;
   g.maxNewTokens = 12;
   std::vector<int64_t> p{1, 2, 3, 4, 5};
-  EXPECT_THROW_MSG(generate(s, *comm, p, g), "exceeds the plan's 16 positions");
+  EXPECT_THROW_MSG(generate(s, comm, p, g), "exceeds the plan's 16 positions");
   g.maxNewTokens = 2;
   p[1] = 101;
-  EXPECT_THROW_MSG(generate(s, *comm, p, g), "token id 101 out of range (expected 0..100)");
-  EXPECT_THROW_MSG(generate(s, *comm, std::vector<int64_t>{}, g), "empty prompt");
+  EXPECT_THROW_MSG(generate(s, comm, p, g), "token id 101 out of range (expected 0..100)");
+  EXPECT_THROW_MSG(generate(s, comm, std::vector<int64_t>{}, g), "empty prompt");
 }
 
 namespace {
@@ -229,15 +235,14 @@ TEST(Session, ExpertParallelRanksReproduceOneRankBitwise) {
 TEST(Session, TraceAndExpertProfile) {
   HFPlanOptions o;
   PlanFile plan = planFor(kTinyMixtral, o);
-  TestBackend pool(1);
-  auto comm = makeLocalComm();
-  auto w = WeightStore::random(plan, 5, {0}, pool);
+  OneRank one(plan, 5);
+  Comm &comm = *one.comm;
   SessionOptions so;
   so.trace = so.expertProfile = true;
-  Session s(plan, 0, *w, *comm, pool, so);
+  Session s = one.session(so);
   GenerateOptions g;
   g.maxNewTokens = 3;
-  generate(s, *comm, prompt(6, 101), g);
+  generate(s, comm, prompt(6, 101), g);
   ASSERT_EQ(s.expertProfile().size(), 2u); // two MoE layers
   for (const GateProfile &gp : s.expertProfile()) {
     uint64_t total = 0;
@@ -250,7 +255,7 @@ TEST(Session, TraceAndExpertProfile) {
     sawExpert |= e.name.find("layers.1.moe.experts.e") == 0;
   EXPECT_TRUE(sawExpert);
   TempDir d;
-  s.trace().write(d.file("t.json"), *comm);
+  s.trace().write(d.file("t.json"), comm);
   EXPECT_TRUE(isRegularFile(d.file("t.json")));
 }
 
@@ -263,10 +268,8 @@ TEST(Session, ResultsDoNotDependOnTheThreadCount) {
     std::vector<int64_t> p = prompt(13, plan.vocabSize());
     std::vector<std::vector<float>> logits;
     for (int threads : {1, 2, 5}) {
-      TestBackend pool(threads);
-      auto comm = makeLocalComm();
-      auto w = WeightStore::random(plan, 4, {0}, pool);
-      Session s(plan, 0, *w, *comm, pool);
+      OneRank one(plan, 4, threads);
+      Session s = one.session();
       std::vector<float> all(p.size() * size_t(plan.vocabSize()));
       s.forward(p.data(), int64_t(p.size()), 0, all.data());
       logits.push_back(all);

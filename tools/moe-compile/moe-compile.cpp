@@ -623,10 +623,11 @@ struct TensorParallelChoice {
 };
 
 /// Compares the degrees the cost model may choose when --tensor-parallel is
-/// not given: with --cluster, several ranks and the default pipeline.
+/// not given: with --cluster, several ranks per node and the default
+/// pipeline.
 bool choosesTensorParallel(const CompileOptions &options) {
   return !tensorParallelFlag.getNumOccurrences() && cluster &&
-         options.devices > 1 && options.pipeline.empty();
+         options.gpusPerNode > 1 && options.pipeline.empty();
 }
 
 /// Why the degree is what it is when the cost model does not choose it.
@@ -635,6 +636,8 @@ std::string fixedTensorParallelReason(const CompileOptions &options) {
     return "given by --tensor-parallel";
   if (options.devices == 1)
     return "one rank";
+  if (cluster && options.gpusPerNode == 1)
+    return "one rank per node: a tensor-parallel group stays within a node";
   if (!options.pipeline.empty())
     return "default with --pipeline";
   return "default without --cluster: the cost model chooses the degree for "

@@ -194,6 +194,20 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
   }
 }
 
+/// The attention a column-parallel projection feeds (through rotary
+/// embeddings and a fused q/k/v split), as moe-tensor-parallel traced it.
+AttentionOp attentionFedBy(Value v) {
+  for (Operation *user : v.getUsers()) {
+    if (auto a = dyn_cast<AttentionOp>(user))
+      return a;
+    if (isa<RotaryOp, SplitOp>(user))
+      for (Value r : user->getResults())
+        if (AttentionOp a = attentionFedBy(r))
+          return a;
+  }
+  return nullptr;
+}
+
 } // namespace
 
 ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
@@ -225,6 +239,14 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
 
   GraphOp graph = model.getGraph();
   llvm::DenseMap<StringAttr, ParamUse> uses;
+  // Tensor parallelism: the share of a sliced weight one member reads, as
+  // the plan splits it (1/T; a k or v projection with fewer kv heads than T
+  // in min(kv heads, T) parts; row-parallel and down biases stay whole).
+  llvm::DenseMap<StringAttr, double> tpShare;
+  auto shareOf = [&](Value w, double share) {
+    if (auto weight = w ? w.getDefiningOp<WeightOp>() : WeightOp())
+      tpShare[weight.getParamAttr().getAttr()] = share;
+  };
   // Ranks that hold a placed expert's weight.
   llvm::DenseMap<StringAttr, SmallVector<int64_t>> placedOn;
   // Parts each expert of a placed weight is sliced in (#moe.placement slices).
@@ -322,6 +344,47 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       cost.kvBytesPerPosition =
           satAdd(cost.kvBytesPerPosition,
                  satMul(4, mla.getKvLoraRank() + mla.getRopeDim()));
+
+    // What a tensor-parallel member of a sliced op reads and computes.
+    if (StringAttr kind = moe.getTensorSliceAttrHelper().getAttr(op);
+        kind && cost.tensorParallel > 1) {
+      double T = double(cost.tensorParallel), share = 1 / T;
+      if (auto linear = dyn_cast<LinearOp>(op);
+          linear && kind.getValue() != "row") {
+        // Column-parallel q/k/v (a fused projection per third): heads in
+        // min(heads, T) parts.
+        AttentionOp a = attentionFedBy(linear.getResult());
+        auto type = cast<RankedTensorType>(linear.getWeight().getType());
+        int64_t thirds = kind.getValue() == "column_qkv" ? 3 : 1;
+        int64_t n = type.getDimSize(linear.getTransposed() ? 1 : 0);
+        if (a && a.getHeadDim() > 0 && n % thirds == 0) {
+          share = 0;
+          for (int64_t t = 0; t < thirds; ++t)
+            share += 1 / std::min(double(n / thirds / a.getHeadDim()), T);
+          share /= double(thirds);
+        }
+        shareOf(linear.getWeight(), share);
+        shareOf(linear.getBias(), share);
+      } else if (auto linear = dyn_cast<LinearOp>(op)) {
+        shareOf(linear.getWeight(), share);
+      } else if (auto mlp = dyn_cast<MLPOp>(op)) {
+        for (Value w : {mlp.getGate(), mlp.getUp(), mlp.getUpBias(),
+                        mlp.getDown()})
+          shareOf(w, share);
+      } else if (auto mla = dyn_cast<MLAAttentionOp>(op)) {
+        shareOf(mla.getKvB(), share); // its heads' rows
+      } else if (auto a = dyn_cast<AttentionOp>(op)) {
+        shareOf(a.getSinks(), share); // gpt-oss: its heads' sinks
+      }
+      if (auto costOp = dyn_cast<CostOpInterface>(op)) {
+        int64_t saved = int64_t(
+            double(costOp.getFlopsPerToken(cost.contextLength)) * (1 - share));
+        int64_t &total = isa<AttentionOp, MLAAttentionOp>(op)
+                             ? cost.tpSavedAttentionFlopsPerToken
+                             : cost.tpSavedFlopsPerToken;
+        total = satAdd(total, saved);
+      }
+    }
 
     // A row-parallel projection (o_proj, an FFN's down projection) is
     // followed by an all-reduce of its [tokens, hidden] f32 output over the
@@ -441,6 +504,14 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     if (type.getElementType().isF32() && !quant)
       cost.f32BytesReadPerToken =
           satAdd(cost.f32BytesReadPerToken, readBytes);
+    if (auto share = tpShare.find(param.getSymNameAttr());
+        share != tpShare.end()) {
+      int64_t saved = int64_t(double(readBytes) * (1 - share->second));
+      cost.tpSavedBytesPerToken = satAdd(cost.tpSavedBytesPerToken, saved);
+      if (type.getElementType().isF32() && !quant)
+        cost.tpSavedF32BytesPerToken =
+            satAdd(cost.tpSavedF32BytesPerToken, saved);
+    }
   }
   for (RankCost &rank : cost.ranks)
     rank.params = satAdd(rank.params, everywhere);
@@ -597,13 +668,18 @@ LatencyEstimate mlir::moe::estimateDecodeLatency(const ModelCost &cost,
                                                  int computeBits) {
   LatencyEstimate e;
   e.device = device.name;
-  double weightBytes = double(cost.bytesReadPerToken);
+  // Per rank: a tensor-parallel member reads its parts of the sliced weights.
+  double weightBytes =
+      double(cost.bytesReadPerToken) - double(cost.tpSavedBytesPerToken);
   if (computeBits == 16)
-    weightBytes -= double(cost.f32BytesReadPerToken) / 2;
+    weightBytes -=
+        double(cost.f32BytesReadPerToken - cost.tpSavedF32BytesPerToken) / 2;
   e.weightsMs = weightBytes / device.memoryBytesPerSec * 1e3;
   e.kvCacheMs = double(cost.kvBytesPerPosition) * double(cost.contextLength) /
                 device.memoryBytesPerSec * 1e3;
-  e.computeMs = double(cost.flopsPerToken + cost.attentionFlopsPerToken) /
+  e.computeMs = double(cost.flopsPerToken + cost.attentionFlopsPerToken -
+                       cost.tpSavedFlopsPerToken -
+                       cost.tpSavedAttentionFlopsPerToken) /
                 device.flopsPerSec * 1e3;
   e.commMs = (double(cost.commBytesIntraNode) / device.intraNodeBytesPerSec +
               double(cost.commBytesInterNode) / device.interNodeBytesPerSec +

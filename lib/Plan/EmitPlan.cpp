@@ -321,6 +321,8 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
   int32_t numRanks = int32_t(options.devices);
   int32_t gpusPerNode = int32_t(options.gpusPerNode);
   std::vector<flatbuffers::Offset<fb::RankProgram>> ranks;
+  std::vector<uint64_t> weightBytes =
+      weightBytesPerRank(program.weights, numRanks);
   for (int32_t r = 0; r < numRanks; ++r) {
     std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
     for (const Buffer &b : program.buffers)
@@ -362,7 +364,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     auto stepVec = fbb.CreateVector(steps);
     ranks.push_back(fb::CreateRankProgram(
         fbb, r, r / gpusPerNode, r % gpusPerNode, program.arenaBytes, bufVec,
-        cacheVec, stepVec, weightBytesOnRank(program.weights, r)));
+        cacheVec, stepVec, weightBytes[size_t(r)]));
   }
   auto rankVec = fbb.CreateVector(ranks);
 

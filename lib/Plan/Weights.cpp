@@ -48,6 +48,37 @@ uint64_t mlir::moe::plan::Weight::bytesOnRank(int32_t rank) const {
   return n;
 }
 
+std::vector<uint64_t>
+mlir::moe::plan::Weight::bytesPerRank(int64_t numRanks) const {
+  std::vector<uint64_t> out(size_t(std::max<int64_t>(numRanks, 0)), 0);
+  if (sliced)
+    return out;
+  // What an expert with no rank list (every rank) adds to each rank.
+  uint64_t everywhere = 0;
+  if (expertRanks.empty()) {
+    everywhere = bytes();
+  } else {
+    uint64_t slice =
+        bytes() / uint64_t(expertRanks.size()) / uint64_t(expertParts);
+    for (const SmallVector<int32_t> &list : expertRanks) {
+      if (list.empty())
+        everywhere += slice;
+      for (auto [i, r] : llvm::enumerate(list))
+        if (r >= 0 && r < numRanks &&
+            !llvm::is_contained(ArrayRef(list).take_front(i), r))
+          out[size_t(r)] += slice;
+    }
+  }
+  // Only the ranks that hold the weight at all.
+  std::vector<bool> holds(out.size(), ranks.empty());
+  for (int32_t r : ranks)
+    if (r >= 0 && r < numRanks)
+      holds[size_t(r)] = true;
+  for (size_t r = 0; r < out.size(); ++r)
+    out[r] = holds[r] ? out[r] + everywhere : 0;
+  return out;
+}
+
 /// The dtype a weight is held in at run time: matrices in the compute dtype
 /// unless the checkpoint already stores a 16-bit type (converting bf16 <->
 /// f16 would lose bits; bf16 and f16 weights are exact in f32 kernels);
@@ -377,6 +408,18 @@ SmallVector<int32_t> mlir::moe::plan::layerDenseWeights(
       list.push_back(index);
   });
   return list;
+}
+
+std::vector<uint64_t>
+mlir::moe::plan::weightBytesPerRank(ArrayRef<Weight> weights,
+                                    int64_t numRanks) {
+  std::vector<uint64_t> total(size_t(std::max<int64_t>(numRanks, 0)), 0);
+  for (const Weight &w : weights) {
+    std::vector<uint64_t> perRank = w.bytesPerRank(numRanks);
+    for (size_t r = 0; r < total.size(); ++r)
+      total[r] += perRank[r];
+  }
+  return total;
 }
 
 uint64_t mlir::moe::plan::weightBytesOnRank(ArrayRef<Weight> weights,

@@ -79,9 +79,11 @@ void MoELayerStreamingPass::runOnOperation() {
   llvm::DenseMap<StringAttr, int> paramIndex;
   for (ParamOp param : model.getBodyBlock().getOps<ParamOp>())
     paramIndex[param.getSymNameAttr()] = int(paramIndex.size());
+  std::vector<std::vector<uint64_t>> perRank;
+  for (const plan::Weight &weight : *weightTable)
+    perRank.push_back(weight.bytesPerRank(ranks));
   auto bytesOn = [&](int w, int64_t rank) -> uint64_t {
-    const plan::Weight &weight = (*weightTable)[w];
-    return weight.bytesOnRank(int32_t(rank));
+    return perRank[size_t(w)][size_t(rank)];
   };
 
   SmallVector<uint64_t> global(ranks, 0);
@@ -104,8 +106,8 @@ void MoELayerStreamingPass::runOnOperation() {
         const plan::Weight &weight = (*weightTable)[w];
         uint64_t slice = weight.bytes() / uint64_t(numExperts);
         for (int64_t r = 0; r < ranks; ++r) {
-          lb.expert[r] += weight.bytesOnRank(int32_t(r));
-          lb.oneExpert[r] += weight.bytesOnRank(int32_t(r)) ? slice : 0;
+          lb.expert[r] += bytesOn(w, r);
+          lb.oneExpert[r] += bytesOn(w, r) ? slice : 0;
         }
       }
     });

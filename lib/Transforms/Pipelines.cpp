@@ -18,6 +18,12 @@ using namespace mlir;
 using namespace mlir::moe;
 
 void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options) {
+  buildPlacementPipeline(pm, options);
+  buildTensorParallelPipeline(pm, options);
+}
+
+void moe::buildPlacementPipeline(OpPassManager &pm,
+                                 const CompileOptions &options) {
   // The input contract first (IREE's VerifyInputLegality): a clear error at
   // the op instead of one deep inside a later pass.
   pm.addNestedPass<ModelOp>(createMoEVerifyInputLegalityPass());
@@ -33,6 +39,11 @@ void moe::buildDefaultPipeline(OpPassManager &pm, const CompileOptions &options)
   placement.slicing = options.expertSlicing;
   model.addPass(createMoEExpertPlacementPass(placement));
   model.addPass(createMoECommHierarchyPass());
+}
+
+void moe::buildTensorParallelPipeline(OpPassManager &pm,
+                                      const CompileOptions &options) {
+  OpPassManager &model = pm.nest<ModelOp>();
   MoETensorParallelPassOptions tensorParallel;
   tensorParallel.ways = options.tensorParallel;
   model.addPass(createMoETensorParallelPass(tensorParallel));

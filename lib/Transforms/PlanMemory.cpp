@@ -54,9 +54,9 @@ struct MoEPlanMemoryPass : mlir::moe::impl::MoEPlanMemoryPassBase<MoEPlanMemoryP
     plan::writeStorage(model, *storage);
 
     SmallVector<int64_t> peak;
-    for (int32_t r = 0; r < int32_t(options.devices); ++r)
-      peak.push_back(int64_t(plan::weightBytesOnRank(*weights, r) +
-                             storage->arenaBytes + storage->kvCacheBytes));
+    for (uint64_t bytes : plan::weightBytesPerRank(*weights, options.devices))
+      peak.push_back(
+          int64_t(bytes + storage->arenaBytes + storage->kvCacheBytes));
     getMoEDialect(&getContext())
         .getPeakBytesAttrHelper()
         .setAttr(model, Builder(&getContext()).getDenseI64ArrayAttr(peak));

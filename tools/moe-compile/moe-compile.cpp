@@ -165,7 +165,10 @@ cl::opt<std::string>
     tensorParallelFlag("tensor-parallel",
                        cl::desc("Ranks of a tensor-parallel group: attention "
                                 "heads and dense FFNs sliced over T ranks "
-                                "(T divides --devices; default 1)"),
+                                "(T divides --devices; default: with "
+                                "--cluster, the T dividing a node's ranks "
+                                "with the fastest estimated decode step, "
+                                "else 1)"),
                        cl::init("1"), cl::value_desc("T"),
                        cl::cat(passCategory));
 cl::opt<std::string>
@@ -264,6 +267,18 @@ private:
   size_t width_ = 0;
   unsigned passes_ = 0;
   std::string last_;
+};
+
+/// Lends a second pass manager the progress line another one owns.
+class ForwardProgress : public PassInstrumentation {
+public:
+  explicit ForwardProgress(CompileProgress &progress) : progress_(progress) {}
+  void runBeforePass(Pass *pass, Operation *op) override {
+    progress_.runBeforePass(pass, op);
+  }
+
+private:
+  CompileProgress &progress_;
 };
 
 CompileProgress *gProgress = nullptr;
@@ -614,6 +629,160 @@ void addUserPipeline(llvm::StringRef pipeline, OpPassManager &pm) {
     fail("--pipeline: " + pipelineError(errors, 0) + " in '" + rewritten + "'");
 }
 
+/// How the tensor-parallel degree was decided, for the report.
+struct TensorParallelChoice {
+  /// Compared by the cost model (else `reason` says why not).
+  bool compared = false;
+  std::string reason;
+  /// Each degree compared: its estimated decode step, or why it cannot be
+  /// used (the first error compiling the model with it).
+  struct Candidate {
+    int64_t T = 1;
+    double decodeMs = 0;
+    /// Weights moe-layer-streaming streams with this T (0: all resident).
+    int64_t streamedBytes = 0;
+    std::string excluded;
+  };
+  std::vector<Candidate> candidates;
+};
+
+/// Compares the degrees the cost model may choose when --tensor-parallel is
+/// not given: with --cluster, several ranks per node and the default
+/// pipeline.
+bool choosesTensorParallel(const CompileOptions &options) {
+  return !tensorParallelFlag.getNumOccurrences() && cluster &&
+         options.gpusPerNode > 1 && options.pipeline.empty();
+}
+
+/// Why the degree is what it is when the cost model does not choose it.
+std::string fixedTensorParallelReason(const CompileOptions &options) {
+  if (tensorParallelFlag.getNumOccurrences())
+    return "given by --tensor-parallel";
+  if (options.devices == 1)
+    return "one rank";
+  if (cluster && options.gpusPerNode == 1)
+    return "one rank per node: a tensor-parallel group stays within a node";
+  if (!options.pipeline.empty())
+    return "default with --pipeline";
+  return "default without --cluster: the cost model chooses the degree for "
+         "a cluster's device";
+}
+
+/// --tensor-parallel not given (choosesTensorParallel): `module` has run the
+/// placement half of the default pipeline; the tensor-parallel half runs on
+/// a copy for every T that divides the ranks of a node (a Megatron group
+/// stays within a node's links), and the T with the fastest estimated decode
+/// step on the cluster's device wins (ties: the smaller T). The estimate
+/// reads every weight at memory bandwidth, so a T whose weights fit the
+/// memory budget beats one that streams weights (only T = 1 can: streaming
+/// does not stream tensor-parallel parts, so a T > 1 that would need it
+/// fails to compile and drops out, as does a T the model cannot be sliced by:
+/// heads, kv heads, intermediate sizes, attention the pass cannot slice).
+TensorParallelChoice chooseTensorParallel(MLIRContext &context, ModuleOp module,
+                                          CompileOptions &options) {
+  TensorParallelChoice choice;
+  choice.compared = true;
+  double best = 0;
+  bool any = false, bestStreams = false;
+  for (int64_t T = 1; T <= options.gpusPerNode; ++T) {
+    if (options.gpusPerNode % T != 0)
+      continue;
+    TensorParallelChoice::Candidate candidate;
+    candidate.T = T;
+    CompileOptions o = options;
+    o.tensorParallel = T;
+    OwningOpRef<ModuleOp> copy = module.clone();
+    PassManager pm(&context, ModuleOp::getOperationName());
+    buildTensorParallelPipeline(pm, o);
+    LogicalResult compiled = success();
+    {
+      // A degree's errors are why it drops out, not the compile's.
+      ScopedDiagnosticHandler quiet(&context, [&](Diagnostic &diag) {
+        if (diag.getSeverity() == DiagnosticSeverity::Error &&
+            candidate.excluded.empty()) {
+          std::string where;
+          if (auto name = dyn_cast<NameLoc>(diag.getLocation()))
+            where = name.getName().str() + ": ";
+          candidate.excluded =
+              oneLine(where + llvm::StringRef(diag.str())
+                                  .split(" (expected")
+                                  .first.str());
+        }
+        return success();
+      });
+      compiled = pm.run(*copy);
+    }
+    if (failed(compiled)) {
+      if (candidate.excluded.empty())
+        candidate.excluded = "does not compile";
+      choice.candidates.push_back(std::move(candidate));
+      continue;
+    }
+    ModelCost cost =
+        analyzeModel(*copy->getOps<ModelOp>().begin(), options.maxSeqLen);
+    candidate.decodeMs =
+        estimateDecodeLatency(cost, cluster->device,
+                              options.dtype == ComputeDType::F32 ? 32 : 16)
+            .totalMs;
+    candidate.streamedBytes = cost.streaming ? cost.streamedWeightBytes : 0;
+    // Resident weights first, then the fastest.
+    bool streams = candidate.streamedBytes > 0;
+    bool better = !any                  ? true
+                  : streams != bestStreams ? !streams
+                                           : candidate.decodeMs < best;
+    if (better) {
+      any = true;
+      best = candidate.decodeMs;
+      bestStreams = streams;
+      options.tensorParallel = T;
+    }
+    choice.candidates.push_back(std::move(candidate));
+  }
+  bool someStream = llvm::any_of(choice.candidates, [](const auto &c) {
+    return c.streamedBytes > 0;
+  });
+  choice.reason = "the fastest estimated decode step of the degrees that "
+                  "divide a node's " +
+                  std::to_string(options.gpusPerNode) + " ranks" +
+                  (someStream ? ", resident weights before streamed ones"
+                              : "");
+  return choice;
+}
+
+/// The report's line: "tensor parallel: T (why[: T=1 2.000 ms, ...])".
+void printTensorParallelChoice(llvm::raw_ostream &os,
+                               const TensorParallelChoice &choice, int64_t T) {
+  os << "tensor parallel: " << T << " (" << choice.reason;
+  for (auto [i, c] : llvm::enumerate(choice.candidates)) {
+    os << (i ? ", " : ": ") << "T=" << c.T << " ";
+    if (c.excluded.empty())
+      os << llvm::formatv("{0:F3} ms", c.decodeMs);
+    if (c.streamedBytes)
+      os << " streaming " << formatBytes(uint64_t(c.streamedBytes));
+    if (!c.excluded.empty())
+      os << "excluded (" << c.excluded << ")";
+  }
+  os << ")\n";
+}
+
+llvm::json::Value toJSON(const TensorParallelChoice &choice, int64_t T) {
+  llvm::json::Array candidates;
+  for (const TensorParallelChoice::Candidate &c : choice.candidates) {
+    llvm::json::Object o{{"tensor_parallel", c.T}};
+    if (c.excluded.empty())
+      o["decode_step_ms"] = c.decodeMs;
+    if (c.streamedBytes)
+      o["streamed_weight_bytes"] = c.streamedBytes;
+    if (!c.excluded.empty())
+      o["excluded"] = c.excluded;
+    candidates.push_back(std::move(o));
+  }
+  return llvm::json::Object{{"tensor_parallel", T},
+                            {"chosen_by_cost_model", choice.compared},
+                            {"reason", choice.reason},
+                            {"candidates", std::move(candidates)}};
+}
+
 /// Adds the device grid [nodes, gpus_per_node] that placement and the
 /// communication passes refer to.
 void addDeviceGrid(ModelOp model, const CompileOptions &options) {
@@ -729,8 +898,14 @@ int main(int argc, char **argv) {
   CompileProgress &progress = *progressOwner;
   gProgress = &progress;
   pm.addInstrumentation(std::move(progressOwner));
+  // The default pipeline's tensor-parallel half is added once the degree is
+  // known when the cost model chooses it.
+  bool chooseTP = choosesTensorParallel(options);
   if (options.pipeline.empty()) {
-    buildDefaultPipeline(pm, options);
+    if (chooseTP)
+      buildPlacementPipeline(pm, options);
+    else
+      buildDefaultPipeline(pm, options);
   } else if (options.pipeline == "none") {
     // The importer's IR as it is (for people and importer tests).
   } else {
@@ -763,6 +938,20 @@ int main(int argc, char **argv) {
 
   if (failed(pm.run(*module)))
     std::exit(1); // the diagnostic handler printed why
+  TensorParallelChoice tpChoice;
+  if (chooseTP) {
+    progress.stage("choosing the tensor-parallel degree");
+    tpChoice = chooseTensorParallel(context, *module, options);
+    PassManager rest(&context, ModuleOp::getOperationName());
+    if (failed(applyPassManagerCLOptions(rest)))
+      fail("invalid pass manager options");
+    rest.addInstrumentation(std::make_unique<ForwardProgress>(progress));
+    buildTensorParallelPipeline(rest, options);
+    if (failed(rest.run(*module)))
+      std::exit(1); // every degree failed: T = 1's errors, printed
+  } else {
+    tpChoice.reason = fixedTensorParallelReason(options);
+  }
 
   // Render everything before writing anything.
   std::string main, reportJson, plot;
@@ -784,6 +973,8 @@ int main(int argc, char **argv) {
     break;
   case EmitKind::Report:
     printReport(mainStream, *cost, &latency);
+    if (options.devices > 1)
+      printTensorParallelChoice(mainStream, tpChoice, options.tensorParallel);
     break;
   case EmitKind::Plan:
     progress.stage("lowering to a plan");
@@ -804,6 +995,8 @@ int main(int argc, char **argv) {
   if (!reportPath.empty()) {
     llvm::json::Value json = toJSON(*cost);
     json.getAsObject()->insert({"estimated_latency", toJSON(latency)});
+    json.getAsObject()->insert(
+        {"tensor_parallel_choice", toJSON(tpChoice, options.tensorParallel)});
     llvm::raw_string_ostream(reportJson)
         << llvm::formatv("{0:2}", json) << "\n";
     outputs.emplace_back(reportPath, std::move(reportJson));

@@ -87,8 +87,15 @@ struct ModelCost {
   /// Ranks of the device grid (1 without one) and what each holds.
   int64_t numRanks = 1;
   std::vector<int64_t> gridShape;
-  /// Ranks per tensor-parallel group (moe.tensor_parallel; 1: none).
+  /// Ranks per tensor-parallel group (moe.tensor_parallel; 1: none), and
+  /// what a member then does not read or compute per token: the parts of the
+  /// sliced weights other members hold ((T-1)/T, less for k/v projections
+  /// of fewer kv heads than T; row-parallel and down biases stay whole),
+  /// those stored as f32, and the sliced ops' FLOPs likewise. The latency
+  /// estimate is per rank, so it subtracts them.
   int64_t tensorParallel = 1;
+  int64_t tpSavedBytesPerToken = 0, tpSavedF32BytesPerToken = 0;
+  int64_t tpSavedFlopsPerToken = 0, tpSavedAttentionFlopsPerToken = 0;
   std::vector<RankCost> ranks;
   bool hasMemoryPlan = false;
   /// moe-layer-streaming's decisions (`moe.streaming`), when it streamed.

@@ -163,6 +163,9 @@ struct Weight {
   uint64_t bytes() const;
   /// Bytes `rank` holds: the slices of its experts for a stacked weight.
   uint64_t bytesOnRank(int32_t rank) const;
+  /// bytesOnRank of every rank in [0, numRanks), in one pass over the
+  /// experts' ranks (bytesOnRank per rank is linear in the experts).
+  std::vector<uint64_t> bytesPerRank(int64_t numRanks) const;
   bool onRank(int32_t rank) const {
     return ranks.empty() || llvm::is_contained(ranks, rank);
   }
@@ -433,6 +436,9 @@ uint64_t planArena(std::vector<Buffer> &buffers, int64_t maxTokens,
 
 /// Weight bytes resident on `rank` (its experts and all shared weights).
 uint64_t weightBytesOnRank(ArrayRef<Weight> weights, int32_t rank);
+/// weightBytesOnRank of every rank in [0, numRanks).
+std::vector<uint64_t> weightBytesPerRank(ArrayRef<Weight> weights,
+                                         int64_t numRanks);
 
 } // namespace mlir::moe::plan
 

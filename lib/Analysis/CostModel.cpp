@@ -200,7 +200,7 @@ AttentionOp attentionFedBy(Value v) {
   for (Operation *user : v.getUsers()) {
     if (auto a = dyn_cast<AttentionOp>(user))
       return a;
-    if (isa<RotaryOp, SplitOp>(user))
+    if (isa<RotaryOp, SplitOp, RMSNormOp>(user))
       for (Value r : user->getResults())
         if (AttentionOp a = attentionFedBy(r))
           return a;

@@ -307,13 +307,15 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     auto kind = dyn_cast<StringAttr>(value);
     StringRef k = kind ? kind.getValue() : "";
     bool ok = isa<LinearOp>(op) ? (k == "column" || k == "column_qkv" || k == "row")
-              : isa<RotaryOp, AttentionOp, MLAAttentionOp>(op) ? k == "heads"
-              : isa<MLPOp>(op)                                 ? k == "ffn"
-                                                               : false;
+              : isa<RotaryOp, AttentionOp, MLAAttentionOp, RMSNormOp>(op)
+                  ? k == "heads"
+              : isa<MLPOp>(op) ? k == "ffn"
+                               : false;
     if (!ok)
       return error() << "must be \"column\", \"column_qkv\" or \"row\" on "
-                        "moe.linear, \"heads\" on moe.rotary, moe.attention and "
-                        "moe.mla_attention, \"ffn\" on moe.mlp";
+                        "moe.linear, \"heads\" on moe.rotary, moe.rms_norm, "
+                        "moe.attention and moe.mla_attention, \"ffn\" on "
+                        "moe.mlp";
     return success();
   }
   return op->emitOpError() << "has unknown moe attribute '" << name.strref()

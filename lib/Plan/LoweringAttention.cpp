@@ -43,6 +43,23 @@ LogicalResult Lowering::lowerNorm(Operation *op) {
   step.cols = inPlace ? in->width : 0;
   std::string name = stepName(
       step.kind == NormKind::LayerNorm ? "layer_norm" : "rms_norm");
+  if (tensorSliceOf(op) == "heads") {
+    // A per-head q/k norm under tensor parallelism: its member's heads.
+    if (!inPlace)
+      return op->emitOpError("is sliced by heads but not normalized in place "
+                             "(expected its input to end here)");
+    std::vector<StepOp> members;
+    for (int64_t g = 0; g < p.tensorParallel; ++g) {
+      HeadPart h = headPart(in->width / step.groupSize, p.tensorParallel, g);
+      NormStep member = step;
+      member.col += h.first * step.groupSize;
+      member.cols = h.count * step.groupSize;
+      members.push_back(std::move(member));
+    }
+    addStep(op, name, {step.in}, {step.out}, members.front());
+    p.steps.back().perMember = std::move(members);
+    return success();
+  }
   addStep(op, name, {step.in}, {step.out}, step);
   return success();
 }

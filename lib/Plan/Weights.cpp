@@ -123,7 +123,7 @@ AttentionOp mlir::moe::plan::attentionFed(Value v) {
   for (Operation *user : v.getUsers()) {
     if (auto a = dyn_cast<AttentionOp>(user))
       return a;
-    if (isa<RotaryOp>(user))
+    if (isa<RotaryOp, RMSNormOp>(user)) // through a per-head q/k norm too
       return attentionFed(user->getResult(0));
     if (isa<SplitOp>(user))
       for (Value r : user->getResults())
@@ -140,7 +140,7 @@ int64_t mlir::moe::plan::headWidthFed(Value v) {
       return a.getHeadDim();
     if (auto m = dyn_cast<MLAAttentionOp>(user); m && use.get() == m.getQ())
       return m.getNopeDim() + m.getRopeDim();
-    if (isa<RotaryOp>(user))
+    if (isa<RotaryOp, RMSNormOp>(user))
       if (int64_t w = headWidthFed(user->getResult(0)))
         return w;
     if (isa<SplitOp>(user))

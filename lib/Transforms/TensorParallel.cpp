@@ -36,6 +36,9 @@ struct AttentionSlice {
   SmallVector<LinearOp> columns;    // q/k/v projections
   LinearOp fused;                   // GPT-2's c_attn (q/k/v in one)
   LinearOp row;                     // o_proj
+  /// A norm over whole q or k projections (OLMoE's q_norm/k_norm) needs
+  /// every head: the attention stays replicated.
+  bool replicate = false;
 };
 
 /// Whether parts of `size` rows (axis 0) or columns (axis 1) of `weight`
@@ -81,6 +84,19 @@ struct MoETensorParallelPass
                              "whole-head rotary embeddings)");
       s.heads.push_back(rope);
       v = rope.getInput();
+    }
+    if (auto norm = v.getDefiningOp<RMSNormOp>()) {
+      // Qwen3's q_norm/k_norm normalize each head (groups of head_dim): a
+      // member normalizes its heads. OLMoE's span the whole projection.
+      if (norm.getGroupSizeOrWidth() != a.getHeadDim()) {
+        s.replicate = true;
+        return success();
+      }
+      if (!norm.getResult().hasOneUse())
+        return a.emitOpError("cannot be sliced over tensor-parallel ranks: "
+                             "its normalized q, k or v has other uses");
+      s.heads.push_back(norm);
+      v = norm.getInput();
     }
     if (auto split = v.getDefiningOp<SplitOp>()) {
       auto fused = split.getInput().getDefiningOp<LinearOp>();
@@ -210,8 +226,9 @@ struct MoETensorParallelPass
         AttentionSlice s;
         if (failed(sliceAttention(a, T, s)))
           return WalkResult::interrupt();
-        // Quantized projections whose parts would cut a block: replicated.
-        if (!attentionBlocksWhole(a, T, s)) {
+        // Quantized projections whose parts would cut a block, or norms
+        // over whole projections: replicated.
+        if (s.replicate || !attentionBlocksWhole(a, T, s)) {
           LLVM_DEBUG(llvm::dbgs() << "replicated (quantization blocks) " << a << "\n");
           return WalkResult::advance();
         }

@@ -228,6 +228,11 @@ MOERT_AVX512 static void gemvFp8Tiny(WRef W, int64_t K, int64_t n0, int64_t n1, 
   __m512 unscale[T];
   for (int t = 0; t < T; ++t)
     unscale[t] = _mm512_set1_ps(x.unscale[t]);
+  // The rows are one stream: prefetched kPrefetchDist bytes ahead, up to the
+  // last row of this chunk.
+  const char *pf = reinterpret_cast<const char *>(q + n0 * K) + kPrefetchDist;
+  const char *pfEnd = reinterpret_cast<const char *>(q + n1 * K);
+  const bool prefetch = kPrefetchDist > 0;
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t *row = q + n * K;
     const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((n / W.blockRows) * cols) * 4;
@@ -243,6 +248,9 @@ MOERT_AVX512 static void gemvFp8Tiny(WRef W, int64_t K, int64_t n0, int64_t n1, 
       const int64_t k1 = std::min(K, (c + 1) * bk);
       int64_t k = c * bk;
       for (; k + 64 <= k1; k += 64) {
+        if (prefetch && pf < pfEnd)
+          _mm_prefetch(pf, _MM_HINT_T1);
+        pf += 64;
         __m512 w[4];
         for (int i = 0; i < 4; ++i)
           w[i] = fp8Tiny16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + k + 16 * i)));

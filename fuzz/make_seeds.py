@@ -57,6 +57,9 @@ def safetensors_seeds():
         # An FP8 matrix with its block scales (DeepSeek-V3's layout).
         safetensors([("m.weight", "F8_E4M3", [2, 3], b"\x38\x30\xb8\x01\x7e\x00"),
                      ("m.weight_scale_inv", "F32", [1, 1], struct.pack("<f", 0.5))]),
+        # gpt-oss's MXFP4 experts: e2m1 pairs and e8m0 scales, one group.
+        safetensors([("e.gate_up_proj_blocks", "U8", [1, 2, 1, 16], bytes(range(32))),
+                     ("e.gate_up_proj_scales", "U8", [1, 2, 1], b"\x7f\x80")]),
     ]
 
 
@@ -108,6 +111,12 @@ def main():
                glob.glob(os.path.join(shared, "bench", "*", "config.json")))
     for p in configs:
         put(out, "import", open(p, "rb").read())
+    for p in glob.glob(os.path.join(fixtures, "hf-archs", "gptoss-tiny", "config.json")):
+        # As gpt-oss is published: MXFP4 experts.
+        c = json.load(open(p))
+        c["quantization_config"] = {"modules_to_not_convert": ["model.layers.*.self_attn"],
+                                    "quant_method": "mxfp4"}
+        put(out, "import", json.dumps(c))
 
     # Tokenizers: the small hand-built layouts.
     for p in glob.glob(os.path.join(src, "test", "Tokenizer", "Inputs", "*", "tokenizer.json")):
@@ -151,13 +160,28 @@ def main():
             os.path.join(src, "test", "Runtime", "Inputs", "tiny-mixtral.json")]
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
         with tempfile.TemporaryDirectory() as tmp:
+            # MXFP4 experts (plan 3.3 Weight.format, fused quantized sources).
+            inputs = os.path.join(src, "test", "e2e", "Inputs")
+            mx = os.path.join(tmp, "mxfp4")
+            r = subprocess.run(
+                [sys.executable, os.path.join(src, "test", "Import", "Inputs", "make_checkpoint.py"),
+                 "gpt_oss", mx + "-src", "--set",
+                 '{"hidden_size": 64, "intermediate_size": 64, "sliding_window": 4}'],
+                capture_output=True, text=True)
+            if r.returncode == 0:
+                r = subprocess.run([sys.executable, os.path.join(inputs, "quantize_mxfp4.py"),
+                                    mx + "-src", mx], capture_output=True, text=True)
+            if r.returncode == 0:
+                models.append(mx)
+            else:
+                print("make_seeds: no MXFP4 checkpoint: %s" % r.stderr.strip(), file=sys.stderr)
             for i, m in enumerate(models):
                 extras = [[], ["--devices=2"], ["--max-seq-len=16", "--dtype=bf16"],
                           ["--max-batch=3", "--max-seq-len=32"],
                           # Tensor parts of weights (plan 3.3); models whose
                           # heads T=2 does not split are skipped below.
                           ["--devices=2", "--tensor-parallel=2", "--max-seq-len=16"]]
-                if m.endswith(".json"):
+                if m.endswith((".json", "mxfp4")):
                     # 4 experts on 8 ranks: expert slicing (plan 3.1).
                     extras.append(["--devices=8", "--max-seq-len=16"])
                 for extra in extras:

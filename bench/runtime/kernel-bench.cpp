@@ -87,7 +87,8 @@ int main(int argc, char **argv) {
     Precision prec;
     LinearStrategy strat;
     Layout layout = Layout::RowMajor;
-    QuantFormat format = QuantFormat::None; // FP8: e4m3 bytes, 128x128 f32 scales
+    // FP8: e4m3 bytes, 128x128 f32 scales; MXFP4: e2m1 pairs, an e8m0 scale per 32.
+    QuantFormat format = QuantFormat::None;
   } modes[] = {{"bf16-auto", DType::BF16, Precision::BF16, LinearStrategy::Auto},
                {"bf16-exact", DType::BF16, Precision::F32, LinearStrategy::Auto},
                {"bf16-packed", DType::BF16, Precision::BF16, LinearStrategy::Auto, Layout::Packed16},
@@ -96,7 +97,9 @@ int main(int argc, char **argv) {
                {"bf16-panels+sgemm", DType::BF16, Precision::F32, LinearStrategy::Panels},
                {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto},
                {"fp8-block128", DType::F32, Precision::F32, LinearStrategy::Auto,
-                Layout::RowMajor, QuantFormat::FP8E4M3Block}};
+                Layout::RowMajor, QuantFormat::FP8E4M3Block},
+               {"mxfp4", DType::F32, Precision::F32, LinearStrategy::Auto, Layout::RowMajor,
+                QuantFormat::MXFP4}};
   // The same-run read bandwidth, to judge the weight-streaming rates below.
   BandwidthResult bw = measureReadBandwidth(pool, uint64_t(1) << 30, 5);
   if (!json)
@@ -184,8 +187,12 @@ int main(int argc, char **argv) {
           continue;
         bool packed = m.layout == Layout::Packed16;
         bool fp8 = m.format == QuantFormat::FP8E4M3Block;
+        bool mx = m.format == QuantFormat::MXFP4;
+        // MXFP4's e8m0 scales sit after the values, inside the streamed bytes.
+        size_t mxValues = size_t(sh.N * sh.K / 2);
         size_t wbytes = packed ? size_t(packedBytes(sh.N, sh.K))
                         : fp8  ? size_t(sh.N * sh.K)
+                        : mx   ? mxValues + size_t(sh.N * sh.K / 32)
                                : size_t(sh.N * sh.K) * dtypeSize(m.wt);
         std::vector<float> scales(size_t(((sh.N + 127) / 128) * ((sh.K + 127) / 128)), 0.5f);
         // Enough copies to exceed the last-level cache.
@@ -198,8 +205,9 @@ int main(int argc, char **argv) {
         auto *u16 = static_cast<uint16_t *>(p);
         for (size_t i = 0; i < total / 2; ++i) {
           x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-          u16[i] = fp8 ? uint16_t(x & 0xf7f7) // e4m3 pairs, never NaN
-                       : uint16_t((x & 0x807f) | (m.wt == DType::F32 && i % 2 == 0 ? 0 : 0x3c00));
+          u16[i] = fp8  ? uint16_t(x & 0xf7f7) // e4m3 pairs, never NaN
+                   : mx ? uint16_t(x)          // any nibbles (scales: see below)
+                        : uint16_t((x & 0x807f) | (m.wt == DType::F32 && i % 2 == 0 ? 0 : 0x3c00));
         }
         if (packed) // pack each copy in place through a row-major scratch copy
           for (int c = 0; c < copies; ++c) {
@@ -216,6 +224,14 @@ int main(int argc, char **argv) {
               w.format = m.format;
               w.scales = scales.data();
               w.blockRows = w.blockCols = 128;
+            }
+            if (mx) {
+              // Scales 2^-2 .. 2^1: realistic magnitudes, no subnormals.
+              std::memset(static_cast<uint8_t *>(p) + size_t(c) * wbytes + mxValues, 126, size_t(sh.N * sh.K / 32));
+              w.format = m.format;
+              w.scales = static_cast<const uint8_t *>(w.data) + mxValues;
+              w.blockRows = 1;
+              w.blockCols = 32;
             }
             int64_t t0 = nowNs();
             linear(pool, ws, X.data(), sh.K, T, w, sh.N, sh.K, false, {}, Y.data(), sh.N, false,

@@ -44,6 +44,34 @@ std::string dtypeName(Type t) {
 
 int64_t elementBytes(Type t) { return (t.getIntOrFloatBitWidth() + 7) / 8; }
 
+/// Bytes a parameter holds as the checkpoint stores it: a quantized matrix
+/// (#moe.quant) its values (FP8 one byte, MXFP4 half a byte each) and its
+/// block scales (f32, or one e8m0 byte), per [N, K] matrix; else its
+/// elements at their element type's size.
+int64_t storedBytes(RankedTensorType type, QuantAttr quant) {
+  int64_t n = satNumElements(type);
+  if (!quant || type.getRank() < 2)
+    return satMul(n, elementBytes(type.getElementType()));
+  ArrayRef<int64_t> shape = type.getShape();
+  int64_t N = shape[shape.size() - 2], K = shape.back();
+  int64_t matrices = N * K > 0 ? n / (N * K) : 0;
+  ArrayRef<int64_t> block = quant.getBlock();
+  int64_t scales = satMul(matrices, satMul(llvm::divideCeil(N, block[0]),
+                                           llvm::divideCeil(K, block[1])));
+  if (quant.getFormat() == WeightFormat::MXFP4)
+    return satAdd(n / 2, scales);
+  return satAdd(n, satMul(scales, 4));
+}
+
+/// A weight value's parameter's quantization, if any.
+QuantAttr quantOf(Operation *from, Value weight) {
+  auto w = weight ? weight.getDefiningOp<WeightOp>() : WeightOp();
+  auto param = w ? SymbolTable::lookupNearestSymbolFrom<ParamOp>(
+                       from, w.getParamAttr())
+                 : ParamOp();
+  return param ? param.getQuantAttr() : QuantAttr();
+}
+
 /// "26.69B", "50.36M", "124.67K", "512".
 std::string shortCount(double n) {
   static constexpr std::pair<double, const char *> scales[] = {
@@ -231,9 +259,9 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       int64_t bytesPerExpert = 0;
       for (Value weight : experts.getExpertWeights()) {
         auto type = cast<RankedTensorType>(weight.getType());
-        bytesPerExpert = satAdd(
-            bytesPerExpert, satMul(satNumElements(type) / type.getDimSize(0),
-                                   elementBytes(type.getElementType())));
+        bytesPerExpert =
+            satAdd(bytesPerExpert, storedBytes(type, quantOf(op, weight)) /
+                                       type.getDimSize(0));
       }
       int64_t activeParams = satMul(active, experts.getParamsPerExpert());
       cost.activeParams = satAdd(cost.activeParams, activeParams);
@@ -242,7 +270,8 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
           satAdd(cost.bytesReadPerToken, satMul(active, bytesPerExpert));
       if (cast<RankedTensorType>(experts.getUp().getType())
               .getElementType()
-              .isF32())
+              .isF32() &&
+          !quantOf(op, experts.getUp()))
         cost.f32BytesReadPerToken = satAdd(cost.f32BytesReadPerToken,
                                            satMul(active, bytesPerExpert));
       PlacementAttr placement = experts.getExpertPlacement();
@@ -387,10 +416,13 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       everywhere = satAdd(everywhere, n);
     }
     int64_t elemBytes = elementBytes(type.getElementType());
-    int64_t bytes = satMul(n, elemBytes);
+    QuantAttr quant = param.getQuantAttr();
+    int64_t bytes = storedBytes(type, quant);
     cost.totalParams = satAdd(cost.totalParams, n);
     cost.totalBytes = satAdd(cost.totalBytes, bytes);
-    int64_t &byDType = cost.bytesByDType[dtypeName(type.getElementType())];
+    int64_t &byDType =
+        cost.bytesByDType[quant ? stringifyWeightFormat(quant.getFormat()).str()
+                                : dtypeName(type.getElementType())];
     byDType = satAdd(byDType, bytes);
     LayerCost *lc = layerCost(use.layer);
     int64_t &owner = lc ? lc->params : cost.nonLayerParams;
@@ -403,11 +435,12 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     // A table that is only looked up is read one row per token.
     int64_t read = use.lookup && !use.dense ? n / type.getDimSize(0) : n;
     cost.paramsReadPerToken = satAdd(cost.paramsReadPerToken, read);
-    cost.bytesReadPerToken =
-        satAdd(cost.bytesReadPerToken, satMul(read, elemBytes));
-    if (type.getElementType().isF32())
+    // Quantized matrices are read whole (never looked up).
+    int64_t readBytes = read == n ? bytes : satMul(read, elemBytes);
+    cost.bytesReadPerToken = satAdd(cost.bytesReadPerToken, readBytes);
+    if (type.getElementType().isF32() && !quant)
       cost.f32BytesReadPerToken =
-          satAdd(cost.f32BytesReadPerToken, satMul(read, elemBytes));
+          satAdd(cost.f32BytesReadPerToken, readBytes);
   }
   for (RankCost &rank : cost.ranks)
     rank.params = satAdd(rank.params, everywhere);

@@ -467,7 +467,16 @@ static void readQuantization(JsonReader &r, ErrorSink &errors,
   if (!q)
     return;
   JsonReader c(*q, r.getFile(), errors, "quantization_config.");
-  std::string method = c.getChoice("quant_method", {"fp8"}, std::nullopt);
+  std::string method =
+      c.getChoice("quant_method", {"fp8", "mxfp4"}, std::nullopt);
+  source.quantField = r.getFile() + ": quantization_config";
+  if (method == "mxfp4") {
+    // HF integrations/mxfp4.py (Mxfp4Config): the experts' gate_up_proj and
+    // down_proj are stored as `_blocks` + `_scales`; modules_to_not_convert
+    // names what stays unquantized, which the tensors' dtypes show too.
+    source.mxfp4 = true;
+    return;
+  }
   c.getChoice("fmt", {"e4m3"}, std::string("e4m3"));
   c.getChoice("activation_scheme", {"dynamic"}, std::string("dynamic"));
   std::vector<int64_t> block = c.getIntList("weight_block_size", 1);

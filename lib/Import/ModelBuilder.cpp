@@ -47,7 +47,7 @@ private:
   /// when the checkpoint holds the role in a fused tensor.
   Value stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
                 int64_t numExperts, SourceAttr fused = {},
-                StringRef fusedName = {});
+                StringRef fusedName = {}, QuantAttr fusedQuant = {});
   /// The fused sources of gate/up/down when the checkpoint stores the
   /// layer's experts as 3-D tensors instead of per-expert ones.
   /// With expert biases (cfg.expertBias), the fused biases too:
@@ -56,9 +56,24 @@ private:
   struct FusedExperts {
     SourceAttr gate, up, down;
     SourceAttr gateBias, upBias, downBias;
+    /// MXFP4 experts (gpt-oss as published): the scales of gate/up and down.
+    QuantAttr gateUpQuant, downQuant;
   };
   std::optional<FusedExperts> fusedExperts(int64_t numExperts, int64_t inter,
                                            int64_t hidden);
+  /// gpt-oss's MXFP4 experts: `gate_up_proj_blocks` [E, 2I, H/32, 16] and
+  /// `down_proj_blocks` [E, H, I/32, 16] with their `_scales`.
+  std::optional<FusedExperts> mxfp4Experts(StringRef gateUp, StringRef down,
+                                           int64_t numExperts, int64_t inter,
+                                           int64_t hidden);
+  /// Checks one MXFP4 blocks/scales pair for an [E, N, K] matrix; false
+  /// after reporting.
+  bool checkMxfp4(StringRef blocks, ArrayRef<int64_t> shape);
+  /// Sets `f`'s biases: `gate_up_proj_bias` [E, 2I] laid out like
+  /// gate_up_proj's gate/up (interleaved when f.gate's stride is 2) and
+  /// `down_proj_bias` [E, D]; false after reporting.
+  bool fusedBiases(FusedExperts &f, StringRef gateUp, StringRef down,
+                   int64_t numExperts, int64_t inter, int64_t hidden);
   ParamOp declare(StringRef name, RankedTensorType type, InitKind init,
                   SourceAttr src = {}, QuantAttr quant = {});
   /// The element type of checkpoint tensor `name`, checked against `shape`;
@@ -223,7 +238,7 @@ Value Emitter::weight(StringRef role, ArrayRef<int64_t> shape, InitKind init,
 
 Value Emitter::stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
                        int64_t numExperts, SourceAttr fused,
-                       StringRef fusedName) {
+                       StringRef fusedName, QuantAttr fusedQuant) {
   SmallVector<int64_t> shape{numExperts};
   shape.append(slice.begin(), slice.end());
   Type elem;
@@ -236,7 +251,9 @@ Value Emitter::stacked(StringRef role, ArrayRef<int64_t> slice, InitKind init,
     name = fusedName.str();
     const TensorInfo &info = source.tensors->find(fused.getTensor())->second;
     usedTensors.insert(fused.getTensor());
-    elem = dtypeOf(fused.getTensor(), info);
+    // Quantized: held as stored; the type names the dequantized values.
+    quant = fusedQuant;
+    elem = quant ? f32 : dtypeOf(fused.getTensor(), info);
   } else {
     name = names(role, layer, kAllExperts);
     src = SourceAttr::get(&ctx, name, 0, 1, false);
@@ -273,8 +290,12 @@ Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
   std::string prefix = pattern.substr(0, pattern.find(".{e}"));
   std::string gateUp = prefix + ".gate_up_proj", down = prefix + ".down_proj";
   auto gu = source.tensors->find(gateUp), dn = source.tensors->find(down);
-  if (gu == source.tensors->end() && dn == source.tensors->end())
+  if (gu == source.tensors->end() && dn == source.tensors->end()) {
+    if (source.tensors->count(gateUp + "_blocks") ||
+        source.tensors->count(down + "_blocks"))
+      return mxfp4Experts(gateUp, down, numExperts, inter, hidden);
     return std::nullopt; // the per-expert tensors are reported missing
+  }
   for (const std::string &name : {gateUp, down})
     if (!source.tensors->count(name)) {
       errors.report(source.describedBy + ": missing tensor '" + name +
@@ -318,11 +339,17 @@ Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
     errors.report(dn->second.file + ": tensor '" + down + "' is " +
                   dn->second.dtype + " (expected " + gu->second.dtype +
                   " like '" + gateUp + "')");
-  if (!cfg.expertBias)
-    return f;
+  if (cfg.expertBias && !fusedBiases(f, gateUp, down, numExperts, inter, hidden))
+    return FusedExperts{};
+  return f;
+}
+
+bool Emitter::fusedBiases(FusedExperts &f, StringRef gateUp, StringRef down,
+                          int64_t numExperts, int64_t inter, int64_t hidden) {
   // The biases follow their matrices' layout: gate/up interleaved (gpt-oss)
   // or gate then up.
-  std::string gateUpBias = gateUp + "_bias", downBias = down + "_bias";
+  std::string gateUpBias = (gateUp + "_bias").str(),
+              downBias = (down + "_bias").str();
   SmallVector<int64_t> guBiasShape{numExperts, 2 * inter},
       downBiasShape{numExperts, hidden};
   for (auto [name, shape] : {std::pair(gateUpBias, ArrayRef(guBiasShape)),
@@ -332,13 +359,13 @@ Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
       errors.report(source.describedBy + ": missing tensor '" + name +
                     "' (expected shape " + shapeString(shape) +
                     ": the model's experts have biases)");
-      return FusedExperts{};
+      return false;
     }
     if (ArrayRef<int64_t>(it->second.shape) != shape) {
       errors.report(it->second.file + ": tensor '" + name + "' has shape " +
                     shapeString(it->second.shape) + " (expected " +
                     shapeString(shape) + " from the model configuration)");
-      return FusedExperts{};
+      return false;
     }
   }
   bool interleaved = f.gate.getStride() == 2;
@@ -346,6 +373,84 @@ Emitter::fusedExperts(int64_t numExperts, int64_t inter, int64_t hidden) {
   f.upBias = SourceAttr::get(&ctx, gateUpBias, interleaved ? 1 : inter,
                              interleaved ? 2 : 1, false);
   f.downBias = SourceAttr::get(&ctx, downBias, 0, 1, false);
+  return true;
+}
+
+bool Emitter::checkMxfp4(StringRef blocks, ArrayRef<int64_t> shape) {
+  // HF integrations/mxfp4.py: `*_blocks` U8 [.., N, K / 32, 16] (element 2j
+  // of a group in the low nibble of byte j), `*_scales` U8 e8m0 [.., N,
+  // K / 32], w = e2m1 * 2^(scale - 127).
+  std::string scales = blocks.drop_back(strlen("_blocks")).str() + "_scales";
+  int64_t K = shape.back();
+  SmallVector<int64_t> blockShape(shape.drop_back()), scaleShape(shape.drop_back());
+  blockShape.append({K / 32, 16});
+  scaleShape.push_back(K / 32);
+  if (K % 32 != 0) {
+    errors.report(source.quantField + ": the experts' tensor '" + blocks +
+                  "' would hold rows of " + std::to_string(K) +
+                  " values (expected a multiple of 32: MXFP4 scales groups "
+                  "of 32)");
+    return false;
+  }
+  for (auto [name, expected] : {std::pair(blocks.str(), ArrayRef(blockShape)),
+                                std::pair(scales, ArrayRef(scaleShape))}) {
+    auto it = source.tensors->find(name);
+    if (it == source.tensors->end()) {
+      errors.report(source.describedBy + ": missing tensor '" + name +
+                    "' (expected U8 " + shapeString(expected) +
+                    (name == scales ? ": the e8m0 scales of '" + blocks + "')"
+                                    : ": MXFP4 blocks beside '" + scales + "')"));
+      return false;
+    }
+    usedTensors.insert(name);
+    if (it->second.dtype != "U8" ||
+        ArrayRef<int64_t>(it->second.shape) != expected) {
+      errors.report(it->second.file + ": tensor '" + name + "' is " +
+                    it->second.dtype + " " + shapeString(it->second.shape) +
+                    " (expected U8 " + shapeString(expected) +
+                    " from the model configuration)");
+      return false;
+    }
+  }
+  return true;
+}
+
+std::optional<Emitter::FusedExperts>
+Emitter::mxfp4Experts(StringRef gateUp, StringRef down, int64_t numExperts,
+                      int64_t inter, int64_t hidden) {
+  std::string guBlocks = (gateUp + "_blocks").str(),
+              dnBlocks = (down + "_blocks").str();
+  if (!source.mxfp4) {
+    StringRef any = source.tensors->count(guBlocks) ? StringRef(guBlocks)
+                                                    : StringRef(dnBlocks);
+    errors.report(source.tensors->find(any)->second.file + ": tensor '" + any +
+                  "' holds MXFP4 experts (expected the config's "
+                  "quantization_config with quant_method \"mxfp4\")");
+    return FusedExperts{};
+  }
+  if (!cfg.gated) {
+    errors.report(source.describedBy + ": tensor '" + guBlocks +
+                  "' holds fused gate/up experts (expected per-expert "
+                  "tensors: the model's experts are not gated)");
+    return FusedExperts{};
+  }
+  // Dequantized, gate_up_proj_blocks is gpt-oss's gate_up_proj [E, H, 2I]
+  // transposed (convert_moe_packed_tensors): its rows are gate_up_proj's
+  // interleaved columns, so gate is rows 0, 2, .. and up rows 1, 3, ..,
+  // each a row of H values as a product reads it.
+  if (!checkMxfp4(guBlocks, {numExperts, 2 * inter, hidden}) ||
+      !checkMxfp4(dnBlocks, {numExperts, hidden, inter}))
+    return FusedExperts{};
+  FusedExperts f;
+  f.gate = SourceAttr::get(&ctx, guBlocks, 0, 2, false);
+  f.up = SourceAttr::get(&ctx, guBlocks, 1, 2, false);
+  f.down = SourceAttr::get(&ctx, dnBlocks, 0, 1, false);
+  f.gateUpQuant = QuantAttr::get(&ctx, WeightFormat::MXFP4,
+                                 (gateUp + "_scales").str(), {1, 32});
+  f.downQuant = QuantAttr::get(&ctx, WeightFormat::MXFP4,
+                               (down + "_scales").str(), {1, 32});
+  if (cfg.expertBias && !fusedBiases(f, gateUp, down, numExperts, inter, hidden))
+    return FusedExperts{};
   return f;
 }
 
@@ -590,13 +695,17 @@ Value Emitter::moeBlock(Value x, const LayerConfig &lc) {
     return x; // reported
   if (fused) {
     gate = stacked("expert.gate.weight", {inter, d}, InitKind::Normal, e,
-                   fused->gate, fused->gate.getTensor().str() + "#gate");
+                   fused->gate, fused->gate.getTensor().str() + "#gate",
+                   fused->gateUpQuant);
     up = stacked("expert.up.weight", {inter, d}, InitKind::Normal, e,
-                 fused->up, fused->up.getTensor().str() + "#up");
+                 fused->up, fused->up.getTensor().str() + "#up",
+                 fused->gateUpQuant);
     down = stacked("expert.down.weight", {d, inter}, InitKind::Normal, e,
-                   fused->down, fused->down.getTransposed()
-                                    ? fused->down.getTensor().str() + "#down"
-                                    : fused->down.getTensor().str());
+                   fused->down,
+                   fused->down.getTransposed()
+                       ? fused->down.getTensor().str() + "#down"
+                       : fused->down.getTensor().str(),
+                   fused->downQuant);
     if (cfg.expertBias) {
       gateBias =
           stacked("expert.gate.bias", {inter}, InitKind::Zeros, e,

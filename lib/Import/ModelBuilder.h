@@ -148,6 +148,9 @@ struct ParamSource {
   /// covering blockRows x blockCols values.
   bool fp8 = false;
   int64_t blockRows = 0, blockCols = 0;
+  /// quant_method "mxfp4" (HF Mxfp4Config): gpt-oss's fused experts as
+  /// `*_blocks` + `*_scales`, everything else unquantized.
+  bool mxfp4 = false;
   std::string quantField; // "FILE: quantization_config" for messages
 };
 

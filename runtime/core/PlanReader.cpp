@@ -1292,14 +1292,22 @@ void PlanFile::readFormat(const plan::Weight &w, WeightInfo &wi) const {
          p, wi.name, dtypeName(wi.dtype), wi.shape.size());
   bool perExpert = wi.sourceTensor.find("{e}") != std::string::npos;
   if (perExpert != (wi.scaleTensor.find("{e}") != std::string::npos) ||
-      (wi.shape.size() == 3) != perExpert)
+      (wi.shape.size() == 2 && perExpert))
     fail("{}: weight '{}' has scale '{}' (expected a per-expert pattern with {{e}} exactly for "
          "stacked weights of per-expert tensors)",
          p, wi.name, wi.scaleTensor);
-  if (wi.format == plan::WeightFormat::MXFP4)
-    fail("{}: weight '{}' is MXFP4 (expected FP8E4M3Block: this runtime does not compute with "
-         "MXFP4 yet)",
-         p, wi.name);
+  // A stacked weight of one fused tensor (gpt-oss's MXFP4 experts): its
+  // scales are a fused tensor read with the same rows, which keeps a scale
+  // with its row only when a block is one row.
+  if (wi.shape.size() == 3 && !perExpert && (wi.blockRows != 1 || wi.sourceTransposed))
+    fail("{}: weight '{}' is quantized in fused experts with block [{}, {}]{} (expected rows of "
+         "blocks [1, K]: fused quantized experts are read row by row as stored)",
+         p, wi.name, wi.blockRows, wi.blockCols, wi.sourceTransposed ? " and transposed" : "");
+  if (wi.format == plan::WeightFormat::MXFP4 &&
+      (wi.blockRows != 1 || wi.blockCols != 32 || wi.shape.back() % 32 != 0))
+    fail("{}: weight '{}' is MXFP4 with block [{}, {}] and {} columns (expected block [1, 32] "
+         "and columns a multiple of 32)",
+         p, wi.name, wi.blockRows, wi.blockCols, wi.shape.back());
 }
 
 } // namespace moert

@@ -76,34 +76,96 @@ static WeightSource contiguousSource(const WeightInfo &w, const void *data) {
   return s;
 }
 
-/// A quantized weight [N, K] as its checkpoint stores it: the values tensor
-/// `name` (F8_E4M3 [N, K]) and the scale tensor (F32 [ceil(N / bn),
-/// ceil(K / bk)]), both mapped in place.
-static WeightSource quantSource(const Checkpoint &ckpt, const PlanFile &plan,
-                                const WeightInfo &w) {
-  const int64_t N = w.shape[0], K = w.shape[1];
-  const TensorInfo *t = ckpt.find(w.name);
+/// The checkpoint's dtype and shape of a quantized weight's values and of
+/// its scales, for `lead` matrices of [N, K] (lead empty: one matrix): FP8
+/// F8_E4M3 [N, K] with F32 [ceil(N / bn), ceil(K / bk)]; MXFP4 U8
+/// [N, K / 32, 16] with U8 e8m0 [N, K / 32].
+struct QuantTensors {
+  const char *dtype, *scaleDtype;
+  std::vector<int64_t> shape, scaleShape;
+};
+static QuantTensors quantTensors(const WeightInfo &w, std::vector<int64_t> lead, int64_t N) {
+  const int64_t K = w.shape.back();
+  QuantTensors q;
+  q.shape = q.scaleShape = std::move(lead);
+  if (w.format == plan::WeightFormat::MXFP4) {
+    q.dtype = q.scaleDtype = "U8";
+    q.shape.insert(q.shape.end(), {N, K / 32, 16});
+    q.scaleShape.insert(q.scaleShape.end(), {N, K / 32});
+  } else {
+    q.dtype = "F8_E4M3";
+    q.scaleDtype = "F32";
+    q.shape.insert(q.shape.end(), {N, K});
+    q.scaleShape.insert(q.scaleShape.end(), {int64_t(w.scaleRows()), int64_t(w.scaleRowBytes() / 4)});
+  }
+  return q;
+}
+
+/// The values tensor `values` and scale tensor of quantized weight `w`,
+/// checked against `q`.
+static std::pair<const TensorInfo *, const TensorInfo *>
+findQuantTensors(const Checkpoint &ckpt, const PlanFile &plan, const WeightInfo &w,
+                 const std::string &values, const QuantTensors &q) {
+  const TensorInfo *t = ckpt.find(values);
   if (!t)
-    fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt.source(), w.name,
+    fail("{}: tensor '{}' is missing (expected it for plan {})", ckpt.source(), values,
          plan.path());
-  if (t->dtypeName != "F8_E4M3" || t->shape != std::vector<int64_t>{N, K})
-    fail("{}: tensor '{}' is {} [{}] (expected F8_E4M3 [{}, {}] as the plan records)", t->file,
-         w.name, t->dtypeName, fmt::join(t->shape, ", "), N, K);
+  if (t->dtypeName != q.dtype || t->shape != q.shape)
+    fail("{}: tensor '{}' is {} [{}] (expected {} [{}] as the plan records)", t->file, values,
+         t->dtypeName, fmt::join(t->shape, ", "), q.dtype, fmt::join(q.shape, ", "));
   const TensorInfo *s = ckpt.find(w.scaleTensor);
   if (!s)
     fail("{}: tensor '{}' is missing (expected the block scales of '{}' for plan {})",
-         ckpt.source(), w.scaleTensor, w.name, plan.path());
-  const int64_t rows = int64_t(w.scaleRows()), cols = int64_t(w.scaleRowBytes() / 4);
-  if (s->dtypeName != "F32" || s->shape != std::vector<int64_t>{rows, cols})
-    fail("{}: tensor '{}' is {} [{}] (expected F32 [{}, {}]: the [{}, {}] blocks of '{}')",
-         s->file, w.scaleTensor, s->dtypeName, fmt::join(s->shape, ", "), rows, cols,
-         w.blockRows, w.blockCols, w.name);
+         ckpt.source(), w.scaleTensor, values, plan.path());
+  if (s->dtypeName != q.scaleDtype || s->shape != q.scaleShape)
+    fail("{}: tensor '{}' is {} [{}] (expected {} [{}]: the [{}, {}] blocks' scales of '{}')",
+         s->file, w.scaleTensor, s->dtypeName, fmt::join(s->shape, ", "), q.scaleDtype,
+         fmt::join(q.scaleShape, ", "), w.blockRows, w.blockCols, values);
+  return {t, s};
+}
+
+/// A quantized weight [N, K] as its checkpoint stores it: the values tensor
+/// `name` and its scale tensor (quantTensors), both mapped in place.
+static WeightSource quantSource(const Checkpoint &ckpt, const PlanFile &plan,
+                                const WeightInfo &w) {
+  auto [t, s] = findQuantTensors(ckpt, plan, w, w.name, quantTensors(w, {}, w.shape[0]));
   WeightSource src;
   src.info = &w;
   src.qdata = static_cast<const uint8_t *>(t->data);
   src.qdataPitch = w.quantRowBytes();
   src.qscales = static_cast<const uint8_t *>(s->data);
   src.qscalePitch = w.scaleRowBytes();
+  return src;
+}
+
+/// Expert slice `w` of quantized experts stored fused (gpt-oss's MXFP4
+/// `*_blocks` [E, A, K / 32, 16] with `*_scales` [E, A, K / 32]): row n is
+/// row offset + n * stride of block e in both, read in place by pitch.
+static WeightSource fusedQuantSource(const Checkpoint &ckpt, const PlanFile &plan,
+                                     const WeightInfo &w, const WeightInfo &parent,
+                                     const std::string &values) {
+  const TensorInfo *t = ckpt.find(values);
+  if (!t)
+    fail("{}: tensor '{}' is missing (expected it for the experts' weight '{}' of plan {})",
+         ckpt.source(), values, parent.name, plan.path());
+  const int64_t E = parent.shape[0], N = w.shape[0];
+  const int64_t off = parent.sourceOffset, stride = parent.sourceStride;
+  // A (rows per expert) from the tensor itself; the rest is checked below.
+  const int64_t A = t->shape.size() >= 2 ? t->shape[1] : 0;
+  if (A <= off + (N - 1) * stride)
+    fail("{}: tensor '{}' has shape [{}] (expected [{}, A, ..] with A > {} for '{}': rows {} + "
+         "n * {})",
+         t->file, values, fmt::join(t->shape, ", "), E, off + (N - 1) * stride, parent.name, off,
+         stride);
+  auto [v, s] = findQuantTensors(ckpt, plan, w, values, quantTensors(w, {E}, A));
+  const uint64_t e = uint64_t(w.expert);
+  const uint64_t first = e * uint64_t(A) + uint64_t(off);
+  WeightSource src;
+  src.info = &w;
+  src.qdata = static_cast<const uint8_t *>(v->data) + first * w.quantRowBytes();
+  src.qdataPitch = uint64_t(stride) * w.quantRowBytes();
+  src.qscales = static_cast<const uint8_t *>(s->data) + first * w.scaleRowBytes();
+  src.qscalePitch = uint64_t(stride) * w.scaleRowBytes();
   return src;
 }
 
@@ -129,6 +191,8 @@ WeightSource WeightStore::expertSliceSource(const PlanFile &plan, const Checkpoi
   // Per-expert tensors: each slice is a checkpoint tensor of its own.
   if (src.find("{e}") != std::string::npos)
     return tensorSource(ckpt, plan, w);
+  if (w.format != plan::WeightFormat::Plain)
+    return fusedQuantSource(ckpt, plan, w, parent, src);
   const TensorInfo *t = ckpt.find(src);
   if (!t)
     fail("{}: tensor '{}' is missing (expected it for the experts' weight '{}' of plan {})",

@@ -118,9 +118,15 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
   Isa isa = activeIsa();
   bool panels = linearStrategy() == LinearStrategy::Panels;
   if (W.format != QuantFormat::None) {
-    if (transposed || W.format != QuantFormat::FP8E4M3Block)
-      throw std::logic_error("quantized weights are FP8 block-scaled and not transposed");
-    if (T <= 4 && isa != Isa::Scalar && !panels) {
+    if (transposed)
+      throw std::logic_error("quantized weights are not transposed");
+    if (T <= 4 && isa != Isa::Scalar && !panels && W.format == QuantFormat::MXFP4) {
+      auto *Xd = static_cast<float *>(ws.shared(4, size_t(T * K) * 4));
+      deinterleaveMxfp4X(X, ldx, T, K, Xd);
+      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+        gemvMxfp4Avx512(W, K, int64_t(n0), int64_t(n1), Xd, T, Y, ldy, accumulate);
+      });
+    } else if (T <= 4 && isa != Isa::Scalar && !panels) {
       Fp8X fx = prepareFp8X(X, ldx, T, K, static_cast<float *>(ws.shared(0, size_t(T * K) * 4)));
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
         gemvFp8Avx512(W, K, int64_t(n0), int64_t(n1), fx, Y, ldy, accumulate);

@@ -89,5 +89,12 @@ Fp8X prepareFp8X(const float *X, int64_t ldx, int64_t T, int64_t K, float *scrat
 /// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens of FP8 block-scaled W.
 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x, float *Y,
                    int64_t ldy, bool accumulate);
+/// X [T, K] with each group of 32 values as its 16 even then 16 odd ones
+/// (the order of an MXFP4 group's low and high nibbles), rows K apart.
+void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float *out);
+/// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens of MXFP4 W, with X
+/// de-interleaved by deinterleaveMxfp4X.
+void gemvMxfp4Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd, int64_t T,
+                     float *Y, int64_t ldy, bool accumulate);
 
 } // namespace moert::cpu

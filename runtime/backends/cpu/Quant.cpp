@@ -1,9 +1,11 @@
 //===- Quant.cpp - Products with quantized weights, dequantized in registers ===//
 //
-// Weights stay as the checkpoint stores them (FP8 e4m3 with f32 block
-// scales, HF integrations/finegrained_fp8.py); the reference is HF's
-// dequantized weight, w[n, k] = fp8[n, k] * scale[n / bn, k / bk], with f32
-// activations and f32 sums.
+// Weights stay as the checkpoint stores them: FP8 e4m3 with f32 block
+// scales (HF integrations/finegrained_fp8.py) or MXFP4, e2m1 pairs with an
+// e8m0 scale per 32 values of a row (integrations/mxfp4.py). The reference
+// is HF's dequantized weight, w[n, k] = fp8[n, k] * scale[n / bn, k / bk]
+// or e2m1[n, k] * 2^(scale[n, k / 32] - 127), with f32 activations and f32
+// sums.
 //
 // Decode (few tokens) streams each row's bytes once. With the default
 // MXCSR (no DAZ), 16 bytes at a time become f32 bit patterns with three
@@ -20,6 +22,13 @@
 // instructions per 32 values that cost more than the integer steps).
 // Larger T and CPUs without AVX-512 dequantize 64-row panels to f32 and call
 // sgemm.
+//
+// MXFP4 decode reads a group's 16 bytes as 16 32-bit lanes: the low nibbles
+// index a 16-entry f32 table of the e2m1 values (vpermps uses the index's
+// low 4 bits), the high nibbles, shifted, too. Low nibbles are the group's
+// even elements and high ones its odd elements, so X is de-interleaved once
+// per call to match; each group's sum is scaled by its 2^(s - 127). (The
+// byte is zero-extended, so shifted right by 4 it is its high nibble.)
 //
 //===----------------------------------------------------------------------===//
 #include "LinearKernels.h"
@@ -47,8 +56,30 @@ float fp8e4m3ToF32(uint8_t v) {
   return (v & 0x80) ? -mag : mag;
 }
 
+/// e2m1 (sign, 2 exponent bits with bias 1, 1 mantissa bit) as f32.
+static constexpr float kE2M1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                    -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+float e8m0ToF32(uint8_t s) {
+  // 2^(s - 127) as HF's torch.ldexp computes it: s = 0 is 2^-127 (an f32
+  // subnormal), s = 255 overflows to infinity.
+  return std::ldexp(1.0f, int(s) - 127);
+}
+
+static const std::array<float, 256> &e8m0Table() {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int v = 0; v < 256; ++v)
+      t[size_t(v)] = e8m0ToF32(uint8_t(v));
+    return t;
+  }();
+  return table;
+}
+
 static float scaleAt(WRef W, int64_t K, int64_t n, int64_t k) {
   const int64_t cols = (K + W.blockCols - 1) / W.blockCols;
+  if (W.format == QuantFormat::MXFP4)
+    return e8m0Table()[static_cast<const uint8_t *>(W.scales)[n * cols + k / 32]];
   float s;
   std::memcpy(&s,
               static_cast<const uint8_t *>(W.scales) +
@@ -161,7 +192,7 @@ MOERT_AVX512 void fp8DotRows(WRef W, int64_t K, int64_t r0, int64_t n, const flo
 }
 
 void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out) {
-  if (activeIsa() != Isa::Scalar)
+  if (W.format == QuantFormat::FP8E4M3Block && activeIsa() != Isa::Scalar)
     return dequantizeRowsAvx512(W, K, n0, n1, out);
   static const auto table = [] {
     std::array<float, 256> t{};
@@ -170,6 +201,17 @@ void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out) {
     return t;
   }();
   const auto *q = static_cast<const uint8_t *>(W.data);
+  if (W.format == QuantFormat::MXFP4) {
+    // Byte j of a row holds elements 2j (low nibble) and 2j + 1.
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t k = 0; k < K; k += 2) {
+        uint8_t b = q[n * (K / 2) + k / 2];
+        float s = scaleAt(W, K, n, k);
+        out[(n - n0) * K + k] = kE2M1[b & 15] * s;
+        out[(n - n0) * K + k + 1] = kE2M1[b >> 4] * s;
+      }
+    return;
+  }
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t k0 = 0; k0 < K; k0 += W.blockCols) {
       float s = scaleAt(W, K, n, k0);
@@ -354,6 +396,63 @@ MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const
     return gemvFp8F16<3>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
   default:
     return gemvFp8F16<4>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
+  }
+}
+
+void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float *out) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t g = 0; g < K; g += 32)
+      for (int64_t i = 0; i < 16; ++i) {
+        out[t * K + g + i] = X[t * ldx + g + 2 * i];
+        out[t * K + g + 16 + i] = X[t * ldx + g + 2 * i + 1];
+      }
+}
+
+/// Y[t, n0:n1] (+)= X[t] W^T for T tokens of MXFP4 W, Xd de-interleaved
+/// per group of 32 (deinterleaveMxfp4X): rows streamed once.
+template <int T>
+MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd,
+                                    float *Y, int64_t ldy, bool accumulate) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const auto *sc = static_cast<const uint8_t *>(W.scales);
+  const float *scale = e8m0Table().data();
+  const int64_t groups = K / 32;
+  const __m512 lut = _mm512_loadu_ps(kE2M1);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
+      __m512 even = _mm512_permutexvar_ps(b, lut);
+      __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
+      __m512 sv = _mm512_set1_ps(scale[srow[g]]);
+      for (int64_t t = 0; t < T; ++t) {
+        const float *x = Xd + t * K + g * 32;
+        __m512 blk = _mm512_mul_ps(even, _mm512_loadu_ps(x));
+        blk = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + 16), blk);
+        acc[t] = _mm512_fmadd_ps(blk, sv, acc[t]);
+      }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      float v = _mm512_reduce_add_ps(acc[t]);
+      float &y = Y[t * ldy + n];
+      y = accumulate ? y + v : v;
+    }
+  }
+}
+
+MOERT_AVX512 void gemvMxfp4Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd,
+                                  int64_t T, float *Y, int64_t ldy, bool accumulate) {
+  switch (T) {
+  case 1:
+    return gemvMxfp4T<1>(W, K, n0, n1, Xd, Y, ldy, accumulate);
+  case 2:
+    return gemvMxfp4T<2>(W, K, n0, n1, Xd, Y, ldy, accumulate);
+  case 3:
+    return gemvMxfp4T<3>(W, K, n0, n1, Xd, Y, ldy, accumulate);
+  default:
+    return gemvMxfp4T<4>(W, K, n0, n1, Xd, Y, ldy, accumulate);
   }
 }
 

@@ -322,6 +322,8 @@ def plans(out, schema, plan):
         d["weights"][first_step(d, "Linear")["op"]["weight"]].update(fields)
     edited("quant-no-scale", lambda d: quant(d, format="FP8E4M3Block"))
     edited("quant-block", lambda d: quant(d, format="FP8E4M3Block", scale="s", block=[0, 4]))
+    # MXFP4 scales one row's groups of 32.
+    edited("quant-mxfp4-block", lambda d: quant(d, format="MXFP4", scale="s", block=[1, 16]))
     write(os.path.join(out, "truncated.plan"), raw[:len(raw) // 2])
     write(os.path.join(out, "empty.plan"), b"")
     # The root offset pointing past the end of the file.

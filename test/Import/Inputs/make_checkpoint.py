@@ -132,6 +132,9 @@ def deepseek_tensors(c, t, layers):
 
 
 def tensors_for(arch, c):
+    # Sizes --set may change (gpt_oss's experts too); the rest are fixed.
+    D, H, KV, V = (c["hidden_size"], c["num_attention_heads"],
+                   c["num_key_value_heads"], c["vocab_size"])
     hd = c.get("head_dim", D // H)
     t = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D]}
     if not c["tie_word_embeddings"]:
@@ -159,14 +162,15 @@ def tensors_for(arch, c):
         if arch == "gpt_oss":
             for n, rows in (("q", H * hd), ("k", KV * hd), ("v", KV * hd), ("o", D)):
                 t[p + f"self_attn.{n}_proj.bias"] = [rows]
+            e, ei = c["num_local_experts"], c["intermediate_size"]
             t[p + "self_attn.sinks"] = [H]
-            t[p + "mlp.router.weight"] = [E, D]
-            t[p + "mlp.router.bias"] = [E]
+            t[p + "mlp.router.weight"] = [e, D]
+            t[p + "mlp.router.bias"] = [e]
             # Fused experts, gate/up columns interleaved.
-            t[p + "mlp.experts.gate_up_proj"] = [E, D, 2 * EXPERT_I]
-            t[p + "mlp.experts.gate_up_proj_bias"] = [E, 2 * EXPERT_I]
-            t[p + "mlp.experts.down_proj"] = [E, EXPERT_I, D]
-            t[p + "mlp.experts.down_proj_bias"] = [E, D]
+            t[p + "mlp.experts.gate_up_proj"] = [e, D, 2 * ei]
+            t[p + "mlp.experts.gate_up_proj_bias"] = [e, 2 * ei]
+            t[p + "mlp.experts.down_proj"] = [e, ei, D]
+            t[p + "mlp.experts.down_proj_bias"] = [e, D]
         elif moe and i not in c.get("mlp_only_layers", []):
             t[p + "mlp.gate.weight"] = [E, D]
             for e in range(E):

@@ -48,6 +48,8 @@ struct WRef {
 
 /// FP8 e4m3 (OCP "fn": bias 7, no infinities) to f32, exactly.
 float fp8e4m3ToF32(uint8_t v);
+/// An MXFP4 scale (e8m0) to f32: 2^(v - 127), as HF's torch.ldexp gives it.
+float e8m0ToF32(uint8_t v);
 /// Rows [n0, n1) of quantized W [N, K] dequantized to f32 (row n at
 /// out + (n - n0) * K): HF's dequantized weight, value x its block's scale.
 void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out);
@@ -87,7 +89,9 @@ private:
     void *get(size_t bytes);
   };
   std::vector<Buf> perThread_;
-  Buf shared_[4];
+  // Slots: 0 the products' packed X, 1 and 2 the experts' gathered rows and
+  // hidden, 3 Logits' rows, 4 MXFP4's de-interleaved X.
+  Buf shared_[5];
 };
 
 /// How a product may round its activations.

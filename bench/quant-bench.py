@@ -15,9 +15,11 @@ The benchmark of issue 18. Two bench models scaled to a 2-core machine:
   gptoss    gpt-oss shape (model_type gpt_oss): hidden 1024, 6 layers
             alternating sliding (128) and full attention, 16 heads x 64, 4 kv
             heads, sinks, 32 experts top-4 with intermediate 1024 (fused
-            gate_up, biases, clamped SwiGLU), vocab 16384. bf16 1.3 GB; MXFP4
-            experts (*_blocks + *_scales) as gpt-oss publishes, made by
-            test/e2e/Inputs/quantize_mxfp4.py (skipped until it exists).
+            gate_up, biases, clamped SwiGLU), vocab 16384. bf16 1.31 GB; MXFP4
+            experts (*_blocks + *_scales; the model 0.42 GB) as gpt-oss publishes
+            them, rounded as test/e2e/Inputs/quantize_mxfp4.py does (checked
+            against its quantize() on the first expert); skipped with a
+            message where that script does not exist.
 
 Each model is written once into --work as a bf16 checkpoint (random N(0,
 0.02) weights, fixed seeds) and its quantized twin (the same weights
@@ -35,7 +37,7 @@ bytes (the speed-up the bytes allow), % of the same-run bandwidth floor
 (that process's read-bandwidth probe, median over processes), peak resident
 bytes and peak RSS (no full-precision copy). JSON with every run in --out.
 """
-import argparse, json, os, platform, statistics, struct, subprocess, sys, time
+import argparse, json, os, platform, re, statistics, struct, subprocess, sys, time
 
 import numpy as np
 
@@ -240,6 +242,77 @@ def write_fp8_checkpoint(src, dst, block):
         json.dump(c, f, indent=2)
 
 
+E2M1_MIDS = None
+
+
+def mxfp4_quantize(w):
+    """quantize_mxfp4.quantize, with the nearest e2m1 found by the midpoints
+    (ties to the smaller magnitude, zero as +0: argmin's choice) instead of
+    a [.., 16] table of distances."""
+    global E2M1_MIDS
+    import quantize_mxfp4
+    if E2M1_MIDS is None:
+        mags = quantize_mxfp4.E2M1[:8]
+        E2M1_MIDS = (mags[:-1] + mags[1:]) / 2
+    g = w.reshape(*w.shape[:-1], -1, 32).astype(np.float64)
+    amax = np.abs(g).max(-1)
+    exp = np.clip(np.ceil(np.log2(np.maximum(amax, 1e-30) / 6.0)), -127, 127)
+    scales = (exp + 127).astype(np.uint8)
+    x = g / np.ldexp(1.0, exp.astype(np.int64))[..., None]
+    idx = np.searchsorted(E2M1_MIDS, np.abs(x), side="left").astype(np.uint8)
+    idx[(x < 0) & (idx != 0)] |= 8
+    return (idx[..., 0::2] | (idx[..., 1::2] << 4)).astype(np.uint8), scales
+
+
+def write_mxfp4_checkpoint(src, dst):
+    """src's bf16 gpt-oss checkpoint with the experts' gate_up_proj and
+    down_proj as MXFP4 `_blocks` + `_scales` (the parameter transposed to
+    [E, R, C]), as test/e2e/Inputs/quantize_mxfp4.py writes them, one expert
+    at a time; the first expert is checked against that script's quantize."""
+    import quantize_mxfp4
+    os.makedirs(dst, exist_ok=True)
+    tensors = read_safetensors(os.path.join(src, "model.safetensors"))
+    entries, cache, checked = [], {}, []
+
+    def quantized(name):
+        if name not in cache:
+            cache.clear()
+            w = tensors[name][1]
+            blocks, scales = [], []
+            for e in range(w.shape[0]):
+                rows = quantize_fp8.to_f32("BF16", w[e]).T  # [R, C]
+                b, sc = mxfp4_quantize(rows)
+                if not checked:
+                    rb, rs = quantize_mxfp4.quantize(rows)
+                    assert np.array_equal(rb, b) and np.array_equal(rs, sc), name
+                    checked.append(name)
+                blocks.append(b)
+                scales.append(sc)
+            cache[name] = (np.stack(blocks), np.stack(scales))
+        return cache[name]
+
+    expert = re.compile(r"model\.layers\.\d+\.mlp\.experts\.(gate_up|down)_proj")
+    for name in sorted(tensors):
+        dtype, t = tensors[name]
+        if expert.fullmatch(name):
+            E, C, R = t.shape
+            entries.append((name + "_blocks", "U8", (E, R, C // 32, 16),
+                            lambda name=name: quantized(name)[0]))
+            entries.append((name + "_scales", "U8", (E, R, C // 32),
+                            lambda name=name: quantized(name)[1]))
+        else:
+            entries.append((name, dtype, t.shape, lambda t=t: t))
+    write_safetensors(os.path.join(dst, "model.safetensors"), entries)
+    with open(os.path.join(src, "config.json")) as f:
+        c = json.load(f)
+    c["quantization_config"] = {
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"],
+        "quant_method": "mxfp4"}
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(c, f, indent=2)
+
+
 def run(cmd, **kw):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, **kw).stdout
@@ -276,7 +349,7 @@ def prepare_gptoss(work, bindir):
     q = os.path.join(work, "gptoss-mxfp4")
     key = json.dumps([GEN_VERSION, GPTOSS])
     cached(bf, key, lambda: write_bf16_checkpoint(bf, GPTOSS, gptoss_tensors(GPTOSS), 2))
-    cached(q, key + "mxfp4", lambda: run(["/usr/bin/python3", script, bf, q]))
+    cached(q, key + "mxfp4", lambda: write_mxfp4_checkpoint(bf, q))
     return [("gptoss", "bf16", bf), ("gptoss", "mxfp4", q)]
 
 

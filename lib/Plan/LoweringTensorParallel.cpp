@@ -100,6 +100,8 @@ LogicalResult Lowering::lowerSlicedAttention(AttentionOp a,
     step.vCol += kv.first * whole.headDim;
     step.heads = int(q.count);
     step.kvHeads = int(kv.count);
+    if (whole.sinks >= 0)
+      step.sinks = p.weights[size_t(whole.sinks)].tpParts[size_t(g)];
     members.push_back(std::move(step));
   }
   addStep(a, stepName("attention"), {whole.qkv}, {whole.out}, members.front());

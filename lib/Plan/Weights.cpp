@@ -186,6 +186,12 @@ static LogicalResult addTensorParts(ModelOp model, std::vector<Weight> &weights,
       }
       return WalkResult::advance();
     }
+    if (auto a = dyn_cast<AttentionOp>(op); a && kind == "heads") {
+      // Sinks [heads]: member g's heads (heads divide by T).
+      if (a.getSinks())
+        split(weightOf(a.getSinks()), 0, 0, a.getNumHeads(), T, "");
+      return WalkResult::advance();
+    }
     if (auto m = dyn_cast<MLPOp>(op); m && kind == "ffn") {
       bool tr = m.getTransposed();
       int64_t I = m.getIntermediateSize();

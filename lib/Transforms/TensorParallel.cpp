@@ -38,9 +38,38 @@ struct AttentionSlice {
   LinearOp row;                     // o_proj
 };
 
+/// Whether parts of `size` rows (axis 0) or columns (axis 1) of `weight`
+/// hold whole quantization blocks: the runtime keeps each block's scale
+/// whole, so a quantized weight is split only at block boundaries.
+bool wholeBlocks(Operation *from, Value weight, int axis, int64_t size) {
+  auto w = weight ? weight.getDefiningOp<WeightOp>() : WeightOp();
+  auto param = w ? SymbolTable::lookupNearestSymbolFrom<ParamOp>(
+                       from, w.getParamAttr())
+                 : ParamOp();
+  QuantAttr quant = param ? param.getQuantAttr() : QuantAttr();
+  return !quant || size % quant.getBlock()[axis] == 0;
+}
+
 struct MoETensorParallelPass
     : mlir::moe::impl::MoETensorParallelPassBase<MoETensorParallelPass> {
   using Base::Base;
+
+  /// Whether the marked weights of an attention split into whole quantized
+  /// blocks: q/k/v rows per member (kv heads fewer than T: one head) and
+  /// o_proj's input columns per member.
+  bool attentionBlocksWhole(AttentionOp a, int64_t T, AttentionSlice &s) {
+    int64_t hd = a.getHeadDim();
+    for (LinearOp l : s.columns) {
+      int64_t heads = cast<RankedTensorType>(l.getType()).getDimSize(1) / hd;
+      if (!wholeBlocks(a, l.getWeight(), l.getTransposed() ? 1 : 0,
+                       heads / std::min(heads, T) * hd))
+        return false;
+    }
+    if (s.fused && !wholeBlocks(a, s.fused.getWeight(), 0, a.getNumHeads() / T * hd))
+      return false;
+    int64_t K = cast<RankedTensorType>(s.row.getInput().getType()).getDimSize(1);
+    return wholeBlocks(a, s.row.getWeight(), 1, K / T);
+  }
 
   /// The projection behind one of q/k/v: a moe.linear, through a rotary
   /// embedding, or a third of a fused q/k/v projection cut by moe.split.
@@ -85,10 +114,10 @@ struct MoETensorParallelPass
              << " neither divides them nor is a multiple of them (expected "
                 "kv heads divisible by T, or T a multiple of the kv heads to "
                 "replicate them)";
-    if (a.getVHeadDim() || a.getSinks())
+    // gpt-oss's sinks are per head: members take their heads' part.
+    if (a.getVHeadDim())
       return a.emitOpError("cannot be sliced over tensor-parallel ranks yet "
-                           "(attention sinks or a v_head_dim: gpt-oss, "
-                           "DeepSeek-V3's MLA)");
+                           "(an attention with v_head_dim)");
     s.heads.push_back(a);
     for (Value v : {a.getQ(), a.getK(), a.getV()})
       if (failed(traceProjection(a, v, s)))
@@ -136,6 +165,11 @@ struct MoETensorParallelPass
         AttentionSlice s;
         if (failed(sliceAttention(a, T, s)))
           return WalkResult::interrupt();
+        // Quantized projections whose parts would cut a block: replicated.
+        if (!attentionBlocksWhole(a, T, s)) {
+          LLVM_DEBUG(llvm::dbgs() << "replicated (quantization blocks) " << a << "\n");
+          return WalkResult::advance();
+        }
         attentions.push_back(s);
       } else if (auto m = dyn_cast<MLPOp>(op)) {
         if (m.getIntermediateSize() % T != 0) {
@@ -143,6 +177,13 @@ struct MoETensorParallelPass
                           << m.getIntermediateSize()
                           << ", not divisible by --tensor-parallel=" << T;
           return WalkResult::interrupt();
+        }
+        int64_t part = m.getIntermediateSize() / T;
+        if (!wholeBlocks(m, m.getGate(), 0, part) ||
+            !wholeBlocks(m, m.getUp(), 0, part) ||
+            !wholeBlocks(m, m.getDown(), 1, part)) {
+          LLVM_DEBUG(llvm::dbgs() << "replicated (quantization blocks) " << m << "\n");
+          return WalkResult::advance();
         }
         mlps.push_back(m);
       }

@@ -1082,6 +1082,19 @@ void PlanFile::checkTensorPart(size_t i) {
          "source)",
          path_, w.name, fmt::join(w.shape, ", "), w.partAxis, w.partOffset, whole.name,
          fmt::join(whole.shape, ", "));
+  // A part of a quantized weight holds whole scale blocks (the last may be
+  // the whole's partial edge block).
+  if (whole.format == plan::WeightFormat::Plain && w.format == plan::WeightFormat::Plain)
+    return;
+  const int64_t block = w.partAxis == 0 ? whole.blockRows : whole.blockCols;
+  const int64_t end = w.partOffset + w.shape[size_t(w.partAxis)];
+  if (w.format != whole.format || w.scaleTensor != whole.scaleTensor ||
+      w.blockRows != whole.blockRows || w.blockCols != whole.blockCols ||
+      w.partOffset % block != 0 || (end % block != 0 && end != whole.shape[size_t(w.partAxis)]))
+    fail("{}: weight '{}' is part_axis {} [{}, {}) of the quantized '{}' with block [{}, {}] "
+         "(expected the whole's format, scale and block, and whole blocks)",
+         path_, w.name, w.partAxis, w.partOffset, end, whole.name, whole.blockRows,
+         whole.blockCols);
 }
 
 void PlanFile::validate() {

@@ -408,8 +408,36 @@ void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float
       }
 }
 
+/// One MXFP4 group g of a row into accumulator `a` of each token.
+template <int T>
+MOERT_AVX512 MOERT_INLINE static void mxfp4Group(const uint8_t *row, const uint8_t *srow, int64_t g,
+                                                 __m512 lut, const float *scale, const float *Xd,
+                                                 int64_t K, __m512 (&acc)[T][2], int a) {
+  __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
+  __m512 even = _mm512_permutexvar_ps(b, lut);
+  __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
+  __m512 sv = _mm512_set1_ps(scale[srow[g]]);
+  if constexpr (T == 1) {
+    // Three operations: the group's sum, scaled into the accumulator.
+    __m512 blk = _mm512_mul_ps(even, _mm512_loadu_ps(Xd + g * 32));
+    blk = _mm512_fmadd_ps(odd, _mm512_loadu_ps(Xd + g * 32 + 16), blk);
+    acc[0][a] = _mm512_fmadd_ps(blk, sv, acc[0][a]);
+  } else {
+    // The weights scaled once (exact: a power of two), two FMAs a token.
+    even = _mm512_mul_ps(even, sv);
+    odd = _mm512_mul_ps(odd, sv);
+    for (int t = 0; t < T; ++t) {
+      const float *x = Xd + t * K + g * 32;
+      acc[t][a] = _mm512_fmadd_ps(even, _mm512_loadu_ps(x), acc[t][a]);
+      acc[t][a] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + 16), acc[t][a]);
+    }
+  }
+}
+
 /// Y[t, n0:n1] (+)= X[t] W^T for T tokens of MXFP4 W, Xd de-interleaved
-/// per group of 32 (deinterleaveMxfp4X): rows streamed once.
+/// per group of 32 (deinterleaveMxfp4X): rows streamed once. Each group's
+/// sum is scaled into one of two accumulators per token, alternating, so
+/// consecutive groups do not wait on each other's FMA latency.
 template <int T>
 MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd,
                                     float *Y, int64_t ldy, bool accumulate) {
@@ -420,22 +448,18 @@ MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, c
   const __m512 lut = _mm512_loadu_ps(kE2M1);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-    for (int64_t g = 0; g < groups; ++g) {
-      __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
-      __m512 even = _mm512_permutexvar_ps(b, lut);
-      __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
-      __m512 sv = _mm512_set1_ps(scale[srow[g]]);
-      for (int64_t t = 0; t < T; ++t) {
-        const float *x = Xd + t * K + g * 32;
-        __m512 blk = _mm512_mul_ps(even, _mm512_loadu_ps(x));
-        blk = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + 16), blk);
-        acc[t] = _mm512_fmadd_ps(blk, sv, acc[t]);
-      }
+    __m512 acc[T][2];
+    for (int t = 0; t < T; ++t)
+      acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      mxfp4Group<T>(row, srow, g, lut, scale, Xd, K, acc, 0);
+      mxfp4Group<T>(row, srow, g + 1, lut, scale, Xd, K, acc, 1);
     }
-    for (int64_t t = 0; t < T; ++t) {
-      float v = _mm512_reduce_add_ps(acc[t]);
+    if (g < groups)
+      mxfp4Group<T>(row, srow, g, lut, scale, Xd, K, acc, 0);
+    for (int t = 0; t < T; ++t) {
+      float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
       float &y = Y[t * ldy + n];
       y = accumulate ? y + v : v;
     }

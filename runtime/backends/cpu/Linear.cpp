@@ -213,15 +213,15 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
 
 void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs,
                  Precision prec) {
-  // FP8 jobs join the pass (their rows streamed by gemvFp8Avx512, x as it
-  // is) unless the panels strategy is forced; other formats go one by one.
-  bool fp8 = false, other = false;
+  // Quantized jobs (FP8, MXFP4) join the pass, with x prepared for their
+  // kernel, unless the panels strategy is forced.
+  bool fp8 = false, quant = false;
   for (const GemvJob &j : jobs) {
     fp8 = fp8 || j.w.format == QuantFormat::FP8E4M3Block;
-    other = other || (j.w.format != QuantFormat::None && j.w.format != QuantFormat::FP8E4M3Block);
+    quant = quant || j.w.format != QuantFormat::None;
   }
-  if (activeIsa() == Isa::Scalar || jobs.size() == 1 || other ||
-      (fp8 && linearStrategy() == LinearStrategy::Panels)) {
+  if (activeIsa() == Isa::Scalar || jobs.size() == 1 ||
+      (quant && linearStrategy() == LinearStrategy::Panels)) {
     for (const GemvJob &j : jobs)
       linear(pool, ws, j.x, j.K, 1, j.w, j.N, j.K, false, j.bias, j.y, j.N, j.accumulate, prec);
     return;
@@ -241,6 +241,10 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       fx[i] = prepareFp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
       continue;
     }
+    if (jobs[i].w.format == QuantFormat::MXFP4) {
+      deinterleaveMxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
+      continue;
+    }
     if (jobs[i].w.layout == Layout::Packed16)
       packXPairsF32(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
     else
@@ -257,6 +261,10 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       hi -= rowStart[i];
       if (j.w.format == QuantFormat::FP8E4M3Block) {
         gemvFp8Avx512(j.w, j.K, lo, hi, fx[i], j.y, j.N, j.accumulate);
+        continue;
+      }
+      if (j.w.format == QuantFormat::MXFP4) {
+        gemvMxfp4Avx512(j.w, j.K, lo, hi, xs + xOff[i], 1, j.y, j.N, j.accumulate);
         continue;
       }
       if (j.w.layout == Layout::Packed16) {

@@ -220,8 +220,9 @@ TEST(Fp8, DecodeExactForAnyActivationMagnitude) {
 }
 
 TEST(Fp8, BatchEqualsSeparateProducts) {
-  // Decode's routed experts: FP8 jobs (one pass with bf16 and f32 jobs, rows
-  // split across threads) give the same floats as one linear() each.
+  // Decode's routed experts: FP8 and MXFP4 jobs (one pass with bf16 and f32
+  // jobs, rows split across threads) give the same floats as one linear()
+  // each.
   for (Isa isa : availableIsas()) {
     IsaGuard g;
     setIsa(isa);
@@ -237,6 +238,18 @@ TEST(Fp8, BatchEqualsSeparateProducts) {
       std::vector<float> wf = randomFloats(size_t(20 * 128), 27);
       std::vector<float> x300 = randomFloats(300, 28), x128 = randomFloats(128, 29),
                          x100 = randomFloats(100, 30), bias = randomFloats(130, 31);
+      // An MXFP4 matrix [45, 128]: nibbles and e8m0 scales near 2^0.
+      std::vector<uint8_t> mq(size_t(45 * 128 / 2)), ms(size_t(45 * 128 / 32));
+      std::vector<float> r = randomFloats(mq.size() + ms.size(), 32);
+      for (size_t i = 0; i < mq.size(); ++i)
+        mq[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
+      for (size_t i = 0; i < ms.size(); ++i)
+        ms[i] = uint8_t(118 + int(std::abs(r[mq.size() + i]) * 1e4f) % 16);
+      WRef mx{mq.data(), DType::F32};
+      mx.format = QuantFormat::MXFP4;
+      mx.scales = ms.data();
+      mx.blockRows = 1;
+      mx.blockCols = 32;
       struct J {
         const float *x;
         WRef w;
@@ -247,7 +260,8 @@ TEST(Fp8, BatchEqualsSeparateProducts) {
                            {x300.data(), WRef{wb.data(), DType::BF16}, 50, 300, {}},
                            {x128.data(), q[1].ref(), 130, 128, {bias.data(), DType::F32}},
                            {x128.data(), WRef{wf.data(), DType::F32}, 20, 128, {}},
-                           {x100.data(), q[2].ref(), 64, 100, {}}};
+                           {x100.data(), q[2].ref(), 64, 100, {}},
+                           {x128.data(), mx, 45, 128, {bias.data(), DType::F32}}};
       std::vector<std::vector<float>> ref, got;
       std::vector<GemvJob> jobs;
       for (J &j : js) {

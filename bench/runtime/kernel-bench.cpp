@@ -7,6 +7,12 @@
 // sgemm, as GB/s of weights streamed and GMAC/s. Weights are distinct
 // buffers per repetition so they come from DRAM, as in a forward pass.
 //
+// --experts=D,I,R times decode's routed experts instead: R experts' gate and
+// up [I, D] in one linearBatch, then their down [D, I] in another (as the
+// Experts step runs them for one token), bf16 packed against FP8 with
+// 128x128 scales; --small-pages leaves the weights on 4 KiB pages (as a
+// checkpoint mapped in place is) instead of transparent huge pages.
+//
 //===----------------------------------------------------------------------===//
 #include "moert/cpu/Bandwidth.h"
 #include "moert/FileUtil.h"
@@ -26,7 +32,8 @@ using namespace moert::cpu;
 
 int main(int argc, char **argv) {
   int threads = 1, reps = 5;
-  bool json = false;
+  bool json = false, smallPages = false;
+  std::vector<int64_t> experts; // D, I, R
   std::vector<int64_t> tokens{1, 5, 20};
   std::vector<std::string> modeNames, shapeNames; // empty: all
   auto split = [](const std::string &v) {
@@ -56,9 +63,14 @@ int main(int argc, char **argv) {
       modeNames = split(a.substr(8));
     else if (a.rfind("--shapes=", 0) == 0)
       shapeNames = split(a.substr(9));
+    else if (a.rfind("--experts=", 0) == 0) {
+      for (const std::string &t : split(a.substr(10)))
+        experts.push_back(std::stoll(t));
+    } else if (a == "--small-pages")
+      smallPages = true;
     else {
       std::fprintf(stderr, "error: %s: unknown flag (expected --threads=N --reps=R --json "
-                   "--tokens=1,5,20 --modes=A,B --shapes=A,B)\n", a.c_str());
+                   "--tokens=1,5,20 --modes=A,B --shapes=A,B --experts=D,I,R --small-pages)\n", a.c_str());
       return 1;
     }
   }
@@ -101,6 +113,70 @@ int main(int argc, char **argv) {
   auto wanted = [](const std::vector<std::string> &names, const char *n) {
     return names.empty() || std::find(names.begin(), names.end(), n) != names.end();
   };
+  if (experts.size() == 3) {
+    const int64_t D = experts[0], I = experts[1], R = experts[2];
+    for (bool fp8 : {false, true}) {
+      const char *name = fp8 ? "fp8-block128" : "bf16-packed";
+      if (!wanted(modeNames, name))
+        continue;
+      // One expert: gate, up [I, D] and down [D, I], each at its own offset.
+      const size_t gateBytes = fp8 ? size_t(I * D) : size_t(packedBytes(I, D));
+      const size_t downBytes = fp8 ? size_t(D * I) : size_t(packedBytes(D, I));
+      const size_t expertBytes = 2 * gateBytes + downBytes;
+      int copies = int(std::max<size_t>(2 * R, (size_t(256) << 20) / expertBytes + 1));
+      size_t total = expertBytes * size_t(copies);
+      void *p = mapAnonymous(total, !smallPages, "benchmark weights");
+      uint64_t x = 88172645463325252ull;
+      auto *u16 = static_cast<uint16_t *>(p);
+      for (size_t i = 0; i < total / 2; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        u16[i] = fp8 ? uint16_t(x & 0xf7f7) : uint16_t((x & 0x807f) | 0x3c00);
+      }
+      std::vector<float> gs(size_t(((I + 127) / 128) * ((D + 127) / 128)), 0.5f);
+      std::vector<float> ds(size_t(((D + 127) / 128) * ((I + 127) / 128)), 0.5f);
+      std::vector<float> X(size_t(D), 0.01f), H(size_t(R * 2 * I)), Y(size_t(R * D));
+      auto ref = [&](size_t off, int64_t N, int64_t K, const std::vector<float> &sc) {
+        WRef w{static_cast<uint8_t *>(p) + off, fp8 ? DType::F32 : DType::BF16,
+               fp8 ? Layout::RowMajor : Layout::Packed16};
+        if (fp8) {
+          w.format = QuantFormat::FP8E4M3Block;
+          w.scales = sc.data();
+          w.blockRows = w.blockCols = 128;
+        }
+        (void)N, (void)K;
+        return w;
+      };
+      double best = 1e30;
+      for (int r = 0; r < reps; ++r)
+        for (int c = 0; c + R <= copies; c += int(R)) {
+          std::vector<GemvJob> up, down;
+          for (int64_t e = 0; e < R; ++e) {
+            size_t base = size_t(c + e) * expertBytes;
+            up.push_back({X.data(), ref(base, I, D, gs), I, D, {}, H.data() + e * 2 * I, false});
+            up.push_back({X.data(), ref(base + gateBytes, I, D, gs), I, D, {},
+                          H.data() + e * 2 * I + I, false});
+            down.push_back({H.data() + e * 2 * I, ref(base + 2 * gateBytes, D, I, ds), D, I, {},
+                            Y.data() + e * D, false});
+          }
+          int64_t t0 = nowNs();
+          linearBatch(pool, ws, up, Precision::BF16);
+          linearBatch(pool, ws, down, Precision::BF16);
+          best = std::min(best, double(nowNs() - t0) / 1e6);
+        }
+      unmapAnonymous(p, total);
+      double bytes = double(expertBytes * size_t(R));
+      if (json)
+        out.push_back({{"shape", "experts"}, {"D", D}, {"I", I}, {"R", R}, {"mode", name},
+                       {"ms", best}, {"GBs", bytes / (best * 1e6)}, {"threads", threads},
+                       {"small_pages", smallPages}});
+      else
+        std::printf("experts D=%ld I=%ld R=%ld %-14s %9.3f ms %8.1f GB/s%s\n", long(D), long(I),
+                    long(R), name, best, bytes / (best * 1e6), smallPages ? " (4 KiB pages)" : "");
+    }
+    if (json)
+      std::printf("%s\n", out.dump(1).c_str());
+    return 0;
+  }
   for (const Shape &sh : shapes)
     for (int64_t T : tokens) {
       if ((sh.N == 32000 && T != 1) || !wanted(shapeNames, sh.name))

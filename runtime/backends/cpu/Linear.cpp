@@ -127,8 +127,9 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
         gemvMxfp4Avx512(W, K, int64_t(n0), int64_t(n1), Xd, T, Y, ldy, accumulate);
       });
     } else if (T <= 4 && isa != Isa::Scalar && !panels) {
+      Fp8X fx = prepareFp8X(X, ldx, T, K, static_cast<float *>(ws.shared(0, size_t(T * K) * 4)));
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
-        gemvFp8Avx512(W, K, int64_t(n0), int64_t(n1), X, ldx, T, Y, ldy, accumulate);
+        gemvFp8Avx512(W, K, int64_t(n0), int64_t(n1), fx, Y, ldy, accumulate);
       });
     } else {
       size_t panelBytes = size_t(kPanelRows * K) * 4;
@@ -212,9 +213,15 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
 
 void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jobs,
                  Precision prec) {
-  bool quant = std::any_of(jobs.begin(), jobs.end(),
-                           [](const GemvJob &j) { return j.w.format != QuantFormat::None; });
-  if (activeIsa() == Isa::Scalar || jobs.size() == 1 || quant) {
+  // Quantized jobs (FP8, MXFP4) join the pass, with x prepared for their
+  // kernel, unless the panels strategy is forced.
+  bool fp8 = false, quant = false;
+  for (const GemvJob &j : jobs) {
+    fp8 = fp8 || j.w.format == QuantFormat::FP8E4M3Block;
+    quant = quant || j.w.format != QuantFormat::None;
+  }
+  if (activeIsa() == Isa::Scalar || jobs.size() == 1 ||
+      (quant && linearStrategy() == LinearStrategy::Panels)) {
     for (const GemvJob &j : jobs)
       linear(pool, ws, j.x, j.K, 1, j.w, j.N, j.K, false, j.bias, j.y, j.N, j.accumulate, prec);
     return;
@@ -228,7 +235,16 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
     xOff[i + 1] = xOff[i] + roundUp(jobs[i].K, 32);
   }
   auto *xs = static_cast<float *>(ws.shared(0, size_t(xOff.back()) * 4));
+  std::vector<Fp8X> fx(fp8 ? jobs.size() : 0);
   for (size_t i = 0; i < jobs.size(); ++i) {
+    if (jobs[i].w.format == QuantFormat::FP8E4M3Block) {
+      fx[i] = prepareFp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
+      continue;
+    }
+    if (jobs[i].w.format == QuantFormat::MXFP4) {
+      deinterleaveMxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
+      continue;
+    }
     if (jobs[i].w.layout == Layout::Packed16)
       packXPairsF32(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
     else
@@ -243,6 +259,14 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       const GemvJob &j = jobs[i];
       lo -= rowStart[i];
       hi -= rowStart[i];
+      if (j.w.format == QuantFormat::FP8E4M3Block) {
+        gemvFp8Avx512(j.w, j.K, lo, hi, fx[i], j.y, j.N, j.accumulate);
+        continue;
+      }
+      if (j.w.format == QuantFormat::MXFP4) {
+        gemvMxfp4Avx512(j.w, j.K, lo, hi, xs + xOff[i], 1, j.y, j.N, j.accumulate);
+        continue;
+      }
       if (j.w.layout == Layout::Packed16) {
         gemvPacked(static_cast<const uint16_t *>(j.w.data), j.N, pairsOf(j.K), lo / 16,
                    (hi + 15) / 16, xs + xOff[i], j.y, j.accumulate);

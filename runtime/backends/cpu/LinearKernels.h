@@ -75,9 +75,20 @@ void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t 
 
 // --- Quantized weights (Quant.cpp) ------------------------------------------------
 
+/// X as gemvFp8Avx512 reads it: with `tiny`, each token's row times a power
+/// of two 2^k (in scratch, T * K floats) and 2^(120 - k) per token; else
+/// (MXCSR's DAZ set) X itself.
+struct Fp8X {
+  const float *x = nullptr;
+  int64_t ldx = 0, T = 1;
+  bool tiny = false;
+  float unscale[4] = {1, 1, 1, 1};
+};
+/// Prepares X [T <= 4, K] once per product, before the rows are split.
+Fp8X prepareFp8X(const float *X, int64_t ldx, int64_t T, int64_t K, float *scratch);
 /// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens of FP8 block-scaled W.
-void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X, int64_t ldx,
-                   int64_t T, float *Y, int64_t ldy, bool accumulate);
+void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x, float *Y,
+                   int64_t ldy, bool accumulate);
 /// X [T, K] with each group of 32 values as its 16 even then 16 odd ones
 /// (the order of an MXFP4 group's low and high nibbles), rows K apart.
 void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float *out);

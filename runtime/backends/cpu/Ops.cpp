@@ -363,9 +363,13 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
       const float *q = in.q + t * in.ldq + h * (N + R);
       const int64_t ukRow = h * (N + V), uvRow = ukRow + N;
       // qa[0:L] = q_nope_h W_UK_h (a sum of W_UK's rows), qa[L:] = q_pe_h.
+      const bool fp8 = avx && p.kvB.format == QuantFormat::FP8E4M3Block;
       std::memset(qa, 0, size_t(L) * 4);
-      for (int64_t i = 0; i < N; ++i)
-        axpy(qa, q[i], wRow(ukRow + i, wtmp), L);
+      if (fp8)
+        fp8AxpyRows(p.kvB, L, ukRow, N, q, qa);
+      else
+        for (int64_t i = 0; i < N; ++i)
+          axpy(qa, q[i], wRow(ukRow + i, wtmp), L);
       std::memcpy(qa + L, q + N, size_t(R) * 4);
       auto row = [&](int64_t j) -> const float * {
         size_t off = size_t(cache.poolRow(t, j) * C);
@@ -391,8 +395,11 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
         axpy(olat, scores[j] * inv, row(j), L);
       // out_h = olat W_UV_h^T: one dot per value dim.
       float *o = out + t * ldo + h * V;
-      for (int64_t v = 0; v < V; ++v)
-        o[v] = dot(wRow(uvRow + v, wtmp), olat, L);
+      if (fp8)
+        fp8DotRows(p.kvB, L, uvRow, V, olat, o);
+      else
+        for (int64_t v = 0; v < V; ++v)
+          o[v] = dot(wRow(uvRow + v, wtmp), olat, L);
     }
   });
 }

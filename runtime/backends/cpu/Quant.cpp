@@ -7,12 +7,21 @@
 // or e2m1[n, k] * 2^(scale[n, k / 32] - 127), with f32 activations and f32
 // sums.
 //
-// Decode (few tokens) streams each row's bytes once: 16 values at a time are
-// widened to f16 bit patterns with shifts and converted with vcvtph2ps (an
-// e4m3 value is the f16 with the same sign, exponent and mantissa bits,
-// scaled by 2^8: the exponent biases differ by 8, which the block's scale
-// absorbs), summed per block and scaled per block. Larger T and CPUs
-// without AVX-512 dequantize 64-row panels to f32 and call sgemm.
+// Decode (few tokens) streams each row's bytes once. With the default
+// MXCSR (no DAZ), 16 bytes at a time become f32 bit patterns with three
+// integer steps (sign-extend to 32 bits, shift left by 20, mask): the sign
+// in bit 31, exponent and mantissa in bits 20..26, i.e. the e4m3 value times
+// 2^-120 exactly (e4m3 subnormals on f32 subnormals). Each token's x is
+// scaled by a power of two 2^k first (its largest magnitude to 2^100), so
+// that products and sums stay normal floats (subnormal results would be
+// slow and inexact); the block's sum is scaled back by 2^(120 - k) and by
+// the block's scale: the same roundings as summing value x x in f32. Four
+// FMA chains per token. With DAZ set, and to dequantize rows (MLA's kv_b,
+// the panels below), 16 bytes are widened to f16 bit patterns and
+// converted with vcvtph2ps (value / 2^8, exact for every byte; two
+// instructions per 32 values that cost more than the integer steps).
+// Larger T and CPUs without AVX-512 dequantize 64-row panels to f32 and call
+// sgemm.
 //
 // MXFP4 decode reads a group's 16 bytes as 16 32-bit lanes: the low nibbles
 // index a 16-entry f32 table of the e2m1 values (vpermps uses the index's
@@ -79,7 +88,112 @@ static float scaleAt(WRef W, int64_t K, int64_t n, int64_t k) {
   return s;
 }
 
+/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields). The
+/// byte sign-extended and shifted left by 7 puts the sign in bit 15 (from
+/// the extension) and exponent/mantissa in bits 7..13; bit 14 (the sign
+/// again) is cleared.
+MOERT_AVX512 MOERT_INLINE static __m512 fp8x16(__m128i b) {
+  __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
+  return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbf80))));
+}
+
+/// 16 e4m3 bytes as f32 x 2^-120 (exact; subnormal f32 for e4m3's
+/// subnormals): sign-extended to 32 bits and shifted left by 20, the sign is
+/// in bit 31 (and 27..30, cleared) and exponent/mantissa in bits 20..26.
+MOERT_AVX512 MOERT_INLINE static __m512 fp8Tiny16(__m128i b) {
+  __m512i d = _mm512_slli_epi32(_mm512_cvtepi8_epi32(b), 20);
+  return _mm512_castsi512_ps(_mm512_and_si512(d, _mm512_set1_epi32(int32_t(0x87f00000u))));
+}
+
+MOERT_AVX512 static void dequantizeRowsAvx512(WRef W, int64_t K, int64_t n0, int64_t n1,
+                                              float *out) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t *row = q + n * K;
+    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((n / W.blockRows) * cols) * 4;
+    float *o = out + (n - n0) * K;
+    for (int64_t c = 0; c < cols; ++c) {
+      float s;
+      std::memcpy(&s, srow + c * 4, 4);
+      const __m512 sv = _mm512_set1_ps(s * 256.0f);
+      const int64_t k1 = std::min(K, (c + 1) * bk);
+      for (int64_t k = c * bk; k < k1; k += 16) {
+        __mmask16 m = k1 - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k1 - k)) - 1);
+        _mm512_mask_storeu_ps(o + k, m, _mm512_mul_ps(fp8x16(_mm_maskz_loadu_epi8(m, row + k)), sv));
+      }
+    }
+  }
+}
+
+/// Prefetches row r of a quantized W (K bytes) into L2.
+MOERT_INLINE static void prefetchRow(const uint8_t *row, int64_t K) {
+  for (int64_t k = 0; k < K; k += 64)
+    _mm_prefetch(reinterpret_cast<const char *>(row + k), _MM_HINT_T1);
+}
+
+MOERT_AVX512 void fp8AxpyRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *coef,
+                              float *out) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = r0 + i;
+    if (i + 4 < n)
+      prefetchRow(q + (r + 4) * K, K);
+    const uint8_t *row = q + r * K;
+    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((r / W.blockRows) * cols) * 4;
+    const __m512 av = _mm512_set1_ps(coef[i]);
+    for (int64_t c = 0; c < cols; ++c) {
+      float s;
+      std::memcpy(&s, srow + c * 4, 4);
+      const __m512 sv = _mm512_set1_ps(s * 256.0f);
+      const int64_t k1 = std::min(K, (c + 1) * bk);
+      for (int64_t k = c * bk; k < k1; k += 16) {
+        __mmask16 m = k1 - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k1 - k)) - 1);
+        __m512 w = _mm512_mul_ps(fp8x16(_mm_maskz_loadu_epi8(m, row + k)), sv);
+        _mm512_mask_storeu_ps(out + k, m,
+                              _mm512_fmadd_ps(av, w, _mm512_maskz_loadu_ps(m, out + k)));
+      }
+    }
+  }
+}
+
+MOERT_AVX512 void fp8DotRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *x,
+                             float *out) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = r0 + i;
+    if (i + 4 < n)
+      prefetchRow(q + (r + 4) * K, K);
+    const uint8_t *row = q + r * K;
+    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((r / W.blockRows) * cols) * 4;
+    // dotAvx512's order: 16-element steps over the whole row, the tail masked.
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      const int64_t k1 = std::min(K, k + 16);
+      __mmask16 m = __mmask16(k1 - k >= 16 ? 0xffff : (1u << (k1 - k)) - 1);
+      __m512 sv;
+      if (k / bk == (k1 - 1) / bk) {
+        float s;
+        std::memcpy(&s, srow + (k / bk) * 4, 4);
+        sv = _mm512_set1_ps(s * 256.0f);
+      } else { // the step spans blocks (bk not a multiple of 16): a scale per lane
+        alignas(64) float lane[16] = {};
+        for (int64_t j = k; j < k1; ++j)
+          std::memcpy(&lane[j - k], srow + (j / bk) * 4, 4);
+        sv = _mm512_mul_ps(_mm512_load_ps(lane), _mm512_set1_ps(256.0f));
+      }
+      __m512 w = fp8x16(_mm_maskz_loadu_epi8(m, row + k));
+      acc = _mm512_fmadd_ps(_mm512_mul_ps(w, sv), _mm512_maskz_loadu_ps(m, x + k), acc);
+    }
+    out[i] = _mm512_reduce_add_ps(acc);
+  }
+}
+
 void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out) {
+  if (W.format == QuantFormat::FP8E4M3Block && activeIsa() != Isa::Scalar)
+    return dequantizeRowsAvx512(W, K, n0, n1, out);
   static const auto table = [] {
     std::array<float, 256> t{};
     for (int v = 0; v < 256; ++v)
@@ -106,13 +220,105 @@ void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out) {
     }
 }
 
-/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields). The
-/// byte sign-extended and shifted left by 7 puts the sign in bit 15 (from
-/// the extension) and exponent/mantissa in bits 7..13; bit 14 (the sign
-/// again) is cleared.
-MOERT_AVX512 MOERT_INLINE static __m512 fp8x16(__m128i b) {
-  __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
-  return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbf80))));
+MOERT_AVX512 Fp8X prepareFp8X(const float *X, int64_t ldx, int64_t T, int64_t K,
+                              float *scratch) {
+  Fp8X r;
+  r.T = T;
+  if (T > 4 || (_mm_getcsr() & 0x40)) { // DAZ would read the subnormal weights as 0
+    r.x = X;
+    r.ldx = ldx;
+    return r;
+  }
+  r.tiny = true;
+  r.x = scratch;
+  r.ldx = K;
+  for (int64_t t = 0; t < T; ++t) {
+    const float *x = X + t * ldx;
+    __m512 mv = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+      mv = _mm512_max_ps(mv, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k)));
+    }
+    float mx = _mm512_reduce_max_ps(mv);
+    int e = 0;
+    if (mx > 0.0f && std::isfinite(mx))
+      std::frexp(mx, &e); // mx < 2^e
+    // Largest magnitude below 2^100: sums of K products below 2^100 x 448
+    // x 2^-120 x K. The clamp keeps both powers finite floats.
+    int kk = std::clamp(100 - e, -7, 127);
+    const __m512 up = _mm512_set1_ps(std::ldexp(1.0f, kk));
+    r.unscale[t] = std::ldexp(1.0f, 120 - kk);
+    float *o = scratch + t * K;
+    for (int64_t k = 0; k < K; k += 16) {
+      __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+      _mm512_mask_storeu_ps(o + k, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + k), up));
+    }
+  }
+  return r;
+}
+
+/// Y[t, n0:n1] (+)= X[t] W^T for T tokens, FP8 rows streamed once (T a
+/// constant, so the accumulators stay in registers), the bytes read as
+/// value x 2^-120 against x x 2^k: 64 bytes per step into four chains per
+/// token.
+template <int T>
+MOERT_AVX512 static void gemvFp8Tiny(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x,
+                                     float *Y, int64_t ldy, bool accumulate) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk, ldx = x.ldx;
+  const float *X = x.x;
+  __m512 unscale[T];
+  for (int t = 0; t < T; ++t)
+    unscale[t] = _mm512_set1_ps(x.unscale[t]);
+  // The rows are one stream: prefetched kPrefetchDist bytes ahead, up to the
+  // last row of this chunk.
+  const char *pf = reinterpret_cast<const char *>(q + n0 * K) + kPrefetchDist;
+  const char *pfEnd = reinterpret_cast<const char *>(q + n1 * K);
+  const bool prefetch = kPrefetchDist > 0;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t *row = q + n * K;
+    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((n / W.blockRows) * cols) * 4;
+    __m512 acc[T];
+    for (int t = 0; t < T; ++t)
+      acc[t] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < cols; ++c) {
+      float s;
+      std::memcpy(&s, srow + c * 4, 4);
+      __m512 blk[T][4];
+      for (int t = 0; t < T; ++t)
+        blk[t][0] = blk[t][1] = blk[t][2] = blk[t][3] = _mm512_setzero_ps();
+      const int64_t k1 = std::min(K, (c + 1) * bk);
+      int64_t k = c * bk;
+      for (; k + 64 <= k1; k += 64) {
+        if (prefetch && pf < pfEnd)
+          _mm_prefetch(pf, _MM_HINT_T1);
+        pf += 64;
+        __m512 w[4];
+        for (int i = 0; i < 4; ++i)
+          w[i] = fp8Tiny16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + k + 16 * i)));
+        for (int t = 0; t < T; ++t)
+          for (int i = 0; i < 4; ++i)
+            blk[t][i] = _mm512_fmadd_ps(w[i], _mm512_loadu_ps(X + t * ldx + k + 16 * i), blk[t][i]);
+      }
+      for (int i = 0; k < k1; k += 16, i = (i + 1) & 3) {
+        __mmask16 m = k1 - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k1 - k)) - 1);
+        __m512 w = fp8Tiny16(_mm_maskz_loadu_epi8(m, row + k));
+        for (int t = 0; t < T; ++t)
+          blk[t][i] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, X + t * ldx + k), blk[t][i]);
+      }
+      const __m512 sv = _mm512_set1_ps(s);
+      for (int t = 0; t < T; ++t) {
+        __m512 b = _mm512_add_ps(_mm512_add_ps(blk[t][0], blk[t][1]),
+                                 _mm512_add_ps(blk[t][2], blk[t][3]));
+        acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(b, unscale[t]), sv, acc[t]);
+      }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      float v = _mm512_reduce_add_ps(acc[t]);
+      float &y = Y[t * ldy + n];
+      y = accumulate ? y + v : v;
+    }
+  }
 }
 
 /// 32 e4m3 bytes as two f32 vectors / 2^8 (the integer steps on 32 lanes).
@@ -123,11 +329,10 @@ MOERT_AVX512 MOERT_INLINE static void fp8x32(__m256i b, __m512 &lo, __m512 &hi) 
   hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
 }
 
-/// Y[t, n0:n1] (+)= X[t] W^T for T tokens, FP8 rows streamed once (T a
-/// constant, so the accumulators stay in registers).
+/// The same through f16 (DAZ set): x as it is, value / 2^8 per byte.
 template <int T>
-MOERT_AVX512 static void gemvFp8T(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
-                                  int64_t ldx, float *Y, int64_t ldy, bool accumulate) {
+MOERT_AVX512 static void gemvFp8F16(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
+                                    int64_t ldx, float *Y, int64_t ldy, bool accumulate) {
   const auto *q = static_cast<const uint8_t *>(W.data);
   const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
   for (int64_t n = n0; n < n1; ++n) {
@@ -168,17 +373,29 @@ MOERT_AVX512 static void gemvFp8T(WRef W, int64_t K, int64_t n0, int64_t n1, con
   }
 }
 
-MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *X,
-                                int64_t ldx, int64_t T, float *Y, int64_t ldy, bool accumulate) {
-  switch (T) {
+MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x,
+                                float *Y, int64_t ldy, bool accumulate) {
+  if (x.tiny) {
+    switch (x.T) {
+    case 1:
+      return gemvFp8Tiny<1>(W, K, n0, n1, x, Y, ldy, accumulate);
+    case 2:
+      return gemvFp8Tiny<2>(W, K, n0, n1, x, Y, ldy, accumulate);
+    case 3:
+      return gemvFp8Tiny<3>(W, K, n0, n1, x, Y, ldy, accumulate);
+    default:
+      return gemvFp8Tiny<4>(W, K, n0, n1, x, Y, ldy, accumulate);
+    }
+  }
+  switch (x.T) {
   case 1:
-    return gemvFp8T<1>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+    return gemvFp8F16<1>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
   case 2:
-    return gemvFp8T<2>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+    return gemvFp8F16<2>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
   case 3:
-    return gemvFp8T<3>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+    return gemvFp8F16<3>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
   default:
-    return gemvFp8T<4>(W, K, n0, n1, X, ldx, Y, ldy, accumulate);
+    return gemvFp8F16<4>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
   }
 }
 

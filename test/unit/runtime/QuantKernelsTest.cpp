@@ -2,15 +2,21 @@
 //
 // linear() with a quantized W against the naive product with W dequantized
 // the way HF does (fp8 value x its block's scale), on every ISA, for decode
-// and prefill row counts and for blocks that do not divide the matrix.
+// and prefill row counts and for blocks that do not divide the matrix; the
+// decode kernel's two ways (bytes as value x 2^-120 against x scaled by
+// 2^k, and through f16 when MXCSR's DAZ is set) for activations of any
+// magnitude; linearBatch with FP8 jobs; dequantized rows on every ISA.
 //
 //===----------------------------------------------------------------------===//
 #include "TestUtil.h"
 
 #include "moert/cpu/Kernels.h"
 
+#include <xmmintrin.h>
+
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 using namespace moert;
 using namespace moert::cpu;
@@ -24,6 +30,60 @@ double e4m3(uint8_t v) {
   double mag = e == 0 ? std::ldexp(m / 8.0, -6) : std::ldexp(1.0 + m / 8.0, e - 7);
   return (v & 0x80) ? -mag : mag;
 }
+
+/// Restores the ISA after a test forced one.
+struct IsaGuard {
+  Isa saved = activeIsa();
+  ~IsaGuard() { setIsa(saved); }
+};
+
+std::vector<Isa> availableIsas() {
+  std::vector<Isa> v{Isa::Scalar};
+  if (detectIsa() >= Isa::Avx512)
+    v.push_back(Isa::Avx512);
+  return v;
+}
+
+/// A random FP8 matrix [N, K] (every finite byte, subnormals included) with
+/// scales of blocks bn x bk.
+struct Fp8Matrix {
+  int64_t N, K, bn, bk;
+  std::vector<uint8_t> q;
+  std::vector<float> scales;
+  Fp8Matrix(int64_t n, int64_t k, int64_t bn_, int64_t bk_, uint32_t seed, float scale = 1e-2f)
+      : N(n), K(k), bn(bn_), bk(bk_) {
+    q.resize(size_t(N * K));
+    std::vector<float> r = randomFloats(q.size(), seed);
+    for (size_t i = 0; i < q.size(); ++i) {
+      uint8_t v = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
+      q[i] = (v & 0x7f) == 0x7f ? 0x38 : v; // no NaN
+    }
+    scales = randomFloats(size_t(((N + bn - 1) / bn) * ((K + bk - 1) / bk)), seed + 1);
+    for (float &f : scales)
+      f = std::abs(f) * scale + scale * 1e-2f;
+  }
+  WRef ref() const {
+    WRef w{q.data(), DType::F32};
+    w.format = QuantFormat::FP8E4M3Block;
+    w.scales = scales.data();
+    w.blockRows = bn;
+    w.blockCols = bk;
+    return w;
+  }
+  /// HF's dequantized weight: the f32 product value x scale.
+  float at(int64_t n, int64_t k) const {
+    const int64_t cols = (K + bk - 1) / bk;
+    return float(e4m3(q[size_t(n * K + k)])) * scales[size_t((n / bn) * cols + k / bk)];
+  }
+};
+
+/// Sets MXCSR's DAZ (denormal inputs read as zero) for its lifetime; threads
+/// created meanwhile inherit it.
+struct DazGuard {
+  unsigned saved = _mm_getcsr();
+  DazGuard() { _mm_setcsr(saved | 0x40); }
+  ~DazGuard() { _mm_setcsr(saved); }
+};
 
 } // namespace
 
@@ -48,7 +108,8 @@ TEST(Fp8, LinearMatchesDequantizedProduct) {
   struct Shape {
     int64_t N, K, bn, bk;
   };
-  for (Shape s : {Shape{37, 100, 16, 24}, Shape{40, 256, 128, 128}, Shape{5, 7, 2, 3}})
+  for (Shape s : {Shape{37, 100, 16, 24}, Shape{40, 256, 128, 128}, Shape{5, 7, 2, 3},
+                  Shape{70, 300, 32, 80}, Shape{19, 200, 128, 128}})
     for (Isa isa : isas)
       for (int64_t T : {1, 2, 3, 4, 5, 9})
         for (bool acc : {false, true}) {
@@ -96,6 +157,165 @@ TEST(Fp8, LinearMatchesDequantizedProduct) {
             }
         }
   setIsa(saved);
+}
+
+TEST(Fp8, DequantizedRowsSameOnEveryIsa) {
+  // Every byte in every position of a block, scales from tiny (products in
+  // f32's subnormal range) to large: the AVX-512 path (value / 2^8 through
+  // f16, times 2^8 x scale) gives the same floats as the scalar table.
+  IsaGuard g;
+  for (float scale : {1e-40f, 1e-30f, 1e-3f, 1.0f, 1e30f}) {
+    Fp8Matrix m(9, 300, 4, 80, 3, scale);
+    for (size_t i = 0; i < m.q.size(); ++i)
+      m.q[i] = (i % 256 & 0x7f) == 0x7f ? uint8_t(i % 7) : uint8_t(i % 256);
+    std::vector<std::vector<float>> out;
+    for (Isa isa : availableIsas()) {
+      setIsa(isa);
+      out.emplace_back(size_t(m.N * m.K), -1.0f);
+      dequantizeRows(m.ref(), m.K, 2, m.N, out.back().data() + 2 * m.K);
+      for (int64_t n = 2; n < m.N; ++n)
+        for (int64_t k = 0; k < m.K; ++k)
+          ASSERT_EQ(out.back()[size_t(n * m.K + k)], m.at(n, k))
+              << isaName(isa) << " scale " << scale << " n " << n << " k " << k;
+    }
+  }
+}
+
+TEST(Fp8, DecodeExactForAnyActivationMagnitude) {
+  // x of magnitude 1e-30 .. 1e30 (the decode kernel scales x by a power of
+  // two so products stay normal floats), zeros, and DAZ set (the f16 way):
+  // each within float rounding of the dequantized product.
+  if (detectIsa() < Isa::Avx512)
+    GTEST_SKIP() << "no AVX-512";
+  IsaGuard g;
+  setIsa(Isa::Avx512);
+  Fp8Matrix m(48, 384, 16, 128, 11);
+  for (bool daz : {false, true})
+    for (float mag : {0.0f, 1e-30f, 1e-6f, 1.0f, 1e6f, 1e30f})
+      for (int64_t T : {1, 3}) {
+        SCOPED_TRACE(::testing::Message() << "daz " << daz << " |x| ~ " << mag << " T " << T);
+        std::optional<DazGuard> dg;
+        if (daz)
+          dg.emplace();
+        ThreadPool pool(2);
+        Workspace ws(2);
+        std::vector<float> X = randomFloats(size_t(T * m.K), 12);
+        for (float &x : X)
+          x *= mag;
+        std::vector<float> Y(size_t(T * m.N), -1.0f);
+        linear(pool, ws, X.data(), m.K, T, m.ref(), m.N, m.K, false, {}, Y.data(), m.N, false,
+               Precision::F32);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t n = 0; n < m.N; ++n) {
+            double ref = 0.0, abs = 0.0;
+            for (int64_t k = 0; k < m.K; ++k) {
+              double p = double(X[size_t(t * m.K + k)]) * m.at(n, k);
+              ref += p;
+              abs += std::abs(p);
+            }
+            ASSERT_TRUE(std::isfinite(Y[size_t(t * m.N + n)])) << n;
+            ASSERT_NEAR(Y[size_t(t * m.N + n)], ref, 2e-6 * abs) << t << " " << n;
+          }
+      }
+}
+
+TEST(Fp8, BatchEqualsSeparateProducts) {
+  // Decode's routed experts: FP8 and MXFP4 jobs (one pass with bf16 and f32
+  // jobs, rows split across threads) give the same floats as one linear()
+  // each.
+  for (Isa isa : availableIsas()) {
+    IsaGuard g;
+    setIsa(isa);
+    for (int threads : {1, 3}) {
+      ThreadPool pool(threads);
+      Workspace ws(threads);
+      std::vector<Fp8Matrix> q;
+      q.emplace_back(37, 300, 16, 128, 20);
+      q.emplace_back(130, 128, 128, 128, 22);
+      q.emplace_back(64, 100, 32, 24, 24);
+      std::vector<uint8_t> wb;
+      roundTo(DType::BF16, randomFloats(size_t(50 * 300), 26), wb);
+      std::vector<float> wf = randomFloats(size_t(20 * 128), 27);
+      std::vector<float> x300 = randomFloats(300, 28), x128 = randomFloats(128, 29),
+                         x100 = randomFloats(100, 30), bias = randomFloats(130, 31);
+      // An MXFP4 matrix [45, 128]: nibbles and e8m0 scales near 2^0.
+      std::vector<uint8_t> mq(size_t(45 * 128 / 2)), ms(size_t(45 * 128 / 32));
+      std::vector<float> r = randomFloats(mq.size() + ms.size(), 32);
+      for (size_t i = 0; i < mq.size(); ++i)
+        mq[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
+      for (size_t i = 0; i < ms.size(); ++i)
+        ms[i] = uint8_t(118 + int(std::abs(r[mq.size() + i]) * 1e4f) % 16);
+      WRef mx{mq.data(), DType::F32};
+      mx.format = QuantFormat::MXFP4;
+      mx.scales = ms.data();
+      mx.blockRows = 1;
+      mx.blockCols = 32;
+      struct J {
+        const float *x;
+        WRef w;
+        int64_t N, K;
+        WRef b;
+      };
+      std::vector<J> js = {{x300.data(), q[0].ref(), 37, 300, {}},
+                           {x300.data(), WRef{wb.data(), DType::BF16}, 50, 300, {}},
+                           {x128.data(), q[1].ref(), 130, 128, {bias.data(), DType::F32}},
+                           {x128.data(), WRef{wf.data(), DType::F32}, 20, 128, {}},
+                           {x100.data(), q[2].ref(), 64, 100, {}},
+                           {x128.data(), mx, 45, 128, {bias.data(), DType::F32}}};
+      std::vector<std::vector<float>> ref, got;
+      std::vector<GemvJob> jobs;
+      for (J &j : js) {
+        ref.emplace_back(size_t(j.N), 0.5f);
+        got.emplace_back(size_t(j.N), 0.5f);
+        linear(pool, ws, j.x, j.K, 1, j.w, j.N, j.K, false, j.b, ref.back().data(), j.N, true,
+               Precision::F32);
+      }
+      for (size_t i = 0; i < js.size(); ++i)
+        jobs.push_back({js[i].x, js[i].w, js[i].N, js[i].K, js[i].b, got[i].data(), true});
+      linearBatch(pool, ws, jobs, Precision::F32);
+      for (size_t i = 0; i < js.size(); ++i)
+        EXPECT_EQ(got[i], ref[i]) << isaName(isa) << " threads " << threads << " job " << i;
+    }
+  }
+}
+
+TEST(Fp8, MlaRowKernelsEqualDequantizedLoops) {
+  // MLA's absorbed kv_b: rows dequantized in registers give the same floats
+  // as dequantizeRows followed by y += a x and 16-lane dot products, for
+  // blocks that are and are not multiples of 16 wide.
+  if (detectIsa() < Isa::Avx512)
+    GTEST_SKIP() << "no AVX-512";
+  IsaGuard g;
+  setIsa(Isa::Avx512);
+  for (auto [bn, bk] : {std::pair<int64_t, int64_t>{128, 128}, {4, 6}, {16, 24}}) {
+    SCOPED_TRACE(::testing::Message() << "block " << bn << "x" << bk);
+    const int64_t N = 40, K = 100, r0 = 5, n = 30;
+    Fp8Matrix m(N, K, bn, bk, 40);
+    std::vector<float> coef = randomFloats(size_t(n), 41), x = randomFloats(size_t(K), 42);
+    std::vector<float> deq(size_t(n * K));
+    dequantizeRows(m.ref(), K, r0, r0 + n, deq.data());
+    // y += a x, one FMA per element; dot: one 16-lane chain, then its sum.
+    std::vector<float> axRef = randomFloats(size_t(K), 43), ax = axRef;
+    std::vector<float> dotRef = std::vector<float>(size_t(n)), dot = dotRef;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < K; ++k)
+        axRef[size_t(k)] = std::fma(coef[size_t(i)], deq[size_t(i * K + k)], axRef[size_t(k)]);
+    for (int64_t i = 0; i < n; ++i) {
+      float lanes[16] = {};
+      for (int64_t k = 0; k < K; ++k)
+        lanes[k % 16] = std::fma(deq[size_t(i * K + k)], x[size_t(k)], lanes[k % 16]);
+      // _mm512_reduce_add_ps: halves added pairwise (8, 4, 2, 1).
+      for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; ++j)
+          lanes[j] += lanes[j + w];
+      dotRef[size_t(i)] = lanes[0];
+    }
+    fp8AxpyRows(m.ref(), K, r0, n, coef.data(), ax.data());
+    fp8DotRows(m.ref(), K, r0, n, x.data(), dot.data());
+    EXPECT_EQ(ax, axRef);
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_EQ(dot[size_t(i)], dotRef[size_t(i)]) << i;
+  }
 }
 
 namespace {

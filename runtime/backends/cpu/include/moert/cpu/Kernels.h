@@ -53,6 +53,12 @@ float e8m0ToF32(uint8_t v);
 /// Rows [n0, n1) of quantized W [N, K] dequantized to f32 (row n at
 /// out + (n - n0) * K): HF's dequantized weight, value x its block's scale.
 void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out);
+/// AVX-512, rows dequantized in registers (MLA's absorbed kv_b): out[0:K] +=
+/// coef[i] x row r0 + i for i < n, one FMA per element, row after row; and
+/// out[i] = dot(row r0 + i, x) as one 16-lane FMA chain then its sum. The
+/// same floats as dequantizeRows followed by those loops.
+void fp8AxpyRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *coef, float *out);
+void fp8DotRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *x, float *out);
 
 /// Bytes of a BF16 matrix [N, K] in Layout::Packed16 (N rounded up to 16, K
 /// to 2).

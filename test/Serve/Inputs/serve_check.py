@@ -131,7 +131,7 @@ class Server:
                 return float(line.split()[1])
         fail("no metric %s in /metrics" % name)
 
-    def wait_metric(self, name, at_least, what, limit=10.0):
+    def wait_metric(self, name, at_least, what, limit=30.0):
         """Polls /metrics until `name` is at least `at_least`; fails with `what` after `limit` s."""
         deadline = time.time() + limit
         while self.metric(name) < at_least:
@@ -224,12 +224,17 @@ def mode_greedy(srv, fixture):
     ps = prompts(8)
     # 48 tokens each: long enough that the 8 overlap in the batch.
     single = [srv.complete(greedy_body(p, 48))["choices"][0]["token_ids"] for p in ps]
-    together = run_threads(lambda p: srv.complete(greedy_body(p, 48))["choices"][0]["token_ids"],
-                           ps, 8)
-    if together != single:
-        fail("8 concurrent answers differ from single ones")
-    if srv.metric("moe_serve_engine_sequence_steps_total") <= srv.metric(
-            "moe_serve_engine_steps_total"):
+    # On a loaded machine the 8 may arrive one after another: up to three
+    # rounds, each equal to the single answers, until a step ran several.
+    for _ in range(3):
+        together = run_threads(
+            lambda p: srv.complete(greedy_body(p, 48))["choices"][0]["token_ids"], ps, 8)
+        if together != single:
+            fail("8 concurrent answers differ from single ones")
+        if srv.metric("moe_serve_engine_sequence_steps_total") > srv.metric(
+                "moe_serve_engine_steps_total"):
+            break
+    else:
         fail("no step ran more than one sequence")
     # The default pool holds every slot's full length: nothing is preempted.
     if srv.metric("moe_serve_preemptions_total") != 0:

@@ -3,7 +3,10 @@
 #include "moert/Random.h"
 #include "moert/Trace.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <map>
 #include <memory>
 
 namespace moert {
@@ -354,7 +357,45 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
       srcs[i] = partSource(w, src, std::move(srcs[i]));
   }
   ws->bind(ranks, std::move(srcs), progress);
+  dropGatheredSources(plan, *ckpt, used);
   return ws;
+}
+
+/// Fused expert tensors read by strides or transposed (gpt-oss's gate_up
+/// and down, bf16 or MXFP4 with its scales) are gathered into the
+/// backend's memory at load; their mapped pages would stay resident beside
+/// the copy (twice the weights in RSS). Once loaded, such a tensor's pages
+/// are dropped: no weight uses them in place, and a later read (a streamed
+/// slice) faults them in again from the file.
+void WeightStore::dropGatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
+                                      const std::vector<bool> &used) {
+  const auto &infos = plan.weights();
+  std::map<std::string, bool> gathered; // tensor -> every use gathers it
+  for (size_t i = 0; i < plan.numPlanWeights(); ++i) {
+    const WeightInfo &w = infos[i];
+    if (w.slices.empty() || w.sourceTensor.empty() ||
+        w.sourceTensor.find("{e}") != std::string::npos)
+      continue;
+    bool anyUsed = false, streamed = w.streamed;
+    for (int32_t s : w.slices)
+      anyUsed = anyUsed || used[size_t(s)];
+    bool strided = w.sourceTransposed || w.sourceStride != 1;
+    for (const std::string &t : {w.sourceTensor, w.scaleTensor}) {
+      if (t.empty())
+        continue;
+      auto [it, fresh] = gathered.emplace(t, true);
+      it->second = it->second && strided && anyUsed && !streamed;
+    }
+  }
+  for (const auto &[name, drop] : gathered) {
+    const TensorInfo *t = drop ? ckpt.find(name) : nullptr;
+    if (!t || !t->data)
+      continue;
+    const uintptr_t page = 4096, p = reinterpret_cast<uintptr_t>(t->data);
+    uintptr_t b = (p + page - 1) & ~(page - 1), e = (p + t->bytes) & ~(page - 1);
+    if (e > b)
+      ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
+  }
 }
 
 std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t seed,

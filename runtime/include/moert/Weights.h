@@ -122,6 +122,10 @@ private:
   /// place; strided or transposed rows are gathered at load.
   static WeightSource expertSliceSource(const PlanFile &plan, const Checkpoint &ckpt,
                                         const WeightInfo &w);
+  /// Drops the mapped pages of fused expert tensors every use of which was
+  /// gathered into backend memory at load (strided or transposed sources).
+  static void dropGatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
+                                  const std::vector<bool> &used);
   /// Layouts, sources and the start-up upload, shared by both constructors.
   void bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
             const ProgressFn &progress);

@@ -99,7 +99,9 @@ int main(int argc, char **argv) {
                {"fp8-block128", DType::F32, Precision::F32, LinearStrategy::Auto,
                 Layout::RowMajor, QuantFormat::FP8E4M3Block},
                {"mxfp4", DType::F32, Precision::F32, LinearStrategy::Auto, Layout::RowMajor,
-                QuantFormat::MXFP4}};
+                QuantFormat::MXFP4},
+               {"mxfp4-bf16", DType::F32, Precision::BF16, LinearStrategy::Auto,
+                Layout::RowMajor, QuantFormat::MXFP4}};
   // The same-run read bandwidth, to judge the weight-streaming rates below.
   BandwidthResult bw = measureReadBandwidth(pool, uint64_t(1) << 30, 5);
   if (!json)

@@ -120,7 +120,14 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
   if (W.format != QuantFormat::None) {
     if (transposed)
       throw std::logic_error("quantized weights are not transposed");
-    if (T <= 4 && isa != Isa::Scalar && !panels && W.format == QuantFormat::MXFP4) {
+    if (T <= 4 && isa == Isa::Avx512Bf16 && prec == Precision::BF16 && !panels &&
+        W.format == QuantFormat::MXFP4) {
+      auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * K) * 2));
+      toBf16Mxfp4X(X, ldx, T, K, Xb);
+      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+        gemvMxfp4Bf16(W, K, int64_t(n0), int64_t(n1), Xb, T, Y, ldy, accumulate);
+      });
+    } else if (T <= 4 && isa != Isa::Scalar && !panels && W.format == QuantFormat::MXFP4) {
       auto *Xd = static_cast<float *>(ws.shared(4, size_t(T * K) * 4));
       deinterleaveMxfp4X(X, ldx, T, K, Xd);
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
@@ -235,6 +242,8 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
     xOff[i + 1] = xOff[i] + roundUp(jobs[i].K, 32);
   }
   auto *xs = static_cast<float *>(ws.shared(0, size_t(xOff.back()) * 4));
+  // MXFP4 with AVX512-BF16 dot products where the plan computes in bf16.
+  const bool mxBf16 = prec == Precision::BF16 && activeIsa() == Isa::Avx512Bf16;
   std::vector<Fp8X> fx(fp8 ? jobs.size() : 0);
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (jobs[i].w.format == QuantFormat::FP8E4M3Block) {
@@ -242,7 +251,10 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       continue;
     }
     if (jobs[i].w.format == QuantFormat::MXFP4) {
-      deinterleaveMxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
+      if (mxBf16) // bf16 pairs: half the floats' room
+        toBf16Mxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, reinterpret_cast<uint16_t *>(xs + xOff[i]));
+      else
+        deinterleaveMxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
       continue;
     }
     if (jobs[i].w.layout == Layout::Packed16)
@@ -264,7 +276,11 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
         continue;
       }
       if (j.w.format == QuantFormat::MXFP4) {
-        gemvMxfp4Avx512(j.w, j.K, lo, hi, xs + xOff[i], 1, j.y, j.N, j.accumulate);
+        if (mxBf16)
+          gemvMxfp4Bf16(j.w, j.K, lo, hi, reinterpret_cast<const uint16_t *>(xs + xOff[i]), 1,
+                        j.y, j.N, j.accumulate);
+        else
+          gemvMxfp4Avx512(j.w, j.K, lo, hi, xs + xOff[i], 1, j.y, j.N, j.accumulate);
         continue;
       }
       if (j.w.layout == Layout::Packed16) {

@@ -466,6 +466,90 @@ MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, c
   }
 }
 
+void toBf16Mxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < K; ++k) {
+      uint32_t u;
+      std::memcpy(&u, X + t * ldx + k, 4);
+      // Round to nearest even (NaN stays NaN: its mantissa keeps a bit).
+      uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? (u | 0x00400000u)
+                                                  : u + 0x7fffu + ((u >> 16) & 1u);
+      out[t * K + k] = uint16_t(r >> 16);
+    }
+}
+
+/// One MXFP4 group g into accumulator `a` of each token, with AVX512-BF16:
+/// the group's 16 bytes as 16 dwords b, b | b << 12 indexes vpermw's table
+/// of the e2m1 values as bf16 (exact) twice per dword, low word by the low
+/// nibble (bit 4 is ignored: the table repeats), high word by the high one:
+/// each dword is the bf16 pair (element 2j, 2j + 1), as X's bf16 pairs are.
+/// One vdpbf16ps is the group's 32 products.
+template <int T>
+MOERT_AVX512BF16 MOERT_INLINE static void mxfp4GroupBf16(const uint8_t *row, const uint8_t *srow,
+                                                         int64_t g, __m512i lut,
+                                                         const float *scale, const uint16_t *Xb,
+                                                         int64_t K, __m512 (&acc)[T][2], int a) {
+  __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
+  __m512i w = _mm512_permutexvar_epi16(_mm512_or_si512(b, _mm512_slli_epi32(b, 12)), lut);
+  __m512 sv = _mm512_set1_ps(scale[srow[g]]);
+  for (int t = 0; t < T; ++t) {
+    __m512i x = _mm512_loadu_si512(Xb + t * K + g * 32);
+    __m512 blk = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)w, (__m512bh)x);
+    acc[t][a] = _mm512_fmadd_ps(blk, sv, acc[t][a]);
+  }
+}
+
+template <int T>
+MOERT_AVX512BF16 static void gemvMxfp4Bf16T(WRef W, int64_t K, int64_t n0, int64_t n1,
+                                            const uint16_t *Xb, float *Y, int64_t ldy,
+                                            bool accumulate) {
+  const auto *q = static_cast<const uint8_t *>(W.data);
+  const auto *sc = static_cast<const uint8_t *>(W.scales);
+  const float *scale = e8m0Table().data();
+  const int64_t groups = K / 32;
+  alignas(64) uint16_t table[32];
+  for (int i = 0; i < 32; ++i) {
+    uint32_t u;
+    float f = kE2M1[i & 15];
+    std::memcpy(&u, &f, 4);
+    table[i] = uint16_t(u >> 16); // exact: two significant bits
+  }
+  const __m512i lut = _mm512_load_si512(table);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;
+    __m512 acc[T][2];
+    for (int t = 0; t < T; ++t)
+      acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      mxfp4GroupBf16<T>(row, srow, g, lut, scale, Xb, K, acc, 0);
+      mxfp4GroupBf16<T>(row, srow, g + 1, lut, scale, Xb, K, acc, 1);
+    }
+    if (g < groups)
+      mxfp4GroupBf16<T>(row, srow, g, lut, scale, Xb, K, acc, 0);
+    for (int t = 0; t < T; ++t) {
+      float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
+      float &y = Y[t * ldy + n];
+      y = accumulate ? y + v : v;
+    }
+  }
+}
+
+MOERT_AVX512BF16 void gemvMxfp4Bf16(WRef W, int64_t K, int64_t n0, int64_t n1,
+                                    const uint16_t *Xb, int64_t T, float *Y, int64_t ldy,
+                                    bool accumulate) {
+  switch (T) {
+  case 1:
+    return gemvMxfp4Bf16T<1>(W, K, n0, n1, Xb, Y, ldy, accumulate);
+  case 2:
+    return gemvMxfp4Bf16T<2>(W, K, n0, n1, Xb, Y, ldy, accumulate);
+  case 3:
+    return gemvMxfp4Bf16T<3>(W, K, n0, n1, Xb, Y, ldy, accumulate);
+  default:
+    return gemvMxfp4Bf16T<4>(W, K, n0, n1, Xb, Y, ldy, accumulate);
+  }
+}
+
 MOERT_AVX512 void gemvMxfp4Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd,
                                   int64_t T, float *Y, int64_t ldy, bool accumulate) {
   switch (T) {

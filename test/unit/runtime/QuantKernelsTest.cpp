@@ -389,3 +389,83 @@ TEST(Mxfp4, LinearMatchesDequantizedProduct) {
           }
   setIsa(saved);
 }
+
+TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
+  // Plans computing in bf16 on AVX512-BF16 CPUs: the weights are exact as
+  // bf16, X is rounded to bf16 (nearest even); the sums are f32.
+  if (detectIsa() < Isa::Avx512Bf16)
+    GTEST_SKIP() << "no AVX512-BF16";
+  const Isa saved = activeIsa();
+  setIsa(Isa::Avx512Bf16);
+  auto bf16 = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    float r;
+    std::memcpy(&r, &u, 4);
+    return r;
+  };
+  for (int64_t N : {3, 40})
+    for (int64_t K : {32, 96, 288})
+      for (int64_t T : {1, 2, 4})
+        for (bool acc : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << "T=" << T << " N=" << N << " K=" << K);
+          ThreadPool pool(2);
+          Workspace ws(2);
+          std::vector<uint8_t> q(size_t(N * K / 2)), sc(size_t(N * K / 32));
+          std::vector<float> r = randomFloats(q.size() + sc.size(), 21);
+          for (size_t i = 0; i < q.size(); ++i)
+            q[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
+          for (size_t i = 0; i < sc.size(); ++i)
+            sc[i] = uint8_t(115 + int(std::abs(r[q.size() + i]) * 1e4f) % 20);
+          const int64_t ldx = K + 3, ldy = N + 2;
+          std::vector<float> X = randomFloats(size_t(T * ldx), 22);
+          std::vector<float> Y0 = randomFloats(size_t(T * ldy), 23), Y = Y0;
+          WRef w{q.data(), DType::F32};
+          w.format = QuantFormat::MXFP4;
+          w.scales = sc.data();
+          w.blockRows = 1;
+          w.blockCols = 32;
+          linear(pool, ws, X.data(), ldx, T, w, N, K, false, {}, Y.data(), ldy, acc,
+                 Precision::BF16);
+          std::vector<float> deq(size_t(N * K));
+          dequantizeRows(w, K, 0, N, deq.data());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t n = 0; n < N; ++n) {
+              double ref = acc ? Y0[size_t(t * ldy + n)] : 0.0, mag = std::abs(ref);
+              for (int64_t k = 0; k < K; ++k) {
+                double p = double(bf16(X[size_t(t * ldx + k)])) * deq[size_t(n * K + k)];
+                ref += p;
+                mag += std::abs(p);
+              }
+              ASSERT_NEAR(Y[size_t(t * ldy + n)], ref, 2e-6 * mag + 1e-7) << t << " " << n;
+            }
+        }
+  // Batched decode (linearBatch: routed experts in one pass) takes the same
+  // path: the same floats as separate products.
+  {
+    ThreadPool pool(2);
+    Workspace ws(2);
+    const int64_t N = 40, K = 96;
+    std::vector<uint8_t> q(size_t(N * K / 2)), sc(size_t(N * K / 32), 127);
+    std::vector<float> r = randomFloats(q.size(), 31);
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
+    WRef w{q.data(), DType::F32};
+    w.format = QuantFormat::MXFP4;
+    w.scales = sc.data();
+    w.blockRows = 1;
+    w.blockCols = 32;
+    std::vector<float> x0 = randomFloats(size_t(K), 32), x1 = randomFloats(size_t(K), 33);
+    const size_t n = static_cast<size_t>(N);
+    std::vector<float> y0(n), y1(n), s0(n), s1(n);
+    linearBatch(pool, ws, {GemvJob{x0.data(), w, N, K, {}, y0.data()},
+                           GemvJob{x1.data(), w, N, K, {}, y1.data()}},
+                Precision::BF16);
+    linear(pool, ws, x0.data(), K, 1, w, N, K, false, {}, s0.data(), N, false, Precision::BF16);
+    linear(pool, ws, x1.data(), K, 1, w, N, K, false, {}, s1.data(), N, false, Precision::BF16);
+    EXPECT_EQ(y0, s0);
+    EXPECT_EQ(y1, s1);
+  }
+  setIsa(saved);
+}

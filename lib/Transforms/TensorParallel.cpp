@@ -118,6 +118,21 @@ struct MoETensorParallelPass
     return success();
   }
 
+  /// The row-parallel projection (o_proj) that attention `a`'s output feeds,
+  /// and only it.
+  LogicalResult traceOutputProjection(Operation *a, AttentionSlice &s) {
+    Value out = a->getResult(0);
+    if (!out.hasOneUse())
+      return a->emitOpError("cannot be sliced over tensor-parallel ranks: its "
+                            "output must feed one projection");
+    auto o = dyn_cast<LinearOp>(*out.getUsers().begin());
+    if (!o || o.getInput() != out)
+      return a->emitOpError("cannot be sliced over tensor-parallel ranks: its "
+                            "output must feed a moe.linear (o_proj)");
+    s.row = o;
+    return success();
+  }
+
   LogicalResult sliceAttention(AttentionOp a, int64_t T, AttentionSlice &s) {
     int64_t heads = a.getNumHeads(), kv = a.getNumKvHeads();
     if (heads % T != 0)
@@ -138,15 +153,7 @@ struct MoETensorParallelPass
     for (Value v : {a.getQ(), a.getK(), a.getV()})
       if (failed(traceProjection(a, v, s)))
         return failure();
-    if (!a.getResult().hasOneUse())
-      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
-                           "output must feed one projection");
-    auto o = dyn_cast<LinearOp>(*a.getResult().getUsers().begin());
-    if (!o || o.getInput() != a.getResult())
-      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
-                           "output must feed a moe.linear (o_proj)");
-    s.row = o;
-    return success();
+    return traceOutputProjection(a, s);
   }
 
   /// DeepSeek-V3's MLA: q's projection (through its offset rotary on each
@@ -173,15 +180,7 @@ struct MoETensorParallelPass
                            "must be a projection used only by it (expected "
                            "moe.linear, optionally through moe.rotary)");
     s.columns.push_back(linear);
-    if (!a.getResult().hasOneUse())
-      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
-                           "output must feed one projection");
-    auto o = dyn_cast<LinearOp>(*a.getResult().getUsers().begin());
-    if (!o || o.getInput() != a.getResult())
-      return a.emitOpError("cannot be sliced over tensor-parallel ranks: its "
-                           "output must feed a moe.linear (o_proj)");
-    s.row = o;
-    return success();
+    return traceOutputProjection(a, s);
   }
 
   /// Whether MLA's split weights hold whole quantization blocks.

@@ -180,7 +180,10 @@ def main():
                           ["--max-batch=3", "--max-seq-len=32"],
                           # Tensor parts of weights (plan 3.3); models whose
                           # heads T=2 does not split are skipped below.
-                          ["--devices=2", "--tensor-parallel=2", "--max-seq-len=16"]]
+                          ["--devices=2", "--tensor-parallel=2", "--max-seq-len=16"],
+                          # Data-parallel groups with AllToAllV steps (plan 3.4).
+                          ["--devices=4", "--tensor-parallel=2", "--max-batch=2",
+                           "--max-seq-len=16"]]
                 if m.endswith((".json", "mxfp4")):
                     # 4 experts on 8 ranks: expert slicing (plan 3.1).
                     extras.append(["--devices=8", "--max-seq-len=16"])

@@ -77,6 +77,10 @@ def MoE_Dialect : Dialect {
     "::mlir::UnitAttr":$decode_graph,
     // moe-tensor-parallel, on moe.model: ranks per tensor-parallel group.
     "::mlir::IntegerAttr":$tensor_parallel,
+    // moe-data-parallel, on moe.model: data-parallel groups (each group of
+    // ranks / groups consecutive ranks runs its own sequences; expert layers
+    // exchange tokens between groups).
+    "::mlir::IntegerAttr":$data_parallel,
     // moe-tensor-parallel, on the ops it slices over the group: "column"
     // (moe.linear: output features split), "column_qkv" (a fused q/k/v
     // moe.linear: each third split), "row" (moe.linear: input features

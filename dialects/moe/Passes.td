@@ -231,6 +231,34 @@ def MoETensorParallelPass
                            "::mlir::shard::ShardDialect"];
 }
 
+def MoEDataParallelPass
+    : Pass<"moe-data-parallel", "::mlir::moe::ModelOp"> {
+  let summary = "Forms data-parallel groups of the tensor-parallel groups for "
+                "batched plans";
+  let description = [{
+    With `max-batch` > 1 and a device grid of N ranks in tensor-parallel
+    groups of T (`moe.tensor_parallel`, 1 when absent), N / T > 1 groups run
+    different sequences (DeepSpeed-MoE's data parallelism for the non-expert
+    parts): each group has its own batch of `max-batch` sequences, its own
+    KV cache pool and up to max_tokens rows per step, and the expert layers
+    send each token to the ranks of its experts and its outputs back (the
+    plan lowering turns the `moe.all_to_all` dispatch/combine pair of every
+    MoE layer into AllToAllV steps, one flat all-to-all-v over all ranks even
+    where moe-comm-hierarchy split the pair in two stages). Records
+    `moe.data_parallel = N / T` on the model; changes nothing otherwise
+    (batch 1, one group).
+
+    ```mlir
+    moe.model @m ... attributes {moe.data_parallel = 2 : i64, moe.tensor_parallel = 2 : i64}
+    ```
+  }];
+  let options = [
+    Option<"maxBatch", "max-batch", "int64_t", /*default=*/"1",
+           "Sequences per step and group (moe-compile --max-batch)">,
+  ];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
 def MoECommHierarchyPass
     : Pass<"moe-comm-hierarchy", "::mlir::moe::ModelOp"> {
   let summary = "Splits flat expert exchanges into intra-node and inter-node "

@@ -244,12 +244,19 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     return success();
   }
   if (name == getScratchAttrHelper().getName()) {
-    if (failed(on(isa<MLPOp>(op), "a moe.mlp")))
+    if (failed(on(isa<MLPOp, AllToAllOp>(op), "a moe.mlp or moe.all_to_all")))
       return failure();
     auto scratch = dyn_cast<DenseI64ArrayAttr>(value);
-    if (!scratch || scratch.empty() || scratch.size() > 2 ||
+    if (!scratch ||
         llvm::any_of(scratch.asArrayRef(), [](int64_t b) { return b < 0; }))
+      return error() << "must list buffers";
+    // moe.mlp: hidden (and activated); a data-parallel dispatch exchange:
+    // received rows, their order and offsets, the slots sent and the counts.
+    if (isa<MLPOp>(op) && (scratch.empty() || scratch.size() > 2))
       return error() << "must list one or two buffers (hidden, activated)";
+    if (isa<AllToAllOp>(op) && scratch.size() != 5)
+      return error() << "must list five buffers (received rows, recv_sorted, "
+                        "recv_offsets, send_slots, counts)";
     return success();
   }
   if (name == getMemoryAttrHelper().getName()) {
@@ -303,6 +310,14 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
       return error() << "must be a group size >= 1";
     return success();
   }
+  if (name == getDataParallelAttrHelper().getName()) {
+    if (failed(on(isa<ModelOp>(op), "a moe.model")))
+      return failure();
+    auto groups = dyn_cast<IntegerAttr>(value);
+    if (!groups || groups.getInt() < 1)
+      return error() << "must be a group count >= 1";
+    return success();
+  }
   if (name == getTensorSliceAttrHelper().getName()) {
     auto kind = dyn_cast<StringAttr>(value);
     StringRef k = kind ? kind.getValue() : "";
@@ -323,7 +338,8 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                               "moe.scratch, moe.memory, moe.peak_bytes, "
                               "moe.streaming, moe.on_demand, "
                               "moe.prefetch_distance, moe.decode_graph, "
-                              "moe.tensor_parallel or moe.tensor_slice)";
+                              "moe.tensor_parallel, moe.data_parallel or "
+                              "moe.tensor_slice)";
 }
 
 //===----------------------------------------------------------------------===//

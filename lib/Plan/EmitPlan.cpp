@@ -168,9 +168,12 @@ struct StepSerializer {
       if (it == r.copies.end())
         continue;
       int index = int(it - r.copies.begin());
-      // A part of a sliced expert, or a copy of a replicated one.
+      // A part of a sliced expert, or a copy of a replicated one (which,
+      // over received rows, computes all of them).
       if (s.slices > 1)
         local.push_back(fb::CreateLocalExpert(fbb, int(id), 0, 1, index));
+      else if (s.received)
+        local.push_back(fb::CreateLocalExpert(fbb, int(id)));
       else
         local.push_back(fb::CreateLocalExpert(fbb, int(id), index,
                                               int(r.copies.size())));
@@ -181,7 +184,20 @@ struct StepSerializer {
                                   s.intermediate, toFb(s.act), s.gated, s.gate,
                                   s.up, s.down, s.upBias, s.downBias, list,
                                   s.onDemand, s.gateBias, s.swigluLimit,
-                                  s.swigluAlpha, s.slices));
+                                  s.swigluAlpha, s.slices, s.received));
+  }
+  Result operator()(const AllToAllVStep &s) {
+    auto targets = fbb.CreateVector(s.targets);
+    auto offsets = fbb.CreateVector(s.targetOffsets);
+    return make(fb::Op::AllToAllV,
+                fb::CreateAllToAllV(
+                    fbb,
+                    s.dispatch ? fb::ExchangeKind::Dispatch
+                               : fb::ExchangeKind::Combine,
+                    s.in, s.out, s.sorted, s.offsets, s.recvSorted,
+                    s.recvOffsets, s.sendSlots, s.counts, s.topK, s.numExperts,
+                    targets, offsets, s.slices, s.tensorParallel,
+                    /*group=*/0, fbb.CreateString("flat")));
   }
   Result operator()(const CombineStep &s) {
     return make(fb::Op::Combine, fb::CreateCombine(fbb, s.slots, s.slotWeight,
@@ -407,7 +423,8 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
       int(options.maxBatch), program.maxTokens, program.maxSeqLen,
       options.memoryBudget,
       fbb.CreateString(model->getCheckpoint().value_or("").str()), weightVec,
-      rankVec, placementVec, paging.pageSize, paging.pages);
+      rankVec, placementVec, paging.pageSize, paging.pages,
+      int(program.dataParallel));
   fb::FinishPlanBuffer(fbb, root);
   os.write(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
            fbb.GetSize());

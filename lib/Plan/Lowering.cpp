@@ -73,6 +73,7 @@ LogicalResult Lowering::run() {
   p.arenaBytes = storage.arenaBytes;
   p.kvCaches = collectKVCaches(model);
   p.tensorParallel = getTensorParallel(model);
+  p.dataParallel = getDataParallel(model);
   if (failed(lowerBlock(graph.getBody().front())))
     return failure();
   if (p.logitsBuffer < 0)

@@ -50,6 +50,7 @@ public:
   LogicalResult lowerExperts(ExpertsOp op);
   LogicalResult lowerCombine(CombineOp op);
   LogicalResult lowerExchange(AllToAllOp op);
+  LogicalResult lowerDataParallelExchange(AllToAllOp op);
   LogicalResult lowerEmbedding(EmbeddingOp op);
   LogicalResult lowerPositionEmbedding(PositionEmbeddingOp op);
   LogicalResult lowerLMHead(LMHeadOp op);

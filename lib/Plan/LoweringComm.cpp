@@ -53,7 +53,84 @@ std::vector<int32_t> CollectiveStep::groupOf(int32_t rank,
   return group;
 }
 
+/// Data-parallel groups: the dispatch/combine pair of a MoE layer as two
+/// AllToAllV steps over all ranks (the first dispatch stage and the last
+/// combine stage carry them; moe-comm-hierarchy's other stages add none).
+LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
+  bool dispatch = x.getKind() == ExchangeKind::Dispatch;
+  AllToAllOp first = x;
+  ExpertsOp experts;
+  if (dispatch) {
+    if (getDispatchExchange(x.getResult()) != x)
+      return success();
+  } else {
+    for (Operation *u : x->getUsers())
+      if (auto next = dyn_cast<AllToAllOp>(u);
+          next && next.getKind() == ExchangeKind::Combine)
+        return success();
+    Value v = x.getInput();
+    while (auto prev = v.getDefiningOp<AllToAllOp>())
+      v = prev.getInput();
+    experts = v.getDefiningOp<ExpertsOp>();
+    first = experts ? getDispatchExchange(experts.getInput()) : AllToAllOp();
+  }
+  auto scratch = first ? storage.scratch.find(first) : storage.scratch.end();
+  if (scratch == storage.scratch.end() || scratch->second.size() != 5)
+    return x.emitOpError("data-parallel exchange without its buffers (expected "
+                         "moe-plan-memory's record on the dispatch exchange)");
+  ArrayRef<int> xs = scratch->second;
+  DispatchOp d = getDispatch(first.getInput());
+  AllToAllVStep step;
+  step.dispatch = dispatch;
+  step.sendSlots = xs[3];
+  step.counts = xs[4];
+  step.topK = int(d.getTopK());
+  step.numExperts = int(first.getNumExperts());
+  step.tensorParallel = int(p.tensorParallel);
+  PlacementAttr placement = first.getPlacement();
+  step.slices = placement ? int(placement.getSlices()) : 1;
+  step.targetOffsets.push_back(0);
+  for (int64_t e = 0; e < step.numExperts; ++e) {
+    SmallVector<int64_t> copies;
+    if (placement)
+      copies = placement.getCopies(e);
+    if (copies.empty())
+      return x.emitOpError("expert ") << e << " has no rank in the placement";
+    step.targets.insert(step.targets.end(), copies.begin(), copies.end());
+    step.targetOffsets.push_back(int32_t(step.targets.size()));
+  }
+  if (dispatch) {
+    step.in = bufferOf(d.getInput(), x);
+    step.sorted = bufferOf(d.getSortedSlots(), x);
+    step.offsets = bufferOf(x.getExpertOffsets(), x);
+    if (step.in < 0 || step.sorted < 0 || step.offsets < 0)
+      return failure();
+    step.out = xs[0];
+    step.recvSorted = xs[1];
+    step.recvOffsets = xs[2];
+    SmallVector<int> reads = {step.in, step.sorted, step.offsets};
+    SmallVector<int> writes = {xs[0], xs[1], xs[2], xs[3], xs[4]};
+    addStep(x, stepName("moe.dispatch_exchange"), reads, writes,
+            std::move(step), Stream::Comm);
+    return success();
+  }
+  step.in = bufferOf(x.getInput(), x);
+  step.out = bufferOf(x.getResult(), x);
+  if (step.in < 0 || step.out < 0)
+    return failure();
+  int out = step.out;
+  SmallVector<int> reads = {step.in, xs[3], xs[4]};
+  addStep(x, stepName("moe.combine_exchange"), reads, {out}, std::move(step),
+          Stream::Comm);
+  // Each member filled the slots of its rows: the group sums them.
+  if (p.tensorParallel > 1)
+    addTensorParallelAllReduce(x, out, stepName("moe.slots"));
+  return success();
+}
+
 LogicalResult Lowering::lowerExchange(AllToAllOp x) {
+  if (p.dataParallel > 1)
+    return lowerDataParallelExchange(x);
   if (x.getKind() == ExchangeKind::Dispatch)
     return success(); // tokens are replicated on every rank: nothing moves
   int buf = bufferOf(x.getInput(), x);

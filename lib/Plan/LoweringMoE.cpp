@@ -76,6 +76,19 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
     step.swigluLimit = limit->convertToFloat();
   if (std::optional<APFloat> alpha = e.getSwigluAlpha())
     step.swigluAlpha = alpha->convertToFloat();
+  if (p.dataParallel > 1) {
+    // The rows the dispatch exchange received, one slot each.
+    AllToAllOp xchg = getDispatchExchange(e.getInput());
+    auto scratch = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
+    if (scratch == storage.scratch.end())
+      return e.emitOpError("in a data-parallel plan the input must come from "
+                           "a dispatch exchange");
+    step.in = scratch->second[0];
+    step.sorted = scratch->second[1];
+    step.offsets = scratch->second[2];
+    step.topK = 1;
+    step.received = true;
+  }
   PlacementAttr placement = e.getPlacementAttr();
   step.slices = placement ? int(placement.getSlices()) : 1;
   for (int64_t i = 0; i < e.getNumExperts(); ++i) {
@@ -84,8 +97,12 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
       r.copies = placement.getCopies(i);
     step.experts.push_back(std::move(r));
   }
-  addStep(e, stepName("moe.experts"), {in, sorted, offsets}, {out},
-          std::move(step));
+  SmallVector<int> reads = {step.in, step.sorted, step.offsets};
+  // The dispatch exchange reads these on the communication stream until
+  // this step waits for it: they live until here (moe-plan-memory).
+  if (step.received)
+    reads.append({in, sorted, offsets});
+  addStep(e, stepName("moe.experts"), reads, {out}, std::move(step));
   return success();
 }
 
@@ -96,7 +113,22 @@ LogicalResult Lowering::lowerCombine(CombineOp c) {
     return failure();
   int topK =
       int(cast<RankedTensorType>(c.getSlotWeight().getType()).getDimSize(1));
-  addStep(c, stepName("moe.combine"), {slots, weights}, {out},
+  SmallVector<int> reads = {slots, weights};
+  if (p.dataParallel > 1) {
+    // The combine exchange reads the experts' outputs and the dispatch's
+    // record on the communication stream until this step waits for it.
+    Value v = c.getInput();
+    while (auto x = v.getDefiningOp<AllToAllOp>())
+      v = x.getInput();
+    if (auto experts = v.getDefiningOp<ExpertsOp>()) {
+      reads.push_back(bufferOf(v, c));
+      AllToAllOp xchg = getDispatchExchange(experts.getInput());
+      auto scratch = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
+      if (scratch != storage.scratch.end())
+        reads.append({scratch->second[3], scratch->second[4]});
+    }
+  }
+  addStep(c, stepName("moe.combine"), reads, {out},
           CombineStep{slots, weights, out, topK});
   return success();
 }

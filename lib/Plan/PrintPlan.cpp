@@ -213,6 +213,36 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
     os << "]";
     if (o->on_demand())
       os << " on-demand";
+    if (o->received())
+      os << " received";
+    break;
+  }
+  case fb::Op::AllToAllV: {
+    auto *o = s.op_as_AllToAllV();
+    bool dispatch = o->kind() == fb::ExchangeKind::Dispatch;
+    os << fb::EnumNameExchangeKind(o->kind()) << " " << buf(o->in());
+    if (dispatch)
+      os << " via " << buf(o->sorted_slots()) << ", " << buf(o->expert_offsets());
+    os << " -> " << buf(o->out());
+    if (dispatch)
+      os << ", " << buf(o->recv_sorted()) << ", " << buf(o->recv_offsets());
+    os << " record " << buf(o->send_slots()) << ", " << buf(o->counts())
+       << " top " << o->top_k();
+    if (o->tensor_parallel() > 1)
+      os << " members " << o->tensor_parallel();
+    if (dispatch && o->targets() && o->target_offsets()) {
+      os << " targets [";
+      auto *t = o->targets();
+      auto *to = o->target_offsets();
+      for (unsigned e = 0; e + 1 < to->size(); ++e) {
+        os << (e ? ", " : "");
+        for (int32_t k = (*to)[e]; k < (*to)[e + 1] && k >= 0 && unsigned(k) < t->size(); ++k)
+          os << (k > (*to)[e] ? "|" : "") << (*t)[unsigned(k)];
+      }
+      os << "]";
+      if (o->slices() > 1)
+        os << " parts " << o->slices();
+    }
     break;
   }
   case fb::Op::Combine: {
@@ -279,6 +309,8 @@ LogicalResult mlir::moe::printPlanText(llvm::ArrayRef<uint8_t> bytes,
   if (p->max_batch() != 1 || p->kv_pages() != 0)
     os << ", max_batch " << p->max_batch() << ", kv_pages " << p->kv_pages()
        << " x " << p->kv_page_size();
+  if (p->data_parallel() > 1)
+    os << ", data_parallel " << p->data_parallel();
   os << "\n";
   os << "weights:\n";
   if (p->weights())

@@ -44,6 +44,17 @@ DispatchOp mlir::moe::plan::getDispatch(Value tokens) {
   return tokens.getDefiningOp<DispatchOp>();
 }
 
+AllToAllOp mlir::moe::plan::getDispatchExchange(Value tokens) {
+  AllToAllOp first;
+  while (auto x = tokens.getDefiningOp<AllToAllOp>()) {
+    if (x.getKind() != ExchangeKind::Dispatch)
+      return nullptr;
+    first = x;
+    tokens = x.getInput();
+  }
+  return tokens.getDefiningOp<DispatchOp>() ? first : AllToAllOp();
+}
+
 namespace {
 
 class StorageAssigner {
@@ -59,6 +70,8 @@ private:
   LogicalResult assignLinear(Operation *op, Value input, StringRef what);
   LogicalResult assignNorm(Operation *op, Value input);
   LogicalResult assignMLP(MLPOp op);
+  LogicalResult assignDispatchExchange(AllToAllOp x);
+  LogicalResult assignCombineExchange(AllToAllOp x, Slice in);
 
   int newBuffer(std::string name, ElemType type, int64_t rowElems,
                 int64_t rowsPerToken = 1, int64_t fixedRows = 0);
@@ -101,6 +114,8 @@ private:
   llvm::DenseSet<int64_t> cacheLayers;
   int64_t currentLayer = -1;
   int64_t nextStep = 0;
+  /// moe.data_parallel and the grid's ranks.
+  int64_t groups = 1, ranks = 1;
 };
 
 } // namespace
@@ -210,6 +225,8 @@ LogicalResult StorageAssigner::run() {
     return model.emitOpError("has no moe.graph to lower");
   computeLiveness(graph);
   findPackedProjections(graph);
+  groups = getDataParallel(model);
+  ranks = getNumRanks(model);
   return assignBlock(graph.getBody().front());
 }
 
@@ -294,6 +311,67 @@ LogicalResult StorageAssigner::assignMLP(MLPOp m) {
   touch({act, out});             // down_proj
   if (tensorSliceOf(m) == "ffn")
     touch({out}); // the tensor-parallel all-reduce
+  return success();
+}
+
+/// A data-parallel dispatch (its first stage: the lowering makes one flat
+/// exchange of the stages): the rows this rank receives (at most every
+/// group's slots, max_tokens x top_k each), their order by expert and
+/// per-expert offsets, and the record the combine reads (the slot of every
+/// row sent, up to top_k x slices per token, and the counts per peer).
+LogicalResult StorageAssigner::assignDispatchExchange(AllToAllOp x) {
+  DispatchOp d = getDispatch(x.getInput());
+  FailureOr<Slice> in =
+      fullSliceOf(d.getInput(), x, "the dispatched activation");
+  FailureOr<Slice> sorted = sliceOf(d.getSortedSlots(), x);
+  FailureOr<Slice> offsets = sliceOf(x.getExpertOffsets(), x);
+  if (failed(in) || failed(sorted) || failed(offsets))
+    return failure();
+  int64_t K = d.getTopK(), E = x.getNumExperts(), D = widthOf(d.getInput());
+  int64_t S = x.getPlacement() ? x.getPlacement().getSlices() : 1;
+  int recv = newBuffer(bufferName("moe.recv"), ElemType::F32, D, groups * K);
+  int recvSorted =
+      newBuffer(bufferName("moe.recv_sorted"), ElemType::I32, 1, groups * K);
+  int recvOffsets = newBuffer(bufferName("moe.recv_offsets"), ElemType::I32, 1,
+                              0, E + 1);
+  int sendSlots =
+      newBuffer(bufferName("moe.send_slots"), ElemType::I32, 1, K * S);
+  int counts = newBuffer(bufferName("moe.exchange_counts"), ElemType::I32, 1,
+                         0, 2 * ranks);
+  s.scratch[x] = {recv, recvSorted, recvOffsets, sendSlots, counts};
+  touch({in->buffer, sorted->buffer, offsets->buffer, recv, recvSorted,
+         recvOffsets, sendSlots, counts});
+  return success();
+}
+
+/// A data-parallel combine: the last stage brings the experts' outputs back
+/// into per-slot rows (a tensor-parallel group then sums its members'
+/// rows); earlier stages pass their input on.
+LogicalResult StorageAssigner::assignCombineExchange(AllToAllOp x, Slice in) {
+  bool last = llvm::none_of(x->getUsers(), [](Operation *u) {
+    auto next = dyn_cast<AllToAllOp>(u);
+    return next && next.getKind() == ExchangeKind::Combine;
+  });
+  if (!last) {
+    s.slices[x.getResult()] = in;
+    return success();
+  }
+  Value v = x.getInput();
+  while (auto prev = v.getDefiningOp<AllToAllOp>())
+    v = prev.getInput();
+  auto experts = v.getDefiningOp<ExpertsOp>();
+  AllToAllOp dispatch = experts ? getDispatchExchange(experts.getInput())
+                                : AllToAllOp();
+  if (!dispatch || !s.scratch.count(dispatch))
+    return x.emitOpError("in a data-parallel plan a combine exchange must "
+                         "follow moe.experts over a dispatch exchange");
+  ArrayRef<int> xs = s.scratch[dispatch];
+  int out = newBuffer(bufferName("moe.slot_out"), ElemType::F32,
+                      widthOf(x.getResult()), experts.getTopK());
+  s.slices[x.getResult()] = full(out);
+  touch({in.buffer, xs[3], xs[4], out});
+  if (getTensorParallel(model) > 1)
+    touch({out}); // the tensor-parallel sum of the members' slots
   return success();
 }
 
@@ -489,6 +567,23 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         FailureOr<Slice> offsets = sliceOf(e.getExpertOffsets(), e);
         if (failed(x) || failed(sorted) || failed(offsets))
           return failure();
+        if (groups > 1) {
+          // Data-parallel groups: the experts run on the rows the dispatch
+          // exchange received, one slot per row.
+          AllToAllOp xchg = getDispatchExchange(e.getInput());
+          if (!xchg || !s.scratch.count(xchg))
+            return e.emitOpError("in a data-parallel plan the input must come "
+                                 "from a dispatch exchange");
+          ArrayRef<int> xs = s.scratch[xchg];
+          int out = newBuffer(bufferName("moe.recv_out"), ElemType::F32,
+                              widthOf(e.getResult()), groups * e.getTopK());
+          s.slices[e.getResult()] = full(out);
+          // The exchange runs on the communication stream until this step
+          // waits for it: what it reads lives until here too.
+          touch({xs[0], xs[1], xs[2], out, x->buffer, sorted->buffer,
+                 offsets->buffer});
+          return success();
+        }
         int out = newBuffer(bufferName("moe.slot_out"), ElemType::F32,
                             widthOf(e.getResult()), e.getTopK());
         s.slices[e.getResult()] = full(out);
@@ -499,11 +594,15 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         if (x.getKind() == ExchangeKind::Dispatch) {
           if (!getDispatch(x.getInput()))
             return x.emitOpError("dispatch exchange must follow moe.dispatch");
+          if (groups > 1 && getDispatchExchange(x.getResult()) == x)
+            return assignDispatchExchange(x);
           return success(); // tokens are replicated on every rank
         }
         FailureOr<Slice> in = sliceOf(x.getInput(), x);
         if (failed(in))
           return failure();
+        if (groups > 1)
+          return assignCombineExchange(x, *in);
         s.slices[x.getResult()] = *in; // reduced in place
         touch({in->buffer});
         return success();
@@ -516,7 +615,23 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         int out = newBuffer(bufferName("moe.combine"), ElemType::F32,
                             widthOf(c.getResult()));
         s.slices[c.getResult()] = full(out);
-        touch({slots->buffer, weights->buffer, out});
+        SmallVector<int> reads = {slots->buffer, weights->buffer, out};
+        if (groups > 1) {
+          // The combine exchange reads the experts' outputs and the
+          // dispatch's record on the communication stream until this step
+          // waits for it: they live until here.
+          Value v = c.getInput();
+          while (auto x = v.getDefiningOp<AllToAllOp>())
+            v = x.getInput();
+          if (auto experts = v.getDefiningOp<ExpertsOp>()) {
+            if (FailureOr<Slice> y = sliceOf(v, c); succeeded(y))
+              reads.push_back(y->buffer);
+            AllToAllOp xchg = getDispatchExchange(experts.getInput());
+            if (xchg && s.scratch.count(xchg))
+              reads.append({s.scratch[xchg][3], s.scratch[xchg][4]});
+          }
+        }
+        touch(reads);
         return success();
       })
       .Case([&](SigmoidGateOp g) -> LogicalResult {

@@ -37,6 +37,12 @@ void mlir::moe::plan::writeStorage(ModelOp model, const Storage &storage) {
   model.walk([&](Operation *op) {
     op->removeAttr(slicesAttr.getName());
     op->removeAttr(scratchAttr.getName());
+    // (A data-parallel dispatch exchange has scratch but no result slice.)
+    auto scratch = storage.scratch.find(op);
+    if (scratch != storage.scratch.end())
+      scratchAttr.setAttr(op, b.getDenseI64ArrayAttr(SmallVector<int64_t>(
+                                  scratch->second.begin(),
+                                  scratch->second.end())));
     if (op->getNumResults() == 0 || isa<LayerOp, WeightOp>(op))
       return;
     SmallVector<int64_t> triples;
@@ -47,11 +53,6 @@ void mlir::moe::plan::writeStorage(ModelOp model, const Storage &storage) {
       triples.append({it->second.buffer, it->second.col, it->second.width});
     }
     slicesAttr.setAttr(op, b.getDenseI64ArrayAttr(triples));
-    auto scratch = storage.scratch.find(op);
-    if (scratch != storage.scratch.end())
-      scratchAttr.setAttr(op, b.getDenseI64ArrayAttr(SmallVector<int64_t>(
-                                  scratch->second.begin(),
-                                  scratch->second.end())));
   });
   SmallVector<NamedAttribute> memory = {
       b.getNamedAttr("arena_bytes", b.getI64IntegerAttr(storage.arenaBytes)),

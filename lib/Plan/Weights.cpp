@@ -106,6 +106,13 @@ int64_t mlir::moe::plan::getTensorParallel(ModelOp model) {
   return ways ? ways.getInt() : 1;
 }
 
+int64_t mlir::moe::plan::getDataParallel(ModelOp model) {
+  IntegerAttr groups = getMoEDialect(model.getContext())
+                           .getDataParallelAttrHelper()
+                           .getAttr(model);
+  return groups ? groups.getInt() : 1;
+}
+
 int64_t mlir::moe::plan::getNumRanks(ModelOp model) {
   int64_t ranks = 1;
   for (auto grid : model.getBodyBlock().getOps<shard::GridOp>())

@@ -47,6 +47,9 @@ void moe::buildTensorParallelPipeline(OpPassManager &pm,
   MoETensorParallelPassOptions tensorParallel;
   tensorParallel.ways = options.tensorParallel;
   model.addPass(createMoETensorParallelPass(tensorParallel));
+  MoEDataParallelPassOptions dataParallel;
+  dataParallel.maxBatch = options.maxBatch;
+  model.addPass(createMoEDataParallelPass(dataParallel));
 
   model.addPass(createMoESchedulePass());
   model.addPass(createCanonicalizerPass());

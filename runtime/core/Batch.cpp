@@ -81,33 +81,47 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
                     const BatchOptions &opts, BatchStats *stats) {
   const PlanFile &plan = session.plan();
   const int64_t maxT = plan.maxTokens(), ps = plan.kvPageSize();
+  // Per data-parallel group: B slots, max_tokens rows a step, its own pool
+  // of KV pages. Slot s is group s / B's local slot s % B.
   const int64_t B = opts.maxBatch > 0 ? std::min(opts.maxBatch, plan.maxBatch()) : plan.maxBatch();
+  const int G = plan.dataParallel();
+  const int members = comm.size() / G;
+  const int myGroup = comm.rank() / members;
   const int64_t chunk = opts.prefillChunk > 0 ? std::min(opts.prefillChunk, maxT) : maxT;
   const plan::ModelInfo &m = *plan.plan().model();
   std::vector<int64_t> planEos;
   if (m.eos_token_ids())
     planEos.assign(m.eos_token_ids()->begin(), m.eos_token_ids()->end());
+  auto groupOf = [&](size_t slot) { return int(int64_t(slot) / B); };
+  auto localSlot = [&](size_t slot) { return int64_t(slot) % B; };
 
   std::deque<Seq> queue;
-  // Free pages, lowest number on top.
-  std::vector<int32_t> freePages;
-  for (int64_t p = plan.kvPages() - 1; p >= 0; --p)
-    freePages.push_back(int32_t(p));
-  std::vector<std::optional<Seq>> slots(static_cast<size_t>(B));
+  // Free pages per group, lowest number on top.
+  std::vector<std::vector<int32_t>> freePages(static_cast<size_t>(G));
+  for (auto &fp : freePages)
+    for (int64_t p = plan.kvPages() - 1; p >= 0; --p)
+      fp.push_back(int32_t(p));
+  std::vector<std::optional<Seq>> slots(static_cast<size_t>(B * G));
   int64_t admissions = 0;
   BatchStats st;
-  st.maxBatch = B;
+  st.maxBatch = B * G;
   const int64_t t0 = nowNs();
   auto msSince = [](int64_t from) { return double(nowNs() - from) / 1e6; };
 
-  auto releasePages = [&](Seq &a) {
-    freePages.insert(freePages.end(), a.pages.rbegin(), a.pages.rend());
+  // The session holds the page tables of this rank's group only.
+  auto setPages = [&](size_t slot) {
+    if (groupOf(slot) == myGroup)
+      session.setPages(localSlot(slot), slots[slot]->pages);
+  };
+  auto releasePages = [&](size_t slot, Seq &a) {
+    auto &fp = freePages[size_t(groupOf(slot))];
+    fp.insert(fp.end(), a.pages.rbegin(), a.pages.rend());
     a.pages.clear();
   };
   auto finish = [&](size_t slot, const char *reason) {
     Seq &a = *slots[slot];
     a.res.finishReason = reason;
-    releasePages(a);
+    releasePages(slot, a);
     uint64_t tag = a.tag;
     SequenceResult res = std::move(a.res);
     slots[slot].reset();
@@ -120,29 +134,31 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
   auto preempt = [&](size_t slot) {
     Seq &a = *slots[slot];
     uint64_t tag = a.tag;
-    releasePages(a);
+    releasePages(slot, a);
     a.prefilled = a.toPrefill = 0;
     queue.push_front(std::move(a));
     slots[slot].reset();
     ++st.preemptions;
     source.onPreempted(tag);
   };
-  // The running sequence admitted last (the lowest priority), or -1.
-  auto newest = [&]() {
+  // The running sequence of group g admitted last (the lowest priority), or -1.
+  auto newest = [&](int g) {
     int64_t v = -1;
-    for (size_t s = 0; s < slots.size(); ++s)
+    for (size_t s = size_t(g * B); s < size_t((g + 1) * B); ++s)
       if (slots[s] && (v < 0 || slots[s]->order > slots[size_t(v)]->order))
         v = int64_t(s);
     return v;
   };
   auto decoding = [](const Seq &a) { return a.prefilled == a.toPrefill; };
-  auto runningNow = [&]() {
-    return std::count_if(slots.begin(), slots.end(), [](auto &a) { return a.has_value(); });
+  auto runningIn = [&](int g) {
+    return std::count_if(slots.begin() + g * B, slots.begin() + (g + 1) * B,
+                         [](auto &a) { return a.has_value(); });
   };
 
   // Running sequences first: each one whose decode row of this step
-  // crosses into a new page takes one, oldest first; when none is free the
-  // newest running sequence is preempted (it may be the one that grows).
+  // crosses into a new page takes one of its group's, oldest first; when
+  // none is free the newest running sequence of the group is preempted (it
+  // may be the one that grows).
   auto growRunning = [&]() {
     std::vector<size_t> byOrder;
     for (size_t s = 0; s < slots.size(); ++s)
@@ -151,38 +167,44 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
     std::sort(byOrder.begin(), byOrder.end(),
               [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
     for (size_t s : byOrder) {
+      auto &fp = freePages[size_t(groupOf(s))];
       while (slots[s] && decoding(*slots[s]) &&
              int64_t(slots[s]->pages.size()) * ps < int64_t(slots[s]->tokens.size())) {
-        if (!freePages.empty()) {
-          slots[s]->pages.push_back(freePages.back());
-          freePages.pop_back();
-          session.setPages(int64_t(s), slots[s]->pages);
+        if (!fp.empty()) {
+          slots[s]->pages.push_back(fp.back());
+          fp.pop_back();
+          setPages(s);
           continue;
         }
-        int64_t v = newest();
+        int64_t v = newest(groupOf(s));
         // Cannot happen: the pool holds one sequence of the plan's full
         // length (PlanReader), and a sequence alone has every page.
-        if (v == int64_t(s) && runningNow() == 1)
+        if (v == int64_t(s) && runningIn(groupOf(s)) == 1)
           fail("sequence {} needs more KV pages than the plan has", slots[s]->tag);
         preempt(size_t(v));
       }
     }
   };
-  // Pages the admissions of a step leave free: one for every running
-  // sequence whose decode row crosses into a new page at the next step (a
-  // watermark, so that admitting never forces a preemption at once).
-  auto pagesForNextStep = [&]() {
+  // Pages the admissions of a step leave free in group g: one for every
+  // running sequence whose decode row crosses into a new page at the next
+  // step (a watermark, so that admitting never forces a preemption at once).
+  auto pagesForNextStep = [&](int g) {
     int64_t n = 0;
-    for (auto &a : slots)
+    for (size_t s = size_t(g * B); s < size_t((g + 1) * B); ++s) {
+      auto &a = slots[s];
       n += a && decoding(*a) && int64_t(a->res.output.size()) + 1 < a->req.maxNewTokens &&
            int64_t(a->pages.size()) * ps < int64_t(a->tokens.size()) + 1;
+    }
     return n;
   };
 
   bool open = true;
   std::vector<std::pair<uint64_t, SequenceRequest>> incoming;
-  std::vector<int64_t> ids, pos, seq, logitRows;
-  std::vector<size_t> logitSlot;
+  // This step's rows per group; the logit rows of each group (indices into
+  // its rows) and the slots they sample for.
+  std::vector<std::vector<int64_t>> ids(static_cast<size_t>(G)), pos(static_cast<size_t>(G)), seq(static_cast<size_t>(G)),
+      logitRows(static_cast<size_t>(G));
+  std::vector<std::vector<size_t>> logitSlot(static_cast<size_t>(G));
   std::vector<int64_t> picked;
   for (;;) {
     int64_t running = 0;
@@ -227,11 +249,15 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
       source.onFinish(tag, std::move(res));
     }
     growRunning(); // running sequences take their pages before admissions
-    // Admit queued sequences into free slots, in order, while pages last.
-    const int64_t reserve = pagesForNextStep();
-    for (size_t s = 0; s < slots.size() && !queue.empty(); ++s) {
-      if (slots[s])
-        continue;
+    // Admit queued sequences, in order, while a group has a free slot and
+    // the pages: each goes to the group running the fewest sequences (the
+    // lower group on a tie) among those that can take it.
+    std::vector<int64_t> reserve(static_cast<size_t>(G)), active(static_cast<size_t>(G));
+    for (int g = 0; g < G; ++g) {
+      reserve[size_t(g)] = pagesForNextStep(g);
+      active[size_t(g)] = runningIn(g);
+    }
+    while (!queue.empty()) {
       Seq &q = queue.front();
       if (q.req.maxNewTokens == 0) { // nothing to generate: no step needed
         uint64_t tag = q.tag;
@@ -239,31 +265,45 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
         SequenceResult res;
         res.finishReason = "length";
         source.onFinish(tag, std::move(res));
-        --s;
         continue;
       }
       int64_t need = admissionPages(q, ps);
-      if (int64_t(freePages.size()) < need + reserve) {
-        ++st.pageWaits;
+      int best = -1;
+      bool slotFree = false;
+      for (int g = 0; g < G; ++g) {
+        if (active[size_t(g)] == B)
+          continue;
+        slotFree = true;
+        if (int64_t(freePages[size_t(g)].size()) >= need + reserve[size_t(g)] &&
+            (best < 0 || active[size_t(g)] < active[size_t(best)]))
+          best = g;
+      }
+      if (best < 0) {
+        st.pageWaits += slotFree;
         break;
       }
+      size_t s = size_t(best * B);
+      while (slots[s])
+        ++s;
       Seq a = std::move(q);
       queue.pop_front();
       if (a.order < 0)
         a.order = admissions++;
       a.toPrefill = int64_t(a.tokens.size());
       a.prefilled = 0;
+      auto &fp = freePages[size_t(best)];
       for (int64_t k = 0; k < need; ++k) {
-        a.pages.push_back(freePages.back());
-        freePages.pop_back();
+        a.pages.push_back(fp.back());
+        fp.pop_back();
       }
-      session.setPages(int64_t(s), a.pages);
       slots[s] = std::move(a);
+      setPages(s);
+      ++active[size_t(best)];
     }
-    int64_t active = 0;
+    int64_t activeAll = 0;
     for (auto &a : slots)
-      active += a.has_value();
-    if (active == 0) {
+      activeAll += a.has_value();
+    if (activeAll == 0) {
       if (queue.empty()) {
         if (!open)
           break;
@@ -272,79 +312,95 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
       // Cannot happen: an empty pool holds any one sequence (PlanReader).
       fail("sequence {} needs more KV pages than the plan has", queue.front().tag);
     }
-    st.peakRunning = std::max(st.peakRunning, active);
+    st.peakRunning = std::max(st.peakRunning, activeAll);
 
-    // The step: a decode row per generating sequence, then prompt chunks in
-    // admission order within max_tokens rows.
-    ids.clear(), pos.clear(), seq.clear(), logitRows.clear(), logitSlot.clear();
-    for (size_t s = 0; s < slots.size(); ++s) {
-      Seq *a = slots[s] ? &*slots[s] : nullptr;
-      if (!a || !decoding(*a))
-        continue;
-      logitRows.push_back(int64_t(ids.size()));
-      logitSlot.push_back(s);
-      ids.push_back(a->tokens.back());
-      pos.push_back(int64_t(a->tokens.size()) - 1);
-      seq.push_back(int64_t(s));
-      ++st.decodeRows;
-    }
-    std::vector<size_t> prefilling;
-    for (size_t s = 0; s < slots.size(); ++s)
-      if (slots[s] && !decoding(*slots[s]))
-        prefilling.push_back(s);
-    std::sort(prefilling.begin(), prefilling.end(),
-              [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
-    for (size_t s : prefilling) {
-      Seq &a = *slots[s];
-      int64_t room = maxT - int64_t(ids.size());
-      if (room <= 0)
-        break;
-      int64_t n = std::min({a.toPrefill - a.prefilled, chunk, room});
-      for (int64_t k = 0; k < n; ++k) {
-        ids.push_back(a.tokens[size_t(a.prefilled + k)]);
-        pos.push_back(a.prefilled + k);
-        seq.push_back(int64_t(s));
+    // The step of each group: a decode row per generating sequence, then
+    // prompt chunks in admission order within max_tokens rows.
+    for (int g = 0; g < G; ++g) {
+      auto &gi = ids[size_t(g)], &gp = pos[size_t(g)], &gs = seq[size_t(g)],
+           &gl = logitRows[size_t(g)];
+      auto &gls = logitSlot[size_t(g)];
+      gi.clear(), gp.clear(), gs.clear(), gl.clear(), gls.clear();
+      for (size_t s = size_t(g * B); s < size_t((g + 1) * B); ++s) {
+        Seq *a = slots[s] ? &*slots[s] : nullptr;
+        if (!a || !decoding(*a))
+          continue;
+        gl.push_back(int64_t(gi.size()));
+        gls.push_back(s);
+        gi.push_back(a->tokens.back());
+        gp.push_back(int64_t(a->tokens.size()) - 1);
+        gs.push_back(localSlot(s));
+        ++st.decodeRows;
       }
-      a.prefilled += n;
-      st.prefillRows += n;
-      if (a.prefilled == a.toPrefill) {
-        logitRows.push_back(int64_t(ids.size()) - 1);
-        logitSlot.push_back(s);
+      std::vector<size_t> prefilling;
+      for (size_t s = size_t(g * B); s < size_t((g + 1) * B); ++s)
+        if (slots[s] && !decoding(*slots[s]))
+          prefilling.push_back(s);
+      std::sort(prefilling.begin(), prefilling.end(),
+                [&](size_t x, size_t y) { return slots[x]->order < slots[y]->order; });
+      for (size_t s : prefilling) {
+        Seq &a = *slots[s];
+        int64_t room = maxT - int64_t(gi.size());
+        if (room <= 0)
+          break;
+        int64_t n = std::min({a.toPrefill - a.prefilled, chunk, room});
+        for (int64_t k = 0; k < n; ++k) {
+          gi.push_back(a.tokens[size_t(a.prefilled + k)]);
+          gp.push_back(a.prefilled + k);
+          gs.push_back(localSlot(s));
+        }
+        a.prefilled += n;
+        st.prefillRows += n;
+        if (a.prefilled == a.toPrefill) {
+          gl.push_back(int64_t(gi.size()) - 1);
+          gls.push_back(s);
+        }
       }
     }
-    session.forwardBatch({ids, pos, seq, logitRows});
+    const size_t me = size_t(myGroup);
+    session.forwardBatch({ids[me], pos[me], seq[me], logitRows[me]});
     ++st.steps;
-    st.occupancySum += double(active) / double(B);
+    st.occupancySum += double(activeAll) / double(B * G);
 
-    // Rank 0 samples each sequence's token; every rank continues with them.
-    picked.assign(logitRows.size(), 0);
-    if (comm.rank() == 0)
-      for (size_t i = 0; i < logitRows.size(); ++i) {
-        Seq &a = *slots[logitSlot[i]];
+    // The first rank of each group samples the group's sequences and sends
+    // every rank the tokens with the samplers' states (so the states stay
+    // the same everywhere, whichever group a sequence runs in next).
+    for (int g = 0; g < G; ++g) {
+      const auto &gls = logitSlot[size_t(g)];
+      if (gls.empty())
+        continue;
+      picked.assign(2 * gls.size(), 0);
+      const int leader = g * members;
+      if (comm.rank() == leader)
+        for (size_t i = 0; i < gls.size(); ++i) {
+          Seq &a = *slots[gls[i]];
+          const SequenceRequest &r = a.req;
+          picked[2 * i] = session.sampleRow(int64_t(i), r.temperature, r.topP, a.state);
+          picked[2 * i + 1] = int64_t(a.state);
+        }
+      if (comm.size() > 1)
+        comm.broadcast(picked.data(), picked.size() * sizeof(int64_t), leader, {});
+      for (size_t i = 0; i < gls.size(); ++i) {
+        size_t s = gls[i];
+        Seq &a = *slots[s];
         const SequenceRequest &r = a.req;
-        picked[i] = session.sampleRow(int64_t(i), r.temperature, r.topP, a.state);
+        SequenceResult &res = a.res;
+        int64_t tok = picked[2 * i];
+        a.state = uint64_t(picked[2 * i + 1]);
+        a.tokens.push_back(tok);
+        res.output.push_back(tok);
+        res.tokenMs.push_back(msSince(a.arrivalNs));
+        source.onToken(a.tag, tok);
+        bool stop = r.stopAtEos && std::find(a.eos.begin(), a.eos.end(), tok) != a.eos.end();
+        for (const auto &sq : r.stopIds)
+          stop = stop || endsWith(res.output, sq);
+        if (!stop && r.stopCheck)
+          stop = r.stopCheck(res.output);
+        if (stop)
+          finish(s, "stop");
+        else if (int64_t(res.output.size()) == r.maxNewTokens)
+          finish(s, "length");
       }
-    if (comm.size() > 1 && !picked.empty())
-      comm.broadcast(picked.data(), picked.size() * sizeof(int64_t), 0, {});
-    for (size_t i = 0; i < logitRows.size(); ++i) {
-      size_t s = logitSlot[i];
-      Seq &a = *slots[s];
-      const SequenceRequest &r = a.req;
-      SequenceResult &res = a.res;
-      int64_t tok = picked[i];
-      a.tokens.push_back(tok);
-      res.output.push_back(tok);
-      res.tokenMs.push_back(msSince(a.arrivalNs));
-      source.onToken(a.tag, tok);
-      bool stop = r.stopAtEos && std::find(a.eos.begin(), a.eos.end(), tok) != a.eos.end();
-      for (const auto &sq : r.stopIds)
-        stop = stop || endsWith(res.output, sq);
-      if (!stop && r.stopCheck)
-        stop = r.stopCheck(res.output);
-      if (stop)
-        finish(s, "stop");
-      else if (int64_t(res.output.size()) == r.maxNewTokens)
-        finish(s, "length");
     }
     int64_t left = 0;
     for (auto &a : slots)
@@ -353,9 +409,10 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
   }
   // Every page is back once every sequence has left (finished, cancelled,
   // or preempted and then finished).
-  if (int64_t(freePages.size()) != plan.kvPages())
-    fail("internal: {} of {} KV pages not freed after the run", plan.kvPages() -
-         int64_t(freePages.size()), plan.kvPages());
+  for (int g = 0; g < G; ++g)
+    if (int64_t(freePages[size_t(g)].size()) != plan.kvPages())
+      fail("internal: {} of {} KV pages of group {} not freed after the run",
+           plan.kvPages() - int64_t(freePages[size_t(g)].size()), plan.kvPages(), g);
   st.wallMs = msSince(t0);
   if (stats)
     *stats = st;

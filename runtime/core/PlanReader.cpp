@@ -273,6 +273,7 @@ private:
   void validateCaches();
   void validateStep(const plan::Step &s);
   void validateExperts(const plan::Experts &op);
+  void validateExchange(const plan::AllToAllV &op);
 
   const PlanFile &pf_;
   const plan::Plan &root_;
@@ -286,6 +287,10 @@ private:
   std::string stepName_;
   // Gate outputs seen so far: expert_offsets buffer -> (num_experts, top_k).
   std::unordered_map<int32_t, std::pair<int, int>> gates_;
+  // AllToAllV dispatches seen so far: recv_offsets buffer -> (out,
+  // recv_sorted); and the counts buffers they wrote.
+  std::unordered_map<int32_t, std::pair<int32_t, int32_t>> dispatches_;
+  std::unordered_map<int32_t, std::pair<int32_t, int32_t>> exchangeCounts_; // -> (out, send_slots)
 };
 
 void RankValidator::validateBuffers() {
@@ -376,9 +381,25 @@ void RankValidator::validateExperts(const plan::Experts &op) {
   auto [numExperts, topK] = g->second;
   if (op.top_k() != topK)
     err("top_k {} differs from the Gate's top_k {}", op.top_k(), topK);
-  needTokenRows(in, "in");
-  needRows(slots, "sorted_slots", topK, 0);
-  needRows(out, "slot_out", topK, 0);
+  auto d = dispatches_.find(op.expert_offsets());
+  if (op.received() != (d != dispatches_.end()))
+    err("received={} with expert_offsets from {} (expected received exactly for the "
+        "recv_offsets of an AllToAllV dispatch)",
+        op.received(), d != dispatches_.end() ? "an AllToAllV dispatch" : "a Gate");
+  int64_t maxSlots = maxT_ * topK;
+  if (op.received()) {
+    // The rows the dispatch received: in, sorted_slots and slot_out have as
+    // many rows as its `out`.
+    if (op.in() != d->second.first || op.sorted_slots() != d->second.second)
+      err("in {} and sorted_slots {} (expected the dispatch's out {} and recv_sorted {})",
+          op.in(), op.sorted_slots(), d->second.first, d->second.second);
+    needRowsOf(out, "slot_out", in);
+    maxSlots = in.rows(maxT_);
+  } else {
+    needTokenRows(in, "in");
+    needRows(slots, "sorted_slots", topK, 0);
+    needRows(out, "slot_out", topK, 0);
+  }
   needDisjoint(op.in(), op.slot_out());
   int64_t I = op.intermediate();
   needPositive(I, "intermediate");
@@ -437,11 +458,99 @@ void RankValidator::validateExperts(const plan::Experts &op) {
     err("slot_out buffer '{}' has {} elements per row (expected {} like the experts' output)",
         out.name, out.rowElems, D);
   // Scratch: gathered inputs [n, D] + hidden [n, 2I] for up to T*top_k slots.
-  int64_t n = maxT_ * topK, scratch;
+  int64_t n = maxSlots, scratch;
   if (__builtin_mul_overflow(n, D + 2 * I, &scratch) || scratch > kMaxDim)
     err("expert scratch of {} slots x ({} + 2 x {}) floats is too large (expected at most {})", n,
         D, I, kMaxDim);
   info_.maxExpertScratch = std::max(info_.maxExpertScratch, scratch);
+}
+
+void RankValidator::validateExchange(const plan::AllToAllV &op) {
+  const int N = root_.num_ranks();
+  if (root_.data_parallel() <= 1)
+    err("an AllToAllV step in a plan with data_parallel {} (expected data-parallel groups)",
+        root_.data_parallel());
+  if (op.group() && op.group()->size() > 0)
+    err("group of {} ranks (expected all ranks: an empty group)", op.group()->size());
+  const int E = op.num_experts(), k = op.top_k(), S = op.slices(), T = op.tensor_parallel();
+  if (E <= 0 || E > kMaxExperts)
+    err("num_experts {} (expected 1..{})", E, kMaxExperts);
+  if (k <= 0 || k > E)
+    err("top_k {} with {} experts (expected 1 <= top_k <= num_experts)", k, E);
+  if (T < 1 || N % T != 0 || N / T != root_.data_parallel())
+    err("tensor_parallel {} with {} ranks in {} data-parallel groups (expected num_ranks / "
+        "data_parallel)",
+        T, N, root_.data_parallel());
+  if (S < 1 || S > N)
+    err("slices {} (expected 1..{} ranks)", S, N);
+  const BufferInfo &in = buf(op.in(), "in");
+  const BufferInfo &out = buf(op.out(), "out");
+  const BufferInfo &slots = buf(op.send_slots(), "send_slots", DType::I32);
+  const BufferInfo &counts = buf(op.counts(), "counts", DType::I32);
+  needRows(counts, "counts", 0, 2 * int64_t(N));
+  needRows(slots, "send_slots", int64_t(k) * S, 0);
+  needDisjoint(op.in(), op.out());
+  for (int32_t b : {op.send_slots(), op.counts()}) {
+    needDisjoint(op.in(), b);
+    needDisjoint(op.out(), b);
+  }
+  needDisjoint(op.send_slots(), op.counts());
+  if (op.kind() == plan::ExchangeKind::Dispatch) {
+    buf(op.sorted_slots(), "sorted_slots", DType::I32);
+    buf(op.expert_offsets(), "expert_offsets", DType::I32);
+    auto g = gates_.find(op.expert_offsets());
+    if (g == gates_.end() || g->second != std::pair<int, int>{E, k})
+      err("expert_offsets buffer {} is not written by an earlier Gate of {} experts and top_k "
+          "{} (expected Gate before AllToAllV)",
+          op.expert_offsets(), E, k);
+    needTokenRows(in, "in");
+    needCols(in, "in", out.rowElems);
+    const BufferInfo &rs = buf(op.recv_sorted(), "recv_sorted", DType::I32);
+    const BufferInfo &ro = buf(op.recv_offsets(), "recv_offsets", DType::I32);
+    needRowsOf(rs, "recv_sorted", out);
+    needRows(ro, "recv_offsets", 0, int64_t(E) + 1);
+    int32_t outs[] = {op.out(), op.recv_sorted(), op.recv_offsets(), op.send_slots(),
+                      op.counts()};
+    for (int i = 0; i < 5; ++i)
+      for (int j = i + 1; j < 5; ++j)
+        needDisjoint(outs[i], outs[j]);
+    for (int32_t o : outs) {
+      needDisjoint(op.sorted_slots(), o);
+      needDisjoint(op.expert_offsets(), o);
+    }
+    const auto *t = op.targets();
+    const auto *to = op.target_offsets();
+    if (!t || !to || int64_t(to->size()) != int64_t(E) + 1 || (*to)[0] != 0 ||
+        int64_t((*to)[unsigned(E)]) != int64_t(t->size()))
+      err("target_offsets of {} entries for {} targets (expected num_experts + 1 prefix offsets "
+          "from 0 to the number of targets)",
+          to ? to->size() : 0u, t ? t->size() : 0u);
+    for (int e = 0; e < E; ++e) {
+      int32_t n = (*to)[unsigned(e) + 1] - (*to)[unsigned(e)];
+      if (n < 1 || (S > 1 && n != S))
+        err("expert {} has {} target ranks (expected {})", e, n,
+            S > 1 ? fmt::format("{}, one per slice", S) : std::string("at least 1"));
+    }
+    for (int32_t r : *t)
+      if (r < 0 || r >= N)
+        err("target rank {} (expected 0..{})", r, N - 1);
+    dispatches_[op.recv_offsets()] = {op.out(), op.recv_sorted()};
+    gates_[op.recv_offsets()] = {E, 1};
+    exchangeCounts_[op.counts()] = {op.out(), op.send_slots()};
+  } else if (op.kind() == plan::ExchangeKind::Combine) {
+    auto d = exchangeCounts_.find(op.counts());
+    if (d == exchangeCounts_.end() || d->second.second != op.send_slots())
+      err("counts buffer {} and send_slots {} are not written by an earlier AllToAllV dispatch "
+          "(expected dispatch before combine)",
+          op.counts(), op.send_slots());
+    // The outputs of every row the dispatch received go back.
+    needRowsOf(in, "in", info_.buffers[size_t(d->second.first)]);
+    needRows(out, "out", k, 0);
+    if (in.rowElems != out.rowElems)
+      err("in has {} elements per row, out {} (expected equal)", in.rowElems, out.rowElems);
+  } else {
+    err("unknown exchange kind {}", int(op.kind()));
+  }
 }
 
 void RankValidator::validateStep(const plan::Step &s) {
@@ -756,6 +865,9 @@ void RankValidator::validateStep(const plan::Step &s) {
   }
   case Op::Experts:
     validateExperts(*s.op_as_Experts());
+    break;
+  case Op::AllToAllV:
+    validateExchange(*s.op_as_AllToAllV());
     break;
   case Op::Combine: {
     auto *op = s.op_as_Combine();
@@ -1142,6 +1254,9 @@ void PlanFile::validate() {
          p, r.max_batch(), kvPagesPerSeq(), kMaxPageTable);
   if (r.num_ranks() <= 0 || r.num_ranks() > kMaxRanks)
     fail("{}: num_ranks {} (expected 1..{})", p, r.num_ranks(), kMaxRanks);
+  if (r.data_parallel() < 1 || r.num_ranks() % r.data_parallel() != 0)
+    fail("{}: data_parallel {} with {} ranks (expected a divisor of num_ranks)", p,
+         r.data_parallel(), r.num_ranks());
   if (!r.ranks() || int(r.ranks()->size()) != r.num_ranks())
     fail("{}: {} rank programs for num_ranks {} (expected one per rank)", p,
          r.ranks() ? r.ranks()->size() : 0u, r.num_ranks());

@@ -392,7 +392,9 @@ const float *Session::forward(const int64_t *ids, int64_t T, int64_t startPos,
       fail("sequence slot 0 has no KV page for positions from {} (expected pages from "
            "setPages)",
            i * plan_.kvPageSize());
-  return run(T, 0, allLogits);
+  // With data-parallel groups one sequence is group 0's; the other groups
+  // run the step with no rows (their ranks take part in the exchanges).
+  return run(plan_.groupOf(rank_) == 0 ? T : 0, 0, allLogits);
 }
 
 const float *Session::forwardBatch(const BatchRows &b) {
@@ -402,8 +404,10 @@ const float *Session::forwardBatch(const BatchRows &b) {
          backend_.name());
   const int64_t T = int64_t(b.ids.size()), maxT = plan_.maxTokens(), maxB = plan_.maxBatch();
   const int64_t n = int64_t(b.logitRows.size());
-  if (T <= 0 || T > maxT)
-    fail("forward call of {} tokens (expected 1..{})", T, maxT);
+  // A data-parallel group without rows in a step still runs it (0 rows).
+  if (T < (plan_.dataParallel() > 1 ? 0 : 1) || T > maxT)
+    fail("forward call of {} tokens (expected {}..{})", T, plan_.dataParallel() > 1 ? 0 : 1,
+         maxT);
   if (int64_t(b.pos.size()) != T || int64_t(b.seq.size()) != T)
     fail("batched forward call of {} ids with {} positions and {} slots (expected one of each "
          "per row)",
@@ -471,6 +475,25 @@ const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
 
   size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
   events_.assign(nsteps, -1);
+  // A rank without rows (a data-parallel group idle in this step) runs only
+  // the steps whose results do not depend on its rows alone: the gate (its
+  // empty routing feeds the exchange), the exchanges and collectives, the
+  // experts over received rows, and weight streaming.
+  auto skipped = [&](unsigned k) {
+    if (T > 0)
+      return false;
+    switch (prog_.steps()->Get(k)->op_type()) {
+    case plan::Op::Gate:
+    case plan::Op::AllToAllV:
+    case plan::Op::Collective:
+    case plan::Op::Experts:
+    case plan::Op::Prefetch:
+    case plan::Op::Evict:
+      return false;
+    default:
+      return true;
+    }
+  };
   backend_.resetEvents();
   const bool syncCompute = backend_.synchronousCompute();
   // A decode step that may fetch nothing is the same launches every time:
@@ -489,6 +512,13 @@ const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
       const plan::Step &s = *prog_.steps()->Get(i);
       StreamKind stream = streamOf(s);
       unsigned end = std::max(groupEnd_[i], i + 1);
+      bool skip = true;
+      for (unsigned k = i; k < end; ++k)
+        skip = skip && skipped(k);
+      if (skip) {
+        i = end - 1;
+        continue;
+      }
       for (unsigned k = i; k < end; ++k)
         if (const auto *w = prog_.steps()->Get(k)->waits())
           for (int32_t wt : *w)

@@ -1370,8 +1370,23 @@ func.func @f(%x: tensor<?x4xf32>) {
 // -----
 
 func.func @f(%x: tensor<?x4xf32>) {
-  // expected-error@+1 {{'moe.add' op has unknown moe attribute 'moe.arena_offsets' (expected moe.buffers, moe.slices, moe.scratch, moe.memory, moe.peak_bytes, moe.streaming, moe.on_demand, moe.prefetch_distance, moe.decode_graph, moe.tensor_parallel or moe.tensor_slice)}}
+  // expected-error@+1 {{'moe.add' op has unknown moe attribute 'moe.arena_offsets' (expected moe.buffers, moe.slices, moe.scratch, moe.memory, moe.peak_bytes, moe.streaming, moe.on_demand, moe.prefetch_distance, moe.decode_graph, moe.tensor_parallel, moe.data_parallel or moe.tensor_slice)}}
   %y = moe.add %x, %x {moe.arena_offsets = array<i64: 0>} : tensor<?x4xf32>
+  return
+}
+
+// -----
+
+// expected-error@+1 {{'func.func' op attribute 'moe.data_parallel' belongs on a moe.model}}
+func.func @f() attributes {moe.data_parallel = 2 : i64} {
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.scratch' belongs on a moe.mlp or moe.all_to_all}}
+  %y = moe.add %x, %x {moe.scratch = array<i64: 1, 2, 3, 4, 5>} : tensor<?x4xf32>
   return
 }
 

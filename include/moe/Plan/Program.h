@@ -288,6 +288,9 @@ struct ExpertsStep {
   /// Parts each expert's intermediate dimension is split in (#moe.placement
   /// slices).
   int slices = 1;
+  /// Data-parallel groups: the slots are the rows a dispatch AllToAllV
+  /// received (topK 1); every copy computes all of them.
+  bool received = false;
 };
 struct CombineStep {
   int slots, slotWeight, out, topK;
@@ -314,6 +317,21 @@ struct CollectiveStep {
   /// The group of `rank` (ascending global ranks).
   std::vector<int32_t> groupOf(int32_t rank, int32_t numRanks) const;
 };
+/// The token exchange between data-parallel groups (plan.fbs AllToAllV):
+/// dispatch or combine, over all ranks.
+struct AllToAllVStep {
+  bool dispatch = true;
+  int in = -1, out = -1;
+  int sorted = -1, offsets = -1;        // dispatch: the gate's
+  int recvSorted = -1, recvOffsets = -1; // dispatch: written
+  int sendSlots = -1, counts = -1;
+  int topK = 1, numExperts = 0;
+  /// Expert e's target ranks: targets[targetOffsets[e] ..
+  /// targetOffsets[e + 1]) (its copies, or with slices > 1 its parts).
+  std::vector<int32_t> targets, targetOffsets;
+  int slices = 1;
+  int tensorParallel = 1;
+};
 struct PrefetchStep {
   std::vector<int32_t> weights;
 };
@@ -326,7 +344,7 @@ using StepOp =
                  RopeStep, AttentionStep, ActivationStep, AddStep, GateStep,
                  ExpertsStep, CombineStep, SigmoidGateStep, ResidualMixStep,
                  LogitsStep, CollectiveStep, PrefetchStep, EvictStep,
-                 GatherColumnsStep, MLAAttentionStep>;
+                 GatherColumnsStep, MLAAttentionStep, AllToAllVStep>;
 
 /// The queue a step runs on (plan.fbs `Stream`).
 enum class Stream : uint8_t { Compute = 0, Comm = 1, Weights = 2 };
@@ -356,11 +374,18 @@ struct Program {
   int logitsBuffer = -1;
   /// Ranks per tensor-parallel group (moe.tensor_parallel).
   int64_t tensorParallel = 1;
+  /// Data-parallel groups (moe.data_parallel).
+  int64_t dataParallel = 1;
 };
 
 /// Ranks per tensor-parallel group that moe-tensor-parallel recorded (1:
 /// none).
 int64_t getTensorParallel(ModelOp model);
+/// Data-parallel groups that moe-data-parallel recorded (1: none).
+int64_t getDataParallel(ModelOp model);
+/// The first stage of the dispatch exchanges behind `tokens` (the one that
+/// reads moe.dispatch's result), or null.
+AllToAllOp getDispatchExchange(Value tokens);
 /// Ranks of the model's device grid (1 without one).
 int64_t getNumRanks(ModelOp model);
 /// The heads of a tensor with `heads` heads that group member `g` of `T`

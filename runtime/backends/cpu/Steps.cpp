@@ -256,6 +256,11 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     runCollective(*comm_, *s.op_as_Collective(), a,
                   [](void *dst, const void *src, uint64_t bytes) { std::memcpy(dst, src, bytes); });
     break;
+  case Op::AllToAllV:
+    if (!comm_)
+      fail("all-to-all-v step without a communicator (expected Backend::bindComm)");
+    runAllToAllV(*comm_, *s.op_as_AllToAllV(), a);
+    break;
   default:
     // Prefetch and Evict are the weight store's (core); nothing else exists.
     break;
@@ -266,14 +271,21 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
 }
 
 void CpuBackend::runExperts(const plan::Step &s, const plan::Experts &op, const StepArgs &a) {
-  const int64_t T = a.T;
+  const int32_t *offsets = a.i32(op.expert_offsets());
+  // Rows: this call's tokens, or the rows an AllToAllV dispatch received
+  // (as many as the last of its per-expert offsets).
+  const int64_t T =
+      op.received() ? offsets[a.rows(op.expert_offsets()) - 1] : a.T;
+  if (op.received() && (T < 0 || T > (*a.buffers)[size_t(op.slot_out())].maxRows ||
+                        T > (*a.buffers)[size_t(op.in())].maxRows))
+    fail("experts: {} received rows (expected at most the buffers' {} rows)", T,
+         (*a.buffers)[size_t(op.in())].maxRows);
   const int K = op.top_k();
   // A part of a sliced expert computes I / expert_slices of its hidden units.
   const int64_t D = a.ld(op.slot_out()), I = op.intermediate() / op.expert_slices();
   const int64_t ldin = a.ld(op.in());
   const float *in = a.f32(op.in());
   float *slotOut = a.f32(op.slot_out());
-  const int32_t *offsets = a.i32(op.expert_offsets());
   const int32_t *sorted = a.i32(op.sorted_slots());
   const Precision prec = precisionOf(a);
   if (a.expertsFirstPart)

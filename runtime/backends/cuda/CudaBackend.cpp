@@ -295,6 +295,10 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
       fail("cuda: step '{}' is an MlaAttention step (MLA over a latent KV cache), which the CUDA "
            "backend does not support yet (expected --backend=cpu)",
            name);
+    if (s.op_type() == Op::AllToAllV)
+      fail("cuda: step '{}' is an AllToAllV step (data-parallel groups, plan 3.4), which the CUDA "
+           "backend does not support yet (expected --backend=cpu, or --max-batch=1)",
+           name);
     if (s.op_type() == Op::GatherColumns)
       fail("cuda: step '{}' is a GatherColumns step (MLA), which the CUDA backend does not "
            "support yet (expected --backend=cpu)",

@@ -289,6 +289,11 @@ public:
 void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
                    const std::function<void(void *dst, const void *src, uint64_t bytes)> &copy);
 
+/// Runs a plan AllToAllV step (the token exchange between data-parallel
+/// groups) on `comm` over the step's buffers, for backends whose buffers are
+/// host memory.
+void runAllToAllV(Comm &comm, const plan::AllToAllV &op, const StepArgs &a);
+
 /// Expert prediction's selection, shared by every backend's routeTopK: the
 /// sorted union over `rows` rows of `logits` (E floats each) of each row's
 /// top-k experts (ties to the lower id).

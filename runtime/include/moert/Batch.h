@@ -97,8 +97,9 @@ std::string checkRequest(const PlanFile &plan, const SequenceRequest &r);
 /// Where runBatchEngine gets its requests and sends its results. Its calls
 /// all come from the thread that runs the engine. With several ranks, every
 /// rank's source must hand over the same requests at the same polls and
-/// cancel the same sequences at the same steps (rank 0 samples, all ranks
-/// run the same steps).
+/// cancel the same sequences at the same steps (rank 0, or with
+/// data-parallel groups the first rank of each group, samples; all ranks run
+/// the same steps).
 class RequestSource {
 public:
   virtual ~RequestSource() = default;
@@ -131,7 +132,10 @@ void runBatchEngine(Session &session, Comm &comm, RequestSource &source,
 
 /// Generates every request (results in request order). Every rank calls
 /// this with the same requests; rank 0 samples and broadcasts each step's
-/// tokens, so all ranks run the same steps. Requests that fail checkRequest
+/// tokens, so all ranks run the same steps. With data-parallel groups (plan
+/// data_parallel G > 1) there are G x max_batch slots: each group runs the
+/// rows of its slots, with its own pool of KV pages, and the first rank of
+/// each group samples them and broadcasts the tokens and sampler states. Requests that fail checkRequest
 /// get an error and do not run.
 std::vector<SequenceResult> generateBatch(Session &session, Comm &comm,
                                           std::span<const SequenceRequest> requests,

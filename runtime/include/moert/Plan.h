@@ -14,6 +14,7 @@
 #include "moert/Error.h"
 #include "moert/plan_generated.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -123,8 +124,13 @@ public:
   int64_t maxSeqLen() const { return root_->max_seq_len(); }
   /// The largest position + 1 a run may reach: min(max_seq_len, model max positions).
   int64_t maxPositions() const;
-  /// Sequences decoded together (the batch's slots).
+  /// Sequences decoded together (the batch's slots; per data-parallel group).
   int64_t maxBatch() const { return root_->max_batch(); }
+  /// Data-parallel groups (Plan.data_parallel): num_ranks / dataParallel()
+  /// consecutive ranks each, running their own sequences.
+  int dataParallel() const { return std::max(1, root_->data_parallel()); }
+  /// The data-parallel group of rank `r`.
+  int groupOf(int r) const { return r / (numRanks() / dataParallel()); }
   /// The paged KV cache: pages of kvPageSize() positions, kvPages() of them
   /// (plans before 2.1: one page of max_seq_len per batch slot).
   int64_t kvPageSize() const;

@@ -335,13 +335,50 @@ def plans(out, schema, plan):
     write(os.path.join(out, "damaged.plan"), bytes(damaged))
 
 
+def data_parallel_plans(out, schema, plan):
+    """Plan 3.4's data-parallel groups: edits of a plan with AllToAllV steps."""
+    flatc = shutil.which("flatc")
+    if not flatc:
+        raise SystemExit("make_bad_inputs: flatc not found")
+    work = os.path.join(out, "flatc")
+    os.makedirs(work, exist_ok=True)
+
+    def edited(name, fn):
+        write(os.path.join(out, name + ".plan"), flatc_roundtrip(flatc, schema, plan, work, fn))
+
+    def dispatch(d):
+        for s in d["ranks"][0]["steps"]:
+            if s["op_type"] == "AllToAllV" and s["op"].get("kind", "Dispatch") == "Dispatch":
+                return s["op"]
+        raise SystemExit("make_bad_inputs: the plan has no AllToAllV dispatch")
+
+    def combine(d):
+        for s in d["ranks"][0]["steps"]:
+            if s["op_type"] == "AllToAllV" and s["op"].get("kind") == "Combine":
+                return s["op"]
+        raise SystemExit("make_bad_inputs: the plan has no AllToAllV combine")
+
+    edited("dp-groups", lambda d: d.update(data_parallel=3))
+    edited("dp-none", lambda d: d.update(data_parallel=1))
+    edited("dp-target", lambda d: dispatch(d)["targets"].__setitem__(0, 99))
+    edited("dp-target-offsets", lambda d: dispatch(d)["target_offsets"].pop())
+    edited("dp-counts", lambda d: combine(d).update(
+        counts=first_step(d, "Gate")["op"]["expert_offsets"]))
+    edited("dp-received", lambda d: first_step(d, "Experts")["op"].update(received=False))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--plan-schema")
     ap.add_argument("--plan")
+    ap.add_argument("--data-parallel", action="store_true",
+                    help="--plan has data-parallel groups: write their corrupt forms")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.plan and a.data_parallel:
+        data_parallel_plans(a.out, a.plan_schema, a.plan)
+        return
     if a.plan:
         plans(a.out, a.plan_schema, a.plan)
         return

@@ -114,6 +114,8 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
   }
   if (cost.tensorParallel > 1)
     os << ", tensor-parallel groups of " << cost.tensorParallel;
+  if (cost.dataParallel > 1)
+    os << ", " << cost.dataParallel << " data-parallel groups";
   os << (cost.hasMemoryPlan
              ? ", memory planned by moe-plan-memory (peak = weights + "
                "activations + KV cache)\n"
@@ -236,6 +238,8 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
   MoEDialect &moe = getMoEDialect(model.getContext());
   if (IntegerAttr ways = moe.getTensorParallelAttrHelper().getAttr(model))
     cost.tensorParallel = ways.getInt();
+  if (IntegerAttr groups = moe.getDataParallelAttrHelper().getAttr(model))
+    cost.dataParallel = groups.getInt();
 
   GraphOp graph = model.getGraph();
   llvm::DenseMap<StringAttr, ParamUse> uses;
@@ -407,12 +411,54 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
                     : cost.commMessagesIntraNode) += 2 * (T - 1);
     }
 
+    // Data-parallel groups: one AllToAllV pair per MoE layer (counted at
+    // the first dispatch stage; the lowering makes the stages one flat
+    // exchange). Every group decodes one token: its top_k slots (each to
+    // every part of a sliced expert) go to their experts' ranks, a row of
+    // hidden f32 and its expert id each, and the outputs come back; a slot
+    // stays on its rank with probability 1/N (routing spread evenly). Per
+    // rank that is 1/T of a group's slots; the dispatch's counts are one
+    // int per peer, and with T > 1 the group's all-reduce of the
+    // [top_k, hidden] slot outputs adds 2(T-1)/T of them.
+    if (auto exchange = dyn_cast<AllToAllOp>(op);
+        exchange && cost.dataParallel > 1 &&
+        exchange.getKind() == ExchangeKind::Dispatch &&
+        exchange.getInput().getDefiningOp<DispatchOp>()) {
+      auto layer = exchange->getParentOfType<LayerOp>();
+      ExpertsOp experts = layer ? layer.getExpertsOp() : ExpertsOp();
+      int64_t topK = experts ? experts.getTopK() : 1;
+      PlacementAttr placement = exchange.getPlacement();
+      int64_t S = placement ? placement.getSlices() : 1;
+      int64_t width =
+          cast<RankedTensorType>(exchange.getInput().getType()).getDimSize(1);
+      int64_t N = cost.numRanks, T = cost.tensorParallel;
+      int64_t perNode = cost.gridShape.empty() ? N : cost.gridShape.back();
+      double slots = double(topK * S) / double(T);
+      double rowBytes = double(2 * width * 4 + 4); // there and back, + id
+      double off = double(N - 1) / double(N);
+      double interShare = N > perNode ? double(N - perNode) / double(N - 1) : 0;
+      double bytes = slots * rowBytes * off + double(4 * (N - 1));
+      int64_t inter = int64_t(bytes * interShare);
+      cost.commBytesInterNode += inter;
+      cost.commBytesIntraNode += int64_t(bytes) - inter;
+      // Counts, rows and ids to every peer, the outputs back.
+      int64_t messages = 4 * (N - 1);
+      int64_t interMessages = N > perNode ? 4 * (N - perNode) : 0;
+      cost.commMessagesInterNode += interMessages;
+      cost.commMessagesIntraNode += messages - interMessages;
+      if (T > 1) {
+        cost.commBytesIntraNode +=
+            satMul(satMul(topK, width), 4) * 2 * (T - 1) / T;
+        cost.commMessagesIntraNode += 2 * (T - 1);
+      }
+    }
+
     // A combine exchange runs as a ring all-reduce of the [tokens * top_k,
     // hidden] f32 slot outputs over the ranks its grid axes span: 2(g-1)
     // messages of 1/g of the data each.
     if (auto exchange = dyn_cast<AllToAllOp>(op);
         exchange && exchange.getKind() == ExchangeKind::Combine &&
-        !cost.gridShape.empty()) {
+        cost.dataParallel <= 1 && !cost.gridShape.empty()) {
       auto layer = exchange->getParentOfType<LayerOp>();
       ExpertsOp experts = layer ? layer.getExpertsOp() : ExpertsOp();
       int64_t topK = experts ? experts.getTopK() : 1;
@@ -619,6 +665,7 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
       {"ops", std::move(ops)},
       {"num_ranks", cost.numRanks},
       {"tensor_parallel", cost.tensorParallel},
+      {"data_parallel", cost.dataParallel},
       {"ranks", std::move(ranks)}};
   report["communication_per_token"] = llvm::json::Object{
       {"intra_node_bytes", cost.commBytesIntraNode},

@@ -634,19 +634,29 @@ int runBatched(const Options &o, const Job &job, Session &session, Comm &comm,
     json best;
     std::vector<double> tps;
     std::vector<json> measured;
+    size_t moved = 0; // bytes this rank's communicator moved in the timed runs
     for (int64_t it = 0; it < o.warmup + o.iters; ++it) {
       BatchStats st;
+      size_t before = comm.bytesMoved();
       std::vector<SequenceResult> res = generateBatch(session, comm, reqs, bo, &st);
       if (it < o.warmup)
         continue;
+      moved += comm.bytesMoved() - before;
       measured.push_back(batchMetrics(res, st));
     }
+    // Every rank's bytes per timed run (a collective: all ranks call it).
+    std::vector<std::string> perRank =
+        comm.gatherToRoot(std::to_string(moved / size_t(std::max<int64_t>(o.iters, 1))));
     // The run of median throughput.
     std::sort(measured.begin(), measured.end(), [](const json &a, const json &b) {
       return a["tokens_per_s"].get<double>() < b["tokens_per_s"].get<double>();
     });
     json m = measured[measured.size() / 2];
     m["iters"] = o.iters;
+    json bytes = json::array();
+    for (const std::string &b : perRank)
+      bytes.push_back(std::stoull(b));
+    m["comm_bytes_by_rank"] = std::move(bytes);
     runs.push_back(m);
   }
   if (rank != 0)

@@ -94,6 +94,10 @@ struct ModelCost {
   /// those stored as f32, and the sliced ops' FLOPs likewise. The latency
   /// estimate is per rank, so it subtracts them.
   int64_t tensorParallel = 1;
+  /// Data-parallel groups (moe.data_parallel; 1: none). With groups, the
+  /// communication per token is that of a step in which every group decodes
+  /// one token, per rank, with routing spread evenly over the ranks.
+  int64_t dataParallel = 1;
   int64_t tpSavedBytesPerToken = 0, tpSavedF32BytesPerToken = 0;
   int64_t tpSavedFlopsPerToken = 0, tpSavedAttentionFlopsPerToken = 0;
   std::vector<RankCost> ranks;

@@ -2,6 +2,7 @@
 
 #include "moe/Analysis/CostModel.h"
 #include "moe/Compiler/Options.h"
+#include "moe/Dialect/AttentionFeed.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/DenseMap.h"
@@ -194,20 +195,6 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
   }
 }
 
-/// The attention a column-parallel projection feeds (through rotary
-/// embeddings and a fused q/k/v split), as moe-tensor-parallel traced it.
-AttentionOp attentionFedBy(Value v) {
-  for (Operation *user : v.getUsers()) {
-    if (auto a = dyn_cast<AttentionOp>(user))
-      return a;
-    if (isa<RotaryOp, SplitOp, RMSNormOp>(user))
-      for (Value r : user->getResults())
-        if (AttentionOp a = attentionFedBy(r))
-          return a;
-  }
-  return nullptr;
-}
-
 } // namespace
 
 ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
@@ -353,7 +340,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
           linear && kind.getValue() != "row") {
         // Column-parallel q/k/v (a fused projection per third): heads in
         // min(heads, T) parts.
-        AttentionOp a = attentionFedBy(linear.getResult());
+        AttentionOp a = attentionFed(linear.getResult());
         auto type = cast<RankedTensorType>(linear.getWeight().getType());
         int64_t thirds = kind.getValue() == "column_qkv" ? 3 : 1;
         int64_t n = type.getDimSize(linear.getTransposed() ? 1 : 0);

@@ -6,6 +6,7 @@
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -234,6 +235,13 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     if (auto weight = w ? w.getDefiningOp<WeightOp>() : WeightOp())
       tpShare[weight.getParamAttr().getAttr()] = share;
   };
+  // The biases that stay whole on member 0 of each group (row-parallel
+  // projections', an FFN's down bias): the plan puts them on no other rank.
+  llvm::DenseSet<StringAttr> onMemberZero;
+  auto memberZero = [&](Value bias) {
+    if (auto weight = bias ? bias.getDefiningOp<WeightOp>() : WeightOp())
+      onMemberZero.insert(weight.getParamAttr().getAttr());
+  };
   // Ranks that hold a placed expert's weight.
   llvm::DenseMap<StringAttr, SmallVector<int64_t>> placedOn;
   // Parts each expert of a placed weight is sliced in (#moe.placement slices).
@@ -354,10 +362,12 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         shareOf(linear.getBias(), share);
       } else if (auto linear = dyn_cast<LinearOp>(op)) {
         shareOf(linear.getWeight(), share);
+        memberZero(linear.getBias());
       } else if (auto mlp = dyn_cast<MLPOp>(op)) {
         for (Value w : {mlp.getGate(), mlp.getUp(), mlp.getUpBias(),
                         mlp.getDown()})
           shareOf(w, share);
+        memberZero(mlp.getDownBias());
       } else if (auto mla = dyn_cast<MLAAttentionOp>(op)) {
         shareOf(mla.getKvB(), share); // its heads' rows
       } else if (auto a = dyn_cast<AttentionOp>(op)) {
@@ -462,6 +472,14 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       for (int64_t r : placed->second)
         if (r >= 0 && r < cost.numRanks)
           cost.ranks[r].params = satAdd(cost.ranks[r].params, slice);
+    } else if (auto share = tpShare.find(param.getSymNameAttr());
+               share != tpShare.end()) {
+      // Every member of a tensor-parallel group holds its part.
+      everywhere = satAdd(everywhere, std::llround(double(n) * share->second));
+    } else if (onMemberZero.contains(param.getSymNameAttr())) {
+      for (RankCost &rank : cost.ranks)
+        if (rank.rank % cost.tensorParallel == 0)
+          rank.params = satAdd(rank.params, n);
     } else {
       everywhere = satAdd(everywhere, n);
     }

@@ -37,7 +37,7 @@ bytes (the speed-up the bytes allow), % of the same-run bandwidth floor
 (that process's read-bandwidth probe, median over processes), peak resident
 bytes and peak RSS (no full-precision copy). JSON with every run in --out.
 """
-import argparse, json, os, platform, re, statistics, struct, subprocess, sys, time
+import argparse, json, os, re, statistics, struct, sys, time
 
 import numpy as np
 
@@ -46,6 +46,7 @@ ROOT = os.path.dirname(HERE)
 INPUTS = os.path.join(ROOT, "test", "e2e", "Inputs")
 sys.path.insert(0, INPUTS)
 import quantize_fp8  # noqa: E402
+from benchlib import load_line, machine, moe_run_bench, run, write_json  # noqa: E402
 
 GEN_VERSION = 1  # bump when the generated weights change
 
@@ -313,11 +314,6 @@ def write_mxfp4_checkpoint(src, dst):
         json.dump(c, f, indent=2)
 
 
-def run(cmd, **kw):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, **kw).stdout
-
-
 def cached(d, key, make):
     """Runs make() unless d holds a stamp equal to key."""
     stamp = os.path.join(d, ".quant-bench-stamp")
@@ -351,16 +347,6 @@ def prepare_gptoss(work, bindir):
     cached(bf, key, lambda: write_bf16_checkpoint(bf, GPTOSS, gptoss_tensors(GPTOSS), 2))
     cached(q, key + "mxfp4", lambda: write_mxfp4_checkpoint(bf, q))
     return [("gptoss", "bf16", bf), ("gptoss", "mxfp4", q)]
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():
@@ -399,18 +385,14 @@ def main():
              "--max-seq-len=512"])
         plans[(model, fmt)] = (plan, ckpt)
 
-    result = {"cpu": cpu_model(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "load_before": os.getloadavg(), "new_tokens": a.new_tokens, "iters": a.iters,
+    result = {**machine(), "new_tokens": a.new_tokens, "iters": a.iters,
               "rounds": a.rounds, "configs": {"deepseek": DEEPSEEK, "gptoss": GPTOSS}, "runs": []}
     keys = [(m, f, t) for (m, f) in plans for t in threads]
     for r in range(a.rounds):
         order = keys if r % 2 == 0 else keys[::-1]
         for model, fmt, t in order:
             plan, ckpt = plans[(model, fmt)]
-            j = json.loads(run([os.path.join(bindir, "moe-run"), plan, f"--weights={ckpt}", "--bench",
-                                "--json", f"--threads={t}", "--warmup=1", f"--iters={a.iters}",
-                                f"--max-new-tokens={a.new_tokens}"]))
-            j.pop("generated_ids", None)
+            j = moe_run_bench(bindir, plan, [f"--weights={ckpt}"], t, a.iters, a.new_tokens)
             j.update(model=model, format=fmt, round=r, load=os.getloadavg()[0])
             result["runs"].append(j)
     result["load_after"] = os.getloadavg()
@@ -440,10 +422,7 @@ def main():
             "peak_resident_bytes": med(model, fmt, t, lambda j: j["peak_resident_bytes"]),
             "peak_rss_bytes": med(model, fmt, t, lambda j: j["peak_rss_bytes"])})
     result["summary"] = rows
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(a.out + ".tmp", a.out)
+    write_json(a.out, result)
     print(f"{result['cpu']}, {result['cores']} cores; {a.rounds} interleaved rounds, {a.iters} runs of "
           f"20 + {a.new_tokens} tokens per process")
     print(f"{'model':>8} {'weights':>7} {'thr':>3} {'decode ms/tok':>13} {'best':>6} {'vs bf16':>7} {'MB/tok':>7} "
@@ -455,8 +434,7 @@ def main():
               f"{w['bytes_ratio_vs_bf16']:>6.2f}x {w['pct_of_floor']:>6.1f}% {w['read_bandwidth_gbs']:>5.1f} "
               f"{w['weight_bytes'] / 1e6:>10.0f} {w['peak_resident_bytes'] / 1e6:>11.0f} "
               f"{w['peak_rss_bytes'] / 1e6:>7.0f}")
-    print(f"load average before {result['load_before'][0]:.2f}, after {result['load_after'][0]:.2f}; "
-          f"wrote {a.out}")
+    print(load_line(result, a.out))
 
 
 if __name__ == "__main__":

@@ -19,27 +19,14 @@ floor and the summary shows every run. --batch also compiles the model with
 thread count (SIZE random 20-token prompts, --new-tokens each, continuous
 batching): generated tokens/s, time to first token and inter-token latency.
 """
-import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from benchlib import load_line, machine, moe_run_bench, run, write_json  # noqa: E402
 # BENCHMARKS.md, llama.cpp BF16 on this machine kind: ms/token and 20-token prefill ms.
 LLAMA_CPP = {1: {"decode_ms": 26.3, "prefill_ms": 218.0}, 2: {"decode_ms": 17.0, "prefill_ms": 125.0}}
-
-
-def run(cmd, **kw):
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, **kw).stdout
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():
@@ -69,17 +56,12 @@ def main():
     else:
         run([os.path.join(bindir, "moe-testplan"), a.config, "-o", plan, "--dtype=bf16", "--compute=bf16",
              "--max-tokens=64", "--max-seq-len=512"])
-    result = {"config": os.path.abspath(a.config), "planner": planner, "cpu": cpu_model(),
-              "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "load_before": os.getloadavg(), "runs": [], "peer": [], "kernels": []}
+    result = {"config": os.path.abspath(a.config), "planner": planner, **machine(), "runs": [],
+              "peer": [], "kernels": []}
     for t in threads:
         mine = []
         for _ in range(a.repeat):
-            out = run([os.path.join(bindir, "moe-run"), plan, "--random-weights", "--seed=1", "--bench",
-                       f"--threads={t}", "--warmup=1", f"--iters={a.iters}",
-                       f"--max-new-tokens={a.new_tokens}", "--json"])
-            r = json.loads(out)
-            r.pop("generated_ids", None)
+            r = moe_run_bench(bindir, plan, ["--random-weights", "--seed=1"], t, a.iters, a.new_tokens)
             ref = LLAMA_CPP.get(t)
             if ref:
                 r["vs_llama_cpp"] = {"decode_speedup": ref["decode_ms"] / r["decode_ms_per_token"]["median"],
@@ -111,10 +93,7 @@ def main():
         for t in threads:
             result["kernels"] += json.loads(run([os.path.join(bindir, "kernel-bench"), f"--threads={t}", "--json"]))
     result["load_after"] = os.getloadavg()
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(a.out + ".tmp", a.out)
+    write_json(a.out, result)
     print(f"{'threads':>7} {'prefill ms':>11} {'decode ms/tok':>14} {'floor ms':>9} {'% floor':>8} "
           f"{'GB/s':>6} {'vs llama.cpp (dec/pre)':>23}")
     for r in result["runs"]:
@@ -131,7 +110,7 @@ def main():
             print(f"batched, {b['threads']} thread(s), batch {r['batch']:>3}: {r['tokens_per_s']:8.2f} tokens/s, "
                   f"ttft p50 {r['ttft_ms']['p50']:.1f} ms, itl p50 {r['itl_ms']['p50']:.2f} ms, "
                   f"occupancy {100 * r['occupancy']:.0f}%")
-    print(f"load average before {result['load_before'][0]:.2f}, after {result['load_after'][0]:.2f}; wrote {a.out}")
+    print(load_line(result, a.out))
 
 
 if __name__ == "__main__":

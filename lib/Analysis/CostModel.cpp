@@ -2,9 +2,11 @@
 
 #include "moe/Analysis/CostModel.h"
 #include "moe/Compiler/Options.h"
+#include "moe/Dialect/AttentionFeed.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -196,20 +198,6 @@ void printRanks(llvm::raw_ostream &os, const ModelCost &cost) {
   }
 }
 
-/// The attention a column-parallel projection feeds (through rotary
-/// embeddings and a fused q/k/v split), as moe-tensor-parallel traced it.
-AttentionOp attentionFedBy(Value v) {
-  for (Operation *user : v.getUsers()) {
-    if (auto a = dyn_cast<AttentionOp>(user))
-      return a;
-    if (isa<RotaryOp, SplitOp, RMSNormOp>(user))
-      for (Value r : user->getResults())
-        if (AttentionOp a = attentionFedBy(r))
-          return a;
-  }
-  return nullptr;
-}
-
 } // namespace
 
 ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
@@ -250,6 +238,13 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
   auto shareOf = [&](Value w, double share) {
     if (auto weight = w ? w.getDefiningOp<WeightOp>() : WeightOp())
       tpShare[weight.getParamAttr().getAttr()] = share;
+  };
+  // The biases that stay whole on member 0 of each group (row-parallel
+  // projections', an FFN's down bias): the plan puts them on no other rank.
+  llvm::DenseSet<StringAttr> onMemberZero;
+  auto memberZero = [&](Value bias) {
+    if (auto weight = bias ? bias.getDefiningOp<WeightOp>() : WeightOp())
+      onMemberZero.insert(weight.getParamAttr().getAttr());
   };
   // Ranks that hold a placed expert's weight.
   llvm::DenseMap<StringAttr, SmallVector<int64_t>> placedOn;
@@ -357,7 +352,7 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
           linear && kind.getValue() != "row") {
         // Column-parallel q/k/v (a fused projection per third): heads in
         // min(heads, T) parts.
-        AttentionOp a = attentionFedBy(linear.getResult());
+        AttentionOp a = attentionFed(linear.getResult());
         auto type = cast<RankedTensorType>(linear.getWeight().getType());
         int64_t thirds = kind.getValue() == "column_qkv" ? 3 : 1;
         int64_t n = type.getDimSize(linear.getTransposed() ? 1 : 0);
@@ -371,10 +366,12 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         shareOf(linear.getBias(), share);
       } else if (auto linear = dyn_cast<LinearOp>(op)) {
         shareOf(linear.getWeight(), share);
+        memberZero(linear.getBias());
       } else if (auto mlp = dyn_cast<MLPOp>(op)) {
         for (Value w : {mlp.getGate(), mlp.getUp(), mlp.getUpBias(),
                         mlp.getDown()})
           shareOf(w, share);
+        memberZero(mlp.getDownBias());
       } else if (auto mla = dyn_cast<MLAAttentionOp>(op)) {
         shareOf(mla.getKvB(), share); // its heads' rows
       } else if (auto a = dyn_cast<AttentionOp>(op)) {
@@ -521,6 +518,14 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       for (int64_t r : placed->second)
         if (r >= 0 && r < cost.numRanks)
           cost.ranks[r].params = satAdd(cost.ranks[r].params, slice);
+    } else if (auto share = tpShare.find(param.getSymNameAttr());
+               share != tpShare.end()) {
+      // Every member of a tensor-parallel group holds its part.
+      everywhere = satAdd(everywhere, std::llround(double(n) * share->second));
+    } else if (onMemberZero.contains(param.getSymNameAttr())) {
+      for (RankCost &rank : cost.ranks)
+        if (rank.rank % cost.tensorParallel == 0)
+          rank.params = satAdd(rank.params, n);
     } else {
       everywhere = satAdd(everywhere, n);
     }

@@ -126,38 +126,6 @@ HeadPart mlir::moe::plan::headPart(int64_t heads, int64_t T, int64_t g) {
   return {g * parts / T * count, count};
 }
 
-AttentionOp mlir::moe::plan::attentionFed(Value v) {
-  for (Operation *user : v.getUsers()) {
-    if (auto a = dyn_cast<AttentionOp>(user))
-      return a;
-    if (isa<RotaryOp, RMSNormOp>(user)) // through a per-head q/k norm too
-      return attentionFed(user->getResult(0));
-    if (isa<SplitOp>(user))
-      for (Value r : user->getResults())
-        if (AttentionOp a = attentionFed(r))
-          return a;
-  }
-  return nullptr;
-}
-
-int64_t mlir::moe::plan::headWidthFed(Value v) {
-  for (OpOperand &use : v.getUses()) {
-    Operation *user = use.getOwner();
-    if (auto a = dyn_cast<AttentionOp>(user))
-      return a.getHeadDim();
-    if (auto m = dyn_cast<MLAAttentionOp>(user); m && use.get() == m.getQ())
-      return m.getNopeDim() + m.getRopeDim();
-    if (isa<RotaryOp, RMSNormOp>(user))
-      if (int64_t w = headWidthFed(user->getResult(0)))
-        return w;
-    if (isa<SplitOp>(user))
-      for (Value r : user->getResults())
-        if (int64_t w = headWidthFed(r))
-          return w;
-  }
-  return 0;
-}
-
 StringRef mlir::moe::plan::tensorSliceOf(Operation *op) {
   StringAttr kind =
       getMoEDialect(op->getContext()).getTensorSliceAttrHelper().getAttr(op);

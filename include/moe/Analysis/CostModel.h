@@ -46,7 +46,9 @@ struct LayerCost {
   std::vector<int64_t> expertsPerRank;
 };
 
-/// What one rank holds. Parameters follow the expert placement; the bytes
+/// What one rank holds. Parameters follow the expert placement and the
+/// tensor-parallel slicing (a member's part of each sliced weight; the
+/// row-parallel and down biases, whole, on member 0 of each group); the bytes
 /// come from moe-plan-memory (`moe.memory`, `moe.peak_bytes`) and are -1
 /// when it has not run.
 struct RankCost {

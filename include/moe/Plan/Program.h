@@ -22,6 +22,7 @@
 #define MOE_PLAN_PROGRAM_H
 
 #include "moe/Compiler/Options.h"
+#include "moe/Dialect/AttentionFeed.h"
 #include "moe/Dialect/MoEOps.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -395,13 +396,6 @@ struct HeadPart {
   int64_t first, count;
 };
 HeadPart headPart(int64_t heads, int64_t T, int64_t g);
-/// The moe.attention that the projection or rotary result `v` feeds
-/// (through moe.rotary and moe.split), or null.
-AttentionOp attentionFed(Value v);
-/// The width of one head's columns of the attention `v` feeds as q, k or v
-/// (through moe.rotary and moe.split): moe.attention's head_dim, or
-/// moe.mla_attention's nope + rope dims for its q; 0 when none.
-int64_t headWidthFed(Value v);
 /// The moe.tensor_slice of `op`, "" when it has none.
 StringRef tensorSliceOf(Operation *op);
 

@@ -408,62 +408,82 @@ void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float
       }
 }
 
-/// One MXFP4 group g of a row into accumulator `a` of each token.
-template <int T>
-MOERT_AVX512 MOERT_INLINE static void mxfp4Group(const uint8_t *row, const uint8_t *srow, int64_t g,
-                                                 __m512 lut, const float *scale, const float *Xd,
-                                                 int64_t K, __m512 (&acc)[T][2], int a) {
-  __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
-  __m512 even = _mm512_permutexvar_ps(b, lut);
-  __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
-  __m512 sv = _mm512_set1_ps(scale[srow[g]]);
-  if constexpr (T == 1) {
-    // Three operations: the group's sum, scaled into the accumulator.
-    __m512 blk = _mm512_mul_ps(even, _mm512_loadu_ps(Xd + g * 32));
-    blk = _mm512_fmadd_ps(odd, _mm512_loadu_ps(Xd + g * 32 + 16), blk);
-    acc[0][a] = _mm512_fmadd_ps(blk, sv, acc[0][a]);
-  } else {
-    // The weights scaled once (exact: a power of two), two FMAs a token.
-    even = _mm512_mul_ps(even, sv);
-    odd = _mm512_mul_ps(odd, sv);
-    for (int t = 0; t < T; ++t) {
-      const float *x = Xd + t * K + g * 32;
-      acc[t][a] = _mm512_fmadd_ps(even, _mm512_loadu_ps(x), acc[t][a]);
-      acc[t][a] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + 16), acc[t][a]);
+/// The row loop of the MXFP4 kernels: Y[t, n0:n1] (+)= X[t] W^T for T
+/// tokens, rows streamed once, `group(row, srow, g, acc, a)` adding group g
+/// of a row (its 16 bytes at row, its e8m0 scale at srow[g]) into
+/// accumulator `a` of each token. Each group's sum goes into one of two
+/// accumulators per token, alternating, so consecutive groups do not wait
+/// on each other's FMA latency. GCC inlines an always_inline function only
+/// into a function whose target includes its own, so the loop must carry
+/// its group's target: it is stamped once per target, mxfp4Rows for
+/// AVX-512 and mxfp4RowsBf16 for AVX512-BF16, the same body.
+#define MOERT_MXFP4_ROWS(NAME, TARGET)                                                        \
+  template <int T, class Group>                                                              \
+  TARGET MOERT_INLINE static void NAME(const Group &group, WRef W, int64_t K, int64_t n0,    \
+                                       int64_t n1, float *Y, int64_t ldy, bool accumulate) { \
+    const auto *q = static_cast<const uint8_t *>(W.data);                                    \
+    const auto *sc = static_cast<const uint8_t *>(W.scales);                                 \
+    const int64_t groups = K / 32;                                                           \
+    for (int64_t n = n0; n < n1; ++n) {                                                      \
+      const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;                         \
+      __m512 acc[T][2];                                                                      \
+      for (int t = 0; t < T; ++t)                                                            \
+        acc[t][0] = acc[t][1] = _mm512_setzero_ps();                                         \
+      int64_t g = 0;                                                                         \
+      for (; g + 2 <= groups; g += 2) {                                                      \
+        group(row, srow, g, acc, 0);                                                         \
+        group(row, srow, g + 1, acc, 1);                                                     \
+      }                                                                                      \
+      if (g < groups)                                                                        \
+        group(row, srow, g, acc, 0);                                                         \
+      for (int t = 0; t < T; ++t) {                                                          \
+        float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));                 \
+        float &y = Y[t * ldy + n];                                                           \
+        y = accumulate ? y + v : v;                                                          \
+      }                                                                                      \
+    }                                                                                        \
+  }
+MOERT_MXFP4_ROWS(mxfp4Rows, MOERT_AVX512)
+MOERT_MXFP4_ROWS(mxfp4RowsBf16, MOERT_AVX512BF16)
+#undef MOERT_MXFP4_ROWS
+
+/// One MXFP4 group with f32 FMAs, Xd de-interleaved per group of 32
+/// (deinterleaveMxfp4X).
+template <int T> struct Mxfp4Group {
+  __m512 lut; // the e2m1 values as f32
+  const float *scale, *Xd;
+  int64_t K;
+
+  MOERT_AVX512 MOERT_INLINE void operator()(const uint8_t *row, const uint8_t *srow, int64_t g,
+                                            __m512 (&acc)[T][2], int a) const {
+    __m512i b =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
+    __m512 even = _mm512_permutexvar_ps(b, lut);
+    __m512 odd = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut);
+    __m512 sv = _mm512_set1_ps(scale[srow[g]]);
+    if constexpr (T == 1) {
+      // Three operations: the group's sum, scaled into the accumulator.
+      __m512 blk = _mm512_mul_ps(even, _mm512_loadu_ps(Xd + g * 32));
+      blk = _mm512_fmadd_ps(odd, _mm512_loadu_ps(Xd + g * 32 + 16), blk);
+      acc[0][a] = _mm512_fmadd_ps(blk, sv, acc[0][a]);
+    } else {
+      // The weights scaled once (exact: a power of two), two FMAs a token.
+      even = _mm512_mul_ps(even, sv);
+      odd = _mm512_mul_ps(odd, sv);
+      for (int t = 0; t < T; ++t) {
+        const float *x = Xd + t * K + g * 32;
+        acc[t][a] = _mm512_fmadd_ps(even, _mm512_loadu_ps(x), acc[t][a]);
+        acc[t][a] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(x + 16), acc[t][a]);
+      }
     }
   }
-}
+};
 
-/// Y[t, n0:n1] (+)= X[t] W^T for T tokens of MXFP4 W, Xd de-interleaved
-/// per group of 32 (deinterleaveMxfp4X): rows streamed once. Each group's
-/// sum is scaled into one of two accumulators per token, alternating, so
-/// consecutive groups do not wait on each other's FMA latency.
 template <int T>
 MOERT_AVX512 static void gemvMxfp4T(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd,
                                     float *Y, int64_t ldy, bool accumulate) {
-  const auto *q = static_cast<const uint8_t *>(W.data);
-  const auto *sc = static_cast<const uint8_t *>(W.scales);
-  const float *scale = e8m0Table().data();
-  const int64_t groups = K / 32;
-  const __m512 lut = _mm512_loadu_ps(kE2M1);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;
-    __m512 acc[T][2];
-    for (int t = 0; t < T; ++t)
-      acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    int64_t g = 0;
-    for (; g + 2 <= groups; g += 2) {
-      mxfp4Group<T>(row, srow, g, lut, scale, Xd, K, acc, 0);
-      mxfp4Group<T>(row, srow, g + 1, lut, scale, Xd, K, acc, 1);
-    }
-    if (g < groups)
-      mxfp4Group<T>(row, srow, g, lut, scale, Xd, K, acc, 0);
-    for (int t = 0; t < T; ++t) {
-      float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
-      float &y = Y[t * ldy + n];
-      y = accumulate ? y + v : v;
-    }
-  }
+  const Mxfp4Group<T> group{_mm512_loadu_ps(kE2M1), e8m0Table().data(), Xd, K};
+  mxfp4Rows<T>(group, W, K, n0, n1, Y, ldy, accumulate);
 }
 
 void toBf16Mxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out) {
@@ -478,35 +498,36 @@ void toBf16Mxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *o
     }
 }
 
-/// One MXFP4 group g into accumulator `a` of each token, with AVX512-BF16:
-/// the group's 16 bytes as 16 dwords b, b | b << 12 indexes vpermw's table
-/// of the e2m1 values as bf16 (exact) twice per dword, low word by the low
-/// nibble (bit 4 is ignored: the table repeats), high word by the high one:
-/// each dword is the bf16 pair (element 2j, 2j + 1), as X's bf16 pairs are.
-/// One vdpbf16ps is the group's 32 products.
-template <int T>
-MOERT_AVX512BF16 MOERT_INLINE static void mxfp4GroupBf16(const uint8_t *row, const uint8_t *srow,
-                                                         int64_t g, __m512i lut,
-                                                         const float *scale, const uint16_t *Xb,
-                                                         int64_t K, __m512 (&acc)[T][2], int a) {
-  __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
-  __m512i w = _mm512_permutexvar_epi16(_mm512_or_si512(b, _mm512_slli_epi32(b, 12)), lut);
-  __m512 sv = _mm512_set1_ps(scale[srow[g]]);
-  for (int t = 0; t < T; ++t) {
-    __m512i x = _mm512_loadu_si512(Xb + t * K + g * 32);
-    __m512 blk = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)w, (__m512bh)x);
-    acc[t][a] = _mm512_fmadd_ps(blk, sv, acc[t][a]);
+/// One MXFP4 group with AVX512-BF16: the group's 16 bytes as 16 dwords b,
+/// b | b << 12 indexes vpermw's table of the e2m1 values as bf16 (exact)
+/// twice per dword, low word by the low nibble (bit 4 is ignored: the table
+/// repeats), high word by the high one: each dword is the bf16 pair
+/// (element 2j, 2j + 1), as X's bf16 pairs are. One vdpbf16ps is the
+/// group's 32 products.
+template <int T> struct Mxfp4GroupBf16 {
+  __m512i lut; // the e2m1 values as bf16, twice
+  const float *scale;
+  const uint16_t *Xb;
+  int64_t K;
+
+  MOERT_AVX512BF16 MOERT_INLINE void operator()(const uint8_t *row, const uint8_t *srow,
+                                                int64_t g, __m512 (&acc)[T][2], int a) const {
+    __m512i b =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(row + g * 16)));
+    __m512i w = _mm512_permutexvar_epi16(_mm512_or_si512(b, _mm512_slli_epi32(b, 12)), lut);
+    __m512 sv = _mm512_set1_ps(scale[srow[g]]);
+    for (int t = 0; t < T; ++t) {
+      __m512i x = _mm512_loadu_si512(Xb + t * K + g * 32);
+      __m512 blk = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)w, (__m512bh)x);
+      acc[t][a] = _mm512_fmadd_ps(blk, sv, acc[t][a]);
+    }
   }
-}
+};
 
 template <int T>
 MOERT_AVX512BF16 static void gemvMxfp4Bf16T(WRef W, int64_t K, int64_t n0, int64_t n1,
                                             const uint16_t *Xb, float *Y, int64_t ldy,
                                             bool accumulate) {
-  const auto *q = static_cast<const uint8_t *>(W.data);
-  const auto *sc = static_cast<const uint8_t *>(W.scales);
-  const float *scale = e8m0Table().data();
-  const int64_t groups = K / 32;
   alignas(64) uint16_t table[32];
   for (int i = 0; i < 32; ++i) {
     uint32_t u;
@@ -514,25 +535,8 @@ MOERT_AVX512BF16 static void gemvMxfp4Bf16T(WRef W, int64_t K, int64_t n0, int64
     std::memcpy(&u, &f, 4);
     table[i] = uint16_t(u >> 16); // exact: two significant bits
   }
-  const __m512i lut = _mm512_load_si512(table);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t *row = q + n * (K / 2), *srow = sc + n * groups;
-    __m512 acc[T][2];
-    for (int t = 0; t < T; ++t)
-      acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    int64_t g = 0;
-    for (; g + 2 <= groups; g += 2) {
-      mxfp4GroupBf16<T>(row, srow, g, lut, scale, Xb, K, acc, 0);
-      mxfp4GroupBf16<T>(row, srow, g + 1, lut, scale, Xb, K, acc, 1);
-    }
-    if (g < groups)
-      mxfp4GroupBf16<T>(row, srow, g, lut, scale, Xb, K, acc, 0);
-    for (int t = 0; t < T; ++t) {
-      float v = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
-      float &y = Y[t * ldy + n];
-      y = accumulate ? y + v : v;
-    }
-  }
+  const Mxfp4GroupBf16<T> group{_mm512_load_si512(table), e8m0Table().data(), Xb, K};
+  mxfp4RowsBf16<T>(group, W, K, n0, n1, Y, ldy, accumulate);
 }
 
 MOERT_AVX512BF16 void gemvMxfp4Bf16(WRef W, int64_t K, int64_t n0, int64_t n1,

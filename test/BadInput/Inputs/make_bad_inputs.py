@@ -324,6 +324,20 @@ def plans(out, schema, plan):
     edited("quant-block", lambda d: quant(d, format="FP8E4M3Block", scale="s", block=[0, 4]))
     # MXFP4 scales one row's groups of 32.
     edited("quant-mxfp4-block", lambda d: quant(d, format="MXFP4", scale="s", block=[1, 16]))
+
+    # A tensor-parallel part of a quantized weight holds whole scale blocks:
+    # member 1 of 2's rows of an FP8 weight with 128x128 blocks start inside
+    # the first block (DeepSeek-V3's blocks, heads narrower than a block).
+    def quant_part(d):
+        i = first_step(d, "Linear")["op"]["weight"]
+        whole = d["weights"][i]
+        whole.update(format="FP8E4M3Block", scale="s", block=[128, 128])
+        part = copy.deepcopy(whole)
+        rows = whole["shape"][0] // 2
+        part.update(name=whole["name"] + " part 1/2", part_of=i, part_axis=0, part_offset=rows)
+        part["shape"][0] = rows
+        d["weights"].append(part)
+    edited("quant-part-block", quant_part)
     write(os.path.join(out, "truncated.plan"), raw[:len(raw) // 2])
     write(os.path.join(out, "empty.plan"), b"")
     # The root offset pointing past the end of the file.

@@ -327,6 +327,55 @@ double e2m1(uint8_t v) {
   return (v & 8) ? -mag : mag;
 }
 
+/// A random MXFP4 matrix [N, K]: every nibble, and e8m0 scales around 2^0
+/// (x 2^-12 .. 2^8), or all `scale`.
+struct Mxfp4Matrix {
+  int64_t N, K;
+  std::vector<uint8_t> q, sc;
+  Mxfp4Matrix(int64_t n, int64_t k, uint32_t seed, std::optional<uint8_t> scale = std::nullopt)
+      : N(n), K(k), q(size_t(n * k / 2)), sc(size_t(n * k / 32)) {
+    std::vector<float> r = randomFloats(q.size() + sc.size(), seed);
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
+    for (size_t i = 0; i < sc.size(); ++i)
+      sc[i] = scale ? *scale : uint8_t(115 + int(std::abs(r[q.size() + i]) * 1e4f) % 20);
+  }
+  WRef ref() const {
+    WRef w{q.data(), DType::F32};
+    w.format = QuantFormat::MXFP4;
+    w.scales = sc.data();
+    w.blockRows = 1;
+    w.blockCols = 32;
+    return w;
+  }
+  /// HF's dequantized weight (convert_moe_packed_tensors): element 2j is
+  /// byte j's low nibble, times 2^(scale - 127).
+  float at(int64_t n, int64_t k) const {
+    uint8_t b = q[size_t(n * K / 2 + k / 2)];
+    return float(
+        std::ldexp(e2m1(k % 2 ? b >> 4 : b & 15), int(sc[size_t(n * K / 32 + k / 32)]) - 127));
+  }
+};
+
+/// Y[t, n] (ldy apart) against the f64 sum of x(t, k) * W[n, k] (W [N, K]
+/// dense), plus Y0[t, n] when accumulating: to 2e-6 of the sum of the terms'
+/// magnitudes.
+template <class XAt>
+void expectProduct(const std::vector<float> &Y, const std::vector<float> &Y0, int64_t ldy,
+                   bool acc, int64_t T, int64_t N, int64_t K, XAt x,
+                   const std::vector<float> &W) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = acc ? Y0[size_t(t * ldy + n)] : 0.0, mag = std::abs(ref);
+      for (int64_t k = 0; k < K; ++k) {
+        double p = double(x(t, k)) * W[size_t(n * K + k)];
+        ref += p;
+        mag += std::abs(p);
+      }
+      ASSERT_NEAR(Y[size_t(t * ldy + n)], ref, 2e-6 * mag + 1e-7) << t << " " << n;
+    }
+}
+
 } // namespace
 
 TEST(Mxfp4, DecodesScales) {
@@ -337,13 +386,10 @@ TEST(Mxfp4, DecodesScales) {
 }
 
 TEST(Mxfp4, LinearMatchesDequantizedProduct) {
-  const Isa saved = activeIsa();
-  std::vector<Isa> isas{Isa::Scalar};
-  if (detectIsa() >= Isa::Avx512)
-    isas.push_back(Isa::Avx512);
+  IsaGuard guard;
   for (int64_t N : {1, 17, 40})
     for (int64_t K : {32, 96, 256})
-      for (Isa isa : isas)
+      for (Isa isa : availableIsas())
         for (int64_t T : {1, 2, 3, 4, 5, 9})
           for (bool acc : {false, true}) {
             SCOPED_TRACE(::testing::Message() << isaName(isa) << " T=" << T << " N=" << N
@@ -351,43 +397,21 @@ TEST(Mxfp4, LinearMatchesDequantizedProduct) {
             setIsa(isa);
             ThreadPool pool(2);
             Workspace ws(2);
-            // Every nibble and scales around 2^0 (x 2^-12 .. 2^8).
-            std::vector<uint8_t> q(size_t(N * K / 2)), sc(size_t(N * K / 32));
-            std::vector<float> r = randomFloats(q.size() + sc.size(), 11);
-            for (size_t i = 0; i < q.size(); ++i)
-              q[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
-            for (size_t i = 0; i < sc.size(); ++i)
-              sc[i] = uint8_t(115 + int(std::abs(r[q.size() + i]) * 1e4f) % 20);
+            Mxfp4Matrix m(N, K, 11);
             const int64_t ldx = K + 3, ldy = N + 2;
             std::vector<float> X = randomFloats(size_t(T * ldx), 12);
             std::vector<float> Y0 = randomFloats(size_t(T * ldy), 13), Y = Y0;
-            WRef w{q.data(), DType::F32};
-            w.format = QuantFormat::MXFP4;
-            w.scales = sc.data();
-            w.blockRows = 1;
-            w.blockCols = 32;
-            linear(pool, ws, X.data(), ldx, T, w, N, K, false, {}, Y.data(), ldy, acc,
+            linear(pool, ws, X.data(), ldx, T, m.ref(), N, K, false, {}, Y.data(), ldy, acc,
                    Precision::F32);
             std::vector<float> deq(size_t(N * K));
-            dequantizeRows(w, K, 0, N, deq.data());
-            for (int64_t t = 0; t < T; ++t)
-              for (int64_t n = 0; n < N; ++n) {
-                double ref = acc ? Y0[size_t(t * ldy + n)] : 0.0, mag = std::abs(ref);
-                for (int64_t k = 0; k < K; ++k) {
-                  // HF's convert_moe_packed_tensors: element 2j is byte j's
-                  // low nibble, times 2^(scale - 127).
-                  uint8_t b = q[size_t(n * K / 2 + k / 2)];
-                  float wv = float(std::ldexp(e2m1(k % 2 ? b >> 4 : b & 15),
-                                              int(sc[size_t(n * K / 32 + k / 32)]) - 127));
-                  ASSERT_EQ(deq[size_t(n * K + k)], wv) << n << " " << k;
-                  double p = double(X[size_t(t * ldx + k)]) * wv;
-                  ref += p;
-                  mag += std::abs(p);
-                }
-                ASSERT_NEAR(Y[size_t(t * ldy + n)], ref, 2e-6 * mag + 1e-7) << t << " " << n;
-              }
+            dequantizeRows(m.ref(), K, 0, N, deq.data());
+            for (int64_t n = 0; n < N; ++n)
+              for (int64_t k = 0; k < K; ++k)
+                ASSERT_EQ(deq[size_t(n * K + k)], m.at(n, k)) << n << " " << k;
+            ASSERT_NO_FATAL_FAILURE(expectProduct(
+                Y, Y0, ldy, acc, T, N, K,
+                [&](int64_t t, int64_t k) { return X[size_t(t * ldx + k)]; }, deq));
           }
-  setIsa(saved);
 }
 
 TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
@@ -395,7 +419,7 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
   // bf16, X is rounded to bf16 (nearest even); the sums are f32.
   if (detectIsa() < Isa::Avx512Bf16)
     GTEST_SKIP() << "no AVX512-BF16";
-  const Isa saved = activeIsa();
+  IsaGuard guard;
   setIsa(Isa::Avx512Bf16);
   auto bf16 = [](float f) {
     uint32_t u;
@@ -412,34 +436,17 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
           SCOPED_TRACE(::testing::Message() << "T=" << T << " N=" << N << " K=" << K);
           ThreadPool pool(2);
           Workspace ws(2);
-          std::vector<uint8_t> q(size_t(N * K / 2)), sc(size_t(N * K / 32));
-          std::vector<float> r = randomFloats(q.size() + sc.size(), 21);
-          for (size_t i = 0; i < q.size(); ++i)
-            q[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
-          for (size_t i = 0; i < sc.size(); ++i)
-            sc[i] = uint8_t(115 + int(std::abs(r[q.size() + i]) * 1e4f) % 20);
+          Mxfp4Matrix m(N, K, 21);
           const int64_t ldx = K + 3, ldy = N + 2;
           std::vector<float> X = randomFloats(size_t(T * ldx), 22);
           std::vector<float> Y0 = randomFloats(size_t(T * ldy), 23), Y = Y0;
-          WRef w{q.data(), DType::F32};
-          w.format = QuantFormat::MXFP4;
-          w.scales = sc.data();
-          w.blockRows = 1;
-          w.blockCols = 32;
-          linear(pool, ws, X.data(), ldx, T, w, N, K, false, {}, Y.data(), ldy, acc,
+          linear(pool, ws, X.data(), ldx, T, m.ref(), N, K, false, {}, Y.data(), ldy, acc,
                  Precision::BF16);
           std::vector<float> deq(size_t(N * K));
-          dequantizeRows(w, K, 0, N, deq.data());
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t n = 0; n < N; ++n) {
-              double ref = acc ? Y0[size_t(t * ldy + n)] : 0.0, mag = std::abs(ref);
-              for (int64_t k = 0; k < K; ++k) {
-                double p = double(bf16(X[size_t(t * ldx + k)])) * deq[size_t(n * K + k)];
-                ref += p;
-                mag += std::abs(p);
-              }
-              ASSERT_NEAR(Y[size_t(t * ldy + n)], ref, 2e-6 * mag + 1e-7) << t << " " << n;
-            }
+          dequantizeRows(m.ref(), K, 0, N, deq.data());
+          ASSERT_NO_FATAL_FAILURE(expectProduct(
+              Y, Y0, ldy, acc, T, N, K,
+              [&](int64_t t, int64_t k) { return bf16(X[size_t(t * ldx + k)]); }, deq));
         }
   // Batched decode (linearBatch: routed experts in one pass) takes the same
   // path: the same floats as separate products.
@@ -447,15 +454,8 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     ThreadPool pool(2);
     Workspace ws(2);
     const int64_t N = 40, K = 96;
-    std::vector<uint8_t> q(size_t(N * K / 2)), sc(size_t(N * K / 32), 127);
-    std::vector<float> r = randomFloats(q.size(), 31);
-    for (size_t i = 0; i < q.size(); ++i)
-      q[i] = uint8_t(int(std::abs(r[i]) * 1e4f) & 0xff);
-    WRef w{q.data(), DType::F32};
-    w.format = QuantFormat::MXFP4;
-    w.scales = sc.data();
-    w.blockRows = 1;
-    w.blockCols = 32;
+    const Mxfp4Matrix m(N, K, 31, 127);
+    const WRef w = m.ref();
     std::vector<float> x0 = randomFloats(size_t(K), 32), x1 = randomFloats(size_t(K), 33);
     const size_t n = static_cast<size_t>(N);
     std::vector<float> y0(n), y1(n), s0(n), s1(n);
@@ -467,5 +467,4 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     EXPECT_EQ(y0, s0);
     EXPECT_EQ(y1, s1);
   }
-  setIsa(saved);
 }

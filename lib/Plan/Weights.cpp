@@ -165,6 +165,9 @@ static LogicalResult addTensorParts(ModelOp model, std::vector<Weight> &weights,
       part.partAxis = axis;
       part.partOffset = offset + p * size;
       part.tpParts.clear();
+      // A fused q/k/v weight is split once per third: the whole is already
+      // marked sliced when k's and v's parts are made, and a part is held.
+      part.sliced = false;
       part.ranks = ranksOf([&](int64_t g) { return g * parts / T == p; });
       if (int64_t(part.ranks.size()) == ranks)
         part.ranks.clear();

@@ -95,6 +95,10 @@ public:
     size_t G = size_t(groupSize(group));
     std::vector<int> c[4];
     for (size_t j = 0; j < G; ++j) {
+      // What the others send this rank (the in-process communicator counts
+      // the same).
+      if ((group.empty() ? int(j) : group[j]) != rank_)
+        bytesMoved_ += rc[j] * sizeof(float);
       c[0].push_back(count(sc[j]));
       c[1].push_back(count(so[j]));
       c[2].push_back(count(rc[j]));

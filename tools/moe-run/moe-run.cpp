@@ -429,12 +429,14 @@ Job prepare(const Options &o, int worldSize) {
            plan.path(), target, target);
     makeBackend(job.backend, {}); // says why
   }
-  job.maxBatch = o.batch.empty() ? plan.maxBatch()
+  // Sequences at once: max_batch in each data-parallel group.
+  const int64_t capacity = plan.maxBatch() * plan.dataParallel();
+  job.maxBatch = o.batch.empty() ? capacity
                                  : *std::max_element(o.batch.begin(), o.batch.end());
-  if (job.maxBatch > plan.maxBatch())
-    fail("--batch={}: more than the plan's max_batch {} (expected a plan compiled with "
-         "moe-compile --max-batch={})",
-         job.maxBatch, plan.maxBatch(), job.maxBatch);
+  if (job.maxBatch > capacity)
+    fail("--batch={}: more than the plan's {} sequences at once (max_batch {} x {} "
+         "data-parallel groups; expected a plan compiled with a larger moe-compile --max-batch)",
+         job.maxBatch, capacity, plan.maxBatch(), plan.dataParallel());
   if (!o.prompts.empty() || !o.batch.empty()) {
     job.maxNew = o.maxNewTokens >= 0 ? o.maxNewTokens : (o.bench ? 64 : 16);
     if (!o.randomWeights)
@@ -629,7 +631,8 @@ int runBatched(const Options &o, const Job &job, Session &session, Comm &comm,
         reqs.push_back(std::move(r));
       }
     BatchOptions bo;
-    bo.maxBatch = B;
+    // B sequences at once over the data-parallel groups.
+    bo.maxBatch = (B + plan.dataParallel() - 1) / plan.dataParallel();
     bo.prefillChunk = o.prefillChunk;
     json best;
     std::vector<double> tps;

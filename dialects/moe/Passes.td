@@ -243,8 +243,9 @@ def MoEDataParallelPass
     KV cache pool and up to max_tokens rows per step, and the expert layers
     send each token to the ranks of its experts and its outputs back (the
     plan lowering turns the `moe.all_to_all` dispatch/combine pair of every
-    MoE layer into AllToAllV steps, one flat all-to-all-v over all ranks even
-    where moe-comm-hierarchy split the pair in two stages). Records
+    MoE layer into AllToAllV steps: one all-to-all-v over all ranks, or where
+    moe-comm-hierarchy split the pair, within the node to a relay and then
+    across nodes). Records
     `moe.data_parallel = N / T` on the model; changes nothing otherwise
     (batch 1, one group).
 

@@ -409,8 +409,8 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
     }
 
     // Data-parallel groups: one AllToAllV pair per MoE layer (counted at
-    // the first dispatch stage; the lowering makes the stages one flat
-    // exchange). Every group decodes one token: its top_k slots (each to
+    // the first dispatch stage; two stages when moe-comm-hierarchy split it
+    // over nodes). Every group decodes one token: its top_k slots (each to
     // every part of a sliced expert) go to their experts' ranks, a row of
     // hidden f32 and its expert id each, and the outputs come back; a slot
     // stays on its rank with probability 1/N (routing spread evenly). Per
@@ -432,17 +432,34 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       int64_t perNode = cost.gridShape.empty() ? N : cost.gridShape.back();
       double slots = double(topK * S) / double(T);
       double rowBytes = double(2 * width * 4 + 4); // there and back, + id
-      double off = double(N - 1) / double(N);
-      double interShare = N > perNode ? double(N - perNode) / double(N - 1) : 0;
-      double bytes = slots * rowBytes * off + double(4 * (N - 1));
-      int64_t inter = int64_t(bytes * interShare);
-      cost.commBytesInterNode += inter;
-      cost.commBytesIntraNode += int64_t(bytes) - inter;
-      // Counts, rows and ids to every peer, the outputs back.
-      int64_t messages = 4 * (N - 1);
-      int64_t interMessages = N > perNode ? 4 * (N - perNode) : 0;
-      cost.commMessagesInterNode += interMessages;
-      cost.commMessagesIntraNode += messages - interMessages;
+      bool hierarchical = exchange.getGridAxes().size() == 1 && perNode > 1 &&
+                          perNode < N;
+      if (hierarchical) {
+        // Within the node to the relay of the destination's local index
+        // (with the destination node's id too), then across nodes.
+        int64_t P = perNode, M = N / P;
+        double intra = slots * double(rowBytes + 4) * double(P - 1) / double(P) +
+                       double(4 * (P - 1));
+        double inter =
+            slots * rowBytes * double(M - 1) / double(M) + double(4 * (M - 1));
+        cost.commBytesIntraNode += int64_t(intra);
+        cost.commBytesInterNode += int64_t(inter);
+        cost.commMessagesIntraNode += 4 * (P - 1);
+        cost.commMessagesInterNode += 4 * (M - 1);
+      } else {
+        double off = double(N - 1) / double(N);
+        double interShare =
+            N > perNode ? double(N - perNode) / double(N - 1) : 0;
+        double bytes = slots * rowBytes * off + double(4 * (N - 1));
+        int64_t inter = int64_t(bytes * interShare);
+        cost.commBytesInterNode += inter;
+        cost.commBytesIntraNode += int64_t(bytes) - inter;
+        // Counts, rows and ids to every peer, the outputs back.
+        int64_t messages = 4 * (N - 1);
+        int64_t interMessages = N > perNode ? 4 * (N - perNode) : 0;
+        cost.commMessagesInterNode += interMessages;
+        cost.commMessagesIntraNode += messages - interMessages;
+      }
       if (T > 1) {
         cost.commBytesIntraNode +=
             satMul(satMul(topK, width), 4) * 2 * (T - 1) / T;

@@ -254,9 +254,9 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
     // received rows, their order and offsets, the slots sent and the counts.
     if (isa<MLPOp>(op) && (scratch.empty() || scratch.size() > 2))
       return error() << "must list one or two buffers (hidden, activated)";
-    if (isa<AllToAllOp>(op) && scratch.size() != 5)
-      return error() << "must list five buffers (received rows, recv_sorted, "
-                        "recv_offsets, send_slots, counts)";
+    if (isa<AllToAllOp>(op) && scratch.size() != 6)
+      return error() << "must list six buffers (received rows, recv_sorted, "
+                        "recv_offsets, send_slots, counts, relay)";
     return success();
   }
   if (name == getMemoryAttrHelper().getName()) {

@@ -197,7 +197,9 @@ struct StepSerializer {
                     s.in, s.out, s.sorted, s.offsets, s.recvSorted,
                     s.recvOffsets, s.sendSlots, s.counts, s.topK, s.numExperts,
                     targets, offsets, s.slices, s.tensorParallel,
-                    /*group=*/0, fbb.CreateString("flat")));
+                    /*group=*/0,
+                    fbb.CreateString(s.ranksPerNode > 0 ? "hierarchical" : "flat"),
+                    s.ranksPerNode, s.relay));
   }
   Result operator()(const CombineStep &s) {
     return make(fb::Op::Combine, fb::CreateCombine(fbb, s.slots, s.slotWeight,

@@ -75,7 +75,7 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
     first = experts ? getDispatchExchange(experts.getInput()) : AllToAllOp();
   }
   auto scratch = first ? storage.scratch.find(first) : storage.scratch.end();
-  if (scratch == storage.scratch.end() || scratch->second.size() != 5)
+  if (scratch == storage.scratch.end() || scratch->second.size() != 6)
     return x.emitOpError("data-parallel exchange without its buffers (expected "
                          "moe-plan-memory's record on the dispatch exchange)");
   ArrayRef<int> xs = scratch->second;
@@ -84,6 +84,13 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
   step.dispatch = dispatch;
   step.sendSlots = xs[3];
   step.counts = xs[4];
+  step.relay = xs[5];
+  // moe-comm-hierarchy split the pair (its first dispatch stage is within
+  // the node): the two-stage form over the grid's nodes.
+  auto grid =
+      SymbolTable::lookupNearestSymbolFrom<shard::GridOp>(first, first.getGridAttr());
+  if (grid && grid.getShape().size() == 2 && first.getGridAxes().size() == 1)
+    step.ranksPerNode = int(grid.getShape()[1]);
   step.topK = int(d.getTopK());
   step.numExperts = int(first.getNumExperts());
   step.tensorParallel = int(p.tensorParallel);
@@ -109,7 +116,7 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
     step.recvSorted = xs[1];
     step.recvOffsets = xs[2];
     SmallVector<int> reads = {step.in, step.sorted, step.offsets};
-    SmallVector<int> writes = {xs[0], xs[1], xs[2], xs[3], xs[4]};
+    SmallVector<int> writes = {xs[0], xs[1], xs[2], xs[3], xs[4], xs[5]};
     addStep(x, stepName("moe.dispatch_exchange"), reads, writes,
             std::move(step), Stream::Comm);
     return success();
@@ -119,7 +126,7 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
   if (step.in < 0 || step.out < 0)
     return failure();
   int out = step.out;
-  SmallVector<int> reads = {step.in, xs[3], xs[4]};
+  SmallVector<int> reads = {step.in, xs[3], xs[4], xs[5]};
   addStep(x, stepName("moe.combine_exchange"), reads, {out}, std::move(step),
           Stream::Comm);
   // Each member filled the slots of its rows: the group sums them.

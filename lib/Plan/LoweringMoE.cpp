@@ -125,7 +125,8 @@ LogicalResult Lowering::lowerCombine(CombineOp c) {
       AllToAllOp xchg = getDispatchExchange(experts.getInput());
       auto scratch = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
       if (scratch != storage.scratch.end())
-        reads.append({scratch->second[3], scratch->second[4]});
+        reads.append({scratch->second[3], scratch->second[4],
+                      scratch->second[5]});
     }
   }
   addStep(c, stepName("moe.combine"), reads, {out},

@@ -230,6 +230,9 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
        << " top " << o->top_k();
     if (o->tensor_parallel() > 1)
       os << " members " << o->tensor_parallel();
+    if (o->ranks_per_node() > 0)
+      os << " hierarchical " << o->ranks_per_node() << " per node relay "
+         << buf(o->relay());
     if (dispatch && o->targets() && o->target_offsets()) {
       os << " targets [";
       auto *t = o->targets();

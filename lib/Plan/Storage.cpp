@@ -336,11 +336,17 @@ LogicalResult StorageAssigner::assignDispatchExchange(AllToAllOp x) {
                               0, E + 1);
   int sendSlots =
       newBuffer(bufferName("moe.send_slots"), ElemType::I32, 1, K * S);
+  // Rows sent and received per member of each stage: at most 2(P + M) for
+  // P ranks per node and M nodes, 2N + 2 when flat.
   int counts = newBuffer(bufferName("moe.exchange_counts"), ElemType::I32, 1,
-                         0, 2 * ranks);
-  s.scratch[x] = {recv, recvSorted, recvOffsets, sendSlots, counts};
+                         0, 2 * ranks + 2);
+  // Hierarchical: the order in which this rank forwards the rows it relays
+  // (each slot's row to each of its destinations passes one relay).
+  int relay = newBuffer(bufferName("moe.relay"), ElemType::I32, 1,
+                        groups * K * S);
+  s.scratch[x] = {recv, recvSorted, recvOffsets, sendSlots, counts, relay};
   touch({in->buffer, sorted->buffer, offsets->buffer, recv, recvSorted,
-         recvOffsets, sendSlots, counts});
+         recvOffsets, sendSlots, counts, relay});
   return success();
 }
 
@@ -369,7 +375,7 @@ LogicalResult StorageAssigner::assignCombineExchange(AllToAllOp x, Slice in) {
   int out = newBuffer(bufferName("moe.slot_out"), ElemType::F32,
                       widthOf(x.getResult()), experts.getTopK());
   s.slices[x.getResult()] = full(out);
-  touch({in.buffer, xs[3], xs[4], out});
+  touch({in.buffer, xs[3], xs[4], xs[5], out});
   if (getTensorParallel(model) > 1)
     touch({out}); // the tensor-parallel sum of the members' slots
   return success();
@@ -628,7 +634,8 @@ LogicalResult StorageAssigner::assign(Operation *op) {
               reads.push_back(y->buffer);
             AllToAllOp xchg = getDispatchExchange(experts.getInput());
             if (xchg && s.scratch.count(xchg))
-              reads.append({s.scratch[xchg][3], s.scratch[xchg][4]});
+              reads.append({s.scratch[xchg][3], s.scratch[xchg][4],
+                            s.scratch[xchg][5]});
           }
         }
         touch(reads);

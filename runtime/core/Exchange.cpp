@@ -1,11 +1,17 @@
 //===- Exchange.cpp - AllToAllV steps of data-parallel expert layers ------===//
 //
 // Shared by host-memory backends: which rows go to which rank is the plan's
-// semantics (plan.fbs AllToAllV), not a backend's. Counts travel first (an
-// all-to-all of one value per peer), then the rows and their experts (two
-// all-to-all-v), so a receiver sizes nothing in advance beyond the plan's
-// buffers. The combine sends the received rows' outputs back in the order
-// they came, and the sender adds them at the slots it recorded.
+// semantics (plan.fbs AllToAllV), not a backend's. Each stage sends counts
+// first (an all-to-all of one value per member), then the rows and their
+// metadata (all-to-all-v), so a receiver sizes nothing in advance beyond the
+// plan's buffers.
+//
+// Over nodes of P ranks (ranks_per_node, M = N / P nodes) the dispatch runs
+// in two stages (DeepSpeed-MoE's hierarchical all-to-all): within the node
+// every row goes to the relay with its destination's local index, then
+// across nodes among the ranks with that local index to the destination;
+// M - 1 inter-node messages per rank instead of N - P. The combine reverses
+// both. One node (P = N) is the flat exchange: the relay is the destination.
 //
 //===----------------------------------------------------------------------===//
 #include "moert/Backend.h"
@@ -21,9 +27,13 @@ namespace {
 
 /// Rows a buffer holds (its size in the arena): exchanged row counts depend
 /// on every group's rows, not on this rank's.
-size_t capacity(const StepArgs &a, int32_t buf) { return size_t((*a.buffers)[size_t(buf)].maxRows); }
+size_t capacity(const StepArgs &a, int32_t buf) {
+  return size_t((*a.buffers)[size_t(buf)].maxRows);
+}
 
-/// Exclusive prefix sums of counts (times `width` values per row).
+size_t sum(std::span<const size_t> v) { return std::accumulate(v.begin(), v.end(), size_t(0)); }
+
+/// Exclusive prefix sums of counts, times `width` values per row.
 std::vector<size_t> offsetsOf(std::span<const size_t> counts, size_t width) {
   std::vector<size_t> o(counts.size(), 0);
   for (size_t i = 1; i < counts.size(); ++i)
@@ -38,10 +48,85 @@ std::vector<size_t> scaled(std::span<const size_t> counts, size_t width) {
   return s;
 }
 
+/// The two groups of a rank: its node's ranks, and the ranks with its local
+/// index on every node.
+struct Topology {
+  int N, P, M, node, local;
+  Topology(int n, int me, int perNode)
+      : N(n), P(perNode > 0 && n % perNode == 0 ? perNode : n), M(N / P), node(me / P),
+        local(me % P) {}
+  std::vector<int> nodeGroup() const {
+    std::vector<int> g(static_cast<size_t>(P));
+    std::iota(g.begin(), g.end(), node * P);
+    return g;
+  }
+  std::vector<int> peerGroup() const {
+    std::vector<int> g;
+    for (int n = 0; n < M; ++n)
+      g.push_back(n * P + local);
+    return g;
+  }
+};
+
+/// One stage: rows of `width` floats packed per member (sendCounts), to the
+/// members of `group`; received rows land in `out` (at most `cap` rows) in
+/// member order. Returns the counts received from each member.
+/// With `grow`, the rows land there instead (sized to what arrives).
+std::vector<size_t> exchange(Comm &comm, std::span<const int> group, const float *rows,
+                             std::span<const size_t> sendCounts, size_t width, float *out,
+                             size_t cap, const char *what, std::vector<float> *grow = nullptr) {
+  const size_t G = sendCounts.size();
+  std::vector<float> cs(G), cr(G);
+  for (size_t j = 0; j < G; ++j)
+    cs[j] = float(sendCounts[j]); // exact below 2^24 rows
+  comm.allToAll(cs.data(), 1, cr.data(), group);
+  std::vector<size_t> recvCounts(G);
+  for (size_t j = 0; j < G; ++j)
+    recvCounts[j] = size_t(cr[j]);
+  if (sum(recvCounts) > cap)
+    fail("all-to-all-v {}: {} rows to receive (expected at most the plan's {})", what,
+         sum(recvCounts), cap);
+  if (grow) {
+    grow->resize(sum(recvCounts) * width + 1);
+    out = grow->data();
+  }
+  comm.allToAllV(rows, scaled(sendCounts, width), offsetsOf(sendCounts, width), out,
+                 scaled(recvCounts, width), offsetsOf(recvCounts, width), group);
+  return recvCounts;
+}
+
+/// A stage whose counts are known (the combine retraces the dispatch).
+void exchangeKnown(Comm &comm, std::span<const int> group, const float *rows,
+                   std::span<const size_t> sendCounts, std::span<const size_t> recvCounts,
+                   size_t width, float *out) {
+  comm.allToAllV(rows, scaled(sendCounts, width), offsetsOf(sendCounts, width), out,
+                 scaled(recvCounts, width), offsetsOf(recvCounts, width), group);
+}
+
+/// The record in the counts buffer: rows sent and received per member in
+/// the node stage (P each), then in the cross-node stage (M each).
+struct Record {
+  std::vector<size_t> send1, recv1, send2, recv2;
+  void store(int32_t *c) const {
+    size_t k = 0;
+    for (const auto *v : {&send1, &recv1, &send2, &recv2})
+      for (size_t x : *v)
+        c[k++] = int32_t(x);
+  }
+  void load(const int32_t *c, const Topology &t) {
+    size_t k = 0;
+    for (auto [v, n] : {std::pair{&send1, t.P}, {&recv1, t.P}, {&send2, t.M}, {&recv2, t.M}}) {
+      v->assign(size_t(n), 0);
+      for (size_t &x : *v)
+        x = size_t(std::max(0, c[k++]));
+    }
+  }
+};
+
 void dispatch(Comm &comm, const plan::AllToAllV &op, const StepArgs &a) {
-  const int N = comm.size(), me = comm.rank();
+  const Topology t(comm.size(), comm.rank(), op.ranks_per_node());
   const int K = op.top_k(), E = op.num_experts(), T = std::max(1, op.tensor_parallel());
-  const int member = me % T;
+  const int member = comm.rank() % T;
   const size_t D = size_t(a.ld(op.out()));
   const float *x = a.f32(op.in());
   const int64_t ldx = a.ld(op.in());
@@ -51,8 +136,9 @@ void dispatch(Comm &comm, const plan::AllToAllV &op, const StepArgs &a) {
   const auto &toff = *op.target_offsets();
   const int S = std::max(1, op.slices());
 
-  // Rows per destination, in sorted-slot order (so grouped by expert).
-  std::vector<std::vector<int32_t>> slotsTo(static_cast<size_t>(N)), expertTo(static_cast<size_t>(N));
+  // Rows per destination rank, in sorted-slot order (grouped by expert).
+  std::vector<std::vector<int32_t>> slotsTo(static_cast<size_t>(t.N)),
+      expertTo(static_cast<size_t>(t.N));
   for (int e = 0; e < E; ++e) {
     const int32_t first = toff[unsigned(e)], n = toff[unsigned(e) + 1] - first;
     for (int32_t j = offsets[e]; j < offsets[e + 1]; ++j) {
@@ -70,54 +156,96 @@ void dispatch(Comm &comm, const plan::AllToAllV &op, const StepArgs &a) {
         to(targets[unsigned(first + (j - offsets[e]) % n)]);
     }
   }
-  std::vector<size_t> sendCounts(static_cast<size_t>(N)), recvCounts(static_cast<size_t>(N));
-  for (int r = 0; r < N; ++r)
-    sendCounts[size_t(r)] = slotsTo[size_t(r)].size();
-  const size_t sent = std::accumulate(sendCounts.begin(), sendCounts.end(), size_t(0));
-  const size_t maxSend = capacity(a, op.send_slots());
-  if (sent > maxSend)
+  // Node stage: to the relay with the destination's local index, ordered by
+  // destination node (so the relay forwards contiguous runs). Metadata per
+  // row: its expert, and across nodes its destination node.
+  const size_t W = t.M > 1 ? 2 : 1;
+  Record rec;
+  rec.send1.assign(size_t(t.P), 0);
+  size_t sent = 0;
+  for (const auto &v : slotsTo)
+    sent += v.size();
+  if (sent > capacity(a, op.send_slots()))
     fail("all-to-all-v dispatch: {} rows to send (expected at most the plan's {})", sent,
-         maxSend);
-  // Counts: one value per peer (floats hold them exactly below 2^24 rows).
-  std::vector<float> cs(static_cast<size_t>(N)), cr(static_cast<size_t>(N));
-  for (int r = 0; r < N; ++r)
-    cs[size_t(r)] = float(sendCounts[size_t(r)]);
-  comm.allToAll(cs.data(), 1, cr.data(), {});
-  for (int r = 0; r < N; ++r)
-    recvCounts[size_t(r)] = size_t(cr[size_t(r)]);
-  const size_t received = std::accumulate(recvCounts.begin(), recvCounts.end(), size_t(0));
-  const size_t maxRecv = std::min(capacity(a, op.out()), capacity(a, op.recv_sorted()));
-  if (received > maxRecv)
-    fail("all-to-all-v dispatch: {} rows to receive (expected at most the plan's {})", received,
-         maxRecv);
-
-  // The record for the combine: slots sent in send order, counts.
+         capacity(a, op.send_slots()));
   int32_t *sendSlots = a.i32(op.send_slots());
-  int32_t *counts = a.i32(op.counts());
   // (At least one element each: no null buffers reach the communicator.)
-  std::vector<float> rows(sent * D + 1), ids(sent + 1), recvIds(received + 1);
+  std::vector<float> rows(sent * D + 1), meta(sent * W + 1);
   size_t k = 0;
-  for (int r = 0; r < N; ++r) {
-    counts[r] = int32_t(sendCounts[size_t(r)]);
-    counts[N + r] = int32_t(recvCounts[size_t(r)]);
-    for (size_t i = 0; i < slotsTo[size_t(r)].size(); ++i, ++k) {
-      const int32_t slot = slotsTo[size_t(r)][i];
-      sendSlots[k] = slot;
-      std::memcpy(rows.data() + k * D, x + int64_t(slot / K) * ldx, D * 4);
-      ids[k] = float(expertTo[size_t(r)][i]);
+  for (int l = 0; l < t.P; ++l)
+    for (int n = 0; n < t.M; ++n) {
+      const size_t d = size_t(n * t.P + l);
+      for (size_t i = 0; i < slotsTo[d].size(); ++i, ++k) {
+        sendSlots[k] = slotsTo[d][i];
+        std::memcpy(rows.data() + k * D, x + int64_t(slotsTo[d][i] / K) * ldx, D * 4);
+        meta[k * W] = float(expertTo[d][i]);
+        if (W == 2)
+          meta[k * W + 1] = float(n);
+      }
+      rec.send1[size_t(l)] += slotsTo[d].size();
     }
+
+  float *out = a.f32(op.out());
+  const size_t cap = std::min(capacity(a, op.out()), capacity(a, op.recv_sorted()));
+  std::vector<float> ids; // the expert of every row received
+  if (t.M == 1) {
+    // One node: the relay is the destination.
+    const std::vector<int> g = t.P == t.N ? std::vector<int>{} : t.nodeGroup();
+    rec.recv1 = exchange(comm, g, rows.data(), rec.send1, D, out, cap, "dispatch");
+    ids.resize(sum(rec.recv1) + 1);
+    exchangeKnown(comm, g, meta.data(), rec.send1, rec.recv1, W, ids.data());
+    rec.send2 = rec.recv2 = {0};
+  } else {
+    // Node stage (a no-op with one rank per node), then the relay forwards
+    // by destination node.
+    std::vector<float> rows1, meta1;
+    if (t.P > 1) {
+      const std::vector<int> g = t.nodeGroup();
+      rec.recv1 = exchange(comm, g, rows.data(), rec.send1, D, nullptr, capacity(a, op.relay()),
+                           "dispatch (node stage)", &rows1);
+      meta1.resize(sum(rec.recv1) * W + 1);
+      exchangeKnown(comm, g, meta.data(), rec.send1, rec.recv1, W, meta1.data());
+    } else {
+      rec.recv1 = rec.send1;
+      rows1 = std::move(rows);
+      meta1 = std::move(meta);
+    }
+    const size_t R1 = sum(rec.recv1);
+    if (R1 > capacity(a, op.relay()))
+      fail("all-to-all-v dispatch: {} rows to relay (expected at most the plan's {})", R1,
+           capacity(a, op.relay()));
+    // Stable counting sort by destination node; perm[j] = the relayed row
+    // sent j-th.
+    int32_t *perm = a.i32(op.relay());
+    rec.send2.assign(size_t(t.M), 0);
+    for (size_t i = 0; i < R1; ++i) {
+      const int n = int(meta1[i * W + 1]);
+      if (n < 0 || n >= t.M)
+        fail("all-to-all-v dispatch: a row for node {} (expected 0..{})", n, t.M - 1);
+      ++rec.send2[size_t(n)];
+    }
+    std::vector<size_t> at = offsetsOf(rec.send2, 1);
+    std::vector<float> rows2(R1 * D + 1), ids2(R1 + 1);
+    for (size_t i = 0; i < R1; ++i) {
+      const size_t j = at[size_t(meta1[i * W + 1])]++;
+      perm[j] = int32_t(i);
+      std::memcpy(rows2.data() + j * D, rows1.data() + i * D, D * 4);
+      ids2[j] = meta1[i * W];
+    }
+    const std::vector<int> g = t.peerGroup();
+    rec.recv2 = exchange(comm, g, rows2.data(), rec.send2, D, out, cap, "dispatch (node-to-node)");
+    ids.resize(sum(rec.recv2) + 1);
+    exchangeKnown(comm, g, ids2.data(), rec.send2, rec.recv2, 1, ids.data());
   }
-  comm.allToAllV(rows.data(), scaled(sendCounts, D), offsetsOf(sendCounts, D), a.f32(op.out()),
-                 scaled(recvCounts, D), offsetsOf(recvCounts, D), {});
-  comm.allToAllV(ids.data(), sendCounts, offsetsOf(sendCounts, 1), recvIds.data(), recvCounts,
-                 offsetsOf(recvCounts, 1), {});
+  rec.store(a.i32(op.counts()));
 
   // The received rows grouped by expert (a counting sort, stable).
+  const size_t received = t.M == 1 ? sum(rec.recv1) : sum(rec.recv2);
   int32_t *ro = a.i32(op.recv_offsets());
   int32_t *rs = a.i32(op.recv_sorted());
   std::vector<int32_t> fill(static_cast<size_t>(E) + 1, 0);
   for (size_t i = 0; i < received; ++i) {
-    const int e = int(recvIds[i]);
+    const int e = int(ids[i]);
     if (e < 0 || e >= E)
       fail("all-to-all-v dispatch: a row for expert {} (expected 0..{})", e, E - 1);
     ++fill[size_t(e) + 1];
@@ -126,27 +254,43 @@ void dispatch(Comm &comm, const plan::AllToAllV &op, const StepArgs &a) {
     fill[size_t(e) + 1] += fill[size_t(e)];
   std::copy(fill.begin(), fill.end(), ro);
   for (size_t i = 0; i < received; ++i)
-    rs[fill[size_t(recvIds[i])]++] = int32_t(i);
+    rs[fill[size_t(ids[i])]++] = int32_t(i);
 }
 
 void combine(Comm &comm, const plan::AllToAllV &op, const StepArgs &a) {
-  const int N = comm.size();
+  const Topology t(comm.size(), comm.rank(), op.ranks_per_node());
   const size_t D = size_t(a.ld(op.out()));
-  const int32_t *counts = a.i32(op.counts());
-  std::vector<size_t> sendCounts(static_cast<size_t>(N)), recvCounts(static_cast<size_t>(N));
-  for (int r = 0; r < N; ++r) {
-    sendCounts[size_t(r)] = size_t(counts[N + r]); // back to where they came from
-    recvCounts[size_t(r)] = size_t(counts[r]);
+  Record rec;
+  rec.load(a.i32(op.counts()), t);
+  const size_t R1 = sum(rec.recv1), back = sum(rec.send1);
+  const size_t finalRows = t.M == 1 ? R1 : sum(rec.recv2);
+  if (back > capacity(a, op.send_slots()) || finalRows > capacity(a, op.in()) ||
+      (t.M > 1 && (R1 > capacity(a, op.relay()) || sum(rec.send2) != R1)))
+    fail("all-to-all-v combine: a record of {} rows back, {} relayed and {} computed (expected "
+         "the dispatch's, within the plan's buffers)",
+         back, R1, finalRows);
+  // The outputs in the node stage's receive order.
+  std::vector<float> relayed;
+  const float *r1 = a.f32(op.in());
+  if (t.M > 1) {
+    std::vector<float> tmp(R1 * D + 1);
+    exchangeKnown(comm, t.peerGroup(), a.f32(op.in()), rec.recv2, rec.send2, D, tmp.data());
+    relayed.resize(R1 * D + 1);
+    const int32_t *perm = a.i32(op.relay());
+    for (size_t j = 0; j < R1; ++j) {
+      if (perm[j] < 0 || size_t(perm[j]) >= R1)
+        fail("all-to-all-v combine: relayed row {} (expected 0..{})", perm[j], R1 - 1);
+      std::memcpy(relayed.data() + size_t(perm[j]) * D, tmp.data() + j * D, D * 4);
+    }
+    r1 = relayed.data();
   }
-  const size_t back = std::accumulate(recvCounts.begin(), recvCounts.end(), size_t(0));
-  const size_t returned = std::accumulate(sendCounts.begin(), sendCounts.end(), size_t(0));
-  if (back > capacity(a, op.send_slots()) || returned > capacity(a, op.in()))
-    fail("all-to-all-v combine: {} rows back and {} returned (expected the dispatch's record, at "
-         "most {} and {})",
-         back, returned, capacity(a, op.send_slots()), capacity(a, op.in()));
   std::vector<float> rows(back * D + 1);
-  comm.allToAllV(a.f32(op.in()), scaled(sendCounts, D), offsetsOf(sendCounts, D), rows.data(),
-                 scaled(recvCounts, D), offsetsOf(recvCounts, D), {});
+  if (t.P > 1 || t.M == 1) {
+    const std::vector<int> g = t.M == 1 && t.P == t.N ? std::vector<int>{} : t.nodeGroup();
+    exchangeKnown(comm, g, r1, rec.recv1, rec.send1, D, rows.data());
+  } else {
+    std::memcpy(rows.data(), r1, back * D * 4);
+  }
   float *out = a.f32(op.out());
   std::memset(out, 0, size_t(a.rows(op.out())) * D * 4);
   const int32_t *sendSlots = a.i32(op.send_slots());

@@ -291,6 +291,7 @@ private:
   // recv_sorted); and the counts buffers they wrote.
   std::unordered_map<int32_t, std::pair<int32_t, int32_t>> dispatches_;
   std::unordered_map<int32_t, std::pair<int32_t, int32_t>> exchangeCounts_; // -> (out, send_slots)
+  std::unordered_map<int32_t, std::pair<int32_t, int32_t>> exchangeRelay_; // -> (relay, per node)
 };
 
 void RankValidator::validateBuffers() {
@@ -483,11 +484,31 @@ void RankValidator::validateExchange(const plan::AllToAllV &op) {
         T, N, root_.data_parallel());
   if (S < 1 || S > N)
     err("slices {} (expected 1..{} ranks)", S, N);
+  if (op.kind() == plan::ExchangeKind::Combine) {
+    // The combine retraces a dispatch: its record first.
+    auto d = exchangeCounts_.find(op.counts());
+    if (d == exchangeCounts_.end() || d->second.second != op.send_slots() ||
+        exchangeRelay_[op.counts()] != std::pair<int32_t, int32_t>{op.relay(),
+                                                                   op.ranks_per_node()})
+      err("counts buffer {} and send_slots {} are not written by an earlier AllToAllV dispatch "
+          "with the same relay and ranks_per_node (expected dispatch before combine)",
+          op.counts(), op.send_slots());
+  }
   const BufferInfo &in = buf(op.in(), "in");
   const BufferInfo &out = buf(op.out(), "out");
   const BufferInfo &slots = buf(op.send_slots(), "send_slots", DType::I32);
   const BufferInfo &counts = buf(op.counts(), "counts", DType::I32);
-  needRows(counts, "counts", 0, 2 * int64_t(N));
+  const int P = op.ranks_per_node() > 0 ? op.ranks_per_node() : N;
+  if (op.ranks_per_node() < 0 || P > N || N % P != 0)
+    err("ranks_per_node {} with {} ranks (expected 0 or a divisor of num_ranks)",
+        op.ranks_per_node(), N);
+  needRows(counts, "counts", 0, 2 * (int64_t(P) + N / P));
+  if (N / P > 1) {
+    const BufferInfo &relay = buf(op.relay(), "relay", DType::I32);
+    needRows(relay, "relay", int64_t(k) * S, 0);
+    for (int32_t b : {op.in(), op.out(), op.send_slots(), op.counts()})
+      needDisjoint(op.relay(), b);
+  }
   needRows(slots, "send_slots", int64_t(k) * S, 0);
   needDisjoint(op.in(), op.out());
   for (int32_t b : {op.send_slots(), op.counts()}) {
@@ -537,12 +558,9 @@ void RankValidator::validateExchange(const plan::AllToAllV &op) {
     dispatches_[op.recv_offsets()] = {op.out(), op.recv_sorted()};
     gates_[op.recv_offsets()] = {E, 1};
     exchangeCounts_[op.counts()] = {op.out(), op.send_slots()};
+    exchangeRelay_[op.counts()] = {op.relay(), op.ranks_per_node()};
   } else if (op.kind() == plan::ExchangeKind::Combine) {
     auto d = exchangeCounts_.find(op.counts());
-    if (d == exchangeCounts_.end() || d->second.second != op.send_slots())
-      err("counts buffer {} and send_slots {} are not written by an earlier AllToAllV dispatch "
-          "(expected dispatch before combine)",
-          op.counts(), op.send_slots());
     // The outputs of every row the dispatch received go back.
     needRowsOf(in, "in", info_.buffers[size_t(d->second.first)]);
     needRows(out, "out", k, 0);

@@ -332,6 +332,8 @@ struct AllToAllVStep {
   std::vector<int32_t> targets, targetOffsets;
   int slices = 1;
   int tensorParallel = 1;
+  /// Hierarchical (> 0): ranks per node, and the relay order buffer.
+  int ranksPerNode = 0, relay = -1;
 };
 struct PrefetchStep {
   std::vector<int32_t> weights;

@@ -378,6 +378,7 @@ def data_parallel_plans(out, schema, plan):
     edited("dp-target-offsets", lambda d: dispatch(d)["target_offsets"].pop())
     edited("dp-counts", lambda d: combine(d).update(
         counts=first_step(d, "Gate")["op"]["expert_offsets"]))
+    edited("dp-per-node", lambda d: dispatch(d).update(ranks_per_node=3))
     edited("dp-received", lambda d: first_step(d, "Experts")["op"].update(received=False))
 
 

@@ -65,8 +65,11 @@ void Lowering::addStreamingSteps() {
                                .getAttr(layer);
     if (!distance)
       continue;
-    SmallVector<int32_t> weights =
-        layerDenseWeights(layer, [&](Value v) { return weightOf(v); });
+    // A sliced whole is held by no rank: its parts are prefetched and
+    // evicted (each rank's list keeps those it holds).
+    SmallVector<int32_t> weights = heldWeights(
+        p.weights,
+        layerDenseWeights(layer, [&](Value v) { return weightOf(v); }));
     if (weights.empty())
       continue;
     int64_t index = layer.getIndex();

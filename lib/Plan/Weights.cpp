@@ -358,16 +358,37 @@ mlir::moe::plan::buildWeightTable(ModelOp model, ComputeDType dtype) {
     return failure();
 
   // A layer with moe.prefetch_distance streams its own weights (not its
-  // experts': those stream on demand or stay resident).
+  // experts': those stream on demand or stay resident): a tensor-parallel
+  // rank its parts of the sliced ones.
   model.walk([&](LayerOp layer) {
     if (!getMoEDialect(model.getContext())
              .getPrefetchDistanceAttrHelper()
              .isAttrPresent(layer))
       return;
-    for (int w : layerDenseWeights(layer, weightOf))
+    SmallVector<int32_t> dense = layerDenseWeights(layer, weightOf);
+    for (int w : dense)
+      weights[w].streamed = true;
+    for (int w : heldWeights(weights, dense))
       weights[w].streamed = true;
   });
   return weights;
+}
+
+SmallVector<int32_t> mlir::moe::plan::heldWeights(ArrayRef<Weight> weights,
+                                                  ArrayRef<int32_t> list) {
+  SmallVector<int32_t> held;
+  for (int32_t w : list) {
+    const Weight &weight = weights[size_t(w)];
+    if (!weight.sliced) {
+      if (!llvm::is_contained(held, w))
+        held.push_back(w);
+      continue;
+    }
+    for (int part : weight.tpParts)
+      if (!llvm::is_contained(held, int32_t(part)))
+        held.push_back(int32_t(part));
+  }
+  return held;
 }
 
 SmallVector<int32_t> mlir::moe::plan::layerDenseWeights(

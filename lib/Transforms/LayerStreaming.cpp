@@ -111,13 +111,17 @@ void MoELayerStreamingPass::runOnOperation() {
         }
       }
     });
+    // A tensor-parallel sliced whole is held by no rank: each member holds
+    // (and streams) its part, which the table appends after the params.
     layer.walk([&](WeightOp weight) {
-      int w = paramIndex.lookup(weight.getParamAttr().getAttr());
-      inLayers.insert(w);
-      if (!seen.insert(w).second)
-        return;
-      for (int64_t r = 0; r < ranks; ++r)
-        lb.dense[r] += bytesOn(w, r);
+      int param = paramIndex.lookup(weight.getParamAttr().getAttr());
+      for (int w : plan::heldWeights(*weightTable, {int32_t(param)})) {
+        inLayers.insert(w);
+        if (!seen.insert(w).second)
+          continue;
+        for (int64_t r = 0; r < ranks; ++r)
+          lb.dense[r] += bytesOn(w, r);
+      }
     });
     layers.push_back(std::move(lb));
   });
@@ -153,23 +157,6 @@ void MoELayerStreamingPass::runOnOperation() {
   uint64_t all = worst();
   if (all <= memoryBudget)
     return; // everything fits
-  // A tensor-parallel rank holds parts of its layers' weights, and the
-  // streaming steps would fetch and evict whole tensors: refused until they
-  // name parts.
-  if (IntegerAttr ways = getMoEDialect(&getContext())
-                             .getTensorParallelAttrHelper()
-                             .getAttr(model);
-      ways && ways.getInt() > 1) {
-    model.emitError() << "memory budget of " << formatBytes(memoryBudget)
-                      << " per rank is below the " << formatBytes(all)
-                      << " a rank of tensor-parallel groups of "
-                      << ways.getInt()
-                      << " holds, and weight streaming does not stream "
-                      << "tensor-parallel parts yet (expected a larger "
-                      << "--memory-budget or --tensor-parallel=1)";
-    return signalPassFailure();
-  }
-
   auto largestFirst = [&](auto bytesOf) {
     SmallVector<size_t> order(layers.size());
     std::iota(order.begin(), order.end(), 0);

@@ -674,10 +674,10 @@ std::string fixedTensorParallelReason(const CompileOptions &options) {
 /// stays within a node's links), and the T with the fastest estimated decode
 /// step on the cluster's device wins (ties: the smaller T). The estimate
 /// reads every weight at memory bandwidth, so a T whose weights fit the
-/// memory budget beats one that streams weights (only T = 1 can: streaming
-/// does not stream tensor-parallel parts, so a T > 1 that would need it
-/// fails to compile and drops out, as does a T the model cannot be sliced by:
-/// heads, kv heads, intermediate sizes, attention the pass cannot slice).
+/// memory budget beats one that streams weights (a T > 1 streams its ranks'
+/// tensor-parallel parts). A T that fails to compile drops out: one the
+/// model cannot be sliced by (heads, kv heads, intermediate sizes, attention
+/// the pass cannot slice) or whose ranks exceed the budget even streamed.
 TensorParallelChoice chooseTensorParallel(MLIRContext &context, ModuleOp module,
                                           CompileOptions &options) {
   TensorParallelChoice choice;

@@ -441,6 +441,12 @@ FailureOr<std::vector<Weight>> buildWeightTable(ModelOp model,
 SmallVector<int32_t> layerDenseWeights(LayerOp layer,
                                        llvm::function_ref<int(Value)> weightOf);
 
+/// `list` with every tensor-parallel sliced whole (held by no rank) replaced
+/// by its parts (each once, in the whole's place): the weights ranks hold of
+/// `list`, as streaming prefetches, evicts and counts them.
+SmallVector<int32_t> heldWeights(ArrayRef<Weight> weights,
+                                 ArrayRef<int32_t> list);
+
 /// Stage 2: lowers the graph of `model` to steps, reading the storage.
 FailureOr<Program> lowerToProgram(ModelOp model, const CompileOptions &options,
                                   Storage storage);

@@ -129,7 +129,9 @@ public:
         sum_[i - b] += src[i];
     }
     bar.wait(); // everyone has read the inputs
-    for (int j = 0; j < G; ++j)
+    // (A member's chunk may be empty: a data-parallel group without rows
+    // sums 0 values, and an empty vector's data() may be null.)
+    for (int j = 0; j < G && e > b; ++j)
       std::memcpy(s_->posted[size_t(member(group, j))].inout + b, sum_.data(),
                   (e - b) * sizeof(float));
     bar.wait(); // every chunk is written
@@ -151,7 +153,8 @@ public:
         acc[i] += src[size_t(me) * n + i];
     }
     bar.wait();
-    std::memcpy(out, acc.data(), n * sizeof(float));
+    if (n)
+      std::memcpy(out, acc.data(), n * sizeof(float));
     bytesMoved_ += n * sizeof(float) * size_t(G - 1);
   }
   void allGather(const float *in, size_t n, float *out, std::span<const int> group) override {

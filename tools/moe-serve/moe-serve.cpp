@@ -843,6 +843,17 @@ void handleCompletions(Server &srv, const httplib::Request &req, httplib::Respon
               st->finished[k] = true;
             } else if (st->text[k].size() > st->sentText[k] + holdBack) {
               size_t upto = st->text[k].size() - holdBack;
+              // A whole stop string can be here before the sequence is done:
+              // the engine reports the token that completes it, then finishes
+              // the sequence, and this may run in between. Nothing from it on
+              // is sent (the final text is cut before it).
+              for (const std::string &stop : c->stops) {
+                size_t sent = st->sentText[k];
+                size_t from = sent >= stop.size() ? sent - stop.size() + 1 : 0;
+                size_t at = st->text[k].find(stop, from);
+                if (at != std::string::npos)
+                  upto = std::min(upto, std::max(at, st->sentText[k]));
+              }
               piece = st->text[k].substr(st->sentText[k], upto - st->sentText[k]);
             }
             st->sentText[k] += piece.size();

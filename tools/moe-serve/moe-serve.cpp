@@ -1048,10 +1048,12 @@ int serve(const Options &o) {
   const plan::Plan &p = plan.plan();
   std::string target = p.target() == plan::Target::CUDA ? "cuda" : "cpu";
   std::string backendName = o.backend.empty() ? target : o.backend;
-  if (o.maxBatch > plan.maxBatch())
-    fail("--max-batch={}: more than the plan's max_batch {} (expected a plan compiled with "
-         "moe-compile --max-batch={})",
-         o.maxBatch, plan.maxBatch(), o.maxBatch);
+  // Sequences at once: max_batch in each data-parallel group.
+  const int64_t capacity = plan.maxBatch() * plan.dataParallel();
+  if (o.maxBatch > capacity)
+    fail("--max-batch={}: more than the plan's {} sequences at once (max_batch {} x {} "
+         "data-parallel groups; expected a plan compiled with a larger moe-compile --max-batch)",
+         o.maxBatch, capacity, plan.maxBatch(), plan.dataParallel());
   Server srv;
   srv.plan = &plan;
   srv.model = !o.modelName.empty() ? o.modelName
@@ -1088,7 +1090,7 @@ int serve(const Options &o) {
                                                  *comms[size_t(r)], *backends.back(),
                                                  SessionOptions{}));
   }
-  const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : plan.maxBatch();
+  const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : capacity;
 
   Metrics metrics;
   Engine engine(metrics, o.maxQueue, maxBatch);
@@ -1103,7 +1105,8 @@ int serve(const Options &o) {
   for (int r = 1; r < ranks; ++r)
     followers.push_back(std::make_unique<FollowerSource>(mirror, r - 1));
   BatchOptions opts;
-  opts.maxBatch = maxBatch;
+  // The engine's slots are per data-parallel group.
+  opts.maxBatch = (maxBatch + plan.dataParallel() - 1) / plan.dataParallel();
   opts.prefillChunk = o.prefillChunk;
   // The engine of one rank: rank 0's polls the HTTP engine (through the
   // leader when there are other ranks), the others replay its answers.

@@ -88,14 +88,18 @@ def main():
     err = open(errpath, "w+")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
-    # Wait (at most 60 s) until all ranks run and have computed a little.
+    # Wait (at most 60 s) until all ranks run and have computed a little:
+    # 1 s of CPU each. MPI's initialization alone can take 0.3 s of CPU on a
+    # loaded machine (under the sanitizers), and a kill before it completes
+    # ends the other rank with MPI's own error instead of the launcher's
+    # SIGTERM; the runs this kills take minutes.
     deadline = time.time() + 60
     ranks = {}
     while time.time() < deadline:
         if proc.poll() is not None:
             fail("the run ended (status %d) before a rank could be killed" % proc.returncode)
         ranks = rank_processes(proc.pid)
-        if len(ranks) >= 2 and all(cpu_seconds(p) > 0.3 for p in ranks):
+        if len(ranks) >= 2 and all(cpu_seconds(p) > 1.0 for p in ranks):
             break
         time.sleep(0.05)
     else:

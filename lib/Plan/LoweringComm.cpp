@@ -68,10 +68,7 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
       if (auto next = dyn_cast<AllToAllOp>(u);
           next && next.getKind() == ExchangeKind::Combine)
         return success();
-    Value v = x.getInput();
-    while (auto prev = v.getDefiningOp<AllToAllOp>())
-      v = prev.getInput();
-    experts = v.getDefiningOp<ExpertsOp>();
+    experts = getCombinedExperts(x.getInput());
     first = experts ? getDispatchExchange(experts.getInput()) : AllToAllOp();
   }
   auto scratch = first ? storage.scratch.find(first) : storage.scratch.end();

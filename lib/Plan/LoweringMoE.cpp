@@ -117,11 +117,8 @@ LogicalResult Lowering::lowerCombine(CombineOp c) {
   if (p.dataParallel > 1) {
     // The combine exchange reads the experts' outputs and the dispatch's
     // record on the communication stream until this step waits for it.
-    Value v = c.getInput();
-    while (auto x = v.getDefiningOp<AllToAllOp>())
-      v = x.getInput();
-    if (auto experts = v.getDefiningOp<ExpertsOp>()) {
-      reads.push_back(bufferOf(v, c));
+    if (ExpertsOp experts = getCombinedExperts(c.getInput())) {
+      reads.push_back(bufferOf(experts.getResult(), c));
       AllToAllOp xchg = getDispatchExchange(experts.getInput());
       auto scratch = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
       if (scratch != storage.scratch.end())

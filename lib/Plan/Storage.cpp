@@ -44,6 +44,12 @@ DispatchOp mlir::moe::plan::getDispatch(Value tokens) {
   return tokens.getDefiningOp<DispatchOp>();
 }
 
+ExpertsOp mlir::moe::plan::getCombinedExperts(Value slots) {
+  while (auto x = slots.getDefiningOp<AllToAllOp>())
+    slots = x.getInput();
+  return slots.getDefiningOp<ExpertsOp>();
+}
+
 AllToAllOp mlir::moe::plan::getDispatchExchange(Value tokens) {
   AllToAllOp first;
   while (auto x = tokens.getDefiningOp<AllToAllOp>()) {
@@ -362,10 +368,7 @@ LogicalResult StorageAssigner::assignCombineExchange(AllToAllOp x, Slice in) {
     s.slices[x.getResult()] = in;
     return success();
   }
-  Value v = x.getInput();
-  while (auto prev = v.getDefiningOp<AllToAllOp>())
-    v = prev.getInput();
-  auto experts = v.getDefiningOp<ExpertsOp>();
+  ExpertsOp experts = getCombinedExperts(x.getInput());
   AllToAllOp dispatch = experts ? getDispatchExchange(experts.getInput())
                                 : AllToAllOp();
   if (!dispatch || !s.scratch.count(dispatch))
@@ -626,11 +629,9 @@ LogicalResult StorageAssigner::assign(Operation *op) {
           // The combine exchange reads the experts' outputs and the
           // dispatch's record on the communication stream until this step
           // waits for it: they live until here.
-          Value v = c.getInput();
-          while (auto x = v.getDefiningOp<AllToAllOp>())
-            v = x.getInput();
-          if (auto experts = v.getDefiningOp<ExpertsOp>()) {
-            if (FailureOr<Slice> y = sliceOf(v, c); succeeded(y))
+          if (ExpertsOp experts = getCombinedExperts(c.getInput())) {
+            if (FailureOr<Slice> y = sliceOf(experts.getResult(), c);
+                succeeded(y))
               reads.push_back(y->buffer);
             AllToAllOp xchg = getDispatchExchange(experts.getInput());
             if (xchg && s.scratch.count(xchg))

@@ -386,6 +386,9 @@ struct Program {
 int64_t getTensorParallel(ModelOp model);
 /// Data-parallel groups that moe-data-parallel recorded (1: none).
 int64_t getDataParallel(ModelOp model);
+/// The moe.experts whose per-slot outputs reach `slots` through combine
+/// exchanges, or null.
+ExpertsOp getCombinedExperts(Value slots);
 /// The first stage of the dispatch exchanges behind `tokens` (the one that
 /// reads moe.dispatch's result), or null.
 AllToAllOp getDispatchExchange(Value tokens);

@@ -183,6 +183,9 @@ def main():
                           ["--devices=2", "--tensor-parallel=2", "--max-seq-len=16"],
                           # Data-parallel groups with AllToAllV steps (plan 3.4).
                           ["--devices=4", "--tensor-parallel=2", "--max-batch=2",
+                           "--max-seq-len=16"],
+                          # Vocabulary-parallel embedding and LM head (plan 3.5).
+                          ["--devices=2", "--tensor-parallel=2", "--vocab-parallel=on",
                            "--max-seq-len=16"]]
                 if m.endswith((".json", "mxfp4")):
                     # 4 experts on 8 ranks: expert slicing (plan 3.1).

@@ -209,12 +209,20 @@ def MoETensorParallelPass
     GPT-2's fused c_attn, "row", "heads", "ffn"); the plan lowering reads
     them. Experts stay placed over all ranks.
 
+    With `vocab-parallel` (moe-compile decides it with the cost model), the
+    token embedding and the LM head are vocabulary-parallel too ("vocab"):
+    each member holds 1/T of the table's rows, looks up the ids in its part
+    (the group sums the rows with one all-reduce) and computes its part of
+    the logits (the group gathers them). A tied table is split once.
+
     Errors (one line, at the op): heads not divisible by T; kv heads that
     neither divide by T nor divide T (kv heads fewer than T are replicated
     when T is a multiple of them); an intermediate size not divisible by T;
-    T not dividing the grid; attention whose q/k/v are not projections
+    T not dividing the grid; with `vocab-parallel`, a vocabulary not
+    divisible by T or a quantized table whose parts would cut blocks;
+    attention whose q/k/v are not projections
     (through rotary embeddings) of the layer input, or whose output feeds
-    anything but one projection (DeepSeek-V3's MLA is not sliced yet).
+    anything but one projection.
 
     ```mlir
     %q = moe.linear %x, %wq {moe.tensor_slice = "column"} : ...
@@ -226,6 +234,8 @@ def MoETensorParallelPass
   let options = [
     Option<"ways", "tensor-parallel", "int64_t", /*default=*/"1",
            "ranks per tensor-parallel group (1: replicated)">,
+    Option<"vocabParallel", "vocab-parallel", "bool", /*default=*/"false",
+           "also split the embedding and LM head tables by vocabulary rows">,
   ];
   let dependentDialects = ["::mlir::moe::MoEDialect",
                            "::mlir::shard::ShardDialect"];

@@ -376,6 +376,11 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         shareOf(mla.getKvB(), share); // its heads' rows
       } else if (auto a = dyn_cast<AttentionOp>(op)) {
         shareOf(a.getSinks(), share); // gpt-oss: its heads' sinks
+      } else if (auto e = dyn_cast<EmbeddingOp>(op)) {
+        shareOf(e.getTable(), share); // its vocabulary rows
+      } else if (auto h = dyn_cast<LMHeadOp>(op)) {
+        shareOf(h.getWeight(), share);
+        shareOf(h.getBias(), share);
       }
       if (auto costOp = dyn_cast<CostOpInterface>(op)) {
         int64_t saved = int64_t(
@@ -406,6 +411,27 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
           sent;
       (crossesNodes ? cost.commMessagesInterNode
                     : cost.commMessagesIntraNode) += 2 * (T - 1);
+    }
+
+    // Vocabulary-parallel: the embedding's rows are summed over the group
+    // (an all-reduce of [tokens, hidden] f32, counted as above) and the LM
+    // head's logits gathered (all-gather: T-1 messages of V/T f32 each).
+    if (StringAttr kind = moe.getTensorSliceAttrHelper().getAttr(op);
+        kind && kind.getValue() == "vocab" && cost.tensorParallel > 1) {
+      int64_t T = cost.tensorParallel;
+      int64_t width =
+          cast<RankedTensorType>(op->getResult(0).getType()).getDimSize(1);
+      int64_t perNode = cost.gridShape.empty() ? cost.numRanks
+                                               : cost.gridShape.back();
+      bool crossesNodes = perNode % T != 0;
+      bool gather = isa<LMHeadOp>(op);
+      int64_t sent = gather ? satMul(width / T, 4) * (T - 1)
+                            : satMul(satMul(width, 4), 2 * (T - 1)) / T;
+      (crossesNodes ? cost.commBytesInterNode : cost.commBytesIntraNode) +=
+          sent;
+      (crossesNodes ? cost.commMessagesInterNode
+                    : cost.commMessagesIntraNode) +=
+          gather ? T - 1 : 2 * (T - 1);
     }
 
     // Data-parallel groups: one AllToAllV pair per MoE layer (counted at
@@ -730,6 +756,63 @@ DeviceModel mlir::moe::deviceModelFor(StringRef target) {
   d.interNodeLatencySec = 30e-6;
   d.stepOverheadSec = 2e-6;
   return d;
+}
+
+VocabParallelEstimate mlir::moe::estimateVocabParallel(
+    ModelOp model, int64_t T, const DeviceModel &device, int computeBits,
+    bool crossesNodes) {
+  VocabParallelEstimate e;
+  if (T <= 1) {
+    e.unavailable = "one rank per tensor-parallel group";
+    return e;
+  }
+  LMHeadOp head;
+  EmbeddingOp embedding;
+  model.walk([&](Operation *op) {
+    if (auto h = dyn_cast<LMHeadOp>(op))
+      head = h;
+    else if (auto x = dyn_cast<EmbeddingOp>(op))
+      embedding = x;
+  });
+  if (!head) {
+    e.unavailable = "no LM head";
+    return e;
+  }
+  auto type = cast<RankedTensorType>(head.getWeight().getType());
+  int64_t V = type.getDimSize(0), d = type.getDimSize(1);
+  if (V % T != 0) {
+    e.unavailable =
+        llvm::formatv("vocabulary {0} not divisible by {1}", V, T).str();
+    return e;
+  }
+  // Quantized tables split at block boundaries only.
+  for (auto [op, table] :
+       {std::pair<Operation *, Value>(head, head.getWeight()),
+        std::pair<Operation *, Value>(embedding, embedding ? embedding.getTable()
+                                                           : Value())})
+    if (QuantAttr q = op ? quantOf(op, table) : QuantAttr();
+        q && (V / T) % q.getBlock()[0] != 0) {
+      e.unavailable = llvm::formatv("{0} rows per rank cut the quantization "
+                                    "blocks of {1} rows",
+                                    V / T, q.getBlock()[0])
+                          .str();
+      return e;
+    }
+  int64_t bytes = storedBytes(type, quantOf(head, head.getWeight()));
+  if (type.getElementType().isF32() && computeBits == 16)
+    bytes /= 2;
+  e.savedMs = double(bytes) * double(T - 1) / double(T) /
+              device.memoryBytesPerSec * 1e3;
+  double bw = crossesNodes ? device.interNodeBytesPerSec
+                           : device.intraNodeBytesPerSec;
+  double latency = crossesNodes ? device.interNodeLatencySec
+                                : device.intraNodeLatencySec;
+  double gather = double(V / T * 4 * (T - 1)) / bw + double(T - 1) * latency;
+  double reduce = embedding ? double(2 * d * 4 * (T - 1) / T) / bw +
+                                  double(2 * (T - 1)) * latency
+                            : 0;
+  e.addedMs = (gather + reduce + 2 * device.stepOverheadSec) * 1e3;
+  return e;
 }
 
 LatencyEstimate mlir::moe::estimateDecodeLatency(const ModelCost &cost,

@@ -325,12 +325,13 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
               : isa<RotaryOp, AttentionOp, MLAAttentionOp, RMSNormOp>(op)
                   ? k == "heads"
               : isa<MLPOp>(op) ? k == "ffn"
+              : isa<EmbeddingOp, LMHeadOp>(op) ? k == "vocab"
                                : false;
     if (!ok)
       return error() << "must be \"column\", \"column_qkv\" or \"row\" on "
                         "moe.linear, \"heads\" on moe.rotary, moe.rms_norm, "
                         "moe.attention and moe.mla_attention, \"ffn\" on "
-                        "moe.mlp";
+                        "moe.mlp, \"vocab\" on moe.embedding and moe.lm_head";
     return success();
   }
   return op->emitOpError() << "has unknown moe attribute '" << name.strref()

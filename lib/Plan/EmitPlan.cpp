@@ -86,7 +86,8 @@ struct StepSerializer {
 
   Result operator()(const EmbeddingStep &s) {
     return make(fb::Op::Embedding,
-                fb::CreateEmbedding(fbb, s.weight, s.out, s.scale));
+                fb::CreateEmbedding(fbb, s.weight, s.out, s.scale,
+                                    s.vocabOffset));
   }
   Result operator()(const PositionEmbeddingStep &s) {
     return make(fb::Op::PositionEmbedding,
@@ -214,8 +215,16 @@ struct StepSerializer {
                 fb::CreateResidualMix(fbb, s.moe, s.mlp, s.coefLogits, s.out));
   }
   Result operator()(const LogitsStep &s) {
+    std::vector<int32_t> group;
+    if (s.tensorParallel > 1) {
+      CollectiveStep members;
+      members.tensorParallel = s.tensorParallel;
+      group = members.groupOf(rank, numRanks);
+    }
     return make(fb::Op::Logits,
-                fb::CreateLogits(fbb, s.in, s.weight, s.bias, s.out));
+                fb::CreateLogits(fbb, s.in, s.weight, s.bias, s.out,
+                                 /*weight_transposed=*/false, s.vocabOffset,
+                                 group.empty() ? 0 : fbb.CreateVector(group)));
   }
   Result operator()(const CollectiveStep &s) {
     std::vector<int32_t> group = s.groupOf(rank, numRanks);

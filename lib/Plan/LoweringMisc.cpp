@@ -12,12 +12,30 @@ using namespace mlir::moe;
 using namespace mlir::moe::plan;
 
 LogicalResult Lowering::lowerEmbedding(EmbeddingOp e) {
-  int out = bufferOf(e.getResult(), e);
-  if (out < 0)
+  FailureOr<Slice> out = sliceOf(e.getResult(), e);
+  if (failed(out))
     return failure();
-  addStep(e, "embedding", {}, {out},
-          EmbeddingStep{weightOf(e.getTable()), out,
-                        e.getScale().convertToFloat()});
+  int w = weightOf(e.getTable());
+  EmbeddingStep whole{w, out->buffer, e.getScale().convertToFloat()};
+  addStep(e, "embedding", {}, {out->buffer}, whole);
+  if (tensorSliceOf(e) != "vocab")
+    return success();
+  // Vocabulary-parallel: member g looks up the ids in its rows of the table
+  // (zeros for the others); the group's all-reduce sums the rows.
+  if (out->col != 0 || out->width != p.buffers[out->buffer].rowElems)
+    return e.emitOpError("is vocabulary-parallel but its output shares a "
+                         "buffer (expected a buffer of its own to "
+                         "all-reduce)");
+  std::vector<StepOp> members;
+  for (int64_t g = 0; g < p.tensorParallel; ++g) {
+    EmbeddingStep step = whole;
+    step.weight = p.weights[size_t(w)].tpParts[size_t(g)];
+    step.vocabOffset = p.weights[size_t(step.weight)].partOffset;
+    members.push_back(step);
+  }
+  p.steps.back().op = members.front();
+  p.steps.back().perMember = std::move(members);
+  addTensorParallelAllReduce(e, out->buffer, "embedding");
   return success();
 }
 
@@ -34,9 +52,22 @@ LogicalResult Lowering::lowerLMHead(LMHeadOp h) {
   int in = bufferOf(h.getInput(), h), out = bufferOf(h.getResult(), h);
   if (in < 0 || out < 0)
     return failure();
-  addStep(h, "lm_head", {in}, {out},
-          LogitsStep{in, weightOf(h.getWeight()), optWeightOf(h.getBias()),
-                     out});
+  int w = weightOf(h.getWeight()), b = optWeightOf(h.getBias());
+  addStep(h, "lm_head", {in}, {out}, LogitsStep{in, w, b, out});
+  if (tensorSliceOf(h) != "vocab")
+    return success();
+  // Vocabulary-parallel: member g computes the logits of its rows of the
+  // table; the runtime gathers the group's parts after the product.
+  std::vector<StepOp> members;
+  for (int64_t g = 0; g < p.tensorParallel; ++g) {
+    LogitsStep step{in, p.weights[size_t(w)].tpParts[size_t(g)],
+                    b < 0 ? -1 : p.weights[size_t(b)].tpParts[size_t(g)], out};
+    step.vocabOffset = p.weights[size_t(step.weight)].partOffset;
+    step.tensorParallel = int32_t(p.tensorParallel);
+    members.push_back(step);
+  }
+  p.steps.back().op = members.front();
+  p.steps.back().perMember = std::move(members);
   return success();
 }
 

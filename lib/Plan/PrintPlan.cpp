@@ -80,6 +80,8 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
     auto *o = s.op_as_Embedding();
     os << weight(o->weight()) << " -> " << buf(o->out()) << " scale "
        << o->scale();
+    if (o->vocab_offset())
+      os << " vocab from " << o->vocab_offset();
     break;
   }
   case fb::Op::PositionEmbedding: {
@@ -269,6 +271,10 @@ void printOp(llvm::raw_ostream &os, const fb::Step &s) {
     auto *o = s.op_as_Logits();
     os << buf(o->in()) << " -> " << buf(o->out()) << " weight "
        << weight(o->weight()) << " bias " << weight(o->bias());
+    if (o->group()) {
+      os << " vocab from " << o->vocab_offset() << " gathered over ";
+      printList(os, o->group());
+    }
     break;
   }
   case fb::Op::Collective: {

@@ -413,6 +413,8 @@ LogicalResult StorageAssigner::assign(Operation *op) {
         int out = newBuffer("embedding", ElemType::F32, widthOf(e.getResult()));
         s.slices[e.getResult()] = full(out);
         touch({out});
+        if (tensorSliceOf(e) == "vocab")
+          touch({out}); // the vocabulary-parallel all-reduce
         return success();
       })
       .Case([&](PositionEmbeddingOp pe) -> LogicalResult {

@@ -224,6 +224,18 @@ static LogicalResult addTensorParts(ModelOp model, std::vector<Weight> &weights,
         split(weightOf(a.getSinks()), 0, 0, a.getNumHeads(), T, "");
       return WalkResult::advance();
     }
+    if (kind == "vocab" && isa<EmbeddingOp, LMHeadOp>(op)) {
+      // Table rows (the vocabulary); a tied table, used by both, once.
+      auto h = dyn_cast<LMHeadOp>(op);
+      Value table = h ? h.getWeight() : cast<EmbeddingOp>(op).getTable();
+      int w = weightOf(table);
+      if (!weights[size_t(w)].sliced)
+        split(w, 0, 0, weights[size_t(w)].shape[0], T, "vocab ");
+      if (h && h.getBias())
+        split(weightOf(h.getBias()), 0, 0,
+              weights[size_t(weightOf(h.getBias()))].shape[0], T, "vocab ");
+      return WalkResult::advance();
+    }
     if (auto m = dyn_cast<MLPOp>(op); m && kind == "ffn") {
       bool tr = m.getTransposed();
       int64_t I = m.getIntermediateSize();

@@ -38,14 +38,18 @@ void moe::buildPlacementPipeline(OpPassManager &pm,
   placement.replicas = options.expertReplicas;
   placement.slicing = options.expertSlicing;
   model.addPass(createMoEExpertPlacementPass(placement));
-  model.addPass(createMoECommHierarchyPass());
 }
 
 void moe::buildTensorParallelPipeline(OpPassManager &pm,
                                       const CompileOptions &options) {
   OpPassManager &model = pm.nest<ModelOp>();
+  // First, so that moe-compile can compare flat and hierarchical exchanges
+  // on copies of the placed model.
+  if (options.hierarchicalExchanges)
+    model.addPass(createMoECommHierarchyPass());
   MoETensorParallelPassOptions tensorParallel;
   tensorParallel.ways = options.tensorParallel;
+  tensorParallel.vocabParallel = options.vocabParallel;
   model.addPass(createMoETensorParallelPass(tensorParallel));
   MoEDataParallelPassOptions dataParallel;
   dataParallel.maxBatch = options.maxBatch;

@@ -193,6 +193,41 @@ struct MoETensorParallelPass
            wholeBlocks(a, s.row.getWeight(), 1, h * a.getVHeadDim());
   }
 
+  /// Vocabulary-parallel: the token embedding and the LM head split their
+  /// tables' rows (the vocabulary) in T equal parts; a member looks up the
+  /// ids of its part (zeros for the others, summed over the group) and
+  /// computes its part of the logits (gathered over the group). A tied
+  /// table is one weight: both uses read the same parts.
+  LogicalResult sliceVocabulary(ModelOp model, int64_t T,
+                                SmallVectorImpl<Operation *> &ops) {
+    WalkResult walk = model.walk([&](Operation *op) {
+      Value table;
+      if (auto e = dyn_cast<EmbeddingOp>(op))
+        table = e.getTable();
+      else if (auto h = dyn_cast<LMHeadOp>(op))
+        table = h.getWeight();
+      else
+        return WalkResult::advance();
+      int64_t V = cast<RankedTensorType>(table.getType()).getDimSize(0);
+      if (V % T != 0) {
+        op->emitOpError() << "has a vocabulary of " << V
+                          << ", not divisible by --tensor-parallel=" << T
+                          << " (expected equal parts for vocab-parallel)";
+        return WalkResult::interrupt();
+      }
+      if (!wholeBlocks(op, table, 0, V / T)) {
+        op->emitOpError() << "cannot split its quantized table's " << V
+                          << " rows in " << T
+                          << " parts of whole blocks (expected vocab-parallel "
+                             "off)";
+        return WalkResult::interrupt();
+      }
+      ops.push_back(op);
+      return WalkResult::advance();
+    });
+    return failure(walk.wasInterrupted());
+  }
+
   void runOnOperation() override {
     ModelOp model = getOperation();
     int64_t T = ways; // (an Option streams as its name)
@@ -261,6 +296,9 @@ struct MoETensorParallelPass
     });
     if (walk.wasInterrupted())
       return signalPassFailure();
+    SmallVector<Operation *> vocabOps;
+    if (vocabParallel && failed(sliceVocabulary(model, T, vocabOps)))
+      return signalPassFailure();
     for (AttentionSlice &s : attentions) {
       for (Operation *op : s.heads)
         mark(op, "heads");
@@ -273,6 +311,8 @@ struct MoETensorParallelPass
     }
     for (MLPOp m : mlps)
       mark(m, "ffn");
+    for (Operation *op : vocabOps)
+      mark(op, "vocab");
     dialect.getTensorParallelAttrHelper().setAttr(model,
                                                   b.getI64IntegerAttr(T));
   }

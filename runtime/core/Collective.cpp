@@ -47,6 +47,28 @@ void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
   }
 }
 
+void gatherVocabulary(Comm &comm, const flatbuffers::Vector<int32_t> &group, float *logits,
+                      int64_t rows, int64_t V, float *scratch,
+                      const std::function<void(void *dst, const void *src, uint64_t bytes)> &copy) {
+  std::span<const int> g(group.data(), group.size());
+  const int64_t G = int64_t(g.size());
+  if (G <= 1 || rows <= 0)
+    return;
+  const int64_t part = V / G;
+  const int64_t index = std::find(g.begin(), g.end(), comm.rank()) - g.begin();
+  // Pack this member's columns, gather every member's [rows, part] block in
+  // group order, and put each block's rows back at its columns.
+  float *mine = scratch, *all = scratch + rows * part;
+  const uint64_t rowBytes = uint64_t(part) * 4;
+  for (int64_t r = 0; r < rows; ++r)
+    copy(mine + r * part, logits + r * V + index * part, rowBytes);
+  comm.allGather(mine, size_t(rows * part), all, g);
+  for (int64_t m = 0; m < G; ++m)
+    if (m != index)
+      for (int64_t r = 0; r < rows; ++r)
+        copy(logits + r * V + m * part, all + (m * rows + r) * part, rowBytes);
+}
+
 std::vector<int32_t> unionTopK(const float *logits, int64_t rows, int64_t E, int topK) {
   std::vector<bool> chosen(static_cast<size_t>(E), false);
   std::vector<int32_t> order(static_cast<size_t>(E));

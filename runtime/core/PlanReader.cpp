@@ -151,6 +151,23 @@ private:
     throw Error(where + ": " + fmt::format(f, std::forward<Args>(args)...));
   }
 
+  /// A step's group of ranks: ascending valid ranks that include this one.
+  /// Returns this rank's index in it.
+  int checkGroup(const flatbuffers::Vector<int32_t> *group, const char *what) {
+    int prev = -1, index = -1;
+    for (unsigned i = 0; i < group->size(); ++i) {
+      int r = group->Get(i);
+      if (r <= prev || r >= root_.num_ranks())
+        err("group rank {} (expected ascending ranks in 0..{})", r, root_.num_ranks() - 1);
+      if (r == rank_)
+        index = int(i);
+      prev = r;
+    }
+    if (index < 0)
+      err("rank {} runs a {} of a group it is not in", rank_, what);
+    return index;
+  }
+
   const BufferInfo &buf(int32_t idx, const char *role, DType dt = DType::F32) {
     if (idx < 0 || size_t(idx) >= info_.buffers.size())
       err("{} buffer index {} out of range (expected 0..{})", role, idx,
@@ -579,9 +596,17 @@ void RankValidator::validateStep(const plan::Step &s) {
     const WeightInfo &w = weight(op->weight(), "weight", 2);
     const BufferInfo &out = buf(op->out(), "out");
     needTokenRows(out, "out");
-    if (w.shape[0] < root_.model()->vocab_size())
+    const int64_t vocab = root_.model()->vocab_size(), first = op->vocab_offset();
+    if (first != 0 || w.partOf >= 0) {
+      // A vocabulary-parallel member's part: its rows of the table.
+      if (w.partOf < 0 || w.partAxis != 0 || first < 0 || first > vocab - w.shape[0])
+        err("embedding '{}' with vocab_offset {} (expected a part of a table's rows within "
+            "vocab_size {})",
+            w.name, first, vocab);
+    } else if (w.shape[0] < vocab) {
       err("embedding '{}' has {} rows (expected at least vocab_size {})", w.name, w.shape[0],
-          root_.model()->vocab_size());
+          vocab);
+    }
     needCols(out, "out", w.shape[1]);
     break;
   }
@@ -936,12 +961,24 @@ void RankValidator::validateStep(const plan::Step &s) {
     const WeightInfo &w = weight(op->weight(), "weight", 2, !op->weight_transposed());
     int64_t V = op->weight_transposed() ? w.shape[1] : w.shape[0];
     int64_t K = op->weight_transposed() ? w.shape[0] : w.shape[1];
-    if (V != root_.model()->vocab_size())
-      err("lm head '{}' produces {} logits (expected vocab_size {})", w.name, V,
-          root_.model()->vocab_size());
+    const int64_t vocab = root_.model()->vocab_size();
+    if (op->group() && op->group()->size() > 1) {
+      // Vocabulary-parallel: this member's equal share of the rows, at its
+      // index in the group.
+      int index = checkGroup(op->group(), "logits");
+      int64_t G = int64_t(op->group()->size());
+      if (op->weight_transposed() || w.partOf < 0 || V * G != vocab ||
+          op->vocab_offset() != V * index)
+        err("lm head '{}' computes {} logits from {} as member {} of {} (expected a part of "
+            "vocab_size {} / {} rows from {})",
+            w.name, V, op->vocab_offset(), index, G, vocab, G, vocab / G * index);
+    } else if (V != vocab || op->vocab_offset() != 0) {
+      err("lm head '{}' produces {} logits at {} (expected vocab_size {} at 0)", w.name, V,
+          op->vocab_offset(), vocab);
+    }
     needTokenRows(in, "in");
     needCols(in, "in", K);
-    needCols(out, "out", V);
+    needCols(out, "out", vocab);
     needDisjoint(op->in(), op->out());
     if (const WeightInfo *b = optWeight(op->bias(), "bias", 1); b && b->shape[0] != V)
       err("bias '{}' has {} elements (expected {})", b->name, b->shape[0], V);
@@ -956,16 +993,7 @@ void RankValidator::validateStep(const plan::Step &s) {
     int groupSize = root_.num_ranks();
     if (op->group() && op->group()->size() > 0) {
       groupSize = int(op->group()->size());
-      int prev = -1;
-      bool member = false;
-      for (int r : *op->group()) {
-        if (r <= prev || r >= root_.num_ranks())
-          err("group rank {} (expected ascending ranks in 0..{})", r, root_.num_ranks() - 1);
-        member |= r == rank_;
-        prev = r;
-      }
-      if (!member)
-        err("rank {} runs a collective of a group it is not in", rank_);
+      checkGroup(op->group(), "collective");
     }
     using K = plan::CollectiveKind;
     switch (op->kind()) {

@@ -1966,3 +1966,11 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
     moe.return %l : tensor<?x4xf32>
   }
 }
+
+// -----
+
+func.func @f(%x: tensor<?x4xf32>) {
+  // expected-error@+1 {{'moe.add' op attribute 'moe.tensor_slice' must be "column", "column_qkv" or "row" on moe.linear, "heads" on moe.rotary, moe.rms_norm, moe.attention and moe.mla_attention, "ffn" on moe.mlp, "vocab" on moe.embedding and moe.lm_head}}
+  %y = moe.add %x, %x {moe.tensor_slice = "vocab"} : tensor<?x4xf32>
+  return
+}

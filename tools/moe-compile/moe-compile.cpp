@@ -172,6 +172,24 @@ cl::opt<std::string>
                        cl::init("1"), cl::value_desc("T"),
                        cl::cat(passCategory));
 cl::opt<std::string>
+    commHierarchyFlag("comm-hierarchy",
+                      cl::desc("Expert exchanges over several nodes in two "
+                               "stages, within each node then across nodes "
+                               "(moe-comm-hierarchy): auto (with --cluster, "
+                               "the faster estimated decode step; else on), "
+                               "on or off"),
+                      cl::init("auto"), cl::value_desc("auto|on|off"),
+                      cl::cat(passCategory));
+cl::opt<std::string>
+    vocabParallelFlag("vocab-parallel",
+                      cl::desc("Also split the token embedding and the LM "
+                               "head by vocabulary over a tensor-parallel "
+                               "group: auto (when the cost model says the "
+                               "LM head reads it saves outweigh the "
+                               "collectives it adds), on or off"),
+                      cl::init("auto"), cl::value_desc("auto|on|off"),
+                      cl::cat(passCategory));
+cl::opt<std::string>
     pipelineFlag("pipeline",
                  cl::desc("Passes replacing the default pipeline, e.g. "
                           "'canonicalize,moe-fuse-gating' ('none': the "
@@ -392,6 +410,15 @@ CompileOptions parseOptions(EmitKind emit) {
              : expertSlicingFlag == "off" ? std::optional<bool>(false)
                                           : std::nullopt,
              "expert-slicing", expertSlicingFlag, "on or off");
+  if (commHierarchyFlag != "auto" && commHierarchyFlag != "on" &&
+      commHierarchyFlag != "off")
+    fail("--comm-hierarchy: '" + commHierarchyFlag + "' is not supported "
+         "(expected auto, on or off)");
+  o.hierarchicalExchanges = commHierarchyFlag != "off";
+  if (vocabParallelFlag != "auto" && vocabParallelFlag != "on" &&
+      vocabParallelFlag != "off")
+    fail("--vocab-parallel: '" + vocabParallelFlag + "' is not supported "
+         "(expected auto, on or off)");
   o.tensorParallel =
       check(parseIntInRange(tensorParallelFlag, 1, kMaxRanks), "tensor-parallel");
   if (o.devices % o.tensorParallel != 0)
@@ -636,8 +663,12 @@ struct TensorParallelChoice {
   std::string reason;
   /// Each degree compared: its estimated decode step, or why it cannot be
   /// used (the first error compiling the model with it).
+  /// The exchanges' form was compared too (several nodes, --cluster).
+  bool comparedHierarchy = false;
+  std::string hierarchyReason;
   struct Candidate {
     int64_t T = 1;
+    bool hierarchical = true;
     double decodeMs = 0;
     /// Weights moe-layer-streaming streams with this T (0: all resident).
     int64_t streamedBytes = 0;
@@ -646,12 +677,81 @@ struct TensorParallelChoice {
   std::vector<Candidate> candidates;
 };
 
+/// --vocab-parallel for a tensor-parallel degree: given, or the cost model's
+/// (estimateVocabParallel) on the cluster's device or the target's.
+struct VocabParallelChoice {
+  bool enabled = false;
+  std::string reason;
+  VocabParallelEstimate estimate;
+};
+
+VocabParallelChoice chooseVocabParallel(ModuleOp module,
+                                        const CompileOptions &options) {
+  VocabParallelChoice c;
+  ModelOp model = *module.getOps<ModelOp>().begin();
+  int64_t T = options.tensorParallel;
+  c.estimate = estimateVocabParallel(
+      model, T,
+      cluster ? cluster->device
+              : deviceModelFor(stringifyTarget(options.target)),
+      options.dtype == ComputeDType::F32 ? 32 : 16,
+      options.gpusPerNode % T != 0);
+  if (vocabParallelFlag != "auto") {
+    c.enabled = vocabParallelFlag == "on" && T > 1;
+    c.reason = "given by --vocab-parallel";
+    return c;
+  }
+  c.enabled = c.estimate.pays();
+  c.reason = !c.estimate.unavailable.empty()
+                 ? c.estimate.unavailable
+                 : llvm::formatv("the LM head reads {0:F3} ms less per token "
+                                 "{1} the collectives add {2:F3} ms",
+                                 c.estimate.savedMs,
+                                 c.enabled ? "and" : "but", c.estimate.addedMs)
+                       .str();
+  return c;
+}
+
+/// The report's line: "vocab parallel: yes|no (why)".
+void printVocabParallelChoice(llvm::raw_ostream &os,
+                              const VocabParallelChoice &c) {
+  os << "vocab parallel: " << (c.enabled ? "yes" : "no") << " (" << c.reason
+     << ")\n";
+}
+
+llvm::json::Value toJSON(const VocabParallelChoice &c) {
+  llvm::json::Object o{{"enabled", c.enabled}, {"reason", c.reason}};
+  if (c.estimate.unavailable.empty()) {
+    o["lm_head_saved_ms"] = c.estimate.savedMs;
+    o["collectives_added_ms"] = c.estimate.addedMs;
+  }
+  return o;
+}
+
 /// Compares the degrees the cost model may choose when --tensor-parallel is
 /// not given: with --cluster, several ranks per node and the default
 /// pipeline.
 bool choosesTensorParallel(const CompileOptions &options) {
   return !tensorParallelFlag.getNumOccurrences() && cluster &&
          options.gpusPerNode > 1 && options.pipeline.empty();
+}
+
+/// Compares flat and hierarchical exchanges (--comm-hierarchy=auto): with
+/// --cluster, several nodes of several ranks and the default pipeline.
+bool choosesHierarchy(const CompileOptions &options) {
+  return commHierarchyFlag == "auto" && cluster && options.gpusPerNode > 1 &&
+         options.getNumNodes() > 1 && options.pipeline.empty();
+}
+
+/// Why the exchanges' form is what it is when the cost model does not
+/// choose it.
+std::string fixedHierarchyReason(const CompileOptions &options) {
+  if (commHierarchyFlag != "auto")
+    return "given by --comm-hierarchy";
+  if (!options.pipeline.empty())
+    return "default with --pipeline";
+  return "default without --cluster: the cost model chooses it for a "
+         "cluster's links";
 }
 
 /// Why the degree is what it is when the cost model does not choose it.
@@ -668,93 +768,127 @@ std::string fixedTensorParallelReason(const CompileOptions &options) {
          "a cluster's device";
 }
 
-/// --tensor-parallel not given (choosesTensorParallel): `module` has run the
-/// placement half of the default pipeline; the tensor-parallel half runs on
-/// a copy for every T that divides the ranks of a node (a Megatron group
-/// stays within a node's links), and the T with the fastest estimated decode
-/// step on the cluster's device wins (ties: the smaller T). The estimate
-/// reads every weight at memory bandwidth, so a T whose weights fit the
-/// memory budget beats one that streams weights (a T > 1 streams its ranks'
-/// tensor-parallel parts). A T that fails to compile drops out: one the
-/// model cannot be sliced by (heads, kv heads, intermediate sizes, attention
-/// the pass cannot slice) or whose ranks exceed the budget even streamed.
-TensorParallelChoice chooseTensorParallel(MLIRContext &context, ModuleOp module,
-                                          CompileOptions &options) {
+/// The cost model's choices (choosesTensorParallel, choosesHierarchy):
+/// `module` has run the placement half of the default pipeline; the
+/// tensor-parallel half (which starts with moe-comm-hierarchy) runs on a
+/// copy for every candidate, and the one with the fastest estimated decode
+/// step on the cluster's device wins (ties: the smaller T, then
+/// hierarchical exchanges). The degrees are those that divide a node's ranks
+/// (a Megatron group stays within a node's links) or the given one; the
+/// exchanges flat and hierarchical over several nodes, or the given form.
+/// The estimate reads every weight at memory bandwidth, so a candidate whose
+/// weights fit the memory budget beats one that streams weights (a T > 1
+/// streams its ranks' tensor-parallel parts). A T that fails to compile
+/// drops out: one the model cannot be sliced by (heads, kv heads,
+/// intermediate sizes, attention the pass cannot slice) or whose ranks
+/// exceed the budget even streamed.
+TensorParallelChoice chooseParallelism(MLIRContext &context, ModuleOp module,
+                                       CompileOptions &options) {
   TensorParallelChoice choice;
-  choice.compared = true;
+  choice.compared = choosesTensorParallel(options);
+  choice.comparedHierarchy = choosesHierarchy(options);
+  SmallVector<int64_t> degrees = {options.tensorParallel};
+  if (choice.compared) {
+    degrees.clear();
+    for (int64_t T = 1; T <= options.gpusPerNode; ++T)
+      if (options.gpusPerNode % T == 0)
+        degrees.push_back(T);
+  }
+  SmallVector<bool> forms = choice.comparedHierarchy
+                                ? SmallVector<bool>{true, false}
+                                : SmallVector<bool>{options.hierarchicalExchanges};
   double best = 0;
   bool any = false, bestStreams = false;
-  for (int64_t T = 1; T <= options.gpusPerNode; ++T) {
-    if (options.gpusPerNode % T != 0)
-      continue;
-    TensorParallelChoice::Candidate candidate;
-    candidate.T = T;
-    CompileOptions o = options;
-    o.tensorParallel = T;
-    OwningOpRef<ModuleOp> copy = module.clone();
-    PassManager pm(&context, ModuleOp::getOperationName());
-    buildTensorParallelPipeline(pm, o);
-    LogicalResult compiled = success();
-    {
-      // A degree's errors are why it drops out, not the compile's.
-      ScopedDiagnosticHandler quiet(&context, [&](Diagnostic &diag) {
-        if (diag.getSeverity() == DiagnosticSeverity::Error &&
-            candidate.excluded.empty()) {
-          std::string where;
-          if (auto name = dyn_cast<NameLoc>(diag.getLocation()))
-            where = name.getName().str() + ": ";
-          candidate.excluded =
-              oneLine(where + llvm::StringRef(diag.str())
-                                  .split(" (expected")
-                                  .first.str());
-        }
-        return success();
-      });
-      compiled = pm.run(*copy);
-    }
-    if (failed(compiled)) {
-      if (candidate.excluded.empty())
-        candidate.excluded = "does not compile";
+  for (int64_t T : degrees) {
+    for (bool hierarchical : forms) {
+      TensorParallelChoice::Candidate candidate;
+      candidate.T = T;
+      candidate.hierarchical = hierarchical;
+      CompileOptions o = options;
+      o.tensorParallel = T;
+      o.hierarchicalExchanges = hierarchical;
+      o.vocabParallel = chooseVocabParallel(module, o).enabled;
+      OwningOpRef<ModuleOp> copy = module.clone();
+      PassManager pm(&context, ModuleOp::getOperationName());
+      buildTensorParallelPipeline(pm, o);
+      LogicalResult compiled = success();
+      {
+        // A candidate's errors are why it drops out, not the compile's.
+        ScopedDiagnosticHandler quiet(&context, [&](Diagnostic &diag) {
+          if (diag.getSeverity() == DiagnosticSeverity::Error &&
+              candidate.excluded.empty()) {
+            std::string where;
+            if (auto name = dyn_cast<NameLoc>(diag.getLocation()))
+              where = name.getName().str() + ": ";
+            candidate.excluded =
+                oneLine(where + llvm::StringRef(diag.str())
+                                    .split(" (expected")
+                                    .first.str());
+          }
+          return success();
+        });
+        compiled = pm.run(*copy);
+      }
+      if (failed(compiled)) {
+        if (candidate.excluded.empty())
+          candidate.excluded = "does not compile";
+        choice.candidates.push_back(std::move(candidate));
+        continue;
+      }
+      ModelCost cost =
+          analyzeModel(*copy->getOps<ModelOp>().begin(), options.maxSeqLen);
+      candidate.decodeMs =
+          estimateDecodeLatency(cost, cluster->device,
+                                options.dtype == ComputeDType::F32 ? 32 : 16)
+              .totalMs;
+      candidate.streamedBytes = cost.streaming ? cost.streamedWeightBytes : 0;
+      // Resident weights first, then the fastest.
+      bool streams = candidate.streamedBytes > 0;
+      bool better = !any                    ? true
+                    : streams != bestStreams ? !streams
+                                             : candidate.decodeMs < best;
+      if (better) {
+        any = true;
+        best = candidate.decodeMs;
+        bestStreams = streams;
+        options.tensorParallel = T;
+        options.hierarchicalExchanges = hierarchical;
+      }
       choice.candidates.push_back(std::move(candidate));
-      continue;
     }
-    ModelCost cost =
-        analyzeModel(*copy->getOps<ModelOp>().begin(), options.maxSeqLen);
-    candidate.decodeMs =
-        estimateDecodeLatency(cost, cluster->device,
-                              options.dtype == ComputeDType::F32 ? 32 : 16)
-            .totalMs;
-    candidate.streamedBytes = cost.streaming ? cost.streamedWeightBytes : 0;
-    // Resident weights first, then the fastest.
-    bool streams = candidate.streamedBytes > 0;
-    bool better = !any                  ? true
-                  : streams != bestStreams ? !streams
-                                           : candidate.decodeMs < best;
-    if (better) {
-      any = true;
-      best = candidate.decodeMs;
-      bestStreams = streams;
-      options.tensorParallel = T;
-    }
-    choice.candidates.push_back(std::move(candidate));
   }
   bool someStream = llvm::any_of(choice.candidates, [](const auto &c) {
     return c.streamedBytes > 0;
   });
-  choice.reason = "the fastest estimated decode step of the degrees that "
-                  "divide a node's " +
-                  std::to_string(options.gpusPerNode) + " ranks" +
-                  (someStream ? ", resident weights before streamed ones"
-                              : "");
+  choice.reason = choice.compared
+                      ? "the fastest estimated decode step of the degrees "
+                        "that divide a node's " +
+                            std::to_string(options.gpusPerNode) + " ranks" +
+                            (someStream
+                                 ? ", resident weights before streamed ones"
+                                 : "")
+                      : fixedTensorParallelReason(options);
+  choice.hierarchyReason =
+      choice.comparedHierarchy
+          ? "the faster estimated decode step at tensor parallel " +
+                std::to_string(options.tensorParallel) + " over " +
+                std::to_string(options.getNumNodes()) + " nodes"
+          : fixedHierarchyReason(options);
   return choice;
 }
 
 /// The report's line: "tensor parallel: T (why[: T=1 2.000 ms, ...])".
 void printTensorParallelChoice(llvm::raw_ostream &os,
-                               const TensorParallelChoice &choice, int64_t T) {
+                               const TensorParallelChoice &choice, int64_t T,
+                               bool hierarchical) {
   os << "tensor parallel: " << T << " (" << choice.reason;
-  for (auto [i, c] : llvm::enumerate(choice.candidates)) {
-    os << (i ? ", " : ": ") << "T=" << c.T << " ";
+  // The degrees with the chosen exchanges.
+  bool first = true;
+  for (const TensorParallelChoice::Candidate &c : choice.candidates) {
+    if (!choice.compared || c.hierarchical != hierarchical)
+      continue;
+    os << (first ? ": " : ", ") << "T=" << c.T << " ";
+    first = false;
     if (c.excluded.empty())
       os << llvm::formatv("{0:F3} ms", c.decodeMs);
     if (c.streamedBytes)
@@ -765,9 +899,52 @@ void printTensorParallelChoice(llvm::raw_ostream &os,
   os << ")\n";
 }
 
-llvm::json::Value toJSON(const TensorParallelChoice &choice, int64_t T) {
+/// The report's line over several nodes: "exchanges: hierarchical|flat
+/// (why[: hierarchical 2.000 ms, flat 3.000 ms])", the forms at the chosen T.
+void printHierarchyChoice(llvm::raw_ostream &os,
+                          const TensorParallelChoice &choice, int64_t T,
+                          bool hierarchical) {
+  os << "exchanges: " << (hierarchical ? "hierarchical" : "flat") << " ("
+     << choice.hierarchyReason;
+  bool first = true;
+  for (const TensorParallelChoice::Candidate &c : choice.candidates) {
+    if (!choice.comparedHierarchy || c.T != T)
+      continue;
+    os << (first ? ": " : ", ") << (c.hierarchical ? "hierarchical " : "flat ");
+    first = false;
+    if (c.excluded.empty())
+      os << llvm::formatv("{0:F3} ms", c.decodeMs);
+    else
+      os << "excluded (" << c.excluded << ")";
+  }
+  os << ")\n";
+}
+
+llvm::json::Value hierarchyJSON(const TensorParallelChoice &choice, int64_t T,
+                                bool hierarchical) {
   llvm::json::Array candidates;
   for (const TensorParallelChoice::Candidate &c : choice.candidates) {
+    if (!choice.comparedHierarchy || c.T != T)
+      continue;
+    llvm::json::Object o{{"hierarchical", c.hierarchical}};
+    if (c.excluded.empty())
+      o["decode_step_ms"] = c.decodeMs;
+    else
+      o["excluded"] = c.excluded;
+    candidates.push_back(std::move(o));
+  }
+  return llvm::json::Object{{"hierarchical", hierarchical},
+                            {"chosen_by_cost_model", choice.comparedHierarchy},
+                            {"reason", choice.hierarchyReason},
+                            {"candidates", std::move(candidates)}};
+}
+
+llvm::json::Value toJSON(const TensorParallelChoice &choice, int64_t T,
+                         bool hierarchical) {
+  llvm::json::Array candidates;
+  for (const TensorParallelChoice::Candidate &c : choice.candidates) {
+    if (!choice.compared || c.hierarchical != hierarchical)
+      continue;
     llvm::json::Object o{{"tensor_parallel", c.T}};
     if (c.excluded.empty())
       o["decode_step_ms"] = c.decodeMs;
@@ -901,11 +1078,12 @@ int main(int argc, char **argv) {
   // The default pipeline's tensor-parallel half is added once the degree is
   // known when the cost model chooses it.
   bool chooseTP = choosesTensorParallel(options);
+  bool chooseHierarchy = choosesHierarchy(options);
+  // The default pipeline's tensor-parallel half follows once the placed
+  // model is there: the cost model's choices (T, exchanges, vocab-parallel)
+  // read it.
   if (options.pipeline.empty()) {
-    if (chooseTP)
-      buildPlacementPipeline(pm, options);
-    else
-      buildDefaultPipeline(pm, options);
+    buildPlacementPipeline(pm, options);
   } else if (options.pipeline == "none") {
     // The importer's IR as it is (for people and importer tests).
   } else {
@@ -939,18 +1117,28 @@ int main(int argc, char **argv) {
   if (failed(pm.run(*module)))
     std::exit(1); // the diagnostic handler printed why
   TensorParallelChoice tpChoice;
-  if (chooseTP) {
-    progress.stage("choosing the tensor-parallel degree");
-    tpChoice = chooseTensorParallel(context, *module, options);
+  VocabParallelChoice vocabChoice;
+  if (options.pipeline.empty()) {
+    if (chooseTP || chooseHierarchy) {
+      progress.stage(chooseTP ? "choosing the tensor-parallel degree"
+                              : "choosing the exchanges' form");
+      tpChoice = chooseParallelism(context, *module, options);
+    } else {
+      tpChoice.reason = fixedTensorParallelReason(options);
+      tpChoice.hierarchyReason = fixedHierarchyReason(options);
+    }
+    vocabChoice = chooseVocabParallel(*module, options);
+    options.vocabParallel = vocabChoice.enabled;
     PassManager rest(&context, ModuleOp::getOperationName());
     if (failed(applyPassManagerCLOptions(rest)))
       fail("invalid pass manager options");
     rest.addInstrumentation(std::make_unique<ForwardProgress>(progress));
     buildTensorParallelPipeline(rest, options);
     if (failed(rest.run(*module)))
-      std::exit(1); // every degree failed: T = 1's errors, printed
+      std::exit(1); // the diagnostic handler printed why (chosen T: T = 1's)
   } else {
     tpChoice.reason = fixedTensorParallelReason(options);
+    tpChoice.hierarchyReason = fixedHierarchyReason(options);
   }
 
   // Render everything before writing anything.
@@ -974,7 +1162,13 @@ int main(int argc, char **argv) {
   case EmitKind::Report:
     printReport(mainStream, *cost, &latency);
     if (options.devices > 1)
-      printTensorParallelChoice(mainStream, tpChoice, options.tensorParallel);
+      printTensorParallelChoice(mainStream, tpChoice, options.tensorParallel,
+                                options.hierarchicalExchanges);
+    if (options.getNumNodes() > 1 && options.gpusPerNode > 1)
+      printHierarchyChoice(mainStream, tpChoice, options.tensorParallel,
+                           options.hierarchicalExchanges);
+    if (options.tensorParallel > 1 && options.pipeline.empty())
+      printVocabParallelChoice(mainStream, vocabChoice);
     break;
   case EmitKind::Plan:
     progress.stage("lowering to a plan");
@@ -996,7 +1190,13 @@ int main(int argc, char **argv) {
     llvm::json::Value json = toJSON(*cost);
     json.getAsObject()->insert({"estimated_latency", toJSON(latency)});
     json.getAsObject()->insert(
-        {"tensor_parallel_choice", toJSON(tpChoice, options.tensorParallel)});
+        {"tensor_parallel_choice", toJSON(tpChoice, options.tensorParallel,
+                                          options.hierarchicalExchanges)});
+    json.getAsObject()->insert(
+        {"comm_hierarchy", hierarchyJSON(tpChoice, options.tensorParallel,
+                                         options.hierarchicalExchanges)});
+    if (options.tensorParallel > 1 && options.pipeline.empty())
+      json.getAsObject()->insert({"vocab_parallel", toJSON(vocabChoice)});
     llvm::raw_string_ostream(reportJson)
         << llvm::formatv("{0:2}", json) << "\n";
     outputs.emplace_back(reportPath, std::move(reportJson));

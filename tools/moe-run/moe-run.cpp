@@ -736,7 +736,10 @@ int runRank(const Options &o, const Job &job, Comm &comm) {
   go.eosIds = job.eosIds;
 
   if (!o.bench) {
-    go.promptLogits = !o.dump.empty() && rank == 0;
+    // Every rank computes them (a vocabulary-parallel LM head gathers its
+    // columns over the tensor-parallel group, so the members must agree);
+    // rank 0 writes them.
+    go.promptLogits = !o.dump.empty();
     // A text prompt streams text as tokens arrive; ids are printed at the end.
     std::optional<DecodeStream> text;
     if (job.tokenizer && rank == 0 && !o.json)

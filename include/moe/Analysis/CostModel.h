@@ -153,6 +153,23 @@ LatencyEstimate estimateDecodeLatency(const ModelCost &cost,
                                       const DeviceModel &device,
                                       int computeBits);
 
+/// Whether a tensor-parallel group of T ranks should also split the token
+/// embedding and the LM head by vocabulary (moe-compile --vocab-parallel=
+/// auto): per decode token a member then reads (T-1)/T less of the LM head
+/// (savedMs, at the device's memory bandwidth) and the group adds an
+/// all-gather of the logits and an all-reduce of the embedded row (addedMs,
+/// as the cost model counts them, with their latencies and two more steps).
+struct VocabParallelEstimate {
+  /// Why the model cannot be split so (empty: it can).
+  std::string unavailable;
+  double savedMs = 0, addedMs = 0;
+  bool pays() const { return unavailable.empty() && savedMs > addedMs; }
+};
+/// `crossesNodes`: the group's collectives use the inter-node links.
+VocabParallelEstimate estimateVocabParallel(ModelOp model, int64_t T,
+                                            const DeviceModel &device,
+                                            int computeBits, bool crossesNodes);
+
 /// Analyzes `model`; `contextLength` sets how many positions attention sees
 /// (0: the model's max_position_embeddings).
 ModelCost analyzeModel(ModelOp model, int64_t contextLength = 0);

@@ -52,6 +52,12 @@ struct CompileOptions {
   /// Ranks of a tensor-parallel group (Megatron slicing of attention heads
   /// and dense FFNs); 1 = attention and dense layers replicated.
   int64_t tensorParallel = 1;
+  /// Expert exchanges over several nodes in two stages (moe-comm-hierarchy)
+  /// instead of one flat exchange over all ranks.
+  bool hierarchicalExchanges = true;
+  /// With tensorParallel > 1: also split the token embedding and the LM head
+  /// by vocabulary over the group.
+  bool vocabParallel = false;
   /// Bytes per rank for weights + activations; 0 = unlimited.
   uint64_t memoryBudget = 0;
   /// Textual pass pipeline replacing the default one, or "".

@@ -194,6 +194,8 @@ enum class NormKind : uint8_t { LayerNorm, RMSNorm };
 struct EmbeddingStep {
   int weight, out;
   float scale;
+  /// Vocabulary-parallel: the first table row the weight (a part) holds.
+  int64_t vocabOffset = 0;
 };
 struct PositionEmbeddingStep {
   int weight, buf;
@@ -304,6 +306,11 @@ struct ResidualMixStep {
 };
 struct LogitsStep {
   int in, weight, bias, out;
+  /// Vocabulary-parallel (tensorParallel > 1): the weight is a member's part
+  /// of the vocabulary starting at vocabOffset, and the members of each
+  /// group of tensorParallel consecutive ranks gather each other's columns.
+  int64_t vocabOffset = 0;
+  int32_t tensorParallel = 0;
 };
 /// An AllReduceSum over the ranks that share this rank's grid coordinates
 /// outside `axes` (see groupOf).

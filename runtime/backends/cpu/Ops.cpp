@@ -50,9 +50,14 @@ static void rowFromWeight(WRef W, int64_t row, int64_t D, float scale, float *ou
 }
 
 void embedding(const int64_t *ids, int64_t T, WRef W, int64_t D, float scale, float *out,
-               int64_t ldo) {
-  for (int64_t t = 0; t < T; ++t)
-    rowFromWeight(W, ids[t], D, scale, out + t * ldo, false);
+               int64_t ldo, int64_t first, int64_t rows) {
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t row = ids[t] - first;
+    if (rows >= 0 && (row < 0 || row >= rows))
+      std::fill_n(out + t * ldo, D, 0.0f);
+    else
+      rowFromWeight(W, row, D, scale, out + t * ldo, false);
+  }
 }
 
 void addRows(const int64_t *pos, int64_t T, WRef W, int64_t D, float *io, int64_t ldio) {

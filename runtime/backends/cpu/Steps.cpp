@@ -54,8 +54,9 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
   case Op::Embedding: {
     auto *op = s.op_as_Embedding();
     const WeightInfo &wi = a.info(op->weight());
+    const bool part = wi.partOf >= 0;
     embedding(a.ids, T, wref(a, op->weight()), wi.shape[1], op->scale(), a.f32(op->out()),
-              a.ld(op->out()));
+              a.ld(op->out()), op->vocab_offset(), part ? wi.shape[0] : -1);
     a.stats->weightBytes += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
     break;
   }
@@ -226,10 +227,23 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     auto *op = s.op_as_Logits();
     const WeightInfo &wi = a.info(op->weight());
     bool tr = op->weight_transposed();
+    // V: this step's logits (a vocabulary-parallel member's part), ldv: the
+    // whole vocabulary, the row length of every logits buffer.
     int64_t V = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    const int64_t ldv = a.ld(op->out()), first = op->vocab_offset();
     const float *x = a.f32(op->in());
     int64_t lx = a.ld(op->in());
     float *out = a.f32(op->out());
+    auto gather = [&](float *logits, int64_t rows) {
+      if (!op->group())
+        return;
+      if (!comm_)
+        fail("vocabulary-parallel logits without a communicator (expected Backend::bindComm)");
+      float *scratch =
+          static_cast<float *>(ws_.shared(4, size_t(rows * (ldv + V)) * 4));
+      gatherVocabulary(*comm_, *op->group(), logits, rows, ldv, scratch,
+                       [](void *dst, const void *src, uint64_t bytes) { std::memcpy(dst, src, bytes); });
+    };
     if (a.numLogitRows > 0) {
       // A batched step: the last row of each sequence that samples. Rows
       // are gathered into one product (each weight row read once).
@@ -238,14 +252,17 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
       for (int64_t i = 0; i < n; ++i)
         std::memcpy(rows + i * K, x + a.hostLogitRows[i] * lx, size_t(K) * 4);
       linear(pool_, ws_, rows, K, n, wref(a, op->weight()), V, K, tr, wref(a, op->bias()),
-             a.rowLogits, V, false, prec);
+             a.rowLogits + first, ldv, false, prec);
+      gather(a.rowLogits, n);
     } else if (a.allLogits) {
       linear(pool_, ws_, x, lx, T, wref(a, op->weight()), V, K, tr, wref(a, op->bias()),
-             a.allLogits, V, false, prec);
-      std::memcpy(out, a.allLogits + (T - 1) * V, size_t(V) * 4);
+             a.allLogits + first, ldv, false, prec);
+      gather(a.allLogits, T);
+      std::memcpy(out, a.allLogits + (T - 1) * ldv, size_t(ldv) * 4);
     } else {
       linear(pool_, ws_, x + (T - 1) * lx, lx, 1, wref(a, op->weight()), V, K, tr,
-             wref(a, op->bias()), out, a.ld(op->out()), false, prec);
+             wref(a, op->bias()), out + first, ldv, false, prec);
+      gather(out, 1);
     }
     a.stats->weightBytes += weightBytes(a, op->weight());
     break;

@@ -342,7 +342,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     auto *op = s.op_as_Embedding();
     const WeightInfo &wi = a.info(op->weight());
     check(embedding(a.ids, T, dw(a, op->weight()), wi.shape[1], op->scale(), a.f32(op->out()),
-                    a.ld(op->out()), st),
+                    a.ld(op->out()), st, op->vocab_offset(), wi.partOf >= 0 ? wi.shape[0] : -1),
           where);
     a.stats->weightBytes += uint64_t(T * wi.shape[1]) * dtypeSize(wi.dtype);
     break;
@@ -501,22 +501,39 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     auto *op = s.op_as_Logits();
     const WeightInfo &wi = a.info(op->weight());
     bool tr = op->weight_transposed();
+    // V: this step's logits (a vocabulary-parallel member's part); ldv: the
+    // whole vocabulary, every logits buffer's row length.
     int64_t V = tr ? wi.shape[1] : wi.shape[0], K = tr ? wi.shape[0] : wi.shape[1];
+    const int64_t ldv = a.ld(op->out()), first = op->vocab_offset();
     const float *x = a.f32(op->in());
     int64_t lx = a.ld(op->in());
     float *out = a.f32(op->out());
+    auto gather = [&](float *logits, int64_t rows) {
+      if (!op->group())
+        return;
+      if (!comm_)
+        fail("vocabulary-parallel logits without a communicator (expected Backend::bindComm)");
+      auto *scratch = static_cast<float *>(workspace(uint64_t(rows * (ldv + V)) * 4));
+      gatherVocabulary(*comm_, *op->group(), logits, rows, ldv, scratch,
+                       [&](void *dst, const void *src, uint64_t n) {
+                         check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, st), where);
+                       });
+    };
     if (a.allLogits) {
       check(blas_->linear(x, lx, T, dw(a, op->weight()), V, K, tr, dw(a, op->bias()),
-                          a.allLogits, V, false, workspace(Blas::linearWorkspaceBytes(T, K)), st),
+                          a.allLogits + first, ldv, false,
+                          workspace(Blas::linearWorkspaceBytes(T, K)), st),
             where);
-      check(cudaMemcpyAsync(out, a.allLogits + (T - 1) * V, size_t(V) * 4,
+      gather(a.allLogits, T);
+      check(cudaMemcpyAsync(out, a.allLogits + (T - 1) * ldv, size_t(ldv) * 4,
                             cudaMemcpyDeviceToDevice, st),
             where);
     } else {
       check(blas_->linear(x + (T - 1) * lx, lx, 1, dw(a, op->weight()), V, K, tr,
-                          dw(a, op->bias()), out, a.ld(op->out()), false,
+                          dw(a, op->bias()), out + first, ldv, false,
                           workspace(Blas::linearWorkspaceBytes(1, K)), st),
             where);
+      gather(out, 1);
     }
     a.stats->weightBytes += weightBytes(a, op->weight());
     break;

@@ -36,9 +36,10 @@ int deviceCount();
 // Element-wise and small ops (Elementwise.cu)
 //===----------------------------------------------------------------------===//
 
-/// out[t, :] = scale * W[ids[t], :]
+/// out[t, :] = scale * W[ids[t] - first, :] for the `rows` rows W holds
+/// (rows < 0: all), zeros for ids outside them (a vocabulary-parallel part).
 cudaError_t embedding(const int64_t *ids, int64_t T, DW W, int64_t D, float scale, float *out,
-                      int64_t ldo, cudaStream_t stream);
+                      int64_t ldo, cudaStream_t stream, int64_t first = 0, int64_t rows = -1);
 /// io[t, :] += W[pos[t], :]
 cudaError_t addRows(const int64_t *pos, int64_t T, DW W, int64_t D, float *io, int64_t ldio,
                     cudaStream_t stream);

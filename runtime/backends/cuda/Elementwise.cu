@@ -20,28 +20,33 @@ int deviceCount() {
 
 namespace {
 
+/// Rows ids[t] - first of the `rows` rows w holds (rows < 0: all); an id
+/// outside them (a vocabulary-parallel member's part) gives zeros.
 template <WType W>
 __global__ void embeddingKernel(const int64_t *ids, int64_t T, const void *w, int64_t D,
-                                float scale, float *out, int64_t ldo, bool add) {
+                                float scale, float *out, int64_t ldo, bool add, int64_t first,
+                                int64_t rows) {
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
-    const int64_t row = ids[t];
+    const int64_t row = ids[t] - first;
+    const bool held = rows < 0 || (row >= 0 && row < rows);
     float *o = out + t * ldo;
     for (int64_t d = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; d < D;
          d += int64_t(gridDim.x) * blockDim.x) {
-      float v = ldw<W>(w, row * D + d) * scale;
+      float v = held ? ldw<W>(w, row * D + d) * scale : 0.0f;
       o[d] = add ? o[d] + v : v;
     }
   }
 }
 
 cudaError_t rowsFromWeight(const int64_t *ids, int64_t T, DW W, int64_t D, float scale, float *out,
-                           int64_t ldo, bool add, cudaStream_t s) {
+                           int64_t ldo, bool add, cudaStream_t s, int64_t first = 0,
+                           int64_t rows = -1) {
   if (T <= 0 || D <= 0)
     return cudaSuccess;
   dim3 grid(gridFor(D, 256), unsigned(T < 65535 ? T : 65535));
   MOE_DISPATCH_WTYPE(W.type, WT,
-                     embeddingKernel<WT>
-                     <<<grid, 256, 0, s>>>(ids, T, W.data, D, scale, out, ldo, add));
+                     embeddingKernel<WT><<<grid, 256, 0, s>>>(ids, T, W.data, D, scale, out, ldo,
+                                                              add, first, rows));
   return launched();
 }
 
@@ -206,8 +211,8 @@ dim3 rowGrid(int64_t rows, int64_t cols, int threads) {
 } // namespace
 
 cudaError_t embedding(const int64_t *ids, int64_t T, DW W, int64_t D, float scale, float *out,
-                      int64_t ldo, cudaStream_t s) {
-  return rowsFromWeight(ids, T, W, D, scale, out, ldo, false, s);
+                      int64_t ldo, cudaStream_t s, int64_t first, int64_t rows) {
+  return rowsFromWeight(ids, T, W, D, scale, out, ldo, false, s, first, rows);
 }
 
 cudaError_t addRows(const int64_t *pos, int64_t T, DW W, int64_t D, float *io, int64_t ldio,

@@ -289,6 +289,15 @@ public:
 void runCollective(Comm &comm, const plan::Collective &op, const StepArgs &a,
                    const std::function<void(void *dst, const void *src, uint64_t bytes)> &copy);
 
+/// A vocabulary-parallel Logits step's gather (plan.fbs Logits.group): this
+/// member computed columns [index * V / G, (index + 1) * V / G) of `rows`
+/// logit rows of V floats at `logits`; afterwards every member holds every
+/// column. `scratch` holds rows * (V + V / G) floats; `copy` copies bytes
+/// between two device pointers of the calling backend.
+void gatherVocabulary(Comm &comm, const flatbuffers::Vector<int32_t> &group, float *logits,
+                      int64_t rows, int64_t V, float *scratch,
+                      const std::function<void(void *dst, const void *src, uint64_t bytes)> &copy);
+
 /// Runs a plan AllToAllV step (the token exchange between data-parallel
 /// groups) on `comm` over the step's buffers, for backends whose buffers are
 /// host memory.

@@ -68,7 +68,9 @@ public:
   /// Runs tokens ids[0..T) at positions startPos.. (T <= max_tokens). Returns
   /// the logits of the last token (vocab floats, host memory), or nullptr on a
   /// rank without a Logits step. With allLogits, also writes T x vocab
-  /// logits there (host memory).
+  /// logits there (host memory). A vocabulary-parallel LM head (plan 3.5
+  /// Logits.group) gathers its logits over the tensor-parallel group: its
+  /// members must all pass allLogits or all not.
   const float *forward(const int64_t *ids, int64_t T, int64_t startPos, float *allLogits = nullptr);
   /// Samples the next token from the last forward call's logits on the
   /// backend (only ranks with a Logits step).

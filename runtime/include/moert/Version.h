@@ -10,6 +10,6 @@
 
 namespace moert {
 inline constexpr uint32_t kPlanVersionMajor = 3;
-inline constexpr uint32_t kPlanVersionMinor = 4;
+inline constexpr uint32_t kPlanVersionMinor = 5;
 inline constexpr const char *kProjectVersion = "0.1.0";
 } // namespace moert

@@ -283,16 +283,23 @@ def first_step(doc, kind):
     raise SystemExit("make_bad_inputs: the plan has no %s step" % kind)
 
 
-def plans(out, schema, plan):
+def plan_editor(out, schema, plan):
+    """edited(name, fn): writes OUT/name.plan, PLAN with fn applied to its
+    JSON form (through flatc)."""
     flatc = shutil.which("flatc")
     if not flatc:
         raise SystemExit("make_bad_inputs: flatc not found")
     work = os.path.join(out, "flatc")
     os.makedirs(work, exist_ok=True)
-    raw = open(plan, "rb").read()
 
     def edited(name, fn):
         write(os.path.join(out, name + ".plan"), flatc_roundtrip(flatc, schema, plan, work, fn))
+    return edited
+
+
+def plans(out, schema, plan):
+    raw = open(plan, "rb").read()
+    edited = plan_editor(out, schema, plan)
 
     edited("major", lambda d: d.update(version_major=d["version_major"] + 1))
     edited("minor", lambda d: d.update(version_minor=d["version_minor"] + 1))
@@ -351,14 +358,7 @@ def plans(out, schema, plan):
 
 def data_parallel_plans(out, schema, plan):
     """Plan 3.4's data-parallel groups: edits of a plan with AllToAllV steps."""
-    flatc = shutil.which("flatc")
-    if not flatc:
-        raise SystemExit("make_bad_inputs: flatc not found")
-    work = os.path.join(out, "flatc")
-    os.makedirs(work, exist_ok=True)
-
-    def edited(name, fn):
-        write(os.path.join(out, name + ".plan"), flatc_roundtrip(flatc, schema, plan, work, fn))
+    edited = plan_editor(out, schema, plan)
 
     def dispatch(d):
         for s in d["ranks"][0]["steps"]:
@@ -382,6 +382,23 @@ def data_parallel_plans(out, schema, plan):
     edited("dp-received", lambda d: first_step(d, "Experts")["op"].update(received=False))
 
 
+def vocab_parallel_plans(out, schema, plan):
+    """Plan 3.5's vocabulary-parallel embedding and LM head (T=2): edits of
+    rank 0's steps."""
+    edited = plan_editor(out, schema, plan)
+    # An Embedding's rows from vocab_offset must be a part within the table.
+    edited("vp-embedding-offset",
+           lambda d: first_step(d, "Embedding")["op"].update(vocab_offset=1 << 40))
+    # Weight 0, the whole table, with an offset.
+    edited("vp-embedding-whole",
+           lambda d: first_step(d, "Embedding")["op"].update(weight=0, vocab_offset=1))
+    # A Logits member's columns are its share at its index in the group.
+    edited("vp-logits-offset",
+           lambda d: first_step(d, "Logits")["op"].update(vocab_offset=1))
+    edited("vp-logits-group", lambda d: first_step(d, "Logits")["op"].update(group=[1, 2]))
+    edited("vp-logits-whole", lambda d: first_step(d, "Logits")["op"].pop("group"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -389,8 +406,13 @@ def main():
     ap.add_argument("--plan")
     ap.add_argument("--data-parallel", action="store_true",
                     help="--plan has data-parallel groups: write their corrupt forms")
+    ap.add_argument("--vocab-parallel", action="store_true",
+                    help="--plan splits its vocabulary over 2 ranks: write its corrupt forms")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.plan and a.vocab_parallel:
+        vocab_parallel_plans(a.out, a.plan_schema, a.plan)
+        return
     if a.plan and a.data_parallel:
         data_parallel_plans(a.out, a.plan_schema, a.plan)
         return

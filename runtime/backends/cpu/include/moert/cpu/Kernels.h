@@ -150,8 +150,11 @@ void linearMulti(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, i
 enum class Act { Gelu, GeluTanh, Silu, Relu, Sigmoid, Identity, SwigluOai };
 float activate(Act a, float x);
 
+/// out[t] = scale * W[ids[t] - first] for the `rows` table rows W holds from
+/// `first` on (a vocabulary-parallel part; rows < 0: all), zeros for ids
+/// outside them.
 void embedding(const int64_t *ids, int64_t T, WRef W, int64_t D, float scale, float *out,
-               int64_t ldo);
+               int64_t ldo, int64_t first = 0, int64_t rows = -1);
 void addRows(const int64_t *pos, int64_t T, WRef W, int64_t D, float *io, int64_t ldio);
 
 /// Normalizes groups of `dim` columns in [colOffset, colOffset+cols) of each row.

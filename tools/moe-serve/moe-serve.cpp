@@ -13,6 +13,9 @@
 #include "ToolSupport.h"
 #include "moert/Backend.h"
 #include "moert/Batch.h"
+#ifdef MOERT_HAVE_MPI
+#include "moert/MpiComm.h"
+#endif
 #include "moert/Trace.h"
 #include "moert/Version.h"
 
@@ -404,6 +407,21 @@ struct Completion {
 
 bool isInt(const json &v) { return v.is_number_integer() || v.is_number_unsigned(); }
 
+/// A request's stop condition for stop strings: the decoded output contains
+/// one of them.
+std::function<bool(std::span<const int64_t>)> stopStringCheck(const Tokenizer *tok,
+                                                               std::vector<std::string> stops) {
+  return [tok, stops = std::move(stops)](std::span<const int64_t> out) {
+    std::optional<std::string> t = decodeText(*tok, out);
+    if (!t)
+      return false;
+    for (const std::string &s : stops)
+      if (t->find(s) != std::string::npos)
+        return true;
+    return false;
+  };
+}
+
 Completion parseCompletion(const Server &srv, const json &body) {
   if (!body.is_object())
     throw ApiError{400, "the body is not a JSON object (expected {\"prompt\": ..., ...})", ""};
@@ -563,16 +581,10 @@ Completion parseCompletion(const Server &srv, const json &body) {
     r.seed = haveSeed ? seed + k : 0x9e3779b97f4a7c15ull * (1 + srv.nextSeed++);
     r.stopAtEos = !ignoreEos;
     r.eosIds = srv.eosIds;
-    if (!stops.empty())
-      r.stopCheck = [tok, stops](std::span<const int64_t> out) {
-        std::optional<std::string> t = decodeText(*tok, out);
-        if (!t)
-          return false;
-        for (const std::string &s : stops)
-          if (t->find(s) != std::string::npos)
-            return true;
-        return false;
-      };
+    if (!stops.empty()) {
+      r.stopStrings = stops;
+      r.stopCheck = stopStringCheck(tok, stops);
+    }
     if (std::string why = checkRequest(*srv.plan, r); !why.empty())
       badParam(why.find("new tokens") != std::string::npos ? "max_tokens" : "prompt",
                prompts.size() > 1 ? fmt::format("prompt {}: {}", k, why) : why);
@@ -946,15 +958,28 @@ std::string metricsText(Server &srv, int64_t maxBatch) {
 /// other ranks' FollowerSources in the order it gave them; they answer the
 /// same in the same order (their engines take the same steps, so they ask
 /// the same questions).
-class RankMirror {
+/// What rank 0's engine was told (a poll's or a cancelled()'s answer), for
+/// the other ranks' engines to be told the same.
+struct Answer {
+  bool isPoll = false; // poll()'s answer (value: still open), else cancelled()'s
+  bool value = false;
+  std::vector<std::pair<uint64_t, SequenceRequest>> requests; // poll's
+};
+
+/// Carries rank 0's answers to the other ranks, in order.
+class AnswerChannel {
 public:
-  struct Answer {
-    bool isPoll = false; // poll()'s answer (value: still open), else cancelled()'s
-    bool value = false;
-    std::vector<std::pair<uint64_t, SequenceRequest>> requests; // poll's
-  };
+  virtual ~AnswerChannel() = default;
+  virtual void publish(const Answer &a) = 0;
+  /// The next answer for follower `follower` (rank follower + 1 here).
+  virtual Answer next(int follower) = 0;
+};
+
+/// Ranks as threads of this process: a queue per follower.
+class RankMirror final : public AnswerChannel {
+public:
   explicit RankMirror(int followers) : queues_(size_t(followers)) {}
-  void publish(const Answer &a) {
+  void publish(const Answer &a) override {
     {
       std::lock_guard<std::mutex> l(mu_);
       for (auto &q : queues_)
@@ -962,7 +987,7 @@ public:
     }
     cv_.notify_all();
   }
-  Answer next(int follower) {
+  Answer next(int follower) override {
     std::unique_lock<std::mutex> l(mu_);
     auto &q = queues_[size_t(follower)];
     cv_.wait(l, [&] { return !q.empty(); });
@@ -977,12 +1002,141 @@ private:
   std::vector<std::deque<Answer>> queues_;
 };
 
+/// Ranks as processes (mpirun): rank 0 broadcasts each answer, its size
+/// first, over the plan's communicator; the engine threads of all ranks make
+/// these broadcasts at the same points of their steps, between the steps'
+/// collectives. A request's stop check is rebuilt from its stop strings with
+/// this process's tokenizer.
+class MpiChannel final : public AnswerChannel {
+public:
+  MpiChannel(Comm &comm, const Tokenizer *tokenizer) : comm_(comm), tokenizer_(tokenizer) {}
+  void publish(const Answer &a) override {
+    std::vector<uint8_t> bytes = encode(a);
+    uint64_t n = bytes.size();
+    comm_.broadcast(&n, sizeof n, 0, {});
+    comm_.broadcast(bytes.data(), n, 0, {});
+  }
+  Answer next(int) override {
+    uint64_t n = 0;
+    comm_.broadcast(&n, sizeof n, 0, {});
+    std::vector<uint8_t> bytes(n);
+    comm_.broadcast(bytes.data(), n, 0, {});
+    return decode(bytes);
+  }
+
+private:
+  struct Writer {
+    std::vector<uint8_t> out;
+    template <typename T> void put(T v) {
+      const auto *p = reinterpret_cast<const uint8_t *>(&v);
+      out.insert(out.end(), p, p + sizeof v);
+    }
+    void ids(const std::vector<int64_t> &v) {
+      put(uint64_t(v.size()));
+      for (int64_t x : v)
+        put(x);
+    }
+    void str(const std::string &v) {
+      put(uint64_t(v.size()));
+      out.insert(out.end(), v.begin(), v.end());
+    }
+  };
+  struct Reader {
+    const std::vector<uint8_t> &in;
+    size_t at = 0;
+    template <typename T> T get() {
+      if (in.size() - at < sizeof(T))
+        fail("internal: a request broadcast from rank 0 ends early");
+      T v;
+      std::memcpy(&v, in.data() + at, sizeof v);
+      at += sizeof v;
+      return v;
+    }
+    uint64_t count(size_t elemBytes) {
+      uint64_t n = get<uint64_t>();
+      if (n > (in.size() - at) / elemBytes)
+        fail("internal: a request broadcast from rank 0 ends early");
+      return n;
+    }
+    std::vector<int64_t> ids() {
+      std::vector<int64_t> v(count(8));
+      for (int64_t &x : v)
+        x = get<int64_t>();
+      return v;
+    }
+    std::string str() {
+      uint64_t n = count(1);
+      std::string v(reinterpret_cast<const char *>(in.data() + at), n);
+      at += n;
+      return v;
+    }
+  };
+
+  static std::vector<uint8_t> encode(const Answer &a) {
+    Writer w;
+    w.put(uint8_t(a.isPoll));
+    w.put(uint8_t(a.value));
+    w.put(uint64_t(a.requests.size()));
+    for (const auto &[tag, r] : a.requests) {
+      w.put(tag);
+      w.ids(r.prompt);
+      w.put(r.maxNewTokens);
+      w.put(r.temperature);
+      w.put(r.topP);
+      w.put(r.seed);
+      w.put(uint8_t(r.stopAtEos));
+      w.ids(r.eosIds);
+      w.put(uint64_t(r.stopIds.size()));
+      for (const auto &ids : r.stopIds)
+        w.ids(ids);
+      w.put(uint64_t(r.stopStrings.size()));
+      for (const std::string &st : r.stopStrings)
+        w.str(st);
+    }
+    return std::move(w.out);
+  }
+
+  Answer decode(const std::vector<uint8_t> &bytes) const {
+    Reader rd{bytes};
+    Answer a;
+    a.isPoll = rd.get<uint8_t>() != 0;
+    a.value = rd.get<uint8_t>() != 0;
+    for (uint64_t i = 0, n = rd.count(8); i < n; ++i) {
+      uint64_t tag = rd.get<uint64_t>();
+      SequenceRequest r;
+      r.prompt = rd.ids();
+      r.maxNewTokens = rd.get<int64_t>();
+      r.temperature = rd.get<float>();
+      r.topP = rd.get<float>();
+      r.seed = rd.get<uint64_t>();
+      r.stopAtEos = rd.get<uint8_t>() != 0;
+      r.eosIds = rd.ids();
+      for (uint64_t k = 0, m = rd.count(8); k < m; ++k)
+        r.stopIds.push_back(rd.ids());
+      for (uint64_t k = 0, m = rd.count(8); k < m; ++k)
+        r.stopStrings.push_back(rd.str());
+      if (!r.stopStrings.empty()) {
+        if (!tokenizer_)
+          fail("rank {}: a request with stop strings, and this rank has no tokenizer "
+               "(expected the same tokenizer on every rank)",
+               comm_.rank());
+        r.stopCheck = stopStringCheck(tokenizer_, r.stopStrings);
+      }
+      a.requests.emplace_back(tag, std::move(r));
+    }
+    return a;
+  }
+
+  Comm &comm_;
+  const Tokenizer *tokenizer_;
+};
+
 class LeaderSource final : public RequestSource {
 public:
-  LeaderSource(RequestSource &inner, RankMirror &mirror) : inner_(inner), mirror_(mirror) {}
+  LeaderSource(RequestSource &inner, AnswerChannel &mirror) : inner_(inner), mirror_(mirror) {}
   bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool idle) override {
     size_t from = out.size();
-    RankMirror::Answer a;
+    Answer a;
     a.isPoll = true;
     a.value = inner_.poll(out, idle);
     a.requests.assign(out.begin() + std::ptrdiff_t(from), out.end());
@@ -990,7 +1144,7 @@ public:
     return a.value;
   }
   bool cancelled(uint64_t tag) override {
-    RankMirror::Answer a;
+    Answer a;
     a.value = inner_.cancelled(tag);
     mirror_.publish(a);
     return a.value;
@@ -1004,14 +1158,14 @@ public:
 
 private:
   RequestSource &inner_;
-  RankMirror &mirror_;
+  AnswerChannel &mirror_;
 };
 
 class FollowerSource final : public RequestSource {
 public:
-  FollowerSource(RankMirror &mirror, int follower) : mirror_(mirror), follower_(follower) {}
+  FollowerSource(AnswerChannel &mirror, int follower) : mirror_(mirror), follower_(follower) {}
   bool poll(std::vector<std::pair<uint64_t, SequenceRequest>> &out, bool) override {
-    RankMirror::Answer a = next(true);
+    Answer a = next(true);
     for (auto &r : a.requests)
       out.push_back(std::move(r));
     return a.value;
@@ -1020,14 +1174,14 @@ public:
   void onFinish(uint64_t, SequenceResult) override {}
 
 private:
-  RankMirror::Answer next(bool poll) {
-    RankMirror::Answer a = mirror_.next(follower_);
+  Answer next(bool poll) {
+    Answer a = mirror_.next(follower_);
     if (a.isPoll != poll)
       fail("internal: rank {} asked {} where rank 0 asked {}", follower_ + 1,
            poll ? "poll" : "cancelled", a.isPoll ? "poll" : "cancelled");
     return a;
   }
-  RankMirror &mirror_;
+  AnswerChannel &mirror_;
   int follower_;
 };
 
@@ -1068,29 +1222,64 @@ int serve(const Options &o) {
   }
   srv.eosIds = generationEosIds(o.weights, plan);
 
-  // Every rank of the plan in this process (expert-parallel plans: ranks as
-  // threads with in-process comms, as moe-run runs them without MPI).
-  const int ranks = plan.numRanks();
-  BackendOptions bo;
-  bo.threads = o.threads > 0 ? int(o.threads)
-                             : std::max(1, int(std::thread::hardware_concurrency()) / ranks);
+  // The ranks of the plan: under mpirun one per process (rank 0 answers
+  // HTTP, the others follow its engine), else all in this process as
+  // threads with in-process comms, as moe-run runs them without MPI.
   std::vector<std::unique_ptr<Comm>> comms;
-  if (ranks > 1)
-    comms = makeInProcessComms(ranks);
-  else
-    comms.push_back(makeLocalComm());
+#ifdef MOERT_HAVE_MPI
+  if (launchedByMpi())
+    comms.push_back(makeMpiComm());
+#endif
+  const bool mpi = !comms.empty() && comms.front()->size() > 1;
+  if (!comms.empty() && comms.front()->size() != plan.numRanks())
+    fail("{}: plan was compiled for {} rank(s) but runs on {} (expected mpirun -np {})", o.plan,
+         plan.numRanks(), comms.front()->size(), plan.numRanks());
+  const int firstRank = mpi ? comms.front()->rank() : 0;
+  const int ranks = mpi ? 1 : plan.numRanks(); // in this process
+  BackendOptions bo;
+  bo.threads = o.threads > 0
+                   ? int(o.threads)
+                   : std::max(1, int(std::thread::hardware_concurrency()) / plan.numRanks());
+  if (comms.empty()) {
+    if (ranks > 1)
+      comms = makeInProcessComms(ranks);
+    else
+      comms.push_back(makeLocalComm());
+  }
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<std::unique_ptr<WeightStore>> weights;
   std::vector<std::unique_ptr<Session>> sessions;
   for (int r = 0; r < ranks; ++r) {
     backends.push_back(makeBackend(backendName, bo));
-    weights.push_back(
-        loadWeights(plan, o.weights, o.randomWeights, /*seed=*/0, {r}, *backends.back()));
-    sessions.push_back(std::make_unique<Session>(plan, r, *weights.back(),
+    weights.push_back(loadWeights(plan, o.weights, o.randomWeights, /*seed=*/0,
+                                  {firstRank + r}, *backends.back()));
+    sessions.push_back(std::make_unique<Session>(plan, firstRank + r, *weights.back(),
                                                  *comms[size_t(r)], *backends.back(),
                                                  SessionOptions{}));
   }
   const int64_t maxBatch = o.maxBatch > 0 ? o.maxBatch : capacity;
+  BatchOptions opts;
+  // The engine's slots are per data-parallel group.
+  opts.maxBatch = (maxBatch + plan.dataParallel() - 1) / plan.dataParallel();
+  opts.prefillChunk = o.prefillChunk;
+  MpiChannel mpiChannel(*comms.front(), srv.tokenizer.get());
+  if (mpi && firstRank > 0) {
+    // A follower process: no HTTP; its engine replays rank 0's answers and
+    // ends when rank 0's does. mpirun passes SIGTERM to every process: rank
+    // 0 drains and tells the others.
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+    FollowerSource follower(mpiChannel, firstRank - 1);
+    try {
+      runBatchEngine(*sessions.front(), *comms.front(), follower, opts);
+    } catch (const std::exception &e) {
+      // Rank 0 waits in a collective: leave without unwinding it.
+      std::fprintf(stderr, "error: engine: rank %d: %s\n", firstRank, e.what());
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+    return 0;
+  }
 
   Metrics metrics;
   Engine engine(metrics, o.maxQueue, maxBatch);
@@ -1100,24 +1289,21 @@ int serve(const Options &o) {
 
   std::string engineError;
   RankMirror mirror(ranks - 1);
-  LeaderSource leader(engine, mirror);
+  LeaderSource leader(engine, mpi ? static_cast<AnswerChannel &>(mpiChannel)
+                                  : static_cast<AnswerChannel &>(mirror));
   std::vector<std::unique_ptr<FollowerSource>> followers;
   for (int r = 1; r < ranks; ++r)
     followers.push_back(std::make_unique<FollowerSource>(mirror, r - 1));
-  BatchOptions opts;
-  // The engine's slots are per data-parallel group.
-  opts.maxBatch = (maxBatch + plan.dataParallel() - 1) / plan.dataParallel();
-  opts.prefillChunk = o.prefillChunk;
   // The engine of one rank: rank 0's polls the HTTP engine (through the
   // leader when there are other ranks), the others replay its answers.
   auto engineMain = [&](int r) {
-    RequestSource &source = r > 0               ? *followers[size_t(r - 1)]
-                            : ranks > 1 ? static_cast<RequestSource &>(leader)
-                                        : static_cast<RequestSource &>(engine);
+    RequestSource &source = r > 0                ? *followers[size_t(r - 1)]
+                            : ranks > 1 || mpi ? static_cast<RequestSource &>(leader)
+                                               : static_cast<RequestSource &>(engine);
     try {
       runBatchEngine(*sessions[size_t(r)], *comms[size_t(r)], source, opts);
     } catch (const std::exception &e) {
-      if (ranks > 1) {
+      if (ranks > 1 || mpi) {
         // The other ranks wait in collectives: leave without unwinding them.
         std::fprintf(stderr, "error: engine: rank %d: %s\n", r, e.what());
         std::fflush(stderr);

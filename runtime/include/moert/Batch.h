@@ -56,6 +56,10 @@ struct SequenceRequest {
   /// with the output so far; called on every rank, so it must be
   /// deterministic.
   std::function<bool(std::span<const int64_t> output)> stopCheck;
+  /// The strings stopCheck looks for, when it looks for strings: the engine
+  /// never reads them; a caller that hands requests to another process
+  /// (moe-serve under MPI) sends them so that it can build the same check.
+  std::vector<std::string> stopStrings;
 };
 
 struct SequenceResult {

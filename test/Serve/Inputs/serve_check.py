@@ -3,7 +3,8 @@
 
 serve_check.py MODE PLAN FIXTURE_DIR [moe-serve flags...]
 
-Starts `moe-serve PLAN --port=0 [flags]`, reads the port it prints, runs
+Starts `moe-serve PLAN --port=0 [flags]` (behind $LAUNCH when set, e.g.
+mpirun), reads the port it prints, runs
 MODE, stops the server with SIGTERM and checks it exits 0. Prints one line
 per check; a failed check prints "FAIL: ..." and exits 1.
 
@@ -65,7 +66,9 @@ def expected_ids(fixture):
 
 class Server:
     def __init__(self, plan, flags):
-        self.proc = subprocess.Popen(["moe-serve", plan, "--port=0"] + flags,
+        # LAUNCH: a launcher command in front of moe-serve (mpirun ... -np N).
+        launch = os.environ.get("LAUNCH", "").split()
+        self.proc = subprocess.Popen(launch + ["moe-serve", plan, "--port=0"] + flags,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         prefix = "moe-serve: listening on http://127.0.0.1:"
@@ -142,9 +145,38 @@ class Server:
                     ("sequences" in l or "queue" in l or "requests_total" in l))))
             time.sleep(0.005)
 
+    def server_pid(self):
+        """moe-serve's pid; behind mpirun, rank 0's process (mpirun itself
+        exits 1 when it is signalled, whatever its processes do)."""
+        if not os.environ.get("LAUNCH"):
+            return self.proc.pid
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/environ" % entry, "rb") as f:
+                    env = f.read().split(b"\0")
+                with open("/proc/%s/stat" % entry) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if "(moe-serve)" not in stat or b"OMPI_COMM_WORLD_RANK=0" not in env:
+                continue
+            # A descendant of this launcher.
+            pid = int(entry)
+            while pid > 1:
+                if pid == self.proc.pid:
+                    return int(entry)
+                try:
+                    with open("/proc/%d/stat" % pid) as f:
+                        pid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    break
+        fail("no rank-0 moe-serve process under the launcher")
+
     def stop(self, limit=10.0):
         t0 = time.time()
-        self.proc.send_signal(signal.SIGTERM)
+        os.kill(self.server_pid(), signal.SIGTERM)
         try:
             code = self.proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:

@@ -231,6 +231,10 @@ def MoE_PlacementAttr : MoE_Attr<"Placement", "placement"> {
     }
     /// Whether `rank` holds a copy of `expert`.
     bool holds(int64_t rank, int64_t expert) const;
+    /// The most distinct experts any one rank holds a copy or a part of:
+    /// a token's top-k slots send a rank at most min(k, this) rows (a slot
+    /// goes to one copy, and an expert's parts lie on distinct ranks).
+    int64_t getMaxExpertsPerRank() const;
     /// Number of (expert, rank) copies: experts plus replicas.
     int64_t getNumCopies() const {
       return getNumExperts() + int64_t(getReplicas().size()) / 2;

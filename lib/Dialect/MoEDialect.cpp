@@ -503,6 +503,19 @@ bool PlacementAttr::holds(int64_t rank, int64_t expert) const {
   return llvm::is_contained(getCopies(expert), rank);
 }
 
+int64_t PlacementAttr::getMaxExpertsPerRank() const {
+  std::vector<int64_t> held(size_t(std::max<int64_t>(getNumRanks(), 0)), 0);
+  for (int64_t e = 0, E = getNumExperts(); e < E; ++e) {
+    SmallVector<int64_t> copies = getCopies(e);
+    llvm::sort(copies);
+    copies.erase(std::unique(copies.begin(), copies.end()), copies.end());
+    for (int64_t r : copies)
+      if (r >= 0 && r < int64_t(held.size()))
+        ++held[size_t(r)];
+  }
+  return held.empty() ? 0 : *llvm::max_element(held);
+}
+
 /// `<ranks = N, experts = [r0, r1, ...] (, slices = S)?
 ///   (, replicas = [e : r, ...])?>`
 Attribute PlacementAttr::parse(AsmParser &parser, Type) {

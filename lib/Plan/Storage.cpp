@@ -320,6 +320,17 @@ LogicalResult StorageAssigner::assignMLP(MLPOp m) {
   return success();
 }
 
+/// The rows a rank receives per token of a group in a data-parallel
+/// dispatch: one per top-k slot whose expert it holds a copy or part of, so
+/// at most min(top_k, the most experts one rank holds) (a rank with one
+/// expert of many receives at most one row per token, not top_k).
+static int64_t receivedSlotsPerToken(AllToAllOp dispatch, int64_t topK) {
+  PlacementAttr placement = dispatch.getPlacement();
+  if (!placement)
+    return topK; // every rank holds every expert
+  return std::max<int64_t>(1, std::min(topK, placement.getMaxExpertsPerRank()));
+}
+
 /// A data-parallel dispatch (its first stage: the lowering makes one flat
 /// exchange of the stages): the rows this rank receives (at most every
 /// group's slots, max_tokens x top_k each), their order by expert and
@@ -335,9 +346,10 @@ LogicalResult StorageAssigner::assignDispatchExchange(AllToAllOp x) {
     return failure();
   int64_t K = d.getTopK(), E = x.getNumExperts(), D = widthOf(d.getInput());
   int64_t S = x.getPlacement() ? x.getPlacement().getSlices() : 1;
-  int recv = newBuffer(bufferName("moe.recv"), ElemType::F32, D, groups * K);
+  int64_t perToken = groups * receivedSlotsPerToken(x, K);
+  int recv = newBuffer(bufferName("moe.recv"), ElemType::F32, D, perToken);
   int recvSorted =
-      newBuffer(bufferName("moe.recv_sorted"), ElemType::I32, 1, groups * K);
+      newBuffer(bufferName("moe.recv_sorted"), ElemType::I32, 1, perToken);
   int recvOffsets = newBuffer(bufferName("moe.recv_offsets"), ElemType::I32, 1,
                               0, E + 1);
   int sendSlots =
@@ -586,8 +598,9 @@ LogicalResult StorageAssigner::assign(Operation *op) {
             return e.emitOpError("in a data-parallel plan the input must come "
                                  "from a dispatch exchange");
           ArrayRef<int> xs = s.scratch[xchg];
-          int out = newBuffer(bufferName("moe.recv_out"), ElemType::F32,
-                              widthOf(e.getResult()), groups * e.getTopK());
+          int out = newBuffer(
+              bufferName("moe.recv_out"), ElemType::F32, widthOf(e.getResult()),
+              groups * receivedSlotsPerToken(xchg, e.getTopK()));
           s.slices[e.getResult()] = full(out);
           // The exchange runs on the communication stream until this step
           // waits for it: what it reads lives until here too.

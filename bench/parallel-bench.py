@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Issue 15's benchmark: one model on this machine as 1 rank x 2 threads
-beside 2 MPI ranks x 1 thread, with tensor parallelism (T=2) and with
-expert parallelism (T=1), in one interleaved run: decode ms/token and
+beside 2 MPI ranks x 1 thread, with tensor parallelism (T=2, the cost
+model's choice of splitting the embedding and LM head by vocabulary, and
+T=2 with those tables whole) and with expert parallelism (T=1), in one
+interleaved run: decode ms/token and
 prefill ms, the bytes each rank's communicator moved per decode token, and
 the cost model's prediction beside each (moe-compile --report with a
 cluster file that describes this machine as 1 or 2 devices sharing its
@@ -30,7 +32,11 @@ TWO = {"name": "this VM, 2 ranks", "nodes": 1, "devices_per_node": 2,
 
 CONFIGS = [  # name, cluster, extra moe-compile flags, ranks, threads
     ("1 rank x 2 threads", ONE, [], 1, 2),
+    # The cost model's choice (it splits the embedding and LM head by
+    # vocabulary here), and the same with the tables whole.
     ("2 ranks x 1 thread, T=2", TWO, ["--tensor-parallel=2"], 2, 1),
+    ("2 ranks x 1 thread, T=2, tables whole", TWO,
+     ["--tensor-parallel=2", "--vocab-parallel=off"], 2, 1),
     ("2 ranks x 1 thread, experts", TWO, ["--tensor-parallel=1"], 2, 1),
 ]
 
@@ -74,7 +80,7 @@ def main():
             j = json.loads(benchlib.run(cmd))
             j.pop("generated_ids", None)
             runs[name].append(j)
-    print(f"{'config':32} {'decode ms/tok':>13} {'predicted':>9} {'prefill ms':>10} "
+    print(f"{'config':40} {'decode ms/tok':>13} {'predicted':>9} {'prefill ms':>10} "
           f"{'comm B/tok':>10} {'predicted':>9}")
     for name, plan, report, ranks, threads in plans:
         rs = runs[name]
@@ -86,11 +92,12 @@ def main():
         pdec = report["estimated_latency"]["decode_step_ms"]
         row = {"config": name, "ranks": ranks, "threads": threads,
                "tensor_parallel": report["tensor_parallel"],
+               "vocab_parallel": report.get("vocab_parallel"),
                "decode_ms_per_token": dec, "prefill_ms": pre, "comm_bytes_per_token": comm,
                "predicted_decode_ms": pdec, "predicted_comm_bytes_per_token": pcomm,
                "estimated_latency": report["estimated_latency"], "runs": rs}
         result["configs"].append(row)
-        print(f"{name:32} {dec[len(dec) // 2]:13.2f} {pdec:9.2f} {pre[len(pre) // 2]:10.1f} "
+        print(f"{name:40} {dec[len(dec) // 2]:13.2f} {pdec:9.2f} {pre[len(pre) // 2]:10.1f} "
               f"{comm:10.0f} {pcomm:9.0f}")
     # Batched: 8 sequences of 20 random tokens, --new-tokens each, on one
     # rank (max_batch 8) beside 2 ranks in 2 data-parallel groups of 4.

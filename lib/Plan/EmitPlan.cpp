@@ -348,8 +348,12 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
   int32_t numRanks = int32_t(options.devices);
   int32_t gpusPerNode = int32_t(options.gpusPerNode);
   std::vector<flatbuffers::Offset<fb::RankProgram>> ranks;
-  std::vector<uint64_t> weightBytes =
-      weightBytesPerRank(program.weights, numRanks);
+  // RankProgram.weight_bytes: what a rank holds from load on; streamed
+  // weights (and on-demand experts) come and go within the memory budget.
+  std::vector<Weight> resident;
+  llvm::copy_if(program.weights, std::back_inserter(resident),
+                [](const Weight &w) { return !w.streamed; });
+  std::vector<uint64_t> weightBytes = weightBytesPerRank(resident, numRanks);
   for (int32_t r = 0; r < numRanks; ++r) {
     std::vector<flatbuffers::Offset<fb::Buffer>> buffers;
     for (const Buffer &b : program.buffers)

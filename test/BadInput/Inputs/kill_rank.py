@@ -86,7 +86,11 @@ def main():
     cmd = args[1:]
     errpath = os.path.join(os.environ.get("TMPDIR", "/tmp"), "kill_rank.%d.err" % os.getpid())
     err = open(errpath, "w+")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    # A process group of its own (killed whole on failure), in this session:
+    # in a session of its own the launcher's ranks form a scheduler
+    # autogroup that starved this process (its 50 ms sleep took 11 s while
+    # tensor-parallel ranks spun in MPI), so it killed after the run ended.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, process_group=0)
 
     # Wait (at most 60 s) until all ranks run and have computed a little:
     # 1 s of CPU each. MPI's initialization alone can take 0.3 s of CPU on a

@@ -392,32 +392,17 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
       }
     }
 
-    // A row-parallel projection (o_proj, an FFN's down projection) is
-    // followed by an all-reduce of its [tokens, hidden] f32 output over the
-    // T consecutive ranks of its group, as the runtime runs every
-    // AllReduceSum: reduce-scatter + all-gather, 2(T-1) messages of 1/T of
-    // the data; within a node when the group fits in one.
+    // A row-parallel projection (o_proj, an FFN's down projection) and a
+    // vocabulary-parallel embedding are followed by an all-reduce of their
+    // [tokens, hidden] f32 output over the T consecutive ranks of their
+    // group, as the runtime runs every AllReduceSum: reduce-scatter +
+    // all-gather, 2(T-1) messages of 1/T of the data; a vocabulary-parallel
+    // LM head by an all-gather of its logits (T-1 messages of V/T f32 each).
+    // Within a node when the group fits in one.
     if (StringAttr kind = moe.getTensorSliceAttrHelper().getAttr(op);
-        kind && (kind.getValue() == "row" || kind.getValue() == "ffn") &&
+        kind &&
+        llvm::is_contained({"row", "ffn", "vocab"}, kind.getValue()) &&
         cost.tensorParallel > 1) {
-      int64_t T = cost.tensorParallel;
-      int64_t width =
-          cast<RankedTensorType>(op->getResult(0).getType()).getDimSize(1);
-      int64_t perNode = cost.gridShape.empty() ? cost.numRanks
-                                               : cost.gridShape.back();
-      bool crossesNodes = perNode % T != 0;
-      int64_t sent = satMul(satMul(width, 4), 2 * (T - 1)) / T;
-      (crossesNodes ? cost.commBytesInterNode : cost.commBytesIntraNode) +=
-          sent;
-      (crossesNodes ? cost.commMessagesInterNode
-                    : cost.commMessagesIntraNode) += 2 * (T - 1);
-    }
-
-    // Vocabulary-parallel: the embedding's rows are summed over the group
-    // (an all-reduce of [tokens, hidden] f32, counted as above) and the LM
-    // head's logits gathered (all-gather: T-1 messages of V/T f32 each).
-    if (StringAttr kind = moe.getTensorSliceAttrHelper().getAttr(op);
-        kind && kind.getValue() == "vocab" && cost.tensorParallel > 1) {
       int64_t T = cost.tensorParallel;
       int64_t width =
           cast<RankedTensorType>(op->getResult(0).getType()).getDimSize(1);

@@ -154,4 +154,17 @@ std::optional<std::string> decodeText(const Tokenizer &tok, std::span<const int6
   }
 }
 
+std::function<bool(std::span<const int64_t>)> stopStringCheck(const Tokenizer *tok,
+                                                               std::vector<std::string> stops) {
+  return [tok, stops = std::move(stops)](std::span<const int64_t> out) {
+    std::optional<std::string> t = decodeText(*tok, out);
+    if (!t)
+      return false;
+    for (const std::string &s : stops)
+      if (t->find(s) != std::string::npos)
+        return true;
+    return false;
+  };
+}
+
 } // namespace moetool

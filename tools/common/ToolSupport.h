@@ -91,4 +91,9 @@ std::vector<int64_t> generationEosIds(const std::string &weights, const moert::P
 /// tokenizer cannot decode them.
 std::optional<std::string> decodeText(const moert::Tokenizer &tok, std::span<const int64_t> ids);
 
+/// A request's stop condition for stop strings: the decoded output contains
+/// one of them.
+std::function<bool(std::span<const int64_t>)> stopStringCheck(const moert::Tokenizer *tok,
+                                                               std::vector<std::string> stops);
+
 } // namespace moetool

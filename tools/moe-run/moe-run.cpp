@@ -389,19 +389,8 @@ void preparePrompts(const Options &o, const PlanFile &plan, Job &job) {
     r.stopAtEos = !l.ignoreEos.value_or(o.ignoreEos || o.bench);
     r.eosIds = job.eosIds;
     r.stopIds = l.stopIds;
-    if (!l.stopStrings.empty()) {
-      const Tokenizer *tok = job.tokenizer.get();
-      std::vector<std::string> stops = l.stopStrings;
-      r.stopCheck = [tok, stops](std::span<const int64_t> out) {
-        std::optional<std::string> t = decodeText(*tok, out);
-        if (!t)
-          return false;
-        for (const std::string &s : stops)
-          if (t->find(s) != std::string::npos)
-            return true;
-        return false;
-      };
-    }
+    if (!l.stopStrings.empty())
+      r.stopCheck = stopStringCheck(job.tokenizer.get(), l.stopStrings);
     if (std::string why = checkRequest(plan, r); !why.empty()) {
       err = where + why;
       continue;

@@ -407,21 +407,6 @@ struct Completion {
 
 bool isInt(const json &v) { return v.is_number_integer() || v.is_number_unsigned(); }
 
-/// A request's stop condition for stop strings: the decoded output contains
-/// one of them.
-std::function<bool(std::span<const int64_t>)> stopStringCheck(const Tokenizer *tok,
-                                                               std::vector<std::string> stops) {
-  return [tok, stops = std::move(stops)](std::span<const int64_t> out) {
-    std::optional<std::string> t = decodeText(*tok, out);
-    if (!t)
-      return false;
-    for (const std::string &s : stops)
-      if (t->find(s) != std::string::npos)
-        return true;
-    return false;
-  };
-}
-
 Completion parseCompletion(const Server &srv, const json &body) {
   if (!body.is_object())
     throw ApiError{400, "the body is not a JSON object (expected {\"prompt\": ..., ...})", ""};

@@ -13,6 +13,11 @@
 // 128x128 scales; --small-pages leaves the weights on 4 KiB pages (as a
 // checkpoint mapped in place is) instead of transparent huge pages.
 //
+// --peak measures the machine's bf16 compute peak in the same run: the
+// AVX512-BF16 dot product's throughput from registers (12 independent
+// accumulators, no memory traffic) and a plain GEMM, `linear` on a packed
+// bf16 [N, K] with many rows, the rate batched expert GEMMs are judged by.
+//
 //===----------------------------------------------------------------------===//
 #include "moert/cpu/Bandwidth.h"
 #include "moert/FileUtil.h"
@@ -24,15 +29,95 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <immintrin.h>
 #include <string>
 #include <vector>
 
 using namespace moert;
 using namespace moert::cpu;
 
+/// `iters` x 12 vdpbf16ps (32 multiply-adds each) on registers only; the sum
+/// is returned so the loop cannot be removed.
+__attribute__((target("avx512f,avx512bf16"))) static float dotBf16Loop(int64_t iters) {
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+         c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+  __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x3c003c00);
+  for (int64_t i = 0; i < iters; ++i) {
+    c0 = _mm512_dpbf16_ps(c0, a, b), c1 = _mm512_dpbf16_ps(c1, a, b);
+    c2 = _mm512_dpbf16_ps(c2, a, b), c3 = _mm512_dpbf16_ps(c3, a, b);
+    c4 = _mm512_dpbf16_ps(c4, a, b), c5 = _mm512_dpbf16_ps(c5, a, b);
+    c6 = _mm512_dpbf16_ps(c6, a, b), c7 = _mm512_dpbf16_ps(c7, a, b);
+    c8 = _mm512_dpbf16_ps(c8, a, b), c9 = _mm512_dpbf16_ps(c9, a, b);
+    c10 = _mm512_dpbf16_ps(c10, a, b), c11 = _mm512_dpbf16_ps(c11, a, b);
+    // Registers only; keeps the compiler from folding the constant operands.
+    asm volatile("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5), "+v"(c6),
+                 "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
+  }
+  __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
+                           _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)));
+  s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
+  return _mm512_reduce_add_ps(s);
+}
+
+/// --peak: GMAC/s of the bf16 dot product from registers on every thread, and
+/// of plain GEMMs through `linear` (packed bf16, bf16 compute).
+static nlohmann::json measurePeak(ThreadPool &pool, Workspace &ws, int reps) {
+  nlohmann::json out = nlohmann::json::array();
+  if (__builtin_cpu_supports("avx512bf16")) {
+    const size_t chunks = size_t(pool.size()) * 64;
+    const int64_t perChunk = 20000;
+    std::vector<float> sink(chunks);
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+      int64_t t0 = nowNs();
+      pool.parallelFor(chunks, 1, [&](size_t b, size_t e, int) {
+        for (size_t c = b; c < e; ++c)
+          sink[c] = dotBf16Loop(perChunk);
+      });
+      best = std::min(best, double(nowNs() - t0) / 1e6);
+    }
+    double gmac = double(chunks) * double(perChunk) * 12 * 32 / (best * 1e6);
+    out.push_back({{"peak", "vdpbf16ps registers"}, {"GMACs", gmac}, {"threads", pool.size()}});
+    std::fprintf(stderr, "peak vdpbf16ps from registers: %.1f GMAC/s (%d threads)\n", gmac,
+                 pool.size());
+  }
+  struct G {
+    int64_t T, N, K;
+  } gemms[] = {{512, 2816, 1024}, {512, 1024, 2816}, {64, 2816, 1024},
+               {64, 1024, 2816}, {16, 2816, 1024}, {16, 1024, 2816}};
+  for (const G &g : gemms) {
+    size_t bytes = size_t(packedBytes(g.N, g.K));
+    void *p = mapAnonymous(bytes, true, "benchmark weights");
+    auto *u16 = static_cast<uint16_t *>(p);
+    std::vector<uint16_t> rows(size_t(g.N * g.K));
+    uint64_t x = 88172645463325252ull;
+    for (uint16_t &v : rows) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      v = uint16_t((x & 0x807f) | 0x3c00);
+    }
+    packBf16(rows.data(), g.N, g.K, 0, g.N, u16);
+    std::vector<float> X(size_t(g.T * g.K), 0.01f), Y(size_t(g.T * g.N));
+    WRef w{p, DType::BF16, Layout::Packed16};
+    double best = 1e30;
+    for (int r = 0; r < reps * 3; ++r) {
+      int64_t t0 = nowNs();
+      linear(pool, ws, X.data(), g.K, g.T, w, g.N, g.K, false, {}, Y.data(), g.N, false,
+             Precision::BF16);
+      best = std::min(best, double(nowNs() - t0) / 1e6);
+    }
+    unmapAnonymous(p, bytes);
+    double gmac = double(g.T * g.N * g.K) / (best * 1e6);
+    out.push_back({{"peak", "plain GEMM"}, {"T", g.T}, {"N", g.N}, {"K", g.K}, {"ms", best},
+                   {"GMACs", gmac}, {"threads", pool.size()}});
+    std::fprintf(stderr, "plain GEMM T=%ld N=%ld K=%ld bf16-packed: %.3f ms, %.1f GMAC/s\n",
+                 long(g.T), long(g.N), long(g.K), best, gmac);
+  }
+  return out;
+}
+
 int main(int argc, char **argv) {
   int threads = 1, reps = 5;
-  bool json = false, smallPages = false;
+  bool json = false, smallPages = false, peak = false;
   std::vector<int64_t> experts; // D, I, R
   std::vector<int64_t> tokens{1, 5, 20};
   std::vector<std::string> modeNames, shapeNames; // empty: all
@@ -68,14 +153,22 @@ int main(int argc, char **argv) {
         experts.push_back(std::stoll(t));
     } else if (a == "--small-pages")
       smallPages = true;
+    else if (a == "--peak")
+      peak = true;
     else {
       std::fprintf(stderr, "error: %s: unknown flag (expected --threads=N --reps=R --json "
-                   "--tokens=1,5,20 --modes=A,B --shapes=A,B --experts=D,I,R --small-pages)\n", a.c_str());
+                   "--tokens=1,5,20 --modes=A,B --shapes=A,B --experts=D,I,R --small-pages --peak)\n", a.c_str());
       return 1;
     }
   }
   ThreadPool pool(threads);
   Workspace ws(threads);
+  if (peak) {
+    nlohmann::json out = measurePeak(pool, ws, reps);
+    if (json)
+      std::printf("%s\n", out.dump(1).c_str());
+    return 0;
+  }
   struct Shape {
     const char *name;
     int64_t N, K;

@@ -3,6 +3,7 @@
 
   bench/quant-bench.py [--build build] [--work DIR] [--models deepseek,gptoss]
       [--threads 1,2] [--rounds 5] [--iters 3] [--new-tokens 64] [--out FILE.json]
+      [--llama-bin DIR --gguf MODEL-FORMAT=FILE ...]
 
 The benchmark of issue 18. Two bench models scaled to a 2-core machine:
 
@@ -36,8 +37,15 @@ scales; moe-run counts the routed experts' stored bytes), the ratio of those
 bytes (the speed-up the bytes allow), % of the same-run bandwidth floor
 (that process's read-bandwidth probe, median over processes), peak resident
 bytes and peak RSS (no full-precision copy). JSON with every run in --out.
+
+With --llama-bin (llama.cpp's build/bin, built beside the project as
+../shared/BENCHMARKS.md says) and --gguf gptoss-mxfp4=FILE (the checkpoint
+converted with llama.cpp's gguf-py, MXFP4 experts kept as they are; not in
+this repository), each round also runs `llama-bench -p 0 -n NEW -d 20 -r ITERS`
+on every GGUF at every thread count, and the summary gives llama.cpp's decode
+ms/token (median over rounds of the median of its runs) beside ours.
 """
-import argparse, json, os, re, statistics, struct, sys, time
+import argparse, json, os, re, statistics, struct, subprocess, sys, time
 
 import numpy as np
 
@@ -361,7 +369,19 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--out", default=os.path.join(HERE, "runtime", "results", "quant-bench.json"))
     ap.add_argument("--prepare-only", action="store_true", help="write the checkpoints and stop")
+    ap.add_argument("--llama-bin", help="llama.cpp's build/bin (llama-bench)")
+    ap.add_argument("--gguf", action="append", default=[], metavar="MODEL-FORMAT=FILE",
+                    help="a GGUF of that variant for llama-bench, e.g. gptoss-mxfp4=F.gguf")
     a = ap.parse_args()
+    ggufs = {}
+    for g in a.gguf:
+        key, _, path = g.partition("=")
+        model, _, fmt = key.partition("-")
+        if not path or not fmt:
+            raise SystemExit(f"--gguf {g}: expected MODEL-FORMAT=FILE")
+        ggufs[(model, fmt)] = path
+    if bool(ggufs) != bool(a.llama_bin):
+        raise SystemExit("--llama-bin and --gguf go together")
     bindir = os.path.join(a.build, "bin")
     threads = [int(t) for t in a.threads.split(",")]
     os.makedirs(a.work, exist_ok=True)
@@ -395,6 +415,15 @@ def main():
             j = moe_run_bench(bindir, plan, [f"--weights={ckpt}"], t, a.iters, a.new_tokens)
             j.update(model=model, format=fmt, round=r, load=os.getloadavg()[0])
             result["runs"].append(j)
+        for (model, fmt), path in ggufs.items():
+            for t in threads:
+                lj = json.loads(run([os.path.join(a.llama_bin, "llama-bench"), "-m", path,
+                                     "-t", str(t), "-p", "0", "-n", str(a.new_tokens), "-d", "20",
+                                     "-r", str(a.iters), "-o", "json"], stderr=subprocess.DEVNULL))
+                ms = 1000.0 / statistics.median(lj[0]["samples_ts"])
+                result.setdefault("llama_cpp", []).append(
+                    {"model": model, "format": fmt, "threads": t, "round": r,
+                     "decode_ms_per_token": ms, "model_type": lj[0].get("model_type")})
     result["load_after"] = os.getloadavg()
 
     def med(model, fmt, t, f):
@@ -421,6 +450,12 @@ def main():
             "weight_bytes": med(model, fmt, t, lambda j: j["weight_bytes"]),
             "peak_resident_bytes": med(model, fmt, t, lambda j: j["peak_resident_bytes"]),
             "peak_rss_bytes": med(model, fmt, t, lambda j: j["peak_rss_bytes"])})
+    for w in rows:
+        lms = [x["decode_ms_per_token"] for x in result.get("llama_cpp", [])
+               if (x["model"], x["format"], x["threads"]) == (w["model"], w["format"], w["threads"])]
+        if lms:
+            w["llama_cpp_decode_ms_per_token"] = statistics.median(lms)
+            w["speedup_vs_llama_cpp"] = w["llama_cpp_decode_ms_per_token"] / w["decode_ms_per_token"]
     result["summary"] = rows
     write_json(a.out, result)
     print(f"{result['cpu']}, {result['cores']} cores; {a.rounds} interleaved rounds, {a.iters} runs of "
@@ -434,6 +469,11 @@ def main():
               f"{w['bytes_ratio_vs_bf16']:>6.2f}x {w['pct_of_floor']:>6.1f}% {w['read_bandwidth_gbs']:>5.1f} "
               f"{w['weight_bytes'] / 1e6:>10.0f} {w['peak_resident_bytes'] / 1e6:>11.0f} "
               f"{w['peak_rss_bytes'] / 1e6:>7.0f}")
+    for w in rows:
+        if "speedup_vs_llama_cpp" in w:
+            print(f"{w['model']} {w['format']} {w['threads']} thread(s): llama.cpp "
+                  f"{w['llama_cpp_decode_ms_per_token']:.2f} ms/token, ours "
+                  f"{w['decode_ms_per_token']:.2f}: {w['speedup_vs_llama_cpp']:.2f}x")
     print(load_line(result, a.out))
 
 

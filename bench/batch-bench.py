@@ -27,16 +27,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import load_line, machine, run, write_json  # noqa: E402
+from benchlib import load_line, machine, prompt_ids, run, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROMPT, NEW = 20, 64
-
-
-def prompt_ids(k, vocab):
-    # moe-run --bench --batch's own prompts, so the traced run equals them.
-    return [(i * 7919 + 13 + k * 104729) % vocab for i in range(PROMPT)]
 
 
 def moe_run(bindir, plan, ckpt, sizes, threads):
@@ -78,7 +73,7 @@ def expert_rate(bindir, plan, ckpt, B, threads, vocab, dims, work):
     prompts = os.path.join(work, "prompts.jsonl")
     with open(prompts, "w") as f:
         for k in range(B):
-            f.write(json.dumps({"id": k, "prompt_ids": prompt_ids(k, vocab)}) + "\n")
+            f.write(json.dumps({"id": k, "prompt_ids": prompt_ids(k, PROMPT, vocab)}) + "\n")
     trace = os.path.join(work, "trace.json")
     run([os.path.join(bindir, "moe-run"), plan, f"--weights={ckpt}", f"--prompts={prompts}",
          f"--max-new-tokens={NEW}", "--ignore-eos", f"--threads={threads}", f"--trace={trace}",
@@ -149,12 +144,14 @@ def main():
         v = [rnd[who][b][key] for rnd in result["rounds"] if who in rnd]
         return statistics.median(v) if v else float("nan")
 
-    print(f"{'batch':>5} {'moe-run tok/s':>13} {'llama.cpp':>10} {'ratio':>6} | "
-          f"{'decode tok/s':>12} {'llama.cpp':>10} {'ratio':>6}")
+    peer = bool(a.llama_bin)
+    print(f"{'batch':>5} {'moe-run tok/s':>13}" + (f" {'llama.cpp':>10} {'ratio':>6}" if peer else "")
+          + f" | {'decode tok/s':>12}" + (f" {'llama.cpp':>10} {'ratio':>6}" if peer else ""))
     for b in sizes:
         m, l = med("moe", b, "tokens_per_s"), med("llama", b, "tokens_per_s")
         md, ld = med("moe", b, "decode_tokens_per_s"), med("llama", b, "decode_tokens_per_s")
-        print(f"{b:>5} {m:>13.1f} {l:>10.1f} {m / l:>5.2f}x | {md:>12.1f} {ld:>10.1f} {md / ld:>5.2f}x")
+        print(f"{b:>5} {m:>13.1f}" + (f" {l:>10.1f} {m / l:>5.2f}x" if peer else "")
+              + f" | {md:>12.1f}" + (f" {ld:>10.1f} {md / ld:>5.2f}x" if peer else ""))
     reg = [p["GMACs"] for p in peak if p.get("peak") == "vdpbf16ps registers"]
     gemm = max(p["GMACs"] for p in peak if p.get("peak") == "plain GEMM")
     x = result["expert_gemms"]

@@ -1,8 +1,9 @@
-"""benchlib: what bench/runtime/run-bench.py and bench/quant-bench.py share.
+"""benchlib: what the scripts in bench/ share.
 
 Running a tool (its command line echoed to stderr), one `moe-run --bench
---json` process, the machine's description in a result, and writing the
-result JSON whole (a reader never sees half a file).
+--json` process, the machine's description in a result, the batch
+benchmark's prompts, and writing the result JSON whole (a reader never sees
+half a file).
 """
 import json, os, platform, subprocess, sys, time
 
@@ -39,6 +40,12 @@ def moe_run_bench(bindir, plan, weights, threads, iters, new_tokens):
                         f"--max-new-tokens={new_tokens}"]))
     j.pop("generated_ids", None)
     return j
+
+
+def prompt_ids(k, length, vocab):
+    """Prompt k of `moe-run --bench --batch`'s protocol (its 20-token
+    prompts), any length: the same ids moe-run generates itself."""
+    return [(i * 7919 + 13 + k * 104729) % vocab for i in range(length)]
 
 
 def write_json(path, result):

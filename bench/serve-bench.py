@@ -33,10 +33,8 @@ import tempfile
 import threading
 import time
 
-
-def prompt_ids(k, length, vocab):
-    # The moe-run --bench protocol's 20-token prompts, any length.
-    return [(i * 7919 + 13 + k * 104729) % vocab for i in range(length)]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import prompt_ids  # noqa: E402
 
 
 def body(ids, new_tokens):

@@ -216,11 +216,8 @@ struct StepSerializer {
   }
   Result operator()(const LogitsStep &s) {
     std::vector<int32_t> group;
-    if (s.tensorParallel > 1) {
-      CollectiveStep members;
-      members.tensorParallel = s.tensorParallel;
-      group = members.groupOf(rank, numRanks);
-    }
+    if (s.tensorParallel > 1)
+      group = tensorParallelGroup(rank, s.tensorParallel, numRanks);
     return make(fb::Op::Logits,
                 fb::CreateLogits(fbb, s.in, s.weight, s.bias, s.out,
                                  /*weight_transposed=*/false, s.vocabOffset,

@@ -33,6 +33,13 @@ public:
                SmallVector<int> writes, StepOp step,
                Stream stream = Stream::Compute);
   int32_t layer() const { return int32_t(currentLayer); }
+  /// The buffers moe-plan-memory records on a data-parallel dispatch
+  /// exchange (Storage.cpp's order): what it received and the pair's record.
+  struct ExchangeBuffers {
+    int recv, recvSorted, recvOffsets, sendSlots, counts, relay;
+  };
+  /// Those of `xchg` (a null op or one without the record: none).
+  std::optional<ExchangeBuffers> exchangeBuffers(AllToAllOp xchg) const;
 
   // Per family; each fails with a diagnostic at the op.
   LogicalResult lowerNorm(Operation *op);

@@ -18,17 +18,18 @@ using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::plan;
 
+std::vector<int32_t> mlir::moe::plan::tensorParallelGroup(int32_t rank, int32_t T,
+                                                          int32_t numRanks) {
+  std::vector<int32_t> group;
+  for (int32_t r = rank - rank % T; r < rank - rank % T + T && r < numRanks; ++r)
+    group.push_back(r);
+  return group;
+}
+
 std::vector<int32_t> CollectiveStep::groupOf(int32_t rank,
                                              int32_t numRanks) const {
-  if (tensorParallel > 0) {
-    // T consecutive ranks (Megatron's groups, inside a node when T divides
-    // the ranks per node).
-    std::vector<int32_t> group;
-    for (int32_t r = rank - rank % tensorParallel;
-         r < rank - rank % tensorParallel + tensorParallel && r < numRanks; ++r)
-      group.push_back(r);
-    return group;
-  }
+  if (tensorParallel > 0)
+    return tensorParallelGroup(rank, tensorParallel, numRanks);
   // Grid coordinates of a rank (row-major, as shard.grid numbers devices).
   auto coords = [&](int64_t r) {
     SmallVector<int64_t> c(gridShape.size());
@@ -56,6 +57,15 @@ std::vector<int32_t> CollectiveStep::groupOf(int32_t rank,
 /// Data-parallel groups: the dispatch/combine pair of a MoE layer as two
 /// AllToAllV steps over all ranks (the first dispatch stage and the last
 /// combine stage carry them; moe-comm-hierarchy's other stages add none).
+std::optional<Lowering::ExchangeBuffers>
+Lowering::exchangeBuffers(AllToAllOp xchg) const {
+  auto it = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
+  if (it == storage.scratch.end() || it->second.size() != 6)
+    return std::nullopt;
+  ArrayRef<int> b = it->second;
+  return ExchangeBuffers{b[0], b[1], b[2], b[3], b[4], b[5]};
+}
+
 LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
   bool dispatch = x.getKind() == ExchangeKind::Dispatch;
   AllToAllOp first = x;
@@ -71,17 +81,16 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
     experts = getCombinedExperts(x.getInput());
     first = experts ? getDispatchExchange(experts.getInput()) : AllToAllOp();
   }
-  auto scratch = first ? storage.scratch.find(first) : storage.scratch.end();
-  if (scratch == storage.scratch.end() || scratch->second.size() != 6)
+  std::optional<ExchangeBuffers> xs = exchangeBuffers(first);
+  if (!xs)
     return x.emitOpError("data-parallel exchange without its buffers (expected "
                          "moe-plan-memory's record on the dispatch exchange)");
-  ArrayRef<int> xs = scratch->second;
   DispatchOp d = getDispatch(first.getInput());
   AllToAllVStep step;
   step.dispatch = dispatch;
-  step.sendSlots = xs[3];
-  step.counts = xs[4];
-  step.relay = xs[5];
+  step.sendSlots = xs->sendSlots;
+  step.counts = xs->counts;
+  step.relay = xs->relay;
   // moe-comm-hierarchy split the pair (its first dispatch stage is within
   // the node): the two-stage form over the grid's nodes.
   auto grid =
@@ -109,11 +118,12 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
     step.offsets = bufferOf(x.getExpertOffsets(), x);
     if (step.in < 0 || step.sorted < 0 || step.offsets < 0)
       return failure();
-    step.out = xs[0];
-    step.recvSorted = xs[1];
-    step.recvOffsets = xs[2];
+    step.out = xs->recv;
+    step.recvSorted = xs->recvSorted;
+    step.recvOffsets = xs->recvOffsets;
     SmallVector<int> reads = {step.in, step.sorted, step.offsets};
-    SmallVector<int> writes = {xs[0], xs[1], xs[2], xs[3], xs[4], xs[5]};
+    SmallVector<int> writes = {xs->recv,      xs->recvSorted, xs->recvOffsets,
+                               xs->sendSlots, xs->counts,     xs->relay};
     addStep(x, stepName("moe.dispatch_exchange"), reads, writes,
             std::move(step), Stream::Comm);
     return success();
@@ -123,7 +133,7 @@ LogicalResult Lowering::lowerDataParallelExchange(AllToAllOp x) {
   if (step.in < 0 || step.out < 0)
     return failure();
   int out = step.out;
-  SmallVector<int> reads = {step.in, xs[3], xs[4], xs[5]};
+  SmallVector<int> reads = {step.in, xs->sendSlots, xs->counts, xs->relay};
   addStep(x, stepName("moe.combine_exchange"), reads, {out}, std::move(step),
           Stream::Comm);
   // Each member filled the slots of its rows: the group sums them.

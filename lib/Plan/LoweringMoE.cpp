@@ -78,14 +78,14 @@ LogicalResult Lowering::lowerExperts(ExpertsOp e) {
     step.swigluAlpha = alpha->convertToFloat();
   if (p.dataParallel > 1) {
     // The rows the dispatch exchange received, one slot each.
-    AllToAllOp xchg = getDispatchExchange(e.getInput());
-    auto scratch = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
-    if (scratch == storage.scratch.end())
+    std::optional<ExchangeBuffers> xs =
+        exchangeBuffers(getDispatchExchange(e.getInput()));
+    if (!xs)
       return e.emitOpError("in a data-parallel plan the input must come from "
                            "a dispatch exchange");
-    step.in = scratch->second[0];
-    step.sorted = scratch->second[1];
-    step.offsets = scratch->second[2];
+    step.in = xs->recv;
+    step.sorted = xs->recvSorted;
+    step.offsets = xs->recvOffsets;
     step.topK = 1;
     step.received = true;
   }
@@ -119,11 +119,9 @@ LogicalResult Lowering::lowerCombine(CombineOp c) {
     // record on the communication stream until this step waits for it.
     if (ExpertsOp experts = getCombinedExperts(c.getInput())) {
       reads.push_back(bufferOf(experts.getResult(), c));
-      AllToAllOp xchg = getDispatchExchange(experts.getInput());
-      auto scratch = xchg ? storage.scratch.find(xchg) : storage.scratch.end();
-      if (scratch != storage.scratch.end())
-        reads.append({scratch->second[3], scratch->second[4],
-                      scratch->second[5]});
+      if (std::optional<ExchangeBuffers> xs =
+              exchangeBuffers(getDispatchExchange(experts.getInput())))
+        reads.append({xs->sendSlots, xs->counts, xs->relay});
     }
   }
   addStep(c, stepName("moe.combine"), reads, {out},

@@ -312,6 +312,10 @@ struct LogitsStep {
   int64_t vocabOffset = 0;
   int32_t tensorParallel = 0;
 };
+/// The tensor-parallel group of `rank`: the T consecutive ranks holding it
+/// (Megatron's groups, inside a node when T divides the ranks per node).
+std::vector<int32_t> tensorParallelGroup(int32_t rank, int32_t T, int32_t numRanks);
+
 /// An AllReduceSum over the ranks that share this rank's grid coordinates
 /// outside `axes` (see groupOf).
 struct CollectiveStep {

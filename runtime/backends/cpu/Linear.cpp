@@ -91,6 +91,12 @@ static void gemmPanels(WRef W, int64_t N, int64_t K, bool transposed, int64_t n0
 // dominates and the tiles' 4-row interleaved reads stream worse.
 static constexpr int64_t kGemvMaxT = 3;   // exact f32 FMAs
 static constexpr int64_t kDpRowsMaxT = 8; // bf16 dot products
+// Rows of a quantized W per block when more than 4 tokens stream it: at most
+// 64 x K bytes (FP8), well inside L2 for every K of today's models.
+static constexpr int64_t kQuantRows = 64;
+// Up to this many tokens a quantized W streams 4 tokens at a time; beyond,
+// dequantized f32 panels and sgemm (equal for FP8 at 64, kernel-bench).
+static constexpr int64_t kQuantChunkMaxT = 64;
 
 static void addBias(ThreadPool &, WRef bias, int64_t N, int64_t T, float *Y, int64_t ldy) {
   if (!bias)
@@ -120,23 +126,46 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
   if (W.format != QuantFormat::None) {
     if (transposed)
       throw std::logic_error("quantized weights are not transposed");
-    if (T <= 4 && isa == Isa::Avx512Bf16 && prec == Precision::BF16 && !panels &&
+    // The row-streaming kernels take up to 4 tokens; more run 4 at a time
+    // over each block of kQuantRows rows, which stays in cache between the
+    // chunks: the weights come from memory once for all T tokens and nothing
+    // is dequantized to memory. (The f32 panels below were 20-25x slower
+    // than 4 tokens from T = 5 on: kernel-bench, MXFP4 and FP8.)
+    const int64_t chunks = (T + 3) / 4;
+    auto eachChunk = [&](size_t n0, size_t n1, auto &&run) {
+      for (int64_t nb = int64_t(n0); nb < int64_t(n1); nb += kQuantRows)
+        for (int64_t c = 0; c < chunks; ++c)
+          run(nb, std::min(int64_t(n1), nb + kQuantRows), c, std::min<int64_t>(4, T - 4 * c),
+              Y + 4 * c * ldy);
+    };
+    const bool stream = T <= kQuantChunkMaxT && !panels;
+    if (isa == Isa::Avx512Bf16 && prec == Precision::BF16 && stream &&
         W.format == QuantFormat::MXFP4) {
       auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * K) * 2));
       toBf16Mxfp4X(X, ldx, T, K, Xb);
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
-        gemvMxfp4Bf16(W, K, int64_t(n0), int64_t(n1), Xb, T, Y, ldy, accumulate);
+        eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
+          gemvMxfp4Bf16(W, K, a, b, Xb + 4 * c * K, Tc, Yc, ldy, accumulate);
+        });
       });
-    } else if (T <= 4 && isa != Isa::Scalar && !panels && W.format == QuantFormat::MXFP4) {
+    } else if (isa != Isa::Scalar && stream && W.format == QuantFormat::MXFP4) {
       auto *Xd = static_cast<float *>(ws.shared(4, size_t(T * K) * 4));
       deinterleaveMxfp4X(X, ldx, T, K, Xd);
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
-        gemvMxfp4Avx512(W, K, int64_t(n0), int64_t(n1), Xd, T, Y, ldy, accumulate);
+        eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
+          gemvMxfp4Avx512(W, K, a, b, Xd + 4 * c * K, Tc, Yc, ldy, accumulate);
+        });
       });
-    } else if (T <= 4 && isa != Isa::Scalar && !panels) {
-      Fp8X fx = prepareFp8X(X, ldx, T, K, static_cast<float *>(ws.shared(0, size_t(T * K) * 4)));
+    } else if (isa != Isa::Scalar && stream) {
+      auto *scratch = static_cast<float *>(ws.shared(0, size_t(T * K) * 4));
+      std::vector<Fp8X> fx(static_cast<size_t>(chunks));
+      for (int64_t c = 0; c < chunks; ++c)
+        fx[size_t(c)] = prepareFp8X(X + 4 * c * ldx, ldx, std::min<int64_t>(4, T - 4 * c), K,
+                                    scratch + 4 * c * K);
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
-        gemvFp8Avx512(W, K, int64_t(n0), int64_t(n1), fx, Y, ldy, accumulate);
+        eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t, float *Yc) {
+          gemvFp8Avx512(W, K, a, b, fx[size_t(c)], Yc, ldy, accumulate);
+        });
       });
     } else {
       size_t panelBytes = size_t(kPanelRows * K) * 4;

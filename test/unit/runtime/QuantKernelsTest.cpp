@@ -109,9 +109,10 @@ TEST(Fp8, LinearMatchesDequantizedProduct) {
     int64_t N, K, bn, bk;
   };
   for (Shape s : {Shape{37, 100, 16, 24}, Shape{40, 256, 128, 128}, Shape{5, 7, 2, 3},
-                  Shape{70, 300, 32, 80}, Shape{19, 200, 128, 128}})
+                  Shape{70, 300, 32, 80}, Shape{19, 200, 128, 128}, Shape{150, 64, 128, 32}})
     for (Isa isa : isas)
-      for (int64_t T : {1, 2, 3, 4, 5, 9})
+      // 5..64 tokens stream 4 at a time over blocks of 64 rows; 70 takes panels.
+      for (int64_t T : {1, 2, 3, 4, 5, 9, 13, 70})
         for (bool acc : {false, true}) {
           SCOPED_TRACE(::testing::Message() << isaName(isa) << " T=" << T << " N=" << s.N
                                             << " K=" << s.K << " block " << s.bn << "x"
@@ -387,10 +388,10 @@ TEST(Mxfp4, DecodesScales) {
 
 TEST(Mxfp4, LinearMatchesDequantizedProduct) {
   IsaGuard guard;
-  for (int64_t N : {1, 17, 40})
+  for (int64_t N : {1, 17, 40, 150})
     for (int64_t K : {32, 96, 256})
       for (Isa isa : availableIsas())
-        for (int64_t T : {1, 2, 3, 4, 5, 9})
+        for (int64_t T : {1, 2, 3, 4, 5, 9, 13, 70})
           for (bool acc : {false, true}) {
             SCOPED_TRACE(::testing::Message() << isaName(isa) << " T=" << T << " N=" << N
                                               << " K=" << K << " acc=" << acc);
@@ -429,9 +430,9 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     std::memcpy(&r, &u, 4);
     return r;
   };
-  for (int64_t N : {3, 40})
+  for (int64_t N : {3, 40, 150})
     for (int64_t K : {32, 96, 288})
-      for (int64_t T : {1, 2, 4})
+      for (int64_t T : {1, 2, 4, 5, 9, 13})
         for (bool acc : {false, true}) {
           SCOPED_TRACE(::testing::Message() << "T=" << T << " N=" << N << " K=" << K);
           ThreadPool pool(2);

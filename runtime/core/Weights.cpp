@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <memory>
 
@@ -288,8 +289,22 @@ static WeightSource partSource(const WeightInfo &part, const WeightInfo &whole,
   return s;
 }
 
+/// Bytes of weights per start-up upload batch: large enough for one huge-page
+/// mapping each and a parallel fill, small enough that a batch's gathered
+/// checkpoint pages are a small part of the peak. MOERT_UPLOAD_BATCH_BYTES
+/// overrides it (tests load tiny models in many batches with it).
+static uint64_t uploadBatchBytes() {
+  static const uint64_t bytes = [] {
+    const char *e = std::getenv("MOERT_UPLOAD_BATCH_BYTES");
+    char *end = nullptr;
+    unsigned long long v = e ? std::strtoull(e, &end, 10) : 0;
+    return e && *e && end && !*end && v > 0 ? uint64_t(v) : uint64_t(256) << 20;
+  }();
+  return bytes;
+}
+
 void WeightStore::bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
-                       const ProgressFn &progress) {
+                       const ProgressFn &progress, const std::function<void(size_t)> &loaded) {
   const PlanFile &plan = *plan_;
   const auto &infos = plan.weights();
   budget_ = plan.plan().memory_budget();
@@ -325,13 +340,39 @@ void WeightStore::bind(const std::vector<int> &ranks, std::vector<WeightSource> 
     layouts.push_back(layout);
     upfrontIdx.push_back(i);
   }
-  UploadResult up = backend_->upload(upfront, layouts, progress);
-  for (size_t k = 0; k < upfrontIdx.size(); ++k) {
-    views_[upfrontIdx[k]] = up.weights[k];
-    if (!up.weights[k].mapped)
-      ownedBytes_ += up.weights[k].bytes;
+  // In batches, so that a checkpoint's pages gathered into backend memory
+  // can be dropped as the load goes (`loaded`), not all at the end: gpt-oss
+  // in bf16 gathers its transposed experts, and held their mapped pages
+  // beside the copy until then (peak RSS twice the weights).
+  uint64_t total = 0, done = 0;
+  for (size_t i : upfrontIdx)
+    total += views_[i].bytes;
+  for (size_t b = 0; b < upfront.size();) {
+    size_t e = b;
+    uint64_t bytes = 0;
+    while (e < upfront.size() && (e == b || bytes < uploadBatchBytes()))
+      bytes += views_[upfrontIdx[e++]].bytes;
+    ProgressFn batchProgress;
+    if (progress)
+      batchProgress = [&](uint64_t d, uint64_t w) {
+        progress(done + (w ? uint64_t(double(d) / double(w) * double(bytes)) : 0), total);
+      };
+    UploadResult up = backend_->upload(std::span(upfront).subspan(b, e - b),
+                                       std::span(layouts).subspan(b, e - b), batchProgress);
+    for (size_t k = b; k < e; ++k) {
+      views_[upfrontIdx[k]] = up.weights[k - b];
+      if (!up.weights[k - b].mapped)
+        ownedBytes_ += up.weights[k - b].bytes;
+    }
+    if (up.memory)
+      fixedMemory_.push_back(std::move(up.memory));
+    done += bytes;
+    b = e;
+    if (loaded)
+      loaded(e < upfront.size() ? upfrontIdx[e] : infos.size());
   }
-  fixedMemory_ = std::move(up.memory);
+  if (progress)
+    progress(total, total);
   notePeak();
 }
 
@@ -356,35 +397,40 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     if (w.partOf >= 0)
       srcs[i] = partSource(w, src, std::move(srcs[i]));
   }
-  ws->bind(ranks, std::move(srcs), progress);
-  dropGatheredSources(plan, *ckpt, used);
+  ws->bind(ranks, std::move(srcs), progress, [&](size_t loaded) {
+    dropGatheredSources(plan, *ckpt, used, loaded);
+  });
   return ws;
 }
 
 /// Fused expert tensors read by strides or transposed (gpt-oss's gate_up
 /// and down, bf16 or MXFP4 with its scales) are gathered into the
 /// backend's memory at load; their mapped pages would stay resident beside
-/// the copy (twice the weights in RSS). Once loaded, such a tensor's pages
-/// are dropped: no weight uses them in place, and a later read (a streamed
-/// slice) faults them in again from the file.
+/// the copy (twice the weights in RSS). Once every slice that reads such a
+/// tensor is loaded (all below plan weight index `loaded`), its pages are
+/// dropped: no weight uses them in place, and a later read (a streamed
+/// slice) faults them in again from the file. Called after each upload
+/// batch; dropping a tensor twice is harmless.
 void WeightStore::dropGatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
-                                      const std::vector<bool> &used) {
+                                      const std::vector<bool> &used, size_t loaded) {
   const auto &infos = plan.weights();
-  std::map<std::string, bool> gathered; // tensor -> every use gathers it
+  std::map<std::string, bool> gathered; // tensor -> every use gathers it, all loaded
   for (size_t i = 0; i < plan.numPlanWeights(); ++i) {
     const WeightInfo &w = infos[i];
     if (w.slices.empty() || w.sourceTensor.empty() ||
         w.sourceTensor.find("{e}") != std::string::npos)
       continue;
-    bool anyUsed = false, streamed = w.streamed;
-    for (int32_t s : w.slices)
+    bool anyUsed = false, pending = false, streamed = w.streamed;
+    for (int32_t s : w.slices) {
       anyUsed = anyUsed || used[size_t(s)];
+      pending = pending || (used[size_t(s)] && size_t(s) >= loaded);
+    }
     bool strided = w.sourceTransposed || w.sourceStride != 1;
     for (const std::string &t : {w.sourceTensor, w.scaleTensor}) {
       if (t.empty())
         continue;
       auto [it, fresh] = gathered.emplace(t, true);
-      it->second = it->second && strided && anyUsed && !streamed;
+      it->second = it->second && strided && anyUsed && !streamed && !pending;
     }
   }
   for (const auto &[name, drop] : gathered) {

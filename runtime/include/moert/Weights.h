@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -123,12 +124,15 @@ private:
   static WeightSource expertSliceSource(const PlanFile &plan, const Checkpoint &ckpt,
                                         const WeightInfo &w);
   /// Drops the mapped pages of fused expert tensors every use of which was
-  /// gathered into backend memory at load (strided or transposed sources).
+  /// gathered into backend memory at load (strided or transposed sources),
+  /// once every such use below plan weight index `loaded` is loaded.
   static void dropGatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
-                                  const std::vector<bool> &used);
+                                  const std::vector<bool> &used, size_t loaded);
   /// Layouts, sources and the start-up upload, shared by both constructors.
+  /// The upload goes in batches of about 256 MiB, in plan order;
+  /// after each, `loaded(n)` says every weight below index n is in place.
   void bind(const std::vector<int> &ranks, std::vector<WeightSource> srcs,
-            const ProgressFn &progress);
+            const ProgressFn &progress, const std::function<void(size_t)> &loaded = {});
   /// Evicts unpinned streamed weights, least recently used first, until
   /// `need` more bytes fit in the budget. Called with mutex_ held.
   void makeRoom(uint64_t need);
@@ -141,7 +145,7 @@ private:
   uint64_t seed_ = 0;
   std::vector<DeviceWeight> views_;
   std::vector<std::unique_ptr<Streamed>> streamed_; // null: loaded at start-up
-  std::shared_ptr<void> fixedMemory_;
+  std::vector<std::shared_ptr<void>> fixedMemory_; // one per upload batch
   std::mutex mutex_; // guards residency bookkeeping (not the uploads themselves)
   std::condition_variable loaded_;
   uint64_t tick_ = 0;

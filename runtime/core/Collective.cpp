@@ -69,25 +69,4 @@ void gatherVocabulary(Comm &comm, const flatbuffers::Vector<int32_t> &group, flo
         copy(logits + r * V + m * part, all + (m * rows + r) * part, rowBytes);
 }
 
-std::vector<int32_t> unionTopK(const float *logits, int64_t rows, int64_t E, int topK) {
-  std::vector<bool> chosen(static_cast<size_t>(E), false);
-  std::vector<int32_t> order(static_cast<size_t>(E));
-  const int k = int(std::min<int64_t>(topK, E));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *l = logits + r * E;
-    for (int32_t e = 0; e < int32_t(E); ++e)
-      order[size_t(e)] = e;
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return l[a] > l[b] || (l[a] == l[b] && a < b);
-    });
-    for (int i = 0; i < k; ++i)
-      chosen[size_t(order[size_t(i)])] = true;
-  }
-  std::vector<int32_t> experts;
-  for (int32_t e = 0; e < int32_t(E); ++e)
-    if (chosen[size_t(e)])
-      experts.push_back(e);
-  return experts;
-}
-
 } // namespace moert

@@ -179,13 +179,12 @@ void Session::findPredictions() {
   predictionFor_.assign(nsteps, -1);
   if (!opts_.predictExperts)
     return;
-  // MoE layers in program order: (router step, its input, router weight,
-  // Experts step, top-k).
+  // MoE layers in program order: (router step, its input, router weight
+  // and bias, Gate step, Experts step).
   struct Moe {
     unsigned router;
-    int32_t input, weight;
-    unsigned experts;
-    int topK;
+    int32_t input, weight, bias;
+    unsigned gate, experts;
     bool onDemand;
   };
   std::vector<Moe> moes;
@@ -197,7 +196,7 @@ void Session::findPredictions() {
     for (int k = int(g) - 1; k >= 0 && router < 0; --k) {
       const plan::Linear *l = prog_.steps()->Get(unsigned(k))->op_as_Linear();
       if (l && l->out() == gate->logits() && !l->accumulate() && l->out_col_offset() == 0 &&
-          !l->weight_transposed() && !l->last_row_only() && l->bias() < 0)
+          !l->weight_transposed() && !l->last_row_only())
         router = k;
     }
     for (unsigned k = g + 1; k < nsteps && experts < 0; ++k) {
@@ -209,7 +208,7 @@ void Session::findPredictions() {
       continue;
     const plan::Linear *l = prog_.steps()->Get(unsigned(router))->op_as_Linear();
     const plan::Experts *e = prog_.steps()->Get(unsigned(experts))->op_as_Experts();
-    moes.push_back({unsigned(router), l->in(), l->weight(), unsigned(experts), gate->top_k(),
+    moes.push_back({unsigned(router), l->in(), l->weight(), l->bias(), g, unsigned(experts),
                     e->on_demand() && e->experts() != nullptr});
   }
   for (size_t m = 1; m < moes.size(); ++m) {
@@ -221,18 +220,40 @@ void Session::findPredictions() {
       continue;
     predictAfter_[prev.router] = int(predictions_.size());
     predictionFor_[next.experts] = int(predictions_.size());
-    predictions_.push_back({prev.router, prev.input, next.weight, next.experts, next.topK, {}});
+    predictions_.push_back(
+        {prev.router, prev.input, next.weight, next.bias, next.gate, next.experts, {}});
   }
 }
 
 void Session::predict(Prediction &p) {
   p.ids.clear();
+  const plan::Gate *gate = prog_.steps()->Get(p.gate)->op_as_Gate();
+  const int32_t sb = gate->selection_bias();
   // A streamed router that is not here yet is not worth a fetch of its own.
-  if (!weights_.isResident(p.router))
-    return;
+  for (int32_t w : {p.router, p.routerBias, sb})
+    if (w >= 0 && !weights_.isResident(w))
+      return;
+  // The next gate's own choice (scores, its selection bias and groups).
+  ExpertSelection sel;
+  sel.numExperts = gate->num_experts();
+  sel.topK = gate->top_k();
+  sel.sigmoid = gate->score() == plan::ScoreFn::Sigmoid;
+  sel.softmaxBeforeTopk = gate->softmax_before_topk();
+  sel.numGroups = gate->num_groups();
+  sel.topkGroups = gate->topk_groups();
+  if (sb >= 0) {
+    const DeviceWeight &v = weights_.view(sb);
+    std::vector<uint8_t> raw(size_t(sel.numExperts) * dtypeSize(v.dtype));
+    backend_.copyToHost(StreamKind::Compute, raw.data(), v.data, raw.size());
+    backend_.synchronize(StreamKind::Compute);
+    for (int e = 0; e < sel.numExperts; ++e)
+      sel.bias.push_back(loadAsF32(raw.data(), v.dtype, size_t(e)));
+  }
   const WeightInfo &w = plan_.weights()[size_t(p.router)];
+  DeviceWeight bias = p.routerBias >= 0 ? weights_.view(p.routerBias) : DeviceWeight{};
   backend_.routeTopK(args_.f32(p.input), args_.ld(p.input), args_.rows(p.input),
-                     weights_.view(p.router), w.shape[0], w.shape[1], p.topK, p.ids);
+                     weights_.view(p.router), p.routerBias >= 0 ? &bias : nullptr, w.shape[1],
+                     sel, p.ids);
   const plan::Experts *ex = prog_.steps()->Get(p.experts)->op_as_Experts();
   std::vector<int32_t> fetch;
   for (const plan::LocalExpert *e : *ex->experts())

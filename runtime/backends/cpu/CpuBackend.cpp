@@ -204,11 +204,14 @@ void CpuBackend::synchronize(StreamKind s) {
 void CpuBackend::resetEvents() { events_.clear(); }
 
 void CpuBackend::routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
-                           int64_t E, int64_t H, int topK, std::vector<int32_t> &experts) {
+                           const DeviceWeight *bias, int64_t H, const ExpertSelection &sel,
+                           std::vector<int32_t> &experts) {
+  const int64_t E = sel.numExperts;
   std::vector<float> logits(size_t(rows * E));
-  linear(pool_, ws_, x, ldx, rows, {router.data, router.dtype, router.layout}, E, H, false, {},
+  WRef b = bias ? WRef{bias->data, bias->dtype, bias->layout} : WRef{};
+  linear(pool_, ws_, x, ldx, rows, {router.data, router.dtype, router.layout}, E, H, false, b,
          logits.data(), E, false, Precision::F32);
-  experts = unionTopK(logits.data(), rows, E, topK);
+  experts = predictedExperts(logits.data(), rows, sel);
 }
 
 int64_t CpuBackend::sample(const float *logits, int64_t vocab, const SamplingParams &p) {

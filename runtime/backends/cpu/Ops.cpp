@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "moert/cpu/Kernels.h"
+#include "moert/Backend.h"
 
 #include <algorithm>
 #include <cmath>
@@ -435,86 +436,22 @@ int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, in
              float *slotWeight, int32_t *expertOffsets, int32_t *sortedSlots,
              uint64_t *routedCounts) {
   const int E = p.numExperts, K = p.topK;
-  const int G = p.numGroups, perGroup = E / G;
+  ExpertSelection sel;
+  sel.numExperts = E;
+  sel.topK = K;
+  sel.sigmoid = p.sigmoid;
+  sel.softmaxBeforeTopk = p.softmaxBeforeTopk;
+  sel.numGroups = p.numGroups;
+  sel.topkGroups = p.topkGroups;
+  if (p.selectionBias)
+    for (int e = 0; e < E; ++e)
+      sel.bias.push_back(loadAsF32(p.selectionBias.data, p.selectionBias.dtype, size_t(e)));
   std::vector<double> score(static_cast<size_t>(E));
-  // What top-k ranks when it differs from the scores (a selection bias or
-  // groups); the weights still come from `score`.
-  const bool select = p.selectionBias || G > 1;
-  std::vector<double> choice(select ? size_t(E) : 0);
-  std::vector<double> groupScore(static_cast<size_t>(G));
-  std::vector<bool> keepGroup(static_cast<size_t>(G));
   std::vector<int> pick(static_cast<size_t>(K));
-  std::vector<bool> taken(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
-    const float *row = logits + t * ld;
-    // The values top-k ranks: probabilities, or raw logits when the softmax
-    // comes after the selection.
-    if (p.softmaxBeforeTopk) {
-      if (p.sigmoid) {
-        for (int e = 0; e < E; ++e)
-          score[size_t(e)] = 1.0 / (1.0 + std::exp(-double(row[e])));
-      } else {
-        double mx = row[0], sum = 0.0;
-        for (int e = 1; e < E; ++e)
-          mx = std::max(mx, double(row[e]));
-        for (int e = 0; e < E; ++e)
-          sum += score[size_t(e)] = std::exp(double(row[e]) - mx);
-        for (int e = 0; e < E; ++e)
-          score[size_t(e)] /= sum;
-      }
-    } else {
-      for (int e = 0; e < E; ++e)
-        score[size_t(e)] = row[e];
-    }
-    const std::vector<double> &rank = select ? choice : score;
-    if (select) {
-      // HF DeepseekV3MoE.route_tokens_to_experts: scores + bias rank; a
-      // group scores the sum of its two best; experts of the groups left out
-      // rank as 0.0 (masked_fill with 0, not -inf).
-      for (int e = 0; e < E; ++e)
-        choice[size_t(e)] =
-            score[size_t(e)] +
-            (p.selectionBias ? double(loadAsF32(p.selectionBias.data, p.selectionBias.dtype,
-                                                size_t(e)))
-                             : 0.0);
-      if (G > 1) {
-        for (int g = 0; g < G; ++g) {
-          double b1 = -INFINITY, b2 = -INFINITY;
-          for (int e = g * perGroup; e < (g + 1) * perGroup; ++e) {
-            double c = choice[size_t(e)];
-            if (c > b1) {
-              b2 = b1;
-              b1 = c;
-            } else if (c > b2) {
-              b2 = c;
-            }
-          }
-          groupScore[size_t(g)] = b1 + b2;
-          keepGroup[size_t(g)] = false;
-        }
-        for (int j = 0; j < p.topkGroups; ++j) {
-          int best = -1;
-          for (int g = 0; g < G; ++g)
-            if (!keepGroup[size_t(g)] &&
-                (best < 0 || groupScore[size_t(g)] > groupScore[size_t(best)]))
-              best = g;
-          keepGroup[size_t(best)] = true;
-        }
-        for (int e = 0; e < E; ++e)
-          if (!keepGroup[size_t(e / perGroup)])
-            choice[size_t(e)] = 0.0;
-      }
-    }
-    // Top-k, descending, ties to the lower expert id.
-    std::fill(taken.begin(), taken.end(), false);
-    for (int j = 0; j < K; ++j) {
-      int best = -1;
-      for (int e = 0; e < E; ++e)
-        if (!taken[size_t(e)] && (best < 0 || rank[size_t(e)] > rank[size_t(best)]))
-          best = e;
-      taken[size_t(best)] = true;
-      pick[size_t(j)] = best;
-    }
+    // The scores and the choice (moert::selectExperts, which expert
+    // prediction shares); the weights come from the scores.
+    selectExperts(logits + t * ld, sel, score.data(), pick.data());
     double w[64], wsum = 0.0;
     std::vector<double> wv(static_cast<size_t>(K));
     double *wp = K <= 64 ? w : wv.data();

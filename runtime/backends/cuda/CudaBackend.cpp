@@ -638,31 +638,31 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
 //===----------------------------------------------------------------------===//
 
 void CudaBackend::routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
-                            int64_t E, int64_t H, int topK, std::vector<int32_t> &experts) {
+                            const DeviceWeight *bias, int64_t H, const ExpertSelection &sel,
+                            std::vector<int32_t> &experts) {
   // Expert prediction (off by default): small, so on the host.
+  const int64_t E = sel.numExperts;
   std::vector<float> hx(size_t(rows * ldx));
   check(cudaMemcpy(hx.data(), x, hx.size() * 4, cudaMemcpyDeviceToHost), "routeTopK");
-  std::vector<uint8_t> raw(size_t(E * H) * dtypeSize(router.dtype));
-  check(cudaMemcpy(raw.data(), router.data, raw.size(), cudaMemcpyDeviceToHost), "routeTopK");
-  auto w = [&](int64_t i) -> float {
-    switch (router.dtype) {
-    case DType::BF16:
-      return bf16ToF32(reinterpret_cast<const uint16_t *>(raw.data())[i]);
-    case DType::F16:
-      return f16ToF32(reinterpret_cast<const uint16_t *>(raw.data())[i]);
-    default:
-      return reinterpret_cast<const float *>(raw.data())[i];
-    }
+  auto toHost = [&](const DeviceWeight &d, int64_t n) {
+    std::vector<uint8_t> raw(size_t(n) * dtypeSize(d.dtype));
+    check(cudaMemcpy(raw.data(), d.data, raw.size(), cudaMemcpyDeviceToHost), "routeTopK");
+    std::vector<float> f(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      f[size_t(i)] = loadAsF32(raw.data(), d.dtype, size_t(i));
+    return f;
   };
+  std::vector<float> w = toHost(router, E * H);
+  std::vector<float> b = bias ? toHost(*bias, E) : std::vector<float>(size_t(E), 0.0f);
   std::vector<float> l(size_t(rows * E));
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t e = 0; e < E; ++e) {
-      double acc = 0;
+      double acc = b[size_t(e)];
       for (int64_t k = 0; k < H; ++k)
-        acc += double(hx[size_t(r * ldx + k)]) * double(w(e * H + k));
+        acc += double(hx[size_t(r * ldx + k)]) * double(w[size_t(e * H + k)]);
       l[size_t(r * E + e)] = float(acc);
     }
-  experts = unionTopK(l.data(), rows, E, topK);
+  experts = predictedExperts(l.data(), rows, sel);
 }
 
 int64_t CudaBackend::sample(const float *logits, int64_t vocab, const SamplingParams &p) {

@@ -61,8 +61,9 @@ public:
                    const StepArgs &args) override;
   void bindComm(Comm &comm) override;
   void enqueueHost(StreamKind s, std::function<void()> fn) override;
-  void routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router, int64_t E,
-                 int64_t H, int topK, std::vector<int32_t> &experts) override;
+  void routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
+                 const DeviceWeight *bias, int64_t H, const ExpertSelection &sel,
+                 std::vector<int32_t> &experts) override;
   int64_t sample(const float *logits, int64_t vocab, const SamplingParams &p) override;
 
   EventId record(StreamKind s) override;

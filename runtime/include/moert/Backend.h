@@ -181,6 +181,15 @@ struct BackendOptions {
   bool packWeights = true; // CPU: bf16 matrices in the packed dot-product layout
 };
 
+/// A Gate step's choice of experts (plan.fbs Gate without capacity and
+/// weights): its scores, DeepSeek-V3's selection-only bias and groups, top-k.
+struct ExpertSelection {
+  int numExperts = 0, topK = 1;
+  bool sigmoid = false, softmaxBeforeTopk = true;
+  int numGroups = 1, topkGroups = 1;
+  std::vector<float> bias; // the selection bias: numExperts values, or none
+};
+
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -232,11 +241,13 @@ public:
   virtual void bindComm(Comm &comm) = 0;
   /// Runs host work in stream order (weight streaming, bookkeeping).
   virtual void enqueueHost(StreamKind s, std::function<void()> fn) = 0;
-  /// Expert prediction for streaming: the union over rows [0, rows) of x
-  /// (device, `ldx` floats apart) of the top-k experts of router(x) = x W^T
-  /// with W the router weight [E, H]; sorted ids to the host.
+  /// Expert prediction for streaming: predictedExperts over rows [0, rows)
+  /// of router(x) = x W^T (+ bias) for x on the device (`ldx` floats apart),
+  /// W the router weight [E, H] (E = sel.numExperts), `bias` E values or
+  /// null; sorted ids to the host.
   virtual void routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
-                         int64_t E, int64_t H, int topK, std::vector<int32_t> &experts) = 0;
+                         const DeviceWeight *bias, int64_t H, const ExpertSelection &sel,
+                         std::vector<int32_t> &experts) = 0;
   /// Samples one token from `logits` (device, vocab floats) and returns it.
   virtual int64_t sample(const float *logits, int64_t vocab, const SamplingParams &p) = 0;
 
@@ -303,10 +314,15 @@ void gatherVocabulary(Comm &comm, const flatbuffers::Vector<int32_t> &group, flo
 /// host memory.
 void runAllToAllV(Comm &comm, const plan::AllToAllV &op, const StepArgs &a);
 
-/// Expert prediction's selection, shared by every backend's routeTopK: the
-/// sorted union over `rows` rows of `logits` (E floats each) of each row's
-/// top-k experts (ties to the lower id).
-std::vector<int32_t> unionTopK(const float *logits, int64_t rows, int64_t E, int topK);
+/// Ranks one row of router logits as the Gate does: score[0..E) the scores
+/// (probabilities, or the logits when the softmax follows top-k; the bias
+/// and groups only rank) and pick[0..topK) the chosen experts, best first,
+/// ties to the lower id (ExpertSelection.cpp).
+void selectExperts(const float *logits, const ExpertSelection &s, double *score, int *pick);
+/// Expert prediction, shared by every backend's routeTopK: the sorted union
+/// over `rows` rows of `logits` (numExperts floats each) of selectExperts.
+std::vector<int32_t> predictedExperts(const float *logits, int64_t rows,
+                                      const ExpertSelection &s);
 
 /// The backends this runtime was built with ("cpu", "cuda").
 std::vector<std::string> availableBackends();

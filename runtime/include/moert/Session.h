@@ -151,8 +151,9 @@ private:
     unsigned after;          // the previous MoE layer's router step
     int32_t input;           // its input buffer
     int32_t router;          // the next layer's router weight [E, H]
+    int32_t routerBias;      // and its bias (-1: none)
+    unsigned gate;           // the next layer's Gate step (its selection)
     unsigned experts;        // the next layer's on-demand Experts step
-    int topK;
     std::vector<int32_t> ids; // predicted this call
   };
   std::vector<Prediction> predictions_;

@@ -1490,7 +1490,12 @@ TEST_P(BackendConformance, RouteTopK) {
       for (int k : {1, 2, 4}) {
         Vec x = r.fill(op.in, rows, 201 + uint32_t(rows));
         std::vector<int32_t> got;
-        be->routeTopK(r.device(op.in), ldx, rows, r.weights().view(op.weight), E, H, k, got);
+        ExpertSelection sel;
+        sel.numExperts = int(E);
+        sel.topK = k;
+        sel.softmaxBeforeTopk = false; // top-k of the logits
+        be->routeTopK(r.device(op.in), ldx, rows, r.weights().view(op.weight), nullptr, H, sel,
+                      got);
         Vec logits(size_t(rows * E));
         ref::linear(x, ldx, rows, w, E, H, false, nullptr, logits, E, 0, false);
         ref::GateSpec g{int(E), k, false, false, false, 0, 0, false}; // top-k of the logits

@@ -1,6 +1,7 @@
 //===- GateTest.cpp - Gating semantics of the plan's Gate op --------------===//
 #include "TestUtil.h"
 
+#include "moert/Backend.h"
 #include "moert/cpu/Kernels.h"
 
 #include <cmath>
@@ -99,6 +100,57 @@ TEST(Gate, SigmoidScores) {
   EXPECT_EQ(o.expert, (std::vector<int32_t>{1, 2}));
   EXPECT_NEAR(o.weight[0], 1.0 / (1.0 + std::exp(-2.0)), 1e-7);
   EXPECT_NEAR(o.weight[1], 1.0 / (1.0 + std::exp(-0.5)), 1e-7);
+}
+
+TEST(Gate, GroupLimitedSelectionWithBias) {
+  // DeepSeek-V3's routing (HF DeepseekV3MoE.route_tokens_to_experts): the
+  // bias only ranks; groups {0,1} {2,3} {4,5} {6,7} score the sum of their
+  // two best biased scores (1.0, 1.5, 0.88, 1.2), the best 2 stay. Expert 4
+  // (0.78) is second best overall but its group is left out: 2 then 3.
+  std::vector<float> logits(8, 0.0f); // sigmoid 0.5 each
+  std::vector<float> bias{0.0f, 0.0f, 0.3f, 0.2f, 0.28f, -0.4f, 0.1f, 0.1f};
+  GateParams p{8, 2, true, true, true, 0.0f, 0, false, 4, 2, {bias.data(), moert::DType::F32},
+               2.5f};
+  GateOut o = runGate(logits, 1, p);
+  EXPECT_EQ(o.expert, (std::vector<int32_t>{2, 3}));
+  // The weights are the unbiased scores, renormalized, times the scaling.
+  EXPECT_NEAR(o.weight[0], 1.25, 1e-7);
+  EXPECT_NEAR(o.weight[1], 1.25, 1e-7);
+  // One group: the overall best two.
+  p.numGroups = p.topkGroups = 1;
+  EXPECT_EQ(runGate(logits, 1, p).expert, (std::vector<int32_t>{2, 4}));
+}
+
+TEST(Gate, ExpertPredictionChoosesAsTheGate) {
+  // Expert prediction (moert::predictedExperts) applies the gate's own
+  // selection: the union of the experts the gate picks, for every form.
+  std::vector<float> logits = moetest::randomFloats(size_t(5 * 16), 41);
+  std::vector<float> bias = moetest::randomFloats(16, 42);
+  for (bool sigmoid : {false, true})
+    for (bool before : {false, true})
+      for (int groups : {1, 4})
+        for (bool withBias : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << "sigmoid " << sigmoid << " softmax first "
+                                            << before << " groups " << groups << " bias "
+                                            << withBias);
+          GateParams p{16, 3, sigmoid, before, true, 0.0f, 0, false, groups, 2,
+                       withBias ? WRef{bias.data(), moert::DType::F32} : WRef{},
+                       1.0f};
+          GateOut o = runGate(logits, 5, p);
+          std::vector<int32_t> want = o.expert;
+          std::sort(want.begin(), want.end());
+          want.erase(std::unique(want.begin(), want.end()), want.end());
+          moert::ExpertSelection sel;
+          sel.numExperts = 16;
+          sel.topK = 3;
+          sel.sigmoid = sigmoid;
+          sel.softmaxBeforeTopk = before;
+          sel.numGroups = groups;
+          sel.topkGroups = 2;
+          if (withBias)
+            sel.bias = bias;
+          EXPECT_EQ(moert::predictedExperts(logits.data(), 5, sel), want);
+        }
 }
 
 TEST(Gate, MappingTableGroupsSlotsByExpert) {

@@ -15,7 +15,8 @@
 namespace moert {
 
 void selectExperts(const float *row, const ExpertSelection &p, double *score, int *pick) {
-  const int E = p.numExperts, K = p.topK, G = std::max(1, p.numGroups), perGroup = E / G;
+  const int E = p.numExperts, K = std::min(p.topK, E), G = std::max(1, p.numGroups),
+            perGroup = E / G;
   if (p.softmaxBeforeTopk) {
     if (p.sigmoid) {
       for (int e = 0; e < E; ++e)
@@ -93,10 +94,8 @@ std::vector<int32_t> predictedExperts(const float *logits, int64_t rows,
   std::vector<double> score(static_cast<size_t>(E));
   std::vector<int> pick(static_cast<size_t>(K));
   std::vector<char> chosen(static_cast<size_t>(E), 0);
-  ExpertSelection k = s;
-  k.topK = K;
   for (int64_t r = 0; r < rows; ++r) {
-    selectExperts(logits + r * E, k, score.data(), pick.data());
+    selectExperts(logits + r * E, s, score.data(), pick.data());
     for (int e : pick)
       chosen[size_t(e)] = 1;
   }

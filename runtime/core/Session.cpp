@@ -220,40 +220,41 @@ void Session::findPredictions() {
       continue;
     predictAfter_[prev.router] = int(predictions_.size());
     predictionFor_[next.experts] = int(predictions_.size());
-    predictions_.push_back(
-        {prev.router, prev.input, next.weight, next.bias, next.gate, next.experts, {}});
+    // The next gate's own choice (scores, groups; its selection bias is
+    // read when first resident, see predict).
+    const plan::Gate *gate = prog_.steps()->Get(next.gate)->op_as_Gate();
+    ExpertSelection sel;
+    sel.numExperts = gate->num_experts();
+    sel.topK = gate->top_k();
+    sel.sigmoid = gate->score() == plan::ScoreFn::Sigmoid;
+    sel.softmaxBeforeTopk = gate->softmax_before_topk();
+    sel.numGroups = gate->num_groups();
+    sel.topkGroups = gate->topk_groups();
+    predictions_.push_back({prev.router, prev.input, next.weight, next.bias,
+                            gate->selection_bias(), next.experts, std::move(sel), {}});
   }
 }
 
 void Session::predict(Prediction &p) {
   p.ids.clear();
-  const plan::Gate *gate = prog_.steps()->Get(p.gate)->op_as_Gate();
-  const int32_t sb = gate->selection_bias();
   // A streamed router that is not here yet is not worth a fetch of its own.
-  for (int32_t w : {p.router, p.routerBias, sb})
+  for (int32_t w : {p.router, p.routerBias, p.selectionBias})
     if (w >= 0 && !weights_.isResident(w))
       return;
-  // The next gate's own choice (scores, its selection bias and groups).
-  ExpertSelection sel;
-  sel.numExperts = gate->num_experts();
-  sel.topK = gate->top_k();
-  sel.sigmoid = gate->score() == plan::ScoreFn::Sigmoid;
-  sel.softmaxBeforeTopk = gate->softmax_before_topk();
-  sel.numGroups = gate->num_groups();
-  sel.topkGroups = gate->topk_groups();
-  if (sb >= 0) {
-    const DeviceWeight &v = weights_.view(sb);
-    std::vector<uint8_t> raw(size_t(sel.numExperts) * dtypeSize(v.dtype));
+  if (p.selectionBias >= 0 && p.sel.bias.empty()) {
+    // Constant: read to the host once, not every step.
+    const DeviceWeight &v = weights_.view(p.selectionBias);
+    std::vector<uint8_t> raw(size_t(p.sel.numExperts) * dtypeSize(v.dtype));
     backend_.copyToHost(StreamKind::Compute, raw.data(), v.data, raw.size());
     backend_.synchronize(StreamKind::Compute);
-    for (int e = 0; e < sel.numExperts; ++e)
-      sel.bias.push_back(loadAsF32(raw.data(), v.dtype, size_t(e)));
+    for (int e = 0; e < p.sel.numExperts; ++e)
+      p.sel.bias.push_back(loadAsF32(raw.data(), v.dtype, size_t(e)));
   }
   const WeightInfo &w = plan_.weights()[size_t(p.router)];
   DeviceWeight bias = p.routerBias >= 0 ? weights_.view(p.routerBias) : DeviceWeight{};
   backend_.routeTopK(args_.f32(p.input), args_.ld(p.input), args_.rows(p.input),
                      weights_.view(p.router), p.routerBias >= 0 ? &bias : nullptr, w.shape[1],
-                     sel, p.ids);
+                     p.sel, p.ids);
   const plan::Experts *ex = prog_.steps()->Get(p.experts)->op_as_Experts();
   std::vector<int32_t> fetch;
   for (const plan::LocalExpert *e : *ex->experts())

@@ -316,8 +316,8 @@ void runAllToAllV(Comm &comm, const plan::AllToAllV &op, const StepArgs &a);
 
 /// Ranks one row of router logits as the Gate does: score[0..E) the scores
 /// (probabilities, or the logits when the softmax follows top-k; the bias
-/// and groups only rank) and pick[0..topK) the chosen experts, best first,
-/// ties to the lower id (ExpertSelection.cpp).
+/// and groups only rank) and pick[0..min(topK, E)) the chosen experts, best
+/// first, ties to the lower id (ExpertSelection.cpp).
 void selectExperts(const float *logits, const ExpertSelection &s, double *score, int *pick);
 /// Expert prediction, shared by every backend's routeTopK: the sorted union
 /// over `rows` rows of `logits` (numExperts floats each) of selectExperts.

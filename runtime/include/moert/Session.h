@@ -152,8 +152,9 @@ private:
     int32_t input;           // its input buffer
     int32_t router;          // the next layer's router weight [E, H]
     int32_t routerBias;      // and its bias (-1: none)
-    unsigned gate;           // the next layer's Gate step (its selection)
+    int32_t selectionBias;   // the next Gate's selection bias (-1: none)
     unsigned experts;        // the next layer's on-demand Experts step
+    ExpertSelection sel;     // the next Gate's choice; its bias read once
     std::vector<int32_t> ids; // predicted this call
   };
   std::vector<Prediction> predictions_;

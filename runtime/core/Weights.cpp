@@ -397,8 +397,13 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
     if (w.partOf >= 0)
       srcs[i] = partSource(w, src, std::move(srcs[i]));
   }
+  // Each gathered tensor's pages go as soon as the upload has passed its
+  // last use, batch by batch.
+  auto gathered = gatheredSources(plan, *ckpt, used);
+  size_t next = 0;
   ws->bind(ranks, std::move(srcs), progress, [&](size_t loaded) {
-    dropGatheredSources(plan, *ckpt, used, loaded);
+    for (; next < gathered.size() && gathered[next].first <= loaded; ++next)
+      dropPages(*gathered[next].second);
   });
   return ws;
 }
@@ -406,42 +411,54 @@ std::unique_ptr<WeightStore> WeightStore::fromCheckpoint(const PlanFile &plan,
 /// Fused expert tensors read by strides or transposed (gpt-oss's gate_up
 /// and down, bf16 or MXFP4 with its scales) are gathered into the
 /// backend's memory at load; their mapped pages would stay resident beside
-/// the copy (twice the weights in RSS). Once every slice that reads such a
-/// tensor is loaded (all below plan weight index `loaded`), its pages are
-/// dropped: no weight uses them in place, and a later read (a streamed
-/// slice) faults them in again from the file. Called after each upload
-/// batch; dropping a tensor twice is harmless.
-void WeightStore::dropGatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
-                                      const std::vector<bool> &used, size_t loaded) {
+/// the copy (twice the weights in RSS). Such tensors, each with the plan
+/// weight index past its last used slice, in that order: once the upload
+/// has passed it, no weight uses the tensor in place and its pages can go
+/// (a later read, a streamed slice, faults them in again from the file).
+std::vector<std::pair<size_t, const TensorInfo *>>
+WeightStore::gatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
+                             const std::vector<bool> &used) {
   const auto &infos = plan.weights();
-  std::map<std::string, bool> gathered; // tensor -> every use gathers it, all loaded
+  struct Use {
+    bool gathered = true; // every use gathers it
+    size_t end = 0;       // past its last used slice
+  };
+  std::map<std::string, Use> uses;
   for (size_t i = 0; i < plan.numPlanWeights(); ++i) {
     const WeightInfo &w = infos[i];
     if (w.slices.empty() || w.sourceTensor.empty() ||
         w.sourceTensor.find("{e}") != std::string::npos)
       continue;
-    bool anyUsed = false, pending = false, streamed = w.streamed;
-    for (int32_t s : w.slices) {
-      anyUsed = anyUsed || used[size_t(s)];
-      pending = pending || (used[size_t(s)] && size_t(s) >= loaded);
-    }
+    bool anyUsed = false;
+    size_t end = 0;
+    for (int32_t s : w.slices)
+      if (used[size_t(s)]) {
+        anyUsed = true;
+        end = std::max(end, size_t(s) + 1);
+      }
     bool strided = w.sourceTransposed || w.sourceStride != 1;
     for (const std::string &t : {w.sourceTensor, w.scaleTensor}) {
       if (t.empty())
         continue;
-      auto [it, fresh] = gathered.emplace(t, true);
-      it->second = it->second && strided && anyUsed && !streamed && !pending;
+      Use &u = uses[t];
+      u.gathered = u.gathered && strided && anyUsed && !w.streamed;
+      u.end = std::max(u.end, end);
     }
   }
-  for (const auto &[name, drop] : gathered) {
-    const TensorInfo *t = drop ? ckpt.find(name) : nullptr;
-    if (!t || !t->data)
-      continue;
-    const uintptr_t page = 4096, p = reinterpret_cast<uintptr_t>(t->data);
-    uintptr_t b = (p + page - 1) & ~(page - 1), e = (p + t->bytes) & ~(page - 1);
-    if (e > b)
-      ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
-  }
+  std::vector<std::pair<size_t, const TensorInfo *>> out;
+  for (const auto &[name, u] : uses)
+    if (const TensorInfo *t = u.gathered ? ckpt.find(name) : nullptr; t && t->data)
+      out.push_back({u.end, t});
+  std::sort(out.begin(), out.end(),
+            [](const auto &a, const auto &b) { return a.first < b.first; });
+  return out;
+}
+
+void WeightStore::dropPages(const TensorInfo &t) {
+  const uintptr_t page = 4096, p = reinterpret_cast<uintptr_t>(t.data);
+  uintptr_t b = (p + page - 1) & ~(page - 1), e = (p + t.bytes) & ~(page - 1);
+  if (e > b)
+    ::madvise(reinterpret_cast<void *>(b), e - b, MADV_DONTNEED);
 }
 
 std::unique_ptr<WeightStore> WeightStore::random(const PlanFile &plan, uint64_t seed,

@@ -123,11 +123,13 @@ private:
   /// place; strided or transposed rows are gathered at load.
   static WeightSource expertSliceSource(const PlanFile &plan, const Checkpoint &ckpt,
                                         const WeightInfo &w);
-  /// Drops the mapped pages of fused expert tensors every use of which was
-  /// gathered into backend memory at load (strided or transposed sources),
-  /// once every such use below plan weight index `loaded` is loaded.
-  static void dropGatheredSources(const PlanFile &plan, const Checkpoint &ckpt,
-                                  const std::vector<bool> &used, size_t loaded);
+  /// Fused expert tensors every use of which is gathered into backend
+  /// memory at load (strided or transposed sources), each with the plan
+  /// weight index past its last used slice, in that order.
+  static std::vector<std::pair<size_t, const TensorInfo *>>
+  gatheredSources(const PlanFile &plan, const Checkpoint &ckpt, const std::vector<bool> &used);
+  /// Drops a mapped tensor's whole pages from the process.
+  static void dropPages(const TensorInfo &t);
   /// Layouts, sources and the start-up upload, shared by both constructors.
   /// The upload goes in batches of about 256 MiB, in plan order;
   /// after each, `loaded(n)` says every weight below index n is in place.

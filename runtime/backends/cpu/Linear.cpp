@@ -141,11 +141,12 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
     const bool stream = T <= kQuantChunkMaxT && !panels;
     if (isa == Isa::Avx512Bf16 && prec == Precision::BF16 && stream &&
         W.format == QuantFormat::MXFP4) {
-      auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * K) * 2));
+      const int64_t stride = mxfp4XStride(K);
+      auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * stride) * 2));
       toBf16Mxfp4X(X, ldx, T, K, Xb);
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
         eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
-          gemvMxfp4Bf16(W, K, a, b, Xb + 4 * c * K, Tc, Yc, ldy, accumulate);
+          gemvMxfp4Bf16(W, K, a, b, Xb + 4 * c * stride, Tc, Yc, ldy, accumulate);
         });
       });
     } else if (isa != Isa::Scalar && stream && W.format == QuantFormat::MXFP4) {
@@ -268,13 +269,27 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
   std::vector<int64_t> rowStart(jobs.size() + 1, 0), xOff(jobs.size() + 1, 0);
   for (size_t i = 0; i < jobs.size(); ++i) {
     rowStart[i + 1] = rowStart[i] + roundUp(jobs[i].N, 16);
-    xOff[i + 1] = xOff[i] + roundUp(jobs[i].K, 32);
+    // (MXFP4's bf16 x pads K to 128 values: half as many floats' room.)
+    xOff[i + 1] = xOff[i] + std::max(roundUp(jobs[i].K, 32), mxfp4XStride(jobs[i].K) / 2);
   }
   auto *xs = static_cast<float *>(ws.shared(0, size_t(xOff.back()) * 4));
   // MXFP4 with AVX512-BF16 dot products where the plan computes in bf16.
   const bool mxBf16 = prec == Precision::BF16 && activeIsa() == Isa::Avx512Bf16;
   std::vector<Fp8X> fx(fp8 ? jobs.size() : 0);
+  // A job with the x, K and weight kind of the one before (a token's routed
+  // experts, gate and up) reads that job's prepared x.
+  auto sameX = [&](size_t i) {
+    const GemvJob &a = jobs[i - 1], &b = jobs[i];
+    return a.x == b.x && a.K == b.K && a.w.format == b.w.format && a.w.layout == b.w.layout &&
+           a.w.dtype == b.w.dtype;
+  };
   for (size_t i = 0; i < jobs.size(); ++i) {
+    if (i > 0 && sameX(i)) {
+      xOff[i] = xOff[i - 1];
+      if (fp8)
+        fx[i] = fx[i - 1];
+      continue;
+    }
     if (jobs[i].w.format == QuantFormat::FP8E4M3Block) {
       fx[i] = prepareFp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
       continue;

@@ -92,8 +92,11 @@ void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x, flo
 /// X [T, K] with each group of 32 values as its 16 even then 16 odd ones
 /// (the order of an MXFP4 group's low and high nibbles), rows K apart.
 void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float *out);
-/// X [T, K] rounded to bf16 (nearest even), rows K apart: what
-/// gemvMxfp4Bf16 reads in plans that compute in bf16.
+/// The row stride of toBf16Mxfp4X's output: K rounded up to 128 values.
+int64_t mxfp4XStride(int64_t K);
+/// X [T, K] rounded to bf16 (nearest even) in the order of
+/// gemvMxfp4Bf16's four-group chunks, zero-padded to rows
+/// mxfp4XStride(K) apart: what it reads in plans that compute in bf16.
 void toBf16Mxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out);
 /// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens of MXFP4 W with AVX512-BF16
 /// dot products (weights exact as bf16, X rounded: Precision::BF16 only).

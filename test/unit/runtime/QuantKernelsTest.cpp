@@ -257,12 +257,15 @@ TEST(Fp8, BatchEqualsSeparateProducts) {
         int64_t N, K;
         WRef b;
       };
+      // Consecutive jobs of one x and weight kind share its prepared x.
       std::vector<J> js = {{x300.data(), q[0].ref(), 37, 300, {}},
+                           {x300.data(), q[0].ref(), 37, 300, {bias.data(), DType::F32}},
                            {x300.data(), WRef{wb.data(), DType::BF16}, 50, 300, {}},
                            {x128.data(), q[1].ref(), 130, 128, {bias.data(), DType::F32}},
                            {x128.data(), WRef{wf.data(), DType::F32}, 20, 128, {}},
                            {x100.data(), q[2].ref(), 64, 100, {}},
-                           {x128.data(), mx, 45, 128, {bias.data(), DType::F32}}};
+                           {x128.data(), mx, 45, 128, {bias.data(), DType::F32}},
+                           {x128.data(), mx, 45, 128, {}}};
       std::vector<std::vector<float>> ref, got;
       std::vector<GemvJob> jobs;
       for (J &j : js) {
@@ -431,8 +434,8 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     return r;
   };
   for (int64_t N : {3, 40, 150})
-    for (int64_t K : {32, 96, 288})
-      for (int64_t T : {1, 2, 4, 5, 9, 13})
+    for (int64_t K : {32, 96, 160, 288, 512})
+      for (int64_t T : {1, 2, 3, 4, 5, 9, 13})
         for (bool acc : {false, true}) {
           SCOPED_TRACE(::testing::Message() << "T=" << T << " N=" << N << " K=" << K);
           ThreadPool pool(2);
@@ -459,13 +462,15 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     const WRef w = m.ref();
     std::vector<float> x0 = randomFloats(size_t(K), 32), x1 = randomFloats(size_t(K), 33);
     const size_t n = static_cast<size_t>(N);
-    std::vector<float> y0(n), y1(n), s0(n), s1(n);
+    std::vector<float> y0(n), y0b(n), y1(n), s0(n), s1(n);
     linearBatch(pool, ws, {GemvJob{x0.data(), w, N, K, {}, y0.data()},
+                           GemvJob{x0.data(), w, N, K, {}, y0b.data()},
                            GemvJob{x1.data(), w, N, K, {}, y1.data()}},
                 Precision::BF16);
     linear(pool, ws, x0.data(), K, 1, w, N, K, false, {}, s0.data(), N, false, Precision::BF16);
     linear(pool, ws, x1.data(), K, 1, w, N, K, false, {}, s1.data(), N, false, Precision::BF16);
     EXPECT_EQ(y0, s0);
+    EXPECT_EQ(y0b, s0);
     EXPECT_EQ(y1, s1);
   }
 }

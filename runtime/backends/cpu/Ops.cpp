@@ -157,6 +157,26 @@ __attribute__((target("avx512f,avx512vl"))) static void siluRowAvx512(const floa
     _mm256_mask_storeu_ps(y + j, m, v);
   }
 }
+
+/// swigluOai's row (gate at g, up at g + n), 8 lanes at a time in double as
+/// the scalar loop: the same clamps (a NaN passes through min/max as second
+/// operand, as through std::min and std::clamp) and the same exp.
+__attribute__((target("avx512f,avx512vl"))) static void swigluOaiRowAvx512(float *g, int64_t n,
+                                                                          float limit,
+                                                                          float alpha) {
+  const __m512d one = _mm512_set1_pd(1.0), hi = _mm512_set1_pd(double(limit)),
+                lo = _mm512_set1_pd(-double(limit)), negAlpha = _mm512_set1_pd(-double(alpha));
+  float *u = g + n;
+  for (int64_t j = 0; j < n; j += 8) {
+    __mmask8 m = __mmask8(n - j >= 8 ? 0xff : (1u << (n - j)) - 1);
+    __m512d gate = _mm512_min_pd(hi, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, g + j)));
+    __m512d up = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, u + j));
+    up = _mm512_min_pd(hi, _mm512_max_pd(lo, up));
+    __m512d e = _ZGVeN8v_exp(_mm512_mul_pd(negAlpha, gate));
+    __m512d v = _mm512_div_pd(_mm512_mul_pd(_mm512_add_pd(up, one), gate), _mm512_add_pd(one, e));
+    _mm256_mask_storeu_ps(g + j, m, _mm512_cvtpd_ps(v));
+  }
+}
 #pragma GCC diagnostic pop
 #endif
 
@@ -188,6 +208,13 @@ void activation(const float *in, int64_t ldi, float *out, int64_t ldo, int64_t r
 }
 
 void swigluOai(float *io, int64_t ld, int64_t rows, int64_t n, float limit, float alpha) {
+#ifdef MOERT_HAVE_MVEC
+  if (activeIsa() != Isa::Scalar) {
+    for (int64_t r = 0; r < rows; ++r)
+      swigluOaiRowAvx512(io + r * ld, n, limit, alpha);
+    return;
+  }
+#endif
   for (int64_t r = 0; r < rows; ++r) {
     float *g = io + r * ld, *u = g + n;
     for (int64_t j = 0; j < n; ++j) {

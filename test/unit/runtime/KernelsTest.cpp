@@ -335,22 +335,37 @@ TEST(Attention, GqaCausalOverTheCache) {
 }
 
 // gpt-oss's clamped SwiGLU against HF GptOssExperts' formula, in double, on
-// values inside and beyond the clamps.
+// values inside and beyond the clamps, on every ISA (the vector rows: two
+// full vectors and a masked tail; a NaN gate stays NaN as through std::min).
 TEST(Activation, SwigluOaiClampsAsHf) {
+  IsaGuard guard;
   const float limit = 7.0f, alpha = 1.702f;
-  const int64_t n = 5, ld = 2 * n + 1;
-  std::vector<float> io{-9.0f, -1.5f, 0.25f, 6.5f, 12.0f,  // gate
-                        -8.0f, 7.5f,  -0.5f, 3.0f, -7.0f,  // up
-                        42.0f};                            // not touched
-  std::vector<float> in = io;
-  swigluOai(io.data(), ld, 1, n, limit, alpha);
-  for (int64_t j = 0; j < n; ++j) {
-    double g = std::min<double>(in[size_t(j)], limit);
-    double u = std::clamp<double>(in[size_t(n + j)], -limit, limit);
-    double want = (u + 1.0) * g / (1.0 + std::exp(-alpha * g));
-    EXPECT_NEAR(io[size_t(j)], want, 1e-5 * std::max(1.0, std::abs(want))) << "j=" << j;
+  const int64_t n = 21, ld = 2 * n + 1, rows = 2;
+  const float edge[] = {-9.0f, -1.5f, 0.25f, 6.5f, 12.0f, -8.0f, 7.5f, -0.5f, 3.0f, -7.0f};
+  std::vector<float> in(size_t(rows * ld));
+  for (size_t i = 0; i < in.size(); ++i)
+    in[i] = i < 10 ? edge[i] : float(int(i * 37 % 29) - 14) * 0.6f;
+  in[size_t(ld + 3)] = std::nanf("");
+  for (Isa isa : availableIsas()) {
+    SCOPED_TRACE(isaName(isa));
+    setIsa(isa);
+    std::vector<float> io = in;
+    swigluOai(io.data(), ld, rows, n, limit, alpha);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        double g = std::min<double>(in[size_t(r * ld + j)], limit);
+        double u = std::clamp<double>(in[size_t(r * ld + n + j)], -limit, limit);
+        double want = (u + 1.0) * g / (1.0 + std::exp(-alpha * g));
+        if (std::isnan(want))
+          EXPECT_TRUE(std::isnan(io[size_t(r * ld + j)])) << "r=" << r << " j=" << j;
+        else
+          EXPECT_NEAR(io[size_t(r * ld + j)], want, 1e-5 * std::max(1.0, std::abs(want)))
+              << "r=" << r << " j=" << j;
+      }
+      for (int64_t j = n; j < ld; ++j) // the up half and the pad are not written
+        EXPECT_EQ(io[size_t(r * ld + j)], in[size_t(r * ld + j)]);
+    }
   }
-  EXPECT_EQ(io[size_t(2 * n)], 42.0f);
 }
 
 // Batched steps: rows of two sequences in one call, their K/V in pages of

@@ -10,8 +10,9 @@
 // --experts=D,I,R times decode's routed experts instead: R experts' gate and
 // up [I, D] in one linearBatch, then their down [D, I] in another (as the
 // Experts step runs them for one token), bf16 packed against FP8 with
-// 128x128 scales; --small-pages leaves the weights on 4 KiB pages (as a
-// checkpoint mapped in place is) instead of transparent huge pages.
+// 128x128 scales and MXFP4 (bf16 dot products); --small-pages leaves the
+// weights on 4 KiB pages (as a checkpoint mapped in place is) instead of
+// transparent huge pages.
 //
 // --peak measures the machine's bf16 compute peak in the same run: the
 // AVX512-BF16 dot product's throughput from registers (12 independent
@@ -31,6 +32,7 @@
 #include <cstring>
 #include <immintrin.h>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace moert;
@@ -210,13 +212,19 @@ int main(int argc, char **argv) {
   };
   if (experts.size() == 3) {
     const int64_t D = experts[0], I = experts[1], R = experts[2];
-    for (bool fp8 : {false, true}) {
-      const char *name = fp8 ? "fp8-block128" : "bf16-packed";
+    for (QuantFormat fmt : {QuantFormat::None, QuantFormat::FP8E4M3Block, QuantFormat::MXFP4}) {
+      const bool fp8 = fmt == QuantFormat::FP8E4M3Block, mx = fmt == QuantFormat::MXFP4;
+      const char *name = fp8 ? "fp8-block128" : mx ? "mxfp4-bf16" : "bf16-packed";
       if (!wanted(modeNames, name))
         continue;
-      // One expert: gate, up [I, D] and down [D, I], each at its own offset.
-      const size_t gateBytes = fp8 ? size_t(I * D) : size_t(packedBytes(I, D));
-      const size_t downBytes = fp8 ? size_t(D * I) : size_t(packedBytes(D, I));
+      // One expert: gate, up [I, D] and down [D, I], each at its own offset
+      // (MXFP4: the e2m1 pairs, then the e8m0 scales).
+      auto matrixBytes = [&](int64_t N, int64_t K) {
+        return fp8  ? size_t(N * K)
+               : mx ? size_t(N * K / 2 + N * K / 32)
+                    : size_t(packedBytes(N, K));
+      };
+      const size_t gateBytes = matrixBytes(I, D), downBytes = matrixBytes(D, I);
       const size_t expertBytes = 2 * gateBytes + downBytes;
       int copies = int(std::max<size_t>(2 * R, (size_t(256) << 20) / expertBytes + 1));
       size_t total = expertBytes * size_t(copies);
@@ -225,20 +233,33 @@ int main(int argc, char **argv) {
       auto *u16 = static_cast<uint16_t *>(p);
       for (size_t i = 0; i < total / 2; ++i) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        u16[i] = fp8 ? uint16_t(x & 0xf7f7) : uint16_t((x & 0x807f) | 0x3c00);
+        u16[i] = fp8 ? uint16_t(x & 0xf7f7) : mx ? uint16_t(x) : uint16_t((x & 0x807f) | 0x3c00);
       }
+      if (mx) // scales 2^-2 .. 2^1, as the shapes below
+        for (int c = 0; c < copies; ++c)
+          for (auto [off, N, K] : {std::tuple{size_t(0), I, D}, std::tuple{gateBytes, I, D},
+                                   std::tuple{2 * gateBytes, D, I}}) {
+            uint8_t *sc = static_cast<uint8_t *>(p) + size_t(c) * expertBytes + off + N * K / 2;
+            for (int64_t i = 0; i < N * K / 32; ++i)
+              sc[i] = uint8_t(125 + sc[i] % 4);
+          }
       std::vector<float> gs(size_t(((I + 127) / 128) * ((D + 127) / 128)), 0.5f);
       std::vector<float> ds(size_t(((D + 127) / 128) * ((I + 127) / 128)), 0.5f);
       std::vector<float> X(size_t(D), 0.01f), H(size_t(R * 2 * I)), Y(size_t(R * D));
       auto ref = [&](size_t off, int64_t N, int64_t K, const std::vector<float> &sc) {
-        WRef w{static_cast<uint8_t *>(p) + off, fp8 ? DType::F32 : DType::BF16,
-               fp8 ? Layout::RowMajor : Layout::Packed16};
+        auto *base = static_cast<uint8_t *>(p) + off;
+        WRef w{base, fp8 || mx ? DType::F32 : DType::BF16,
+               fp8 || mx ? Layout::RowMajor : Layout::Packed16};
+        w.format = fmt;
         if (fp8) {
-          w.format = QuantFormat::FP8E4M3Block;
           w.scales = sc.data();
           w.blockRows = w.blockCols = 128;
         }
-        (void)N, (void)K;
+        if (mx) {
+          w.scales = base + N * K / 2;
+          w.blockRows = 1;
+          w.blockCols = 32;
+        }
         return w;
       };
       double best = 1e30;

@@ -238,11 +238,30 @@ static void storeKV(void *dst, DType dt, size_t off, const float *src, int64_t n
     storeFromF32(dst, dt, off + size_t(i), src[i]);
 }
 
+/// n bf16 or f16 values at src + off (elements) as f32, 16 at a time (both
+/// exact: bf16 shifted into the high half, f16 by vcvtph2ps).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+widenAvx512(const void *src, DType dt, size_t off, float *dst, int64_t n) {
+  const auto *p = static_cast<const uint16_t *>(src) + off;
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = __mmask16(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    __m256i h = _mm256_maskz_loadu_epi16(m, p + i);
+    __m512 v = dt == DType::BF16
+                   ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                   : _mm512_cvtph_ps(h);
+    _mm512_mask_storeu_ps(dst + i, m, v);
+  }
+}
+
 static void loadKV(const void *src, DType dt, size_t off, float *dst, int64_t n) {
   if (dt == DType::F32) {
     std::memcpy(dst, static_cast<const float *>(src) + off, size_t(n) * 4);
     return;
   }
+  // A cache row per head and position in attention: the scalar loop was
+  // most of decode attention's time with bf16 caches.
+  if ((dt == DType::BF16 || dt == DType::F16) && activeIsa() != Isa::Scalar)
+    return widenAvx512(src, dt, off, dst, n);
   for (int64_t i = 0; i < n; ++i)
     dst[i] = loadAsF32(src, dt, off + size_t(i));
 }
@@ -292,6 +311,166 @@ __attribute__((target("avx512f"))) static void axpyAvx512(float *y, float a, con
 }
 #pragma GCC diagnostic pop
 
+namespace {
+/// One attention work item: query heads [h0, h1) of a token, all of one kv
+/// head, over its keys [start, p]. Each head's scores row is L floats.
+struct AttendItem {
+  const float *q;   // head h0's query; heads hd apart
+  float *o;         // head h0's output; heads vd apart
+  float *scores;    // head h0's scores; heads L apart
+  const float *sinks; // per head (from h0), or null
+  int nh;
+  int64_t hd, vd, start, p, L;
+  float scale;
+};
+constexpr int64_t kAttendBlock = 32; // keys whose K or V rows are at hand at once
+} // namespace
+
+#ifdef MOERT_HAVE_MVEC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define MOERT_ATTEND_TARGET __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+static MOERT_ATTEND_TARGET __mmask16 laneMask(int64_t n) {
+  return __mmask16(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1);
+}
+
+/// The 16 horizontal sums of acc[0..15] as one vector (element i: acc[i]'s
+/// sum): pairs combined within 128-bit lanes twice, then across lanes twice,
+/// 45 instructions instead of 16 reductions of 10 dependent ones.
+static MOERT_ATTEND_TARGET __m512 sum16(const __m512 (&acc)[16]) {
+  __m512 s1[8], s2[4];
+  for (int k = 0; k < 8; ++k) // lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+    s1[k] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * k], acc[2 * k + 1]),
+                          _mm512_unpackhi_ps(acc[2 * k], acc[2 * k + 1]));
+  for (int k = 0; k < 4; ++k) // lane L: the lane-L sums of acc[4k .. 4k+3]
+    s2[k] = _mm512_add_ps(_mm512_shuffle_ps(s1[2 * k], s1[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_ps(s1[2 * k], s1[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  auto pairLanes = [](__m512 a, __m512 b) MOERT_ATTEND_TARGET {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+  };
+  // [s2[0] L0+L1, L2+L3, s2[1] L0+L1, L2+L3], then lane m: s2[m]'s total.
+  return pairLanes(pairLanes(s2[0], s2[1]), pairLanes(s2[2], s2[3]));
+}
+
+/// Scores of up to 16 keys (rows[0 .. nb)) for one query head q of hd.
+static MOERT_ATTEND_TARGET void scores16(const float *q, const float *const *rows, int64_t nb,
+                                         int64_t hd, float scale, float *out) {
+  __m512 acc[16];
+  for (int b = 0; b < 16; ++b)
+    acc[b] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < hd; i += 16) {
+    const __mmask16 m = laneMask(hd - i);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, q + i);
+    for (int b = 0; b < 16; ++b) // missing keys read key 0's row, unused
+      acc[b] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, rows[b < nb ? b : 0] + i), acc[b]);
+  }
+  _mm512_mask_storeu_ps(out, laneMask(nb), _mm512_mul_ps(sum16(acc), _mm512_set1_ps(scale)));
+}
+
+/// o[h] += sum over the block's keys b of w[h][b] * rows[b], for NH heads
+/// and 64 values from column c, in registers across the keys (the same
+/// order as one axpy per key).
+template <int NH>
+static MOERT_ATTEND_TARGET void weightedRows(const float *const *rows, int64_t nb,
+                                             const float *w, int64_t ldw, float *o, int64_t vd,
+                                             int64_t c) {
+  __m512 acc[NH][4];
+  __mmask16 m[4];
+  for (int v = 0; v < 4; ++v)
+    m[v] = laneMask(vd - c - 16 * v);
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < 4; ++v)
+      acc[h][v] = _mm512_maskz_loadu_ps(m[v], o + h * vd + c + 16 * v);
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512 x[4];
+    for (int v = 0; v < 4; ++v)
+      x[v] = _mm512_maskz_loadu_ps(m[v], rows[b] + c + 16 * v);
+    for (int h = 0; h < NH; ++h) {
+      const __m512 wv = _mm512_set1_ps(w[h * ldw + b]);
+      for (int v = 0; v < 4; ++v)
+        acc[h][v] = _mm512_fmadd_ps(wv, x[v], acc[h][v]);
+    }
+  }
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < 4; ++v)
+      _mm512_mask_storeu_ps(o + h * vd + c + 16 * v, m[v], acc[h][v]);
+}
+
+/// An attention item with AVX-512: K and V rows fetched (converted) once per
+/// block of keys for all the item's heads; the scores of 16 keys at a time
+/// with their sums reduced together (sum16); exp 8 lanes at a time in
+/// double (libmvec); the weighted V sums in registers across the block's
+/// keys. row(half, j, tmp) gives key j's row of a cache half (0: K, 1: V) as
+/// f32, converted into tmp if needed.
+template <class Row>
+MOERT_ATTEND_TARGET static void attendAvx512(const AttendItem &it, Row &&row, float *kbuf,
+                                             float *vbuf) {
+  const float *rows[kAttendBlock];
+  for (int64_t j0 = it.start; j0 <= it.p; j0 += kAttendBlock) {
+    const int64_t nb = std::min(kAttendBlock, it.p + 1 - j0);
+    for (int64_t b = 0; b < nb; ++b)
+      rows[b] = row(0, j0 + b, kbuf + b * it.hd);
+    for (int h = 0; h < it.nh; ++h)
+      for (int64_t b = 0; b < nb; b += 16)
+        scores16(it.q + h * it.hd, rows + b, std::min<int64_t>(16, nb - b), it.hd, it.scale,
+                 it.scores + h * it.L + j0 + b);
+  }
+  for (int h = 0; h < it.nh; ++h) {
+    float *sc = it.scores + h * it.L;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = it.start; j <= it.p; ++j)
+      mx = std::max(mx, sc[j]);
+    if (it.sinks)
+      mx = std::max(mx, it.sinks[h]);
+    __m512d sum = _mm512_setzero_pd();
+    const __m256 mxv = _mm256_set1_ps(mx);
+    for (int64_t j = it.start; j <= it.p; j += 8) {
+      __mmask8 m = __mmask8(laneMask(it.p + 1 - j) & 0xff);
+      __m256 d = _mm256_sub_ps(_mm256_maskz_loadu_ps(m, sc + j), mxv);
+      __m256 e = _mm512_cvtpd_ps(_ZGVeN8v_exp(_mm512_cvtps_pd(d)));
+      _mm256_mask_storeu_ps(sc + j, m, e);
+      sum = _mm512_mask_add_pd(sum, m, sum, _mm512_cvtps_pd(e));
+    }
+    double total = _mm512_reduce_add_pd(sum);
+    if (it.sinks)
+      total += std::exp(double(it.sinks[h]) - double(mx));
+    const float inv = float(1.0 / total);
+    for (int64_t j = it.start; j <= it.p; ++j)
+      sc[j] *= inv;
+  }
+  for (int64_t j0 = it.start; j0 <= it.p; j0 += kAttendBlock) {
+    const int64_t nb = std::min(kAttendBlock, it.p + 1 - j0);
+    for (int64_t b = 0; b < nb; ++b)
+      rows[b] = row(1, j0 + b, vbuf + b * it.vd);
+    for (int h = 0; h < it.nh; h += 4)
+      for (int64_t c = 0; c < it.vd; c += 64) {
+        const float *w = it.scores + h * it.L + j0;
+        float *o = it.o + h * it.vd;
+        switch (std::min(4, it.nh - h)) {
+        case 1:
+          weightedRows<1>(rows, nb, w, it.L, o, it.vd, c);
+          break;
+        case 2:
+          weightedRows<2>(rows, nb, w, it.L, o, it.vd, c);
+          break;
+        case 3:
+          weightedRows<3>(rows, nb, w, it.L, o, it.vd, c);
+          break;
+        default:
+          weightedRows<4>(rows, nb, w, it.L, o, it.vd, c);
+        }
+      }
+  }
+}
+#undef MOERT_ATTEND_TARGET
+#pragma GCC diagnostic pop
+#endif
+
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
@@ -307,23 +486,37 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
   int64_t maxPos = 0;
   for (int64_t t = 0; t < T; ++t)
     maxPos = std::max(maxPos, pos[t]);
-  // Per thread: scores over positions + f32 rows of K/V for non-f32 caches.
-  size_t scratch = size_t(maxPos + 1) * 4 + size_t(hd + vd) * 4 + 64;
-  ws.reserveLocal(scratch);
+  // A work item is a token's kv head with some of the query heads that
+  // share it (all of them unless that leaves too few items for the
+  // threads): each K/V row is found and converted once for those heads, not
+  // once per head. Per head the arithmetic is the same as one head at a time.
   const int group = heads / kvHeads;
-  const int64_t work = int64_t(heads) * T;
+  int perItem = group;
+  while (perItem > 1 && T * kvHeads * ((group + perItem - 1) / perItem) < 2 * pool.size())
+    perItem = (perItem + 1) / 2;
+  const int64_t splits = (group + perItem - 1) / perItem;
+  // Per thread: each head's scores over positions, f32 rows of a block of
+  // keys' K and V for non-f32 caches, the heads' sink logits.
+  const int64_t L = maxPos + 1;
+  size_t scratch = size_t(perItem * (L + 1) + kAttendBlock * (hd + vd)) * 4 + 64;
+  ws.reserveLocal(scratch);
+  const int64_t work = T * kvHeads * splits;
   bool avx = activeIsa() != Isa::Scalar;
   auto dot = avx ? dotAvx512 : dotScalar;
   auto axpy = avx ? axpyAvx512 : axpyScalar;
   pool.parallelFor(size_t(work), 1, [&](size_t w0, size_t w1, int tid) {
-    float *scores = static_cast<float *>(ws.local(tid, scratch));
-    float *krow = scores + maxPos + 1, *vrow = krow + hd;
+    float *scoreRows = static_cast<float *>(ws.local(tid, scratch));
+    float *kbuf = scoreRows + perItem * L, *vbuf = kbuf + kAttendBlock * hd;
+    float *sinkVals = vbuf + kAttendBlock * vd;
     for (size_t w = w0; w < w1; ++w) {
-      int h = int(int64_t(w) / T);
-      int64_t t = int64_t(w) % T, p = pos[t];
-      int g = h / group;
+      const int64_t t = int64_t(w) / (kvHeads * splits), p = pos[t];
+      const int g = int(int64_t(w) / splits % kvHeads);
+      const int h0 = g * group + int(int64_t(w) % splits) * perItem;
+      const int h1 = std::min(h0 + perItem, (g + 1) * group);
       int64_t start = slidingWindow > 0 ? std::max<int64_t>(0, p - slidingWindow + 1) : 0;
-      const float *q = qkv + t * ldqkv + qCol + int64_t(h) * hd;
+      auto q = [&](int h) { return qkv + t * ldqkv + qCol + int64_t(h) * hd; };
+      auto o = [&](int h) { return out + t * ldo + int64_t(h) * vd; };
+      auto scores = [&](int h) { return scoreRows + int64_t(h - h0) * L; };
       // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
       auto row = [&](const void *half, int64_t j, float *tmp, int64_t dim) -> const float * {
         size_t off = size_t((g * S + cache.poolRow(t, j)) * dim);
@@ -332,27 +525,51 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
         loadKV(half, cache.dtype, off, tmp, dim);
         return tmp;
       };
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = start; j <= p; ++j) {
-        float s = dot(q, row(cache.k, j, krow, hd), hd) * scale;
-        scores[j] = s;
-        mx = std::max(mx, s);
-      }
       // A sink is one more logit in the denominator (and in the max, as HF
       // subtracts the max over the concatenated row), with no value row.
-      float sink = sinks ? loadAsF32(sinks.data, sinks.dtype, size_t(h)) : 0.0f;
-      if (sinks)
-        mx = std::max(mx, sink);
-      double sum = sinks ? std::exp(double(sink) - double(mx)) : 0.0;
-      for (int64_t j = start; j <= p; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
+      for (int h = h0; h < h1; ++h) {
+        sinkVals[h - h0] = sinks ? loadAsF32(sinks.data, sinks.dtype, size_t(h)) : 0.0f;
+        std::memset(o(h), 0, size_t(vd) * 4);
       }
-      float inv = float(1.0 / sum);
-      float *o = out + t * ldo + int64_t(h) * vd;
-      std::memset(o, 0, size_t(vd) * 4);
-      for (int64_t j = start; j <= p; ++j)
-        axpy(o, scores[j] * inv, row(cache.v, j, vrow, vd), vd);
+#ifdef MOERT_HAVE_MVEC
+      if (avx) {
+        AttendItem it{q(h0), o(h0), scoreRows, sinks ? sinkVals : nullptr, h1 - h0, hd, vd, start,
+                      p, L, scale};
+        attendAvx512(
+            it,
+            [&](int half, int64_t j, float *tmp) {
+              return half == 0 ? row(cache.k, j, tmp, hd) : row(cache.v, j, tmp, vd);
+            },
+            kbuf, vbuf);
+        continue;
+      }
+#endif
+      for (int64_t j = start; j <= p; ++j) {
+        const float *k = row(cache.k, j, kbuf, hd);
+        for (int h = h0; h < h1; ++h)
+          scores(h)[j] = dot(q(h), k, hd) * scale;
+      }
+      for (int h = h0; h < h1; ++h) {
+        float *sc = scores(h);
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = start; j <= p; ++j)
+          mx = std::max(mx, sc[j]);
+        if (sinks)
+          mx = std::max(mx, sinkVals[h - h0]);
+        double sum = sinks ? std::exp(double(sinkVals[h - h0]) - double(mx)) : 0.0;
+        for (int64_t j = start; j <= p; ++j) {
+          sc[j] = std::exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        float inv = float(1.0 / sum);
+        for (int64_t j = start; j <= p; ++j)
+          sc[j] *= inv;
+      }
+      for (int64_t j = start; j <= p; ++j) {
+        const float *v = row(cache.v, j, vbuf, vd);
+        for (int h = h0; h < h1; ++h)
+          axpy(o(h), scores(h)[j], v, vd);
+      }
     }
   });
 }

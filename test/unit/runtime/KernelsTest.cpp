@@ -5,6 +5,7 @@
 #include "moert/cpu/Kernels.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <optional>
 
@@ -257,12 +258,26 @@ TEST(Activation, FormulasAndGating) {
 
 namespace {
 /// vd: the value head width (MLA's v_head_dim; 0 = hd).
-void checkAttention(DType kvType, int window, int threads, bool sinks = false, int vd = 0) {
+/// The shape of a checkAttention case: H query and KV kv heads of hd (keys)
+/// and vd (values; 0: hd) wide; `start` positions come from a first call,
+/// T from a second.
+struct AttnShape {
+  int H = 4, KV = 2, hd = 16, vd = 0;
+  int64_t start = 3, T = 6;
+};
+
+void checkAttention(DType kvType, int window, int threads, bool sinks = false, int vd = 0,
+                    AttnShape shape = {}) {
+  const int H = shape.H, KV = shape.KV, hd = shape.hd;
+  if (vd == 0)
+    vd = shape.vd;
   SCOPED_TRACE(::testing::Message() << "kv=" << dtypeName(kvType) << " window=" << window
-                                    << " sinks=" << sinks << " vd=" << vd);
-  const int H = 4, KV = 2, hd = 16;
+                                    << " sinks=" << sinks << " vd=" << vd << " H=" << H
+                                    << " KV=" << KV << " hd=" << hd << " start=" << shape.start
+                                    << " T=" << shape.T);
   const int vdim = vd ? vd : hd;
-  const int64_t S = 32, T = 6, start = 3, ld = (H + KV) * hd + KV * vdim + 1;
+  const int64_t T = shape.T, start = shape.start, S = start + T + 1,
+                ld = (H + KV) * hd + KV * vdim + 1;
   const float scale = 0.25f;
   ThreadPool pool(threads);
   Workspace ws(threads);
@@ -278,8 +293,9 @@ void checkAttention(DType kvType, int window, int threads, bool sinks = false, i
   const int64_t qc = 0, kc = H * hd, vc = (H + KV) * hd;
   // gpt-oss's sinks (bf16, as published): large enough to take most of the
   // probability from some heads, negative for others.
-  std::vector<uint16_t> sinkBits{f32ToBf16(2.5f), f32ToBf16(-1.0f), f32ToBf16(0.0f),
-                                 f32ToBf16(6.0f)};
+  std::vector<uint16_t> sinkBits;
+  for (int h = 0; h < H; ++h)
+    sinkBits.push_back(f32ToBf16(std::array{2.5f, -1.0f, 0.0f, 6.0f}[size_t(h % 4)]));
   WRef sinkRef = sinks ? WRef{sinkBits.data(), DType::BF16} : WRef{};
   attention(pool, ws, all.data(), ld, qc, kc, vc, out.data(), H * vdim, start, pos.data(),
             cache, H, KV, hd, scale, window, sinkRef, vd);
@@ -323,15 +339,26 @@ void checkAttention(DType kvType, int window, int threads, bool sinks = false, i
 } // namespace
 
 TEST(Attention, GqaCausalOverTheCache) {
-  checkAttention(DType::F32, 0, 1);
-  checkAttention(DType::F32, 0, 3);
-  checkAttention(DType::BF16, 0, 2);
-  checkAttention(DType::F32, 3, 2);
-  checkAttention(DType::F32, 0, 2, /*sinks=*/true);
-  checkAttention(DType::BF16, 3, 1, /*sinks=*/true);
-  // MLA: values narrower (and wider) than the q/k heads.
-  checkAttention(DType::F32, 0, 2, false, /*vd=*/10);
-  checkAttention(DType::BF16, 0, 1, false, /*vd=*/24);
+  IsaGuard guard;
+  for (Isa isa : availableIsas()) {
+    SCOPED_TRACE(isaName(isa));
+    setIsa(isa);
+    checkAttention(DType::F32, 0, 1);
+    checkAttention(DType::F32, 0, 3);
+    checkAttention(DType::BF16, 0, 2);
+    checkAttention(DType::F32, 3, 2);
+    checkAttention(DType::F32, 0, 2, /*sinks=*/true);
+    checkAttention(DType::BF16, 3, 1, /*sinks=*/true);
+    // MLA: values narrower (and wider) than the q/k heads.
+    checkAttention(DType::F32, 0, 2, false, /*vd=*/10);
+    checkAttention(DType::BF16, 0, 1, false, /*vd=*/24);
+    // Several blocks of keys, 6 query heads per kv head (a work item's heads
+    // in fours), rows wider than 64 values with tails; decode after a long
+    // prompt; one kv head split over the threads.
+    checkAttention(DType::BF16, 0, 2, true, 0, {12, 2, 80, 72, 40, 45});
+    checkAttention(DType::F32, 50, 1, false, 0, {12, 2, 24, 0, 90, 1});
+    checkAttention(DType::BF16, 0, 3, false, 0, {8, 1, 16, 0, 70, 1});
+  }
 }
 
 // gpt-oss's clamped SwiGLU against HF GptOssExperts' formula, in double, on

@@ -54,7 +54,9 @@ Workspace::Buf::~Buf() { std::free(p); }
 void *Workspace::Buf::get(size_t bytes) {
   if (bytes > size) {
     std::free(p);
-    size = (bytes + 63) & ~size_t(63);
+    // Grown by half at least: attention's scratch grows with the context,
+    // a few bytes per decode step, and must not be reallocated every step.
+    size = (std::max(bytes, size + size / 2) + 63) & ~size_t(63);
     p = std::aligned_alloc(64, size);
     if (!p)
       throw std::bad_alloc();

@@ -73,6 +73,9 @@ def MoE_ModelOp : MoE_Op<"model", [
     - `checkpoint`: absolute path of the checkpoint directory the params
       refer to; absent when the model has no weights (a description or a
       bare `config.json`: run it with `--random-weights`).
+    - `kv_cache_dtype`: the element type the KV caches hold (`f32`, `bf16`
+      or `f16`; default f32), `moe-compile --kv-dtype`. The storage plan,
+      the cost model's KV bytes and the plan's caches follow it.
 
     The verifier checks that the graph has `num_layers` `moe.layer` ops
     numbered 0..n-1 in order, that attention layers are distinct, and that
@@ -100,7 +103,8 @@ def MoE_ModelOp : MoE_Op<"model", [
     MoE_I64Attr:$max_position_embeddings,
     OptionalAttr<MoE_I64Attr>:$bos_token_id,
     DefaultValuedAttr<DenseI64ArrayAttr, "{}">:$eos_token_ids,
-    OptionalAttr<StrAttr>:$checkpoint);
+    OptionalAttr<StrAttr>:$checkpoint,
+    OptionalAttr<TypeAttr>:$kv_cache_dtype);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name attr-dict-with-keyword $body";
   let hasVerifier = 1;
@@ -111,6 +115,8 @@ def MoE_ModelOp : MoE_Op<"model", [
   let extraClassDeclaration = [{
     /// The model's graph, or null before one is added.
     GraphOp getGraph();
+    /// The KV caches' element type (kv_cache_dtype, f32 when absent).
+    ::mlir::Type getKvCacheElementType();
     ::mlir::Block &getBodyBlock() { return getBody().front(); }
   }];
 }

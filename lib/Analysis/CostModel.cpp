@@ -215,6 +215,8 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
   auto layerCost = [&](int64_t index) -> LayerCost * {
     return index >= 0 && index < cost.numLayers ? &cost.layers[index] : nullptr;
   };
+  const int64_t kvElementBytes = elementBytes(model.getKvCacheElementType());
+  cost.kvCacheDtype = dtypeName(model.getKvCacheElementType());
 
   for (auto grid : model.getBodyBlock().getOps<shard::GridOp>()) {
     cost.gridShape.assign(grid.getShape().begin(), grid.getShape().end());
@@ -335,14 +337,16 @@ ModelCost mlir::moe::analyzeModel(ModelOp model, int64_t contextLength) {
         kv = kv >= cost.tensorParallel ? kv / cost.tensorParallel : 1;
       cost.kvBytesPerPosition =
           satAdd(cost.kvBytesPerPosition,
-                 satMul(4, satMul(kv, attention.getHeadDim() +
-                                          attention.getValueHeadDim())));
+                 satMul(kvElementBytes,
+                        satMul(kv, attention.getHeadDim() +
+                                       attention.getValueHeadDim())));
     }
     // MLA caches one latent row per position: c_kv then the shared k_pe.
     if (auto mla = dyn_cast<MLAAttentionOp>(op))
       cost.kvBytesPerPosition =
           satAdd(cost.kvBytesPerPosition,
-                 satMul(4, mla.getKvLoraRank() + mla.getRopeDim()));
+                 satMul(kvElementBytes,
+                        mla.getKvLoraRank() + mla.getRopeDim()));
 
     // What a tensor-parallel member of a sliced op reads and computes.
     if (StringAttr kind = moe.getTensorSliceAttrHelper().getAttr(op);
@@ -706,6 +710,7 @@ llvm::json::Value mlir::moe::toJSON(const ModelCost &cost) {
       {"intra_node_messages", cost.commMessagesIntraNode},
       {"inter_node_messages", cost.commMessagesInterNode}};
   report["kv_cache_bytes_per_position"] = cost.kvBytesPerPosition;
+  report["kv_cache_dtype"] = cost.kvCacheDtype;
   if (cost.streaming)
     report["streaming"] =
         llvm::json::Object{{"budget_bytes", cost.streamingBudgetBytes},
@@ -866,11 +871,11 @@ void mlir::moe::printReport(llvm::raw_ostream &os, const ModelCost &cost,
      << shortCount(cost.attentionFlopsPerToken) << " attention at context "
      << cost.contextLength << " (" << grouped(cost.flopsPerToken) << " + "
      << grouped(cost.attentionFlopsPerToken) << ")\n";
-  // What one more position of context costs in the caches (f32): expanded
-  // K/V per KV head, or MLA's latent row.
+  // What one more position of context costs in the caches: expanded K/V
+  // per KV head, or MLA's latent row.
   if (cost.kvBytesPerPosition)
     os << "KV cache: " << grouped(cost.kvBytesPerPosition)
-       << " bytes per position (all layers, f32)\n";
+       << " bytes per position (all layers, " << cost.kvCacheDtype << ")\n";
   os << "ops:";
   for (const auto &[name, n] : cost.opCounts)
     os << " " << name << "=" << n;

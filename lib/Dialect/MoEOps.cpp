@@ -102,12 +102,21 @@ GraphOp ModelOp::getGraph() {
   return graphs.empty() ? GraphOp() : *graphs.begin();
 }
 
+Type ModelOp::getKvCacheElementType() {
+  std::optional<Type> t = getKvCacheDtype();
+  return t ? *t : Float32Type::get(getContext());
+}
+
 LogicalResult ModelOp::verify() {
   if (failed(checkPositive(*this, "vocab_size", getVocabSize())) ||
       failed(checkPositive(*this, "hidden_size", getHiddenSize())) ||
       failed(checkPositive(*this, "max_position_embeddings",
                            getMaxPositionEmbeddings())))
     return failure();
+  if (std::optional<Type> kv = getKvCacheDtype();
+      kv && !kv->isF32() && !kv->isBF16() && !kv->isF16())
+    return emitOpError() << "kv_cache_dtype must be f32, bf16 or f16 (got "
+                         << *kv << ")";
   if (getNumLayers() < 0)
     return emitOpError() << "num_layers must be >= 0 (got " << getNumLayers()
                          << ")";

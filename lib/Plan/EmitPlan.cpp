@@ -361,7 +361,7 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
     std::vector<flatbuffers::Offset<fb::KVCache>> caches;
     for (const KVCache &c : program.kvCaches)
       caches.push_back(fb::CreateKVCache(fbb, int(c.layer), int(c.numKVHeads),
-                                         int(c.headDim), fb::DType::F32,
+                                         int(c.headDim), toFb(c.type),
                                          c.valueHeadDim == c.headDim
                                              ? 0
                                              : int(c.valueHeadDim),

@@ -702,6 +702,10 @@ LogicalResult StorageAssigner::assign(Operation *op) {
 std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
   std::vector<KVCache> caches;
   int64_t T = getTensorParallel(model);
+  Type kvType = model.getKvCacheElementType();
+  ElemType type = kvType.isBF16()  ? ElemType::BF16
+                  : kvType.isF16() ? ElemType::F16
+                                   : ElemType::F32;
   model.walk([&](Operation *op) {
     if (auto a = dyn_cast<AttentionOp>(op)) {
       // A tensor-parallel member caches only its kv heads (every member as
@@ -709,12 +713,12 @@ std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
       int64_t kv = tensorSliceOf(a) == "heads"
                        ? headPart(a.getNumKvHeads(), T, 0).count
                        : a.getNumKvHeads();
-      caches.push_back(
-          KVCache{a.getLayer(), kv, a.getHeadDim(), a.getValueHeadDim()});
+      caches.push_back(KVCache{a.getLayer(), kv, a.getHeadDim(),
+                               a.getValueHeadDim(), 0, type});
     } else if (auto m = dyn_cast<MLAAttentionOp>(op)) {
       caches.push_back(KVCache{m.getLayer(), 1,
                                m.getKvLoraRank() + m.getRopeDim(), 0,
-                               m.getKvLoraRank()});
+                               m.getKvLoraRank(), type});
     }
   });
   return caches;
@@ -784,8 +788,8 @@ FailureOr<Storage> mlir::moe::plan::analyzeStorage(ModelOp model,
   int64_t kvPositions =
       kvPaging(options, storage.maxSeqLen).positions(storage.maxSeqLen);
   for (const KVCache &c : collectKVCaches(model))
-    storage.kvCacheBytes += uint64_t(c.elementsPerPosition()) *
-                            uint64_t(kvPositions) * 4;
+    storage.kvCacheBytes +=
+        uint64_t(c.bytesPerPosition()) * uint64_t(kvPositions);
   LLVM_DEBUG(llvm::dbgs() << "moe-plan-storage: " << storage.buffers.size()
                           << " buffers, arena " << storage.arenaBytes
                           << " bytes (without reuse " << storage.unplannedBytes

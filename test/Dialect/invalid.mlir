@@ -166,6 +166,12 @@ moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2,
 
 // -----
 
+// expected-error@+1 {{'moe.model' op kv_cache_dtype must be f32, bf16 or f16 (got 'i8')}}
+moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8, kv_cache_dtype = i8} {
+}
+
+// -----
+
 // expected-error@+1 {{'moe.model' op eos_token_id 4 is not a token (expected 0..3)}}
 moe.model @m attributes {architecture = "test", vocab_size = 4, hidden_size = 2, num_layers = 0, max_position_embeddings = 8, eos_token_ids = array<i64: 1, 4>} {
 }

@@ -3,10 +3,10 @@
 // RUN: moe-opt %s | moe-opt | FileCheck %s
 // RUN: moe-opt %s -mlir-print-op-generic | moe-opt | FileCheck %s
 
-// CHECK-LABEL: moe.model @every_op attributes {architecture = "test", bos_token_id = 1 : i64, checkpoint = "/ckpt", eos_token_ids = array<i64: 2, 3>, hidden_size = 8 : i64, max_position_embeddings = 16 : i64, num_layers = 2 : i64, vocab_size = 32 : i64} {
+// CHECK-LABEL: moe.model @every_op attributes {architecture = "test", bos_token_id = 1 : i64, checkpoint = "/ckpt", eos_token_ids = array<i64: 2, 3>, hidden_size = 8 : i64, kv_cache_dtype = bf16, max_position_embeddings = 16 : i64, num_layers = 2 : i64, vocab_size = 32 : i64} {
 moe.model @every_op attributes {architecture = "test", vocab_size = 32, hidden_size = 8,
     num_layers = 2, max_position_embeddings = 16, bos_token_id = 1,
-    eos_token_ids = array<i64: 2, 3>, checkpoint = "/ckpt"} {
+    eos_token_ids = array<i64: 2, 3>, checkpoint = "/ckpt", kv_cache_dtype = bf16} {
   // CHECK: shard.grid @devices(shape = 1x2)
   shard.grid @devices(shape = 1x2)
   // CHECK: moe.param @wte "wte.weight" : tensor<32x8xbf16> init normal std 2.000000e-02

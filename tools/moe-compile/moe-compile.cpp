@@ -101,6 +101,11 @@ cl::opt<std::string> dtypeFlag("dtype",
                                cl::desc("Compute dtype: f32, bf16, f16"),
                                cl::init("f32"), cl::value_desc("f32|bf16|f16"),
                                cl::cat(targetCategory));
+cl::opt<std::string> kvDtypeFlag(
+    "kv-dtype",
+    cl::desc("Element type of the KV caches: f32, bf16, f16 (half the cache "
+             "bytes, read once per decode step)"),
+    cl::init("f32"), cl::value_desc("f32|bf16|f16"), cl::cat(targetCategory));
 cl::opt<std::string> devicesFlag("devices", cl::desc("Number of ranks"),
                                  cl::init("1"), cl::value_desc("N"),
                                  cl::cat(targetCategory));
@@ -361,6 +366,8 @@ CompileOptions parseOptions(EmitKind emit) {
   o.target = choice(parseTarget(targetFlag), "target", targetFlag, "cpu or cuda");
   o.dtype = choice(parseComputeDType(dtypeFlag), "dtype", dtypeFlag,
                    "f32, bf16 or f16");
+  o.kvDtype = choice(parseComputeDType(kvDtypeFlag), "kv-dtype", kvDtypeFlag,
+                     "f32, bf16 or f16");
   constexpr int64_t kMaxRanks = 1 << 16;
   o.devices = check(parseIntInRange(devicesFlag, 1, kMaxRanks), "devices");
   o.gpusPerNode = o.devices;
@@ -1113,6 +1120,12 @@ int main(int argc, char **argv) {
       fail(why);
   }
   addDeviceGrid(model, options);
+  if (options.kvDtype != ComputeDType::F32) {
+    Builder b(&context);
+    Type kv = options.kvDtype == ComputeDType::BF16 ? Type(b.getBF16Type())
+                                                     : Type(b.getF16Type());
+    model.setKvCacheDtypeAttr(TypeAttr::get(kv));
+  }
 
   if (failed(pm.run(*module)))
     std::exit(1); // the diagnostic handler printed why

@@ -112,8 +112,11 @@ struct ModelCost {
   /// Bytes of the weights read per token that are stored as f32 (they halve
   /// when the compute dtype is 16-bit).
   int64_t f32BytesReadPerToken = 0;
-  /// KV cache bytes (f32 K and V of every attention layer) per position.
+  /// KV cache bytes (K and V of every attention layer, or MLA's latent row,
+  /// in the model's kv_cache_dtype) per position.
   int64_t kvBytesPerPosition = 0;
+  /// That element type's name (f32, bf16, f16).
+  std::string kvCacheDtype = "f32";
   /// Communication one rank does per decode token, as the plan executes the
   /// expert exchanges (a ring all-reduce of the per-slot expert outputs over
   /// each exchange's group): bytes sent and sequential messages, within a

@@ -30,6 +30,8 @@ struct CompileOptions {
   Target target = Target::CPU;
   /// Compute dtype; weights convert to it at load.
   ComputeDType dtype = ComputeDType::F32;
+  /// The KV caches' element type (the model's kv_cache_dtype).
+  ComputeDType kvDtype = ComputeDType::F32;
   /// Ranks, and how many of them share a node (the device grid is
   /// [devices / gpusPerNode, gpusPerNode]).
   int64_t devices = 1;

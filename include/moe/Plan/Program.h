@@ -178,9 +178,14 @@ struct KVCache {
   /// > 0: an MLA latent cache (moe.mla_attention): one head of headDim =
   /// kvLoraRank + the rope dims per position ([c_kv | k_pe]) and no values.
   int64_t kvLoraRank = 0;
+  /// The element type held (the model's kv_cache_dtype): F32, BF16 or F16.
+  ElemType type = ElemType::F32;
   /// Elements per position and layer.
   int64_t elementsPerPosition() const {
     return kvLoraRank ? headDim : numKVHeads * (headDim + valueHeadDim);
+  }
+  int64_t bytesPerPosition() const {
+    return elementsPerPosition() * (type == ElemType::F32 ? 4 : 2);
   }
 };
 

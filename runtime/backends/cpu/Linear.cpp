@@ -364,8 +364,7 @@ void linearMulti(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, i
   // One pass over the jobs' blocks laid end to end: one packing of X, one
   // split of the work and one synchronization.
   bool dp = prec == Precision::BF16 && isa == Isa::Avx512Bf16;
-  int64_t xs;
-  const void *Xp = packXPairs(ws, X, ldx, T, K, dp, xs);
+  const void *Xp = packXPairs(ws, X, ldx, T, K, dp);
   const int64_t K2 = pairsOf(K);
   std::vector<int64_t> start(jobs.size() + 1, 0);
   for (size_t i = 0; i < jobs.size(); ++i)
@@ -375,8 +374,8 @@ void linearMulti(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, i
       int64_t lo = std::max<int64_t>(int64_t(b), start[i]) - start[i];
       int64_t hi = std::min<int64_t>(int64_t(e), start[i + 1]) - start[i];
       if (lo < hi)
-        packedBlocks(static_cast<const uint16_t *>(jobs[i].w.data), jobs[i].N, K2, lo, hi, Xp, xs,
-                     T, jobs[i].y, jobs[i].ldy, jobs[i].accumulate, dp);
+        packedBlocks(static_cast<const uint16_t *>(jobs[i].w.data), jobs[i].N, K2, lo, hi, Xp, T,
+                     jobs[i].y, jobs[i].ldy, jobs[i].accumulate, dp);
     }
   });
   for (const MatJob &j : jobs)

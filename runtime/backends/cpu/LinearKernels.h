@@ -65,10 +65,9 @@ inline int64_t pairsOf(int64_t K) { return (K + 1) / 2; }
 void packXPairsF32(const float *X, int64_t ldx, int64_t T, int64_t K, float *out);
 void gemvPacked(const uint16_t *W, int64_t N, int64_t K2, int64_t b0, int64_t b1,
                 const float *x, float *y, bool accumulate);
-const void *packXPairs(Workspace &ws, const float *X, int64_t ldx, int64_t T, int64_t K, bool dp,
-                       int64_t &xs);
+const void *packXPairs(Workspace &ws, const float *X, int64_t ldx, int64_t T, int64_t K, bool dp);
 void packedBlocks(const uint16_t *W, int64_t N, int64_t K2, int64_t b0, int64_t b1, const void *Xp,
-                  int64_t xs, int64_t T, float *Y, int64_t ldy, bool accumulate, bool dp);
+                  int64_t T, float *Y, int64_t ldy, bool accumulate, bool dp);
 void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_t T,
                        const uint16_t *W, int64_t N, int64_t K, float *Y, int64_t ldy,
                        bool accumulate, bool dp);

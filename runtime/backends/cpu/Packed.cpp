@@ -271,56 +271,72 @@ static PackedFn packedFor(bool dp, int64_t tt) {
   return dp ? dps[size_t(tt - 1)] : fmas[size_t(tt - 1)];
 }
 
-/// X [T, K] in the order of the packed kernels: bf16 pairs (dp) or f32 pairs
-/// in shared slot 0; returns it and sets xs (elements per pair index).
-const void *packXPairs(Workspace &ws, const float *X, int64_t ldx, int64_t T, int64_t K,
-                              bool dp, int64_t &xs) {
-  const int64_t K2 = pairsOf(K);
-  if (dp) {
-    auto *xb = static_cast<uint32_t *>(ws.shared(0, size_t(K2 * T) * 4));
-    packXPairsBf16(X, ldx, T, K, xb);
-    xs = T;
-    return xb;
+/// The token tiles of T tokens: balanced sizes of at most kDpTile (dp) or
+/// kFmaTile; tile i starts at token t0 and holds tt tokens.
+struct TokenTiles {
+  int64_t T, count;
+  TokenTiles(int64_t T, bool dp) : T(T) {
+    const int64_t maxTile = dp ? kDpTile : kFmaTile;
+    count = (T + maxTile - 1) / maxTile;
   }
-  auto *xf = static_cast<float *>(ws.shared(0, size_t(K2 * T) * 8));
-  packXPairsF32(X, ldx, T, K, xf);
-  xs = 2 * T;
-  return xf;
+  int64_t size(int64_t i) const { return T / count + (i < T % count ? 1 : 0); }
+};
+
+/// X [T, K] in the order of the packed kernels: bf16 pairs (dp) or f32 pairs
+/// in shared slot 0, one panel per token tile (TokenTiles), [K2][tt] each,
+/// the panels in tile order: a tile's x is contiguous (with all T tokens a
+/// row of pairs, T = 512 put a tile's pairs 2 KiB apart, onto few cache
+/// sets).
+const void *packXPairs(Workspace &ws, const float *X, int64_t ldx, int64_t T, int64_t K,
+                       bool dp) {
+  const int64_t K2 = pairsOf(K);
+  const TokenTiles tiles(T, dp);
+  void *buf = ws.shared(0, size_t(K2 * T) * (dp ? 4 : 8));
+  for (int64_t i = 0, t0 = 0; i < tiles.count; t0 += tiles.size(i), ++i) {
+    const int64_t tt = tiles.size(i);
+    if (dp)
+      packXPairsBf16(X + t0 * ldx, ldx, tt, K, static_cast<uint32_t *>(buf) + t0 * K2);
+    else
+      packXPairsF32(X + t0 * ldx, ldx, tt, K, static_cast<float *>(buf) + 2 * t0 * K2);
+  }
+  return buf;
 }
 
-/// Blocks [b0, b1) of packed W against all T >= 2 tokens of packed X: the
-/// tokens go in tiles of balanced sizes, each block through every tile, so a
-/// block is fetched from DRAM once (prefetched ahead up to b1 by the first
-/// tile) and the later tiles find it in L1/L2.
+/// Weight bytes of the blocks that go through all the token tiles together:
+/// they stay in L2 beside a tile's x.
+static constexpr int64_t kSuperBlockBytes = 384 << 10;
+
+/// Blocks [b0, b1) of packed W against all T >= 2 tokens of X packed by
+/// packXPairs: a few blocks at a time (kSuperBlockBytes) go through every
+/// token tile, so a block is fetched from DRAM once (prefetched by the first
+/// tile) and the later tiles find it in L2, and each tile's x is read once
+/// per few blocks. Each block and tile sums over all of K at once: the same
+/// floats whatever the split.
 void packedBlocks(const uint16_t *W, int64_t N, int64_t K2, int64_t b0, int64_t b1,
-                         const void *Xp, int64_t xs, int64_t T, float *Y, int64_t ldy,
-                         bool accumulate, bool dp) {
-  const char *end = reinterpret_cast<const char *>(W + b1 * K2 * 32);
-  const int64_t maxTile = dp ? kDpTile : kFmaTile;
-  const int64_t tiles = (T + maxTile - 1) / maxTile;
-  if (tiles == 1) {
-    packedFor(dp, T)(W, N, K2, b0, b1, Xp, xs, Y, ldy, accumulate, end);
-    return;
-  }
-  for (int64_t b = b0; b < b1; ++b)
-    for (int64_t i = 0, t0 = 0; i < tiles; ++i) {
-      int64_t tt = T / tiles + (i < T % tiles ? 1 : 0);
-      const void *xt = dp ? static_cast<const void *>(static_cast<const uint32_t *>(Xp) + t0)
-                          : static_cast<const void *>(static_cast<const float *>(Xp) + 2 * t0);
-      packedFor(dp, tt)(W, N, K2, b, b + 1, xt, xs, Y + t0 * ldy, ldy, accumulate,
+                  const void *Xp, int64_t T, float *Y, int64_t ldy, bool accumulate, bool dp) {
+  const TokenTiles tiles(T, dp);
+  const int64_t perSuper =
+      tiles.count == 1 ? b1 - b0 : std::max<int64_t>(1, kSuperBlockBytes / (K2 * 64));
+  for (int64_t s0 = b0; s0 < b1; s0 += perSuper) {
+    const int64_t s1 = std::min(b1, s0 + perSuper);
+    const char *end = reinterpret_cast<const char *>(W + s1 * K2 * 32);
+    for (int64_t i = 0, t0 = 0; i < tiles.count; t0 += tiles.size(i), ++i) {
+      const int64_t tt = tiles.size(i);
+      const void *xt = dp ? static_cast<const void *>(static_cast<const uint32_t *>(Xp) + t0 * K2)
+                          : static_cast<const void *>(static_cast<const float *>(Xp) + 2 * t0 * K2);
+      packedFor(dp, tt)(W, N, K2, s0, s1, xt, dp ? tt : 2 * tt, Y + t0 * ldy, ldy, accumulate,
                         i == 0 ? end : nullptr);
-      t0 += tt;
     }
+  }
 }
 
 /// Y = X W^T for packed W and T >= 2 tokens on AVX-512.
 void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx,
                               int64_t T, const uint16_t *W, int64_t N, int64_t K, float *Y,
                               int64_t ldy, bool accumulate, bool dp) {
-  int64_t xs;
-  const void *Xp = packXPairs(ws, X, ldx, T, K, dp, xs);
+  const void *Xp = packXPairs(ws, X, ldx, T, K, dp);
   pool.parallelFor(size_t((N + 15) / 16), 1, [&](size_t b0, size_t b1, int) {
-    packedBlocks(W, N, pairsOf(K), int64_t(b0), int64_t(b1), Xp, xs, T, Y, ldy, accumulate, dp);
+    packedBlocks(W, N, pairsOf(K), int64_t(b0), int64_t(b1), Xp, T, Y, ldy, accumulate, dp);
   });
 }
 

@@ -140,6 +140,16 @@ TEST(Linear, PackedBf16EveryTileAndIsa) {
                       isa, T % 2 ? 1 : 3);
 }
 
+TEST(Linear, PackedSuperBlocksOverSeveralTiles) {
+  // Rows of 1500 pairs: a few 16-row blocks at a time go through every token
+  // tile (seven groups of four blocks here), with x packed per tile.
+  for (Isa isa : availableIsas())
+    for (int64_t T : {30, 50})
+      for (Precision prec : {Precision::F32, Precision::BF16})
+        checkLinear({T, 400, 3001, DType::BF16, false, T == 30, false, prec, Layout::Packed16},
+                    isa, T == 30 ? 1 : 3);
+}
+
 TEST(Linear, PackedResultsDoNotDependOnThreads) {
   const int64_t N = 200, K = 301;
   std::vector<uint8_t> wbytes;

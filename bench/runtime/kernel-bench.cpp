@@ -193,6 +193,8 @@ int main(int argc, char **argv) {
                {"f32-auto", DType::F32, Precision::F32, LinearStrategy::Auto},
                {"fp8-block128", DType::F32, Precision::F32, LinearStrategy::Auto,
                 Layout::RowMajor, QuantFormat::FP8E4M3Block},
+               {"fp8-block128-bf16", DType::F32, Precision::BF16, LinearStrategy::Auto,
+                Layout::RowMajor, QuantFormat::FP8E4M3Block},
                {"mxfp4", DType::F32, Precision::F32, LinearStrategy::Auto, Layout::RowMajor,
                 QuantFormat::MXFP4},
                {"mxfp4-bf16", DType::F32, Precision::BF16, LinearStrategy::Auto,

@@ -157,6 +157,15 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
           gemvMxfp4Avx512(W, K, a, b, Xd + 4 * c * K, Tc, Yc, ldy, accumulate);
         });
       });
+    } else if (prec == Precision::BF16 && stream && fp8Bf16Supported(W)) {
+      const int64_t stride = fp8XStride(K);
+      auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * stride) * 2));
+      toBf16Fp8X(X, ldx, T, K, Xb);
+      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
+        eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
+          gemvFp8Bf16(W, K, a, b, Xb + 4 * c * stride, Tc, Yc, ldy, accumulate);
+        });
+      });
     } else if (isa != Isa::Scalar && stream) {
       auto *scratch = static_cast<float *>(ws.shared(0, size_t(T * K) * 4));
       std::vector<Fp8X> fx(static_cast<size_t>(chunks));
@@ -281,7 +290,7 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
   auto sameX = [&](size_t i) {
     const GemvJob &a = jobs[i - 1], &b = jobs[i];
     return a.x == b.x && a.K == b.K && a.w.format == b.w.format && a.w.layout == b.w.layout &&
-           a.w.dtype == b.w.dtype;
+           a.w.dtype == b.w.dtype && a.w.blockCols == b.w.blockCols;
   };
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (i > 0 && sameX(i)) {
@@ -291,7 +300,10 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       continue;
     }
     if (jobs[i].w.format == QuantFormat::FP8E4M3Block) {
-      fx[i] = prepareFp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
+      if (prec == Precision::BF16 && fp8Bf16Supported(jobs[i].w)) // bf16: half the room
+        toBf16Fp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, reinterpret_cast<uint16_t *>(xs + xOff[i]));
+      else
+        fx[i] = prepareFp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
       continue;
     }
     if (jobs[i].w.format == QuantFormat::MXFP4) {
@@ -316,7 +328,11 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       lo -= rowStart[i];
       hi -= rowStart[i];
       if (j.w.format == QuantFormat::FP8E4M3Block) {
-        gemvFp8Avx512(j.w, j.K, lo, hi, fx[i], j.y, j.N, j.accumulate);
+        if (prec == Precision::BF16 && fp8Bf16Supported(j.w))
+          gemvFp8Bf16(j.w, j.K, lo, hi, reinterpret_cast<const uint16_t *>(xs + xOff[i]), 1, j.y,
+                      j.N, j.accumulate);
+        else
+          gemvFp8Avx512(j.w, j.K, lo, hi, fx[i], j.y, j.N, j.accumulate);
         continue;
       }
       if (j.w.format == QuantFormat::MXFP4) {

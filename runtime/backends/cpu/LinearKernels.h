@@ -91,6 +91,17 @@ void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x, flo
 /// X [T, K] with each group of 32 values as its 16 even then 16 odd ones
 /// (the order of an MXFP4 group's low and high nibbles), rows K apart.
 void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float *out);
+/// FP8 with AVX512-BF16 dot products (Precision::BF16): needs AVX512-VBMI
+/// (vpermi2b) and scale blocks of 64-column multiples.
+bool fp8Bf16Supported(WRef W);
+/// The row stride of toBf16Fp8X's output: K rounded up to 64 values.
+int64_t fp8XStride(int64_t K);
+/// X [T, K] rounded to bf16 in gemvFp8Bf16's order, rows fp8XStride(K) apart.
+void toBf16Fp8X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out);
+/// Y[t, n0:n1] (+)= X[t] W^T for T <= 4 tokens of FP8 block-scaled W with
+/// AVX512-BF16 dot products (weights exact as bf16, X rounded).
+void gemvFp8Bf16(WRef W, int64_t K, int64_t n0, int64_t n1, const uint16_t *Xb, int64_t T,
+                 float *Y, int64_t ldy, bool accumulate);
 /// The row stride of toBf16Mxfp4X's output: K rounded up to 128 values.
 int64_t mxfp4XStride(int64_t K);
 /// X [T, K] rounded to bf16 (nearest even) in the order of

@@ -474,3 +474,68 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     EXPECT_EQ(y1, s1);
   }
 }
+
+TEST(Fp8, Bf16DotProductsRoundOnlyX) {
+  // Plans computing in bf16 on AVX512-BF16 + VBMI CPUs, scale blocks of
+  // 64-column multiples: every e4m3 value is exact as bf16, X is rounded to
+  // bf16 (nearest even), the sums are f32. Other block widths keep the f32
+  // path (X exact).
+  if (detectIsa() < Isa::Avx512Bf16 || !__builtin_cpu_supports("avx512vbmi"))
+    GTEST_SKIP() << "no AVX512-BF16 with VBMI";
+  IsaGuard guard;
+  setIsa(Isa::Avx512Bf16);
+  auto bf16 = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    float r;
+    std::memcpy(&r, &u, 4);
+    return r;
+  };
+  struct Shape {
+    int64_t N, K, bn, bk;
+  };
+  for (Shape s : {Shape{40, 256, 128, 128}, Shape{19, 200, 128, 128}, Shape{70, 300, 32, 64},
+                  Shape{150, 64, 128, 64}, Shape{37, 100, 16, 24}})
+    for (int64_t T : {1, 2, 3, 4, 5, 9, 13})
+      for (bool acc : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "T=" << T << " N=" << s.N << " K=" << s.K
+                                          << " block " << s.bn << "x" << s.bk);
+        ThreadPool pool(2);
+        Workspace ws(2);
+        Fp8Matrix m(s.N, s.K, s.bn, s.bk, 41);
+        const int64_t ldx = s.K + 3, ldy = s.N + 2;
+        std::vector<float> X = randomFloats(size_t(T * ldx), 42);
+        std::vector<float> Y0 = randomFloats(size_t(T * ldy), 43), Y = Y0;
+        linear(pool, ws, X.data(), ldx, T, m.ref(), s.N, s.K, false, {}, Y.data(), ldy, acc,
+               Precision::BF16);
+        std::vector<float> deq(size_t(s.N * s.K));
+        dequantizeRows(m.ref(), s.K, 0, s.N, deq.data());
+        const bool rounded = s.bk % 64 == 0;
+        ASSERT_NO_FATAL_FAILURE(expectProduct(
+            Y, Y0, ldy, acc, T, s.N, s.K,
+            [&](int64_t t, int64_t k) {
+              float x = X[size_t(t * ldx + k)];
+              return rounded ? bf16(x) : x;
+            },
+            deq));
+      }
+  // Decode's routed experts (linearBatch) take the same path: the same
+  // floats as separate products, a shared x prepared once.
+  ThreadPool pool(2);
+  Workspace ws(2);
+  const Fp8Matrix m(40, 256, 128, 128, 44);
+  std::vector<float> x0 = randomFloats(256, 45), x1 = randomFloats(256, 46);
+  std::vector<float> y0(40), y0b(40), y1(40), s0(40), s1(40);
+  linearBatch(pool, ws, {GemvJob{x0.data(), m.ref(), 40, 256, {}, y0.data()},
+                         GemvJob{x0.data(), m.ref(), 40, 256, {}, y0b.data()},
+                         GemvJob{x1.data(), m.ref(), 40, 256, {}, y1.data()}},
+              Precision::BF16);
+  linear(pool, ws, x0.data(), 256, 1, m.ref(), 40, 256, false, {}, s0.data(), 40, false,
+         Precision::BF16);
+  linear(pool, ws, x1.data(), 256, 1, m.ref(), 40, 256, false, {}, s1.data(), 40, false,
+         Precision::BF16);
+  EXPECT_EQ(y0, s0);
+  EXPECT_EQ(y0b, s0);
+  EXPECT_EQ(y1, s1);
+}

@@ -90,7 +90,7 @@ private:
   };
   std::vector<Buf> perThread_;
   // Slots: 0 the products' packed X, 1 and 2 the experts' gathered rows and
-  // hidden, 3 Logits' rows, 4 MXFP4's de-interleaved X.
+  // hidden, 3 Logits' rows, 4 MXFP4's and FP8's X for their kernels.
   Buf shared_[5];
 };
 

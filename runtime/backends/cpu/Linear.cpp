@@ -139,14 +139,17 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
               Y + 4 * c * ldy);
     };
     const bool stream = T <= kQuantChunkMaxT && !panels;
-    if (isa == Isa::Avx512Bf16 && prec == Precision::BF16 && stream &&
-        W.format == QuantFormat::MXFP4) {
-      const int64_t stride = mxfp4XStride(K);
+    // MXFP4 and FP8 with AVX512-BF16 dot products where the plan computes
+    // in bf16: X rounded and stored once in the kernel's order.
+    const bool mxBf16 = isa == Isa::Avx512Bf16 && W.format == QuantFormat::MXFP4;
+    if (prec == Precision::BF16 && stream && (mxBf16 || fp8Bf16Supported(W))) {
+      const int64_t stride = mxBf16 ? mxfp4XStride(K) : fp8XStride(K);
       auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * stride) * 2));
-      toBf16Mxfp4X(X, ldx, T, K, Xb);
+      (mxBf16 ? toBf16Mxfp4X : toBf16Fp8X)(X, ldx, T, K, Xb);
+      auto kernel = mxBf16 ? gemvMxfp4Bf16 : gemvFp8Bf16;
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
         eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
-          gemvMxfp4Bf16(W, K, a, b, Xb + 4 * c * stride, Tc, Yc, ldy, accumulate);
+          kernel(W, K, a, b, Xb + 4 * c * stride, Tc, Yc, ldy, accumulate);
         });
       });
     } else if (isa != Isa::Scalar && stream && W.format == QuantFormat::MXFP4) {
@@ -155,15 +158,6 @@ void linear(ThreadPool &pool, Workspace &ws, const float *X, int64_t ldx, int64_
       pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
         eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
           gemvMxfp4Avx512(W, K, a, b, Xd + 4 * c * K, Tc, Yc, ldy, accumulate);
-        });
-      });
-    } else if (prec == Precision::BF16 && stream && fp8Bf16Supported(W)) {
-      const int64_t stride = fp8XStride(K);
-      auto *Xb = static_cast<uint16_t *>(ws.shared(4, size_t(T * stride) * 2));
-      toBf16Fp8X(X, ldx, T, K, Xb);
-      pool.parallelFor(size_t(N), 16, [&](size_t n0, size_t n1, int) {
-        eachChunk(n0, n1, [&](int64_t a, int64_t b, int64_t c, int64_t Tc, float *Yc) {
-          gemvFp8Bf16(W, K, a, b, Xb + 4 * c * stride, Tc, Yc, ldy, accumulate);
         });
       });
     } else if (isa != Isa::Scalar && stream) {

@@ -418,6 +418,16 @@ TEST(Mxfp4, LinearMatchesDequantizedProduct) {
           }
 }
 
+/// f rounded to bf16 (nearest even), as the bf16 dot-product kernels round X.
+static float roundedToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
 TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
   // Plans computing in bf16 on AVX512-BF16 CPUs: the weights are exact as
   // bf16, X is rounded to bf16 (nearest even); the sums are f32.
@@ -425,14 +435,6 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
     GTEST_SKIP() << "no AVX512-BF16";
   IsaGuard guard;
   setIsa(Isa::Avx512Bf16);
-  auto bf16 = [](float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    float r;
-    std::memcpy(&r, &u, 4);
-    return r;
-  };
   for (int64_t N : {3, 40, 150})
     for (int64_t K : {32, 96, 160, 288, 512})
       for (int64_t T : {1, 2, 3, 4, 5, 9, 13})
@@ -450,7 +452,7 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
           dequantizeRows(m.ref(), K, 0, N, deq.data());
           ASSERT_NO_FATAL_FAILURE(expectProduct(
               Y, Y0, ldy, acc, T, N, K,
-              [&](int64_t t, int64_t k) { return bf16(X[size_t(t * ldx + k)]); }, deq));
+              [&](int64_t t, int64_t k) { return roundedToBf16(X[size_t(t * ldx + k)]); }, deq));
         }
   // Batched decode (linearBatch: routed experts in one pass) takes the same
   // path: the same floats as separate products.
@@ -484,14 +486,6 @@ TEST(Fp8, Bf16DotProductsRoundOnlyX) {
     GTEST_SKIP() << "no AVX512-BF16 with VBMI";
   IsaGuard guard;
   setIsa(Isa::Avx512Bf16);
-  auto bf16 = [](float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    float r;
-    std::memcpy(&r, &u, 4);
-    return r;
-  };
   struct Shape {
     int64_t N, K, bn, bk;
   };
@@ -516,7 +510,7 @@ TEST(Fp8, Bf16DotProductsRoundOnlyX) {
             Y, Y0, ldy, acc, T, s.N, s.K,
             [&](int64_t t, int64_t k) {
               float x = X[size_t(t * ldx + k)];
-              return rounded ? bf16(x) : x;
+              return rounded ? roundedToBf16(x) : x;
             },
             deq));
       }

@@ -93,6 +93,10 @@ def main():
     put(out, "compiler-inputs", json.dumps({"layers": [
         {"layer": 1, "num_experts": 4, "routed": [1, 2.5, 0, 9], "dropped": [0, 0, 0, 0]},
         {"layer": 3, "routed": [4, 4]}]}), b"\x01")
+    # Integers written as doubles that round to 2^63 (llvm::json's getAsInteger
+    # converted them to int64_t: undefined; jsonInteger refuses them).
+    put(out, "compiler-inputs", '{"layers": [{"layer": 09223372036854775803.4, "routed": [.1, 2.5, 0,4]}]}', b"\x01")
+    put(out, "compiler-inputs", '{"nodes": 9.3e18, "gpus_per_node": 8}', b"\x04")
     for s in ["24GiB", "1.5GB", "4096", "12 MiB", "0.5k", "7"]:
         put(out, "compiler-inputs", s, b"\x02")
     put(out, "compiler-inputs", '{"a": [1, 2.5e3, "x\\u00e9", null, true], "b": {"c": {}}}', b"\x03")

@@ -3,6 +3,7 @@
 #include "moe/Analysis/Cluster.h"
 #include "moe/Compiler/InputLimits.h"
 #include "moe/Compiler/Options.h"
+#include "moe/Support/Json.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSwitch.h"
@@ -181,7 +182,7 @@ public:
   llvm::Error count(StringRef key, int64_t &out) {
     known.push_back(key);
     const llvm::json::Value *v = object.get(key);
-    std::optional<int64_t> n = v ? v->getAsInteger() : std::nullopt;
+    std::optional<int64_t> n = v ? jsonInteger(*v) : std::nullopt;
     if (!n || *n < 1 || *n > kMaxDevices)
       return error(llvm::formatv("\"{0}\" {1} (expected an integer in [1, "
                                  "{2}])",

@@ -2,6 +2,7 @@
 
 #include "moe/Analysis/ExpertProfile.h"
 #include "moe/Compiler/InputLimits.h"
+#include "moe/Support/Json.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -37,7 +38,7 @@ llvm::Expected<moe::ExpertProfile> moe::parseExpertProfile(StringRef text,
     if (!index || !routed)
       return fail(at + " lacks \"layer\" or \"routed\" (expected {\"layer\": "
                        "int, \"routed\": [counts]})");
-    std::optional<int64_t> l = index->getAsInteger();
+    std::optional<int64_t> l = jsonInteger(*index);
     if (!l || *l < 0 || *l > kMaxLayer)
       return fail(at + ".layer is not a layer index (expected an integer in "
                        "[0, " + llvm::Twine(kMaxLayer) + "])");
@@ -46,7 +47,7 @@ llvm::Expected<moe::ExpertProfile> moe::parseExpertProfile(StringRef text,
                   " counts (expected one per expert, 1 to " +
                   llvm::Twine(kMaxExperts) + ")");
     if (const llvm::json::Value *n = layer->get("num_experts");
-        n && n->getAsInteger() != std::optional<int64_t>(routed->size()))
+        n && jsonInteger(*n) != std::optional<int64_t>(routed->size()))
       return fail(at + ".num_experts does not match its " +
                   llvm::Twine(routed->size()) +
                   " routed counts (expected equal)");

@@ -2,6 +2,7 @@
 
 #include "JsonReader.h"
 #include "moe/Compiler/InputLimits.h"
+#include "moe/Support/Json.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -64,7 +65,7 @@ std::optional<int64_t> JsonReader::getOptInt(StringRef key, int64_t min) {
   const llvm::json::Value *v = lookup(key);
   if (!v)
     return std::nullopt;
-  std::optional<int64_t> i = v->getAsInteger();
+  std::optional<int64_t> i = jsonInteger(*v);
   if (!i || (v->kind() != llvm::json::Value::Number) || *i < min ||
       *i > kMaxInt) {
     badValue(key, intExpectation(min));
@@ -168,7 +169,7 @@ std::vector<int64_t> JsonReader::getIntList(StringRef key, int64_t min) {
     return result;
   }
   for (const llvm::json::Value &e : *array) {
-    std::optional<int64_t> i = e.getAsInteger();
+    std::optional<int64_t> i = jsonInteger(e);
     if (!i || *i < min || *i > kMaxInt) {
       badValue(key, expected);
       return {};

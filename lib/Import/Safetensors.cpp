@@ -2,6 +2,7 @@
 
 #include "moe/Import/Safetensors.h"
 #include "moe/Compiler/InputLimits.h"
+#include "moe/Support/Json.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -111,7 +112,7 @@ llvm::Error mlir::moe::readSafetensorsHeader(StringRef path,
     info.file = path.str();
     uint64_t numBytes = elemSize;
     for (const llvm::json::Value &d : *shape) {
-      std::optional<int64_t> dimSize = d.getAsInteger();
+      std::optional<int64_t> dimSize = jsonInteger(d);
       if (!dimSize || *dimSize < 0)
         return where("has a shape entry that is not a non-negative integer "
                      "(expected sizes >= 0)");

@@ -230,6 +230,10 @@ def profiles(out):
     bad = copy.deepcopy(ok)
     bad["layers"][1]["layer"] = 9223372036854775807
     write(os.path.join(d, "huge-layer.json"), json.dumps(bad))
+    # A double that rounds to 2^63: llvm::json's getAsInteger converted it to
+    # int64_t (undefined behaviour; found by the compiler-inputs fuzzer).
+    write(os.path.join(d, "rounds-to-2p63-layer.json"),
+          json.dumps(ok).replace('"layer": 1', '"layer": 9223372036854775803.4', 1))
     bad = copy.deepcopy(ok)
     bad["layers"][1]["layer"] = 7
     write(os.path.join(d, "other-model.json"), json.dumps(bad))

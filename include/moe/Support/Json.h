@@ -5,23 +5,27 @@
 // double(INT64_MAX), and that is 2^63 itself (the compiler-inputs fuzzer
 // found it with an expert profile's "layer": 9223372036854775803.4). Every
 // reader of checkpoint headers, configs, profiles and cluster files takes
-// its integers through jsonInteger instead; no field of ours means anything
-// at 2^62 or beyond, so those are "not an integer" too.
+// its integers through jsonInteger instead, which refuses such doubles and
+// is getAsInteger otherwise.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
 
 #include "llvm/Support/JSON.h"
 
-#include <cmath>
 #include <cstdint>
 #include <optional>
 
 namespace mlir::moe {
 
 inline std::optional<int64_t> jsonInteger(const llvm::json::Value &v) {
-  if (std::optional<double> d = v.getAsNumber(); !d || !(std::abs(*d) < 0x1p62))
-    return std::nullopt;
+  // Numbers parsed as integers are exact (getAsUINT64 takes exactly the
+  // non-negative ones); only doubles can round to 2^63.
+  if (!v.getAsUINT64()) {
+    std::optional<double> d = v.getAsNumber();
+    if (!d || !(*d >= -0x1p63 && *d < 0x1p63))
+      return std::nullopt;
+  }
   return v.getAsInteger();
 }
 

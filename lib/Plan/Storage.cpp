@@ -702,10 +702,8 @@ LogicalResult StorageAssigner::assign(Operation *op) {
 std::vector<KVCache> mlir::moe::plan::collectKVCaches(ModelOp model) {
   std::vector<KVCache> caches;
   int64_t T = getTensorParallel(model);
-  Type kvType = model.getKvCacheElementType();
-  ElemType type = kvType.isBF16()  ? ElemType::BF16
-                  : kvType.isF16() ? ElemType::F16
-                                   : ElemType::F32;
+  // f32, bf16 or f16 (ModelOp's verifier).
+  ElemType type = *toElemType(model.getKvCacheElementType());
   model.walk([&](Operation *op) {
     if (auto a = dyn_cast<AttentionOp>(op)) {
       // A tensor-parallel member caches only its kv heads (every member as

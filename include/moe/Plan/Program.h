@@ -185,7 +185,7 @@ struct KVCache {
     return kvLoraRank ? headDim : numKVHeads * (headDim + valueHeadDim);
   }
   int64_t bytesPerPosition() const {
-    return elementsPerPosition() * (type == ElemType::F32 ? 4 : 2);
+    return elementsPerPosition() * elemSize(type);
   }
 };
 

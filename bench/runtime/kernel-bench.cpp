@@ -14,6 +14,11 @@
 // weights on 4 KiB pages (as a checkpoint mapped in place is) instead of
 // transparent huge pages.
 //
+// --mla=H,N,V,L times MLA's absorbed kv_b [H * (N + V), L] for one decode
+// token instead: per head, N rows of W_UK combined (axpyRows) and V rows of
+// W_UV dotted (dotRows), bf16 against FP8 with 128x128 scales, as GB/s of
+// kv_b streamed (distinct copies, so from DRAM).
+//
 // --peak measures the machine's bf16 compute peak in the same run: the
 // AVX512-BF16 dot product's throughput from registers (12 independent
 // accumulators, no memory traffic) and a plain GEMM, `linear` on a packed
@@ -117,10 +122,58 @@ static nlohmann::json measurePeak(ThreadPool &pool, Workspace &ws, int reps) {
   return out;
 }
 
+/// --mla: one decode token's pass over all heads' kv_b rows.
+static nlohmann::json measureMlaRows(const std::vector<int64_t> &shape, int reps, bool smallPages,
+                                     bool json) {
+  const int64_t H = shape[0], N = shape[1], V = shape[2], L = shape[3], rows = H * (N + V);
+  nlohmann::json out = nlohmann::json::array();
+  for (bool fp8 : {false, true}) {
+    const size_t bytes = size_t(rows * L) * (fp8 ? 1 : 2);
+    const int copies = int((size_t(256) << 20) / bytes + 2);
+    const size_t total = bytes * size_t(copies);
+    void *p = mapAnonymous(total, !smallPages, "benchmark weights");
+    uint64_t x = 88172645463325252ull;
+    auto *u16 = static_cast<uint16_t *>(p);
+    for (size_t i = 0; i < total / 2; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      u16[i] = fp8 ? uint16_t(x & 0xf7f7) : uint16_t((x & 0x807f) | 0x3c00);
+    }
+    std::vector<float> scales(size_t(((rows + 127) / 128) * ((L + 127) / 128)), 0.5f);
+    std::vector<float> q(size_t(H * N), 0.01f), olat(size_t(L), 0.01f);
+    std::vector<float> qa(static_cast<size_t>(L)), o(static_cast<size_t>(H * V));
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r)
+      for (int c = 0; c < copies; ++c) {
+        WRef w{static_cast<uint8_t *>(p) + size_t(c) * bytes, fp8 ? DType::F32 : DType::BF16};
+        if (fp8) {
+          w.format = QuantFormat::FP8E4M3Block;
+          w.scales = scales.data();
+          w.blockRows = w.blockCols = 128;
+        }
+        int64_t t0 = nowNs();
+        for (int64_t h = 0; h < H; ++h) {
+          std::fill(qa.begin(), qa.end(), 0.0f);
+          axpyRows(w, L, h * (N + V), N, q.data() + h * N, qa.data());
+          dotRows(w, L, h * (N + V) + N, V, olat.data(), o.data() + h * V);
+        }
+        best = std::min(best, double(nowNs() - t0) / 1e6);
+      }
+    unmapAnonymous(p, total);
+    const char *name = fp8 ? "fp8-block128" : "bf16";
+    out.push_back({{"shape", "mla-kv_b"}, {"H", H}, {"N", N}, {"V", V}, {"L", L}, {"mode", name},
+                   {"ms", best}, {"GBs", double(bytes) / (best * 1e6)}});
+    if (!json)
+      std::printf("mla kv_b H=%ld N=%ld V=%ld L=%ld %-14s %9.4f ms %8.1f GB/s\n", long(H),
+                  long(N), long(V), long(L), name, best, double(bytes) / (best * 1e6));
+  }
+  return out;
+}
+
 int main(int argc, char **argv) {
   int threads = 1, reps = 5;
   bool json = false, smallPages = false, peak = false;
   std::vector<int64_t> experts; // D, I, R
+  std::vector<int64_t> mla;     // H, N, V, L
   std::vector<int64_t> tokens{1, 5, 20};
   std::vector<std::string> modeNames, shapeNames; // empty: all
   auto split = [](const std::string &v) {
@@ -153,18 +206,28 @@ int main(int argc, char **argv) {
     else if (a.rfind("--experts=", 0) == 0) {
       for (const std::string &t : split(a.substr(10)))
         experts.push_back(std::stoll(t));
+    } else if (a.rfind("--mla=", 0) == 0) {
+      for (const std::string &t : split(a.substr(6)))
+        mla.push_back(std::stoll(t));
     } else if (a == "--small-pages")
       smallPages = true;
     else if (a == "--peak")
       peak = true;
     else {
       std::fprintf(stderr, "error: %s: unknown flag (expected --threads=N --reps=R --json "
-                   "--tokens=1,5,20 --modes=A,B --shapes=A,B --experts=D,I,R --small-pages --peak)\n", a.c_str());
+                   "--tokens=1,5,20 --modes=A,B --shapes=A,B --experts=D,I,R --mla=H,N,V,L "
+                   "--small-pages --peak)\n", a.c_str());
       return 1;
     }
   }
   ThreadPool pool(threads);
   Workspace ws(threads);
+  if (mla.size() == 4) {
+    nlohmann::json out = measureMlaRows(mla, reps, smallPages, json);
+    if (json)
+      std::printf("%s\n", out.dump(1).c_str());
+    return 0;
+  }
   if (peak) {
     nlohmann::json out = measurePeak(pool, ws, reps);
     if (json)

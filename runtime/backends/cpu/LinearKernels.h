@@ -10,6 +10,8 @@
 
 #include "moert/cpu/Kernels.h"
 
+#include <immintrin.h>
+
 #include <cstdint>
 #include <cstdlib>
 
@@ -73,6 +75,16 @@ void linearPackedTiles(ThreadPool &pool, Workspace &ws, const float *X, int64_t 
                        bool accumulate, bool dp);
 
 // --- Quantized weights (Quant.cpp) ------------------------------------------------
+
+/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields). The
+/// byte sign-extended and shifted left by 7 puts the sign in bit 15 (from
+/// the extension) and exponent/mantissa in bits 7..13; bit 14 (the sign
+/// again) is cleared.
+MOERT_AVX512 MOERT_INLINE __m512 fp8x16(__m128i b) {
+  __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
+  return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbf80))));
+}
+
 
 /// X as gemvFp8Avx512 reads it: with `tiny`, each token's row times a power
 /// of two 2^k (in scratch, T * K floats) and 2^(120 - k) per token; else

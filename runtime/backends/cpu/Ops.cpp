@@ -578,7 +578,8 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
                   int64_t T, const int64_t *pos, KVView cache, const MlaParams &p) {
   // Cache rows are [c_kv (L) | k_pe (R)], one per position, shared by all
   // heads; kv_b rows are per head [W_UK_h (N rows) | W_UV_h (V rows)], each
-  // L wide (row-major: views of the weight, converted a row at a time).
+  // L wide (row-major views of the weight, widened in registers by
+  // axpyRows/dotRows, or a row at a time without AVX-512).
   const int64_t N = p.nopeDim, R = p.ropeDim, V = p.vHeadDim, L = p.kvLoraRank, C = L + R;
   for (int64_t t = 0; t < T; ++t) {
     size_t off = size_t(cache.poolRow(t, pos[t]) * C);
@@ -595,6 +596,8 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
   bool avx = activeIsa() != Isa::Scalar;
   auto dot = avx ? dotAvx512 : dotScalar;
   auto axpy = avx ? axpyAvx512 : axpyScalar;
+  // kv_b's rows widened in registers where the CPU can, else a row at a time.
+  const bool rows = rowKernelsSupported(p.kvB);
   auto wRow = [&](int64_t r, float *tmp) -> const float * {
     if (p.kvB.format != QuantFormat::None) { // FP8 as published: one row dequantized
       dequantizeRows(p.kvB, L, r, r + 1, tmp);
@@ -613,10 +616,9 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
       const float *q = in.q + t * in.ldq + h * (N + R);
       const int64_t ukRow = h * (N + V), uvRow = ukRow + N;
       // qa[0:L] = q_nope_h W_UK_h (a sum of W_UK's rows), qa[L:] = q_pe_h.
-      const bool fp8 = avx && p.kvB.format == QuantFormat::FP8E4M3Block;
       std::memset(qa, 0, size_t(L) * 4);
-      if (fp8)
-        fp8AxpyRows(p.kvB, L, ukRow, N, q, qa);
+      if (rows)
+        axpyRows(p.kvB, L, ukRow, N, q, qa);
       else
         for (int64_t i = 0; i < N; ++i)
           axpy(qa, q[i], wRow(ukRow + i, wtmp), L);
@@ -645,8 +647,8 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
         axpy(olat, scores[j] * inv, row(j), L);
       // out_h = olat W_UV_h^T: one dot per value dim.
       float *o = out + t * ldo + h * V;
-      if (fp8)
-        fp8DotRows(p.kvB, L, uvRow, V, olat, o);
+      if (rows)
+        dotRows(p.kvB, L, uvRow, V, olat, o);
       else
         for (int64_t v = 0; v < V; ++v)
           o[v] = dot(wRow(uvRow + v, wtmp), olat, L);

@@ -90,15 +90,6 @@ static float scaleAt(WRef W, int64_t K, int64_t n, int64_t k) {
   return s;
 }
 
-/// 16 e4m3 bytes as f32 / 2^8 (exact: f16 with the same bit fields). The
-/// byte sign-extended and shifted left by 7 puts the sign in bit 15 (from
-/// the extension) and exponent/mantissa in bits 7..13; bit 14 (the sign
-/// again) is cleared.
-MOERT_AVX512 MOERT_INLINE static __m512 fp8x16(__m128i b) {
-  __m256i h = _mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7);
-  return _mm512_cvtph_ps(_mm256_and_si256(h, _mm256_set1_epi16(int16_t(0xbf80))));
-}
-
 /// 16 e4m3 bytes as f32 x 2^-120 (exact; subnormal f32 for e4m3's
 /// subnormals): sign-extended to 32 bits and shifted left by 20, the sign is
 /// in bit 31 (and 27..30, cleared) and exponent/mantissa in bits 20..26.
@@ -125,71 +116,6 @@ MOERT_AVX512 static void dequantizeRowsAvx512(WRef W, int64_t K, int64_t n0, int
         _mm512_mask_storeu_ps(o + k, m, _mm512_mul_ps(fp8x16(_mm_maskz_loadu_epi8(m, row + k)), sv));
       }
     }
-  }
-}
-
-/// Prefetches row r of a quantized W (K bytes) into L2.
-MOERT_INLINE static void prefetchRow(const uint8_t *row, int64_t K) {
-  for (int64_t k = 0; k < K; k += 64)
-    _mm_prefetch(reinterpret_cast<const char *>(row + k), _MM_HINT_T1);
-}
-
-MOERT_AVX512 void fp8AxpyRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *coef,
-                              float *out) {
-  const auto *q = static_cast<const uint8_t *>(W.data);
-  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t r = r0 + i;
-    if (i + 4 < n)
-      prefetchRow(q + (r + 4) * K, K);
-    const uint8_t *row = q + r * K;
-    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((r / W.blockRows) * cols) * 4;
-    const __m512 av = _mm512_set1_ps(coef[i]);
-    for (int64_t c = 0; c < cols; ++c) {
-      float s;
-      std::memcpy(&s, srow + c * 4, 4);
-      const __m512 sv = _mm512_set1_ps(s * 256.0f);
-      const int64_t k1 = std::min(K, (c + 1) * bk);
-      for (int64_t k = c * bk; k < k1; k += 16) {
-        __mmask16 m = k1 - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k1 - k)) - 1);
-        __m512 w = _mm512_mul_ps(fp8x16(_mm_maskz_loadu_epi8(m, row + k)), sv);
-        _mm512_mask_storeu_ps(out + k, m,
-                              _mm512_fmadd_ps(av, w, _mm512_maskz_loadu_ps(m, out + k)));
-      }
-    }
-  }
-}
-
-MOERT_AVX512 void fp8DotRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *x,
-                             float *out) {
-  const auto *q = static_cast<const uint8_t *>(W.data);
-  const int64_t bk = W.blockCols, cols = (K + bk - 1) / bk;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t r = r0 + i;
-    if (i + 4 < n)
-      prefetchRow(q + (r + 4) * K, K);
-    const uint8_t *row = q + r * K;
-    const auto *srow = static_cast<const uint8_t *>(W.scales) + size_t((r / W.blockRows) * cols) * 4;
-    // dotAvx512's order: 16-element steps over the whole row, the tail masked.
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k += 16) {
-      const int64_t k1 = std::min(K, k + 16);
-      __mmask16 m = __mmask16(k1 - k >= 16 ? 0xffff : (1u << (k1 - k)) - 1);
-      __m512 sv;
-      if (k / bk == (k1 - 1) / bk) {
-        float s;
-        std::memcpy(&s, srow + (k / bk) * 4, 4);
-        sv = _mm512_set1_ps(s * 256.0f);
-      } else { // the step spans blocks (bk not a multiple of 16): a scale per lane
-        alignas(64) float lane[16] = {};
-        for (int64_t j = k; j < k1; ++j)
-          std::memcpy(&lane[j - k], srow + (j / bk) * 4, 4);
-        sv = _mm512_mul_ps(_mm512_load_ps(lane), _mm512_set1_ps(256.0f));
-      }
-      __m512 w = fp8x16(_mm_maskz_loadu_epi8(m, row + k));
-      acc = _mm512_fmadd_ps(_mm512_mul_ps(w, sv), _mm512_maskz_loadu_ps(m, x + k), acc);
-    }
-    out[i] = _mm512_reduce_add_ps(acc);
   }
 }
 

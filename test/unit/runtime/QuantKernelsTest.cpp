@@ -283,42 +283,65 @@ TEST(Fp8, BatchEqualsSeparateProducts) {
   }
 }
 
-TEST(Fp8, MlaRowKernelsEqualDequantizedLoops) {
-  // MLA's absorbed kv_b: rows dequantized in registers give the same floats
-  // as dequantizeRows followed by y += a x and 16-lane dot products, for
-  // blocks that are and are not multiples of 16 wide.
+namespace {
+/// axpyRows and dotRows on rows [r0, r0 + n) of W against `deq` (those rows
+/// as f32): y += a x with one FMA per element, row after row, and one
+/// 16-lane FMA chain per row then its sum, bit for bit.
+void checkRowKernels(WRef W, int64_t K, int64_t r0, int64_t n, const std::vector<float> &deq) {
+  std::vector<float> coef = randomFloats(size_t(n), 41), x = randomFloats(size_t(K), 42);
+  std::vector<float> axRef = randomFloats(size_t(K), 43), ax = axRef;
+  std::vector<float> dotRef(static_cast<size_t>(n)), dot(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < K; ++k)
+      axRef[size_t(k)] = std::fma(coef[size_t(i)], deq[size_t(i * K + k)], axRef[size_t(k)]);
+  for (int64_t i = 0; i < n; ++i) {
+    float lanes[16] = {};
+    for (int64_t k = 0; k < K; ++k)
+      lanes[k % 16] = std::fma(deq[size_t(i * K + k)], x[size_t(k)], lanes[k % 16]);
+    // _mm512_reduce_add_ps: halves added pairwise (8, 4, 2, 1).
+    for (int w = 8; w >= 1; w /= 2)
+      for (int j = 0; j < w; ++j)
+        lanes[j] += lanes[j + w];
+    dotRef[size_t(i)] = lanes[0];
+  }
+  ASSERT_TRUE(rowKernelsSupported(W));
+  axpyRows(W, K, r0, n, coef.data(), ax.data());
+  dotRows(W, K, r0, n, x.data(), dot.data());
+  EXPECT_EQ(ax, axRef);
+  for (int64_t i = 0; i < n; ++i)
+    EXPECT_EQ(dot[size_t(i)], dotRef[size_t(i)]) << i;
+}
+} // namespace
+
+TEST(Rows, KernelsEqualDequantizedLoops) {
+  // MLA's absorbed kv_b: rows widened in registers give the same floats as
+  // the rows as f32 followed by the plain loops: FP8 with blocks that are
+  // and are not multiples of 16 wide, bf16 and f32; rows narrower than,
+  // as wide as and wider than the 256 outputs held in registers, row counts
+  // that are not multiples of 4.
   if (detectIsa() < Isa::Avx512)
     GTEST_SKIP() << "no AVX-512";
   IsaGuard g;
   setIsa(Isa::Avx512);
-  for (auto [bn, bk] : {std::pair<int64_t, int64_t>{128, 128}, {4, 6}, {16, 24}}) {
-    SCOPED_TRACE(::testing::Message() << "block " << bn << "x" << bk);
-    const int64_t N = 40, K = 100, r0 = 5, n = 30;
-    Fp8Matrix m(N, K, bn, bk, 40);
-    std::vector<float> coef = randomFloats(size_t(n), 41), x = randomFloats(size_t(K), 42);
-    std::vector<float> deq(size_t(n * K));
-    dequantizeRows(m.ref(), K, r0, r0 + n, deq.data());
-    // y += a x, one FMA per element; dot: one 16-lane chain, then its sum.
-    std::vector<float> axRef = randomFloats(size_t(K), 43), ax = axRef;
-    std::vector<float> dotRef = std::vector<float>(size_t(n)), dot = dotRef;
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t k = 0; k < K; ++k)
-        axRef[size_t(k)] = std::fma(coef[size_t(i)], deq[size_t(i * K + k)], axRef[size_t(k)]);
-    for (int64_t i = 0; i < n; ++i) {
-      float lanes[16] = {};
-      for (int64_t k = 0; k < K; ++k)
-        lanes[k % 16] = std::fma(deq[size_t(i * K + k)], x[size_t(k)], lanes[k % 16]);
-      // _mm512_reduce_add_ps: halves added pairwise (8, 4, 2, 1).
-      for (int w = 8; w >= 1; w /= 2)
-        for (int j = 0; j < w; ++j)
-          lanes[j] += lanes[j + w];
-      dotRef[size_t(i)] = lanes[0];
+  const int64_t N = 40, r0 = 5, n = 30;
+  for (int64_t K : {100, 256, 300}) {
+    for (auto [bn, bk] : {std::pair<int64_t, int64_t>{128, 128}, {4, 6}, {16, 24}}) {
+      SCOPED_TRACE(::testing::Message() << "FP8 K " << K << " block " << bn << "x" << bk);
+      Fp8Matrix m(N, K, bn, bk, 40);
+      std::vector<float> deq(size_t(n * K));
+      dequantizeRows(m.ref(), K, r0, r0 + n, deq.data());
+      checkRowKernels(m.ref(), K, r0, n, deq);
     }
-    fp8AxpyRows(m.ref(), K, r0, n, coef.data(), ax.data());
-    fp8DotRows(m.ref(), K, r0, n, x.data(), dot.data());
-    EXPECT_EQ(ax, axRef);
-    for (int64_t i = 0; i < n; ++i)
-      EXPECT_EQ(dot[size_t(i)], dotRef[size_t(i)]) << i;
+    SCOPED_TRACE(::testing::Message() << "K " << K);
+    std::vector<float> w = randomFloats(size_t(N * K), 44);
+    std::vector<uint16_t> wb(w.size());
+    for (size_t i = 0; i < w.size(); ++i)
+      wb[i] = f32ToBf16(w[i]);
+    std::vector<float> f32Rows(w.begin() + r0 * K, w.begin() + (r0 + n) * K), bf16Rows;
+    for (int64_t i = r0 * K; i < (r0 + n) * K; ++i)
+      bf16Rows.push_back(bf16ToF32(wb[size_t(i)]));
+    checkRowKernels(WRef{w.data(), DType::F32}, K, r0, n, f32Rows);
+    checkRowKernels(WRef{wb.data(), DType::BF16}, K, r0, n, bf16Rows);
   }
 }
 

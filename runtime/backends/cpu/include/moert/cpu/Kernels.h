@@ -53,12 +53,16 @@ float e8m0ToF32(uint8_t v);
 /// Rows [n0, n1) of quantized W [N, K] dequantized to f32 (row n at
 /// out + (n - n0) * K): HF's dequantized weight, value x its block's scale.
 void dequantizeRows(WRef W, int64_t K, int64_t n0, int64_t n1, float *out);
-/// AVX-512, rows dequantized in registers (MLA's absorbed kv_b): out[0:K] +=
-/// coef[i] x row r0 + i for i < n, one FMA per element, row after row; and
-/// out[i] = dot(row r0 + i, x) as one 16-lane FMA chain then its sum. The
-/// same floats as dequantizeRows followed by those loops.
-void fp8AxpyRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *coef, float *out);
-void fp8DotRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *x, float *out);
+/// Rows of W (f32, bf16 or FP8 block-scaled, row-major) widened in
+/// registers (MLA's absorbed kv_b; Rows.cpp): rowKernelsSupported says
+/// whether this CPU and W take them. axpyRows: out[0:K] += coef[i] x row
+/// r0 + i for i < n, one FMA per element, row after row; dotRows: out[i] =
+/// row r0 + i . x as one 16-lane FMA chain in 16-column steps (the tail
+/// masked), then its sum. The same floats as dequantizeRows followed by
+/// those loops.
+bool rowKernelsSupported(WRef W);
+void axpyRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *coef, float *out);
+void dotRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *x, float *out);
 
 /// Bytes of a BF16 matrix [N, K] in Layout::Packed16 (N rounded up to 16, K
 /// to 2).

@@ -12,7 +12,9 @@
 // Experts step runs them for one token), bf16 packed against FP8 with
 // 128x128 scales and MXFP4 (bf16 dot products); --small-pages leaves the
 // weights on 4 KiB pages (as a checkpoint mapped in place is) instead of
-// transparent huge pages.
+// transparent huge pages; --scattered takes each pass's experts from a
+// fixed shuffle of the copies (as a router picks them) instead of
+// consecutive ones, which the hardware prefetchers stream as one.
 //
 // --mla=H,N,V,L times MLA's absorbed kv_b [H * (N + V), L] for one decode
 // token instead: per head, N rows of W_UK combined (axpyRows) and V rows of
@@ -33,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <random>
 #include <cstdio>
 #include <cstring>
 #include <immintrin.h>
@@ -171,7 +174,7 @@ static nlohmann::json measureMlaRows(const std::vector<int64_t> &shape, int reps
 
 int main(int argc, char **argv) {
   int threads = 1, reps = 5;
-  bool json = false, smallPages = false, peak = false;
+  bool json = false, smallPages = false, peak = false, scattered = false;
   std::vector<int64_t> experts; // D, I, R
   std::vector<int64_t> mla;     // H, N, V, L
   std::vector<int64_t> tokens{1, 5, 20};
@@ -209,14 +212,16 @@ int main(int argc, char **argv) {
     } else if (a.rfind("--mla=", 0) == 0) {
       for (const std::string &t : split(a.substr(6)))
         mla.push_back(std::stoll(t));
-    } else if (a == "--small-pages")
+    } else if (a == "--scattered")
+      scattered = true;
+    else if (a == "--small-pages")
       smallPages = true;
     else if (a == "--peak")
       peak = true;
     else {
       std::fprintf(stderr, "error: %s: unknown flag (expected --threads=N --reps=R --json "
                    "--tokens=1,5,20 --modes=A,B --shapes=A,B --experts=D,I,R --mla=H,N,V,L "
-                   "--small-pages --peak)\n", a.c_str());
+                   "--scattered --small-pages --peak)\n", a.c_str());
       return 1;
     }
   }
@@ -327,12 +332,19 @@ int main(int argc, char **argv) {
         }
         return w;
       };
+      // Consecutive copies, or (--scattered) a fixed shuffle of them, as a
+      // router picks experts.
+      std::vector<int> order(static_cast<size_t>(copies));
+      for (int c = 0; c < copies; ++c)
+        order[size_t(c)] = c;
+      if (scattered)
+        std::shuffle(order.begin(), order.end(), std::mt19937(7));
       double best = 1e30;
       for (int r = 0; r < reps; ++r)
         for (int c = 0; c + R <= copies; c += int(R)) {
           std::vector<GemvJob> up, down;
           for (int64_t e = 0; e < R; ++e) {
-            size_t base = size_t(c + e) * expertBytes;
+            size_t base = size_t(order[size_t(c + e)]) * expertBytes;
             up.push_back({X.data(), ref(base, I, D, gs), I, D, {}, H.data() + e * 2 * I, false});
             up.push_back({X.data(), ref(base + gateBytes, I, D, gs), I, D, {},
                           H.data() + e * 2 * I + I, false});

@@ -471,6 +471,50 @@ MOERT_ATTEND_TARGET static void attendAvx512(const AttendItem &it, Row &&row, fl
 #pragma GCC diagnostic pop
 #endif
 
+/// An attention item (AttendItem) with attendAvx512 where the CPU has
+/// AVX-512 and libmvec, else one head at a time: the scores of each key row,
+/// a softmax per head (a sink, if any, one more logit in the denominator and
+/// the max, as HF subtracts the max over the concatenated row, with no value
+/// row), and the weighted sum of the value rows. The outputs start at zero.
+template <class Row>
+static void attendItem(const AttendItem &it, Row &&row, float *kbuf, float *vbuf) {
+  for (int h = 0; h < it.nh; ++h)
+    std::memset(it.o + h * it.vd, 0, size_t(it.vd) * 4);
+  const bool avx = activeIsa() != Isa::Scalar;
+#ifdef MOERT_HAVE_MVEC
+  if (avx)
+    return attendAvx512(it, row, kbuf, vbuf);
+#endif
+  auto dot = avx ? dotAvx512 : dotScalar;
+  auto axpy = avx ? axpyAvx512 : axpyScalar;
+  for (int64_t j = it.start; j <= it.p; ++j) {
+    const float *k = row(0, j, kbuf);
+    for (int h = 0; h < it.nh; ++h)
+      it.scores[h * it.L + j] = dot(it.q + h * it.hd, k, it.hd) * it.scale;
+  }
+  for (int h = 0; h < it.nh; ++h) {
+    float *sc = it.scores + h * it.L;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = it.start; j <= it.p; ++j)
+      mx = std::max(mx, sc[j]);
+    if (it.sinks)
+      mx = std::max(mx, it.sinks[h]);
+    double sum = it.sinks ? std::exp(double(it.sinks[h]) - double(mx)) : 0.0;
+    for (int64_t j = it.start; j <= it.p; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    float inv = float(1.0 / sum);
+    for (int64_t j = it.start; j <= it.p; ++j)
+      sc[j] *= inv;
+  }
+  for (int64_t j = it.start; j <= it.p; ++j) {
+    const float *v = row(1, j, vbuf);
+    for (int h = 0; h < it.nh; ++h)
+      axpy(it.o + h * it.vd, it.scores[h * it.L + j], v, it.vd);
+  }
+}
+
 void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv, int64_t qCol,
                int64_t kCol, int64_t vCol, float *out, int64_t ldo, int64_t T,
                const int64_t *pos, KVView cache, int heads, int kvHeads, int headDim,
@@ -501,9 +545,6 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
   size_t scratch = size_t(perItem * (L + 1) + kAttendBlock * (hd + vd)) * 4 + 64;
   ws.reserveLocal(scratch);
   const int64_t work = T * kvHeads * splits;
-  bool avx = activeIsa() != Isa::Scalar;
-  auto dot = avx ? dotAvx512 : dotScalar;
-  auto axpy = avx ? axpyAvx512 : axpyScalar;
   pool.parallelFor(size_t(work), 1, [&](size_t w0, size_t w1, int tid) {
     float *scoreRows = static_cast<float *>(ws.local(tid, scratch));
     float *kbuf = scoreRows + perItem * L, *vbuf = kbuf + kAttendBlock * hd;
@@ -516,7 +557,6 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
       int64_t start = slidingWindow > 0 ? std::max<int64_t>(0, p - slidingWindow + 1) : 0;
       auto q = [&](int h) { return qkv + t * ldqkv + qCol + int64_t(h) * hd; };
       auto o = [&](int h) { return out + t * ldo + int64_t(h) * vd; };
-      auto scores = [&](int h) { return scoreRows + int64_t(h - h0) * L; };
       // Row j of head g of a cache half, as f32 (converted into `tmp` if needed).
       auto row = [&](const void *half, int64_t j, float *tmp, int64_t dim) -> const float * {
         size_t off = size_t((g * S + cache.poolRow(t, j)) * dim);
@@ -525,51 +565,16 @@ void attention(ThreadPool &pool, Workspace &ws, const float *qkv, int64_t ldqkv,
         loadKV(half, cache.dtype, off, tmp, dim);
         return tmp;
       };
-      // A sink is one more logit in the denominator (and in the max, as HF
-      // subtracts the max over the concatenated row), with no value row.
-      for (int h = h0; h < h1; ++h) {
+      for (int h = h0; h < h1; ++h)
         sinkVals[h - h0] = sinks ? loadAsF32(sinks.data, sinks.dtype, size_t(h)) : 0.0f;
-        std::memset(o(h), 0, size_t(vd) * 4);
-      }
-#ifdef MOERT_HAVE_MVEC
-      if (avx) {
-        AttendItem it{q(h0), o(h0), scoreRows, sinks ? sinkVals : nullptr, h1 - h0, hd, vd, start,
-                      p, L, scale};
-        attendAvx512(
-            it,
-            [&](int half, int64_t j, float *tmp) {
-              return half == 0 ? row(cache.k, j, tmp, hd) : row(cache.v, j, tmp, vd);
-            },
-            kbuf, vbuf);
-        continue;
-      }
-#endif
-      for (int64_t j = start; j <= p; ++j) {
-        const float *k = row(cache.k, j, kbuf, hd);
-        for (int h = h0; h < h1; ++h)
-          scores(h)[j] = dot(q(h), k, hd) * scale;
-      }
-      for (int h = h0; h < h1; ++h) {
-        float *sc = scores(h);
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j = start; j <= p; ++j)
-          mx = std::max(mx, sc[j]);
-        if (sinks)
-          mx = std::max(mx, sinkVals[h - h0]);
-        double sum = sinks ? std::exp(double(sinkVals[h - h0]) - double(mx)) : 0.0;
-        for (int64_t j = start; j <= p; ++j) {
-          sc[j] = std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        float inv = float(1.0 / sum);
-        for (int64_t j = start; j <= p; ++j)
-          sc[j] *= inv;
-      }
-      for (int64_t j = start; j <= p; ++j) {
-        const float *v = row(cache.v, j, vbuf, vd);
-        for (int h = h0; h < h1; ++h)
-          axpy(o(h), scores(h)[j], v, vd);
-      }
+      AttendItem it{q(h0), o(h0), scoreRows, sinks ? sinkVals : nullptr, h1 - h0, hd, vd, start,
+                    p, L, scale};
+      attendItem(
+          it,
+          [&](int half, int64_t j, float *tmp) {
+            return half == 0 ? row(cache.k, j, tmp, hd) : row(cache.v, j, tmp, vd);
+          },
+          kbuf, vbuf);
     }
   });
 }
@@ -589,15 +594,23 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
   int64_t maxPos = 0;
   for (int64_t t = 0; t < T; ++t)
     maxPos = std::max(maxPos, pos[t]);
-  // Per thread: scores, the absorbed query [q_nope W_UK | q_pe], a cache
-  // row, a weight row and the weighted latent sum, as f32.
-  size_t scratch = size_t(maxPos + 1 + 2 * C + 2 * L) * 4 + 64;
+  // Every head reads the same latent rows, like a single kv head: a work
+  // item is a token with a group of heads (all unless that leaves too few
+  // items for the threads), each row fetched and converted once for them.
+  const int H = p.heads;
+  int perItem = H;
+  while (perItem > 1 && T * ((H + perItem - 1) / perItem) < 2 * pool.size())
+    perItem = (perItem + 1) / 2;
+  const int64_t splits = (H + perItem - 1) / perItem, P = maxPos + 1;
+  // Per thread: the heads' scores, absorbed queries [q_nope W_UK | q_pe]
+  // and weighted latent sums, f32 rows of a block of positions (as keys
+  // and as values) and a weight row, as f32.
+  size_t scratch = size_t(perItem * (P + C + L) + kAttendBlock * (C + L) + L) * 4 + 64;
   ws.reserveLocal(scratch);
-  bool avx = activeIsa() != Isa::Scalar;
-  auto dot = avx ? dotAvx512 : dotScalar;
-  auto axpy = avx ? axpyAvx512 : axpyScalar;
-  // kv_b's rows widened in registers where the CPU can, else a row at a time.
   const bool rows = rowKernelsSupported(p.kvB);
+  auto dot = activeIsa() != Isa::Scalar ? dotAvx512 : dotScalar;
+  auto axpy = activeIsa() != Isa::Scalar ? axpyAvx512 : axpyScalar;
+  // Row r of kv_b as f32 (without the row kernels).
   auto wRow = [&](int64_t r, float *tmp) -> const float * {
     if (p.kvB.format != QuantFormat::None) { // FP8 as published: one row dequantized
       dequantizeRows(p.kvB, L, r, r + 1, tmp);
@@ -608,50 +621,50 @@ void mlaAttention(ThreadPool &pool, Workspace &ws, const MlaInputs &in, float *o
     loadKV(p.kvB.data, p.kvB.dtype, size_t(r * L), tmp, L);
     return tmp;
   };
-  pool.parallelFor(size_t(int64_t(p.heads) * T), 1, [&](size_t w0, size_t w1, int tid) {
+  pool.parallelFor(size_t(T * splits), 1, [&](size_t w0, size_t w1, int tid) {
     float *scores = static_cast<float *>(ws.local(tid, scratch));
-    float *qa = scores + maxPos + 1, *crow = qa + C, *wtmp = crow + C, *olat = wtmp + L;
+    float *qa = scores + perItem * P, *olat = qa + perItem * C;
+    float *kbuf = olat + perItem * L, *vbuf = kbuf + kAttendBlock * C;
+    float *wtmp = vbuf + kAttendBlock * L;
     for (size_t w = w0; w < w1; ++w) {
-      int64_t h = int64_t(w) / T, t = int64_t(w) % T, pt = pos[t];
-      const float *q = in.q + t * in.ldq + h * (N + R);
-      const int64_t ukRow = h * (N + V), uvRow = ukRow + N;
-      // qa[0:L] = q_nope_h W_UK_h (a sum of W_UK's rows), qa[L:] = q_pe_h.
-      std::memset(qa, 0, size_t(L) * 4);
-      if (rows)
-        axpyRows(p.kvB, L, ukRow, N, q, qa);
-      else
-        for (int64_t i = 0; i < N; ++i)
-          axpy(qa, q[i], wRow(ukRow + i, wtmp), L);
-      std::memcpy(qa + L, q + N, size_t(R) * 4);
-      auto row = [&](int64_t j) -> const float * {
-        size_t off = size_t(cache.poolRow(t, j) * C);
-        if (cache.dtype == DType::F32)
-          return static_cast<const float *>(cache.k) + off;
-        loadKV(cache.k, cache.dtype, off, crow, C);
-        return crow;
-      };
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j <= pt; ++j) {
-        float sc = dot(qa, row(j), C) * p.scale;
-        scores[j] = sc;
-        mx = std::max(mx, sc);
+      const int64_t t = int64_t(w) / splits, pt = pos[t];
+      const int h0 = int(int64_t(w) % splits) * perItem, h1 = std::min(H, h0 + perItem);
+      for (int h = h0; h < h1; ++h) {
+        // qa_h[0:L] = q_nope_h W_UK_h (a sum of W_UK's rows), qa_h[L:] = q_pe_h.
+        const float *q = in.q + t * in.ldq + h * (N + R);
+        float *qah = qa + (h - h0) * C;
+        const int64_t ukRow = h * (N + V);
+        std::memset(qah, 0, size_t(L) * 4);
+        if (rows)
+          axpyRows(p.kvB, L, ukRow, N, q, qah);
+        else
+          for (int64_t i = 0; i < N; ++i)
+            axpy(qah, q[i], wRow(ukRow + i, wtmp), L);
+        std::memcpy(qah + L, q + N, size_t(R) * 4);
       }
-      double sum = 0.0;
-      for (int64_t j = 0; j <= pt; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        sum += scores[j];
+      // Keys are whole cache rows [c_kv | k_pe], values their c_kv.
+      AttendItem it{qa, olat, scores, nullptr, h1 - h0, C, L, 0, pt, P, p.scale};
+      attendItem(
+          it,
+          [&](int half, int64_t j, float *tmp) -> const float * {
+            size_t off = size_t(cache.poolRow(t, j) * C);
+            if (cache.dtype == DType::F32)
+              return static_cast<const float *>(cache.k) + off;
+            loadKV(cache.k, cache.dtype, off, tmp, half == 0 ? C : L);
+            return tmp;
+          },
+          kbuf, vbuf);
+      for (int h = h0; h < h1; ++h) {
+        // out_h = olat_h W_UV_h^T: one dot per value dim.
+        const float *ol = olat + (h - h0) * L;
+        float *o = out + t * ldo + h * V;
+        const int64_t uvRow = h * (N + V) + N;
+        if (rows)
+          dotRows(p.kvB, L, uvRow, V, ol, o);
+        else
+          for (int64_t v = 0; v < V; ++v)
+            o[v] = dot(wRow(uvRow + v, wtmp), ol, L);
       }
-      float inv = float(1.0 / sum);
-      std::memset(olat, 0, size_t(L) * 4);
-      for (int64_t j = 0; j <= pt; ++j)
-        axpy(olat, scores[j] * inv, row(j), L);
-      // out_h = olat W_UV_h^T: one dot per value dim.
-      float *o = out + t * ldo + h * V;
-      if (rows)
-        dotRows(p.kvB, L, uvRow, V, olat, o);
-      else
-        for (int64_t v = 0; v < V; ++v)
-          o[v] = dot(wRow(uvRow + v, wtmp), olat, L);
     }
   });
 }

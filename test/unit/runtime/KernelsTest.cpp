@@ -718,12 +718,14 @@ namespace {
 /// MLA over a latent cache against HF's expanded form in double: keys
 /// [c W_UK_h^T | k_pe], values c W_UV_h^T (modeling_deepseek_v3's kv_b_proj),
 /// one prefill call then one decode call; paged (two sequences' rows in one
-/// call, pages interleaved) when `paged`.
-void checkMla(DType kvbType, DType cacheType, int threads, bool paged) {
-  SCOPED_TRACE(::testing::Message() << "kv_b=" << dtypeName(kvbType)
-                                    << " cache=" << dtypeName(cacheType) << " paged=" << paged);
-  const int H = 3, N = 8, R = 4, V = 6, L = 10;
-  const int64_t S = 16, T = 9, ldq = H * (N + R) + 1, ldc = L + R + 2;
+/// call, pages interleaved) when `paged` (T <= 16). L latent dims, T tokens.
+void checkMla(DType kvbType, DType cacheType, int threads, bool paged, int L = 10,
+              int64_t T = 9) {
+  SCOPED_TRACE(::testing::Message() << "kv_b=" << dtypeName(kvbType) << " cache="
+                                    << dtypeName(cacheType) << " paged=" << paged << " L=" << L
+                                    << " T=" << T << " isa=" << isaName(activeIsa()));
+  const int H = 3, N = 8, R = 4, V = 6;
+  const int64_t S = std::max<int64_t>(16, T), ldq = H * (N + R) + 1, ldc = L + R + 2;
   const float scale = 0.3f;
   ThreadPool pool(threads);
   Workspace ws(threads);
@@ -799,9 +801,18 @@ void checkMla(DType kvbType, DType cacheType, int threads, bool paged) {
 } // namespace
 
 TEST(MlaAttention, AbsorbedEqualsExpandedKeysAndValues) {
-  checkMla(DType::F32, DType::F32, 1, false);
-  checkMla(DType::F32, DType::F32, 3, false);
-  checkMla(DType::BF16, DType::F32, 2, false);
-  checkMla(DType::F32, DType::BF16, 2, false);
-  checkMla(DType::BF16, DType::F32, 2, /*paged=*/true);
+  // Every ISA (the heads of an item share each row: attendItem), one and
+  // several items per token, latents of 10 and of 40 dims (rows of more than
+  // one 16-lane step), 9 and 70 positions (several blocks of 32 keys).
+  for (Isa isa : availableIsas()) {
+    IsaGuard g;
+    setIsa(isa);
+    checkMla(DType::F32, DType::F32, 1, false);
+    checkMla(DType::F32, DType::F32, 3, false);
+    checkMla(DType::BF16, DType::F32, 2, false);
+    checkMla(DType::F32, DType::BF16, 2, false);
+    checkMla(DType::BF16, DType::F32, 2, /*paged=*/true);
+    checkMla(DType::BF16, DType::BF16, 1, false, 40, 70);
+    checkMla(DType::F32, DType::F32, 2, false, 40, 70);
+  }
 }

@@ -428,19 +428,85 @@ static uint16_t roundToBf16(float x) {
   return uint16_t(r >> 16);
 }
 
-void toBf16Mxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out) {
-  const int64_t stride = mxfp4XStride(K);
-  for (int64_t t = 0; t < T; ++t) {
-    uint16_t *o = out + t * stride;
-    // A partial last chunk: its missing groups' zero weights meet zeros.
-    std::fill(o + K / 128 * 128, o + stride, uint16_t(0));
-    for (int64_t k = 0; k < K; ++k) {
-      // Chunk of 4 groups, then the slot of the element in it; the group
-      // picks the 128-bit lane (8 words) of each vector.
-      int64_t c = k / 128 * 128, g = (k % 128) / 32;
-      o[c + mxfp4Bf16Slot(k % 32) + g * 8] = roundToBf16(X[t * ldx + k]);
+/// 16 values rounded as roundToBf16.
+MOERT_AVX512 MOERT_INLINE static __m256i roundToBf16x16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  __m512i r = _mm512_add_epi32(
+      u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                          _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+/// 32 values of x rounded as roundToBf16, in order.
+MOERT_AVX512 MOERT_INLINE static __m512i roundToBf16x32(const float *x) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(roundToBf16x16(_mm512_loadu_ps(x))),
+                            roundToBf16x16(_mm512_loadu_ps(x + 16)), 1);
+}
+
+/// Whole chunks of x, rounded and placed by src (toBf16Chunks).
+template <int C>
+MOERT_AVX512 static void permuteChunks(const float *x, int64_t whole, const uint16_t *src,
+                                       uint16_t *o) {
+  for (int64_t c = 0; c < whole; c += C) {
+    __m512i a[C / 32];
+    for (int i = 0; i < C / 32; ++i)
+      a[i] = roundToBf16x32(x + c + 32 * i);
+    for (int v = 0; v < C / 32; ++v) {
+      const __m512i idx = _mm512_loadu_si512(src + 32 * v);
+      __m512i w;
+      if constexpr (C == 64) {
+        w = _mm512_permutex2var_epi16(a[0], idx, a[1]);
+      } else {
+        // Words from elements 0..63 via a[0], a[1]; 64..127 via a[2], a[3].
+        const __m512i lo = _mm512_permutex2var_epi16(a[0], idx, a[1]);
+        const __m512i hi = _mm512_permutex2var_epi16(a[2], idx, a[3]);
+        const __mmask32 fromHi = _mm512_cmpge_epu16_mask(idx, _mm512_set1_epi16(64));
+        w = _mm512_mask_blend_epi16(fromHi, lo, hi);
+      }
+      _mm512_storeu_si512(o + c + 32 * v, w);
     }
   }
+}
+
+/// X [T, K] rounded to bf16 with element k of each chunk of C values at
+/// word slot(k % C) of its chunk, zero-padded to rows `stride` apart. Whole
+/// chunks with AVX-512 go through word permutes (C = 64: one two-source
+/// vpermt2w per 32 words; C = 128: two and a blend), the rest one value at a
+/// time (the scalar loop with its index arithmetic took ~2 us per 1024
+/// values, per product in decode).
+template <int C, class Slot>
+static void toBf16Chunks(const float *X, int64_t ldx, int64_t T, int64_t K, int64_t stride,
+                         Slot slot, uint16_t *out) {
+  static_assert(C == 64 || C == 128);
+  // src[o]: the element of a chunk at word o.
+  static const auto src = [&] {
+    std::array<uint16_t, C> s{};
+    for (int e = 0; e < C; ++e)
+      s[size_t(slot(e))] = uint16_t(e);
+    return s;
+  }();
+  const bool avx = activeIsa() != Isa::Scalar;
+  const int64_t whole = avx ? K / C * C : 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const float *x = X + t * ldx;
+    uint16_t *o = out + t * stride;
+    // A partial last chunk: its missing values' zero weights meet zeros.
+    std::fill(o + K / C * C, o + stride, uint16_t(0));
+    if (whole)
+      permuteChunks<C>(x, whole, src.data(), o);
+    for (int64_t k = whole; k < K; ++k)
+      o[k / C * C + slot(k % C)] = roundToBf16(x[k]);
+  }
+}
+
+void toBf16Mxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out) {
+  // Chunk of 4 groups, then the slot of the element in it; the group picks
+  // the 128-bit lane (8 words) of each vector.
+  toBf16Chunks<128>(X, ldx, T, K, mxfp4XStride(K),
+                    [](int64_t e) { return mxfp4Bf16Slot(e % 32) + (e / 32) * 8; }, out);
 }
 
 /// MXFP4 with AVX512-BF16, four groups (64 bytes, one per 128-bit lane) at
@@ -590,18 +656,11 @@ bool fp8Bf16Supported(WRef W) {
 int64_t fp8XStride(int64_t K) { return (K + 63) / 64 * 64; }
 
 void toBf16Fp8X(const float *X, int64_t ldx, int64_t T, int64_t K, uint16_t *out) {
-  const int64_t stride = fp8XStride(K);
-  for (int64_t t = 0; t < T; ++t) {
-    uint16_t *o = out + t * stride;
-    std::fill(o + K / 64 * 64, o + stride, uint16_t(0));
-    for (int64_t k = 0; k < K; ++k) {
-      // gemvFp8Bf16's order: in each 64-value chunk, 128-bit lane L holds
-      // values 16L .. 16L + 15; the low-byte unpack takes 8 of them into
-      // vector 0, the high one the other 8 into vector 1.
-      const int64_t e = k % 64, lane = e / 16, v = (e % 16) / 8, j = e % 8;
-      o[k / 64 * 64 + v * 32 + lane * 8 + j] = roundToBf16(X[t * ldx + k]);
-    }
-  }
+  // gemvFp8Bf16's order: in each 64-value chunk, 128-bit lane L holds values
+  // 16L .. 16L + 15; the low-byte unpack takes 8 of them into vector 0, the
+  // high one the other 8 into vector 1.
+  toBf16Chunks<64>(X, ldx, T, K, fp8XStride(K),
+                   [](int64_t e) { return (e % 16) / 8 * 32 + e / 16 * 8 + e % 8; }, out);
 }
 
 /// Y[t, n0:n1] (+)= X[t] W^T for T tokens of FP8 W whose scale blocks are

@@ -500,6 +500,43 @@ TEST(Mxfp4, Bf16DotProductsRoundOnlyX) {
   }
 }
 
+TEST(Quant, Bf16XKeepsNaNAndTies) {
+  // X rounded to bf16 for the FP8 and MXFP4 bf16 kernels, 64 and 128 values
+  // at a time: a NaN whose payload is only in the low 16 bits stays NaN
+  // (rounding its bits up would make it infinity), and ties round to even
+  // (the dot products then equal the reference's).
+  if (detectIsa() < Isa::Avx512Bf16 || !__builtin_cpu_supports("avx512vbmi"))
+    GTEST_SKIP() << "no AVX512-BF16 with VBMI";
+  IsaGuard guard;
+  setIsa(Isa::Avx512Bf16);
+  ThreadPool pool(1);
+  Workspace ws(1);
+  const int64_t N = 16, K = 256;
+  Fp8Matrix f(N, K, 128, 128, 51);
+  Mxfp4Matrix mx(N, K, 52);
+  for (WRef w : {f.ref(), mx.ref()}) {
+    SCOPED_TRACE(w.format == QuantFormat::MXFP4 ? "MXFP4" : "FP8");
+    std::vector<float> X(2 * K);
+    for (int64_t k = 0; k < K; ++k) { // ties: 1 + 2^-8 (down to 1), 1 + 3 * 2^-8 (up)
+      uint32_t u = 0x3f800000u | (k % 2 ? 0x18000u : 0x8000u);
+      std::memcpy(&X[size_t(k)], &u, 4);
+      X[size_t(K + k)] = X[size_t(k)];
+    }
+    const uint32_t nan = 0x7f800001u;
+    std::memcpy(&X[size_t(K + 77)], &nan, 4);
+    std::vector<float> Y(2 * N), deq(size_t(N * K));
+    linear(pool, ws, X.data(), K, 2, w, N, K, false, {}, Y.data(), N, false, Precision::BF16);
+    dequantizeRows(w, K, 0, N, deq.data());
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = 0;
+      for (int64_t k = 0; k < K; ++k)
+        ref += double(deq[size_t(n * K + k)]) * (k % 2 ? 1.0 + 2.0 / 128 : 1.0);
+      EXPECT_NEAR(Y[size_t(n)], ref, 1e-4 * (1 + std::abs(ref))) << n;
+      EXPECT_TRUE(std::isnan(Y[size_t(N + n)])) << n;
+    }
+  }
+}
+
 TEST(Fp8, Bf16DotProductsRoundOnlyX) {
   // Plans computing in bf16 on AVX512-BF16 + VBMI CPUs, scale blocks of
   // 64-column multiples: every e4m3 value is exact as bf16, X is rounded to

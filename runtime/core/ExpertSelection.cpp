@@ -7,12 +7,24 @@
 // and groups), not merely the top-k logits.
 //
 //===----------------------------------------------------------------------===//
-#include "moert/Backend.h"
+#include "moert/ExpertSelection.h"
+#include "moert/Plan.h"
 
 #include <algorithm>
 #include <cmath>
 
 namespace moert {
+
+ExpertSelection selectionOf(const plan::Gate &gate) {
+  ExpertSelection sel;
+  sel.numExperts = gate.num_experts();
+  sel.topK = gate.top_k();
+  sel.sigmoid = gate.score() == plan::ScoreFn::Sigmoid;
+  sel.softmaxBeforeTopk = gate.softmax_before_topk();
+  sel.numGroups = gate.num_groups();
+  sel.topkGroups = gate.topk_groups();
+  return sel;
+}
 
 void selectExperts(const float *row, const ExpertSelection &p, double *score, int *pick) {
   const int E = p.numExperts, K = std::min(p.topK, E), G = std::max(1, p.numGroups),

@@ -223,15 +223,8 @@ void Session::findPredictions() {
     // The next gate's own choice (scores, groups; its selection bias is
     // read when first resident, see predict).
     const plan::Gate *gate = prog_.steps()->Get(next.gate)->op_as_Gate();
-    ExpertSelection sel;
-    sel.numExperts = gate->num_experts();
-    sel.topK = gate->top_k();
-    sel.sigmoid = gate->score() == plan::ScoreFn::Sigmoid;
-    sel.softmaxBeforeTopk = gate->softmax_before_topk();
-    sel.numGroups = gate->num_groups();
-    sel.topkGroups = gate->topk_groups();
     predictions_.push_back({prev.router, prev.input, next.weight, next.bias,
-                            gate->selection_bias(), next.experts, std::move(sel), {}});
+                            gate->selection_bias(), next.experts, selectionOf(*gate), {}});
   }
 }
 

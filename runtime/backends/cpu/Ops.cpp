@@ -694,15 +694,9 @@ void gatherColumns(const ColumnRange *inputs, size_t numInputs, const int32_t *i
 int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, int32_t *slotExpert,
              float *slotWeight, int32_t *expertOffsets, int32_t *sortedSlots,
              uint64_t *routedCounts) {
-  const int E = p.numExperts, K = p.topK;
-  ExpertSelection sel;
-  sel.numExperts = E;
-  sel.topK = K;
-  sel.sigmoid = p.sigmoid;
-  sel.softmaxBeforeTopk = p.softmaxBeforeTopk;
-  sel.numGroups = p.numGroups;
-  sel.topkGroups = p.topkGroups;
-  if (p.selectionBias)
+  const int E = p.sel.numExperts, K = p.sel.topK;
+  ExpertSelection sel = p.sel;
+  if (p.selectionBias && sel.bias.empty())
     for (int e = 0; e < E; ++e)
       sel.bias.push_back(loadAsF32(p.selectionBias.data, p.selectionBias.dtype, size_t(e)));
   std::vector<double> score(static_cast<size_t>(E));
@@ -714,10 +708,10 @@ int64_t gate(const float *logits, int64_t ld, int64_t T, const GateParams &p, in
     double w[64], wsum = 0.0;
     std::vector<double> wv(static_cast<size_t>(K));
     double *wp = K <= 64 ? w : wv.data();
-    if (p.softmaxBeforeTopk) {
+    if (sel.softmaxBeforeTopk) {
       for (int j = 0; j < K; ++j)
         wp[j] = score[size_t(pick[size_t(j)])];
-    } else if (p.sigmoid) {
+    } else if (sel.sigmoid) {
       for (int j = 0; j < K; ++j)
         wp[j] = 1.0 / (1.0 + std::exp(-score[size_t(pick[size_t(j)])]));
     } else {

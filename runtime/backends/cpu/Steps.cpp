@@ -180,13 +180,9 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
   }
   case Op::Gate: {
     auto *op = s.op_as_Gate();
-    GateParams p{op->num_experts(),         op->top_k(),
-                 op->score() == plan::ScoreFn::Sigmoid,
-                 op->softmax_before_topk(), op->norm_topk_prob(),
-                 op->capacity_factor(),     op->min_capacity(),
-                 op->drop_tokens(),
-                 op->num_groups(),          op->topk_groups(),
-                 wref(a, op->selection_bias()),
+    GateParams p{selectionOf(*op),      op->norm_topk_prob(),
+                 op->capacity_factor(),  op->min_capacity(),
+                 op->drop_tokens(),      wref(a, op->selection_bias()),
                  op->routed_scaling_factor()};
     int32_t *se = a.i32(op->slot_expert());
     gate(a.f32(op->logits()), a.ld(op->logits()), T, p, se, a.f32(op->slot_weight()),
@@ -194,10 +190,10 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     if (a.gateCounts.dropped && op->drop_tokens()) {
       // Dropped slots are the routed ones left out of expert_offsets.
       const int32_t *eo = a.i32(op->expert_offsets());
-      std::vector<uint64_t> routed(size_t(p.numExperts), 0);
-      for (int64_t q = 0; q < T * p.topK; ++q)
+      std::vector<uint64_t> routed(size_t(p.sel.numExperts), 0);
+      for (int64_t q = 0; q < T * p.sel.topK; ++q)
         ++routed[size_t(se[q])];
-      for (int e = 0; e < p.numExperts; ++e)
+      for (int e = 0; e < p.sel.numExperts; ++e)
         a.gateCounts.dropped[e] += routed[size_t(e)] - uint64_t(eo[e + 1] - eo[e]);
     }
     break;

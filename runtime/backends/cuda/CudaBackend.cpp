@@ -452,11 +452,19 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
   }
   case Op::Gate: {
     auto *op = s.op_as_Gate();
+    const ExpertSelection sel = selectionOf(*op);
+    // DeepSeek-V3's group-limited choice, selection bias and scaling are not
+    // in the device gate yet: refused rather than routed otherwise.
+    if (sel.numGroups > 1 || op->selection_bias() >= 0 || op->routed_scaling_factor() != 1.0f)
+      fail("cuda: {}: expert groups, a selection bias or routed_scaling_factor (DeepSeek-V3 "
+           "routing) are not supported by the CUDA gate yet (expected one group, no selection "
+           "bias, scaling 1)",
+           where);
     math::GateParams p;
-    p.numExperts = op->num_experts();
-    p.topK = op->top_k();
-    p.sigmoid = op->score() == plan::ScoreFn::Sigmoid;
-    p.softmaxBeforeTopk = op->softmax_before_topk();
+    p.numExperts = sel.numExperts;
+    p.topK = sel.topK;
+    p.sigmoid = sel.sigmoid;
+    p.softmaxBeforeTopk = sel.softmaxBeforeTopk;
     p.normTopk = op->norm_topk_prob();
     p.capacityFactor = op->capacity_factor();
     p.minCapacity = op->min_capacity();

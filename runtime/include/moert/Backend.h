@@ -25,6 +25,7 @@
 #pragma once
 
 #include "moert/DType.h"
+#include "moert/ExpertSelection.h"
 #include "moert/Plan.h"
 
 #include <cstdint>
@@ -181,15 +182,6 @@ struct BackendOptions {
   bool packWeights = true; // CPU: bf16 matrices in the packed dot-product layout
 };
 
-/// A Gate step's choice of experts (plan.fbs Gate without capacity and
-/// weights): its scores, DeepSeek-V3's selection-only bias and groups, top-k.
-struct ExpertSelection {
-  int numExperts = 0, topK = 1;
-  bool sigmoid = false, softmaxBeforeTopk = true;
-  int numGroups = 1, topkGroups = 1;
-  std::vector<float> bias; // the selection bias: numExperts values, or none
-};
-
 class Backend {
 public:
   virtual ~Backend() = default;
@@ -313,16 +305,6 @@ void gatherVocabulary(Comm &comm, const flatbuffers::Vector<int32_t> &group, flo
 /// groups) on `comm` over the step's buffers, for backends whose buffers are
 /// host memory.
 void runAllToAllV(Comm &comm, const plan::AllToAllV &op, const StepArgs &a);
-
-/// Ranks one row of router logits as the Gate does: score[0..E) the scores
-/// (probabilities, or the logits when the softmax follows top-k; the bias
-/// and groups only rank) and pick[0..min(topK, E)) the chosen experts, best
-/// first, ties to the lower id (ExpertSelection.cpp).
-void selectExperts(const float *logits, const ExpertSelection &s, double *score, int *pick);
-/// Expert prediction, shared by every backend's routeTopK: the sorted union
-/// over `rows` rows of `logits` (numExperts floats each) of selectExperts.
-std::vector<int32_t> predictedExperts(const float *logits, int64_t rows,
-                                      const ExpertSelection &s);
 
 /// The backends this runtime was built with ("cpu", "cuda").
 std::vector<std::string> availableBackends();

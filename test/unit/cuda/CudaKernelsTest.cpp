@@ -277,7 +277,14 @@ void checkExperts(int64_t T, int K, int E, int64_t D, int64_t I, WType wt, bool 
   SCOPED_TRACE(::testing::Message() << "T=" << T << " K=" << K << " E=" << E << " D=" << D
                                     << " I=" << I << " w=" << int(wt) << " gated=" << gated);
   std::vector<float> x = randn(size_t(T * D), rng), logits = randn(size_t(T * E), rng);
-  cpu::GateParams cp{E, K, false, true, true, 1.5f, 1, true};
+  mc::math::GateParams mp;
+  mp.numExperts = E;
+  mp.topK = K;
+  mp.normTopk = true;
+  mp.capacityFactor = 1.5f;
+  mp.minCapacity = 1;
+  mp.dropTokens = true;
+  cpu::GateParams cp = moetest::cpuGateParams(mp);
   std::vector<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K), 0);
   std::vector<float> sw(size_t(T * K));
   cpu::gate(logits.data(), E, T, cp, se.data(), sw.data(), off.data(), ss.data(), nullptr);

@@ -21,8 +21,12 @@ inline std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f)
 
 /// The CPU reference gate's parameters equal to the CUDA gate's `p`.
 inline moert::cpu::GateParams cpuGateParams(const moert::cuda::math::GateParams &p) {
-  return {p.numExperts,     p.topK,        p.sigmoid,   p.softmaxBeforeTopk, p.normTopk,
-          p.capacityFactor, p.minCapacity, p.dropTokens};
+  moert::ExpertSelection sel;
+  sel.numExperts = p.numExperts;
+  sel.topK = p.topK;
+  sel.sigmoid = p.sigmoid;
+  sel.softmaxBeforeTopk = p.softmaxBeforeTopk;
+  return {sel, p.normTopk, p.capacityFactor, p.minCapacity, p.dropTokens};
 }
 
 } // namespace moetest

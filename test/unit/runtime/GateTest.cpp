@@ -20,12 +20,12 @@ struct GateOut {
 
 GateOut runGate(const std::vector<float> &logits, int64_t T, const GateParams &p) {
   GateOut o;
-  o.expert.resize(size_t(T * p.topK));
-  o.weight.resize(size_t(T * p.topK));
-  o.offsets.resize(size_t(p.numExperts + 1));
-  o.sorted.assign(size_t(T * p.topK), -1);
-  o.routed.assign(size_t(p.numExperts), 0);
-  o.admitted = gate(logits.data(), p.numExperts, T, p, o.expert.data(), o.weight.data(),
+  o.expert.resize(size_t(T * p.sel.topK));
+  o.weight.resize(size_t(T * p.sel.topK));
+  o.offsets.resize(size_t(p.sel.numExperts + 1));
+  o.sorted.assign(size_t(T * p.sel.topK), -1);
+  o.routed.assign(size_t(p.sel.numExperts), 0);
+  o.admitted = gate(logits.data(), p.sel.numExperts, T, p, o.expert.data(), o.weight.data(),
                     o.offsets.data(), o.sorted.data(), o.routed.data());
   return o;
 }
@@ -40,7 +40,20 @@ std::vector<double> softmax(const float *x, int n) {
   return p;
 }
 
-GateParams mixtral(int E, int k) { return {E, k, false, true, true, 0.0f, 0, false}; }
+/// A gate's choice of k of E experts (softmax first, no groups unless given).
+moert::ExpertSelection choice(int E, int k, bool sigmoid = false, bool softmaxFirst = true,
+                              int groups = 1, int keepGroups = 1) {
+  moert::ExpertSelection sel;
+  sel.numExperts = E;
+  sel.topK = k;
+  sel.sigmoid = sigmoid;
+  sel.softmaxBeforeTopk = softmaxFirst;
+  sel.numGroups = groups;
+  sel.topkGroups = keepGroups;
+  return sel;
+}
+
+GateParams mixtral(int E, int k) { return {choice(E, k), true, 0.0f, 0, false}; }
 
 } // namespace
 
@@ -65,7 +78,7 @@ TEST(Gate, SoftmaxThenTopKThenRenormalize) {
   }
   // Softmax over the picked logits (GShard order) is the same distribution.
   GateParams after = mixtral(E, k);
-  after.softmaxBeforeTopk = false;
+  after.sel.softmaxBeforeTopk = false;
   GateOut o2 = runGate(logits, T, after);
   EXPECT_EQ(o2.expert, o.expert);
   for (size_t i = 0; i < o.weight.size(); ++i)
@@ -95,7 +108,7 @@ TEST(Gate, TiesGoToTheLowerExpertId) {
 
 TEST(Gate, SigmoidScores) {
   std::vector<float> logits{-1.0f, 2.0f, 0.5f};
-  GateParams p{3, 2, true, true, false, 0.0f, 0, false};
+  GateParams p{choice(3, 2, true), false, 0.0f, 0, false};
   GateOut o = runGate(logits, 1, p);
   EXPECT_EQ(o.expert, (std::vector<int32_t>{1, 2}));
   EXPECT_NEAR(o.weight[0], 1.0 / (1.0 + std::exp(-2.0)), 1e-7);
@@ -109,15 +122,15 @@ TEST(Gate, GroupLimitedSelectionWithBias) {
   // (0.78) is second best overall but its group is left out: 2 then 3.
   std::vector<float> logits(8, 0.0f); // sigmoid 0.5 each
   std::vector<float> bias{0.0f, 0.0f, 0.3f, 0.2f, 0.28f, -0.4f, 0.1f, 0.1f};
-  GateParams p{8, 2, true, true, true, 0.0f, 0, false, 4, 2, {bias.data(), moert::DType::F32},
-               2.5f};
+  GateParams p{choice(8, 2, true, true, 4, 2), true, 0.0f, 0, false,
+               {bias.data(), moert::DType::F32}, 2.5f};
   GateOut o = runGate(logits, 1, p);
   EXPECT_EQ(o.expert, (std::vector<int32_t>{2, 3}));
   // The weights are the unbiased scores, renormalized, times the scaling.
   EXPECT_NEAR(o.weight[0], 1.25, 1e-7);
   EXPECT_NEAR(o.weight[1], 1.25, 1e-7);
   // One group: the overall best two.
-  p.numGroups = p.topkGroups = 1;
+  p.sel.numGroups = p.sel.topkGroups = 1;
   EXPECT_EQ(runGate(logits, 1, p).expert, (std::vector<int32_t>{2, 4}));
 }
 
@@ -133,20 +146,13 @@ TEST(Gate, ExpertPredictionChoosesAsTheGate) {
           SCOPED_TRACE(::testing::Message() << "sigmoid " << sigmoid << " softmax first "
                                             << before << " groups " << groups << " bias "
                                             << withBias);
-          GateParams p{16, 3, sigmoid, before, true, 0.0f, 0, false, groups, 2,
-                       withBias ? WRef{bias.data(), moert::DType::F32} : WRef{},
-                       1.0f};
+          GateParams p{choice(16, 3, sigmoid, before, groups, 2), true, 0.0f, 0, false,
+                       withBias ? WRef{bias.data(), moert::DType::F32} : WRef{}, 1.0f};
           GateOut o = runGate(logits, 5, p);
           std::vector<int32_t> want = o.expert;
           std::sort(want.begin(), want.end());
           want.erase(std::unique(want.begin(), want.end()), want.end());
-          moert::ExpertSelection sel;
-          sel.numExperts = 16;
-          sel.topK = 3;
-          sel.sigmoid = sigmoid;
-          sel.softmaxBeforeTopk = before;
-          sel.numGroups = groups;
-          sel.topkGroups = 2;
+          moert::ExpertSelection sel = p.sel;
           if (withBias)
             sel.bias = bias;
           EXPECT_EQ(moert::predictedExperts(logits.data(), 5, sel), want);
@@ -180,7 +186,7 @@ TEST(Gate, CapacityDropsLateSlotsInTokenOrder) {
   std::vector<float> logits(size_t(T * E), 0.0f);
   for (int64_t t = 0; t < T; ++t)
     logits[size_t(t * E + 2)] = 5.0f;
-  GateParams p{E, 1, false, true, false, 1.0f, 0, true};
+  GateParams p{choice(E, 1), false, 1.0f, 0, true};
   GateOut o = runGate(logits, T, p);
   EXPECT_EQ(o.admitted, 2);
   EXPECT_EQ(o.offsets, (std::vector<int32_t>{0, 0, 0, 2, 2}));
@@ -205,7 +211,7 @@ TEST(Gate, CapacityCountsSecondChoicesInSlotOrder) {
   const int64_t T = 3;
   std::vector<float> logits{2.0f, 1.0f, 2.0f, 1.0f, 1.0f, 2.0f};
   // capacity = ceil(1.0 * 3 * 2 / 2) = 3: slots 0..5 = e0,e1,e0,e1,e1,e0: all admitted.
-  GateParams p{E, k, false, true, true, 1.0f, 0, true};
+  GateParams p{choice(E, k), true, 1.0f, 0, true};
   EXPECT_EQ(runGate(logits, T, p).admitted, 6);
   // capacity = max(0, ceil(0.5 * 3)) = 2: the third slot of each expert drops.
   p.capacityFactor = 0.5f;

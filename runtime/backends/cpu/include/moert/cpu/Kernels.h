@@ -11,6 +11,7 @@
 #include "moert/RopeTables.h"
 
 #include "moert/DType.h"
+#include "moert/ExpertSelection.h"
 #include "moert/ThreadPool.h"
 
 #include <cstdint>
@@ -235,16 +236,15 @@ void gatherColumns(const ColumnRange *inputs, size_t numInputs, const int32_t *i
                    size_t numIndices, float *out, int64_t ldo, int64_t T);
 
 struct GateParams {
-  int numExperts, topK;
-  bool sigmoid, softmaxBeforeTopk, normTopk;
+  /// The choice (selectionOf; DeepSeek-V3's groups too), whose selection-only
+  /// bias (numExperts values) is `selectionBias`.
+  ExpertSelection sel;
+  bool normTopk;
   float capacityFactor;
   int minCapacity;
   bool dropTokens;
-  /// DeepSeek-V3's selection (plan.fbs Gate 3.2): groups, the selection-only
-  /// bias (numExperts values) and the weights' final scale.
-  int numGroups = 1, topkGroups = 1;
   WRef selectionBias = {};
-  float routedScalingFactor = 1.0f;
+  float routedScalingFactor = 1.0f; // the weights' final scale
 };
 /// The fused gate of plan.fbs. Returns the number of admitted slots;
 /// routedCounts (optional, numExperts) accumulates pre-capacity choices.

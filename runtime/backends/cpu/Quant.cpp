@@ -39,10 +39,26 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 
 
 namespace moert::cpu {
+
+/// f(std::integral_constant<int, T>) for T = 1, 2, 3 and 4 (T >= 4): the
+/// decode kernels' token counts as template arguments.
+template <class F> MOERT_INLINE static void byTokens(int64_t T, F &&f) {
+  switch (T) {
+  case 1:
+    return f(std::integral_constant<int, 1>{});
+  case 2:
+    return f(std::integral_constant<int, 2>{});
+  case 3:
+    return f(std::integral_constant<int, 3>{});
+  default:
+    return f(std::integral_constant<int, 4>{});
+  }
+}
 
 float fp8e4m3ToF32(uint8_t v) {
   // e4m3fn: exponent bias 7; exponent 0 holds the subnormals m/8 * 2^-6.
@@ -304,27 +320,11 @@ MOERT_AVX512 static void gemvFp8F16(WRef W, int64_t K, int64_t n0, int64_t n1, c
 MOERT_AVX512 void gemvFp8Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const Fp8X &x,
                                 float *Y, int64_t ldy, bool accumulate) {
   if (x.tiny) {
-    switch (x.T) {
-    case 1:
-      return gemvFp8Tiny<1>(W, K, n0, n1, x, Y, ldy, accumulate);
-    case 2:
-      return gemvFp8Tiny<2>(W, K, n0, n1, x, Y, ldy, accumulate);
-    case 3:
-      return gemvFp8Tiny<3>(W, K, n0, n1, x, Y, ldy, accumulate);
-    default:
-      return gemvFp8Tiny<4>(W, K, n0, n1, x, Y, ldy, accumulate);
-    }
+    return byTokens(x.T, [&](auto t) { gemvFp8Tiny<t()>(W, K, n0, n1, x, Y, ldy, accumulate); });
   }
-  switch (x.T) {
-  case 1:
-    return gemvFp8F16<1>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
-  case 2:
-    return gemvFp8F16<2>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
-  case 3:
-    return gemvFp8F16<3>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
-  default:
-    return gemvFp8F16<4>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
-  }
+  return byTokens(x.T, [&](auto t) {
+    gemvFp8F16<t()>(W, K, n0, n1, x.x, x.ldx, Y, ldy, accumulate);
+  });
 }
 
 void deinterleaveMxfp4X(const float *X, int64_t ldx, int64_t T, int64_t K, float *out) {
@@ -614,30 +614,12 @@ MOERT_AVX512BF16 static void gemvMxfp4Bf16T(WRef W, int64_t K, int64_t n0, int64
 MOERT_AVX512BF16 void gemvMxfp4Bf16(WRef W, int64_t K, int64_t n0, int64_t n1,
                                     const uint16_t *Xb, int64_t T, float *Y, int64_t ldy,
                                     bool accumulate) {
-  switch (T) {
-  case 1:
-    return gemvMxfp4Bf16T<1>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  case 2:
-    return gemvMxfp4Bf16T<2>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  case 3:
-    return gemvMxfp4Bf16T<3>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  default:
-    return gemvMxfp4Bf16T<4>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  }
+  return byTokens(T, [&](auto t) { gemvMxfp4Bf16T<t()>(W, K, n0, n1, Xb, Y, ldy, accumulate); });
 }
 
 MOERT_AVX512 void gemvMxfp4Avx512(WRef W, int64_t K, int64_t n0, int64_t n1, const float *Xd,
                                   int64_t T, float *Y, int64_t ldy, bool accumulate) {
-  switch (T) {
-  case 1:
-    return gemvMxfp4T<1>(W, K, n0, n1, Xd, Y, ldy, accumulate);
-  case 2:
-    return gemvMxfp4T<2>(W, K, n0, n1, Xd, Y, ldy, accumulate);
-  case 3:
-    return gemvMxfp4T<3>(W, K, n0, n1, Xd, Y, ldy, accumulate);
-  default:
-    return gemvMxfp4T<4>(W, K, n0, n1, Xd, Y, ldy, accumulate);
-  }
+  return byTokens(T, [&](auto t) { gemvMxfp4T<t()>(W, K, n0, n1, Xd, Y, ldy, accumulate); });
 }
 
 //===----------------------------------------------------------------------===//
@@ -740,16 +722,7 @@ MOERT_AVX512BF16_VBMI static void gemvFp8Bf16T(WRef W, int64_t K, int64_t n0, in
 MOERT_AVX512BF16_VBMI void gemvFp8Bf16(WRef W, int64_t K, int64_t n0, int64_t n1,
                                        const uint16_t *Xb, int64_t T, float *Y, int64_t ldy,
                                        bool accumulate) {
-  switch (T) {
-  case 1:
-    return gemvFp8Bf16T<1>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  case 2:
-    return gemvFp8Bf16T<2>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  case 3:
-    return gemvFp8Bf16T<3>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  default:
-    return gemvFp8Bf16T<4>(W, K, n0, n1, Xb, Y, ldy, accumulate);
-  }
+  return byTokens(T, [&](auto t) { gemvFp8Bf16T<t()>(W, K, n0, n1, Xb, Y, ldy, accumulate); });
 }
 #undef MOERT_AVX512BF16_VBMI
 

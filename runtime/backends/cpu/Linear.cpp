@@ -276,15 +276,28 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
     xOff[i + 1] = xOff[i] + std::max(roundUp(jobs[i].K, 32), mxfp4XStride(jobs[i].K) / 2);
   }
   auto *xs = static_cast<float *>(ws.shared(0, size_t(xOff.back()) * 4));
-  // MXFP4 with AVX512-BF16 dot products where the plan computes in bf16.
+  // Each job's kernel, decided once for the preparation of its x and for
+  // its rows. FP8 and MXFP4 take AVX512-BF16 dot products where the plan
+  // computes in bf16 and the CPU and blocks allow.
+  enum class Kernel { Fp8Bf16, Fp8, Mxfp4Bf16, Mxfp4, Packed, Rows };
   const bool mxBf16 = prec == Precision::BF16 && activeIsa() == Isa::Avx512Bf16;
+  std::vector<Kernel> kernel(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const WRef &w = jobs[i].w;
+    kernel[i] = w.format == QuantFormat::FP8E4M3Block
+                    ? (prec == Precision::BF16 && fp8Bf16Supported(w) ? Kernel::Fp8Bf16
+                                                                       : Kernel::Fp8)
+                : w.format == QuantFormat::MXFP4 ? (mxBf16 ? Kernel::Mxfp4Bf16 : Kernel::Mxfp4)
+                : w.layout == Layout::Packed16   ? Kernel::Packed
+                                                 : Kernel::Rows;
+  }
   std::vector<Fp8X> fx(fp8 ? jobs.size() : 0);
-  // A job with the x, K and weight kind of the one before (a token's routed
+  // A job with the x, K and kernel of the one before (a token's routed
   // experts, gate and up) reads that job's prepared x.
   auto sameX = [&](size_t i) {
     const GemvJob &a = jobs[i - 1], &b = jobs[i];
-    return a.x == b.x && a.K == b.K && a.w.format == b.w.format && a.w.layout == b.w.layout &&
-           a.w.dtype == b.w.dtype && a.w.blockCols == b.w.blockCols;
+    return a.x == b.x && a.K == b.K && kernel[i - 1] == kernel[i] && a.w.dtype == b.w.dtype &&
+           a.w.blockCols == b.w.blockCols;
   };
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (i > 0 && sameX(i)) {
@@ -293,24 +306,28 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
         fx[i] = fx[i - 1];
       continue;
     }
-    if (jobs[i].w.format == QuantFormat::FP8E4M3Block) {
-      if (prec == Precision::BF16 && fp8Bf16Supported(jobs[i].w)) // bf16: half the room
-        toBf16Fp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, reinterpret_cast<uint16_t *>(xs + xOff[i]));
-      else
-        fx[i] = prepareFp8X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
-      continue;
+    const GemvJob &j = jobs[i];
+    float *x = xs + xOff[i];
+    switch (kernel[i]) {
+    case Kernel::Fp8Bf16: // bf16: half the room
+      toBf16Fp8X(j.x, j.K, 1, j.K, reinterpret_cast<uint16_t *>(x));
+      break;
+    case Kernel::Fp8:
+      fx[i] = prepareFp8X(j.x, j.K, 1, j.K, x);
+      break;
+    case Kernel::Mxfp4Bf16: // bf16 pairs: half the floats' room
+      toBf16Mxfp4X(j.x, j.K, 1, j.K, reinterpret_cast<uint16_t *>(x));
+      break;
+    case Kernel::Mxfp4:
+      deinterleaveMxfp4X(j.x, j.K, 1, j.K, x);
+      break;
+    case Kernel::Packed:
+      packXPairsF32(j.x, j.K, 1, j.K, x);
+      break;
+    case Kernel::Rows:
+      packRowsF32(j.x, j.K, 1, j.K, j.w.dtype, x);
+      break;
     }
-    if (jobs[i].w.format == QuantFormat::MXFP4) {
-      if (mxBf16) // bf16 pairs: half the floats' room
-        toBf16Mxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, reinterpret_cast<uint16_t *>(xs + xOff[i]));
-      else
-        deinterleaveMxfp4X(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
-      continue;
-    }
-    if (jobs[i].w.layout == Layout::Packed16)
-      packXPairsF32(jobs[i].x, jobs[i].K, 1, jobs[i].K, xs + xOff[i]);
-    else
-      packRowsF32(jobs[i].x, jobs[i].K, 1, jobs[i].K, jobs[i].w.dtype, xs + xOff[i]);
   }
   pool.parallelFor(size_t(rowStart.back()), 16, [&](size_t b, size_t e, int) {
     for (size_t i = 0; i < jobs.size(); ++i) {
@@ -319,31 +336,31 @@ void linearBatch(ThreadPool &pool, Workspace &ws, const std::vector<GemvJob> &jo
       if (lo >= hi)
         continue;
       const GemvJob &j = jobs[i];
+      const float *x = xs + xOff[i];
+      const auto *xb = reinterpret_cast<const uint16_t *>(x);
       lo -= rowStart[i];
       hi -= rowStart[i];
-      if (j.w.format == QuantFormat::FP8E4M3Block) {
-        if (prec == Precision::BF16 && fp8Bf16Supported(j.w))
-          gemvFp8Bf16(j.w, j.K, lo, hi, reinterpret_cast<const uint16_t *>(xs + xOff[i]), 1, j.y,
-                      j.N, j.accumulate);
-        else
-          gemvFp8Avx512(j.w, j.K, lo, hi, fx[i], j.y, j.N, j.accumulate);
-        continue;
-      }
-      if (j.w.format == QuantFormat::MXFP4) {
-        if (mxBf16)
-          gemvMxfp4Bf16(j.w, j.K, lo, hi, reinterpret_cast<const uint16_t *>(xs + xOff[i]), 1,
-                        j.y, j.N, j.accumulate);
-        else
-          gemvMxfp4Avx512(j.w, j.K, lo, hi, xs + xOff[i], 1, j.y, j.N, j.accumulate);
-        continue;
-      }
-      if (j.w.layout == Layout::Packed16) {
+      switch (kernel[i]) {
+      case Kernel::Fp8Bf16:
+        gemvFp8Bf16(j.w, j.K, lo, hi, xb, 1, j.y, j.N, j.accumulate);
+        break;
+      case Kernel::Fp8:
+        gemvFp8Avx512(j.w, j.K, lo, hi, fx[i], j.y, j.N, j.accumulate);
+        break;
+      case Kernel::Mxfp4Bf16:
+        gemvMxfp4Bf16(j.w, j.K, lo, hi, xb, 1, j.y, j.N, j.accumulate);
+        break;
+      case Kernel::Mxfp4:
+        gemvMxfp4Avx512(j.w, j.K, lo, hi, x, 1, j.y, j.N, j.accumulate);
+        break;
+      case Kernel::Packed:
         gemvPacked(static_cast<const uint16_t *>(j.w.data), j.N, pairsOf(j.K), lo / 16,
-                   (hi + 15) / 16, xs + xOff[i], j.y, j.accumulate);
-        continue;
+                   (hi + 15) / 16, x, j.y, j.accumulate);
+        break;
+      case Kernel::Rows:
+        gemvFor(j.w.dtype, 1)(j.w.data, j.K, lo, hi, x, j.y, j.N, j.accumulate);
+        break;
       }
-      GemvFn fn = gemvFor(j.w.dtype, 1);
-      fn(j.w.data, j.K, lo, hi, xs + xOff[i], j.y, j.N, j.accumulate);
     }
   });
   for (const GemvJob &j : jobs)

@@ -327,6 +327,21 @@ static void fillJob(const WeightSource &src, const DeviceWeight &v, const FillJo
   src.read(static_cast<uint8_t *>(dst) + j.begin * dtypeSize(w.dtype), j.begin, j.end);
 }
 
+/// Reads the pages of [data, data + bytes) in now (from the page cache or
+/// the file) and maps them: MADV_POPULATE_READ (Linux 5.14) in one call,
+/// else a read per page.
+static void touchRange(const void *data, uint64_t bytes) {
+  void *b = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(data) & ~uintptr_t(4095));
+  if (::madvise(b, bytes + 4096, MADV_POPULATE_READ) == 0)
+    return;
+  ::madvise(b, bytes + 4096, MADV_WILLNEED);
+  const volatile uint8_t *p = static_cast<const uint8_t *>(data);
+  uint8_t sink = 0;
+  for (uint64_t o = 0; o < bytes; o += 4096)
+    sink ^= p[o];
+  (void)sink;
+}
+
 UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
                                 std::span<const Layout> layouts, const ProgressFn &progress) {
   UploadResult res;
@@ -361,6 +376,12 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
     if (srcs[i].mapped && v.layout == Layout::RowMajor && w.dtype == w.storedDtype) {
       v.data = srcs[i].mapped; // used in place
       v.mapped = true;
+      // Mapped now, at load, not by the first token to read each page (an
+      // embedding's rows faulted in one by one: 30-200 us each on this VM,
+      // in gpt-oss bench decode 1.9 ms per token after 40 tokens). A
+      // streamed weight is touched when fetched.
+      if (!w.streamed)
+        touchRange(v.data, v.bytes);
       continue;
     }
     fill.push_back(i);
@@ -422,18 +443,6 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
   if (progress)
     progress(work, work);
   return res;
-}
-
-/// Reads the pages of [data, data + bytes) in now (from the page cache or
-/// the file).
-static void touchRange(const void *data, uint64_t bytes) {
-  ::madvise(reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(data) & ~uintptr_t(4095)),
-            bytes + 4096, MADV_WILLNEED);
-  const volatile uint8_t *p = static_cast<const uint8_t *>(data);
-  uint8_t sink = 0;
-  for (uint64_t o = 0; o < bytes; o += 4096)
-    sink ^= p[o];
-  (void)sink;
 }
 
 void CpuBackend::touch(const DeviceWeight &v) {

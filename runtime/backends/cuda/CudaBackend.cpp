@@ -452,14 +452,8 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
   }
   case Op::Gate: {
     auto *op = s.op_as_Gate();
+    // (groupSteps refuses DeepSeek-V3's groups, selection bias and scaling.)
     const ExpertSelection sel = selectionOf(*op);
-    // DeepSeek-V3's group-limited choice, selection bias and scaling are not
-    // in the device gate yet: refused rather than routed otherwise.
-    if (sel.numGroups > 1 || op->selection_bias() >= 0 || op->routed_scaling_factor() != 1.0f)
-      fail("cuda: {}: expert groups, a selection bias or routed_scaling_factor (DeepSeek-V3 "
-           "routing) are not supported by the CUDA gate yet (expected one group, no selection "
-           "bias, scaling 1)",
-           where);
     math::GateParams p;
     p.numExperts = sel.numExperts;
     p.topK = sel.topK;

@@ -16,14 +16,13 @@
 namespace moert {
 
 ExpertSelection selectionOf(const plan::Gate &gate) {
-  ExpertSelection sel;
-  sel.numExperts = gate.num_experts();
-  sel.topK = gate.top_k();
-  sel.sigmoid = gate.score() == plan::ScoreFn::Sigmoid;
-  sel.softmaxBeforeTopk = gate.softmax_before_topk();
-  sel.numGroups = gate.num_groups();
-  sel.topkGroups = gate.topk_groups();
-  return sel;
+  return {.numExperts = gate.num_experts(),
+          .topK = gate.top_k(),
+          .sigmoid = gate.score() == plan::ScoreFn::Sigmoid,
+          .softmaxBeforeTopk = gate.softmax_before_topk(),
+          .numGroups = gate.num_groups(),
+          .topkGroups = gate.topk_groups(),
+          .bias = {}};
 }
 
 void selectExperts(const float *row, const ExpertSelection &p, double *score, int *pick) {

@@ -324,6 +324,16 @@ struct AttendItem {
   float scale;
 };
 constexpr int64_t kAttendBlock = 32; // keys whose K or V rows are at hand at once
+
+/// The largest of head h's scores and its sink (HF subtracts the max over
+/// the row with the sink appended).
+float scoresMax(const AttendItem &it, int h) {
+  const float *sc = it.scores + h * it.L;
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = it.start; j <= it.p; ++j)
+    mx = std::max(mx, sc[j]);
+  return it.sinks ? std::max(mx, it.sinks[h]) : mx;
+}
 } // namespace
 
 #ifdef MOERT_HAVE_MVEC
@@ -422,11 +432,7 @@ MOERT_ATTEND_TARGET static void attendAvx512(const AttendItem &it, Row &&row, fl
   }
   for (int h = 0; h < it.nh; ++h) {
     float *sc = it.scores + h * it.L;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t j = it.start; j <= it.p; ++j)
-      mx = std::max(mx, sc[j]);
-    if (it.sinks)
-      mx = std::max(mx, it.sinks[h]);
+    const float mx = scoresMax(it, h);
     __m512d sum = _mm512_setzero_pd();
     const __m256 mxv = _mm256_set1_ps(mx);
     for (int64_t j = it.start; j <= it.p; j += 8) {
@@ -494,11 +500,7 @@ static void attendItem(const AttendItem &it, Row &&row, float *kbuf, float *vbuf
   }
   for (int h = 0; h < it.nh; ++h) {
     float *sc = it.scores + h * it.L;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t j = it.start; j <= it.p; ++j)
-      mx = std::max(mx, sc[j]);
-    if (it.sinks)
-      mx = std::max(mx, it.sinks[h]);
+    const float mx = scoresMax(it, h);
     double sum = it.sinks ? std::exp(double(it.sinks[h]) - double(mx)) : 0.0;
     for (int64_t j = it.start; j <= it.p; ++j) {
       sc[j] = std::exp(sc[j] - mx);

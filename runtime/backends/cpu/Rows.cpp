@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 namespace moert::cpu {
 
@@ -206,10 +207,14 @@ MOERT_AVX512 static void dotRowsAvx512(WRef W, int64_t K, int64_t r0, int64_t n,
     dotRowsAvx512<Kind, 1>(W, K, r0 + i, x, out + i);
 }
 
-RowKind kindOf(WRef W) {
-  return W.format == QuantFormat::FP8E4M3Block ? RowKind::FP8
-         : W.dtype == DType::BF16              ? RowKind::BF16
-                                               : RowKind::F32;
+/// f(std::integral_constant<RowKind, W's kind>).
+template <class F> void byKind(WRef W, F &&f) {
+  if (W.format == QuantFormat::FP8E4M3Block)
+    f(std::integral_constant<RowKind, RowKind::FP8>{});
+  else if (W.dtype == DType::BF16)
+    f(std::integral_constant<RowKind, RowKind::BF16>{});
+  else
+    f(std::integral_constant<RowKind, RowKind::F32>{});
 }
 
 } // namespace
@@ -221,25 +226,11 @@ bool rowKernelsSupported(WRef W) {
 }
 
 void axpyRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *coef, float *out) {
-  switch (kindOf(W)) {
-  case RowKind::F32:
-    return axpyRowsAvx512<RowKind::F32>(W, K, r0, n, coef, out);
-  case RowKind::BF16:
-    return axpyRowsAvx512<RowKind::BF16>(W, K, r0, n, coef, out);
-  case RowKind::FP8:
-    return axpyRowsAvx512<RowKind::FP8>(W, K, r0, n, coef, out);
-  }
+  byKind(W, [&](auto kind) { axpyRowsAvx512<kind()>(W, K, r0, n, coef, out); });
 }
 
 void dotRows(WRef W, int64_t K, int64_t r0, int64_t n, const float *x, float *out) {
-  switch (kindOf(W)) {
-  case RowKind::F32:
-    return dotRowsAvx512<RowKind::F32>(W, K, r0, n, x, out);
-  case RowKind::BF16:
-    return dotRowsAvx512<RowKind::BF16>(W, K, r0, n, x, out);
-  case RowKind::FP8:
-    return dotRowsAvx512<RowKind::FP8>(W, K, r0, n, x, out);
-  }
+  byKind(W, [&](auto kind) { dotRowsAvx512<kind()>(W, K, r0, n, x, out); });
 }
 
 } // namespace moert::cpu

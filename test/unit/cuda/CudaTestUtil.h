@@ -21,12 +21,14 @@ inline std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f)
 
 /// The CPU reference gate's parameters equal to the CUDA gate's `p`.
 inline moert::cpu::GateParams cpuGateParams(const moert::cuda::math::GateParams &p) {
-  moert::ExpertSelection sel;
-  sel.numExperts = p.numExperts;
-  sel.topK = p.topK;
-  sel.sigmoid = p.sigmoid;
-  sel.softmaxBeforeTopk = p.softmaxBeforeTopk;
-  return {sel, p.normTopk, p.capacityFactor, p.minCapacity, p.dropTokens};
+  return {{.numExperts = p.numExperts,
+           .topK = p.topK,
+           .sigmoid = p.sigmoid,
+           .softmaxBeforeTopk = p.softmaxBeforeTopk},
+          p.normTopk,
+          p.capacityFactor,
+          p.minCapacity,
+          p.dropTokens};
 }
 
 } // namespace moetest

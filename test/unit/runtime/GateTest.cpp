@@ -43,14 +43,12 @@ std::vector<double> softmax(const float *x, int n) {
 /// A gate's choice of k of E experts (softmax first, no groups unless given).
 moert::ExpertSelection choice(int E, int k, bool sigmoid = false, bool softmaxFirst = true,
                               int groups = 1, int keepGroups = 1) {
-  moert::ExpertSelection sel;
-  sel.numExperts = E;
-  sel.topK = k;
-  sel.sigmoid = sigmoid;
-  sel.softmaxBeforeTopk = softmaxFirst;
-  sel.numGroups = groups;
-  sel.topkGroups = keepGroups;
-  return sel;
+  return {.numExperts = E,
+          .topK = k,
+          .sigmoid = sigmoid,
+          .softmaxBeforeTopk = softmaxFirst,
+          .numGroups = groups,
+          .topkGroups = keepGroups};
 }
 
 GateParams mixtral(int E, int k) { return {choice(E, k), true, 0.0f, 0, false}; }

@@ -502,13 +502,8 @@ TEST(Gate, GroupLimitedBiasedSigmoidAsHf) {
     x *= 40.0f; // spread the scores so ties are unlikely
   for (float &b : bias)
     b *= 5.0f; // large enough to change picks
-  ExpertSelection sel;
-  sel.numExperts = E;
-  sel.topK = K;
-  sel.sigmoid = true;
-  sel.numGroups = G;
-  sel.topkGroups = keep;
-  GateParams p{sel, /*normTopk=*/true, 0.0f, 0, false,
+  GateParams p{{.numExperts = E, .topK = K, .sigmoid = true, .numGroups = G, .topkGroups = keep},
+               /*normTopk=*/true, 0.0f, 0, false,
                WRef{bias.data(), DType::F32, Layout::RowMajor}, scaling};
   std::vector<int32_t> se(size_t(T * K)), offsets(size_t(E + 1)), sorted(size_t(T * K));
   std::vector<float> sw(size_t(T * K));

@@ -7,6 +7,9 @@
 //===----------------------------------------------------------------------===//
 #include "moert/cpu/Kernels.h"
 #include "moert/Backend.h"
+#ifdef MOERT_HAVE_MVEC
+#include "VecMath.h"
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -127,12 +130,9 @@ void rope(float *buf, int64_t ld, int64_t T, const int64_t *pos, int heads, int 
 }
 
 #ifdef MOERT_HAVE_MVEC
-// glibc libmvec's AVX-512 exp of 8 doubles (the function GCC calls when it
-// vectorizes exp): within 4 ulp of double, so silu rounded to float matches
-// the scalar double formula except in the rarest ties.
-// Declared for AVX-512 callers: clang refuses a __m512d argument to a
-// function whose declaration does not enable avx512f (ABI).
-extern "C" __attribute__((target("avx512f"))) __m512d _ZGVeN8v_exp(__m512d);
+// glibc libmvec's AVX-512 exp of 8 doubles (exp8, VecMath.h): within 4 ulp
+// of double, so silu rounded to float matches the scalar double formula
+// except in the rarest ties.
 
 // GCC 12 flags the intrinsics' own _mm512_undefined_* as uninitialized.
 #pragma GCC diagnostic push
@@ -150,7 +150,7 @@ __attribute__((target("avx512f,avx512vl"))) static void siluRowAvx512(const floa
   for (int64_t j = 0; j < n; j += 8) {
     __mmask8 m = __mmask8(n - j >= 8 ? 0xff : (1u << (n - j)) - 1);
     __m512d xd = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + j));
-    __m512d e = _ZGVeN8v_exp(_mm512_sub_pd(_mm512_setzero_pd(), xd));
+    __m512d e = exp8(_mm512_sub_pd(_mm512_setzero_pd(), xd));
     __m256 v = _mm512_cvtpd_ps(_mm512_div_pd(xd, _mm512_add_pd(one, e)));
     if (gated)
       v = _mm256_mul_ps(v, _mm256_maskz_loadu_ps(m, x + n + j));
@@ -172,7 +172,7 @@ __attribute__((target("avx512f,avx512vl"))) static void swigluOaiRowAvx512(float
     __m512d gate = _mm512_min_pd(hi, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, g + j)));
     __m512d up = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, u + j));
     up = _mm512_min_pd(hi, _mm512_max_pd(lo, up));
-    __m512d e = _ZGVeN8v_exp(_mm512_mul_pd(negAlpha, gate));
+    __m512d e = exp8(_mm512_mul_pd(negAlpha, gate));
     __m512d v = _mm512_div_pd(_mm512_mul_pd(_mm512_add_pd(up, one), gate), _mm512_add_pd(one, e));
     _mm256_mask_storeu_ps(g + j, m, _mm512_cvtpd_ps(v));
   }
@@ -438,7 +438,7 @@ MOERT_ATTEND_TARGET static void attendAvx512(const AttendItem &it, Row &&row, fl
     for (int64_t j = it.start; j <= it.p; j += 8) {
       __mmask8 m = __mmask8(laneMask(it.p + 1 - j) & 0xff);
       __m256 d = _mm256_sub_ps(_mm256_maskz_loadu_ps(m, sc + j), mxv);
-      __m256 e = _mm512_cvtpd_ps(_ZGVeN8v_exp(_mm512_cvtps_pd(d)));
+      __m256 e = _mm512_cvtpd_ps(exp8(_mm512_cvtps_pd(d)));
       _mm256_mask_storeu_ps(sc + j, m, e);
       sum = _mm512_mask_add_pd(sum, m, sum, _mm512_cvtps_pd(e));
     }

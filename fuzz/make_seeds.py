@@ -121,6 +121,13 @@ def main():
         c["quantization_config"] = {"modules_to_not_convert": ["model.layers.*.self_attn"],
                                     "quant_method": "mxfp4"}
         put(out, "import", json.dumps(c))
+    # More expert slices than the runtime takes, few enough tensors to
+    # import (the compiler refuses it; the fuzzer once found the runtime
+    # refusing the compiled plan instead).
+    for p in glob.glob(os.path.join(src, "examples", "switch", "switch-c-1.6T.json")):
+        c = json.load(open(p))
+        c["moe"]["num_experts"] = 5017
+        put(out, "import", json.dumps(c))
 
     # Tokenizers: the small hand-built layouts.
     for p in glob.glob(os.path.join(src, "test", "Tokenizer", "Inputs", "*", "tokenizer.json")):

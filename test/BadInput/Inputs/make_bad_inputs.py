@@ -200,6 +200,9 @@ def descriptions(out):
     put("unknown-key", {"num_heads": 2})
     put("heads-not-dividing", {"num_attention_heads": 3})
     put("too-many-experts", {"num_layers": 64}, moe={"num_experts": 65536})
+    # Few enough tensors to import, more expert slices than the runtime takes
+    # (30 layers x 3000 experts x gate, up, down): found by the import fuzzer.
+    put("many-expert-slices", {"num_layers": 30}, moe={"num_experts": 3000, "top_k": 1})
     put("deep", text='{"name": ' + "[" * 100000 + "]" * 100000 + "}")
     put("repeated-key", text=json.dumps(base)[:-1] + ', "hidden_size": 32}')
     put("truncated", text=json.dumps(base)[:40])

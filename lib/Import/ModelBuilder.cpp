@@ -764,6 +764,21 @@ llvm::Expected<OwningOpRef<ModuleOp>> Emitter::run() {
                       "at most {2}: fewer layers or experts)",
                       cfg.configFile, tensors, kMaxTensors)
             .str());
+  // moe-run holds each expert slice of a stacked weight as a weight of its
+  // own, at most 2^18 (kMaxExpertSlices, runtime/core/PlanReader.cpp;
+  // emitPlan checks the parts of sliced experts too). Biases count as three.
+  constexpr int64_t kMaxExpertSlices = int64_t(1) << 18;
+  const int64_t perExpert = 2 + (cfg.gated ? 1 : 0) + (cfg.expertBias ? 3 : 0);
+  int64_t slices = 0;
+  for (const LayerConfig &lc : cfg.layers)
+    slices += lc.moe ? perExpert * lc.numExperts : 0;
+  if (slices > kMaxExpertSlices)
+    return llvm::createStringError(
+        llvm::formatv("{0}: the model would have {1} expert slices (experts x "
+                      "stacked weights over its MoE layers; expected at most "
+                      "{2}: fewer layers or experts)",
+                      cfg.configFile, slices, kMaxExpertSlices)
+            .str());
   if (cfg.numHeads * cfg.headDim > kMaxWidth)
     return llvm::createStringError(
         llvm::formatv("{0}: attention width num_heads * head_dim = {1} is too "

@@ -377,9 +377,9 @@ UploadResult CpuBackend::upload(std::span<const WeightSource> srcs,
       v.data = srcs[i].mapped; // used in place
       v.mapped = true;
       // Mapped now, at load, not by the first token to read each page (an
-      // embedding's rows faulted in one by one: 30-200 us each on this VM,
-      // in gpt-oss bench decode 1.9 ms per token after 40 tokens). A
-      // streamed weight is touched when fetched.
+      // embedding's rows faulted in one by one: 30-230 us per new row on
+      // this VM in gpt-oss bench decode, one of 37 ms). A streamed weight
+      // is touched when fetched.
       if (!w.streamed)
         touchRange(v.data, v.bytes);
       continue;

@@ -47,6 +47,10 @@ COMPILE=${MOE_COMPILE:-build/bin/moe-compile}
 if [ -d "$SHARED/fixtures/hf" ]; then
   mkdir -p .gpu/fixtures .gpu/plans .gpu/tools
   cp -r "$SHARED/fixtures/hf" .gpu/fixtures/
+  # gpt-oss's pieces (sinks, gate bias, clamped SwiGLU) have CUDA kernels;
+  # DeepSeek-V3's MLA has none yet (CudaBackend refuses it at load).
+  [ -d "$SHARED/fixtures/hf-archs/gptoss-tiny" ] &&
+    cp -r "$SHARED/fixtures/hf-archs/gptoss-tiny" .gpu/fixtures/hf/
   cp "$SHARED/tools/compare_outputs.py" .gpu/tools/
   if [ -x "$COMPILE" ]; then
     for d in .gpu/fixtures/hf/*/; do

@@ -122,6 +122,13 @@ __global__ void __launch_bounds__(kItems * 32)
   if (!active)
     return;
   if (splits == 1) {
+    if (a.sinks) {
+      float fa;
+      l = math::withSink({m, l}, math::loadW(a.sinks.data, a.sinks.type, h), fa).l;
+#pragma unroll
+      for (int i = 0; i < kDPL; ++i)
+        acc[i] *= fa;
+    }
     float inv = l > 0.0f ? 1.0f / l : 0.0f;
     float *o = a.out + t * a.ldo + int64_t(h) * hd;
 #pragma unroll
@@ -159,6 +166,11 @@ __global__ void mergeKernel(AttentionArgs a, int splits, const float *part) {
       float fa, fb;
       st = math::softmaxMerge(st, {q[0], q[1]}, fa, fb);
       o = o * fa + q[2 + d] * fb;
+    }
+    if (a.sinks) {
+      float fa;
+      st = math::withSink(st, math::loadW(a.sinks.data, a.sinks.type, h), fa);
+      o *= fa;
     }
     a.out[t * a.ldo + int64_t(h) * hd + d] = st.l > 0.0f ? o / st.l : 0.0f;
   }

@@ -271,21 +271,12 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
   for (size_t i = 0; i < n; ++i)
     if (const plan::Gate *g = prog.steps()->Get(unsigned(i))->op_as_Gate())
       gateExperts_[g->expert_offsets()] = g->num_experts();
-  // gpt-oss's pieces (plan 3.1) have no kernels here yet: refuse the plan at
-  // load rather than compute something else.
+  // MLA (plan 3.2's v_head_dim and GatherColumns, 3.3's MlaAttention) and
+  // the data-parallel groups' AllToAllV have no kernels here yet: refuse the
+  // plan at load rather than compute something else.
   for (size_t i = 0; i < n; ++i) {
     const plan::Step &s = *prog.steps()->Get(unsigned(i));
     std::string name = s.name() ? s.name()->str() : opName(s.op_type());
-    if (const plan::Attention *at = s.op_as_Attention(); at && at->sinks() >= 0)
-      fail("cuda: step '{}' has attention sinks, which the CUDA backend does not support yet "
-           "(expected --backend=cpu)",
-           name);
-    if (const plan::Experts *ex = s.op_as_Experts();
-        ex && (ex->gate_bias() >= 0 || ex->act() == plan::ActKind::SwigluOai))
-      fail("cuda: step '{}' has experts with a gate bias or the swiglu_oai activation, which the "
-           "CUDA backend does not support yet (expected --backend=cpu)",
-           name);
-    // DeepSeek-V3's pieces (plan 3.2), likewise.
     if (const plan::Attention *at = s.op_as_Attention();
         at && at->v_head_dim() != 0 && at->v_head_dim() != at->head_dim())
       fail("cuda: step '{}' has v_head_dim {} != head_dim {} (MLA), which the CUDA backend does "
@@ -302,12 +293,6 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
     if (s.op_type() == Op::GatherColumns)
       fail("cuda: step '{}' is a GatherColumns step (MLA), which the CUDA backend does not "
            "support yet (expected --backend=cpu)",
-           name);
-    if (const plan::Gate *g = s.op_as_Gate();
-        g && (g->num_groups() != 1 || g->selection_bias() >= 0 ||
-              g->routed_scaling_factor() != 1.0f))
-      fail("cuda: step '{}' has group-limited routing, a selection bias or a routed scaling "
-           "factor, which the CUDA backend does not support yet (expected --backend=cpu)",
            name);
   }
   return end;
@@ -424,6 +409,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     aa.headDim = op->head_dim();
     aa.scale = op->scale();
     aa.slidingWindow = op->sliding_window();
+    aa.sinks = dw(a, op->sinks());
     if (aa.headDim > kAttnMaxHeadDim)
       fail("cuda: {}: head_dim {} (expected at most {})", where, aa.headDim, kAttnMaxHeadDim);
     check(attention(aa, workspace(attentionWorkspaceBytes(aa)), st), where);
@@ -452,7 +438,6 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
   }
   case Op::Gate: {
     auto *op = s.op_as_Gate();
-    // (groupSteps refuses DeepSeek-V3's groups, selection bias and scaling.)
     const ExpertSelection sel = selectionOf(*op);
     math::GateParams p;
     p.numExperts = sel.numExperts;
@@ -463,9 +448,18 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     p.capacityFactor = op->capacity_factor();
     p.minCapacity = op->min_capacity();
     p.dropTokens = op->drop_tokens();
-    if (p.numExperts > math::kGateMaxExperts || p.topK > math::kGateMaxTopK)
-      fail("cuda: {}: {} experts, top_k {} (expected at most {} experts and top_k {})", where,
-           p.numExperts, p.topK, math::kGateMaxExperts, math::kGateMaxTopK);
+    p.numGroups = sel.numGroups;
+    p.topkGroups = sel.topkGroups;
+    p.routedScalingFactor = op->routed_scaling_factor();
+    DW bias = dw(a, op->selection_bias());
+    p.selectionBias = bias.data;
+    p.selectionBiasType = bias.type;
+    if (p.numExperts > math::kGateMaxExperts || p.topK > math::kGateMaxTopK ||
+        p.numGroups > math::kGateMaxGroups)
+      fail("cuda: {}: {} experts, top_k {}, {} groups (expected at most {} experts, top_k {} "
+           "and {} groups)",
+           where, p.numExperts, p.topK, p.numGroups, math::kGateMaxExperts, math::kGateMaxTopK,
+           math::kGateMaxGroups);
     check(gate(a.f32(op->logits()), a.ld(op->logits()), T, p, a.i32(op->slot_expert()),
                a.f32(op->slot_weight()), a.i32(op->expert_offsets()), a.i32(op->sorted_slots()),
                workspace(gateWorkspaceBytes(T, p.numExperts)), st),
@@ -594,6 +588,8 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
   ea.I = op.intermediate() / op.expert_slices();
   ea.act = ActKind(int(op.act()));
   ea.gated = op.gated();
+  ea.swigluLimit = op.swiglu_limit();
+  ea.swigluAlpha = op.swiglu_alpha();
   ea.clearSlotOut = a.expertsFirstPart;
   // The table of this launch's local experts, indexed by global expert id.
   hostTable_.assign(size_t(ea.numExperts), ExpertW{});
@@ -608,6 +604,7 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
     w.down = dw(a, s[2]);
     w.upBias = dw(a, s[3]);
     w.downBias = dw(a, s[4]);
+    w.gateBias = dw(a, s[5]);
     w.replica = e->replica();
     w.numReplicas = std::max(1, e->num_replicas());
     ea.weightType = w.up.type;

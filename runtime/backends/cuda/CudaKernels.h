@@ -87,12 +87,12 @@ int readProbeBlocks();
 // Gating and experts (Moe.cu)
 //===----------------------------------------------------------------------===//
 
-/// Scratch bytes gate() needs (scores of every token).
+/// Scratch bytes gate() needs (scores of every token, and what top-k ranks).
 size_t gateWorkspaceBytes(int64_t T, int numExperts);
 /// The fused gate of plan.fbs in one single-block kernel (small T; any T
 /// works, time grows with T * numExperts). Outputs as plan.fbs's Gate table.
-/// numExperts <= kGateMaxExperts, topK <= kGateMaxTopK (else
-/// cudaErrorInvalidValue).
+/// numExperts <= kGateMaxExperts, topK <= kGateMaxTopK, numGroups <=
+/// kGateMaxGroups dividing numExperts (else cudaErrorInvalidValue).
 cudaError_t gate(const float *logits, int64_t ld, int64_t T, const math::GateParams &p,
                  int32_t *slotExpert, float *slotWeight, int32_t *expertOffsets,
                  int32_t *sortedSlots, void *workspace, cudaStream_t stream);
@@ -100,7 +100,7 @@ cudaError_t gate(const float *logits, int64_t ld, int64_t T, const math::GatePar
 /// One local expert's weights (device pointers): its slices of the Experts step's
 /// stacked weights.
 struct ExpertW {
-  DW gate, up, down, upBias, downBias;
+  DW gate, up, down, upBias, downBias, gateBias;
   int replica = 0, numReplicas = 1;
 };
 
@@ -114,6 +114,7 @@ struct ExpertsArgs {
   int64_t D = 0, I = 0;
   ActKind act = ActKind::Silu;
   bool gated = true;
+  float swigluLimit = 0.0f, swigluAlpha = 0.0f; // act SwigluOai's parameters
   /// Device table [numExperts] of ExpertW (numReplicas 0: not local).
   const ExpertW *experts = nullptr;
   /// The type of every local expert's weights (one per op: the plan's dtype).
@@ -190,6 +191,8 @@ struct AttentionArgs {
   int slidingWindow = 0;
   /// Sequence splits (split-K over positions), 0: chosen from the context.
   int splits = 0;
+  /// Per-head sink logits [heads] (gpt-oss), or none.
+  DW sinks;
 };
 /// headDim <= kAttnMaxHeadDim.
 constexpr int kAttnMaxHeadDim = 256;
@@ -198,7 +201,7 @@ size_t attentionWorkspaceBytes(const AttentionArgs &a);
 /// of one KV head and a tile of (query, head) pairs share each K/V tile in
 /// shared memory (decode: the group's heads; prefill: tiles of queries),
 /// with online softmax per warp and split-K over positions merged in a
-/// second kernel.
+/// second kernel; a head's sink (if any) joins the softmax's denominator.
 cudaError_t attention(const AttentionArgs &a, void *workspace, cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//

@@ -35,7 +35,8 @@ enum class ActKind : uint8_t {
   Silu = 2,
   Relu = 3,
   Sigmoid = 4,
-  Identity = 5
+  Identity = 5,
+  SwigluOai = 6 // gpt-oss's clamped SwiGLU: Experts steps only (swigluOai)
 };
 
 namespace math {
@@ -98,9 +99,20 @@ MOE_HD float activate(ActKind a, float x) {
   case ActKind::Sigmoid:
     return float(1.0 / (1.0 + exp(-xd)));
   case ActKind::Identity:
+  case ActKind::SwigluOai: // two operands and parameters: swigluOai below
     return x;
   }
   return x;
+}
+
+/// gpt-oss's clamped SwiGLU of one hidden unit (plan.fbs Experts 3.1), as
+/// cpu::swigluOai: g = min(gate, limit), u = clamp(up, -limit, limit) in
+/// std::min/std::clamp's order (a NaN passes through), then
+/// (u + 1) * g * sigmoid(alpha * g) in double.
+MOE_HD float swigluOai(float gate, float up, float limit, float alpha) {
+  double g = limit < gate ? limit : gate;
+  double u = up < -limit ? -limit : (limit < up ? limit : up);
+  return float((u + 1.0) * g / (1.0 + exp(-double(alpha) * g)));
 }
 
 /// out[j] of an Activation op; `x` is the row (gated: [gate | up], n each).
@@ -158,19 +170,65 @@ struct GateParams {
   float capacityFactor = 0.0f;
   int minCapacity = 0;
   bool dropTokens = false;
+  // DeepSeek-V3's routing (plan 3.2): groups of numExperts / numGroups
+  // experts of which the topkGroups best (by the sum of their two best
+  // choices) stay eligible, a selection-only bias (numExperts values of
+  // selectionBiasType, or null) and the weights' final scale.
+  int numGroups = 1, topkGroups = 1;
+  const void *selectionBias = nullptr;
+  WType selectionBiasType = WType::F32;
+  float routedScalingFactor = 1.0f;
 };
 
-/// The most experts and top_k the one-kernel gate handles (register/shared
-/// arrays); plans beyond this are refused by the host wrapper.
+/// The most experts, top_k and groups the one-kernel gate handles
+/// (register/shared arrays); plans beyond this are refused by the host
+/// wrapper.
 constexpr int kGateMaxExperts = 512;
 constexpr int kGateMaxTopK = 32;
+constexpr int kGateMaxGroups = 64;
+
+/// Group-limited routing: zeroes choice[e] of every expert outside the
+/// topkGroups groups whose two best choices sum highest (ties to the lower
+/// group). numGroups <= kGateMaxGroups, dividing numExperts.
+MOE_HD void keepTopGroups(const GateParams &p, double *choice) {
+  const int G = p.numGroups, per = p.numExperts / G;
+  double groupScore[kGateMaxGroups];
+  bool keep[kGateMaxGroups];
+  for (int g = 0; g < G; ++g) {
+    double b1 = -INFINITY, b2 = -INFINITY;
+    for (int e = g * per; e < (g + 1) * per; ++e) {
+      double c = choice[e];
+      if (c > b1) {
+        b2 = b1;
+        b1 = c;
+      } else if (c > b2) {
+        b2 = c;
+      }
+    }
+    groupScore[g] = b1 + b2;
+    keep[g] = false;
+  }
+  for (int j = 0; j < p.topkGroups; ++j) {
+    int best = -1;
+    for (int g = 0; g < G; ++g)
+      if (!keep[g] && (best < 0 || groupScore[g] > groupScore[best]))
+        best = g;
+    if (best >= 0)
+      keep[best] = true;
+  }
+  for (int e = 0; e < p.numExperts; ++e)
+    if (!keep[e / per])
+      choice[e] = 0.0;
+}
 
 /// One token's routing: scores of `row` (numExperts logits) into `score`
 /// (scratch, numExperts doubles), top-k picks (descending, ties to the lower
 /// expert id) into pick[0..topK) and combine weights before capacity into
-/// weight[0..topK). Same arithmetic as cpu::gate.
-MOE_HD void gateToken(const float *row, const GateParams &p, double *score, int *pick,
-                      float *weight) {
+/// weight[0..topK). `choice` (numExperts doubles) is scratch for what top-k
+/// ranks under a selection bias or groups. Same arithmetic as cpu::gate
+/// (moert::selectExperts for the choice).
+MOE_HD void gateToken(const float *row, const GateParams &p, double *score, double *choice,
+                      int *pick, float *weight) {
   const int E = p.numExperts, K = p.topK;
   if (p.softmaxBeforeTopk) {
     if (p.sigmoid) {
@@ -189,6 +247,19 @@ MOE_HD void gateToken(const float *row, const GateParams &p, double *score, int 
     for (int e = 0; e < E; ++e)
       score[e] = row[e];
   }
+  // What top-k ranks: the scores, or with a selection bias or groups (HF
+  // DeepseekV3MoE) scores + bias, a group scoring the sum of its two best,
+  // the experts of the groups left out ranking as 0.0 (masked_fill with 0).
+  const double *rank = score;
+  if (p.selectionBias || p.numGroups > 1) {
+    for (int e = 0; e < E; ++e)
+      choice[e] = score[e] + (p.selectionBias ? double(loadW(p.selectionBias,
+                                                             p.selectionBiasType, e))
+                                              : 0.0);
+    if (p.numGroups > 1)
+      keepTopGroups(p, choice);
+    rank = choice;
+  }
   // Top-k by repeated selection: strictly greater wins, so ties go to the
   // lower id. A picked expert is skipped by comparing against the picks.
   for (int j = 0; j < K; ++j) {
@@ -197,7 +268,7 @@ MOE_HD void gateToken(const float *row, const GateParams &p, double *score, int 
       bool taken = false;
       for (int i = 0; i < j; ++i)
         taken = taken || pick[i] == e;
-      if (!taken && (best < 0 || score[e] > score[best]))
+      if (!taken && (best < 0 || rank[e] > rank[best]))
         best = e;
     }
     pick[j] = best;
@@ -220,7 +291,7 @@ MOE_HD void gateToken(const float *row, const GateParams &p, double *score, int 
   for (int j = 0; j < K; ++j)
     wsum += w[j];
   for (int j = 0; j < K; ++j)
-    weight[j] = float(p.normTopk ? w[j] / wsum : w[j]);
+    weight[j] = float((p.normTopk ? w[j] / wsum : w[j]) * double(p.routedScalingFactor));
 }
 
 /// Slots an expert admits for T tokens (INT64_MAX without dropping).
@@ -391,6 +462,15 @@ MOE_HD SoftmaxState softmaxMerge(SoftmaxState a, SoftmaxState b, float &fa, floa
   fa = expf(a.m - m);
   fb = expf(b.m - m);
   return {m, a.l * fa + b.l * fb};
+}
+
+/// Adds a head's attention sink (gpt-oss: one more logit in the softmax's
+/// denominator, with no value) to the merged state of its keys; the output
+/// accumulator is scaled by the returned factor fa. HF subtracts the max
+/// over the scores and the sink, as this merge does.
+MOE_HD SoftmaxState withSink(SoftmaxState st, float sink, float &fa) {
+  float fb;
+  return softmaxMerge(st, {sink, 1.0f}, fa, fb);
 }
 
 /// A good number of sequence splits for decode: enough blocks for the GPU,

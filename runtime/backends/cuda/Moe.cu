@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(512)
   for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
     int pick[math::kGateMaxTopK];
     float w[math::kGateMaxTopK];
-    math::gateToken(logits + t * ld, p, scores + t * E, pick, w);
+    math::gateToken(logits + t * ld, p, scores + t * E, scores + (T + t) * E, pick, w);
     for (int j = 0; j < K; ++j) {
       slotExpert[t * K + j] = pick[j];
       slotWeight[t * K + j] = w[j];
@@ -118,7 +118,8 @@ __device__ __forceinline__ RowRef<W> weightRow(const ExpertW &ew, const Stage &s
     return {static_cast<const char *>(ew.down.data) + n * st.K * es,
             ew.downBias ? ldw<W>(ew.downBias.data, n) : 0.0f};
   if (gated && n < I)
-    return {static_cast<const char *>(ew.gate.data) + n * st.K * es, 0.0f};
+    return {static_cast<const char *>(ew.gate.data) + n * st.K * es,
+            ew.gateBias ? ldw<W>(ew.gateBias.data, n) : 0.0f};
   int64_t u = gated ? n - I : n;
   return {static_cast<const char *>(ew.up.data) + u * st.K * es,
           ew.upBias ? ldw<W>(ew.upBias.data, u) : 0.0f};
@@ -316,14 +317,16 @@ __global__ void __launch_bounds__(kWThreads)
   }
 }
 
-/// h[j, 0:I] = act(h[j, 0:I]) (* h[j, I:2I]) for admitted positions j.
+/// h[j, 0:I] = act(h[j, 0:I]) (* h[j, I:2I]) for admitted positions j
+/// (SwigluOai: math::swigluOai of the pair).
 __global__ void expertsActKernel(float *h, int64_t ldh, const int32_t *offsets, int E, int64_t I,
-                                 ActKind act, bool gated) {
+                                 ActKind act, bool gated, float limit, float alpha) {
   for (int64_t j = blockIdx.y; j < offsets[E]; j += gridDim.y) {
     float *row = h + j * ldh;
     for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < I;
          n += int64_t(gridDim.x) * blockDim.x)
-      row[n] = math::activationAt(act, gated, row, I, n);
+      row[n] = act == ActKind::SwigluOai ? math::swigluOai(row[n], row[I + n], limit, alpha)
+                                         : math::activationAt(act, gated, row, I, n);
   }
 }
 
@@ -350,14 +353,16 @@ template <WType W> cudaError_t runStage(const Stage &st, const ExpertsArgs &a, c
 } // namespace
 
 size_t gateWorkspaceBytes(int64_t T, int numExperts) {
-  return size_t(T > 0 ? T : 1) * size_t(numExperts) * sizeof(double);
+  // Per token: its scores, then what top-k ranks (bias / groups).
+  return 2 * size_t(T > 0 ? T : 1) * size_t(numExperts) * sizeof(double);
 }
 
 cudaError_t gate(const float *logits, int64_t ld, int64_t T, const math::GateParams &p,
                  int32_t *slotExpert, float *slotWeight, int32_t *expertOffsets,
                  int32_t *sortedSlots, void *workspace, cudaStream_t s) {
   if (p.numExperts < 1 || p.numExperts > math::kGateMaxExperts || p.topK < 1 ||
-      p.topK > math::kGateMaxTopK || p.topK > p.numExperts || T < 0)
+      p.topK > math::kGateMaxTopK || p.topK > p.numExperts || T < 0 || p.numGroups < 1 ||
+      p.numGroups > math::kGateMaxGroups || p.numExperts % p.numGroups != 0)
     return cudaErrorInvalidValue;
   gateKernel<<<1, 512, 0, s>>>(logits, ld, T, p, math::gateCapacity(p, T), slotExpert, slotWeight,
                                expertOffsets, sortedSlots, static_cast<double *>(workspace));
@@ -385,7 +390,7 @@ cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t s) {
   if (err)
     return err;
   expertsActKernel<<<dim3(gridFor(a.I, 256), unsigned(rows < 65535 ? rows : 65535)), 256, 0, s>>>(
-      h, ldh, a.expertOffsets, a.numExperts, a.I, a.act, a.gated);
+      h, ldh, a.expertOffsets, a.numExperts, a.I, a.act, a.gated, a.swigluLimit, a.swigluAlpha);
   if ((err = launched()))
     return err;
   MOE_DISPATCH_WTYPE(wt, WT, err = runStage<WT>(down, a, s));

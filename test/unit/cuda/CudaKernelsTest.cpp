@@ -236,13 +236,13 @@ TEST(CudaKernels, GateMatchesCpu) {
   for (int E : {4, 60, 128})
     for (int K : {1, 2, 8})
       for (int64_t T : {1, 37, 300})
-        for (int variant = 0; variant < 4; ++variant) {
-          if (K > E)
+        for (int variant = 0; variant < 5; ++variant) {
+          if (K > E || (variant == 4 && E < 8))
             continue;
           mc::math::GateParams p;
           p.numExperts = E;
           p.topK = K;
-          p.sigmoid = variant == 3;
+          p.sigmoid = variant >= 3;
           p.softmaxBeforeTopk = variant != 1;
           p.normTopk = variant >= 1;
           p.dropTokens = variant == 2;
@@ -252,11 +252,21 @@ TEST(CudaKernels, GateMatchesCpu) {
           if (variant == 2)
             for (auto &l : logits)
               l = std::round(l); // ties
+          // Variant 4: DeepSeek-V3's routing (4 groups, 2 kept, a
+          // selection bias, a routed scale).
+          std::vector<float> bias = randn(size_t(E), rng, 0.3f);
+          Dev<float> dbias(bias);
+          if (variant == 4) {
+            p.numGroups = 4;
+            p.topkGroups = 2;
+            p.selectionBias = dbias.p;
+            p.routedScalingFactor = 2.5f;
+          }
           Dev<float> dl(logits), sw(size_t(T * K));
           Dev<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K));
           Dev<char> ws(mc::gateWorkspaceBytes(T, E));
           CK(mc::gate(dl.p, E, T, p, se.p, sw.p, off.p, ss.p, ws.p, nullptr));
-          cpu::GateParams cp = moetest::cpuGateParams(p);
+          cpu::GateParams cp = moetest::cpuGateParams(p, bias);
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rss(size_t(T * K));
           std::vector<float> rsw(size_t(T * K));
           int64_t n = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),
@@ -272,10 +282,13 @@ TEST(CudaKernels, GateMatchesCpu) {
 }
 
 /// Experts on the device vs a direct CPU computation per admitted slot.
+/// oai: gpt-oss's experts (gate bias, SwigluOai with limit 7, alpha 1.702).
 void checkExperts(int64_t T, int K, int E, int64_t D, int64_t I, WType wt, bool gated,
-                  std::mt19937 &rng) {
+                  std::mt19937 &rng, bool oai = false) {
   SCOPED_TRACE(::testing::Message() << "T=" << T << " K=" << K << " E=" << E << " D=" << D
-                                    << " I=" << I << " w=" << int(wt) << " gated=" << gated);
+                                    << " I=" << I << " w=" << int(wt) << " gated=" << gated
+                                    << " oai=" << oai);
+  const float limit = 7.0f, alpha = 1.702f;
   std::vector<float> x = randn(size_t(T * D), rng), logits = randn(size_t(T * E), rng);
   mc::math::GateParams mp;
   mp.numExperts = E;
@@ -288,13 +301,14 @@ void checkExperts(int64_t T, int K, int E, int64_t D, int64_t I, WType wt, bool 
   std::vector<int32_t> se(size_t(T * K)), off(size_t(E + 1)), ss(size_t(T * K), 0);
   std::vector<float> sw(size_t(T * K));
   cpu::gate(logits.data(), E, T, cp, se.data(), sw.data(), off.data(), ss.data(), nullptr);
-  std::vector<HostW> g, u, d, ub, db;
+  std::vector<HostW> g, u, d, ub, db, gb;
   for (int e = 0; e < E; ++e) {
     g.emplace_back(randn(size_t(I * D), rng, 0.2f), wt);
     u.emplace_back(randn(size_t(I * D), rng, 0.2f), wt);
     d.emplace_back(randn(size_t(D * I), rng, 0.2f), wt);
     ub.emplace_back(randn(size_t(I), rng), wt);
     db.emplace_back(randn(size_t(D), rng), wt);
+    gb.emplace_back(randn(size_t(I), rng, 4.0f), wt); // some past the clamp
   }
   std::vector<std::unique_ptr<DevW>> keep;
   std::vector<mc::ExpertW> table(static_cast<size_t>(E));
@@ -313,6 +327,8 @@ void checkExperts(int64_t T, int K, int E, int64_t D, int64_t I, WType wt, bool 
     ew.up = up(u[size_t(e)]);
     ew.down = up(d[size_t(e)]);
     ew.upBias = up(ub[size_t(e)]);
+    if (oai)
+      ew.gateBias = up(gb[size_t(e)]);
     if (e % 2 == 0)
       ew.downBias = up(db[size_t(e)]);
   }
@@ -342,8 +358,14 @@ void checkExperts(int64_t T, int K, int E, int64_t D, int64_t I, WType wt, bool 
           if (gated)
             a += double(g[size_t(e)].f[size_t(i * D + k)]) * xi[k];
         }
-        h[size_t(i)] = gated ? cpu::activate(cpu::Act::Silu, float(a)) * float(b)
-                             : cpu::activate(cpu::Act::Gelu, float(b));
+        if (oai) {
+          float gu[2] = {float(a + gb[size_t(e)].f[size_t(i)]), float(b)};
+          cpu::swigluOai(gu, 2, 1, 1, limit, alpha);
+          h[size_t(i)] = gu[0];
+        } else {
+          h[size_t(i)] = gated ? cpu::activate(cpu::Act::Silu, float(a)) * float(b)
+                               : cpu::activate(cpu::Act::Gelu, float(b));
+        }
       }
       for (int64_t n = 0; n < D; ++n) {
         double o = e % 2 == 0 ? db[size_t(e)].f[size_t(n)] : 0.0;
@@ -368,8 +390,10 @@ void checkExperts(int64_t T, int K, int E, int64_t D, int64_t I, WType wt, bool 
   a.numExperts = E;
   a.D = D;
   a.I = I;
-  a.act = gated ? mc::ActKind::Silu : mc::ActKind::Gelu;
+  a.act = oai ? mc::ActKind::SwigluOai : gated ? mc::ActKind::Silu : mc::ActKind::Gelu;
   a.gated = gated;
+  a.swigluLimit = limit;
+  a.swigluAlpha = alpha;
   a.experts = dtable.p;
   a.weightType = wt;
   CK(mc::experts(a, ws.p, nullptr));
@@ -388,6 +412,10 @@ TEST(CudaKernels, ExpertsGemvAndGrouped) {
       checkExperts(200, 4, 16, 37, 29, wt, gated, rng); // odd sizes, drops
       checkExperts(300, 2, 4, 128, 96, wt, gated, rng); // several full tiles per expert
     }
+  for (WType wt : kTypes) { // gpt-oss: gate bias and SwigluOai, GEMV and grouped
+    checkExperts(1, 4, 8, 64, 40, wt, true, rng, true);
+    checkExperts(41, 4, 8, 72, 50, wt, true, rng, true);
+  }
 }
 
 /// Routing stays on the device: gate + experts + combine of one decode
@@ -510,6 +538,7 @@ TEST(CudaKernels, AttentionDecodeAndPrefill) {
     int64_t T, start;
     int window, splits;
     WType kv;
+    bool sinks = false;
   };
   const Case cases[] = {
       {8, 2, 64, 1, 0, 0, 0, WType::F32},     // first token
@@ -518,6 +547,9 @@ TEST(CudaKernels, AttentionDecodeAndPrefill) {
       {6, 2, 40, 13, 0, 0, 1, WType::F32},    // prefill, odd head dim
       {4, 1, 256, 29, 5, 7, 0, WType::BF16},  // prefill after context, window
       {12, 4, 96, 3, 300, 64, 3, WType::F32}, // small batch of tokens, window, splits
+      {8, 2, 64, 1, 2000, 128, 0, WType::BF16, true}, // gpt-oss: decode, window, sinks
+      {8, 2, 64, 1, 900, 0, 4, WType::F32, true},     // sinks merged after the splits
+      {8, 2, 64, 17, 0, 0, 1, WType::F32, true},      // prefill with sinks
   };
   for (const Case &c : cases) {
     SCOPED_TRACE(::testing::Message() << "heads=" << c.heads << "/" << c.kvHeads << " hd=" << c.hd
@@ -554,6 +586,10 @@ TEST(CudaKernels, AttentionDecodeAndPrefill) {
     a.scale = 1.0f / std::sqrt(float(hd));
     a.slidingWindow = c.window;
     a.splits = c.splits;
+    std::vector<float> sinks = randn(size_t(c.heads), rng, 2.0f);
+    Dev<float> dsinks(sinks);
+    if (c.sinks)
+      a.sinks = {dsinks.p, WType::F32};
     Dev<char> ws(mc::attentionWorkspaceBytes(a));
     CK(mc::attention(a, ws.p, nullptr));
     ThreadPool pool(2);
@@ -562,7 +598,7 @@ TEST(CudaKernels, AttentionDecodeAndPrefill) {
     DType dt = c.kv == WType::F32 ? DType::F32 : c.kv == WType::BF16 ? DType::BF16 : DType::F16;
     cpu::attention(pool, cws, qkv.data(), ld, a.qCol, a.kCol, a.vCol, ref.data(), a.ldo, c.T,
                    pos.data(), {hk.data(), hv.data(), dt, S}, c.heads, c.kvHeads, c.hd, a.scale,
-                   c.window);
+                   c.window, c.sinks ? cpu::WRef{sinks.data(), DType::F32} : cpu::WRef{});
     expectNear(dout.get(), ref, 2e-5f, "attention");
   }
 }

@@ -19,16 +19,23 @@ inline std::vector<float> randn(size_t n, std::mt19937 &rng, float scale = 1.0f)
   return v;
 }
 
-/// The CPU reference gate's parameters equal to the CUDA gate's `p`.
-inline moert::cpu::GateParams cpuGateParams(const moert::cuda::math::GateParams &p) {
+/// The CPU reference gate's parameters equal to the CUDA gate's `p`, whose
+/// selection bias (when it has one) is `hostBias` on the host.
+inline moert::cpu::GateParams cpuGateParams(const moert::cuda::math::GateParams &p,
+                                            const std::vector<float> &hostBias = {}) {
   return {{.numExperts = p.numExperts,
            .topK = p.topK,
            .sigmoid = p.sigmoid,
-           .softmaxBeforeTopk = p.softmaxBeforeTopk},
+           .softmaxBeforeTopk = p.softmaxBeforeTopk,
+           .numGroups = p.numGroups,
+           .topkGroups = p.topkGroups,
+           .bias = p.selectionBias ? hostBias : std::vector<float>{}},
           p.normTopk,
           p.capacityFactor,
           p.minCapacity,
-          p.dropTokens};
+          p.dropTokens,
+          {},
+          p.routedScalingFactor};
 }
 
 } // namespace moetest

@@ -86,6 +86,32 @@ TEST(CudaMath, ActivationsMatchCpu) {
     }
 }
 
+TEST(CudaMath, SwigluOaiMatchesCpu) {
+  std::mt19937 rng(12);
+  const int64_t n = 61;
+  const float limit = 7.0f, alpha = 1.702f;
+  std::vector<float> row = randn(size_t(2 * n), rng, 6.0f); // [gate | up], past the clamps
+  row[0] = NAN;                                             // passes through min
+  row[size_t(n + 1)] = NAN;                                 // and through clamp
+  row[2] = limit;
+  row[size_t(n + 3)] = -limit;
+  row[4] = -INFINITY;
+  std::vector<float> ref = row;
+  cpu::swigluOai(ref.data(), 2 * n, 1, n, limit, alpha);
+  for (int64_t j = 0; j < n; ++j) {
+    float got = cm::swigluOai(row[size_t(j)], row[size_t(n + j)], limit, alpha);
+    float want = ref[size_t(j)];
+    SCOPED_TRACE(::testing::Message() << "j=" << j << " g=" << row[size_t(j)]
+                                      << " u=" << row[size_t(n + j)]);
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(got));
+      continue;
+    }
+    // The CPU's vector path takes libmvec's exp: last bits may differ.
+    ASSERT_NEAR(got, want, 1e-6f * std::max(1.0f, std::fabs(want)));
+  }
+}
+
 TEST(CudaMath, NormsMatchCpu) {
   std::mt19937 rng(3);
   const int64_t rows = 4, dim = 29, groups = 3, ld = dim * groups + 5;
@@ -161,7 +187,7 @@ int64_t emulateGate(const std::vector<float> &logits, int64_t T, const cm::GateP
                     std::vector<int32_t> &slotExpert, std::vector<float> &slotWeight,
                     std::vector<int32_t> &offsets, std::vector<int32_t> &sorted) {
   const int E = p.numExperts, K = p.topK;
-  std::vector<double> score(static_cast<size_t>(E));
+  std::vector<double> score(static_cast<size_t>(E)), choice(static_cast<size_t>(E));
   slotExpert.assign(size_t(T * K), -1);
   slotWeight.assign(size_t(T * K), -1.0f);
   offsets.assign(size_t(E + 1), -1);
@@ -169,7 +195,7 @@ int64_t emulateGate(const std::vector<float> &logits, int64_t T, const cm::GateP
   for (int64_t t = 0; t < T; ++t) {
     int pick[cm::kGateMaxTopK];
     float w[cm::kGateMaxTopK];
-    cm::gateToken(logits.data() + t * E, p, score.data(), pick, w);
+    cm::gateToken(logits.data() + t * E, p, score.data(), choice.data(), pick, w);
     for (int j = 0; j < K; ++j) {
       slotExpert[size_t(t * K + j)] = pick[j];
       slotWeight[size_t(t * K + j)] = w[j];
@@ -231,7 +257,7 @@ TEST(CudaMath, GateMatchesCpu) {
   for (int E : {1, 2, 5, 8, 13, 64})
     for (int K : {1, 2, 3, 8})
       for (int64_t T : {1, 3, 17, 70})
-        for (int variant = 0; variant < 8; ++variant) {
+        for (int variant = 0; variant < 12; ++variant) {
           if (K > E)
             continue;
           cm::GateParams p;
@@ -243,6 +269,21 @@ TEST(CudaMath, GateMatchesCpu) {
           p.dropTokens = (variant + T) % 3 != 0;
           p.capacityFactor = 0.5f + float(variant) * 0.25f;
           p.minCapacity = variant % 3;
+          // Variants 8..11: DeepSeek-V3's routing (scores before top-k):
+          // groups where E allows, a selection bias, a routed scale.
+          std::vector<float> bias;
+          if (variant >= 8) {
+            p.softmaxBeforeTopk = true;
+            p.numGroups = E % 4 == 0 ? 4 : 1;
+            p.topkGroups = p.numGroups == 4 ? 2 : 1;
+            if (K > p.topkGroups * (E / p.numGroups))
+              continue;
+            if (variant != 9) {
+              bias = moetest::randn(size_t(E), rng, 0.3f);
+              p.selectionBias = bias.data();
+            }
+            p.routedScalingFactor = variant == 10 ? 1.0f : 2.5f;
+          }
           // Quantized logits: many exact ties (ties go to the lower id).
           std::vector<float> logits(size_t(T * E));
           std::uniform_int_distribution<int> q(-3, 3);
@@ -253,7 +294,7 @@ TEST(CudaMath, GateMatchesCpu) {
           std::vector<int32_t> se, off, sorted;
           std::vector<float> sw;
           int64_t n = emulateGate(logits, T, p, se, sw, off, sorted);
-          cpu::GateParams cp = moetest::cpuGateParams(p);
+          cpu::GateParams cp = moetest::cpuGateParams(p, bias);
           std::vector<int32_t> rse(size_t(T * K)), roff(size_t(E + 1)), rsorted(size_t(T * K), -1);
           std::vector<float> rsw(size_t(T * K));
           int64_t rn = cpu::gate(logits.data(), E, T, cp, rse.data(), rsw.data(), roff.data(),
@@ -435,7 +476,8 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
   const int heads = 4, kvHeads = 2, hd = 8;
   const int64_t S = 40, T = 3;
   for (int window : {0, 5})
-    for (int splits : {1, 3, 7}) {
+    for (int splits : {1, 3, 7})
+      for (bool withSinks : {false, true}) {
       std::vector<int64_t> pos = {17, 18, 19};
       const int64_t ld = (heads + 2 * kvHeads) * hd;
       std::vector<float> qkv = randn(size_t(T * ld), rng);
@@ -447,9 +489,12 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
       cpu::Workspace ws(1);
       std::vector<float> ref(size_t(T * heads * hd));
       const float scale = 0.35f;
+      // gpt-oss's sinks: one more logit per head in the denominator.
+      std::vector<float> sinks = randn(size_t(heads), rng, 2.0f);
       cpu::attention(pool, ws, qkv.data(), ld, 0, heads * hd, (heads + kvHeads) * hd, ref.data(),
                      heads * hd, T, pos.data(), {kc.data(), vc.data(), DType::F32, S}, heads,
-                     kvHeads, hd, scale, window);
+                     kvHeads, hd, scale, window,
+                     withSinks ? cpu::WRef{sinks.data(), DType::F32} : cpu::WRef{});
       // The cache after the CPU's store is what the kernel reads too.
       const int64_t maxPos = 19;
       for (int64_t t = 0; t < T; ++t)
@@ -486,9 +531,16 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
             for (int d = 0; d < hd; ++d)
               o[size_t(d)] = o[size_t(d)] * fa + acc[size_t(d)] * fb;
           }
+          if (withSinks) {
+            float fa;
+            st = cm::withSink(st, sinks[size_t(h)], fa);
+            for (auto &x : o)
+              x *= fa;
+          }
           for (int d = 0; d < hd; ++d)
             ASSERT_NEAR(o[size_t(d)] / st.l, ref[size_t(t * heads * hd + h * hd + d)], 2e-5f)
-                << "window=" << window << " splits=" << splits << " t=" << t << " h=" << h;
+                << "window=" << window << " splits=" << splits << " sinks=" << withSinks
+                << " t=" << t << " h=" << h;
         }
     }
 }

@@ -676,7 +676,8 @@ TEST_P(BackendConformance, Attention) {
     auto comm = makeLocalComm();
     for (DType cacheDt : kWeightDtypes)
       for (int window : {0, 4})
-        for (int64_t T : {1, 3, 4}) {
+        for (int64_t T : {1, 3, 4})
+          for (bool sinks : {false, true}) {
           // GQA (6 heads on 2) of head_dim 10; T = 4: MQA of head_dim 40.
           const int H = T == 4 ? 4 : 6, KV = T == 4 ? 1 : 2, hd = T == 4 ? 40 : 10;
           const int64_t S = 32, ldqkv = (H + 2 * KV) * hd + 1, ldo = H * hd + 2;
@@ -693,9 +694,13 @@ TEST_P(BackendConformance, Attention) {
           op.head_dim = hd;
           op.scale = 1.0f / std::sqrt(float(hd));
           op.sliding_window = window;
+          // gpt-oss's sinks: large enough to take a real share.
+          if (sinks)
+            op.sinks = p.b.weight("attn.sinks", {H}, cacheDt, cacheDt, mp::Init::Normal, 2.0f);
           p.b.step(op, "attn");
           PlanFile plan = p.finish();
           Runner r(*be, plan, *comm);
+          const Vec sinkValues = sinks ? r.weight(op.sinks) : Vec();
           // Reference K/V history [KV][S][hd], rounded to the cache dtype.
           Vec K(size_t(KV * S * hd), 0.0f), V = K;
           auto call = [&](Ids pos, uint32_t seed) {
@@ -716,9 +721,10 @@ TEST_P(BackendConformance, Attention) {
                   V[at] = round(qkv[size_t(t * ldqkv + op.v_col + h * hd + i)]);
                 }
             ref::attention(qkv, ldqkv, op.q_col, pos, K, V, S, H, KV, hd, op.scale, window, out,
-                           ldo);
-            std::string what = fmt::format("Attention cache {} window {} threads {} T={} at {}",
-                                           dtypeStr(cacheDt), window, threads, n, pos[0]);
+                           ldo, sinks ? &sinkValues : nullptr);
+            std::string what =
+                fmt::format("Attention cache {} window {} sinks {} threads {} T={} at {}",
+                            dtypeStr(cacheDt), window, sinks, threads, n, pos[0]);
             expectNormwise(r.get(op.out, size_t(n * ldo)), out, 1e-5, what);
             expectNormwise(r.cache(op.cache, false), K, 0.0, what + " K cache");
             expectNormwise(r.cache(op.cache, true), V, 0.0, what + " V cache");
@@ -809,6 +815,7 @@ TEST_P(BackendConformance, Add) {
 namespace {
 struct GateBufs {
   int logits, se, sw, eo, ss;
+  int bias = -1; // the selection bias weight (DeepSeek-V3)
 };
 
 GateBufs addGate(PlanBuilder &b, const ref::GateSpec &g, int64_t ldLogits) {
@@ -828,6 +835,12 @@ GateBufs addGate(PlanBuilder &b, const ref::GateSpec &g, int64_t ldLogits) {
   op.capacity_factor = g.capacityFactor;
   op.min_capacity = g.minCapacity;
   op.drop_tokens = g.dropTokens;
+  op.num_groups = g.numGroups;
+  op.topk_groups = g.topkGroups;
+  op.routed_scaling_factor = g.routedScalingFactor;
+  if (g.selectionBias)
+    op.selection_bias = x.bias = b.weight("gate.selection_bias", {g.numExperts}, DType::F32,
+                                          DType::F32, mp::Init::Normal, 0.5f);
   op.slot_expert = x.se;
   op.slot_weight = x.sw;
   op.expert_offsets = x.eo;
@@ -841,7 +854,7 @@ TEST_P(BackendConformance, Gate) {
   BACKEND_OR_SKIP(be, 1);
   auto comm = makeLocalComm();
   // {E, k, sigmoid, softmaxBeforeTopk, normTopk, capacityFactor, minCapacity, drop}
-  const ref::GateSpec specs[] = {
+  std::vector<ref::GateSpec> specs = {
       {7, 2, false, true, true, 0, 0, false},   // Mixtral
       {7, 3, false, true, false, 0, 0, false},  // Qwen2-MoE (no renormalization)
       {7, 2, false, false, false, 0, 0, false}, // softmax over the picked logits
@@ -852,12 +865,27 @@ TEST_P(BackendConformance, Gate) {
       {5, 1, false, true, false, 0.0f, 2, true}, // min_capacity only
       {4, 2, false, true, true, 0.5f, 1, true},
   };
+  // DeepSeek-V3's routing: sigmoid scores, a selection bias, groups, a
+  // routed scale; with capacity too.
+  auto deepseek = [](int E, int k, int groups, int keep, bool bias, float scale, bool drop) {
+    ref::GateSpec g{E, k, true, true, true, drop ? 1.0f : 0.0f, 0, drop};
+    g.numGroups = groups;
+    g.topkGroups = keep;
+    g.selectionBias = bias;
+    g.routedScalingFactor = scale;
+    return g;
+  };
+  specs.push_back(deepseek(16, 4, 4, 2, true, 2.5f, false));
+  specs.push_back(deepseek(12, 3, 3, 1, false, 1.0f, false)); // groups only
+  specs.push_back(deepseek(7, 2, 1, 1, true, 1.0f, false));   // bias only
+  specs.push_back(deepseek(16, 2, 8, 3, true, 0.5f, true));
   for (const ref::GateSpec &g : specs) {
     TinyPlan p(12);
     const int64_t ld = g.numExperts + 2;
     GateBufs x = addGate(p.b, g, ld);
     PlanFile plan = p.finish();
     Runner r(*be, plan, *comm);
+    const Vec bias = x.bias >= 0 ? r.weight(x.bias) : Vec();
     for (int64_t T : {1, 11}) {
       for (bool ties : {false, true}) {
         Vec logits = randomFloats(size_t(T * ld), 81 + uint32_t(T));
@@ -872,7 +900,7 @@ TEST_P(BackendConformance, Gate) {
         r.gateCounts(routed.data(), dropped.data());
         r.run(0, positions(0, T));
         r.gateCounts(nullptr, nullptr);
-        ref::GateResult ref = ref::gate(logits, ld, T, g);
+        ref::GateResult ref = ref::gate(logits, ld, T, g, &bias);
         // Counts are added (to the 1s above): choices before capacity, and
         // the slots capacity dropped (only when dropping).
         std::vector<uint64_t> wantRouted(size_t(g.numExperts), 1), wantDropped(wantRouted);
@@ -883,10 +911,11 @@ TEST_P(BackendConformance, Gate) {
                                     uint64_t(ref.expertOffsets[size_t(e) + 1] -
                                              ref.expertOffsets[size_t(e)]);
         std::string what = fmt::format("Gate E={} k={} sigmoid={} before={} norm={} cf={} min={} "
-                                       "drop={} T={} ties={}",
+                                       "drop={} groups={}/{} bias={} scale={} T={} ties={}",
                                        g.numExperts, g.topK, g.sigmoid, g.softmaxBeforeTopk,
                                        g.normTopk, g.capacityFactor, g.minCapacity, g.dropTokens,
-                                       T, ties);
+                                       g.topkGroups, g.numGroups, g.selectionBias,
+                                       g.routedScalingFactor, T, ties);
         size_t slots = size_t(T * g.topK);
         EXPECT_EQ(routed, wantRouted) << what << " (routed counts)";
         EXPECT_EQ(dropped, wantDropped) << what << " (dropped counts)";
@@ -909,7 +938,7 @@ namespace {
 struct ExpertsCase {
   DType dt;
   bool gated, biases;
-  mp::ActKind act;
+  mp::ActKind act; // SwigluOai: gpt-oss's experts, with a gate bias
 };
 } // namespace
 
@@ -929,6 +958,11 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
   op.intermediate = I;
   op.act = c.act;
   op.gated = c.gated;
+  const bool oai = c.act == mp::ActKind::SwigluOai;
+  if (oai) { // a limit the products reach
+    op.swiglu_limit = 1.5f;
+    op.swiglu_alpha = 1.702f;
+  }
   // Experts 0, 2, 3 (copy 1 of 2: every other slot) and 4 live here; 1 does not.
   struct Listed {
     int id, replica, copies;
@@ -943,6 +977,8 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
     op.up_bias = p.b.weight("experts.up_bias", {E, I}, c.dt, c.dt, mp::Init::Normal, 0.3f);
     op.down_bias = p.b.weight("experts.down_bias", {E, D}, c.dt, c.dt, mp::Init::Normal, 0.3f);
   }
+  if (oai)
+    op.gate_bias = p.b.weight("experts.gate_bias", {E, I}, c.dt, c.dt, mp::Init::Normal, 1.0f);
   for (const Listed &l : listed) {
     auto e = std::make_unique<mp::LocalExpertT>();
     e->expert = l.id;
@@ -969,6 +1005,7 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
     re.down = slice(op.down);
     re.upBias = slice(op.up_bias);
     re.downBias = slice(op.down_bias);
+    re.gateBias = slice(op.gate_bias);
     re.replica = e.replica;
     re.numReplicas = e.num_replicas;
     list.push_back(re);
@@ -988,7 +1025,8 @@ static void checkExperts(Backend &be, const ExpertsCase &c, DType compute, doubl
       r.fill(op.slot_out, T * k, seed + 200); // overwritten (zeros where not computed)
       r.run(1, positions(0, T));
       Vec ref;
-      ref::experts(in, D + 2, T, k, D, I, ref::Act(int(c.act)), c.gated, list, routing, ref);
+      ref::experts(in, D + 2, T, k, D, I, ref::Act(int(c.act)), c.gated, list, routing, ref,
+                   op.swiglu_limit, op.swiglu_alpha);
       expectNormwise(r.get(op.slot_out, size_t(T * k * D)), ref, tol, what);
       // Expert streaming launches the step once per part: the first part
       // clears slot_out, later ones add their experts' rows.
@@ -1016,6 +1054,10 @@ TEST_P(BackendConformance, Experts) {
     // Several blocks of rows per matrix.
     checkExperts(*be, {DType::BF16, true, false, mp::ActKind::Silu}, DType::F32, 1e-5, 40, 70);
     checkExperts(*be, {DType::F16, false, true, mp::ActKind::Relu}, DType::F32, 1e-5, 33, 50);
+    // gpt-oss: gate bias, clamped SwiGLU (values past the limit both ways).
+    for (DType dt : kWeightDtypes)
+      checkExperts(*be, {dt, true, true, mp::ActKind::SwigluOai}, DType::F32, 1e-5);
+    checkExperts(*be, {DType::BF16, true, true, mp::ActKind::SwigluOai}, DType::F32, 1e-5, 40, 70);
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 namespace moetest::ref {
@@ -97,6 +98,7 @@ double activate(Act a, double x) {
   case Act::Sigmoid:
     return 1.0 / (1.0 + std::exp(-x));
   case Act::Identity:
+  case Act::SwigluOai: // experts() computes it from both halves
     return x;
   }
   return x;
@@ -115,7 +117,7 @@ void activation(const Vec &in, int64_t ldi, Vec &out, int64_t ldo, int64_t rows,
 
 void attention(const Vec &qkv, int64_t ldqkv, int64_t qCol, const Ids &pos, const Vec &k,
                const Vec &v, int64_t S, int heads, int kvHeads, int headDim, float scale,
-               int slidingWindow, Vec &out, int64_t ldo) {
+               int slidingWindow, Vec &out, int64_t ldo, const Vec *sinks) {
   const int group = heads / kvHeads;
   for (size_t t = 0; t < pos.size(); ++t)
     for (int h = 0; h < heads; ++h) {
@@ -134,7 +136,10 @@ void attention(const Vec &qkv, int64_t ldqkv, int64_t qCol, const Ids &pos, cons
         p.push_back(d * scale);
         mx = std::max(mx, p.back());
       }
-      double sum = 0.0;
+      double sink = sinks ? double((*sinks)[size_t(h)]) : 0.0;
+      if (sinks)
+        mx = std::max(mx, sink);
+      double sum = sinks ? std::exp(sink - mx) : 0.0;
       for (double &x : p)
         sum += x = std::exp(x - mx);
       for (int i = 0; i < headDim; ++i) {
@@ -146,7 +151,8 @@ void attention(const Vec &qkv, int64_t ldqkv, int64_t qCol, const Ids &pos, cons
     }
 }
 
-GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g) {
+GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g,
+                const Vec *selectionBias) {
   const int E = g.numExperts, K = g.topK;
   GateResult r;
   r.slotExpert.resize(size_t(T * K));
@@ -170,12 +176,38 @@ GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g) {
           x /= s;
       }
     }
+    // DeepSeek-V3's choice: scores + bias; groups by their two best.
+    std::vector<double> choice = rank;
+    if (g.selectionBias)
+      for (int e = 0; e < E; ++e)
+        choice[size_t(e)] += (*selectionBias)[size_t(e)];
+    if (g.numGroups > 1) {
+      const int per = E / g.numGroups;
+      std::vector<double> groupScore;
+      for (int gi = 0; gi < g.numGroups; ++gi) {
+        std::vector<double> c(choice.begin() + gi * per, choice.begin() + (gi + 1) * per);
+        std::sort(c.begin(), c.end(), std::greater<>());
+        groupScore.push_back(c[0] + c[1]);
+      }
+      std::vector<int> groups(static_cast<size_t>(g.numGroups));
+      for (int gi = 0; gi < g.numGroups; ++gi)
+        groups[size_t(gi)] = gi;
+      std::stable_sort(groups.begin(), groups.end(), [&](int a, int b) {
+        return groupScore[size_t(a)] > groupScore[size_t(b)];
+      });
+      std::vector<bool> kept(static_cast<size_t>(g.numGroups), false);
+      for (int j = 0; j < g.topkGroups; ++j)
+        kept[size_t(groups[size_t(j)])] = true;
+      for (int e = 0; e < E; ++e)
+        if (!kept[size_t(e / per)])
+          choice[size_t(e)] = 0.0;
+    }
     std::vector<int> order(static_cast<size_t>(E));
     for (int e = 0; e < E; ++e)
       order[size_t(e)] = e;
     // Descending; equal values keep ascending expert ids (stable).
     std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return rank[size_t(a)] > rank[size_t(b)]; });
+                     [&](int a, int b) { return choice[size_t(a)] > choice[size_t(b)]; });
     std::vector<double> p(static_cast<size_t>(K));
     for (int j = 0; j < K; ++j)
       p[size_t(j)] = rank[size_t(order[size_t(j)])];
@@ -196,7 +228,8 @@ GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g) {
       sum += x;
     for (int j = 0; j < K; ++j) {
       r.slotExpert[size_t(t * K + j)] = order[size_t(j)];
-      r.slotWeight[size_t(t * K + j)] = float(g.normTopk ? p[size_t(j)] / sum : p[size_t(j)]);
+      r.slotWeight[size_t(t * K + j)] =
+          float((g.normTopk ? p[size_t(j)] / sum : p[size_t(j)]) * g.routedScalingFactor);
     }
   }
   int64_t cap = std::numeric_limits<int64_t>::max();
@@ -222,7 +255,7 @@ GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g) {
 
 void experts(const Vec &in, int64_t ldin, int64_t T, int topK, int64_t D, int64_t I, Act act,
              bool gated, const std::vector<Expert> &list, const GateResult &routing,
-             Vec &slotOut) {
+             Vec &slotOut, float swigluLimit, float swigluAlpha) {
   slotOut.assign(size_t(T * topK * D), 0.0f);
   for (const Expert &e : list) {
     int32_t b = routing.expertOffsets[size_t(e.id)], end = routing.expertOffsets[size_t(e.id) + 1];
@@ -239,7 +272,16 @@ void experts(const Vec &in, int64_t ldin, int64_t T, int topK, int64_t D, int64_
           if (gated)
             gv += double(x[d]) * (*e.gate)[size_t(i * D + d)];
         }
-        h[size_t(i)] = gated ? activate(act, gv) * u : activate(act, u);
+        if (e.gateBias)
+          gv += (*e.gateBias)[size_t(i)];
+        if (act == Act::SwigluOai) {
+          const double L = swigluLimit;
+          // Rounded to f32 where the backends hold the products.
+          double gc = std::min(double(float(gv)), L), uc = std::clamp(double(float(u)), -L, L);
+          h[size_t(i)] = (uc + 1.0) * gc / (1.0 + std::exp(-double(swigluAlpha) * gc));
+        } else {
+          h[size_t(i)] = gated ? activate(act, gv) * u : activate(act, u);
+        }
       }
       for (int64_t d = 0; d < D; ++d) {
         double o = e.downBias ? (*e.downBias)[size_t(d)] : 0.0;

@@ -43,7 +43,8 @@ void linear(const Vec &x, int64_t ldx, int64_t rows, const Vec &W, int64_t N, in
 void rope(Vec &buf, int64_t ld, const Ids &pos, int64_t colOffset, int heads, int headDim,
           int rotaryDim, float theta, bool interleaved);
 
-enum class Act { Gelu, GeluTanh, Silu, Relu, Sigmoid, Identity };
+/// plan.fbs's ActKind order; SwigluOai only in experts() (its parameters).
+enum class Act { Gelu, GeluTanh, Silu, Relu, Sigmoid, Identity, SwigluOai };
 double activate(Act a, double x);
 void activation(const Vec &in, int64_t ldi, Vec &out, int64_t ldo, int64_t rows, int64_t n,
                 Act act, bool gated);
@@ -52,9 +53,11 @@ void activation(const Vec &in, int64_t ldi, Vec &out, int64_t ldo, int64_t rows,
 /// and values: k/v are [kvHeads][S][headDim] (S >= max pos + 1), already
 /// holding every position (the cache prefix and the new tokens, rounded to
 /// the cache dtype). q rows: qkv[t, qCol + h*headDim ..]. out[t, h*headDim..].
+/// sinks (gpt-oss; [heads] or null): one more logit per head in the
+/// softmax, with no value.
 void attention(const Vec &qkv, int64_t ldqkv, int64_t qCol, const Ids &pos, const Vec &k,
                const Vec &v, int64_t S, int heads, int kvHeads, int headDim, float scale,
-               int slidingWindow, Vec &out, int64_t ldo);
+               int slidingWindow, Vec &out, int64_t ldo, const Vec *sinks = nullptr);
 
 struct GateSpec {
   int numExperts = 0, topK = 0;
@@ -62,23 +65,33 @@ struct GateSpec {
   float capacityFactor = 0.0f;
   int minCapacity = 0;
   bool dropTokens = false;
+  // DeepSeek-V3: numGroups groups of experts of which the topkGroups with
+  // the highest sums of their two best choices stay eligible (scores +
+  // selection bias rank; the others rank as 0), and the weights' scale.
+  int numGroups = 1, topkGroups = 1;
+  bool selectionBias = false; // gate() then takes the bias values
+  float routedScalingFactor = 1.0f;
 };
 struct GateResult {
   std::vector<int32_t> slotExpert, expertOffsets, sortedSlots; // sortedSlots: admitted only
   Vec slotWeight;
 };
-GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g);
+GateResult gate(const Vec &logits, int64_t ld, int64_t T, const GateSpec &g,
+                const Vec *selectionBias = nullptr);
 
 struct Expert {
   int id = 0;
   const Vec *gate = nullptr, *up = nullptr, *down = nullptr; // [I, D], [I, D], [D, I]
-  const Vec *upBias = nullptr, *downBias = nullptr;
+  const Vec *upBias = nullptr, *downBias = nullptr, *gateBias = nullptr;
   int replica = 0, numReplicas = 1;
 };
 /// slotOut [T*topK, D]: for every admitted slot of a listed expert (this
 /// copy's share of them), down(act(gate x) * up x); every other row 0.
+/// SwigluOai (gpt-oss): g = min(gate x, L), u = clamp(up x, -L, L),
+/// h = (u + 1) g sigmoid(alpha g) with L = swigluLimit.
 void experts(const Vec &in, int64_t ldin, int64_t T, int topK, int64_t D, int64_t I, Act act,
-             bool gated, const std::vector<Expert> &list, const GateResult &routing, Vec &slotOut);
+             bool gated, const std::vector<Expert> &list, const GateResult &routing, Vec &slotOut,
+             float swigluLimit = 0.0f, float swigluAlpha = 0.0f);
 
 /// out[t, :D] (+)= sum_j slotWeight[t*topK+j] * slotOut[t*topK+j, :D] (j ascending).
 void combine(const Vec &slotOut, const Vec &slotWeight, int64_t T, int topK, int64_t D, Vec &out,

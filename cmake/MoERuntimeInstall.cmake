@@ -69,8 +69,5 @@ install(FILES ${PROJECT_SOURCE_DIR}/runtime/schema/plan.fbs
 # The config finds again what the build linked; these are the places the
 # build found it, tried first.
 get_filename_component(MOERT_OPENBLAS_DIR ${MOE_OPENBLAS_LIB} DIRECTORY)
-if(MOE_HAVE_NCCL)
-  get_filename_component(MOERT_NCCL_DIR ${MOE_NCCL_LIB} DIRECTORY)
-endif()
 moe_install_package(moert NAMESPACE moert
   PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_BINDIR CMAKE_INSTALL_DATADIR)

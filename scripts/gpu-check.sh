@@ -164,7 +164,7 @@ PY
 fi
 if [ -n "$nccl" ]; then
   export LD_LIBRARY_PATH=$nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  stage nccl ok $(( $(date +%s) - s )) "libnccl in $nccl (one GPU: moert_nccl's one-rank test runs in gpu-unit; several ranks need several GPUs; the moert::Comm adapter is not yet wired)"
+  stage nccl ok $(( $(date +%s) - s )) "libnccl in $nccl (one GPU: moert_nccl's one-rank tests, the raw communicator and the moert::Comm adapter, run in gpu-unit; several ranks need several GPUs)"
 else
   stage nccl absent $(( $(date +%s) - s )) "no libnccl in /usr/local/cuda or python's nvidia-nccl-cu13"
 fi
@@ -312,16 +312,21 @@ s=$(date +%s)
 bench=""
 if [ -n "$BIN" ] && ls .gpu/plans/bench-*.plan > /dev/null 2>&1; then
   for plan in .gpu/plans/bench-*.plan; do
-    base=$(basename "$plan" .plan)
-    timeout 120 "$BIN/moe-run" "$plan" --backend=cuda --random-weights \
-      --prompt-ids=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20 --max-new-tokens=64 \
-      --bench --json > "$OUT/$base.bench.json" 2> "$OUT/$base.bench.log"
-    rc=$?
-    if [ $rc -eq 0 ]; then
-      bench+="${bench:+, }\"$base\": $(tr -d '\n' < "$OUT/$base.bench.json")"
-    else
-      bench+="${bench:+, }\"$base\": $(json_str "rc $rc: $(tail -3 "$OUT/$base.bench.log")")"
-    fi
+    # Decode steps as replayed CUDA graphs (the default), then launched one
+    # by one (MOERT_CUDA_GRAPHS=0): the issue's with/without comparison.
+    for graphs in 1 0; do
+      base=$(basename "$plan" .plan)
+      [ $graphs = 0 ] && base=$base.no-graphs
+      MOERT_CUDA_GRAPHS=$graphs timeout 120 "$BIN/moe-run" "$plan" --backend=cuda \
+        --random-weights --prompt-ids=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20 \
+        --max-new-tokens=64 --bench --json > "$OUT/$base.bench.json" 2> "$OUT/$base.bench.log"
+      rc=$?
+      if [ $rc -eq 0 ]; then
+        bench+="${bench:+, }\"$base\": $(tr -d '\n' < "$OUT/$base.bench.json")"
+      else
+        bench+="${bench:+, }\"$base\": $(json_str "rc $rc: $(tail -3 "$OUT/$base.bench.log")")"
+      fi
+    done
   done
   stage benchmarks ok $(( $(date +%s) - s )) "moe-run --bench per plan" "\"results\": {$bench}"
 else

@@ -462,6 +462,98 @@ const float *Session::forwardBatch(const BatchRows &b) {
   return logits;
 }
 
+void Session::launchSteps(int64_t T) {
+  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
+  events_.assign(nsteps, -1);
+  // A rank without rows (a data-parallel group idle in this step) runs only
+  // the steps whose results do not depend on its rows alone: the gate (its
+  // empty routing feeds the exchange), the exchanges and collectives, the
+  // experts over received rows, and weight streaming.
+  auto skipped = [&](unsigned k) {
+    if (T > 0)
+      return false;
+    switch (prog_.steps()->Get(k)->op_type()) {
+    case plan::Op::Gate:
+    case plan::Op::AllToAllV:
+    case plan::Op::Collective:
+    case plan::Op::Experts:
+    case plan::Op::Prefetch:
+    case plan::Op::Evict:
+      return false;
+    default:
+      return true;
+    }
+  };
+  const bool syncCompute = backend_.synchronousCompute();
+  for (unsigned i = 0; i < nsteps; ++i) {
+    const plan::Step &s = *prog_.steps()->Get(i);
+    StreamKind stream = streamOf(s);
+    unsigned end = std::max(groupEnd_[i], i + 1);
+    bool skip = true;
+    for (unsigned k = i; k < end; ++k)
+      skip = skip && skipped(k);
+    if (skip) {
+      i = end - 1;
+      continue;
+    }
+    for (unsigned k = i; k < end; ++k)
+      if (const auto *w = prog_.steps()->Get(k)->waits())
+        for (int32_t wt : *w)
+          if (events_[size_t(wt)] >= 0)
+            backend_.waitEvent(stream, events_[size_t(wt)]);
+    if (end > i + 1) {
+      weights_.setCursor(i);
+      for (unsigned k = i; k < end; ++k)
+        acquireWeights(k);
+      args_.stepIndex = int(i);
+      backend_.launchGroup(stream, prog_, i, end, args_);
+    } else {
+      launchStep(i, s);
+    }
+    for (unsigned k = i; k < end; ++k)
+      if (predictAfter_[k] >= 0)
+        predict(predictions_[size_t(predictAfter_[k])]);
+    for (unsigned k = i; k < end; ++k)
+      if (needsEvent_[k])
+        events_[k] = backend_.record(stream);
+    if (syncCompute && !pinned_.empty() && stream == StreamKind::Compute) {
+      weights_.unpin(pinned_);
+      pinned_.clear();
+      weights_.trim();
+    }
+    i = end - 1;
+  }
+}
+
+/// KV-cache bytes the attention steps of a forward call of T rows read (for
+/// the bandwidth floor; also for a replayed graph, which launches nothing).
+uint64_t Session::kvBytesRead(int64_t T) const {
+  uint64_t bytes = 0;
+  if (!prog_.steps())
+    return 0;
+  const int64_t *pos = args_.hostPos;
+  for (const plan::Step *s : *prog_.steps()) {
+    if (const plan::Attention *op = s->op_as_Attention()) {
+      const uint64_t vd = uint64_t(op->v_head_dim() ? op->v_head_dim() : op->head_dim());
+      const uint64_t row = uint64_t(op->num_kv_heads()) * (uint64_t(op->head_dim()) + vd) *
+                           dtypeSize(caches_[size_t(op->cache())].dtype);
+      for (int64_t t = 0; t < T; ++t) {
+        int64_t span = pos[t] + 1;
+        if (op->sliding_window() > 0)
+          span = std::min<int64_t>(span, op->sliding_window());
+        bytes += uint64_t(span) * row;
+      }
+    } else if (const plan::MlaAttention *op = s->op_as_MlaAttention()) {
+      // The latent rows [c_kv | k_pe] each token reads.
+      const uint64_t row = uint64_t(op->kv_lora_rank() + op->rope_dim()) *
+                           dtypeSize(caches_[size_t(op->cache())].dtype);
+      for (int64_t t = 0; t < T; ++t)
+        bytes += uint64_t(pos[t] + 1) * row;
+    }
+  }
+  return bytes;
+}
+
 const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
   const int64_t maxT = plan_.maxTokens(), V = plan_.vocabSize();
   // Only the rows of this call: ids, positions and slots (and the logit rows).
@@ -488,81 +580,32 @@ const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
   args_.allLogits = allLogits ? deviceAllLogits_ : nullptr;
   args_.trace = opts_.trace ? &trace_ : nullptr;
 
-  size_t nsteps = prog_.steps() ? prog_.steps()->size() : 0;
-  events_.assign(nsteps, -1);
-  // A rank without rows (a data-parallel group idle in this step) runs only
-  // the steps whose results do not depend on its rows alone: the gate (its
-  // empty routing feeds the exchange), the exchanges and collectives, the
-  // experts over received rows, and weight streaming.
-  auto skipped = [&](unsigned k) {
-    if (T > 0)
-      return false;
-    switch (prog_.steps()->Get(k)->op_type()) {
-    case plan::Op::Gate:
-    case plan::Op::AllToAllV:
-    case plan::Op::Collective:
-    case plan::Op::Experts:
-    case plan::Op::Prefetch:
-    case plan::Op::Evict:
-      return false;
-    default:
-      return true;
-    }
-  };
   backend_.resetEvents();
-  const bool syncCompute = backend_.synchronousCompute();
   // A decode step that may fetch nothing is the same launches every time:
   // a backend with graphs (CUDA) captures it once and replays it. The host
   // work of streaming (reading routing, fetching) cannot be captured.
   const bool graph = backend_.supportsGraphs() && T == 1 && numLogitRows == 0 && !allLogits &&
-                     !opts_.trace &&
-                     !opts_.expertProfile && !streams_;
+                     !opts_.trace && !opts_.expertProfile && !streams_;
   constexpr int kDecodeGraph = 1;
-  if (graph && backend_.replay(kDecodeGraph))
-    nsteps = 0; // replayed: nothing to launch
-  else if (graph)
-    backend_.beginCapture(kDecodeGraph);
   try {
-    for (unsigned i = 0; i < nsteps; ++i) {
-      const plan::Step &s = *prog_.steps()->Get(i);
-      StreamKind stream = streamOf(s);
-      unsigned end = std::max(groupEnd_[i], i + 1);
-      bool skip = true;
-      for (unsigned k = i; k < end; ++k)
-        skip = skip && skipped(k);
-      if (skip) {
-        i = end - 1;
-        continue;
-      }
-      for (unsigned k = i; k < end; ++k)
-        if (const auto *w = prog_.steps()->Get(k)->waits())
-          for (int32_t wt : *w)
-            if (events_[size_t(wt)] >= 0)
-              backend_.waitEvent(stream, events_[size_t(wt)]);
-      if (end > i + 1) {
-        weights_.setCursor(i);
-        for (unsigned k = i; k < end; ++k)
-          acquireWeights(k);
-        args_.stepIndex = int(i);
-        backend_.launchGroup(stream, prog_, i, end, args_);
+    if (graph && backend_.replay(kDecodeGraph)) {
+      // Nothing to launch; the weights it reads are the capture's.
+      stats_.weightBytes = graphWeightBytes_;
+    } else if (graph) {
+      backend_.beginCapture(kDecodeGraph);
+      launchSteps(T);
+      if (backend_.endCapture(kDecodeGraph)) {
+        graphWeightBytes_ = stats_.weightBytes;
       } else {
-        launchStep(i, s);
+        // A capture that failed ran nothing: launch the steps directly.
+        stats_ = {};
+        backend_.resetEvents();
+        launchSteps(T);
       }
-      for (unsigned k = i; k < end; ++k)
-        if (predictAfter_[k] >= 0)
-          predict(predictions_[size_t(predictAfter_[k])]);
-      for (unsigned k = i; k < end; ++k)
-        if (needsEvent_[k])
-          events_[k] = backend_.record(stream);
-      if (syncCompute && !pinned_.empty() && stream == StreamKind::Compute) {
-        weights_.unpin(pinned_);
-        pinned_.clear();
-        weights_.trim();
-      }
-      i = end - 1;
+    } else {
+      launchSteps(T);
     }
-    if (graph && nsteps > 0)
-      backend_.endCapture(kDecodeGraph);
+    stats_.kvBytes = kvBytesRead(T);
     // Nothing runs past the end of a forward call.
     backend_.synchronizeAll();
   } catch (...) {

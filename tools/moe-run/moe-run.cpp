@@ -686,17 +686,23 @@ int runBatched(const Options &o, const Job &job, Session &session, Comm &comm,
 }
 
 /// Runs one rank of the job; rank 0 prints and writes the outputs.
-int runRank(const Options &o, const Job &job, Comm &comm) {
+int runRank(const Options &o, const Job &job, Comm &hostComm) {
   const PlanFile &plan = *job.plan;
   const plan::Plan &p = plan.plan();
   const std::vector<int64_t> &prompt = job.prompt;
   const int64_t maxNew = job.maxNew;
   const int threads = job.threads;
-  int rank = comm.rank();
+  int rank = hostComm.rank();
   bool tty = rank == 0 && ::isatty(STDERR_FILENO);
   BackendOptions bo;
   bo.threads = threads;
+  // A GPU per rank of a node: the plan's local rank picks it.
+  bo.device = plan.rankProgram(rank).local_rank();
   std::unique_ptr<Backend> backend = makeBackend(job.backend, bo);
+  // Several ranks of a device backend talk through its own communicator
+  // (CUDA: NCCL over device buffers, ids sent over hostComm).
+  std::unique_ptr<Comm> deviceComm = backend->deviceComm(hostComm);
+  Comm &comm = deviceComm ? *deviceComm : hostComm;
 
   std::unique_ptr<WeightStore> weights;
   {

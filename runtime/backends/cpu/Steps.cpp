@@ -123,15 +123,7 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
               op->v_col(), a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, op->num_heads(),
               op->num_kv_heads(), op->head_dim(), op->scale(), op->sliding_window(),
               wref(a, op->sinks()), op->v_head_dim());
-    int64_t vd = op->v_head_dim() ? op->v_head_dim() : op->head_dim();
-    for (int64_t t = 0; t < T; ++t) {
-      int64_t span = a.hostPos[t] + 1;
-      if (op->sliding_window() > 0)
-        span = std::min<int64_t>(span, op->sliding_window());
-      a.stats->kvBytes += uint64_t(span) * uint64_t(op->num_kv_heads()) *
-                          uint64_t(op->head_dim() + vd) * dtypeSize(c.dtype);
-    }
-    break;
+    break; // (the session counts the KV bytes read)
   }
   case Op::MlaAttention: {
     auto *op = s.op_as_MlaAttention();
@@ -149,10 +141,7 @@ void CpuBackend::runStep(const plan::Step &s, const StepArgs &a) {
     MlaParams mp{op->num_heads(), op->nope_dim(), op->rope_dim(), op->v_head_dim(),
                  op->kv_lora_rank(), op->scale(), wref(a, op->kv_b())};
     mlaAttention(pool_, ws_, in, a.f32(op->out()), a.ld(op->out()), T, a.pos, kv, mp);
-    // The latent rows each token reads; kv_b is read like a Linear's weight.
-    const uint64_t row = uint64_t(op->kv_lora_rank() + op->rope_dim()) * dtypeSize(c.dtype);
-    for (int64_t t = 0; t < T; ++t)
-      a.stats->kvBytes += uint64_t(a.hostPos[t] + 1) * row;
+    // kv_b is read like a Linear's weight (the session counts the latent rows).
     a.stats->weightBytes += weightBytes(a, op->kv_b());
     break;
   }

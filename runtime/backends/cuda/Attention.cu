@@ -36,6 +36,17 @@ __global__ void storeKVKernel(const float *qkv, int64_t ldqkv, int64_t kCol, int
   }
 }
 
+/// The largest position of the call: the host's, or read from pos (a
+/// replayed graph; decode has one row, so the loop is short).
+__device__ __forceinline__ int64_t maxPosOf(const AttentionArgs &a) {
+  if (a.maxPos >= 0)
+    return a.maxPos;
+  int64_t m = 0;
+  for (int64_t t = 0; t < a.T; ++t)
+    m = a.pos[t] > m ? a.pos[t] : m;
+  return m;
+}
+
 template <WType KT>
 __global__ void __launch_bounds__(kItems * 32)
     attnKernel(AttentionArgs a, int splits, float *part) {
@@ -51,7 +62,7 @@ __global__ void __launch_bounds__(kItems * 32)
   const int64_t p = active ? a.pos[t] : -1;
   const int64_t myStart = active ? math::attnStart(p, a.slidingWindow) : 0;
   int64_t sb, se;
-  math::splitRange(a.maxPos + 1, splits, blockIdx.z, sb, se);
+  math::splitRange(maxPosOf(a) + 1, splits, blockIdx.z, sb, se);
   // The block's key range: the union of its warps' ranges within the split.
   __shared__ int64_t range[2];
   if (threadIdx.x == 0) {
@@ -187,7 +198,9 @@ int smCount() {
   return n;
 }
 
-int chooseSplits(const AttentionArgs &a) {
+} // namespace
+
+int chooseAttentionSplits(const AttentionArgs &a) {
   if (a.splits > 0)
     return a.splits;
   int64_t group = a.heads / a.kvHeads;
@@ -195,10 +208,8 @@ int chooseSplits(const AttentionArgs &a) {
   return math::attnSplits(a.maxPos + 1, blocks, smCount(), 32, 256);
 }
 
-} // namespace
-
 size_t attentionWorkspaceBytes(const AttentionArgs &a) {
-  int splits = chooseSplits(a);
+  int splits = chooseAttentionSplits(a);
   if (splits <= 1)
     return 256;
   return size_t(a.T * a.heads) * size_t(splits) * size_t(a.headDim + 2) * sizeof(float);
@@ -215,7 +226,7 @@ cudaError_t attention(const AttentionArgs &a, void *workspace, cudaStream_t s) {
                                                 a.kvHeads, a.headDim);
   if (cudaError_t err = launched())
     return err;
-  const int splits = chooseSplits(a);
+  const int splits = chooseAttentionSplits(a);
   const int64_t group = a.heads / a.kvHeads;
   dim3 grid(unsigned((a.T * group + kItems - 1) / kItems), unsigned(a.kvHeads), unsigned(splits));
   float *part = static_cast<float *>(workspace);

@@ -6,6 +6,9 @@
 //
 //===----------------------------------------------------------------------===//
 #include "CudaBackend.h"
+#ifdef MOERT_HAVE_NCCL
+#include "NcclComm.h"
+#endif
 
 #include "moert/Comm.h"
 #include "moert/Error.h"
@@ -45,17 +48,22 @@ static uint64_t weightBytes(const StepArgs &a, int32_t idx) {
 }
 
 void CudaBackend::check(cudaError_t e, const std::string &what) const {
-  if (e != cudaSuccess)
-    fail("cuda: {}: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
+  if (e == cudaSuccess)
+    return;
+  abortCapture();
+  fail("cuda: {}: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-CudaBackend::CudaBackend(const BackendOptions &opts) : pool_(std::max(1, opts.threads)) {
+CudaBackend::CudaBackend(const BackendOptions &opts)
+    : pool_(std::max(1, opts.threads)), graphsOn_(graphsFromEnv()) {
   int n = deviceCount();
   if (n <= 0)
     fail("--backend=cuda: no CUDA device is visible (expected a GPU with a driver; "
          "--backend=cpu runs the plan on the CPU)");
   if (opts.device < 0 || opts.device >= n)
-    fail("--device={}: out of range (expected 0..{})", opts.device, n - 1);
+    fail("--backend=cuda: device {} (the rank's local_rank in the plan) is not visible (expected "
+         "0..{}: one GPU per rank of a node; compile with --gpus-per-node={} or fewer ranks)",
+         opts.device, n - 1, n);
   device_ = opts.device;
   check(cudaSetDevice(device_), "cudaSetDevice");
   check(cudaGetDeviceProperties(&props_, device_), "cudaGetDeviceProperties");
@@ -70,6 +78,12 @@ CudaBackend::CudaBackend(const BackendOptions &opts) : pool_(std::max(1, opts.th
 
 CudaBackend::~CudaBackend() {
   cudaDeviceSynchronize();
+  dropGraphs();
+  for (auto &[op, t] : stepTables_)
+    cudaFree(t.dev);
+  for (cudaEvent_t e : forkJoin_)
+    if (e)
+      cudaEventDestroy(e);
   for (auto &[entry, r] : ropes_) {
     cudaFree(r.cos);
     cudaFree(r.sin);
@@ -99,6 +113,8 @@ std::string CudaBackend::isa() const { return fmt::format("sm_{}{}", props_.majo
 //===----------------------------------------------------------------------===//
 
 void *CudaBackend::allocate(uint64_t bytes, const char *what) {
+  if (!capturing_)
+    dropGraphs(); // a new session's buffers: graphs of earlier ones are stale
   void *p = nullptr;
   cudaError_t e = cudaMalloc(&p, std::max<uint64_t>(bytes, 256));
   if (e != cudaSuccess)
@@ -109,6 +125,7 @@ void *CudaBackend::allocate(uint64_t bytes, const char *what) {
 }
 
 void CudaBackend::deallocate(void *p, uint64_t) {
+  dropGraphs();
   if (p)
     cudaFree(p);
 }
@@ -158,7 +175,8 @@ void *CudaBackend::workspace(size_t bytes) {
   if (bytes <= wsBytes_)
     return ws_;
   // Growing frees the old scratch, which kernels still queued may read:
-  // cudaFree waits for the device first.
+  // cudaFree waits for the device first. Graphs read the old one.
+  dropGraphs();
   if (ws_)
     check(cudaFree(ws_), "cudaFree (workspace)");
   ws_ = nullptr;
@@ -169,9 +187,13 @@ void *CudaBackend::workspace(size_t bytes) {
 
 std::pair<const float *, const float *> CudaBackend::ropeTable(int64_t positions,
                                                                const plan::Rope &op) {
-  const RopeTableCache::Entry &e = ropeHost_.get(positions, op);
+  // Every position the plan allows at once: a captured decode step keeps
+  // the table's address for all later positions.
+  const RopeTableCache::Entry &e = ropeHost_.get(std::max(positions, ropePositions_), op);
   DeviceRope &d = ropes_[&e];
   if (d.generation != e.generation) {
+    if (d.cos)
+      dropGraphs();
     cudaFree(d.cos); // waits for kernels still reading the old table
     cudaFree(d.sin);
     d.cos = static_cast<float *>(allocate(e.cosTab.size() * 4, "rope table"));
@@ -254,7 +276,10 @@ UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<c
   return res;
 }
 
-void CudaBackend::evict(const DeviceWeight &, std::shared_ptr<void> &memory) { memory.reset(); }
+void CudaBackend::evict(const DeviceWeight &, std::shared_ptr<void> &memory) {
+  dropGraphs();
+  memory.reset();
+}
 
 //===----------------------------------------------------------------------===//
 // Steps
@@ -266,6 +291,7 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
   std::vector<unsigned> end(n);
   for (size_t i = 0; i < n; ++i)
     end[i] = unsigned(i + 1);
+  ropePositions_ = plan.maxPositions();
   // The experts kernels need the gate's expert count, which their op does
   // not repeat: remember it per expert_offsets buffer.
   for (size_t i = 0; i < n; ++i)
@@ -306,6 +332,22 @@ void CudaBackend::launchGroup(StreamKind s, const plan::RankProgram &prog, unsig
                               unsigned end, const StepArgs &args) {
   for (unsigned k = begin; k < end; ++k)
     runStep(stream(s), *prog.steps()->Get(k), args);
+}
+
+std::unique_ptr<Comm> CudaBackend::deviceComm(Comm &host) {
+  if (host.size() <= 1)
+    return nullptr;
+#ifdef MOERT_HAVE_NCCL
+  std::string error;
+  std::unique_ptr<Comm> c = makeNcclComm(host, error);
+  if (!c)
+    fail("--backend=cuda: {} ranks need NCCL: {}", host.size(), error);
+  return c;
+#else
+  fail("--backend=cuda: {} ranks need NCCL, which this build lacks (expected nccl.h when it "
+       "was configured: /usr/local/cuda/include or $NCCL_HOME/include)",
+       host.size());
+#endif
 }
 
 void CudaBackend::bindComm(Comm &comm) {
@@ -401,8 +443,16 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     aa.ldo = a.ld(op->out());
     aa.T = T;
     aa.pos = a.pos;
-    for (int64_t t = 0; t < T; ++t)
-      aa.maxPos = std::max(aa.maxPos, a.hostPos[t]);
+    if (capturing_) {
+      // Replays serve later positions: the kernels read them from pos, over
+      // a split count fixed by the cache's size.
+      aa.maxPos = c.maxSeq - 1;
+      aa.splits = chooseAttentionSplits(aa);
+      aa.maxPos = -1;
+    } else {
+      for (int64_t t = 0; t < T; ++t)
+        aa.maxPos = std::max(aa.maxPos, a.hostPos[t]);
+    }
     aa.cache = {c.k, c.v, wtype(c.dtype), c.maxSeq};
     aa.heads = op->num_heads();
     aa.kvHeads = op->num_kv_heads();
@@ -413,14 +463,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     if (aa.headDim > kAttnMaxHeadDim)
       fail("cuda: {}: head_dim {} (expected at most {})", where, aa.headDim, kAttnMaxHeadDim);
     check(attention(aa, workspace(attentionWorkspaceBytes(aa)), st), where);
-    for (int64_t t = 0; t < T; ++t) {
-      int64_t span = a.hostPos[t] + 1;
-      if (op->sliding_window() > 0)
-        span = std::min<int64_t>(span, op->sliding_window());
-      a.stats->kvBytes += uint64_t(span) * 2 * uint64_t(op->num_kv_heads()) *
-                          uint64_t(op->head_dim()) * dtypeSize(c.dtype);
-    }
-    break;
+    break; // (the session counts the KV bytes read)
   }
   case Op::Activation: {
     auto *op = s.op_as_Activation();
@@ -618,17 +661,21 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
       for (int32_t k : a.expertSubset)
         add(op.experts()->Get(unsigned(k)));
   }
-  if (expertTableLen_ < hostTable_.size()) {
-    cudaFree(expertTable_); // waits for kernels reading the old table
-    expertTable_ = static_cast<ExpertW *>(allocate(hostTable_.size() * sizeof(ExpertW),
-                                                   "expert table"));
-    expertTableLen_ = hostTable_.size();
+  if (capturing_) {
+    ea.experts = capturedExpertTable(op);
+  } else {
+    if (expertTableLen_ < hostTable_.size()) {
+      cudaFree(expertTable_); // waits for kernels reading the old table
+      expertTable_ = static_cast<ExpertW *>(allocate(hostTable_.size() * sizeof(ExpertW),
+                                                     "expert table"));
+      expertTableLen_ = hostTable_.size();
+    }
+    // Ordered on the stream after the previous Experts kernel read the table.
+    check(cudaMemcpyAsync(expertTable_, hostTable_.data(), hostTable_.size() * sizeof(ExpertW),
+                          cudaMemcpyHostToDevice, st),
+          "expert table");
+    ea.experts = expertTable_;
   }
-  // Ordered on the stream after the previous Experts kernel read the table.
-  check(cudaMemcpyAsync(expertTable_, hostTable_.data(), hostTable_.size() * sizeof(ExpertW),
-                        cudaMemcpyHostToDevice, st),
-        "expert table");
-  ea.experts = expertTable_;
   check(experts(ea, workspace(expertsWorkspaceBytes(ea.T, ea.topK, ea.I)), st), "Experts");
 }
 

@@ -11,11 +11,14 @@
 // runs on the calling thread once that stream's earlier work is done: it
 // calls CUDA itself, which a stream callback may not.
 //
-// Not yet: CUDA graphs (supportsGraphs() is false, so the session launches
-// decode steps one by one), per-step trace events, the bandwidth floor's
-// count of routed experts (all local experts are counted), and
-// communicators other than one rank or a device communicator named "nccl"
-// (collectives get device pointers, which host communicators cannot read).
+// Decode steps that fetch nothing are captured once as a CUDA graph and
+// replayed (CudaGraphs.cpp; MOERT_CUDA_GRAPHS=0 launches them one by one).
+//
+// Several ranks talk through NCCL (deviceComm, NcclDeviceComm.cpp): the
+// collectives get device pointers, which host communicators cannot read.
+//
+// Not yet: per-step trace events and the bandwidth floor's count of routed
+// experts (all local experts are counted).
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -59,6 +62,7 @@ public:
   void launch(StreamKind s, const plan::Step &step, const StepArgs &args) override;
   void launchGroup(StreamKind s, const plan::RankProgram &prog, unsigned begin, unsigned end,
                    const StepArgs &args) override;
+  std::unique_ptr<Comm> deviceComm(Comm &host) override;
   void bindComm(Comm &comm) override;
   void enqueueHost(StreamKind s, std::function<void()> fn) override;
   void routeTopK(const float *x, int64_t ldx, int64_t rows, const DeviceWeight &router,
@@ -70,6 +74,11 @@ public:
   void waitEvent(StreamKind s, EventId e) override;
   void synchronize(StreamKind s) override;
   void resetEvents() override { nextEvent_ = 0; }
+
+  bool supportsGraphs() const override { return graphsOn_; }
+  void beginCapture(int key) override;
+  bool endCapture(int key) override;
+  bool replay(int key) override;
 
   std::pair<double, double> readBandwidth(std::span<const std::span<const uint8_t>> regions,
                                           uint64_t bytes, int passes) override;
@@ -87,8 +96,21 @@ private:
   void *workspace(size_t bytes);
   /// Device copies of the host rope tables of `op` covering `positions`.
   std::pair<const float *, const float *> ropeTable(int64_t positions, const plan::Rope &op);
-  /// Throws Error naming `what` when `e` is not cudaSuccess.
+  /// Throws Error naming `what` when `e` is not cudaSuccess (ending a
+  /// capture in progress first).
   void check(cudaError_t e, const std::string &what) const;
+
+  // Graphs (CudaGraphs.cpp).
+  static bool graphsFromEnv();
+  /// Ends a capture that failed, discarding it.
+  void abortCapture() const;
+  void dropGraph(int key);
+  /// Drops every graph: memory a graph reads moved or may move.
+  void dropGraphs();
+  /// The Experts step's own device table holding hostTable_ (for captures).
+  const ExpertW *capturedExpertTable(const plan::Experts &op);
+  /// Workspace reserved before a capture (a decode step's scratch is small).
+  static constexpr size_t kCaptureWorkspaceBytes = size_t(32) << 20;
 
   int device_ = 0;
   cudaDeviceProp props_{};
@@ -118,6 +140,20 @@ private:
   std::unordered_map<const RopeTableCache::Entry *, DeviceRope> ropes_;
   /// expert_offsets buffer -> the number of experts of the Gate writing it.
   std::unordered_map<int32_t, int> gateExperts_;
+  /// Positions the rope tables cover from their first use (the plan's).
+  int64_t ropePositions_ = 0;
+
+  bool graphsOn_ = true;
+  mutable bool capturing_ = false;
+  cudaEvent_t forkJoin_[3] = {};
+  std::unordered_map<int, cudaGraphExec_t> graphs_;
+  /// Per Experts step: the device table its captured launches read.
+  struct StepTable {
+    ExpertW *dev = nullptr;
+    size_t capacity = 0;
+    std::vector<ExpertW> host;
+  };
+  std::unordered_map<const plan::Experts *, StepTable> stepTables_;
 };
 
 } // namespace moert::cuda

@@ -184,7 +184,9 @@ struct AttentionArgs {
   float *out = nullptr;
   int64_t ldo = 0, T = 0;
   const int64_t *pos = nullptr; // device [T]
-  int64_t maxPos = 0;           // host: max of pos (sizes the splits)
+  /// Host: max of pos (sizes the splits); -1: the kernels read it from pos
+  /// (a captured step replayed at later positions; splits must then be set).
+  int64_t maxPos = 0;
   KV cache;
   int heads = 0, kvHeads = 0, headDim = 0;
   float scale = 1.0f;
@@ -197,6 +199,8 @@ struct AttentionArgs {
 /// headDim <= kAttnMaxHeadDim.
 constexpr int kAttnMaxHeadDim = 256;
 size_t attentionWorkspaceBytes(const AttentionArgs &a);
+/// The split count attention() uses for `a` (a.splits when set).
+int chooseAttentionSplits(const AttentionArgs &a);
 /// Stores K/V of the T tokens at pos[t], then causal GQA attention: blocks
 /// of one KV head and a tile of (query, head) pairs share each K/V tile in
 /// shared memory (decode: the group's heads; prefill: tiles of queries),

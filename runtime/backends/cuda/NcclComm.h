@@ -1,11 +1,11 @@
 //===- NcclComm.h - Stream-ordered NCCL collectives -------------*- C++ -*-===//
 //
 // The NCCL side of issue 14's communicator, on device f32 buffers, each
-// call enqueued on a CUDA stream. It matches the stream-ordered Comm of the
-// backends issue 1:1 (all-reduce, all-gather, reduce-scatter, broadcast,
-// all-to-all-v as grouped send/recv); the adapter to moert::Comm comes with
-// that interface. Built only when NCCL was found (MOERT_HAVE_NCCL). The
-// unique id travels between processes by the caller (MPI broadcast).
+// call enqueued on a CUDA stream (all-reduce, all-gather, reduce-scatter,
+// broadcast, all-to-all-v as grouped send/recv); makeNcclComm adapts it to
+// moert::Comm. Built when nccl.h was found (MOERT_HAVE_NCCL); the library is
+// opened at run time (available()). The unique id travels between processes
+// by the caller (the host communicator's broadcast).
 //
 // Note: NCCL's sums are in its own order (ring/tree), not in rank order:
 // results agree across ranks but are not bitwise those of the CPU
@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cuda_runtime_api.h>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ namespace moert::cuda {
 
 class NcclComm {
 public:
+  /// Whether libnccl could be opened (once per process).
+  static bool available();
   /// 128 bytes: ncclUniqueId, made by rank 0 and broadcast to the others.
   using UniqueId = std::vector<char>;
   static UniqueId newUniqueId();
@@ -44,7 +47,7 @@ public:
   bool allGather(const float *in, float *out, size_t count, cudaStream_t s);
   /// out[0:count] = sum over ranks of their in[rank * count : ...].
   bool reduceScatterSum(const float *in, float *out, size_t count, cudaStream_t s);
-  bool broadcast(float *buf, size_t count, int root, cudaStream_t s);
+  bool broadcast(void *buf, size_t bytes, int root, cudaStream_t s);
   /// All-to-all-v: to peer p send sendCounts[p] floats from send +
   /// sendOffsets[p], receive recvCounts[p] floats into recv + recvOffsets[p]
   /// (counts and offsets on the host; one ncclGroupStart/End).
@@ -59,3 +62,17 @@ private:
 };
 
 } // namespace moert::cuda
+
+namespace moert {
+class Comm;
+namespace cuda {
+/// A device communicator (name "nccl") over the ranks of `host`: the plan's
+/// collectives on device buffers go through NCCL on the stream setStream
+/// names, one NCCL communicator per group (made on first use from a unique
+/// id its first member sends the others over `host`); host buffers
+/// (broadcast of sampled tokens) and the host calls (send/recv, gather,
+/// barrier, abort) go to `host`, which must outlive it. Null with `error`
+/// set when NCCL is missing or refuses.
+std::unique_ptr<Comm> makeNcclComm(Comm &host, std::string &error);
+} // namespace cuda
+} // namespace moert

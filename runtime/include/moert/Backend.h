@@ -24,6 +24,7 @@
 //===----------------------------------------------------------------------===//
 #pragma once
 
+#include "moert/Comm.h"
 #include "moert/DType.h"
 #include "moert/ExpertSelection.h"
 #include "moert/Plan.h"
@@ -107,7 +108,8 @@ struct KVCacheBuf {
   uint64_t vBytes = 0; // of v
 };
 
-/// Counters kernels may add to (bytes read, for the bandwidth floor).
+/// Counters kernels may add to (bytes read, for the bandwidth floor). The
+/// session counts kvBytes itself (from the plan's attention steps).
 struct StepStats {
   uint64_t weightBytes = 0, kvBytes = 0;
 };
@@ -231,6 +233,10 @@ public:
                            unsigned end, const StepArgs &args) = 0;
   /// The communicator collective steps run on (one per rank).
   virtual void bindComm(Comm &comm) = 0;
+  /// A communicator over `host`'s ranks that moves this backend's memory
+  /// (the CUDA backend's NCCL), or null where `host` itself does (the CPU).
+  /// Every rank calls it (it may be collective); a failure is an Error.
+  virtual std::unique_ptr<Comm> deviceComm(Comm & /*host*/) { return nullptr; }
   /// Runs host work in stream order (weight streaming, bookkeeping).
   virtual void enqueueHost(StreamKind s, std::function<void()> fn) = 0;
   /// Expert prediction for streaming: predictedExperts over rows [0, rows)

@@ -104,7 +104,11 @@ public:
 private:
   /// Runs the tokens already in hostTokens_.
   const float *run(int64_t T, int64_t numLogitRows, float *allLogits);
+  /// Launches every step of a forward call of T rows (waits, groups, events).
+  void launchSteps(int64_t T);
   void launchStep(unsigned i, const plan::Step &s);
+  /// KV-cache bytes the attention steps of T rows read (the floor's share).
+  uint64_t kvBytesRead(int64_t T) const;
   /// Makes the streamed weights step `i` reads resident and pins them.
   void acquireWeights(unsigned i);
   /// An Experts step whose experts stream on demand: fetches the routed ones
@@ -166,6 +170,7 @@ private:
   void loadNow(std::span<const int32_t> list);
   StreamingStats streaming_;
   StepStats stats_;
+  uint64_t graphWeightBytes_ = 0; // what the captured decode graph reads
   StepArgs args_;
   Trace trace_;
 };

@@ -657,8 +657,34 @@ TEST(CudaNccl, OneRankCollectives) {
   std::vector<float> got = c.get();
   EXPECT_TRUE(std::equal(x.begin() + 5, x.end(), got.begin()));
   ASSERT_TRUE(comm.reduceScatterSum(a.p, b.p, x.size(), s)) << comm.error();
-  ASSERT_TRUE(comm.broadcast(b.p, x.size(), 0, s)) << comm.error();
+  ASSERT_TRUE(comm.broadcast(b.p, x.size() * sizeof(float), 0, s)) << comm.error();
   EXPECT_EQ(b.get(), x);
+}
+
+/// The moert::Comm adapter on one rank over a local host communicator:
+/// device buffers through NCCL, a host buffer's broadcast through the host.
+TEST(CudaNccl, CommAdapterOneRank) {
+  REQUIRE_GPU();
+  std::unique_ptr<Comm> host = makeLocalComm();
+  std::string error;
+  std::unique_ptr<Comm> comm = mc::makeNcclComm(*host, error);
+  ASSERT_TRUE(comm) << error;
+  EXPECT_STREQ(comm->name(), "nccl");
+  std::mt19937 rng(13);
+  std::vector<float> x = randn(29, rng);
+  Dev<float> a(x), b(x.size());
+  comm->allReduceSum(a.p, x.size(), {});
+  comm->allGather(a.p, x.size(), b.p, {});
+  comm->allToAll(a.p, x.size(), b.p, {});
+  std::vector<size_t> counts = {x.size()}, offs = {0};
+  comm->allToAllV(a.p, counts, offs, b.p, counts, offs, {});
+  comm->broadcast(b.p, x.size() * sizeof(float), 0, {});
+  cudaDeviceSynchronize();
+  EXPECT_EQ(b.get(), x);
+  int64_t token = 42;
+  comm->broadcast(&token, sizeof token, 0, {}); // host memory
+  EXPECT_EQ(token, 42);
+  EXPECT_EQ(comm->bytesMoved(), 0u); // one rank moves nothing
 }
 
 } // namespace

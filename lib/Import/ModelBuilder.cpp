@@ -3,6 +3,8 @@
 #include "ModelBuilder.h"
 #include "JsonReader.h"
 
+#include "moe/Plan/Program.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/Verifier.h"
@@ -764,10 +766,10 @@ llvm::Expected<OwningOpRef<ModuleOp>> Emitter::run() {
                       "at most {2}: fewer layers or experts)",
                       cfg.configFile, tensors, kMaxTensors)
             .str());
-  // moe-run holds each expert slice of a stacked weight as a weight of its
-  // own, at most 2^18 (kMaxExpertSlices, runtime/core/PlanReader.cpp;
-  // emitPlan checks the parts of sliced experts too). Biases count as three.
-  constexpr int64_t kMaxExpertSlices = int64_t(1) << 18;
+  // The plan's expert slices (plan::kMaxExpertSlices; emitPlan checks the
+  // parts of sliced experts too, which placement adds later). Biases count
+  // as three.
+  using plan::kMaxExpertSlices;
   const int64_t perExpert = 2 + (cfg.gated ? 1 : 0) + (cfg.expertBias ? 3 : 0);
   int64_t slices = 0;
   for (const LayerConfig &lc : cfg.layers)

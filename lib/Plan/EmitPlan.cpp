@@ -312,13 +312,9 @@ LogicalResult mlir::moe::emitPlan(ModuleOp module, const CompileOptions &options
   if (failed(lowered) || failed(checkLiveRanges(*model, *lowered)))
     return failure();
   const Program &program = *lowered;
-  // The runtime holds every expert slice of a stacked weight, and every
-  // part of a sliced expert, as a weight of its own, at most 2^18 of them
-  // (kMaxExpertSlices, runtime/core/PlanReader.cpp): a plan beyond that is
-  // refused here, not by moe-run. (Parts are counted for every stacked
-  // weight; the runtime does not split the down bias, so this errs on the
-  // side of refusing.)
-  constexpr int64_t kMaxExpertSlices = int64_t(1) << 18;
+  // Counted as the runtime counts them (kMaxExpertSlices): a plan beyond
+  // the bound is refused here, not by moe-run. A sliced expert's weight has
+  // its slice and its parts (the down bias, never split, has expertParts 1).
   int64_t slices = 0;
   for (const Weight &w : program.weights) {
     const int64_t experts = int64_t(w.expertRanks.size());

@@ -78,6 +78,13 @@ struct Slice {
 /// at full length). One sequence keeps the contiguous cache ({0, 0}: one
 /// page of max_seq_len).
 inline constexpr int64_t kKVPageSize = 16;
+
+/// The most expert slices a plan may have: moe-run holds each expert's slice
+/// of a stacked weight, and each part of a sliced expert, as a weight of its
+/// own and refuses plans with more (kMaxExpertSlices in
+/// runtime/core/PlanReader.cpp, which cannot include this header). The
+/// importer and emitPlan refuse such models first.
+inline constexpr int64_t kMaxExpertSlices = int64_t(1) << 18;
 struct KVPaging {
   int64_t pageSize = 0, pages = 0;
   /// Positions the pool holds (the KV cache's rows per head).

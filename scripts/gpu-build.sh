@@ -47,10 +47,11 @@ COMPILE=${MOE_COMPILE:-build/bin/moe-compile}
 if [ -d "$SHARED/fixtures/hf" ]; then
   mkdir -p .gpu/fixtures .gpu/plans .gpu/tools
   cp -r "$SHARED/fixtures/hf" .gpu/fixtures/
-  # gpt-oss's pieces (sinks, gate bias, clamped SwiGLU) have CUDA kernels;
-  # DeepSeek-V3's MLA has none yet (CudaBackend refuses it at load).
-  [ -d "$SHARED/fixtures/hf-archs/gptoss-tiny" ] &&
-    cp -r "$SHARED/fixtures/hf-archs/gptoss-tiny" .gpu/fixtures/hf/
+  # gpt-oss's pieces (sinks, gate bias, clamped SwiGLU) and DeepSeek-V3's
+  # (routing, latent MLA) have CUDA kernels: their fixtures run too.
+  for n in gptoss-tiny deepseekv3-tiny; do
+    [ -d "$SHARED/fixtures/hf-archs/$n" ] && cp -r "$SHARED/fixtures/hf-archs/$n" .gpu/fixtures/hf/
+  done
   cp "$SHARED/tools/compare_outputs.py" .gpu/tools/
   if [ -x "$COMPILE" ]; then
     for d in .gpu/fixtures/hf/*/; do
@@ -58,6 +59,30 @@ if [ -d "$SHARED/fixtures/hf" ]; then
       "$COMPILE" "$d" -o ".gpu/plans/$n.f32.plan" --target=cuda --dtype=f32
       "$COMPILE" "$d" -o ".gpu/plans/$n.bf16.plan" --target=cuda --dtype=bf16
     done
+    # Published quantized formats (tiny models made here, as test/e2e does):
+    # DeepSeek-V3 with FP8 blocks, gpt-oss with MXFP4 experts. Their
+    # expected outputs are the CPU backend's run of the same plan (the CUDA
+    # backend holds them as bf16: gpu-check reports the error, no bar).
+    E2E=test/e2e/Inputs
+    Q=.gpu/quant-src
+    if /usr/bin/python3 -c "import numpy" 2>/dev/null; then
+      rm -rf "$Q" && mkdir -p "$Q"
+      /usr/bin/python3 test/Import/Inputs/make_checkpoint.py deepseek_v3 "$Q/ds" --dtype F32
+      /usr/bin/python3 $E2E/quantize_fp8.py "$Q/ds" .gpu/fixtures/hf/deepseekv3-fp8-tiny "$Q/ds-deq" \
+        --block 4 6
+      /usr/bin/python3 test/Import/Inputs/make_checkpoint.py gpt_oss "$Q/oss" --realistic \
+        --set '{"hidden_size": 64, "intermediate_size": 32, "sliding_window": 4}'
+      /usr/bin/python3 $E2E/quantize_mxfp4.py "$Q/oss" .gpu/fixtures/hf/gptoss-mxfp4-tiny
+      ids=1,5,7,9,11,13,2
+      for n in deepseekv3-fp8-tiny gptoss-mxfp4-tiny; do
+        d=.gpu/fixtures/hf/$n
+        "$COMPILE" "$d" -o ".gpu/plans/$n.bf16.plan" --target=cuda --dtype=bf16
+        "${MOE_RUN:-build/bin/moe-run}" ".gpu/plans/$n.bf16.plan" --backend=cpu --weights="$d" \
+          --prompt-ids=$ids --max-new-tokens=8 --dump="$Q/$n.out" > /dev/null
+        /usr/bin/python3 scripts/gpu/with_input_ids.py "$Q/$n.out" "$d/expected.safetensors" "$ids"
+      done
+      rm -rf "$Q"
+    fi
     # The benchmark's model (random weights on the GPU machine).
     [ -f "$SHARED/bench/mixtral-bench/config.json" ] &&
       "$COMPILE" "$SHARED/bench/mixtral-bench/config.json" -o .gpu/plans/bench-mixtral-bf16.plan \

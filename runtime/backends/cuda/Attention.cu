@@ -36,17 +36,6 @@ __global__ void storeKVKernel(const float *qkv, int64_t ldqkv, int64_t kCol, int
   }
 }
 
-/// The largest position of the call: the host's, or read from pos (a
-/// replayed graph; decode has one row, so the loop is short).
-__device__ __forceinline__ int64_t maxPosOf(const AttentionArgs &a) {
-  if (a.maxPos >= 0)
-    return a.maxPos;
-  int64_t m = 0;
-  for (int64_t t = 0; t < a.T; ++t)
-    m = a.pos[t] > m ? a.pos[t] : m;
-  return m;
-}
-
 template <WType KT>
 __global__ void __launch_bounds__(kItems * 32)
     attnKernel(AttentionArgs a, int splits, float *part) {
@@ -111,17 +100,7 @@ __global__ void __launch_bounds__(kItems * 32)
         if (d < hd)
           s = fmaf(q[i], Ks[r][d], s);
       }
-      s = warpSum(s);
-      if (s > m) {
-        float c = expf(m - s); // 0 on the first key (m = -inf)
-        l *= c;
-#pragma unroll
-        for (int i = 0; i < kDPL; ++i)
-          acc[i] *= c;
-        m = s;
-      }
-      float e = expf(s - m);
-      l += e;
+      float e = onlineSoftmaxAdd(warpSum(s), m, l, acc);
 #pragma unroll
       for (int i = 0; i < kDPL; ++i) {
         int d = lane + 32 * i;
@@ -169,33 +148,10 @@ __global__ void mergeKernel(AttentionArgs a, int splits, const float *part) {
   const int64_t t = th / a.heads;
   const int h = int(th % a.heads), hd = a.headDim;
   const float *pp = part + th * splits * (hd + 2);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    math::SoftmaxState st{-INFINITY, 0.0f};
-    float o = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      const float *q = pp + s * (hd + 2);
-      float fa, fb;
-      st = math::softmaxMerge(st, {q[0], q[1]}, fa, fb);
-      o = o * fa + q[2 + d] * fb;
-    }
-    if (a.sinks) {
-      float fa;
-      st = math::withSink(st, math::loadW(a.sinks.data, a.sinks.type, h), fa);
-      o *= fa;
-    }
-    a.out[t * a.ldo + int64_t(h) * hd + d] = st.l > 0.0f ? o / st.l : 0.0f;
-  }
-}
-
-int smCount() {
-  static int n = [] {
-    int dev = 0, c = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      c = 1;
-    return c;
-  }();
-  return n;
+  const float sink = a.sinks ? math::loadW(a.sinks.data, a.sinks.type, h) : 0.0f;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x)
+    a.out[t * a.ldo + int64_t(h) * hd + d] =
+        mergeSplitsAt(pp, splits, hd, d, a.sinks ? &sink : nullptr);
 }
 
 } // namespace

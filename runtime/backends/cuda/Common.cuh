@@ -45,6 +45,70 @@ template <typename T> __device__ T blockSum(T v, T *sh) {
   return warpSum(r);
 }
 
+/// One key's score `s` into a warp's online softmax (running max m, sum l):
+/// rescales the output accumulator acc when the max moves (by 0 on the
+/// first key, m = -inf) and returns the key's weight exp(s - m).
+template <int N>
+__device__ __forceinline__ float onlineSoftmaxAdd(float s, float &m, float &l, float (&acc)[N]) {
+  if (s > m) {
+    float c = expf(m - s);
+    l *= c;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      acc[i] *= c;
+    m = s;
+  }
+  float e = expf(s - m);
+  l += e;
+  return e;
+}
+
+/// Column c of an attention output from its split-K partials: `splits`
+/// records [m, l, acc[width]] at `pp` (width + 2 floats apart) merged
+/// (math::softmaxMerge), a sink logit joined when `sink` is not null
+/// (math::withSink), divided by the sum (0 where no key was seen).
+__device__ __forceinline__ float mergeSplitsAt(const float *pp, int splits, int64_t width,
+                                               int64_t c, const float *sink) {
+  math::SoftmaxState st{-INFINITY, 0.0f};
+  float o = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float *x = pp + s * (width + 2);
+    float fa, fb;
+    st = math::softmaxMerge(st, {x[0], x[1]}, fa, fb);
+    o = o * fa + x[2 + c] * fb;
+  }
+  if (sink) {
+    float fa;
+    st = math::withSink(st, *sink, fa);
+    o *= fa;
+  }
+  return st.l > 0.0f ? o / st.l : 0.0f;
+}
+
+/// The largest position of an attention call (AttentionArgs, MlaArgs): the
+/// host's maxPos, or read from pos when it is -1 (a replayed graph; decode
+/// has one row, so the loop is short).
+template <typename Args> __device__ __forceinline__ int64_t maxPosOf(const Args &a) {
+  if (a.maxPos >= 0)
+    return a.maxPos;
+  int64_t m = 0;
+  for (int64_t t = 0; t < a.T; ++t)
+    m = a.pos[t] > m ? a.pos[t] : m;
+  return m;
+}
+
+/// The device's multiprocessors (1 when unknown), asked once.
+inline int smCount() {
+  static int n = [] {
+    int dev = 0, c = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      c = 1;
+    return c;
+  }();
+  return n;
+}
+
 /// Element i of a typed weight array.
 template <WType W> __device__ __forceinline__ float ldw(const void *p, int64_t i) {
   if constexpr (W == WType::F32)

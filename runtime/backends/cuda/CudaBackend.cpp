@@ -40,9 +40,12 @@ static DW dw(const StepArgs &a, int32_t idx) {
   return {w->data, wtype(w->dtype)};
 }
 
+/// Bytes the kernels read of weight idx: as held (quantized ones as bf16).
 static uint64_t weightBytes(const StepArgs &a, int32_t idx) {
   if (idx < 0)
     return 0;
+  if (const DeviceWeight *w = a.weight(idx); w && w->data)
+    return w->bytes;
   const WeightInfo &wi = a.info(idx);
   return wi.numel * dtypeSize(wi.dtype);
 }
@@ -211,16 +214,39 @@ std::pair<const float *, const float *> CudaBackend::ropeTable(int64_t positions
 // Weights
 //===----------------------------------------------------------------------===//
 
-Layout CudaBackend::chooseLayout(const WeightInfo &w, bool) {
-  if (w.format != plan::WeightFormat::Plain)
-    fail("weight '{}' is quantized ({}) (expected plain weights: the CUDA backend does not "
-         "compute with quantized weights; run it on the CPU backend)",
-         w.name, plan::EnumNameWeightFormat(w.format));
-  return Layout::RowMajor;
+Layout CudaBackend::chooseLayout(const WeightInfo &, bool) { return Layout::RowMajor; }
+
+/// A quantized weight is held dequantized, as bf16 (Quant.cu).
+static DType heldDtype(const WeightInfo &w) {
+  return w.format != plan::WeightFormat::Plain ? DType::BF16 : w.dtype;
 }
 
 uint64_t CudaBackend::layoutBytes(const WeightInfo &w, Layout) {
-  return w.numel * dtypeSize(w.dtype);
+  return w.numel * dtypeSize(heldDtype(w));
+}
+
+void CudaBackend::uploadQuantized(const WeightSource &src, uint8_t *dst) {
+  const WeightInfo &w = *src.info;
+  const int64_t K = w.shape.back(), N = int64_t(w.numel) / K;
+  const uint64_t rb = w.quantRowBytes(), sb = w.scaleRowBytes(), sr = w.scaleRows();
+  // The stored rows and scales as they are (pitched in a fused tensor),
+  // then expanded on the device.
+  uint8_t *raw = nullptr;
+  check(cudaMalloc(reinterpret_cast<void **>(&raw), uint64_t(N) * rb + sr * sb + 16),
+        "cudaMalloc (quantized staging)");
+  std::unique_ptr<uint8_t, void (*)(uint8_t *)> owner(raw, [](uint8_t *p) { cudaFree(p); });
+  uint8_t *scales = raw + uint64_t(N) * rb;
+  std::string what = fmt::format("upload of '{}'", w.name);
+  check(cudaMemcpy2D(raw, rb, src.qdata, src.qdataPitch, rb, size_t(N), cudaMemcpyHostToDevice),
+        what);
+  check(cudaMemcpy2D(scales, sb, src.qscales, src.qscalePitch, sb, sr, cudaMemcpyHostToDevice),
+        what);
+  math::QFormat f = w.format == plan::WeightFormat::MXFP4 ? math::QFormat::MXFP4
+                                                           : math::QFormat::FP8E4M3Block;
+  check(dequantizeToBf16(f, raw, scales, N, K, w.blockRows, w.blockCols,
+                         reinterpret_cast<uint16_t *>(dst), nullptr),
+        what);
+  check(cudaDeviceSynchronize(), what); // before the staging is freed
 }
 
 static uint64_t align256(uint64_t x) { return (x + 255) & ~uint64_t(255); }
@@ -233,7 +259,7 @@ UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<c
   for (size_t i = 0; i < srcs.size(); ++i) {
     const WeightInfo &w = *srcs[i].info;
     DeviceWeight &v = res.weights[i];
-    v.dtype = w.dtype;
+    v.dtype = heldDtype(w);
     v.layout = Layout::RowMajor;
     v.bytes = layoutBytes(w, v.layout);
     total += align256(v.bytes);
@@ -257,7 +283,9 @@ UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<c
     off += align256(v.bytes);
     uint8_t *dst = mem + (off - align256(v.bytes));
     const uint64_t es = dtypeSize(w.dtype);
-    if (src.mapped && w.dtype == w.storedDtype) {
+    if (w.format != plan::WeightFormat::Plain) {
+      uploadQuantized(src, dst);
+    } else if (src.mapped && w.dtype == w.storedDtype) {
       check(cudaMemcpy(dst, src.mapped, v.bytes, cudaMemcpyHostToDevice),
             fmt::format("upload of '{}'", w.name));
     } else {
@@ -297,9 +325,10 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
   for (size_t i = 0; i < n; ++i)
     if (const plan::Gate *g = prog.steps()->Get(unsigned(i))->op_as_Gate())
       gateExperts_[g->expert_offsets()] = g->num_experts();
-  // MLA (plan 3.2's v_head_dim and GatherColumns, 3.3's MlaAttention) and
-  // the data-parallel groups' AllToAllV have no kernels here yet: refuse the
-  // plan at load rather than compute something else.
+  // Expanded MLA (plan 3.2's v_head_dim and GatherColumns; moe-compile
+  // emits 3.3's MlaAttention, which runs) and the data-parallel groups'
+  // AllToAllV have no kernels here yet: refuse the plan at load rather than
+  // compute something else.
   for (size_t i = 0; i < n; ++i) {
     const plan::Step &s = *prog.steps()->Get(unsigned(i));
     std::string name = s.name() ? s.name()->str() : opName(s.op_type());
@@ -308,10 +337,12 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
       fail("cuda: step '{}' has v_head_dim {} != head_dim {} (MLA), which the CUDA backend does "
            "not support yet (expected --backend=cpu)",
            name, at->v_head_dim(), at->head_dim());
-    if (s.op_type() == Op::MlaAttention)
-      fail("cuda: step '{}' is an MlaAttention step (MLA over a latent KV cache), which the CUDA "
-           "backend does not support yet (expected --backend=cpu)",
-           name);
+    if (const plan::MlaAttention *m = s.op_as_MlaAttention();
+        m && (m->kv_lora_rank() > kMlaMaxLatent ||
+              m->kv_lora_rank() + m->rope_dim() > kMlaMaxCols))
+      fail("cuda: step '{}': MLA with kv_lora_rank {} and rope_dim {} (expected kv_lora_rank <= "
+           "{} and kv_lora_rank + rope_dim <= {})",
+           name, m->kv_lora_rank(), m->rope_dim(), kMlaMaxLatent, kMlaMaxCols);
     if (s.op_type() == Op::AllToAllV)
       fail("cuda: step '{}' is an AllToAllV step (data-parallel groups, plan 3.4), which the CUDA "
            "backend does not support yet (expected --backend=cpu, or --max-batch=1)",
@@ -464,6 +495,40 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
       fail("cuda: {}: head_dim {} (expected at most {})", where, aa.headDim, kAttnMaxHeadDim);
     check(attention(aa, workspace(attentionWorkspaceBytes(aa)), st), where);
     break; // (the session counts the KV bytes read)
+  }
+  case Op::MlaAttention: {
+    auto *op = s.op_as_MlaAttention();
+    const KVCacheBuf &c = a.caches[op->cache()];
+    MlaArgs ma;
+    ma.q = a.f32(op->q()) + op->q_col();
+    ma.ldq = a.ld(op->q());
+    ma.latent = a.f32(op->latent()) + op->latent_col();
+    ma.ldLatent = a.ld(op->latent());
+    ma.kPe = a.f32(op->k_pe()) + op->k_pe_col();
+    ma.ldKPe = a.ld(op->k_pe());
+    ma.out = a.f32(op->out());
+    ma.ldo = a.ld(op->out());
+    ma.T = T;
+    ma.pos = a.pos;
+    ma.cache = {c.k, c.v, wtype(c.dtype), c.maxSeq};
+    ma.heads = op->num_heads();
+    ma.nopeDim = op->nope_dim();
+    ma.ropeDim = op->rope_dim();
+    ma.vHeadDim = op->v_head_dim();
+    ma.kvLoraRank = op->kv_lora_rank();
+    ma.scale = op->scale();
+    ma.kvB = dw(a, op->kv_b());
+    if (capturing_) { // as Attention: positions from the device
+      ma.maxPos = c.maxSeq - 1;
+      ma.splits = chooseMlaSplits(ma);
+      ma.maxPos = -1;
+    } else {
+      for (int64_t t = 0; t < T; ++t)
+        ma.maxPos = std::max(ma.maxPos, a.hostPos[t]);
+    }
+    check(mlaAttention(ma, workspace(mlaWorkspaceBytes(ma)), st), where);
+    a.stats->weightBytes += weightBytes(a, op->kv_b());
+    break;
   }
   case Op::Activation: {
     auto *op = s.op_as_Activation();

@@ -3,7 +3,8 @@
 // moert::Backend on one NVIDIA GPU (issue 14): device memory from cudaMalloc,
 // the plan's three streams as CUDA streams ordered by CUDA events, one
 // launcher of CudaKernels.h per plan op. Weights are row-major in their
-// compute dtype (the kernels read bf16/f16/f32 and accumulate in f32).
+// compute dtype (the kernels read bf16/f16/f32 and accumulate in f32);
+// quantized ones (FP8 blocks, MXFP4) are expanded to bf16 at upload.
 // Routing stays on the device: nothing is read back during a step except for
 // --expert-profile counts and expert streaming's offsets (core's copy).
 //
@@ -96,6 +97,9 @@ private:
   void *workspace(size_t bytes);
   /// Device copies of the host rope tables of `op` covering `positions`.
   std::pair<const float *, const float *> ropeTable(int64_t positions, const plan::Rope &op);
+  /// Copies a quantized weight's stored rows and scales to the device and
+  /// expands them into `dst` as bf16.
+  void uploadQuantized(const WeightSource &src, uint8_t *dst);
   /// Throws Error naming `what` when `e` is not cudaSuccess (ending a
   /// capture in progress first).
   void check(cudaError_t e, const std::string &what) const;

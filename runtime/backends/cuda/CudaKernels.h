@@ -84,6 +84,16 @@ cudaError_t readProbe(const void *p, uint64_t bytes, float *sink, cudaStream_t s
 int readProbeBlocks();
 
 //===----------------------------------------------------------------------===//
+// Quantized weights (Quant.cu)
+//===----------------------------------------------------------------------===//
+
+/// out [N, K] bf16 = the quantized matrix (device copies of its stored rows
+/// `q` and scale grid, as math::dequantAt reads them); bn/bk: the FP8 block.
+cudaError_t dequantizeToBf16(math::QFormat f, const uint8_t *q, const void *scales, int64_t N,
+                             int64_t K, int64_t bn, int64_t bk, uint16_t *out,
+                             cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
 // Gating and experts (Moe.cu)
 //===----------------------------------------------------------------------===//
 
@@ -207,6 +217,32 @@ int chooseAttentionSplits(const AttentionArgs &a);
 /// with online softmax per warp and split-K over positions merged in a
 /// second kernel; a head's sink (if any) joins the softmax's denominator.
 cudaError_t attention(const AttentionArgs &a, void *workspace, cudaStream_t stream);
+
+/// DeepSeek-V3's multi-head latent attention (plan.fbs MlaAttention) over a
+/// latent cache of [c_kv | k_pe] rows ([maxSeq, kvLoraRank + ropeDim] in
+/// cache.k; cache.v unused), kv_b absorbed into the query and the output.
+struct MlaArgs {
+  const float *q = nullptr; // [T, heads * (nope + rope)], q_col applied
+  int64_t ldq = 0;
+  const float *latent = nullptr, *kPe = nullptr; // latent_col / k_pe_col applied
+  int64_t ldLatent = 0, ldKPe = 0;
+  float *out = nullptr; // [T, heads * vHeadDim]
+  int64_t ldo = 0, T = 0;
+  const int64_t *pos = nullptr; // device [T]
+  int64_t maxPos = 0;           // as AttentionArgs::maxPos (-1: read from pos)
+  KV cache;
+  int heads = 0, nopeDim = 0, ropeDim = 0, vHeadDim = 0, kvLoraRank = 0;
+  float scale = 1.0f;
+  DW kvB; // [heads * (nope + vHeadDim), kvLoraRank]
+  int splits = 0;
+};
+/// The widths the kernels hold in registers (larger plans are refused).
+constexpr int kMlaMaxLatent = 512, kMlaMaxCols = 640;
+int chooseMlaSplits(const MlaArgs &a);
+size_t mlaWorkspaceBytes(const MlaArgs &a);
+/// Stores the T latent rows, absorbs W_UK into each head's query, attends
+/// over the latent rows (split-K over positions, merged), and applies W_UV.
+cudaError_t mlaAttention(const MlaArgs &a, void *workspace, cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // Sampling (Sampling.cu)

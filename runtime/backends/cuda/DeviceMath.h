@@ -82,6 +82,54 @@ MOE_HD void storeW(void *p, WType t, int64_t i, float v) {
 MOE_HD int wtypeSize(WType t) { return t == WType::F32 ? 4 : 2; }
 
 //===----------------------------------------------------------------------===//
+// Quantized weights (plan.fbs WeightFormat), dequantized at upload
+//===----------------------------------------------------------------------===//
+
+/// The values equal moe::plan::WeightFormat's.
+enum class QFormat : uint8_t { FP8E4M3Block = 1, MXFP4 = 2 };
+
+/// FP8 e4m3 ("fn": bias 7, no infinities, 0x7f/0xff NaN) as f32, exactly:
+/// the f32 fields are built from e4m3's, subnormals m * 2^-9.
+MOE_HD float fp8e4m3ToF32(uint8_t v) {
+  const uint32_t e = (v >> 3) & 15u, m = v & 7u, sign = uint32_t(v & 0x80u) << 24;
+  if (e == 15 && m == 7)
+    return bitsToF32(sign | 0x7fc00000u);
+  if (e == 0)
+    return bitsToF32(sign | f32ToBits(float(m) * 0.001953125f));
+  return bitsToF32(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+/// e2m1 (sign, 2 exponent bits of bias 1, 1 mantissa bit) as f32.
+MOE_HD float e2m1ToF32(uint8_t nibble) {
+  const float mags[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  float m = mags[nibble & 7];
+  return nibble & 8 ? -m : m;
+}
+
+/// e8m0 scale 2^(s - 127) as HF's ldexp gives it: s = 0 is the subnormal
+/// 2^-127, s = 255 overflows to infinity.
+MOE_HD float e8m0ToF32(uint8_t s) {
+  if (s == 0)
+    return bitsToF32(0x00400000u);
+  return bitsToF32(uint32_t(s) << 23); // s = 255: 0x7f800000, infinity
+}
+
+/// Element (n, k) of a quantized [N, K] matrix: its stored rows `q`
+/// (quantRowBytes each: K bytes, or K/2 for MXFP4) and its scale grid
+/// (FP8: f32 [ceil(N/bn), ceil(K/bk)]; MXFP4: e8m0 [N, K/32]).
+MOE_HD float dequantAt(QFormat f, const uint8_t *q, const void *scales, int64_t K, int64_t bn,
+                       int64_t bk, int64_t n, int64_t k) {
+  if (f == QFormat::MXFP4) {
+    uint8_t b = q[n * (K / 2) + k / 2];
+    uint8_t s = static_cast<const uint8_t *>(scales)[n * (K / 32) + k / 32];
+    return e2m1ToF32(k & 1 ? uint8_t(b >> 4) : uint8_t(b & 15)) * e8m0ToF32(s);
+  }
+  const int64_t cols = (K + bk - 1) / bk;
+  float s = static_cast<const float *>(scales)[(n / bn) * cols + k / bk];
+  return fp8e4m3ToF32(q[n * K + k]) * s;
+}
+
+//===----------------------------------------------------------------------===//
 // Activations (double inside, like cpu::activate)
 //===----------------------------------------------------------------------===//
 
@@ -483,6 +531,29 @@ MOE_HD int attnSplits(int64_t ctx, int64_t blocksWithoutSplit, int smCount, int 
   int64_t s = want < byLen ? want : byLen;
   s = s < maxSplits ? s : maxSplits;
   return s < 1 ? 1 : int(s);
+}
+
+//===----------------------------------------------------------------------===//
+// Multi-head latent attention (DeepSeek-V3, plan.fbs MlaAttention)
+//===----------------------------------------------------------------------===//
+
+/// Row of kv_b [heads * (nope + vHeadDim), kvLoraRank] holding W_UK_h's
+/// row i (i < nope): what q_nope_h[i] scales in the absorbed query.
+MOE_HD int64_t mlaUkRow(int h, int64_t i, int64_t nope, int64_t vHeadDim) {
+  return int64_t(h) * (nope + vHeadDim) + i;
+}
+
+/// Row of kv_b holding W_UV_h's row v (v < vHeadDim): out_h[v] = olat_h .
+/// that row.
+MOE_HD int64_t mlaUvRow(int h, int64_t v, int64_t nope, int64_t vHeadDim) {
+  return int64_t(h) * (nope + vHeadDim) + nope + v;
+}
+
+/// Column c (< kvLoraRank + rope) of token t's cache row [c_kv | k_pe]:
+/// where it comes from in the step's inputs (latent row, else k_pe row).
+MOE_HD const float *mlaCacheSource(const float *latent, int64_t ldLatent, const float *kPe,
+                                   int64_t ldKPe, int64_t kvLoraRank, int64_t t, int64_t c) {
+  return c < kvLoraRank ? latent + t * ldLatent + c : kPe + t * ldKPe + (c - kvLoraRank);
 }
 
 //===----------------------------------------------------------------------===//

@@ -633,6 +633,128 @@ TEST(CudaKernels, Sampling) {
 
 } // namespace
 
+/// Quantized weights expanded at upload: the device's bf16 equals the CPU
+/// backend's dequantization rounded to bf16 (FP8 blocks with partial edge
+/// blocks, MXFP4), NaN bytes left out as in CudaMath.DequantMatchesCpu.
+TEST(CudaKernels, DequantizeToBf16) {
+  REQUIRE_GPU();
+  std::mt19937 rng(17);
+  for (bool mx : {false, true}) {
+    const int64_t N = 45, K = mx ? 128 : 200, bn = mx ? 1 : 16, bk = mx ? 32 : 64;
+    const int64_t rowBytes = mx ? K / 2 : K, cols = (K + bk - 1) / bk, rows = (N + bn - 1) / bn;
+    std::vector<uint8_t> q(size_t(N * rowBytes)), s8(size_t(rows * cols));
+    std::vector<float> s32(size_t(rows * cols));
+    for (auto &b : q)
+      b = uint8_t(rng());
+    for (size_t i = 0; i < s8.size(); ++i) {
+      s8[i] = uint8_t(100 + rng() % 50);
+      s32[i] = std::normal_distribution<float>(0.0f, 0.01f)(rng);
+    }
+    const void *hs = mx ? static_cast<const void *>(s8.data()) : s32.data();
+    size_t sbytes = mx ? s8.size() : s32.size() * 4;
+    Dev<uint8_t> dq(q);
+    Dev<char> ds(sbytes);
+    cudaMemcpy(ds.p, hs, sbytes, cudaMemcpyHostToDevice);
+    Dev<uint16_t> out(size_t(N * K));
+    auto f = mx ? mc::math::QFormat::MXFP4 : mc::math::QFormat::FP8E4M3Block;
+    CK(mc::dequantizeToBf16(f, dq.p, ds.p, N, K, bn, bk, out.p, nullptr));
+    std::vector<uint16_t> got = out.get();
+    cpu::WRef w{q.data(), DType::F32, Layout::RowMajor,
+                mx ? cpu::QuantFormat::MXFP4 : cpu::QuantFormat::FP8E4M3Block, hs, bn, bk};
+    std::vector<float> ref(size_t(N * K));
+    cpu::dequantizeRows(w, K, 0, N, ref.data());
+    for (int64_t i = 0; i < N * K; ++i) {
+      if (!mx && (q[size_t(i)] & 0x7f) == 0x7f)
+        continue;
+      ASSERT_EQ(got[size_t(i)], f32ToBf16(ref[size_t(i)])) << "mx=" << mx << " at " << i;
+    }
+  }
+}
+
+/// MLA on the device vs the CPU backend: a prefill call then a decode call,
+/// DeepSeek-V3's widths and odd small ones, kv_b and latent cache in f32 or
+/// bf16, chosen, forced and graph-style (positions read on the device)
+/// splits.
+TEST(CudaKernels, MlaPrefillAndDecode) {
+  REQUIRE_GPU();
+  std::mt19937 rng(15);
+  struct Case {
+    int H, N, R, V, L;
+    int64_t T;
+    WType w, cache;
+    int splits;
+    bool devicePos;
+  };
+  const Case cases[] = {
+      {16, 128, 64, 128, 512, 9, WType::BF16, WType::BF16, 0, false}, // DeepSeek-V3's widths
+      {16, 128, 64, 128, 512, 300, WType::BF16, WType::F32, 0, false}, // long prefill: splits
+      {5, 8, 4, 6, 12, 11, WType::F32, WType::F32, 3, false},          // odd widths
+      {3, 16, 8, 10, 40, 33, WType::F32, WType::BF16, 4, true},        // as a replayed graph
+  };
+  for (const Case &c : cases) {
+    SCOPED_TRACE(::testing::Message() << "H=" << c.H << " L=" << c.L << " T=" << c.T
+                                      << " splits=" << c.splits << " devicePos=" << c.devicePos);
+    const int64_t C = c.L + c.R, S = c.T + 5, ldq = c.H * (c.N + c.R) + 1;
+    std::vector<float> q = randn(size_t(c.T * ldq), rng), lat = randn(size_t(c.T * c.L), rng),
+                       pe = randn(size_t(c.T * c.R), rng);
+    HostW kvb(randn(size_t(c.H * (c.N + c.V) * c.L), rng, 0.1f), c.w);
+    DevW dkvb(kvb);
+    std::vector<int64_t> pos(static_cast<size_t>(c.T));
+    std::iota(pos.begin(), pos.end(), 0);
+    const float scale = 1.0f / std::sqrt(float(c.N + c.R));
+    // The CPU reference, its cache in the same type.
+    ThreadPool pool(2);
+    cpu::Workspace ws(2);
+    DType cdt = c.cache == WType::F32 ? DType::F32 : DType::BF16;
+    std::vector<uint8_t> hc(size_t(S * C) * (c.cache == WType::F32 ? 4 : 2));
+    std::vector<float> ref(size_t(c.T * c.H * c.V));
+    cpu::MlaParams mp{c.H, c.N, c.R, c.V, c.L, scale, kvb.ref()};
+    auto cpuCall = [&](int64_t t0, int64_t n) {
+      cpu::MlaInputs in{q.data() + t0 * ldq, ldq, lat.data() + t0 * c.L, c.L,
+                        pe.data() + t0 * c.R, c.R};
+      cpu::mlaAttention(pool, ws, in, ref.data() + t0 * c.H * c.V, c.H * c.V, n,
+                        pos.data() + t0, {hc.data(), nullptr, cdt, S}, mp);
+    };
+    cpuCall(0, c.T - 1);
+    cpuCall(c.T - 1, 1);
+    Dev<float> dq(q), dlat(lat), dpe(pe), dout(size_t(c.T * c.H * c.V));
+    Dev<int64_t> dpos(pos);
+    Dev<char> dcache(hc.size());
+    auto gpuCall = [&](int64_t t0, int64_t n) {
+      mc::MlaArgs a;
+      a.q = dq.p + t0 * ldq;
+      a.ldq = ldq;
+      a.latent = dlat.p + t0 * c.L;
+      a.ldLatent = c.L;
+      a.kPe = dpe.p + t0 * c.R;
+      a.ldKPe = c.R;
+      a.out = dout.p + t0 * c.H * c.V;
+      a.ldo = c.H * c.V;
+      a.T = n;
+      a.pos = dpos.p + t0;
+      a.maxPos = c.devicePos ? -1 : t0 + n - 1;
+      a.cache = {dcache.p, nullptr, c.cache, S};
+      a.heads = c.H;
+      a.nopeDim = c.N;
+      a.ropeDim = c.R;
+      a.vHeadDim = c.V;
+      a.kvLoraRank = c.L;
+      a.scale = scale;
+      a.kvB = dkvb.dw();
+      a.splits = c.splits;
+      Dev<char> w(mc::mlaWorkspaceBytes(a));
+      CK(mc::mlaAttention(a, w.p, nullptr));
+      CK(cudaDeviceSynchronize());
+    };
+    gpuCall(0, c.T - 1);
+    gpuCall(c.T - 1, 1);
+    std::vector<uint8_t> gotCache(hc.size());
+    cudaMemcpy(gotCache.data(), dcache.p, hc.size(), cudaMemcpyDeviceToHost);
+    EXPECT_EQ(gotCache, hc) << "the latent rows";
+    expectNear(dout.get(), ref, 1e-4f, "mla");
+  }
+}
+
 #ifdef MOERT_HAVE_NCCL
 #include "NcclComm.h"
 

@@ -469,6 +469,21 @@ TEST(CudaMath, SplitRangesPartition) {
   EXPECT_EQ(cm::attnStart(2, 4), 0);
 }
 
+/// The kernels' online-softmax step (Common.cuh onlineSoftmaxAdd) on the
+/// host: rescales acc when the max moves, returns the key's weight.
+float onlineSoftmaxAdd(float s, float &m, float &l, std::vector<float> &acc) {
+  if (s > m) {
+    float c = std::exp(m - s);
+    l *= c;
+    for (auto &a : acc)
+      a *= c;
+    m = s;
+  }
+  float e = std::exp(s - m);
+  l += e;
+  return e;
+}
+
 /// Attention the way the kernel computes it: per (t, h) and per split an
 /// online softmax over its positions, then softmaxMerge of the splits.
 TEST(CudaMath, SplitAttentionMatchesCpu) {
@@ -514,15 +529,7 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
               float sc = 0.0f;
               for (int d = 0; d < hd; ++d)
                 sc += q[d] * scale * k[d];
-              if (sc > m) {
-                float c = std::exp(m - sc);
-                l *= c;
-                for (auto &a : acc)
-                  a *= c;
-                m = sc;
-              }
-              float ex = std::exp(sc - m);
-              l += ex;
+              float ex = onlineSoftmaxAdd(sc, m, l, acc);
               for (int d = 0; d < hd; ++d)
                 acc[size_t(d)] += ex * v[d];
             }
@@ -546,6 +553,139 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
 }
 
 /// moert::Sampler::next, step by step with the device's functions.
+/// MLA the way Mla.cu computes it (store the latent rows, absorb W_UK into
+/// the query, attend per split over the latent rows, merge, apply W_UV)
+/// against the CPU backend's mlaAttention: a prefill call, then a decode.
+TEST(CudaMath, MlaMatchesCpu) {
+  std::mt19937 rng(14);
+  const int H = 5, N = 8, R = 4, V = 6, L = 12, C = L + R;
+  const int64_t T = 11, S = 16, ldq = H * (N + R) + 3, ldl = L + 2, ldp = R + 1;
+  const float scale = 0.37f;
+  std::vector<float> q = randn(size_t(T * ldq), rng), lat = randn(size_t(T * ldl), rng),
+                     pe = randn(size_t(T * ldp), rng);
+  std::vector<float> kvb = randn(size_t(H * (N + V) * L), rng, 0.5f);
+  std::vector<int64_t> pos(static_cast<size_t>(T));
+  std::iota(pos.begin(), pos.end(), 0);
+  ThreadPool pool(1);
+  cpu::Workspace ws(1);
+  std::vector<float> cacheRef(size_t(S * C)), ref(size_t(T * H * V));
+  cpu::MlaParams mp{H, N, R, V, L, scale, {kvb.data(), DType::F32}};
+  cpu::KVView kv{cacheRef.data(), nullptr, DType::F32, S};
+  auto cpuCall = [&](int64_t t0, int64_t n) {
+    cpu::MlaInputs in{q.data() + t0 * ldq, ldq, lat.data() + t0 * ldl, ldl,
+                      pe.data() + t0 * ldp, ldp};
+    cpu::mlaAttention(pool, ws, in, ref.data() + t0 * H * V, H * V, n, pos.data() + t0, kv, mp);
+  };
+  cpuCall(0, T - 1);
+  cpuCall(T - 1, 1);
+  for (int splits : {1, 3}) {
+    std::vector<float> cache(size_t(S * C), 0.0f), got(size_t(T * H * V));
+    auto gpuCall = [&](int64_t t0, int64_t n) {
+      for (int64_t t = t0; t < t0 + n; ++t) // storeLatentKernel
+        for (int64_t c = 0; c < C; ++c)
+          cache[size_t(pos[size_t(t)] * C + c)] =
+              *cm::mlaCacheSource(lat.data(), ldl, pe.data(), ldp, L, t, c);
+      int64_t maxPos = pos[size_t(t0 + n - 1)];
+      for (int64_t t = t0; t < t0 + n; ++t)
+        for (int h = 0; h < H; ++h) {
+          const float *qr = q.data() + t * ldq + h * (N + R);
+          std::vector<float> qa(static_cast<size_t>(C)); // absorbKernel
+          for (int64_t c = 0; c < C; ++c) {
+            float v = 0.0f;
+            if (c < L)
+              for (int64_t i = 0; i < N; ++i)
+                v = std::fma(qr[i], kvb[size_t(cm::mlaUkRow(h, i, N, V) * L + c)], v);
+            else
+              v = qr[N + (c - L)];
+            qa[size_t(c)] = v * scale;
+          }
+          cm::SoftmaxState st{-INFINITY, 0.0f}; // mlaAttendKernel + mlaMergeKernel
+          std::vector<float> olat(static_cast<size_t>(L), 0.0f);
+          for (int z = 0; z < splits; ++z) {
+            int64_t sb, se;
+            cm::splitRange(maxPos + 1, splits, z, sb, se);
+            float m = -INFINITY, l = 0.0f;
+            std::vector<float> acc(static_cast<size_t>(L), 0.0f);
+            for (int64_t j = sb; j < std::min(pos[size_t(t)] + 1, se); ++j) {
+              const float *row = cache.data() + j * C;
+              float sc = 0.0f;
+              for (int64_t c = 0; c < C; ++c)
+                sc += qa[size_t(c)] * row[c];
+              float e = onlineSoftmaxAdd(sc, m, l, acc);
+              for (int64_t c = 0; c < L; ++c)
+                acc[size_t(c)] += e * row[c];
+            }
+            float fa, fb;
+            st = cm::softmaxMerge(st, {m, l}, fa, fb);
+            for (int64_t c = 0; c < L; ++c)
+              olat[size_t(c)] = olat[size_t(c)] * fa + acc[size_t(c)] * fb;
+          }
+          for (int64_t v = 0; v < V; ++v) { // uvKernel
+            float o = 0.0f;
+            for (int64_t c = 0; c < L; ++c)
+              o += olat[size_t(c)] / st.l * kvb[size_t(cm::mlaUvRow(h, v, N, V) * L + c)];
+            got[size_t(t * H * V + h * V + v)] = o;
+          }
+        }
+    };
+    gpuCall(0, T - 1);
+    gpuCall(T - 1, 1);
+    EXPECT_EQ(cache, cacheRef) << "the latent rows";
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], ref[i], 2e-5f * std::max(1.0f, std::fabs(ref[i])))
+          << "splits=" << splits << " at " << i;
+  }
+}
+
+/// The upload's dequantization (Quant.cu) element by element vs the CPU
+/// backend's dequantizeRows: every FP8 byte and e8m0 scale, partial blocks.
+TEST(CudaMath, DequantMatchesCpu) {
+  std::mt19937 rng(16);
+  auto same = [](float a, float b) {
+    return (std::isnan(a) && std::isnan(b)) || cm::f32ToBits(a) == cm::f32ToBits(b);
+  };
+  struct Case {
+    cm::QFormat f;
+    int64_t N, K, bn, bk;
+  };
+  for (Case c : {Case{cm::QFormat::FP8E4M3Block, 37, 300, 128, 128},
+                 Case{cm::QFormat::FP8E4M3Block, 20, 70, 16, 32},
+                 Case{cm::QFormat::MXFP4, 9, 96, 1, 32}}) {
+    SCOPED_TRACE(::testing::Message() << "format " << int(c.f) << " N=" << c.N << " K=" << c.K);
+    const bool mx = c.f == cm::QFormat::MXFP4;
+    const int64_t rowBytes = mx ? c.K / 2 : c.K, cols = (c.K + c.bk - 1) / c.bk,
+                  rows = (c.N + c.bn - 1) / c.bn;
+    std::vector<uint8_t> q(size_t(c.N * rowBytes));
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = uint8_t(i * 7 + 3); // every byte value
+    std::vector<uint8_t> s8(size_t(rows * cols));
+    std::vector<float> s32(size_t(rows * cols));
+    for (size_t i = 0; i < s8.size(); ++i) {
+      s8[i] = uint8_t(i * 13); // e8m0: 0 (subnormal) to 255 (infinity)
+      s32[i] = std::normal_distribution<float>(0.0f, 3.0f)(rng);
+    }
+    const void *scales = mx ? static_cast<const void *>(s8.data()) : s32.data();
+    cpu::WRef w{q.data(), DType::F32, Layout::RowMajor,
+                mx ? cpu::QuantFormat::MXFP4 : cpu::QuantFormat::FP8E4M3Block, scales, c.bn,
+                c.bk};
+    std::vector<float> ref(size_t(c.N * c.K));
+    cpu::dequantizeRows(w, c.K, 0, c.N, ref.data());
+    for (int64_t n = 0; n < c.N; ++n)
+      for (int64_t k = 0; k < c.K; ++k) {
+        float got = cm::dequantAt(c.f, q.data(), scales, c.K, c.bn, c.bk, n, k);
+        // e4m3fn's NaN bytes (0x7f, 0xff): the CPU's AVX-512 path reads
+        // them as 480 (no checkpoint holds them); its scalar path and the
+        // upload give NaN (checked below).
+        if (!mx && (q[size_t(n * c.K + k)] & 0x7f) == 0x7f)
+          continue;
+        ASSERT_TRUE(same(got, ref[size_t(n * c.K + k)]))
+            << "n=" << n << " k=" << k << ": " << got << " vs " << ref[size_t(n * c.K + k)];
+      }
+  }
+  for (int v = 0; v < 256; ++v)
+    ASSERT_TRUE(same(cm::fp8e4m3ToF32(uint8_t(v)), cpu::fp8e4m3ToF32(uint8_t(v)))) << v;
+}
+
 TEST(CudaMath, TopPSamplingMatchesSampler) {
   std::mt19937 rng(9);
   for (float temperature : {0.5f, 1.0f, 2.0f})

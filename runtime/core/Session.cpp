@@ -586,7 +586,9 @@ const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
   // work of streaming (reading routing, fetching) cannot be captured.
   const bool graph = backend_.supportsGraphs() && T == 1 && numLogitRows == 0 && !allLogits &&
                      !opts_.trace && !opts_.expertProfile && !streams_;
-  constexpr int kDecodeGraph = 1;
+  // Graphs are per session: two sessions on one backend have their own
+  // buffers, so one's graph must never replay for the other.
+  const int kDecodeGraph = graphKey_;
   try {
     if (graph && backend_.replay(kDecodeGraph)) {
       // Nothing to launch; the weights it reads are the capture's.

@@ -177,6 +177,18 @@ void CudaBackend::synchronize(StreamKind s) {
 void *CudaBackend::workspace(size_t bytes) {
   if (bytes <= wsBytes_)
     return ws_;
+  if (capturing_) {
+    // Freeing waits for the device, which a capture may not: the old
+    // scratch (which steps captured so far name) is kept until the capture
+    // ends, and the capture is given up (the session then launches the
+    // step directly, on the larger scratch).
+    captureBroken_ = true;
+    retired_.push_back(ws_);
+    ws_ = nullptr;
+    wsBytes_ = std::max(bytes, wsBytes_ * 2);
+    check(cudaMalloc(&ws_, wsBytes_), fmt::format("cudaMalloc of {} workspace bytes", wsBytes_));
+    return ws_;
+  }
   // Growing frees the old scratch, which kernels still queued may read:
   // cudaFree waits for the device first. Graphs read the old one.
   dropGraphs();

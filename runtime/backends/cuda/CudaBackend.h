@@ -108,6 +108,8 @@ private:
   static bool graphsFromEnv();
   /// Ends a capture that failed, discarding it.
   void abortCapture() const;
+  /// Frees the scratch a discarded or ended capture retired.
+  void freeRetired() const;
   void dropGraph(int key);
   /// Drops every graph: memory a graph reads moved or may move.
   void dropGraphs();
@@ -149,6 +151,10 @@ private:
 
   bool graphsOn_ = true;
   mutable bool capturing_ = false;
+  /// The capture in progress cannot be replayed (workspace() had to grow);
+  /// retired_: scratch buffers it named, freed when it ends.
+  mutable bool captureBroken_ = false;
+  mutable std::vector<void *> retired_;
   cudaEvent_t forkJoin_[3] = {};
   std::unordered_map<int, cudaGraphExec_t> graphs_;
   /// Per Experts step: the device table its captured launches read.

@@ -66,13 +66,15 @@ bool CudaBackend::endCapture(int key) {
   cudaError_t end = cudaStreamEndCapture(main, &graph);
   capturing_ = false;
   cudaGraphExec_t exec = nullptr;
-  if (!err && !end && graph)
+  if (!err && !end && graph && !captureBroken_)
     err = cudaGraphInstantiate(&exec, graph, 0);
   else
     err = err ? err : end;
   if (graph)
     cudaGraphDestroy(graph);
-  if (err || !exec) {
+  const bool broken = captureBroken_;
+  freeRetired();
+  if (err || !exec || broken) {
     (void)cudaGetLastError(); // the session launches the step directly
     return false;
   }
@@ -97,7 +99,16 @@ void CudaBackend::abortCapture() const {
   if (graph)
     cudaGraphDestroy(graph);
   capturing_ = false;
+  freeRetired();
   (void)cudaGetLastError();
+}
+
+void CudaBackend::freeRetired() const {
+  // Nothing ran from the capture that named them, and nothing will.
+  for (void *p : retired_)
+    cudaFree(p);
+  retired_.clear();
+  captureBroken_ = false;
 }
 
 void CudaBackend::dropGraph(int key) {

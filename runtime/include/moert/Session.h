@@ -15,6 +15,7 @@
 #include "moert/Trace.h"
 #include "moert/Weights.h"
 
+#include <atomic>
 #include <memory>
 #include <span>
 #include <vector>
@@ -171,6 +172,11 @@ private:
   StreamingStats streaming_;
   StepStats stats_;
   uint64_t graphWeightBytes_ = 0; // what the captured decode graph reads
+  const int graphKey_ = nextGraphKey(); // this session's decode graph
+  static int nextGraphKey() {
+    static std::atomic<int> next{0};
+    return ++next;
+  }
   StepArgs args_;
   Trace trace_;
 };

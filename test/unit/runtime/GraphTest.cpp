@@ -209,3 +209,36 @@ TEST(Graphs, ReplayedDecodeStepsEqualDirectLaunches) {
     }
   }
 }
+
+/// Two sessions on one backend decoding in turns: each replays its own
+/// graph (its own buffers), never the other's.
+TEST(Graphs, SessionsOnOneBackendKeepTheirOwnGraphs) {
+  TempDir dir;
+  writeBytes(dir.file("config.json"), kTinyMixtral);
+  HFPlanOptions o;
+  o.maxTokens = 8;
+  PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir.file("config.json"), o), "t.plan");
+  auto run = [&](Backend &be) {
+    auto weights = WeightStore::random(plan, 11, {0}, be);
+    auto comm = makeLocalComm();
+    Session a(plan, 0, *weights, *comm, be), b(plan, 0, *weights, *comm, be);
+    std::vector<float> logits;
+    const int64_t V = plan.vocabSize();
+    int64_t ta = 3, tb = 40;
+    for (int64_t p = 0; p < 6; ++p) { // in turns: a, b, a, b, ...
+      const float *la = a.forward(&ta, 1, p);
+      logits.insert(logits.end(), la, la + V);
+      ta = Sampler::argmax(la, V);
+      const float *lb = b.forward(&tb, 1, p);
+      logits.insert(logits.end(), lb, lb + V);
+      tb = Sampler::argmax(lb, V);
+    }
+    return logits;
+  };
+  TestBackend cpu(1), inner(1);
+  RecordingBackend graphs(inner, false);
+  std::vector<float> direct = run(cpu), got = run(graphs);
+  EXPECT_EQ(got, direct);
+  EXPECT_EQ(graphs.captures, 2); // one per session
+  EXPECT_GE(graphs.replays, 8);
+}

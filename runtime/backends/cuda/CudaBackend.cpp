@@ -50,6 +50,30 @@ static uint64_t weightBytes(const StepArgs &a, int32_t idx) {
   return wi.numel * dtypeSize(wi.dtype);
 }
 
+/// The largest position of the call's rows.
+static int64_t hostMaxPos(const StepArgs &a) {
+  int64_t m = 0;
+  for (int64_t t = 0; t < a.T; ++t)
+    m = std::max(m, a.hostPos[t]);
+  return m;
+}
+
+/// The positions an attention call (AttentionArgs, MlaArgs) sizes its
+/// split-K from: the rows' largest; while capturing, a split count for the
+/// cache's whole length (`choose`), the kernels then reading the positions
+/// from the device (maxPos -1), since replays serve later positions.
+template <typename Args>
+static void sizeSplits(Args &x, const StepArgs &a, int64_t cacheLen, bool capturing,
+                       int (*choose)(const Args &)) {
+  if (!capturing) {
+    x.maxPos = hostMaxPos(a);
+    return;
+  }
+  x.maxPos = cacheLen - 1;
+  x.splits = choose(x);
+  x.maxPos = -1;
+}
+
 void CudaBackend::check(cudaError_t e, const std::string &what) const {
   if (e == cudaSuccess)
     return;
@@ -463,10 +487,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
   }
   case Op::Rope: {
     auto *op = s.op_as_Rope();
-    int64_t maxPos = 0;
-    for (int64_t t = 0; t < T; ++t)
-      maxPos = std::max(maxPos, a.hostPos[t]);
-    auto [c, sn] = ropeTable(maxPos + 1, *op);
+    auto [c, sn] = ropeTable(hostMaxPos(a) + 1, *op);
     check(rope(a.f32(op->buf()) + op->col_offset(), a.ld(op->buf()), T, a.pos, op->num_heads(),
                op->head_dim(), op->rotary_dim(), c, sn,
                op->style() == plan::RopeStyle::Interleaved, st),
@@ -486,16 +507,6 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     aa.ldo = a.ld(op->out());
     aa.T = T;
     aa.pos = a.pos;
-    if (capturing_) {
-      // Replays serve later positions: the kernels read them from pos, over
-      // a split count fixed by the cache's size.
-      aa.maxPos = c.maxSeq - 1;
-      aa.splits = chooseAttentionSplits(aa);
-      aa.maxPos = -1;
-    } else {
-      for (int64_t t = 0; t < T; ++t)
-        aa.maxPos = std::max(aa.maxPos, a.hostPos[t]);
-    }
     aa.cache = {c.k, c.v, wtype(c.dtype), c.maxSeq};
     aa.heads = op->num_heads();
     aa.kvHeads = op->num_kv_heads();
@@ -503,6 +514,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     aa.scale = op->scale();
     aa.slidingWindow = op->sliding_window();
     aa.sinks = dw(a, op->sinks());
+    sizeSplits(aa, a, c.maxSeq, capturing_, chooseAttentionSplits);
     if (aa.headDim > kAttnMaxHeadDim)
       fail("cuda: {}: head_dim {} (expected at most {})", where, aa.headDim, kAttnMaxHeadDim);
     check(attention(aa, workspace(attentionWorkspaceBytes(aa)), st), where);
@@ -530,14 +542,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     ma.kvLoraRank = op->kv_lora_rank();
     ma.scale = op->scale();
     ma.kvB = dw(a, op->kv_b());
-    if (capturing_) { // as Attention: positions from the device
-      ma.maxPos = c.maxSeq - 1;
-      ma.splits = chooseMlaSplits(ma);
-      ma.maxPos = -1;
-    } else {
-      for (int64_t t = 0; t < T; ++t)
-        ma.maxPos = std::max(ma.maxPos, a.hostPos[t]);
-    }
+    sizeSplits(ma, a, c.maxSeq, capturing_, chooseMlaSplits);
     check(mlaAttention(ma, workspace(mlaWorkspaceBytes(ma)), st), where);
     a.stats->weightBytes += weightBytes(a, op->kv_b());
     break;

@@ -93,54 +93,21 @@ __global__ void __launch_bounds__(kItems * 32)
       int64_t j = k0 + r;
       if (j >= ke || j < myStart || j > p || j < sb)
         continue;
-      float s = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kDPL; ++i) {
-        int d = lane + 32 * i;
-        if (d < hd)
-          s = fmaf(q[i], Ks[r][d], s);
-      }
-      float e = onlineSoftmaxAdd(warpSum(s), m, l, acc);
-#pragma unroll
-      for (int i = 0; i < kDPL; ++i) {
-        int d = lane + 32 * i;
-        if (d < hd)
-          acc[i] = fmaf(e, Vs[r][d], acc[i]);
-      }
+      laneAxpy(acc, onlineSoftmaxAdd(laneDot(q, Ks[r], hd), m, l, acc), Vs[r], hd);
     }
   }
   if (!active)
     return;
-  if (splits == 1) {
-    if (a.sinks) {
-      float fa;
-      l = math::withSink({m, l}, math::loadW(a.sinks.data, a.sinks.type, h), fa).l;
+  if (splits == 1 && a.sinks) { // (several splits: the merge joins it)
+    float fa;
+    l = math::withSink({m, l}, math::loadW(a.sinks.data, a.sinks.type, h), fa).l;
 #pragma unroll
-      for (int i = 0; i < kDPL; ++i)
-        acc[i] *= fa;
-    }
-    float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    float *o = a.out + t * a.ldo + int64_t(h) * hd;
-#pragma unroll
-    for (int i = 0; i < kDPL; ++i) {
-      int d = lane + 32 * i;
-      if (d < hd)
-        o[d] = acc[i] * inv;
-    }
-    return;
+    for (int i = 0; i < kDPL; ++i)
+      acc[i] *= fa;
   }
-  // Partial of (t, h, split): [m, l, acc[hd]].
-  float *pp = part + ((t * a.heads + h) * splits + blockIdx.z) * (hd + 2);
-  if (lane == 0) {
-    pp[0] = m;
-    pp[1] = l;
-  }
-#pragma unroll
-  for (int i = 0; i < kDPL; ++i) {
-    int d = lane + 32 * i;
-    if (d < hd)
-      pp[2 + d] = acc[i];
-  }
+  const int64_t th = t * a.heads + h;
+  storeSplit(acc, m, l, hd, splits, a.out + t * a.ldo + int64_t(h) * hd,
+             part + (th * splits + blockIdx.z) * (hd + 2));
 }
 
 __global__ void mergeKernel(AttentionArgs a, int splits, const float *part) {
@@ -151,7 +118,7 @@ __global__ void mergeKernel(AttentionArgs a, int splits, const float *part) {
   const float sink = a.sinks ? math::loadW(a.sinks.data, a.sinks.type, h) : 0.0f;
   for (int d = threadIdx.x; d < hd; d += blockDim.x)
     a.out[t * a.ldo + int64_t(h) * hd + d] =
-        mergeSplitsAt(pp, splits, hd, d, a.sinks ? &sink : nullptr);
+        mergeSplitsAt(pp, splits, hd, d, bool(a.sinks), sink);
 }
 
 } // namespace

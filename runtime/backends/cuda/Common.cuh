@@ -45,6 +45,59 @@ template <typename T> __device__ T blockSum(T v, T *sh) {
   return warpSum(r);
 }
 
+// A warp's row of attention state: lane l holds columns l + 32 i, i < N.
+
+/// q . row over `width` columns, summed over the warp.
+template <int N>
+__device__ __forceinline__ float laneDot(const float (&q)[N], const float *row, int64_t width) {
+  const int lane = threadIdx.x & 31;
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int64_t c = lane + 32 * i;
+    if (c < width)
+      s = fmaf(q[i], row[c], s);
+  }
+  return warpSum(s);
+}
+
+/// acc += e * row over `width` columns.
+template <int N>
+__device__ __forceinline__ void laneAxpy(float (&acc)[N], float e, const float *row,
+                                         int64_t width) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int64_t c = lane + 32 * i;
+    if (c < width)
+      acc[i] = fmaf(e, row[c], acc[i]);
+  }
+}
+
+/// A warp's end of one split of the positions: with one split its output
+/// row acc / l (0 where no key was seen) to `out`; otherwise the split's
+/// partial [m, l, acc[width]] to `partial`, which mergeSplitsAt reads.
+template <int N>
+__device__ __forceinline__ void storeSplit(const float (&acc)[N], float m, float l, int64_t width,
+                                           int splits, float *out, float *partial) {
+  const int lane = threadIdx.x & 31;
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  if (splits > 1 && lane == 0) {
+    partial[0] = m;
+    partial[1] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    int64_t c = lane + 32 * i;
+    if (c >= width)
+      continue;
+    if (splits == 1)
+      out[c] = acc[i] * inv;
+    else
+      partial[2 + c] = acc[i];
+  }
+}
+
 /// One key's score `s` into a warp's online softmax (running max m, sum l):
 /// rescales the output accumulator acc when the max moves (by 0 on the
 /// first key, m = -inf) and returns the key's weight exp(s - m).
@@ -65,10 +118,10 @@ __device__ __forceinline__ float onlineSoftmaxAdd(float s, float &m, float &l, f
 
 /// Column c of an attention output from its split-K partials: `splits`
 /// records [m, l, acc[width]] at `pp` (width + 2 floats apart) merged
-/// (math::softmaxMerge), a sink logit joined when `sink` is not null
+/// (math::softmaxMerge), the sink logit joined when `hasSink`
 /// (math::withSink), divided by the sum (0 where no key was seen).
 __device__ __forceinline__ float mergeSplitsAt(const float *pp, int splits, int64_t width,
-                                               int64_t c, const float *sink) {
+                                               int64_t c, bool hasSink, float sink) {
   math::SoftmaxState st{-INFINITY, 0.0f};
   float o = 0.0f;
   for (int s = 0; s < splits; ++s) {
@@ -77,9 +130,9 @@ __device__ __forceinline__ float mergeSplitsAt(const float *pp, int splits, int6
     st = math::softmaxMerge(st, {x[0], x[1]}, fa, fb);
     o = o * fa + x[2 + c] * fb;
   }
-  if (sink) {
+  if (hasSink) {
     float fa;
-    st = math::withSink(st, *sink, fa);
+    st = math::withSink(st, sink, fa);
     o *= fa;
   }
   return st.l > 0.0f ? o / st.l : 0.0f;

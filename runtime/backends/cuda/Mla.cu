@@ -87,53 +87,21 @@ template <WType KT> __global__ void __launch_bounds__(kItems * 32)
     if (!active)
       continue;
     for (int r = 0; r < kBK && k0 + r < ke; ++r) {
-      float s = 0.0f;
-#pragma unroll
-      for (int i = 0; i < kQPL; ++i) {
-        int64_t c = lane + 32 * i;
-        if (c < C)
-          s = fmaf(q[i], Ks[r][c], s);
-      }
-      float e = onlineSoftmaxAdd(warpSum(s), m, l, acc);
-#pragma unroll
-      for (int i = 0; i < kVPL; ++i) {
-        int64_t c = lane + 32 * i;
-        if (c < L)
-          acc[i] = fmaf(e, Ks[r][c], acc[i]);
-      }
+      // Keys are whole latent rows [c_kv | k_pe], values their c_kv.
+      laneAxpy(acc, onlineSoftmaxAdd(laneDot(q, Ks[r], C), m, l, acc), Ks[r], L);
     }
   }
   if (!active)
     return;
   const int64_t th = t * a.heads + h;
-  if (splits == 1) {
-    float inv = l > 0.0f ? 1.0f / l : 0.0f;
-#pragma unroll
-    for (int i = 0; i < kVPL; ++i) {
-      int64_t c = lane + 32 * i;
-      if (c < L)
-        olat[th * L + c] = acc[i] * inv;
-    }
-    return;
-  }
-  float *pp = part + (th * splits + blockIdx.z) * (L + 2);
-  if (lane == 0) {
-    pp[0] = m;
-    pp[1] = l;
-  }
-#pragma unroll
-  for (int i = 0; i < kVPL; ++i) {
-    int64_t c = lane + 32 * i;
-    if (c < L)
-      pp[2 + c] = acc[i];
-  }
+  storeSplit(acc, m, l, L, splits, olat + th * L, part + (th * splits + blockIdx.z) * (L + 2));
 }
 
 __global__ void mlaMergeKernel(MlaArgs a, int splits, const float *part, float *olat) {
   const int64_t th = blockIdx.x, L = a.kvLoraRank;
   const float *pp = part + th * splits * (L + 2);
   for (int64_t c = threadIdx.x; c < L; c += blockDim.x)
-    olat[th * L + c] = mergeSplitsAt(pp, splits, L, c, nullptr);
+    olat[th * L + c] = mergeSplitsAt(pp, splits, L, c, false, 0.0f);
 }
 
 /// out[t, h*V + v] = olat[t, h] . W_UV_h[v]: a warp per output (8 per block).

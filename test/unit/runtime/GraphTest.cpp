@@ -12,6 +12,7 @@
 #include "TestUtil.h"
 
 #include "HFPlans.h"
+#include "TinyPlans.h"
 #include "moert/Generate.h"
 
 using namespace moert;
@@ -151,10 +152,6 @@ private:
   std::map<int, std::vector<Op>> graphs_;
 };
 
-const char *kTinyMixtral = R"({"model_type":"mixtral","hidden_size":64,"intermediate_size":96,
-  "num_attention_heads":4,"num_key_value_heads":2,"num_hidden_layers":2,"vocab_size":101,
-  "max_position_embeddings":64,"num_local_experts":4,"num_experts_per_tok":2,
-  "rms_norm_eps":1e-5,"rope_theta":10000.0,"torch_dtype":"bfloat16","initializer_range":0.2})";
 
 struct Decoded {
   GenerateResult r;
@@ -179,11 +176,9 @@ Decoded decode(const PlanFile &plan, Backend &be, int newTokens) {
 } // namespace
 
 TEST(Graphs, ReplayedDecodeStepsEqualDirectLaunches) {
-  TempDir dir;
-  writeBytes(dir.file("config.json"), kTinyMixtral);
   HFPlanOptions o;
   o.maxTokens = 8;
-  PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir.file("config.json"), o), "t.plan");
+  PlanFile plan = planFor(kTinyMixtral, o);
   TestBackend cpu(2);
   Decoded direct = decode(plan, cpu, 9);
   for (bool fail : {false, true}) {
@@ -213,11 +208,9 @@ TEST(Graphs, ReplayedDecodeStepsEqualDirectLaunches) {
 /// Two sessions on one backend decoding in turns: each replays its own
 /// graph (its own buffers), never the other's.
 TEST(Graphs, SessionsOnOneBackendKeepTheirOwnGraphs) {
-  TempDir dir;
-  writeBytes(dir.file("config.json"), kTinyMixtral);
   HFPlanOptions o;
   o.maxTokens = 8;
-  PlanFile plan = PlanFile::fromBytes(buildHFPlan(dir.file("config.json"), o), "t.plan");
+  PlanFile plan = planFor(kTinyMixtral, o);
   auto run = [&](Backend &be) {
     auto weights = WeightStore::random(plan, 11, {0}, be);
     auto comm = makeLocalComm();

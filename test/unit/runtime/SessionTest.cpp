@@ -2,6 +2,7 @@
 #include "TestUtil.h"
 
 #include "HFPlans.h"
+#include "TinyPlans.h"
 #include "moert/Generate.h"
 
 #include <cmath>
@@ -12,23 +13,6 @@ using namespace moert;
 using namespace moetest;
 
 namespace {
-
-const char *kTinyQwen = R"({"model_type":"qwen2_moe","hidden_size":48,"intermediate_size":64,
-  "moe_intermediate_size":24,"shared_expert_intermediate_size":32,"num_attention_heads":4,
-  "num_key_value_heads":2,"num_hidden_layers":3,"vocab_size":97,"max_position_embeddings":64,
-  "num_experts":6,"num_experts_per_tok":2,"norm_topk_prob":false,"mlp_only_layers":[1],
-  "rms_norm_eps":1e-6,"rope_theta":10000.0,"dtype":"bfloat16","initializer_range":0.2})";
-
-const char *kTinyMixtral = R"({"model_type":"mixtral","hidden_size":64,"intermediate_size":96,
-  "num_attention_heads":4,"num_key_value_heads":2,"num_hidden_layers":2,"vocab_size":101,
-  "max_position_embeddings":64,"num_local_experts":4,"num_experts_per_tok":2,
-  "rms_norm_eps":1e-5,"rope_theta":10000.0,"torch_dtype":"bfloat16","initializer_range":0.2})";
-
-PlanFile planFor(const char *config, HFPlanOptions o) {
-  TempDir d;
-  writeBytes(d.file("config.json"), config);
-  return PlanFile::fromBytes(buildHFPlan(d.file("config.json"), o), "t.plan");
-}
 
 std::vector<int64_t> prompt(int64_t n, int64_t vocab) {
   std::vector<int64_t> p;

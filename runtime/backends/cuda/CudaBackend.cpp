@@ -74,6 +74,15 @@ static void sizeSplits(Args &x, const StepArgs &a, int64_t cacheLen, bool captur
   x.maxPos = -1;
 }
 
+/// A layer's cache for the kernels: paged when the step's page table spans
+/// a pool of several pages (a batched plan; as the CPU backend decides).
+static KV kvOf(const KVCacheBuf &c, const StepArgs &a) {
+  KV kv{c.k, c.v, wtype(c.dtype), c.maxSeq, {}};
+  if (a.pageTable && a.pageSize < c.maxSeq)
+    kv.pages = {a.pageTable, a.seq, a.pagesPerSeq, a.pageSize};
+  return kv;
+}
+
 void CudaBackend::check(cudaError_t e, const std::string &what) const {
   if (e == cudaSuccess)
     return;
@@ -507,7 +516,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     aa.ldo = a.ld(op->out());
     aa.T = T;
     aa.pos = a.pos;
-    aa.cache = {c.k, c.v, wtype(c.dtype), c.maxSeq};
+    aa.cache = kvOf(c, a);
     aa.heads = op->num_heads();
     aa.kvHeads = op->num_kv_heads();
     aa.headDim = op->head_dim();
@@ -534,7 +543,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     ma.ldo = a.ld(op->out());
     ma.T = T;
     ma.pos = a.pos;
-    ma.cache = {c.k, c.v, wtype(c.dtype), c.maxSeq};
+    ma.cache = kvOf(c, a);
     ma.heads = op->num_heads();
     ma.nopeDim = op->nope_dim();
     ma.ropeDim = op->rope_dim();
@@ -640,7 +649,19 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
                          check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, st), where);
                        });
     };
-    if (a.allLogits) {
+    if (a.numLogitRows > 0) {
+      // A batched step: the last row of each sequence that samples,
+      // gathered so that one product reads each weight row once.
+      const int64_t n = a.numLogitRows;
+      const size_t rowBytes = (size_t(n * K) * 4 + 255) / 256 * 256;
+      auto *rows = static_cast<float *>(workspace(rowBytes + Blas::linearWorkspaceBytes(n, K)));
+      check(gatherRows(x, lx, a.logitRows, n, K, rows, st), where);
+      check(blas_->linear(rows, K, n, dw(a, op->weight()), V, K, tr, dw(a, op->bias()),
+                          a.rowLogits + first, ldv, false,
+                          reinterpret_cast<uint8_t *>(rows) + rowBytes, st),
+            where);
+      gather(a.rowLogits, n);
+    } else if (a.allLogits) {
       check(blas_->linear(x, lx, T, dw(a, op->weight()), V, K, tr, dw(a, op->bias()),
                           a.allLogits + first, ldv, false,
                           workspace(Blas::linearWorkspaceBytes(T, K)), st),

@@ -76,6 +76,9 @@ public:
   void synchronize(StreamKind s) override;
   void resetEvents() override { nextEvent_ = 0; }
 
+  /// Attention and MLA read a batched step's page table and slots; the
+  /// lm_head computes its sampled rows.
+  bool supportsBatchedSteps() const override { return true; }
   bool supportsGraphs() const override { return graphsOn_; }
   void beginCapture(int key) override;
   bool endCapture(int key) override;

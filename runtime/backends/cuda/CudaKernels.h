@@ -68,6 +68,10 @@ cudaError_t combine(const float *slotOut, const float *slotWeight, int64_t T, in
                     float *out, int64_t ldo, bool accumulate, cudaStream_t stream);
 /// y[t, :N] += bias (broadcast over rows).
 cudaError_t addBias(float *y, int64_t ldy, int64_t T, int64_t N, DW bias, cudaStream_t stream);
+/// dst[i, :cols] = src[rows[i], :cols] for i < n (a batched step's sampled
+/// rows, gathered for the lm_head's one product).
+cudaError_t gatherRows(const float *src, int64_t lds, const int64_t *rows, int64_t n, int64_t cols,
+                       float *dst, cudaStream_t stream);
 /// dst[i] = src[i] converted to `type` (activations to a GEMM's input type).
 cudaError_t convertRows(const float *src, int64_t lds, int64_t rows, int64_t cols, void *dst,
                         WType type, cudaStream_t stream);
@@ -181,11 +185,14 @@ private:
 // Attention (Attention.cu)
 //===----------------------------------------------------------------------===//
 
-/// A layer's device K/V cache: [kvHeads, maxSeq, headDim] each, of type.
+/// A layer's device K/V cache: [kvHeads, maxSeq, headDim] each, of type;
+/// `pages` says which rows hold a position (paged: the rows of a batched
+/// step belong to several sequences).
 struct KV {
   void *k = nullptr, *v = nullptr;
   WType type = WType::F32;
   int64_t maxSeq = 0;
+  math::KVPages pages;
 };
 
 struct AttentionArgs {
@@ -211,7 +218,8 @@ constexpr int kAttnMaxHeadDim = 256;
 size_t attentionWorkspaceBytes(const AttentionArgs &a);
 /// The split count attention() uses for `a` (a.splits when set).
 int chooseAttentionSplits(const AttentionArgs &a);
-/// Stores K/V of the T tokens at pos[t], then causal GQA attention: blocks
+/// Stores K/V of the T tokens at pos[t] (pool rows per cache.pages), then
+/// causal GQA attention over each token's own sequence: blocks
 /// of one KV head and a tile of (query, head) pairs share each K/V tile in
 /// shared memory (decode: the group's heads; prefill: tiles of queries),
 /// with online softmax per warp and split-K over positions merged in a

@@ -478,6 +478,36 @@ MOE_HD int64_t attnStart(int64_t p, int slidingWindow) {
   return s > 0 ? s : 0;
 }
 
+/// Where K/V rows live in a layer's cache. Unpaged (no table: one
+/// sequence), position p is row p. Paged (a batched step's pool shared by
+/// several sequences), row t of the step belongs to sequence slot seq[t],
+/// whose position p is pool row pageTable[slot * pagesPerSeq + p /
+/// pageSize] * pageSize + p % pageSize (the CPU's KVView::poolRow).
+struct KVPages {
+  const int32_t *pageTable = nullptr; // [max_batch, pagesPerSeq]
+  const int64_t *seq = nullptr;       // [T] slots
+  int64_t pagesPerSeq = 1, pageSize = 0;
+
+  MOE_HD int64_t slotOf(int64_t t) const { return pageTable ? seq[t] : 0; }
+  MOE_HD int64_t row(int64_t slot, int64_t p) const {
+    if (!pageTable)
+      return p;
+    return int64_t(pageTable[slot * pagesPerSeq + p / pageSize]) * pageSize + p % pageSize;
+  }
+};
+
+/// Whether entry w of a block's per-warp sequence slots (-1: idle warp) is
+/// the first of its slot: the block makes one pass over its keys for each
+/// such entry (Attention.cu).
+MOE_HD bool firstOfSlot(const int *slots, int w) {
+  if (slots[w] < 0)
+    return false;
+  for (int u = 0; u < w; ++u)
+    if (slots[u] == slots[w])
+      return false;
+  return true;
+}
+
 /// Split `split` of `splits` equal chunks of positions [0, len): [b, e).
 MOE_HD void splitRange(int64_t len, int splits, int split, int64_t &b, int64_t &e) {
   int64_t chunk = (len + splits - 1) / splits;

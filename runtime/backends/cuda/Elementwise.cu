@@ -176,6 +176,14 @@ __global__ void convertKernel(const float *src, int64_t lds, int64_t rows, int64
       math::storeW(dst, type, r * cols + c, src[r * lds + c]);
 }
 
+__global__ void gatherRowsKernel(const float *src, int64_t lds, const int64_t *rows, int64_t n,
+                                 int64_t cols, float *dst) {
+  for (int64_t i = blockIdx.y; i < n; i += gridDim.y)
+    for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < cols;
+         c += int64_t(gridDim.x) * blockDim.x)
+      dst[i * cols + c] = src[rows[i] * lds + c];
+}
+
 __global__ void fillUniformKernel(void *dst, WType type, int64_t n, uint64_t seed, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -301,6 +309,14 @@ cudaError_t addBias(float *y, int64_t ldy, int64_t T, int64_t N, DW bias, cudaSt
     return cudaSuccess;
   MOE_DISPATCH_WTYPE(bias.type, WT,
                      addBiasKernel<WT><<<rowGrid(T, N, 256), 256, 0, s>>>(y, ldy, T, N, bias.data));
+  return launched();
+}
+
+cudaError_t gatherRows(const float *src, int64_t lds, const int64_t *rows, int64_t n, int64_t cols,
+                       float *dst, cudaStream_t s) {
+  if (n <= 0 || cols <= 0)
+    return cudaSuccess;
+  gatherRowsKernel<<<rowGrid(n, cols, 256), 256, 0, s>>>(src, lds, rows, n, cols, dst);
   return launched();
 }
 

@@ -26,7 +26,8 @@ __global__ void storeLatentKernel(MlaArgs a) {
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t t = i / C, c = i % C;
     float v = *math::mlaCacheSource(a.latent, a.ldLatent, a.kPe, a.ldKPe, a.kvLoraRank, t, c);
-    math::storeW(a.cache.k, a.cache.type, a.pos[t] * C + c, v);
+    const math::KVPages &pg = a.cache.pages;
+    math::storeW(a.cache.k, a.cache.type, pg.row(pg.slotOf(t), a.pos[t]) * C + c, v);
   }
 }
 
@@ -53,9 +54,12 @@ template <WType W> __global__ void absorbKernel(MlaArgs a, float *qa) {
 /// A block: token t, heads [h0, h0 + kItems) (a warp each), positions of
 /// split blockIdx.z; lane l holds query columns l + 32 i and output columns
 /// l + 32 i. Writes olat (one split) or the split's partial [m, l, acc].
+/// The block's rows are its token's sequence's (a paged cache: looked up
+/// once per tile).
 template <WType KT> __global__ void __launch_bounds__(kItems * 32)
     mlaAttendKernel(MlaArgs a, const float *qa, float *olat, int splits, float *part) {
   __shared__ float Ks[kBK][kMlaMaxCols];
+  __shared__ int64_t rowOf[kBK];
   const int64_t L = a.kvLoraRank, C = L + a.ropeDim;
   const int groups = (a.heads + kItems - 1) / kItems;
   const int64_t t = blockIdx.x / groups;
@@ -63,6 +67,9 @@ template <WType KT> __global__ void __launch_bounds__(kItems * 32)
   const int h = int(blockIdx.x % groups) * kItems + warp;
   const bool active = h < a.heads;
   const int64_t p = a.pos[t];
+  const math::KVPages &pages = a.cache.pages;
+  const bool paged = pages.pageTable != nullptr;
+  const int64_t slot = pages.slotOf(t);
   int64_t sb, se;
   math::splitRange(maxPosOf(a) + 1, splits, blockIdx.z, sb, se);
   const int64_t ke = p + 1 < se ? p + 1 : se;
@@ -79,9 +86,14 @@ template <WType KT> __global__ void __launch_bounds__(kItems * 32)
   float m = -INFINITY, l = 0.0f;
   for (int64_t k0 = sb; k0 < ke; k0 += kBK) {
     __syncthreads();
+    if (paged) { // (uniform)
+      if (threadIdx.x < kBK && k0 + threadIdx.x < ke)
+        rowOf[threadIdx.x] = pages.row(slot, k0 + threadIdx.x);
+      __syncthreads();
+    }
     for (int64_t i = threadIdx.x; i < kBK * C; i += blockDim.x) {
       int64_t r = i / C, c = i % C, j = k0 + r;
-      Ks[r][c] = j < ke ? ldw<KT>(a.cache.k, j * C + c) : 0.0f;
+      Ks[r][c] = j < ke ? ldw<KT>(a.cache.k, (paged ? rowOf[r] : j) * C + c) : 0.0f;
     }
     __syncthreads();
     if (!active)

@@ -552,6 +552,134 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
     }
 }
 
+TEST(CudaMath, KVPagesMatchCpu) {
+  // Pool rows of (slot, position) as the CPU's KVView computes them.
+  std::mt19937 rng(12);
+  const int64_t pageSize = 4, pagesPerSeq = 5, slots = 3;
+  std::vector<int32_t> table(size_t(slots * pagesPerSeq));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  std::vector<int64_t> seq = {2, 0, 1, 2, 1};
+  cm::KVPages pages{table.data(), seq.data(), pagesPerSeq, pageSize};
+  cpu::KVView view{nullptr, nullptr, DType::F32, 64, table.data(), seq.data(), pagesPerSeq,
+                   pageSize};
+  for (int64_t t = 0; t < int64_t(seq.size()); ++t)
+    for (int64_t p = 0; p < pagesPerSeq * pageSize; ++p) {
+      ASSERT_EQ(pages.slotOf(t), seq[size_t(t)]);
+      ASSERT_EQ(pages.row(pages.slotOf(t), p), view.poolRow(t, p)) << t << " " << p;
+    }
+  cm::KVPages unpaged;
+  EXPECT_EQ(unpaged.slotOf(3), 0);
+  EXPECT_EQ(unpaged.row(0, 17), 17);
+  const int blockSlots[] = {1, 0, 1, -1, 0, 2, -1, 2};
+  const bool first[] = {true, true, false, false, false, true, false, false};
+  for (int w = 0; w < 8; ++w)
+    EXPECT_EQ(cm::firstOfSlot(blockSlots, w), first[w]) << w;
+}
+
+/// A batched step's attention the way Attention.cu runs it: blocks of
+/// kItems (token, head) warps whose tokens belong to several sequences of a
+/// paged pool make one pass per sequence over that sequence's pool rows,
+/// split-K over positions, merged; against the CPU's paged attention.
+TEST(CudaMath, PagedAttentionPassesMatchCpu) {
+  constexpr int kItems = 8, kBK = 16; // Attention.cu's
+  std::mt19937 rng(21);
+  const int heads = 4, kvHeads = 2, hd = 8, group = heads / kvHeads;
+  const int64_t pageSize = 4, pagesPerSeq = 4, S = 48; // 12 pages in the pool
+  std::vector<int32_t> table(12);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  // Rows of three sequences, interleaved, decode rows and chunks mixed.
+  const std::vector<int64_t> seq = {0, 2, 1, 0, 2, 2, 1}, pos = {5, 9, 3, 6, 10, 11, 4};
+  const int64_t T = int64_t(seq.size()), ld = (heads + 2 * kvHeads) * hd;
+  for (int window : {0, 3})
+    for (int splits : {1, 3}) {
+      std::vector<float> qkv = randn(size_t(T * ld), rng);
+      std::vector<float> kc = randn(size_t(kvHeads * S * hd), rng), vc = randn(kc.size(), rng);
+      std::vector<float> kc0 = kc, vc0 = vc;
+      ThreadPool pool(1);
+      cpu::Workspace ws(1);
+      std::vector<float> ref(size_t(T * heads * hd));
+      const float scale = 0.3f;
+      cpu::KVView view{kc.data(), vc.data(), DType::F32, S, table.data(), seq.data(),
+                       pagesPerSeq, pageSize};
+      cpu::attention(pool, ws, qkv.data(), ld, 0, heads * hd, (heads + kvHeads) * hd, ref.data(),
+                     heads * hd, T, pos.data(), view, heads, kvHeads, hd, scale, window);
+      cm::KVPages pages{table.data(), seq.data(), pagesPerSeq, pageSize};
+      // storeKVKernel's rows: the CPU stored the same values at the same rows.
+      for (int64_t t = 0; t < T; ++t)
+        for (int g = 0; g < kvHeads; ++g)
+          for (int d = 0; d < hd; ++d) {
+            int64_t off = (g * S + pages.row(pages.slotOf(t), pos[size_t(t)])) * hd + d;
+            kc0[size_t(off)] = qkv[size_t(t * ld + heads * hd + g * hd + d)];
+            vc0[size_t(off)] = qkv[size_t(t * ld + (heads + kvHeads) * hd + g * hd + d)];
+          }
+      ASSERT_EQ(kc0, kc);
+      ASSERT_EQ(vc0, vc);
+      const int64_t maxPos = *std::max_element(pos.begin(), pos.end());
+      std::vector<float> out(ref.size(), 0.0f);
+      std::vector<cm::SoftmaxState> merged(size_t(T * heads), {-INFINITY, 0.0f});
+      for (int g = 0; g < kvHeads; ++g)
+        for (int64_t bx = 0; bx * kItems < T * group; ++bx)
+          for (int z = 0; z < splits; ++z) {
+            int64_t sb, se;
+            cm::splitRange(maxPos + 1, splits, z, sb, se);
+            int slots[kItems];
+            for (int w = 0; w < kItems; ++w) {
+              int64_t item = bx * kItems + w;
+              slots[w] = item < T * group ? int(pages.slotOf(item / group)) : -1;
+            }
+            for (int w0 = 0; w0 < kItems; ++w0) {
+              if (!cm::firstOfSlot(slots, w0))
+                continue;
+              const int cur = slots[w0];
+              int64_t kb = INT64_MAX, ke = -1;
+              for (int w = 0; w < kItems; ++w)
+                if (slots[w] == cur) {
+                  int64_t t = (bx * kItems + w) / group, p = pos[size_t(t)];
+                  kb = std::min(kb, std::max(cm::attnStart(p, window), sb));
+                  ke = std::max(ke, std::min(p + 1, se));
+                }
+              for (int w = 0; w < kItems; ++w) {
+                if (slots[w] != cur)
+                  continue;
+                const int64_t item = bx * kItems + w, t = item / group;
+                const int h = g * group + int(item % group);
+                const int64_t p = pos[size_t(t)], start = cm::attnStart(p, window);
+                float m = -INFINITY, l = 0.0f;
+                std::vector<float> acc(size_t(hd), 0.0f);
+                for (int64_t k0 = kb; k0 < ke; k0 += kBK)
+                  for (int r = 0; r < kBK; ++r) {
+                    int64_t j = k0 + r;
+                    if (j >= ke || j < start || j > p || j < sb)
+                      continue;
+                    int64_t row = pages.row(cur, j);
+                    const float *k = kc.data() + (g * S + row) * hd;
+                    const float *v = vc.data() + (g * S + row) * hd;
+                    float sc = 0.0f;
+                    for (int d = 0; d < hd; ++d)
+                      sc += qkv[size_t(t * ld + h * hd + d)] * scale * k[d];
+                    float ex = onlineSoftmaxAdd(sc, m, l, acc);
+                    for (int d = 0; d < hd; ++d)
+                      acc[size_t(d)] += ex * v[d];
+                  }
+                float fa, fb;
+                cm::SoftmaxState &st = merged[size_t(t * heads + h)];
+                st = cm::softmaxMerge(st, {m, l}, fa, fb);
+                float *o = out.data() + (t * heads + h) * hd;
+                for (int d = 0; d < hd; ++d)
+                  o[d] = o[d] * fa + acc[size_t(d)] * fb;
+              }
+            }
+          }
+      for (int64_t th = 0; th < T * heads; ++th)
+        for (int d = 0; d < hd; ++d)
+          ASSERT_NEAR(out[size_t(th * hd + d)] / merged[size_t(th)].l,
+                      ref[size_t(th * hd + d)], 2e-5f)
+              << "window=" << window << " splits=" << splits << " row " << th / heads;
+    }
+}
+
 /// moert::Sampler::next, step by step with the device's functions.
 /// MLA the way Mla.cu computes it (store the latent rows, absorb W_UK into
 /// the query, attend per split over the latent rows, merge, apply W_UV)

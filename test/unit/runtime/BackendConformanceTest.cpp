@@ -54,8 +54,10 @@
 //===----------------------------------------------------------------------===//
 #include "TestUtil.h"
 
+#include "BatchCheck.h"
 #include "HFPlans.h"
 #include "PlanBuilder.h"
+#include "TinyPlans.h"
 #include "ReferenceOps.h"
 #include "moert/Comm.h"
 #include "moert/Generate.h"
@@ -68,6 +70,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <thread>
 
 using namespace moert;
@@ -130,7 +134,8 @@ public:
     if (prog_.kv_caches())
       for (const plan::KVCache *c : *prog_.kv_caches())
         caches_.push_back(allocateKVCache(be, *c, S));
-    tokens_ = static_cast<int64_t *>(be.allocate(uint64_t(2 * maxT) * 8, "tokens"));
+    // ids, positions, sequence slots, logit rows: maxT each (as Session).
+    tokens_ = static_cast<int64_t *>(be.allocate(uint64_t(4 * maxT) * 8, "tokens"));
     be.synchronizeAll();
     args_.buffers = &plan.rankInfo(rank).buffers;
     args_.arena = arena_;
@@ -141,6 +146,8 @@ public:
     args_.computeDtype = plan.plan().compute_dtype();
     args_.ids = tokens_;
     args_.pos = tokens_ + maxT;
+    args_.seq = tokens_ + 2 * maxT;
+    args_.logitRows = tokens_ + 3 * maxT;
   }
   ~Runner() {
     be_.synchronizeAll();
@@ -149,7 +156,9 @@ public:
       be_.deallocate(c.k, c.bytes);
       be_.deallocate(c.v, c.bytes);
     }
-    be_.deallocate(tokens_, uint64_t(2 * plan_.maxTokens()) * 8);
+    be_.deallocate(tokens_, uint64_t(4 * plan_.maxTokens()) * 8);
+    if (pages_)
+      be_.deallocate(pages_, pagesBytes_);
   }
 
   const BufferInfo &buf(int b) const { return plan_.rankInfo(rank_).buffers[size_t(b)]; }
@@ -205,16 +214,29 @@ public:
     return out;
   }
 
+  /// Makes the next runs batched steps (StepArgs' batch description): row
+  /// t belongs to sequence slot seq[t], whose position p is KV pool row
+  /// table[seq[t] * pagesPerSeq + p / pageSize] * pageSize + p % pageSize;
+  /// the Logits step computes rows logitRows into rowLogits (device).
+  void batch(Ids seq, const std::vector<int32_t> &table, int64_t pagesPerSeq, int64_t pageSize,
+             Ids logitRows = {}, float *rowLogits = nullptr) {
+    seq_ = std::move(seq);
+    logitRows_ = std::move(logitRows);
+    if (pages_)
+      be_.deallocate(pages_, pagesBytes_);
+    pagesBytes_ = std::max<uint64_t>(table.size() * 4, 4);
+    pages_ = static_cast<int32_t *>(be_.allocate(pagesBytes_, "page table"));
+    be_.copyToDevice(StreamKind::Compute, pages_, table.data(), table.size() * 4);
+    be_.synchronize(StreamKind::Compute);
+    args_.pageTable = pages_;
+    args_.pagesPerSeq = pagesPerSeq;
+    args_.pageSize = pageSize;
+    args_.rowLogits = rowLogits;
+  }
+
   /// Runs step `step` for T = pos.size() tokens at positions pos.
   void run(int step, const Ids &pos, const Ids &ids = {}, float *allLogits = nullptr) {
-    const int64_t T = int64_t(pos.size()), maxT = plan_.maxTokens();
-    hostTokens_.assign(size_t(2 * maxT), 0);
-    std::copy(ids.begin(), ids.end(), hostTokens_.begin());
-    std::copy(pos.begin(), pos.end(), hostTokens_.begin() + maxT);
-    be_.copyToDevice(StreamKind::Compute, tokens_, hostTokens_.data(), uint64_t(2 * maxT) * 8);
-    be_.synchronize(StreamKind::Compute);
-    args_.T = T;
-    args_.hostPos = hostTokens_.data() + maxT;
+    setTokens(pos, ids);
     args_.allLogits = allLogits;
     args_.stepIndex = step;
     const plan::Step &s = *prog_.steps()->Get(unsigned(step));
@@ -227,13 +249,7 @@ public:
   void runSteps(unsigned begin, unsigned end, const Ids &pos, bool grouped) {
     std::vector<unsigned> ends = be_.groupSteps(plan_, rank_);
     EXPECT_EQ(ends.size(), size_t(prog_.steps()->size()));
-    const int64_t T = int64_t(pos.size()), maxT = plan_.maxTokens();
-    hostTokens_.assign(size_t(2 * maxT), 0);
-    std::copy(pos.begin(), pos.end(), hostTokens_.begin() + maxT);
-    be_.copyToDevice(StreamKind::Compute, tokens_, hostTokens_.data(), uint64_t(2 * maxT) * 8);
-    be_.synchronize(StreamKind::Compute);
-    args_.T = T;
-    args_.hostPos = hostTokens_.data() + maxT;
+    setTokens(pos, {});
     args_.allLogits = nullptr;
     for (unsigned i = begin; i < end;) {
       unsigned e = grouped ? std::min(ends[i], end) : i + 1;
@@ -269,6 +285,23 @@ public:
   WeightStore &weights() { return *weights_; }
 
 private:
+  /// The call's ids, positions, slots (batch(); else slot 0) and logit rows.
+  void setTokens(const Ids &pos, const Ids &ids) {
+    const int64_t maxT = plan_.maxTokens();
+    hostTokens_.assign(size_t(4 * maxT), 0);
+    std::copy(ids.begin(), ids.end(), hostTokens_.begin());
+    std::copy(pos.begin(), pos.end(), hostTokens_.begin() + maxT);
+    std::copy(seq_.begin(), seq_.end(), hostTokens_.begin() + 2 * maxT);
+    std::copy(logitRows_.begin(), logitRows_.end(), hostTokens_.begin() + 3 * maxT);
+    be_.copyToDevice(StreamKind::Compute, tokens_, hostTokens_.data(), uint64_t(4 * maxT) * 8);
+    be_.synchronize(StreamKind::Compute);
+    args_.T = int64_t(pos.size());
+    args_.hostPos = hostTokens_.data() + maxT;
+    args_.hostSeq = hostTokens_.data() + 2 * maxT;
+    args_.hostLogitRows = hostTokens_.data() + 3 * maxT;
+    args_.numLogitRows = int64_t(logitRows_.size());
+  }
+
   Backend &be_;
   const PlanFile &plan_;
   int rank_;
@@ -283,6 +316,9 @@ private:
   StepStats stats_;
   StepArgs args_;
   std::vector<int32_t> subset_;
+  Ids seq_, logitRows_;
+  int32_t *pages_ = nullptr;
+  uint64_t pagesBytes_ = 0;
 };
 
 double maxAbs(const Vec &v) {
@@ -734,6 +770,103 @@ TEST_P(BackendConformance, Attention) {
           call(positions(7 + T, 2), 51);
         }
   }
+}
+
+/// A batched step (StepArgs seq/pageTable): rows of three sequences,
+/// interleaved, whose K/V share one pool of shuffled pages; each row attends
+/// over its own sequence's positions only. Same bounds as Attention.
+TEST_P(BackendConformance, PagedAttention) {
+  BACKEND_OR_SKIP(be, 2);
+  auto comm = makeLocalComm();
+  const int64_t pageSize = 4, pagesPerSeq = 4, slots = 3, S = slots * pagesPerSeq * pageSize;
+  const int64_t seqLen = pagesPerSeq * pageSize;
+  for (DType cacheDt : {DType::F32, DType::BF16})
+    for (int window : {0, 3})
+      for (bool sinks : {false, true}) {
+        const int H = 6, KV = 2, hd = 10;
+        const int64_t ldqkv = (H + 2 * KV) * hd + 1, ldo = H * hd + 2;
+        TinyPlan p(8, S);
+        mp::AttentionT op;
+        op.qkv = p.b.buffer("qkv", ldqkv);
+        op.out = p.b.buffer("attn", ldo);
+        op.q_col = 1;
+        op.k_col = 1 + H * hd;
+        op.v_col = 1 + (H + KV) * hd;
+        op.cache = p.b.kvCache(0, KV, hd, cacheDt);
+        op.num_heads = H;
+        op.num_kv_heads = KV;
+        op.head_dim = hd;
+        op.scale = 1.0f / std::sqrt(float(hd));
+        op.sliding_window = window;
+        if (sinks)
+          op.sinks = p.b.weight("attn.sinks", {H}, cacheDt, cacheDt, mp::Init::Normal, 2.0f);
+        p.b.step(op, "attn");
+        PlanFile plan = p.finish();
+        Runner r(*be, plan, *comm);
+        const Vec sinkValues = sinks ? r.weight(op.sinks) : Vec();
+        std::vector<int32_t> table(size_t(slots * pagesPerSeq));
+        std::iota(table.begin(), table.end(), 0);
+        std::mt19937 rng(uint32_t(3 + window));
+        std::shuffle(table.begin(), table.end(), rng);
+        // Each sequence's K/V history [KV][seqLen][hd] and the pool it maps to.
+        std::vector<Vec> K(size_t(slots), Vec(size_t(KV * seqLen * hd), 0.0f)), V = K;
+        Vec poolK(size_t(KV * S * hd), 0.0f), poolV = poolK;
+        auto call = [&](const Ids &seq, const Ids &pos, uint32_t seed) {
+          const int64_t n = int64_t(pos.size());
+          r.batch(seq, table, pagesPerSeq, pageSize);
+          Vec qkv = r.fill(op.qkv, n, seed, 1.5f);
+          Vec out = r.fill(op.out, n, seed + 1);
+          r.run(0, pos);
+          uint8_t tmp[4];
+          auto round = [&](float x) {
+            storeFromF32(tmp, cacheDt, 0, x);
+            return loadAsF32(tmp, cacheDt, 0);
+          };
+          for (int64_t t = 0; t < n; ++t) {
+            const int64_t sl = seq[size_t(t)], ps = pos[size_t(t)];
+            const int64_t row = table[size_t(sl * pagesPerSeq + ps / pageSize)] * pageSize +
+                                ps % pageSize;
+            for (int h = 0; h < KV; ++h)
+              for (int i = 0; i < hd; ++i) {
+                float k = round(qkv[size_t(t * ldqkv + op.k_col + h * hd + i)]);
+                float v = round(qkv[size_t(t * ldqkv + op.v_col + h * hd + i)]);
+                K[size_t(sl)][size_t((h * seqLen + ps) * hd + i)] = k;
+                V[size_t(sl)][size_t((h * seqLen + ps) * hd + i)] = v;
+                poolK[size_t((h * S + row) * hd + i)] = k;
+                poolV[size_t((h * S + row) * hd + i)] = v;
+              }
+          }
+          // The reference: each sequence's rows alone over its own history.
+          for (int64_t sl = 0; sl < slots; ++sl) {
+            Ids rows, spos;
+            for (int64_t t = 0; t < n; ++t)
+              if (seq[size_t(t)] == sl) {
+                rows.push_back(t);
+                spos.push_back(pos[size_t(t)]);
+              }
+            if (rows.empty())
+              continue;
+            Vec sq(rows.size() * size_t(ldqkv)), so(rows.size() * size_t(ldo));
+            for (size_t i = 0; i < rows.size(); ++i) {
+              std::copy_n(qkv.begin() + rows[i] * ldqkv, ldqkv, sq.begin() + int64_t(i) * ldqkv);
+              std::copy_n(out.begin() + rows[i] * ldo, ldo, so.begin() + int64_t(i) * ldo);
+            }
+            ref::attention(sq, ldqkv, op.q_col, spos, K[size_t(sl)], V[size_t(sl)], seqLen, H, KV,
+                           hd, op.scale, window, so, ldo, sinks ? &sinkValues : nullptr);
+            for (size_t i = 0; i < rows.size(); ++i)
+              std::copy_n(so.begin() + int64_t(i) * ldo, ldo, out.begin() + rows[i] * ldo);
+          }
+          std::string what = fmt::format("PagedAttention cache {} window {} sinks {} seq [{}]",
+                                         dtypeStr(cacheDt), window, sinks, fmt::join(seq, ","));
+          expectNormwise(r.get(op.out, size_t(n * ldo)), out, 1e-5, what);
+          expectNormwise(r.cache(op.cache, false), poolK, 0.0, what + " K pool");
+          expectNormwise(r.cache(op.cache, true), poolV, 0.0, what + " V pool");
+        };
+        call({0, 2, 0, 2, 0, 2, 0}, {0, 0, 1, 1, 2, 2, 3}, 61); // prompts, interleaved
+        call({1, 0, 2, 1, 1}, {0, 4, 3, 1, 2}, 71);             // a new one joins
+        call({2, 1, 0}, {4, 3, 5}, 81);                         // decode rows
+        call({1, 1, 1, 1, 1, 1, 0, 2}, {4, 5, 6, 7, 8, 9, 6, 5}, 91); // a chunk and decodes
+      }
 }
 
 //===----------------------------------------------------------------------===//
@@ -1351,6 +1484,47 @@ TEST_P(BackendConformance, Logits) {
   }
 }
 
+/// A batched step's Logits: only the rows of the sequences that sample
+/// (StepArgs logitRows), in that order, into rowLogits. Same bound as Logits.
+TEST_P(BackendConformance, LogitsOfSampledRows) {
+  BACKEND_OR_SKIP(be, 2);
+  auto comm = makeLocalComm();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (bool tr : {false, true}) {
+      const int64_t V = 53, K = 27, ldx = K + 1, T = 7;
+      TinyPlan p(8, 32, 1, V);
+      mp::LogitsT op;
+      op.in = p.b.buffer("h", ldx);
+      op.out = p.b.buffer("logits", V, 0, 1);
+      op.weight = p.b.weight("lm", tr ? std::vector<int64_t>{K, V} : std::vector<int64_t>{V, K},
+                             dt, dt, mp::Init::Normal, 0.5f);
+      op.bias = p.b.weight("lm.bias", {V}, dt, dt, mp::Init::Normal, 0.5f);
+      op.weight_transposed = tr;
+      p.b.step(op, "logits");
+      PlanFile plan = p.finish(DType::F32, false);
+      Runner r(*be, plan, *comm);
+      Vec w = r.weight(op.weight), b = r.weight(op.bias), ab = absOf(b);
+      const Ids rows = {6, 2, 4};
+      const int64_t n = int64_t(rows.size());
+      auto *rowLogits = static_cast<float *>(be->allocate(uint64_t(n * V) * 4, "row logits"));
+      r.batch({0, 1, 1, 2, 2, 1, 0}, {0, 1, 2, 3}, 1, 8, rows, rowLogits);
+      Vec x = r.fill(op.in, T, 171);
+      r.run(0, {0, 0, 1, 0, 1, 2, 1});
+      Vec sel(size_t(n * ldx));
+      for (int64_t i = 0; i < n; ++i)
+        std::copy_n(x.begin() + rows[size_t(i)] * ldx, ldx, sel.begin() + i * ldx);
+      Vec ref(size_t(n * V)), mag(ref.size());
+      ref::linear(sel, ldx, n, w, V, K, tr, &b, ref, V, 0, false);
+      ref::linear(absOf(sel), ldx, n, absOf(w), V, K, tr, &ab, mag, V, 0, false);
+      Vec got(ref.size());
+      be->copyToHost(StreamKind::Compute, got.data(), rowLogits, got.size() * 4);
+      be->synchronizeAll();
+      expectBounded(got, ref, mag, 1e-5,
+                    fmt::format("LogitsOfSampledRows {} tr={}", dtypeStr(dt), tr));
+      be->deallocate(rowLogits, uint64_t(n * V) * 4);
+    }
+}
+
 //===----------------------------------------------------------------------===//
 // Collective: exact (copies, and sums in group order as plan.fbs specifies),
 // on a single-rank local comm and on 2-3 in-process ranks.
@@ -1749,6 +1923,23 @@ TEST_P(BackendConformance, FixturesExpertParallel) {
     for (int ranks : {2, 3})
       if (!checkFixture(GetParam(), name, ranks, 1))
         GTEST_SKIP() << "backend " << GetParam() << " cannot be created here";
+}
+
+/// Batched generation end to end (paged KV, rows of several sequences per
+/// step, chunked prompts, per-sequence sampling) equals one sequence at a
+/// time on the same backend.
+TEST_P(BackendConformance, BatchedGeneration) {
+  BACKEND_OR_SKIP(be, 2);
+  for (const char *config : {kTinyQwen, kTinyGpt2}) {
+    HFPlanOptions one;
+    one.maxTokens = 8;
+    HFPlanOptions b = one;
+    b.maxBatch = 3;
+    b.kvPageSize = 4;
+    PlanFile single = planFor(config, one), batched = planFor(config, b);
+    checkBatchEqualsSingle(*be, batched, single, 0.0f, 3);
+    checkBatchEqualsSingle(*be, batched, single, 0.9f, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(BackendConformance, BackendConformance,

@@ -1,6 +1,7 @@
 //===- BatchTest.cpp - The batching scheduler (generateBatch) -------------===//
 #include "TestUtil.h"
 
+#include "BatchCheck.h"
 #include "HFPlans.h"
 #include "TinyPlans.h"
 #include "moert/Batch.h"
@@ -12,65 +13,8 @@
 using namespace moert;
 using namespace moetest;
 
-namespace {
-
-/// Six requests; `longer` more prompt tokens each.
-std::vector<SequenceRequest> requests(int64_t vocab, float temperature, int64_t longer = 0) {
-  const int64_t lens[] = {7, 1, 12, 3, 9, 2};
-  const int64_t news[] = {6, 9, 3, 8, 1, 5};
-  std::vector<SequenceRequest> r;
-  for (int k = 0; k < 6; ++k) {
-    SequenceRequest q;
-    for (int64_t i = 0; i < lens[k] + longer; ++i)
-      q.prompt.push_back((i * 37 + 5 + k * 11) % vocab);
-    q.maxNewTokens = news[k];
-    q.stopAtEos = false;
-    q.temperature = temperature;
-    q.topP = temperature > 0 ? 0.9f : 1.0f;
-    q.seed = uint64_t(100 + k);
-    r.push_back(std::move(q));
-  }
-  return r;
-}
-
-/// generateBatch on `batched` equals generate() of each request alone on `single`.
-void checkBatchEqualsSingle(const PlanFile &batched, const PlanFile &single, float temperature,
-                            int64_t chunk, BatchStats *statsOut = nullptr,
-                            int64_t longer = 0) {
-  TestBackend be(2);
-  auto comm = makeLocalComm();
-  auto wb = WeightStore::random(batched, 7, {0}, be);
-  auto ws = WeightStore::random(single, 7, {0}, be);
-  Session sb(batched, 0, *wb, *comm, be), ss(single, 0, *ws, *comm, be);
-  std::vector<SequenceRequest> reqs = requests(batched.vocabSize(), temperature, longer);
-  BatchOptions bo;
-  bo.prefillChunk = chunk;
-  BatchStats st;
-  std::vector<SequenceResult> got = generateBatch(sb, *comm, reqs, bo, &st);
-  ASSERT_EQ(got.size(), reqs.size());
-  for (size_t k = 0; k < reqs.size(); ++k) {
-    GenerateOptions g;
-    g.maxNewTokens = reqs[k].maxNewTokens;
-    g.temperature = reqs[k].temperature;
-    g.topP = reqs[k].topP;
-    g.seed = reqs[k].seed;
-    g.stopAtEos = false;
-    GenerateResult want = generate(ss, *comm, reqs[k].prompt, g);
-    std::vector<int64_t> w(want.tokens.begin() + int64_t(reqs[k].prompt.size()), want.tokens.end());
-    EXPECT_TRUE(got[k].error.empty()) << got[k].error;
-    EXPECT_EQ(got[k].output, w) << "sequence " << k;
-    EXPECT_EQ(got[k].finishReason, "length");
-    EXPECT_EQ(got[k].tokenMs.size(), w.size());
-  }
-  EXPECT_GT(st.steps, 0);
-  EXPECT_GT(st.occupancy(), 0.0);
-  if (statsOut)
-    *statsOut = st;
-}
-
-} // namespace
-
 TEST(Batch, GreedyEqualsOneSequenceRuns) {
+  TestBackend be(2);
   for (const char *config : {kTinyQwen, kTinyGpt2}) {
     HFPlanOptions one;
     one.maxTokens = 8;
@@ -78,22 +22,24 @@ TEST(Batch, GreedyEqualsOneSequenceRuns) {
     b.maxBatch = 3;
     b.kvPageSize = 4;
     PlanFile single = planFor(config, one), batched = planFor(config, b);
-    checkBatchEqualsSingle(batched, single, 0.0f, 0);
-    checkBatchEqualsSingle(batched, single, 0.0f, 3);
+    checkBatchEqualsSingle(be, batched, single, 0.0f, 0);
+    checkBatchEqualsSingle(be, batched, single, 0.0f, 3);
   }
 }
 
 TEST(Batch, SamplingPerSequenceEqualsOneSequenceRuns) {
+  TestBackend be(2);
   // Each sequence keeps its own temperature, top-p and seed.
   HFPlanOptions one;
   one.maxTokens = 8;
   HFPlanOptions b = one;
   b.maxBatch = 4;
   b.kvPageSize = 8;
-  checkBatchEqualsSingle(planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.9f, 2);
+  checkBatchEqualsSingle(be, planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.9f, 2);
 }
 
 TEST(Batch, SequencesWaitForKVPages) {
+  TestBackend be(2);
   // A pool of 16 pages of 4 positions holds one 64-position sequence, but
   // the prompts of the six requests (17 to 28 tokens, 5 to 7 pages each)
   // do not fit in 6 slots at once: later ones wait until a sequence
@@ -105,7 +51,7 @@ TEST(Batch, SequencesWaitForKVPages) {
   b.kvPageSize = 4;
   b.kvPages = 16; // 64 positions: one full-length sequence
   BatchStats st;
-  checkBatchEqualsSingle(planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.0f, 0, &st, 16);
+  checkBatchEqualsSingle(be, planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.0f, 0, &st, 16);
   EXPECT_GT(st.pageWaits, 0);
   EXPECT_LT(st.peakRunning, 6);
 }

@@ -582,24 +582,29 @@ const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
 
   backend_.resetEvents();
   // A decode step that may fetch nothing is the same launches every time:
-  // a backend with graphs (CUDA) captures it once and replays it. The host
-  // work of streaming (reading routing, fetching) cannot be captured.
-  const bool graph = backend_.supportsGraphs() && T == 1 && numLogitRows == 0 && !allLogits &&
-                     !opts_.trace && !opts_.expertProfile && !streams_;
-  // Graphs are per session: two sessions on one backend have their own
-  // buffers, so one's graph must never replay for the other.
-  const int kDecodeGraph = graphKey_;
+  // a backend with graphs (CUDA) captures it once and replays it. That is a
+  // single sequence's step (one row) or a batched step whose every row is a
+  // sequence's next token (as many logit rows as rows): one graph per batch
+  // size. The host work of streaming (reading routing, fetching) cannot be
+  // captured. A bucket whose captures the backend refused twice is launched
+  // directly from then on.
+  const int64_t bucket = numLogitRows == 0 ? (T == 1 ? 0 : -1) : (numLogitRows == T ? T : -1);
+  const int key = graphKey_ * kGraphBuckets + int(bucket);
+  const bool graph = backend_.supportsGraphs() && bucket >= 0 && bucket < kGraphBuckets &&
+                     !allLogits && !opts_.trace && !opts_.expertProfile && !streams_ &&
+                     graphs_[key].failures < 2;
   try {
-    if (graph && backend_.replay(kDecodeGraph)) {
+    if (graph && backend_.replay(key)) {
       // Nothing to launch; the weights it reads are the capture's.
-      stats_.weightBytes = graphWeightBytes_;
+      stats_.weightBytes = graphs_[key].weightBytes;
     } else if (graph) {
-      backend_.beginCapture(kDecodeGraph);
+      backend_.beginCapture(key);
       launchSteps(T);
-      if (backend_.endCapture(kDecodeGraph)) {
-        graphWeightBytes_ = stats_.weightBytes;
+      if (backend_.endCapture(key)) {
+        graphs_[key].weightBytes = stats_.weightBytes;
       } else {
         // A capture that failed ran nothing: launch the steps directly.
+        ++graphs_[key].failures;
         stats_ = {};
         backend_.resetEvents();
         launchSteps(T);

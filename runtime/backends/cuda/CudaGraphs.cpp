@@ -1,7 +1,8 @@
 //===- CudaGraphs.cpp - Decode steps captured once, replayed after --------===//
 //
-// Session::run asks for a graph when a decode step (one row) may fetch no
-// weight: the step's launches are then the same every time, and launching
+// Session::run asks for a graph when a decode step (one row, or one row per
+// sequence of a batch: a graph per batch size) may fetch no weight: the
+// step's launches are then the same every time, and launching
 // them one by one costs more than the kernels of a small model. The capture
 // covers the plan's three streams: the comm and weights streams join it
 // through an event of the compute stream and rejoin before it ends.

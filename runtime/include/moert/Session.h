@@ -16,6 +16,7 @@
 #include "moert/Weights.h"
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -171,8 +172,16 @@ private:
   void loadNow(std::span<const int32_t> list);
   StreamingStats streaming_;
   StepStats stats_;
-  uint64_t graphWeightBytes_ = 0; // what the captured decode graph reads
-  const int graphKey_ = nextGraphKey(); // this session's decode graph
+  /// Decode graphs: one per session and batch size (bucket 0: a single
+  /// sequence's step; b: a batched step of b sequences' next tokens), keyed
+  /// graphKey_ * kGraphBuckets + bucket across the sessions of a backend.
+  static constexpr int kGraphBuckets = 1024;
+  struct GraphState {
+    uint64_t weightBytes = 0; // what the captured step reads
+    int failures = 0;         // captures the backend refused
+  };
+  std::map<int, GraphState> graphs_;
+  const int graphKey_ = nextGraphKey();
   static int nextGraphKey() {
     static std::atomic<int> next{0};
     return ++next;

@@ -83,10 +83,20 @@ if [ -d "$SHARED/fixtures/hf" ]; then
       done
       rm -rf "$Q"
     fi
-    # The benchmark's model (random weights on the GPU machine).
-    [ -f "$SHARED/bench/mixtral-bench/config.json" ] &&
+    # The benchmark's model (random weights on the GPU machine), also as a
+    # batched plan (up to 32 sequences per step) for the throughput stage.
+    if [ -f "$SHARED/bench/mixtral-bench/config.json" ]; then
       "$COMPILE" "$SHARED/bench/mixtral-bench/config.json" -o .gpu/plans/bench-mixtral-bf16.plan \
         --target=cuda --dtype=bf16 --max-seq-len=256
+      "$COMPILE" "$SHARED/bench/mixtral-bench/config.json" -o .gpu/plans/batch-mixtral-bf16.plan \
+        --target=cuda --dtype=bf16 --max-seq-len=256 --max-batch=32
+    fi
+    # Seed 000's configurations that fit one GPU in bf16 (issue 14's
+    # roofline table): 148 positions (20 prompt + 128 new tokens).
+    for n in gpt-1.3B gpt-2.7B gpt-0.35B-moe-64 gpt-1.3B-moe-32 gpt-1.3B-moe-64; do
+      "$COMPILE" "examples/gpt-moe/$n.json" -o ".gpu/plans/seed-$n.plan" --target=cuda \
+        --dtype=bf16 --max-seq-len=160
+    done
   else
     echo "gpu-build: no $COMPILE: the fixtures and benchmarks stages will have no plans" >&2
   fi

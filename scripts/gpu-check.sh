@@ -10,7 +10,9 @@
 # Stages: env, gpu-facts, nccl, math-tests, gpu-unit, compute-sanitizer,
 # kernel-benchmarks (moe-cuda-bench), then conformance (the backend suite with
 # --backend=cuda), fixtures (plans compiled beforehand, run with
-# --backend=cuda) and benchmarks (moe-run --bench --json).
+# --backend=cuda), benchmarks (moe-run --bench --json), seed-benchmarks (seed
+# 000's configurations against the same run's roofline) and batch-benchmarks
+# (batched throughput).
 set -uo pipefail
 if [ $# -ne 1 ]; then
   echo "usage: $0 OUTDIR" >&2
@@ -116,7 +118,7 @@ if [ $rc -ne 0 ] || [ -z "$facts" ]; then
   for n in gpu-unit compute-sanitizer kernel-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
-  for n in conformance fixtures benchmarks; do
+  for n in conformance fixtures benchmarks seed-benchmarks batch-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
   # The device math runs anywhere: still report it.
@@ -331,6 +333,55 @@ if [ -n "$BIN" ] && ls .gpu/plans/bench-*.plan > /dev/null 2>&1; then
   stage benchmarks ok $(( $(date +%s) - s )) "moe-run --bench per plan" "\"results\": {$bench}"
 else
   stage benchmarks skipped 0 "no .gpu/plans/bench-*.plan (scripts/gpu-build.sh compiles them)"
+fi
+
+# --- seed-benchmarks ---------------------------------------------------------------
+# Seed 000's protocol: 20 prompt tokens, 128 new, batch 1, greedy, random
+# weights; moe-run's JSON has ms per token and decode_pct_of_floor (the
+# roofline: active weight + KV bytes per token over the HBM read bandwidth
+# measured in the same run). Smallest first, so a cut-off run keeps those.
+s=$(date +%s)
+bench=""
+ids=$(seq -s, 1 20)
+if [ -n "$BIN" ] && ls .gpu/plans/seed-*.plan > /dev/null 2>&1; then
+  for n in gpt-1.3B gpt-0.35B-moe-64 gpt-2.7B gpt-1.3B-moe-32 gpt-1.3B-moe-64; do
+    plan=.gpu/plans/seed-$n.plan
+    [ -f "$plan" ] || continue
+    timeout 120 "$BIN/moe-run" "$plan" --backend=cuda --random-weights --prompt-ids="$ids" \
+      --max-new-tokens=128 --bench --json > "$OUT/seed-$n.bench.json" 2> "$OUT/seed-$n.bench.log"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+      bench+="${bench:+, }\"$n\": $(tr -d '\n' < "$OUT/seed-$n.bench.json")"
+    else
+      bench+="${bench:+, }\"$n\": $(json_str "rc $rc: $(tail -3 "$OUT/seed-$n.bench.log")")"
+    fi
+    stage "seed-benchmarks-$n" "$([ $rc -eq 0 ] && echo ok || echo failed)" \
+      $(( $(date +%s) - s )) "moe-run --bench, 20 + 128 tokens" "\"rc\": $rc"
+  done
+  stage seed-benchmarks ok $(( $(date +%s) - s )) "seed 000 configurations" "\"results\": {$bench}"
+else
+  stage seed-benchmarks skipped 0 "no .gpu/plans/seed-*.plan (scripts/gpu-build.sh compiles them)"
+fi
+
+# --- batch-benchmarks --------------------------------------------------------------
+# Batched generation on the GPU (paged KV, a decode graph per batch size):
+# tokens per second, time to first token and inter-token latency at 1, 8 and
+# 32 sequences of 20-token prompts.
+s=$(date +%s)
+plan=.gpu/plans/batch-mixtral-bf16.plan
+if [ -n "$BIN" ] && [ -f "$plan" ]; then
+  timeout 120 "$BIN/moe-run" "$plan" --backend=cuda --random-weights --bench --batch=1,8,32 \
+    --max-new-tokens=64 --json > "$OUT/batch-mixtral.bench.json" 2> "$OUT/batch-mixtral.bench.log"
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    stage batch-benchmarks ok $(( $(date +%s) - s )) "moe-run --bench --batch=1,8,32" \
+      "\"results\": $(tr -d '\n' < "$OUT/batch-mixtral.bench.json")"
+  else
+    stage batch-benchmarks failed $(( $(date +%s) - s )) "$(tail -3 "$OUT/batch-mixtral.bench.log")" \
+      "\"rc\": $rc"
+  fi
+else
+  stage batch-benchmarks skipped 0 "no $plan (scripts/gpu-build.sh compiles it)"
 fi
 
 write_json true

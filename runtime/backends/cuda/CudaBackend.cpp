@@ -296,6 +296,45 @@ void CudaBackend::uploadQuantized(const WeightSource &src, uint8_t *dst) {
 
 static uint64_t align256(uint64_t x) { return (x + 255) & ~uint64_t(255); }
 
+/// Two pinned host buffers used in turn for uploads: next() waits until the
+/// buffer's last copy is done, send() copies it on the weights stream.
+class CudaBackend::Staging {
+public:
+  explicit Staging(CudaBackend &be) : be_(be) {}
+  ~Staging() {
+    cudaStreamSynchronize(be_.stream(StreamKind::Weights));
+    for (int k = 0; k < 2; ++k) {
+      if (buf_[k])
+        cudaFreeHost(buf_[k]);
+      if (done_[k])
+        cudaEventDestroy(done_[k]);
+    }
+  }
+  void *next(uint64_t bytes) {
+    k_ ^= 1;
+    if (!buf_[k_]) {
+      be_.check(cudaMallocHost(&buf_[k_], bytes), "cudaMallocHost (staging)");
+      be_.check(cudaEventCreateWithFlags(&done_[k_], cudaEventDisableTiming), "cudaEventCreate");
+    } else {
+      be_.check(cudaEventSynchronize(done_[k_]), "upload");
+    }
+    return buf_[k_];
+  }
+  void send(void *dst, uint64_t bytes, const std::string &what) {
+    cudaStream_t s = be_.stream(StreamKind::Weights);
+    be_.check(cudaMemcpyAsync(dst, buf_[k_], bytes, cudaMemcpyHostToDevice, s), what);
+    be_.check(cudaEventRecord(done_[k_], s), what);
+  }
+  /// Waits for the copies (the weights are resident when upload returns).
+  void finish() { be_.check(cudaStreamSynchronize(be_.stream(StreamKind::Weights)), "upload"); }
+
+private:
+  CudaBackend &be_;
+  void *buf_[2] = {nullptr, nullptr};
+  cudaEvent_t done_[2] = {nullptr, nullptr};
+  int k_ = 1;
+};
+
 UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<const Layout>,
                                  const ProgressFn &progress) {
   UploadResult res;
@@ -313,39 +352,46 @@ UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<c
     return res;
   auto *mem = static_cast<uint8_t *>(allocate(total, "weights"));
   res.memory = std::shared_ptr<void>(mem, [](void *p) { cudaFree(p); });
-  // Converted in host chunks through one pinned staging buffer (a mapped
-  // tensor already in its compute dtype is copied straight from the file).
+  // Host chunks through two pinned staging buffers in turn: the host pool
+  // fills one (converting, generating random values, or copying a mapped
+  // tensor already in its compute dtype) while the other's copy runs on the
+  // weights stream. One thread generating random weights was the bound:
+  // about 2.8 ns a value, 75 s for seed 000's 27B-parameter model.
   constexpr uint64_t kChunkBytes = uint64_t(64) << 20;
-  void *staging = nullptr;
-  check(cudaMallocHost(&staging, kChunkBytes), "cudaMallocHost (staging)");
-  std::unique_ptr<void, void (*)(void *)> stagingOwner(staging, [](void *p) { cudaFreeHost(p); });
+  Staging st(*this);
   uint64_t off = 0, done = 0;
   for (size_t i = 0; i < srcs.size(); ++i) {
     const WeightSource &src = srcs[i];
     const WeightInfo &w = *src.info;
     DeviceWeight &v = res.weights[i];
     v.data = mem + off;
+    uint8_t *dst = mem + off;
     off += align256(v.bytes);
-    uint8_t *dst = mem + (off - align256(v.bytes));
     const uint64_t es = dtypeSize(w.dtype);
     if (w.format != plan::WeightFormat::Plain) {
       uploadQuantized(src, dst);
-    } else if (src.mapped && w.dtype == w.storedDtype) {
-      check(cudaMemcpy(dst, src.mapped, v.bytes, cudaMemcpyHostToDevice),
-            fmt::format("upload of '{}'", w.name));
     } else {
+      const bool copy = src.mapped && w.dtype == w.storedDtype;
       const uint64_t per = kChunkBytes / es;
       for (uint64_t b = 0; b < w.numel; b += per) {
-        uint64_t e = std::min(w.numel, b + per);
-        src.read(staging, b, e);
-        check(cudaMemcpy(dst + b * es, staging, (e - b) * es, cudaMemcpyHostToDevice),
-              fmt::format("upload of '{}'", w.name));
+        const uint64_t e = std::min(w.numel, b + per);
+        auto *buf = static_cast<uint8_t *>(st.next(kChunkBytes));
+        // Slices of whole cache lines per thread (16 Ki elements).
+        pool_.parallelFor(size_t(e - b), 16384, [&](size_t s0, size_t s1, int) {
+          if (copy)
+            std::memcpy(buf + s0 * es, static_cast<const uint8_t *>(src.mapped) + (b + s0) * es,
+                        (s1 - s0) * es);
+          else
+            src.read(buf + s0 * es, b + s0, b + s1);
+        });
+        st.send(dst + b * es, (e - b) * es, fmt::format("upload of '{}'", w.name));
       }
     }
     done += v.bytes;
     if (progress)
       progress(done, total);
   }
+  st.finish();
   return res;
 }
 

@@ -123,6 +123,7 @@ private:
 
   int device_ = 0;
   cudaDeviceProp props_{};
+  class Staging; // upload's pinned double buffer
   ThreadPool pool_;
   cudaStream_t streams_[kNumStreams] = {};
   std::vector<cudaEvent_t> events_;

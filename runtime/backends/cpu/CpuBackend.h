@@ -11,39 +11,11 @@
 
 #include "moert/Backend.h"
 #include "moert/RopeTables.h"
+#include "moert/StreamWorker.h"
 #include "moert/ThreadPool.h"
 #include "moert/cpu/Kernels.h"
 
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <thread>
-
 namespace moert::cpu {
-
-/// A stream's worker: runs queued host functions in order on its own thread.
-class StreamWorker {
-public:
-  StreamWorker();
-  ~StreamWorker();
-  void submit(std::function<void()> fn);
-  /// Blocks until everything submitted so far has run; rethrows the first
-  /// error a job raised.
-  void drain();
-  /// Whether the job queued as number `ticket` (from submit order) has run.
-  uint64_t submitted() const { return submitted_; }
-  void waitFor(uint64_t ticket);
-
-private:
-  void loop();
-  std::mutex m_;
-  std::condition_variable cv_, doneCv_;
-  std::deque<std::function<void()>> queue_;
-  uint64_t submitted_ = 0, done_ = 0;
-  std::exception_ptr error_;
-  bool stop_ = false;
-  std::thread thread_;
-};
 
 class CpuBackend final : public Backend {
 public:

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "CudaBackend.h"
+#include "StagedComm.h"
 #ifdef MOERT_HAVE_NCCL
 #include "NcclComm.h"
 #endif
@@ -17,6 +18,8 @@
 #include <algorithm>
 #include <cstring>
 #include <fmt/format.h>
+#include <unistd.h>
+#include <utility>
 
 namespace moert::cuda {
 
@@ -113,6 +116,13 @@ CudaBackend::CudaBackend(const BackendOptions &opts)
 }
 
 CudaBackend::~CudaBackend() {
+  if (weightsWorker_) {
+    try {
+      weightsWorker_->drain();
+    } catch (...) {
+    }
+    weightsWorker_.reset();
+  }
   cudaDeviceSynchronize();
   dropGraphs();
   for (auto &[op, t] : stepTables_)
@@ -169,23 +179,52 @@ void CudaBackend::deallocate(void *p, uint64_t) {
 void CudaBackend::copyToDevice(StreamKind s, void *dst, const void *src, uint64_t bytes) {
   // From pageable memory the copy is staged before the call returns, so the
   // caller may reuse `src` (core passes host vectors it refills per call).
+  // On the weights stream it follows the worker's queued work (core copies
+  // nothing there: waiting for the worker costs nothing in practice).
+  if (s == StreamKind::Weights && weightsWorker_)
+    weightsWorker_->drain();
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream(s)), "copy to device");
 }
 
 void CudaBackend::copyToHost(StreamKind s, void *dst, const void *src, uint64_t bytes) {
   // To pageable memory cudaMemcpyAsync completes before returning: the host
   // reads the result right after (logits, expert offsets).
+  if (s == StreamKind::Weights && weightsWorker_)
+    weightsWorker_->drain();
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream(s)), "copy to host");
   check(cudaStreamSynchronize(stream(s)), "copy to host");
 }
 
 void CudaBackend::enqueueHost(StreamKind s, std::function<void()> fn) {
-  // Host work that itself calls CUDA (weight uploads, frees) may not run in a
-  // stream callback, so it runs here once the stream's earlier work is done;
-  // work enqueued later on the stream follows it. Kernels already queued on
-  // the other streams keep running meanwhile.
+  if (s == StreamKind::Weights) {
+    // Weight streaming's host work (filling pinned staging, the copies on
+    // the weights stream, frees) runs in order on a worker thread, so the
+    // session goes on launching compute meanwhile; each job starts once the
+    // weights stream's earlier copies are done. Host work that calls CUDA
+    // may not run in a stream callback.
+    weightsWorker().submit([this, fn = std::move(fn)] {
+      check(cudaSetDevice(device_), "cudaSetDevice (weights worker)");
+      check(cudaStreamSynchronize(stream(StreamKind::Weights)), "weights stream");
+      fn();
+    });
+    return;
+  }
+  // Other streams' host work runs here once the stream's earlier work is
+  // done; kernels queued on the other streams keep running meanwhile. Its
+  // error is the stream's, reported by synchronize() (as a worker's is).
   synchronize(s);
-  fn();
+  try {
+    fn();
+  } catch (...) {
+    if (!hostError_[int(s)])
+      hostError_[int(s)] = std::current_exception();
+  }
+}
+
+StreamWorker &CudaBackend::weightsWorker() {
+  if (!weightsWorker_)
+    weightsWorker_ = std::make_unique<StreamWorker>();
+  return *weightsWorker_;
 }
 
 EventId CudaBackend::record(StreamKind s) {
@@ -193,18 +232,45 @@ EventId CudaBackend::record(StreamKind s) {
     cudaEvent_t e;
     check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
     events_.push_back(e);
+    recordJob_.push_back(0);
   }
   cudaEvent_t e = events_[nextEvent_];
-  check(cudaEventRecord(e, stream(s)), "cudaEventRecord");
+  if (s == StreamKind::Weights && weightsWorker_) {
+    // After the host work queued before it: its copies are on the stream
+    // only once the worker has run it.
+    weightsWorker_->submit(
+        [this, e] { check(cudaEventRecord(e, stream(StreamKind::Weights)), "cudaEventRecord"); });
+    recordJob_[nextEvent_] = weightsWorker_->submitted();
+  } else {
+    check(cudaEventRecord(e, stream(s)), "cudaEventRecord");
+    recordJob_[nextEvent_] = 0;
+  }
   return EventId(nextEvent_++);
 }
 
-void CudaBackend::waitEvent(StreamKind s, EventId e) {
-  check(cudaStreamWaitEvent(stream(s), events_[size_t(e)], 0), "cudaStreamWaitEvent");
+void CudaBackend::waitEvent(StreamKind s, EventId id) {
+  cudaEvent_t e = events_[size_t(id)];
+  const uint64_t job = recordJob_[size_t(id)];
+  if (s == StreamKind::Weights && weightsWorker_) {
+    // The worker's later jobs wait: it blocks on the event (recorded by
+    // now, on another stream), as a device-side wait issued from here could
+    // land before copies of jobs still queued and deadlock with compute
+    // waiting for those.
+    if (!job)
+      weightsWorker_->submit([this, e] { check(cudaEventSynchronize(e), "weights stream wait"); });
+    return; // (a weights event: in order on its own stream)
+  }
+  if (job)
+    weightsWorker_->waitFor(job); // recorded once the worker has run that far
+  check(cudaStreamWaitEvent(stream(s), e, 0), "cudaStreamWaitEvent");
 }
 
 void CudaBackend::synchronize(StreamKind s) {
+  if (s == StreamKind::Weights && weightsWorker_)
+    weightsWorker_->drain(); // rethrows the first error of its jobs
   check(cudaStreamSynchronize(stream(s)), "stream synchronize");
+  if (std::exception_ptr e = std::exchange(hostError_[int(s)], nullptr))
+    std::rethrow_exception(e);
 }
 
 void *CudaBackend::workspace(size_t bytes) {
@@ -275,23 +341,27 @@ void CudaBackend::uploadQuantized(const WeightSource &src, uint8_t *dst) {
   const int64_t K = w.shape.back(), N = int64_t(w.numel) / K;
   const uint64_t rb = w.quantRowBytes(), sb = w.scaleRowBytes(), sr = w.scaleRows();
   // The stored rows and scales as they are (pitched in a fused tensor),
-  // then expanded on the device.
-  uint8_t *raw = nullptr;
-  check(cudaMalloc(reinterpret_cast<void **>(&raw), uint64_t(N) * rb + sr * sb + 16),
-        "cudaMalloc (quantized staging)");
-  std::unique_ptr<uint8_t, void (*)(uint8_t *)> owner(raw, [](uint8_t *p) { cudaFree(p); });
-  uint8_t *scales = raw + uint64_t(N) * rb;
+  // then expanded on the device, all on the weights stream (stream-ordered
+  // scratch: a cudaFree would wait for the whole device).
+  cudaStream_t ws = stream(StreamKind::Weights);
   std::string what = fmt::format("upload of '{}'", w.name);
-  check(cudaMemcpy2D(raw, rb, src.qdata, src.qdataPitch, rb, size_t(N), cudaMemcpyHostToDevice),
-        what);
-  check(cudaMemcpy2D(scales, sb, src.qscales, src.qscalePitch, sb, sr, cudaMemcpyHostToDevice),
-        what);
+  uint8_t *raw = nullptr;
+  check(cudaMallocAsync(reinterpret_cast<void **>(&raw), uint64_t(N) * rb + sr * sb + 16, ws),
+        "cudaMallocAsync (quantized staging)");
+  uint8_t *scales = raw + uint64_t(N) * rb;
+  cudaError_t err = cudaMemcpy2DAsync(raw, rb, src.qdata, src.qdataPitch, rb, size_t(N),
+                                      cudaMemcpyHostToDevice, ws);
+  if (!err)
+    err = cudaMemcpy2DAsync(scales, sb, src.qscales, src.qscalePitch, sb, sr,
+                            cudaMemcpyHostToDevice, ws);
   math::QFormat f = w.format == plan::WeightFormat::MXFP4 ? math::QFormat::MXFP4
                                                            : math::QFormat::FP8E4M3Block;
-  check(dequantizeToBf16(f, raw, scales, N, K, w.blockRows, w.blockCols,
-                         reinterpret_cast<uint16_t *>(dst), nullptr),
-        what);
-  check(cudaDeviceSynchronize(), what); // before the staging is freed
+  if (!err)
+    err = dequantizeToBf16(f, raw, scales, N, K, w.blockRows, w.blockCols,
+                           reinterpret_cast<uint16_t *>(dst), ws);
+  cudaFreeAsync(raw, ws);
+  check(err, what);
+  check(cudaStreamSynchronize(ws), what);
 }
 
 static uint64_t align256(uint64_t x) { return (x + 255) & ~uint64_t(255); }
@@ -337,6 +407,9 @@ private:
 
 UploadResult CudaBackend::upload(std::span<const WeightSource> srcs, std::span<const Layout>,
                                  const ProgressFn &progress) {
+  // The session's thread (start-up) and the weights worker (streaming) may
+  // both upload; the host pool serves one at a time.
+  std::lock_guard<std::mutex> lock(uploadMutex_);
   UploadResult res;
   res.weights.resize(srcs.size());
   uint64_t total = 0;
@@ -417,9 +490,8 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
     if (const plan::Gate *g = prog.steps()->Get(unsigned(i))->op_as_Gate())
       gateExperts_[g->expert_offsets()] = g->num_experts();
   // Expanded MLA (plan 3.2's v_head_dim and GatherColumns; moe-compile
-  // emits 3.3's MlaAttention, which runs) and the data-parallel groups'
-  // AllToAllV have no kernels here yet: refuse the plan at load rather than
-  // compute something else.
+  // emits 3.3's MlaAttention, which runs) has no kernels here yet: refuse
+  // the plan at load rather than compute something else.
   for (size_t i = 0; i < n; ++i) {
     const plan::Step &s = *prog.steps()->Get(unsigned(i));
     std::string name = s.name() ? s.name()->str() : opName(s.op_type());
@@ -434,10 +506,9 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
       fail("cuda: step '{}': MLA with kv_lora_rank {} and rope_dim {} (expected kv_lora_rank <= "
            "{} and kv_lora_rank + rope_dim <= {})",
            name, m->kv_lora_rank(), m->rope_dim(), kMlaMaxLatent, kMlaMaxCols);
+    // The exchange runs on the host (exchangeOnHost), which no graph holds.
     if (s.op_type() == Op::AllToAllV)
-      fail("cuda: step '{}' is an AllToAllV step (data-parallel groups, plan 3.4), which the CUDA "
-           "backend does not support yet (expected --backend=cpu, or --max-batch=1)",
-           name);
+      hostExchange_ = true;
     if (s.op_type() == Op::GatherColumns)
       fail("cuda: step '{}' is a GatherColumns step (MLA), which the CUDA backend does not "
            "support yet (expected --backend=cpu)",
@@ -456,8 +527,30 @@ void CudaBackend::launchGroup(StreamKind s, const plan::RankProgram &prog, unsig
     runStep(stream(s), *prog.steps()->Get(k), args);
 }
 
+bool CudaBackend::ranksShareGpus(Comm &host) const {
+  // Every rank's GPU (host name and PCI bus id) to rank 0, which tells all
+  // whether two are the same.
+  char bus[64] = {}, name[256] = {};
+  if (cudaDeviceGetPCIBusId(bus, sizeof bus, device_) != cudaSuccess)
+    (void)cudaGetLastError();
+  ::gethostname(name, sizeof name - 1);
+  std::vector<std::string> all = host.gatherToRoot(fmt::format("{}/{}", name, bus));
+  int32_t shared = 0;
+  if (host.rank() == 0) {
+    std::sort(all.begin(), all.end());
+    shared = std::adjacent_find(all.begin(), all.end()) != all.end();
+  }
+  host.broadcast(&shared, sizeof shared, 0, {});
+  return shared != 0;
+}
+
 std::unique_ptr<Comm> CudaBackend::deviceComm(Comm &host) {
   if (host.size() <= 1)
+    return nullptr;
+  // NCCL wants a GPU per rank: ranks sharing one (in-process ranks on one
+  // GPU) keep the host communicator, which bindComm stages through host
+  // memory.
+  if (ranksShareGpus(host))
     return nullptr;
 #ifdef MOERT_HAVE_NCCL
   std::string error;
@@ -473,13 +566,55 @@ std::unique_ptr<Comm> CudaBackend::deviceComm(Comm &host) {
 }
 
 void CudaBackend::bindComm(Comm &comm) {
-  // Host communicators move host memory; the arena is device memory.
-  if (comm.size() > 1 && std::string_view(comm.name()) != "nccl")
-    fail("--backend=cuda: {} ranks over the '{}' communicator (expected one rank per process, "
-         "or the NCCL communicator, which moves device memory)",
-         comm.size(), comm.name());
+  // Host communicators move host memory and the arena is device memory:
+  // several ranks without NCCL (in-process ranks sharing a GPU, MPI without
+  // NCCL) stage each collective through the host. Their host calls cannot
+  // be captured, so such a backend launches every step directly.
+  staged_.reset();
   comm_ = &comm;
+  if (comm.size() > 1 && std::string_view(comm.name()) != "nccl") {
+    staged_ = makeStagedComm(comm);
+    comm_ = staged_.get();
+  }
   comm_->setStream(streams_[int(StreamKind::Comm)]);
+}
+
+void CudaBackend::exchangeOnHost(cudaStream_t st, const plan::AllToAllV &op, const StepArgs &a,
+                                 const std::string &where) {
+  // The data-parallel groups' token exchange (plan 3.4): its bookkeeping
+  // (counts first, rows with their metadata, relays between nodes) is core's
+  // runAllToAllV over host memory, so the step's buffers go through a host
+  // mirror of their arena slots and the communicator gets host pointers
+  // (NCCL's adapter and the staged one pass those to the host communicator).
+  // An all-to-all-v of device rows over NCCL is not written yet.
+  if (!comm_)
+    fail("{}: an exchange without a communicator (expected Backend::bindComm)", where);
+  std::vector<int32_t> bufs;
+  for (int32_t b : {op.in(), op.out(), op.sorted_slots(), op.expert_offsets(), op.recv_sorted(),
+                    op.recv_offsets(), op.send_slots(), op.counts(), op.relay()})
+    if (b >= 0)
+      bufs.push_back(b);
+  uint64_t end = 0;
+  for (int32_t b : bufs)
+    end = std::max(end, (*a.buffers)[size_t(b)].offset + (*a.buffers)[size_t(b)].bytes);
+  if (hostArena_.size() < end)
+    hostArena_.resize(end);
+  auto each = [&](cudaMemcpyKind kind) {
+    for (int32_t b : bufs) {
+      const BufferInfo &bi = (*a.buffers)[size_t(b)];
+      uint8_t *h = hostArena_.data() + bi.offset, *d = a.arena + bi.offset;
+      check(cudaMemcpyAsync(kind == cudaMemcpyDeviceToHost ? static_cast<void *>(h) : d,
+                            kind == cudaMemcpyDeviceToHost ? static_cast<void *>(d) : h, bi.bytes,
+                            kind, st),
+            where);
+    }
+    check(cudaStreamSynchronize(st), where);
+  };
+  each(cudaMemcpyDeviceToHost);
+  StepArgs h = a;
+  h.arena = hostArena_.data();
+  runAllToAllV(*comm_, op, h);
+  each(cudaMemcpyHostToDevice);
 }
 
 void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &a) {
@@ -690,6 +825,7 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
       if (!comm_)
         fail("vocabulary-parallel logits without a communicator (expected Backend::bindComm)");
       auto *scratch = static_cast<float *>(workspace(uint64_t(rows * (ldv + V)) * 4));
+      comm_->setStream(st); // after this step's product, on its stream
       gatherVocabulary(*comm_, *op->group(), logits, rows, ldv, scratch,
                        [&](void *dst, const void *src, uint64_t n) {
                          check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, st), where);
@@ -726,9 +862,13 @@ void CudaBackend::runStep(cudaStream_t st, const plan::Step &s, const StepArgs &
     a.stats->weightBytes += weightBytes(a, op->weight());
     break;
   }
+  case Op::AllToAllV:
+    exchangeOnHost(st, *s.op_as_AllToAllV(), a, where);
+    break;
   case Op::Collective:
     if (!comm_)
       fail("collective step without a communicator (expected Backend::bindComm)");
+    comm_->setStream(st);
     runCollective(*comm_, *s.op_as_Collective(), a, [&](void *dst, const void *src, uint64_t n) {
       check(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, st), where);
     });

@@ -8,15 +8,20 @@
 // Routing stays on the device: nothing is read back during a step except for
 // --expert-profile counts and expert streaming's offsets (core's copy).
 //
-// Host work enqueued on a stream (weight streaming's loads and evictions)
-// runs on the calling thread once that stream's earlier work is done: it
-// calls CUDA itself, which a stream callback may not.
+// Host work enqueued on the weights stream (weight streaming's loads and
+// evictions) runs in order on a worker thread, beside the session's
+// launches; it calls CUDA itself, which a stream callback may not. Events
+// recorded on that stream are recorded by the worker after the work queued
+// before them.
 //
 // Decode steps that fetch nothing are captured once as a CUDA graph and
 // replayed (CudaGraphs.cpp; MOERT_CUDA_GRAPHS=0 launches them one by one).
 //
 // Several ranks talk through NCCL (deviceComm, NcclDeviceComm.cpp): the
-// collectives get device pointers, which host communicators cannot read.
+// collectives get device pointers, which host communicators cannot read;
+// bound to a host communicator of several ranks (in-process ranks sharing a
+// GPU), the backend stages each collective through host memory
+// (StagedComm.cpp).
 //
 // Not yet: per-step trace events and the bandwidth floor's count of routed
 // experts (all local experts are counted).
@@ -28,10 +33,13 @@
 
 #include "moert/Backend.h"
 #include "moert/RopeTables.h"
+#include "moert/StreamWorker.h"
 #include "moert/ThreadPool.h"
 
 #include <deque>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -79,7 +87,7 @@ public:
   /// Attention and MLA read a batched step's page table and slots; the
   /// lm_head computes its sampled rows.
   bool supportsBatchedSteps() const override { return true; }
-  bool supportsGraphs() const override { return graphsOn_; }
+  bool supportsGraphs() const override { return graphsOn_ && !staged_ && !hostExchange_; }
   void beginCapture(int key) override;
   bool endCapture(int key) override;
   bool replay(int key) override;
@@ -95,6 +103,13 @@ private:
   void runStep(cudaStream_t st, const plan::Step &s, const StepArgs &a);
   void runExperts(cudaStream_t st, const plan::Experts &op, const StepArgs &a);
   void countRouting(cudaStream_t st, const plan::Gate &op, const StepArgs &a);
+  /// Whether two ranks of `host` use the same GPU (collective over host).
+  bool ranksShareGpus(Comm &host) const;
+  /// An AllToAllV step through host memory (core's runAllToAllV).
+  void exchangeOnHost(cudaStream_t st, const plan::AllToAllV &op, const StepArgs &a,
+                      const std::string &where);
+  std::vector<uint8_t> hostArena_; // exchangeOnHost's mirror of the arena
+  bool hostExchange_ = false;      // a loaded plan has AllToAllV steps
   /// Device scratch of at least `bytes` for the kernels on the compute
   /// stream (grown between steps; growing synchronizes).
   void *workspace(size_t bytes);
@@ -127,9 +142,19 @@ private:
   ThreadPool pool_;
   cudaStream_t streams_[kNumStreams] = {};
   std::vector<cudaEvent_t> events_;
+  /// Per event: the weights worker's job that records it (0: recorded).
+  std::vector<uint64_t> recordJob_;
+  std::unique_ptr<StreamWorker> weightsWorker_;
+  /// The first error of host work run on the calling thread, per stream
+  /// (rethrown by synchronize).
+  std::exception_ptr hostError_[kNumStreams];
+  StreamWorker &weightsWorker();
+  std::mutex uploadMutex_;
   size_t nextEvent_ = 0;
   std::unique_ptr<Blas> blas_;
   Comm *comm_ = nullptr;
+  /// A host communicator of several ranks, staged through host memory.
+  std::unique_ptr<Comm> staged_;
 
   void *ws_ = nullptr;
   size_t wsBytes_ = 0;

@@ -8,15 +8,17 @@
 // it to the others over the host communicator (every member of a group
 // reaches the group's first collective, and only members do, so no rank
 // waits for one that never comes). Buffers in host memory (the token each
-// decode step broadcasts) and the host-only calls go to the host
-// communicator. Byte counts as the CPU communicators count them.
+// decode step broadcasts, the data-parallel exchange's counts and its rows
+// staged on the host) and the host-only calls go to the host communicator. Byte counts as the CPU communicators count them.
 //
 //===----------------------------------------------------------------------===//
 #include "NcclComm.h"
+#include "StagedComm.h"
 
 #include "moert/Comm.h"
 #include "moert/Error.h"
 
+#include <cstdlib>
 #include <cuda_runtime_api.h>
 #include <map>
 
@@ -35,20 +37,28 @@ public:
   void setStream(void *s) override { stream_ = static_cast<cudaStream_t>(s); }
 
   void allReduceSum(float *buf, size_t n, std::span<const int> group) override {
+    if (!isDevicePointer(buf))
+      return host_.allReduceSum(buf, n, group);
     int G = groupSize(group);
     call(of(group).allReduceSum(buf, n, stream_), of(group));
     bytesMoved_ += 2 * n * sizeof(float) * size_t(G - 1) / size_t(G);
   }
   void allGather(const float *in, size_t n, float *out, std::span<const int> group) override {
+    if (!isDevicePointer(in))
+      return host_.allGather(in, n, out, group);
     call(of(group).allGather(in, out, n, stream_), of(group));
     bytesMoved_ += n * sizeof(float) * size_t(groupSize(group) - 1);
   }
   void reduceScatterSum(const float *in, size_t n, float *out,
                         std::span<const int> group) override {
+    if (!isDevicePointer(in))
+      return host_.reduceScatterSum(in, n, out, group);
     call(of(group).reduceScatterSum(in, out, n, stream_), of(group));
     bytesMoved_ += n * sizeof(float) * size_t(groupSize(group) - 1);
   }
   void allToAll(const float *in, size_t n, float *out, std::span<const int> group) override {
+    if (!isDevicePointer(in))
+      return host_.allToAll(in, n, out, group);
     size_t G = size_t(groupSize(group));
     std::vector<size_t> counts(G, n), offsets(G);
     for (size_t j = 0; j < G; ++j)
@@ -61,6 +71,8 @@ public:
   void allToAllV(const float *in, std::span<const size_t> sc, std::span<const size_t> so,
                  float *out, std::span<const size_t> rc, std::span<const size_t> ro,
                  std::span<const int> group) override {
+    if (!isDevicePointer(in))
+      return host_.allToAllV(in, sc, so, out, rc, ro, group);
     NcclComm &c = of(group);
     call(c.allToAllV(in, sc.data(), so.data(), out, rc.data(), ro.data(), stream_), c);
     for (size_t j = 0; j < rc.size(); ++j)
@@ -68,7 +80,7 @@ public:
         bytesMoved_ += rc[j] * sizeof(float);
   }
   void broadcast(void *buf, size_t bytes, int rootIndex, std::span<const int> group) override {
-    if (!onDevice(buf))
+    if (!isDevicePointer(buf))
       return host_.broadcast(buf, bytes, rootIndex, group);
     call(of(group).broadcast(buf, bytes, rootIndex, stream_), of(group));
   }
@@ -78,18 +90,12 @@ public:
     return host_.gatherToRoot(mine);
   }
   void barrier() override { host_.barrier(); }
-  [[noreturn]] void abort(int code) override { host_.abort(code); }
-
-private:
-  static bool onDevice(const void *p) {
-    cudaPointerAttributes a{};
-    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+  [[noreturn]] void abort(int code) override {
+    host_.abort(code);
+    std::abort(); // (unreachable: the attribute is not part of the virtual's type)
   }
 
+private:
   void call(bool ok, const NcclComm &c) const {
     if (!ok)
       fail("nccl: rank {}: {}", rank(), c.error());

@@ -83,6 +83,23 @@ if [ -d "$SHARED/fixtures/hf" ]; then
       done
       rm -rf "$Q"
     fi
+    # Batched generation on real weights: mixtral-tiny as a batched plan and
+    # as 2 data-parallel ranks (one per "node", so both take GPU 0), four
+    # requests, greedy; the expected lines are the CPU backend's run here.
+    m=.gpu/fixtures/hf/mixtral-tiny
+    if [ -d "$m" ]; then
+      printf '%s\n' '{"id": "a", "prompt_ids": [1, 5, 9, 13]}' '{"id": "b", "prompt_ids": [2, 4]}' \
+        '{"id": "c", "prompt_ids": [7, 7, 8, 30, 31, 2]}' '{"id": "d", "prompt_ids": [11]}' \
+        > .gpu/plans/batch-prompts.jsonl
+      "$COMPILE" "$m" -o .gpu/plans/batch-mixtral-tiny.plan --target=cuda --dtype=f32 --max-batch=4
+      "$COMPILE" "$m" -o .gpu/plans/dp-mixtral-tiny.plan --target=cuda --dtype=f32 --max-batch=4 \
+        --devices=2 --gpus-per-node=1
+      for n in batch-mixtral-tiny dp-mixtral-tiny; do
+        "${MOE_RUN:-build/bin/moe-run}" ".gpu/plans/$n.plan" --backend=cpu --weights="$m" \
+          --prompts=.gpu/plans/batch-prompts.jsonl --max-new-tokens=12 \
+          --output=".gpu/plans/$n.expected.jsonl"
+      done
+    fi
     # The benchmark's model (random weights on the GPU machine), also as a
     # batched plan (up to 32 sequences per step) for the throughput stage.
     if [ -f "$SHARED/bench/mixtral-bench/config.json" ]; then

@@ -10,7 +10,8 @@
 # Stages: env, gpu-facts, nccl, math-tests, gpu-unit, compute-sanitizer,
 # kernel-benchmarks (moe-cuda-bench), then conformance (the backend suite with
 # --backend=cuda), fixtures (plans compiled beforehand, run with
-# --backend=cuda), benchmarks (moe-run --bench --json), seed-benchmarks (seed
+# --backend=cuda), batched-fixtures (batched and data-parallel generation
+# against the CPU's tokens), benchmarks (moe-run --bench --json), seed-benchmarks (seed
 # 000's configurations against the same run's roofline) and batch-benchmarks
 # (batched throughput).
 set -uo pipefail
@@ -118,7 +119,7 @@ if [ $rc -ne 0 ] || [ -z "$facts" ]; then
   for n in gpu-unit compute-sanitizer kernel-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
-  for n in conformance fixtures benchmarks seed-benchmarks batch-benchmarks; do
+  for n in conformance fixtures batched-fixtures benchmarks seed-benchmarks batch-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
   # The device math runs anywhere: still report it.
@@ -305,6 +306,40 @@ print(','.join(str(int(x)) for x in load('$d/expected.safetensors')['input_ids']
     $(( $(date +%s) - s )) "$results" "\"runs\": $runs, \"failed\": $fails"
 else
   stage fixtures failed 0 "no plans in .gpu/plans (scripts/gpu-build.sh compiles them with build/bin/moe-compile)"
+fi
+
+# --- batched-fixtures ------------------------------------------------------------
+# Batched generation (paged KV, several sequences per step) on mixtral-tiny's
+# weights: a batched plan, and 2 data-parallel ranks sharing the GPU (their
+# collectives and AllToAllV staged through the host): the same tokens as the
+# CPU backend's run of the same plan.
+s=$(date +%s)
+results=""
+fails=0
+runs=0
+if [ -n "$BIN" ] && [ -f .gpu/plans/batch-prompts.jsonl ]; then
+  for n in batch-mixtral-tiny dp-mixtral-tiny; do
+    [ -f ".gpu/plans/$n.expected.jsonl" ] || continue
+    runs=$((runs + 1))
+    if timeout 60 "$BIN/moe-run" ".gpu/plans/$n.plan" --backend=cuda \
+         --weights=.gpu/fixtures/hf/mixtral-tiny --prompts=.gpu/plans/batch-prompts.jsonl \
+         --max-new-tokens=12 --output="$OUT/$n.jsonl" > "$OUT/$n.log" 2>&1; then
+      if cmp -s "$OUT/$n.jsonl" ".gpu/plans/$n.expected.jsonl"; then
+        r="same tokens as the CPU"
+      else
+        r="tokens differ: $(diff "$OUT/$n.jsonl" ".gpu/plans/$n.expected.jsonl" | head -4)"
+        fails=$((fails + 1))
+      fi
+    else
+      r="moe-run failed: $(tail -3 "$OUT/$n.log" | tr '\n' ' ')"
+      fails=$((fails + 1))
+    fi
+    results+="$n: $r"$'\n'
+  done
+  stage batched-fixtures "$([ $fails -eq 0 ] && [ $runs -gt 0 ] && echo ok || echo failed)" \
+    $(( $(date +%s) - s )) "$results" "\"runs\": $runs, \"failed\": $fails"
+else
+  stage batched-fixtures skipped 0 "no .gpu/plans/batch-prompts.jsonl (scripts/gpu-build.sh)"
 fi
 
 # --- benchmarks ------------------------------------------------------------------

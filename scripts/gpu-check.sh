@@ -119,7 +119,7 @@ if [ $rc -ne 0 ] || [ -z "$facts" ]; then
   for n in gpu-unit compute-sanitizer kernel-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
-  for n in conformance fixtures batched-fixtures benchmarks seed-benchmarks batch-benchmarks; do
+  for n in conformance fixtures batched-fixtures trace benchmarks seed-benchmarks batch-benchmarks; do
     stage "$n" skipped 0 "no GPU"
   done
   # The device math runs anywhere: still report it.
@@ -340,6 +340,32 @@ if [ -n "$BIN" ] && [ -f .gpu/plans/batch-prompts.jsonl ]; then
     $(( $(date +%s) - s )) "$results" "\"runs\": $runs, \"failed\": $fails"
 else
   stage batched-fixtures skipped 0 "no .gpu/plans/batch-prompts.jsonl (scripts/gpu-build.sh)"
+fi
+
+# --- trace ---------------------------------------------------------------------
+# --trace on the GPU: one event per launched step from CUDA timing events.
+s=$(date +%s)
+plan=.gpu/plans/mixtral-tiny.f32.plan
+if [ -n "$BIN" ] && [ -f "$plan" ]; then
+  if timeout 60 "$BIN/moe-run" "$plan" --backend=cuda --weights=.gpu/fixtures/hf/mixtral-tiny \
+       --prompt-ids=1,2,3 --max-new-tokens=4 --trace="$OUT/trace.json" > "$OUT/trace.log" 2>&1; then
+    r=$(python3 - "$OUT/trace.json" 2>&1 <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ev = [e for e in (d["traceEvents"] if isinstance(d, dict) else d) if e.get("ph") == "X"]
+bad = [e for e in ev if e.get("dur", -1) < 0]
+print(f"{len(ev)} step events, {len(bad)} with a negative duration")
+sys.exit(1 if not ev or bad else 0)
+PY
+)
+    rc=$?
+  else
+    r="moe-run failed: $(tail -3 "$OUT/trace.log" | tr '\n' ' ')"
+    rc=1
+  fi
+  stage trace "$([ $rc -eq 0 ] && echo ok || echo failed)" $(( $(date +%s) - s )) "$r"
+else
+  stage trace skipped 0 "no $plan"
 fi
 
 # --- benchmarks ------------------------------------------------------------------

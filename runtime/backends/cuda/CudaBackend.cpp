@@ -141,6 +141,14 @@ CudaBackend::~CudaBackend() {
   blas_.reset();
   for (cudaEvent_t e : events_)
     cudaEventDestroy(e);
+  for (const PendingTraceEvent &p : pendingTrace_) {
+    cudaEventDestroy(p.start);
+    cudaEventDestroy(p.end);
+  }
+  for (cudaEvent_t e : freeTimingEvents_)
+    cudaEventDestroy(e);
+  if (traceBase_)
+    cudaEventDestroy(traceBase_);
   for (cudaStream_t s : streams_)
     if (s)
       cudaStreamDestroy(s);
@@ -269,6 +277,8 @@ void CudaBackend::synchronize(StreamKind s) {
   if (s == StreamKind::Weights && weightsWorker_)
     weightsWorker_->drain(); // rethrows the first error of its jobs
   check(cudaStreamSynchronize(stream(s)), "stream synchronize");
+  if (!pendingTrace_.empty())
+    flushTrace(s);
   if (std::exception_ptr e = std::exchange(hostError_[int(s)], nullptr))
     std::rethrow_exception(e);
 }
@@ -518,13 +528,15 @@ std::vector<unsigned> CudaBackend::groupSteps(const PlanFile &plan, int rank) {
 }
 
 void CudaBackend::launch(StreamKind s, const plan::Step &step, const StepArgs &args) {
+  if (args.trace)
+    return launchTraced(s, step, args);
   runStep(stream(s), step, args);
 }
 
 void CudaBackend::launchGroup(StreamKind s, const plan::RankProgram &prog, unsigned begin,
                               unsigned end, const StepArgs &args) {
   for (unsigned k = begin; k < end; ++k)
-    runStep(stream(s), *prog.steps()->Get(k), args);
+    launch(s, *prog.steps()->Get(k), args);
 }
 
 bool CudaBackend::ranksShareGpus(Comm &host) const {

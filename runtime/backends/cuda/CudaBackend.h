@@ -23,8 +23,10 @@
 // GPU), the backend stages each collective through host memory
 // (StagedComm.cpp).
 //
-// Not yet: per-step trace events and the bandwidth floor's count of routed
-// experts (all local experts are counted).
+// --trace: per-step events from CUDA timing events (CudaTrace.cpp).
+//
+// Not yet: the bandwidth floor's count of routed experts (all local experts
+// are counted).
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -103,6 +105,24 @@ private:
   void runStep(cudaStream_t st, const plan::Step &s, const StepArgs &a);
   void runExperts(cudaStream_t st, const plan::Experts &op, const StepArgs &a);
   void countRouting(cudaStream_t st, const plan::Gate &op, const StepArgs &a);
+  // Trace events (CudaTrace.cpp).
+  struct PendingTraceEvent {
+    Trace *trace = nullptr;
+    std::string name, cat;
+    int stream = 0;
+    int64_t issuedNs = 0;
+    cudaEvent_t start = nullptr, end = nullptr;
+  };
+  /// Runs a step between two timing events, its trace event pending.
+  void launchTraced(StreamKind s, const plan::Step &step, const StepArgs &args);
+  /// Adds stream s's pending events to their traces (s is synchronized).
+  void flushTrace(StreamKind s);
+  cudaEvent_t timingEvent();
+  std::vector<PendingTraceEvent> pendingTrace_;
+  std::vector<cudaEvent_t> freeTimingEvents_;
+  cudaEvent_t traceBase_ = nullptr;
+  int64_t traceBaseNs_ = 0;
+
   /// Whether two ranks of `host` use the same GPU (collective over host).
   bool ranksShareGpus(Comm &host) const;
   /// An AllToAllV step through host memory (core's runAllToAllV).

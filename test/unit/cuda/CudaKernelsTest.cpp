@@ -579,7 +579,7 @@ TEST(CudaKernels, AttentionDecodeAndPrefill) {
     a.T = c.T;
     a.pos = dpos.p;
     a.maxPos = c.start + c.T - 1;
-    a.cache = {dk.p, dv.p, c.kv, S};
+    a.cache = {dk.p, dv.p, c.kv, S, {}};
     a.heads = c.heads;
     a.kvHeads = c.kvHeads;
     a.headDim = c.hd;
@@ -733,7 +733,7 @@ TEST(CudaKernels, MlaPrefillAndDecode) {
       a.T = n;
       a.pos = dpos.p + t0;
       a.maxPos = c.devicePos ? -1 : t0 + n - 1;
-      a.cache = {dcache.p, nullptr, c.cache, S};
+      a.cache = {dcache.p, nullptr, c.cache, S, {}};
       a.heads = c.H;
       a.nopeDim = c.N;
       a.ropeDim = c.R;

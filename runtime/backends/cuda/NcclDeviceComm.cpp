@@ -9,7 +9,8 @@
 // reaches the group's first collective, and only members do, so no rank
 // waits for one that never comes). Buffers in host memory (the token each
 // decode step broadcasts, the data-parallel exchange's counts and its rows
-// staged on the host) and the host-only calls go to the host communicator. Byte counts as the CPU communicators count them.
+// staged on the host) and the host-only calls go to the host communicator.
+// Byte counts as the CPU communicators count them.
 //
 //===----------------------------------------------------------------------===//
 #include "NcclComm.h"
@@ -18,7 +19,6 @@
 #include "moert/Comm.h"
 #include "moert/Error.h"
 
-#include <cstdlib>
 #include <cuda_runtime_api.h>
 #include <map>
 
@@ -26,13 +26,11 @@ namespace moert::cuda {
 
 namespace {
 
-class NcclDeviceComm final : public Comm {
+class NcclDeviceComm final : public HostFrontedComm {
 public:
   NcclDeviceComm(Comm &host, std::unique_ptr<NcclComm> world)
-      : host_(host), world_(std::move(world)) {}
+      : HostFrontedComm(host), world_(std::move(world)) {}
 
-  int rank() const override { return host_.rank(); }
-  int size() const override { return host_.size(); }
   const char *name() const override { return "nccl"; }
   void setStream(void *s) override { stream_ = static_cast<cudaStream_t>(s); }
 
@@ -86,14 +84,6 @@ public:
   }
   void send(const void *buf, size_t bytes, int peer) override { host_.send(buf, bytes, peer); }
   void recv(void *buf, size_t bytes, int peer) override { host_.recv(buf, bytes, peer); }
-  std::vector<std::string> gatherToRoot(const std::string &mine) override {
-    return host_.gatherToRoot(mine);
-  }
-  void barrier() override { host_.barrier(); }
-  [[noreturn]] void abort(int code) override {
-    host_.abort(code);
-    std::abort(); // (unreachable: the attribute is not part of the virtual's type)
-  }
 
 private:
   void call(bool ok, const NcclComm &c) const {
@@ -132,7 +122,6 @@ private:
     return *(groups_[key] = std::move(c));
   }
 
-  Comm &host_;
   std::unique_ptr<NcclComm> world_;
   std::map<std::vector<int>, std::unique_ptr<NcclComm>> groups_;
   cudaStream_t stream_ = nullptr;

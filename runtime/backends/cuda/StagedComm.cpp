@@ -12,18 +12,15 @@
 #include "moert/Error.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <vector>
 
 namespace moert::cuda {
 
 namespace {
 
-class StagedComm final : public Comm {
+class StagedComm final : public HostFrontedComm {
 public:
-  explicit StagedComm(Comm &host) : host_(host) {}
-  int rank() const override { return host_.rank(); }
-  int size() const override { return host_.size(); }
+  explicit StagedComm(Comm &host) : HostFrontedComm(host) {}
   const char *name() const override { return host_.name(); }
   void setStream(void *s) override { stream_ = static_cast<cudaStream_t>(s); }
 
@@ -97,15 +94,6 @@ public:
     counted([&] { host_.recv(h, bytes, peer); });
     copy(buf, h, bytes, cudaMemcpyHostToDevice);
   }
-  std::vector<std::string> gatherToRoot(const std::string &mine) override {
-    return host_.gatherToRoot(mine);
-  }
-  void barrier() override { host_.barrier(); }
-  [[noreturn]] void abort(int code) override {
-    host_.abort(code);
-    std::abort(); // (unreachable: the attribute is not part of the virtual's type)
-  }
-
 private:
   static float *scratch(std::vector<float> &v, size_t n) {
     if (v.size() < n)
@@ -139,7 +127,6 @@ private:
     bytesMoved_ += host_.bytesMoved() - before;
   }
 
-  Comm &host_;
   cudaStream_t stream_ = nullptr;
   std::vector<float> in_, out_;
 };

@@ -1,10 +1,13 @@
-//===- StagedComm.h - A host communicator over device buffers ---*- C++ -*-===//
+//===- StagedComm.h - Communicators in front of a host one ------*- C++ -*-===//
 #pragma once
 
 #include "moert/Comm.h"
 
+#include <cstdlib>
 #include <cuda_runtime_api.h>
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace moert::cuda {
 
@@ -17,6 +20,26 @@ inline bool isDevicePointer(const void *p) {
   }
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
+
+/// A communicator in front of a host one (NCCL's adapter, the staged one):
+/// rank, size and the host-only calls are the host's.
+class HostFrontedComm : public Comm {
+public:
+  explicit HostFrontedComm(Comm &host) : host_(host) {}
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  std::vector<std::string> gatherToRoot(const std::string &mine) override {
+    return host_.gatherToRoot(mine);
+  }
+  void barrier() override { host_.barrier(); }
+  [[noreturn]] void abort(int code) override {
+    host_.abort(code);
+    std::abort(); // (unreachable: the attribute is not part of the virtual's type)
+  }
+
+protected:
+  Comm &host_;
+};
 
 /// `host` (in-process or MPI ranks) for collectives on device buffers: each
 /// one's device buffers are copied to host scratch once the stream given

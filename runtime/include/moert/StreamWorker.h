@@ -1,4 +1,4 @@
-//===- StreamWorker.h - A thread that runs queued host work in order -*- C++ -*-===//
+//===- StreamWorker.h - Host work run in order on a thread ------*- C++ -*-===//
 //
 // A backend stream whose work is host functions (the CPU backend's
 // communication and weight-streaming streams, the CUDA backend's weight

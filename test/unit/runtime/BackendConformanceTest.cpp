@@ -706,6 +706,32 @@ TEST_P(BackendConformance, Rope) {
 // rounded to the cache dtype; the cache's contents exactly.
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// An Attention step of H query heads on KV heads of head_dim hd over qkv
+/// rows [pad | q | k | v] (one column of padding first), into out rows of
+/// H * hd + 2 floats; gpt-oss's sinks (large enough to take a real share)
+/// when asked.
+mp::AttentionT attentionStep(TinyPlan &p, int H, int KV, int hd, DType cacheDt, int window,
+                             bool sinks) {
+  mp::AttentionT op;
+  op.qkv = p.b.buffer("qkv", (H + 2 * KV) * hd + 1);
+  op.out = p.b.buffer("attn", H * hd + 2);
+  op.q_col = 1;
+  op.k_col = 1 + H * hd;
+  op.v_col = 1 + (H + KV) * hd;
+  op.cache = p.b.kvCache(0, KV, hd, cacheDt);
+  op.num_heads = H;
+  op.num_kv_heads = KV;
+  op.head_dim = hd;
+  op.scale = 1.0f / std::sqrt(float(hd));
+  op.sliding_window = window;
+  if (sinks)
+    op.sinks = p.b.weight("attn.sinks", {H}, cacheDt, cacheDt, mp::Init::Normal, 2.0f);
+  p.b.step(op, "attn");
+  return op;
+}
+} // namespace
+
 TEST_P(BackendConformance, Attention) {
   for (int threads : {1, 3}) {
     BACKEND_OR_SKIP(be, threads);
@@ -718,22 +744,7 @@ TEST_P(BackendConformance, Attention) {
           const int H = T == 4 ? 4 : 6, KV = T == 4 ? 1 : 2, hd = T == 4 ? 40 : 10;
           const int64_t S = 32, ldqkv = (H + 2 * KV) * hd + 1, ldo = H * hd + 2;
           TinyPlan p(8, S);
-          mp::AttentionT op;
-          op.qkv = p.b.buffer("qkv", ldqkv);
-          op.out = p.b.buffer("attn", ldo);
-          op.q_col = 1;
-          op.k_col = 1 + H * hd;
-          op.v_col = 1 + (H + KV) * hd;
-          op.cache = p.b.kvCache(0, KV, hd, cacheDt);
-          op.num_heads = H;
-          op.num_kv_heads = KV;
-          op.head_dim = hd;
-          op.scale = 1.0f / std::sqrt(float(hd));
-          op.sliding_window = window;
-          // gpt-oss's sinks: large enough to take a real share.
-          if (sinks)
-            op.sinks = p.b.weight("attn.sinks", {H}, cacheDt, cacheDt, mp::Init::Normal, 2.0f);
-          p.b.step(op, "attn");
+          mp::AttentionT op = attentionStep(p, H, KV, hd, cacheDt, window, sinks);
           PlanFile plan = p.finish();
           Runner r(*be, plan, *comm);
           const Vec sinkValues = sinks ? r.weight(op.sinks) : Vec();
@@ -786,21 +797,7 @@ TEST_P(BackendConformance, PagedAttention) {
         const int H = 6, KV = 2, hd = 10;
         const int64_t ldqkv = (H + 2 * KV) * hd + 1, ldo = H * hd + 2;
         TinyPlan p(8, S);
-        mp::AttentionT op;
-        op.qkv = p.b.buffer("qkv", ldqkv);
-        op.out = p.b.buffer("attn", ldo);
-        op.q_col = 1;
-        op.k_col = 1 + H * hd;
-        op.v_col = 1 + (H + KV) * hd;
-        op.cache = p.b.kvCache(0, KV, hd, cacheDt);
-        op.num_heads = H;
-        op.num_kv_heads = KV;
-        op.head_dim = hd;
-        op.scale = 1.0f / std::sqrt(float(hd));
-        op.sliding_window = window;
-        if (sinks)
-          op.sinks = p.b.weight("attn.sinks", {H}, cacheDt, cacheDt, mp::Init::Normal, 2.0f);
-        p.b.step(op, "attn");
+        mp::AttentionT op = attentionStep(p, H, KV, hd, cacheDt, window, sinks);
         PlanFile plan = p.finish();
         Runner r(*be, plan, *comm);
         const Vec sinkValues = sinks ? r.weight(op.sinks) : Vec();
@@ -1931,12 +1928,8 @@ TEST_P(BackendConformance, FixturesExpertParallel) {
 TEST_P(BackendConformance, BatchedGeneration) {
   BACKEND_OR_SKIP(be, 2);
   for (const char *config : {kTinyQwen, kTinyGpt2}) {
-    HFPlanOptions one;
-    one.maxTokens = 8;
-    HFPlanOptions b = one;
-    b.maxBatch = 3;
-    b.kvPageSize = 4;
-    PlanFile single = planFor(config, one), batched = planFor(config, b);
+    PlanFile single = planFor(config, singleOptions());
+    PlanFile batched = planFor(config, batchedOptions(3, 4));
     checkBatchEqualsSingle(*be, batched, single, 0.0f, 3);
     checkBatchEqualsSingle(*be, batched, single, 0.9f, 0);
   }

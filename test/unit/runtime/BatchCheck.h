@@ -1,4 +1,4 @@
-//===- BatchCheck.h - Batched generation against one sequence at a time -*- C++ -*-===//
+//===- BatchCheck.h - Batched vs one-sequence generation --------*- C++ -*-===//
 //
 // The batching scheduler's end-to-end check, shared by BatchTest (the CPU)
 // and the backend conformance suite (every backend): generateBatch over six
@@ -19,7 +19,8 @@
 namespace moetest {
 
 /// Six requests; `longer` more prompt tokens each.
-inline std::vector<moert::SequenceRequest> requests(int64_t vocab, float temperature, int64_t longer = 0) {
+inline std::vector<moert::SequenceRequest> requests(int64_t vocab, float temperature,
+                                                    int64_t longer = 0) {
   const int64_t lens[] = {7, 1, 12, 3, 9, 2};
   const int64_t news[] = {6, 9, 3, 8, 1, 5};
   std::vector<moert::SequenceRequest> r;

@@ -16,12 +16,8 @@ using namespace moetest;
 TEST(Batch, GreedyEqualsOneSequenceRuns) {
   TestBackend be(2);
   for (const char *config : {kTinyQwen, kTinyGpt2}) {
-    HFPlanOptions one;
-    one.maxTokens = 8;
-    HFPlanOptions b = one;
-    b.maxBatch = 3;
-    b.kvPageSize = 4;
-    PlanFile single = planFor(config, one), batched = planFor(config, b);
+    PlanFile single = planFor(config, singleOptions());
+    PlanFile batched = planFor(config, batchedOptions(3, 4));
     checkBatchEqualsSingle(be, batched, single, 0.0f, 0);
     checkBatchEqualsSingle(be, batched, single, 0.0f, 3);
   }
@@ -30,12 +26,8 @@ TEST(Batch, GreedyEqualsOneSequenceRuns) {
 TEST(Batch, SamplingPerSequenceEqualsOneSequenceRuns) {
   TestBackend be(2);
   // Each sequence keeps its own temperature, top-p and seed.
-  HFPlanOptions one;
-  one.maxTokens = 8;
-  HFPlanOptions b = one;
-  b.maxBatch = 4;
-  b.kvPageSize = 8;
-  checkBatchEqualsSingle(be, planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.9f, 2);
+  checkBatchEqualsSingle(be, planFor(kTinyQwen, batchedOptions(4, 8)),
+                         planFor(kTinyQwen, singleOptions()), 0.9f, 2);
 }
 
 TEST(Batch, SequencesWaitForKVPages) {
@@ -44,24 +36,16 @@ TEST(Batch, SequencesWaitForKVPages) {
   // the prompts of the six requests (17 to 28 tokens, 5 to 7 pages each)
   // do not fit in 6 slots at once: later ones wait until a sequence
   // finishes.
-  HFPlanOptions one;
-  one.maxTokens = 8;
-  HFPlanOptions b = one;
-  b.maxBatch = 6;
-  b.kvPageSize = 4;
-  b.kvPages = 16; // 64 positions: one full-length sequence
+  // 16 pages of 4: 64 positions, one full-length sequence.
   BatchStats st;
-  checkBatchEqualsSingle(be, planFor(kTinyQwen, b), planFor(kTinyQwen, one), 0.0f, 0, &st, 16);
+  checkBatchEqualsSingle(be, planFor(kTinyQwen, batchedOptions(6, 4, 16)),
+                         planFor(kTinyQwen, singleOptions()), 0.0f, 0, &st, 16);
   EXPECT_GT(st.pageWaits, 0);
   EXPECT_LT(st.peakRunning, 6);
 }
 
 TEST(Batch, StopsAndBadRequests) {
-  HFPlanOptions b;
-  b.maxTokens = 8;
-  b.maxBatch = 2;
-  b.kvPageSize = 4;
-  PlanFile plan = planFor(kTinyQwen, b);
+  PlanFile plan = planFor(kTinyQwen, batchedOptions(2, 4));
   TestBackend be(1);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 7, {0}, be);
@@ -135,12 +119,8 @@ TEST(Batch, StreamingEngineJoinsRunningBatchAndCancels) {
   // Requests arrive while others run (polls 0, 2, 3, 7 and 9) and join
   // free slots; greedy tokens equal one-sequence runs. Request 1 asks for
   // 30 tokens and is cancelled after 3: its slot goes to a later request.
-  HFPlanOptions one;
-  one.maxTokens = 8;
-  HFPlanOptions b = one;
-  b.maxBatch = 2;
-  b.kvPageSize = 4;
-  PlanFile batched = planFor(kTinyQwen, b), single = planFor(kTinyQwen, one);
+  PlanFile batched = planFor(kTinyQwen, batchedOptions(2, 4));
+  PlanFile single = planFor(kTinyQwen, singleOptions());
   TestBackend be(2);
   auto comm = makeLocalComm();
   auto wb = WeightStore::random(batched, 7, {0}, be);
@@ -185,11 +165,7 @@ TEST(Batch, StreamingEngineJoinsRunningBatchAndCancels) {
 }
 
 TEST(Batch, StreamingEngineRefusesAndCancelsQueued) {
-  HFPlanOptions b;
-  b.maxTokens = 8;
-  b.maxBatch = 1;
-  b.kvPageSize = 4;
-  PlanFile plan = planFor(kTinyQwen, b);
+  PlanFile plan = planFor(kTinyQwen, batchedOptions(1, 4));
   TestBackend be(1);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 7, {0}, be);
@@ -227,26 +203,14 @@ std::vector<int64_t> aloneTokens(Session &single, Comm &comm, const SequenceRequ
 
 /// A pool of 16 pages of 4 positions (64: one full-length sequence) for
 /// six sequences.
-HFPlanOptions smallPool() {
-  HFPlanOptions b;
-  b.maxTokens = 8;
-  b.maxBatch = 6;
-  b.kvPageSize = 4;
-  b.kvPages = 16;
-  return b;
-}
+HFPlanOptions smallPool() { return batchedOptions(6, 4, 16); }
 
 /// The tiny Qwen2-MoE with smallPool()'s KV pages and the same model for
 /// one sequence, with the same random weights: batched runs and the
 /// one-sequence runs they must equal.
 struct SmallPoolModels {
-  static HFPlanOptions oneSequence() {
-    HFPlanOptions one;
-    one.maxTokens = 8;
-    return one;
-  }
   PlanFile batched = planFor(kTinyQwen, smallPool());
-  PlanFile single = planFor(kTinyQwen, oneSequence());
+  PlanFile single = planFor(kTinyQwen, singleOptions());
   TestBackend be{2};
   std::unique_ptr<Comm> comm = makeLocalComm();
   std::unique_ptr<WeightStore> wb = WeightStore::random(batched, 7, {0}, be);
@@ -357,11 +321,7 @@ TEST(Batch, CancelWhilePreemptedFreesEverything) {
 }
 
 TEST(Batch, SessionRejectsBadBatches) {
-  HFPlanOptions b;
-  b.maxTokens = 8;
-  b.maxBatch = 2;
-  b.kvPageSize = 4;
-  PlanFile plan = planFor(kTinyQwen, b);
+  PlanFile plan = planFor(kTinyQwen, batchedOptions(2, 4));
   TestBackend be(1);
   auto comm = makeLocalComm();
   auto w = WeightStore::random(plan, 7, {0}, be);

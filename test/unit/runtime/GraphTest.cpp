@@ -244,12 +244,8 @@ TEST(Graphs, SessionsOnOneBackendKeepTheirOwnGraphs) {
 /// once per batch size and replayed: the batch's tokens equal direct
 /// launches, and so do each request's tokens alone.
 TEST(Graphs, BatchedDecodeStepsReplayPerBatchSize) {
-  HFPlanOptions one;
-  one.maxTokens = 8;
-  HFPlanOptions b = one;
-  b.maxBatch = 3;
-  b.kvPageSize = 4;
-  PlanFile batched = planFor(kTinyMixtral, b), single = planFor(kTinyMixtral, one);
+  PlanFile batched = planFor(kTinyMixtral, batchedOptions(3, 4));
+  PlanFile single = planFor(kTinyMixtral, singleOptions());
   TestBackend cpu(2), inner(2);
   RecordingBackend graphs(inner, false);
   auto batch = [&](Backend &be) {

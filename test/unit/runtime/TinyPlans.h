@@ -27,6 +27,23 @@ inline const char *kTinyMixtral = R"({"model_type":"mixtral","hidden_size":64,"i
 inline const char *kTinyGpt2 = R"({"model_type":"gpt2","n_embd":32,"n_head":4,"n_layer":2,
   "vocab_size":89,"n_positions":48,"layer_norm_epsilon":1e-5,"initializer_range":0.2})";
 
+/// One sequence at a time, 8 tokens per forward call.
+inline HFPlanOptions singleOptions() {
+  HFPlanOptions o;
+  o.maxTokens = 8;
+  return o;
+}
+
+/// Batches of up to maxBatch sequences over KV pages of pageSize positions
+/// (kvPages of them; 0: enough for every sequence), 8 tokens per call.
+inline HFPlanOptions batchedOptions(int maxBatch, int64_t pageSize, int64_t kvPages = 0) {
+  HFPlanOptions o = singleOptions();
+  o.maxBatch = maxBatch;
+  o.kvPageSize = pageSize;
+  o.kvPages = kvPages;
+  return o;
+}
+
 /// The plan of a config.json with these contents.
 inline moert::PlanFile planFor(const char *config, HFPlanOptions o) {
   TempDir d;

@@ -707,6 +707,13 @@ TEST_P(BackendConformance, Rope) {
 //===----------------------------------------------------------------------===//
 
 namespace {
+/// x as a value of dtype dt holds it.
+float roundTo(DType dt, float x) {
+  uint8_t tmp[4];
+  storeFromF32(tmp, dt, 0, x);
+  return loadAsF32(tmp, dt, 0);
+}
+
 /// An Attention step of H query heads on KV heads of head_dim hd over qkv
 /// rows [pad | q | k | v] (one column of padding first), into out rows of
 /// H * hd + 2 floats; gpt-oss's sinks (large enough to take a real share)
@@ -755,11 +762,7 @@ TEST_P(BackendConformance, Attention) {
             Vec qkv = r.fill(op.qkv, n, seed, 1.5f);
             Vec out = r.fill(op.out, n, seed + 1);
             r.run(0, pos);
-            uint8_t tmp[4];
-            auto round = [&](float x) {
-              storeFromF32(tmp, cacheDt, 0, x);
-              return loadAsF32(tmp, cacheDt, 0);
-            };
+            auto round = [&](float x) { return roundTo(cacheDt, x); };
             for (int64_t t = 0; t < n; ++t)
               for (int h = 0; h < KV; ++h)
                 for (int i = 0; i < hd; ++i) {
@@ -814,11 +817,7 @@ TEST_P(BackendConformance, PagedAttention) {
           Vec qkv = r.fill(op.qkv, n, seed, 1.5f);
           Vec out = r.fill(op.out, n, seed + 1);
           r.run(0, pos);
-          uint8_t tmp[4];
-          auto round = [&](float x) {
-            storeFromF32(tmp, cacheDt, 0, x);
-            return loadAsF32(tmp, cacheDt, 0);
-          };
+          auto round = [&](float x) { return roundTo(cacheDt, x); };
           for (int64_t t = 0; t < n; ++t) {
             const int64_t sl = seq[size_t(t)], ps = pos[size_t(t)];
             const int64_t row = table[size_t(sl * pagesPerSeq + ps / pageSize)] * pageSize +
@@ -1435,6 +1434,24 @@ TEST_P(BackendConformance, ResidualMix) {
 // allLogits (--dump), every row.
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// A Logits step of V logits over rows of ldx floats (K used): lm_head
+/// [V, K] (or [K, V] transposed) and optionally a bias, of dtype dt.
+mp::LogitsT logitsStep(TinyPlan &p, int64_t V, int64_t K, int64_t ldx, DType dt, bool tr,
+                       bool bias) {
+  mp::LogitsT op;
+  op.in = p.b.buffer("h", ldx);
+  op.out = p.b.buffer("logits", V, 0, 1);
+  op.weight = p.b.weight("lm", tr ? std::vector<int64_t>{K, V} : std::vector<int64_t>{V, K}, dt,
+                         dt, mp::Init::Normal, 0.5f);
+  if (bias)
+    op.bias = p.b.weight("lm.bias", {V}, dt, dt, mp::Init::Normal, 0.5f);
+  op.weight_transposed = tr;
+  p.b.step(op, "logits");
+  return op;
+}
+} // namespace
+
 TEST_P(BackendConformance, Logits) {
   for (int threads : {1, 3}) {
     BACKEND_OR_SKIP(be, threads);
@@ -1444,15 +1461,7 @@ TEST_P(BackendConformance, Logits) {
         for (bool bias : {false, true}) {
           const int64_t V = 53, K = 27, ldx = K + 1;
           TinyPlan p(32, 32, 1, V);
-          mp::LogitsT op;
-          op.in = p.b.buffer("h", ldx);
-          op.out = p.b.buffer("logits", V, 0, 1);
-          op.weight = p.b.weight("lm", tr ? std::vector<int64_t>{K, V} : std::vector<int64_t>{V, K},
-                                 dt, dt, mp::Init::Normal, 0.5f);
-          if (bias)
-            op.bias = p.b.weight("lm.bias", {V}, dt, dt, mp::Init::Normal, 0.5f);
-          op.weight_transposed = tr;
-          p.b.step(op, "logits");
+          mp::LogitsT op = logitsStep(p, V, K, ldx, dt, tr, bias);
           PlanFile plan = p.finish(DType::F32, false);
           Runner r(*be, plan, *comm);
           Vec w = r.weight(op.weight), b = r.weight(op.bias), ab = absOf(b);
@@ -1490,14 +1499,7 @@ TEST_P(BackendConformance, LogitsOfSampledRows) {
     for (bool tr : {false, true}) {
       const int64_t V = 53, K = 27, ldx = K + 1, T = 7;
       TinyPlan p(8, 32, 1, V);
-      mp::LogitsT op;
-      op.in = p.b.buffer("h", ldx);
-      op.out = p.b.buffer("logits", V, 0, 1);
-      op.weight = p.b.weight("lm", tr ? std::vector<int64_t>{K, V} : std::vector<int64_t>{V, K},
-                             dt, dt, mp::Init::Normal, 0.5f);
-      op.bias = p.b.weight("lm.bias", {V}, dt, dt, mp::Init::Normal, 0.5f);
-      op.weight_transposed = tr;
-      p.b.step(op, "logits");
+      mp::LogitsT op = logitsStep(p, V, K, ldx, dt, tr, true);
       PlanFile plan = p.finish(DType::F32, false);
       Runner r(*be, plan, *comm);
       Vec w = r.weight(op.weight), b = r.weight(op.bias), ab = absOf(b);

@@ -11,9 +11,9 @@
 # kernel-benchmarks (moe-cuda-bench), then conformance (the backend suite with
 # --backend=cuda), fixtures (plans compiled beforehand, run with
 # --backend=cuda), batched-fixtures (batched and data-parallel generation
-# against the CPU's tokens), benchmarks (moe-run --bench --json), seed-benchmarks (seed
-# 000's configurations against the same run's roofline) and batch-benchmarks
-# (batched throughput).
+# against the CPU's tokens), trace, benchmarks (moe-run --bench --json),
+# seed-benchmarks (seed 000's configurations against the same run's
+# roofline) and batch-benchmarks (batched throughput).
 set -uo pipefail
 if [ $# -ne 1 ]; then
   echo "usage: $0 OUTDIR" >&2
@@ -62,6 +62,12 @@ stage() {
   write_json false
   echo "gpu-check: $1: $2${4:+ ($(printf '%s' "$4" | head -c 200 | tr '\n' ' '))}"
 }
+
+# The benchmark stages start only while the run is inside its budget
+# (GPU_CHECK_BUDGET_S, default 480 s: a device call may last 600 s), so a
+# slow machine reports what it finished instead of being cut off mid-stage.
+BUDGET=${GPU_CHECK_BUDGET_S:-480}
+over_budget() { [ $(( $(date +%s) - T0 )) -gt "$BUDGET" ]; }
 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 COMMIT=$(cat .gpu/COMMIT 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -408,6 +414,10 @@ if [ -n "$BIN" ] && ls .gpu/plans/seed-*.plan > /dev/null 2>&1; then
   for n in gpt-1.3B gpt-0.35B-moe-64 gpt-2.7B gpt-1.3B-moe-32 gpt-1.3B-moe-64; do
     plan=.gpu/plans/seed-$n.plan
     [ -f "$plan" ] || continue
+    if over_budget; then
+      stage "seed-benchmarks-$n" skipped-budget 0 "past ${BUDGET} s"
+      continue
+    fi
     timeout 120 "$BIN/moe-run" "$plan" --backend=cuda --random-weights --prompt-ids="$ids" \
       --max-new-tokens=128 --bench --json > "$OUT/seed-$n.bench.json" 2> "$OUT/seed-$n.bench.log"
     rc=$?
@@ -430,7 +440,9 @@ fi
 # 32 sequences of 20-token prompts.
 s=$(date +%s)
 plan=.gpu/plans/batch-mixtral-bf16.plan
-if [ -n "$BIN" ] && [ -f "$plan" ]; then
+if over_budget; then
+  stage batch-benchmarks skipped-budget 0 "past ${BUDGET} s"
+elif [ -n "$BIN" ] && [ -f "$plan" ]; then
   timeout 120 "$BIN/moe-run" "$plan" --backend=cuda --random-weights --bench --batch=1,8,32 \
     --max-new-tokens=64 --json > "$OUT/batch-mixtral.bench.json" 2> "$OUT/batch-mixtral.bench.log"
   rc=$?

@@ -615,6 +615,7 @@ const float *Session::run(int64_t T, int64_t numLogitRows, float *allLogits) {
     stats_.kvBytes = kvBytesRead(T);
     // Nothing runs past the end of a forward call.
     backend_.synchronizeAll();
+    backend_.collectStats(stats_);
   } catch (...) {
     try {
       backend_.synchronizeAll();

@@ -113,6 +113,8 @@ CudaBackend::CudaBackend(const BackendOptions &opts)
     fail("cuda: cuBLAS handle creation failed (expected a working cuBLAS)");
   check(cudaMalloc(reinterpret_cast<void **>(&sampleOut_), 64), "cudaMalloc (sampler)");
   check(cudaMalloc(reinterpret_cast<void **>(&rngState_), 64), "cudaMalloc (sampler)");
+  check(cudaMalloc(reinterpret_cast<void **>(&routedBytes_), 64), "cudaMalloc (routed bytes)");
+  check(cudaMemset(routedBytes_, 0, 64), "cudaMemset (routed bytes)");
 }
 
 CudaBackend::~CudaBackend() {
@@ -138,6 +140,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(expertTable_);
   cudaFree(sampleOut_);
   cudaFree(rngState_);
+  cudaFree(routedBytes_);
   blas_.reset();
   for (cudaEvent_t e : events_)
     cudaEventDestroy(e);
@@ -952,7 +955,11 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
     w.replica = e->replica();
     w.numReplicas = std::max(1, e->num_replicas());
     ea.weightType = w.up.type;
-    a.stats->weightBytes += weightBytes(a, s[1]) + weightBytes(a, s[0]) + weightBytes(a, s[2]);
+    w.bytes = weightBytes(a, s[1]) + weightBytes(a, s[0]) + weightBytes(a, s[2]);
+    // A launch of chosen experts (expert streaming's parts: each routed)
+    // counts them here; otherwise the device counts the routed ones.
+    if (!a.expertSubset.empty())
+      a.stats->weightBytes += w.bytes;
   };
   if (op.experts()) {
     if (a.expertSubset.empty())
@@ -978,6 +985,19 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
     ea.experts = expertTable_;
   }
   check(experts(ea, workspace(expertsWorkspaceBytes(ea.T, ea.topK, ea.I)), st), "Experts");
+  if (a.expertSubset.empty())
+    check(countRoutedBytes(ea, routedBytes_, st), "Experts (routed bytes)");
+}
+
+void CudaBackend::collectStats(StepStats &stats) {
+  // The routed experts' bytes the device counted since the last call (the
+  // caller synchronized every stream).
+  uint64_t n = 0;
+  check(cudaMemcpy(&n, routedBytes_, sizeof n, cudaMemcpyDeviceToHost), "routed bytes");
+  if (n) {
+    stats.weightBytes += n;
+    check(cudaMemset(routedBytes_, 0, sizeof n), "routed bytes");
+  }
 }
 
 //===----------------------------------------------------------------------===//

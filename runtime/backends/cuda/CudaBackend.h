@@ -25,8 +25,8 @@
 //
 // --trace: per-step events from CUDA timing events (CudaTrace.cpp).
 //
-// Not yet: the bandwidth floor's count of routed experts (all local experts
-// are counted).
+// The bandwidth floor's count of the routed experts' bytes is kept on the
+// device (countRoutedBytes) and added by collectStats.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -89,6 +89,7 @@ public:
   /// Attention and MLA read a batched step's page table and slots; the
   /// lm_head computes its sampled rows.
   bool supportsBatchedSteps() const override { return true; }
+  void collectStats(StepStats &stats) override;
   bool supportsGraphs() const override { return graphsOn_ && !staged_ && !hostExchange_; }
   void beginCapture(int key) override;
   bool endCapture(int key) override;
@@ -185,6 +186,8 @@ private:
   /// Sampling: the chosen id and the RNG state on the device.
   int64_t *sampleOut_ = nullptr;
   uint64_t *rngState_ = nullptr;
+  /// Bytes of the routed experts' weights read since collectStats.
+  uint64_t *routedBytes_ = nullptr;
 
   RopeTableCache ropeHost_;
   /// Device mirrors of ropeHost_'s entries, with the generation they copy.

@@ -136,7 +136,7 @@ static bool sameTable(const std::vector<ExpertW> &a, const std::vector<ExpertW> 
     if (!sameDW(x.gate, y.gate) || !sameDW(x.up, y.up) || !sameDW(x.down, y.down) ||
         !sameDW(x.upBias, y.upBias) || !sameDW(x.downBias, y.downBias) ||
         !sameDW(x.gateBias, y.gateBias) || x.replica != y.replica ||
-        x.numReplicas != y.numReplicas)
+        x.numReplicas != y.numReplicas || x.bytes != y.bytes)
       return false;
   }
   return true;

@@ -116,6 +116,7 @@ cudaError_t gate(const float *logits, int64_t ld, int64_t T, const math::GatePar
 struct ExpertW {
   DW gate, up, down, upBias, downBias, gateBias;
   int replica = 0, numReplicas = 1;
+  uint64_t bytes = 0; // of gate, up and down: what a routed expert reads
 };
 
 struct ExpertsArgs {
@@ -149,6 +150,10 @@ size_t expertsWorkspaceBytes(int64_t T, int topK, int64_t I);
 /// into its stores.
 constexpr int64_t kExpertsGemvMaxRows = 16;
 cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t stream);
+/// *counter += the bytes of every local expert that got rows (expert_offsets
+/// [e + 1] > [e]): the bandwidth floor's count of the weights decode read,
+/// kept on the device so that routing is never read back.
+cudaError_t countRoutedBytes(const ExpertsArgs &a, uint64_t *counter, cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // Linear products (Linear.cu)

@@ -466,6 +466,12 @@ MOE_HD bool replicaOwns(const int32_t *offsets, int e, int64_t j, int replica, i
   return numReplicas <= 1 || (j - offsets[e]) % numReplicas == replica;
 }
 
+/// Whether expert e is this rank's (numReplicas > 0 in its table entry) and
+/// got rows from the gate: its weights are read (the bandwidth floor).
+MOE_HD bool routedLocal(int numReplicas, const int32_t *offsets, int e) {
+  return numReplicas > 0 && offsets[e + 1] > offsets[e];
+}
+
 //===----------------------------------------------------------------------===//
 // Attention
 //===----------------------------------------------------------------------===//

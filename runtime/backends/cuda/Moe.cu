@@ -373,6 +373,21 @@ size_t expertsWorkspaceBytes(int64_t T, int topK, int64_t I) {
   return size_t(T * topK) * size_t(2 * I) * sizeof(float) + 256;
 }
 
+__global__ void countRoutedBytesKernel(const ExpertW *table, const int32_t *offsets, int E,
+                                       unsigned long long *counter) {
+  for (int e = threadIdx.x; e < E; e += blockDim.x)
+    if (math::routedLocal(table[e].numReplicas, offsets, e))
+      atomicAdd(counter, static_cast<unsigned long long>(table[e].bytes));
+}
+
+cudaError_t countRoutedBytes(const ExpertsArgs &a, uint64_t *counter, cudaStream_t s) {
+  if (a.numExperts <= 0)
+    return cudaSuccess;
+  countRoutedBytesKernel<<<1, 256, 0, s>>>(a.experts, a.expertOffsets, a.numExperts,
+                                           reinterpret_cast<unsigned long long *>(counter));
+  return launched();
+}
+
 cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t s) {
   const int64_t rows = a.T * a.topK;
   if (rows <= 0)

@@ -261,6 +261,10 @@ public:
   }
   /// Forgets the events recorded so far (after a forward call synchronized).
   virtual void resetEvents() = 0;
+  /// Adds to `stats` what the device counted during the forward call just
+  /// synchronized (CUDA: the routed experts' bytes, counted without reading
+  /// routing back); the counts restart.
+  virtual void collectStats(StepStats & /*stats*/) {}
   /// Whether launching a compute-stream step returns when it has run (the
   /// session then releases the weights it pinned right away).
   virtual bool synchronousCompute() const { return false; }

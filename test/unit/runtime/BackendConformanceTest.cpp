@@ -1937,6 +1937,29 @@ TEST_P(BackendConformance, BatchedGeneration) {
   }
 }
 
+/// The bandwidth floor's byte counts of decode steps (the weights read,
+/// routed experts only, and the K/V rows) equal the CPU backend's for the
+/// same plan and tokens: the CUDA backend counts routed experts on the device.
+TEST_P(BackendConformance, DecodeByteCounts) {
+  BACKEND_OR_SKIP(be, 2);
+  PlanFile plan = planFor(kTinyMixtral, singleOptions());
+  auto run = [&](Backend &b) {
+    auto weights = WeightStore::random(plan, 11, {0}, b);
+    auto comm = makeLocalComm();
+    Session s(plan, 0, *weights, *comm, b);
+    GenerateOptions g;
+    g.maxNewTokens = 6;
+    const std::vector<int64_t> prompt = {3, 14, 15, 92, 65};
+    return generate(s, *comm, prompt, g);
+  };
+  TestBackend cpu(2);
+  GenerateResult want = run(cpu), got = run(*be);
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_EQ(got.decodeWeightBytes, want.decodeWeightBytes);
+  EXPECT_EQ(got.decodeKVBytes, want.decodeKVBytes);
+  EXPECT_GT(want.decodeWeightBytes, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(BackendConformance, BackendConformance,
                          ::testing::ValuesIn(availableBackends()),
                          [](const auto &info) { return info.param; });

@@ -89,6 +89,7 @@ public:
   }
   void synchronize(StreamKind s) override { in_.synchronize(s); }
   void resetEvents() override { in_.resetEvents(); }
+  void collectStats(StepStats &stats) override { in_.collectStats(stats); }
 
   bool supportsBatchedSteps() const override { return in_.supportsBatchedSteps(); }
   bool supportsGraphs() const override { return true; }

@@ -39,9 +39,9 @@ json_str() {
 
 # write FINISHED: the JSON with every stage so far.
 write_json() {
-  local finished=$1 body="" sep=""
-  for s in "${STAGES[@]}"; do
-    body+="$sep$s"
+  local finished=$1 body="" sep="" one
+  for one in "${STAGES[@]}"; do
+    body+="$sep$one"
     sep=$',\n    '
   done
   {

@@ -115,6 +115,10 @@ CudaBackend::CudaBackend(const BackendOptions &opts)
   check(cudaMalloc(reinterpret_cast<void **>(&rngState_), 64), "cudaMalloc (sampler)");
   check(cudaMalloc(reinterpret_cast<void **>(&routedBytes_), 64), "cudaMalloc (routed bytes)");
   check(cudaMemset(routedBytes_, 0, 64), "cudaMemset (routed bytes)");
+  check(cudaHostAlloc(&routedMirror_, 64, cudaHostAllocMapped), "cudaHostAlloc (routed bytes)");
+  *static_cast<volatile unsigned long long *>(routedMirror_) = 0;
+  check(cudaHostGetDevicePointer(reinterpret_cast<void **>(&routedMirrorDev_), routedMirror_, 0),
+        "cudaHostGetDevicePointer (routed bytes)");
 }
 
 CudaBackend::~CudaBackend() {
@@ -141,6 +145,7 @@ CudaBackend::~CudaBackend() {
   cudaFree(sampleOut_);
   cudaFree(rngState_);
   cudaFree(routedBytes_);
+  cudaFreeHost(routedMirror_);
   blas_.reset();
   for (cudaEvent_t e : events_)
     cudaEventDestroy(e);
@@ -984,20 +989,20 @@ void CudaBackend::runExperts(cudaStream_t st, const plan::Experts &op, const Ste
           "expert table");
     ea.experts = expertTable_;
   }
+  if (a.expertSubset.empty()) { // (else counted above, on the host)
+    ea.routedBytes = routedBytes_;
+    ea.routedMirror = routedMirrorDev_;
+  }
   check(experts(ea, workspace(expertsWorkspaceBytes(ea.T, ea.topK, ea.I)), st), "Experts");
-  if (a.expertSubset.empty())
-    check(countRoutedBytes(ea, routedBytes_, st), "Experts (routed bytes)");
 }
 
 void CudaBackend::collectStats(StepStats &stats) {
-  // The routed experts' bytes the device counted since the last call (the
-  // caller synchronized every stream).
-  uint64_t n = 0;
-  check(cudaMemcpy(&n, routedBytes_, sizeof n, cudaMemcpyDeviceToHost), "routed bytes");
-  if (n) {
-    stats.weightBytes += n;
-    check(cudaMemset(routedBytes_, 0, sizeof n), "routed bytes");
-  }
+  // The routed experts' bytes the device counted since the last call: the
+  // running total its last Experts launch stored in mapped host memory (the
+  // caller synchronized every stream; no copy, no CUDA call per step).
+  const uint64_t total = *static_cast<volatile unsigned long long *>(routedMirror_);
+  stats.weightBytes += total - routedSeen_;
+  routedSeen_ = total;
 }
 
 //===----------------------------------------------------------------------===//

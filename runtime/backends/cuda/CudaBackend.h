@@ -26,7 +26,8 @@
 // --trace: per-step events from CUDA timing events (CudaTrace.cpp).
 //
 // The bandwidth floor's count of the routed experts' bytes is kept on the
-// device (countRoutedBytes) and added by collectStats.
+// device (the Experts launch's activation kernel adds them) and read by
+// collectStats from mapped host memory.
 //
 //===----------------------------------------------------------------------===//
 #pragma once
@@ -186,8 +187,11 @@ private:
   /// Sampling: the chosen id and the RNG state on the device.
   int64_t *sampleOut_ = nullptr;
   uint64_t *rngState_ = nullptr;
-  /// Bytes of the routed experts' weights read since collectStats.
-  uint64_t *routedBytes_ = nullptr;
+  /// The routed experts' weight bytes read so far: the device's running
+  /// total, its mirror in mapped host memory, and what collectStats took.
+  unsigned long long *routedBytes_ = nullptr, *routedMirrorDev_ = nullptr;
+  void *routedMirror_ = nullptr;
+  uint64_t routedSeen_ = 0;
 
   RopeTableCache ropeHost_;
   /// Device mirrors of ropeHost_'s entries, with the generation they copy.

@@ -138,6 +138,13 @@ struct ExpertsArgs {
   /// fetched expert under expert streaming; the table then lists only that
   /// part's experts, the others with numReplicas 0).
   bool clearSlotOut = true;
+  /// The bandwidth floor's count, kept on the device so that routing is
+  /// never read back: when set, the launch adds the bytes of every local
+  /// expert that got rows (ExpertW::bytes) to *routedBytes and stores the
+  /// new total in *routedMirror (mapped host memory the host reads after a
+  /// synchronize, without a copy).
+  unsigned long long *routedBytes = nullptr;
+  unsigned long long *routedMirror = nullptr;
 };
 /// Scratch bytes of experts(): the gathered hidden rows [T*topK, 2I] f32.
 size_t expertsWorkspaceBytes(int64_t T, int topK, int64_t I);
@@ -150,10 +157,6 @@ size_t expertsWorkspaceBytes(int64_t T, int topK, int64_t I);
 /// into its stores.
 constexpr int64_t kExpertsGemvMaxRows = 16;
 cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t stream);
-/// *counter += the bytes of every local expert that got rows (expert_offsets
-/// [e + 1] > [e]): the bandwidth floor's count of the weights decode read,
-/// kept on the device so that routing is never read back.
-cudaError_t countRoutedBytes(const ExpertsArgs &a, uint64_t *counter, cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // Linear products (Linear.cu)

@@ -318,9 +318,20 @@ __global__ void __launch_bounds__(kWThreads)
 }
 
 /// h[j, 0:I] = act(h[j, 0:I]) (* h[j, I:2I]) for admitted positions j
-/// (SwigluOai: math::swigluOai of the pair).
+/// (SwigluOai: math::swigluOai of the pair). One thread also adds the
+/// routed local experts' bytes to the floor's count (ExpertsArgs).
 __global__ void expertsActKernel(float *h, int64_t ldh, const int32_t *offsets, int E, int64_t I,
-                                 ActKind act, bool gated, float limit, float alpha) {
+                                 ActKind act, bool gated, float limit, float alpha,
+                                 const ExpertW *table, unsigned long long *routedBytes,
+                                 volatile unsigned long long *routedMirror) {
+  if (routedBytes && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+    unsigned long long sum = 0;
+    for (int e = 0; e < E; ++e)
+      if (math::routedLocal(table[e].numReplicas, offsets, e))
+        sum += table[e].bytes;
+    *routedMirror = atomicAdd(routedBytes, sum) + sum;
+    __threadfence_system();
+  }
   for (int64_t j = blockIdx.y; j < offsets[E]; j += gridDim.y) {
     float *row = h + j * ldh;
     for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < I;
@@ -373,21 +384,6 @@ size_t expertsWorkspaceBytes(int64_t T, int topK, int64_t I) {
   return size_t(T * topK) * size_t(2 * I) * sizeof(float) + 256;
 }
 
-__global__ void countRoutedBytesKernel(const ExpertW *table, const int32_t *offsets, int E,
-                                       unsigned long long *counter) {
-  for (int e = threadIdx.x; e < E; e += blockDim.x)
-    if (math::routedLocal(table[e].numReplicas, offsets, e))
-      atomicAdd(counter, static_cast<unsigned long long>(table[e].bytes));
-}
-
-cudaError_t countRoutedBytes(const ExpertsArgs &a, uint64_t *counter, cudaStream_t s) {
-  if (a.numExperts <= 0)
-    return cudaSuccess;
-  countRoutedBytesKernel<<<1, 256, 0, s>>>(a.experts, a.expertOffsets, a.numExperts,
-                                           reinterpret_cast<unsigned long long *>(counter));
-  return launched();
-}
-
 cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t s) {
   const int64_t rows = a.T * a.topK;
   if (rows <= 0)
@@ -405,7 +401,8 @@ cudaError_t experts(const ExpertsArgs &a, void *workspace, cudaStream_t s) {
   if (err)
     return err;
   expertsActKernel<<<dim3(gridFor(a.I, 256), unsigned(rows < 65535 ? rows : 65535)), 256, 0, s>>>(
-      h, ldh, a.expertOffsets, a.numExperts, a.I, a.act, a.gated, a.swigluLimit, a.swigluAlpha);
+      h, ldh, a.expertOffsets, a.numExperts, a.I, a.act, a.gated, a.swigluLimit, a.swigluAlpha,
+      a.experts, a.routedBytes, a.routedMirror);
   if ((err = launched()))
     return err;
   MOE_DISPATCH_WTYPE(wt, WT, err = runStage<WT>(down, a, s));

@@ -35,6 +35,8 @@ float activate(Act a, float x) {
     return float(1.0 / (1.0 + std::exp(-double(x))));
   case Act::Identity:
     return x;
+  case Act::SwigluOai: // a function of (gate, up) pairs: swigluOai(), never per element
+    return x;
   }
   return x;
 }

@@ -484,6 +484,27 @@ float onlineSoftmaxAdd(float s, float &m, float &l, std::vector<float> &acc) {
   return e;
 }
 
+/// One key of a split, as the kernels take it (laneDot, onlineSoftmaxAdd,
+/// laneAxpy): score q . k over n columns, acc += weight * v over acc's.
+void attendKey(const float *q, const float *k, int64_t n, const float *v, float &m, float &l,
+               std::vector<float> &acc) {
+  float sc = 0.0f;
+  for (int64_t d = 0; d < n; ++d)
+    sc += q[d] * k[d];
+  float ex = onlineSoftmaxAdd(sc, m, l, acc);
+  for (size_t d = 0; d < acc.size(); ++d)
+    acc[d] += ex * v[d];
+}
+
+/// A split's partial (m, l, acc) merged into the running state and output
+/// (math::softmaxMerge, as the merge kernels do).
+void mergeSplit(cm::SoftmaxState &st, float m, float l, const std::vector<float> &acc, float *o) {
+  float fa, fb;
+  st = cm::softmaxMerge(st, {m, l}, fa, fb);
+  for (size_t d = 0; d < acc.size(); ++d)
+    o[d] = o[d] * fa + acc[d] * fb;
+}
+
 /// Attention the way the kernel computes it: per (t, h) and per split an
 /// online softmax over its positions, then softmaxMerge of the splits.
 TEST(CudaMath, SplitAttentionMatchesCpu) {
@@ -515,7 +536,9 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
       for (int64_t t = 0; t < T; ++t)
         for (int h = 0; h < heads; ++h) {
           int g = h / (heads / kvHeads);
-          const float *q = qkv.data() + t * ld + h * hd;
+          std::vector<float> q(static_cast<size_t>(hd)); // the kernel's query, scaled once
+          for (int d = 0; d < hd; ++d)
+            q[size_t(d)] = qkv[size_t(t * ld + h * hd + d)] * scale;
           cm::SoftmaxState st{-INFINITY, 0.0f};
           std::vector<float> o(size_t(hd), 0.0f);
           for (int s = 0; s < splits; ++s) {
@@ -525,18 +548,10 @@ TEST(CudaMath, SplitAttentionMatchesCpu) {
             std::vector<float> acc(size_t(hd), 0.0f);
             for (int64_t j = std::max(b, cm::attnStart(pos[size_t(t)], window));
                  j < e && j <= pos[size_t(t)]; ++j) {
-              const float *k = kc.data() + (g * S + j) * hd, *v = vc.data() + (g * S + j) * hd;
-              float sc = 0.0f;
-              for (int d = 0; d < hd; ++d)
-                sc += q[d] * scale * k[d];
-              float ex = onlineSoftmaxAdd(sc, m, l, acc);
-              for (int d = 0; d < hd; ++d)
-                acc[size_t(d)] += ex * v[d];
+              attendKey(q.data(), kc.data() + (g * S + j) * hd, hd, vc.data() + (g * S + j) * hd,
+                        m, l, acc);
             }
-            float fa, fb;
-            st = cm::softmaxMerge(st, {m, l}, fa, fb);
-            for (int d = 0; d < hd; ++d)
-              o[size_t(d)] = o[size_t(d)] * fa + acc[size_t(d)] * fb;
+            mergeSplit(st, m, l, acc, o.data());
           }
           if (withSinks) {
             float fa;
@@ -646,6 +661,9 @@ TEST(CudaMath, PagedAttentionPassesMatchCpu) {
                 const int64_t item = bx * kItems + w, t = item / group;
                 const int h = g * group + int(item % group);
                 const int64_t p = pos[size_t(t)], start = cm::attnStart(p, window);
+                std::vector<float> q(static_cast<size_t>(hd));
+                for (int d = 0; d < hd; ++d)
+                  q[size_t(d)] = qkv[size_t(t * ld + h * hd + d)] * scale;
                 float m = -INFINITY, l = 0.0f;
                 std::vector<float> acc(size_t(hd), 0.0f);
                 for (int64_t k0 = kb; k0 < ke; k0 += kBK)
@@ -653,22 +671,12 @@ TEST(CudaMath, PagedAttentionPassesMatchCpu) {
                     int64_t j = k0 + r;
                     if (j >= ke || j < start || j > p || j < sb)
                       continue;
-                    int64_t row = pages.row(cur, j);
-                    const float *k = kc.data() + (g * S + row) * hd;
-                    const float *v = vc.data() + (g * S + row) * hd;
-                    float sc = 0.0f;
-                    for (int d = 0; d < hd; ++d)
-                      sc += qkv[size_t(t * ld + h * hd + d)] * scale * k[d];
-                    float ex = onlineSoftmaxAdd(sc, m, l, acc);
-                    for (int d = 0; d < hd; ++d)
-                      acc[size_t(d)] += ex * v[d];
+                    const int64_t row = pages.row(cur, j);
+                    attendKey(q.data(), kc.data() + (g * S + row) * hd, hd,
+                              vc.data() + (g * S + row) * hd, m, l, acc);
                   }
-                float fa, fb;
-                cm::SoftmaxState &st = merged[size_t(t * heads + h)];
-                st = cm::softmaxMerge(st, {m, l}, fa, fb);
-                float *o = out.data() + (t * heads + h) * hd;
-                for (int d = 0; d < hd; ++d)
-                  o[d] = o[d] * fa + acc[size_t(d)] * fb;
+                mergeSplit(merged[size_t(t * heads + h)], m, l, acc,
+                           out.data() + (t * heads + h) * hd);
               }
             }
           }
@@ -734,19 +742,10 @@ TEST(CudaMath, MlaMatchesCpu) {
             cm::splitRange(maxPos + 1, splits, z, sb, se);
             float m = -INFINITY, l = 0.0f;
             std::vector<float> acc(static_cast<size_t>(L), 0.0f);
-            for (int64_t j = sb; j < std::min(pos[size_t(t)] + 1, se); ++j) {
-              const float *row = cache.data() + j * C;
-              float sc = 0.0f;
-              for (int64_t c = 0; c < C; ++c)
-                sc += qa[size_t(c)] * row[c];
-              float e = onlineSoftmaxAdd(sc, m, l, acc);
-              for (int64_t c = 0; c < L; ++c)
-                acc[size_t(c)] += e * row[c];
-            }
-            float fa, fb;
-            st = cm::softmaxMerge(st, {m, l}, fa, fb);
-            for (int64_t c = 0; c < L; ++c)
-              olat[size_t(c)] = olat[size_t(c)] * fa + acc[size_t(c)] * fb;
+            // Keys are whole latent rows [c_kv | k_pe], values their c_kv.
+            for (int64_t j = sb; j < std::min(pos[size_t(t)] + 1, se); ++j)
+              attendKey(qa.data(), cache.data() + j * C, C, cache.data() + j * C, m, l, acc);
+            mergeSplit(st, m, l, acc, olat.data());
           }
           for (int64_t v = 0; v < V; ++v) { // uvKernel
             float o = 0.0f;
